@@ -1,0 +1,76 @@
+"""The one benchmark runner: a readable table, and with ``--json`` one JSON object last."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+BENCHMARKS = {
+    "edge_ingest": "benchmarks.edge_ingest",
+    "allocate": "benchmarks.allocate",
+    "reroute": "benchmarks.reroute",
+    "e2e": "benchmarks.e2e",
+}
+
+
+@dataclass
+class Result:
+    """Figures of one benchmark run: name -> value, with a unit and a note per figure."""
+
+    name: str
+    figures: dict[str, float] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    targets: dict[str, str] = field(default_factory=dict)
+
+    def add(self, key: str, value: float, unit: str = "", note: str = "", target: str = "") -> None:
+        self.figures[key] = value
+        self.units[key] = unit
+        if note:
+            self.notes[key] = note
+        if target:
+            self.targets[key] = target
+
+
+def _table(result: Result, seconds: float) -> str:
+    rows = [("figure", "value", "unit", "target", "note")]
+    for key, value in result.figures.items():
+        shown = f"{value:,.3f}" if isinstance(value, float) and abs(value) < 100 else f"{value:,.0f}"
+        rows.append(
+            (key, shown, result.units.get(key, ""), result.targets.get(key, ""),
+             result.notes.get(key, ""))
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"benchmark {result.name} ({seconds:.1f} s)"]
+    for i, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("name", choices=sorted(BENCHMARKS))
+    parser.add_argument("--json", action="store_true", help="print one JSON object last")
+    parser.add_argument("--quick", action="store_true", help="smaller run (used by tests)")
+    args = parser.parse_args(argv)
+    module = importlib.import_module(BENCHMARKS[args.name])
+    run: Callable[[bool], Result] = module.run
+    started = time.perf_counter()
+    result = run(args.quick)
+    elapsed = time.perf_counter() - started
+    print(_table(result, elapsed), flush=True)
+    if args.json:
+        payload = {k: round(v, 4) for k, v in result.figures.items()}
+        print(json.dumps({"benchmark": result.name, **payload}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

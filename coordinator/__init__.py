@@ -1,0 +1,1 @@
+"""Breakwater coordinator: order allocation, breaker-driven rerouting, notifications."""

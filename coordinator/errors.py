@@ -1,0 +1,36 @@
+"""The coordinator's one exception tree. Library errors are translated at the boundary."""
+
+from __future__ import annotations
+
+
+class CoordinatorError(Exception):
+    """Base of every error the coordinator raises on purpose."""
+
+
+class ConfigError(CoordinatorError):
+    """Settings or an import file that cannot be used; the message names the field."""
+
+
+class StoreError(CoordinatorError):
+    """The database refused or failed an operation."""
+
+
+class NotFound(CoordinatorError):
+    """A referenced entity (order, warehouse, SKU, store) does not exist."""
+
+    def __init__(self, kind: str, ident: str) -> None:
+        self.kind = kind
+        self.ident = ident
+        super().__init__(f"unknown {kind} {ident!r}")
+
+
+class Conflict(CoordinatorError):
+    """A request that contradicts the current state (e.g. an impossible transition)."""
+
+
+class AllocationError(CoordinatorError):
+    """The allocation engine was given an inconsistent snapshot."""
+
+
+class NotificationError(CoordinatorError):
+    """A notification could not be delivered (retried by the outbox)."""

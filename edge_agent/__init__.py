@@ -1,0 +1,1 @@
+"""Breakwater edge agent: local breakers from MQTT sensors, on the warehouse gateway."""

@@ -1,0 +1,303 @@
+"""Wire payload models (pydantic v2). Version 1 of the contract.
+
+Rules of the contract:
+- every payload carries ``v`` (the schema version); unknown fields are ignored so a
+  newer minor revision never breaks an older reader;
+- times are ISO 8601 with a UTC offset; event time (when it happened at the sensor)
+  and receive/publish time travel together wherever both exist;
+- identifiers that appear in topics obey :func:`protocols.topics.validate_level`.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from protocols.topics import validate_level
+
+SCHEMA_VERSION = 1
+
+# Physically possible for a warehouse sensor; anything outside is a broken sensor.
+MIN_TEMPERATURE_C = -60.0
+MAX_TEMPERATURE_C = 80.0
+
+
+def _level(value: str) -> str:
+    return validate_level(value, "identifier")
+
+
+Ident = Annotated[str, AfterValidator(_level)]
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
+
+    v: Literal[1] = SCHEMA_VERSION
+
+
+class SensorReading(WireModel):
+    """Native sensor format: one reading with its event timestamp."""
+
+    sensor_id: Ident
+    ts: AwareDatetime
+    temperature_c: float | None = Field(default=None, ge=MIN_TEMPERATURE_C, le=MAX_TEMPERATURE_C)
+    humidity_pct: float | None = Field(default=None, ge=0.0, le=100.0)
+
+    @model_validator(mode="after")
+    def _has_a_value(self) -> SensorReading:
+        if self.temperature_c is None and self.humidity_pct is None:
+            raise ValueError("a reading needs temperature_c or humidity_pct")
+        return self
+
+
+class BreakerState(StrEnum):
+    """Rule and breaker states, as in Prometheus alerts / ThingsBoard alarms."""
+
+    OK = "ok"
+    PENDING = "pending"
+    TRIPPED = "tripped"
+    CLEARING = "clearing"
+    UNKNOWN = "unknown"
+
+
+class Override(StrEnum):
+    NONE = "none"
+    FORCE_TRIPPED = "force_tripped"
+    INHIBITED = "inhibited"
+
+
+class TripValue(BaseModel):
+    """One reading that contributed to a trip."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
+
+    sensor_id: str
+    metric: Literal["temperature_c", "humidity_pct"]
+    value: float
+    ts: AwareDatetime
+
+
+class BreakerEvent(WireModel):
+    """A breaker's state change, published by the agent that owns the breaker.
+
+    ``open`` is what the coordinator acts on: an open breaker means the warehouse must
+    not take orders. Live events are retained; events replayed from the agent's outbox
+    carry ``historical=True``, are not retained and never overwrite newer live state.
+    Receivers deduplicate on ``(agent_id, seq)``; ``episode_id`` names the incident.
+    """
+
+    warehouse_id: Ident
+    agent_id: Ident
+    breaker: Ident
+    state: BreakerState
+    previous_state: BreakerState | None = None
+    open: bool
+    override: Override = Override.NONE
+    override_actor: str | None = None
+    override_expires_at: AwareDatetime | None = None
+    acknowledged: bool = False
+    acknowledged_by: str | None = None
+    zone: str | None = None
+    rule: str | None = None
+    reason: str = Field(min_length=1, max_length=64)
+    detail: str = ""
+    values: list[TripValue] = Field(default_factory=list, max_length=64)
+    since: AwareDatetime
+    episode_id: str | None = None
+    seq: int = Field(ge=0)
+    session_seq: int = Field(ge=0)
+    event_time: AwareDatetime
+    published_at: AwareDatetime
+    clock_suspect: bool = False
+    historical: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BreakerEvent:
+        if self.override is Override.FORCE_TRIPPED and not self.open:
+            raise ValueError("open must be true while override is force_tripped")
+        if self.override is Override.INHIBITED and self.open:
+            raise ValueError("open must be false while override is inhibited")
+        if self.override is Override.NONE:
+            expected = self.state in (BreakerState.TRIPPED, BreakerState.CLEARING)
+            if self.open != expected:
+                raise ValueError(f"open must be {expected} in state {self.state.value}")
+        if self.override is not Override.NONE and not self.override_actor:
+            raise ValueError("override_actor is required while an override is active")
+        if self.open and self.episode_id is None:
+            raise ValueError("episode_id is required while the breaker is open")
+        if self.acknowledged and not self.acknowledged_by:
+            raise ValueError("acknowledged_by is required when acknowledged")
+        return self
+
+
+class AgentState(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class AgentStatus(WireModel):
+    """Birth (``online``) and death (``offline``, the last will) of an agent session.
+
+    ``session_seq`` grows with every connection of the agent (Sparkplug's bdSeq); a
+    death whose ``session_seq`` is older than the latest birth is stale and ignored.
+    """
+
+    warehouse_id: Ident
+    agent_id: Ident
+    state: AgentState
+    session_seq: int = Field(ge=0)
+    ts: AwareDatetime
+    software: str = ""
+    breakers: list[Ident] = Field(default_factory=list)
+    graceful: bool = False
+
+
+class RuleCountdown(WireModel):
+    """Published while a rule is pending: how long until it trips, in event time."""
+
+    warehouse_id: Ident
+    agent_id: Ident
+    zone: Ident
+    rule: Ident
+    breaker: Ident
+    state: BreakerState
+    pending_since: AwareDatetime | None = None
+    trips_at: AwareDatetime | None = None
+    seconds_left: float | None = Field(default=None, ge=0)
+    readings_in_window: int = Field(default=0, ge=0)
+    event_time: AwareDatetime
+
+    @model_validator(mode="after")
+    def _pending_has_deadline(self) -> RuleCountdown:
+        if self.state is BreakerState.PENDING and (
+            self.trips_at is None or self.seconds_left is None
+        ):
+            raise ValueError("a pending countdown needs trips_at and seconds_left")
+        return self
+
+
+class TelemetrySummary(WireModel):
+    """Per-zone, per-metric summary of one window (default one minute) of readings."""
+
+    warehouse_id: Ident
+    agent_id: Ident
+    zone: Ident
+    metric: Literal["temperature_c", "humidity_pct"]
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    count: int = Field(ge=1)
+    min: float
+    mean: float
+    max: float
+    last: float
+    seq: int = Field(ge=0)
+    historical: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TelemetrySummary:
+        if self.window_end <= self.window_start:
+            raise ValueError("window_end must be after window_start")
+        if not (self.min <= self.mean <= self.max):
+            raise ValueError("min <= mean <= max must hold")
+        if not (self.min <= self.last <= self.max):
+            raise ValueError("min <= last <= max must hold")
+        return self
+
+
+class CommandKind(StrEnum):
+    ACK = "ack"
+    FORCE_TRIPPED = "force_tripped"
+    INHIBIT = "inhibit"
+    RELEASE = "release"
+
+
+class BreakerCommand(WireModel):
+    """An operator's manual command to one breaker. Every command is audited."""
+
+    command_id: str = Field(min_length=1, max_length=64)
+    command: CommandKind
+    actor: str = Field(min_length=1, max_length=128)
+    reason: str = Field(min_length=1, max_length=500)
+    issued_at: AwareDatetime
+    expires_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _override_needs_expiry(self) -> BreakerCommand:
+        if self.command in (CommandKind.FORCE_TRIPPED, CommandKind.INHIBIT):
+            if self.expires_at is None:
+                raise ValueError(f"expires_at is required for {self.command.value}")
+            if self.expires_at <= self.issued_at:
+                raise ValueError("expires_at must be after issued_at")
+        return self
+
+
+class AuditRecord(WireModel):
+    """What an agent did with a command (applied or refused, and why)."""
+
+    warehouse_id: Ident
+    agent_id: Ident
+    breaker: str
+    command_id: str
+    command: CommandKind
+    actor: str
+    reason: str
+    outcome: Literal["applied", "refused", "expired"]
+    detail: str = ""
+    ts: AwareDatetime
+
+
+class DeadLetter(WireModel):
+    """A payload the agent could not accept, with the reason naming the field."""
+
+    warehouse_id: Ident
+    agent_id: Ident
+    source_topic: str
+    sensor_id: str | None = None
+    error: str
+    field: str = "$"
+    payload: str = Field(max_length=2048)
+    received_at: AwareDatetime
+    rejected_total: int = Field(ge=1)
+
+
+class TrackingUpdate(WireModel):
+    """A courier's tracking update for one shipment (HTTP ``POST /tracking`` or MQTT)."""
+
+    shipment_id: str = Field(min_length=1, max_length=64)
+    carrier: Ident
+    warehouse_id: Ident
+    order_id: str | None = None
+    status: Literal["picked_up", "in_transit", "out_for_delivery", "delivered", "exception"]
+    ts: AwareDatetime
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+
+    @field_validator("lat", "lon")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be finite")
+        return value
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TrackingUpdate:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat and lon go together")
+        return self
+
+
+def utc_isoformat(value: datetime) -> str:
+    """Format an aware datetime the way the contract writes it."""
+    return value.isoformat().replace("+00:00", "Z")

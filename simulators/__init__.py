@@ -1,0 +1,1 @@
+"""Simulators: brokers for tests and demos, sensor and order streams, incident replays."""

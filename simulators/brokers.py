@@ -1,0 +1,252 @@
+"""MQTT brokers to run beside Breakwater: a private Mosquitto process, or amqtt in-process.
+
+Tests, benchmarks and the demo start their own broker on a free loopback port so that
+they never depend on (or disturb) a broker installed on the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+
+class BrokerError(RuntimeError):
+    """A broker could not be started or stopped."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            return
+        time.sleep(0.02)
+    raise BrokerError(f"nothing is listening on {host}:{port} after {timeout}s")
+
+
+def find_mosquitto() -> str | None:
+    for candidate in MOSQUITTO_CANDIDATES:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    return None
+
+
+class MosquittoBroker:
+    """A private ``mosquitto`` process on a free loopback port.
+
+    ``stop()`` and ``start()`` keep the port and the persistence file, so fault tests can
+    take the broker away mid-incident and bring it back with sessions intact.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        max_queued_messages: int = 100_000,
+        persistence: bool = True,
+        binary: str | None = None,
+    ) -> None:
+        found = binary or find_mosquitto()
+        if found is None:
+            raise BrokerError("no mosquitto binary found (apt-get install mosquitto)")
+        self.binary = found
+        self.port = port or free_port()
+        self._dir = Path(tempfile.mkdtemp(prefix="bw-mosquitto-"))
+        # Run as root, mosquitto drops to the "mosquitto" user, which must be able to
+        # write its persistence file and log here.
+        self._dir.chmod(0o777)
+        self.config_path = self._dir / "mosquitto.conf"
+        self.log_path = self._dir / "mosquitto.log"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            f"max_queued_messages {max_queued_messages}",
+            "max_inflight_messages 100",
+            f"persistence {'true' if persistence else 'false'}",
+            f"persistence_location {self._dir}/",
+            "autosave_interval 1",
+            f"log_dest file {self.log_path}",
+            "log_type error",
+            "log_type warning",
+        ]
+        self.config_path.write_text("\n".join(lines) + "\n")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self._proc = subprocess.Popen(
+            [self.binary, "-c", str(self.config_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            wait_for_port(self.host, self.port)
+        except BrokerError as exc:
+            self.stop()
+            log = self.log_path.read_text() if self.log_path.exists() else ""
+            raise BrokerError(f"mosquitto did not start on port {self.port}: {log}") from exc
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()  # SIGTERM: mosquitto saves its persistence file first
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> MosquittoBroker:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def amqtt_config(host: str, port: int) -> dict[str, Any]:
+    """amqtt settings for Breakwater.
+
+    amqtt keeps offline QoS 1 messages only for clients that log in with a username, so
+    every Breakwater client sets one (see README, "embedded broker").
+    """
+    return {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+        "plugins": {
+            "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+        },
+    }
+
+
+class EmbeddedBroker:
+    """amqtt running in its own thread and event loop, for machines without Mosquitto."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._broker: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if self.running:
+            return
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            from amqtt.broker import Broker
+
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                self._broker = Broker(amqtt_config(self.host, self.port), loop=loop)
+                loop.run_until_complete(self._broker.start())
+            except BaseException as exc:  # reported to the starting thread
+                errors.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._broker.shutdown())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="amqtt-broker", daemon=True)
+        self._thread.start()
+        ready.wait(15)
+        if errors:
+            raise BrokerError(f"embedded broker failed to start: {errors[0]}") from errors[0]
+        wait_for_port(self.host, self.port)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        self._thread = None
+        self._loop = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+Broker = MosquittoBroker | EmbeddedBroker
+
+
+def start_test_broker() -> Broker:
+    """A private Mosquitto if the binary exists, else the embedded amqtt broker."""
+    broker: Broker
+    broker = MosquittoBroker() if find_mosquitto() else EmbeddedBroker()
+    broker.start()
+    return broker

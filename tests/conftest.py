@@ -1,0 +1,37 @@
+"""Shared fixtures: a private MQTT broker for the session and per-test topic roots."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from protocols import Topics
+from simulators.brokers import Broker, start_test_broker
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker() -> Iterator[Broker]:
+    """A private broker (Mosquitto when installed) on a free loopback port.
+
+    Fault tests may ``stop()`` and ``start()`` it; they must leave it running.
+    """
+    broker = start_test_broker()
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def broker(mqtt_broker: Broker) -> Broker:
+    if not mqtt_broker.running:
+        mqtt_broker.start()
+    return mqtt_broker
+
+
+@pytest.fixture
+def topics() -> Topics:
+    """A topic tree unique to this test, so retained messages never leak between tests."""
+    return Topics(f"bwtest-{uuid.uuid4().hex[:12]}")
