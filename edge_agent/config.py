@@ -1,0 +1,254 @@
+"""One TOML file per gateway, validated by pydantic. Errors name the file and the field.
+
+``load_config(path)`` reads a file (``state_db`` is resolved relative to it);
+``AgentConfig.model_validate(dict)`` builds the same model from a dict (``state_db`` is then
+relative to the current directory unless absolute).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from edge_agent.errors import ConfigError
+from protocols.topics import DEFAULT_ROOT, validate_level
+
+Metric = Literal["temperature_c", "humidity_pct"]
+SensorFormat = Literal["native", "zigbee2mqtt", "tasmota", "plain"]
+
+
+def _level(value: str) -> str:
+    return validate_level(value, "identifier")
+
+
+Ident = Annotated[str, AfterValidator(_level)]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo in a safety limit must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class AgentSection(_Section):
+    agent_id: Ident
+    warehouse_id: Ident
+    state_db: str = "edge-state.sqlite"
+    outage_tolerance_s: Seconds = 900
+    max_skew_s: PositiveSeconds = 30
+    tick_interval_s: PositiveSeconds = 1.0
+    outbox_max_bytes: int = Field(default=5_000_000, ge=10_000)
+    telemetry_window_s: PositiveSeconds = 60
+    readings_log_per_sensor: int = Field(default=100, ge=1, le=100_000)
+    deadletter_queue_max: int = Field(default=1000, ge=1)
+    log_interval_s: Seconds = 60
+
+
+class MqttSection(_Section):
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password: str | None = None
+    client_id: str | None = None
+    topic_root: str = DEFAULT_ROOT
+    keepalive_s: int = Field(default=30, ge=2, le=3600)
+    qos: Literal[0, 1] = 0
+
+    @field_validator("url")
+    @classmethod
+    def _mqtt_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:port")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {value!r}") from exc
+        return value
+
+    @field_validator("topic_root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        for part in value.split("/"):
+            validate_level(part, "topic root level")
+        return value
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 1883
+
+
+class SensorConfig(_Section):
+    id: Ident
+    zone: Ident
+    topic: str | None = None
+    format: SensorFormat = "native"
+    metric: Metric | None = None
+    tasmota_sensor: str | None = None
+    max_gap_s: PositiveSeconds = 120
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "#" in value[:-1] or "\x00" in value):
+            raise ValueError("must be an MQTT topic or filter ('#' only as the last level)")
+        return value
+
+    @model_validator(mode="after")
+    def _format_fields(self) -> SensorConfig:
+        if self.format == "plain" and self.metric is None:
+            raise ValueError("metric is required for a plain sensor")
+        if self.format != "plain" and self.metric is not None:
+            raise ValueError("metric is only for plain sensors")
+        if self.format != "tasmota" and self.tasmota_sensor is not None:
+            raise ValueError("tasmota_sensor is only for tasmota sensors")
+        if self.format != "native" and self.topic is None:
+            raise ValueError(f"topic is required for a {self.format} sensor")
+        return self
+
+
+class RuleConfig(_Section):
+    id: Ident
+    zone: Ident
+    breaker: Ident
+    metric: Metric
+    above: float | None = None
+    below: float | None = None
+    for_s: Seconds = 300
+    min_readings: int = Field(default=3, ge=1, le=10_000)
+    dip_grace_s: Seconds = 0
+    clear_below: float | None = None
+    clear_above: float | None = None
+    clear_for_s: Seconds = 120
+    min_tripped_s: Seconds = 0
+    silence_trips_after_s: PositiveSeconds | None = None
+
+    @model_validator(mode="after")
+    def _one_direction(self) -> RuleConfig:
+        if (self.above is None) == (self.below is None):
+            raise ValueError("give exactly one of above or below")
+        if self.above is not None:
+            if self.clear_above is not None:
+                raise ValueError("clear_above goes with below, not above")
+            if self.clear_below is not None and self.clear_below > self.above:
+                raise ValueError("clear_below must be at or below above")
+        if self.below is not None:
+            if self.clear_below is not None:
+                raise ValueError("clear_below goes with above, not below")
+            if self.clear_above is not None and self.clear_above < self.below:
+                raise ValueError("clear_above must be at or above below")
+        return self
+
+
+class BreakerConfig(_Section):
+    name: Ident
+    description: str = ""
+
+
+class AgentConfig(_Section):
+    agent: AgentSection
+    local_mqtt: MqttSection = Field(default_factory=MqttSection)
+    uplink_mqtt: MqttSection = Field(default_factory=MqttSection)
+    sensors: list[SensorConfig] = Field(min_length=1)
+    rules: list[RuleConfig] = Field(default_factory=list)
+    breakers: list[BreakerConfig] = Field(min_length=1)
+
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @model_validator(mode="after")
+    def _references(self) -> AgentConfig:
+        _unique("sensors", [s.id for s in self.sensors])
+        _unique("rules", [r.id for r in self.rules])
+        _unique("breakers", [b.name for b in self.breakers])
+        breaker_names = {b.name for b in self.breakers}
+        for i, rule in enumerate(self.rules):
+            if rule.breaker not in breaker_names:
+                raise ValueError(f"rules[{i}].breaker: no breaker named {rule.breaker!r}")
+            measuring = [
+                s for s in self.sensors if s.zone == rule.zone and _measures(s, rule.metric)
+            ]
+            if not measuring:
+                raise ValueError(
+                    f"rules[{i}].zone: no sensor in zone {rule.zone!r} measures {rule.metric}"
+                )
+        return self
+
+    @property
+    def state_db_path(self) -> Path:
+        path = Path(self.agent.state_db)
+        return path if path.is_absolute() else self._base_dir / path
+
+    def with_base_dir(self, base_dir: Path) -> AgentConfig:
+        self._base_dir = base_dir
+        return self
+
+
+def _measures(sensor: SensorConfig, metric: str) -> bool:
+    return sensor.format != "plain" or sensor.metric == metric
+
+
+def _unique(what: str, ids: list[str]) -> None:
+    seen: set[str] = set()
+    for i, ident in enumerate(ids):
+        if ident in seen:
+            raise ValueError(f"{what}[{i}]: duplicate id {ident!r}")
+        seen.add(ident)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text or "$"
+
+
+def config_from_dict(data: dict[str, object], *, source: str = "<dict>") -> AgentConfig:
+    """Validate ``data``; raise :class:`ConfigError` naming the field and ``source``."""
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = _location(tuple(first["loc"]))
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        if field == "$" and ":" in msg.split(" ")[0]:
+            # cross-reference errors name their own field ("rules[0].breaker: ...")
+            field = msg.split(":", 1)[0]
+        message = f"{source}: {field}: {msg}"
+        raise ConfigError(message, field=field, path=source) from exc
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read and validate one gateway's TOML config file."""
+    file = Path(path)
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        message = f"{file}: cannot read config: {exc.strerror or exc}"
+        raise ConfigError(message, path=str(file)) from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        message = f"{file}: not valid TOML: {exc}"
+        raise ConfigError(message, path=str(file)) from exc
+    config = config_from_dict(data, source=str(file))
+    return config.with_base_dir(file.resolve().parent)
