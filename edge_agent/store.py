@@ -1,0 +1,307 @@
+"""The gateway's SQLite state (sqlite-utils): rule and breaker state, a short log of recent
+readings, the per-agent sequence, the per-connection session sequence, and the outbox.
+
+Everything an event depends on is committed in one transaction *before* the event is
+published, so a restarted agent neither forgets a trip nor reuses a sequence number.
+The outbox has a byte budget: when it is full, telemetry summaries go first, then audit
+records; breaker events are never dropped. One Store per agent, used from its event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from edge_agent.errors import StoreError
+from edge_agent.rules import Reading
+
+# What the budget sacrifices first when the outbox is full.
+DROP_ORDER = ("telemetry", "audit")
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    kind: str  # breaker | telemetry | audit
+    topic: str
+    payload: str
+    qos: int
+    retain: bool
+    seq: int
+    breaker: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    kind: str
+    topic: str
+    payload: str
+    qos: int
+    retain: bool
+    seq: int
+    breaker: str | None
+
+
+class Store:
+    def __init__(self, path: Path | str, *, outbox_max_bytes: int, readings_keep: int) -> None:
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self.db = sqlite_utils.Database(conn)
+            self._create()
+        except sqlite3.Error as exc:
+            message = f"cannot open state store {path}: {exc}"
+            raise StoreError(message) from exc
+        self.path = Path(path)
+        self.outbox_max_bytes = outbox_max_bytes
+        self.readings_keep = readings_keep
+        self.seq = int(self._meta("seq") or 0)
+        self.session_seq = int(self._meta("session_seq") or 0)
+        self.outbox_bytes = self._outbox_bytes()
+        self.dropped: dict[str, int] = {}
+
+    def _create(self) -> None:
+        db = self.db
+        db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+        db["rules"].create({"id": str, "data": str}, pk="id", if_not_exists=True)
+        db["breakers"].create({"name": str, "data": str}, pk="name", if_not_exists=True)
+        db["readings"].create(
+            {
+                "id": int,
+                "sensor_id": str,
+                "metric": str,
+                "value": float,
+                "ts": str,
+                "received_at": str,
+                "clock_suspect": int,
+            },
+            pk="id",
+            if_not_exists=True,
+        )
+        db["outbox"].create(
+            {
+                "id": int,
+                "seq": int,
+                "kind": str,
+                "breaker": str,
+                "topic": str,
+                "payload": str,
+                "qos": int,
+                "retain": int,
+                "size": int,
+            },
+            pk="id",
+            if_not_exists=True,
+        )
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta ------------------------------------------------------------------
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )
+
+    def next_seq(self) -> int:
+        """The next per-agent sequence number; persisted by the next :meth:`commit`."""
+        self.seq += 1
+        return self.seq
+
+    def bump_session(self) -> int:
+        """Start a new uplink session (Sparkplug bdSeq); persisted before connecting."""
+        self.session_seq += 1
+        with self.db.atomic():
+            self._set_meta("session_seq", str(self.session_seq))
+        return self.session_seq
+
+    @property
+    def saved_at(self) -> datetime | None:
+        value = self._meta("saved_at")
+        return None if value is None else datetime.fromisoformat(value)
+
+    def load_rules(self) -> dict[str, dict[str, Any]]:
+        rows = self.db.execute("SELECT id, data FROM rules").fetchall()
+        return {str(r[0]): json.loads(r[1]) for r in rows}
+
+    def load_breakers(self) -> dict[str, dict[str, Any]]:
+        rows = self.db.execute("SELECT name, data FROM breakers").fetchall()
+        return {str(r[0]): json.loads(r[1]) for r in rows}
+
+    def recent_readings(self, limit: int = 100) -> list[Reading]:
+        rows = self.db.execute(
+            "SELECT sensor_id, metric, value, ts, received_at, clock_suspect "
+            "FROM readings ORDER BY id DESC LIMIT ?",
+            [limit],
+        ).fetchall()
+        return [
+            Reading(
+                r[0],
+                "",
+                r[1],
+                r[2],
+                datetime.fromisoformat(r[3]),
+                datetime.fromisoformat(r[4]),
+                bool(r[5]),
+            )
+            for r in reversed(rows)
+        ]
+
+    # -- the one write path ----------------------------------------------------
+    def commit(
+        self,
+        now: datetime,
+        *,
+        rules: dict[str, dict[str, Any]] | None = None,
+        breakers: dict[str, dict[str, Any]] | None = None,
+        readings: Iterable[Reading] = (),
+        outgoing: Iterable[OutgoingMessage] = (),
+    ) -> list[OutgoingMessage]:
+        """Persist state, readings and outgoing messages in one transaction.
+
+        Returns the messages the outbox budget refused (never breaker events).
+        """
+        refused: list[OutgoingMessage] = []
+        try:
+            with self.db.atomic():
+                conn = self.db.conn
+                if rules:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO rules(id, data) VALUES (?, ?)",
+                        [(k, json.dumps(v)) for k, v in rules.items()],
+                    )
+                if breakers:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO breakers(name, data) VALUES (?, ?)",
+                        [(k, json.dumps(v)) for k, v in breakers.items()],
+                    )
+                rows = [
+                    (
+                        r.sensor_id,
+                        r.metric,
+                        r.value,
+                        r.ts.isoformat(),
+                        r.received_at.isoformat(),
+                        int(r.clock_suspect),
+                    )
+                    for r in readings
+                ]
+                if rows:
+                    conn.executemany(
+                        "INSERT INTO readings(sensor_id, metric, value, ts, received_at, "
+                        "clock_suspect) VALUES (?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                    conn.execute(
+                        "DELETE FROM readings WHERE id <= (SELECT max(id) FROM readings) - ?",
+                        [self.readings_keep],
+                    )
+                for message in outgoing:
+                    if not self._make_room(len(message.payload), message.kind):
+                        refused.append(message)
+                        self.dropped[message.kind] = self.dropped.get(message.kind, 0) + 1
+                        continue
+                    conn.execute(
+                        "INSERT INTO outbox(seq, kind, breaker, topic, payload, qos, retain, size)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            message.seq,
+                            message.kind,
+                            message.breaker,
+                            message.topic,
+                            message.payload,
+                            message.qos,
+                            int(message.retain),
+                            len(message.payload),
+                        ],
+                    )
+                    self.outbox_bytes += len(message.payload)
+                self._set_meta("seq", str(self.seq))
+                self._set_meta("saved_at", now.isoformat())
+        except sqlite3.Error as exc:
+            message_text = f"cannot save state to {self.path}: {exc}"
+            raise StoreError(message_text) from exc
+        return refused
+
+    def _make_room(self, size: int, kind: str) -> bool:
+        if self.outbox_bytes + size <= self.outbox_max_bytes:
+            return True
+        for victim in DROP_ORDER:
+            if kind != "breaker" and DROP_ORDER.index(victim) > DROP_ORDER.index(kind):
+                break  # never drop a more important kind to make room for a lesser one
+            while self.outbox_bytes + size > self.outbox_max_bytes:
+                row = self.db.execute(
+                    "SELECT id, size FROM outbox WHERE kind = ? ORDER BY id LIMIT 1", [victim]
+                ).fetchone()
+                if row is None:
+                    break
+                self.db.execute("DELETE FROM outbox WHERE id = ?", [row[0]])
+                self.outbox_bytes -= int(row[1])
+                self.dropped[victim] = self.dropped.get(victim, 0) + 1
+            if self.outbox_bytes + size <= self.outbox_max_bytes:
+                return True
+        # Breaker events are kept even past the budget: losing a trip is never acceptable.
+        return kind == "breaker"
+
+    # -- outbox ----------------------------------------------------------------
+    def _outbox_bytes(self) -> int:
+        row = self.db.execute("SELECT coalesce(sum(size), 0) FROM outbox").fetchone()
+        return int(row[0])
+
+    def outbox_depth(self) -> int:
+        row = self.db.execute("SELECT count(*) FROM outbox").fetchone()
+        return int(row[0])
+
+    def outbox_max_id(self) -> int:
+        row = self.db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()
+        return int(row[0])
+
+    def outbox_rows(
+        self, *, after_id: int = 0, upto_id: int | None = None, limit: int = 100
+    ) -> list[OutboxRow]:
+        sql = "SELECT id, kind, topic, payload, qos, retain, seq, breaker FROM outbox WHERE id > ?"
+        params: list[Any] = [after_id]
+        if upto_id is not None:
+            sql += " AND id <= ?"
+            params.append(upto_id)
+        sql += " ORDER BY seq, id LIMIT ?"
+        params.append(limit)
+        return [self._row(r) for r in self.db.execute(sql, params).fetchall()]
+
+    def latest_breaker_rows(self, upto_id: int) -> list[OutboxRow]:
+        """The newest queued event of each breaker: the live state to send first."""
+        rows = self.db.execute(
+            "SELECT id, kind, topic, payload, qos, retain, seq, breaker FROM outbox "
+            "WHERE id IN (SELECT max(id) FROM outbox WHERE kind = 'breaker' AND id <= ? "
+            "GROUP BY breaker) ORDER BY seq",
+            [upto_id],
+        ).fetchall()
+        return [self._row(r) for r in rows]
+
+    @staticmethod
+    def _row(r: Any) -> OutboxRow:
+        return OutboxRow(
+            int(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), bool(r[5]), int(r[6]), r[7]
+        )
+
+    def delete_outbox(self, row_id: int) -> None:
+        row = self.db.execute("SELECT size FROM outbox WHERE id = ?", [row_id]).fetchone()
+        if row is None:
+            return
+        self.db.execute("DELETE FROM outbox WHERE id = ?", [row_id])
+        self.outbox_bytes -= int(row[0])
