@@ -40,7 +40,8 @@ class Result:
 def _table(result: Result, seconds: float) -> str:
     rows = [("figure", "value", "unit", "target", "note")]
     for key, value in result.figures.items():
-        shown = f"{value:,.3f}" if isinstance(value, float) and abs(value) < 100 else f"{value:,.0f}"
+        small = isinstance(value, float) and abs(value) < 100
+        shown = f"{value:,.3f}" if small else f"{value:,.0f}"
         rows.append(
             (key, shown, result.units.get(key, ""), result.targets.get(key, ""),
              result.notes.get(key, ""))

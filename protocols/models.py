@@ -44,7 +44,7 @@ Ident = Annotated[str, AfterValidator(_level)]
 class WireModel(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
-    v: Literal[1] = SCHEMA_VERSION
+    v: Literal[1] = 1
 
 
 class SensorReading(WireModel):

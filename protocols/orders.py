@@ -162,7 +162,10 @@ def normalise(order: ChannelOrder | OrderIn) -> OrderIn:
                 channel_order_id=order.shop_order_id,
                 store_id=order.shop_id,
                 customer_id=order.buyer_id,
-                lines=[OrderLine(sku_id=s.out_sku_id, qty=s.item_num) for s in order.sku_order_list],
+                lines=[
+                    OrderLine(sku_id=s.out_sku_id, qty=s.item_num)
+                    for s in order.sku_order_list
+                ],
                 lat=order.post_addr.lat,
                 lon=order.post_addr.lng,
                 client_submitted_at=_from_ms(submitted),

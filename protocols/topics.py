@@ -2,15 +2,16 @@
 
 Layout (``<root>`` defaults to ``breakwater``; one major version per topic tree)::
 
-    <root>/v1/wh/<warehouse>/breaker/<breaker>            BreakerEvent     QoS 1, retained when live
-    <root>/v1/wh/<warehouse>/agent/<agent>/status         AgentStatus      QoS 1, retained; last will "offline"
-    <root>/v1/wh/<warehouse>/countdown/<zone>/<rule>      RuleCountdown    QoS 0, retained
-    <root>/v1/wh/<warehouse>/telemetry/<zone>             TelemetrySummary QoS 1
-    <root>/v1/wh/<warehouse>/cmd/<breaker>                BreakerCommand   QoS 1 (operators -> agent)
-    <root>/v1/wh/<warehouse>/audit                        AuditRecord      QoS 1
-    <root>/v1/wh/<warehouse>/deadletter                   DeadLetter       QoS 0
-    <root>/v1/wh/<warehouse>/sensor/<sensor>              SensorReading    QoS 0/1 (local broker, native format)
-    <root>/v1/tracking/<carrier>                          TrackingUpdate   QoS 1
+    topic under <root>/v1/                  payload           QoS  retain
+    wh/<warehouse>/breaker/<breaker>        BreakerEvent      1    yes (live only)
+    wh/<warehouse>/agent/<agent>/status     AgentStatus       1    yes (will: offline)
+    wh/<warehouse>/countdown/<zone>/<rule>  RuleCountdown     0    yes
+    wh/<warehouse>/telemetry/<zone>         TelemetrySummary  1    no
+    wh/<warehouse>/cmd/<breaker>            BreakerCommand    1    no  (operators to agent)
+    wh/<warehouse>/audit                    AuditRecord       1    no
+    wh/<warehouse>/deadletter               DeadLetter        0    no
+    wh/<warehouse>/sensor/<sensor>          SensorReading     0/1  no  (local broker)
+    tracking/<carrier>                      TrackingUpdate    1    no
 
 Levels use only letters, digits, ``_`` and ``-`` so the same tree works on Mosquitto,
 EMQX, amqtt and NATS's MQTT gateway (which rejects ``.`` and spaces).
