@@ -107,8 +107,8 @@ class Breaker:
     def apply(self, transition: Transition) -> BreakerChange | None:
         """A rule of this breaker changed state; return the breaker's change, if any."""
         before_state, before = self.state, self._view()
-        self.rule_states[transition.rule] = transition.state
-        self.rule_episodes[transition.rule] = transition.episode_id
+        self.rule_states[transition.key] = transition.state
+        self.rule_episodes[transition.key] = transition.episode_id
         self.last_zone, self.last_rule = transition.zone, transition.rule
         self._settle_episode(transition.episode_id)
         if self._view() == before:

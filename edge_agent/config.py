@@ -24,9 +24,9 @@ from pydantic import (
 )
 
 from edge_agent.errors import ConfigError
+from edge_agent.rules import Metric
 from protocols.topics import DEFAULT_ROOT, validate_level
 
-Metric = Literal["temperature_c", "humidity_pct"]
 SensorFormat = Literal["native", "zigbee2mqtt", "tasmota", "plain"]
 
 
@@ -66,6 +66,8 @@ class MqttSection(_Section):
     topic_root: str = DEFAULT_ROOT
     keepalive_s: int = Field(default=30, ge=2, le=3600)
     qos: Literal[0, 1] = 0
+    reconnect_min_s: PositiveSeconds = 0.2
+    reconnect_max_s: PositiveSeconds = 10.0
 
     @field_validator("url")
     @classmethod
@@ -175,7 +177,7 @@ class AgentConfig(_Section):
     @model_validator(mode="after")
     def _references(self) -> AgentConfig:
         _unique("sensors", [s.id for s in self.sensors])
-        _unique("rules", [r.id for r in self.rules])
+        _unique("rules", [f"{r.zone}/{r.id}" for r in self.rules])
         _unique("breakers", [b.name for b in self.breakers])
         breaker_names = {b.name for b in self.breakers}
         for i, rule in enumerate(self.rules):

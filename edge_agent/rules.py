@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from protocols.models import BreakerState
 
@@ -37,6 +37,8 @@ UNKNOWN = BreakerState.UNKNOWN
 
 MAX_VALUES = 64
 
+Metric = Literal["temperature_c", "humidity_pct"]
+
 
 @dataclass(slots=True)
 class Reading:
@@ -44,7 +46,7 @@ class Reading:
 
     sensor_id: str
     zone: str
-    metric: str
+    metric: Metric
     value: float
     ts: datetime  # event time used by the rules
     received_at: datetime
@@ -66,7 +68,7 @@ class Reading:
         return cls(
             sensor_id=str(data["sensor_id"]),
             zone=str(data["zone"]),
-            metric=str(data["metric"]),
+            metric="humidity_pct" if data["metric"] == "humidity_pct" else "temperature_c",
             value=float(data["value"]),
             ts=datetime.fromisoformat(data["ts"]),
             received_at=datetime.fromisoformat(data["received_at"]),
@@ -92,6 +94,11 @@ class RuleSpec:
     min_tripped_s: float
     silence_trips_after_s: float | None
     max_gap_s: dict[str, float]  # sensor id -> max gap, for the sensors feeding this rule
+
+    @property
+    def key(self) -> str:
+        """Rule ids are unique per zone; ``zone/id`` is unique per agent."""
+        return f"{self.zone}/{self.id}"
 
     def breaching(self, value: float) -> bool:
         if self.above is not None:
@@ -124,6 +131,10 @@ class Transition:
     values: tuple[Reading, ...] = ()
     clock_suspect: bool = False
     detail: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.zone}/{self.rule}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,19 +12,22 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from pydantic import ValidationError
 
 from edge_agent.config import SensorConfig
 from edge_agent.errors import SensorPayloadError
-from edge_agent.rules import Reading
+from edge_agent.rules import Metric, Reading
 from protocols import SensorReading
 from protocols.models import MAX_TEMPERATURE_C, MIN_TEMPERATURE_C
 
-TEMPERATURE = "temperature_c"
-HUMIDITY = "humidity_pct"
-LIMITS = {TEMPERATURE: (MIN_TEMPERATURE_C, MAX_TEMPERATURE_C), HUMIDITY: (0.0, 100.0)}
+TEMPERATURE: Final = "temperature_c"
+HUMIDITY: Final = "humidity_pct"
+LIMITS: dict[str, tuple[float, float]] = {
+    TEMPERATURE: (MIN_TEMPERATURE_C, MAX_TEMPERATURE_C),
+    HUMIDITY: (0.0, 100.0),
+}
 
 
 class SensorParser:
@@ -85,7 +88,7 @@ class SensorParser:
 
     def _zigbee2mqtt(self, payload: bytes, received_at: datetime) -> list[Reading]:
         data = _json_object(payload)
-        values: list[tuple[str, float]] = []
+        values: list[tuple[Metric, float]] = []
         if "temperature" in data:
             values.append((TEMPERATURE, _number(data["temperature"], "temperature")))
         if "humidity" in data:
@@ -126,7 +129,7 @@ class SensorParser:
         ts, suspect = received_at, False
         if "Time" in data:
             ts, suspect = self._event_time(_tasmota_time(data["Time"]), received_at)
-        values: list[tuple[str, float]] = []
+        values: list[tuple[Metric, float]] = []
         if "Temperature" in block:
             temp = _number(block["Temperature"], f"{name}.Temperature")
             if unit == "F":
@@ -156,7 +159,7 @@ class SensorParser:
     # -- helpers ---------------------------------------------------------------
     def _reading(
         self,
-        metric: str,
+        metric: Metric,
         value: float,
         ts: datetime,
         received_at: datetime,

@@ -71,10 +71,10 @@ class Store:
 
     def _create(self) -> None:
         db = self.db
-        db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
-        db["rules"].create({"id": str, "data": str}, pk="id", if_not_exists=True)
-        db["breakers"].create({"name": str, "data": str}, pk="name", if_not_exists=True)
-        db["readings"].create(
+        db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
+        db.table("rules").create({"id": str, "data": str}, pk="id", if_not_exists=True)
+        db.table("breakers").create({"name": str, "data": str}, pk="name", if_not_exists=True)
+        db.table("readings").create(
             {
                 "id": int,
                 "sensor_id": str,
@@ -87,7 +87,7 @@ class Store:
             pk="id",
             if_not_exists=True,
         )
-        db["outbox"].create(
+        db.table("outbox").create(
             {
                 "id": int,
                 "seq": int,

@@ -1,0 +1,93 @@
+"""Command line: ``python -m edge_agent --config site.toml`` runs the agent;
+``python -m edge_agent check site.toml`` validates a config (exit code 2 when invalid)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from edge_agent.config import AgentConfig, load_config
+from edge_agent.errors import ConfigError, EdgeError
+
+
+def summary(config: AgentConfig) -> str:
+    a = config.agent
+    lines = [
+        f"agent {a.agent_id} for warehouse {a.warehouse_id}",
+        f"  state db:   {config.state_db_path}",
+        f"  local MQTT: {config.local_mqtt.url}",
+        f"  uplink:     {config.uplink_mqtt.url} (root {config.uplink_mqtt.topic_root!r})",
+        f"  sensors:    {len(config.sensors)} in zones "
+        + ", ".join(sorted({s.zone for s in config.sensors})),
+    ]
+    for rule in config.rules:
+        limit = f"> {rule.above}" if rule.above is not None else f"< {rule.below}"
+        silence = (
+            f", silence trips after {rule.silence_trips_after_s:g}s"
+            if rule.silence_trips_after_s is not None
+            else ""
+        )
+        lines.append(
+            f"  rule {rule.id}: {rule.zone} {rule.metric} {limit} for {rule.for_s:g}s"
+            f" (>= {rule.min_readings} readings) -> breaker {rule.breaker}{silence}"
+        )
+    lines.append("  breakers:   " + ", ".join(b.name for b in config.breakers))
+    return "\n".join(lines)
+
+
+def check(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 2
+    print(f"ok: {path}")
+    print(summary(config))
+    return 0
+
+
+async def _serve(config: AgentConfig) -> None:
+    from edge_agent.agent import EdgeAgent
+
+    agent = EdgeAgent(config)
+    task = asyncio.create_task(agent.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "check":
+        parser = argparse.ArgumentParser(prog="python -m edge_agent check")
+        parser.add_argument("config")
+        return check(parser.parse_args(args[1:]).config)
+    parser = argparse.ArgumentParser(prog="python -m edge_agent", description=__doc__)
+    parser.add_argument("--config", required=True, help="the gateway's TOML file")
+    parser.add_argument("--log-level", default="INFO")
+    opts = parser.parse_args(args)
+    logging.basicConfig(
+        level=opts.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_config(opts.config)
+    except ConfigError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(config))
+    except EdgeError as exc:
+        print(f"edge agent stopped: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
