@@ -240,7 +240,8 @@ class EdgeAgent:
             readings_keep=cfg.readings_log_per_sensor * len(self.config.sensors),
         )
         self._store = store
-        self._session_seq = store.session_seq
+        # A new process is a new session even before it connects: its events say so.
+        self._session_seq = store.bump_session()
         saved_at = store.saved_at
         rule_data = store.load_rules()
         breaker_data = store.load_breakers()
@@ -697,10 +698,13 @@ class EdgeAgent:
         backoff = section.reconnect_min_s
         status_topic = self.topics.agent_status(self.warehouse_id, self.agent_id)
         kwargs = _client_kwargs(section, f"{self.agent_id}-uplink")
+        used = False  # the current session_seq has not connected yet
         while True:
             store = self._store
             assert store is not None
-            session = store.bump_session()
+            if used:
+                self._session_seq = store.bump_session()
+            session = self._session_seq
             will = aiomqtt.Will(
                 status_topic, self._status(AgentState.OFFLINE, session), qos=1, retain=True
             )
@@ -712,7 +716,7 @@ class EdgeAgent:
                     will=will,
                     **kwargs,
                 ) as client:
-                    self._session_seq = session
+                    used = True
                     backoff = section.reconnect_min_s
                     try:
                         await self._uplink_session(client, status_topic, session)
@@ -774,20 +778,20 @@ class EdgeAgent:
     async def _drain_outbox(self, client: aiomqtt.Client) -> None:
         store = self._store
         assert store is not None
-        replay_upto = store.outbox_max_id()
+        replay_upto = store.outbox_max_seq()
         # Live first: the newest queued state of each breaker, retained, not historical.
         for row in store.latest_breaker_rows(replay_upto):
             await self._publish_row(client, store, row, historical=False)
         last_live = replay_upto
         while True:
             self._wake.clear()
-            live = store.outbox_rows(after_id=last_live, limit=100)
+            live = store.outbox_rows(after_seq=last_live, limit=100)
             for row in live:
                 await self._publish_row(client, store, row, historical=False)
-                last_live = max(last_live, row.id)
+                last_live = max(last_live, row.seq)
             backlog: list[OutboxRow] = []
             if not live:
-                backlog = store.outbox_rows(upto_id=replay_upto, limit=100)
+                backlog = store.outbox_rows(upto_seq=replay_upto, limit=100)
                 for row in backlog:
                     await self._publish_row(client, store, row, historical=True)
             await self._drain_best_effort(client)

@@ -267,29 +267,30 @@ class Store:
         row = self.db.execute("SELECT count(*) FROM outbox").fetchone()
         return int(row[0])
 
-    def outbox_max_id(self) -> int:
-        row = self.db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()
+    def outbox_max_seq(self) -> int:
+        row = self.db.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()
         return int(row[0])
 
     def outbox_rows(
-        self, *, after_id: int = 0, upto_id: int | None = None, limit: int = 100
+        self, *, after_seq: int = 0, upto_seq: int | None = None, limit: int = 100
     ) -> list[OutboxRow]:
-        sql = "SELECT id, kind, topic, payload, qos, retain, seq, breaker FROM outbox WHERE id > ?"
-        params: list[Any] = [after_id]
-        if upto_id is not None:
-            sql += " AND id <= ?"
-            params.append(upto_id)
-        sql += " ORDER BY seq, id LIMIT ?"
+        """Queued messages in sequence order (rowids get reused; seq never is)."""
+        sql = "SELECT id, kind, topic, payload, qos, retain, seq, breaker FROM outbox WHERE seq > ?"
+        params: list[Any] = [after_seq]
+        if upto_seq is not None:
+            sql += " AND seq <= ?"
+            params.append(upto_seq)
+        sql += " ORDER BY seq LIMIT ?"
         params.append(limit)
         return [self._row(r) for r in self.db.execute(sql, params).fetchall()]
 
-    def latest_breaker_rows(self, upto_id: int) -> list[OutboxRow]:
+    def latest_breaker_rows(self, upto_seq: int) -> list[OutboxRow]:
         """The newest queued event of each breaker: the live state to send first."""
         rows = self.db.execute(
             "SELECT id, kind, topic, payload, qos, retain, seq, breaker FROM outbox "
-            "WHERE id IN (SELECT max(id) FROM outbox WHERE kind = 'breaker' AND id <= ? "
+            "WHERE seq IN (SELECT max(seq) FROM outbox WHERE kind = 'breaker' AND seq <= ? "
             "GROUP BY breaker) ORDER BY seq",
-            [upto_id],
+            [upto_seq],
         ).fetchall()
         return [self._row(r) for r in rows]
 

@@ -127,4 +127,4 @@ def test_outbox_budget_drops_telemetry_first_and_never_breaker_events(tmp_path: 
     # even past the budget a breaker event is kept
     store.commit(T0, outgoing=[msg("breaker", 13, 5000)])
     assert store.outbox_rows(limit=100)[-1].seq == 13
-    assert [r.seq for r in store.latest_breaker_rows(store.outbox_max_id())] == [13]
+    assert [r.seq for r in store.latest_breaker_rows(store.outbox_max_seq())] == [13]
