@@ -62,13 +62,14 @@ def config_dict(
     }
 
 
-def make_config(tmp_path: Path, local_url: str, uplink_url: str, topics: Topics,
-                **rule: Any) -> AgentConfig:
+def make_config(
+    tmp_path: Path, local_url: str, uplink_url: str, topics: Topics, **rule: Any
+) -> AgentConfig:
     return AgentConfig.model_validate(config_dict(tmp_path, local_url, uplink_url, topics, **rule))
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until(predicate: Callable[[], bool], limit_s: float = 15.0, what: str = "") -> None:
+    deadline = time.monotonic() + limit_s
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or predicate}")
@@ -95,8 +96,14 @@ class Collector:
     while it is disconnected are queued for it by the broker.
     """
 
-    def __init__(self, url: str, filters: list[str], *, persistent: bool = False,
-                 identifier: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        filters: list[str],
+        *,
+        persistent: bool = False,
+        identifier: str | None = None,
+    ) -> None:
         self.host, self.port = host_port(url)
         self.filters = filters
         self.persistent = persistent
@@ -120,8 +127,11 @@ class Collector:
         while True:
             try:
                 async with aiomqtt.Client(
-                    self.host, self.port, identifier=self.identifier, username="hq-test",
-                    clean_session=False if self.persistent else True,
+                    self.host,
+                    self.port,
+                    identifier=self.identifier,
+                    username="hq-test",
+                    clean_session=not self.persistent,
                 ) as client:
                     for flt in self.filters:
                         await client.subscribe(flt, qos=1)
@@ -158,7 +168,8 @@ class SensorPublisher:
         assert self._client is not None
         await self._client.publish(topic, payload, qos=1)
 
-    async def native(self, topics: Topics, ts: datetime, value: float,
-                     sensor: str = SENSOR) -> None:
+    async def native(
+        self, topics: Topics, ts: datetime, value: float, sensor: str = SENSOR
+    ) -> None:
         reading = SensorReading(sensor_id=sensor, ts=ts, temperature_c=value)
         await self.raw(topics.sensor(WH, sensor), encode(reading))

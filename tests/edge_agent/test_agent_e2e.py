@@ -53,8 +53,15 @@ async def running(agent: EdgeAgent) -> AsyncIterator[asyncio.Task[None]]:
             await task
 
 
-async def send(pub: SensorPublisher, agent: EdgeAgent, clock: ManualClock, topics: Topics,
-               value: float, *, step_s: float = 30) -> None:
+async def send(
+    pub: SensorPublisher,
+    agent: EdgeAgent,
+    clock: ManualClock,
+    topics: Topics,
+    value: float,
+    *,
+    step_s: float = 30,
+) -> None:
     """One native reading stamped now; wait until the agent took it; then time moves on."""
     before = agent.stats.readings_accepted
     await pub.native(topics, clock.now(), value)
@@ -62,8 +69,9 @@ async def send(pub: SensorPublisher, agent: EdgeAgent, clock: ManualClock, topic
     clock.advance(step_s)
 
 
-async def excursion(pub: SensorPublisher, agent: EdgeAgent, clock: ManualClock,
-                    topics: Topics) -> None:
+async def excursion(
+    pub: SensorPublisher, agent: EdgeAgent, clock: ManualClock, topics: Topics
+) -> None:
     """A normal reading, then 9 °C every 30 s: pending at t=30, tripped at t=330."""
     await send(pub, agent, clock, topics, 5.0)
     for _ in range(11):
@@ -78,8 +86,9 @@ async def test_five_minute_excursion_publishes_a_retained_trip(
     tmp_path: Path, broker: Broker, topics: Topics
 ) -> None:
     clock = ManualClock(T0)
-    agent = EdgeAgent(make_config(tmp_path, broker.url, broker.url, topics), clock=clock,
-                      topics=topics)
+    agent = EdgeAgent(
+        make_config(tmp_path, broker.url, broker.url, topics), clock=clock, topics=topics
+    )
     async with (
         Collector(broker.url, [topics.countdown_filter(WH)]) as countdowns,
         SensorPublisher(broker.url) as pub,
@@ -90,9 +99,13 @@ async def test_five_minute_excursion_publishes_a_retained_trip(
             await send(pub, agent, clock, topics, 9.0)
         assert agent.breaker_states()["cold_chain"] == ("pending", False)
         await agent.tick()
-        await wait_until(lambda: any(
-            RuleCountdown.model_validate_json(m.payload).state is BreakerState.PENDING
-            for m in countdowns.messages), what="countdown")
+        await wait_until(
+            lambda: any(
+                RuleCountdown.model_validate_json(m.payload).state is BreakerState.PENDING
+                for m in countdowns.messages
+            ),
+            what="countdown",
+        )
         await send(pub, agent, clock, topics, 9.0)  # t = 330: 300 s after the first bad one
         assert agent.breaker_states()["cold_chain"] == ("tripped", True)
         await wait_until(lambda: agent.stats.outbox_depth == 0, what="outbox drained")
@@ -134,8 +147,9 @@ async def test_uplink_outage_mid_incident_every_event_arrives_after_reconnect(
 ) -> None:
     local, uplink = two_brokers
     clock = ManualClock(T0)
-    agent = EdgeAgent(make_config(tmp_path, local.url, uplink.url, topics), clock=clock,
-                      topics=topics)
+    agent = EdgeAgent(
+        make_config(tmp_path, local.url, uplink.url, topics), clock=clock, topics=topics
+    )
     topic = breaker_topic(topics)
     async with (
         Collector(uplink.url, [topic], persistent=True, identifier="hq-outage") as hq,
@@ -170,7 +184,9 @@ async def test_uplink_outage_mid_incident_every_event_arrives_after_reconnect(
     history = [e for e in after if e.historical]
     assert [e.seq for e in history] == sorted(e.seq for e in history)
     assert [e.state for e in history] == [
-        BreakerState.OK, BreakerState.PENDING, BreakerState.TRIPPED
+        BreakerState.OK,
+        BreakerState.PENDING,
+        BreakerState.TRIPPED,
     ]
     assert len({e.episode_id for e in after if e.open}) == 1
 
@@ -198,8 +214,9 @@ async def test_agent_killed_and_restarted_keeps_state_and_seq(
         second = EdgeAgent(config, clock=clock, topics=topics)
         async with running(second):
             assert second.breaker_states()["cold_chain"] == ("tripped", True)
-            await wait_until(lambda: any(e.reason == "restored" for e in hq.events(topic)),
-                             what="restored event")
+            await wait_until(
+                lambda: any(e.reason == "restored" for e in hq.events(topic)), what="restored event"
+            )
             restored = [e for e in hq.events(topic) if e.reason == "restored"][-1]
             assert restored.seq > last_seq
             assert restored.state is BreakerState.TRIPPED and restored.open
@@ -251,8 +268,9 @@ async def test_junk_flood_lands_in_dead_letters_while_valid_readings_still_trip(
     tmp_path: Path, broker: Broker, topics: Topics
 ) -> None:
     clock = ManualClock(T0)
-    agent = EdgeAgent(make_config(tmp_path, broker.url, broker.url, topics), clock=clock,
-                      topics=topics)
+    agent = EdgeAgent(
+        make_config(tmp_path, broker.url, broker.url, topics), clock=clock, topics=topics
+    )
     sensor_topic = topics.sensor(WH, "cr2_t1")
     z2m_topic = f"z2m-{topics.root}/cr2_z2m"
     junk = [
@@ -295,16 +313,21 @@ async def test_commands_override_and_are_audited(
     tmp_path: Path, broker: Broker, topics: Topics
 ) -> None:
     clock = ManualClock(T0)
-    agent = EdgeAgent(make_config(tmp_path, broker.url, broker.url, topics), clock=clock,
-                      topics=topics)
+    agent = EdgeAgent(
+        make_config(tmp_path, broker.url, broker.url, topics), clock=clock, topics=topics
+    )
     async with (
         Collector(broker.url, [topics.audit(WH), breaker_topic(topics)]) as hq,
         SensorPublisher(broker.url) as pub,
         running(agent),
     ):
         force = BreakerCommand(
-            command_id="cmd-1", command=CommandKind.FORCE_TRIPPED, actor="ops-li",
-            reason="ice on the dock", issued_at=T0, expires_at=T0 + timedelta(minutes=10),
+            command_id="cmd-1",
+            command=CommandKind.FORCE_TRIPPED,
+            actor="ops-li",
+            reason="ice on the dock",
+            issued_at=T0,
+            expires_at=T0 + timedelta(minutes=10),
         )
         await pub.raw(topics.command(WH, "cold_chain"), encode(force))
         await pub.raw(topics.command(WH, "cold_chain"), b'{"command": "explode"}')
@@ -320,7 +343,7 @@ async def test_commands_override_and_are_audited(
     assert [(a.command_id, a.outcome) for a in audits][:1] == [("cmd-1", "applied")]
     assert audits[1].outcome == "expired"
     events = hq.events(breaker_topic(topics))
-    forced = [e for e in events if e.reason == "override_force_tripped"][0]
+    forced = next(e for e in events if e.reason == "override_force_tripped")
     assert forced.open and forced.override_actor == "ops-li" and forced.episode_id
     assert forced.override_expires_at == T0 + timedelta(minutes=10)
     assert events[-1].reason == "override_expired" and not events[-1].open

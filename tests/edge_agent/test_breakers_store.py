@@ -16,8 +16,13 @@ RULE = "cold_room_2/temp_high"
 
 def transition(state: BreakerState, seconds: float = 0, episode: str | None = "ep-1") -> Transition:
     return Transition(
-        rule="temp_high", zone="cold_room_2", breaker="cold_chain", previous=BreakerState.OK,
-        state=state, reason="test", event_time=T0 + timedelta(seconds=seconds),
+        rule="temp_high",
+        zone="cold_room_2",
+        breaker="cold_chain",
+        previous=BreakerState.OK,
+        state=state,
+        reason="test",
+        event_time=T0 + timedelta(seconds=seconds),
         since=T0 + timedelta(seconds=seconds),
         episode_id=episode if state in (BreakerState.TRIPPED, BreakerState.CLEARING) else None,
     )
@@ -27,8 +32,14 @@ def command(kind: CommandKind, cid: str, minutes: float | None = 30) -> BreakerC
     expires = None if minutes is None else T0 + timedelta(minutes=minutes)
     if kind in (CommandKind.ACK, CommandKind.RELEASE):
         expires = None
-    return BreakerCommand(command_id=cid, command=kind, actor="ops-li", reason="drill",
-                          issued_at=T0, expires_at=expires)
+    return BreakerCommand(
+        command_id=cid,
+        command=kind,
+        actor="ops-li",
+        reason="drill",
+        issued_at=T0,
+        expires_at=expires,
+    )
 
 
 def breaker() -> Breaker:
@@ -97,8 +108,15 @@ def test_breaker_snapshot_round_trip_keeps_override_and_ack() -> None:
 
 
 def msg(kind: str, seq: int, size: int = 1000) -> OutgoingMessage:
-    return OutgoingMessage(kind, f"t/{kind}", "x" * size, 1, kind == "breaker", seq,
-                           "cold_chain" if kind == "breaker" else None)
+    return OutgoingMessage(
+        kind,
+        f"t/{kind}",
+        "x" * size,
+        1,
+        kind == "breaker",
+        seq,
+        "cold_chain" if kind == "breaker" else None,
+    )
 
 
 def test_seq_and_session_survive_reopen(tmp_path: Path) -> None:

@@ -62,17 +62,17 @@ def test_state_db_is_relative_to_the_config_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        (('above = 8.0', 'above = "hot"'), "rules[0].above"),
-        (('above = 8.0', 'above = 8.0\nbelow = 2.0'), "rules[0]"),
+        (("above = 8.0", 'above = "hot"'), "rules[0].above"),
+        (("above = 8.0", "above = 8.0\nbelow = 2.0"), "rules[0]"),
         (('breaker = "cold_chain"', 'breaker = "nope"'), "rules[0].breaker"),
         (('zone = "cold_room_2"\nbreaker', 'zone = "freezer"\nbreaker'), "rules[0].zone"),
         (('agent_id = "gw-1"', 'agent_id = "gw.1"'), "agent.agent_id"),
-        (('agent_id = "gw-1"\n', ''), "agent.agent_id"),
+        (('agent_id = "gw-1"\n', ""), "agent.agent_id"),
         (('format = "native"', 'format = "modbus"'), "sensors[0].format"),
         (('format = "native"', 'format = "plain"\ntopic = "x/y"'), "sensors[0]"),
         (('url = "mqtt://127.0.0.1:1883"', 'url = "http://x"'), "local_mqtt.url"),
         (('state_db = "state/edge.sqlite"', 'stat_db = "typo.sqlite"'), "agent.stat_db"),
-        (('above = 8.0', 'above = 8.0\nclear_below = 9.0'), "rules[0]"),
+        (("above = 8.0", "above = 8.0\nclear_below = 9.0"), "rules[0]"),
     ],
 )
 def test_config_errors_name_the_field_and_the_file(
@@ -112,7 +112,10 @@ def test_model_validate_from_a_dict() -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edge_agent", *args], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "edge_agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
         cwd=ROOT,
     )
 

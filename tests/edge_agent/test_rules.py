@@ -235,7 +235,11 @@ def test_worst_live_sensor_of_the_zone_counts() -> None:
 def restored(m: RuleMachine, down_s: float, tolerance: float = 900.0) -> RuleMachine:
     assert m.last_ts is not None
     return RuleMachine.restore(
-        m.spec, "gw-1", m.snapshot(), saved_at=m.last_ts, now=m.last_ts + timedelta(seconds=down_s),
+        m.spec,
+        "gw-1",
+        m.snapshot(),
+        saved_at=m.last_ts,
+        now=m.last_ts + timedelta(seconds=down_s),
         outage_tolerance_s=tolerance,
     )
 

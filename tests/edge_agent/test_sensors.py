@@ -31,9 +31,14 @@ def native(**fields: Any) -> bytes:
 
 
 def test_native_reading_keeps_event_time_within_skew() -> None:
-    payload = native(temperature_c=7.9, humidity_pct=61.2, ts=(NOW - timedelta(seconds=5)).isoformat())
+    payload = native(
+        temperature_c=7.9, humidity_pct=61.2, ts=(NOW - timedelta(seconds=5)).isoformat()
+    )
     readings = parser().parse(payload, NOW)
-    assert [(r.metric, r.value) for r in readings] == [("temperature_c", 7.9), ("humidity_pct", 61.2)]
+    assert [(r.metric, r.value) for r in readings] == [
+        ("temperature_c", 7.9),
+        ("humidity_pct", 61.2),
+    ]
     assert readings[0].ts == NOW - timedelta(seconds=5) and not readings[0].clock_suspect
 
 
@@ -64,7 +69,10 @@ def test_tasmota_celsius_and_fahrenheit() -> None:
 def test_tasmota_finds_the_sensor_block_by_itself() -> None:
     payload = b'{"Time": "2026-01-15T02:00:00", "AM2301": {"Temperature": 21.0, "Humidity": 40}}'
     readings = parser("tasmota").parse(payload, NOW)
-    assert [(r.metric, r.value) for r in readings] == [("temperature_c", 21.0), ("humidity_pct", 40.0)]
+    assert [(r.metric, r.value) for r in readings] == [
+        ("temperature_c", 21.0),
+        ("humidity_pct", 40.0),
+    ]
 
 
 def test_plain_number_on_a_metric_topic() -> None:
@@ -79,8 +87,13 @@ def test_plain_number_on_a_metric_topic() -> None:
         ("native", {}, native(temperature_c="warm"), "temperature_c", "type"),
         ("native", {}, native(temperature_c=95.0), "temperature_c", "range"),
         ("native", {}, native(), "$", "missing"),
-        ("native", {}, b'{"v":1,"sensor_id":"s1","ts":"2026-01-15T02:00:00Z","temperature_c":NaN}',
-         "temperature_c", "non_finite"),
+        (
+            "native",
+            {},
+            b'{"v":1,"sensor_id":"s1","ts":"2026-01-15T02:00:00Z","temperature_c":NaN}',
+            "temperature_c",
+            "non_finite",
+        ),
         ("native", {}, native(temperature_c=5.0, sensor_id="other"), "sensor_id", "sensor_id"),
         ("native", {}, native(temperature_c=5.0, ts="yesterday"), "ts", "type"),
         ("zigbee2mqtt", {}, b'{"temperature": "7.9"}', "temperature", "type"),
@@ -89,11 +102,27 @@ def test_plain_number_on_a_metric_topic() -> None:
         ("zigbee2mqtt", {}, b'{"humidity": 140}', "humidity_pct", "range"),
         ("zigbee2mqtt", {}, b'{"battery": 97}', "temperature", "missing"),
         ("zigbee2mqtt", {}, b"[1, 2]", "$", "type"),
-        ("tasmota", {"tasmota_sensor": "DS18B20"}, b'{"DS18B20": {"Temperature": 300}, "TempUnit": "F"}',
-         "temperature_c", "range"),
-        ("tasmota", {"tasmota_sensor": "DS18B20"}, b'{"DS18B20": {"Temperature": 5}, "TempUnit": "K"}',
-         "TempUnit", "type"),
-        ("tasmota", {"tasmota_sensor": "DS18B20"}, b'{"AM2301": {"Temperature": 5}}', "DS18B20", "missing"),
+        (
+            "tasmota",
+            {"tasmota_sensor": "DS18B20"},
+            b'{"DS18B20": {"Temperature": 300}, "TempUnit": "F"}',
+            "temperature_c",
+            "range",
+        ),
+        (
+            "tasmota",
+            {"tasmota_sensor": "DS18B20"},
+            b'{"DS18B20": {"Temperature": 5}, "TempUnit": "K"}',
+            "TempUnit",
+            "type",
+        ),
+        (
+            "tasmota",
+            {"tasmota_sensor": "DS18B20"},
+            b'{"AM2301": {"Temperature": 5}}',
+            "DS18B20",
+            "missing",
+        ),
         ("tasmota", {}, b'{"Time": 5, "X": {"Temperature": 5}}', "Time", "type"),
         ("plain", {"metric": "temperature_c"}, b"nan", "$", "non_finite"),
         ("plain", {"metric": "temperature_c"}, b"-80", "temperature_c", "range"),
@@ -115,11 +144,26 @@ def test_junk_is_rejected_naming_the_field(
         st.binary(max_size=200),
         st.recursive(
             st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=10),
-            lambda inner: st.lists(inner, max_size=4)
-            | st.dictionaries(
-                st.sampled_from(["temperature", "humidity", "DS18B20", "Temperature", "Time",
-                                 "TempUnit", "sensor_id", "ts", "temperature_c", "v"]),
-                inner, max_size=5,
+            lambda inner: (
+                st.lists(inner, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(
+                        [
+                            "temperature",
+                            "humidity",
+                            "DS18B20",
+                            "Temperature",
+                            "Time",
+                            "TempUnit",
+                            "sensor_id",
+                            "ts",
+                            "temperature_c",
+                            "v",
+                        ]
+                    ),
+                    inner,
+                    max_size=5,
+                )
             ),
             max_leaves=12,
         ).map(lambda v: json.dumps(v).encode()),
