@@ -104,8 +104,8 @@ async def test_killed_process_keeps_state_and_seq_and_a_late_will_is_recognisabl
             seq_a = max(e.seq for e in hq.events(breaker_topic))
             episode = next(e for e in hq.events(breaker_topic) if e.open).episode_id
 
-            # Freeze the first process (as good as killed: it never runs again): its will is published only when keepalive expires,
-            # after the replacement is already online.
+            # Freeze the first process (as good as killed: it never runs again). Its will is
+            # published only when its keepalive expires, after the replacement is online.
             os.kill(first.pid, signal.SIGSTOP)
             second = start(config_b)
             procs.append(second)
