@@ -73,6 +73,7 @@ class AgentStats:
     deadletters_dropped: int
     notices: MappingProxyType[str, int]
     uplink_connected: bool
+    sensors_connected: bool
     session_seq: int
     seq: int
 
@@ -171,7 +172,8 @@ class EdgeAgent:
         self._breakers: dict[str, Breaker] = {}
         self._dirty_breakers: set[str] = set()
         self._telemetry = TelemetryAggregator(config.agent.telemetry_window_s)
-        self._readings: deque[Reading] = deque(maxlen=max(1000, 10 * len(config.sensors)))
+        # The readings log is a bounded sample between commits: never a per-reading write.
+        self._readings: deque[Reading] = deque(maxlen=max(500, 2 * len(config.sensors)))
         self._deadletters: deque[DeadLetter] = deque()
         self._countdowns: dict[tuple[str, str], RuleCountdown] = {}
         self._logged_at: dict[str, datetime] = {}
@@ -179,6 +181,7 @@ class EdgeAgent:
         self._store: Store | None = None
         self._session_seq = 0
         self._connected = False
+        self._sensors_connected = False
 
     # -- public surface ----------------------------------------------------------
     @property
@@ -191,12 +194,13 @@ class EdgeAgent:
             events_published=c.events_published,
             events_created=c.events_created,
             messages_published=c.messages_published,
-            outbox_depth=0 if store is None else store.outbox_depth(),
+            outbox_depth=0 if store is None else store.outbox_count,
             outbox_dropped=MappingProxyType(dict(store.dropped if store else {})),
             deadletters_published=c.deadletters_published,
             deadletters_dropped=c.deadletters_dropped,
             notices=MappingProxyType(dict(c.notices)),
             uplink_connected=self._connected,
+            sensors_connected=self._sensors_connected,
             session_seq=self._session_seq,
             seq=0 if store is None else store.seq,
         )
@@ -310,6 +314,7 @@ class EdgeAgent:
                         qos: int = section.qos
                         await client.subscribe([(t, qos) for t in batch])
                     log.info("sensor broker %s connected", section.url)
+                    self._sensors_connected = True
                     backoff = section.reconnect_min_s
                     handle = self.handle_sensor_message
                     async for message in client.messages:
@@ -318,6 +323,7 @@ class EdgeAgent:
                             payload = str(payload).encode()
                         handle(message.topic.value, payload)
             except aiomqtt.MqttError as exc:
+                self._sensors_connected = False
                 log.warning("sensor broker %s: %s; retrying in %.1fs", section.url, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, section.reconnect_max_s)

@@ -111,9 +111,6 @@ class RuleSpec:
             return value < self.clear_threshold
         return value > self.clear_threshold
 
-    def worst(self, values: list[float]) -> float:
-        return max(values) if self.above is not None else min(values)
-
 
 @dataclass(frozen=True, slots=True)
 class Transition:
@@ -184,6 +181,8 @@ class RuleMachine:
     at_last: set[str] = field(default_factory=set)
     latest: dict[str, tuple[datetime, float]] = field(default_factory=dict)
     silent: set[str] = field(default_factory=set)
+    bad_sensors: dict[str, datetime] = field(default_factory=dict)
+    unclear_sensors: dict[str, datetime] = field(default_factory=dict)
     dirty: bool = True
 
     @classmethod
@@ -210,9 +209,7 @@ class RuleMachine:
         if self.silent and reading.sensor_id in self.silent:
             self.silent.discard(reading.sensor_id)
             actions.append(self._notice("sensor_back", ts, reading.sensor_id))
-        value = self._zone_value(ts, reading)
-        spec = self.spec
-        bad = spec.breaching(value)
+        bad, clear = self._judge(ts, reading)
         state = self.state
         if state is OK:
             if bad:
@@ -220,12 +217,12 @@ class RuleMachine:
         elif state is PENDING:
             self._feed_pending(reading, bad, actions)
         elif state is TRIPPED:
-            if spec.clear_side(value):
+            if clear:
                 self.clearing_since = ts
                 self._go(CLEARING, "clearing_started", reading, actions)
                 self._maybe_close(reading, actions)
         elif state is CLEARING:
-            if spec.clear_side(value):
+            if clear:
                 self._maybe_close(reading, actions)
             else:
                 self.clearing_since = None
@@ -237,16 +234,38 @@ class RuleMachine:
                 self._go(OK, "data_returned", reading, actions)
         return actions
 
-    def _zone_value(self, ts: datetime, reading: Reading) -> float:
-        if len(self.latest) == 1:
-            return reading.value
-        # Several sensors in the zone: judge the worst live one (any warm corner counts).
-        live = [
-            value
-            for sensor, (seen, value) in self.latest.items()
-            if (ts - seen).total_seconds() <= self.spec.max_gap_s.get(sensor, 0.0)
-        ]
-        return self.spec.worst(live) if live else reading.value
+    def _judge(self, ts: datetime, reading: Reading) -> tuple[bool, bool]:
+        """(bad, clear) for the zone: any live sensor on the bad side makes it bad; all
+        live sensors must be on the clear side to clear (any warm corner counts)."""
+        spec = self.spec
+        value = reading.value
+        bad = spec.breaching(value)
+        clear = spec.clear_side(value)
+        if len(spec.max_gap_s) == 1:
+            return bad, clear
+        sensor = reading.sensor_id
+        # Only sensors whose latest value is bad / not clear are kept, so the usual
+        # case (every sensor normal) costs two dict operations, not a scan.
+        if bad:
+            self.bad_sensors[sensor] = ts
+        else:
+            self.bad_sensors.pop(sensor, None)
+        if clear:
+            self.unclear_sensors.pop(sensor, None)
+        else:
+            self.unclear_sensors[sensor] = ts
+        gaps = spec.max_gap_s
+        if not bad and self.bad_sensors:
+            bad = any(
+                (ts - seen).total_seconds() <= gaps.get(s, 0.0)
+                for s, seen in self.bad_sensors.items()
+            )
+        if clear and self.unclear_sensors:
+            clear = not any(
+                (ts - seen).total_seconds() <= gaps.get(s, 0.0)
+                for s, seen in self.unclear_sensors.items()
+            )
+        return bad, clear
 
     def _start_pending(self, reading: Reading, actions: list[Action], reason: str) -> None:
         self.pending_since = reading.ts
@@ -486,6 +505,11 @@ class RuleMachine:
                 for s, (t, v) in data.get("latest", {}).items()
                 if s in spec.max_gap_s
             }
+            for sensor, (seen, value) in machine.latest.items():
+                if spec.breaching(value):
+                    machine.bad_sensors[sensor] = seen
+                if not spec.clear_side(value):
+                    machine.unclear_sensors[sensor] = seen
         elif state in (TRIPPED, CLEARING):
             machine.state = TRIPPED
             machine.since = dt("since")

@@ -67,6 +67,7 @@ class Store:
         self.seq = int(self._meta("seq") or 0)
         self.session_seq = int(self._meta("session_seq") or 0)
         self.outbox_bytes = self._outbox_bytes()
+        self.outbox_count = self.outbox_depth()  # kept in memory: stats are polled often
         self.dropped: dict[str, int] = {}
 
     def _create(self) -> None:
@@ -231,6 +232,7 @@ class Store:
                         ],
                     )
                     self.outbox_bytes += len(message.payload)
+                    self.outbox_count += 1
                 self._set_meta("seq", str(self.seq))
                 self._set_meta("saved_at", now.isoformat())
         except sqlite3.Error as exc:
@@ -252,6 +254,7 @@ class Store:
                     break
                 self.db.execute("DELETE FROM outbox WHERE id = ?", [row[0]])
                 self.outbox_bytes -= int(row[1])
+                self.outbox_count -= 1
                 self.dropped[victim] = self.dropped.get(victim, 0) + 1
             if self.outbox_bytes + size <= self.outbox_max_bytes:
                 return True
@@ -306,3 +309,4 @@ class Store:
             return
         self.db.execute("DELETE FROM outbox WHERE id = ?", [row_id])
         self.outbox_bytes -= int(row[0])
+        self.outbox_count -= 1

@@ -54,7 +54,7 @@ class TelemetryAggregator:
 
     def add(self, reading: Reading) -> Summary | None:
         """Account one reading; return the summary of a window it closed, if any."""
-        index = int((reading.ts - EPOCH).total_seconds() // self.window_s)
+        index = int(reading.ts.timestamp() // self.window_s)
         key = (reading.zone, reading.metric)
         window = self._open.get(key)
         if window is None:

@@ -146,3 +146,6 @@ def test_outbox_budget_drops_telemetry_first_and_never_breaker_events(tmp_path: 
     store.commit(T0, outgoing=[msg("breaker", 13, 5000)])
     assert store.outbox_rows(limit=100)[-1].seq == 13
     assert [r.seq for r in store.latest_breaker_rows(store.outbox_max_seq())] == [13]
+    assert store.outbox_count == store.outbox_depth() == 6  # the audit record went too
+    store.delete_outbox(store.outbox_rows(limit=1)[0].id)
+    assert store.outbox_count == store.outbox_depth() == 5
