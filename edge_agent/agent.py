@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections import deque
 from collections.abc import Iterable
@@ -56,6 +57,7 @@ log = logging.getLogger("edge_agent")
 
 SOFTWARE = "breakwater-edge/0.1"
 SYSTEM_ACTOR = "edge-agent"
+SENSOR_BATCH = 256  # queued sensor messages handled per turn of the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +283,9 @@ class EdgeAgent:
             self._dirty_breakers.add(bc.name)
             changes.append(breaker.current(now, reason))
         self._commit(now, changes=changes)
+        # Config, parsers and machines live as long as the process: keep them out of the
+        # cyclic collector's full passes (measured: ~20% of ingest time at 1000 sensors).
+        gc.freeze()
         log.info(
             "agent %s started: %d sensors, %d rules, breakers %s (seq %d, session %d)",
             self.agent_id,
@@ -306,8 +311,12 @@ class EdgeAgent:
         kwargs = _client_kwargs(section, f"{self.agent_id}-sensors")
         while True:
             try:
+                queues: list[asyncio.Queue[aiomqtt.Message]] = []
                 async with aiomqtt.Client(
-                    username=section.username, clean_session=True, **kwargs
+                    username=section.username,
+                    clean_session=True,
+                    queue_type=_owned_queue(queues),
+                    **kwargs,
                 ) as client:
                     for start in range(0, len(self._subscriptions), 100):
                         batch = self._subscriptions[start : start + 100]
@@ -316,17 +325,26 @@ class EdgeAgent:
                     log.info("sensor broker %s connected", section.url)
                     self._sensors_connected = True
                     backoff = section.reconnect_min_s
-                    handle = self.handle_sensor_message
+                    queue = queues[0]
+                    take = self._take_sensor_message
+                    # The iterator waits (and notices a lost connection); whatever else is
+                    # already queued is taken without a task per message, in bounded batches
+                    # so the uplink and tick tasks still get their turn.
                     async for message in client.messages:
-                        payload = message.payload
-                        if not isinstance(payload, bytes):
-                            payload = str(payload).encode()
-                        handle(message.topic.value, payload)
+                        take(message)
+                        for _ in range(min(queue.qsize(), SENSOR_BATCH)):
+                            take(queue.get_nowait())
             except aiomqtt.MqttError as exc:
                 self._sensors_connected = False
                 log.warning("sensor broker %s: %s; retrying in %.1fs", section.url, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, section.reconnect_max_s)
+
+    def _take_sensor_message(self, message: aiomqtt.Message) -> None:
+        payload = message.payload
+        if not isinstance(payload, bytes):
+            payload = str(payload).encode()
+        self.handle_sensor_message(message.topic.value, payload)
 
     def handle_sensor_message(self, topic: str, payload: bytes) -> None:
         """Parse and feed one local message. Never raises: bad input is dead-lettered."""
@@ -846,6 +864,19 @@ class EdgeAgent:
             self._counters.messages_published += 1
         if self._deadletters:
             self._wake.set()  # more to send; let live events interleave first
+
+
+def _owned_queue(
+    holder: list[asyncio.Queue[aiomqtt.Message]],
+) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """A queue class for aiomqtt's ``queue_type`` that hands us the instance it builds."""
+
+    class OwnedQueue(asyncio.Queue[aiomqtt.Message]):
+        def __init__(self, maxsize: int = 0) -> None:
+            super().__init__(maxsize)
+            holder.append(self)
+
+    return OwnedQueue
 
 
 def _clear_threshold(
