@@ -21,6 +21,7 @@ from protocols import (
     CommandKind,
     DeadLetter,
     RuleCountdown,
+    TelemetrySummary,
     Topics,
     encode,
 )
@@ -91,6 +92,7 @@ async def test_five_minute_excursion_publishes_a_retained_trip(
     )
     async with (
         Collector(broker.url, [topics.countdown_filter(WH)]) as countdowns,
+        Collector(broker.url, [topics.telemetry_filter(WH)]) as charts,
         SensorPublisher(broker.url) as pub,
         running(agent),
     ):
@@ -108,7 +110,15 @@ async def test_five_minute_excursion_publishes_a_retained_trip(
         )
         await send(pub, agent, clock, topics, 9.0)  # t = 330: 300 s after the first bad one
         assert agent.breaker_states()["cold_chain"] == ("tripped", True)
+        await agent.tick()  # the clock is at t=360: the last window closes
         await wait_until(lambda: agent.stats.outbox_depth == 0, what="outbox drained")
+        await wait_until(lambda: len(charts.messages) >= 6, what="telemetry")
+
+    # Raw readings stay on the gateway; per-minute summaries go up for the charts.
+    summaries = [TelemetrySummary.model_validate_json(m.payload) for m in charts.messages]
+    assert [s.window_start for s in summaries] == [T0 + timedelta(minutes=i) for i in range(6)]
+    assert summaries[0].count == 2 and (summaries[0].min, summaries[0].max) == (5.0, 9.0)
+    assert all(s.count == 2 and s.mean == 9.0 for s in summaries[1:])
 
     pending = [RuleCountdown.model_validate_json(m.payload) for m in countdowns.messages]
     pending = [c for c in pending if c.state is BreakerState.PENDING]
