@@ -184,6 +184,8 @@ class EdgeAgent:
         self._session_seq = 0
         self._connected = False
         self._sensors_connected = False
+        self._final_seq = 0  # what stats report once run() has ended and the store is closed
+        self._final_outbox = 0
 
     # -- public surface ----------------------------------------------------------
     @property
@@ -196,7 +198,7 @@ class EdgeAgent:
             events_published=c.events_published,
             events_created=c.events_created,
             messages_published=c.messages_published,
-            outbox_depth=0 if store is None else store.outbox_count,
+            outbox_depth=self._final_outbox if store is None else store.outbox_count,
             outbox_dropped=MappingProxyType(dict(store.dropped if store else {})),
             deadletters_published=c.deadletters_published,
             deadletters_dropped=c.deadletters_dropped,
@@ -204,7 +206,7 @@ class EdgeAgent:
             uplink_connected=self._connected,
             sensors_connected=self._sensors_connected,
             session_seq=self._session_seq,
-            seq=0 if store is None else store.seq,
+            seq=self._final_seq if store is None else store.seq,
         )
 
     def breaker_states(self) -> dict[str, tuple[str, bool]]:
@@ -251,6 +253,9 @@ class EdgeAgent:
         saved_at = store.saved_at
         rule_data = store.load_rules()
         breaker_data = store.load_breakers()
+        self._machines.clear()
+        self._by_key.clear()
+        self._breakers.clear()
         for spec in self._specs:
             data = rule_data.get(spec.key)
             if data is not None and saved_at is not None:
@@ -302,6 +307,7 @@ class EdgeAgent:
             return
         with contextlib.suppress(Exception):
             self._commit(self.clock.now(), store=store)
+        self._final_seq, self._final_outbox = store.seq, store.outbox_count
         store.close()
 
     # -- sensors (hot path) ------------------------------------------------------
@@ -344,7 +350,12 @@ class EdgeAgent:
         payload = message.payload
         if not isinstance(payload, bytes):
             payload = str(payload).encode()
-        self.handle_sensor_message(message.topic.value, payload)
+        try:
+            self.handle_sensor_message(message.topic.value, payload)
+        except Exception:  # one message must never stop ingestion; counted and logged
+            self._reject("internal")
+            if self._should_log("internal", self.clock.now()):
+                log.exception("error handling a message on %s", message.topic.value)
 
     def handle_sensor_message(self, topic: str, payload: bytes) -> None:
         """Parse and feed one local message. Never raises: bad input is dead-lettered."""

@@ -219,6 +219,7 @@ async def test_agent_killed_and_restarted_keeps_state_and_seq(
             await wait_until(lambda: first.stats.outbox_depth == 0, what="published")
         tripped = [e for e in hq.events(topic) if e.state is BreakerState.TRIPPED][-1]
         last_seq = first.stats.seq
+        assert last_seq >= max(e.seq for e in hq.events(topic)) > 0  # (telemetry uses seq too)
 
         clock.advance(120)  # down for two minutes: within the outage tolerance
         second = EdgeAgent(config, clock=clock, topics=topics)
