@@ -32,6 +32,7 @@ from tests.edge_agent.conftest import (
     WH,
     Collector,
     SensorPublisher,
+    config_dict,
     make_config,
     wait_until,
 )
@@ -365,3 +366,40 @@ def test_config_of_the_e2e_tests_is_valid(tmp_path: Path, topics: Topics) -> Non
     config = make_config(tmp_path, "mqtt://127.0.0.1:1", "mqtt://127.0.0.1:2", topics)
     assert isinstance(config, AgentConfig)
     assert json.loads(config.model_dump_json())["agent"]["agent_id"] == AGENT
+
+
+async def test_sensor_broker_lost_silence_trips_cold_room_then_recovers(
+    tmp_path: Path, two_brokers: tuple[MosquittoBroker, MosquittoBroker], topics: Topics
+) -> None:
+    local, uplink = two_brokers
+    clock = ManualClock(T0)
+    data = config_dict(tmp_path, local.url, uplink.url, topics)
+    data["sensors"] = data["sensors"][:1]  # the zone's only sensor goes quiet
+    agent = EdgeAgent(AgentConfig.model_validate(data), clock=clock, topics=topics)
+    topic = breaker_topic(topics)
+    async with Collector(uplink.url, [topic]) as hq, running(agent):
+        async with SensorPublisher(local.url) as pub:
+            await send(pub, agent, clock, topics, 4.0)
+        assert agent.breaker_states()["cold_chain"] == ("ok", False)
+        local.stop()  # the power cut takes the sensors' broker with it
+        await wait_until(lambda: not agent.stats.sensors_connected, what="local down")
+        clock.advance(120)
+        await agent.tick()
+        assert agent.breaker_states()["cold_chain"] == ("unknown", False)
+        clock.advance(600 - 150)
+        await agent.tick()
+        assert agent.breaker_states()["cold_chain"] == ("tripped", True)
+        await wait_until(
+            lambda: any(e.reason == "sensor_silent" and e.open for e in hq.events(topic)),
+            what="silence trip upstream",
+        )
+        local.start()
+        await wait_until(lambda: agent.stats.sensors_connected, what="local back")
+        async with SensorPublisher(local.url) as pub:
+            for _ in range(5):  # cold again: clearing, then clear after 120 s
+                await send(pub, agent, clock, topics, 4.0)
+        assert agent.breaker_states()["cold_chain"] == ("ok", False)
+        await wait_until(lambda: hq.events(topic)[-1].state is BreakerState.OK, what="clear")
+    silent = next(e for e in hq.events(topic) if e.reason == "sensor_silent" and e.open)
+    assert silent.episode_id and silent.episode_id.endswith("20260115T020000.000000Z")
+    assert agent.stats.notices["sensor_silent"] >= 1
