@@ -341,6 +341,7 @@ class EdgeAgent:
                         for _ in range(min(queue.qsize(), SENSOR_BATCH)):
                             take(queue.get_nowait())
             except aiomqtt.MqttError as exc:
+                _reraise_if_cancelling(exc)
                 self._sensors_connected = False
                 log.warning("sensor broker %s: %s; retrying in %.1fs", section.url, exc, backoff)
                 await asyncio.sleep(backoff)
@@ -769,6 +770,7 @@ class EdgeAgent:
                             )
                         raise
             except aiomqtt.MqttError as exc:
+                _reraise_if_cancelling(exc)
                 self._connected = False
                 log.warning("uplink %s: %s; retrying in %.1fs", section.url, exc, backoff)
                 await asyncio.sleep(backoff)
@@ -875,6 +877,14 @@ class EdgeAgent:
             self._counters.messages_published += 1
         if self._deadletters:
             self._wake.set()  # more to send; let live events interleave first
+
+
+def _reraise_if_cancelling(exc: BaseException) -> None:
+    """A disconnect that fails while the task is being cancelled must not swallow the
+    cancellation (the reconnect loop would then run forever)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
 
 
 def _owned_queue(
