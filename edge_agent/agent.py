@@ -227,9 +227,7 @@ class EdgeAgent:
             for task in done:
                 task.result()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancel_and_wait(tasks)
             self._close()
 
     async def tick(self) -> None:
@@ -794,9 +792,7 @@ class EdgeAgent:
             for task in done:
                 task.result()
         finally:
-            for task in (reader, writer):
-                task.cancel()
-            await asyncio.gather(reader, writer, return_exceptions=True)
+            await _cancel_and_wait([reader, writer])
 
     async def _read_commands(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
@@ -877,6 +873,22 @@ class EdgeAgent:
             self._counters.messages_published += 1
         if self._deadletters:
             self._wake.set()  # more to send; let live events interleave first
+
+
+async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until they have ended. Python 3.11's ``wait_for`` (used
+    inside aiomqtt) can swallow a cancellation that races with a result, so a task that is
+    still running after a second is cancelled again rather than waited on forever."""
+    for task in tasks:
+        task.cancel()
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+        for task in pending:
+            task.cancel()
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("task %s ended with %r", task.get_name(), task.exception())
 
 
 def _reraise_if_cancelling(exc: BaseException) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +75,15 @@ async def wait_until(predicate: Callable[[], bool], limit_s: float = 15.0, what:
         await asyncio.sleep(0.02)
 
 
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel until it ends: Python 3.11's wait_for (inside aiomqtt) can swallow a cancel."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
+
+
 def host_port(url: str) -> tuple[str, int]:
     rest = url.split("://", 1)[1]
     host, port = rest.rsplit(":", 1)
@@ -119,9 +127,7 @@ class Collector:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

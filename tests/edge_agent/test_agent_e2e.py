@@ -32,6 +32,7 @@ from tests.edge_agent.conftest import (
     WH,
     Collector,
     SensorPublisher,
+    cancel_and_wait,
     config_dict,
     make_config,
     wait_until,
@@ -50,9 +51,7 @@ async def running(agent: EdgeAgent) -> AsyncIterator[asyncio.Task[None]]:
             task.result()
         yield task
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
 
 async def send(
