@@ -480,7 +480,7 @@ class EdgeAgent:
         notices = self._counters.notices
         notices[notice.kind] = notices.get(notice.kind, 0) + 1
         key = f"{notice.kind}:{notice.rule}:{notice.sensor_id}"
-        if notice.kind in ("sensor_silent", "sensor_back") or self._should_log(
+        if notice.kind in ("sensor_silent", "sensor_back", "dip_tolerated") or self._should_log(
             key, notice.event_time
         ):
             log.warning(
