@@ -358,6 +358,8 @@ class EdgeAgent:
 
     def handle_sensor_message(self, topic: str, payload: bytes) -> None:
         """Parse and feed one local message. Never raises: bad input is dead-lettered."""
+        if self._store is None:
+            self._ensure_started()
         parsers = self._exact.get(topic)
         if parsers is None:
             parsers = [p for flt, p in self._wild if topic_matches_sub(flt, topic)]
