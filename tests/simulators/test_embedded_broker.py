@@ -22,10 +22,12 @@ def embedded() -> Iterator[EmbeddedBroker]:
         broker.close()
 
 
-async def _collect(client: aiomqtt.Client, count: int, timeout: float = 3.0) -> list[tuple[str, bytes]]:
+async def _collect(
+    client: aiomqtt.Client, count: int, wait_s: float = 3.0
+) -> list[tuple[str, bytes]]:
     got: list[tuple[str, bytes]] = []
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait_s):
             async for message in client.messages:
                 assert isinstance(message.payload, bytes)
                 got.append((str(message.topic), message.payload))
@@ -50,7 +52,7 @@ async def _offline_round_trip(port: int, username: str | None) -> list[tuple[str
         "127.0.0.1", port, identifier="sub-agent", clean_session=False, username=username
     ) as sub:
         await sub.subscribe("bw/retained", qos=1)
-        return await _collect(sub, 2, timeout=2.0 if username else 1.0)
+        return await _collect(sub, 2, wait_s=2.0 if username else 1.0)
 
 
 async def test_persistent_session_with_username_gets_queued_and_retained(
