@@ -242,7 +242,7 @@ def order_stream(
         km = NEAR_KM * math.sqrt(rng.uniform(0.004, 0.98)) if near else rng.uniform(5.2, 15.0)
         serial = f"{start:%Y%m%d}{seed % 1000:03d}{n:07d}"
         orders.append(
-            _make(rng, serial, submitted, store, (store.lat, store.lon), km, region, False)
+            _make(rng, serial, submitted, store, (store.lat, store.lon), km, region, False, cold)
         )
     orders.sort(key=lambda o: (o.enter_at, o.channel_order_id))
     return orders
