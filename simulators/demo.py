@@ -1,0 +1,258 @@
+"""The one-command demo: the freezing-rain night, replayed through the real pieces.
+
+Phase 1 (now): broker (embedded amqtt unless ``MQTT_URL`` is set), edge configs for
+every warehouse, the day's orders plus the orders waiting at the incident warehouse
+(JSONL), a monitor on the contract's breaker and agent-status topics, and the scenario
+replayed at speed on a shared :class:`ManualClock`, with live progress and a final report
+that sets what was observed (breaker events on the wire) against what the rule must do
+(:mod:`simulators.reference`).
+
+Integration TODO for the lead (after edge_agent and coordinator are merged), in order;
+each step plugs into :class:`DemoParts` so ``run_demo`` itself does not change shape:
+
+1. ``start_coordinator``: open ``workdir/coordinator.sqlite`` (coordinator.db.
+   open_database), import the sample region (coordinator/sample_region), start
+   ``uvicorn`` on 127.0.0.1:<free port> in a thread (``uvicorn.Server(config)``; stop with
+   ``server.should_exit = True``) with MQTT URL = the demo broker, topic root
+   ``Topics()`` and the notifications file sink under ``workdir/notifications.jsonl``.
+   Return the base URL and a stop callable.
+2. Load orders: ``post_orders(day + waiting, base_url, batch=500)``; check that the
+   waiting orders were allocated to the incident warehouse (``GET /orders/{id}``); print
+   how many (the scenario says 287).
+3. ``start_agents``: for each ``workdir/edge/<wh>.toml`` start the edge agent in-process
+   (one asyncio task each) with ``clock=ManualClock`` shared with the replayer, local and
+   uplink URL = the demo broker. Give the replayer a ``barrier`` that waits until each
+   agent has processed every message published so far (agents expose a processed
+   counter, or publish a sync marker and wait for its echo), so at max speed event time
+   and gateway time agree.
+4. On ``Outage(kind="uplink")`` events (``on_event`` hook), disconnect/reconnect that
+   agent's uplink client.
+5. Final report: read ``GET /metrics/summary`` (first response time, status
+   transparency, self-healing rate) and ``GET /incidents`` (orders rerouted, wall time
+   from the trip event's arrival to the last reroute commit, needs_attention count);
+   count lines in the notifications sink; print the dashboard URL.
+6. Ctrl-C: cancel the replay, stop agents, stop uvicorn, stop the broker (the ``finally``
+   below already owns the broker and the monitor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import aiomqtt
+
+from protocols import BreakerEvent, PayloadError, Topics, decode
+from protocols.clock import ManualClock
+from simulators.brokers import EmbeddedBroker
+from simulators.edge_configs import write_configs
+from simulators.orders import GeneratedOrder, order_stream, targeted_orders, write_jsonl
+from simulators.reference import Trip, sustained_trips
+from simulators.region import Region, default_region
+from simulators.scenario import Event, Marker, Outage, Scenario, events, load_scenario, sites
+from simulators.sensors import MqttPublisher, Replayer, parse_mqtt_url, parse_speed
+
+StopFn = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class DemoParts:
+    """Pluggable pieces the integration fills in (see the module docstring)."""
+
+    start_coordinator: Callable[[Path, str], Awaitable[tuple[str, StopFn]]] | None = None
+    start_agents: Callable[[list[Path], str, ManualClock], Awaitable[StopFn]] | None = None
+
+
+@dataclass
+class ObservedTrip:
+    event: BreakerEvent
+    wall_at: float
+
+
+@dataclass
+class Monitor:
+    """Watches breaker events on the wire, as the coordinator would."""
+
+    topics: Topics
+    trips: list[ObservedTrip] = field(default_factory=list)
+    events: int = 0
+    rejected: int = 0
+
+    async def run(self, url: str, ready: asyncio.Event) -> None:
+        parsed = parse_mqtt_url(url)
+        async with aiomqtt.Client(
+            parsed.host,
+            parsed.port,
+            identifier=f"bw-demo-monitor-{uuid.uuid4().hex[:8]}",
+            username=parsed.username or "breakwater-demo",
+            password=parsed.password,
+        ) as client:
+            await client.subscribe(self.topics.breaker_filter(), qos=1)
+            ready.set()
+            async for message in client.messages:
+                self.events += 1
+                payload = message.payload
+                if not isinstance(payload, bytes | bytearray | str):
+                    self.rejected += 1
+                    continue
+                try:
+                    event = decode(BreakerEvent, payload)
+                except PayloadError:
+                    self.rejected += 1
+                    continue
+                if event.open and event.previous_state != event.state:
+                    self.trips.append(ObservedTrip(event, time.perf_counter()))
+                    print(
+                        f"  !! {event.warehouse_id}/{event.breaker} {event.state.value}"
+                        f" at {event.event_time.isoformat()} ({event.reason})"
+                    )
+
+
+def _orders(
+    scenario: Scenario, region: Region
+) -> tuple[list[GeneratedOrder], list[GeneratedOrder]]:
+    seed = scenario.orders.seed if scenario.orders.seed is not None else scenario.seed
+    day = order_stream(
+        region,
+        scenario.orders.background,
+        seed=seed,
+        start=scenario.start,
+        per_day=scenario.orders.per_day,
+    )
+    waiting: list[GeneratedOrder] = []
+    for entry in scenario.orders.waiting:
+        waiting += targeted_orders(
+            region, entry.warehouse, entry.count, seed=seed, start=scenario.start
+        )
+    return day, waiting
+
+
+def _report(
+    scenario: Scenario,
+    expected: list[Trip],
+    monitor: Monitor,
+    stats_line: str,
+    workdir: Path,
+    waiting: int,
+) -> None:
+    tz = scenario.start.tzinfo
+    print("\n== Breakwater demo report ==")
+    print(f"scenario: {scenario.name}  ({scenario.description})")
+    print(stats_line)
+    print(f"orders: {waiting} waiting at the incident warehouse(s); files in {workdir}")
+    print("breakers the rule must trip (reference evaluation of the replayed readings):")
+    for trip in expected:
+        print(
+            f"  {trip.warehouse}/{trip.breaker} zone {trip.zone}: above since"
+            f" {trip.crossed_at.astimezone(tz):%H:%M:%S}, trips at"
+            f" {trip.trips_at.astimezone(tz):%H:%M:%S} ({trip.readings} readings)"
+        )
+    if not expected:
+        print("  none")
+    print(f"breaker events seen on the wire: {monitor.events} ({len(monitor.trips)} trips)")
+    for observed in monitor.trips:
+        event = observed.event
+        print(
+            f"  {event.warehouse_id}/{event.breaker} tripped at"
+            f" {event.event_time.astimezone(tz):%H:%M:%S} event time ({event.reason})"
+        )
+    if monitor.events == 0:
+        print("  (no edge agents are running in this build: see simulators/demo.py TODO 3)")
+
+
+async def _demo(
+    scenario: Scenario, region: Region, speed: float | None, workdir: Path, url: str
+) -> int:
+    topics = Topics()
+    edge_dir = workdir / "edge"
+    config_paths = write_configs(sites(scenario, region), edge_dir, topics)
+    print(f"edge configs: {len(config_paths)} agents -> {edge_dir}")
+    day, waiting = _orders(scenario, region)
+    write_jsonl(day, workdir / "orders-day.jsonl")
+    write_jsonl(waiting, workdir / "orders-waiting.jsonl")
+    print(f"orders: {len(day)} for the day, {len(waiting)} waiting -> {workdir}")
+    expected = sustained_trips(events(scenario, region))
+
+    monitor = Monitor(topics)
+    ready = asyncio.Event()
+    monitor_task = asyncio.create_task(monitor.run(url, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), timeout=10)
+        clock = ManualClock(scenario.start)
+
+        async def narrate(event: Event) -> None:
+            tz = scenario.start.tzinfo
+            if isinstance(event, Marker):
+                print(f"  [{event.at.astimezone(tz):%H:%M:%S}] {event.label}")
+            elif isinstance(event, Outage):
+                state = "starts" if event.active else "ends"
+                print(
+                    f"  [{event.at.astimezone(tz):%H:%M:%S}] {event.kind} outage {state}"
+                    f" at {event.warehouse}"
+                )
+
+        async with MqttPublisher(
+            url, client_id=f"bw-demo-sensors-{uuid.uuid4().hex[:8]}"
+        ) as publisher:
+            replayer = Replayer(
+                scenario, publisher, clock, speed, region=region, topics=topics, on_event=narrate
+            )
+            stats = await replayer.run()
+        await asyncio.sleep(0.5)  # let the last breaker events arrive
+    finally:
+        monitor_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+            await monitor_task
+    formats = ", ".join(f"{k} {v}" for k, v in sorted(stats.by_format.items()))
+    line = (
+        f"replayed {stats.events} events ({stats.messages} sensor messages: {formats})"
+        f" in {stats.wall_s:.2f} s"
+    )
+    _report(scenario, expected, monitor, line, workdir, len(waiting))
+    return 0
+
+
+def run_demo(
+    *,
+    scenario: str = "freezing_rain_night",
+    speed: str = "max",
+    workdir: Path | None = None,
+    region: Region | None = None,
+    parts: DemoParts | None = None,
+) -> int:
+    """Run the demo; returns the exit code. Cleans up everything it started on Ctrl-C.
+
+    ``parts`` will carry the coordinator and agent starters once integrated (TODO 1-3).
+    """
+    del parts  # wired by the integration (see module docstring)
+    loaded = load_scenario(scenario)
+    used_region = region or default_region()
+    folder = workdir or Path(tempfile.mkdtemp(prefix="breakwater-demo-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    url = os.environ.get("MQTT_URL")
+    broker: EmbeddedBroker | None = None
+    if not url:
+        broker = EmbeddedBroker()
+        broker.start()
+        url = broker.url
+        print(f"embedded MQTT broker on {url} (set MQTT_URL to use your own)")
+    else:
+        print(f"using MQTT broker {url}")
+    started: datetime = datetime.now()
+    try:
+        return asyncio.run(_demo(loaded, used_region, parse_speed(speed), folder, url))
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping everything")
+        return 130
+    finally:
+        if broker is not None:
+            broker.close()
+        print(f"demo finished in {(datetime.now() - started).total_seconds():.1f} s")
