@@ -819,8 +819,9 @@ def _tracking(
     location = region.warehouse(courier.warehouse) if region is not None else None
     total = (scenario.end_at - scenario.start).total_seconds()
     # Each slot runs shipments back to back; slot phases spread updates over the interval.
+    out: list[Tracking] = []
     for slot in range(courier.shipments):
-        phase = rng.uniform(0, courier.update_every_s)
+        phase = float(rng.randint(0, int(courier.update_every_s)))
         born = -rng.uniform(0, courier.lifetime_s)  # already under way at the start
         serial = 0
         heading = rng.uniform(0, 2 * math.pi)
@@ -854,7 +855,9 @@ def _tracking(
                 carrier=courier.carrier, warehouse_id=courier.warehouse, status=status,
                 ts=at.astimezone(UTC), lat=lat, lon=lon,
             )  # fmt: skip
-            yield Tracking(at=at, update=update)
+            out.append(Tracking(at=at, update=update))
+    out.sort(key=_event_key)
+    yield from out
 
 
 def events(
