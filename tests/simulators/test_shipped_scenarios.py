@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -122,7 +123,7 @@ def test_courier_goes_silent_for_40_minutes_from_one_warehouse() -> None:
         for t in tracking
         if t.update.carrier == "sf-express" and t.update.warehouse_id == "wh-hz-03"
     )
-    gaps = [b - a for a, b in zip(sf_03, sf_03[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(sf_03)]
     assert max(gaps) >= timedelta(minutes=40)
     assert max(gaps) < timedelta(minutes=43)
     silent_from, silent_to = scenario.at("14:00"), scenario.at("14:40")
