@@ -62,7 +62,11 @@ def _cmd_edge_configs(args: argparse.Namespace) -> int:
         print(f"invalid: {exc}", file=sys.stderr)
         return EXIT_INVALID
     paths = write_configs(
-        sites(scenario, region), args.out, Topics(args.root), external_prefix=args.external_prefix
+        sites(scenario, region),
+        args.out,
+        Topics(args.root),
+        external_prefix=args.external_prefix,
+        mqtt_url=args.mqtt_url,
     )
     for path in paths:
         print(path)
@@ -192,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     configs.add_argument("--out", type=Path, default=Path("edge-configs"))
     configs.add_argument("--root", default="breakwater")
     configs.add_argument("--external-prefix", default="")
+    configs.add_argument(
+        "--mqtt-url", default=None, help="add local_mqtt/uplink_mqtt sections for this broker"
+    )
     _add_region(configs)
     configs.set_defaults(func=_cmd_edge_configs)
 

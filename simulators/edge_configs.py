@@ -154,14 +154,31 @@ def site_routes(site: Site, topics: Topics, external_prefix: str = "") -> list[S
     ]
 
 
+def mqtt_sections(url: str, agent_id: str, topics: Topics) -> dict[str, dict[str, Any]]:
+    """``local_mqtt`` and ``uplink_mqtt`` for an agent on one broker (the demo's layout).
+
+    Each connection logs in with a username: the embedded amqtt broker keeps the
+    persistent session's queue only for clients that have one.
+    """
+    return {
+        "local_mqtt": {"url": url, "username": agent_id, "topic_root": topics.root},
+        "uplink_mqtt": {"url": url, "username": agent_id, "topic_root": topics.root},
+    }
+
+
 def site_config(
     site: Site,
     topics: Topics,
     *,
     external_prefix: str = "",
+    mqtt_url: str | None = None,
     extra: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The agent config for one simulated site, as a TOML-ready dict."""
+    """The agent config for one simulated site, as a TOML-ready dict.
+
+    ``mqtt_url`` adds ``local_mqtt``/``uplink_mqtt`` sections; ``extra`` adds or replaces
+    whole sections (e.g. ``{"agent": {...}}`` keys are merged into ``[agent]``).
+    """
     zones = sorted({s.zone for s in site.sensors})
     rules: list[dict[str, Any]] = []
     breakers: list[str] = []
@@ -188,11 +205,22 @@ def site_config(
         rules.append(rule)
         if template.breaker not in breakers:
             breakers.append(template.breaker)
+    agent_id = agent_id_for(site.warehouse_id)
     config: dict[str, Any] = {
-        "agent": {"agent_id": agent_id_for(site.warehouse_id), "warehouse_id": site.warehouse_id},
+        "agent": {
+            "agent_id": agent_id,
+            "warehouse_id": site.warehouse_id,
+            # one state file per agent: configs of a region share a directory
+            "state_db": f"state-{site.warehouse_id}.sqlite",
+        },
     }
+    if mqtt_url is not None:
+        config.update(mqtt_sections(mqtt_url, agent_id, topics))
     for section, values in (extra or {}).items():
-        config[section] = dict(values)
+        if section == "agent":
+            config["agent"].update(values)
+        else:
+            config[section] = dict(values)
     config["sensors"] = [
         r.model_dump(exclude_none=True) for r in site_routes(site, topics, external_prefix)
     ]
@@ -238,6 +266,7 @@ def write_configs(
     topics: Topics,
     *,
     external_prefix: str = "",
+    mqtt_url: str | None = None,
     extra: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Path]:
     """Write ``<warehouse>.toml`` per site; return the paths."""
@@ -247,7 +276,10 @@ def write_configs(
     for site in site_list:
         path = out / f"{site.warehouse_id}.toml"
         header = f"# Edge agent for {site.warehouse_id} (python -m simulators edge-configs)\n"
-        body = to_toml(site_config(site, topics, external_prefix=external_prefix, extra=extra))
+        config = site_config(
+            site, topics, external_prefix=external_prefix, mqtt_url=mqtt_url, extra=extra
+        )
+        body = to_toml(config)
         path.write_text(header + body, encoding="utf-8")
         written.append(path)
     return written

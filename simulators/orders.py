@@ -268,7 +268,7 @@ def targeted_orders(
     With the allocation engine's geofence (nearest feasible warehouse first) they land
     at that warehouse; for a cold-chain warehouse every order has a cold-chain item, so
     only cold-chain backups can take them over. The scenario's ``orders.waiting`` uses
-    this to put e.g. 287 orders at wh-hz-02 before the freezing-rain night.
+    this to put e.g. 287 orders at WH-02 before the freezing-rain night.
     """
     warehouse = region.warehouse(warehouse_id)
     if warehouse is None:

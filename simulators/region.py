@@ -93,28 +93,30 @@ def offset_km(lat: float, lon: float, north_km: float, east_km: float) -> tuple[
     return lat + dlat, lon + dlon
 
 
-# Warehouse ids of the built-in region; the shipped scenarios refer to these.
+# The built-in region uses the coordinator sample region's warehouse ids and places
+# (coordinator/sample_region/warehouses.csv: WH-02, WH-05, WH-07 are cold chain), so the
+# shipped scenarios mean the same sites with either region.
 BUILTIN_WAREHOUSES: tuple[tuple[str, str, float, float, bool], ...] = (
-    ("wh-hz-01", "Xiaoshan cold-chain hub", 30.1830, 120.2650, True),
-    ("wh-hz-02", "Yuhang cold-chain warehouse", 30.4200, 120.3010, True),
-    ("wh-hz-03", "Binjiang dry goods", 30.2080, 120.2110, False),
-    ("wh-hz-04", "Gongshu dry goods", 30.3180, 120.1420, False),
-    ("wh-hz-05", "Xihu cold-chain warehouse", 30.2590, 120.0800, True),
-    ("wh-hz-06", "Shangcheng dry goods", 30.2420, 120.1700, False),
-    ("wh-hz-07", "Linping dry goods", 30.4210, 120.2990, False),
-    ("wh-hz-08", "Fuyang dry goods", 30.0490, 119.9600, False),
+    ("WH-01", "杭州城西仓", 30.377746, 120.225227, False),
+    ("WH-02", "杭州冷链一号仓", 30.115195, 120.223949, True),
+    ("WH-03", "杭州城北仓", 30.335391, 120.01022, False),
+    ("WH-04", "杭州滨江仓", 30.308045, 120.150941, False),
+    ("WH-05", "杭州冷链二号仓", 30.166165, 120.130427, True),
+    ("WH-06", "杭州萧山仓", 30.362601, 120.182519, False),
+    ("WH-07", "杭州冷链三号仓", 30.138356, 120.244992, True),
+    ("WH-08", "杭州余杭仓", 30.300827, 120.309736, False),
 )
 CITY_CENTRE = (30.2741, 120.1551)
 
 
-def builtin_region(seed: int = 7, stores: int = 127, skus: int = 400) -> Region:
+def builtin_region(seed: int = 7, stores: int = 127, skus: int = 240) -> Region:
     """A deterministic Hangzhou-like region: 8 warehouses (3 cold chain), stores, SKUs."""
     rng = random.Random(seed)
     store_rows = []
     for n in range(stores):
         lat, lon = offset_km(*CITY_CENTRE, rng.gauss(0, 9), rng.gauss(0, 11))
-        store_rows.append(Store(id=f"st-{n + 1:03d}", lat=round(lat, 6), lon=round(lon, 6)))
-    sku_rows = [Sku(id=f"sku-{n + 1:04d}", cold_chain=rng.random() < 0.3) for n in range(skus)]
+        store_rows.append(Store(id=f"HZ-S{n + 1:03d}", lat=round(lat, 6), lon=round(lon, 6)))
+    sku_rows = [Sku(id=f"SKU-{n + 1:04d}", cold_chain=rng.random() < 0.25) for n in range(skus)]
     warehouses = [
         Warehouse(id=i, name=name, lat=lat, lon=lon, cold_chain=cold)
         for i, name, lat, lon, cold in BUILTIN_WAREHOUSES

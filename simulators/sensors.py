@@ -185,6 +185,8 @@ class ReplayStats:
     wall_s: float = 0.0
     last_event_at: datetime | None = None
     by_format: dict[str, int] = field(default_factory=dict)
+    # sensor messages (junk included) per warehouse, for barriers that wait for agents
+    by_warehouse: dict[str, int] = field(default_factory=dict)
 
 
 EventHook = Callable[[Event], Awaitable[None]]
@@ -303,11 +305,14 @@ class Replayer:
                         continue
                     await self.publisher.publish(route.topic, payload, qos=self.qos)
                     stats.messages += 1
+                    wh = event.warehouse
+                    stats.by_warehouse[wh] = stats.by_warehouse.get(wh, 0) + 1
                     stats.by_format[route.format] = stats.by_format.get(route.format, 0) + 1
                     if self.junk_every and stats.messages % self.junk_every == 0:
                         junk = self._junk_rng.choice(JUNK_PAYLOADS)
                         await self.publisher.publish(route.topic, junk, qos=self.qos)
                         stats.junk += 1
+                        stats.by_warehouse[wh] += 1
             case Tracking():
                 topic = self.topics.tracking(event.update.carrier)
                 await self.publisher.publish(topic, encode(event.update), qos=1)

@@ -18,7 +18,7 @@ from simulators.scenario import load_scenario, shipped_path, sites
 def test_scenario_check_prints_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["scenario", "check", str(shipped_path("freezing_rain_night"))]) == 0
     out = capsys.readouterr().out
-    assert "freezing_rain_night" in out and "wh-hz-02/cold_chain" in out and "287" in out
+    assert "freezing_rain_night" in out and "WH-02/cold_chain" in out and "287" in out
 
 
 def test_scenario_check_exits_2_naming_line_and_field(
@@ -34,11 +34,16 @@ def test_scenario_check_exits_2_naming_line_and_field(
 
 
 def test_edge_configs_for_the_region(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["edge-configs", "--scenario", "freezing_rain_night", "--out", str(tmp_path)]) == 0
+    args = ["edge-configs", "--scenario", "freezing_rain_night", "--out", str(tmp_path)]
+    assert main([*args, "--mqtt-url", "mqtt://127.0.0.1:1999"]) == 0
     files = sorted(tmp_path.glob("*.toml"))
     assert len(files) == len(builtin_region().warehouses)
-    cold = tomllib.loads((tmp_path / "wh-hz-02.toml").read_text())
-    assert cold["agent"] == {"agent_id": "agent-wh-hz-02", "warehouse_id": "wh-hz-02"}
+    cold = tomllib.loads((tmp_path / "WH-02.toml").read_text())
+    assert cold["agent"] == {
+        "agent_id": "agent-WH-02",
+        "warehouse_id": "WH-02",
+        "state_db": "state-WH-02.sqlite",
+    }
     assert [b["name"] for b in cold["breakers"]] == ["cold_chain"]
     rule = next(r for r in cold["rules"] if r["zone"] == "cold_room_2")
     assert (rule["above"], rule["for_s"], rule["min_readings"]) == (8.0, 300, 3)
@@ -46,9 +51,14 @@ def test_edge_configs_for_the_region(tmp_path: Path, capsys: pytest.CaptureFixtu
     formats = {s["format"] for s in cold["sensors"]}
     assert formats == {"native", "zigbee2mqtt", "tasmota"}
     assert next(s for s in cold["sensors"] if s["format"] == "native")["topic"] == Topics().sensor(
-        "wh-hz-02", "cr2-t1"
+        "WH-02", "cr2-t1"
     )
-    dry = tomllib.loads((tmp_path / "wh-hz-03.toml").read_text())
+    assert cold["uplink_mqtt"] == {
+        "url": "mqtt://127.0.0.1:1999",
+        "username": "agent-WH-02",
+        "topic_root": "breakwater",
+    }
+    dry = tomllib.loads((tmp_path / "WH-03.toml").read_text())
     assert [r["metric"] for r in dry["rules"]] == ["humidity_pct"]
     plain = next(s for s in dry["sensors"] if s["format"] == "plain")
     assert plain["metric"] == "humidity_pct"

@@ -89,8 +89,8 @@ def test_same_seed_same_orders() -> None:
 
 
 def test_targeted_orders_sit_next_to_a_cold_chain_warehouse() -> None:
-    orders = targeted_orders(REGION, "wh-hz-02", 287, seed=1, start=START)
-    warehouse = REGION.warehouse("wh-hz-02")
+    orders = targeted_orders(REGION, "WH-02", 287, seed=1, start=START)
+    warehouse = REGION.warehouse("WH-02")
     assert warehouse is not None
     assert len(orders) == 287
     assert all(o.cold_chain for o in orders)

@@ -39,7 +39,7 @@ def test_freezing_rain_cold_room_2_crosses_at_0212_and_stays(freezing_rain: Scen
     room = [
         e
         for e in events(freezing_rain, REGION)
-        if isinstance(e, Reading) and e.warehouse == "wh-hz-02" and e.zone == "cold_room_2"
+        if isinstance(e, Reading) and e.warehouse == "WH-02" and e.zone == "cold_room_2"
     ]
     crossing = freezing_rain.at("02:12")
     before = [r.value("temperature_c") or 0.0 for r in room if r.at < crossing]
@@ -52,7 +52,7 @@ def test_freezing_rain_cold_room_2_crosses_at_0212_and_stays(freezing_rain: Scen
 def test_freezing_rain_trips_at_0217_and_nothing_else(freezing_rain: Scenario) -> None:
     trips = sustained_trips(events(freezing_rain, REGION))
     assert [(t.warehouse, t.zone, t.breaker) for t in trips] == [
-        ("wh-hz-02", "cold_room_2", "cold_chain")
+        ("WH-02", "cold_room_2", "cold_chain")
     ]
     trip = trips[0]
     assert trip.crossed_at == freezing_rain.at("02:12")
@@ -61,7 +61,7 @@ def test_freezing_rain_trips_at_0217_and_nothing_else(freezing_rain: Scenario) -
     assert trip.readings >= 3
     expected = freezing_rain.expect.trips[0]
     assert expected.at is not None and freezing_rain.at(expected.at) == trip.trips_at
-    assert [(w.warehouse, w.count) for w in freezing_rain.orders.waiting] == [("wh-hz-02", 287)]
+    assert [(w.warehouse, w.count) for w in freezing_rain.orders.waiting] == [("WH-02", 287)]
 
 
 def test_freezing_rain_is_the_same_with_another_seed(freezing_rain: Scenario) -> None:
@@ -92,7 +92,7 @@ def test_noisy_day_defrost_and_drift_move_the_rooms() -> None:
     temps = [
         e.value("temperature_c") or 0.0
         for e in events(scenario, REGION)
-        if isinstance(e, Reading) and e.warehouse == "wh-hz-01" and e.zone == "cold_room_2"
+        if isinstance(e, Reading) and e.warehouse == "WH-07" and e.zone == "cold_room_2"
     ]
     assert max(temps) - min(temps) > 3.0
 
@@ -101,15 +101,15 @@ def test_power_cut_silences_every_sensor_of_the_site() -> None:
     scenario = load_scenario("power_cut")
     stream = list(events(scenario, REGION))
     cut, back = scenario.at("01:10"), scenario.at("02:20")
-    site = [e for e in stream if isinstance(e, Reading) and e.warehouse == "wh-hz-05"]
+    site = [e for e in stream if isinstance(e, Reading) and e.warehouse == "WH-05"]
     assert site and not [r for r in site if cut <= r.at < back]
     assert [r for r in site if r.at >= back]
-    others = [e for e in stream if isinstance(e, Reading) and e.warehouse != "wh-hz-05"]
+    others = [e for e in stream if isinstance(e, Reading) and e.warehouse != "WH-05"]
     assert [r for r in others if cut <= r.at < back]
     outages = [e for e in stream if isinstance(e, Outage)]
     assert [(o.warehouse, o.kind, o.active, o.at) for o in outages] == [
-        ("wh-hz-05", "power", True, cut),
-        ("wh-hz-05", "power", False, back),
+        ("WH-05", "power", True, cut),
+        ("WH-05", "power", False, back),
     ]
     assert sustained_trips(stream) == []  # the trip must come from silence, not heat
     assert scenario.expect.trips[0].reason == "sensor_silent"
@@ -121,7 +121,7 @@ def test_courier_goes_silent_for_40_minutes_from_one_warehouse() -> None:
     sf_03 = sorted(
         t.at
         for t in tracking
-        if t.update.carrier == "sf-express" and t.update.warehouse_id == "wh-hz-03"
+        if t.update.carrier == "sf-express" and t.update.warehouse_id == "WH-03"
     )
     gaps = [b - a for a, b in itertools.pairwise(sf_03)]
     assert max(gaps) >= timedelta(minutes=40)
@@ -131,7 +131,7 @@ def test_courier_goes_silent_for_40_minutes_from_one_warehouse() -> None:
     others = [
         t.at
         for t in tracking
-        if (t.update.carrier, t.update.warehouse_id) != ("sf-express", "wh-hz-03")
+        if (t.update.carrier, t.update.warehouse_id) != ("sf-express", "WH-03")
     ]
     assert [t for t in others if silent_from <= t < silent_to]
     statuses = {t.update.status for t in tracking}
