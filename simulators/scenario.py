@@ -423,15 +423,21 @@ def _marks(node: yaml.Node, path: Path_, out: dict[Path_, int]) -> None:
             _marks(item, (*path, index), out)
 
 
+_STEP_KINDS = {"set", "ramp", "excursion", "silence"}
+
+
 def _line_for(loc: Sequence[str | int], marks: dict[Path_, int]) -> tuple[int, str]:
     """The deepest location in the file that the error path reaches, and its dotted name."""
     path: Path_ = ()
-    for part in loc:
+    shown: list[str] = []
+    for index, part in enumerate(loc):
         candidate = (*path, part)
         if candidate in marks:
             path = candidate
-        # else: a pydantic-only level (union tag, model name): skip it
-    return marks.get(path, 0), ".".join(str(p) for p in loc) or "$"
+        elif part in _STEP_KINDS and index >= 2 and loc[index - 2] == "timeline":
+            continue  # pydantic's union tag, not a key of the file
+        shown.append(str(part))
+    return marks.get(path, 0), ".".join(shown) or "$"
 
 
 def parse_scenario(text: str, *, file: str = "<scenario>") -> Scenario:
@@ -461,7 +467,8 @@ def parse_scenario(text: str, *, file: str = "<scenario>") -> Scenario:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         line, field = _line_for(first["loc"], marks)
-        raise ScenarioError(first["msg"], file=file, line=line, field=field) from exc
+        message = first["msg"].removeprefix("Value error, ")
+        raise ScenarioError(message, file=file, line=line, field=field) from exc
     _check_times(scenario, file, marks)
     return scenario
 
