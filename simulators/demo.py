@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import tempfile
 import time
@@ -54,6 +55,7 @@ from protocols import BreakerEvent, PayloadError, Topics, decode
 from protocols.clock import ManualClock
 from simulators.brokers import EmbeddedBroker
 from simulators.edge_configs import write_configs
+from simulators.harness import AgentFactory, AgentLike, run_scenario
 from simulators.orders import GeneratedOrder, order_stream, targeted_orders, write_jsonl
 from simulators.reference import Trip, sustained_trips
 from simulators.region import Region, default_region
@@ -165,52 +167,84 @@ def _report(
             f" {event.event_time.astimezone(tz):%H:%M:%S} event time ({event.reason})"
         )
     if monitor.events == 0:
-        print("  (no edge agents are running in this build: see simulators/demo.py TODO 3)")
+        print("  (no edge agents are installed in this build)")
+
+
+def edge_agent_factory() -> AgentFactory | None:
+    """Real edge agents when the edge_agent package is installed, else None."""
+    try:
+        agent_module = importlib.import_module("edge_agent.agent")
+        config_module = importlib.import_module("edge_agent.config")
+    except ImportError:
+        return None
+
+    def build(path: Path, clock: ManualClock, topics: Topics) -> AgentLike:
+        config = config_module.load_config(path)
+        agent: AgentLike = agent_module.EdgeAgent(config, clock=clock, topics=topics)
+        return agent
+
+    return build
 
 
 async def _demo(
     scenario: Scenario, region: Region, speed: float | None, workdir: Path, url: str
 ) -> int:
     topics = Topics()
-    edge_dir = workdir / "edge"
-    config_paths = write_configs(sites(scenario, region), edge_dir, topics)
-    print(f"edge configs: {len(config_paths)} agents -> {edge_dir}")
     day, waiting = _orders(scenario, region)
     write_jsonl(day, workdir / "orders-day.jsonl")
     write_jsonl(waiting, workdir / "orders-waiting.jsonl")
     print(f"orders: {len(day)} for the day, {len(waiting)} waiting -> {workdir}")
     expected = sustained_trips(events(scenario, region))
+    tz = scenario.start.tzinfo
 
+    async def narrate(event: Event) -> None:
+        if isinstance(event, Marker):
+            print(f"  [{event.at.astimezone(tz):%H:%M:%S}] {event.label}")
+        elif isinstance(event, Outage):
+            state = "starts" if event.active else "ends"
+            print(f"  [{event.at.astimezone(tz):%H:%M:%S}] {event.kind} outage {state}"
+                  f" at {event.warehouse}")  # fmt: skip
+
+    factory = edge_agent_factory()
     monitor = Monitor(topics)
-    ready = asyncio.Event()
-    monitor_task = asyncio.create_task(monitor.run(url, ready))
-    try:
-        await asyncio.wait_for(ready.wait(), timeout=10)
-        clock = ManualClock(scenario.start)
-
-        async def narrate(event: Event) -> None:
-            tz = scenario.start.tzinfo
-            if isinstance(event, Marker):
-                print(f"  [{event.at.astimezone(tz):%H:%M:%S}] {event.label}")
-            elif isinstance(event, Outage):
-                state = "starts" if event.active else "ends"
-                print(
-                    f"  [{event.at.astimezone(tz):%H:%M:%S}] {event.kind} outage {state}"
-                    f" at {event.warehouse}"
-                )
-
-        async with MqttPublisher(
-            url, client_id=f"bw-demo-sensors-{uuid.uuid4().hex[:8]}"
-        ) as publisher:
-            replayer = Replayer(
-                scenario, publisher, clock, speed, region=region, topics=topics, on_event=narrate
-            )
-            stats = await replayer.run()
-        await asyncio.sleep(0.5)  # let the last breaker events arrive
-    finally:
-        monitor_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-            await monitor_task
+    if factory is not None:
+        print(f"edge agents: one per warehouse, in-process, configs in {workdir / 'edge'}")
+        run = await run_scenario(
+            scenario,
+            broker_url=url,
+            topics=topics,
+            workdir=workdir / "edge",
+            agent_factory=factory,
+            region=region,
+            speed=speed,
+            on_event=narrate,
+            progress=None,
+        )
+        stats = run.replay
+        monitor.events = len(run.events)
+        monitor.trips = [ObservedTrip(e.event, e.wall_s) for e in run.events if e.event.open]
+        monitor.trips = [t for t in monitor.trips if t.event in run.trips()]
+    else:
+        config_paths = write_configs(sites(scenario, region), workdir / "edge", topics)
+        print(f"edge configs: {len(config_paths)} agents -> {workdir / 'edge'}"
+              " (edge_agent not installed: replaying sensors only)")  # fmt: skip
+        ready = asyncio.Event()
+        monitor_task = asyncio.create_task(monitor.run(url, ready))
+        try:
+            await asyncio.wait_for(ready.wait(), timeout=10)
+            clock = ManualClock(scenario.start)
+            client_id = f"bw-demo-sensors-{uuid.uuid4().hex[:8]}"
+            async with MqttPublisher(url, client_id=client_id) as publisher:
+                replayer = Replayer(
+                    scenario, publisher, clock, speed, region=region, topics=topics,
+                    on_event=narrate,
+                )  # fmt: skip
+                stats = await replayer.run()
+            await asyncio.sleep(0.5)  # let the last breaker events arrive
+        finally:
+            monitor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await monitor_task
     formats = ", ".join(f"{k} {v}" for k, v in sorted(stats.by_format.items()))
     line = (
         f"replayed {stats.events} events ({stats.messages} sensor messages: {formats})"
