@@ -119,13 +119,16 @@ def _entry_delay_s(rng: random.Random, channel: Channel) -> float:
     return rng.uniform(0.05, 1.5)
 
 
-def _channel(rng: random.Random) -> Channel:
-    roll, total = rng.random(), 0.0
-    for channel, share in CHANNEL_MIX:
+Mix = Sequence[tuple[Channel, float]]
+
+
+def _channel(rng: random.Random, mix: Mix) -> Channel:
+    roll, total = rng.random() * sum(share for _, share in mix), 0.0
+    for channel, share in mix:
         total += share
         if roll < total:
             return channel
-    return CHANNEL_MIX[-1][0]
+    return mix[-1][0]
 
 
 def _lines(
@@ -194,8 +197,9 @@ def _make(
     region: Region,
     need_cold: bool,
     cold: Sequence[Sku],
+    mix: Mix = CHANNEL_MIX,
 ) -> GeneratedOrder:
-    channel = _channel(rng)
+    channel = _channel(rng, mix)
     bearing = rng.uniform(0, 2 * math.pi)
     lat, lon = offset_km(*centre, distance_km * math.cos(bearing), distance_km * math.sin(bearing))
     lat, lon = round(lat, 6), round(lon, 6)
@@ -261,21 +265,37 @@ def targeted_orders(
     *,
     seed: int,
     start: datetime,
-    within_km: float = 1.5,
+    within_km: float = 0.8,
 ) -> list[GeneratedOrder]:
     """``count`` orders whose destinations lie within ``within_km`` of one warehouse.
 
     With the allocation engine's geofence (nearest feasible warehouse first) they land
     at that warehouse; for a cold-chain warehouse every order has a cold-chain item, so
-    only cold-chain backups can take them over. The scenario's ``orders.waiting`` uses
-    this to put e.g. 287 orders at WH-02 before the freezing-rain night.
+    only cold-chain backups can take them over. When the region has inventory, orders
+    ask only for SKUs the warehouse stocks deeply (at least 100 promisable units), so
+    the inventory-depth ranking keeps them there. A dry warehouse's orders carry no
+    cold-chain item and never come from Meituan (its channel rule forces cold chain). The scenario's
+    ``orders.waiting`` uses this to put e.g. 287 orders at WH-02 before the night.
     """
     warehouse = region.warehouse(warehouse_id)
     if warehouse is None:
         raise ValueError(f"warehouse {warehouse_id!r} is not in the region")
     rng = rng_for(seed, "targeted", warehouse_id)
     store = nearest_store(region, warehouse)
-    cold = [s for s in region.skus if s.cold_chain]
+    stocked = region.stocked(warehouse_id, at_least=100) if region.inventory else None
+    # A dry warehouse cannot take cold-chain items: its orders carry none.
+    pool = [
+        s
+        for s in region.skus
+        if (stocked is None or s.id in stocked) and (warehouse.cold_chain or not s.cold_chain)
+    ]
+    if not pool:
+        raise ValueError(f"warehouse {warehouse_id!r} stocks no SKU in the region's inventory")
+    cold = [s for s in pool if s.cold_chain]
+    local = region.model_copy(update={"skus": pool})
+    mix = (
+        CHANNEL_MIX if warehouse.cold_chain else [m for m in CHANNEL_MIX if m[0] != Channel.MEITUAN]
+    )
     orders = []
     for n in range(count):
         submitted = start - timedelta(seconds=rng.uniform(60, 3 * 3600))
@@ -283,8 +303,8 @@ def targeted_orders(
         serial = f"{warehouse_id.replace('-', '')}{seed % 1000:03d}{n:06d}"
         orders.append(
             _make(
-                rng, serial, submitted, store, (warehouse.lat, warehouse.lon), km, region,
-                warehouse.cold_chain, cold,
+                rng, serial, submitted, store, (warehouse.lat, warehouse.lon), km, local,
+                warehouse.cold_chain, cold, mix,
             )
         )  # fmt: skip
     orders.sort(key=lambda o: (o.enter_at, o.channel_order_id))

@@ -64,12 +64,29 @@ class Sku(_Row):
     cold_chain: bool = False
 
 
+class Stock(_Row):
+    warehouse_id: str
+    sku_id: str
+    on_hand: int = Field(ge=0)
+    safety_stock: int = Field(default=0, ge=0)
+
+
 class Region(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     warehouses: list[Warehouse] = Field(min_length=1)
     stores: list[Store] = Field(min_length=1)
     skus: list[Sku] = Field(min_length=1)
+    # optional (inventory.csv): lets targeted orders ask only for what a warehouse stocks
+    inventory: list[Stock] = Field(default_factory=list)
+
+    def stocked(self, warehouse_id: str, at_least: int = 1) -> set[str]:
+        """SKU ids with at least ``at_least`` promisable units at the warehouse."""
+        return {
+            row.sku_id
+            for row in self.inventory
+            if row.warehouse_id == warehouse_id and row.on_hand - row.safety_stock >= at_least
+        }
 
     def warehouse(self, warehouse_id: str) -> Warehouse | None:
         for warehouse in self.warehouses:
@@ -140,15 +157,16 @@ def load_region(path: str | Path) -> Region:
     tables: dict[str, list[dict[str, Any]]] = {}
     try:
         if source.is_dir():
-            for table in ("warehouses", "stores", "skus"):
+            for table in ("warehouses", "stores", "skus", "inventory"):
                 found = [source / f"{table}.{ext}" for ext in ("csv", "json")]
                 existing = [p for p in found if p.exists()]
-                if not existing:
+                if existing:
+                    tables[table] = _rows(existing[0])
+                elif table != "inventory":
                     raise RegionError(f"{source}: no {table}.csv or {table}.json")
-                tables[table] = _rows(existing[0])
         else:
             data = json.loads(source.read_text(encoding="utf-8"))
-            tables = {t: data.get(t, []) for t in ("warehouses", "stores", "skus")}
+            tables = {t: data.get(t, []) for t in ("warehouses", "stores", "skus", "inventory")}
     except (OSError, json.JSONDecodeError) as exc:
         message = f"{source}: cannot read region: {exc}"
         raise RegionError(message) from exc

@@ -168,3 +168,23 @@ async def test_unreachable_coordinator_is_a_clear_error() -> None:
     orders = order_stream(REGION, 1, seed=3, start=START)
     with pytest.raises(OrderPostError, match="cannot POST"):
         await post_orders(orders, "http://127.0.0.1:9", batch=1)
+
+
+def test_targeted_orders_at_a_dry_warehouse_need_no_cold_chain() -> None:
+    orders = targeted_orders(REGION, "WH-03", 60, seed=1, start=START)
+    assert not any(o.cold_chain for o in orders)
+    assert Channel.MEITUAN not in {o.channel for o in orders}  # Meituan is forced cold chain
+
+
+def test_targeted_orders_ask_only_for_deep_stock_when_the_region_has_inventory() -> None:
+    from simulators.region import Stock
+
+    deep = {s.id for s in REGION.skus[:30]}
+    inventory = [
+        Stock(warehouse_id="WH-02", sku_id=s.id, on_hand=500 if s.id in deep else 20)
+        for s in REGION.skus
+    ]
+    region = REGION.model_copy(update={"inventory": inventory})
+    orders = targeted_orders(region, "WH-02", 100, seed=4, start=START)
+    asked = {line.sku_id for o in orders for line in normalise(o.payload).lines}
+    assert asked <= deep
