@@ -48,15 +48,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 
 import aiomqtt
 
 from protocols import BreakerEvent, PayloadError, Topics, decode
 from protocols.clock import ManualClock
-from simulators.brokers import EmbeddedBroker
+from simulators.brokers import EmbeddedBroker, free_port
 from simulators.edge_configs import write_configs
 from simulators.harness import AgentFactory, AgentLike, run_scenario
-from simulators.orders import GeneratedOrder, order_stream, targeted_orders, write_jsonl
+from simulators.orders import (
+    GeneratedOrder,
+    order_stream,
+    post_orders,
+    targeted_orders,
+    write_jsonl,
+)
 from simulators.reference import Trip, sustained_trips
 from simulators.region import Region, default_region
 from simulators.scenario import Event, Marker, Outage, Scenario, events, load_scenario, sites
@@ -170,6 +177,77 @@ def _report(
         print("  (no edge agents are installed in this build)")
 
 
+@dataclass
+class RunningCoordinator:
+    url: str
+    stop: StopFn
+
+
+async def start_coordinator(
+    workdir: Path, mqtt_url: str, topics: Topics, clock: ManualClock
+) -> RunningCoordinator | None:
+    """The coordinator (with ops when installed) in this event loop, or None if absent.
+
+    SQLite file and notification sink live in ``workdir``; the sample region is loaded;
+    the coordinator shares the replay's clock, so courier silence and "received" times
+    are in event time too.
+    """
+    try:
+        import uvicorn
+
+        catalog = importlib.import_module("coordinator.catalog")
+        db_module = importlib.import_module("coordinator.db")
+        region_module = importlib.import_module("coordinator.region")
+        settings_module = importlib.import_module("coordinator.settings")
+        app_module = importlib.import_module("coordinator.app")
+    except ImportError:
+        return None
+    ops_app: ModuleType | None
+    ops_config: ModuleType | None
+    try:
+        ops_app = importlib.import_module("coordinator.ops.app")
+        ops_config = importlib.import_module("coordinator.ops.config")
+    except ImportError:
+        ops_app = ops_config = None  # the coordinator without the ops side
+    db_path = workdir / "coordinator.sqlite"
+    db = db_module.open_database(str(db_path))
+    for name in region_module.SAMPLE_FILES:
+        catalog.import_file(db, region_module.SAMPLE_DIR / f"{name}.csv", clock.now())
+    db.conn.close()
+    port = free_port()
+    settings = settings_module.Settings(
+        db_path=str(db_path), host="127.0.0.1", port=port, mqtt_url=mqtt_url,
+        topic_root=topics.root,
+    )  # fmt: skip
+    if ops_app is not None and ops_config is not None:
+        sink = workdir / "notifications" / "franchisee.jsonl"
+        config = ops_config.OpsConfig.model_validate(
+            {"notify": {"franchisee": {"jsonl_path": str(sink)}}}
+        )
+        app = ops_app.create_app_with_ops(settings, clock=clock, config=config)
+    else:
+        app = app_module.create_app(settings, clock=clock)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("the coordinator stopped while starting")
+        if time.monotonic() > deadline:
+            raise RuntimeError("the coordinator did not start within 30 s")
+        await asyncio.sleep(0.05)
+
+    async def stop() -> None:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+
+    return RunningCoordinator(f"http://127.0.0.1:{port}", stop)
+
+
 def edge_agent_factory() -> AgentFactory | None:
     """Real edge agents when the edge_agent package is installed, else None."""
     try:
@@ -207,6 +285,68 @@ async def _demo(
 
     factory = edge_agent_factory()
     monitor = Monitor(topics)
+    clock = ManualClock(scenario.start)
+    coordinator = await start_coordinator(workdir, url, topics, clock)
+    summary_lines: list[str] = []
+    if coordinator is not None:
+        print(f"coordinator: {coordinator.url} (docs at {coordinator.url}/docs)")
+        posted = await post_orders(day + waiting, coordinator.url, batch=500)
+        print(f"orders: posted {posted.sent}, HTTP {dict(sorted(posted.status_counts.items()))}")
+    try:
+        summary_lines = await _replay_part(
+            scenario, region, speed, workdir, url, topics, monitor, factory, narrate, clock
+        )
+        if coordinator is not None:
+            summary_lines += await _coordinator_report(coordinator.url, waiting)
+    finally:
+        if coordinator is not None:
+            await coordinator.stop()
+    stats_line = summary_lines.pop(0)
+    _report(scenario, expected, monitor, stats_line, workdir, len(waiting))
+    for line in summary_lines:
+        print(line)
+    return 0
+
+
+async def _coordinator_report(base_url: str, waiting: list[GeneratedOrder]) -> list[str]:
+    """Where the waiting orders are now (re-posting is idempotent and answers with the
+    order's current status and warehouse), and the seed's metrics."""
+    import httpx
+
+    lines = ["coordinator:"]
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        response = await http.post("/orders", json=[o.body() for o in waiting])
+        where: dict[str, int] = {}
+        if response.status_code == 200:
+            for row in response.json().get("results", []):
+                key = f"{row.get('status')} at {row.get('warehouse_id')}"
+                where[key] = where.get(key, 0) + 1
+        lines.append(
+            "  waiting orders now: " + ", ".join(f"{v} {k}" for k, v in sorted(where.items()))
+        )
+        response = await http.get("/metrics/summary")
+        if response.status_code == 200:
+            lines.append(f"  metrics: {response.json()}")
+        response = await http.get("/notifications")
+        if response.status_code == 200:
+            body = response.json()
+            count = len(body) if isinstance(body, list) else body.get("count", "?")
+            lines.append(f"  notifications: {count}")
+    return lines
+
+
+async def _replay_part(
+    scenario: Scenario,
+    region: Region,
+    speed: float | None,
+    workdir: Path,
+    url: str,
+    topics: Topics,
+    monitor: Monitor,
+    factory: AgentFactory | None,
+    narrate: Callable[[Event], Awaitable[None]],
+    clock: ManualClock,
+) -> list[str]:
     if factory is not None:
         print(f"edge agents: one per warehouse, in-process, configs in {workdir / 'edge'}")
         run = await run_scenario(
@@ -219,6 +359,7 @@ async def _demo(
             speed=speed,
             on_event=narrate,
             progress=None,
+            clock=clock,
         )
         stats = run.replay
         monitor.events = len(run.events)
@@ -232,7 +373,6 @@ async def _demo(
         monitor_task = asyncio.create_task(monitor.run(url, ready))
         try:
             await asyncio.wait_for(ready.wait(), timeout=10)
-            clock = ManualClock(scenario.start)
             client_id = f"bw-demo-sensors-{uuid.uuid4().hex[:8]}"
             async with MqttPublisher(url, client_id=client_id) as publisher:
                 replayer = Replayer(
@@ -250,8 +390,7 @@ async def _demo(
         f"replayed {stats.events} events ({stats.messages} sensor messages: {formats})"
         f" in {stats.wall_s:.2f} s"
     )
-    _report(scenario, expected, monitor, line, workdir, len(waiting))
-    return 0
+    return [line]
 
 
 def run_demo(

@@ -145,10 +145,11 @@ async def run_scenario(
     stop_timeout_s: float = 5.0,
     on_event: Callable[[Event], Awaitable[None]] | None = None,
     progress: bool | None = False,
+    clock: ManualClock | None = None,
 ) -> ScenarioRun:
     """Write edge configs, start one agent per site, replay, and collect breaker events."""
     paths = write_configs(sites(scenario, region), workdir, topics, mqtt_url=broker_url)
-    clock = ManualClock(scenario.start)
+    clock = clock or ManualClock(scenario.start)
     agents = [agent_factory(path, clock, topics) for path in paths]
     by_warehouse = {agent.warehouse_id: agent for agent in agents}
     watcher = _BreakerWatcher(broker_url, topics)
