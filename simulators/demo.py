@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import aiomqtt
 
@@ -290,8 +291,16 @@ async def _demo(
     summary_lines: list[str] = []
     if coordinator is not None:
         print(f"coordinator: {coordinator.url} (docs at {coordinator.url}/docs)")
-        posted = await post_orders(day + waiting, coordinator.url, batch=500)
-        print(f"orders: posted {posted.sent}, HTTP {dict(sorted(posted.status_counts.items()))}")
+        posted = await post_orders(day, coordinator.url, batch=500)
+        shipped = await _ship(coordinator.url, posted.results)
+        held = await post_orders(waiting, coordinator.url, batch=500)
+        at: dict[str, int] = {}
+        for row in held.results:
+            at[str(row.get("warehouse_id"))] = at.get(str(row.get("warehouse_id")), 0) + 1
+        print(
+            f"orders: {posted.sent} of the day posted and {shipped} of them shipped;"
+            f" {held.sent} waiting: " + ", ".join(f"{n} at {wh}" for wh, n in sorted(at.items()))
+        )
     try:
         summary_lines = await _replay_part(
             scenario, region, speed, workdir, url, topics, monitor, factory, narrate, clock
@@ -306,6 +315,23 @@ async def _demo(
     for line in summary_lines:
         print(line)
     return 0
+
+
+async def _ship(base_url: str, results: list[dict[str, Any]]) -> int:
+    """Mark the day's allocated orders shipped and in transit: only the waiting ones stay
+    unshipped at their warehouse, as on the night of the incident."""
+    import httpx
+
+    shipped = 0
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        for row in results:
+            if row.get("status") != "allocated" or not row.get("order_id"):
+                continue
+            response = await http.post(
+                f"/orders/{row['order_id']}/events", json={"kind": "shipped"}
+            )
+            shipped += response.status_code == 200
+    return shipped
 
 
 async def _coordinator_report(base_url: str, waiting: list[GeneratedOrder]) -> list[str]:

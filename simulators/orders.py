@@ -328,11 +328,25 @@ class PostStats:
     batches: int = 0
     status_counts: dict[int, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)  # first few error bodies
+    results: list[dict[str, Any]] = field(default_factory=list)  # the coordinator's answers
     wall_s: float = 0.0
 
     @property
     def accepted(self) -> int:
         return sum(n for code, n in self.status_counts.items() if 200 <= code < 300)
+
+
+def _results(response: httpx.Response) -> list[dict[str, Any]]:
+    """Per-order answers: ``{"results": [...]}`` for a batch, one object for a single."""
+    try:
+        body = response.json()
+    except ValueError:
+        return []
+    if isinstance(body, dict) and isinstance(body.get("results"), list):
+        return [r for r in body["results"] if isinstance(r, dict)]
+    if isinstance(body, list):
+        return [r for r in body if isinstance(r, dict)]
+    return [body] if isinstance(body, dict) else []
 
 
 async def post_orders(
@@ -376,6 +390,8 @@ async def post_orders(
             stats.status_counts[code] = stats.status_counts.get(code, 0) + 1
             if code >= 400 and len(stats.errors) < 5:
                 stats.errors.append(f"{code}: {response.text[:300]}")
+            if code < 300:
+                stats.results += _results(response)
     finally:
         if own:
             await http.aclose()
