@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import shutil
 import socket
 import subprocess
@@ -149,18 +150,49 @@ class MosquittoBroker:
         self.close()
 
 
+@functools.cache
+def _username_auth_plugin() -> type[Any]:
+    """Build the auth plugin class lazily so importing this module never imports amqtt."""
+    from amqtt.plugins.base import BaseAuthPlugin
+
+    class UsernameSessionAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
+        """Accept every client; only clients without a username count as anonymous.
+
+        amqtt 0.12 keeps offline QoS 1/2 messages only for sessions with
+        ``is_anonymous == False`` (``Broker._run_broadcast``), and its session monitor
+        deletes disconnected anonymous sessions within a second. Its stock
+        ``AnonymousAuthPlugin`` with ``allow_anonymous: true`` marks *every* session
+        anonymous, username or not, so no persistent session ever got its queue.
+        """
+
+        async def authenticate(self, *, session: Any) -> bool:
+            session.is_anonymous = not session.username
+            return True
+
+    return UsernameSessionAuthPlugin
+
+
 def amqtt_config(host: str, port: int) -> dict[str, Any]:
     """amqtt settings for Breakwater.
 
-    amqtt keeps offline QoS 1 messages only for clients that log in with a username, so
-    every Breakwater client sets one (see README, "embedded broker").
+    amqtt keeps offline QoS 1 messages only for clients that log in with a username
+    (``clean_session=False`` and a username), so every Breakwater client sets one. Clients
+    without a username still connect, with sessions that are not kept. See
+    ``UsernameSessionAuthPlugin`` for why the stock anonymous plugin cannot be used.
+    Sessions and queues live in memory: they survive a client reconnect, not a broker
+    restart.
     """
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
-        "plugins": {
-            "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
-        },
+        "plugins": {f"{__name__}.UsernameSessionAuthPlugin": {}},
     }
+
+
+def __getattr__(name: str) -> Any:
+    # amqtt loads plugins by dotted path; resolve the class on first use only.
+    if name == "UsernameSessionAuthPlugin":
+        return _username_auth_plugin()
+    raise AttributeError(name)
 
 
 class EmbeddedBroker:
@@ -209,10 +241,12 @@ class EmbeddedBroker:
 
         self._thread = threading.Thread(target=run, name="amqtt-broker", daemon=True)
         self._thread.start()
-        ready.wait(15)
+        if not ready.wait(15):
+            raise BrokerError(f"embedded broker did not start on port {self.port} within 15 s")
         if errors:
             raise BrokerError(f"embedded broker failed to start: {errors[0]}") from errors[0]
-        wait_for_port(self.host, self.port)
+        # No wait_for_port probe here: Broker.start() returned, so the listener is up, and
+        # a probe connection only makes amqtt log a spurious "No data" error.
 
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None:
