@@ -18,6 +18,7 @@ from coordinator.errors import StoreError
 # Each module owns its schema history as a named migration set in the same file.
 MIGRATION_MODULES = (
     "coordinator.schema",
+    "coordinator.ops.schema",
 )
 
 

@@ -1,0 +1,241 @@
+"""What to say, to whom: building the notices of an incident (pure, no I/O).
+
+Franchisees get one structured notice per rerouted order; operations get ONE message
+per incident on each enabled channel (WeCom robot, SMS gateway, JSON webhook), with
+counts rather than one message per order (the WeCom robot takes ~20 messages/min).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from coordinator.ops.config import NotifyConfig
+from coordinator.ops.notify.outbox import OutgoingNotice, iso
+
+EARTH_RADIUS_KM = 6371.0088
+WECOM_MARKDOWN_MAX_BYTES = 4096
+WECOM_TEXT_MAX_BYTES = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class WarehouseInfo:
+    id: str
+    name: str
+    address: str
+    lat: float
+    lon: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "address": self.address}
+
+
+@dataclass(frozen=True, slots=True)
+class MovedOrder:
+    order_id: str
+    store_id: str | None
+    lat: float
+    lon: float
+    new_warehouse: WarehouseInfo
+
+
+@dataclass(frozen=True, slots=True)
+class StuckOrder:
+    order_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentSummary:
+    incident_id: str
+    warehouse: WarehouseInfo
+    cause: str
+    reason: str
+    at: datetime
+    moved: list[MovedOrder] = field(default_factory=list)
+    stuck: list[StuckOrder] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Coupon:
+    order_id: str
+    incident_id: str
+    code: str
+
+
+def coupon_code(prefix: str, order_id: str, incident_id: str) -> str:
+    """Deterministic, unique per (order, incident): a replay yields the same code."""
+    digest = hashlib.sha256(f"{order_id}\x1f{incident_id}".encode()).digest()
+    return f"{prefix}-{base64.b32encode(digest).decode()[:12]}"
+
+
+def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
+def _truncate(text: str, max_bytes: int) -> str:
+    raw = text.encode()
+    if len(raw) <= max_bytes:
+        return text
+    return raw[: max_bytes - 3].decode(errors="ignore") + "..."
+
+
+def _destinations(summary: IncidentSummary) -> list[tuple[str, int]]:
+    names = {m.new_warehouse.id: m.new_warehouse.name for m in summary.moved}
+    counted = Counter(m.new_warehouse.id for m in summary.moved)
+    return [(f"{names[wid]} ({wid})", n) for wid, n in sorted(counted.items())]
+
+
+def franchisee_notices(summary: IncidentSummary, config: NotifyConfig
+                       ) -> tuple[list[OutgoingNotice], list[Coupon]]:
+    fc = config.franchisee
+    notices: list[OutgoingNotice] = []
+    coupons: list[Coupon] = []
+    old = summary.warehouse.as_json()
+    issued = iso(summary.at)
+    for moved in summary.moved:
+        code = coupon_code(fc.coupon_prefix, moved.order_id, summary.incident_id)
+        coupons.append(Coupon(moved.order_id, summary.incident_id, code))
+        new = moved.new_warehouse
+        km = distance_km(new.lat, new.lon, moved.lat, moved.lon)
+        eta = summary.at + timedelta(
+            minutes=fc.handling_minutes + km / fc.average_speed_kmh * 60
+        )
+        notices.append(
+            OutgoingNotice(
+                kind="franchisee",
+                dedupe_key=f"franchisee:{summary.incident_id}:{moved.order_id}",
+                incident_id=summary.incident_id,
+                payload={
+                    "type": "reroute_notice",
+                    "order_id": moved.order_id,
+                    "store_id": moved.store_id,
+                    "incident_id": summary.incident_id,
+                    "reason": summary.reason,
+                    "old_warehouse": old,
+                    "new_warehouse": new.as_json(),
+                    "distance_km": round(km, 2),
+                    "new_eta": iso(eta),
+                    "coupon": {"code": code, "value_yuan": fc.coupon_value_yuan},
+                    "issued_at": issued,
+                },
+            )
+        )
+    return notices, coupons
+
+
+def _incident_fields(summary: IncidentSummary) -> dict[str, Any]:
+    return {
+        "incident_id": summary.incident_id,
+        "warehouse_id": summary.warehouse.id,
+        "warehouse_name": summary.warehouse.name,
+        "cause": summary.cause,
+        "reason": summary.reason,
+        "moved": len(summary.moved),
+        "stuck": len(summary.stuck),
+        "at": iso(summary.at),
+    }
+
+
+def wecom_body(summary: IncidentSummary, msgtype: str,
+               mentioned_mobile_list: list[str]) -> dict[str, Any]:
+    """The robot's documented JSON: ``{"msgtype": "markdown", "markdown": {"content"}}``."""
+    f = _incident_fields(summary)
+    where = "，".join(f"{name} ×{n}" for name, n in _destinations(summary)) or "无"
+    stuck_ids = ", ".join(s.order_id for s in summary.stuck[:10])
+    if len(summary.stuck) > 10:
+        stuck_ids += f" 等{len(summary.stuck)}单"
+    if msgtype == "markdown":
+        lines = [
+            f"## 仓库停止接单：{f['warehouse_name']}",
+            f"> 事件：<font color=\"warning\">{f['incident_id']}</font>",
+            f"> 原因：{f['reason']}（{f['cause']}）",
+            f"> 已自动改派：<font color=\"info\">{f['moved']}</font> 单",
+            f"> 待人工处理：<font color=\"warning\">{f['stuck']}</font> 单",
+            f"> 时间：{f['at']}",
+            f"改派去向：{where}",
+        ]
+        if stuck_ids:
+            lines.append(f"待处理订单：{stuck_ids}")
+        content = _truncate("\n".join(lines), WECOM_MARKDOWN_MAX_BYTES)
+        return {"msgtype": "markdown", "markdown": {"content": content}}
+    text = (
+        f"仓库停止接单：{f['warehouse_name']}（{f['warehouse_id']}）\n"
+        f"事件 {f['incident_id']}，原因：{f['reason']}\n"
+        f"已自动改派 {f['moved']} 单，待人工处理 {f['stuck']} 单\n改派去向：{where}"
+    )
+    if stuck_ids:
+        text += f"\n待处理订单：{stuck_ids}"
+    body: dict[str, Any] = {"content": _truncate(text, WECOM_TEXT_MAX_BYTES)}
+    if mentioned_mobile_list:
+        body["mentioned_mobile_list"] = list(mentioned_mobile_list)
+    return {"msgtype": "text", "text": body}
+
+
+def sms_body(summary: IncidentSummary, config: NotifyConfig) -> dict[str, Any]:
+    sms = config.sms
+    params = {k: str(v) for k, v in _incident_fields(summary).items()}
+    content = sms.template.format(signature=sms.signature, **params)
+    return {
+        "phone_numbers": list(sms.phone_numbers),
+        "sign_name": sms.signature,
+        "template_code": sms.template_code,
+        "template_param": params,
+        "content": content,
+    }
+
+
+def webhook_body(summary: IncidentSummary) -> dict[str, Any]:
+    return {
+        "event": "warehouse_unavailable",
+        **_incident_fields(summary),
+        "warehouse": summary.warehouse.as_json(),
+        "rerouted_to": {name: n for name, n in _destinations(summary)},
+        "needs_attention": [{"order_id": s.order_id, "reason": s.reason}
+                            for s in summary.stuck],
+    }
+
+
+def incident_notices(summary: IncidentSummary, config: NotifyConfig
+                     ) -> tuple[list[OutgoingNotice], list[Coupon]]:
+    """Everything to queue for one incident, with the coupons to record."""
+    notices, coupons = franchisee_notices(summary, config)
+    inc = summary.incident_id
+    if config.wecom.enabled:
+        notices.append(OutgoingNotice(
+            "wecom", f"wecom:{inc}:opened",
+            wecom_body(summary, config.wecom.msgtype, config.wecom.mentioned_mobile_list), inc))
+    if config.sms.enabled:
+        notices.append(OutgoingNotice("sms", f"sms:{inc}:opened", sms_body(summary, config), inc))
+    if config.webhook.enabled:
+        notices.append(OutgoingNotice("webhook", f"webhook:{inc}:opened",
+                                      webhook_body(summary), inc))
+    return notices, coupons
+
+
+def recovery_notices(warehouse: WarehouseInfo, incident_id: str, at: datetime,
+                     config: NotifyConfig) -> list[OutgoingNotice]:
+    """One 'taking orders again' message per incident on the ops channels."""
+    notices: list[OutgoingNotice] = []
+    text = f"仓库恢复接单：{warehouse.name}（{warehouse.id}），事件 {incident_id} 结束 {iso(at)}"
+    if config.wecom.enabled:
+        body: dict[str, Any] = (
+            {"msgtype": "markdown", "markdown": {"content": f"### {text}"}}
+            if config.wecom.msgtype == "markdown"
+            else {"msgtype": "text", "text": {"content": text}}
+        )
+        notices.append(OutgoingNotice("wecom", f"wecom:{incident_id}:closed", body, incident_id))
+    if config.webhook.enabled:
+        notices.append(OutgoingNotice(
+            "webhook", f"webhook:{incident_id}:closed",
+            {"event": "warehouse_available", "incident_id": incident_id,
+             "warehouse": warehouse.as_json(), "at": iso(at)}, incident_id))
+    return notices
