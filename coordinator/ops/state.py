@@ -23,7 +23,12 @@ from coordinator.ops.breakers import (
     TrackerConfig,
     restore,
 )
-from coordinator.ops.couriers import CourierAction, CourierSilenceDetector, Shipment, ShipmentRecorded
+from coordinator.ops.couriers import (
+    CourierAction,
+    CourierSilenceDetector,
+    Shipment,
+    ShipmentRecorded,
+)
 from coordinator.ops.notify.outbox import iso
 from protocols import BreakerState
 

@@ -42,6 +42,8 @@ class MovedOrder:
     lat: float
     lon: float
     new_warehouse: WarehouseInfo
+    # The engine's promise when it has one; else from distance and handling time.
+    eta: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +108,7 @@ def franchisee_notices(summary: IncidentSummary, config: NotifyConfig
         coupons.append(Coupon(moved.order_id, summary.incident_id, code))
         new = moved.new_warehouse
         km = distance_km(new.lat, new.lon, moved.lat, moved.lon)
-        eta = summary.at + timedelta(
+        eta = moved.eta or summary.at + timedelta(
             minutes=fc.handling_minutes + km / fc.average_speed_kmh * 60
         )
         notices.append(
