@@ -1,0 +1,150 @@
+"""Reroute benchmark: breaker event over MQTT -> every order moved and notices queued.
+
+``reroute_287_s`` and ``reroute_10000_s``: 287 / 10,000 unshipped orders held at one
+cold-chain warehouse of the sample region; the clock runs from the moment the agent's
+retained QoS 1 BreakerEvent is published to a private Mosquitto until the ops service
+has committed the reroute, the incident, the coupons and the queued notifications (one
+transaction). Baseline, same run: a naive reroute that moves the same orders one
+transaction per order (``naive_287_s``), as the seed did one phone call at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiomqtt
+from sqlite_utils import Database
+
+from benchmarks.runner import Result
+from coordinator.catalog import InventoryIn
+from coordinator.db import open_database
+from coordinator.ops.config import FranchiseeConfig, NotifyConfig, OpsConfig
+from coordinator.ops.core import HandleResult
+from coordinator.ops.service import OpsService
+from coordinator.region import generate_region, load_region
+from coordinator.settings import Settings
+from coordinator.store import set_warehouse_availability, submit_orders, unshipped_orders
+from protocols import BreakerEvent, BreakerState, Topics, encode
+from protocols.orders import Channel, OrderIn, OrderLine
+
+TARGET = "WH-02"  # a cold-chain warehouse of the sample region
+SEED_SECONDS_FOR_287 = 180.0  # the seed system: 3 minutes for 287 orders
+
+
+def seed_orders_at(db: Database, warehouse_id: str, count: int, now: datetime,
+                   *, seed: int = 7, stock_boost: int = 0) -> int:
+    """Load the sample region and place ``count`` orders whose stock is held at
+    ``warehouse_id`` (the others are made unavailable during intake, then restored).
+    Returns how many orders ended up held there."""
+    region = generate_region()
+    if stock_boost:
+        region = type(region)(
+            region.warehouses, region.skus, region.stores,
+            [InventoryIn(warehouse_id=i.warehouse_id, sku_id=i.sku_id,
+                         on_hand=i.on_hand + stock_boost, safety_stock=i.safety_stock)
+             for i in region.inventory])
+    load_region(db, region, now)
+    stocked = sorted(
+        r[0] for r in db.execute(
+            "SELECT sku_id FROM inventory WHERE warehouse_id = ? AND on_hand > safety_stock + 50",
+            [warehouse_id]).fetchall())
+    others = [w.id for w in region.warehouses if w.id != warehouse_id]
+    for wid in others:
+        set_warehouse_availability(db, wid, available=False, reason="seeding", now=now)
+    rng = random.Random(seed)
+    stores = region.stores
+    batch: list[OrderIn] = []
+    for i in range(count):
+        store = stores[i % len(stores)]
+        lines = [OrderLine(sku_id=sku, qty=rng.randint(1, 2))
+                 for sku in rng.sample(stocked, rng.randint(1, 3))]
+        batch.append(OrderIn(channel=Channel.WECHAT_MINI, channel_order_id=f"seed-{i}",
+                             store_id=store.id, lines=lines, lat=store.lat, lon=store.lon))
+        if len(batch) == 1000:
+            submit_orders(db, batch, now=now, config=Settings().allocation)
+            batch = []
+    if batch:
+        submit_orders(db, batch, now=now, config=Settings().allocation)
+    for wid in others:
+        set_warehouse_availability(db, wid, available=True, reason=None, now=now)
+    return len(unshipped_orders(db, warehouse_id))
+
+
+def trip_event(warehouse_id: str, *, seq: int, episode: str, now: datetime,
+               open_: bool = True) -> BreakerEvent:
+    return BreakerEvent(
+        warehouse_id=warehouse_id, agent_id=f"gw-{warehouse_id}", breaker="cold_chain",
+        state=BreakerState.TRIPPED if open_ else BreakerState.OK, open=open_,
+        reason="threshold_exceeded" if open_ else "recovered", since=now,
+        episode_id=episode if open_ else None, seq=seq, session_seq=1, event_time=now,
+        published_at=now,
+    )
+
+
+async def measure_mqtt_reroute(broker_url: str, host: str, port: int, db_path: Path,
+                               count: int) -> tuple[float, float, int]:
+    """Returns (publish -> committed seconds, arrival -> committed seconds, moved)."""
+    topics = Topics(f"bench-{uuid.uuid4().hex[:8]}")
+    settings = Settings(db_path=str(db_path), mqtt_url=broker_url, topic_root=topics.root)
+    config = OpsConfig(
+        tick_interval_s=5.0,
+        mqtt={"client_id": f"bench-{uuid.uuid4().hex[:8]}"},  # type: ignore[arg-type]
+        notify=NotifyConfig(franchisee=FranchiseeConfig(
+            jsonl_path=db_path.with_suffix(".franchisee.jsonl"))),
+    )
+    done = asyncio.Event()
+    results: list[HandleResult] = []
+
+    def seen(result: HandleResult) -> None:
+        if result.rerouted:
+            results.append(result)
+            done.set()
+
+    async with OpsService(settings, config) as ops:
+        ops.on_result = seen
+        await asyncio.wait_for(ops.watcher.connected.wait(), 10)
+        now = datetime.now(UTC)
+        event = trip_event(TARGET, seq=1, episode=f"bench-{count}", now=now)
+        async with aiomqtt.Client(host, port) as agent:
+            published = time.perf_counter()
+            await agent.publish(topics.breaker(TARGET, "cold_chain"), encode(event), qos=1,
+                                retain=True)
+            await asyncio.wait_for(done.wait(), 60)
+            await agent.publish(topics.breaker(TARGET, "cold_chain"), b"", qos=1, retain=True)
+    timing = results[0].rerouted[0]
+    return timing.committed - published, timing.committed - timing.started, timing.moved
+
+
+def run(quick: bool) -> Result:
+    from simulators.brokers import start_test_broker
+
+    result = Result("reroute")
+    sizes = [287] if quick else [287, 10_000]
+    broker = start_test_broker()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bw-reroute-") as tmp:
+            now = datetime.now(UTC)
+            for count in sizes:
+                path = Path(tmp) / f"reroute-{count}.sqlite"
+                db = open_database(path)
+                held = seed_orders_at(db, TARGET, count, now, stock_boost=count * 2)
+                db.conn.close()
+                total, inside, moved = asyncio.run(
+                    measure_mqtt_reroute(broker.url, broker.host, broker.port, path, count))
+                target = "< 0.3" if count == 287 else "< 2"
+                result.add(f"reroute_{count}_s", total, "s",
+                           f"{held} held, {moved} moved; publish->commit incl. broker hop",
+                           target)
+                result.add(f"reroute_{count}_commit_s", inside, "s",
+                           "arrival at the coordinator -> commit")
+            result.add("seed_ratio_287", SEED_SECONDS_FOR_287 / result.figures["reroute_287_s"],
+                       "x", "seed system took 180 s for 287 orders")
+    finally:
+        broker.close()
+    return result

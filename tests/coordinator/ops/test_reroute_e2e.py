@@ -1,0 +1,134 @@
+"""End to end through the real broker: an agent's breaker event reroutes a warehouse."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from benchmarks.reroute import seed_orders_at, trip_event
+from coordinator.db import open_database
+from coordinator.ops.service import OpsService
+from protocols import Topics, encode
+from simulators.brokers import Broker
+from tests.coordinator.ops.helpers import assignments, ops_config, read, settings_for, wait_for
+from tests.coordinator.ops.receiver import Receiver
+
+pytestmark = pytest.mark.broker
+WH = "WH-02"
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> tuple[Path, int]:
+    path = tmp_path / "coordinator.sqlite"
+    db = open_database(path)
+    held = seed_orders_at(db, WH, 60, datetime.now(UTC), stock_boost=100)
+    db.conn.close()
+    assert held == 60
+    return path, held
+
+
+def counter(path: Path, name: str) -> int:
+    rows = read(path, "SELECT value FROM ops_counters WHERE name = ?", [name])
+    return int(rows[0][0]) if rows else 0
+
+
+async def publish(broker: Broker, topic: str, payload: bytes) -> None:
+    async with aiomqtt.Client(broker.host, broker.port) as agent:
+        await agent.publish(topic, payload, qos=1, retain=True)
+
+
+async def test_breaker_trip_reroutes_every_unshipped_order_once_even_after_restart(
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[Path, int]) -> None:
+    path, held = seeded
+    settings = settings_for(path, broker.url, topics)
+    with Receiver() as robot:
+        config = ops_config(tmp_path, wecom_url=robot.url + "/wecom")
+        event = trip_event(WH, seq=41, episode="ep-freezing-rain", now=datetime.now(UTC))
+        async with OpsService(settings, config) as ops:
+            await asyncio.wait_for(ops.watcher.connected.wait(), 10)
+            await publish(broker, topics.breaker(WH, "cold_chain"), encode(event))
+            await wait_for(lambda: counter(path, "reroutes") == 1, what="the reroute")
+            after_first = assignments(path)
+            await publish(broker, topics.breaker(WH, "cold_chain"), encode(event))
+            await wait_for(lambda: counter(path, "duplicates_dropped") == 1, what="the repeat")
+            await wait_for(lambda: len(robot.accepted("/wecom")) == 1, what="the WeCom alert")
+        # Restart: the retained event comes back and must change nothing.
+        async with OpsService(settings, config) as ops:
+            await asyncio.wait_for(ops.watcher.connected.wait(), 10)
+            await wait_for(lambda: counter(path, "duplicates_dropped") == 2, what="the replay")
+        await publish(broker, topics.breaker(WH, "cold_chain"), b"")
+    assert assignments(path) == after_first
+    assert counter(path, "reroutes") == 1
+    moved = [oid for oid, (wid, status) in after_first.items() if status == "allocated"]
+    stuck = [oid for oid, (_, status) in after_first.items() if status == "needs_attention"]
+    assert len(moved) + len(stuck) == held
+    assert all(after_first[oid][0] != WH for oid in moved)
+    # every moved order went to an available warehouse that stocks its items (cold chain
+    # when an item needs it), with its reservations moved along
+    bad = read(path, (
+        "SELECT r.order_id FROM reservations r JOIN warehouses w ON w.id = r.warehouse_id "
+        "JOIN skus s ON s.id = r.sku_id WHERE r.status = 'held' AND "
+        "(w.id = ? OR w.available = 0 OR (s.cold_chain = 1 AND w.cold_chain = 0))"), [WH])
+    assert bad == []
+    held_at_wh = read(path, "SELECT count(*) FROM reservations WHERE warehouse_id = ? "
+                      "AND status = 'held'", [WH])
+    assert held_at_wh == [(0,)]
+    coupons = read(path, "SELECT order_id, incident_id, code FROM ops_coupons")
+    assert sorted(c[0] for c in coupons) == sorted(moved)
+    assert {c[1] for c in coupons} == {"ep-freezing-rain"}
+    assert len({c[2] for c in coupons}) == len(coupons)
+    notices = read(path, "SELECT kind, count(*) FROM ops_notifications GROUP BY kind")
+    assert dict(notices) == {"franchisee": len(moved), "wecom": 1}
+    [alert] = robot.accepted("/wecom")
+    assert f'<font color="info">{len(moved)}</font>' in alert.body["markdown"]["content"]
+    assert read(path, "SELECT available FROM warehouses WHERE id = ?", [WH]) == [(0,)]
+
+
+async def test_breaker_clear_reopens_warehouse_and_rerouted_orders_stay(
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[Path, int]) -> None:
+    path, _ = seeded
+    settings = settings_for(path, broker.url, topics)
+    now = datetime.now(UTC)
+    async with OpsService(settings, ops_config(tmp_path)) as ops:
+        await asyncio.wait_for(ops.watcher.connected.wait(), 10)
+        await publish(broker, topics.breaker(WH, "cold_chain"),
+                      encode(trip_event(WH, seq=5, episode="ep-a", now=now)))
+        await wait_for(lambda: counter(path, "reroutes") == 1, what="the reroute")
+        moved = assignments(path)
+        await publish(broker, topics.breaker(WH, "cold_chain"),
+                      encode(trip_event(WH, seq=6, episode="ep-a", now=now, open_=False)))
+        await wait_for(lambda: read(path, "SELECT available FROM warehouses WHERE id = ?",
+                                    [WH]) == [(1,)], what="the warehouse to reopen")
+        # a late duplicate of the trip (older seq) neither closes it nor reroutes again
+        await publish(broker, topics.breaker(WH, "cold_chain"),
+                      encode(trip_event(WH, seq=5, episode="ep-a", now=now)))
+        await wait_for(lambda: counter(path, "duplicates_dropped") == 1, what="the late trip")
+    await publish(broker, topics.breaker(WH, "cold_chain"), b"")
+    assert assignments(path) == moved
+    assert read(path, "SELECT available FROM warehouses WHERE id = ?", [WH]) == [(1,)]
+    assert read(path, "SELECT closed_at IS NOT NULL FROM ops_incidents") == [(1,)]
+
+
+async def test_junk_payloads_are_counted_and_never_stop_the_watcher(
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[Path, int]) -> None:
+    path, _ = seeded
+    settings = settings_for(path, broker.url, topics)
+    async with OpsService(settings, ops_config(tmp_path)) as ops:
+        await asyncio.wait_for(ops.watcher.connected.wait(), 10)
+        async with aiomqtt.Client(broker.host, broker.port) as agent:
+            for junk in (b"{not json", b'{"v": 1}', b"\xff\xfe", b"[]"):
+                await agent.publish(topics.breaker(WH, "cold_chain"), junk, qos=1)
+            wrong = trip_event("WH-03", seq=1, episode="x", now=datetime.now(UTC))
+            await agent.publish(topics.breaker(WH, "cold_chain"), encode(wrong), qos=1)
+            await agent.publish(topics.tracking("sf"), b'{"shipment_id": ""}', qos=1)
+        await wait_for(lambda: counter(path, "bad_payloads") == 6, what="six rejections")
+        await publish(broker, topics.breaker(WH, "cold_chain"),
+                      encode(trip_event(WH, seq=1, episode="ep-after-junk",
+                                        now=datetime.now(UTC))))
+        await wait_for(lambda: counter(path, "reroutes") == 1, what="the reroute after junk")
+        assert ops.watcher.stats.bad_payloads == 6
+    await publish(broker, topics.breaker(WH, "cold_chain"), b"")
