@@ -16,11 +16,12 @@ from coordinator.settings import Settings
 from protocols import Topics
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 15.0,
+async def wait_for(predicate: Callable[[], bool], within: float = 15.0,
                    what: str = "condition") -> None:
     try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
+        async with asyncio.timeout(within):
+            # Polls the database another connection writes: there is no event to await.
+            while not predicate():  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
     except TimeoutError:
         raise AssertionError(f"timed out waiting for {what}") from None
