@@ -132,3 +132,42 @@ async def test_junk_payloads_are_counted_and_never_stop_the_watcher(
         await wait_for(lambda: counter(path, "reroutes") == 1, what="the reroute after junk")
         assert ops.watcher.stats.bad_payloads == 6
     await publish(broker, topics.breaker(WH, "cold_chain"), b"")
+
+
+async def test_agent_offline_past_grace_pauses_warehouse_and_stale_will_is_ignored(
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[Path, int]) -> None:
+    from protocols.clock import ManualClock
+    from tests.coordinator.ops.factories import agent_status
+
+    path, _ = seeded
+    clock = ManualClock(datetime.now(UTC))
+    settings = settings_for(path, broker.url, topics)
+    topic = topics.agent_status(WH, "gw-WH-02")
+
+    def status(online: bool, session: int) -> bytes:
+        return encode(agent_status(online=online, session_seq=session, warehouse=WH,
+                                   agent="gw-WH-02", at=clock.now()))
+
+    async with OpsService(settings, ops_config(tmp_path, grace_s=60), clock) as ops:
+        await asyncio.wait_for(ops.watcher.connected.wait(), 10)
+        await publish(broker, topic, status(True, 7))
+        await publish(broker, topic, status(False, 6))  # the will of an older session
+        await wait_for(lambda: counter(path, "agent_status_received") >= 1, what="birth")
+        await asyncio.sleep(0.2)
+        clock.advance(600)
+        await asyncio.sleep(0.2)  # several ticks
+        assert counter(path, "reroutes") == 0
+        await publish(broker, topic, status(False, 7))  # the current session's will
+        await wait_for(lambda: read(path, "SELECT online FROM ops_agent_sessions") == [(0,)],
+                       what="the death")
+        clock.advance(59)
+        await asyncio.sleep(0.2)
+        assert counter(path, "reroutes") == 0
+        clock.advance(2)
+        await wait_for(lambda: counter(path, "reroutes") == 1, what="the grace to run out")
+        assert read(path, "SELECT count(*) FROM reservations WHERE warehouse_id = ? "
+                    "AND status = 'held'", [WH]) == [(0,)]
+        await publish(broker, topic, status(True, 8))
+        await wait_for(lambda: read(path, "SELECT available FROM warehouses WHERE id = ?",
+                                    [WH]) == [(1,)], what="the agent's return")
+    await publish(broker, topic, b"")
