@@ -28,6 +28,7 @@ from coordinator.errors import AllocationError
 from coordinator.settings import AllocationConfig
 
 EARTH_RADIUS_KM = 6371.0088
+_SCAN_ALL = 24  # up to this many warehouses, sort them all instead of walking the index
 
 
 def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -84,6 +85,24 @@ class WarehouseIndex:
         return len(self._ids)
 
     def nearest(self, lat: float, lon: float) -> Iterator[tuple[float, str]]:
+        if len(self._ids) <= _SCAN_ALL:
+            return iter(self._scan(lat, lon))
+        return self._walk(lat, lon)
+
+    def _scan(self, lat: float, lon: float) -> list[tuple[float, str]]:
+        """Few warehouses: measuring all and sorting beats the incremental walk."""
+        lat_r = math.radians(lat)
+        cos_lat = math.cos(lat_r)
+        radians, sin, cos, asin, sqrt = math.radians, math.sin, math.cos, math.asin, math.sqrt
+        out = []
+        for wid, wlat, wlon in zip(self._ids, self._lats, self._lons, strict=True):
+            p2 = radians(wlat)
+            h = sin((p2 - lat_r) / 2) ** 2 + cos_lat * cos(p2) * sin(radians(wlon - lon) / 2) ** 2
+            out.append((2 * EARTH_RADIUS_KM * asin(min(1.0, sqrt(h))), wid))
+        out.sort()
+        return out
+
+    def _walk(self, lat: float, lon: float) -> Iterator[tuple[float, str]]:
         lats, lons, ids = self._lats, self._lons, self._ids
         km_per_rad = EARTH_RADIUS_KM
         lat_r = math.radians(lat)
