@@ -24,6 +24,7 @@ from sqlite_utils import Database
 
 from coordinator import engine
 from coordinator.engine import (
+    CandidateTrace,
     Decision,
     IncompleteSnapshot,
     Line,
@@ -258,18 +259,15 @@ def load_snapshot(db: Database, *, now: datetime, sku_ids: Iterable[str] | None 
 
 
 # -- writing decisions ----------------------------------------------------------------
+TRACE_COLUMNS = CandidateTrace._fields
+
+
 def trace_json(decision: Decision) -> str:
+    """The candidate trace as stored: one JSON row per candidate, columns in TRACE_COLUMNS."""
     return json.dumps(
         {
-            "candidates": [
-                {
-                    "warehouse_id": c.warehouse_id, "distance_km": c.distance_km,
-                    "reservation_rate": c.reservation_rate, "stock_depth": c.stock_depth,
-                    "score": c.score, "chosen": c.chosen, "dropped_by": c.dropped_by,
-                    "why": c.why,
-                }
-                for c in decision.candidates
-            ],
+            "columns": TRACE_COLUMNS,
+            "rows": decision.candidates,
             "examined": decision.examined,
             "farthest_examined_km": decision.farthest_examined_km,
             "omitted": decision.omitted,
@@ -277,6 +275,12 @@ def trace_json(decision: Decision) -> str:
         ensure_ascii=False,
         separators=(",", ":"),
     )
+
+
+def trace_candidates(trace: dict[str, Any]) -> list[dict[str, Any]]:
+    """Stored trace rows back to one dict per candidate."""
+    columns = trace.get("columns", TRACE_COLUMNS)
+    return [dict(zip(columns, row, strict=True)) for row in trace.get("rows", [])]
 
 
 @dataclass(slots=True)
