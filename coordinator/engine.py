@@ -20,14 +20,19 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
+import operator
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from coordinator.errors import AllocationError
 from coordinator.settings import AllocationConfig
 
 EARTH_RADIUS_KM = 6371.0088
+_SCAN_ALL = 24  # up to this many warehouses, sort them all instead of walking the index
+_RANKED_MEMO = 8192
+_BY_DISTANCE = operator.itemgetter(1, 0)  # CandidateTrace: distance, then warehouse id
 
 
 def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -79,11 +84,44 @@ class WarehouseIndex:
         self._ids = [r[0] for r in rows]
         self._lats = [r[1] for r in rows]
         self._lons = [r[2] for r in rows]
+        self._ranked: dict[tuple[float, float], list[tuple[float, str]]] = {}
+        self._trig = [
+            (r[0], math.radians(r[1]), math.radians(r[2]), math.cos(math.radians(r[1])))
+            for r in rows
+        ]
 
     def __len__(self) -> int:
         return len(self._ids)
 
     def nearest(self, lat: float, lon: float) -> Iterator[tuple[float, str]]:
+        if len(self._ids) <= _SCAN_ALL:
+            # orders come from a few thousand stores: remember each spot's ranking
+            key = (lat, lon)
+            ranked = self._ranked.get(key)
+            if ranked is None:
+                if len(self._ranked) >= _RANKED_MEMO:
+                    self._ranked.clear()
+                ranked = self._ranked[key] = self._scan(lat, lon)
+            return iter(ranked)
+        return self._walk(lat, lon)
+
+    def _scan(self, lat: float, lon: float) -> list[tuple[float, str]]:
+        """Few warehouses: measuring all and sorting beats the incremental walk."""
+        lat_r = math.radians(lat)
+        lon_r = math.radians(lon)
+        cos_lat = math.cos(lat_r)
+        sin, asin, sqrt = math.sin, math.asin, math.sqrt
+        diameter = 2 * EARTH_RADIUS_KM
+        out = []
+        for wid, p2, l2, cos2 in self._trig:
+            a = sin((p2 - lat_r) * 0.5)
+            b = sin((l2 - lon_r) * 0.5)
+            h = a * a + cos_lat * cos2 * b * b
+            out.append((diameter * asin(sqrt(h if h < 1.0 else 1.0)), wid))
+        out.sort()
+        return out
+
+    def _walk(self, lat: float, lon: float) -> Iterator[tuple[float, str]]:
         lats, lons, ids = self._lats, self._lons, self._ids
         km_per_rad = EARTH_RADIUS_KM
         lat_r = math.radians(lat)
@@ -158,8 +196,9 @@ class OrderRequest:
     tier: int | None = None  # None: the channel rule decides
 
 
-@dataclass(frozen=True, slots=True)
-class CandidateTrace:
+class CandidateTrace(NamedTuple):
+    """One warehouse the engine looked at (a tuple: cheap to build, stored as a JSON row)."""
+
     warehouse_id: str
     distance_km: float
     reservation_rate: float | None = None
@@ -395,7 +434,7 @@ def allocate(
     if parts:
         reason = None
     traces.extend(walk.dropped)
-    traces.sort(key=lambda t: (t.distance_km, t.warehouse_id))
+    traces.sort(key=_BY_DISTANCE)
     eta = None
     if parts:
         eta = eta_for(order.received_at, tier, max(p.distance_km for p in parts), config)

@@ -73,7 +73,8 @@ def generate_region(
     dlat, dlon = span
 
     def spot() -> tuple[float, float]:
-        return (round(lat0 + rng.uniform(-dlat, dlat), 6), round(lon0 + rng.uniform(-dlon, dlon), 6))
+        lat = round(lat0 + rng.uniform(-dlat, dlat), 6)
+        return lat, round(lon0 + rng.uniform(-dlon, dlon), 6)
 
     cold_ids = _cold_positions(warehouses, cold_warehouses)
     wh_rows = []

@@ -24,6 +24,7 @@ from sqlite_utils import Database
 
 from coordinator import engine
 from coordinator.engine import (
+    CandidateTrace,
     Decision,
     IncompleteSnapshot,
     Line,
@@ -199,6 +200,11 @@ class _Loader:
         index = self.snapshot.index
         assert index is not None
         want = _INITIAL_LOAD
+        if len(index) <= want and all(
+            (wid, sku) in self.snapshot.loaded  # type: ignore[operator]
+            for wid in self.snapshot.warehouses for sku in skus
+        ):
+            return engine.allocate(order, self.snapshot, config, exclude=exclude)
         while True:
             nearest = []
             for _, wid in index.nearest(order.lat, order.lon):
@@ -253,18 +259,15 @@ def load_snapshot(db: Database, *, now: datetime, sku_ids: Iterable[str] | None 
 
 
 # -- writing decisions ----------------------------------------------------------------
+TRACE_COLUMNS = CandidateTrace._fields
+
+
 def trace_json(decision: Decision) -> str:
+    """The candidate trace as stored: one JSON row per candidate, columns in TRACE_COLUMNS."""
     return json.dumps(
         {
-            "candidates": [
-                {
-                    "warehouse_id": c.warehouse_id, "distance_km": c.distance_km,
-                    "reservation_rate": c.reservation_rate, "stock_depth": c.stock_depth,
-                    "score": c.score, "chosen": c.chosen, "dropped_by": c.dropped_by,
-                    "why": c.why,
-                }
-                for c in decision.candidates
-            ],
+            "columns": TRACE_COLUMNS,
+            "rows": decision.candidates,
             "examined": decision.examined,
             "farthest_examined_km": decision.farthest_examined_km,
             "omitted": decision.omitted,
@@ -272,6 +275,12 @@ def trace_json(decision: Decision) -> str:
         ensure_ascii=False,
         separators=(",", ":"),
     )
+
+
+def trace_candidates(trace: dict[str, Any]) -> list[dict[str, Any]]:
+    """Stored trace rows back to one dict per candidate."""
+    columns = trace.get("columns", TRACE_COLUMNS)
+    return [dict(zip(columns, row, strict=True)) for row in trace.get("rows", [])]
 
 
 @dataclass(slots=True)
@@ -377,12 +386,10 @@ def submit_orders(
         requests: list[tuple[int, OrderIn, OrderRequest, int | None, bool]] = []
         seen: dict[tuple[str, str], int] = {}
         repeats: list[tuple[int, int]] = []  # (position, position of its first copy)
+        stored = _stored_orders(db, orders)
         for pos, order in enumerate(orders):
             key = (order.channel.value, order.channel_order_id)
-            row = db.execute(
-                "SELECT id, status, warehouse_id, tier, eta, status_reason, skewed FROM orders "
-                "WHERE channel = ? AND channel_order_id = ?", key,
-            ).fetchone()
+            row = stored.get(key)
             if row is not None:
                 outcomes[pos] = OrderOutcome(row[0], key[0], key[1], False, row[1], row[2],
                                              row[3], row[4], row[5], bool(row[6]))
@@ -400,6 +407,11 @@ def submit_orders(
             )
             requests.append((pos, order, request, skew, skewed))
         loader = _partial_snapshot(db, now)
+        index = loader.snapshot.index
+        if requests and index is not None and len(index) <= _INITIAL_LOAD:
+            # a small region: one query loads every warehouse's stock of the whole batch
+            loader.load(list(loader.snapshot.warehouses),
+                        {li.sku_id for r in requests for li in r[2].lines})
         writes = _Writes()
         by_id = {r[2].order_id: r for r in requests}
         for request in engine.batch_order([r[2] for r in requests], config):
@@ -417,6 +429,26 @@ def submit_orders(
                 first.warehouse_id, first.tier, first.eta, first.reason, first.skewed,
             )
     return [outcomes[i] for i in range(len(orders))]
+
+
+def _stored_orders(
+    db: Database, orders: Sequence[OrderIn]
+) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """Already stored orders among ``orders`` (idempotency), one query per channel and chunk."""
+    by_channel: dict[str, list[str]] = defaultdict(list)
+    for order in orders:
+        by_channel[order.channel.value].append(order.channel_order_id)
+    found: dict[tuple[str, str], tuple[Any, ...]] = {}
+    for channel, ids in by_channel.items():
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for row in db.execute(
+                "SELECT channel_order_id, id, status, warehouse_id, tier, eta, status_reason, "
+                f"skewed FROM orders WHERE channel = ? AND channel_order_id IN "
+                f"({','.join('?' * len(chunk))})", [channel, *chunk],
+            ).fetchall():
+                found[(channel, row[0])] = tuple(row[1:])
+    return found
 
 
 def _stage_new_order(
