@@ -94,7 +94,7 @@ async def measure_mqtt_reroute(broker_url: str, host: str, port: int, db_path: P
     settings = Settings(db_path=str(db_path), mqtt_url=broker_url, topic_root=topics.root)
     config = OpsConfig(
         tick_interval_s=5.0,
-        mqtt={"client_id": f"bench-{uuid.uuid4().hex[:8]}"},  # type: ignore[arg-type]
+        mqtt={"client_id": f"bench-{uuid.uuid4().hex[:8]}"},
         notify=NotifyConfig(franchisee=FranchiseeConfig(
             jsonl_path=db_path.with_suffix(".franchisee.jsonl"))),
     )
