@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sqlite_utils import Database
 
@@ -41,7 +40,7 @@ from coordinator.ops.notify.messages import (
     recovery_notices,
 )
 from coordinator.ops.notify.outbox import iso
-from coordinator.reroute import reroute_warehouse
+from coordinator.reroute import RerouteResult, reroute_warehouse
 from coordinator.settings import Settings
 from coordinator.store import set_warehouse_availability, set_warehouse_paused, write_transaction
 from protocols import AgentStatus, BreakerEvent, TrackingUpdate
@@ -208,9 +207,10 @@ class OpsCore:
             "opened_at) VALUES (?,?,?,?,?)", (inc, wid, down.cause, down.reason, iso(down.at)))
         if not self._known(wid):
             return RerouteTiming(inc, wid, 0, 0, 0, started, started)
-        reroute_warehouse(self.db, wid, incident_id=inc, reason=down.reason or down.cause,
-                          now=down.at, config=self.settings.allocation)
-        summary = self._summary(down)
+        rerouted = reroute_warehouse(self.db, wid, incident_id=inc,
+                                     reason=down.reason or down.cause, now=down.at,
+                                     config=self.settings.allocation)
+        summary = self._summary(down, rerouted)
         notices, coupons = incident_notices(summary, self.config.notify)
         queued = outbox.queue(self.db, notices, down.at)
         self.db.conn.executemany(
@@ -245,25 +245,13 @@ class OpsCore:
                               [warehouse_id]).fetchone()
         return None if row is None else WarehouseInfo(*row)
 
-    def _summary(self, down: WarehouseUnavailable) -> IncidentSummary:
-        """What the reroute did, read back from the store's incident record."""
-        old = self._warehouse_info(down.warehouse_id)
-        assert old is not None
-        rows: list[Any] = self.db.execute(
-            "SELECT io.order_id, io.outcome, io.reason, o.store_id, o.lat, o.lon, "
-            "w.id, w.name, w.address, w.lat, w.lon, io.eta FROM incident_orders io "
-            "JOIN orders o ON o.id = io.order_id "
-            "LEFT JOIN warehouses w ON w.id = io.new_warehouse_id "
-            "WHERE io.incident_id = ? ORDER BY io.tier, o.received_at, io.order_id",
-            [down.incident_id]).fetchall()
-        moved: list[MovedOrder] = []
-        stuck: list[StuckOrder] = []
-        for r in rows:
-            if r[1] == "moved" and r[6] is not None:
-                eta = datetime.fromisoformat(r[11]) if r[11] else None
-                moved.append(MovedOrder(r[0], r[3], r[4], r[5],
-                                        WarehouseInfo(r[6], r[7], r[8], r[9], r[10]), eta))
-            else:
-                stuck.append(StuckOrder(r[0], r[2] or "no feasible backup"))
+    def _summary(self, down: WarehouseUnavailable, rerouted: RerouteResult) -> IncidentSummary:
+        """What the reroute did, in the words of the notices."""
+        infos = {r[0]: WarehouseInfo(*r) for r in self.db.execute(
+            "SELECT id, name, address, lat, lon FROM warehouses").fetchall()}
+        old = infos[down.warehouse_id]
+        moved = [MovedOrder(m.order_id, m.store_id, infos[m.new_warehouse_id], m.distance_km,
+                            m.eta) for m in rerouted.moved]
+        stuck = [StuckOrder(s.order_id, s.reason) for s in rerouted.stuck]
         return IncidentSummary(down.incident_id, old, down.cause, down.reason, down.at,
                                moved, stuck)

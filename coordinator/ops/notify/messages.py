@@ -7,9 +7,7 @@ counts rather than one message per order (the WeCom robot takes ~20 messages/min
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,7 +16,6 @@ from typing import Any
 from coordinator.ops.config import NotifyConfig
 from coordinator.ops.notify.outbox import OutgoingNotice, iso
 
-EARTH_RADIUS_KM = 6371.0088
 WECOM_MARKDOWN_MAX_BYTES = 4096
 WECOM_TEXT_MAX_BYTES = 2048
 
@@ -39,11 +36,10 @@ class WarehouseInfo:
 class MovedOrder:
     order_id: str
     store_id: str | None
-    lat: float
-    lon: float
     new_warehouse: WarehouseInfo
-    # The engine's promise when it has one; else from distance and handling time.
-    eta: datetime | None = None
+    distance_km: float
+    # The engine's promise (ISO text) when it has one; else from distance and handling.
+    eta: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,15 +68,8 @@ class Coupon:
 
 def coupon_code(prefix: str, order_id: str, incident_id: str) -> str:
     """Deterministic, unique per (order, incident): a replay yields the same code."""
-    digest = hashlib.sha256(f"{order_id}\x1f{incident_id}".encode()).digest()
-    return f"{prefix}-{base64.b32encode(digest).decode()[:12]}"
-
-
-def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+    digest = hashlib.blake2b(f"{order_id}\x1f{incident_id}".encode(), digest_size=8)
+    return f"{prefix}-{digest.hexdigest().upper()}"
 
 
 def _truncate(text: str, max_bytes: int) -> str:
@@ -103,14 +92,16 @@ def franchisee_notices(summary: IncidentSummary, config: NotifyConfig
     coupons: list[Coupon] = []
     old = summary.warehouse.as_json()
     issued = iso(summary.at)
+    new_json: dict[str, dict[str, Any]] = {}
     for moved in summary.moved:
         code = coupon_code(fc.coupon_prefix, moved.order_id, summary.incident_id)
         coupons.append(Coupon(moved.order_id, summary.incident_id, code))
         new = moved.new_warehouse
-        km = distance_km(new.lat, new.lon, moved.lat, moved.lon)
-        eta = moved.eta or summary.at + timedelta(
-            minutes=fc.handling_minutes + km / fc.average_speed_kmh * 60
-        )
+        if new.id not in new_json:
+            new_json[new.id] = new.as_json()
+        km = moved.distance_km
+        eta = moved.eta or iso(summary.at + timedelta(
+            minutes=fc.handling_minutes + km / fc.average_speed_kmh * 60))
         notices.append(
             OutgoingNotice(
                 kind="franchisee",
@@ -123,9 +114,9 @@ def franchisee_notices(summary: IncidentSummary, config: NotifyConfig
                     "incident_id": summary.incident_id,
                     "reason": summary.reason,
                     "old_warehouse": old,
-                    "new_warehouse": new.as_json(),
+                    "new_warehouse": new_json[new.id],
                     "distance_km": round(km, 2),
-                    "new_eta": iso(eta),
+                    "new_eta": eta,
                     "coupon": {"code": code, "value_yuan": fc.coupon_value_yuan},
                     "issued_at": issued,
                 },

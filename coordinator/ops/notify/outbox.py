@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from pydantic_core import to_json
 from sqlite_utils import Database
 
 Kind = Literal["franchisee", "wecom", "sms", "webhook"]
@@ -69,8 +70,7 @@ def queue(db: Database, notices: Iterable[OutgoingNotice], now: datetime) -> int
     """Queue notices inside the caller's transaction; return how many were new."""
     stamp = iso(now)
     rows = [
-        (n.kind, n.dedupe_key, n.incident_id,
-         json.dumps(n.payload, ensure_ascii=False, separators=(",", ":")), stamp, stamp)
+        (n.kind, n.dedupe_key, n.incident_id, to_json(n.payload).decode(), stamp, stamp)
         for n in notices
     ]
     if not rows:

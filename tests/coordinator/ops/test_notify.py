@@ -40,7 +40,7 @@ def summary(incident: str = "ep-1", moved: int = 3, stuck: int = 1) -> IncidentS
     return IncidentSummary(
         incident_id=incident, warehouse=OLD, cause="breaker:cold_chain",
         reason="threshold_exceeded", at=T0,
-        moved=[MovedOrder(f"o-{i}", f"s-{i}", 30.25, 120.1, NEW) for i in range(moved)],
+        moved=[MovedOrder(f"o-{i}", f"s-{i}", NEW, 12.5) for i in range(moved)],
         stuck=[StuckOrder(f"x-{i}", "no cold-chain stock nearby") for i in range(stuck)],
     )
 

@@ -59,7 +59,7 @@ async def test_breaker_trip_reroutes_every_unshipped_order_once_even_after_resta
         # Restart: the retained event comes back and must change nothing.
         async with OpsService(settings, config) as ops:
             await asyncio.wait_for(ops.watcher.connected.wait(), 10)
-            await wait_for(lambda: counter(path, "duplicates_dropped") == 2, what="the replay")
+            await wait_for(lambda: counter(path, "duplicates_dropped") >= 2, what="the replay")
         await publish(broker, topics.breaker(WH, "cold_chain"), b"")
     assert assignments(path) == after_first
     assert counter(path, "reroutes") == 1
