@@ -101,6 +101,11 @@ class Watcher:
                         await self.handle(str(message.topic), raw, time.perf_counter())
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # aiomqtt may turn our cancellation into an MqttError on its way out
+                    # of the context manager: stopping wins over reconnecting.
+                    raise asyncio.CancelledError from exc
                 self.stats.connection_errors += 1
                 log.warning("ops watcher lost the broker (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
