@@ -37,7 +37,9 @@ def _serve(args: argparse.Namespace) -> int:
     from coordinator.app import create_app
 
     settings = _settings(args)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    # per-request access logging costs more than allocating the order: off unless asked
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level="info", access_log=args.access_log)
     return 0
 
 
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--db", help="SQLite path (default: $BREAKWATER_DB)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(run=_serve)
     imp = sub.add_parser("import", help="import CSV/JSON exports (all rows or none)")
     imp.add_argument("files", nargs="+")

@@ -8,7 +8,8 @@ Extending (the ops package does this): pass ``extra_routers`` (included as they 
 ``lifespan_hooks``: callables ``hook(app) -> async context manager`` entered, in order, once
 the database is open and left in reverse order at shutdown; background tasks (MQTT, the
 notification outbox) live there. ``app.state`` holds ``settings``, ``clock``,
-``connections`` and ``counters``.
+``connections`` (per-thread SQLite), ``intake`` (the group-commit order writer) and
+``counters``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from coordinator.db import open_database
 from coordinator.engine import CandidateTrace, great_circle_km, why_not
 from coordinator.engine import Decision as EngineDecision
 from coordinator.errors import Conflict, ImportFileError, NotFound, StoreError
+from coordinator.intake import GroupCommitter
 from coordinator.settings import Settings
 from protocols.clock import Clock, SystemClock
 from protocols.orders import DouyinOrder, MeituanOrder, OrderIn, WechatMiniOrder, normalise
@@ -62,10 +64,23 @@ class Connections:
         db: Database | None = getattr(self._local, "db", None)
         if db is None:
             db = open_database(self.path, migrate=False)
+            # requests never run a WAL checkpoint (an fsync) themselves: the app's
+            # checkpointer thread does, so no request pays for one
+            db.conn.execute("PRAGMA wal_autocheckpoint=0")
             self._local.db = db
             with self._lock:
                 self._all.append(db)
         return db
+
+    def checkpoint_forever(self, stop: threading.Event, interval_s: float = 0.5) -> None:
+        """Fold the WAL back into the database file off the request path."""
+        db = open_database(self.path, migrate=False)
+        try:
+            while not stop.wait(interval_s):
+                db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.conn.close()
 
     def close(self) -> None:
         with self._lock:
@@ -248,11 +263,10 @@ def _orders_router() -> APIRouter:
                 "detail": f"batch of {len(items)} exceeds intake.max_batch "
                           f"{settings.intake.max_batch}", "field": "body"})
         orders = [normalise(item) for item in items]
+        intake: GroupCommitter = request.app.state.intake
         try:
-            outcomes = store.submit_orders(
-                _db(request), orders, now=_now(request), config=settings.allocation,
-                skew_threshold_s=settings.intake.skew_threshold_s,
-            )
+            store.check_references(_db(request), orders)  # fail fast, outside the group
+            outcomes = intake.submit(orders)
         except NotFound as exc:
             _count(request, "orders_rejected")
             return _unknown_reference(exc)
@@ -517,14 +531,26 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         open_database(chosen.db_path).conn.close()  # create and migrate once, at start
-        app.state.connections = Connections(chosen.db_path)
+        connections = Connections(chosen.db_path)
+        app.state.connections = connections
+        stop = threading.Event()
+        checkpointer = threading.Thread(target=connections.checkpoint_forever, args=(stop,),
+                                        name="wal-checkpointer", daemon=True)
+        checkpointer.start()
+        intake = GroupCommitter(lambda: open_database(chosen.db_path, migrate=False), chosen,
+                                app.state.clock)
+        intake.start()
+        app.state.intake = intake
         try:
             async with AsyncExitStack() as stack:
                 for hook in lifespan_hooks:
                     await stack.enter_async_context(hook(app))
                 yield
         finally:
-            app.state.connections.close()
+            intake.stop()
+            stop.set()
+            checkpointer.join(timeout=10)
+            connections.close()
 
     app = FastAPI(
         title="Breakwater coordinator",
