@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import uuid
 import weakref
 from collections import defaultdict
@@ -90,19 +91,38 @@ def write_transaction(db: Database) -> Iterator[Database]:
         with db.atomic():
             yield db
         return
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as exc:
-        message = f"cannot take the database write lock: {exc}"
-        raise StoreError(message) from exc
-    try:
-        with db.atomic():
-            yield db
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    # Threads of this process queue on a lock instead of SQLite's busy handler, which
+    # sleeps in steps of milliseconds; other processes still wait on the file lock.
+    with _process_lock(db):
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            message = f"cannot take the database write lock: {exc}"
+            raise StoreError(message) from exc
+        try:
+            with db.atomic():
+                yield db
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+_file_locks: dict[str, threading.Lock] = {}
+_file_locks_guard = threading.Lock()
+_lock_of: weakref.WeakKeyDictionary[Database, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+def _process_lock(db: Database) -> threading.Lock:
+    lock = _lock_of.get(db)
+    if lock is None:
+        row = db.conn.execute("PRAGMA database_list").fetchone()
+        name = row[2] if row and row[2] else f"memory:{id(db)}"
+        with _file_locks_guard:
+            lock = _file_locks.setdefault(name, threading.Lock())
+        _lock_of[db] = lock
+    return lock
 
 
 # -- snapshots ------------------------------------------------------------------------
