@@ -22,7 +22,6 @@ import aiomqtt
 from sqlite_utils import Database
 
 from benchmarks.runner import Result
-from coordinator.catalog import InventoryIn
 from coordinator.db import open_database
 from coordinator.ops.config import FranchiseeConfig, NotifyConfig, OpsConfig
 from coordinator.ops.core import HandleResult
@@ -46,9 +45,7 @@ def seed_orders_at(db: Database, warehouse_id: str, count: int, now: datetime,
     if stock_boost:
         region = type(region)(
             region.warehouses, region.skus, region.stores,
-            [InventoryIn(warehouse_id=i.warehouse_id, sku_id=i.sku_id,
-                         on_hand=i.on_hand + stock_boost, safety_stock=i.safety_stock)
-             for i in region.inventory])
+            [(w, s, on_hand + stock_boost, safety) for w, s, on_hand, safety in region.inventory])
     load_region(db, region, now)
     stocked = sorted(
         r[0] for r in db.execute(

@@ -1,4 +1,4 @@
-"""A real uvicorn on 127.0.0.1 serving the ops router with the service in its lifespan."""
+"""A real uvicorn on 127.0.0.1 serving the coordinator app with the ops side wired in."""
 
 from __future__ import annotations
 
@@ -9,23 +9,15 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from coordinator.ops.api import router
+from coordinator.ops.app import create_app_with_ops
 from coordinator.ops.config import OpsConfig
-from coordinator.ops.service import OpsService
 from coordinator.settings import Settings
 from protocols.clock import Clock
 
 
 def ops_app(settings: Settings, config: OpsConfig, clock: Clock) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with OpsService(settings, config, clock) as ops:
-            app.state.ops = ops
-            yield
-
-    app = FastAPI(lifespan=lifespan)
-    app.include_router(router)
-    return app
+    """The real coordinator app (coord's create_app) with the ops side wired in."""
+    return create_app_with_ops(settings, clock=clock, config=config)
 
 
 @asynccontextmanager
