@@ -171,3 +171,22 @@ async def test_agent_offline_past_grace_pauses_warehouse_and_stale_will_is_ignor
         await wait_for(lambda: read(path, "SELECT available FROM warehouses WHERE id = ?",
                                     [WH]) == [(1,)], what="the agent's return")
     await publish(broker, topic, b"")
+
+
+async def test_watcher_reconnects_after_broker_restart_and_gets_what_was_published_meanwhile(
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[Path, int]) -> None:
+    path, _ = seeded
+    settings = settings_for(path, broker.url, topics)
+    async with OpsService(settings, ops_config(tmp_path)) as ops:
+        await asyncio.wait_for(ops.watcher.connected.wait(), 10)
+        await asyncio.to_thread(broker.stop)
+        await wait_for(lambda: not ops.watcher.connected.is_set(), what="the disconnect")
+        await asyncio.to_thread(broker.start)
+        # the agent publishes as soon as the broker is back, maybe before we resubscribed
+        await publish(broker, topics.breaker(WH, "cold_chain"),
+                      encode(trip_event(WH, seq=9, episode="ep-after-restart",
+                                        now=datetime.now(UTC))))
+        await wait_for(lambda: counter(path, "reroutes") == 1, within=30,
+                       what="the reroute after reconnecting")
+        assert ops.watcher.stats.connects >= 2
+    await publish(broker, topics.breaker(WH, "cold_chain"), b"")
