@@ -113,6 +113,13 @@ class OpsCore:
         return self._run(lambda: list(self.tracker.release(warehouse_id, MANUAL_HOLD, now)),
                          now, audit=("resume", warehouse_id, actor, reason))
 
+    def resync(self, now: datetime) -> None:
+        """Mirror the tracker into the store's flags for every warehouse it knows (at start:
+        e.g. a warehouse imported after its breaker had tripped)."""
+        with write_transaction(self.db):
+            for wid in sorted(self.tracker.warehouses()):
+                self._sync_flags(wid, now)
+
     def count_bad_payload(self) -> None:
         with write_transaction(self.db):
             state.bump(self.db, "bad_payloads")

@@ -59,7 +59,8 @@ class OpsService:
 
     # -- running ---------------------------------------------------------------------
     async def start(self) -> None:
-        await self.call(lambda core: None)  # build the core (and migrate) before any input
+        # build the core (and migrate) before any input, and trust the persisted state
+        await self.call(lambda core: core.resync(self.clock.now()))
         await self.call(lambda core: core.tick(self.clock.now()))
         self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="ops-dispatcher"))
         self._tasks.append(asyncio.create_task(self._ticker(), name="ops-ticker"))

@@ -190,3 +190,21 @@ async def test_watcher_reconnects_after_broker_restart_and_gets_what_was_publish
                        what="the reroute after reconnecting")
         assert ops.watcher.stats.connects >= 2
     await publish(broker, topics.breaker(WH, "cold_chain"), b"")
+
+
+async def test_tracking_updates_over_mqtt_are_recorded_like_http_ones(
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[Path, int]) -> None:
+    from tests.coordinator.ops.factories import tracking
+
+    path, _ = seeded
+    settings = settings_for(path, broker.url, topics)
+    async with OpsService(settings, ops_config(tmp_path)) as ops:
+        await asyncio.wait_for(ops.watcher.connected.wait(), 10)
+        async with aiomqtt.Client(broker.host, broker.port) as courier:
+            for n in range(3):
+                update = tracking(f"SF{n}", at=datetime.now(UTC), warehouse=WH,
+                                  status="delivered" if n == 2 else "picked_up")
+                await courier.publish(topics.tracking("sf-express"), encode(update), qos=1)
+        await wait_for(lambda: counter(path, "tracking_updates_received") == 3, what="updates")
+    assert read(path, "SELECT shipment_id, open FROM ops_shipments ORDER BY shipment_id") == [
+        ("SF0", 1), ("SF1", 1), ("SF2", 0)]
