@@ -208,3 +208,17 @@ async def test_tracking_updates_over_mqtt_are_recorded_like_http_ones(
         await wait_for(lambda: counter(path, "tracking_updates_received") == 3, what="updates")
     assert read(path, "SELECT shipment_id, open FROM ops_shipments ORDER BY shipment_id") == [
         ("SF0", 1), ("SF1", 1), ("SF2", 0)]
+
+
+async def test_retained_trip_published_before_the_coordinator_started_is_honoured(
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[Path, int]) -> None:
+    path, held = seeded
+    await publish(broker, topics.breaker(WH, "cold_chain"),
+                  encode(trip_event(WH, seq=3, episode="ep-while-down", now=datetime.now(UTC))))
+    settings = settings_for(path, broker.url, topics)
+    async with OpsService(settings, ops_config(tmp_path)) as ops:
+        await asyncio.wait_for(ops.watcher.connected.wait(), 10)
+        await wait_for(lambda: counter(path, "reroutes") == 1, what="the reroute at start")
+    await publish(broker, topics.breaker(WH, "cold_chain"), b"")
+    assert read(path, "SELECT incident_id, moved + stuck FROM ops_incidents") == [
+        ("ep-while-down", held)]
