@@ -35,8 +35,6 @@ class FranchiseeConfig(_Config):
     webhook_url: str | None = None
     coupon_prefix: str = Field(default="BW", pattern=r"^[A-Z0-9]{1,8}$")
     coupon_value_yuan: float = Field(default=10.0, ge=0)
-    handling_minutes: float = Field(default=45.0, ge=0)
-    average_speed_kmh: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
     def _url_for_webhook(self) -> FranchiseeConfig:

@@ -31,6 +31,7 @@ from coordinator.ops.breakers import (
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.couriers import CourierAction, CourierResumed, CourierStale
 from coordinator.ops.notify import outbox
+from coordinator.ops.notify.franchisee import queue_franchisee_notices
 from coordinator.ops.notify.messages import (
     IncidentSummary,
     MovedOrder,
@@ -218,12 +219,10 @@ class OpsCore:
                                      reason=down.reason or down.cause, now=down.at,
                                      config=self.settings.allocation)
         summary = self._summary(down, rerouted)
-        notices, coupons = incident_notices(summary, self.config.notify)
-        queued = outbox.queue(self.db, notices, down.at)
-        self.db.conn.executemany(
-            "INSERT OR IGNORE INTO ops_coupons (order_id, incident_id, code, created_at) "
-            "VALUES (?,?,?,?)", [(c.order_id, c.incident_id, c.code, iso(down.at))
-                                 for c in coupons])
+        reason = down.reason or down.cause
+        queued = queue_franchisee_notices(self.db, inc, reason=reason, at=down.at,
+                                          config=self.config.notify.franchisee)
+        queued += outbox.queue(self.db, incident_notices(summary, self.config.notify), down.at)
         moved, stuck = len(summary.moved), len(summary.stuck)
         self.db.conn.execute("UPDATE ops_incidents SET moved = ?, stuck = ? WHERE incident_id = ?",
                              (moved, stuck, inc))
@@ -257,8 +256,7 @@ class OpsCore:
         infos = {r[0]: WarehouseInfo(*r) for r in self.db.execute(
             "SELECT id, name, address, lat, lon FROM warehouses").fetchall()}
         old = infos[down.warehouse_id]
-        moved = [MovedOrder(m.order_id, m.store_id, infos[m.new_warehouse_id], m.distance_km,
-                            m.eta) for m in rerouted.moved]
+        moved = [MovedOrder(m.order_id, infos[m.new_warehouse_id]) for m in rerouted.moved]
         stuck = [StuckOrder(s.order_id, s.reason) for s in rerouted.stuck]
         return IncidentSummary(down.incident_id, old, down.cause, down.reason, down.at,
                                moved, stuck)

@@ -7,10 +7,9 @@ counts rather than one message per order (the WeCom robot takes ~20 messages/min
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from coordinator.ops.config import NotifyConfig
@@ -35,11 +34,7 @@ class WarehouseInfo:
 @dataclass(frozen=True, slots=True)
 class MovedOrder:
     order_id: str
-    store_id: str | None
     new_warehouse: WarehouseInfo
-    distance_km: float
-    # The engine's promise (ISO text) when it has one; else from distance and handling.
-    eta: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,19 +54,6 @@ class IncidentSummary:
     stuck: list[StuckOrder] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class Coupon:
-    order_id: str
-    incident_id: str
-    code: str
-
-
-def coupon_code(prefix: str, order_id: str, incident_id: str) -> str:
-    """Deterministic, unique per (order, incident): a replay yields the same code."""
-    digest = hashlib.blake2b(f"{order_id}\x1f{incident_id}".encode(), digest_size=8)
-    return f"{prefix}-{digest.hexdigest().upper()}"
-
-
 def _truncate(text: str, max_bytes: int) -> str:
     raw = text.encode()
     if len(raw) <= max_bytes:
@@ -83,46 +65,6 @@ def _destinations(summary: IncidentSummary) -> list[tuple[str, int]]:
     names = {m.new_warehouse.id: m.new_warehouse.name for m in summary.moved}
     counted = Counter(m.new_warehouse.id for m in summary.moved)
     return [(f"{names[wid]} ({wid})", n) for wid, n in sorted(counted.items())]
-
-
-def franchisee_notices(summary: IncidentSummary, config: NotifyConfig
-                       ) -> tuple[list[OutgoingNotice], list[Coupon]]:
-    fc = config.franchisee
-    notices: list[OutgoingNotice] = []
-    coupons: list[Coupon] = []
-    old = summary.warehouse.as_json()
-    issued = iso(summary.at)
-    new_json: dict[str, dict[str, Any]] = {}
-    for moved in summary.moved:
-        code = coupon_code(fc.coupon_prefix, moved.order_id, summary.incident_id)
-        coupons.append(Coupon(moved.order_id, summary.incident_id, code))
-        new = moved.new_warehouse
-        if new.id not in new_json:
-            new_json[new.id] = new.as_json()
-        km = moved.distance_km
-        eta = moved.eta or iso(summary.at + timedelta(
-            minutes=fc.handling_minutes + km / fc.average_speed_kmh * 60))
-        notices.append(
-            OutgoingNotice(
-                kind="franchisee",
-                dedupe_key=f"franchisee:{summary.incident_id}:{moved.order_id}",
-                incident_id=summary.incident_id,
-                payload={
-                    "type": "reroute_notice",
-                    "order_id": moved.order_id,
-                    "store_id": moved.store_id,
-                    "incident_id": summary.incident_id,
-                    "reason": summary.reason,
-                    "old_warehouse": old,
-                    "new_warehouse": new_json[new.id],
-                    "distance_km": round(km, 2),
-                    "new_eta": eta,
-                    "coupon": {"code": code, "value_yuan": fc.coupon_value_yuan},
-                    "issued_at": issued,
-                },
-            )
-        )
-    return notices, coupons
 
 
 def _incident_fields(summary: IncidentSummary) -> dict[str, Any]:
@@ -197,10 +139,10 @@ def webhook_body(summary: IncidentSummary) -> dict[str, Any]:
     }
 
 
-def incident_notices(summary: IncidentSummary, config: NotifyConfig
-                     ) -> tuple[list[OutgoingNotice], list[Coupon]]:
-    """Everything to queue for one incident, with the coupons to record."""
-    notices, coupons = franchisee_notices(summary, config)
+def incident_notices(summary: IncidentSummary, config: NotifyConfig) -> list[OutgoingNotice]:
+    """The operations messages of one incident (franchisee notices are queued set-wise by
+    :func:`coordinator.ops.notify.franchisee.queue_franchisee_notices`)."""
+    notices: list[OutgoingNotice] = []
     inc = summary.incident_id
     if config.wecom.enabled:
         notices.append(OutgoingNotice(
@@ -211,7 +153,7 @@ def incident_notices(summary: IncidentSummary, config: NotifyConfig
     if config.webhook.enabled:
         notices.append(OutgoingNotice("webhook", f"webhook:{inc}:opened",
                                       webhook_body(summary), inc))
-    return notices, coupons
+    return notices
 
 
 def recovery_notices(warehouse: WarehouseInfo, incident_id: str, at: datetime,

@@ -20,14 +20,15 @@ from coordinator.ops.config import (
 )
 from coordinator.ops.notify import outbox
 from coordinator.ops.notify.dispatcher import Dispatcher, TokenBucket
+from coordinator.ops.notify.franchisee import coupon_code, queue_franchisee_notices
 from coordinator.ops.notify.messages import (
     IncidentSummary,
     MovedOrder,
     StuckOrder,
     WarehouseInfo,
-    coupon_code,
     incident_notices,
 )
+from coordinator.ops.notify.outbox import OutgoingNotice
 from protocols.clock import ManualClock
 from tests.coordinator.ops.factories import T0
 from tests.coordinator.ops.receiver import Receiver
@@ -40,7 +41,7 @@ def summary(incident: str = "ep-1", moved: int = 3, stuck: int = 1) -> IncidentS
     return IncidentSummary(
         incident_id=incident, warehouse=OLD, cause="breaker:cold_chain",
         reason="threshold_exceeded", at=T0,
-        moved=[MovedOrder(f"o-{i}", f"s-{i}", NEW, 12.5) for i in range(moved)],
+        moved=[MovedOrder(f"o-{i}", NEW) for i in range(moved)],
         stuck=[StuckOrder(f"x-{i}", "no cold-chain stock nearby") for i in range(stuck)],
     )
 
@@ -62,7 +63,10 @@ def db(tmp_path: Path) -> Database:
 
 
 def queue(db: Database, cfg: NotifyConfig, s: IncidentSummary) -> int:
-    notices, _ = incident_notices(s, cfg)
+    """The incident's ops messages plus a franchisee notice per moved order."""
+    notices = incident_notices(s, cfg)
+    notices += [OutgoingNotice("franchisee", f"franchisee:{s.incident_id}:{m.order_id}",
+                               {"order_id": m.order_id}, s.incident_id) for m in s.moved]
     with db.atomic():
         return outbox.queue(db, notices, T0)
 
@@ -211,17 +215,35 @@ def test_coupon_codes_are_unique_per_order_and_incident_and_stable() -> None:
     assert coupon_code("BW", "o-1", "ep-1") == coupon_code("BW", "o-1", "ep-1")
 
 
-def test_franchisee_notice_names_old_and_new_warehouse_eta_and_coupon(tmp_path: Path) -> None:
-    cfg = NotifyConfig(franchisee=FranchiseeConfig(jsonl_path=tmp_path / "f.jsonl"))
-    notices, coupons = incident_notices(summary(moved=1), cfg)
-    [notice] = notices
-    p = notice.payload
-    assert p["old_warehouse"] == {"id": "wh-cc-2", "name": "杭州冷链二仓",
-                                  "address": "余杭区仓前街道 8 号"}
-    assert p["new_warehouse"]["name"] == "杭州冷链一仓"
-    assert p["new_eta"] > outbox.iso(T0)
-    assert p["coupon"]["code"] == coupons[0].code
-    assert p["reason"] == "threshold_exceeded"
+def test_franchisee_notices_name_old_and_new_warehouse_eta_coupon_once_per_order(
+        db: Database) -> None:
+    from benchmarks.reroute import seed_orders_at
+    from coordinator.reroute import reroute_warehouse
+    from coordinator.settings import Settings
+
+    seed_orders_at(db, "WH-02", 12, T0, stock_boost=50)
+    result = reroute_warehouse(db, "WH-02", incident_id="ep-9", reason="threshold_exceeded",
+                               now=T0, config=Settings().allocation)
+    cfg = FranchiseeConfig(coupon_prefix="HZ", coupon_value_yuan=15)
+    with db.atomic():
+        assert queue_franchisee_notices(db, "ep-9", reason="冷库超温", at=T0,
+                                        config=cfg) == len(result.moved) == 12
+    with db.atomic():
+        assert queue_franchisee_notices(db, "ep-9", reason="冷库超温", at=T0, config=cfg) == 0
+    notices = {n.payload["order_id"]: n.payload for n in outbox.listing(db, kind="franchisee")}
+    for moved in result.moved:
+        p = notices[moved.order_id]
+        assert p["old_warehouse"]["id"] == "WH-02" and p["old_warehouse"]["name"]
+        assert p["old_warehouse"]["address"]
+        assert p["new_warehouse"]["id"] == moved.new_warehouse_id
+        assert p["new_eta"] == moved.eta
+        assert p["distance_km"] == round(moved.distance_km, 2)
+        assert p["reason"] == "冷库超温"
+        assert p["coupon"] == {"code": coupon_code("HZ", moved.order_id, "ep-9"),
+                               "value_yuan": 15.0}
+        assert p["store_id"] == moved.store_id
+    codes = db.execute("SELECT count(*), count(DISTINCT code) FROM ops_coupons").fetchone()
+    assert tuple(codes) == (12, 12)
 
 
 @pytest.mark.parametrize(

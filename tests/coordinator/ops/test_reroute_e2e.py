@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,6 +57,9 @@ async def test_breaker_trip_reroutes_every_unshipped_order_once_even_after_resta
             await publish(broker, topics.breaker(WH, "cold_chain"), encode(event))
             await wait_for(lambda: counter(path, "duplicates_dropped") == 1, what="the repeat")
             await wait_for(lambda: len(robot.accepted("/wecom")) == 1, what="the WeCom alert")
+            inbox = tmp_path / "franchisee.jsonl"
+            await wait_for(lambda: inbox.exists() and len(inbox.read_text().splitlines())
+                           == counter(path, "orders_rerouted"), what="the franchisee notices")
         # Restart: the retained event comes back and must change nothing.
         async with OpsService(settings, config) as ops:
             await asyncio.wait_for(ops.watcher.connected.wait(), 10)
@@ -86,6 +90,9 @@ async def test_breaker_trip_reroutes_every_unshipped_order_once_even_after_resta
     [alert] = robot.accepted("/wecom")
     assert f'<font color="info">{len(moved)}</font>' in alert.body["markdown"]["content"]
     assert read(path, "SELECT available FROM warehouses WHERE id = ?", [WH]) == [(0,)]
+    delivered = [json.loads(line) for line in inbox.read_text().splitlines()]
+    assert sorted(d["order_id"] for d in delivered) == sorted(moved)  # each exactly once
+    assert {d["coupon"]["code"] for d in delivered} == {c[2] for c in coupons}
 
 
 async def test_breaker_clear_reopens_warehouse_and_rerouted_orders_stay(
