@@ -32,6 +32,7 @@ from coordinator.ops.couriers import (
 from coordinator.ops.notify.outbox import iso
 from protocols import BreakerState
 
+PROCESSED_KEYS_LOADED = 100_000
 COUNTERS = (
     "breaker_events_applied",
     "breaker_events_stale",
@@ -152,8 +153,12 @@ def load_tracker(db: Database, config: TrackerConfig) -> AvailabilityTracker:
         for r in db.conn.execute(
             "SELECT warehouse_id, hold, incident_hint, reason, since FROM ops_holds")
     ]
+    # Only recent keys: an older event of a breaker we know is stale by its seq anyway
+    # (counted as stale rather than duplicate), so the set need not grow without bound.
     processed: Iterable[tuple[str, int]] = (
-        (r[0], r[1]) for r in db.conn.execute("SELECT agent_id, seq FROM ops_processed_events")
+        (r[0], r[1]) for r in db.conn.execute(
+            "SELECT agent_id, seq FROM ops_processed_events ORDER BY rowid DESC LIMIT ?",
+            [PROCESSED_KEYS_LOADED])
     )
     open_incidents = dict(db.conn.execute(
         "SELECT warehouse_id, incident_id FROM ops_incidents WHERE closed_at IS NULL").fetchall())

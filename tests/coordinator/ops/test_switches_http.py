@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from protocols.clock import ManualClock
 from simulators.brokers import Broker
 from tests.coordinator.ops.app_server import ops_app, serving
 from tests.coordinator.ops.helpers import assignments, ops_config, read, settings_for, wait_for
+from tests.coordinator.ops.receiver import Receiver
 
 WH = "WH-02"
 
@@ -33,10 +36,18 @@ def available(path: Path) -> bool:
                 [WH]) == [(1,)]
 
 
+@pytest.fixture
+def robot() -> Iterator[Receiver]:
+    """A WeCom robot that is down: every request fails with 502."""
+    with Receiver(fail_first=100, fail_status=502) as receiver:
+        yield receiver
+
+
 async def test_manual_pause_reroutes_like_a_trip_is_audited_and_resume_reopens(
-        broker: Broker, topics: Topics, tmp_path: Path, seeded: Path) -> None:
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: Path, robot: Receiver) -> None:
     clock = ManualClock(datetime.now(UTC))
-    app = ops_app(settings_for(seeded, broker.url, topics), ops_config(tmp_path), clock)
+    config = ops_config(tmp_path, wecom_url=robot.url + "/wecom", max_attempts=2)
+    app = ops_app(settings_for(seeded, broker.url, topics), config, clock)
     async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
         body = {"actor": "duty-lead-wang", "reason": "roof leak over cold room 2"}
         r = await http.post(f"/warehouses/{WH}/pause", json=body)
@@ -64,6 +75,26 @@ async def test_manual_pause_reroutes_like_a_trip_is_audited_and_resume_reopens(
         assert "# TYPE breakwater_self_healing_ratio gauge" in text
         franchisee = (await http.get("/notifications", params={"kind": "franchisee"})).json()
         assert len(franchisee) == incident["moved"]
+        # the WeCom robot is down: two attempts, then the alert is dead and visible
+        await wait_for(lambda: len(robot.on("/wecom")) == 1, what="the first attempt")
+        clock.advance(1)
+        await wait_for(lambda: len(robot.on("/wecom")) >= 2, what="the retry")
+        dead: list[dict[str, object]] = []
+
+        async def failed() -> list[dict[str, object]]:
+            answer: list[dict[str, object]] = (
+                await http.get("/notifications", params={"status": "failed"})).json()
+            return answer
+
+        async with asyncio.timeout(10):
+            while not dead:
+                dead = await failed()
+                await asyncio.sleep(0.05)
+        assert [(d["kind"], d["attempts"]) for d in dead] == [("wecom", 2)]
+        assert "HTTP 502" in str(dead[0]["last_error"])
+        r = await http.post(f"/notifications/{dead[0]['id']}/retry")
+        assert r.json()["status"] == "pending"
+        assert (await http.post("/notifications/999999/retry")).status_code == 404
     assert available(seeded)
     assert assignments(seeded) == moved
 
