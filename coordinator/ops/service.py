@@ -15,7 +15,6 @@ Usage (inside FastAPI's lifespan)::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from protocols.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+STOP_TIMEOUT_S = 5.0
 
 
 def ops_config_of(settings: Settings) -> OpsConfig:
@@ -70,9 +70,12 @@ class OpsService:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S)
+            for task in stuck:
+                # Shutdown must not hang on a broker that never acknowledges a disconnect.
+                log.warning("ops task %s did not stop within %.0f s", task.get_name(),
+                            STOP_TIMEOUT_S)
         self._tasks.clear()
         await self.dispatcher.aclose()
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_core)
