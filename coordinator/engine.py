@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import math
 import operator
 from collections.abc import Iterable, Iterator, Sequence
@@ -32,6 +33,7 @@ from coordinator.settings import AllocationConfig
 EARTH_RADIUS_KM = 6371.0088
 _SCAN_ALL = 24  # up to this many warehouses, sort them all instead of walking the index
 _RANKED_MEMO = 8192
+_PREFIX = 16  # nearest warehouses remembered per spot in a big region
 _BY_DISTANCE = operator.itemgetter(1, 0)  # CandidateTrace: distance, then warehouse id
 
 
@@ -73,10 +75,14 @@ class StockState:
 
 
 class WarehouseIndex:
-    """Warehouses sorted by latitude; :meth:`nearest` yields them in exact distance order.
+    """A spatial index; :meth:`nearest` yields warehouses in exact great-circle order.
 
-    A point at latitude difference d is at least ``R * d`` away, so a warehouse can be
-    yielded as soon as its distance is below the latitude gap of every one not yet seen.
+    Up to ``_SCAN_ALL`` warehouses it measures them all and sorts. Beyond that it searches a
+    lat/lon grid ring by ring: every warehouse outside the rings searched so far is at
+    least ``bound`` away (a latitude gap of d is at least ``R*d``; a longitude gap is at
+    least the haversine of it at the largest latitude present), so anything nearer than
+    ``bound`` can be yielded before looking further. Regions spanning more than 180 degrees
+    of longitude fall back to a latitude-sorted walk with the latitude bound alone.
     """
 
     def __init__(self, positions: Iterable[tuple[str, float, float]]) -> None:
@@ -89,6 +95,22 @@ class WarehouseIndex:
             (r[0], math.radians(r[1]), math.radians(r[2]), math.cos(math.radians(r[1])))
             for r in rows
         ]
+        self._grid: dict[tuple[int, int], list[tuple[str, float, float, float]]] = {}
+        self._cell = 1.0
+        self._cos_floor = 1.0
+        self._box = (0, 0, 0, 0)
+        if len(rows) > _SCAN_ALL and max(self._lons) - min(self._lons) < 180:
+            lat_span = max(self._lats) - min(self._lats)
+            lon_span = max(self._lons) - min(self._lons)
+            # about three warehouses a cell
+            self._cell = max(1e-4, math.sqrt(max(lat_span * lon_span, 1e-8) * 3 / len(rows)))
+            for item in self._trig:
+                key = self._key(math.degrees(item[1]), math.degrees(item[2]))
+                self._grid.setdefault(key, []).append(item)
+            keys = list(self._grid)
+            self._box = (min(k[0] for k in keys), max(k[0] for k in keys),
+                         min(k[1] for k in keys), max(k[1] for k in keys))
+            self._cos_floor = math.cos(math.radians(max(abs(x) for x in self._lats)))
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -103,7 +125,71 @@ class WarehouseIndex:
                     self._ranked.clear()
                 ranked = self._ranked[key] = self._scan(lat, lon)
             return iter(ranked)
+        # Many orders share a spot (a store): remember the nearest few of each spot and
+        # continue with a fresh search only when a caller reads past them.
+        key = (lat, lon)
+        prefix = self._ranked.get(key)
+        if prefix is None:
+            if len(self._ranked) >= _RANKED_MEMO:
+                self._ranked.clear()
+            prefix = list(itertools.islice(self._search(lat, lon), _PREFIX))
+            self._ranked[key] = prefix
+        if len(prefix) >= len(self._ids):
+            return iter(prefix)
+        return itertools.chain(prefix, itertools.islice(self._search(lat, lon), len(prefix),
+                                                        None))
+
+    def _search(self, lat: float, lon: float) -> Iterator[tuple[float, str]]:
+        if self._grid:
+            i, j = self._key(lat, lon)
+            i_lo, i_hi, j_lo, j_hi = self._box
+            if i_lo - 2 <= i <= i_hi + 2 and j_lo - 2 <= j <= j_hi + 2:
+                return self._rings(lat, lon)
+            return iter(self._scan(lat, lon))
         return self._walk(lat, lon)
+
+    def _key(self, lat: float, lon: float) -> tuple[int, int]:
+        return math.floor(lat / self._cell), math.floor(lon / self._cell)
+
+    def _rings(self, lat: float, lon: float) -> Iterator[tuple[float, str]]:
+        lat_r = math.radians(lat)
+        lon_r = math.radians(lon)
+        cos_lat = math.cos(lat_r)
+        sin, asin, sqrt = math.sin, math.asin, math.sqrt
+        diameter = 2 * EARTH_RADIUS_KM
+        cell = self._cell
+        lon_factor = sqrt(max(0.0, cos_lat * self._cos_floor))
+        grid = self._grid
+        i0, j0 = self._key(lat, lon)
+        i_lo, i_hi, j_lo, j_hi = self._box
+        last_ring = max(i0 - i_lo, i_hi - i0, j0 - j_lo, j_hi - j0)
+        heap: list[tuple[float, str]] = []
+        push = heapq.heappush
+        pop = heapq.heappop
+        for r in range(last_ring + 1):
+            for di in range(-r, r + 1):
+                edge = di in (-r, r)
+                for dj in range(-r, r + 1) if edge else (-r, r):
+                    members = grid.get((i0 + di, j0 + dj))
+                    if members is None:
+                        continue
+                    for wid, p2, l2, cos2 in members:
+                        a = sin((p2 - lat_r) * 0.5)
+                        b = sin((l2 - lon_r) * 0.5)
+                        h = a * a + cos_lat * cos2 * b * b
+                        push(heap, (diameter * asin(sqrt(h if h < 1.0 else 1.0)), wid))
+            # every warehouse not yet pushed lies outside the searched block of cells, so
+            # at least this far (see the class doc)
+            gap_lat = min(lat - (i0 - r) * cell, (i0 + r + 1) * cell - lat)
+            gap_lon = min(lon - (j0 - r) * cell, (j0 + r + 1) * cell - lon)
+            by_lat = EARTH_RADIUS_KM * math.radians(gap_lat)
+            half = min(math.pi / 2, math.radians(gap_lon) / 2)
+            by_lon = diameter * asin(min(1.0, lon_factor * sin(half)))
+            bound = min(by_lat, by_lon) * 0.999999
+            while heap and heap[0][0] < bound:
+                yield pop(heap)
+        while heap:
+            yield pop(heap)
 
     def _scan(self, lat: float, lon: float) -> list[tuple[float, str]]:
         """Few warehouses: measuring all and sorting beats the incremental walk."""
