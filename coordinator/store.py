@@ -246,7 +246,7 @@ class _Loader:
         if self.snapshot.loaded is None:
             return
         want = max(_INITIAL_LOAD // 2, config.nearest * 2)
-        pairs = []
+        pairs: list[tuple[str, str]] = []
         for order in orders:
             nearest, _ = self._candidates(order, config, exclude, want)
             pairs.extend((w, line.sku_id) for w in nearest for line in order.lines)
