@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import socket
@@ -150,30 +151,74 @@ def _free_port() -> int:
         return port
 
 
-async def _steady_load(url: str, bodies: list[dict[str, object]], rate: float) -> list[float]:
+class _Connection:
+    """A keep-alive HTTP/1.1 connection speaking just enough to POST JSON.
+
+    A hand-rolled client on purpose: the load generator shares two cores with the server,
+    and a full client library would spend more CPU per request than the server does.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def post(self, request: bytes) -> int:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        await self.reader.readexactly(length)
+        return status
+
+
+def _request_bytes(host: str, body: dict[str, object]) -> bytes:
+    payload = json.dumps(body).encode()
+    return (f"POST /orders HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+
+
+async def _steady_load(host: str, port: int, bodies: list[dict[str, object]],
+                       rate: float) -> list[float]:
+    requests = [_request_bytes(host, b) for b in bodies]
+    idle: list[_Connection] = []
     latencies: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits) as client:
-        for body in bodies[:20]:  # warm up connections and caches (not measured)
-            await client.post("/orders", json={**body, "channel_order_id": f"w-{id(body)}"})
 
-        async def one(body: dict[str, object]) -> None:
-            nonlocal errors
-            t0 = time.perf_counter()
-            response = await client.post("/orders", json=body)
-            latencies.append((time.perf_counter() - t0) * 1000)
-            if response.status_code not in (200, 201):
-                errors += 1
+    async def connection() -> _Connection:
+        if idle:
+            return idle.pop()
+        reader, writer = await asyncio.open_connection(host, port)
+        return _Connection(reader, writer)
 
-        tasks = []
-        start = time.perf_counter()
-        for i, body in enumerate(bodies):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(body)))
-        await asyncio.gather(*tasks)
+    warm = [await connection() for _ in range(8)]
+    for i, conn in enumerate(warm):  # open connections and warm caches (not measured)
+        await conn.post(_request_bytes(host, {**bodies[i], "channel_order_id": f"warm-{i}"}))
+    idle.extend(warm)
+
+    async def one(request: bytes, due: float) -> None:
+        nonlocal errors
+        conn = await connection()
+        status = await conn.post(request)
+        # measured from when the request was due: a late send counts against us
+        latencies.append((time.perf_counter() - due) * 1000)
+        if status not in (200, 201):
+            errors += 1
+        idle.append(conn)
+
+    tasks = []
+    start = time.perf_counter()
+    for i, request in enumerate(requests):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(request, due)))
+    await asyncio.gather(*tasks)
+    for conn in idle:
+        conn.writer.close()
     if errors:
         message = f"{errors} HTTP requests failed"
         raise RuntimeError(message)
@@ -202,7 +247,7 @@ def _http(path: Path, orders: list[OrderIn], rate: float) -> tuple[float, float,
                 raise RuntimeError(message)
             time.sleep(0.05)
         bodies = [o.model_dump(mode="json") for o in orders]
-        latencies = asyncio.run(_steady_load(url, bodies, rate))
+        latencies = asyncio.run(_steady_load("127.0.0.1", port, bodies, rate))
     finally:
         server.terminate()
         server.wait(timeout=10)
