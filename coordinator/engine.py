@@ -177,7 +177,8 @@ class WarehouseIndex:
                         a = sin((p2 - lat_r) * 0.5)
                         b = sin((l2 - lon_r) * 0.5)
                         h = a * a + cos_lat * cos2 * b * b
-                        push(heap, (diameter * asin(sqrt(h if h < 1.0 else 1.0)), wid))
+                        push(heap, (round(diameter * asin(sqrt(h if h < 1.0 else 1.0)), 3),
+                                    wid))
             # every warehouse not yet pushed lies outside the searched block of cells, so
             # at least this far (see the class doc)
             gap_lat = min(lat - (i0 - r) * cell, (i0 + r + 1) * cell - lat)
@@ -185,7 +186,7 @@ class WarehouseIndex:
             by_lat = EARTH_RADIUS_KM * math.radians(gap_lat)
             half = min(math.pi / 2, math.radians(gap_lon) / 2)
             by_lon = diameter * asin(min(1.0, lon_factor * sin(half)))
-            bound = min(by_lat, by_lon) * 0.999999
+            bound = min(by_lat, by_lon) * 0.999999 - 0.001  # distances are rounded to 1 m
             while heap and heap[0][0] < bound:
                 yield pop(heap)
         while heap:
@@ -203,7 +204,7 @@ class WarehouseIndex:
             a = sin((p2 - lat_r) * 0.5)
             b = sin((l2 - lon_r) * 0.5)
             h = a * a + cos_lat * cos2 * b * b
-            out.append((diameter * asin(sqrt(h if h < 1.0 else 1.0)), wid))
+            out.append((round(diameter * asin(sqrt(h if h < 1.0 else 1.0)), 3), wid))
         out.sort()
         return out
 
@@ -230,13 +231,13 @@ class WarehouseIndex:
             else:
                 i, gap = hi, gap_hi
                 hi += 1
-            bound = radians(gap) * km_per_rad * 0.999999
+            bound = radians(gap) * km_per_rad * 0.999999 - 0.001  # distances rounded to 1 m
             while heap and heap[0][0] < bound:
                 yield heapq.heappop(heap)
             p2 = radians(lats[i])
             dl = radians(lons[i] - lon)
             h = sin((p2 - lat_r) / 2) ** 2 + cos_lat * cos(p2) * sin(dl / 2) ** 2
-            heapq.heappush(heap, (2 * km_per_rad * asin(min(1.0, sqrt(h))), ids[i]))
+            heapq.heappush(heap, (round(2 * km_per_rad * asin(min(1.0, sqrt(h))), 3), ids[i]))
         while heap:
             yield heapq.heappop(heap)
 
@@ -329,6 +330,15 @@ class Decision:
         return max(p.distance_km for p in self.parts) if self.parts else None
 
 
+def _trace(fields: tuple[str, float, float | None, float | None, float | None, bool,
+                         str | None, str | None]) -> CandidateTrace:
+    """Build a trace row without NamedTuple's keyword machinery (hot path)."""
+    return _tuple_new(CandidateTrace, fields)
+
+
+_tuple_new = tuple.__new__
+
+
 class IncompleteSnapshot(AllocationError):
     """The engine reached a warehouse whose stock the snapshot does not hold."""
 
@@ -407,18 +417,19 @@ def _walk(
         wh = warehouses[wid]
         walk.examined += 1
         walk.farthest = distance
-        d = round(distance, 3)
+        d = distance  # the index yields distances rounded to the metre
         if wid in exclude:
-            drop(CandidateTrace(wid, d, dropped_by="excluded", why="warehouse being rerouted"))
+            drop(_trace((wid, d, None, None, None, False, "excluded",
+                         "warehouse being rerouted")))
             continue
         if wh.paused or not wh.available:
             why = "paused by operator" if wh.paused else "unavailable"
             if wh.unavailable_reason:
                 why = f"{why}: {wh.unavailable_reason}"
-            drop(CandidateTrace(wid, d, dropped_by="geofence", why=why))
+            drop(_trace((wid, d, None, None, None, False, "geofence", why)))
             continue
         if need_cold and not wh.cold_chain:
-            drop(CandidateTrace(wid, d, dropped_by="geofence", why="not cold-chain capable"))
+            drop(_trace((wid, d, None, None, None, False, "geofence", "not cold-chain capable")))
             continue
         if loaded is not None:
             for line in lines:
@@ -438,7 +449,7 @@ def _walk(
                 covered += 1
         if short is not None:
             why = f"short of {short.sku_id}: {short_have} sellable < {short.qty} ordered"
-            drop(CandidateTrace(wid, d, dropped_by="geofence", why=why))
+            drop(_trace((wid, d, None, None, None, False, "geofence", why)))
             if want_split and covered and len(walk.partial) < split_pool:
                 walk.partial.append(_Feasible(wh, distance))
             continue
@@ -488,7 +499,7 @@ def allocate(
     threshold = config.reservation_threshold
     for f in walk.feasible:
         _rate_and_depth(f, order.lines, snapshot)
-        d = round(f.distance_km, 3)
+        d = f.distance_km
         if f.rate > threshold:
             why = f"reservation rate {f.rate:.0%} above {threshold:.0%}"
             traces.append(CandidateTrace(f.warehouse.id, d, round(f.rate, 4), round(f.depth, 3),
@@ -506,12 +517,12 @@ def allocate(
         scored = _rank(kept, config)
         best = scored[0][1]
         for rank, (score, f) in enumerate(scored):
-            d = round(f.distance_km, 3)
+            d = f.distance_km
             note = None if rank == 0 else f"ranked {rank + 1}: lower score than {best.warehouse.id}"
             traces.append(CandidateTrace(f.warehouse.id, d, round(f.rate, 4), round(f.depth, 3),
                                          score, chosen=rank == 0,
                                          dropped_by=None if rank == 0 else "ranking", why=note))
-        parts = (Part(best.warehouse.id, round(best.distance_km, 3), order.lines),)
+        parts = (Part(best.warehouse.id, best.distance_km, order.lines),)
     elif config.split_shipments and len(order.lines) > 1:
         parts, split_traces, reason = _split(order, snapshot, config, need_cold, exclude)
         traces.extend(split_traces)
@@ -528,7 +539,7 @@ def allocate(
         order_id=order.order_id, tier=tier, need_cold_chain=need_cold,
         rule_set_version=version, parts=parts, eta=eta, reason=reason,
         candidates=tuple(traces), examined=walk.examined,
-        farthest_examined_km=round(walk.farthest, 3), omitted=walk.omitted,
+        farthest_examined_km=walk.farthest, omitted=walk.omitted,
     )
 
 

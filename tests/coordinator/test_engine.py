@@ -287,8 +287,10 @@ def test_index_yields_exact_distance_order(points: list[tuple[float, float]], la
     got = list(index.nearest(lat, lon))
     want = sorted((great_circle_km(lat, lon, p[0], p[1]), f"W{i:03d}")
                   for i, p in enumerate(points))
-    assert [w for _, w in got] == [w for _, w in want] or all(
-        math.isclose(a[0], b[0], abs_tol=1e-6) for a, b in zip(got, want, strict=True))
+    assert len(got) == len(want)
+    for (gd, gw), (wd, ww) in zip(got, want, strict=True):
+        assert math.isclose(gd, wd, abs_tol=1e-3)  # the index rounds to the metre
+        assert gw == ww or math.isclose(gd, wd, abs_tol=2e-3)
 
 
 @settings(max_examples=100, deadline=None)
@@ -304,5 +306,5 @@ def test_grid_index_yields_exact_distance_order_in_a_region(
                   for i, p in enumerate(points))
     assert len(got) == len(want)
     for (gd, gw), (wd, ww) in zip(got, want, strict=True):
-        assert math.isclose(gd, wd, abs_tol=1e-6)
-        assert gw == ww or math.isclose(gd, wd, abs_tol=1e-6)
+        assert math.isclose(gd, wd, abs_tol=1e-3)  # the index rounds to the metre
+        assert gw == ww or math.isclose(gd, wd, abs_tol=2e-3)
