@@ -65,6 +65,10 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 _INITIAL_LOAD = 8
 
 
+# one encoder built once: json.dumps with options builds a new encoder on every call
+to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def iso(moment: datetime) -> str:
     """UTC ISO-8601 with milliseconds: sortable as text."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
@@ -183,6 +187,27 @@ class _Loader:
         """Make sure the stock of every (warehouse, sku) pair is in the snapshot."""
         skus = sorted(set(sku_ids))
         self.load_pairs([(w, s) for w in warehouse_ids for s in skus])
+
+    def load_all_warehouses(self, sku_ids: Iterable[str]) -> None:
+        """Every warehouse's stock of ``sku_ids``; the snapshot is then complete for them."""
+        skus = sorted(set(sku_ids))
+        stock = self.snapshot.stock
+        for start in range(0, len(skus), 900):
+            chunk = skus[start:start + 900]
+            for wid, sid, on_hand, reserved, safety in self.db.execute(
+                "SELECT warehouse_id, sku_id, on_hand, reserved, safety_stock FROM inventory "
+                f"WHERE sku_id IN ({','.join('?' * len(chunk))})", chunk,
+            ).fetchall():
+                stock.setdefault(wid, {})[sid] = StockState(on_hand, reserved, safety)
+        warehouses = self.snapshot.warehouses
+        for wh in warehouses.values():
+            wh.handled_today = 0
+        for wid, handled in self.db.execute(
+            "SELECT warehouse_id, handled FROM warehouse_load WHERE day = ?", [self.day]
+        ).fetchall():
+            if wid in warehouses:
+                warehouses[wid].handled_today = handled
+        self.snapshot.loaded = None
 
     def load_pairs(self, pairs: Iterable[tuple[str, str]]) -> None:
         loaded = self.snapshot.loaded
@@ -319,17 +344,13 @@ TRACE_COLUMNS = CandidateTrace._fields
 
 def trace_json(decision: Decision) -> str:
     """The candidate trace as stored: one JSON row per candidate, columns in TRACE_COLUMNS."""
-    return json.dumps(
-        {
-            "columns": TRACE_COLUMNS,
-            "rows": decision.candidates,
-            "examined": decision.examined,
-            "farthest_examined_km": decision.farthest_examined_km,
-            "omitted": decision.omitted,
-        },
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    return to_json({
+        "columns": TRACE_COLUMNS,
+        "rows": decision.candidates,
+        "examined": decision.examined,
+        "farthest_examined_km": decision.farthest_examined_km,
+        "omitted": decision.omitted,
+    })
 
 
 def trace_candidates(trace: dict[str, Any]) -> list[dict[str, Any]]:
@@ -466,9 +487,7 @@ def submit_orders(
         if requests and index is not None and len(index) <= _INITIAL_LOAD:
             # a small region: one query loads every warehouse's stock of the whole batch,
             # after which the snapshot is complete for every SKU the batch asks about
-            loader.load(list(loader.snapshot.warehouses),
-                        {li.sku_id for r in requests for li in r[2].lines})
-            loader.snapshot.loaded = None
+            loader.load_all_warehouses({li.sku_id for r in requests for li in r[2].lines})
         else:
             loader.preload([r[2] for r in requests], config)
         writes = _Writes()
@@ -518,8 +537,7 @@ def _stage_new_order(
     status = "allocated" if decision.allocated else "unallocated"
     eta = iso(decision.eta) if decision.eta is not None else None
     wid = decision.warehouse_id
-    items = json.dumps([{"sku_id": li.sku_id, "qty": li.qty} for li in request.lines],
-                       separators=(",", ":"))
+    items = to_json([{"sku_id": li.sku_id, "qty": li.qty} for li in request.lines])
     submitted = iso(order.client_submitted_at) if order.client_submitted_at else None
     writes.orders.append((
         oid, request.channel, order.channel_order_id, order.store_id, order.customer_id, items,
@@ -545,22 +563,22 @@ def _stage_new_order(
             writes.reserve[(at_wh, line.sku_id)] += line.qty
     for part in decision.parts:
         writes.load[part.warehouse_id] += 1
-    writes.events.append((oid, "received", received, json.dumps(
+    writes.events.append((oid, "received", received, to_json(
         {"skew_ms": skew, "skewed": skewed, "client_submitted_at": submitted})))
     if decision.allocated:
         detail = {"warehouse_id": wid, "distance_km": decision.distance_km, "eta": eta,
                   "tier": decision.tier,
                   "parts": [p.warehouse_id for p in decision.parts]}
-        writes.events.append((oid, "allocated", received, json.dumps(detail)))
+        writes.events.append((oid, "allocated", received, to_json(detail)))
     else:
         writes.events.append((oid, "unallocated", received,
-                              json.dumps({"reason": decision.reason}, ensure_ascii=False)))
+                              to_json({"reason": decision.reason})))
         writes.alerts.append((received, "unallocated", oid, None, None,
                               f"order {oid} unallocated: {decision.reason}"))
     writes.decisions.append((
         oid, received, "allocate", None, decision.rule_set_version,
         "allocated" if decision.allocated else "unallocated",
-        json.dumps([p.warehouse_id for p in decision.parts]), decision.reason, decision.tier,
+        to_json([p.warehouse_id for p in decision.parts]), decision.reason, decision.tier,
         int(decision.need_cold_chain), trace_json(decision),
     ))
     return OrderOutcome(oid, request.channel, order.channel_order_id, True, status, wid,
