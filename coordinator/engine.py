@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import math
 import operator
 from collections.abc import Iterable, Iterator, Sequence
@@ -32,6 +33,7 @@ from coordinator.settings import AllocationConfig
 EARTH_RADIUS_KM = 6371.0088
 _SCAN_ALL = 24  # up to this many warehouses, sort them all instead of walking the index
 _RANKED_MEMO = 8192
+_PREFIX = 16  # nearest warehouses remembered per spot in a big region
 _BY_DISTANCE = operator.itemgetter(1, 0)  # CandidateTrace: distance, then warehouse id
 
 
@@ -73,10 +75,14 @@ class StockState:
 
 
 class WarehouseIndex:
-    """Warehouses sorted by latitude; :meth:`nearest` yields them in exact distance order.
+    """A spatial index; :meth:`nearest` yields warehouses in exact great-circle order.
 
-    A point at latitude difference d is at least ``R * d`` away, so a warehouse can be
-    yielded as soon as its distance is below the latitude gap of every one not yet seen.
+    Up to ``_SCAN_ALL`` warehouses it measures them all and sorts. Beyond that it searches a
+    lat/lon grid ring by ring: every warehouse outside the rings searched so far is at
+    least ``bound`` away (a latitude gap of d is at least ``R*d``; a longitude gap is at
+    least the haversine of it at the largest latitude present), so anything nearer than
+    ``bound`` can be yielded before looking further. Regions spanning more than 180 degrees
+    of longitude fall back to a latitude-sorted walk with the latitude bound alone.
     """
 
     def __init__(self, positions: Iterable[tuple[str, float, float]]) -> None:
@@ -89,6 +95,22 @@ class WarehouseIndex:
             (r[0], math.radians(r[1]), math.radians(r[2]), math.cos(math.radians(r[1])))
             for r in rows
         ]
+        self._grid: dict[tuple[int, int], list[tuple[str, float, float, float]]] = {}
+        self._cell = 1.0
+        self._cos_floor = 1.0
+        self._box = (0, 0, 0, 0)
+        if len(rows) > _SCAN_ALL and max(self._lons) - min(self._lons) < 180:
+            lat_span = max(self._lats) - min(self._lats)
+            lon_span = max(self._lons) - min(self._lons)
+            # about three warehouses a cell
+            self._cell = max(1e-4, math.sqrt(max(lat_span * lon_span, 1e-8) * 3 / len(rows)))
+            for item in self._trig:
+                key = self._key(math.degrees(item[1]), math.degrees(item[2]))
+                self._grid.setdefault(key, []).append(item)
+            keys = list(self._grid)
+            self._box = (min(k[0] for k in keys), max(k[0] for k in keys),
+                         min(k[1] for k in keys), max(k[1] for k in keys))
+            self._cos_floor = math.cos(math.radians(max(abs(x) for x in self._lats)))
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -103,7 +125,72 @@ class WarehouseIndex:
                     self._ranked.clear()
                 ranked = self._ranked[key] = self._scan(lat, lon)
             return iter(ranked)
+        # Many orders share a spot (a store): remember the nearest few of each spot and
+        # continue with a fresh search only when a caller reads past them.
+        key = (lat, lon)
+        prefix = self._ranked.get(key)
+        if prefix is None:
+            if len(self._ranked) >= _RANKED_MEMO:
+                self._ranked.clear()
+            prefix = list(itertools.islice(self._search(lat, lon), _PREFIX))
+            self._ranked[key] = prefix
+        if len(prefix) >= len(self._ids):
+            return iter(prefix)
+        return itertools.chain(prefix, itertools.islice(self._search(lat, lon), len(prefix),
+                                                        None))
+
+    def _search(self, lat: float, lon: float) -> Iterator[tuple[float, str]]:
+        if self._grid:
+            i, j = self._key(lat, lon)
+            i_lo, i_hi, j_lo, j_hi = self._box
+            if i_lo - 2 <= i <= i_hi + 2 and j_lo - 2 <= j <= j_hi + 2:
+                return self._rings(lat, lon)
+            return iter(self._scan(lat, lon))
         return self._walk(lat, lon)
+
+    def _key(self, lat: float, lon: float) -> tuple[int, int]:
+        return math.floor(lat / self._cell), math.floor(lon / self._cell)
+
+    def _rings(self, lat: float, lon: float) -> Iterator[tuple[float, str]]:
+        lat_r = math.radians(lat)
+        lon_r = math.radians(lon)
+        cos_lat = math.cos(lat_r)
+        sin, asin, sqrt = math.sin, math.asin, math.sqrt
+        diameter = 2 * EARTH_RADIUS_KM
+        cell = self._cell
+        lon_factor = sqrt(max(0.0, cos_lat * self._cos_floor))
+        grid = self._grid
+        i0, j0 = self._key(lat, lon)
+        i_lo, i_hi, j_lo, j_hi = self._box
+        last_ring = max(i0 - i_lo, i_hi - i0, j0 - j_lo, j_hi - j0)
+        heap: list[tuple[float, str]] = []
+        push = heapq.heappush
+        pop = heapq.heappop
+        for r in range(last_ring + 1):
+            for di in range(-r, r + 1):
+                edge = di in (-r, r)
+                for dj in range(-r, r + 1) if edge else (-r, r):
+                    members = grid.get((i0 + di, j0 + dj))
+                    if members is None:
+                        continue
+                    for wid, p2, l2, cos2 in members:
+                        a = sin((p2 - lat_r) * 0.5)
+                        b = sin((l2 - lon_r) * 0.5)
+                        h = a * a + cos_lat * cos2 * b * b
+                        push(heap, (round(diameter * asin(sqrt(h if h < 1.0 else 1.0)), 3),
+                                    wid))
+            # every warehouse not yet pushed lies outside the searched block of cells, so
+            # at least this far (see the class doc)
+            gap_lat = min(lat - (i0 - r) * cell, (i0 + r + 1) * cell - lat)
+            gap_lon = min(lon - (j0 - r) * cell, (j0 + r + 1) * cell - lon)
+            by_lat = EARTH_RADIUS_KM * math.radians(gap_lat)
+            half = min(math.pi / 2, math.radians(gap_lon) / 2)
+            by_lon = diameter * asin(min(1.0, lon_factor * sin(half)))
+            bound = min(by_lat, by_lon) * 0.999999 - 0.001  # distances are rounded to 1 m
+            while heap and heap[0][0] < bound:
+                yield pop(heap)
+        while heap:
+            yield pop(heap)
 
     def _scan(self, lat: float, lon: float) -> list[tuple[float, str]]:
         """Few warehouses: measuring all and sorting beats the incremental walk."""
@@ -117,7 +204,7 @@ class WarehouseIndex:
             a = sin((p2 - lat_r) * 0.5)
             b = sin((l2 - lon_r) * 0.5)
             h = a * a + cos_lat * cos2 * b * b
-            out.append((diameter * asin(sqrt(h if h < 1.0 else 1.0)), wid))
+            out.append((round(diameter * asin(sqrt(h if h < 1.0 else 1.0)), 3), wid))
         out.sort()
         return out
 
@@ -144,13 +231,13 @@ class WarehouseIndex:
             else:
                 i, gap = hi, gap_hi
                 hi += 1
-            bound = radians(gap) * km_per_rad * 0.999999
+            bound = radians(gap) * km_per_rad * 0.999999 - 0.001  # distances rounded to 1 m
             while heap and heap[0][0] < bound:
                 yield heapq.heappop(heap)
             p2 = radians(lats[i])
             dl = radians(lons[i] - lon)
             h = sin((p2 - lat_r) / 2) ** 2 + cos_lat * cos(p2) * sin(dl / 2) ** 2
-            heapq.heappush(heap, (2 * km_per_rad * asin(min(1.0, sqrt(h))), ids[i]))
+            heapq.heappush(heap, (round(2 * km_per_rad * asin(min(1.0, sqrt(h))), 3), ids[i]))
         while heap:
             yield heapq.heappop(heap)
 
@@ -243,6 +330,15 @@ class Decision:
         return max(p.distance_km for p in self.parts) if self.parts else None
 
 
+def _trace(fields: tuple[str, float, float | None, float | None, float | None, bool,
+                         str | None, str | None]) -> CandidateTrace:
+    """Build a trace row without NamedTuple's keyword machinery (hot path)."""
+    return _tuple_new(CandidateTrace, fields)
+
+
+_tuple_new = tuple.__new__
+
+
 class IncompleteSnapshot(AllocationError):
     """The engine reached a warehouse whose stock the snapshot does not hold."""
 
@@ -321,18 +417,19 @@ def _walk(
         wh = warehouses[wid]
         walk.examined += 1
         walk.farthest = distance
-        d = round(distance, 3)
+        d = distance  # the index yields distances rounded to the metre
         if wid in exclude:
-            drop(CandidateTrace(wid, d, dropped_by="excluded", why="warehouse being rerouted"))
+            drop(_trace((wid, d, None, None, None, False, "excluded",
+                         "warehouse being rerouted")))
             continue
         if wh.paused or not wh.available:
             why = "paused by operator" if wh.paused else "unavailable"
             if wh.unavailable_reason:
                 why = f"{why}: {wh.unavailable_reason}"
-            drop(CandidateTrace(wid, d, dropped_by="geofence", why=why))
+            drop(_trace((wid, d, None, None, None, False, "geofence", why)))
             continue
         if need_cold and not wh.cold_chain:
-            drop(CandidateTrace(wid, d, dropped_by="geofence", why="not cold-chain capable"))
+            drop(_trace((wid, d, None, None, None, False, "geofence", "not cold-chain capable")))
             continue
         if loaded is not None:
             for line in lines:
@@ -352,7 +449,7 @@ def _walk(
                 covered += 1
         if short is not None:
             why = f"short of {short.sku_id}: {short_have} sellable < {short.qty} ordered"
-            drop(CandidateTrace(wid, d, dropped_by="geofence", why=why))
+            drop(_trace((wid, d, None, None, None, False, "geofence", why)))
             if want_split and covered and len(walk.partial) < split_pool:
                 walk.partial.append(_Feasible(wh, distance))
             continue
@@ -402,7 +499,7 @@ def allocate(
     threshold = config.reservation_threshold
     for f in walk.feasible:
         _rate_and_depth(f, order.lines, snapshot)
-        d = round(f.distance_km, 3)
+        d = f.distance_km
         if f.rate > threshold:
             why = f"reservation rate {f.rate:.0%} above {threshold:.0%}"
             traces.append(CandidateTrace(f.warehouse.id, d, round(f.rate, 4), round(f.depth, 3),
@@ -420,12 +517,12 @@ def allocate(
         scored = _rank(kept, config)
         best = scored[0][1]
         for rank, (score, f) in enumerate(scored):
-            d = round(f.distance_km, 3)
+            d = f.distance_km
             note = None if rank == 0 else f"ranked {rank + 1}: lower score than {best.warehouse.id}"
             traces.append(CandidateTrace(f.warehouse.id, d, round(f.rate, 4), round(f.depth, 3),
                                          score, chosen=rank == 0,
                                          dropped_by=None if rank == 0 else "ranking", why=note))
-        parts = (Part(best.warehouse.id, round(best.distance_km, 3), order.lines),)
+        parts = (Part(best.warehouse.id, best.distance_km, order.lines),)
     elif config.split_shipments and len(order.lines) > 1:
         parts, split_traces, reason = _split(order, snapshot, config, need_cold, exclude)
         traces.extend(split_traces)
@@ -442,7 +539,7 @@ def allocate(
         order_id=order.order_id, tier=tier, need_cold_chain=need_cold,
         rule_set_version=version, parts=parts, eta=eta, reason=reason,
         candidates=tuple(traces), examined=walk.examined,
-        farthest_examined_km=round(walk.farthest, 3), omitted=walk.omitted,
+        farthest_examined_km=walk.farthest, omitted=walk.omitted,
     )
 
 

@@ -11,6 +11,7 @@ fails another.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -59,6 +60,15 @@ class GroupCommitter:
         self._queue.put(pending)
         return pending.future.result()
 
+    async def submit_async(self, orders: Sequence[OrderIn]) -> list[store.OrderOutcome]:
+        """:meth:`submit` for the event loop: awaits the commit instead of blocking."""
+        if not self._thread.is_alive():
+            message = "order intake is not running"
+            raise RuntimeError(message)
+        pending = _Pending(orders)
+        self._queue.put(pending)
+        return await asyncio.wrap_future(pending.future)
+
     def _run(self) -> None:
         db = self._connect()
         stopping = False
@@ -97,6 +107,18 @@ class GroupCommitter:
     def _commit(self, db: Database, group: list[_Pending]) -> None:
         self.groups += 1
         self.orders += sum(len(p.orders) for p in group)
+        if len(group) > 1:  # answer requests naming unknown SKUs/stores before grouping
+            valid = []
+            for pending in group:
+                try:
+                    store.check_references(db, pending.orders)
+                except Exception as exc:
+                    pending.future.set_exception(exc)
+                else:
+                    valid.append(pending)
+            group = valid
+            if not group:
+                return
         if len(group) == 1:
             self._settle(db, group[0])
             return

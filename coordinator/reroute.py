@@ -11,7 +11,6 @@ Idempotent per ``incident_id``: a second call returns the stored result and writ
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from coordinator.store import (
     iso,
     load_snapshot,
     parse_time,
+    to_json,
     trace_json,
     write_transaction,
 )
@@ -199,7 +199,7 @@ def _write(
                       "distance_km": distance, "eta": eta, "tier": decision.tier,
                       "reason": reason}
             writes.events.append((a.order_id, "rerouted", stamp,
-                                  json.dumps(detail, ensure_ascii=False)))
+                                  to_json(detail)))
             incident_rows.append((incident_id, a.order_id, "moved", warehouse_id, new_wh,
                                   distance, eta, decision.tier, None))
             moved.append(MovedOrder(a.order_id, a.channel, a.store_id, a.customer_id,
@@ -211,7 +211,7 @@ def _write(
             stuck_updates.append((why, stamp, a.order_id))
             detail = {"incident_id": incident_id, "from": warehouse_id, "reason": why}
             writes.events.append((a.order_id, "needs_attention", stamp,
-                                  json.dumps(detail, ensure_ascii=False)))
+                                  to_json(detail)))
             writes.alerts.append((stamp, "needs_attention", a.order_id, warehouse_id, incident_id,
                                   f"order {a.order_id} could not be rerouted from "
                                   f"{warehouse_id}: {why}"))
@@ -222,7 +222,7 @@ def _write(
         writes.decisions.append((
             a.order_id, stamp, "reroute", incident_id, decision.rule_set_version,
             "allocated" if decision.allocated else "unallocated",
-            json.dumps([p.warehouse_id for p in decision.parts]), decision.reason,
+            to_json([p.warehouse_id for p in decision.parts]), decision.reason,
             decision.tier, int(decision.need_cold_chain), trace_json(decision),
         ))
     conn.execute(

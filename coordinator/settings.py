@@ -9,8 +9,9 @@ Environment variables (each overrides the file):
 - ``BREAKWATER_TOPIC_ROOT``: MQTT topic root
 - ``BREAKWATER_SKEW_THRESHOLD_S``: client clock skew that flags an order
 
-Other modules add their own nested section (e.g. ``ops``) as a field with a default, so a
-file written for an older version still loads.
+Other modules keep their own table in the same file (``[ops]``): unknown top-level tables
+land in ``Settings.sections`` raw, and ``settings.section("ops")`` hands the module its
+table to validate with its own model.
 """
 
 from __future__ import annotations
@@ -124,6 +125,31 @@ class Settings(_Section):
     topic_root: str = "breakwater"
     allocation: AllocationConfig = Field(default_factory=AllocationConfig)
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
+    sections: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="other modules' tables, e.g. [ops], kept raw for them to validate",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_sections(cls, data: Any) -> Any:
+        """Unknown top-level *tables* belong to other modules (``[ops]``); an unknown
+        scalar is still an error (most likely a typo)."""
+        if not isinstance(data, Mapping):
+            return data
+        known = set(cls.model_fields)
+        out = {k: v for k, v in data.items() if k in known or not isinstance(v, Mapping)}
+        sections = dict(out.get("sections") or {})
+        for key, value in data.items():
+            if key not in known and isinstance(value, Mapping):
+                sections[key] = dict(value)
+        if sections:
+            out["sections"] = sections
+        return out
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A module's raw settings table (empty when the file has none)."""
+        return self.sections.get(name, {})
 
     @classmethod
     def load(

@@ -65,6 +65,10 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 _INITIAL_LOAD = 8
 
 
+# one encoder built once: json.dumps with options builds a new encoder on every call
+to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def iso(moment: datetime) -> str:
     """UTC ISO-8601 with milliseconds: sortable as text."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
@@ -180,27 +184,53 @@ class _Loader:
     handled_loaded: set[str] = field(default_factory=set)
 
     def load(self, warehouse_ids: Sequence[str], sku_ids: Iterable[str]) -> None:
+        """Make sure the stock of every (warehouse, sku) pair is in the snapshot."""
+        skus = sorted(set(sku_ids))
+        self.load_pairs([(w, s) for w in warehouse_ids for s in skus])
+
+    def load_all_warehouses(self, sku_ids: Iterable[str]) -> None:
+        """Every warehouse's stock of ``sku_ids``; the snapshot is then complete for them."""
+        skus = sorted(set(sku_ids))
+        stock = self.snapshot.stock
+        for start in range(0, len(skus), 900):
+            chunk = skus[start:start + 900]
+            for wid, sid, on_hand, reserved, safety in self.db.execute(
+                "SELECT warehouse_id, sku_id, on_hand, reserved, safety_stock FROM inventory "
+                f"WHERE sku_id IN ({','.join('?' * len(chunk))})", chunk,
+            ).fetchall():
+                stock.setdefault(wid, {})[sid] = StockState(on_hand, reserved, safety)
+        warehouses = self.snapshot.warehouses
+        for wh in warehouses.values():
+            wh.handled_today = 0
+        for wid, handled in self.db.execute(
+            "SELECT warehouse_id, handled FROM warehouse_load WHERE day = ?", [self.day]
+        ).fetchall():
+            if wid in warehouses:
+                warehouses[wid].handled_today = handled
+        self.snapshot.loaded = None
+
+    def load_pairs(self, pairs: Iterable[tuple[str, str]]) -> None:
         loaded = self.snapshot.loaded
         assert loaded is not None
-        skus = sorted(set(sku_ids))
-        missing_wh = [w for w in warehouse_ids if any((w, s) not in loaded for s in skus)]
-        if not missing_wh:
+        missing = sorted({p for p in pairs if p not in loaded})
+        if not missing:
             return
         stock = self.snapshot.stock
-        wh_marks = ",".join("?" * len(missing_wh))
-        sku_marks = ",".join("?" * len(skus))
-        rows = self.db.execute(
-            f"SELECT warehouse_id, sku_id, on_hand, reserved, safety_stock FROM inventory "
-            f"WHERE warehouse_id IN ({wh_marks}) AND sku_id IN ({sku_marks})",
-            [*missing_wh, *skus],
-        ).fetchall()
-        for wid, sid, on_hand, reserved, safety in rows:
-            if (wid, sid) not in loaded:
+        for start in range(0, len(missing), 4000):
+            chunk = missing[start:start + 4000]
+            marks = ",".join(["(?, ?)"] * len(chunk))
+            # a join (CROSS JOIN keeps this order) looks each pair up by primary key;
+            # "(warehouse_id, sku_id) IN (VALUES ...)" would scan the table
+            rows = self.db.execute(
+                f"WITH p(w, s) AS (VALUES {marks}) SELECT i.warehouse_id, i.sku_id, i.on_hand, "
+                "i.reserved, i.safety_stock FROM p CROSS JOIN inventory i "
+                "ON i.warehouse_id = p.w AND i.sku_id = p.s",
+                [x for pair in chunk for x in pair],
+            ).fetchall()
+            for wid, sid, on_hand, reserved, safety in rows:
                 stock.setdefault(wid, {})[sid] = StockState(on_hand, reserved, safety)
-        for w in missing_wh:
-            for s in skus:
-                loaded.add((w, s))
-        fresh = [w for w in missing_wh if w not in self.handled_loaded]
+        loaded.update(missing)
+        fresh = sorted({w for w, _ in missing} - self.handled_loaded)
         if fresh:
             warehouses = self.snapshot.warehouses
             for w in fresh:
@@ -214,28 +244,58 @@ class _Loader:
                 warehouses[wid].handled_today = handled
             self.handled_loaded.update(fresh)
 
-    def allocate(self, order: OrderRequest, config: AllocationConfig,
-                 exclude: frozenset[str] = frozenset()) -> Decision:
-        skus = [line.sku_id for line in order.lines]
+    def _candidates(self, order: OrderRequest, config: AllocationConfig,
+                    exclude: frozenset[str], want: int) -> tuple[list[str], int]:
+        """The ``want`` nearest warehouses the geofence could pass (available, cold chain
+        if needed): the engine decides; this only guesses what it will read."""
         index = self.snapshot.index
         assert index is not None
-        want = _INITIAL_LOAD
-        if len(index) <= want and all(
-            (wid, sku) in self.snapshot.loaded  # type: ignore[operator]
-            for wid in self.snapshot.warehouses for sku in skus
-        ):
+        need_cold = engine.needs_cold_chain(order, self.snapshot, config)
+        warehouses = self.snapshot.warehouses
+        nearest: list[str] = []
+        seen = 0
+        for _, wid in index.nearest(order.lat, order.lon):
+            seen += 1
+            wh = warehouses[wid]
+            if (wid in exclude or wh.paused or not wh.available
+                    or (need_cold and not wh.cold_chain)):
+                continue
+            nearest.append(wid)
+            if len(nearest) >= want:
+                break
+        return nearest, seen
+
+    def preload(self, orders: Iterable[OrderRequest], config: AllocationConfig,
+                exclude: frozenset[str] = frozenset()) -> None:
+        """One query for the likely stock of a whole batch instead of one per order."""
+        if self.snapshot.loaded is None:
+            return
+        want = max(_INITIAL_LOAD // 2, config.nearest * 2)
+        pairs: list[tuple[str, str]] = []
+        for order in orders:
+            nearest, _ = self._candidates(order, config, exclude, want)
+            pairs.extend((w, line.sku_id) for w in nearest for line in order.lines)
+        self.load_pairs(pairs)
+
+    def allocate(self, order: OrderRequest, config: AllocationConfig,
+                 exclude: frozenset[str] = frozenset()) -> Decision:
+        if self.snapshot.loaded is None:
             return engine.allocate(order, self.snapshot, config, exclude=exclude)
+        index = self.snapshot.index
+        assert index is not None
+        skus = [line.sku_id for line in order.lines]
+        want = max(_INITIAL_LOAD // 2, config.nearest * 2)
+        try:
+            return engine.allocate(order, self.snapshot, config, exclude=exclude)
+        except IncompleteSnapshot:
+            pass
         while True:
-            nearest = []
-            for _, wid in index.nearest(order.lat, order.lon):
-                nearest.append(wid)
-                if len(nearest) >= want:
-                    break
+            nearest, seen = self._candidates(order, config, exclude, want)
             self.load(nearest, skus)
             try:
                 return engine.allocate(order, self.snapshot, config, exclude=exclude)
             except IncompleteSnapshot:
-                if want >= len(index):
+                if seen >= len(index):
                     raise
                 want *= 4
 
@@ -284,17 +344,13 @@ TRACE_COLUMNS = CandidateTrace._fields
 
 def trace_json(decision: Decision) -> str:
     """The candidate trace as stored: one JSON row per candidate, columns in TRACE_COLUMNS."""
-    return json.dumps(
-        {
-            "columns": TRACE_COLUMNS,
-            "rows": decision.candidates,
-            "examined": decision.examined,
-            "farthest_examined_km": decision.farthest_examined_km,
-            "omitted": decision.omitted,
-        },
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    return to_json({
+        "columns": TRACE_COLUMNS,
+        "rows": decision.candidates,
+        "examined": decision.examined,
+        "farthest_examined_km": decision.farthest_examined_km,
+        "omitted": decision.omitted,
+    })
 
 
 def trace_candidates(trace: dict[str, Any]) -> list[dict[str, Any]]:
@@ -429,9 +485,11 @@ def submit_orders(
         loader = _partial_snapshot(db, now)
         index = loader.snapshot.index
         if requests and index is not None and len(index) <= _INITIAL_LOAD:
-            # a small region: one query loads every warehouse's stock of the whole batch
-            loader.load(list(loader.snapshot.warehouses),
-                        {li.sku_id for r in requests for li in r[2].lines})
+            # a small region: one query loads every warehouse's stock of the whole batch,
+            # after which the snapshot is complete for every SKU the batch asks about
+            loader.load_all_warehouses({li.sku_id for r in requests for li in r[2].lines})
+        else:
+            loader.preload([r[2] for r in requests], config)
         writes = _Writes()
         by_id = {r[2].order_id: r for r in requests}
         for request in engine.batch_order([r[2] for r in requests], config):
@@ -479,8 +537,7 @@ def _stage_new_order(
     status = "allocated" if decision.allocated else "unallocated"
     eta = iso(decision.eta) if decision.eta is not None else None
     wid = decision.warehouse_id
-    items = json.dumps([{"sku_id": li.sku_id, "qty": li.qty} for li in request.lines],
-                       separators=(",", ":"))
+    items = to_json([{"sku_id": li.sku_id, "qty": li.qty} for li in request.lines])
     submitted = iso(order.client_submitted_at) if order.client_submitted_at else None
     writes.orders.append((
         oid, request.channel, order.channel_order_id, order.store_id, order.customer_id, items,
@@ -489,12 +546,15 @@ def _stage_new_order(
         received,
     ))
     line_wh: dict[int, str] = {}
-    for part in decision.parts:
-        for line in part.lines:
-            for no, own in enumerate(request.lines):
-                if own is line or (own == line and no not in line_wh):
-                    line_wh[no] = part.warehouse_id
-                    break
+    if len(decision.parts) == 1:
+        line_wh = dict.fromkeys(range(len(request.lines)), decision.parts[0].warehouse_id)
+    else:
+        for part in decision.parts:
+            for line in part.lines:
+                for no, own in enumerate(request.lines):
+                    if own is line and no not in line_wh:
+                        line_wh[no] = part.warehouse_id
+                        break
     for no, line in enumerate(request.lines):
         at_wh = line_wh.get(no)
         writes.lines.append((oid, no, line.sku_id, line.qty, at_wh))
@@ -503,22 +563,22 @@ def _stage_new_order(
             writes.reserve[(at_wh, line.sku_id)] += line.qty
     for part in decision.parts:
         writes.load[part.warehouse_id] += 1
-    writes.events.append((oid, "received", received, json.dumps(
+    writes.events.append((oid, "received", received, to_json(
         {"skew_ms": skew, "skewed": skewed, "client_submitted_at": submitted})))
     if decision.allocated:
         detail = {"warehouse_id": wid, "distance_km": decision.distance_km, "eta": eta,
                   "tier": decision.tier,
                   "parts": [p.warehouse_id for p in decision.parts]}
-        writes.events.append((oid, "allocated", received, json.dumps(detail)))
+        writes.events.append((oid, "allocated", received, to_json(detail)))
     else:
         writes.events.append((oid, "unallocated", received,
-                              json.dumps({"reason": decision.reason}, ensure_ascii=False)))
+                              to_json({"reason": decision.reason})))
         writes.alerts.append((received, "unallocated", oid, None, None,
                               f"order {oid} unallocated: {decision.reason}"))
     writes.decisions.append((
         oid, received, "allocate", None, decision.rule_set_version,
         "allocated" if decision.allocated else "unallocated",
-        json.dumps([p.warehouse_id for p in decision.parts]), decision.reason, decision.tier,
+        to_json([p.warehouse_id for p in decision.parts]), decision.reason, decision.tier,
         int(decision.need_cold_chain), trace_json(decision),
     ))
     return OrderOutcome(oid, request.channel, order.channel_order_id, True, status, wid,
