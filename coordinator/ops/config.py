@@ -14,9 +14,9 @@ class _Config(BaseModel):
 
 
 class MqttConfig(_Config):
-    host: str = "127.0.0.1"
-    port: int = Field(default=1883, ge=1, le=65535)
-    topic_root: str = "breakwater"
+    """The ops subscription; broker address and topic root are the coordinator's
+    ``mqtt_url`` and ``topic_root``."""
+
     # A fixed client id + clean_session=False: QoS 1 messages published while the
     # coordinator is down wait at the broker.
     client_id: str = Field(default="breakwater-coordinator-ops", min_length=1, max_length=64)

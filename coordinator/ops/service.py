@@ -22,7 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TypeVar
 
+from pydantic import ValidationError
+
 from coordinator.db import open_database
+from coordinator.errors import ConfigError
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.core import HandleResult, OpsCore
 from coordinator.ops.notify.dispatcher import Dispatcher
@@ -37,9 +40,16 @@ STOP_TIMEOUT_S = 5.0
 
 
 def ops_config_of(settings: Settings) -> OpsConfig:
-    """The ``ops`` section of the settings when the app nests one, else defaults."""
-    found = getattr(settings, "ops", None)
-    return found if isinstance(found, OpsConfig) else OpsConfig()
+    """The ``[ops]`` table of the settings file, validated (defaults when absent).
+
+    Raises :class:`ConfigError` naming the field, e.g. ``ops.notify.wecom.url``."""
+    try:
+        return OpsConfig.model_validate(settings.section("ops"))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in ("ops", *first["loc"]))
+        message = f"invalid setting {where}: {first['msg']}"
+        raise ConfigError(message) from exc
 
 
 class OpsService:
