@@ -130,3 +130,39 @@ async def test_courier_silence_trips_courier_stale_and_clears_when_updates_resum
         assert bad.status_code == 422 and "lat and lon go together" in bad.text
     assert available(seeded)
     assert assignments(seeded) == moved
+
+
+async def test_trip_over_mqtt_moves_orders_the_api_took_and_new_orders_avoid_the_warehouse(
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: Path) -> None:
+    import aiomqtt
+
+    from benchmarks.reroute import trip_event
+    from protocols import encode
+
+    clock = ManualClock(datetime.now(UTC))
+    app = ops_app(settings_for(seeded, broker.url, topics), ops_config(tmp_path), clock)
+    wh02 = read(seeded, "SELECT lat, lon FROM warehouses WHERE id = ?", [WH])[0]
+    sku = read(seeded, "SELECT sku_id FROM inventory i JOIN skus s ON s.id = i.sku_id "
+               "WHERE warehouse_id = ? AND s.cold_chain = 1 ORDER BY sku_id LIMIT 1", [WH])[0][0]
+
+    def order(n: int) -> dict[str, object]:
+        return {"channel": "manual", "channel_order_id": f"api-{n}", "store_id": "HZ-S001",
+                "lines": [{"sku_id": sku, "qty": 1}], "lat": wh02[0], "lon": wh02[1]}
+
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
+        taken = (await http.post("/orders", json=order(1))).json()
+        assert taken["warehouse_id"] == WH  # at the warehouse's door
+        async with aiomqtt.Client(broker.host, broker.port) as agent:
+            await agent.publish(topics.breaker(WH, "cold_chain"),
+                                encode(trip_event(WH, seq=1, episode="ep-api", now=clock.now())),
+                                qos=1, retain=True)
+            await wait_for(lambda: not available(seeded), what="the trip")
+            await agent.publish(topics.breaker(WH, "cold_chain"), b"", qos=1, retain=True)
+        moved = (await http.get(f"/orders/{taken['order_id']}")).json()
+        assert moved["warehouse_id"] not in (None, WH)
+        assert "rerouted" in [e["kind"] for e in moved["timeline"]]
+        after = (await http.post("/orders", json=order(2))).json()
+        assert after["warehouse_id"] != WH
+        summary = (await http.get("/metrics/summary")).json()
+        assert summary["self_healing"]["resolved_automatically"] == 41
+        assert summary["counters"]["reroutes"] == 1
