@@ -229,3 +229,39 @@ async def test_retained_trip_published_before_the_coordinator_started_is_honoure
     await publish(broker, topics.breaker(WH, "cold_chain"), b"")
     assert read(path, "SELECT incident_id, moved + stuck FROM ops_incidents") == [
         ("ep-while-down", held)]
+
+
+async def test_orders_nobody_can_take_go_to_needs_attention_and_count_against_self_healing(
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[Path, int]) -> None:
+    from coordinator.ops import metrics
+    from coordinator.store import set_warehouse_availability
+
+    path, held = seeded
+    db = open_database(path)
+    for other_cold in ("WH-05", "WH-07"):  # the only other cold-chain warehouses
+        set_warehouse_availability(db, other_cold, available=False, reason="test",
+                                   now=datetime.now(UTC))
+    cold_orders = {r[0] for r in db.execute(
+        "SELECT DISTINCT r.order_id FROM reservations r JOIN skus s ON s.id = r.sku_id "
+        "WHERE r.warehouse_id = ? AND r.status = 'held' AND s.cold_chain = 1", [WH]).fetchall()}
+    db.conn.close()
+    assert 0 < len(cold_orders) < held
+    settings = settings_for(path, broker.url, topics)
+    with Receiver() as robot:
+        config = ops_config(tmp_path, wecom_url=robot.url + "/wecom")
+        async with OpsService(settings, config) as ops:
+            await asyncio.wait_for(ops.watcher.connected.wait(), 10)
+            trip = trip_event(WH, seq=1, episode="ep-no-cold", now=datetime.now(UTC))
+            await publish(broker, topics.breaker(WH, "cold_chain"), encode(trip))
+            await wait_for(lambda: len(robot.accepted("/wecom")) == 1, what="the alert")
+        await publish(broker, topics.breaker(WH, "cold_chain"), b"")
+    stuck = {oid for oid, (_, status) in assignments(path).items() if status == "needs_attention"}
+    assert stuck == cold_orders
+    content = robot.accepted("/wecom")[0].body["markdown"]["content"]
+    assert f'<font color="warning">{len(stuck)}</font>' in content
+    db = open_database(path)
+    healing = metrics.self_healing(db)
+    db.conn.close()
+    assert healing == {"exceptions": held, "resolved_automatically": held - len(stuck),
+                       "needs_attention": len(stuck), "rate": (held - len(stuck)) / held}
+    assert read(path, "SELECT count(*) FROM ops_coupons") == [(held - len(stuck),)]
