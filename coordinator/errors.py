@@ -11,6 +11,14 @@ class ConfigError(CoordinatorError):
     """Settings or an import file that cannot be used; the message names the field."""
 
 
+class ImportFileError(ConfigError):
+    """An import file (CSV/JSON) with a bad row; ``field`` is ``row N.field`` or ``file``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
 class StoreError(CoordinatorError):
     """The database refused or failed an operation."""
 

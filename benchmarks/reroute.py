@@ -1,0 +1,205 @@
+"""Reroute benchmark: breaker event over MQTT -> every order moved and notices queued.
+
+``reroute_287_s`` and ``reroute_10000_s``: 287 / 10,000 unshipped orders held at one
+cold-chain warehouse of the sample region; the clock runs from the moment the agent's
+retained QoS 1 BreakerEvent is published to a private Mosquitto until the ops service
+has committed the reroute, the incident, the coupons and the queued notifications (one
+transaction). Baseline, same run: a naive reroute that moves the same orders one
+transaction per order (cancel, submit again; ``naive_287_s``), and the seed system's
+180 s for 287 orders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiomqtt
+from sqlite_utils import Database
+
+from benchmarks.runner import Result
+from coordinator.db import open_database
+from coordinator.ops.config import FranchiseeConfig, NotifyConfig, OpsConfig
+from coordinator.ops.core import HandleResult
+from coordinator.ops.service import OpsService
+from coordinator.region import generate_region, load_region
+from coordinator.settings import Settings
+from coordinator.store import (
+    get_order,
+    record_status_event,
+    set_warehouse_availability,
+    submit_orders,
+    unshipped_orders,
+    write_transaction,
+)
+from protocols import BreakerEvent, BreakerState, Topics, encode
+from protocols.orders import Channel, OrderIn, OrderLine
+
+TARGET = "WH-02"  # a cold-chain warehouse of the sample region
+SEED_SECONDS_FOR_287 = 180.0  # the seed system: 3 minutes for 287 orders
+
+
+def seed_orders_at(db: Database, warehouse_id: str, count: int, now: datetime,
+                   *, seed: int = 7, stock_boost: int = 0) -> int:
+    """Load the sample region and place ``count`` orders whose stock is held at
+    ``warehouse_id`` (the others are made unavailable during intake, then restored).
+    Returns how many orders ended up held there."""
+    region = generate_region()
+    if stock_boost:
+        region = type(region)(
+            region.warehouses, region.skus, region.stores,
+            [(w, s, on_hand + stock_boost, safety) for w, s, on_hand, safety in region.inventory])
+    load_region(db, region, now)
+    stocked = sorted(
+        r[0] for r in db.execute(
+            "SELECT sku_id FROM inventory WHERE warehouse_id = ? AND on_hand > safety_stock + 50",
+            [warehouse_id]).fetchall())
+    others = [w.id for w in region.warehouses if w.id != warehouse_id]
+    for wid in others:
+        set_warehouse_availability(db, wid, available=False, reason="seeding", now=now)
+    rng = random.Random(seed)
+    stores = region.stores
+    batch: list[OrderIn] = []
+    for i in range(count):
+        store = stores[i % len(stores)]
+        lines = [OrderLine(sku_id=sku, qty=rng.randint(1, 2))
+                 for sku in rng.sample(stocked, rng.randint(1, 3))]
+        batch.append(OrderIn(channel=Channel.WECHAT_MINI, channel_order_id=f"seed-{i}",
+                             store_id=store.id, lines=lines, lat=store.lat, lon=store.lon))
+        if len(batch) == 1000:
+            submit_orders(db, batch, now=now, config=Settings().allocation)
+            batch = []
+    if batch:
+        submit_orders(db, batch, now=now, config=Settings().allocation)
+    for wid in others:
+        set_warehouse_availability(db, wid, available=True, reason=None, now=now)
+    return len(unshipped_orders(db, warehouse_id))
+
+
+def trip_event(warehouse_id: str, *, seq: int, episode: str, now: datetime,
+               open_: bool = True) -> BreakerEvent:
+    return BreakerEvent(
+        warehouse_id=warehouse_id, agent_id=f"gw-{warehouse_id}", breaker="cold_chain",
+        state=BreakerState.TRIPPED if open_ else BreakerState.OK, open=open_,
+        reason="threshold_exceeded" if open_ else "recovered", since=now,
+        episode_id=episode if open_ else None, seq=seq, session_seq=1, event_time=now,
+        published_at=now,
+    )
+
+
+async def measure_mqtt_reroute(broker_url: str, host: str, port: int, db_path: Path,
+                               count: int) -> tuple[float, float, int]:
+    """Returns (publish -> committed seconds, arrival -> committed seconds, moved)."""
+    topics = Topics(f"bench-{uuid.uuid4().hex[:8]}")
+    settings = Settings(db_path=str(db_path), mqtt_url=broker_url, topic_root=topics.root)
+    config = OpsConfig(
+        tick_interval_s=5.0,
+        mqtt={"client_id": f"bench-{uuid.uuid4().hex[:8]}"},
+        notify=NotifyConfig(franchisee=FranchiseeConfig(
+            jsonl_path=db_path.with_suffix(".franchisee.jsonl"))),
+    )
+    done = asyncio.Event()
+    results: list[HandleResult] = []
+
+    def seen(result: HandleResult) -> None:
+        if result.rerouted:
+            results.append(result)
+            done.set()
+
+    async with OpsService(settings, config) as ops:
+        ops.on_result = seen
+        await asyncio.wait_for(ops.watcher.connected.wait(), 10)
+        await asyncio.sleep(0.5)  # measure a running coordinator, not its start-up
+        now = datetime.now(UTC)
+        event = trip_event(TARGET, seq=1, episode=f"bench-{count}", now=now)
+        async with aiomqtt.Client(host, port) as agent:
+            published = time.perf_counter()
+            await agent.publish(topics.breaker(TARGET, "cold_chain"), encode(event), qos=1,
+                                retain=True)
+            await asyncio.wait_for(done.wait(), 60)
+            await agent.publish(topics.breaker(TARGET, "cold_chain"), b"", qos=1, retain=True)
+    timing = results[0].rerouted[0]
+    return timing.committed - published, timing.committed - timing.started, timing.moved
+
+
+def naive_reroute(path: Path, warehouse_id: str, now: datetime) -> tuple[float, int]:
+    """The baseline: the same orders moved one transaction per order (cancel the held
+    order, submit it again with the warehouse excluded), on a copy of the database."""
+    db = open_database(path)
+    try:
+        set_warehouse_availability(db, warehouse_id, available=False, reason="naive", now=now)
+        orders = unshipped_orders(db, warehouse_id)
+        started = time.perf_counter()
+        for held in orders:
+            order = get_order(db, held.order_id)
+            again = OrderIn(
+                channel=Channel(order["channel"]), store_id=order["store_id"],
+                channel_order_id=f"{order['channel_order_id']}-naive",
+                lines=[OrderLine(sku_id=li["sku_id"], qty=li["qty"]) for li in order["items"]],
+                lat=order["lat"], lon=order["lon"])
+            with write_transaction(db):
+                record_status_event(db, held.order_id, "cancelled", now)
+                submit_orders(db, [again], now=now, config=Settings().allocation)
+        return time.perf_counter() - started, len(orders)
+    finally:
+        db.conn.close()
+
+
+def _copy(source: Path, target: Path) -> Path:
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+    return target
+
+
+def run(quick: bool) -> Result:
+    from simulators.brokers import start_test_broker
+
+    result = Result("reroute")
+    # (orders, trials): the median of several runs on fresh copies of the same store,
+    # because the machine is shared; the 10,000 case is run twice.
+    plan = [(287, 3)] if quick else [(287, 5), (10_000, 2)]
+    broker = start_test_broker()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bw-reroute-") as tmp:
+            now = datetime.now(UTC)
+            for count, trials in plan:
+                seeded = Path(tmp) / f"seeded-{count}.sqlite"
+                db = open_database(seeded)
+                held = seed_orders_at(db, TARGET, count, now, stock_boost=count * 2)
+                db.conn.close()
+                runs = []
+                for trial in range(trials):
+                    path = _copy(seeded, Path(tmp) / f"run-{count}-{trial}.sqlite")
+                    runs.append(asyncio.run(measure_mqtt_reroute(
+                        broker.url, broker.host, broker.port, path, count)))
+                total = statistics.median(r[0] for r in runs)
+                inside = statistics.median(r[1] for r in runs)
+                moved = min(r[2] for r in runs)
+                target = "< 0.3" if count == 287 else "< 2"
+                result.add(f"reroute_{count}_s", total, "s",
+                           f"median of {trials}; {held} held, {moved} moved; "
+                           "publish->commit incl. broker hop", target)
+                result.add(f"reroute_{count}_commit_s", inside, "s",
+                           "arrival at the coordinator -> commit")
+            naive = _copy(Path(tmp) / "seeded-287.sqlite", Path(tmp) / "naive-287.sqlite")
+            naive_s, naive_n = naive_reroute(naive, TARGET, now)
+            result.add("naive_287_s", naive_s, "s",
+                       f"baseline: {naive_n} orders, one transaction per order, same run")
+            result.add("naive_ratio_287", naive_s / result.figures["reroute_287_commit_s"], "x",
+                       "naive per-order reroute time / one-transaction reroute time")
+            result.add("seed_ratio_287", SEED_SECONDS_FOR_287 / result.figures["reroute_287_s"],
+                       "x", "seed system took 180 s for 287 orders")
+    finally:
+        broker.close()
+    return result

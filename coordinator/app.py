@@ -1,0 +1,593 @@
+"""The coordinator's HTTP API (FastAPI). Build it with :func:`create_app`; nothing at import.
+
+Endpoints are plain ``def`` functions: FastAPI runs them in its thread pool and each takes
+the SQLite connection of its own thread from :class:`Connections` (``app.state.connections``)
+inside the endpoint body, so a connection is never shared by two threads at once.
+
+Extending (the ops package does this): pass ``extra_routers`` (included as they are) and
+``lifespan_hooks``: callables ``hook(app) -> async context manager`` entered, in order, once
+the database is open and left in reverse order at shutdown; background tasks (MQTT, the
+notification outbox) live there. ``app.state`` holds ``settings``, ``clock``,
+``connections`` (per-thread SQLite), ``intake`` (the group-commit order writer) and
+``counters``.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Discriminator, Field, Tag
+from sqlite_utils import Database
+from starlette.concurrency import run_in_threadpool
+
+from coordinator import store
+from coordinator.catalog import (
+    InventoryIn,
+    Kind,
+    SkuIn,
+    StoreIn,
+    WarehouseIn,
+    list_rows,
+    parse_text,
+    upsert,
+)
+from coordinator.db import open_database
+from coordinator.engine import CandidateTrace, great_circle_km, why_not
+from coordinator.engine import Decision as EngineDecision
+from coordinator.errors import Conflict, ImportFileError, NotFound, StoreError
+from coordinator.intake import GroupCommitter
+from coordinator.settings import Settings
+from protocols.clock import Clock, SystemClock
+from protocols.orders import DouyinOrder, MeituanOrder, OrderIn, WechatMiniOrder, normalise
+
+LifespanHook = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
+
+
+class Connections:
+    """One SQLite connection per thread, all closed at shutdown."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._all: list[Database] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Database:
+        db: Database | None = getattr(self._local, "db", None)
+        if db is None:
+            db = open_database(self.path, migrate=False)
+            # requests never run a WAL checkpoint (an fsync) themselves: the app's
+            # checkpointer thread does, so no request pays for one
+            db.conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._local.db = db
+            with self._lock:
+                self._all.append(db)
+        return db
+
+    def checkpoint_forever(self, stop: threading.Event, interval_s: float = 0.5) -> None:
+        """Fold the WAL back into the database file off the request path."""
+        db = open_database(self.path, migrate=False)
+        try:
+            while not stop.wait(interval_s):
+                db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._all:
+                db.conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+# -- request and response models ------------------------------------------------------
+def _payload_tag(value: Any) -> str | None:
+    """Which model a body item is: the normalised shape has ``channel_order_id``."""
+    if isinstance(value, dict):
+        if "channel_order_id" in value:
+            return "normalised"
+        channel = value.get("channel")
+        return channel if channel in ("wechat_mini", "meituan", "douyin") else "normalised"
+    if isinstance(value, BaseModel):
+        return "normalised" if isinstance(value, OrderIn) else str(getattr(value, "channel", ""))
+    return None
+
+
+OrderPayload = Annotated[
+    Annotated[OrderIn, Tag("normalised")]
+    | Annotated[WechatMiniOrder, Tag("wechat_mini")]
+    | Annotated[MeituanOrder, Tag("meituan")]
+    | Annotated[DouyinOrder, Tag("douyin")],
+    Discriminator(
+        _payload_tag,
+        custom_error_type="order_payload",
+        custom_error_message="expected an order object (a channel payload or a normalised order)",
+    ),
+]
+
+
+class OrderResult(BaseModel):
+    order_id: str
+    channel: str
+    channel_order_id: str
+    created: bool = Field(description="false: this (channel, channel_order_id) already existed")
+    status: str
+    warehouse_id: str | None
+    tier: int
+    eta: str | None
+    reason: str | None
+    skewed: bool = Field(description="client clock differs from ours by more than the threshold")
+
+
+class BatchResult(BaseModel):
+    results: list[OrderResult]
+    created: int
+    duplicates: int
+
+
+class StatusEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["shipped", "in_transit", "delivered", "cancelled"]
+    at: AwareDatetime | None = Field(default=None, description="event time; default: now")
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Problem(BaseModel):
+    detail: str
+    field: str | None = None
+
+
+_ORDER_EXAMPLES = {
+    "wechat_mini": {
+        "summary": "WeChat mini-program checkout",
+        "value": {"channel": "wechat_mini", "out_trade_no": "WX1001", "store_code": "HZ-S001",
+                  "goods": [{"sku_id": "SKU-0001", "num": 2}],
+                  "address": {"latitude": 30.27, "longitude": 120.15},
+                  "submit_time_ms": 1764000000000},
+    },
+    "meituan": {
+        "summary": "Meituan push",
+        "value": {"channel": "meituan", "wm_order_id_view": "MT2001", "app_poi_code": "HZ-S002",
+                  "detail": [{"app_food_code": "SKU-0002", "quantity": 1}],
+                  "latitude": 30.29, "longitude": 120.16},
+    },
+    "normalised": {
+        "summary": "Normalised order (any channel)",
+        "value": {"channel": "douyin", "channel_order_id": "DY3001", "store_id": "HZ-S003",
+                  "lines": [{"sku_id": "SKU-0003", "qty": 1}], "lat": 30.25, "lon": 120.12},
+    },
+}
+
+
+# -- helpers ------------------------------------------------------------------------
+def _db(request: Request) -> Database:
+    connections: Connections = request.app.state.connections
+    return connections.get()
+
+
+def _now(request: Request) -> datetime:
+    clock: Clock = request.app.state.clock
+    return clock.now()
+
+
+def _count(request: Request, key: str, n: int = 1) -> None:
+    counters: Counter[str] = request.app.state.counters
+    with request.app.state.counters_lock:
+        counters[key] += n
+
+
+def _not_found(exc: NotFound) -> HTTPException:
+    return HTTPException(status_code=404, detail=str(exc))
+
+
+def _unknown_reference(exc: NotFound) -> JSONResponse:
+    """An unknown SKU/store/warehouse named inside a body: the body is what is wrong."""
+    return JSONResponse(status_code=422,
+                        content={"detail": str(exc), "field": exc.kind, "value": exc.ident})
+
+
+def _decision_view(row: dict[str, Any]) -> dict[str, Any]:
+    candidates = store.trace_candidates(row["trace"])
+    lines = []
+    for c in candidates:
+        head = f"{c['warehouse_id']} ({c['distance_km']} km)"
+        if c["chosen"]:
+            lines.append(f"{head}: CHOSEN, score {c['score']}, reservation rate "
+                         f"{c['reservation_rate']:.0%}, stock depth {c['stock_depth']}x")
+        elif c["dropped_by"] == "ranking":
+            lines.append(f"{head}: feasible but {c['why']} (score {c['score']})")
+        else:
+            lines.append(f"{head}: dropped by {c['dropped_by']}: {c['why']}")
+    if row["outcome"] != "allocated":
+        lines.append(f"not allocated: {row['reason']}")
+    return {
+        "kind": row["kind"], "decided_at": row["decided_at"], "incident_id": row["incident_id"],
+        "rule_set_version": row["rule_set_version"], "outcome": row["outcome"],
+        "warehouse_ids": row["warehouse_ids"], "reason": row["reason"], "tier": row["tier"],
+        "need_cold_chain": row["need_cold_chain"], "examined": row["trace"].get("examined"),
+        "farthest_examined_km": row["trace"].get("farthest_examined_km"),
+        "candidates": candidates, "explanation": lines,
+    }
+
+
+def _as_decision(row: dict[str, Any]) -> EngineDecision:
+    trace = row["trace"]
+    return EngineDecision(
+        order_id=row["order_id"], tier=row["tier"], need_cold_chain=row["need_cold_chain"],
+        rule_set_version=row["rule_set_version"],
+        candidates=tuple(CandidateTrace(**c) for c in store.trace_candidates(trace)),
+        examined=trace.get("examined", 0),
+        farthest_examined_km=trace.get("farthest_examined_km", 0.0),
+        omitted=trace.get("omitted", 0),
+    )
+
+
+# -- routers ------------------------------------------------------------------------
+def _orders_router() -> APIRouter:
+    router = APIRouter(tags=["orders"])
+
+    @router.post(
+        "/orders",
+        response_model=OrderResult | BatchResult,
+        responses={422: {"description": "invalid body (with the field path) or unknown "
+                                        "SKU/store"}},
+        summary="Submit one order or a batch (any channel's payload); idempotent",
+    )
+    async def post_orders(
+        request: Request,
+        body: Annotated[
+            OrderPayload | list[OrderPayload],
+            Body(openapi_examples=_ORDER_EXAMPLES),
+        ],
+    ) -> Any:
+        """Store and allocate orders. The same (channel, channel order id) twice returns the
+        first result with ``created: false``. Unknown SKUs or stores reject the whole body.
+
+        Async on purpose: it only validates and hands the orders to the intake writer
+        thread (group commit), so no worker thread sits waiting for the commit."""
+        settings: Settings = request.app.state.settings
+        single = not isinstance(body, list)
+        items = [body] if not isinstance(body, list) else body
+        if not items:
+            return JSONResponse(status_code=422, content={"detail": "empty batch",
+                                                          "field": "body"})
+        if len(items) > settings.intake.max_batch:
+            return JSONResponse(status_code=422, content={
+                "detail": f"batch of {len(items)} exceeds intake.max_batch "
+                          f"{settings.intake.max_batch}", "field": "body"})
+        orders = [normalise(item) for item in items]
+        intake: GroupCommitter = request.app.state.intake
+        try:
+            outcomes = await intake.submit_async(orders)
+        except NotFound as exc:
+            _count(request, "orders_rejected")
+            return _unknown_reference(exc)
+        created = [o for o in outcomes if o.created]
+        _count(request, "orders_created", len(created))
+        _count(request, "orders_skewed", sum(1 for o in created if o.skewed))
+        _count(request, "orders_unallocated", sum(1 for o in created if o.status == "unallocated"))
+        results = [OrderResult.model_validate(o, from_attributes=True) for o in outcomes]
+        if single:
+            return JSONResponse(status_code=201 if results[0].created else 200,
+                                content=results[0].model_dump())
+        return BatchResult(results=results, created=len(created),
+                           duplicates=len(results) - len(created))
+
+    @router.get("/orders", summary="List orders (newest first)")
+    def list_orders(
+        request: Request,
+        status: str | None = None,
+        warehouse_id: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if warehouse_id is not None:
+            where.append("warehouse_id = ?")
+            params.append(warehouse_id)
+        sql = ("SELECT id, channel, channel_order_id, store_id, status, warehouse_id, tier, eta, "
+               "received_at, skewed FROM orders")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY received_at DESC, id LIMIT ?"
+        cur = _db(request).conn.execute(sql, [*params, limit])
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    @router.get("/orders/{order_id}", summary="Status and timeline of an order",
+                responses={404: {"model": Problem}})
+    def get_order(request: Request, order_id: str) -> dict[str, Any]:
+        """Timeline kinds: received, allocated (已分仓), rerouted, shipped (已出库),
+        in_transit (在途), delivered (已送达), unallocated, needs_attention, cancelled."""
+        try:
+            return store.get_order(_db(request), order_id)
+        except NotFound as exc:
+            raise _not_found(exc) from exc
+
+    @router.post("/orders/{order_id}/events", summary="Warehouse or courier status update",
+                 responses={404: {"model": Problem}, 409: {"model": Problem}})
+    def post_event(request: Request, order_id: str, event: StatusEvent) -> dict[str, Any]:
+        """Allowed: allocated -> shipped | cancelled; shipped -> in_transit | delivered;
+        in_transit -> in_transit | delivered; unallocated/needs_attention -> cancelled.
+        Anything else is 409."""
+        at = event.at or _now(request)
+        try:
+            status = store.record_status_event(_db(request), order_id, event.kind, at,
+                                               event.detail)
+        except NotFound as exc:
+            raise _not_found(exc) from exc
+        except Conflict as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        return {"order_id": order_id, "status": status}
+
+    @router.get("/orders/{order_id}/decision",
+                summary="Why the order went where it went (and why not warehouse X)",
+                responses={404: {"model": Problem}})
+    def get_decision(
+        request: Request,
+        order_id: str,
+        why_not_warehouse: Annotated[str | None, Query(alias="why_not")] = None,
+    ) -> dict[str, Any]:
+        db = _db(request)
+        rows = store.decisions_of(db, order_id)
+        exists = db.execute("SELECT 1 FROM orders WHERE id = ?", [order_id]).fetchone()
+        if exists is None:
+            raise _not_found(NotFound("order", order_id))
+        out: dict[str, Any] = {"order_id": order_id,
+                               "decisions": [_decision_view(r) for r in rows]}
+        if why_not_warehouse is not None:
+            try:
+                wh = store.get_warehouse(db, why_not_warehouse)
+            except NotFound as exc:
+                raise _not_found(exc) from exc
+            order = db.execute("SELECT lat, lon FROM orders WHERE id = ?",
+                               [order_id]).fetchone()
+            distance = round(great_circle_km(order[0], order[1], wh["lat"], wh["lon"]), 3)
+            latest = rows[-1] if rows else None
+            answer = (why_not(_as_decision(latest), why_not_warehouse, distance)
+                      if latest is not None else "no allocation decision recorded yet")
+            out["why_not"] = {"warehouse_id": why_not_warehouse, "distance_km": distance,
+                              "answer": answer}
+        return out
+
+    return router
+
+
+def _catalog_router() -> APIRouter:
+    router = APIRouter(tags=["catalog"])
+    models: dict[Kind, type[BaseModel]] = {
+        Kind.WAREHOUSES: WarehouseIn, Kind.SKUS: SkuIn, Kind.STORES: StoreIn,
+        Kind.INVENTORY: InventoryIn,
+    }
+
+    def _upsert(request: Request, kind: Kind, rows: Sequence[BaseModel]) -> dict[str, Any]:
+        try:
+            written = upsert(_db(request), kind, rows, _now(request))
+        except NotFound as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        except Conflict as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        return {"kind": kind.value, "written": written}
+
+    for kind, model in models.items():
+        _add_kind_routes(router, kind, model, _upsert)
+
+    @router.post(
+        "/import/{kind}",
+        summary="Bulk import a CSV or JSON export (all rows or none)",
+        openapi_extra={"requestBody": {"content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+        }, "required": True}},
+    )
+    async def import_rows(request: Request, kind: Kind) -> Any:
+        """CSV needs a header row (Excel "CSV UTF-8" works); JSON is a list of objects.
+        A bad row rejects the file: 422 with ``field`` = ``row N.column``."""
+        raw = await request.body()
+        ctype = request.headers.get("content-type", "")
+        fmt = "csv" if ("csv" in ctype or "text/plain" in ctype) else "json"
+        try:
+            text = raw.decode("utf-8-sig")
+            rows = parse_text(text, kind, fmt=fmt)
+        except UnicodeDecodeError:
+            return JSONResponse(status_code=422, content={"detail": "body is not UTF-8",
+                                                          "field": "body"})
+        except ImportFileError as exc:
+            return JSONResponse(status_code=422, content={"detail": str(exc),
+                                                          "field": exc.field})
+        return await run_in_threadpool(_upsert, request, kind, rows)
+
+    @router.get("/alerts", tags=["operations"], summary="Recent alerts (unallocated, stuck)")
+    def alerts(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+               ) -> list[dict[str, Any]]:
+        cur = _db(request).conn.execute(
+            "SELECT id, at, kind, order_id, warehouse_id, incident_id, message FROM alerts "
+            "ORDER BY id DESC LIMIT ?", [limit])
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    @router.get("/stats", tags=["operations"], summary="Order counts and intake counters")
+    def stats(request: Request) -> dict[str, Any]:
+        db = _db(request)
+        by_status = dict(db.execute(
+            "SELECT status, count(*) FROM orders GROUP BY status").fetchall())
+        with request.app.state.counters_lock:
+            counters = dict(request.app.state.counters)
+        return {"orders_by_status": by_status, "orders_skewed_total": store.skew_count(db),
+                "counters": counters}
+
+    @router.get("/healthz", tags=["operations"])
+    def healthz(request: Request) -> dict[str, str]:
+        _db(request).execute("SELECT 1").fetchone()
+        return {"status": "ok"}
+
+    return router
+
+
+def _add_kind_routes(
+    router: APIRouter,
+    kind: Kind,
+    model: type[BaseModel],
+    do_upsert: Callable[[Request, Kind, Sequence[BaseModel]], dict[str, Any]],
+) -> None:
+    path = f"/{kind.value}"
+
+    def list_kind(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        warehouse_id: str | None = None,
+        sku_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        return list_rows(_db(request), kind, limit=limit, offset=offset,
+                         warehouse_id=warehouse_id, sku_id=sku_id)
+
+    def upsert_kind(request: Request, body: Any) -> dict[str, Any]:
+        rows = body if isinstance(body, list) else [body]
+        return do_upsert(request, kind, rows)
+
+    router.add_api_route(path, list_kind, methods=["GET"], summary=f"List {kind.value}")
+    # the body type is the model (or a list of it), so FastAPI validates and documents it
+    upsert_kind.__annotations__["body"] = model | list[model]  # type: ignore[valid-type]
+    for method in ("POST", "PUT"):
+        router.add_api_route(path, upsert_kind, methods=[method],
+                             name=f"upsert_{kind.value}_{method.lower()}",
+                             summary=f"Create or update {kind.value} (one object or a list)")
+    if kind is not Kind.INVENTORY:
+        def get_one(request: Request, item_id: str) -> dict[str, Any]:
+            return _get_by_id(_db(request), kind, item_id)
+
+        router.add_api_route(path + "/{item_id}", get_one, methods=["GET"],
+                             summary=f"One of {kind.value}",
+                             responses={404: {"model": Problem}})
+
+
+def _get_by_id(db: Database, kind: Kind, item_id: str) -> dict[str, Any]:
+    table = {Kind.WAREHOUSES: "warehouses", Kind.SKUS: "skus", Kind.STORES: "stores"}[kind]
+    cur = db.conn.execute(f"SELECT * FROM {table} WHERE id = ?", [item_id])
+    row = cur.fetchone()
+    if row is None:
+        message = f"unknown {kind.value.rstrip('s')} {item_id!r}"
+        raise HTTPException(status_code=404, detail=message)
+    names = [c[0] for c in cur.description]
+    out = dict(zip(names, row, strict=True))
+    for flag in ("cold_chain", "capacity_override", "available", "paused"):
+        if flag in out:
+            out[flag] = bool(out[flag])
+    return out
+
+
+# -- validation errors ------------------------------------------------------------------
+def _is_label(part: Any) -> bool:
+    """Union bookkeeping in a pydantic location (``tagged-union[...]``, ``WarehouseIn``)."""
+    return isinstance(part, str) and (
+        "[" in part or part in _MODEL_LABELS or part in ("wechat_mini", "meituan", "douyin",
+                                                         "normalised")
+    )
+
+
+_MODEL_LABELS = {"OrderIn", "WechatMiniOrder", "MeituanOrder", "DouyinOrder", "WarehouseIn",
+                 "SkuIn", "StoreIn", "InventoryIn"}
+
+
+def _field_path(loc: Iterable[Any]) -> str:
+    """``body.0.goods.1.num``: the path of the bad field, without union labels."""
+    return ".".join(str(p) for p in loc if not _is_label(p))
+
+
+def _relevant_errors(errors: Sequence[Any], body: Any) -> list[Any]:
+    """A body may be one object or a list: keep the errors of the shape that was sent."""
+    def branch(err: Any) -> str:
+        loc = err.get("loc", ())
+        second = loc[1] if len(loc) > 1 else ""
+        return "list" if isinstance(second, str) and second.startswith("list[") else "one"
+
+    wanted = "list" if isinstance(body, list) else "one"
+    kept = [e for e in errors if branch(e) == wanted]
+    return kept or list(errors)
+
+
+# -- the app --------------------------------------------------------------------------
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    extra_routers: Iterable[APIRouter] = (),
+    lifespan_hooks: Sequence[LifespanHook] = (),
+) -> FastAPI:
+    """Build the API. The database is opened (and migrated) when the app starts."""
+    chosen = settings if settings is not None else Settings.load()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        open_database(chosen.db_path).conn.close()  # create and migrate once, at start
+        connections = Connections(chosen.db_path)
+        app.state.connections = connections
+        stop = threading.Event()
+        checkpointer = threading.Thread(target=connections.checkpoint_forever, args=(stop,),
+                                        name="wal-checkpointer", daemon=True)
+        checkpointer.start()
+        intake = GroupCommitter(lambda: open_database(chosen.db_path, migrate=False), chosen,
+                                app.state.clock)
+        intake.start()
+        app.state.intake = intake
+        # what exists now lives as long as the app: keep the cyclic GC from rescanning it
+        # on every full collection (a pause that shows up as request latency)
+        gc.collect()
+        gc.freeze()
+        try:
+            async with AsyncExitStack() as stack:
+                for hook in lifespan_hooks:
+                    await stack.enter_async_context(hook(app))
+                yield
+        finally:
+            intake.stop()
+            stop.set()
+            checkpointer.join(timeout=10)
+            connections.close()
+
+    app = FastAPI(
+        title="Breakwater coordinator",
+        version="0.1.0",
+        summary="Order intake, three-layer allocation with decision traces, and rerouting.",
+        lifespan=lifespan,
+    )
+    app.state.settings = chosen
+    app.state.clock = clock if clock is not None else SystemClock()
+    app.state.counters = Counter()
+    app.state.counters_lock = threading.Lock()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _relevant_errors(exc.errors(), exc.body)
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid"}
+        field = _field_path(first.get("loc", ()))
+        _count(request, "requests_invalid")
+        return JSONResponse(status_code=422, content={
+            "detail": f"{field}: {first.get('msg')}", "field": field,
+            "errors": [{"field": _field_path(e.get("loc", ())), "msg": e.get("msg"),
+                        "type": e.get("type")} for e in errors[:20]],
+        })
+
+    @app.exception_handler(StoreError)
+    async def store_failed(request: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": str(exc)})
+
+    app.include_router(_orders_router())
+    app.include_router(_catalog_router())
+    for router in extra_routers:
+        app.include_router(router)
+    return app

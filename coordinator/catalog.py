@@ -1,0 +1,264 @@
+"""Reference data: warehouses, SKUs, stores and inventory (models, upserts, CSV/JSON import).
+
+Operators export these from Excel, so the importer takes CSV (header row; booleans as
+1/0/true/false/yes/no/是/否) or JSON (a list of objects, or ``{"rows": [...]}``). A whole
+file is validated first and written in one transaction: a bad row rejects the file with
+its row number and field, and nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from sqlite_utils import Database
+
+from coordinator.errors import Conflict, ImportFileError, NotFound
+from coordinator.store import iso, write_transaction
+
+
+def _flag(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("1", "true", "yes", "y", "是", "on"):
+            return True
+        if text in ("0", "false", "no", "n", "否", "off", ""):
+            return False
+    return value
+
+
+def _blank_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+Count = Annotated[int, Field(ge=0, le=1_000_000_000)]
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
+
+
+class WarehouseIn(_Row):
+    id: Ident
+    name: str = Field(min_length=1, max_length=200)
+    address: str = Field(default="", max_length=500)
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    cold_chain: Flag = False
+    daily_capacity: Count = Field(default=0, description="orders a day; 0 = unlimited")
+    capacity_override: Flag = Field(default=False, description="operator lets it exceed capacity")
+
+
+class SkuIn(_Row):
+    id: Ident
+    name: str = Field(default="", max_length=200)
+    cold_chain: Flag = False
+
+
+class StoreIn(_Row):
+    id: Ident
+    name: str = Field(min_length=1, max_length=200)
+    franchisee: str = Field(default="", max_length=200)
+    address: str = Field(default="", max_length=500)
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    contact: str = Field(default="", max_length=200)
+
+
+class InventoryIn(_Row):
+    warehouse_id: Ident
+    sku_id: Ident
+    on_hand: Count
+    safety_stock: Count = 0
+
+
+class Kind(StrEnum):
+    WAREHOUSES = "warehouses"
+    SKUS = "skus"
+    STORES = "stores"
+    INVENTORY = "inventory"
+
+
+MODELS: dict[Kind, type[_Row]] = {
+    Kind.WAREHOUSES: WarehouseIn,
+    Kind.SKUS: SkuIn,
+    Kind.STORES: StoreIn,
+    Kind.INVENTORY: InventoryIn,
+}
+
+
+def upsert_warehouses(db: Database, rows: Sequence[WarehouseIn], now: datetime) -> int:
+    with write_transaction(db):
+        db.conn.executemany(
+            "INSERT INTO warehouses (id, name, address, lat, lon, cold_chain, daily_capacity, "
+            "capacity_override, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET name = excluded.name, address = excluded.address, "
+            "lat = excluded.lat, lon = excluded.lon, cold_chain = excluded.cold_chain, "
+            "daily_capacity = excluded.daily_capacity, "
+            "capacity_override = excluded.capacity_override, updated_at = excluded.updated_at",
+            [(r.id, r.name, r.address, r.lat, r.lon, int(r.cold_chain), r.daily_capacity,
+              int(r.capacity_override), iso(now)) for r in rows],
+        )
+    return len(rows)
+
+
+def upsert_skus(db: Database, rows: Sequence[SkuIn], now: datetime) -> int:
+    with write_transaction(db):
+        db.conn.executemany(
+            "INSERT INTO skus (id, name, cold_chain) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE "
+            "SET name = excluded.name, cold_chain = excluded.cold_chain",
+            [(r.id, r.name, int(r.cold_chain)) for r in rows],
+        )
+    return len(rows)
+
+
+def upsert_stores(db: Database, rows: Sequence[StoreIn], now: datetime) -> int:
+    with write_transaction(db):
+        db.conn.executemany(
+            "INSERT INTO stores (id, name, franchisee, address, lat, lon, contact) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+            "franchisee = excluded.franchisee, address = excluded.address, lat = excluded.lat, "
+            "lon = excluded.lon, contact = excluded.contact",
+            [(r.id, r.name, r.franchisee, r.address, r.lat, r.lon, r.contact) for r in rows],
+        )
+    return len(rows)
+
+
+def upsert_inventory(db: Database, rows: Sequence[InventoryIn], now: datetime) -> int:
+    """Set on-hand and safety stock (reservations are untouched; on hand may not drop below
+    what is reserved)."""
+    with write_transaction(db):
+        warehouses = {r[0] for r in db.execute("SELECT id FROM warehouses").fetchall()}
+        skus = {r[0] for r in db.execute("SELECT id FROM skus").fetchall()}
+        for r in rows:
+            if r.warehouse_id not in warehouses:
+                raise NotFound("warehouse", r.warehouse_id)
+            if r.sku_id not in skus:
+                raise NotFound("sku", r.sku_id)
+        stamp = iso(now)
+        for r in rows:
+            held = db.execute(
+                "SELECT reserved FROM inventory WHERE warehouse_id = ? AND sku_id = ?",
+                [r.warehouse_id, r.sku_id],
+            ).fetchone()
+            if held is not None and held[0] > r.on_hand:
+                message = (f"inventory {r.warehouse_id}/{r.sku_id}: on_hand {r.on_hand} is below "
+                           f"the {held[0]} already reserved")
+                raise Conflict(message)
+        db.conn.executemany(
+            "INSERT INTO inventory (warehouse_id, sku_id, on_hand, reserved, safety_stock, "
+            "updated_at) VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (warehouse_id, sku_id) DO UPDATE "
+            "SET on_hand = excluded.on_hand, safety_stock = excluded.safety_stock, "
+            "updated_at = excluded.updated_at",
+            [(r.warehouse_id, r.sku_id, r.on_hand, r.safety_stock, stamp) for r in rows],
+        )
+    return len(rows)
+
+
+def upsert(db: Database, kind: Kind, rows: Sequence[BaseModel], now: datetime) -> int:
+    match kind:
+        case Kind.WAREHOUSES:
+            return upsert_warehouses(db, [WarehouseIn.model_validate(r) for r in rows], now)
+        case Kind.SKUS:
+            return upsert_skus(db, [SkuIn.model_validate(r) for r in rows], now)
+        case Kind.STORES:
+            return upsert_stores(db, [StoreIn.model_validate(r) for r in rows], now)
+        case Kind.INVENTORY:
+            return upsert_inventory(db, [InventoryIn.model_validate(r) for r in rows], now)
+
+
+def parse_rows(kind: Kind, raw: Iterable[Mapping[str, Any]]) -> list[BaseModel]:
+    """Validate every row; the first bad one raises :class:`ImportFileError` (row and field)."""
+    model = MODELS[kind]
+    out: list[BaseModel] = []
+    for number, row in enumerate(raw, start=1):
+        if not isinstance(row, Mapping):
+            raise ImportFileError(f"row {number}", "expected an object")
+        cleaned = {str(k).strip(): _blank_none(v) for k, v in row.items() if k is not None}
+        cleaned = {k: v for k, v in cleaned.items() if v is not None}
+        try:
+            out.append(model.model_validate(cleaned))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "row"
+            raise ImportFileError(f"row {number}.{where}", first["msg"]) from exc
+    return out
+
+
+def read_file(path: Path, kind: Kind | None = None) -> tuple[Kind, list[BaseModel]]:
+    """Read a CSV or JSON export; the kind defaults to the file's stem (``warehouses.csv``)."""
+    if kind is None:
+        try:
+            kind = Kind(path.stem.lower())
+        except ValueError as exc:
+            message = (f"cannot tell what {path.name} holds: name it "
+                       f"{'/'.join(k.value for k in Kind)}.csv|json or pass --kind")
+            raise ImportFileError("file", message) from exc
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ImportFileError("file", str(exc)) from exc
+    return kind, parse_text(text, kind, fmt=path.suffix.lower().lstrip("."))
+
+
+def parse_text(text: str, kind: Kind, *, fmt: str) -> list[BaseModel]:
+    if fmt == "json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ImportFileError("file", f"invalid JSON: {exc}") from exc
+        if isinstance(data, dict):
+            data = data.get("rows", data.get(kind.value))
+        if not isinstance(data, list):
+            raise ImportFileError("file", "expected a JSON list of objects (or {\"rows\": [...]})")
+        return parse_rows(kind, data)
+    if fmt == "csv":
+        return parse_rows(kind, csv.DictReader(io.StringIO(text)))
+    raise ImportFileError("file", f"unsupported format {fmt!r}: use .csv or .json")
+
+
+def import_file(
+    db: Database, path: Path, now: datetime, kind: Kind | None = None
+) -> tuple[Kind, int]:
+    kind, rows = read_file(path, kind)
+    return kind, upsert(db, kind, rows, now)
+
+
+def list_rows(db: Database, kind: Kind, *, limit: int = 1000, offset: int = 0,
+              warehouse_id: str | None = None, sku_id: str | None = None) -> list[dict[str, Any]]:
+    table = {Kind.WAREHOUSES: "warehouses", Kind.SKUS: "skus", Kind.STORES: "stores",
+             Kind.INVENTORY: "inventory"}[kind]
+    where = []
+    params: list[Any] = []
+    if kind is Kind.INVENTORY:
+        if warehouse_id is not None:
+            where.append("warehouse_id = ?")
+            params.append(warehouse_id)
+        if sku_id is not None:
+            where.append("sku_id = ?")
+            params.append(sku_id)
+    order = "warehouse_id, sku_id" if kind is Kind.INVENTORY else "id"
+    sql = f"SELECT * FROM {table}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY {order} LIMIT ? OFFSET ?"
+    params += [limit, offset]
+    cur = db.conn.execute(sql, params)
+    names = [c[0] for c in cur.description]
+    flags = {"cold_chain", "capacity_override", "available", "paused"}
+    rows = []
+    for raw in cur.fetchall():
+        row = dict(zip(names, raw, strict=True))
+        for f in flags & row.keys():
+            row[f] = bool(row[f])
+        rows.append(row)
+    return rows

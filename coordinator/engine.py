@@ -1,0 +1,684 @@
+"""The three-layer allocation engine: a pure function of a :class:`Snapshot`.
+
+1. Geofence: walk warehouses nearest-first (exact great-circle order from a latitude-sorted
+   index, so 800 warehouses cost a few dozen distance computations); keep the first
+   ``nearest`` that are available, cold-chain capable when an item (or the channel) needs
+   it, and hold sellable stock (on hand - reserved - safety stock) for every line.
+2. Inventory weight: drop those above the reservation threshold or at daily capacity
+   (unless overridden); rank the rest by distance and stock depth with configured weights.
+3. Fulfilment priority: the channel's rule picks the tier; the tier orders work in a batch
+   and sets the ETA promise (handling minutes + travel at courier speed).
+
+No I/O. Given the same snapshot, order and config, the answer is the same (ties break by
+score, then distance, then warehouse id). The snapshot may hold stock for only some
+warehouses (``loaded``); the engine raises :class:`IncompleteSnapshot` when it needs more,
+and the store loads more and asks again.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import itertools
+import math
+import operator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import NamedTuple
+
+from coordinator.errors import AllocationError
+from coordinator.settings import AllocationConfig
+
+EARTH_RADIUS_KM = 6371.0088
+_SCAN_ALL = 24  # up to this many warehouses, sort them all instead of walking the index
+_RANKED_MEMO = 8192
+_PREFIX = 16  # nearest warehouses remembered per spot in a big region
+_BY_DISTANCE = operator.itemgetter(1, 0)  # CandidateTrace: distance, then warehouse id
+
+
+def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Haversine distance in kilometres."""
+    p1 = math.radians(lat1)
+    p2 = math.radians(lat2)
+    dp = p2 - p1
+    dl = math.radians(lon2 - lon1)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+# -- snapshot ----------------------------------------------------------------------
+@dataclass(slots=True)
+class WarehouseState:
+    id: str
+    lat: float
+    lon: float
+    cold_chain: bool = False
+    available: bool = True
+    unavailable_reason: str | None = None
+    paused: bool = False
+    daily_capacity: int = 0  # 0 = unlimited
+    capacity_override: bool = False
+    handled_today: int = 0
+    name: str = ""
+
+
+@dataclass(slots=True)
+class StockState:
+    on_hand: int
+    reserved: int = 0
+    safety_stock: int = 0
+
+    @property
+    def sellable(self) -> int:
+        return self.on_hand - self.reserved - self.safety_stock
+
+
+class WarehouseIndex:
+    """A spatial index; :meth:`nearest` yields warehouses in exact great-circle order.
+
+    Up to ``_SCAN_ALL`` warehouses it measures them all and sorts. Beyond that it searches a
+    lat/lon grid ring by ring: every warehouse outside the rings searched so far is at
+    least ``bound`` away (a latitude gap of d is at least ``R*d``; a longitude gap is at
+    least the haversine of it at the largest latitude present), so anything nearer than
+    ``bound`` can be yielded before looking further. Regions spanning more than 180 degrees
+    of longitude fall back to a latitude-sorted walk with the latitude bound alone.
+    """
+
+    def __init__(self, positions: Iterable[tuple[str, float, float]]) -> None:
+        rows = sorted(positions, key=lambda p: (p[1], p[0]))
+        self._ids = [r[0] for r in rows]
+        self._lats = [r[1] for r in rows]
+        self._lons = [r[2] for r in rows]
+        self._ranked: dict[tuple[float, float], list[tuple[float, str]]] = {}
+        self._trig = [
+            (r[0], math.radians(r[1]), math.radians(r[2]), math.cos(math.radians(r[1])))
+            for r in rows
+        ]
+        self._grid: dict[tuple[int, int], list[tuple[str, float, float, float]]] = {}
+        self._cell = 1.0
+        self._cos_floor = 1.0
+        self._box = (0, 0, 0, 0)
+        if len(rows) > _SCAN_ALL and max(self._lons) - min(self._lons) < 180:
+            lat_span = max(self._lats) - min(self._lats)
+            lon_span = max(self._lons) - min(self._lons)
+            # about three warehouses a cell
+            self._cell = max(1e-4, math.sqrt(max(lat_span * lon_span, 1e-8) * 3 / len(rows)))
+            for item in self._trig:
+                key = self._key(math.degrees(item[1]), math.degrees(item[2]))
+                self._grid.setdefault(key, []).append(item)
+            keys = list(self._grid)
+            self._box = (min(k[0] for k in keys), max(k[0] for k in keys),
+                         min(k[1] for k in keys), max(k[1] for k in keys))
+            self._cos_floor = math.cos(math.radians(max(abs(x) for x in self._lats)))
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def nearest(self, lat: float, lon: float) -> Iterator[tuple[float, str]]:
+        if len(self._ids) <= _SCAN_ALL:
+            # orders come from a few thousand stores: remember each spot's ranking
+            key = (lat, lon)
+            ranked = self._ranked.get(key)
+            if ranked is None:
+                if len(self._ranked) >= _RANKED_MEMO:
+                    self._ranked.clear()
+                ranked = self._ranked[key] = self._scan(lat, lon)
+            return iter(ranked)
+        # Many orders share a spot (a store): remember the nearest few of each spot and
+        # continue with a fresh search only when a caller reads past them.
+        key = (lat, lon)
+        prefix = self._ranked.get(key)
+        if prefix is None:
+            if len(self._ranked) >= _RANKED_MEMO:
+                self._ranked.clear()
+            prefix = list(itertools.islice(self._search(lat, lon), _PREFIX))
+            self._ranked[key] = prefix
+        if len(prefix) >= len(self._ids):
+            return iter(prefix)
+        return itertools.chain(prefix, itertools.islice(self._search(lat, lon), len(prefix),
+                                                        None))
+
+    def _search(self, lat: float, lon: float) -> Iterator[tuple[float, str]]:
+        if self._grid:
+            i, j = self._key(lat, lon)
+            i_lo, i_hi, j_lo, j_hi = self._box
+            if i_lo - 2 <= i <= i_hi + 2 and j_lo - 2 <= j <= j_hi + 2:
+                return self._rings(lat, lon)
+            return iter(self._scan(lat, lon))
+        return self._walk(lat, lon)
+
+    def _key(self, lat: float, lon: float) -> tuple[int, int]:
+        return math.floor(lat / self._cell), math.floor(lon / self._cell)
+
+    def _rings(self, lat: float, lon: float) -> Iterator[tuple[float, str]]:
+        lat_r = math.radians(lat)
+        lon_r = math.radians(lon)
+        cos_lat = math.cos(lat_r)
+        sin, asin, sqrt = math.sin, math.asin, math.sqrt
+        diameter = 2 * EARTH_RADIUS_KM
+        cell = self._cell
+        lon_factor = sqrt(max(0.0, cos_lat * self._cos_floor))
+        grid = self._grid
+        i0, j0 = self._key(lat, lon)
+        i_lo, i_hi, j_lo, j_hi = self._box
+        last_ring = max(i0 - i_lo, i_hi - i0, j0 - j_lo, j_hi - j0)
+        heap: list[tuple[float, str]] = []
+        push = heapq.heappush
+        pop = heapq.heappop
+        for r in range(last_ring + 1):
+            for di in range(-r, r + 1):
+                edge = di in (-r, r)
+                for dj in range(-r, r + 1) if edge else (-r, r):
+                    members = grid.get((i0 + di, j0 + dj))
+                    if members is None:
+                        continue
+                    for wid, p2, l2, cos2 in members:
+                        a = sin((p2 - lat_r) * 0.5)
+                        b = sin((l2 - lon_r) * 0.5)
+                        h = a * a + cos_lat * cos2 * b * b
+                        push(heap, (round(diameter * asin(sqrt(h if h < 1.0 else 1.0)), 3),
+                                    wid))
+            # every warehouse not yet pushed lies outside the searched block of cells, so
+            # at least this far (see the class doc)
+            gap_lat = min(lat - (i0 - r) * cell, (i0 + r + 1) * cell - lat)
+            gap_lon = min(lon - (j0 - r) * cell, (j0 + r + 1) * cell - lon)
+            by_lat = EARTH_RADIUS_KM * math.radians(gap_lat)
+            half = min(math.pi / 2, math.radians(gap_lon) / 2)
+            by_lon = diameter * asin(min(1.0, lon_factor * sin(half)))
+            bound = min(by_lat, by_lon) * 0.999999 - 0.001  # distances are rounded to 1 m
+            while heap and heap[0][0] < bound:
+                yield pop(heap)
+        while heap:
+            yield pop(heap)
+
+    def _scan(self, lat: float, lon: float) -> list[tuple[float, str]]:
+        """Few warehouses: measuring all and sorting beats the incremental walk."""
+        lat_r = math.radians(lat)
+        lon_r = math.radians(lon)
+        cos_lat = math.cos(lat_r)
+        sin, asin, sqrt = math.sin, math.asin, math.sqrt
+        diameter = 2 * EARTH_RADIUS_KM
+        out = []
+        for wid, p2, l2, cos2 in self._trig:
+            a = sin((p2 - lat_r) * 0.5)
+            b = sin((l2 - lon_r) * 0.5)
+            h = a * a + cos_lat * cos2 * b * b
+            out.append((round(diameter * asin(sqrt(h if h < 1.0 else 1.0)), 3), wid))
+        out.sort()
+        return out
+
+    def _walk(self, lat: float, lon: float) -> Iterator[tuple[float, str]]:
+        lats, lons, ids = self._lats, self._lons, self._ids
+        km_per_rad = EARTH_RADIUS_KM
+        lat_r = math.radians(lat)
+        cos_lat = math.cos(lat_r)
+        hi = bisect.bisect_left(lats, lat)
+        lo = hi - 1
+        n = len(ids)
+        heap: list[tuple[float, str]] = []
+        radians = math.radians
+        sin = math.sin
+        cos = math.cos
+        asin = math.asin
+        sqrt = math.sqrt
+        while lo >= 0 or hi < n:
+            gap_lo = (lat - lats[lo]) if lo >= 0 else math.inf
+            gap_hi = (lats[hi] - lat) if hi < n else math.inf
+            if gap_lo <= gap_hi:
+                i, gap = lo, gap_lo
+                lo -= 1
+            else:
+                i, gap = hi, gap_hi
+                hi += 1
+            bound = radians(gap) * km_per_rad * 0.999999 - 0.001  # distances rounded to 1 m
+            while heap and heap[0][0] < bound:
+                yield heapq.heappop(heap)
+            p2 = radians(lats[i])
+            dl = radians(lons[i] - lon)
+            h = sin((p2 - lat_r) / 2) ** 2 + cos_lat * cos(p2) * sin(dl / 2) ** 2
+            heapq.heappush(heap, (round(2 * km_per_rad * asin(min(1.0, sqrt(h))), 3), ids[i]))
+        while heap:
+            yield heapq.heappop(heap)
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What the engine may look at. ``stock[warehouse][sku]``; a missing entry is zero stock.
+
+    ``loaded`` is the set of (warehouse, sku) pairs whose stock is included, or ``None``
+    when the snapshot holds all stock.
+    """
+
+    warehouses: dict[str, WarehouseState]
+    stock: dict[str, dict[str, StockState]]
+    cold_skus: frozenset[str]
+    loaded: set[tuple[str, str]] | None = None
+    index: WarehouseIndex | None = None
+
+    def __post_init__(self) -> None:
+        if self.index is None:
+            self.index = WarehouseIndex((w.id, w.lat, w.lon) for w in self.warehouses.values())
+
+    def stock_of(self, warehouse_id: str, sku_id: str) -> StockState | None:
+        per = self.stock.get(warehouse_id)
+        return None if per is None else per.get(sku_id)
+
+
+# -- orders and decisions -------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Line:
+    sku_id: str
+    qty: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    order_id: str
+    channel: str
+    lines: tuple[Line, ...]
+    lat: float
+    lon: float
+    received_at: datetime
+    tier: int | None = None  # None: the channel rule decides
+
+
+class CandidateTrace(NamedTuple):
+    """One warehouse the engine looked at (a tuple: cheap to build, stored as a JSON row)."""
+
+    warehouse_id: str
+    distance_km: float
+    reservation_rate: float | None = None
+    stock_depth: float | None = None
+    score: float | None = None
+    chosen: bool = False
+    dropped_by: str | None = None  # geofence | inventory | capacity | ranking | excluded
+    why: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    warehouse_id: str
+    distance_km: float
+    lines: tuple[Line, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    order_id: str
+    tier: int
+    need_cold_chain: bool
+    rule_set_version: str
+    parts: tuple[Part, ...] = ()
+    eta: datetime | None = None
+    reason: str | None = None
+    candidates: tuple[CandidateTrace, ...] = ()
+    examined: int = 0
+    farthest_examined_km: float = 0.0
+    omitted: int = 0  # dropped candidates left out of the trace (trace_limit)
+
+    @property
+    def allocated(self) -> bool:
+        return bool(self.parts)
+
+    @property
+    def warehouse_id(self) -> str | None:
+        return self.parts[0].warehouse_id if self.parts else None
+
+    @property
+    def distance_km(self) -> float | None:
+        return max(p.distance_km for p in self.parts) if self.parts else None
+
+
+def _trace(fields: tuple[str, float, float | None, float | None, float | None, bool,
+                         str | None, str | None]) -> CandidateTrace:
+    """Build a trace row without NamedTuple's keyword machinery (hot path)."""
+    return _tuple_new(CandidateTrace, fields)
+
+
+_tuple_new = tuple.__new__
+
+
+class IncompleteSnapshot(AllocationError):
+    """The engine reached a warehouse whose stock the snapshot does not hold."""
+
+    def __init__(self, warehouse_id: str, examined: int) -> None:
+        self.warehouse_id = warehouse_id
+        self.examined = examined
+        super().__init__(f"snapshot lacks stock of warehouse {warehouse_id!r}")
+
+
+@dataclass(slots=True)
+class _Feasible:
+    warehouse: WarehouseState
+    distance_km: float
+    rate: float = 0.0
+    depth: float = 0.0
+
+
+@dataclass(slots=True)
+class _Walk:
+    dropped: list[CandidateTrace] = field(default_factory=list)
+    feasible: list[_Feasible] = field(default_factory=list)
+    partial: list[_Feasible] = field(default_factory=list)  # usable for a split
+    examined: int = 0
+    farthest: float = 0.0
+    omitted: int = 0
+
+
+def needs_cold_chain(order: OrderRequest, snapshot: Snapshot, config: AllocationConfig) -> bool:
+    if config.forces_cold_chain(order.channel):
+        return True
+    cold = snapshot.cold_skus
+    return any(line.sku_id in cold for line in order.lines)
+
+
+def tier_of(order: OrderRequest, config: AllocationConfig) -> int:
+    return order.tier if order.tier is not None else config.tier_for(order.channel)
+
+
+def eta_for(
+    received_at: datetime, tier: int, distance_km: float, config: AllocationConfig
+) -> datetime:
+    """Handling minutes of the tier plus travel at courier speed."""
+    promise = config.tiers.get(tier)
+    handling = promise.handling_minutes if promise is not None else 0.0
+    travel = distance_km / config.courier_speed_kmh * 60.0
+    return received_at + timedelta(minutes=round(handling + travel, 1))
+
+
+def _walk(
+    order: OrderRequest,
+    snapshot: Snapshot,
+    config: AllocationConfig,
+    need_cold: bool,
+    exclude: frozenset[str],
+    want_split: bool,
+) -> _Walk:
+    walk = _Walk()
+    index = snapshot.index
+    if index is None:  # pragma: no cover - __post_init__ builds it
+        raise AllocationError("snapshot has no warehouse index")
+    warehouses = snapshot.warehouses
+    stock = snapshot.stock
+    loaded = snapshot.loaded
+    limit = config.trace_limit
+    wanted = config.nearest
+    split_pool = max(wanted, config.max_parts * 4)
+    lines = order.lines
+
+    def drop(trace: CandidateTrace) -> None:
+        if len(walk.dropped) < limit:
+            walk.dropped.append(trace)
+        else:
+            walk.omitted += 1
+
+    for distance, wid in index.nearest(order.lat, order.lon):
+        wh = warehouses[wid]
+        walk.examined += 1
+        walk.farthest = distance
+        d = distance  # the index yields distances rounded to the metre
+        if wid in exclude:
+            drop(_trace((wid, d, None, None, None, False, "excluded",
+                         "warehouse being rerouted")))
+            continue
+        if wh.paused or not wh.available:
+            why = "paused by operator" if wh.paused else "unavailable"
+            if wh.unavailable_reason:
+                why = f"{why}: {wh.unavailable_reason}"
+            drop(_trace((wid, d, None, None, None, False, "geofence", why)))
+            continue
+        if need_cold and not wh.cold_chain:
+            drop(_trace((wid, d, None, None, None, False, "geofence", "not cold-chain capable")))
+            continue
+        if loaded is not None:
+            for line in lines:
+                if (wid, line.sku_id) not in loaded:
+                    raise IncompleteSnapshot(wid, walk.examined)
+        per = stock.get(wid)
+        short: Line | None = None
+        short_have = 0
+        covered = 0
+        for line in lines:
+            st = None if per is None else per.get(line.sku_id)
+            have = 0 if st is None else st.on_hand - st.reserved - st.safety_stock
+            if have < line.qty:
+                if short is None:
+                    short, short_have = line, max(0, have)
+            else:
+                covered += 1
+        if short is not None:
+            why = f"short of {short.sku_id}: {short_have} sellable < {short.qty} ordered"
+            drop(_trace((wid, d, None, None, None, False, "geofence", why)))
+            if want_split and covered and len(walk.partial) < split_pool:
+                walk.partial.append(_Feasible(wh, distance))
+            continue
+        walk.feasible.append(_Feasible(wh, distance))
+        if want_split and len(walk.partial) < split_pool:
+            walk.partial.append(_Feasible(wh, distance))
+        if len(walk.feasible) >= wanted and (not want_split or len(walk.partial) >= split_pool):
+            break
+    return walk
+
+
+def _rate_and_depth(f: _Feasible, lines: Sequence[Line], snapshot: Snapshot) -> None:
+    per = snapshot.stock.get(f.warehouse.id) or {}
+    rate = 0.0
+    depth = math.inf
+    for line in lines:
+        st = per.get(line.sku_id)
+        if st is None or st.on_hand <= 0:
+            rate = 1.0
+            depth = 0.0
+            continue
+        rate = max(rate, st.reserved / st.on_hand)
+        depth = min(depth, (st.on_hand - st.reserved - st.safety_stock) / line.qty)
+    f.rate = rate
+    f.depth = 0.0 if depth == math.inf else depth
+
+
+def _over_capacity(wh: WarehouseState) -> bool:
+    return (not wh.capacity_override and wh.daily_capacity > 0
+            and wh.handled_today >= wh.daily_capacity)
+
+
+def allocate(
+    order: OrderRequest,
+    snapshot: Snapshot,
+    config: AllocationConfig,
+    *,
+    exclude: frozenset[str] = frozenset(),
+) -> Decision:
+    """Decide where ``order`` goes. Never mutates the snapshot (see :func:`apply`)."""
+    tier = tier_of(order, config)
+    need_cold = needs_cold_chain(order, snapshot, config)
+    version = config.version
+    walk = _walk(order, snapshot, config, need_cold, exclude, False)
+    traces: list[CandidateTrace] = []
+    kept: list[_Feasible] = []
+    threshold = config.reservation_threshold
+    for f in walk.feasible:
+        _rate_and_depth(f, order.lines, snapshot)
+        d = f.distance_km
+        if f.rate > threshold:
+            why = f"reservation rate {f.rate:.0%} above {threshold:.0%}"
+            traces.append(CandidateTrace(f.warehouse.id, d, round(f.rate, 4), round(f.depth, 3),
+                                         dropped_by="inventory", why=why))
+        elif _over_capacity(f.warehouse):
+            why = (f"daily handling capacity reached "
+                   f"({f.warehouse.handled_today}/{f.warehouse.daily_capacity})")
+            traces.append(CandidateTrace(f.warehouse.id, d, round(f.rate, 4), round(f.depth, 3),
+                                         dropped_by="capacity", why=why))
+        else:
+            kept.append(f)
+    parts: tuple[Part, ...] = ()
+    reason: str | None = None
+    if kept:
+        scored = _rank(kept, config)
+        best = scored[0][1]
+        for rank, (score, f) in enumerate(scored):
+            d = f.distance_km
+            note = None if rank == 0 else f"ranked {rank + 1}: lower score than {best.warehouse.id}"
+            traces.append(CandidateTrace(f.warehouse.id, d, round(f.rate, 4), round(f.depth, 3),
+                                         score, chosen=rank == 0,
+                                         dropped_by=None if rank == 0 else "ranking", why=note))
+        parts = (Part(best.warehouse.id, best.distance_km, order.lines),)
+    elif config.split_shipments and len(order.lines) > 1:
+        parts, split_traces, reason = _split(order, snapshot, config, need_cold, exclude)
+        traces.extend(split_traces)
+    else:
+        reason = _unallocated_reason(walk, need_cold, snapshot, config)
+    if parts:
+        reason = None
+    traces.extend(walk.dropped)
+    traces.sort(key=_BY_DISTANCE)
+    eta = None
+    if parts:
+        eta = eta_for(order.received_at, tier, max(p.distance_km for p in parts), config)
+    return Decision(
+        order_id=order.order_id, tier=tier, need_cold_chain=need_cold,
+        rule_set_version=version, parts=parts, eta=eta, reason=reason,
+        candidates=tuple(traces), examined=walk.examined,
+        farthest_examined_km=walk.farthest, omitted=walk.omitted,
+    )
+
+
+def _rank(kept: list[_Feasible], config: AllocationConfig) -> list[tuple[float, _Feasible]]:
+    nearest = min(f.distance_km for f in kept)
+    deepest = max(f.depth for f in kept)
+    total = config.weight_distance + config.weight_depth
+    wd = config.weight_distance / total
+    wdepth = config.weight_depth / total
+    scored: list[tuple[float, _Feasible]] = []
+    for f in kept:
+        closeness = 1.0 if f.distance_km <= 0 else (nearest + 0.1) / (f.distance_km + 0.1)
+        depth = 1.0 if deepest <= 0 else f.depth / deepest
+        scored.append((round(wd * closeness + wdepth * depth, 6), f))
+    scored.sort(key=lambda s: (-s[0], s[1].distance_km, s[1].warehouse.id))
+    return scored
+
+
+def _unallocated_reason(
+    walk: _Walk, need_cold: bool, snapshot: Snapshot, config: AllocationConfig
+) -> str:
+    if not snapshot.warehouses:
+        return "no warehouses configured"
+    if walk.feasible:
+        return ("every nearby warehouse that stocks the order is above the reservation "
+                "threshold or at daily capacity")
+    cold = "cold-chain capable, " if need_cold else ""
+    return f"no available, {cold}warehouse holds sellable stock for every item"
+
+
+def _split(
+    order: OrderRequest,
+    snapshot: Snapshot,
+    config: AllocationConfig,
+    need_cold: bool,
+    exclude: frozenset[str],
+) -> tuple[tuple[Part, ...], list[CandidateTrace], str | None]:
+    """Greedy split: repeatedly take the warehouse covering the most remaining lines."""
+    walk = _walk(order, snapshot, config, need_cold, exclude, True)
+    pool: list[_Feasible] = []
+    traces: list[CandidateTrace] = []
+    for f in walk.partial:
+        _rate_and_depth(f, order.lines, snapshot)
+        if _over_capacity(f.warehouse):
+            continue
+        pool.append(f)
+    remaining = list(order.lines)
+    parts: list[Part] = []
+    while remaining and len(parts) < config.max_parts and pool:
+        best: tuple[int, float, str, _Feasible, list[Line]] | None = None
+        for f in pool:
+            per = snapshot.stock.get(f.warehouse.id) or {}
+            covers = []
+            for line in remaining:
+                st = per.get(line.sku_id)
+                if st is not None and st.on_hand > 0 and st.sellable >= line.qty and (
+                    st.reserved / st.on_hand <= config.reservation_threshold
+                ):
+                    covers.append(line)
+            if not covers:
+                continue
+            key = (-len(covers), f.distance_km, f.warehouse.id)
+            if best is None or key < best[:3]:
+                best = (key[0], key[1], key[2], f, covers)
+        if best is None:
+            break
+        f, covers = best[3], best[4]
+        parts.append(Part(f.warehouse.id, round(f.distance_km, 3), tuple(covers)))
+        traces.append(CandidateTrace(f.warehouse.id, round(f.distance_km, 3), round(f.rate, 4),
+                                     round(f.depth, 3), chosen=True,
+                                     why=f"split part {len(parts)}: {len(covers)} line(s)"))
+        remaining = [line for line in remaining if line not in covers]
+        pool.remove(f)
+    if remaining:
+        reason = (f"no split into at most {config.max_parts} parts covers every item "
+                  f"({', '.join(sorted({line.sku_id for line in remaining}))} left)")
+        return (), [], reason
+    return tuple(parts), traces, None
+
+
+def apply(decision: Decision, snapshot: Snapshot) -> None:
+    """Reserve the decision's stock in the (in-memory) snapshot, as the store does in SQL."""
+    for part in decision.parts:
+        per = snapshot.stock.setdefault(part.warehouse_id, {})
+        for line in part.lines:
+            st = per.get(line.sku_id)
+            if st is None or st.sellable < line.qty:
+                message = f"cannot reserve {line.qty} x {line.sku_id} at {part.warehouse_id}"
+                raise AllocationError(message)
+            st.reserved += line.qty
+        snapshot.warehouses[part.warehouse_id].handled_today += 1
+
+
+def release(warehouse_id: str, lines: Iterable[Line], snapshot: Snapshot) -> None:
+    """Give back a reservation in the snapshot (the reverse of :func:`apply`)."""
+    per = snapshot.stock.get(warehouse_id)
+    if per is None:
+        return
+    for line in lines:
+        st = per.get(line.sku_id)
+        if st is not None:
+            st.reserved = max(0, st.reserved - line.qty)
+
+
+def batch_order(orders: Iterable[OrderRequest], config: AllocationConfig) -> list[OrderRequest]:
+    """Highest tier (lowest number) first, then oldest; ties keep the given order (stable)."""
+    return sorted(orders, key=lambda o: (tier_of(o, config), o.received_at))
+
+
+def allocate_batch(
+    orders: Iterable[OrderRequest],
+    snapshot: Snapshot,
+    config: AllocationConfig,
+    *,
+    exclude: frozenset[str] = frozenset(),
+) -> list[Decision]:
+    """Allocate in tier/age order, reserving in the snapshot as it goes (mutates it)."""
+    decisions = []
+    for order in batch_order(orders, config):
+        decision = allocate(order, snapshot, config, exclude=exclude)
+        if decision.allocated:
+            apply(decision, snapshot)
+        decisions.append(decision)
+    return decisions
+
+
+def why_not(decision: Decision, warehouse_id: str, distance_km: float | None) -> str:
+    """Answer "why not warehouse X" from a stored decision."""
+    for c in decision.candidates:
+        if c.warehouse_id == warehouse_id:
+            if c.chosen:
+                return f"{warehouse_id} was chosen"
+            return f"{warehouse_id} ({c.distance_km} km) was dropped by {c.dropped_by}: {c.why}"
+    if distance_km is None:
+        return f"{warehouse_id} is not a known warehouse"
+    if decision.omitted and distance_km <= decision.farthest_examined_km:
+        return (f"{warehouse_id} ({distance_km:.3f} km) failed the geofence; its detail was "
+                f"left out of the trace ({decision.omitted} candidates omitted)")
+    feasible = [c for c in decision.candidates if c.dropped_by not in ("geofence", "excluded")]
+    return (f"{warehouse_id} ({distance_km:.3f} km) was farther than the {len(feasible)} "
+            f"nearest feasible warehouse(s); the search stopped at "
+            f"{decision.farthest_examined_km} km")

@@ -1,0 +1,170 @@
+"""HTTP endpoints of the ops side. The app includes :data:`router` and puts the running
+:class:`~coordinator.ops.service.OpsService` at ``app.state.ops``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from coordinator.errors import NotFound
+from coordinator.ops import metrics
+from coordinator.ops.core import HandleResult, OpsCore
+from coordinator.ops.notify import outbox
+from coordinator.ops.service import OpsService
+from protocols import TrackingUpdate
+
+router = APIRouter(tags=["operations"])
+
+
+def ops_service(request: Request) -> OpsService:
+    service = getattr(request.app.state, "ops", None)
+    if not isinstance(service, OpsService):
+        raise HTTPException(503, "the ops service is not running")
+    return service
+
+
+Ops = Annotated[OpsService, Depends(ops_service)]
+
+
+class SwitchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    actor: str = Field(min_length=1, max_length=128)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+def _result(warehouse_id: str, result: HandleResult, core_state: dict[str, Any]
+            ) -> dict[str, Any]:
+    return {
+        "warehouse_id": warehouse_id,
+        **core_state,
+        "incidents": [
+            {"incident_id": r.incident_id, "moved": r.moved, "needs_attention": r.stuck,
+             "notifications_queued": r.queued}
+            for r in result.rerouted
+        ],
+        "transitions": [type(t).__name__ for t in result.transitions],
+    }
+
+
+def _availability(core: OpsCore, warehouse_id: str) -> dict[str, Any]:
+    tracker = core.tracker
+    return {
+        "available": tracker.available(warehouse_id),
+        "incident_id": tracker.incident(warehouse_id),
+        "open_breakers": [
+            {"breaker": b.breaker, "state": b.state.value, "episode_id": b.episode_id,
+             "reason": b.reason, "since": b.since.isoformat(), "agent_id": b.agent_id}
+            for b in tracker.open_breakers(warehouse_id)
+        ],
+        "holds": [{"hold": h.name, "reason": h.reason, "since": h.since.isoformat()}
+                  for h in tracker.holds(warehouse_id)],
+        "agents": [
+            {"agent_id": a.agent_id, "online": a.online, "session_seq": a.session_seq,
+             "last_seen": a.last_seen.isoformat()}
+            for a in tracker.state.agents.values() if a.warehouse_id == warehouse_id
+        ],
+    }
+
+
+async def _switch(ops: OpsService, warehouse_id: str, body: SwitchRequest,
+                  pause: bool) -> dict[str, Any]:
+    try:
+        if pause:
+            result = await ops.pause(warehouse_id, actor=body.actor, reason=body.reason)
+        else:
+            result = await ops.resume(warehouse_id, actor=body.actor, reason=body.reason)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    now_state = await ops.call(lambda core: _availability(core, warehouse_id))
+    return _result(warehouse_id, result, now_state)
+
+
+@router.post("/warehouses/{warehouse_id}/pause")
+async def pause_warehouse(warehouse_id: str, body: SwitchRequest, ops: Ops) -> dict[str, Any]:
+    """Operator pause: the warehouse stops taking orders and its unshipped orders move."""
+    return await _switch(ops, warehouse_id, body, pause=True)
+
+
+@router.post("/warehouses/{warehouse_id}/resume")
+async def resume_warehouse(warehouse_id: str, body: SwitchRequest, ops: Ops) -> dict[str, Any]:
+    """Lift an operator pause (other causes, e.g. a tripped breaker, still hold)."""
+    return await _switch(ops, warehouse_id, body, pause=False)
+
+
+@router.get("/warehouses/{warehouse_id}/availability")
+async def warehouse_availability(warehouse_id: str, ops: Ops) -> dict[str, Any]:
+    """Why a warehouse is (un)available: open breakers, holds, agents."""
+    return {"warehouse_id": warehouse_id,
+            **await ops.call(lambda core: _availability(core, warehouse_id))}
+
+
+@router.get("/warehouses/{warehouse_id}/audit")
+async def warehouse_audit(warehouse_id: str, ops: Ops) -> list[dict[str, Any]]:
+    """Every pause, resume and availability change of a warehouse, oldest first."""
+    def read(core: OpsCore) -> list[dict[str, Any]]:
+        rows = core.db.execute(
+            "SELECT action, actor, reason, incident_id, at FROM ops_warehouse_audit "
+            "WHERE warehouse_id = ? ORDER BY id", [warehouse_id]).fetchall()
+        return [dict(zip(("action", "actor", "reason", "incident_id", "at"), r, strict=True))
+                for r in rows]
+
+    return await ops.call(read)
+
+
+@router.post("/tracking", status_code=202)
+async def post_tracking(update: TrackingUpdate, ops: Ops) -> dict[str, Any]:
+    """A courier's tracking update for one shipment (same model as the MQTT topic)."""
+    result = await ops.handle(update)
+    return {"accepted": True, "shipment_id": update.shipment_id,
+            "transitions": [type(t).__name__ for t in result.transitions]}
+
+
+@router.get("/notifications")
+async def list_notifications(
+    ops: Ops,
+    status: Literal["pending", "sent", "failed"] | None = None,
+    kind: Literal["franchisee", "wecom", "sms", "webhook"] | None = None,
+    incident_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    """The outbox; ``status=failed`` lists dead notifications (retry with POST .../retry)."""
+    found = await ops.call(lambda core: outbox.listing(
+        core.db, status=status, kind=kind, incident_id=incident_id, limit=limit))
+    return [n.as_json() for n in found]
+
+
+@router.post("/notifications/{notification_id}/retry")
+async def retry_notification(notification_id: int, ops: Ops) -> dict[str, Any]:
+    now = ops.clock.now()
+
+    def retry(core: OpsCore) -> bool:
+        with core.db.atomic():
+            return outbox.retry(core.db, notification_id, now)
+
+    if not await ops.call(retry):
+        raise HTTPException(404, f"no failed notification {notification_id}")
+    ops.dispatcher.wake()
+    return {"id": notification_id, "status": "pending"}
+
+
+@router.get("/metrics/summary")
+async def metrics_summary(ops: Ops) -> dict[str, Any]:
+    """First response time, status transparency, self-healing rate, counters."""
+    data = await ops.call(lambda core: metrics.summary(core.db))
+    data["watcher"] = {"received": ops.watcher.stats.received,
+                       "bad_payloads": ops.watcher.stats.bad_payloads,
+                       "connects": ops.watcher.stats.connects}
+    return data
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics_prometheus(ops: Ops) -> PlainTextResponse:
+    """The same figures in Prometheus text format."""
+    data = await ops.call(lambda core: metrics.summary(core.db))
+    return PlainTextResponse(metrics.prometheus(data),
+                             media_type="text/plain; version=0.0.4; charset=utf-8")

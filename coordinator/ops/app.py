@@ -1,0 +1,48 @@
+"""Wiring the ops side into the coordinator's app.
+
+    from coordinator.ops.app import create_app_with_ops
+    app = create_app_with_ops(settings)          # what ``python -m coordinator serve`` can run
+
+or, by hand, with coord's :func:`coordinator.app.create_app`::
+
+    create_app(settings, clock=clock, extra_routers=[ops.api.router],
+               lifespan_hooks=[ops_lifespan(ops_config)])
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from coordinator.app import create_app
+from coordinator.ops.api import router
+from coordinator.ops.config import OpsConfig
+from coordinator.ops.service import OpsService
+from coordinator.settings import Settings
+from protocols.clock import Clock
+
+
+def ops_lifespan(config: OpsConfig | None = None
+                 ) -> Callable[[FastAPI], AbstractAsyncContextManager[Any]]:
+    """A lifespan hook: runs :class:`OpsService` and puts it at ``app.state.ops``."""
+
+    @asynccontextmanager
+    async def running(app: FastAPI) -> AsyncIterator[None]:
+        async with OpsService(app.state.settings, config, app.state.clock) as ops:
+            app.state.ops = ops
+            try:
+                yield
+            finally:
+                app.state.ops = None
+
+    return running
+
+
+def create_app_with_ops(settings: Settings | None = None, *, clock: Clock | None = None,
+                        config: OpsConfig | None = None) -> FastAPI:
+    """The coordinator API plus the ops endpoints and background tasks."""
+    return create_app(settings, clock=clock, extra_routers=[router],
+                      lifespan_hooks=[ops_lifespan(config)])

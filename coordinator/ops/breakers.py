@@ -1,0 +1,388 @@
+"""Warehouse availability, derived from breaker events, agent sessions and holds.
+
+A pure state machine: ``feed(message, now)``, ``tick(now)``, ``hold(...)`` and
+``release(...)`` return actions; nothing here does I/O or reads a clock. The MQTT
+shell (:mod:`coordinator.ops.watcher`) persists the record actions and acts on
+:class:`WarehouseUnavailable` / :class:`WarehouseAvailable`.
+
+Rules:
+- a warehouse is available when none of its breakers is open and it has no hold
+  (``manual`` pause, ``agent_offline:<agent>`` after the grace period,
+  ``courier_stale:<carrier>``);
+- a breaker event is processed once per ``(agent_id, seq)``; an event older (by
+  ``seq`` of the same agent) than the breaker's current state is stale and only
+  recorded, so QoS 1 repeats, retained replays and late arrivals never reopen a
+  warehouse nor reroute twice;
+- ``historical`` events (replayed from an agent's outbox) are recorded only;
+- agent sessions are ordered by ``(session_seq, online < offline)``: a last will
+  whose ``session_seq`` is older than the current birth is ignored;
+- an agent offline for longer than ``agent_offline_grace`` puts an
+  ``agent_offline`` hold on its warehouse; a newer birth lifts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Literal
+
+from protocols import AgentState, AgentStatus, BreakerEvent, BreakerState
+
+MANUAL_HOLD = "manual"
+AGENT_OFFLINE_PREFIX = "agent_offline:"
+COURIER_STALE_PREFIX = "courier_stale:"
+
+EventOutcome = Literal["applied", "stale", "historical"]
+
+
+# -- state records (persisted one to one in coordinator.ops.schema) ---------------
+@dataclass(frozen=True, slots=True)
+class BreakerRecord:
+    warehouse_id: str
+    breaker: str
+    agent_id: str
+    state: BreakerState
+    open: bool
+    episode_id: str | None
+    reason: str
+    seq: int
+    session_seq: int
+    since: datetime
+    event_time: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    agent_id: str
+    warehouse_id: str
+    session_seq: int
+    online: bool
+    offline_since: datetime | None
+    last_birth_at: datetime | None
+    last_death_at: datetime | None
+    last_seen: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    warehouse_id: str
+    name: str
+    incident_hint: str
+    reason: str
+    since: datetime
+
+
+# -- actions ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class BreakerRecorded:
+    record: BreakerRecord
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecorded:
+    record: AgentRecord
+
+
+@dataclass(frozen=True, slots=True)
+class EventProcessed:
+    agent_id: str
+    seq: int
+    warehouse_id: str
+    breaker: str
+    open: bool
+    historical: bool
+    outcome: EventOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateDropped:
+    agent_id: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class HoldSet:
+    hold: Hold
+
+
+@dataclass(frozen=True, slots=True)
+class HoldLifted:
+    warehouse_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class WarehouseUnavailable:
+    """The warehouse stopped being available: reroute its unshipped orders."""
+
+    warehouse_id: str
+    incident_id: str
+    cause: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WarehouseAvailable:
+    """Every cause cleared: the warehouse takes new orders again."""
+
+    warehouse_id: str
+    incident_id: str
+    at: datetime
+
+
+Action = (
+    BreakerRecorded
+    | AgentRecorded
+    | EventProcessed
+    | DuplicateDropped
+    | HoldSet
+    | HoldLifted
+    | WarehouseUnavailable
+    | WarehouseAvailable
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerConfig:
+    agent_offline_grace: timedelta = timedelta(seconds=120)
+
+
+@dataclass
+class TrackerState:
+    """Everything the tracker knows; rebuilt from the database on start."""
+
+    breakers: dict[tuple[str, str], BreakerRecord] = field(default_factory=dict)
+    agents: dict[str, AgentRecord] = field(default_factory=dict)
+    holds: dict[tuple[str, str], Hold] = field(default_factory=dict)
+    processed: set[tuple[str, int]] = field(default_factory=set)
+    # warehouse -> incident id of the current unavailability episode
+    incidents: dict[str, str] = field(default_factory=dict)
+    used_incidents: set[str] = field(default_factory=set)
+
+
+def _session_key(session_seq: int, online: bool) -> tuple[int, int]:
+    # Within one session the birth comes before the death.
+    return (session_seq, 0 if online else 1)
+
+
+class AvailabilityTracker:
+    def __init__(self, config: TrackerConfig | None = None,
+                 state: TrackerState | None = None) -> None:
+        self.config = config or TrackerConfig()
+        self.state = state or TrackerState()
+
+    # -- queries ---------------------------------------------------------------------
+    def available(self, warehouse_id: str) -> bool:
+        return not self._causes(warehouse_id)
+
+    def incident(self, warehouse_id: str) -> str | None:
+        return self.state.incidents.get(warehouse_id)
+
+    def warehouses(self) -> set[str]:
+        known = {wh for wh, _ in self.state.breakers}
+        known |= {a.warehouse_id for a in self.state.agents.values()}
+        known |= {wh for wh, _ in self.state.holds}
+        return known
+
+    def open_breakers(self, warehouse_id: str) -> list[BreakerRecord]:
+        return sorted(
+            (r for (wh, _), r in self.state.breakers.items() if wh == warehouse_id and r.open),
+            key=lambda r: r.breaker,
+        )
+
+    def holds(self, warehouse_id: str) -> list[Hold]:
+        return sorted(
+            (h for (wh, _), h in self.state.holds.items() if wh == warehouse_id),
+            key=lambda h: h.name,
+        )
+
+    def _causes(self, warehouse_id: str) -> list[str]:
+        causes = [f"breaker:{r.breaker}" for r in self.open_breakers(warehouse_id)]
+        causes += [h.name for h in self.holds(warehouse_id)]
+        return causes
+
+    # -- inputs ----------------------------------------------------------------------
+    def feed(self, message: BreakerEvent | AgentStatus, now: datetime) -> list[Action]:
+        if isinstance(message, BreakerEvent):
+            return self._feed_breaker(message, now)
+        return self._feed_status(message, now)
+
+    def tick(self, now: datetime) -> list[Action]:
+        """Put an ``agent_offline`` hold on warehouses whose agent stayed away too long."""
+        actions: list[Action] = []
+        for agent in sorted(self.state.agents.values(), key=lambda a: a.agent_id):
+            if agent.online or agent.offline_since is None:
+                continue
+            if now - agent.offline_since <= self.config.agent_offline_grace:
+                continue
+            name = AGENT_OFFLINE_PREFIX + agent.agent_id
+            if (agent.warehouse_id, name) in self.state.holds:
+                continue
+            stamp = agent.offline_since.strftime("%Y%m%dT%H%M%S")
+            minutes = self.config.agent_offline_grace.total_seconds() / 60
+            actions += self.hold(
+                agent.warehouse_id,
+                name,
+                reason=f"agent {agent.agent_id} offline for more than {minutes:g} min",
+                now=now,
+                incident_hint=f"{agent.warehouse_id}-agent-offline-{stamp}",
+            )
+        return actions
+
+    def hold(self, warehouse_id: str, name: str, *, reason: str, now: datetime,
+             incident_hint: str) -> list[Action]:
+        """Make the warehouse unavailable for ``name`` (idempotent)."""
+        key = (warehouse_id, name)
+        if key in self.state.holds:
+            return []
+        before = self.available(warehouse_id)
+        new = Hold(warehouse_id, name, incident_hint, reason, now)
+        self.state.holds[key] = new
+        actions: list[Action] = [HoldSet(new)]
+        actions += self._transition(warehouse_id, before, now, incident_hint, name, reason)
+        return actions
+
+    def release(self, warehouse_id: str, name: str, now: datetime) -> list[Action]:
+        """Lift the hold ``name`` (idempotent)."""
+        key = (warehouse_id, name)
+        if key not in self.state.holds:
+            return []
+        before = self.available(warehouse_id)
+        del self.state.holds[key]
+        actions: list[Action] = [HoldLifted(warehouse_id, name)]
+        actions += self._transition(warehouse_id, before, now, "", name, "")
+        return actions
+
+    # -- internals -------------------------------------------------------------------
+    def _feed_breaker(self, event: BreakerEvent, now: datetime) -> list[Action]:
+        dedupe = (event.agent_id, event.seq)
+        if dedupe in self.state.processed:
+            return [DuplicateDropped(event.agent_id, event.seq)]
+        self.state.processed.add(dedupe)
+        key = (event.warehouse_id, event.breaker)
+        current = self.state.breakers.get(key)
+        outcome: EventOutcome
+        if event.historical:
+            outcome = "historical"
+        elif current is not None and self._is_older(event, current):
+            outcome = "stale"
+        else:
+            outcome = "applied"
+        actions: list[Action] = [
+            EventProcessed(event.agent_id, event.seq, event.warehouse_id, event.breaker,
+                           event.open, event.historical, outcome)
+        ]
+        if outcome != "applied":
+            if current is not None and current.last_seen < now:
+                self.state.breakers[key] = replace(current, last_seen=now)
+                actions.append(BreakerRecorded(self.state.breakers[key]))
+            return actions
+        before = self.available(event.warehouse_id)
+        record = BreakerRecord(
+            warehouse_id=event.warehouse_id,
+            breaker=event.breaker,
+            agent_id=event.agent_id,
+            state=event.state,
+            open=event.open,
+            episode_id=event.episode_id,
+            reason=event.reason,
+            seq=event.seq,
+            session_seq=event.session_seq,
+            since=event.since,
+            event_time=event.event_time,
+            last_seen=now,
+        )
+        self.state.breakers[key] = record
+        actions.append(BreakerRecorded(record))
+        hint = event.episode_id or f"{event.warehouse_id}-{event.breaker}-{event.seq}"
+        actions += self._transition(event.warehouse_id, before, now, hint,
+                                    f"breaker:{event.breaker}", event.reason)
+        return actions
+
+    @staticmethod
+    def _is_older(event: BreakerEvent, current: BreakerRecord) -> bool:
+        if event.agent_id == current.agent_id:
+            return event.seq < current.seq
+        # A breaker that changed owner: fall back to event time.
+        return event.event_time < current.event_time
+
+    def _feed_status(self, status: AgentStatus, now: datetime) -> list[Action]:
+        online = status.state is AgentState.ONLINE
+        current = self.state.agents.get(status.agent_id)
+        if current is not None:
+            new_key = _session_key(status.session_seq, online)
+            if new_key <= _session_key(current.session_seq, current.online):
+                # Stale or repeated (e.g. a last will older than the current birth).
+                if current.last_seen < now:
+                    self.state.agents[status.agent_id] = replace(current, last_seen=now)
+                    return [AgentRecorded(self.state.agents[status.agent_id])]
+                return []
+        if online:
+            record = AgentRecord(
+                agent_id=status.agent_id,
+                warehouse_id=status.warehouse_id,
+                session_seq=status.session_seq,
+                online=True,
+                offline_since=None,
+                last_birth_at=status.ts,
+                last_death_at=current.last_death_at if current else None,
+                last_seen=now,
+            )
+        else:
+            # The will's own ts is stamped at connect time, so the receive time is
+            # when the agent was last known to be gone.
+            offline_since = now
+            if current is not None and not current.online and current.offline_since:
+                offline_since = current.offline_since
+            record = AgentRecord(
+                agent_id=status.agent_id,
+                warehouse_id=status.warehouse_id,
+                session_seq=status.session_seq,
+                online=False,
+                offline_since=offline_since,
+                last_birth_at=current.last_birth_at if current else None,
+                last_death_at=now,
+                last_seen=now,
+            )
+        self.state.agents[status.agent_id] = record
+        actions: list[Action] = [AgentRecorded(record)]
+        if online:
+            actions += self.release(status.warehouse_id,
+                                    AGENT_OFFLINE_PREFIX + status.agent_id, now)
+        return actions
+
+    def _transition(self, warehouse_id: str, before: bool, now: datetime, hint: str,
+                    cause: str, reason: str) -> list[Action]:
+        after = self.available(warehouse_id)
+        if before and not after:
+            incident = hint
+            n = 1
+            while incident in self.state.used_incidents:
+                n += 1
+                incident = f"{hint}-{n}"
+            self.state.used_incidents.add(incident)
+            self.state.incidents[warehouse_id] = incident
+            return [WarehouseUnavailable(warehouse_id, incident, cause, reason, now)]
+        if after and not before:
+            incident = self.state.incidents.pop(warehouse_id, "")
+            return [WarehouseAvailable(warehouse_id, incident, now)]
+        return []
+
+
+def restore(config: TrackerConfig, *, breakers: Iterable[BreakerRecord],
+            agents: Iterable[AgentRecord], holds: Iterable[Hold],
+            processed: Iterable[tuple[str, int]], open_incidents: dict[str, str],
+            used_incidents: Iterable[str]) -> AvailabilityTracker:
+    """Rebuild a tracker from what was persisted."""
+    state = TrackerState(
+        breakers={(r.warehouse_id, r.breaker): r for r in breakers},
+        agents={a.agent_id: a for a in agents},
+        holds={(h.warehouse_id, h.name): h for h in holds},
+        processed=set(processed),
+        incidents=dict(open_incidents),
+        used_incidents=set(used_incidents),
+    )
+    return AvailabilityTracker(config, state)

@@ -1,0 +1,133 @@
+"""Configuration of the operations side (nested as ``ops`` in the coordinator settings)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttConfig(_Config):
+    """The ops subscription; broker address and topic root are the coordinator's
+    ``mqtt_url`` and ``topic_root``."""
+
+    # A fixed client id + clean_session=False: QoS 1 messages published while the
+    # coordinator is down wait at the broker.
+    client_id: str = Field(default="breakwater-coordinator-ops", min_length=1, max_length=64)
+    username: str | None = "breakwater-coordinator"
+    password: str | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    reconnect_min_s: float = Field(default=0.2, gt=0)
+    reconnect_max_s: float = Field(default=10.0, gt=0)
+
+
+class FranchiseeConfig(_Config):
+    """Where per-order franchisee notices go: a JSONL file (demo) or a JSON webhook."""
+
+    sink: Literal["jsonl", "webhook"] = "jsonl"
+    jsonl_path: Path = Path("notifications/franchisee.jsonl")
+    webhook_url: str | None = None
+    coupon_prefix: str = Field(default="BW", pattern=r"^[A-Z0-9]{1,8}$")
+    coupon_value_yuan: float = Field(default=10.0, ge=0)
+
+    @model_validator(mode="after")
+    def _url_for_webhook(self) -> FranchiseeConfig:
+        if self.sink == "webhook" and not self.webhook_url:
+            raise ValueError("webhook_url is required when sink is 'webhook'")
+        return self
+
+
+class WecomConfig(_Config):
+    """WeCom (企业微信) group robot: ``https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=...``."""
+
+    enabled: bool = False
+    url: str | None = None
+    msgtype: Literal["markdown", "text"] = "markdown"
+    mentioned_mobile_list: list[str] = Field(default_factory=list)
+    # The robot accepts about 20 messages a minute; one message per incident plus a
+    # token bucket keeps us under it.
+    per_minute: int = Field(default=20, ge=1, le=60)
+
+    @model_validator(mode="after")
+    def _url_when_enabled(self) -> WecomConfig:
+        if self.enabled and not self.url:
+            raise ValueError("url is required when WeCom alerts are enabled")
+        return self
+
+
+class SmsConfig(_Config):
+    """An HTTP SMS gateway: POST JSON with phone numbers, signature, template, params."""
+
+    enabled: bool = False
+    url: str | None = None
+    api_key: str | None = None
+    signature: str = Field(default="Breakwater", min_length=1, max_length=32)
+    template_code: str = "BW_INCIDENT"
+    # Rendered with str.format over the incident's fields.
+    template: str = (
+        "【{signature}】{warehouse_name}停止接单（{reason}）：已改派{moved}单，"
+        "{stuck}单待人工处理。事件 {incident_id}"
+    )
+    phone_numbers: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _url_when_enabled(self) -> SmsConfig:
+        if self.enabled and not self.url:
+            raise ValueError("url is required when SMS alerts are enabled")
+        if self.enabled and not self.phone_numbers:
+            raise ValueError("phone_numbers is required when SMS alerts are enabled")
+        return self
+
+
+class WebhookConfig(_Config):
+    """A generic JSON webhook that receives every incident as structured JSON."""
+
+    enabled: bool = False
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _url_when_enabled(self) -> WebhookConfig:
+        if self.enabled and not self.url:
+            raise ValueError("url is required when the webhook is enabled")
+        return self
+
+
+class DispatcherConfig(_Config):
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    batch_size: int = Field(default=100, ge=1)
+    max_attempts: int = Field(default=6, ge=1)
+    backoff_base_s: float = Field(default=2.0, gt=0)
+    backoff_max_s: float = Field(default=600.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
+class NotifyConfig(_Config):
+    franchisee: FranchiseeConfig = FranchiseeConfig()
+    wecom: WecomConfig = WecomConfig()
+    sms: SmsConfig = SmsConfig()
+    webhook: WebhookConfig = WebhookConfig()
+    dispatcher: DispatcherConfig = DispatcherConfig()
+
+
+class OpsConfig(_Config):
+    mqtt: MqttConfig = MqttConfig()
+    subscribe_mqtt: bool = True
+    agent_offline_grace_s: float = Field(default=120.0, ge=0)
+    courier_silence_min: float = Field(default=30.0, gt=0)
+    tick_interval_s: float = Field(default=1.0, gt=0)
+    notify: NotifyConfig = NotifyConfig()
+
+    @property
+    def agent_offline_grace(self) -> timedelta:
+        return timedelta(seconds=self.agent_offline_grace_s)
+
+    @property
+    def courier_silence(self) -> timedelta:
+        return timedelta(minutes=self.courier_silence_min)

@@ -1,0 +1,262 @@
+"""The synchronous heart of the ops side: feed the pure machines, commit what follows.
+
+One :class:`OpsCore` owns one SQLite connection and is used from one thread (the
+service runs it in a single-worker executor). Every input is handled in ONE write
+transaction: the machines' records, the warehouse flags, the reroute of the
+warehouse's unshipped orders, the incident row, the coupons and the queued
+notifications commit together or not at all. If the transaction fails, the machines
+are rebuilt from the database so memory never runs ahead of what was committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlite_utils import Database
+
+from coordinator.errors import NotFound
+from coordinator.ops import state
+from coordinator.ops.breakers import (
+    COURIER_STALE_PREFIX,
+    MANUAL_HOLD,
+    Action,
+    TrackerConfig,
+    WarehouseAvailable,
+    WarehouseUnavailable,
+)
+from coordinator.ops.config import OpsConfig
+from coordinator.ops.couriers import CourierAction, CourierResumed, CourierStale
+from coordinator.ops.notify import outbox
+from coordinator.ops.notify.franchisee import queue_franchisee_notices
+from coordinator.ops.notify.messages import (
+    IncidentSummary,
+    MovedOrder,
+    StuckOrder,
+    WarehouseInfo,
+    incident_notices,
+    recovery_notices,
+)
+from coordinator.ops.notify.outbox import iso
+from coordinator.reroute import RerouteResult, reroute_warehouse
+from coordinator.settings import Settings
+from coordinator.store import set_warehouse_availability, set_warehouse_paused, write_transaction
+from protocols import AgentStatus, BreakerEvent, TrackingUpdate
+
+log = logging.getLogger(__name__)
+
+Transition = WarehouseUnavailable | WarehouseAvailable
+
+
+@dataclass
+class RerouteTiming:
+    """When the last reroute's input arrived and when its transaction committed."""
+
+    incident_id: str
+    warehouse_id: str
+    moved: int
+    stuck: int
+    queued: int
+    started: float  # time.perf_counter()
+    committed: float
+
+
+@dataclass
+class HandleResult:
+    transitions: list[Transition] = field(default_factory=list)
+    rerouted: list[RerouteTiming] = field(default_factory=list)
+
+
+class OpsCore:
+    def __init__(self, db: Database, settings: Settings, config: OpsConfig) -> None:
+        self.db = db
+        self.settings = settings
+        self.config = config
+        self.tracker_config = TrackerConfig(agent_offline_grace=config.agent_offline_grace)
+        self._reload()
+        self.last_reroute: RerouteTiming | None = None
+
+    def _reload(self) -> None:
+        self.tracker = state.load_tracker(self.db, self.tracker_config)
+        self.couriers = state.load_couriers(self.db, self.config.courier_silence.total_seconds())
+
+    # -- inputs ----------------------------------------------------------------------
+    def handle(self, message: BreakerEvent | AgentStatus | TrackingUpdate,
+               now: datetime) -> HandleResult:
+        if isinstance(message, TrackingUpdate):
+            return self._run(lambda: self._courier_actions(self.couriers.feed(message, now),
+                                                           now), now)
+        return self._run(lambda: list(self.tracker.feed(message, now)), now)
+
+    def tick(self, now: datetime) -> HandleResult:
+        def step() -> list[Action | CourierAction]:
+            actions: list[Action | CourierAction] = list(self.tracker.tick(now))
+            actions += self._courier_actions(self.couriers.tick(now), now)
+            return actions
+
+        return self._run(step, now)
+
+    def pause(self, warehouse_id: str, *, actor: str, reason: str,
+              now: datetime) -> HandleResult:
+        self._require_warehouse(warehouse_id)
+        hint = f"{warehouse_id}-manual-{now.strftime('%Y%m%dT%H%M%S')}"
+        return self._run(
+            lambda: list(self.tracker.hold(warehouse_id, MANUAL_HOLD, reason=reason, now=now,
+                                           incident_hint=hint)),
+            now, audit=("pause", warehouse_id, actor, reason))
+
+    def resume(self, warehouse_id: str, *, actor: str, reason: str,
+               now: datetime) -> HandleResult:
+        self._require_warehouse(warehouse_id)
+        return self._run(lambda: list(self.tracker.release(warehouse_id, MANUAL_HOLD, now)),
+                         now, audit=("resume", warehouse_id, actor, reason))
+
+    def resync(self, now: datetime) -> None:
+        """Mirror the tracker into the store's flags for every warehouse it knows (at start:
+        e.g. a warehouse imported after its breaker had tripped)."""
+        with write_transaction(self.db):
+            for wid in sorted(self.tracker.warehouses()):
+                self._sync_flags(wid, now)
+
+    def count_bad_payload(self) -> None:
+        with write_transaction(self.db):
+            state.bump(self.db, "bad_payloads")
+
+    # -- the one transaction ---------------------------------------------------------
+    def _courier_actions(self, found: Sequence[CourierAction],
+                         now: datetime) -> list[Action | CourierAction]:
+        actions: list[Action | CourierAction] = []
+        for action in found:
+            actions.append(action)
+            if isinstance(action, CourierStale):
+                minutes = self.config.courier_silence_min
+                actions += self.tracker.hold(
+                    action.warehouse_id, COURIER_STALE_PREFIX + action.carrier,
+                    reason=(f"courier {action.carrier}: no update on {action.open_shipments} "
+                            f"open shipments for more than {minutes:g} min"),
+                    now=now,
+                    incident_hint=(f"{action.warehouse_id}-courier-{action.carrier}-"
+                                   f"{now.strftime('%Y%m%dT%H%M%S')}"))
+            elif isinstance(action, CourierResumed):
+                actions += self.tracker.release(action.warehouse_id,
+                                                COURIER_STALE_PREFIX + action.carrier, now)
+        return actions
+
+    def _run(self, step: Callable[[], list[Action | CourierAction]], now: datetime,
+             audit: tuple[str, str, str, str] | None = None) -> HandleResult:
+        started = time.perf_counter()
+        result = HandleResult()
+        try:
+            with write_transaction(self.db):
+                actions = step()
+                state.persist(self.db, actions, now)
+                touched = {a.warehouse_id for a in actions
+                           if isinstance(a, WarehouseUnavailable | WarehouseAvailable)}
+                if audit is not None:
+                    touched.add(audit[1])
+                    self._audit(audit[0], audit[1], audit[2], audit[3], None, now)
+                for wid in sorted(touched):
+                    self._sync_flags(wid, now)
+                for action in actions:
+                    if isinstance(action, WarehouseUnavailable):
+                        result.transitions.append(action)
+                        result.rerouted.append(self._on_unavailable(action, started, audit))
+                    elif isinstance(action, WarehouseAvailable):
+                        result.transitions.append(action)
+                        self._on_available(action, audit)
+        except BaseException:
+            self._reload()
+            raise
+        committed = time.perf_counter()
+        for timing in result.rerouted:
+            timing.committed = committed
+            self.last_reroute = timing
+        return result
+
+    def _require_warehouse(self, warehouse_id: str) -> None:
+        if not self._known(warehouse_id):
+            raise NotFound("warehouse", warehouse_id)
+
+    def _known(self, warehouse_id: str) -> bool:
+        row = self.db.execute("SELECT 1 FROM warehouses WHERE id = ?", [warehouse_id]).fetchone()
+        return row is not None
+
+    def _sync_flags(self, warehouse_id: str, now: datetime) -> None:
+        """Mirror the tracker into the store's flags the allocation engine reads."""
+        if not self._known(warehouse_id):
+            log.warning("availability of unknown warehouse %s: recorded only", warehouse_id)
+            return
+        causes = [f"breaker {r.breaker}: {r.reason}"
+                  for r in self.tracker.open_breakers(warehouse_id)]
+        causes += [h.reason for h in self.tracker.holds(warehouse_id) if h.name != MANUAL_HOLD]
+        manual = [h for h in self.tracker.holds(warehouse_id) if h.name == MANUAL_HOLD]
+        set_warehouse_availability(self.db, warehouse_id, available=not causes,
+                                   reason="; ".join(causes) or None, now=now)
+        set_warehouse_paused(self.db, warehouse_id, paused=bool(manual),
+                             reason=manual[0].reason if manual else None, now=now)
+
+    def _audit(self, action: str, warehouse_id: str, actor: str, reason: str,
+               incident_id: str | None, now: datetime) -> None:
+        self.db.conn.execute(
+            "INSERT INTO ops_warehouse_audit (warehouse_id, action, actor, reason, incident_id, "
+            "at) VALUES (?,?,?,?,?,?)",
+            (warehouse_id, action, actor, reason, incident_id, iso(now)))
+
+    def _on_unavailable(self, down: WarehouseUnavailable, started: float,
+                        audit: tuple[str, str, str, str] | None) -> RerouteTiming:
+        wid, inc = down.warehouse_id, down.incident_id
+        actor = audit[2] if audit else down.cause
+        self._audit("unavailable", wid, actor, down.reason, inc, down.at)
+        self.db.conn.execute(
+            "INSERT OR IGNORE INTO ops_incidents (incident_id, warehouse_id, cause, reason, "
+            "opened_at) VALUES (?,?,?,?,?)", (inc, wid, down.cause, down.reason, iso(down.at)))
+        if not self._known(wid):
+            return RerouteTiming(inc, wid, 0, 0, 0, started, started)
+        rerouted = reroute_warehouse(self.db, wid, incident_id=inc,
+                                     reason=down.reason or down.cause, now=down.at,
+                                     config=self.settings.allocation)
+        summary = self._summary(down, rerouted)
+        reason = down.reason or down.cause
+        queued = queue_franchisee_notices(self.db, inc, reason=reason, at=down.at,
+                                          config=self.config.notify.franchisee)
+        queued += outbox.queue(self.db, incident_notices(summary, self.config.notify), down.at)
+        moved, stuck = len(summary.moved), len(summary.stuck)
+        self.db.conn.execute("UPDATE ops_incidents SET moved = ?, stuck = ? WHERE incident_id = ?",
+                             (moved, stuck, inc))
+        state.bump(self.db, "reroutes")
+        state.bump(self.db, "orders_rerouted", moved)
+        state.bump(self.db, "orders_needs_attention", stuck)
+        log.warning("warehouse %s unavailable (%s, incident %s): %d orders moved, %d stuck",
+                    wid, down.cause, inc, moved, stuck)
+        return RerouteTiming(inc, wid, moved, stuck, queued, started, started)
+
+    def _on_available(self, up: WarehouseAvailable,
+                      audit: tuple[str, str, str, str] | None) -> None:
+        self._audit("available", up.warehouse_id, audit[2] if audit else "tracker",
+                    "all causes cleared", up.incident_id, up.at)
+        self.db.conn.execute("UPDATE ops_incidents SET closed_at = ? WHERE incident_id = ?",
+                             (iso(up.at), up.incident_id))
+        info = self._warehouse_info(up.warehouse_id)
+        if info is not None and up.incident_id:
+            outbox.queue(self.db, recovery_notices(info, up.incident_id, up.at,
+                                                   self.config.notify), up.at)
+        log.warning("warehouse %s available again (incident %s closed)", up.warehouse_id,
+                    up.incident_id)
+
+    def _warehouse_info(self, warehouse_id: str) -> WarehouseInfo | None:
+        row = self.db.execute("SELECT id, name, address, lat, lon FROM warehouses WHERE id = ?",
+                              [warehouse_id]).fetchone()
+        return None if row is None else WarehouseInfo(*row)
+
+    def _summary(self, down: WarehouseUnavailable, rerouted: RerouteResult) -> IncidentSummary:
+        """What the reroute did, in the words of the notices."""
+        infos = {r[0]: WarehouseInfo(*r) for r in self.db.execute(
+            "SELECT id, name, address, lat, lon FROM warehouses").fetchall()}
+        old = infos[down.warehouse_id]
+        moved = [MovedOrder(m.order_id, infos[m.new_warehouse_id]) for m in rerouted.moved]
+        stuck = [StuckOrder(s.order_id, s.reason) for s in rerouted.stuck]
+        return IncidentSummary(down.incident_id, old, down.cause, down.reason, down.at,
+                               moved, stuck)

@@ -1,0 +1,1 @@
+"""Notifications: an outbox queued in the rerouting transaction, delivered by a task."""

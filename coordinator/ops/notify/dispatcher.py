@@ -1,0 +1,238 @@
+"""Delivering the outbox: adapters per channel and the dispatcher task.
+
+The dispatcher runs beside rerouting and never blocks it: it reads due notifications
+with its own SQLite connection, delivers them with httpx (or appends to a JSONL file),
+marks them sent, or schedules a retry with exponential backoff; after ``max_attempts``
+failures a notification is ``failed`` (dead). WeCom messages pass a token bucket so
+the robot's limit (~20 messages/min) is respected; a deferred message is not a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+from sqlite_utils import Database
+
+from coordinator.errors import NotificationError
+from coordinator.ops.config import NotifyConfig
+from coordinator.ops.notify import outbox
+from coordinator.ops.notify.outbox import Notification
+from protocols.clock import Clock
+
+log = logging.getLogger(__name__)
+
+
+class TokenBucket:
+    """``rate_per_minute`` tokens a minute, bursts up to ``capacity``. Time is an input."""
+
+    def __init__(self, rate_per_minute: float, capacity: float | None = None) -> None:
+        self.rate_per_s = rate_per_minute / 60.0
+        self.capacity = capacity if capacity is not None else rate_per_minute
+        self.tokens = self.capacity
+        self.updated: float | None = None
+
+    def take(self, now_s: float) -> float:
+        """Take a token; return 0.0, or the seconds to wait when there is none."""
+        if self.updated is not None:
+            elapsed = max(0.0, now_s - self.updated)
+            self.tokens = min(self.capacity, self.tokens + elapsed * self.rate_per_s)
+        self.updated = now_s
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate_per_s
+
+
+class Adapter(Protocol):
+    async def deliver(self, notification: Notification) -> None:
+        """Deliver or raise :class:`NotificationError` with a message saying why."""
+        ...
+
+
+class JsonlSink:
+    """Appends each notice as one JSON line (the demo's franchisee inbox)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _append(self, line: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+    async def deliver(self, notification: Notification) -> None:
+        line = json.dumps(notification.payload, ensure_ascii=False, separators=(",", ":"))
+        try:
+            await asyncio.to_thread(self._append, line)
+        except OSError as exc:
+            message = f"cannot append to {self.path}: {exc}"
+            raise NotificationError(message) from exc
+
+
+class HttpJsonAdapter:
+    """POSTs the payload as JSON; any 2xx is success. ``check`` may inspect the body."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str, *,
+                 headers: dict[str, str] | None = None,
+                 check: Callable[[httpx.Response], None] | None = None) -> None:
+        self.client = client
+        self.url = url
+        self.headers = headers or {}
+        self.check = check
+
+    async def deliver(self, notification: Notification) -> None:
+        headers = {"Idempotency-Key": notification.dedupe_key, **self.headers}
+        try:
+            response = await self.client.post(self.url, json=notification.payload,
+                                              headers=headers)
+        except httpx.HTTPError as exc:
+            message = f"POST {self.url}: {type(exc).__name__}: {exc}"
+            raise NotificationError(message) from exc
+        if not response.is_success:
+            message = f"POST {self.url}: HTTP {response.status_code} {response.text[:200]}"
+            raise NotificationError(message)
+        if self.check is not None:
+            self.check(response)
+
+
+def check_wecom(response: httpx.Response) -> None:
+    """The robot answers HTTP 200 with ``{"errcode": 0, "errmsg": "ok"}`` on success."""
+    try:
+        body: Any = response.json()
+    except ValueError as exc:
+        message = f"WeCom answered non-JSON: {response.text[:200]}"
+        raise NotificationError(message) from exc
+    if not isinstance(body, dict) or body.get("errcode") != 0:
+        message = f"WeCom refused: {body!r}"[:300]
+        raise NotificationError(message)
+
+
+@dataclass
+class DispatchStats:
+    sent: int = 0
+    retried: int = 0
+    dead: int = 0
+    deferred: int = 0
+
+
+def build_adapters(config: NotifyConfig, client: httpx.AsyncClient) -> dict[str, Adapter]:
+    adapters: dict[str, Adapter] = {}
+    fc = config.franchisee
+    if fc.sink == "jsonl":
+        adapters["franchisee"] = JsonlSink(fc.jsonl_path)
+    elif fc.webhook_url:
+        adapters["franchisee"] = HttpJsonAdapter(client, fc.webhook_url)
+    if config.wecom.enabled and config.wecom.url:
+        adapters["wecom"] = HttpJsonAdapter(client, config.wecom.url, check=check_wecom)
+    if config.sms.enabled and config.sms.url:
+        headers = {"Authorization": f"Bearer {config.sms.api_key}"} if config.sms.api_key else {}
+        adapters["sms"] = HttpJsonAdapter(client, config.sms.url, headers=headers)
+    if config.webhook.enabled and config.webhook.url:
+        adapters["webhook"] = HttpJsonAdapter(client, config.webhook.url,
+                                              headers=dict(config.webhook.headers))
+    return adapters
+
+
+class Dispatcher:
+    """Delivers due notifications. Own DB connection (``open_db``), own HTTP client."""
+
+    def __init__(self, open_db: Callable[[], Database], config: NotifyConfig, clock: Clock,
+                 *, client: httpx.AsyncClient | None = None, concurrency: int = 8) -> None:
+        self.config = config
+        self.clock = clock
+        self._open_db = open_db
+        self._db: Database | None = None
+        self._own_client = client is None
+        self.client = client or httpx.AsyncClient(timeout=config.dispatcher.timeout_s)
+        self.adapters = build_adapters(config, self.client)
+        self.wecom_bucket = TokenBucket(config.wecom.per_minute)
+        self.stats = DispatchStats()
+        self._wake = asyncio.Event()
+        self._limit = asyncio.Semaphore(concurrency)
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            self._db = self._open_db()
+        return self._db
+
+    def wake(self) -> None:
+        """Something was queued: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def _attempt(self, n: Notification) -> str | None:
+        adapter = self.adapters.get(n.kind)
+        if adapter is None:
+            return f"no {n.kind} channel is configured"
+        async with self._limit:
+            try:
+                await adapter.deliver(n)
+            except NotificationError as exc:
+                return str(exc)
+        return None
+
+    async def run_once(self) -> int:
+        """Deliver one batch of due notifications; return how many were attempted."""
+        d = self.config.dispatcher
+        now = self.clock.now()
+        batch = outbox.due(self.db, now, d.batch_size)
+        attempt: list[Notification] = []
+        for n in batch:
+            if n.kind == "wecom":
+                wait = self.wecom_bucket.take(now.timestamp())
+                if wait > 0:
+                    outbox.defer(self.db, n.id, now + timedelta(seconds=wait))
+                    self.stats.deferred += 1
+                    continue
+            attempt.append(n)
+        errors = await asyncio.gather(*(self._attempt(n) for n in attempt))
+        done = self.clock.now()
+        with self.db.atomic():
+            for n, error in zip(attempt, errors, strict=True):
+                if error is None:
+                    outbox.mark_sent(self.db, n.id, done)
+                    self.stats.sent += 1
+                    continue
+                status = outbox.mark_failed(
+                    self.db, n, done, error, max_attempts=d.max_attempts,
+                    backoff_base_s=d.backoff_base_s, backoff_max_s=d.backoff_max_s)
+                if status == "failed":
+                    self.stats.dead += 1
+                    log.error("notification %s (%s) is dead after %d attempts: %s",
+                              n.id, n.kind, n.attempts + 1, error)
+                else:
+                    self.stats.retried += 1
+                    log.warning("notification %s (%s) failed, will retry: %s",
+                                n.id, n.kind, error)
+        return len(attempt)
+
+    async def run(self) -> None:
+        """Loop until cancelled."""
+        while True:
+            try:
+                attempted = await self.run_once()
+            except Exception:  # a broken round must not end delivery for good
+                log.exception("notification round failed")
+                attempted = 0
+            if attempted >= self.config.dispatcher.batch_size:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.dispatcher.poll_interval_s)
+
+    async def aclose(self) -> None:
+        if self._own_client:
+            await self.client.aclose()
+        if self._db is not None:
+            self._db.conn.close()
+            self._db = None
+

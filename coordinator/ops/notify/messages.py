@@ -1,0 +1,176 @@
+"""What to say, to whom: building the notices of an incident (pure, no I/O).
+
+Franchisees get one structured notice per rerouted order; operations get ONE message
+per incident on each enabled channel (WeCom robot, SMS gateway, JSON webhook), with
+counts rather than one message per order (the WeCom robot takes ~20 messages/min).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from coordinator.ops.config import NotifyConfig
+from coordinator.ops.notify.outbox import OutgoingNotice, iso
+
+WECOM_MARKDOWN_MAX_BYTES = 4096
+WECOM_TEXT_MAX_BYTES = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class WarehouseInfo:
+    id: str
+    name: str
+    address: str
+    lat: float
+    lon: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "address": self.address}
+
+
+@dataclass(frozen=True, slots=True)
+class MovedOrder:
+    order_id: str
+    new_warehouse: WarehouseInfo
+
+
+@dataclass(frozen=True, slots=True)
+class StuckOrder:
+    order_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentSummary:
+    incident_id: str
+    warehouse: WarehouseInfo
+    cause: str
+    reason: str
+    at: datetime
+    moved: list[MovedOrder] = field(default_factory=list)
+    stuck: list[StuckOrder] = field(default_factory=list)
+
+
+def _truncate(text: str, max_bytes: int) -> str:
+    raw = text.encode()
+    if len(raw) <= max_bytes:
+        return text
+    return raw[: max_bytes - 3].decode(errors="ignore") + "..."
+
+
+def _destinations(summary: IncidentSummary) -> list[tuple[str, int]]:
+    names = {m.new_warehouse.id: m.new_warehouse.name for m in summary.moved}
+    counted = Counter(m.new_warehouse.id for m in summary.moved)
+    return [(f"{names[wid]} ({wid})", n) for wid, n in sorted(counted.items())]
+
+
+def _incident_fields(summary: IncidentSummary) -> dict[str, Any]:
+    return {
+        "incident_id": summary.incident_id,
+        "warehouse_id": summary.warehouse.id,
+        "warehouse_name": summary.warehouse.name,
+        "cause": summary.cause,
+        "reason": summary.reason,
+        "moved": len(summary.moved),
+        "stuck": len(summary.stuck),
+        "at": iso(summary.at),
+    }
+
+
+def wecom_body(summary: IncidentSummary, msgtype: str,
+               mentioned_mobile_list: list[str]) -> dict[str, Any]:
+    """The robot's documented JSON: ``{"msgtype": "markdown", "markdown": {"content"}}``."""
+    f = _incident_fields(summary)
+    where = "，".join(f"{name} ×{n}" for name, n in _destinations(summary)) or "无"
+    stuck_ids = ", ".join(s.order_id for s in summary.stuck[:10])
+    if len(summary.stuck) > 10:
+        stuck_ids += f" 等{len(summary.stuck)}单"
+    if msgtype == "markdown":
+        lines = [
+            f"## 仓库停止接单：{f['warehouse_name']}",
+            f"> 事件：<font color=\"warning\">{f['incident_id']}</font>",
+            f"> 原因：{f['reason']}（{f['cause']}）",
+            f"> 已自动改派：<font color=\"info\">{f['moved']}</font> 单",
+            f"> 待人工处理：<font color=\"warning\">{f['stuck']}</font> 单",
+            f"> 时间：{f['at']}",
+            f"改派去向：{where}",
+        ]
+        if stuck_ids:
+            lines.append(f"待处理订单：{stuck_ids}")
+        content = _truncate("\n".join(lines), WECOM_MARKDOWN_MAX_BYTES)
+        return {"msgtype": "markdown", "markdown": {"content": content}}
+    text = (
+        f"仓库停止接单：{f['warehouse_name']}（{f['warehouse_id']}）\n"
+        f"事件 {f['incident_id']}，原因：{f['reason']}\n"
+        f"已自动改派 {f['moved']} 单，待人工处理 {f['stuck']} 单\n改派去向：{where}"
+    )
+    if stuck_ids:
+        text += f"\n待处理订单：{stuck_ids}"
+    body: dict[str, Any] = {"content": _truncate(text, WECOM_TEXT_MAX_BYTES)}
+    if mentioned_mobile_list:
+        body["mentioned_mobile_list"] = list(mentioned_mobile_list)
+    return {"msgtype": "text", "text": body}
+
+
+def sms_body(summary: IncidentSummary, config: NotifyConfig) -> dict[str, Any]:
+    sms = config.sms
+    params = {k: str(v) for k, v in _incident_fields(summary).items()}
+    content = sms.template.format(signature=sms.signature, **params)
+    return {
+        "phone_numbers": list(sms.phone_numbers),
+        "sign_name": sms.signature,
+        "template_code": sms.template_code,
+        "template_param": params,
+        "content": content,
+    }
+
+
+def webhook_body(summary: IncidentSummary) -> dict[str, Any]:
+    return {
+        "event": "warehouse_unavailable",
+        **_incident_fields(summary),
+        "warehouse": summary.warehouse.as_json(),
+        "rerouted_to": {name: n for name, n in _destinations(summary)},
+        "needs_attention": [{"order_id": s.order_id, "reason": s.reason}
+                            for s in summary.stuck],
+    }
+
+
+def incident_notices(summary: IncidentSummary, config: NotifyConfig) -> list[OutgoingNotice]:
+    """The operations messages of one incident (franchisee notices are queued set-wise by
+    :func:`coordinator.ops.notify.franchisee.queue_franchisee_notices`)."""
+    notices: list[OutgoingNotice] = []
+    inc = summary.incident_id
+    if config.wecom.enabled:
+        notices.append(OutgoingNotice(
+            "wecom", f"wecom:{inc}:opened",
+            wecom_body(summary, config.wecom.msgtype, config.wecom.mentioned_mobile_list), inc))
+    if config.sms.enabled:
+        notices.append(OutgoingNotice("sms", f"sms:{inc}:opened", sms_body(summary, config), inc))
+    if config.webhook.enabled:
+        notices.append(OutgoingNotice("webhook", f"webhook:{inc}:opened",
+                                      webhook_body(summary), inc))
+    return notices
+
+
+def recovery_notices(warehouse: WarehouseInfo, incident_id: str, at: datetime,
+                     config: NotifyConfig) -> list[OutgoingNotice]:
+    """One 'taking orders again' message per incident on the ops channels."""
+    notices: list[OutgoingNotice] = []
+    text = f"仓库恢复接单：{warehouse.name}（{warehouse.id}），事件 {incident_id} 结束 {iso(at)}"
+    if config.wecom.enabled:
+        body: dict[str, Any] = (
+            {"msgtype": "markdown", "markdown": {"content": f"### {text}"}}
+            if config.wecom.msgtype == "markdown"
+            else {"msgtype": "text", "text": {"content": text}}
+        )
+        notices.append(OutgoingNotice("wecom", f"wecom:{incident_id}:closed", body, incident_id))
+    if config.webhook.enabled:
+        notices.append(OutgoingNotice(
+            "webhook", f"webhook:{incident_id}:closed",
+            {"event": "warehouse_available", "incident_id": incident_id,
+             "warehouse": warehouse.as_json(), "at": iso(at)}, incident_id))
+    return notices

@@ -1,0 +1,172 @@
+"""The ops service the app's lifespan runs: watcher, ticker and dispatcher tasks.
+
+All database work of the ops side goes through one single-thread executor that owns
+the :class:`OpsCore` and its SQLite connection, so inputs (MQTT, HTTP, ticks) are
+applied one at a time in arrival order and a long reroute never blocks the event loop.
+The dispatcher has its own connection and delivers beside it.
+
+Usage (inside FastAPI's lifespan)::
+
+    async with OpsService(settings, ops_config) as ops:
+        app.state.ops = ops
+        yield
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from coordinator.db import open_database
+from coordinator.errors import ConfigError
+from coordinator.ops.config import OpsConfig
+from coordinator.ops.core import HandleResult, OpsCore
+from coordinator.ops.notify.dispatcher import Dispatcher
+from coordinator.ops.watcher import OpsMessage, Watcher
+from coordinator.settings import Settings
+from protocols import Topics
+from protocols.clock import Clock, SystemClock
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+STOP_TIMEOUT_S = 5.0
+
+
+def ops_config_of(settings: Settings) -> OpsConfig:
+    """The ``[ops]`` table of the settings file, validated (defaults when absent).
+
+    Raises :class:`ConfigError` naming the field, e.g. ``ops.notify.wecom.url``."""
+    try:
+        return OpsConfig.model_validate(settings.section("ops"))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in ("ops", *first["loc"]))
+        message = f"invalid setting {where}: {first['msg']}"
+        raise ConfigError(message) from exc
+
+
+class OpsService:
+    def __init__(self, settings: Settings, config: OpsConfig | None = None,
+                 clock: Clock | None = None, *, topics: Topics | None = None) -> None:
+        self.settings = settings
+        self.config = config or ops_config_of(settings)
+        self.clock: Clock = clock or SystemClock()
+        self.topics = topics or Topics(settings.topic_root)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ops-core")
+        self._core: OpsCore | None = None
+        self.dispatcher = Dispatcher(lambda: open_database(settings.db_path),
+                                     self.config.notify, self.clock)
+        self.watcher = Watcher(settings.mqtt_url, self.topics, self.config.mqtt, self)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.on_result: Callable[[HandleResult], None] | None = None
+
+    # -- running ---------------------------------------------------------------------
+    async def start(self) -> None:
+        # build the core (and migrate) before any input, and trust the persisted state
+        await self.call(lambda core: core.resync(self.clock.now()))
+        await self.call(lambda core: core.tick(self.clock.now()))
+        self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="ops-dispatcher"))
+        self._tasks.append(asyncio.create_task(self._ticker(), name="ops-ticker"))
+        if self.config.subscribe_mqtt:
+            self._tasks.append(asyncio.create_task(self.watcher.run(), name="ops-watcher"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S)
+            for task in stuck:
+                # Shutdown must not hang on a broker that never acknowledges a disconnect.
+                log.warning("ops task %s did not stop within %.0f s", task.get_name(),
+                            STOP_TIMEOUT_S)
+        self._tasks.clear()
+        await self.dispatcher.aclose()
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_core)
+        self._executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> OpsService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    def _close_core(self) -> None:
+        if self._core is not None:
+            self._core.db.conn.close()
+            self._core = None
+
+    def _with_core(self, fn: Callable[[OpsCore], T]) -> T:
+        if self._core is None:
+            self._core = OpsCore(open_database(self.settings.db_path), self.settings,
+                                 self.config)
+        return fn(self._core)
+
+    async def call(self, fn: Callable[[OpsCore], T]) -> T:
+        """Run ``fn(core)`` on the ops thread (the only user of the core's connection)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._with_core, fn)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tick_interval_s)
+            try:
+                result = await self.call(lambda core: core.tick(self.clock.now()))
+                self._after(result)
+            except Exception:
+                log.exception("ops tick failed")
+
+    def _after(self, result: HandleResult) -> None:
+        if result.rerouted or result.transitions:
+            self.dispatcher.wake()
+        if self.on_result is not None:
+            self.on_result(result)
+
+    # -- MessageSink -----------------------------------------------------------------
+    async def accept(self, message: OpsMessage, received: float) -> None:
+        now = self.clock.now()
+        try:
+            result = await self.call(lambda core: core.handle(message, now))
+        except Exception:
+            # A store failure must not end the subscription; the retained state comes
+            # back on the next (re)subscribe.
+            log.exception("ops could not apply %s", type(message).__name__)
+            return
+        for timing in result.rerouted:
+            timing.started = min(timing.started, received)
+        self._after(result)
+
+    async def reject(self, topic: str, error: str) -> None:
+        await self.call(lambda core: core.count_bad_payload())
+
+    # -- for the API -----------------------------------------------------------------
+    async def handle(self, message: OpsMessage) -> HandleResult:
+        now = self.clock.now()
+        started = time.perf_counter()
+        result = await self.call(lambda core: core.handle(message, now))
+        for timing in result.rerouted:
+            timing.started = min(timing.started, started)
+        self._after(result)
+        return result
+
+    async def pause(self, warehouse_id: str, *, actor: str, reason: str) -> HandleResult:
+        now = self.clock.now()
+        result = await self.call(
+            lambda core: core.pause(warehouse_id, actor=actor, reason=reason, now=now))
+        self._after(result)
+        return result
+
+    async def resume(self, warehouse_id: str, *, actor: str, reason: str) -> HandleResult:
+        now = self.clock.now()
+        result = await self.call(
+            lambda core: core.resume(warehouse_id, actor=actor, reason=reason, now=now))
+        self._after(result)
+        return result

@@ -1,0 +1,185 @@
+"""Persisting the pure machines' records, and rebuilding the machines on start."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlite_utils import Database
+
+from coordinator.ops.breakers import (
+    COURIER_STALE_PREFIX,
+    Action,
+    AgentRecord,
+    AgentRecorded,
+    AvailabilityTracker,
+    BreakerRecord,
+    BreakerRecorded,
+    DuplicateDropped,
+    EventProcessed,
+    Hold,
+    HoldLifted,
+    HoldSet,
+    TrackerConfig,
+    restore,
+)
+from coordinator.ops.couriers import (
+    CourierAction,
+    CourierSilenceDetector,
+    Shipment,
+    ShipmentRecorded,
+)
+from coordinator.ops.notify.outbox import iso
+from protocols import BreakerState
+
+PROCESSED_KEYS_LOADED = 100_000
+COUNTERS = (
+    "breaker_events_applied",
+    "breaker_events_stale",
+    "breaker_events_historical",
+    "duplicates_dropped",
+    "agent_status_received",
+    "tracking_updates_received",
+    "bad_payloads",
+    "reroutes",
+    "orders_rerouted",
+    "orders_needs_attention",
+)
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _req(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def bump(db: Database, name: str, by: int = 1) -> None:
+    db.conn.execute(
+        "INSERT INTO ops_counters (name, value) VALUES (?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+        (name, by),
+    )
+
+
+def counters(db: Database) -> dict[str, int]:
+    found = dict(db.conn.execute("SELECT name, value FROM ops_counters").fetchall())
+    return {name: int(found.get(name, 0)) for name in sorted(set(COUNTERS) | set(found))}
+
+
+def persist(db: Database, actions: Sequence[Action | CourierAction], now: datetime) -> None:
+    """Write the record actions (inside the caller's transaction)."""
+    for action in actions:
+        match action:
+            case BreakerRecorded(record=r):
+                db.conn.execute(
+                    "INSERT OR REPLACE INTO ops_breaker_states (warehouse_id, breaker, agent_id, "
+                    "state, open, episode_id, reason, seq, session_seq, since, event_time, "
+                    "last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (r.warehouse_id, r.breaker, r.agent_id, r.state.value, int(r.open),
+                     r.episode_id, r.reason, r.seq, r.session_seq, iso(r.since),
+                     iso(r.event_time), iso(r.last_seen)),
+                )
+            case AgentRecorded(record=a):
+                db.conn.execute(
+                    "INSERT OR REPLACE INTO ops_agent_sessions (agent_id, warehouse_id, "
+                    "session_seq, online, offline_since, last_birth_at, last_death_at, last_seen)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
+                    (a.agent_id, a.warehouse_id, a.session_seq, int(a.online),
+                     _iso_or_none(a.offline_since), _iso_or_none(a.last_birth_at),
+                     _iso_or_none(a.last_death_at), iso(a.last_seen)),
+                )
+                bump(db, "agent_status_received")
+            case EventProcessed() as e:
+                db.conn.execute(
+                    "INSERT OR IGNORE INTO ops_processed_events (agent_id, seq, warehouse_id, "
+                    "breaker, open, historical, outcome, received_at) VALUES (?,?,?,?,?,?,?,?)",
+                    (e.agent_id, e.seq, e.warehouse_id, e.breaker, int(e.open),
+                     int(e.historical), e.outcome, iso(now)),
+                )
+                bump(db, f"breaker_events_{e.outcome}")
+            case DuplicateDropped():
+                bump(db, "duplicates_dropped")
+            case HoldSet(hold=h):
+                db.conn.execute(
+                    "INSERT OR REPLACE INTO ops_holds (warehouse_id, hold, incident_hint, "
+                    "reason, since) VALUES (?,?,?,?,?)",
+                    (h.warehouse_id, h.name, h.incident_hint, h.reason, iso(h.since)),
+                )
+            case HoldLifted(warehouse_id=wh, name=name):
+                db.conn.execute("DELETE FROM ops_holds WHERE warehouse_id = ? AND hold = ?",
+                                (wh, name))
+            case ShipmentRecorded(shipment=s):
+                db.conn.execute(
+                    "INSERT OR REPLACE INTO ops_shipments (shipment_id, carrier, warehouse_id, "
+                    "order_id, status, open, first_update_at, last_update_at) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    (s.shipment_id, s.carrier, s.warehouse_id, s.order_id, s.status,
+                     int(s.open), iso(s.first_update_at), iso(s.last_update_at)),
+                )
+                bump(db, "tracking_updates_received")
+            case _:
+                pass
+
+
+def _iso_or_none(value: datetime | None) -> str | None:
+    return None if value is None else iso(value)
+
+
+def load_tracker(db: Database, config: TrackerConfig) -> AvailabilityTracker:
+    breakers = [
+        BreakerRecord(
+            warehouse_id=r[0], breaker=r[1], agent_id=r[2], state=BreakerState(r[3]),
+            open=bool(r[4]), episode_id=r[5], reason=r[6], seq=r[7], session_seq=r[8],
+            since=_req(r[9]), event_time=_req(r[10]), last_seen=_req(r[11]),
+        )
+        for r in db.conn.execute(
+            "SELECT warehouse_id, breaker, agent_id, state, open, episode_id, reason, seq, "
+            "session_seq, since, event_time, last_seen FROM ops_breaker_states")
+    ]
+    agents = [
+        AgentRecord(
+            agent_id=r[0], warehouse_id=r[1], session_seq=r[2], online=bool(r[3]),
+            offline_since=_dt(r[4]), last_birth_at=_dt(r[5]), last_death_at=_dt(r[6]),
+            last_seen=_req(r[7]),
+        )
+        for r in db.conn.execute(
+            "SELECT agent_id, warehouse_id, session_seq, online, offline_since, last_birth_at, "
+            "last_death_at, last_seen FROM ops_agent_sessions")
+    ]
+    holds = [
+        Hold(warehouse_id=r[0], name=r[1], incident_hint=r[2], reason=r[3], since=_req(r[4]))
+        for r in db.conn.execute(
+            "SELECT warehouse_id, hold, incident_hint, reason, since FROM ops_holds")
+    ]
+    # Only recent keys: an older event of a breaker we know is stale by its seq anyway
+    # (counted as stale rather than duplicate), so the set need not grow without bound.
+    processed: Iterable[tuple[str, int]] = (
+        (r[0], r[1]) for r in db.conn.execute(
+            "SELECT agent_id, seq FROM ops_processed_events ORDER BY rowid DESC LIMIT ?",
+            [PROCESSED_KEYS_LOADED])
+    )
+    open_incidents = dict(db.conn.execute(
+        "SELECT warehouse_id, incident_id FROM ops_incidents WHERE closed_at IS NULL").fetchall())
+    used = [r[0] for r in db.conn.execute("SELECT incident_id FROM ops_incidents")]
+    return restore(config, breakers=breakers, agents=agents, holds=holds, processed=processed,
+                   open_incidents=open_incidents, used_incidents=used)
+
+
+def load_couriers(db: Database, silence_s: float) -> CourierSilenceDetector:
+    from datetime import timedelta
+
+    shipments = [
+        Shipment(shipment_id=r[0], carrier=r[1], warehouse_id=r[2], order_id=r[3], status=r[4],
+                 open=bool(r[5]), first_update_at=_req(r[6]), last_update_at=_req(r[7]))
+        for r in db.conn.execute(
+            "SELECT shipment_id, carrier, warehouse_id, order_id, status, open, "
+            "first_update_at, last_update_at FROM ops_shipments WHERE open = 1")
+    ]
+    stale = [
+        (r[0], r[1][len(COURIER_STALE_PREFIX):])
+        for r in db.conn.execute("SELECT warehouse_id, hold FROM ops_holds WHERE hold LIKE ?",
+                                 (COURIER_STALE_PREFIX + "%",))
+    ]
+    return CourierSilenceDetector.restore(timedelta(seconds=silence_s), shipments, stale)

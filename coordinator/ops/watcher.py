@@ -1,0 +1,150 @@
+"""The MQTT shell: subscribe, decode, hand over; reconnect with backoff. Nothing else.
+
+Subscribes with QoS 1 to every warehouse's breaker and agent-status topics and to the
+courier tracking topics, under a fixed client id with ``clean_session=False`` so QoS 1
+messages published while the coordinator was away wait at the broker. Retained
+breaker and status messages arrive again on every (re)subscribe; the tracker drops
+what it already processed. A payload that does not decode is counted and logged with
+the field it broke, and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import urlparse
+
+import aiomqtt
+
+from coordinator.errors import ConfigError
+from coordinator.ops.config import MqttConfig
+from protocols import (
+    AgentStatus,
+    BreakerEvent,
+    PayloadError,
+    TopicError,
+    Topics,
+    TrackingUpdate,
+    decode,
+)
+
+log = logging.getLogger(__name__)
+
+OpsMessage = BreakerEvent | AgentStatus | TrackingUpdate
+
+
+class MessageSink(Protocol):
+    async def accept(self, message: OpsMessage, received: float) -> None:
+        """Process one decoded message (``received`` is ``time.perf_counter()``)."""
+        ...
+
+    async def reject(self, topic: str, error: str) -> None:
+        """Count a payload that could not be used."""
+        ...
+
+
+@dataclass
+class WatcherStats:
+    received: int = 0
+    bad_payloads: int = 0
+    connects: int = 0
+    connection_errors: int = 0
+    last_errors: list[str] = field(default_factory=list)
+
+
+def broker_address(url: str) -> tuple[str, int]:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname:
+        message = f"mqtt_url {url!r} must look like mqtt://host:port"
+        raise ConfigError(message)
+    return parsed.hostname, parsed.port or 1883
+
+
+class Watcher:
+    def __init__(self, url: str, topics: Topics, config: MqttConfig, sink: MessageSink) -> None:
+        self.host, self.port = broker_address(url)
+        self.topics = topics
+        self.config = config
+        self.sink = sink
+        self.stats = WatcherStats()
+        self.connected = asyncio.Event()
+
+    def filters(self) -> list[str]:
+        t = self.topics
+        return [t.breaker_filter(), t.agent_status_filter(), t.tracking_filter()]
+
+    async def run(self) -> None:
+        """Receive until cancelled; reconnect on :class:`aiomqtt.MqttError` with backoff."""
+        delay = self.config.reconnect_min_s
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.host, self.port,
+                    identifier=self.config.client_id,
+                    clean_session=False,
+                    username=self.config.username,
+                    password=self.config.password,
+                    keepalive=self.config.keepalive_s,
+                ) as client:
+                    for topic_filter in self.filters():
+                        await client.subscribe(topic_filter, qos=1)
+                    self.stats.connects += 1
+                    self.connected.set()
+                    delay = self.config.reconnect_min_s
+                    log.info("ops watcher subscribed on %s:%d", self.host, self.port)
+                    async for message in client.messages:
+                        payload = message.payload
+                        raw = payload if isinstance(payload, bytes | bytearray | str) else b""
+                        await self.handle(str(message.topic), raw, time.perf_counter())
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # aiomqtt may turn our cancellation into an MqttError on its way out
+                    # of the context manager: stopping wins over reconnecting.
+                    raise asyncio.CancelledError from exc
+                self.stats.connection_errors += 1
+                log.warning("ops watcher lost the broker (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(self.config.reconnect_max_s, delay * 2)
+
+    async def handle(self, topic: str, raw: bytes | bytearray | str, received: float) -> None:
+        """Parse one message and hand it to the sink; never raises for bad input."""
+        self.stats.received += 1
+        if len(raw) == 0:
+            return  # a cleared retained message
+        try:
+            parsed = self.topics.parse(topic)
+            message: OpsMessage
+            if parsed.kind == "breaker":
+                message = decode(BreakerEvent, raw)
+                _same(parsed.warehouse, message.warehouse_id, "warehouse_id")
+                _same(parsed.breaker, message.breaker, "breaker")
+            elif parsed.kind == "agent_status":
+                message = decode(AgentStatus, raw)
+                _same(parsed.warehouse, message.warehouse_id, "warehouse_id")
+                _same(parsed.agent, message.agent_id, "agent_id")
+            elif parsed.kind == "tracking":
+                message = decode(TrackingUpdate, raw)
+                _same(parsed.carrier, message.carrier, "carrier")
+            else:
+                raise TopicError(f"topic {topic!r} is not one the coordinator handles")
+        except (PayloadError, TopicError) as exc:
+            await self._reject(topic, str(exc))
+            return
+        await self.sink.accept(message, received)
+
+    async def _reject(self, topic: str, error: str) -> None:
+        self.stats.bad_payloads += 1
+        self.stats.last_errors = [*self.stats.last_errors[-9:], f"{topic}: {error}"]
+        log.warning("bad payload on %s: %s", topic, error)
+        await self.sink.reject(topic, error)
+
+
+def _same(in_topic: str | None, in_payload: str, name: str) -> None:
+    if in_topic != in_payload:
+        message = f"{name}: payload says {in_payload!r} but the topic says {in_topic!r}"
+        raise PayloadError(message, field=name)

@@ -1,0 +1,194 @@
+"""Coordinator settings: defaults, then an optional TOML file, then environment variables.
+
+Environment variables (each overrides the file):
+
+- ``BREAKWATER_CONFIG``: path of a TOML file (same shape as :class:`Settings`)
+- ``BREAKWATER_DB``: SQLite database path
+- ``BREAKWATER_HOST`` / ``BREAKWATER_PORT``: HTTP bind address
+- ``MQTT_URL``: broker URL, e.g. ``mqtt://127.0.0.1:1883``
+- ``BREAKWATER_TOPIC_ROOT``: MQTT topic root
+- ``BREAKWATER_SKEW_THRESHOLD_S``: client clock skew that flags an order
+
+Other modules keep their own table in the same file (``[ops]``): unknown top-level tables
+land in ``Settings.sections`` raw, and ``settings.section("ops")`` hands the module its
+table to validate with its own model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from coordinator.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChannelRule(_Section):
+    """How a sales channel changes fulfilment: ``tier_shift`` -1 means one tier faster."""
+
+    tier_shift: int = Field(default=0, ge=-5, le=5)
+    force_cold_chain: bool = False
+
+
+class TierPromise(_Section):
+    """What a tier promises: warehouse handling minutes before the courier leaves."""
+
+    name: str
+    handling_minutes: float = Field(ge=0, le=7 * 24 * 60)
+
+
+def _default_tiers() -> dict[int, TierPromise]:
+    return {
+        1: TierPromise(name="express", handling_minutes=30),
+        2: TierPromise(name="standard", handling_minutes=120),
+        3: TierPromise(name="economy", handling_minutes=480),
+    }
+
+
+def _default_channel_rules() -> dict[str, ChannelRule]:
+    return {"meituan": ChannelRule(tier_shift=-1, force_cold_chain=True)}
+
+
+class AllocationConfig(_Section):
+    """The rule set of the three-layer engine. Its :attr:`version` is recorded per decision."""
+
+    rule_set_name: str = Field(default="breakwater-rules-1", min_length=1, max_length=64)
+    nearest: int = Field(default=3, ge=1, le=50, description="geofence keeps this many")
+    reservation_threshold: float = Field(
+        default=0.85, gt=0, le=1, description="drop a warehouse above this reservation rate"
+    )
+    weight_distance: float = Field(default=0.6, ge=0, le=1)
+    weight_depth: float = Field(default=0.4, ge=0, le=1)
+    default_tier: int = Field(default=2, ge=1)
+    tiers: dict[int, TierPromise] = Field(default_factory=_default_tiers)
+    channel_rules: dict[str, ChannelRule] = Field(default_factory=_default_channel_rules)
+    split_shipments: bool = False
+    max_parts: int = Field(default=2, ge=1, le=10)
+    courier_speed_kmh: float = Field(default=30.0, gt=0, le=200)
+    trace_limit: int = Field(
+        default=40, ge=3, le=1000, description="most dropped candidates kept in one trace"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AllocationConfig:
+        if self.default_tier not in self.tiers:
+            message = f"default_tier {self.default_tier} is not one of tiers {sorted(self.tiers)}"
+            raise ValueError(message)
+        if self.weight_distance + self.weight_depth <= 0:
+            raise ValueError("weight_distance + weight_depth must be positive")
+        return self
+
+    @cached_property
+    def version(self) -> str:
+        """``name+hash``: two configs with the same name but other numbers differ."""
+        body = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        digest = hashlib.sha256(body.encode()).hexdigest()[:8]
+        return f"{self.rule_set_name}+{digest}"
+
+    @cached_property
+    def tier_order(self) -> tuple[int, ...]:
+        return tuple(sorted(self.tiers))
+
+    def tier_for(self, channel: str) -> int:
+        """The default tier moved by the channel's rule, clamped to the configured tiers."""
+        rule = self.channel_rules.get(channel)
+        order = self.tier_order
+        index = order.index(self.default_tier) + (rule.tier_shift if rule else 0)
+        return order[max(0, min(len(order) - 1, index))]
+
+    def forces_cold_chain(self, channel: str) -> bool:
+        rule = self.channel_rules.get(channel)
+        return rule is not None and rule.force_cold_chain
+
+
+class IntakeConfig(_Section):
+    skew_threshold_s: float = Field(default=3.0, gt=0, le=86_400)
+    max_batch: int = Field(default=1000, ge=1, le=100_000)
+
+
+class Settings(_Section):
+    db_path: str = "breakwater.sqlite"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    topic_root: str = "breakwater"
+    allocation: AllocationConfig = Field(default_factory=AllocationConfig)
+    intake: IntakeConfig = Field(default_factory=IntakeConfig)
+    sections: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="other modules' tables, e.g. [ops], kept raw for them to validate",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_sections(cls, data: Any) -> Any:
+        """Unknown top-level *tables* belong to other modules (``[ops]``); an unknown
+        scalar is still an error (most likely a typo)."""
+        if not isinstance(data, Mapping):
+            return data
+        known = set(cls.model_fields)
+        out = {k: v for k, v in data.items() if k in known or not isinstance(v, Mapping)}
+        sections = dict(out.get("sections") or {})
+        for key, value in data.items():
+            if key not in known and isinstance(value, Mapping):
+                sections[key] = dict(value)
+        if sections:
+            out["sections"] = sections
+        return out
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A module's raw settings table (empty when the file has none)."""
+        return self.sections.get(name, {})
+
+    @classmethod
+    def load(
+        cls, path: str | Path | None = None, env: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Defaults, then the TOML file (``path`` or ``$BREAKWATER_CONFIG``), then env vars."""
+        environ = os.environ if env is None else env
+        data: dict[str, Any] = {}
+        file = path if path is not None else environ.get("BREAKWATER_CONFIG")
+        if file:
+            try:
+                data = tomllib.loads(Path(file).read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                message = f"cannot read settings file {file}: {exc}"
+                raise ConfigError(message) from exc
+        for var, key in _ENV.items():
+            if var in environ:
+                section, _, leaf = key.rpartition(".")
+                target = data.setdefault(section, {}) if section else data
+                target[leaf] = environ[var]
+        return cls.parse(data)
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> Settings:
+        """Validate a mapping; errors name the field path (``allocation.nearest``)."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            message = f"invalid setting {where}: {first['msg']}"
+            raise ConfigError(message) from exc
+
+
+_ENV = {
+    "BREAKWATER_DB": "db_path",
+    "BREAKWATER_HOST": "host",
+    "BREAKWATER_PORT": "port",
+    "MQTT_URL": "mqtt_url",
+    "BREAKWATER_TOPIC_ROOT": "topic_root",
+    "BREAKWATER_SKEW_THRESHOLD_S": "intake.skew_threshold_s",
+}

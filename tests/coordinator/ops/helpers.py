@@ -1,0 +1,61 @@
+"""Shared pieces of the ops integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from coordinator.db import open_database
+from coordinator.ops.config import FranchiseeConfig, NotifyConfig, OpsConfig, WecomConfig
+from coordinator.settings import Settings
+from protocols import Topics
+
+
+async def wait_for(predicate: Callable[[], bool], within: float = 15.0,
+                   what: str = "condition") -> None:
+    try:
+        async with asyncio.timeout(within):
+            # Polls the database another connection writes: there is no event to await.
+            while not predicate():  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+def settings_for(db_path: Path, broker_url: str, topics: Topics) -> Settings:
+    return Settings(db_path=str(db_path), mqtt_url=broker_url, topic_root=topics.root)
+
+
+def ops_config(tmp_path: Path, *, wecom_url: str | None = None, grace_s: float = 120,
+               silence_min: float = 30, tick_s: float = 0.05, max_attempts: int = 6
+               ) -> OpsConfig:
+    return OpsConfig(
+        mqtt={"client_id": f"ops-test-{uuid.uuid4().hex[:8]}"},  # type: ignore[arg-type]
+        agent_offline_grace_s=grace_s,
+        courier_silence_min=silence_min,
+        tick_interval_s=tick_s,
+        notify=NotifyConfig(
+            franchisee=FranchiseeConfig(jsonl_path=tmp_path / "franchisee.jsonl"),
+            wecom=(WecomConfig(enabled=True, url=wecom_url) if wecom_url else WecomConfig()),
+            dispatcher={"poll_interval_s": 0.05, "backoff_base_s": 0.05,  # type: ignore[arg-type]
+                        "max_attempts": max_attempts},
+        ),
+    )
+
+
+def read(db_path: Path, sql: str, args: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    db: Database = open_database(db_path, migrate=False)
+    try:
+        return [tuple(r) for r in db.execute(sql, args or []).fetchall()]
+    finally:
+        db.conn.close()
+
+
+def assignments(db_path: Path) -> dict[str, tuple[str | None, str]]:
+    rows = read(db_path, "SELECT id, warehouse_id, status FROM orders")
+    return {r[0]: (r[1], r[2]) for r in rows}

@@ -1,0 +1,87 @@
+"""A real HTTP receiver on 127.0.0.1 that records requests and fails the first N."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: Any
+    accepted: bool
+
+
+@dataclass
+class Receiver:
+    """``fail_first`` requests per path get ``fail_status`` (or a WeCom error body)."""
+
+    fail_first: int = 0
+    fail_status: int = 500
+    wecom_style: bool = False
+    requests: list[Received] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def accepted(self, path: str | None = None) -> list[Received]:
+        with self._lock:
+            return [r for r in self.requests if r.accepted and (path is None or r.path == path)]
+
+    def on(self, path: str) -> list[Received]:
+        with self._lock:
+            return [r for r in self.requests if r.path == path]
+
+    def __enter__(self) -> Receiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                raw = self.rfile.read(length)
+                with receiver._lock:
+                    seen = sum(1 for r in receiver.requests if r.path == self.path)
+                    failing = seen < receiver.fail_first
+                    status = 200
+                    if failing and not receiver.wecom_style:
+                        status = receiver.fail_status
+                    receiver.requests.append(Received(
+                        self.path, dict(self.headers.items()), json.loads(raw or b"null"),
+                        accepted=not failing))
+                if receiver.wecom_style:
+                    answer = ({"errcode": 45009, "errmsg": "api freq out of limit"} if failing
+                              else {"errcode": 0, "errmsg": "ok"})
+                else:
+                    # Success looks like the WeCom robot's answer; gateways ignore it.
+                    answer = ({"errcode": 0, "errmsg": "ok"} if status == 200
+                              else {"error": "unavailable"})
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        assert self._server is not None
+        self._server.shutdown()
+        self._server.server_close()

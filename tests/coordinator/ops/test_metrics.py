@@ -1,0 +1,36 @@
+"""Metrics computed from a real store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from benchmarks.reroute import seed_orders_at
+from coordinator.db import open_database
+from coordinator.ops import metrics
+from coordinator.store import record_status_event, unshipped_orders
+
+
+def test_transparency_counts_only_shipped_orders_with_every_node_timestamped(
+        tmp_path: Path) -> None:
+    db = open_database(tmp_path / "c.sqlite")
+    now = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    seed_orders_at(db, "WH-01", 6, now, stock_boost=50)
+    ids = [o.order_id for o in unshipped_orders(db, "WH-01")]
+    for oid in ids[:4]:
+        record_status_event(db, oid, "shipped", now + timedelta(minutes=5))
+    for oid in ids[:3]:
+        record_status_event(db, oid, "in_transit", now + timedelta(minutes=20))
+    record_status_event(db, ids[0], "delivered", now + timedelta(minutes=50))
+    data = metrics.summary(db)
+    assert data["status_transparency"] == {"shipped_orders": 4, "complete_timelines": 3,
+                                           "rate": 0.75}
+    fr = data["first_response"]
+    assert fr["orders"] == fr["answered"] == 6
+    assert fr["max_s"] is not None and fr["max_s"] < 1.0
+    assert data["self_healing"]["rate"] is None  # no exception yet
+    text = metrics.prometheus(data)
+    assert "breakwater_status_transparency_ratio 0.75" in text
+    assert 'breakwater_first_response_seconds{quantile="0.5"}' in text
+    for line in text.splitlines():
+        assert line.startswith("#") or len(line.split(" ")) == 2, line

@@ -1,0 +1,264 @@
+"""Notifications against a real HTTP receiver on loopback: retries, formats, no loss,
+no duplicates, dead letters after N failures, WeCom rate limit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlite_utils import Database
+
+from coordinator.db import open_database
+from coordinator.ops.config import (
+    DispatcherConfig,
+    FranchiseeConfig,
+    NotifyConfig,
+    SmsConfig,
+    WebhookConfig,
+    WecomConfig,
+)
+from coordinator.ops.notify import outbox
+from coordinator.ops.notify.dispatcher import Dispatcher, TokenBucket
+from coordinator.ops.notify.franchisee import coupon_code, queue_franchisee_notices
+from coordinator.ops.notify.messages import (
+    IncidentSummary,
+    MovedOrder,
+    StuckOrder,
+    WarehouseInfo,
+    incident_notices,
+)
+from coordinator.ops.notify.outbox import OutgoingNotice
+from protocols.clock import ManualClock
+from tests.coordinator.ops.factories import T0
+from tests.coordinator.ops.receiver import Receiver
+
+OLD = WarehouseInfo("wh-cc-2", "杭州冷链二仓", "余杭区仓前街道 8 号", 30.29, 120.01)
+NEW = WarehouseInfo("wh-cc-1", "杭州冷链一仓", "萧山区新街 1 号", 30.20, 120.26)
+
+
+def summary(incident: str = "ep-1", moved: int = 3, stuck: int = 1) -> IncidentSummary:
+    return IncidentSummary(
+        incident_id=incident, warehouse=OLD, cause="breaker:cold_chain",
+        reason="threshold_exceeded", at=T0,
+        moved=[MovedOrder(f"o-{i}", NEW) for i in range(moved)],
+        stuck=[StuckOrder(f"x-{i}", "no cold-chain stock nearby") for i in range(stuck)],
+    )
+
+
+def config(receiver: Receiver, tmp_path: Path, **dispatcher: float) -> NotifyConfig:
+    return NotifyConfig(
+        franchisee=FranchiseeConfig(sink="jsonl", jsonl_path=tmp_path / "franchisee.jsonl"),
+        wecom=WecomConfig(enabled=True, url=receiver.url + "/wecom"),
+        sms=SmsConfig(enabled=True, url=receiver.url + "/sms", phone_numbers=["13800000000"],
+                      signature="冷链哨兵", api_key="k1"),
+        webhook=WebhookConfig(enabled=True, url=receiver.url + "/hook"),
+        dispatcher=DispatcherConfig(backoff_base_s=2, **dispatcher),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    return open_database(tmp_path / "coordinator.db")
+
+
+def queue(db: Database, cfg: NotifyConfig, s: IncidentSummary) -> int:
+    """The incident's ops messages plus a franchisee notice per moved order."""
+    notices = incident_notices(s, cfg)
+    notices += [OutgoingNotice("franchisee", f"franchisee:{s.incident_id}:{m.order_id}",
+                               {"order_id": m.order_id}, s.incident_id) for m in s.moved]
+    with db.atomic():
+        return outbox.queue(db, notices, T0)
+
+
+async def drain(dispatcher: Dispatcher, clock: ManualClock, rounds: int = 12) -> None:
+    for _ in range(rounds):
+        await dispatcher.run_once()
+        clock.advance(700)  # past any backoff
+
+
+async def test_failed_deliveries_are_retried_and_each_notice_arrives_once(
+        db: Database, tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    with Receiver(fail_first=2) as receiver:
+        cfg = config(receiver, tmp_path)
+        assert queue(db, cfg, summary()) == 6  # 3 franchisee + wecom + sms + webhook
+        dispatcher = Dispatcher(lambda: open_database(tmp_path / "coordinator.db"), cfg, clock)
+        await dispatcher.run_once()
+        assert {r.path for r in receiver.requests} == {"/wecom", "/sms", "/hook"}
+        assert len(outbox.listing(db, status="pending")) == 3
+        await drain(dispatcher, clock)
+        assert len(receiver.on("/sms")) == 3  # two failures, then success
+        for path in ("/wecom", "/sms", "/hook"):
+            assert len(receiver.accepted(path)) == 1
+        assert queue(db, cfg, summary()) == 0  # replay of the incident queues nothing
+        await drain(dispatcher, clock, rounds=2)
+        for path in ("/wecom", "/sms", "/hook"):
+            assert len(receiver.accepted(path)) == 1
+        await dispatcher.aclose()
+    sent = outbox.listing(db, status="sent")
+    assert len(sent) == 6
+    assert {n.attempts for n in sent if n.kind != "franchisee"} == {3}
+    lines = (tmp_path / "franchisee.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["order_id"] for line in lines) == ["o-0", "o-1", "o-2"]
+
+
+async def test_backoff_is_exponential_and_failed_notices_are_dead_after_max_attempts(
+        db: Database, tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    with Receiver(fail_first=100, fail_status=503) as receiver:
+        cfg = config(receiver, tmp_path, max_attempts=3)
+        queue(db, cfg, summary(moved=0))
+        dispatcher = Dispatcher(lambda: open_database(tmp_path / "coordinator.db"), cfg, clock)
+        await dispatcher.run_once()
+        [sms] = outbox.listing(db, kind="sms")
+        assert sms.next_attempt_at == outbox.iso(T0 + outbox.backoff_delay(1, 2, 600))
+        clock.advance(1.5)
+        assert await dispatcher.run_once() == 0  # not due yet
+        clock.advance(1)
+        assert await dispatcher.run_once() == 3
+        [sms] = outbox.listing(db, kind="sms")
+        assert sms.next_attempt_at == outbox.iso(clock.now() + outbox.backoff_delay(2, 2, 600))
+        await drain(dispatcher, clock)
+        await dispatcher.aclose()
+        assert len(receiver.on("/sms")) == 3
+    dead = outbox.listing(db, status="failed")
+    assert {n.kind for n in dead} == {"wecom", "sms", "webhook"}
+    assert all("HTTP 503" in (n.last_error or "") for n in dead)
+    assert outbox.retry(db, dead[0].id, clock.now())
+    assert len(outbox.listing(db, status="failed")) == 2
+
+
+async def test_payloads_match_the_wecom_robot_and_sms_gateway_formats(
+        db: Database, tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    with Receiver() as receiver:
+        cfg = config(receiver, tmp_path)
+        queue(db, cfg, summary(moved=5, stuck=2))
+        dispatcher = Dispatcher(lambda: open_database(tmp_path / "coordinator.db"), cfg, clock)
+        await dispatcher.run_once()
+        await dispatcher.aclose()
+        [wecom] = receiver.on("/wecom")
+        [sms] = receiver.on("/sms")
+        [hook] = receiver.on("/hook")
+    assert set(wecom.body) == {"msgtype", "markdown"}
+    assert wecom.body["msgtype"] == "markdown"
+    content = wecom.body["markdown"]["content"]
+    assert "杭州冷链二仓" in content and "ep-1" in content
+    assert '<font color="info">5</font>' in content and "x-0, x-1" in content
+    assert len(content.encode()) <= 4096
+    assert sms.body["phone_numbers"] == ["13800000000"]
+    assert sms.body["sign_name"] == "冷链哨兵"
+    assert sms.body["template_param"]["moved"] == "5"
+    assert sms.body["content"].startswith("【冷链哨兵】杭州冷链二仓")
+    assert sms.headers["Authorization"] == "Bearer k1"
+    assert hook.body["needs_attention"][1] == {"order_id": "x-1",
+                                               "reason": "no cold-chain stock nearby"}
+    assert hook.headers["Idempotency-Key"] == "webhook:ep-1:opened"
+
+
+async def test_wecom_text_message_and_robot_error_codes_are_retried(
+        db: Database, tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    with Receiver(fail_first=1, wecom_style=True) as receiver:
+        cfg = NotifyConfig(
+            franchisee=FranchiseeConfig(jsonl_path=tmp_path / "f.jsonl"),
+            wecom=WecomConfig(enabled=True, url=receiver.url + "/wecom", msgtype="text",
+                              mentioned_mobile_list=["13900000000"]),
+        )
+        queue(db, cfg, summary(moved=1, stuck=0))
+        dispatcher = Dispatcher(lambda: open_database(tmp_path / "coordinator.db"), cfg, clock)
+        await drain(dispatcher, clock, rounds=3)
+        await dispatcher.aclose()
+        first, second = receiver.on("/wecom")
+    assert (first.accepted, second.accepted) == (False, True)
+    assert second.body["msgtype"] == "text"
+    assert second.body["text"]["mentioned_mobile_list"] == ["13900000000"]
+    [wecom] = outbox.listing(db, kind="wecom")
+    assert (wecom.status, wecom.attempts) == ("sent", 2)
+
+
+async def test_wecom_rate_limit_defers_instead_of_failing(db: Database, tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    with Receiver() as receiver:
+        cfg = NotifyConfig(
+            franchisee=FranchiseeConfig(jsonl_path=tmp_path / "f.jsonl"),
+            wecom=WecomConfig(enabled=True, url=receiver.url + "/wecom", per_minute=20),
+        )
+        for i in range(25):
+            queue(db, cfg, summary(incident=f"ep-{i}", moved=0, stuck=0))
+        dispatcher = Dispatcher(lambda: open_database(tmp_path / "coordinator.db"), cfg, clock)
+        await dispatcher.run_once()
+        assert len(receiver.on("/wecom")) == 20
+        assert dispatcher.stats.deferred == 5
+        clock.advance(3)
+        await dispatcher.run_once()
+        assert len(receiver.on("/wecom")) == 21
+        clock.advance(60)
+        await dispatcher.run_once()
+        await dispatcher.aclose()
+        assert len(receiver.on("/wecom")) == 25
+    assert len({r.body["markdown"]["content"] for r in receiver.requests}) == 25
+    assert outbox.listing(db, status="pending") == []
+
+
+def test_token_bucket_refills_at_its_rate() -> None:
+    bucket = TokenBucket(20)
+    assert all(bucket.take(0.0) == 0.0 for _ in range(20))
+    assert bucket.take(0.0) == pytest.approx(3.0)
+    assert bucket.take(3.0) == 0.0
+
+
+def test_coupon_codes_are_unique_per_order_and_incident_and_stable() -> None:
+    codes = {coupon_code("BW", f"o-{i}", f"ep-{j}") for i in range(200) for j in range(5)}
+    assert len(codes) == 1000
+    assert coupon_code("BW", "o-1", "ep-1") == coupon_code("BW", "o-1", "ep-1")
+
+
+def test_franchisee_notices_name_old_and_new_warehouse_eta_coupon_once_per_order(
+        db: Database) -> None:
+    from benchmarks.reroute import seed_orders_at
+    from coordinator.reroute import reroute_warehouse
+    from coordinator.settings import Settings
+
+    seed_orders_at(db, "WH-02", 12, T0, stock_boost=50)
+    result = reroute_warehouse(db, "WH-02", incident_id="ep-9", reason="threshold_exceeded",
+                               now=T0, config=Settings().allocation)
+    cfg = FranchiseeConfig(coupon_prefix="HZ", coupon_value_yuan=15)
+    with db.atomic():
+        assert queue_franchisee_notices(db, "ep-9", reason="冷库超温", at=T0,
+                                        config=cfg) == len(result.moved) == 12
+    with db.atomic():
+        assert queue_franchisee_notices(db, "ep-9", reason="冷库超温", at=T0, config=cfg) == 0
+    notices = {n.payload["order_id"]: n.payload for n in outbox.listing(db, kind="franchisee")}
+    for moved in result.moved:
+        p = notices[moved.order_id]
+        assert p["old_warehouse"]["id"] == "WH-02" and p["old_warehouse"]["name"]
+        assert p["old_warehouse"]["address"]
+        assert p["new_warehouse"]["id"] == moved.new_warehouse_id
+        assert p["new_eta"] == moved.eta
+        assert p["distance_km"] == round(moved.distance_km, 2)
+        assert p["reason"] == "冷库超温"
+        assert p["coupon"] == {"code": coupon_code("HZ", moved.order_id, "ep-9"),
+                               "value_yuan": 15.0}
+        assert p["store_id"] == moved.store_id
+    codes = db.execute("SELECT count(*), count(DISTINCT code) FROM ops_coupons").fetchone()
+    assert tuple(codes) == (12, 12)
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "field"),
+    [
+        (WecomConfig, {"enabled": True}, "url"),
+        (SmsConfig, {"enabled": True, "url": "http://x"}, "phone_numbers"),
+        (FranchiseeConfig, {"sink": "webhook"}, "webhook_url"),
+        (DispatcherConfig, {"max_attempts": 0}, "max_attempts"),
+        (NotifyConfig, {"wecom": {"enabled": True, "url": "u", "bogus": 1}}, "bogus"),
+    ],
+)
+def test_bad_notification_config_names_the_field(model: type, data: dict[str, object],
+                                                 field: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=field):
+        model.model_validate(data)

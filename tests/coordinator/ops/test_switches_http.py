@@ -1,0 +1,168 @@
+"""Manual pause/resume and courier silence, through a real uvicorn and HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from benchmarks.reroute import seed_orders_at
+from coordinator.db import open_database
+from protocols import Topics
+from protocols.clock import ManualClock
+from simulators.brokers import Broker
+from tests.coordinator.ops.app_server import ops_app, serving
+from tests.coordinator.ops.helpers import assignments, ops_config, read, settings_for, wait_for
+from tests.coordinator.ops.receiver import Receiver
+
+WH = "WH-02"
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> Path:
+    path = tmp_path / "coordinator.sqlite"
+    db = open_database(path)
+    assert seed_orders_at(db, WH, 40, datetime.now(UTC), stock_boost=100) == 40
+    db.conn.close()
+    return path
+
+
+def available(path: Path) -> bool:
+    return read(path, "SELECT available = 1 AND paused = 0 FROM warehouses WHERE id = ?",
+                [WH]) == [(1,)]
+
+
+@pytest.fixture
+def robot() -> Iterator[Receiver]:
+    """A WeCom robot that is down: every request fails with 502."""
+    with Receiver(fail_first=100, fail_status=502) as receiver:
+        yield receiver
+
+
+async def test_manual_pause_reroutes_like_a_trip_is_audited_and_resume_reopens(
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: Path, robot: Receiver) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    config = ops_config(tmp_path, wecom_url=robot.url + "/wecom", max_attempts=2)
+    app = ops_app(settings_for(seeded, broker.url, topics), config, clock)
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
+        body = {"actor": "duty-lead-wang", "reason": "roof leak over cold room 2"}
+        r = await http.post(f"/warehouses/{WH}/pause", json=body)
+        assert r.status_code == 200, r.text
+        [incident] = r.json()["incidents"]
+        assert incident["moved"] + incident["needs_attention"] == 40
+        assert r.json()["holds"][0]["hold"] == "manual"
+        again = await http.post(f"/warehouses/{WH}/pause", json=body)
+        assert again.json()["incidents"] == []
+        assert not available(seeded)
+        moved = assignments(seeded)
+        r = await http.post(f"/warehouses/{WH}/resume",
+                            json={"actor": "duty-lead-wang", "reason": "fixed"})
+        assert r.json()["available"] is True
+        audit = (await http.get(f"/warehouses/{WH}/audit")).json()
+        assert [a["action"] for a in audit] == ["pause", "unavailable", "pause", "resume",
+                                                "available"]
+        assert {a["actor"] for a in audit} == {"duty-lead-wang"}
+        assert (await http.post("/warehouses/NOPE/pause", json=body)).status_code == 404
+        bad = await http.post(f"/warehouses/{WH}/pause", json={"reason": "x"})
+        assert bad.status_code == 422 and "actor" in bad.text
+        summary = (await http.get("/metrics/summary")).json()
+        assert summary["self_healing"]["exceptions"] == 40
+        text = (await http.get("/metrics")).text
+        assert "# TYPE breakwater_self_healing_ratio gauge" in text
+        franchisee = (await http.get("/notifications", params={"kind": "franchisee"})).json()
+        assert len(franchisee) == incident["moved"]
+        # the WeCom robot is down: two attempts each (the incident alert and the
+        # "taking orders again" one), then they are dead and visible
+        await wait_for(lambda: len(robot.on("/wecom")) >= 1, what="a first attempt")
+        dead: list[dict[str, object]] = []
+        async with asyncio.timeout(10):
+            while len(dead) < 2:
+                clock.advance(1)  # past the (tiny) backoff
+                dead = (await http.get("/notifications", params={"status": "failed"})).json()
+                await asyncio.sleep(0.05)
+        assert {(d["kind"], d["attempts"]) for d in dead} == {("wecom", 2)}
+        assert {d["dedupe_key"] for d in dead} == {f"wecom:{incident['incident_id']}:opened",
+                                                   f"wecom:{incident['incident_id']}:closed"}
+        assert all("HTTP 502" in str(d["last_error"]) for d in dead)
+        assert len(robot.on("/wecom")) == 4
+        r = await http.post(f"/notifications/{dead[0]['id']}/retry")
+        assert r.json()["status"] == "pending"
+        assert (await http.post("/notifications/999999/retry")).status_code == 404
+    assert available(seeded)
+    assert assignments(seeded) == moved
+
+
+async def test_courier_silence_trips_courier_stale_and_clears_when_updates_resume(
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: Path) -> None:
+    t0 = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    clock = ManualClock(t0)
+    app = ops_app(settings_for(seeded, broker.url, topics), ops_config(tmp_path), clock)
+
+    def update(shipment: str, at: datetime) -> dict[str, object]:
+        return {"shipment_id": shipment, "carrier": "sf-express", "warehouse_id": WH,
+                "status": "in_transit", "ts": at.isoformat()}
+
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
+        for shipment in ("SF1", "SF2"):
+            r = await http.post("/tracking", json=update(shipment, t0))
+            assert r.status_code == 202, r.text
+        clock.advance(29 * 60)
+        r = await http.post("/tracking", json=update("SF1", clock.now()))
+        clock.advance(29 * 60)  # SF1 spoke 29 min ago: not silent yet
+        await wait_for(lambda: read(seeded, "SELECT value FROM ops_counters WHERE name = "
+                                    "'tracking_updates_received'") == [(3,)], what="updates")
+        r = await http.get(f"/warehouses/{WH}/availability")
+        assert r.json()["available"] is True
+        clock.advance(2 * 60)
+        await wait_for(lambda: not available(seeded), what="courier_stale to trip")
+        r = await http.get(f"/warehouses/{WH}/availability")
+        assert [h["hold"] for h in r.json()["holds"]] == ["courier_stale:sf-express"]
+        assert read(seeded, "SELECT count(*) FROM reservations WHERE warehouse_id = ? "
+                    "AND status = 'held'", [WH]) == [(0,)]
+        moved = assignments(seeded)
+        r = await http.post("/tracking", json=update("SF2", clock.now()))
+        assert r.json()["transitions"] == ["WarehouseAvailable"]
+        bad = await http.post("/tracking", json={**update("SF3", clock.now()), "lat": 30.1})
+        assert bad.status_code == 422 and "lat and lon go together" in bad.text
+    assert available(seeded)
+    assert assignments(seeded) == moved
+
+
+async def test_trip_over_mqtt_moves_orders_the_api_took_and_new_orders_avoid_the_warehouse(
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: Path) -> None:
+    import aiomqtt
+
+    from benchmarks.reroute import trip_event
+    from protocols import encode
+
+    clock = ManualClock(datetime.now(UTC))
+    app = ops_app(settings_for(seeded, broker.url, topics), ops_config(tmp_path), clock)
+    wh02 = read(seeded, "SELECT lat, lon FROM warehouses WHERE id = ?", [WH])[0]
+    sku = read(seeded, "SELECT sku_id FROM inventory i JOIN skus s ON s.id = i.sku_id "
+               "WHERE warehouse_id = ? AND s.cold_chain = 1 ORDER BY sku_id LIMIT 1", [WH])[0][0]
+
+    def order(n: int) -> dict[str, object]:
+        return {"channel": "manual", "channel_order_id": f"api-{n}", "store_id": "HZ-S001",
+                "lines": [{"sku_id": sku, "qty": 1}], "lat": wh02[0], "lon": wh02[1]}
+
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
+        taken = (await http.post("/orders", json=order(1))).json()
+        assert taken["warehouse_id"] == WH  # at the warehouse's door
+        async with aiomqtt.Client(broker.host, broker.port) as agent:
+            await agent.publish(topics.breaker(WH, "cold_chain"),
+                                encode(trip_event(WH, seq=1, episode="ep-api", now=clock.now())),
+                                qos=1, retain=True)
+            await wait_for(lambda: not available(seeded), what="the trip")
+            await agent.publish(topics.breaker(WH, "cold_chain"), b"", qos=1, retain=True)
+        moved = (await http.get(f"/orders/{taken['order_id']}")).json()
+        assert moved["warehouse_id"] not in (None, WH)
+        assert "rerouted" in [e["kind"] for e in moved["timeline"]]
+        after = (await http.post("/orders", json=order(2))).json()
+        assert after["warehouse_id"] != WH
+        summary = (await http.get("/metrics/summary")).json()
+        assert summary["self_healing"]["resolved_automatically"] == 41
+        assert summary["counters"]["reroutes"] == 1

@@ -1,0 +1,54 @@
+"""Importing operator exports (CSV/JSON) and the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from coordinator.__main__ import main
+from coordinator.catalog import Kind, import_file
+from coordinator.db import open_database
+from coordinator.errors import ImportFileError
+from coordinator.region import SAMPLE_DIR, generate_region
+
+from .conftest import NOW
+
+
+def test_sample_region_is_what_the_generator_makes(tmp_path: Path) -> None:
+    region = generate_region()
+    assert len(region.stores) == 127 and len(region.warehouses) == 8
+    assert sum(w.cold_chain for w in region.warehouses) == 3
+    assert [w.id for w in region.warehouses if w.cold_chain] == ["WH-02", "WH-05", "WH-07"]
+    shipped = (SAMPLE_DIR / "warehouses.csv").read_text(encoding="utf-8").splitlines()
+    assert len(shipped) == 9 and shipped[2].startswith("WH-02,")
+
+
+def test_cli_seed_and_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db_path = tmp_path / "cli.sqlite"
+    assert main(["seed-sample", "--db", str(db_path)]) == 0
+    extra = tmp_path / "more.json"
+    extra.write_text(json.dumps([{"id": "SKU-X1", "name": "冻品", "cold_chain": True}]),
+                     encoding="utf-8")
+    assert main(["import", str(extra), "--kind", "skus", "--db", str(db_path)]) == 0
+    db = open_database(db_path)
+    assert db.execute("SELECT count(*) FROM stores").fetchone()[0] == 127
+    assert db.execute("SELECT cold_chain FROM skus WHERE id = 'SKU-X1'").fetchone()[0] == 1
+    bad = tmp_path / "warehouses.csv"
+    bad.write_text("id,name,lat,lon\nWH-90,ok,30.1,120.1\nWH-91,bad,91,120\n", encoding="utf-8")
+    assert main(["import", str(bad), "--db", str(db_path)]) == 2
+    assert "row 2.lat" in capsys.readouterr().err
+    assert db.execute("SELECT count(*) FROM warehouses WHERE id = 'WH-90'").fetchone()[0] == 0
+
+
+def test_unknown_kind_and_format_are_explained(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "x.sqlite")
+    odd = tmp_path / "things.csv"
+    odd.write_text("id\n1\n", encoding="utf-8")
+    with pytest.raises(ImportFileError, match="--kind"):
+        import_file(db, odd, NOW)
+    xml = tmp_path / "skus.xml"
+    xml.write_text("<skus/>", encoding="utf-8")
+    with pytest.raises(ImportFileError, match="unsupported format"):
+        import_file(db, xml, NOW, Kind.SKUS)

@@ -1,0 +1,138 @@
+"""Rerouting a failed warehouse's unshipped orders, on real SQLite files."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from sqlite_utils import Database
+
+from coordinator import store
+from coordinator.catalog import InventoryIn, upsert_inventory
+from coordinator.errors import NotFound
+from coordinator.reroute import load_incident, reroute_warehouse
+from coordinator.settings import AllocationConfig
+from protocols.orders import Channel, OrderIn, OrderLine
+
+from .conftest import NOW
+
+
+def _orders_near(db: Database, warehouse_id: str, count: int, seed: int = 7) -> list[OrderIn]:
+    wh = store.get_warehouse(db, warehouse_id)
+    rng = random.Random(seed)
+    cold = [r[0] for r in db.execute("SELECT id FROM skus WHERE cold_chain = 1 ORDER BY id")]
+    channels = [Channel.MEITUAN, Channel.WECHAT_MINI, Channel.DOUYIN]
+    return [
+        OrderIn(channel=channels[i % 3], channel_order_id=f"N{seed}-{i}",
+                store_id=f"HZ-S{1 + i % 127:03d}",
+                lines=[OrderLine(sku_id=rng.choice(cold), qty=1)],
+                lat=wh["lat"] + rng.uniform(-0.005, 0.005),
+                lon=wh["lon"] + rng.uniform(-0.005, 0.005))
+        for i in range(count)
+    ]
+
+
+def _consistent(db: Database) -> None:
+    bad = db.execute(
+        "SELECT i.warehouse_id, i.sku_id FROM inventory i LEFT JOIN reservations r "
+        "ON r.warehouse_id = i.warehouse_id AND r.sku_id = i.sku_id AND r.status = 'held' "
+        "GROUP BY i.warehouse_id, i.sku_id HAVING i.reserved != coalesce(sum(r.qty), 0)"
+    ).fetchall()
+    assert bad == []
+
+
+def test_tripped_cold_warehouse_orders_move_to_cold_backups(sample_db: Database,
+                                                            rules: AllocationConfig) -> None:
+    store.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 40), now=NOW, config=rules)
+    waiting = store.unshipped_orders(sample_db, "WH-02")
+    assert len(waiting) >= 30
+    with sample_db.atomic():  # the caller's transaction: the availability flip commits with it
+        store.set_warehouse_availability(sample_db, "WH-02", available=False,
+                                         reason="breaker tripped", now=NOW)
+        result = reroute_warehouse(sample_db, "WH-02", incident_id="inc-1",
+                                   reason="breaker tripped", now=NOW, config=rules)
+    assert result.total == len(waiting) and not result.already_done
+    cold = {r[0] for r in sample_db.execute("SELECT id FROM warehouses WHERE cold_chain = 1")}
+    for moved in result.moved:
+        assert moved.new_warehouse_id in cold - {"WH-02"}
+        assert moved.old_warehouse_id == "WH-02"
+        order = store.get_order(sample_db, moved.order_id)
+        assert order["warehouse_id"] == moved.new_warehouse_id
+        assert order["timeline"][-1]["kind"] == "rerouted"
+        assert order["timeline"][-1]["detail"]["from"] == "WH-02"
+    tiers = [m.tier for m in result.moved]
+    assert tiers == sorted(tiers)  # highest tier (1) first
+    assert store.unshipped_orders(sample_db, "WH-02") == []
+    incident = sample_db.execute("SELECT moved, stuck FROM incidents WHERE id = 'inc-1'"
+                                 ).fetchone()
+    assert tuple(incident) == (len(result.moved), len(result.stuck))
+    _consistent(sample_db)
+
+
+def test_same_incident_twice_changes_nothing(sample_db: Database,
+                                             rules: AllocationConfig) -> None:
+    store.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 10), now=NOW, config=rules)
+    first = reroute_warehouse(sample_db, "WH-02", incident_id="inc-2", reason="r", now=NOW,
+                              config=rules)
+    events = sample_db.execute("SELECT count(*) FROM order_events").fetchone()[0]
+    again = reroute_warehouse(sample_db, "WH-02", incident_id="inc-2", reason="r", now=NOW,
+                              config=rules)
+    assert again.already_done
+    assert {m.order_id for m in again.moved} == {m.order_id for m in first.moved}
+    assert sample_db.execute("SELECT count(*) FROM order_events").fetchone()[0] == events
+    assert load_incident(sample_db, "inc-404") is None
+
+
+def test_orders_nobody_can_take_need_attention_and_release_stock(
+    sample_db: Database, rules: AllocationConfig
+) -> None:
+    orders = _orders_near(sample_db, "WH-02", 5)
+    store.submit_orders(sample_db, orders, now=NOW, config=rules)
+    # empty every other cold warehouse of those SKUs
+    skus = {o.lines[0].sku_id for o in orders}
+    upsert_inventory(sample_db, [InventoryIn(warehouse_id=w, sku_id=s, on_hand=0)
+                                 for w in ("WH-05", "WH-07") for s in skus], NOW)
+    result = reroute_warehouse(sample_db, "WH-02", incident_id="inc-3", reason="breaker",
+                               now=NOW, config=rules)
+    assert result.moved == [] and len(result.stuck) == 5
+    for stuck in result.stuck:
+        order = store.get_order(sample_db, stuck.order_id)
+        assert order["status"] == "needs_attention" and order["status_reason"]
+        assert order["timeline"][-1]["kind"] == "needs_attention"
+    alerts = sample_db.execute("SELECT count(*) FROM alerts WHERE kind = 'needs_attention'"
+                               ).fetchone()[0]
+    assert alerts == 5
+    _consistent(sample_db)
+
+
+def test_outer_transaction_failure_rolls_the_reroute_back(sample_db: Database,
+                                                          rules: AllocationConfig) -> None:
+    store.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 6), now=NOW, config=rules)
+    before = len(store.unshipped_orders(sample_db, "WH-02"))
+    with pytest.raises(RuntimeError), sample_db.atomic():
+        reroute_warehouse(sample_db, "WH-02", incident_id="inc-4", reason="r", now=NOW,
+                          config=rules)
+        raise RuntimeError("notification queueing failed")
+    assert len(store.unshipped_orders(sample_db, "WH-02")) == before
+    assert load_incident(sample_db, "inc-4") is None
+    _consistent(sample_db)
+
+
+def test_unknown_warehouse_is_named(sample_db: Database, rules: AllocationConfig) -> None:
+    with pytest.raises(NotFound, match="WH-404"):
+        reroute_warehouse(sample_db, "WH-404", incident_id="inc-5", reason="r", now=NOW,
+                          config=rules)
+
+
+def test_rerouted_orders_stay_when_the_warehouse_comes_back(sample_db: Database,
+                                                            rules: AllocationConfig) -> None:
+    store.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 8), now=NOW, config=rules)
+    store.set_warehouse_availability(sample_db, "WH-02", available=False, reason="b", now=NOW)
+    result = reroute_warehouse(sample_db, "WH-02", incident_id="inc-6", reason="b", now=NOW,
+                               config=rules)
+    store.set_warehouse_availability(sample_db, "WH-02", available=True, reason=None, now=NOW)
+    for moved in result.moved:
+        assert store.get_order(sample_db, moved.order_id)["warehouse_id"] == moved.new_warehouse_id
+    new = store.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 1, seed=99), now=NOW,
+                              config=rules)
+    assert new[0].warehouse_id == "WH-02"

@@ -1,0 +1,40 @@
+"""Settings: defaults, TOML file, environment, errors naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coordinator.errors import ConfigError
+from coordinator.settings import AllocationConfig, Settings
+
+
+def test_file_then_environment_override(tmp_path: Path) -> None:
+    path = tmp_path / "breakwater.toml"
+    path.write_text(
+        'db_path = "from-file.sqlite"\n[allocation]\nreservation_threshold = 0.7\n'
+        '[allocation.channel_rules.douyin]\ntier_shift = -1\n[ops]\ngrace_s = 90\n',
+        encoding="utf-8",
+    )
+    settings = Settings.load(path, env={"BREAKWATER_DB": "from-env.sqlite",
+                                         "BREAKWATER_SKEW_THRESHOLD_S": "5"})
+    assert settings.db_path == "from-env.sqlite"
+    assert settings.allocation.reservation_threshold == 0.7
+    assert settings.allocation.tier_for("douyin") == 1
+    assert settings.intake.skew_threshold_s == 5.0
+    assert settings.section("ops") == {"grace_s": 90}
+
+
+def test_bad_value_names_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"allocation\.nearest"):
+        Settings.parse({"allocation": {"nearest": 0}})
+    with pytest.raises(ConfigError, match="db_pth"):
+        Settings.parse({"db_pth": "typo.sqlite"})
+
+
+def test_rule_set_version_changes_with_the_rules() -> None:
+    base = AllocationConfig()
+    assert base.version == AllocationConfig().version
+    assert base.version != AllocationConfig(weight_depth=0.1).version
+    assert base.tier_for("meituan") == 1 and base.forces_cold_chain("meituan")

@@ -1,0 +1,202 @@
+"""The store on real SQLite files: intake, idempotency, status events, no oversell."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlite_utils import Database
+
+from coordinator import store
+from coordinator.catalog import (
+    InventoryIn,
+    SkuIn,
+    WarehouseIn,
+    upsert_inventory,
+    upsert_skus,
+    upsert_warehouses,
+)
+from coordinator.db import open_database
+from coordinator.errors import Conflict, NotFound
+from coordinator.settings import AllocationConfig
+from protocols.orders import Channel, OrderIn, OrderLine
+
+from .conftest import NOW
+
+
+def _order(coid: str, sku: str = "SKU-0001", qty: int = 1, channel: Channel = Channel.WECHAT_MINI,
+           store_id: str | None = "HZ-S001", submitted_s_ago: float | None = None) -> OrderIn:
+    submitted = None if submitted_s_ago is None else NOW - timedelta(seconds=submitted_s_ago)
+    return OrderIn(channel=channel, channel_order_id=coid, store_id=store_id,
+                   lines=[OrderLine(sku_id=sku, qty=qty)], lat=30.27, lon=120.15,
+                   client_submitted_at=submitted)
+
+
+def _reserved_matches_held(db: Database) -> bool:
+    bad = db.execute(
+        "SELECT i.warehouse_id, i.sku_id FROM inventory i LEFT JOIN reservations r "
+        "ON r.warehouse_id = i.warehouse_id AND r.sku_id = i.sku_id AND r.status = 'held' "
+        "GROUP BY i.warehouse_id, i.sku_id HAVING i.reserved != coalesce(sum(r.qty), 0)"
+    ).fetchall()
+    return not bad
+
+
+def test_order_is_allocated_reserved_and_timelined(sample_db: Database,
+                                                   rules: AllocationConfig) -> None:
+    (outcome,) = store.submit_orders(sample_db, [_order("A1", qty=3)], now=NOW, config=rules)
+    assert outcome.created and outcome.status == "allocated" and outcome.warehouse_id
+    order = store.get_order(sample_db, outcome.order_id)
+    assert [e["kind"] for e in order["timeline"]] == ["received", "allocated"]
+    assert order["timeline"][1]["label"] == "已分仓"
+    reserved = sample_db.execute(
+        "SELECT reserved FROM inventory WHERE warehouse_id = ? AND sku_id = 'SKU-0001'",
+        [outcome.warehouse_id]).fetchone()[0]
+    assert reserved == 3
+    (decision,) = store.decisions_of(sample_db, outcome.order_id)
+    assert decision["rule_set_version"] == rules.version
+    assert any(c["chosen"] for c in store.trace_candidates(decision["trace"]))
+    assert _reserved_matches_held(sample_db)
+
+
+def test_same_channel_order_twice_is_stored_once(sample_db: Database,
+                                                 rules: AllocationConfig) -> None:
+    first, again = store.submit_orders(sample_db, [_order("D1"), _order("D1")], now=NOW,
+                                       config=rules)
+    later = store.submit_orders(sample_db, [_order("D1")], now=NOW, config=rules)[0]
+    assert first.created and not again.created and not later.created
+    assert first.order_id == again.order_id == later.order_id
+    assert sample_db.execute("SELECT count(*) FROM orders").fetchone()[0] == 1
+    other_channel = store.submit_orders(sample_db, [_order("D1", channel=Channel.DOUYIN)],
+                                        now=NOW, config=rules)[0]
+    assert other_channel.created
+
+
+def test_unknown_sku_rejects_whole_batch_and_writes_nothing(sample_db: Database,
+                                                            rules: AllocationConfig) -> None:
+    with pytest.raises(NotFound) as caught:
+        store.submit_orders(sample_db, [_order("U1"), _order("U2", sku="NOPE")], now=NOW,
+                            config=rules)
+    assert caught.value.kind == "sku" and caught.value.ident == "NOPE"
+    assert sample_db.execute("SELECT count(*) FROM orders").fetchone()[0] == 0
+    with pytest.raises(NotFound, match="store"):
+        store.submit_orders(sample_db, [_order("U3", store_id="HZ-NOPE")], now=NOW, config=rules)
+
+
+def test_client_clock_skew_beyond_threshold_is_flagged(sample_db: Database,
+                                                       rules: AllocationConfig) -> None:
+    ok, skewed = store.submit_orders(
+        sample_db, [_order("K1", submitted_s_ago=1.0), _order("K2", submitted_s_ago=4.5)],
+        now=NOW, config=rules, skew_threshold_s=3.0)
+    assert not ok.skewed and skewed.skewed
+    assert store.skew_count(sample_db) == 1
+    assert store.get_order(sample_db, skewed.order_id)["skew_ms"] == 4500
+
+
+def test_status_events_follow_the_order_lifecycle(sample_db: Database,
+                                                  rules: AllocationConfig) -> None:
+    (o,) = store.submit_orders(sample_db, [_order("E1", qty=2)], now=NOW, config=rules)
+    with pytest.raises(Conflict):
+        store.record_status_event(sample_db, o.order_id, "delivered", NOW)
+    before = sample_db.execute(
+        "SELECT on_hand, reserved FROM inventory WHERE warehouse_id = ? AND sku_id = 'SKU-0001'",
+        [o.warehouse_id]).fetchone()
+    store.record_status_event(sample_db, o.order_id, "shipped", NOW)
+    after = sample_db.execute(
+        "SELECT on_hand, reserved FROM inventory WHERE warehouse_id = ? AND sku_id = 'SKU-0001'",
+        [o.warehouse_id]).fetchone()
+    assert (after[0], after[1]) == (before[0] - 2, before[1] - 2)
+    store.record_status_event(sample_db, o.order_id, "in_transit", NOW)
+    store.record_status_event(sample_db, o.order_id, "delivered", NOW)
+    with pytest.raises(Conflict):
+        store.record_status_event(sample_db, o.order_id, "shipped", NOW)
+    kinds = [e["kind"] for e in store.get_order(sample_db, o.order_id)["timeline"]]
+    assert kinds == ["received", "allocated", "shipped", "in_transit", "delivered"]
+    assert store.unshipped_orders(sample_db, o.warehouse_id or "") == []
+    assert _reserved_matches_held(sample_db)
+
+
+def test_cancel_releases_the_reservation(sample_db: Database, rules: AllocationConfig) -> None:
+    (o,) = store.submit_orders(sample_db, [_order("C1", qty=4)], now=NOW, config=rules)
+    store.record_status_event(sample_db, o.order_id, "cancelled", NOW)
+    assert _reserved_matches_held(sample_db)
+    assert sample_db.execute("SELECT sum(reserved) FROM inventory").fetchone()[0] == 0
+
+
+def test_timeline_is_append_only(sample_db: Database, rules: AllocationConfig) -> None:
+    (o,) = store.submit_orders(sample_db, [_order("T1")], now=NOW, config=rules)
+    with pytest.raises(Exception, match="append-only"):
+        sample_db.execute("DELETE FROM order_events WHERE order_id = ?", [o.order_id])
+    store.append_order_event(sample_db, o.order_id, "notified", NOW, {"to": "franchisee"})
+    assert store.get_order(sample_db, o.order_id)["timeline"][-1]["kind"] == "notified"
+
+
+def test_availability_change_is_reported_once(sample_db: Database) -> None:
+    assert store.set_warehouse_availability(sample_db, "WH-02", available=False,
+                                            reason="breaker", now=NOW)
+    assert not store.set_warehouse_availability(sample_db, "WH-02", available=False,
+                                                reason="breaker", now=NOW)
+    assert store.get_warehouse(sample_db, "WH-02")["unavailable_reason"] == "breaker"
+    with pytest.raises(NotFound):
+        store.set_warehouse_availability(sample_db, "WH-404", available=True, reason=None,
+                                         now=NOW)
+
+
+def test_unavailable_warehouse_gets_no_new_orders(sample_db: Database,
+                                                  rules: AllocationConfig) -> None:
+    (first,) = store.submit_orders(sample_db, [_order("N1")], now=NOW, config=rules)
+    assert first.warehouse_id is not None
+    store.set_warehouse_availability(sample_db, first.warehouse_id, available=False,
+                                     reason="breaker", now=NOW)
+    (second,) = store.submit_orders(sample_db, [_order("N2")], now=NOW, config=rules)
+    assert second.warehouse_id not in (None, first.warehouse_id)
+
+
+def _scarce_db(path: Path, units: int) -> None:
+    db = open_database(path)
+    upsert_warehouses(db, [WarehouseIn(id="W1", name="only", lat=30.27, lon=120.15)], NOW)
+    upsert_skus(db, [SkuIn(id="RARE")], NOW)
+    upsert_inventory(db, [InventoryIn(warehouse_id="W1", sku_id="RARE", on_hand=units)], NOW)
+    db.conn.close()
+
+
+def test_parallel_orders_for_scarce_stock_never_oversell(tmp_path: Path) -> None:
+    """8 threads, each with its own connection, race for 20 units in 1-3 unit orders."""
+    path = tmp_path / "scarce.sqlite"
+    _scarce_db(path, units=20)
+    rules = AllocationConfig(reservation_threshold=1.0)
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def client(n: int) -> None:
+        db = open_database(path, migrate=False)
+        try:
+            start.wait()
+            for i in range(12):
+                order = OrderIn(channel=Channel.MANUAL, channel_order_id=f"{n}-{i}",
+                                customer_id=f"c{n}", lines=[OrderLine(sku_id="RARE",
+                                                                      qty=1 + (i % 3))],
+                                lat=30.27, lon=120.15)
+                store.submit_orders(db, [order], now=NOW, config=rules)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            db.conn.close()
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    db = open_database(path)
+    held = db.execute("SELECT coalesce(sum(qty), 0) FROM reservations WHERE status = 'held'"
+                      ).fetchone()[0]
+    on_hand, reserved = db.execute(
+        "SELECT on_hand, reserved FROM inventory WHERE sku_id = 'RARE'").fetchone()
+    statuses = dict(db.execute("SELECT status, count(*) FROM orders GROUP BY status").fetchall())
+    assert reserved == held <= on_hand == 20
+    assert statuses.get("unallocated", 0) > 0  # demand (192 units) exceeded stock
+    assert held >= 18  # stock was used up, save at most a remainder smaller than an order
+    assert sum(statuses.values()) == 96
