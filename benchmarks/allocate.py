@@ -260,8 +260,8 @@ def _http(path: Path, orders: list[OrderIn], rate: float) -> tuple[float, float,
 def run(quick: bool) -> Result:
     result = Result("allocate")
     rules = AllocationConfig()
-    n_seed = 2_000 if quick else 10_000
-    n_big = 1_000 if quick else 4_000
+    n_seed = 1_000 if quick else 5_000
+    n_big = 600 if quick else 3_000
     n_http = 200 if quick else 1_200
     with tempfile.TemporaryDirectory(prefix="bw-allocate-") as tmp:
         root = Path(tmp)
@@ -280,7 +280,7 @@ def run(quick: bool) -> Result:
         result.add("in_process_per_s", seed_rate, "orders/s",
                    f"127 stores, 8 warehouses, 2,000 SKUs; batches of {BATCH} per commit",
                    ">= 5,000")
-        single = _in_process(root / "single.sqlite", orders[: n_seed // 5], 1, rules)
+        single = _in_process(root / "single.sqlite", orders[: n_seed // 6], 1, rules)
         result.add("in_process_single_per_s", single, "orders/s", "one order per commit")
 
         big_region = generate_region(warehouses=800, cold_warehouses=300, skus=2_000,
