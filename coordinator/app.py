@@ -560,6 +560,7 @@ def create_app(
                 yield
         finally:
             sys.setswitchinterval(switch_interval)
+            gc.unfreeze()
             intake.stop()
             stop.set()
             checkpointer.join(timeout=10)
