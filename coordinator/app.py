@@ -15,6 +15,7 @@ notification outbox) live there. ``app.state`` holds ``settings``, ``clock``,
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -548,12 +549,18 @@ def create_app(
         # on every full collection (a pause that shows up as request latency)
         gc.collect()
         gc.freeze()
+        # The intake writer thread and the event loop share the GIL; the default 5 ms switch
+        # interval would let one make the other wait that long (it shows as p99 latency).
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(0.0005)
         try:
             async with AsyncExitStack() as stack:
                 for hook in lifespan_hooks:
                     await stack.enter_async_context(hook(app))
                 yield
         finally:
+            sys.setswitchinterval(switch_interval)
+            gc.unfreeze()
             intake.stop()
             stop.set()
             checkpointer.join(timeout=10)

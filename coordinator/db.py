@@ -41,6 +41,8 @@ def open_database(path: str | Path, *, migrate: bool = True) -> Database:
         conn.execute("PRAGMA busy_timeout=30000")
         # 64 MiB page cache: stock and order indexes stay in memory (default is 2 MiB)
         conn.execute("PRAGMA cache_size=-65536")
+        # reads through a memory map skip a system call and a copy per page
+        conn.execute("PRAGMA mmap_size=1073741824")
         db = Database(conn)
         if migrate:
             for migrations in migration_sets():

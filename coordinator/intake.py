@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from sqlite_utils import Database
 
 from coordinator import store
+from coordinator.errors import StoreError
 from coordinator.settings import Settings
 from protocols.clock import Clock
 from protocols.orders import OrderIn
@@ -55,7 +56,7 @@ class GroupCommitter:
         """Store and allocate ``orders`` (blocking until committed); see store.submit_orders."""
         if not self._thread.is_alive():
             message = "order intake is not running"
-            raise RuntimeError(message)
+            raise StoreError(message)
         pending = _Pending(orders)
         self._queue.put(pending)
         return pending.future.result()
@@ -64,7 +65,7 @@ class GroupCommitter:
         """:meth:`submit` for the event loop: awaits the commit instead of blocking."""
         if not self._thread.is_alive():
             message = "order intake is not running"
-            raise RuntimeError(message)
+            raise StoreError(message)
         pending = _Pending(orders)
         self._queue.put(pending)
         return await asyncio.wrap_future(pending.future)
@@ -96,7 +97,7 @@ class GroupCommitter:
             except queue.Empty:
                 break
             if left is not None:
-                left.future.set_exception(RuntimeError("order intake stopped"))
+                left.future.set_exception(StoreError("order intake stopped"))
 
     def _store(self, db: Database, orders: Sequence[OrderIn]) -> list[store.OrderOutcome]:
         return store.submit_orders(

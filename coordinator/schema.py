@@ -3,6 +3,11 @@
 Written as plain SQL so constraints (composite keys, UNIQUE, CHECK, append-only triggers)
 say exactly what the store relies on. Times are ISO-8601 UTC strings; booleans are 0/1.
 
+Reference data (inventory -> warehouses, skus) is guarded by foreign keys. The order-side
+tables are not: the store checks every SKU, store and warehouse before it writes
+(``NotFound`` names the one missing), and per-row foreign-key checks doubled the cost of
+moving reservations in a reroute.
+
 Tables (``coordinator_core`` migration set):
 
 - ``warehouses``: id, name, address, lat, lon, cold_chain, daily_capacity (0 = unlimited),
@@ -125,7 +130,7 @@ def m001_core(db: Database) -> None:
             id TEXT PRIMARY KEY,
             channel TEXT NOT NULL,
             channel_order_id TEXT NOT NULL,
-            store_id TEXT REFERENCES stores(id),
+            store_id TEXT,
             customer_id TEXT,
             items TEXT NOT NULL,
             lat REAL NOT NULL,
@@ -137,7 +142,7 @@ def m001_core(db: Database) -> None:
             tier INTEGER NOT NULL,
             status TEXT NOT NULL,
             status_reason TEXT,
-            warehouse_id TEXT REFERENCES warehouses(id),
+            warehouse_id TEXT,
             distance_km REAL,
             eta TEXT,
             allocated_at TEXT,
@@ -148,17 +153,17 @@ def m001_core(db: Database) -> None:
         CREATE INDEX orders_status ON orders (status);
 
         CREATE TABLE order_lines (
-            order_id TEXT NOT NULL REFERENCES orders(id),
+            order_id TEXT NOT NULL,
             line_no INTEGER NOT NULL,
-            sku_id TEXT NOT NULL REFERENCES skus(id),
+            sku_id TEXT NOT NULL,
             qty INTEGER NOT NULL CHECK (qty > 0),
-            warehouse_id TEXT REFERENCES warehouses(id),
+            warehouse_id TEXT,
             PRIMARY KEY (order_id, line_no)
         ) WITHOUT ROWID;
 
         CREATE TABLE order_events (
             id INTEGER PRIMARY KEY,
-            order_id TEXT NOT NULL REFERENCES orders(id),
+            order_id TEXT NOT NULL,
             kind TEXT NOT NULL,
             at TEXT NOT NULL,
             detail TEXT NOT NULL DEFAULT '{}'
@@ -173,7 +178,7 @@ def m001_core(db: Database) -> None:
 
         CREATE TABLE allocation_decisions (
             id INTEGER PRIMARY KEY,
-            order_id TEXT NOT NULL REFERENCES orders(id),
+            order_id TEXT NOT NULL,
             decided_at TEXT NOT NULL,
             kind TEXT NOT NULL,
             incident_id TEXT,
@@ -189,10 +194,10 @@ def m001_core(db: Database) -> None:
 
         CREATE TABLE reservations (
             id INTEGER PRIMARY KEY,
-            order_id TEXT NOT NULL REFERENCES orders(id),
+            order_id TEXT NOT NULL,
             line_no INTEGER NOT NULL,
             sku_id TEXT NOT NULL,
-            warehouse_id TEXT NOT NULL REFERENCES warehouses(id),
+            warehouse_id TEXT NOT NULL,
             qty INTEGER NOT NULL CHECK (qty > 0),
             status TEXT NOT NULL CHECK (status IN ('held', 'shipped', 'released')),
             created_at TEXT NOT NULL,
@@ -202,7 +207,7 @@ def m001_core(db: Database) -> None:
         CREATE INDEX reservations_warehouse ON reservations (warehouse_id, status);
 
         CREATE TABLE warehouse_load (
-            warehouse_id TEXT NOT NULL REFERENCES warehouses(id),
+            warehouse_id TEXT NOT NULL,
             day TEXT NOT NULL,
             handled INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (warehouse_id, day)
@@ -210,7 +215,7 @@ def m001_core(db: Database) -> None:
 
         CREATE TABLE incidents (
             id TEXT PRIMARY KEY,
-            warehouse_id TEXT NOT NULL REFERENCES warehouses(id),
+            warehouse_id TEXT NOT NULL,
             reason TEXT NOT NULL,
             started_at TEXT NOT NULL,
             rule_set_version TEXT NOT NULL,
@@ -219,8 +224,8 @@ def m001_core(db: Database) -> None:
         );
 
         CREATE TABLE incident_orders (
-            incident_id TEXT NOT NULL REFERENCES incidents(id),
-            order_id TEXT NOT NULL REFERENCES orders(id),
+            incident_id TEXT NOT NULL,
+            order_id TEXT NOT NULL,
             outcome TEXT NOT NULL CHECK (outcome IN ('moved', 'stuck')),
             old_warehouse_id TEXT NOT NULL,
             new_warehouse_id TEXT,

@@ -270,7 +270,7 @@ class _Loader:
         """One query for the likely stock of a whole batch instead of one per order."""
         if self.snapshot.loaded is None:
             return
-        want = max(_INITIAL_LOAD // 2, config.nearest * 2)
+        want = config.nearest + 1
         pairs: list[tuple[str, str]] = []
         for order in orders:
             nearest, _ = self._candidates(order, config, exclude, want)
@@ -284,7 +284,7 @@ class _Loader:
         index = self.snapshot.index
         assert index is not None
         skus = [line.sku_id for line in order.lines]
-        want = max(_INITIAL_LOAD // 2, config.nearest * 2)
+        want = config.nearest + 1
         try:
             return engine.allocate(order, self.snapshot, config, exclude=exclude)
         except IncompleteSnapshot:
