@@ -8,6 +8,7 @@ order is shipped. Chromium then loads ``/dashboard?order=...`` and the test read
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -21,8 +22,8 @@ from html import unescape
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import httpx
-import paho.mqtt.publish as mqtt_publish
 import pytest
 
 from coordinator import dashboard
@@ -33,15 +34,23 @@ from coordinator.ops.api import router as ops_router
 from coordinator.ops.app import ops_lifespan
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
 from coordinator.serving import serve_in_thread
+from coordinator.settings import Settings
 from protocols import Topics, encode
 from simulators.brokers import Broker
 from tests.coordinator.ops.factories import breaker_event
 from tests.coordinator.ops.helpers import ops_config, settings_for
 
-pytestmark = pytest.mark.broker
-
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 PAUSE_REASON = "roof leak over cold room 2 冷库漏水"
+
+
+def _publish_retained(broker: Broker, topic: str, payload: bytes) -> None:
+    """As an agent publishes its breaker state: QoS 1, retained."""
+    async def publish() -> None:
+        async with aiomqtt.Client(broker.host, broker.port) as agent:
+            await agent.publish(topic, payload, qos=1, retain=True)
+
+    asyncio.run(publish())
 
 
 @dataclass(frozen=True)
@@ -117,15 +126,14 @@ def site(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
         event = breaker_event(seq=1, warehouse=tripped, agent=f"gw-{tripped.lower()}",
                               at=datetime.now(UTC))
         # retained, so the trip is delivered even if the coordinator subscribes after it
-        mqtt_publish.single(topics.breaker(tripped, "cold_chain"), encode(event), qos=1,
-                            retain=True, hostname=mqtt_broker.host, port=mqtt_broker.port)
+        _publish_retained(mqtt_broker, topics.breaker(tripped, "cold_chain"), encode(event))
         _poll(http, "the breaker trip", lambda s: _by_id(s)[tripped]["state"] == "tripped")
         yield Site(url, paused, tripped, first["order_id"], shipped["order_id"], workdir)
-        mqtt_publish.single(topics.breaker(tripped, "cold_chain"), b"", qos=1, retain=True,
-                            hostname=mqtt_broker.host, port=mqtt_broker.port)
+        _publish_retained(mqtt_broker, topics.breaker(tripped, "cold_chain"), b"")
 
 
 # -- the JSON -------------------------------------------------------------------------
+@pytest.mark.broker
 def test_state_shows_paused_and_tripped_warehouses_incidents_and_counts(site: Site) -> None:
     with httpx.Client(base_url=site.url, timeout=15) as http:
         state = http.get("/dashboard/state").json()
@@ -170,6 +178,7 @@ def test_state_shows_paused_and_tripped_warehouses_incidents_and_counts(site: Si
         assert bad.status_code == 422 and bad.json()["field"] == "query.incidents"
 
 
+@pytest.mark.broker
 def test_page_is_served_self_contained_at_root_and_dashboard(site: Site) -> None:
     with httpx.Client(base_url=site.url, timeout=15) as http:
         pages = [http.get(p) for p in ("/", "/dashboard")]
@@ -193,14 +202,14 @@ def _chromium() -> str:
     pytest.skip("no chromium binary on PATH (looked for " + ", ".join(CHROMIUM_NAMES) + ")")
 
 
-def _run_chromium(site: Site, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    profile = site.workdir / f"chromium-{uuid.uuid4().hex[:8]}"
+def _run_chromium(workdir: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    profile = workdir / f"chromium-{uuid.uuid4().hex[:8]}"
     command = [_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                "--no-first-run", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
                f"--user-data-dir={profile}", "--virtual-time-budget=5000", *extra, url]
     done = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False,
-                          env={**os.environ, "HOME": str(site.workdir)})
+                          env={**os.environ, "HOME": str(workdir)})
     assert done.returncode == 0, done.stderr[-2000:]
     return done
 
@@ -216,13 +225,13 @@ def _element(dom: str, tag: str, attrs: str) -> str:
     return found.group(1)
 
 
+@pytest.mark.broker
 def test_browser_renders_warehouses_and_an_orders_timeline_and_decision(site: Site) -> None:
     with httpx.Client(base_url=site.url, timeout=15) as http:
         decision = http.get(f"/orders/{site.rerouted_order}/decision",
                             params={"why_not": site.paused}).json()
     page = f"{site.url}/dashboard?order={site.rerouted_order}&why_not={site.paused}"
-    dom = _run_chromium(site, page, "--dump-dom").stdout
-    Path("/tmp/dash_dom.html").write_text(dom)
+    dom = _run_chromium(site.workdir, page, "--dump-dom").stdout
 
     rows = re.findall(r'<tr data-warehouse="(WH-\d+)" data-state="(\w+)"', dom)
     assert len(rows) == 8
@@ -240,15 +249,19 @@ def test_browser_renders_warehouses_and_an_orders_timeline_and_decision(site: Si
     assert "in transit 在途 1" in counts and "total 合计 6" in counts
     metrics = _text(dom.partition('id="metrics"')[2].partition("</section>")[0])
     assert "Self-healing 自愈率" in metrics and "unavailable" not in metrics
+    announced = _text(_element(dom, "p", 'id="announce-state"'))
+    assert announced == (f"unavailable 不可用: {site.paused} paused 已暂停, "
+                         f"{site.tripped} tripped 已熔断")
 
     # the order looked up from ?order=: the milestones and every event, with times
     done = re.findall(r'<li class="done" data-step="(\w+)"', dom)
-    assert done == ["received", "allocated"]
+    assert done == ["received", "allocated", "rerouted"]
     allocated = _text(_element(dom, "li", 'class="done" data-step="allocated"'))
     assert "allocated 已分仓" in allocated and "UTC" in allocated
     assert "not yet" in _text(_element(dom, "li", 'class="" data-step="shipped"'))
     events = re.findall(r'<tr data-event="(\w+)"', dom)
     assert events == ["received", "allocated", "rerouted"]
+    assert "Allocation 分仓" in dom and "Reroute 改派" in dom
     rerouted = _text(_element(dom, "tr", 'data-event="rerouted"'))
     assert f"from {site.paused} to " in rerouted and PAUSE_REASON in rerouted
     # the decision trace in words, both decisions, and the "why not" answer
@@ -257,24 +270,57 @@ def test_browser_renders_warehouses_and_an_orders_timeline_and_decision(site: Si
     for d in decision["decisions"]:
         for line in d["explanation"]:
             assert line in unescape(dom)
+    announced = _text(_element(dom, "p", 'id="announce-order"'))
+    assert announced.startswith(f"order {site.rerouted_order}: allocated 已分仓")
     answer = _text(_element(dom, "p", 'id="why-not-answer"'))
     assert answer == f"Why not {site.paused}? {decision['why_not']['answer']}"
 
 
+@pytest.mark.broker
 def test_browser_shows_a_shipped_order_and_an_unknown_one_clearly(site: Site) -> None:
-    dom = _run_chromium(site, f"{site.url}/dashboard?order={site.shipped_order}",
+    dom = _run_chromium(site.workdir, f"{site.url}/dashboard?order={site.shipped_order}",
                         "--dump-dom").stdout
     assert re.findall(r'<li class="done" data-step="(\w+)"', dom) == [
         "received", "allocated", "shipped", "in_transit"]
+    assert 'data-step="rerouted"' not in dom  # never rerouted: no such step
     shipped = _text(_element(dom, "li", 'class="done" data-step="shipped"'))
     assert "shipped 已出库" in shipped and "UTC" in shipped
-    dom = _run_chromium(site, f"{site.url}/dashboard?order=NO-SUCH-ORDER", "--dump-dom").stdout
+    dom = _run_chromium(site.workdir, f"{site.url}/dashboard?order=NO-SUCH-ORDER",
+                        "--dump-dom").stdout
     error = _text(_element(dom, "p", 'class="error"'))
     assert error.startswith("Order NO-SUCH-ORDER: HTTP 404")
 
 
+@pytest.mark.broker
 def test_browser_screenshot_is_taken(site: Site) -> None:
+    """To look at it: DASHBOARD_SCREENSHOT=/tmp/d.png [DASHBOARD_WINDOW=1400,2600] pytest ..."""
     target = Path(os.environ.get("DASHBOARD_SCREENSHOT", site.workdir / "dashboard.png"))
-    _run_chromium(site, f"{site.url}/dashboard?order={site.rerouted_order}&why_not={site.paused}",
-                  f"--screenshot={target}", "--window-size=1400,1000")
+    page = f"{site.url}/dashboard?order={site.rerouted_order}&why_not={site.paused}"
+    _run_chromium(site.workdir, page, f"--screenshot={target}",
+                  f"--window-size={os.environ.get('DASHBOARD_WINDOW', '1400,1000')}")
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_the_ops_side_the_page_works_and_says_metrics_are_unavailable(
+        tmp_path: Path) -> None:
+    path = tmp_path / "core.sqlite"
+    db = open_database(path)
+    for name in SAMPLE_FILES:
+        import_file(db, SAMPLE_DIR / f"{name}.csv", datetime.now(UTC))
+    db.conn.close()
+    app = create_app(Settings(db_path=str(path)), extra_routers=[dashboard.router])
+    with serve_in_thread(app) as url:
+        state = httpx.get(url + "/dashboard/state", timeout=15).json()
+        assert [w["state"] for w in state["warehouses"]] == ["available"] * 8
+        assert all(w["last_seen"] is None and w["agents"] == [] for w in state["warehouses"])
+        assert (state["incidents"], state["orders_by_status"], state["orders_total"]) == (
+            [], {}, 0)
+        assert state["notifications"] == {
+            "by_status": {"pending": 0, "sent": 0, "failed": 0}, "by_kind": {}}
+        dom = _run_chromium(tmp_path, url + "/dashboard", "--dump-dom").stdout
+    assert re.findall(r'data-state="(\w+)"', dom) == ["available"] * 8
+    assert "no incidents 暂无事件" in dom and "no orders yet 暂无订单" in dom
+    metrics = _text(_element(dom, "div", 'id="metrics"'))
+    assert metrics.startswith("metrics unavailable (HTTP 404")
+    announced = _text(_element(dom, "p", 'id="announce-state"'))
+    assert announced == "all warehouses available 全部仓库可用"
