@@ -278,11 +278,16 @@ def test_browser_renders_warehouses_and_an_orders_timeline_and_decision(site: Si
 
 @pytest.mark.broker
 def test_browser_shows_a_shipped_order_and_an_unknown_one_clearly(site: Site) -> None:
-    dom = _run_chromium(site.workdir, f"{site.url}/dashboard?order={site.shipped_order}",
+    dom = _run_chromium(site.workdir,
+                        f"{site.url}/dashboard?order={site.shipped_order}&why_not=WH-NOPE",
                         "--dump-dom").stdout
     assert re.findall(r'<li class="done" data-step="(\w+)"', dom) == [
         "received", "allocated", "shipped", "in_transit"]
     assert 'data-step="rerouted"' not in dom  # never rerouted: no such step
+    # an unknown "why not" warehouse is answered as such and hides nothing else
+    answer = _text(_element(dom, "p", 'id="why-not-answer"'))
+    assert answer.startswith("Why not WH-NOPE? HTTP 404") and "WH-NOPE" in answer[16:]
+    assert re.findall(r'<div class="decision" data-outcome="(\w+)"', dom) == ["allocated"]
     shipped = _text(_element(dom, "li", 'class="done" data-step="shipped"'))
     assert "shipped 已出库" in shipped and "UTC" in shipped
     dom = _run_chromium(site.workdir, f"{site.url}/dashboard?order=NO-SUCH-ORDER",
