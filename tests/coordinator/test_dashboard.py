@@ -1,0 +1,331 @@
+"""The dashboard: its JSON over a real uvicorn, and the page rendered by headless Chromium.
+
+One coordinator (core + ops + dashboard router) serves the sample region on loopback with
+a real broker: orders come in over HTTP, one warehouse is paused by an operator (its
+orders reroute), another trips a breaker published the way an agent publishes it, and one
+order is shipped. Chromium then loads ``/dashboard?order=...`` and the test reads the DOM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from html import unescape
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import httpx
+import pytest
+
+from coordinator import dashboard
+from coordinator.app import create_app
+from coordinator.catalog import import_file
+from coordinator.db import open_database
+from coordinator.ops.api import router as ops_router
+from coordinator.ops.app import ops_lifespan
+from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
+from coordinator.serving import serve_in_thread
+from coordinator.settings import Settings
+from protocols import Topics, encode
+from simulators.brokers import Broker
+from tests.coordinator.ops.factories import breaker_event
+from tests.coordinator.ops.helpers import ops_config, settings_for
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+PAUSE_REASON = "roof leak over cold room 2 冷库漏水"
+
+
+def _publish_retained(broker: Broker, topic: str, payload: bytes) -> None:
+    """As an agent publishes its breaker state: QoS 1, retained."""
+    async def publish() -> None:
+        async with aiomqtt.Client(broker.host, broker.port) as agent:
+            await agent.publish(topic, payload, qos=1, retain=True)
+
+    asyncio.run(publish())
+
+
+@dataclass(frozen=True)
+class Site:
+    url: str
+    paused: str  # warehouse paused by an operator (its orders rerouted)
+    tripped: str  # warehouse whose breaker tripped
+    rerouted_order: str
+    shipped_order: str
+    workdir: Path
+
+
+# two destinations far apart, so the orders land at more than one warehouse
+DESTINATIONS = ((30.37, 120.22), (30.17, 120.13))
+
+
+def _wechat(trade_no: str, store: str, sku: str, where: tuple[float, float]) -> dict[str, Any]:
+    return {"channel": "wechat_mini", "out_trade_no": trade_no, "store_code": store,
+            "goods": [{"sku_id": sku, "num": 1}],
+            "address": {"latitude": where[0], "longitude": where[1]}}
+
+
+def _poll(http: httpx.Client, what: str, check: Any, within: float = 15.0) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    while True:
+        state: dict[str, Any] = http.get("/dashboard/state").json()
+        if check(state):
+            return state
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {state}")
+        time.sleep(0.05)
+
+
+def _by_id(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {w["id"]: w for w in state["warehouses"]}
+
+
+@pytest.fixture(scope="module")
+def site(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    if not mqtt_broker.running:
+        mqtt_broker.start()
+    workdir = tmp_path_factory.mktemp("dashboard")
+    path = workdir / "coordinator.sqlite"
+    db = open_database(path)
+    for name in SAMPLE_FILES:
+        import_file(db, SAMPLE_DIR / f"{name}.csv", datetime.now(UTC))
+    db.conn.close()
+    topics = Topics(f"bwtest-dash-{uuid.uuid4().hex[:10]}")
+    app = create_app(settings_for(path, mqtt_broker.url, topics),
+                     extra_routers=[ops_router, dashboard.router],
+                     lifespan_hooks=[ops_lifespan(ops_config(workdir))])
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=15) as http:
+        orders = []
+        for i in range(6):
+            r = http.post("/orders", json=_wechat(f"DASH-{i}", f"HZ-S00{i + 1}",
+                                                  f"SKU-000{i % 3 + 1}",
+                                                  DESTINATIONS[i % 2]))
+            assert r.status_code == 201, r.text
+            assert r.json()["status"] == "allocated", r.text
+            orders.append(r.json())
+        first = orders[0]
+        paused = first["warehouse_id"]
+        shipped = next(o for o in orders if o["warehouse_id"] != paused)
+        for kind in ("shipped", "in_transit"):
+            r = http.post(f"/orders/{shipped['order_id']}/events", json={"kind": kind})
+            assert r.status_code == 200, r.text
+        r = http.post(f"/warehouses/{paused}/pause",
+                      json={"actor": "duty-lead-wang", "reason": PAUSE_REASON})
+        assert r.status_code == 200, r.text
+        assert r.json()["incidents"][0]["moved"] >= 1, r.text
+        tripped = next(w for w in ("WH-05", "WH-07", "WH-02")
+                       if w not in (paused, shipped["warehouse_id"]))
+        event = breaker_event(seq=1, warehouse=tripped, agent=f"gw-{tripped.lower()}",
+                              at=datetime.now(UTC))
+        # retained, so the trip is delivered even if the coordinator subscribes after it
+        _publish_retained(mqtt_broker, topics.breaker(tripped, "cold_chain"), encode(event))
+        _poll(http, "the breaker trip", lambda s: _by_id(s)[tripped]["state"] == "tripped")
+        yield Site(url, paused, tripped, first["order_id"], shipped["order_id"], workdir)
+        _publish_retained(mqtt_broker, topics.breaker(tripped, "cold_chain"), b"")
+
+
+# -- the JSON -------------------------------------------------------------------------
+@pytest.mark.broker
+def test_state_shows_paused_and_tripped_warehouses_incidents_and_counts(site: Site) -> None:
+    with httpx.Client(base_url=site.url, timeout=15) as http:
+        state = http.get("/dashboard/state").json()
+        assert set(state) == {"warehouses", "incidents", "orders_by_status", "orders_total",
+                              "notifications", "labels", "generated_at"}
+        warehouses = _by_id(state)
+        assert sorted(warehouses) == [f"WH-0{i}" for i in range(1, 9)]
+        paused = warehouses[site.paused]
+        assert (paused["state"], paused["state_label"]) == ("paused", "已暂停")
+        assert PAUSE_REASON in paused["reason"]
+        assert [h["hold"] for h in paused["holds"]] == ["manual"]
+        assert paused["open_orders"] == 0  # its orders moved away
+        tripped = warehouses[site.tripped]
+        assert tripped["state"] == "tripped" and not tripped["available"]
+        assert tripped["reason"] == "breaker cold_chain: threshold_exceeded"
+        [breaker] = tripped["open_breakers"]
+        assert (breaker["breaker"], breaker["state"], breaker["open"]) == (
+            "cold_chain", "tripped", True)
+        assert tripped["last_seen"] is not None
+        others = [w for wid, w in warehouses.items() if wid not in (site.paused, site.tripped)]
+        assert {w["state"] for w in others} == {"available"}
+        assert all(w["reason"] is None and w["open_breakers"] == [] for w in others)
+
+        by_warehouse = {i["warehouse_id"]: i for i in state["incidents"]}
+        pause_incident = by_warehouse[site.paused]
+        assert pause_incident["moved"] >= 1 and pause_incident["stuck"] == 0
+        assert pause_incident["open"] and pause_incident["closed_at"] is None
+        assert pause_incident["warehouse_name"] == paused["name"]
+        assert by_warehouse[site.tripped]["open"]
+
+        counts = state["orders_by_status"]
+        assert state["orders_total"] == sum(counts.values()) == 6
+        assert counts["in_transit"] == 1
+        assert set(state["notifications"]["by_status"]) >= {"pending", "sent", "failed"}
+        assert sum(state["notifications"]["by_kind"]["franchisee"].values()) == \
+            pause_incident["moved"]
+        assert state["labels"]["allocated"] == "已分仓"
+
+        assert http.get("/dashboard/state", params={"incidents": 1}).json()["incidents"] \
+            == [state["incidents"][0]]
+        bad = http.get("/dashboard/state", params={"incidents": 0})
+        assert bad.status_code == 422 and bad.json()["field"] == "query.incidents"
+
+
+@pytest.mark.broker
+def test_page_is_served_self_contained_at_root_and_dashboard(site: Site) -> None:
+    with httpx.Client(base_url=site.url, timeout=15) as http:
+        pages = [http.get(p) for p in ("/", "/dashboard")]
+    for page in pages:
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert page.text == pages[0].text
+    html = pages[0].text
+    assert "<title>" in html and "/dashboard/state" in html
+    # works offline: no script, style or font fetched from anywhere else
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
+    assert "@import" not in html
+
+
+# -- the page in a real browser -----------------------------------------------------------
+def _chromium() -> str:
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("no chromium binary on PATH (looked for " + ", ".join(CHROMIUM_NAMES) + ")")
+
+
+def _run_chromium(workdir: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    profile = workdir / f"chromium-{uuid.uuid4().hex[:8]}"
+    command = [_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+               "--no-first-run", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+               f"--user-data-dir={profile}", "--virtual-time-budget=5000", *extra, url]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False,
+                          env={**os.environ, "HOME": str(workdir)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def _text(fragment: str) -> str:
+    """The visible text of an HTML fragment, whitespace collapsed."""
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", fragment)).split())
+
+
+def _element(dom: str, tag: str, attrs: str) -> str:
+    found = re.search(rf"<{tag} {attrs}[^>]*>(.*?)</{tag}>", dom, re.S)
+    assert found is not None, f"no <{tag} {attrs}> in the rendered page"
+    return found.group(1)
+
+
+@pytest.mark.broker
+def test_browser_renders_warehouses_and_an_orders_timeline_and_decision(site: Site) -> None:
+    with httpx.Client(base_url=site.url, timeout=15) as http:
+        decision = http.get(f"/orders/{site.rerouted_order}/decision",
+                            params={"why_not": site.paused}).json()
+    page = f"{site.url}/dashboard?order={site.rerouted_order}&why_not={site.paused}"
+    dom = _run_chromium(site.workdir, page, "--dump-dom").stdout
+
+    rows = re.findall(r'<tr data-warehouse="(WH-\d+)" data-state="(\w+)"', dom)
+    assert len(rows) == 8
+    states = dict(rows)
+    assert states[site.paused] == "paused" and states[site.tripped] == "tripped"
+    paused_row = _text(_element(dom, "tr", f'data-warehouse="{site.paused}"'))
+    assert "paused 已暂停" in paused_row and PAUSE_REASON in paused_row
+    tripped_row = _text(_element(dom, "tr", f'data-warehouse="{site.tripped}"'))
+    assert "tripped 已熔断" in tripped_row
+    assert "breaker cold_chain: threshold_exceeded" in tripped_row
+    assert "cold_chain tripped" in tripped_row
+    incidents = _text(_element(dom, "table", 'id="incidents"'))
+    assert site.paused in incidents and PAUSE_REASON in incidents
+    counts = _text(_element(dom, "table", 'id="order-counts"'))
+    assert "in transit 在途 1" in counts and "total 合计 6" in counts
+    metrics = _text(dom.partition('id="metrics"')[2].partition("</section>")[0])
+    assert "Self-healing 自愈率" in metrics and "unavailable" not in metrics
+    announced = _text(_element(dom, "p", 'id="announce-state"'))
+    assert announced == (f"unavailable 不可用: {site.paused} paused 已暂停, "
+                         f"{site.tripped} tripped 已熔断")
+
+    # the order looked up from ?order=: the milestones and every event, with times
+    done = re.findall(r'<li class="done" data-step="(\w+)"', dom)
+    assert done == ["received", "allocated", "rerouted"]
+    allocated = _text(_element(dom, "li", 'class="done" data-step="allocated"'))
+    assert "allocated 已分仓" in allocated and "UTC" in allocated
+    assert "not yet" in _text(_element(dom, "li", 'class="" data-step="shipped"'))
+    events = re.findall(r'<tr data-event="(\w+)"', dom)
+    assert events == ["received", "allocated", "rerouted"]
+    assert "Allocation 分仓" in dom and "Reroute 改派" in dom
+    rerouted = _text(_element(dom, "tr", 'data-event="rerouted"'))
+    assert f"from {site.paused} to " in rerouted and PAUSE_REASON in rerouted
+    # the decision trace in words, both decisions, and the "why not" answer
+    assert re.findall(r'<div class="decision" data-outcome="(\w+)"', dom) == [
+        "allocated", "allocated"]
+    for d in decision["decisions"]:
+        for line in d["explanation"]:
+            assert line in unescape(dom)
+    announced = _text(_element(dom, "p", 'id="announce-order"'))
+    assert announced.startswith(f"order {site.rerouted_order}: allocated 已分仓")
+    answer = _text(_element(dom, "p", 'id="why-not-answer"'))
+    assert answer == f"Why not {site.paused}? {decision['why_not']['answer']}"
+
+
+@pytest.mark.broker
+def test_browser_shows_a_shipped_order_and_an_unknown_one_clearly(site: Site) -> None:
+    dom = _run_chromium(site.workdir,
+                        f"{site.url}/dashboard?order={site.shipped_order}&why_not=WH-NOPE",
+                        "--dump-dom").stdout
+    assert re.findall(r'<li class="done" data-step="(\w+)"', dom) == [
+        "received", "allocated", "shipped", "in_transit"]
+    assert 'data-step="rerouted"' not in dom  # never rerouted: no such step
+    # an unknown "why not" warehouse is answered as such and hides nothing else
+    answer = _text(_element(dom, "p", 'id="why-not-answer"'))
+    assert answer.startswith("Why not WH-NOPE? HTTP 404") and "WH-NOPE" in answer[16:]
+    assert re.findall(r'<div class="decision" data-outcome="(\w+)"', dom) == ["allocated"]
+    shipped = _text(_element(dom, "li", 'class="done" data-step="shipped"'))
+    assert "shipped 已出库" in shipped and "UTC" in shipped
+    dom = _run_chromium(site.workdir, f"{site.url}/dashboard?order=NO-SUCH-ORDER",
+                        "--dump-dom").stdout
+    error = _text(_element(dom, "p", 'class="error"'))
+    assert error.startswith("Order NO-SUCH-ORDER: HTTP 404")
+
+
+@pytest.mark.broker
+def test_browser_screenshot_is_taken(site: Site) -> None:
+    """To look at it: DASHBOARD_SCREENSHOT=/tmp/d.png [DASHBOARD_WINDOW=1400,2600] pytest ..."""
+    target = Path(os.environ.get("DASHBOARD_SCREENSHOT", site.workdir / "dashboard.png"))
+    page = f"{site.url}/dashboard?order={site.rerouted_order}&why_not={site.paused}"
+    _run_chromium(site.workdir, page, f"--screenshot={target}",
+                  f"--window-size={os.environ.get('DASHBOARD_WINDOW', '1400,1000')}")
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_the_ops_side_the_page_works_and_says_metrics_are_unavailable(
+        tmp_path: Path) -> None:
+    path = tmp_path / "core.sqlite"
+    db = open_database(path)
+    for name in SAMPLE_FILES:
+        import_file(db, SAMPLE_DIR / f"{name}.csv", datetime.now(UTC))
+    db.conn.close()
+    app = create_app(Settings(db_path=str(path)), extra_routers=[dashboard.router])
+    with serve_in_thread(app) as url:
+        state = httpx.get(url + "/dashboard/state", timeout=15).json()
+        assert [w["state"] for w in state["warehouses"]] == ["available"] * 8
+        assert all(w["last_seen"] is None and w["agents"] == [] for w in state["warehouses"])
+        assert (state["incidents"], state["orders_by_status"], state["orders_total"]) == (
+            [], {}, 0)
+        assert state["notifications"] == {
+            "by_status": {"pending": 0, "sent": 0, "failed": 0}, "by_kind": {}}
+        dom = _run_chromium(tmp_path, url + "/dashboard", "--dump-dom").stdout
+    assert re.findall(r'data-state="(\w+)"', dom) == ["available"] * 8
+    assert "no incidents 暂无事件" in dom and "no orders yet 暂无订单" in dom
+    metrics = _text(_element(dom, "div", 'id="metrics"'))
+    assert metrics.startswith("metrics unavailable (HTTP 404")
+    announced = _text(_element(dom, "p", 'id="announce-state"'))
+    assert announced == "all warehouses available 全部仓库可用"
