@@ -102,8 +102,14 @@ class WarehouseIndex:
         if len(rows) > _SCAN_ALL and max(self._lons) - min(self._lons) < 180:
             lat_span = max(self._lats) - min(self._lats)
             lon_span = max(self._lons) - min(self._lons)
-            # about three warehouses a cell
-            self._cell = max(1e-4, math.sqrt(max(lat_span * lon_span, 1e-8) * 3 / len(rows)))
+            # About three warehouses a cell; but never so small that a thin region (all
+            # warehouses along one road) needs more than ~2*sqrt(n) rings to cross, or the
+            # ring walk turns quadratic in the region's length.
+            self._cell = max(
+                1e-4,
+                math.sqrt(max(lat_span * lon_span, 1e-8) * 3 / len(rows)),
+                max(lat_span, lon_span) / (2 * math.sqrt(len(rows)) + 1),
+            )
             for item in self._trig:
                 key = self._key(math.degrees(item[1]), math.degrees(item[2]))
                 self._grid.setdefault(key, []).append(item)

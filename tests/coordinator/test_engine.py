@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import UTC, datetime
 
@@ -308,3 +309,17 @@ def test_grid_index_yields_exact_distance_order_in_a_region(
     for (gd, gw), (wd, ww) in zip(got, want, strict=True):
         assert math.isclose(gd, wd, abs_tol=1e-3)  # the index rounds to the metre
         assert gw == ww or math.isclose(gd, wd, abs_tol=2e-3)
+
+
+def test_warehouses_along_one_long_road_are_ranked_without_a_quadratic_walk() -> None:
+    # A thin region (every warehouse on one parallel) once made the grid cells tiny and
+    # the ring walk visit millions of empty cells; the ranking must stay exact and quick.
+
+    positions = [(f"w{i:03d}", 10.0, -50 + i * 0.5) for i in range(300)]
+    index = WarehouseIndex(positions)
+    ranked = list(itertools.islice(index.nearest(10.0, 40.0), 300))
+    by_hand = sorted(
+        ((great_circle_km(10.0, 40.0, lat, lon), wid) for wid, lat, lon in positions),
+        key=lambda p: (round(p[0], 3), p[1]),
+    )
+    assert [wid for _, wid in ranked] == [wid for _, wid in by_hand]
