@@ -34,11 +34,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from coordinator.app import create_app
+    from coordinator.ops.app import create_app_with_ops
 
     settings = _settings(args)
     # per-request access logging costs more than allocating the order: off unless asked
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+    uvicorn.run(create_app_with_ops(settings), host=settings.host, port=settings.port,
                 log_level="info", access_log=args.access_log)
     return 0
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from coordinator import dashboard
 from coordinator.app import create_app
 from coordinator.ops.api import router
 from coordinator.ops.config import OpsConfig
@@ -43,6 +44,7 @@ def ops_lifespan(config: OpsConfig | None = None
 
 def create_app_with_ops(settings: Settings | None = None, *, clock: Clock | None = None,
                         config: OpsConfig | None = None) -> FastAPI:
-    """The coordinator API plus the ops endpoints and background tasks."""
-    return create_app(settings, clock=clock, extra_routers=[router],
+    """The coordinator API plus the ops endpoints, background tasks and the dashboard."""
+    # the dashboard claims GET /, so it goes last
+    return create_app(settings, clock=clock, extra_routers=[router, dashboard.router],
                       lifespan_hooks=[ops_lifespan(config)])
