@@ -38,6 +38,7 @@ PUBLISHER = textwrap.dedent(
     import sys, time
     from datetime import datetime, timedelta, timezone
     import paho.mqtt.client as mqtt
+    from protocols import Topics
 
     port, n, sensors = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     wh, root = sys.argv[4], sys.argv[5]
@@ -45,7 +46,7 @@ PUBLISHER = textwrap.dedent(
     client.max_queued_messages_set(0)
     client.connect("127.0.0.1", port)
     client.loop_start()
-    topics = [f"{root}/v1/wh/{wh}/sensor/s{i:04d}" for i in range(sensors)]
+    topics = [Topics(root).sensor(wh, f"s{i:04d}") for i in range(sensors)]
     base = datetime.now(timezone.utc)
     payloads = []
     for i in range(n):
