@@ -182,6 +182,9 @@ class EdgeAgent:
         self._wake = asyncio.Event()
         self._store: Store | None = None
         self._session_seq = 0
+        self._status_topic = self.topics.agent_status(self.warehouse_id, self.agent_id)
+        self._last_heartbeat: datetime | None = None  # ts of the last online status sent
+        self._heartbeat_due = False
         self._connected = False
         self._sensors_connected = False
         self._final_seq = 0  # what stats report once run() has ended and the store is closed
@@ -664,6 +667,17 @@ class EdgeAgent:
                 self._queue_countdown(machine, now)
         if self._countdowns:
             self._wake.set()
+        self._check_heartbeat(now)
+
+    def _check_heartbeat(self, now: datetime) -> None:
+        # Driven by ticks on the injected clock: a hung loop sends none, and a replay on a
+        # ManualClock heartbeats in event time like the coordinator judges it.
+        every = self.config.agent.heartbeat_s
+        last = self._last_heartbeat
+        due = last is not None and (now - last).total_seconds() >= every
+        if every > 0 and self._connected and due:
+            self._heartbeat_due = True
+            self._wake.set()
 
     # -- commands --------------------------------------------------------------------
     def handle_command(self, breaker_name: str, payload: bytes, topic: str = "") -> None:
@@ -715,24 +729,45 @@ class EdgeAgent:
         self._commit(now, changes=changes, audits=[audit])
 
     # -- uplink ----------------------------------------------------------------------
-    def _status(self, state: AgentState, session_seq: int, *, graceful: bool = False) -> bytes:
+    def _status(
+        self,
+        state: AgentState,
+        session_seq: int,
+        *,
+        graceful: bool = False,
+        ts: datetime | None = None,
+    ) -> bytes:
+        every = self.config.agent.heartbeat_s
         return encode(
             AgentStatus(
                 warehouse_id=self.warehouse_id,
                 agent_id=self.agent_id,
                 state=state,
                 session_seq=session_seq,
-                ts=self.clock.now(),
+                ts=ts or self.clock.now(),
                 software=SOFTWARE,
                 breakers=list(self._breakers),
                 graceful=graceful,
+                heartbeat_s=every if every > 0 and state is AgentState.ONLINE else None,
             )
         )
+
+    async def _publish_online(self, client: aiomqtt.Client, session: int) -> None:
+        """Birth and heartbeat: the retained online status of this session, fresh ``ts``."""
+        now = self.clock.now()
+        self._heartbeat_due = False
+        await client.publish(
+            self._status_topic,
+            self._status(AgentState.ONLINE, session, ts=now),
+            qos=1,
+            retain=True,
+        )
+        self._last_heartbeat = now
 
     async def _uplink_loop(self) -> None:
         section = self.config.uplink_mqtt
         backoff = section.reconnect_min_s
-        status_topic = self.topics.agent_status(self.warehouse_id, self.agent_id)
+        status_topic = self._status_topic
         kwargs = _client_kwargs(section, f"{self.agent_id}-uplink")
         used = False  # the current session_seq has not connected yet
         while True:
@@ -782,9 +817,7 @@ class EdgeAgent:
         self, client: aiomqtt.Client, status_topic: str, session: int
     ) -> None:
         await client.subscribe(self.topics.command_filter(self.warehouse_id), qos=1)
-        await client.publish(
-            status_topic, self._status(AgentState.ONLINE, session), qos=1, retain=True
-        )
+        await self._publish_online(client, session)
         self._connected = True
         log.info("uplink %s connected (session %d)", self.config.uplink_mqtt.url, session)
         reader = asyncio.create_task(self._read_commands(client))
@@ -856,7 +889,9 @@ class EdgeAgent:
             self._counters.events_published += 1
 
     async def _drain_best_effort(self, client: aiomqtt.Client) -> None:
-        """QoS 0 extras: countdowns (latest only, retained) and dead letters."""
+        """Heartbeat, then QoS 0 extras: countdowns (latest only, retained) and dead letters."""
+        if self._heartbeat_due:
+            await self._publish_online(client, self._session_seq)
         if self._countdowns:
             countdowns, self._countdowns = self._countdowns, {}
             for (zone, rule), countdown in countdowns.items():
