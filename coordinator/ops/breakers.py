@@ -23,8 +23,9 @@ Rules:
   from (fresh heartbeat or live breaker event) for longer than
   ``max(agent_offline_grace, 3 * heartbeat_s)`` is treated as offline: a network
   partition where the broker keeps the session, or a hung process, sends no last will.
-  A repeated status with a ``ts`` already seen (a retained replay on resubscribe) is
-  not evidence of life. A fresh heartbeat lifts the hold.
+  A repeated status with the ``ts`` already seen (a retained replay on resubscribe)
+  is not evidence of life; any other ``ts`` is, even an earlier one (clock stepped
+  back). A fresh heartbeat lifts the hold.
 """
 
 from __future__ import annotations
@@ -363,7 +364,9 @@ class AvailabilityTracker:
     def _feed_heartbeat(self, current: AgentRecord, status: AgentStatus,
                         now: datetime) -> list[Action]:
         """An online status of the current session again: a heartbeat, or a replay."""
-        fresh = current.last_birth_at is None or status.ts > current.last_birth_at
+        # Any other ts is a new publication (QoS 1 keeps one client's order per topic); a
+        # strict "newer" test would take an agent whose clock stepped back (NTP) for dead.
+        fresh = status.ts != current.last_birth_at
         if not fresh:
             if status.heartbeat_s == current.heartbeat_s:
                 return []

@@ -79,6 +79,15 @@ def test_retained_replay_of_the_same_status_is_no_evidence_of_life() -> None:
     assert not t.available(WH)
 
 
+def test_agent_clock_stepping_back_still_counts_as_heartbeats() -> None:
+    t = tracker()
+    t.feed(beat(1, 600), T0)  # the agent's clock was 10 min fast...
+    for n in range(1, 8):  # ...then NTP set it right: its stamps go back in time
+        at = T0 + s(30 * n)
+        t.feed(beat(1, 30 * n), at)
+        assert down(t.tick(at + s(100))) == []
+
+
 def test_live_breaker_events_count_as_evidence_of_life() -> None:
     t = tracker()
     t.feed(beat(1, 0), T0)
