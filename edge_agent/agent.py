@@ -28,7 +28,7 @@ from paho.mqtt.client import topic_matches_sub
 
 from edge_agent.breakers import Breaker, BreakerChange
 from edge_agent.config import AgentConfig, MqttSection
-from edge_agent.errors import SensorPayloadError
+from edge_agent.errors import SensorPayloadError, StoreError
 from edge_agent.rules import Action, Notice, Reading, RuleMachine, RuleSpec, Transition
 from edge_agent.sensors import SensorParser
 from edge_agent.store import OutboxRow, OutgoingMessage, Store
@@ -58,6 +58,7 @@ log = logging.getLogger("edge_agent")
 SOFTWARE = "breakwater-edge/0.1"
 SYSTEM_ACTOR = "edge-agent"
 SENSOR_BATCH = 256  # queued sensor messages handled per turn of the event loop
+UNSAVED_MAX = 10_000  # beyond this, unsaved non-breaker messages are dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ class AgentStats:
     sensors_connected: bool
     session_seq: int
     seq: int
+    store_errors: int = 0
 
 
 @dataclass(slots=True)
@@ -91,6 +93,7 @@ class _Counters:
     deadletters_dropped: int = 0
     notices: dict[str, int] = field(default_factory=dict)
     rejected_by_sensor: dict[str, int] = field(default_factory=dict)
+    store_errors: int = 0
 
 
 def _client_kwargs(section: MqttSection, identifier: str) -> dict[str, Any]:
@@ -187,6 +190,8 @@ class EdgeAgent:
         self._heartbeat_due = False
         self._connected = False
         self._sensors_connected = False
+        # Messages a failed commit could not save: they go first in the next commit.
+        self._unsaved: list[OutgoingMessage] = []
         self._final_seq = 0  # what stats report once run() has ended and the store is closed
         self._final_outbox = 0
 
@@ -210,6 +215,7 @@ class EdgeAgent:
             sensors_connected=self._sensors_connected,
             session_seq=self._session_seq,
             seq=self._final_seq if store is None else store.seq,
+            store_errors=c.store_errors,
         )
 
     def breaker_states(self) -> dict[str, tuple[str, bool]]:
@@ -509,7 +515,7 @@ class EdgeAgent:
         """Persist state, recent readings and new messages, then wake the uplink."""
         store = store or self._store
         assert store is not None
-        outgoing: list[OutgoingMessage] = []
+        outgoing, self._unsaved = self._unsaved, []
         for change in changes:
             event = self._event(change, store.next_seq(), now)
             outgoing.append(
@@ -570,9 +576,24 @@ class EdgeAgent:
         self._dirty_breakers.clear()
         readings = list(self._readings)
         self._readings.clear()
-        refused = store.commit(
-            now, rules=rules, breakers=breakers, readings=readings, outgoing=outgoing
-        )
+        try:
+            refused = store.commit(
+                now, rules=rules, breakers=breakers, readings=readings, outgoing=outgoing
+            )
+        except StoreError:
+            # A failed write (disk full, locked file) must not lose a trip: keep the
+            # messages and the dirty state for the next commit (next reading or tick).
+            self._counters.store_errors += 1
+            if len(outgoing) > UNSAVED_MAX:
+                outgoing = [m for m in outgoing if m.kind == "breaker"]
+            self._unsaved = outgoing
+            for rule_id in rules:
+                self._machines[rule_id].dirty = True
+            self._dirty_breakers.update(breakers)
+            if self._should_log("store", now):
+                log.exception("state store write failed (%d so far); retrying on the next "
+                              "commit", self._counters.store_errors)
+            return
         for message in refused:
             log.warning("outbox full: dropped %s message seq %d", message.kind, message.seq)
         if outgoing:
