@@ -28,7 +28,7 @@ from paho.mqtt.client import topic_matches_sub
 
 from edge_agent.breakers import Breaker, BreakerChange
 from edge_agent.config import AgentConfig, MqttSection
-from edge_agent.errors import SensorPayloadError
+from edge_agent.errors import SensorPayloadError, StoreError
 from edge_agent.rules import Action, Notice, Reading, RuleMachine, RuleSpec, Transition
 from edge_agent.sensors import SensorParser
 from edge_agent.store import OutboxRow, OutgoingMessage, Store
@@ -58,6 +58,7 @@ log = logging.getLogger("edge_agent")
 SOFTWARE = "breakwater-edge/0.1"
 SYSTEM_ACTOR = "edge-agent"
 SENSOR_BATCH = 256  # queued sensor messages handled per turn of the event loop
+UNSAVED_MAX = 10_000  # beyond this, unsaved non-breaker messages are dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ class AgentStats:
     sensors_connected: bool
     session_seq: int
     seq: int
+    store_errors: int = 0
 
 
 @dataclass(slots=True)
@@ -91,6 +93,7 @@ class _Counters:
     deadletters_dropped: int = 0
     notices: dict[str, int] = field(default_factory=dict)
     rejected_by_sensor: dict[str, int] = field(default_factory=dict)
+    store_errors: int = 0
 
 
 def _client_kwargs(section: MqttSection, identifier: str) -> dict[str, Any]:
@@ -182,8 +185,13 @@ class EdgeAgent:
         self._wake = asyncio.Event()
         self._store: Store | None = None
         self._session_seq = 0
+        self._status_topic = self.topics.agent_status(self.warehouse_id, self.agent_id)
+        self._last_heartbeat: datetime | None = None  # ts of the last online status sent
+        self._heartbeat_due = False
         self._connected = False
         self._sensors_connected = False
+        # Messages a failed commit could not save: they go first in the next commit.
+        self._unsaved: list[OutgoingMessage] = []
         self._final_seq = 0  # what stats report once run() has ended and the store is closed
         self._final_outbox = 0
 
@@ -207,6 +215,7 @@ class EdgeAgent:
             sensors_connected=self._sensors_connected,
             session_seq=self._session_seq,
             seq=self._final_seq if store is None else store.seq,
+            store_errors=c.store_errors,
         )
 
     def breaker_states(self) -> dict[str, tuple[str, bool]]:
@@ -506,7 +515,7 @@ class EdgeAgent:
         """Persist state, recent readings and new messages, then wake the uplink."""
         store = store or self._store
         assert store is not None
-        outgoing: list[OutgoingMessage] = []
+        outgoing, self._unsaved = self._unsaved, []
         for change in changes:
             event = self._event(change, store.next_seq(), now)
             outgoing.append(
@@ -567,9 +576,24 @@ class EdgeAgent:
         self._dirty_breakers.clear()
         readings = list(self._readings)
         self._readings.clear()
-        refused = store.commit(
-            now, rules=rules, breakers=breakers, readings=readings, outgoing=outgoing
-        )
+        try:
+            refused = store.commit(
+                now, rules=rules, breakers=breakers, readings=readings, outgoing=outgoing
+            )
+        except StoreError:
+            # A failed write (disk full, locked file) must not lose a trip: keep the
+            # messages and the dirty state for the next commit (next reading or tick).
+            self._counters.store_errors += 1
+            if len(outgoing) > UNSAVED_MAX:
+                outgoing = [m for m in outgoing if m.kind == "breaker"]
+            self._unsaved = outgoing
+            for rule_id in rules:
+                self._machines[rule_id].dirty = True
+            self._dirty_breakers.update(breakers)
+            if self._should_log("store", now):
+                log.exception("state store write failed (%d so far); retrying on the next "
+                              "commit", self._counters.store_errors)
+            return
         for message in refused:
             log.warning("outbox full: dropped %s message seq %d", message.kind, message.seq)
         if outgoing:
@@ -664,6 +688,17 @@ class EdgeAgent:
                 self._queue_countdown(machine, now)
         if self._countdowns:
             self._wake.set()
+        self._check_heartbeat(now)
+
+    def _check_heartbeat(self, now: datetime) -> None:
+        # Driven by ticks on the injected clock: a hung loop sends none, and a replay on a
+        # ManualClock heartbeats in event time like the coordinator judges it.
+        every = self.config.agent.heartbeat_s
+        last = self._last_heartbeat
+        due = last is not None and (now - last).total_seconds() >= every
+        if every > 0 and self._connected and due:
+            self._heartbeat_due = True
+            self._wake.set()
 
     # -- commands --------------------------------------------------------------------
     def handle_command(self, breaker_name: str, payload: bytes, topic: str = "") -> None:
@@ -715,24 +750,45 @@ class EdgeAgent:
         self._commit(now, changes=changes, audits=[audit])
 
     # -- uplink ----------------------------------------------------------------------
-    def _status(self, state: AgentState, session_seq: int, *, graceful: bool = False) -> bytes:
+    def _status(
+        self,
+        state: AgentState,
+        session_seq: int,
+        *,
+        graceful: bool = False,
+        ts: datetime | None = None,
+    ) -> bytes:
+        every = self.config.agent.heartbeat_s
         return encode(
             AgentStatus(
                 warehouse_id=self.warehouse_id,
                 agent_id=self.agent_id,
                 state=state,
                 session_seq=session_seq,
-                ts=self.clock.now(),
+                ts=ts or self.clock.now(),
                 software=SOFTWARE,
                 breakers=list(self._breakers),
                 graceful=graceful,
+                heartbeat_s=every if every > 0 and state is AgentState.ONLINE else None,
             )
         )
+
+    async def _publish_online(self, client: aiomqtt.Client, session: int) -> None:
+        """Birth and heartbeat: the retained online status of this session, fresh ``ts``."""
+        now = self.clock.now()
+        self._heartbeat_due = False
+        await client.publish(
+            self._status_topic,
+            self._status(AgentState.ONLINE, session, ts=now),
+            qos=1,
+            retain=True,
+        )
+        self._last_heartbeat = now
 
     async def _uplink_loop(self) -> None:
         section = self.config.uplink_mqtt
         backoff = section.reconnect_min_s
-        status_topic = self.topics.agent_status(self.warehouse_id, self.agent_id)
+        status_topic = self._status_topic
         kwargs = _client_kwargs(section, f"{self.agent_id}-uplink")
         used = False  # the current session_seq has not connected yet
         while True:
@@ -782,9 +838,7 @@ class EdgeAgent:
         self, client: aiomqtt.Client, status_topic: str, session: int
     ) -> None:
         await client.subscribe(self.topics.command_filter(self.warehouse_id), qos=1)
-        await client.publish(
-            status_topic, self._status(AgentState.ONLINE, session), qos=1, retain=True
-        )
+        await self._publish_online(client, session)
         self._connected = True
         log.info("uplink %s connected (session %d)", self.config.uplink_mqtt.url, session)
         reader = asyncio.create_task(self._read_commands(client))
@@ -856,7 +910,9 @@ class EdgeAgent:
             self._counters.events_published += 1
 
     async def _drain_best_effort(self, client: aiomqtt.Client) -> None:
-        """QoS 0 extras: countdowns (latest only, retained) and dead letters."""
+        """Heartbeat, then QoS 0 extras: countdowns (latest only, retained) and dead letters."""
+        if self._heartbeat_due:
+            await self._publish_online(client, self._session_seq)
         if self._countdowns:
             countdowns, self._countdowns = self._countdowns, {}
             for (zone, rule), countdown in countdowns.items():

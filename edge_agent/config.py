@@ -51,6 +51,9 @@ class AgentSection(_Section):
     outage_tolerance_s: Seconds = 900
     max_skew_s: PositiveSeconds = 30
     tick_interval_s: PositiveSeconds = 1.0
+    # Re-publish the online status this often (clock time, checked on each tick) so the
+    # coordinator notices an agent that goes silent without a last will. 0 = off.
+    heartbeat_s: Seconds = Field(default=30, le=86_400)
     outbox_max_bytes: int = Field(default=5_000_000, ge=10_000)
     telemetry_window_s: PositiveSeconds = 60
     readings_log_per_sensor: int = Field(default=100, ge=1, le=100_000)

@@ -178,6 +178,8 @@ class Store:
         Returns the messages the outbox budget refused (never breaker events).
         """
         refused: list[OutgoingMessage] = []
+        # in-memory mirrors of the outbox, restored if the transaction rolls back
+        mirrors = (self.outbox_bytes, self.outbox_count, dict(self.dropped))
         try:
             with self.db.atomic():
                 conn = self.db.conn
@@ -236,6 +238,7 @@ class Store:
                 self._set_meta("seq", str(self.seq))
                 self._set_meta("saved_at", now.isoformat())
         except sqlite3.Error as exc:
+            self.outbox_bytes, self.outbox_count, self.dropped = mirrors
             message_text = f"cannot save state to {self.path}: {exc}"
             raise StoreError(message_text) from exc
         return refused

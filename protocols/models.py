@@ -152,6 +152,11 @@ class AgentStatus(WireModel):
 
     ``session_seq`` grows with every connection of the agent (Sparkplug's bdSeq); a
     death whose ``session_seq`` is older than the latest birth is stale and ignored.
+
+    Heartbeat: an agent that sets ``heartbeat_s`` re-publishes its online status
+    (same ``session_seq``, newer ``ts``, retained) at least that often, so a receiver can
+    treat it as offline when it goes silent without a last will (a partition where the
+    broker keeps the session, a hung process). Optional: older agents omit it.
     """
 
     warehouse_id: Ident
@@ -162,6 +167,7 @@ class AgentStatus(WireModel):
     software: str = ""
     breakers: list[Ident] = Field(default_factory=list)
     graceful: bool = False
+    heartbeat_s: float | None = Field(default=None, gt=0, le=86_400)
 
 
 class RuleCountdown(WireModel):

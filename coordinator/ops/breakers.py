@@ -17,7 +17,15 @@ Rules:
 - agent sessions are ordered by ``(session_seq, online < offline)``: a last will
   whose ``session_seq`` is older than the current birth is ignored;
 - an agent offline for longer than ``agent_offline_grace`` puts an
-  ``agent_offline`` hold on its warehouse; a newer birth lifts it.
+  ``agent_offline`` hold on its warehouse; a newer birth lifts it;
+- liveness: an agent whose birth advertises ``heartbeat_s`` re-publishes its online
+  status (same session, newer ``ts``) that often. One that stays online but is heard
+  from (fresh heartbeat or live breaker event) for longer than
+  ``max(agent_offline_grace, 3 * heartbeat_s)`` is treated as offline: a network
+  partition where the broker keeps the session, or a hung process, sends no last will.
+  A repeated status with the ``ts`` already seen (a retained replay on resubscribe)
+  is not evidence of life; any other ``ts`` is, even an earlier one (clock stepped
+  back). A fresh heartbeat lifts the hold.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from typing import Literal
 from protocols import AgentState, AgentStatus, BreakerEvent, BreakerState
 
 MANUAL_HOLD = "manual"
+# Missed heartbeats tolerated before silence counts, whatever the configured grace.
+MISSED_HEARTBEATS = 3
 AGENT_OFFLINE_PREFIX = "agent_offline:"
 COURIER_STALE_PREFIX = "courier_stale:"
 
@@ -60,9 +70,14 @@ class AgentRecord:
     session_seq: int
     online: bool
     offline_since: datetime | None
+    # ``ts`` of the newest online status of the session (its birth or a heartbeat).
     last_birth_at: datetime | None
     last_death_at: datetime | None
+    # When the agent last gave evidence of life (receive time, the tracker's clock).
     last_seen: datetime
+    # The heartbeat interval the agent advertised; None = it promises none (no
+    # silence rule for it).
+    heartbeat_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +229,10 @@ class AvailabilityTracker:
         """Put an ``agent_offline`` hold on warehouses whose agent stayed away too long."""
         actions: list[Action] = []
         for agent in sorted(self.state.agents.values(), key=lambda a: a.agent_id):
-            if agent.online or agent.offline_since is None:
+            if agent.online:
+                actions += self._check_silence(agent, now)
+                continue
+            if agent.offline_since is None:
                 continue
             if now - agent.offline_since <= self.config.agent_offline_grace:
                 continue
@@ -231,6 +249,30 @@ class AvailabilityTracker:
                 incident_hint=f"{agent.warehouse_id}-agent-offline-{stamp}",
             )
         return actions
+
+    def silence_limit(self, agent: AgentRecord) -> timedelta | None:
+        """How long an online agent may stay unheard, or None if it promised no heartbeat."""
+        if agent.heartbeat_s is None:
+            return None
+        return max(self.config.agent_offline_grace,
+                   timedelta(seconds=MISSED_HEARTBEATS * agent.heartbeat_s))
+
+    def _check_silence(self, agent: AgentRecord, now: datetime) -> list[Action]:
+        limit = self.silence_limit(agent)
+        if limit is None or now - agent.last_seen <= limit:
+            return []
+        name = AGENT_OFFLINE_PREFIX + agent.agent_id
+        if (agent.warehouse_id, name) in self.state.holds:
+            return []
+        stamp = agent.last_seen.strftime("%Y%m%dT%H%M%S")
+        return self.hold(
+            agent.warehouse_id,
+            name,
+            reason=(f"agent {agent.agent_id} silent (no heartbeat) for more than "
+                    f"{limit.total_seconds():g} s"),
+            now=now,
+            incident_hint=f"{agent.warehouse_id}-agent-silent-{stamp}",
+        )
 
     def hold(self, warehouse_id: str, name: str, *, reason: str, now: datetime,
              incident_hint: str) -> list[Action]:
@@ -262,6 +304,8 @@ class AvailabilityTracker:
         if dedupe in self.state.processed:
             return [DuplicateDropped(event.agent_id, event.seq)]
         self.state.processed.add(dedupe)
+        if not event.historical:
+            self._heard_from(event.agent_id, event.session_seq, now)
         key = (event.warehouse_id, event.breaker)
         current = self.state.breakers.get(key)
         outcome: EventOutcome
@@ -309,14 +353,47 @@ class AvailabilityTracker:
         # A breaker that changed owner: fall back to event time.
         return event.event_time < current.event_time
 
+    def _heard_from(self, agent_id: str, session_seq: int, now: datetime) -> None:
+        # A live breaker event proves the session alive. Kept in memory only (the next
+        # heartbeat persists last_seen): losing it on a restart only shortens the wait.
+        current = self.state.agents.get(agent_id)
+        if (current is not None and current.online and current.session_seq == session_seq
+                and current.last_seen < now):
+            self.state.agents[agent_id] = replace(current, last_seen=now)
+
+    def _feed_heartbeat(self, current: AgentRecord, status: AgentStatus,
+                        now: datetime) -> list[Action]:
+        """An online status of the current session again: a heartbeat, or a replay."""
+        # Any other ts is a new publication (QoS 1 keeps one client's order per topic); a
+        # strict "newer" test would take an agent whose clock stepped back (NTP) for dead.
+        fresh = status.ts != current.last_birth_at
+        if not fresh:
+            if status.heartbeat_s == current.heartbeat_s:
+                return []
+            # A retained replay after a restart brings back the advertised interval
+            # (not persisted) but is no evidence of life.
+            record = replace(current, heartbeat_s=status.heartbeat_s)
+            self.state.agents[status.agent_id] = record
+            return [AgentRecorded(record)]
+        record = replace(current, last_birth_at=status.ts, heartbeat_s=status.heartbeat_s,
+                         last_seen=max(now, current.last_seen))
+        self.state.agents[status.agent_id] = record
+        actions: list[Action] = [AgentRecorded(record)]
+        actions += self.release(status.warehouse_id, AGENT_OFFLINE_PREFIX + status.agent_id,
+                                now)
+        return actions
+
     def _feed_status(self, status: AgentStatus, now: datetime) -> list[Action]:
         online = status.state is AgentState.ONLINE
         current = self.state.agents.get(status.agent_id)
         if current is not None:
             new_key = _session_key(status.session_seq, online)
-            if new_key <= _session_key(current.session_seq, current.online):
+            old_key = _session_key(current.session_seq, current.online)
+            if new_key == old_key and online:
+                return self._feed_heartbeat(current, status, now)
+            if new_key <= old_key:
                 # Stale or repeated (e.g. a last will older than the current birth).
-                if current.last_seen < now:
+                if current.last_seen < now and not current.online:
                     self.state.agents[status.agent_id] = replace(current, last_seen=now)
                     return [AgentRecorded(self.state.agents[status.agent_id])]
                 return []
@@ -330,6 +407,7 @@ class AvailabilityTracker:
                 last_birth_at=status.ts,
                 last_death_at=current.last_death_at if current else None,
                 last_seen=now,
+                heartbeat_s=status.heartbeat_s,
             )
         else:
             # The will's own ts is stamped at connect time, so the receive time is

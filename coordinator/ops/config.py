@@ -25,6 +25,11 @@ class MqttConfig(_Config):
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     reconnect_min_s: float = Field(default=0.2, gt=0)
     reconnect_max_s: float = Field(default=10.0, gt=0)
+    # A message whose handling raises (e.g. the database is locked) is retried in order,
+    # with doubling waits, before it is dropped and counted: the broker already has our
+    # PUBACK, so a drop loses it until the retained state comes again.
+    handle_attempts: int = Field(default=3, ge=1, le=20)
+    handle_retry_s: float = Field(default=0.1, gt=0, le=10)
 
 
 class FranchiseeConfig(_Config):

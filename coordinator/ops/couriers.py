@@ -69,6 +69,10 @@ class CourierSilenceDetector:
         return cls(silence, state)
 
     def feed(self, update: TrackingUpdate, now: datetime) -> list[CourierAction]:
+        # A scan stamped ahead of our clock (a carrier's skewed clock, or junk that is
+        # well-formed) counts as arriving now: kept as is, one update dated 2099 would
+        # mute silence detection for its whole carrier and warehouse until then.
+        ts = min(update.ts, now)
         current = self.state.shipments.get(update.shipment_id)
         if current is None:
             shipment = Shipment(
@@ -78,17 +82,17 @@ class CourierSilenceDetector:
                 order_id=update.order_id,
                 status=update.status,
                 open=update.status not in CLOSED_STATUSES,
-                first_update_at=update.ts,
-                last_update_at=update.ts,
+                first_update_at=ts,
+                last_update_at=ts,
             )
-        elif update.ts >= current.last_update_at:
+        elif ts >= current.last_update_at:
             shipment = replace(
                 current,
                 status=update.status,
                 # A delivered shipment stays closed whatever a late scan says.
                 open=current.open and update.status not in CLOSED_STATUSES,
                 order_id=current.order_id or update.order_id,
-                last_update_at=update.ts,
+                last_update_at=ts,
             )
         else:
             # An older scan arriving late tells nothing new about silence.
@@ -96,7 +100,7 @@ class CourierSilenceDetector:
         self.state.shipments[shipment.shipment_id] = shipment
         actions: list[CourierAction] = [ShipmentRecorded(shipment)]
         group = (shipment.warehouse_id, shipment.carrier)
-        if group in self.state.stale and now - update.ts <= self.silence:
+        if group in self.state.stale and now - ts <= self.silence:
             self.state.stale.discard(group)
             actions.append(CourierResumed(*group))
         return actions

@@ -5,7 +5,9 @@ courier tracking topics, under a fixed client id with ``clean_session=False`` so
 messages published while the coordinator was away wait at the broker. Retained
 breaker and status messages arrive again on every (re)subscribe; the tracker drops
 what it already processed. A payload that does not decode is counted and logged with
-the field it broke, and the loop goes on.
+the field it broke, and the loop goes on. A sink that raises while handling a message is
+retried ``handle_attempts`` times with doubling waits (in order: the next message waits),
+then the message is dropped and counted; a sink failure never ends the loop.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class WatcherStats:
     bad_payloads: int = 0
     connects: int = 0
     connection_errors: int = 0
+    handle_failures: int = 0  # sink calls that raised
+    dropped: int = 0  # messages given up after every attempt failed
     last_errors: list[str] = field(default_factory=list)
 
 
@@ -135,13 +139,40 @@ class Watcher:
         except (PayloadError, TopicError) as exc:
             await self._reject(topic, str(exc))
             return
-        await self.sink.accept(message, received)
+        await self._deliver(topic, message, received)
+
+    async def _deliver(self, topic: str, message: OpsMessage, received: float) -> None:
+        delay = self.config.handle_retry_s
+        attempts = self.config.handle_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.sink.accept(message, received)
+                return
+            except Exception as exc:  # the store failing must not end the subscription
+                self.stats.handle_failures += 1
+                if attempt == attempts:
+                    self.stats.dropped += 1
+                    self._remember(topic, f"dropped after {attempts} attempts: {exc!r}")
+                    log.exception("dropped %s on %s after %d failed attempts",
+                                  type(message).__name__, topic, attempts)
+                    return
+                log.warning("handling %s on %s failed (%r); retrying in %.2f s",
+                            type(message).__name__, topic, exc, delay)
+                await asyncio.sleep(delay)
+                delay *= 2
 
     async def _reject(self, topic: str, error: str) -> None:
         self.stats.bad_payloads += 1
-        self.stats.last_errors = [*self.stats.last_errors[-9:], f"{topic}: {error}"]
+        self._remember(topic, error)
         log.warning("bad payload on %s: %s", topic, error)
-        await self.sink.reject(topic, error)
+        try:
+            await self.sink.reject(topic, error)
+        except Exception:  # counting junk must not end the subscription either
+            self.stats.handle_failures += 1
+            log.exception("could not count the bad payload on %s", topic)
+
+    def _remember(self, topic: str, error: str) -> None:
+        self.stats.last_errors = [*self.stats.last_errors[-9:], f"{topic}: {error}"]
 
 
 def _same(in_topic: str | None, in_payload: str, name: str) -> None:

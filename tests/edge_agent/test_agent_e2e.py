@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -141,7 +141,7 @@ async def test_five_minute_excursion_publishes_a_retained_trip(
 
 
 @pytest.fixture
-def two_brokers() -> AsyncIterator[tuple[MosquittoBroker, MosquittoBroker]]:
+def two_brokers() -> Iterator[tuple[MosquittoBroker, MosquittoBroker]]:
     local, uplink = MosquittoBroker(), MosquittoBroker()
     local.start()
     uplink.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,7 +53,7 @@ def reading(seconds: float, value: float, sensor: str = "s1") -> Reading:
     return Reading(sensor, "cold_room_2", "temperature_c", value, at(seconds), at(seconds))
 
 
-def feed_all(m: RuleMachine, points: list[tuple[float, float]]) -> list[Transition]:
+def feed_all(m: RuleMachine, points: Sequence[tuple[float, float]]) -> list[Transition]:
     out: list[Transition] = []
     for seconds, value in points:
         out += [a for a in m.feed(reading(seconds, value)) if isinstance(a, Transition)]

@@ -35,14 +35,14 @@ def ops_config(tmp_path: Path, *, wecom_url: str | None = None, grace_s: float =
                silence_min: float = 30, tick_s: float = 0.05, max_attempts: int = 6
                ) -> OpsConfig:
     return OpsConfig(
-        mqtt={"client_id": f"ops-test-{uuid.uuid4().hex[:8]}"},  # type: ignore[arg-type]
+        mqtt={"client_id": f"ops-test-{uuid.uuid4().hex[:8]}"},
         agent_offline_grace_s=grace_s,
         courier_silence_min=silence_min,
         tick_interval_s=tick_s,
         notify=NotifyConfig(
             franchisee=FranchiseeConfig(jsonl_path=tmp_path / "franchisee.jsonl"),
             wecom=(WecomConfig(enabled=True, url=wecom_url) if wecom_url else WecomConfig()),
-            dispatcher={"poll_interval_s": 0.05, "backoff_base_s": 0.05,  # type: ignore[arg-type]
+            dispatcher={"poll_interval_s": 0.05, "backoff_base_s": 0.05,
                         "max_attempts": max_attempts},
         ),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from hypothesis import given, settings
@@ -21,7 +22,7 @@ from protocols import AgentStatus, BreakerEvent
 from tests.coordinator.ops.factories import T0, agent_status, breaker_event
 
 
-def unavailable(actions: list[object]) -> list[WarehouseUnavailable]:
+def unavailable(actions: Sequence[object]) -> list[WarehouseUnavailable]:
     return [a for a in actions if isinstance(a, WarehouseUnavailable)]
 
 

@@ -66,6 +66,15 @@ def test_staleness_depends_on_the_latest_update_not_on_arrival_order(
     for order in (updates, shuffled):
         detector = CourierSilenceDetector(timedelta(minutes=30))
         for u in order:
-            detector.feed(u, T0)
+            detector.feed(u, T0 + minutes(120))  # every scan arrives after the last one
         verdicts.append(bool(detector.tick(now)))
     assert verdicts[0] == verdicts[1] == (150 - max(offsets) > 30)
+
+
+def test_scan_stamped_in_the_future_counts_as_now_and_cannot_mute_silence() -> None:
+    detector = CourierSilenceDetector(timedelta(minutes=30))
+    far = T0 + timedelta(days=365 * 70)
+    [recorded] = detector.feed(tracking("SF1", at=far), T0)
+    assert recorded.shipment.last_update_at == T0  # type: ignore[union-attr]
+    [stale] = detector.tick(T0 + minutes(31))
+    assert isinstance(stale, CourierStale)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 from sqlite_utils import Database
 
 from coordinator.db import open_database
@@ -53,7 +54,7 @@ def config(receiver: Receiver, tmp_path: Path, **dispatcher: float) -> NotifyCon
         sms=SmsConfig(enabled=True, url=receiver.url + "/sms", phone_numbers=["13800000000"],
                       signature="冷链哨兵", api_key="k1"),
         webhook=WebhookConfig(enabled=True, url=receiver.url + "/hook"),
-        dispatcher=DispatcherConfig(backoff_base_s=2, **dispatcher),  # type: ignore[arg-type]
+        dispatcher=DispatcherConfig(backoff_base_s=2, **dispatcher),
     )
 
 
@@ -256,7 +257,7 @@ def test_franchisee_notices_name_old_and_new_warehouse_eta_coupon_once_per_order
         (NotifyConfig, {"wecom": {"enabled": True, "url": "u", "bogus": 1}}, "bogus"),
     ],
 )
-def test_bad_notification_config_names_the_field(model: type, data: dict[str, object],
+def test_bad_notification_config_names_the_field(model: type[BaseModel], data: dict[str, object],
                                                  field: str) -> None:
     from pydantic import ValidationError
 
