@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import importlib
 import os
+import socket
 import tempfile
 import time
 import uuid
@@ -182,16 +183,49 @@ def _report(
 class RunningCoordinator:
     url: str
     stop: StopFn
+    app: Any  # the FastAPI app (``app.state.ops`` is the ops service while it runs)
+    db_path: Path
+    sink_path: Path | None  # the franchisee notice file sink (ops side only)
+
+    def on_reroute(self, hook: Callable[[Any], None]) -> None:
+        """Call ``hook(RerouteTiming)`` for each reroute the ops side commits."""
+        ops = getattr(self.app.state, "ops", None)
+        if ops is None:
+            raise RuntimeError("the coordinator runs without the ops side")
+
+        def seen(result: Any) -> None:
+            for timing in result.rerouted:
+                hook(timing)
+
+        ops.on_result = seen
+
+
+def port_or_free(port: int | None, host: str = "127.0.0.1") -> int:
+    """``port`` if it can be bound on ``host`` now, else a free one (None: a free one)."""
+    if port is None:
+        return free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return free_port()
+    return port
 
 
 async def start_coordinator(
-    workdir: Path, mqtt_url: str, topics: Topics, clock: ManualClock
+    workdir: Path,
+    mqtt_url: str,
+    topics: Topics,
+    clock: ManualClock,
+    *,
+    port: int | None = None,
 ) -> RunningCoordinator | None:
-    """The coordinator (with ops when installed) in this event loop, or None if absent.
+    """The coordinator (with ops and dashboard when installed) served by uvicorn on
+    127.0.0.1 in this event loop, or None if the coordinator is not installed.
 
     SQLite file and notification sink live in ``workdir``; the sample region is loaded;
     the coordinator shares the replay's clock, so courier silence and "received" times
-    are in event time too.
+    are in event time too. ``port``: that port if free, else (or when None) a free one.
     """
     try:
         import uvicorn
@@ -210,16 +244,18 @@ async def start_coordinator(
         ops_config = importlib.import_module("coordinator.ops.config")
     except ImportError:
         ops_app = ops_config = None  # the coordinator without the ops side
+    os.makedirs(workdir, exist_ok=True)
     db_path = workdir / "coordinator.sqlite"
     db = db_module.open_database(str(db_path))
     for name in region_module.SAMPLE_FILES:
         catalog.import_file(db, region_module.SAMPLE_DIR / f"{name}.csv", clock.now())
     db.conn.close()
-    port = free_port()
+    chosen = port_or_free(port)
     settings = settings_module.Settings(
-        db_path=str(db_path), host="127.0.0.1", port=port, mqtt_url=mqtt_url,
+        db_path=str(db_path), host="127.0.0.1", port=chosen, mqtt_url=mqtt_url,
         topic_root=topics.root,
     )  # fmt: skip
+    sink: Path | None = None
     if ops_app is not None and ops_config is not None:
         sink = workdir / "notifications" / "franchisee.jsonl"
         config = ops_config.OpsConfig.model_validate(
@@ -229,8 +265,10 @@ async def start_coordinator(
     else:
         app = app_module.create_app(settings, clock=clock)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        uvicorn.Config(app, host="127.0.0.1", port=chosen, log_level="warning", access_log=False)
     )
+    # In the main thread uvicorn captures SIGINT while serving: Ctrl-C shuts the server
+    # down (lifespan: ops service stopped) and is then raised again, reaching asyncio.run.
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 30
     while not server.started:
@@ -239,14 +277,14 @@ async def start_coordinator(
             raise RuntimeError("the coordinator stopped while starting")
         if time.monotonic() > deadline:
             raise RuntimeError("the coordinator did not start within 30 s")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.02)
 
     async def stop() -> None:
         server.should_exit = True
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
 
-    return RunningCoordinator(f"http://127.0.0.1:{port}", stop)
+    return RunningCoordinator(f"http://127.0.0.1:{chosen}", stop, app, db_path, sink)
 
 
 def edge_agent_factory() -> AgentFactory | None:
