@@ -22,6 +22,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import aiomqtt
@@ -91,8 +92,8 @@ async def one_run(broker_url: str, workdir: Path) -> tuple[float, float, int, in
 
         await run_scenario(
             scenario, broker_url=broker_url, topics=topics, workdir=workdir / "edge",
-            agent_factory=_agent, region=region, start=start, until=trip_at, clock=clock,
-            on_event=mark, settle_s=0.05,
+            agent_factory=_agent, region=region, start=start, clock=clock, on_event=mark,
+            until=trip_at + timedelta(seconds=30),  # one more reading: the agents stay up
         )  # fmt: skip
         await asyncio.wait_for(committed.wait(), timeout=20)
         if not published:
