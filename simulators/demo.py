@@ -23,7 +23,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -150,6 +150,21 @@ class RunningCoordinator:
         ops.on_result = seen
 
 
+def _quiet_server_class() -> type[Any]:
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        """uvicorn without its own Ctrl-C handling: in the main thread it would swallow
+        SIGINT to stop only itself while the replay went on. Here Ctrl-C reaches
+        ``asyncio.run``, which cancels the demo; its ``finally`` stops the server."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return QuietServer
+
+
 def port_or_free(port: int | None, host: str = "127.0.0.1") -> int:
     """``port`` if it can be bound on ``host`` now, else a free one (None or 0: a free one)."""
     if not port:
@@ -214,11 +229,9 @@ async def start_coordinator(
         app = ops_app.create_app_with_ops(settings, clock=clock, config=config)
     else:
         app = app_module.create_app(settings, clock=clock)
-    server = uvicorn.Server(
+    server = _quiet_server_class()(
         uvicorn.Config(app, host="127.0.0.1", port=chosen, log_level="warning", access_log=False)
     )
-    # In the main thread uvicorn captures SIGINT while serving: Ctrl-C shuts the server
-    # down (lifespan: ops service stopped) and is then raised again, reaching asyncio.run.
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 30
     while not server.started:
@@ -350,7 +363,7 @@ async def _demo(
         if coordinator is not None:
             await _wait_for_reroutes(outcome)
             await _coordinator_report(coordinator.url, waiting, outcome)
-        _report(scenario, workdir, outcome)
+        _report(scenario, workdir, outcome, hold=hold)
         if coordinator is not None and hold:
             print(f"\nserving {outcome.dashboard_url} until Ctrl-C", flush=True)
             await coordinator.wait()
@@ -460,7 +473,7 @@ def _pct(value: Any) -> str:
     return f"{value:.1%}" if isinstance(value, int | float) else "n/a"
 
 
-def _report(scenario: Scenario, workdir: Path, outcome: DemoOutcome) -> None:
+def _report(scenario: Scenario, workdir: Path, outcome: DemoOutcome, *, hold: bool) -> None:
     tz = scenario.start.tzinfo
     print("\n== Breakwater demo report ==")
     print(f"scenario: {scenario.name}  ({scenario.description})")
@@ -517,6 +530,8 @@ def _report(scenario: Scenario, workdir: Path, outcome: DemoOutcome) -> None:
     print(f"work files: {workdir}")
     if outcome.dashboard_url:
         print(f"dashboard: {outcome.dashboard_url}")
+        if not hold:
+            print("  (serving while the demo runs; add --hold to keep it up after the report)")
 
 
 async def _replay_part(
