@@ -277,7 +277,7 @@ async def test_courier_silence_trips_courier_stale_at_wh03(
     14:00 must trip courier_stale for WH-03, and nothing else may trip."""
     scenario = load_scenario("courier_silence")
     region = default_region()
-    start = scenario.at("13:40")
+    start = scenario.at("13:54")  # every sf-express shipment reports (each 120 s) before 14:00
     clock = ManualClock(start)
     async with _coordinator(tmp_path, broker, topics, clock) as coordinator:
         run = await run_scenario(
@@ -295,7 +295,11 @@ async def test_courier_silence_trips_courier_stale_at_wh03(
 
             await _wait_for("WH-03 unavailable", stale)
             body = (await http.get("/warehouses/WH-03/availability")).json()
-            assert "courier_stale" in json.dumps(body), body
+            holds = [h for h in body["holds"] if h["hold"].startswith("courier_stale")]
+            assert [h["hold"] for h in holds] == ["courier_stale:sf-express"], body
+            # 30 minutes after the last sf-express update (shortly after 14:00)
+            since = datetime.fromisoformat(holds[0]["since"])
+            assert scenario.at("14:30") <= since <= scenario.at("14:33"), since
             for other in ("WH-01", "WH-02", "WH-04"):
                 body = (await http.get(f"/warehouses/{other}/availability")).json()
                 assert body["available"] is True, body
