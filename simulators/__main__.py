@@ -144,7 +144,13 @@ def _cmd_orders(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from simulators.demo import run_demo
 
-    return run_demo(scenario=args.scenario, speed=args.speed, workdir=args.workdir)
+    return run_demo(
+        scenario=args.scenario,
+        speed=args.speed,
+        workdir=args.workdir,
+        port=args.port,
+        hold=args.hold,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,6 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scenario", default="freezing_rain_night")
     demo.add_argument("--speed", default="max")
     demo.add_argument("--workdir", type=Path, default=None)
+    demo.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="dashboard/API port on 127.0.0.1 (default $BREAKWATER_DEMO_PORT or 8000;"
+        " a free port when taken)",
+    )
+    demo.add_argument(
+        "--hold",
+        action="store_true",
+        help="keep the coordinator and dashboard serving after the report, until Ctrl-C",
+    )
     demo.set_defaults(func=_cmd_demo)
     return parser
 

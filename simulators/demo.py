@@ -1,38 +1,16 @@
 """The one-command demo: the freezing-rain night, replayed through the real pieces.
 
-Phase 1 (now): broker (embedded amqtt unless ``MQTT_URL`` is set), edge configs for
-every warehouse, the day's orders plus the orders waiting at the incident warehouse
-(JSONL), a monitor on the contract's breaker and agent-status topics, and the scenario
-replayed at speed on a shared :class:`ManualClock`, with live progress and a final report
-that sets what was observed (breaker events on the wire) against what the rule must do
-(:mod:`simulators.reference`).
+``run_demo`` starts, in one process: the broker (embedded amqtt unless ``MQTT_URL`` is
+set), the coordinator with its ops side and dashboard (``create_app_with_ops``) served by
+uvicorn on 127.0.0.1 (port 8000 or ``BREAKWATER_DEMO_PORT``/``--port``; a free one when
+taken) on a SQLite file with the sample region, one edge agent per warehouse (asyncio
+tasks), loads the day's orders and the orders waiting at the incident warehouse, replays
+the scenario at speed on one shared :class:`ManualClock` (agents and coordinator see event
+time), prints live progress (markers, trips, reroutes) and a final report. Everything it
+started is stopped on the way out, Ctrl-C included.
 
-Integration TODO for the lead (after edge_agent and coordinator are merged), in order;
-each step plugs into :class:`DemoParts` so ``run_demo`` itself does not change shape:
-
-1. ``start_coordinator``: open ``workdir/coordinator.sqlite`` (coordinator.db.
-   open_database), import the sample region (coordinator/sample_region), start
-   ``uvicorn`` on 127.0.0.1:<free port> in a thread (``uvicorn.Server(config)``; stop with
-   ``server.should_exit = True``) with MQTT URL = the demo broker, topic root
-   ``Topics()`` and the notifications file sink under ``workdir/notifications.jsonl``.
-   Return the base URL and a stop callable.
-2. Load orders: ``post_orders(day + waiting, base_url, batch=500)``; check that the
-   waiting orders were allocated to the incident warehouse (``GET /orders/{id}``); print
-   how many (the scenario says 287).
-3. ``start_agents``: for each ``workdir/edge/<wh>.toml`` start the edge agent in-process
-   (one asyncio task each) with ``clock=ManualClock`` shared with the replayer, local and
-   uplink URL = the demo broker. Give the replayer a ``barrier`` that waits until each
-   agent has processed every message published so far (agents expose a processed
-   counter, or publish a sync marker and wait for its echo), so at max speed event time
-   and gateway time agree.
-4. On ``Outage(kind="uplink")`` events (``on_event`` hook), disconnect/reconnect that
-   agent's uplink client.
-5. Final report: read ``GET /metrics/summary`` (first response time, status
-   transparency, self-healing rate) and ``GET /incidents`` (orders rerouted, wall time
-   from the trip event's arrival to the last reroute commit, needs_attention count);
-   count lines in the notifications sink; print the dashboard URL.
-6. Ctrl-C: cancel the replay, stop agents, stop uvicorn, stop the broker (the ``finally``
-   below already owns the broker and the monitor).
+Without ``edge_agent`` or ``coordinator`` installed the same command replays the sensors
+and reports what the rule must do (:mod:`simulators.reference`).
 """
 
 from __future__ import annotations
@@ -41,12 +19,13 @@ import asyncio
 import contextlib
 import importlib
 import os
+import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -67,18 +46,19 @@ from simulators.orders import (
 )
 from simulators.reference import Trip, sustained_trips
 from simulators.region import Region, default_region
-from simulators.scenario import Event, Marker, Outage, Scenario, events, load_scenario, sites
+from simulators.scenario import (
+    Event,
+    Marker,
+    Outage,
+    Reading,
+    Scenario,
+    events,
+    load_scenario,
+    sites,
+)
 from simulators.sensors import MqttPublisher, Replayer, parse_mqtt_url, parse_speed
 
 StopFn = Callable[[], Awaitable[None]]
-
-
-@dataclass
-class DemoParts:
-    """Pluggable pieces the integration fills in (see the module docstring)."""
-
-    start_coordinator: Callable[[Path, str], Awaitable[tuple[str, StopFn]]] | None = None
-    start_agents: Callable[[list[Path], str, ManualClock], Awaitable[StopFn]] | None = None
 
 
 @dataclass
@@ -92,6 +72,7 @@ class Monitor:
     """Watches breaker events on the wire, as the coordinator would."""
 
     topics: Topics
+    tz: tzinfo | None = None  # the scenario's zone, for printing event times
     trips: list[ObservedTrip] = field(default_factory=list)
     events: int = 0
     rejected: int = 0
@@ -120,9 +101,11 @@ class Monitor:
                     continue
                 if event.open and event.previous_state != event.state:
                     self.trips.append(ObservedTrip(event, time.perf_counter()))
+                    at = event.event_time.astimezone(self.tz) if self.tz else event.event_time
                     print(
                         f"  !! {event.warehouse_id}/{event.breaker} {event.state.value}"
-                        f" at {event.event_time.isoformat()} ({event.reason})"
+                        f" at {at:%H:%M:%S} event time ({event.reason})",
+                        flush=True,
                     )
 
 
@@ -145,53 +128,69 @@ def _orders(
     return day, waiting
 
 
-def _report(
-    scenario: Scenario,
-    expected: list[Trip],
-    monitor: Monitor,
-    stats_line: str,
-    workdir: Path,
-    waiting: int,
-) -> None:
-    tz = scenario.start.tzinfo
-    print("\n== Breakwater demo report ==")
-    print(f"scenario: {scenario.name}  ({scenario.description})")
-    print(stats_line)
-    print(f"orders: {waiting} waiting at the incident warehouse(s); files in {workdir}")
-    print("breakers the rule must trip (reference evaluation of the replayed readings):")
-    for trip in expected:
-        print(
-            f"  {trip.warehouse}/{trip.breaker} zone {trip.zone}: above since"
-            f" {trip.crossed_at.astimezone(tz):%H:%M:%S}, trips at"
-            f" {trip.trips_at.astimezone(tz):%H:%M:%S} ({trip.readings} readings)"
-        )
-    if not expected:
-        print("  none")
-    print(f"breaker events seen on the wire: {monitor.events} ({len(monitor.trips)} trips)")
-    for observed in monitor.trips:
-        event = observed.event
-        print(
-            f"  {event.warehouse_id}/{event.breaker} tripped at"
-            f" {event.event_time.astimezone(tz):%H:%M:%S} event time ({event.reason})"
-        )
-    if monitor.events == 0:
-        print("  (no edge agents are installed in this build)")
-
-
 @dataclass
 class RunningCoordinator:
     url: str
     stop: StopFn
+    wait: StopFn  # returns when the server stops (Ctrl-C while holding)
+    app: Any  # the FastAPI app (``app.state.ops`` is the ops service while it runs)
+    db_path: Path
+    sink_path: Path | None  # the franchisee notice file sink (ops side only)
+
+    def on_reroute(self, hook: Callable[[Any], None]) -> None:
+        """Call ``hook(RerouteTiming)`` for each reroute the ops side commits."""
+        ops = getattr(self.app.state, "ops", None)
+        if ops is None:
+            raise RuntimeError("the coordinator runs without the ops side")
+
+        def seen(result: Any) -> None:
+            for timing in result.rerouted:
+                hook(timing)
+
+        ops.on_result = seen
+
+
+def _quiet_server_class() -> type[Any]:
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        """uvicorn without its own Ctrl-C handling: in the main thread it would swallow
+        SIGINT to stop only itself while the replay went on. Here Ctrl-C reaches
+        ``asyncio.run``, which cancels the demo; its ``finally`` stops the server."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return QuietServer
+
+
+def port_or_free(port: int | None, host: str = "127.0.0.1") -> int:
+    """``port`` if it can be bound on ``host`` now, else a free one (None or 0: a free one)."""
+    if not port:
+        return free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return free_port()
+    return port
 
 
 async def start_coordinator(
-    workdir: Path, mqtt_url: str, topics: Topics, clock: ManualClock
+    workdir: Path,
+    mqtt_url: str,
+    topics: Topics,
+    clock: ManualClock,
+    *,
+    port: int | None = None,
 ) -> RunningCoordinator | None:
-    """The coordinator (with ops when installed) in this event loop, or None if absent.
+    """The coordinator (with ops and dashboard when installed) served by uvicorn on
+    127.0.0.1 in this event loop, or None if the coordinator is not installed.
 
     SQLite file and notification sink live in ``workdir``; the sample region is loaded;
     the coordinator shares the replay's clock, so courier silence and "received" times
-    are in event time too.
+    are in event time too. ``port``: that port if free, else (or when None) a free one.
     """
     try:
         import uvicorn
@@ -210,16 +209,18 @@ async def start_coordinator(
         ops_config = importlib.import_module("coordinator.ops.config")
     except ImportError:
         ops_app = ops_config = None  # the coordinator without the ops side
+    os.makedirs(workdir, exist_ok=True)
     db_path = workdir / "coordinator.sqlite"
     db = db_module.open_database(str(db_path))
     for name in region_module.SAMPLE_FILES:
         catalog.import_file(db, region_module.SAMPLE_DIR / f"{name}.csv", clock.now())
     db.conn.close()
-    port = free_port()
+    chosen = port_or_free(port)
     settings = settings_module.Settings(
-        db_path=str(db_path), host="127.0.0.1", port=port, mqtt_url=mqtt_url,
+        db_path=str(db_path), host="127.0.0.1", port=chosen, mqtt_url=mqtt_url,
         topic_root=topics.root,
     )  # fmt: skip
+    sink: Path | None = None
     if ops_app is not None and ops_config is not None:
         sink = workdir / "notifications" / "franchisee.jsonl"
         config = ops_config.OpsConfig.model_validate(
@@ -228,8 +229,8 @@ async def start_coordinator(
         app = ops_app.create_app_with_ops(settings, clock=clock, config=config)
     else:
         app = app_module.create_app(settings, clock=clock)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    server = _quiet_server_class()(
+        uvicorn.Config(app, host="127.0.0.1", port=chosen, log_level="warning", access_log=False)
     )
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 30
@@ -239,14 +240,17 @@ async def start_coordinator(
             raise RuntimeError("the coordinator stopped while starting")
         if time.monotonic() > deadline:
             raise RuntimeError("the coordinator did not start within 30 s")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.02)
 
     async def stop() -> None:
         server.should_exit = True
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
 
-    return RunningCoordinator(f"http://127.0.0.1:{port}", stop)
+    async def wait() -> None:
+        await asyncio.shield(task)
+
+    return RunningCoordinator(f"http://127.0.0.1:{chosen}", stop, wait, app, db_path, sink)
 
 
 def edge_agent_factory() -> AgentFactory | None:
@@ -265,100 +269,269 @@ def edge_agent_factory() -> AgentFactory | None:
     return build
 
 
+@dataclass
+class RerouteSeen:
+    warehouse: str
+    moved: int
+    stuck: int
+    started: float  # perf_counter: the BreakerEvent's arrival at the coordinator
+    committed: float  # perf_counter: the reroute transaction committed
+
+
+@dataclass
+class DemoOutcome:
+    """What the demo measured (the report prints it; the demo test asserts on it)."""
+
+    expected: list[Trip] = field(default_factory=list)
+    trips: list[BreakerEvent] = field(default_factory=list)
+    reroutes: list[RerouteSeen] = field(default_factory=list)
+    # perf_counter when the reading that completed each expected trip was published
+    trip_readings: dict[str, float] = field(default_factory=dict)
+    waiting: int = 0
+    waiting_now: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    notifications: dict[str, int] = field(default_factory=dict)
+    alerts: int = 0
+    sink_path: Path | None = None
+    sink_lines: int = 0
+    dashboard_url: str | None = None
+    replay_line: str = ""
+
+
 async def _demo(
-    scenario: Scenario, region: Region, speed: float | None, workdir: Path, url: str
+    scenario: Scenario,
+    region: Region,
+    speed: float | None,
+    workdir: Path,
+    url: str,
+    *,
+    port: int | None,
+    hold: bool,
+    outcome: DemoOutcome,
 ) -> int:
     topics = Topics()
     day, waiting = _orders(scenario, region)
     write_jsonl(day, workdir / "orders-day.jsonl")
     write_jsonl(waiting, workdir / "orders-waiting.jsonl")
-    print(f"orders: {len(day)} for the day, {len(waiting)} waiting -> {workdir}")
-    expected = sustained_trips(events(scenario, region))
+    outcome.waiting = len(waiting)
+    outcome.expected = sustained_trips(events(scenario, region))
+    trip_keys = {(t.warehouse, t.zone, t.trips_at): t.warehouse for t in outcome.expected}
     tz = scenario.start.tzinfo
 
     async def narrate(event: Event) -> None:
-        if isinstance(event, Marker):
-            print(f"  [{event.at.astimezone(tz):%H:%M:%S}] {event.label}")
+        if isinstance(event, Reading):
+            key = (event.warehouse, event.zone, event.at)
+            if key in trip_keys and event.warehouse not in outcome.trip_readings:
+                outcome.trip_readings[event.warehouse] = time.perf_counter()
+        elif isinstance(event, Marker):
+            print(f"  [{event.at.astimezone(tz):%H:%M:%S}] {event.label}", flush=True)
         elif isinstance(event, Outage):
             state = "starts" if event.active else "ends"
             print(f"  [{event.at.astimezone(tz):%H:%M:%S}] {event.kind} outage {state}"
-                  f" at {event.warehouse}")  # fmt: skip
+                  f" at {event.warehouse}", flush=True)  # fmt: skip
 
     factory = edge_agent_factory()
-    monitor = Monitor(topics)
     clock = ManualClock(scenario.start)
-    coordinator = await start_coordinator(workdir, url, topics, clock)
-    summary_lines: list[str] = []
-    if coordinator is not None:
-        print(f"coordinator: {coordinator.url} (docs at {coordinator.url}/docs)")
-        posted = await post_orders(day, coordinator.url, batch=500)
-        shipped = await _ship(coordinator.url, posted.results)
-        held = await post_orders(waiting, coordinator.url, batch=500)
-        at: dict[str, int] = {}
-        for row in held.results:
-            at[str(row.get("warehouse_id"))] = at.get(str(row.get("warehouse_id")), 0) + 1
-        print(
-            f"orders: {posted.sent} of the day posted and {shipped} of them shipped;"
-            f" {held.sent} waiting: " + ", ".join(f"{n} at {wh}" for wh, n in sorted(at.items()))
-        )
+    coordinator = await start_coordinator(workdir, url, topics, clock, port=port)
     try:
-        summary_lines = await _replay_part(
-            scenario, region, speed, workdir, url, topics, monitor, factory, narrate, clock
+        if coordinator is not None:
+            outcome.dashboard_url = f"{coordinator.url}/"
+            outcome.sink_path = coordinator.sink_path
+            print(f"coordinator + dashboard: {coordinator.url}/  (API docs {coordinator.url}/docs)")
+            await _load_orders(coordinator.url, coordinator.db_path, clock.now(), day, waiting)
+
+            def rerouted(timing: Any) -> None:
+                seen = RerouteSeen(
+                    str(timing.warehouse_id), int(timing.moved), int(timing.stuck),
+                    float(timing.started), float(timing.committed),
+                )  # fmt: skip
+                outcome.reroutes.append(seen)
+                since = outcome.trip_readings.get(seen.warehouse)
+                took = f" {seen.committed - since:.3f} s after the reading" if since else ""
+                print(f"  >> {seen.warehouse}: {seen.moved + seen.stuck} orders rerouted"
+                      f" ({seen.moved} moved, {seen.stuck} needs_attention), committed{took}",
+                      flush=True)  # fmt: skip
+
+            with contextlib.suppress(RuntimeError):
+                coordinator.on_reroute(rerouted)
+        else:
+            print(f"orders: {len(day)} for the day, {len(waiting)} waiting -> {workdir}"
+                  " (coordinator not installed)")  # fmt: skip
+        outcome.replay_line, outcome.trips = await _replay_part(
+            scenario, region, speed, workdir, url, topics, factory, narrate, clock
         )
         if coordinator is not None:
-            summary_lines += await _coordinator_report(coordinator.url, waiting)
+            await _wait_for_reroutes(outcome)
+            await _coordinator_report(coordinator.url, waiting, outcome)
+        _report(scenario, workdir, outcome, hold=hold)
+        if coordinator is not None and hold:
+            print(f"\nserving {outcome.dashboard_url} until Ctrl-C", flush=True)
+            await coordinator.wait()
     finally:
         if coordinator is not None:
             await coordinator.stop()
-    stats_line = summary_lines.pop(0)
-    _report(scenario, expected, monitor, stats_line, workdir, len(waiting))
-    for line in summary_lines:
-        print(line)
     return 0
 
 
-async def _ship(base_url: str, results: list[dict[str, Any]]) -> int:
-    """Mark the day's allocated orders shipped and in transit: only the waiting ones stay
-    unshipped at their warehouse, as on the night of the incident."""
-    import httpx
-
-    shipped = 0
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
-        for row in results:
-            if row.get("status") != "allocated" or not row.get("order_id"):
-                continue
-            response = await http.post(
-                f"/orders/{row['order_id']}/events", json={"kind": "shipped"}
-            )
-            shipped += response.status_code == 200
-    return shipped
+async def _wait_for_reroutes(outcome: DemoOutcome, timeout_s: float = 20.0) -> None:
+    """The reroute commits on the coordinator's ops thread; wait for each tripped site."""
+    tripped = {t.warehouse_id for t in outcome.trips}
+    deadline = time.monotonic() + timeout_s
+    while not tripped <= {r.warehouse for r in outcome.reroutes}:
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.02)
 
 
-async def _coordinator_report(base_url: str, waiting: list[GeneratedOrder]) -> list[str]:
+async def _load_orders(
+    base_url: str,
+    db_path: Path,
+    at: datetime,
+    day: list[GeneratedOrder],
+    waiting: list[GeneratedOrder],
+) -> None:
+    """The day's orders are shipped and in transit before the night, so exactly the
+    waiting orders sit unshipped at the incident warehouse."""
+    started = time.perf_counter()
+    posted = await post_orders(day, base_url, batch=500)
+    ids = [
+        str(r["order_id"])
+        for r in posted.results
+        if r.get("status") == "allocated" and r.get("order_id")
+    ]
+    moved_on = await asyncio.to_thread(_ship_in_store, db_path, ids, at)
+    held = await post_orders(waiting, base_url, batch=500)
+    where: dict[str, int] = {}
+    for row in held.results:
+        key = str(row.get("warehouse_id"))
+        where[key] = where.get(key, 0) + 1
+    print(
+        f"orders: {len(posted.results)} of the day posted, {moved_on} shipped and in transit;"
+        f" {len(held.results)} waiting: "
+        + ", ".join(f"{n} at {wh}" for wh, n in sorted(where.items()))
+        + f"  ({time.perf_counter() - started:.1f} s)",
+        flush=True,
+    )
+
+
+def _ship_in_store(db_path: Path, order_ids: list[str], at: datetime) -> int:
+    """Mark orders shipped, then in transit, with the coordinator's own store function
+    (what ``POST /orders/{id}/events`` runs), in one write transaction: 4,000 HTTP calls
+    would take the demo tens of seconds on a shared machine for nothing it shows."""
+    db_module = importlib.import_module("coordinator.db")
+    store = importlib.import_module("coordinator.store")
+    db = db_module.open_database(str(db_path))
+    try:
+        with store.write_transaction(db):
+            for order_id in order_ids:
+                store.record_status_event(db, order_id, "shipped", at)
+                store.record_status_event(db, order_id, "in_transit", at)
+    finally:
+        db.conn.close()
+    return len(order_ids)
+
+
+async def _coordinator_report(
+    base_url: str, waiting: list[GeneratedOrder], outcome: DemoOutcome
+) -> None:
     """Where the waiting orders are now (re-posting is idempotent and answers with the
-    order's current status and warehouse), and the seed's metrics."""
+    order's current status and warehouse), the seed's metrics, notices and alerts."""
     import httpx
 
-    lines = ["coordinator:"]
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
         response = await http.post("/orders", json=[o.body() for o in waiting])
-        where: dict[str, int] = {}
         if response.status_code == 200:
             for row in response.json().get("results", []):
-                key = f"{row.get('status')} at {row.get('warehouse_id')}"
-                where[key] = where.get(key, 0) + 1
-        lines.append(
-            "  waiting orders now: " + ", ".join(f"{v} {k}" for k, v in sorted(where.items()))
-        )
-        response = await http.get("/metrics/summary")
-        if response.status_code == 200:
-            lines.append(f"  metrics: {response.json()}")
-        response = await http.get("/notifications")
+                key = f"{row.get('status')} at {row.get('warehouse_id') or '-'}"
+                outcome.waiting_now[key] = outcome.waiting_now.get(key, 0) + 1
+        # let the dispatcher deliver the queued notices (file sink: milliseconds)
+        deadline = time.monotonic() + 5
+        while True:
+            response = await http.get("/metrics/summary")
+            if response.status_code != 200:
+                break
+            outcome.metrics = response.json()
+            pending = sum(
+                by.get("pending", 0) for by in outcome.metrics.get("notifications", {}).values()
+            )
+            if pending == 0 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        for kind, by in outcome.metrics.get("notifications", {}).items():
+            for status, n in by.items():
+                outcome.notifications[f"{kind} {status}"] = int(n)
+        response = await http.get("/alerts")
         if response.status_code == 200:
             body = response.json()
-            count = len(body) if isinstance(body, list) else body.get("count", "?")
-            lines.append(f"  notifications: {count}")
-    return lines
+            outcome.alerts = len(body) if isinstance(body, list) else int(body.get("count", 0))
+    if outcome.sink_path is not None and outcome.sink_path.exists():
+        with outcome.sink_path.open(encoding="utf-8") as sink:
+            outcome.sink_lines = sum(1 for _ in sink)
+
+
+def _pct(value: Any) -> str:
+    return f"{value:.1%}" if isinstance(value, int | float) else "n/a"
+
+
+def _report(scenario: Scenario, workdir: Path, outcome: DemoOutcome, *, hold: bool) -> None:
+    tz = scenario.start.tzinfo
+    print("\n== Breakwater demo report ==")
+    print(f"scenario: {scenario.name}  ({scenario.description})")
+    print(outcome.replay_line)
+    print("breakers the rule must trip (reference evaluation of the replayed readings):")
+    for trip in outcome.expected:
+        print(
+            f"  {trip.warehouse}/{trip.breaker} zone {trip.zone}: above since"
+            f" {trip.crossed_at.astimezone(tz):%H:%M:%S}, trips at"
+            f" {trip.trips_at.astimezone(tz):%H:%M:%S} ({trip.readings} readings)"
+        )
+    if not outcome.expected:
+        print("  none")
+    print(f"breakers tripped by the edge agents: {len(outcome.trips)}")
+    for event in outcome.trips:
+        print(
+            f"  {event.warehouse_id}/{event.breaker} tripped at"
+            f" {event.event_time.astimezone(tz):%H:%M:%S} event time ({event.reason})"
+        )
+    for seen in outcome.reroutes:
+        since = outcome.trip_readings.get(seen.warehouse)
+        wall = (
+            f"{seen.committed - since:.3f} s wall from publishing the trip reading to commit"
+            if since is not None
+            else "trip by silence or courier"
+        )
+        print(
+            f"orders rerouted from {seen.warehouse}: {seen.moved + seen.stuck}"
+            f" ({seen.moved} moved, {seen.stuck} needs_attention); {wall};"
+            f" coordinator {seen.committed - seen.started:.3f} s"
+        )
+    if outcome.waiting_now:
+        where = ", ".join(f"{n} {k}" for k, n in sorted(outcome.waiting_now.items()))
+        print(f"the {outcome.waiting} waiting orders now: {where}")
+    if outcome.metrics:
+        first = outcome.metrics.get("first_response", {})
+        transparency = outcome.metrics.get("status_transparency", {})
+        healing = outcome.metrics.get("self_healing", {})
+        print("the seed's three metrics:")
+        p95 = first.get("p95_s")
+        print(f"  first response time: p95 {p95 if p95 is not None else 'n/a'} s"
+              f" over {first.get('answered', 0)} orders (received -> allocated)")  # fmt: skip
+        print(f"  status transparency: {_pct(transparency.get('rate'))}"
+              f" ({transparency.get('complete_timelines', 0)} of"
+              f" {transparency.get('shipped_orders', 0)} shipped orders with allocated,"
+              " shipped and in-transit times)")  # fmt: skip
+        print(f"  self-healing rate:   {_pct(healing.get('rate'))}"
+              f" ({healing.get('resolved_automatically', 0)} of"
+              f" {healing.get('exceptions', 0)} exceptions resolved automatically)")  # fmt: skip
+        sent = ", ".join(f"{k}: {n}" for k, n in sorted(outcome.notifications.items()))
+        print(f"notices and alerts: {sent or 'none'}; {outcome.alerts} alerts")
+    if outcome.sink_path is not None:
+        print(f"franchisee notices (file sink): {outcome.sink_path} ({outcome.sink_lines} lines)")
+    print(f"work files: {workdir}")
+    if outcome.dashboard_url:
+        print(f"dashboard: {outcome.dashboard_url}")
+        if not hold:
+            print("  (serving while the demo runs; add --hold to keep it up after the report)")
 
 
 async def _replay_part(
@@ -368,37 +541,30 @@ async def _replay_part(
     workdir: Path,
     url: str,
     topics: Topics,
-    monitor: Monitor,
     factory: AgentFactory | None,
     narrate: Callable[[Event], Awaitable[None]],
     clock: ManualClock,
-) -> list[str]:
-    if factory is not None:
-        print(f"edge agents: one per warehouse, in-process, configs in {workdir / 'edge'}")
-        run = await run_scenario(
-            scenario,
-            broker_url=url,
-            topics=topics,
-            workdir=workdir / "edge",
-            agent_factory=factory,
-            region=region,
-            speed=speed,
-            on_event=narrate,
-            progress=None,
-            clock=clock,
-        )
-        stats = run.replay
-        monitor.events = len(run.events)
-        monitor.trips = [ObservedTrip(e.event, e.wall_s) for e in run.events if e.event.open]
-        monitor.trips = [t for t in monitor.trips if t.event in run.trips()]
-    else:
-        config_paths = write_configs(sites(scenario, region), workdir / "edge", topics)
-        print(f"edge configs: {len(config_paths)} agents -> {workdir / 'edge'}"
-              " (edge_agent not installed: replaying sensors only)")  # fmt: skip
-        ready = asyncio.Event()
-        monitor_task = asyncio.create_task(monitor.run(url, ready))
-        try:
-            await asyncio.wait_for(ready.wait(), timeout=10)
+) -> tuple[str, list[BreakerEvent]]:
+    """Replay through the agents (or sensors only); live breaker trips are printed."""
+    monitor = Monitor(topics, scenario.start.tzinfo)
+    ready = asyncio.Event()
+    monitor_task = asyncio.create_task(monitor.run(url, ready))
+    trips: list[BreakerEvent] = []
+    try:
+        await asyncio.wait_for(ready.wait(), timeout=10)
+        if factory is not None:
+            print(f"edge agents: one per warehouse, in-process, configs in {workdir / 'edge'}")
+            run = await run_scenario(
+                scenario, broker_url=url, topics=topics, workdir=workdir / "edge",
+                agent_factory=factory, region=region, speed=speed, on_event=narrate,
+                progress=None, clock=clock,
+            )  # fmt: skip
+            stats = run.replay
+            trips = run.trips()
+        else:
+            config_paths = write_configs(sites(scenario, region), workdir / "edge", topics)
+            print(f"edge configs: {len(config_paths)} agents -> {workdir / 'edge'}"
+                  " (edge_agent not installed: replaying sensors only)")  # fmt: skip
             client_id = f"bw-demo-sensors-{uuid.uuid4().hex[:8]}"
             async with MqttPublisher(url, client_id=client_id) as publisher:
                 replayer = Replayer(
@@ -407,16 +573,19 @@ async def _replay_part(
                 )  # fmt: skip
                 stats = await replayer.run()
             await asyncio.sleep(0.5)  # let the last breaker events arrive
-        finally:
-            monitor_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await monitor_task
+    finally:
+        monitor_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+            await monitor_task
     formats = ", ".join(f"{k} {v}" for k, v in sorted(stats.by_format.items()))
     line = (
         f"replayed {stats.events} events ({stats.messages} sensor messages: {formats})"
         f" in {stats.wall_s:.2f} s"
     )
-    return [line]
+    return line, trips
+
+
+DEFAULT_PORT = 8000
 
 
 def run_demo(
@@ -425,33 +594,49 @@ def run_demo(
     speed: str = "max",
     workdir: Path | None = None,
     region: Region | None = None,
-    parts: DemoParts | None = None,
+    port: int | None = None,
+    hold: bool = False,
+    outcome: DemoOutcome | None = None,
 ) -> int:
     """Run the demo; returns the exit code. Cleans up everything it started on Ctrl-C.
 
-    ``parts`` will carry the coordinator and agent starters once integrated (TODO 1-3).
+    ``port``: the dashboard/API port (default ``BREAKWATER_DEMO_PORT`` or 8000; a free
+    one when taken). ``hold``: keep serving after the report until Ctrl-C. ``outcome``
+    is filled with what was measured (tests read it).
     """
-    del parts  # wired by the integration (see module docstring)
     loaded = load_scenario(scenario)
     used_region = region or default_region()
     folder = workdir or Path(tempfile.mkdtemp(prefix="breakwater-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
+    if port is None:
+        port = int(os.environ.get("BREAKWATER_DEMO_PORT", DEFAULT_PORT))
     url = os.environ.get("MQTT_URL")
     broker: EmbeddedBroker | None = None
-    if not url:
-        broker = EmbeddedBroker()
-        broker.start()
-        url = broker.url
-        print(f"embedded MQTT broker on {url} (set MQTT_URL to use your own)")
-    else:
-        print(f"using MQTT broker {url}")
-    started: datetime = datetime.now()
+    started = time.perf_counter()
     try:
-        return asyncio.run(_demo(loaded, used_region, parse_speed(speed), folder, url))
+        if not url:
+            broker = EmbeddedBroker()
+            broker.start()
+            url = broker.url
+            print(f"embedded MQTT broker on {url} (set MQTT_URL to use your own)")
+        else:
+            print(f"using MQTT broker {url}")
+        return asyncio.run(
+            _demo(
+                loaded,
+                used_region,
+                parse_speed(speed),
+                folder,
+                url,
+                port=port,
+                hold=hold,
+                outcome=outcome or DemoOutcome(),
+            )
+        )
     except KeyboardInterrupt:
-        print("\ninterrupted: stopping everything")
+        print("\ninterrupted: stopped the replay, agents, coordinator and broker")
         return 130
     finally:
         if broker is not None:
             broker.close()
-        print(f"demo finished in {(datetime.now() - started).total_seconds():.1f} s")
+        print(f"demo finished in {time.perf_counter() - started:.1f} s")

@@ -140,16 +140,24 @@ async def run_scenario(
     speed: float | None = None,
     seed: int | None = None,
     until: datetime | None = None,
+    start: datetime | None = None,
     junk_every: int = 0,
     drain_timeout_s: float = 10.0,
     stop_timeout_s: float = 5.0,
+    settle_s: float = 0.3,
     on_event: Callable[[Event], Awaitable[None]] | None = None,
     progress: bool | None = False,
     clock: ManualClock | None = None,
 ) -> ScenarioRun:
-    """Write edge configs, start one agent per site, replay, and collect breaker events."""
+    """Write edge configs, start one agent per site, replay, and collect breaker events.
+
+    ``start``/``until`` cut the replay to a window of the scenario (agents start with
+    the clock at ``start``, so a silence is counted from there).
+    """
     paths = write_configs(sites(scenario, region), workdir, topics, mqtt_url=broker_url)
-    clock = clock or ManualClock(scenario.start)
+    clock = clock or ManualClock(start or scenario.start)
+    if start is not None:
+        clock.set(start)  # never moves a shared clock backwards
     agents = [agent_factory(path, clock, topics) for path in paths]
     by_warehouse = {agent.warehouse_id: agent for agent in agents}
     watcher = _BreakerWatcher(broker_url, topics)
@@ -200,14 +208,16 @@ async def run_scenario(
                 progress=progress,
                 junk_every=junk_every,
             )
-            stats = await replayer.run(until=until)
+            stats = await replayer.run(until=until, start=start)
             await drain_and_tick()
-        # Let the last breaker events arrive: quiet for 0.3 s, at most 5 s.
-        settle_until = time.perf_counter() + 5
+        # Let the last breaker events arrive: quiet for settle_s after the replay's
+        # end (an agent publishes from its own task, after the barrier's tick), at most 5 s.
+        replay_end = time.perf_counter()
+        settle_until = replay_end + 5
         while time.perf_counter() < settle_until:
-            if time.perf_counter() - watcher.last_arrival > 0.3:
+            if time.perf_counter() - max(watcher.last_arrival, replay_end) > settle_s:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
     finally:
         for task in [*agent_tasks, watch_task]:
             task.cancel()

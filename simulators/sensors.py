@@ -257,10 +257,15 @@ class Replayer:
     def event_list(self) -> list[Event]:
         return list(events(self.scenario, self.region, seed=self.seed))
 
-    async def run(self, *, until: datetime | None = None) -> ReplayStats:
+    async def run(
+        self, *, until: datetime | None = None, start: datetime | None = None
+    ) -> ReplayStats:
+        """Replay the events from ``start`` (default: the scenario's) to ``until``."""
         stream = self.event_list()
         if until is not None:
             stream = [e for e in stream if e.at <= until]
+        if start is not None:
+            stream = [e for e in stream if e.at >= start]
         stats = self.stats
         loop = asyncio.get_running_loop()
         wall0 = loop.time()

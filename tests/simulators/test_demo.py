@@ -1,46 +1,70 @@
-"""The demo command end to end against the test broker (MQTT_URL set, so no embedded one).
-
-Before the merge it replays sensors only; once edge_agent and the coordinator are
-installed the same command runs them too, and this test then also sees the trip."""
+"""The demo command end to end, in-process through ``python -m simulators``'s ``main``,
+against the test broker (MQTT_URL set, so no embedded one): real agents, the real
+coordinator with ops and dashboard on uvicorn, the freezing-rain night."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from simulators.__main__ import main
-from simulators.brokers import Broker
+from simulators.brokers import Broker, free_port
+
+pytest.importorskip("edge_agent.agent")
+pytest.importorskip("coordinator.ops.app")
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
-def test_demo_replays_the_night_and_reports_the_0217_trip(
+def test_demo_trips_at_0217_and_accounts_for_all_287_orders(
     broker: Broker,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("MQTT_URL", broker.url)
-    assert main(["demo", "--workdir", str(tmp_path)]) == 0
+    port = free_port()
+    assert main(["demo", "--workdir", str(tmp_path), "--port", str(port)]) == 0
     out = capsys.readouterr().out
     assert f"using MQTT broker {broker.url}" in out
     assert "[02:12:00] cold room 2 of WH-02 crosses 8.0 °C" in out
     assert "WH-02/cold_chain zone cold_room_2: above since 02:12:00, trips at 02:17:00" in out
     assert "native" in out and "zigbee2mqtt" in out and "tasmota" in out and "plain" in out
+    assert "287 waiting: 287 at WH-02" in out
+
+    # the report: the trip the agents made, and when (event time)
+    assert "breakers tripped by the edge agents: 1\n" in out
+    assert "  WH-02/cold_chain tripped at 02:17:00 event time (threshold_exceeded)" in out
+    # every waiting order moved or accounted for, with the wall time it took
+    rerouted = re.search(
+        r"orders rerouted from WH-02: (\d+) \((\d+) moved, (\d+) needs_attention\);"
+        r" ([\d.]+) s wall from publishing the trip reading to commit",
+        out,
+    )
+    assert rerouted is not None, out
+    total, moved, stuck, wall = rerouted.groups()
+    assert int(total) == 287 and int(moved) + int(stuck) == 287
+    assert float(wall) > 0
+    now = next(line for line in out.splitlines() if line.startswith("the 287 waiting orders now:"))
+    counts = re.findall(r"(\d+) (allocated at WH-\d\d|needs_attention at -)", now)
+    assert sum(int(n) for n, _ in counts) == 287, now
+    assert "at WH-02" not in now
+
+    # the seed's three metrics, the notices in the file sink, the dashboard URL
+    assert "self-healing rate:" in out and "status transparency: 100.0%" in out
+    assert "first response time: p95" in out
+    sink = tmp_path / "notifications" / "franchisee.jsonl"
+    assert f"franchisee notices (file sink): {sink}" in out
+    notices = [json.loads(line) for line in sink.read_text(encoding="utf-8").splitlines()]
+    assert len(notices) == int(moved) + int(stuck)
+    assert f"dashboard: http://127.0.0.1:{port}/" in out
+
     waiting = (tmp_path / "orders-waiting.jsonl").read_text().splitlines()
     assert len(waiting) == 287
     assert all(
         json.loads(line)["channel"] in {"wechat_mini", "meituan", "douyin"} for line in waiting
     )
     assert len(list((tmp_path / "edge").glob("*.toml"))) == 8
-    if "edge agents: one per warehouse" in out:  # edge_agent installed: the real trip
-        assert "WH-02/cold_chain tripped at 02:17:00 event time" in out
-        assert "(1 trips)" in out
-    if "coordinator: http://127.0.0.1:" in out:  # coordinator installed: the reroute
-        assert "287 waiting: 287 at WH-02" in out
-        moved = next(line for line in out.splitlines() if "waiting orders now:" in line)
-        assert "WH-02" not in moved
-        counts = [int(part.split()[0]) for part in moved.split(":", 1)[1].split(",")]
-        assert sum(counts) == 287
