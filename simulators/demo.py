@@ -37,6 +37,7 @@ from protocols.clock import ManualClock
 from simulators.brokers import EmbeddedBroker, free_port
 from simulators.edge_configs import write_configs
 from simulators.harness import AgentFactory, AgentLike, run_scenario
+from simulators.inbox import LocalInbox
 from simulators.orders import (
     GeneratedOrder,
     order_stream,
@@ -184,6 +185,7 @@ async def start_coordinator(
     clock: ManualClock,
     *,
     port: int | None = None,
+    alerts_url: str | None = None,
 ) -> RunningCoordinator | None:
     """The coordinator (with ops and dashboard when installed) served by uvicorn on
     127.0.0.1 in this event loop, or None if the coordinator is not installed.
@@ -191,6 +193,8 @@ async def start_coordinator(
     SQLite file and notification sink live in ``workdir``; the sample region is loaded;
     the coordinator shares the replay's clock, so courier silence and "received" times
     are in event time too. ``port``: that port if free, else (or when None) a free one.
+    ``alerts_url``: an HTTP receiver (:class:`simulators.inbox.LocalInbox`) that gets the
+    operations alerts on ``/wecom``, ``/sms`` and ``/webhook`` in their real formats.
     """
     try:
         import uvicorn
@@ -223,9 +227,15 @@ async def start_coordinator(
     sink: Path | None = None
     if ops_app is not None and ops_config is not None:
         sink = workdir / "notifications" / "franchisee.jsonl"
-        config = ops_config.OpsConfig.model_validate(
-            {"notify": {"franchisee": {"jsonl_path": str(sink)}}}
-        )
+        notify: dict[str, Any] = {"franchisee": {"jsonl_path": str(sink)}}
+        if alerts_url is not None:
+            notify |= {
+                "wecom": {"enabled": True, "url": f"{alerts_url}/wecom"},
+                "sms": {"enabled": True, "url": f"{alerts_url}/sms",
+                        "phone_numbers": ["13800000000"]},
+                "webhook": {"enabled": True, "url": f"{alerts_url}/webhook"},
+            }  # fmt: skip
+        config = ops_config.OpsConfig.model_validate({"notify": notify})
         app = ops_app.create_app_with_ops(settings, clock=clock, config=config)
     else:
         app = app_module.create_app(settings, clock=clock)
@@ -296,6 +306,7 @@ class DemoOutcome:
     sink_lines: int = 0
     dashboard_url: str | None = None
     replay_line: str = ""
+    inbox: LocalInbox | None = None
 
 
 async def _demo(
@@ -332,7 +343,15 @@ async def _demo(
 
     factory = edge_agent_factory()
     clock = ManualClock(scenario.start)
-    coordinator = await start_coordinator(workdir, url, topics, clock, port=port)
+    inbox = LocalInbox(workdir / "notifications" / "ops-alerts.jsonl").start()
+    outcome.inbox = inbox
+    try:
+        coordinator = await start_coordinator(
+            workdir, url, topics, clock, port=port, alerts_url=inbox.url
+        )
+    except BaseException:
+        inbox.close()
+        raise
     try:
         if coordinator is not None:
             outcome.dashboard_url = f"{coordinator.url}/"
@@ -370,6 +389,7 @@ async def _demo(
     finally:
         if coordinator is not None:
             await coordinator.stop()
+        inbox.close()
     return 0
 
 
@@ -524,9 +544,21 @@ def _report(scenario: Scenario, workdir: Path, outcome: DemoOutcome, *, hold: bo
               f" ({healing.get('resolved_automatically', 0)} of"
               f" {healing.get('exceptions', 0)} exceptions resolved automatically)")  # fmt: skip
         sent = ", ".join(f"{k}: {n}" for k, n in sorted(outcome.notifications.items()))
-        print(f"notices and alerts: {sent or 'none'}; {outcome.alerts} alerts")
+        print(f"notices and alerts: {sent or 'none'};"
+              f" {outcome.alerts} open order alerts (unallocated or stuck)")  # fmt: skip
     if outcome.sink_path is not None:
         print(f"franchisee notices (file sink): {outcome.sink_path} ({outcome.sink_lines} lines)")
+    if outcome.inbox is not None:
+        counts = ", ".join(f"{k}: {n}" for k, n in sorted(outcome.inbox.by_channel().items()))
+        print(f"operations alerts (local HTTP inbox standing in for WeCom, SMS, webhook):"
+              f" {counts or 'none'} -> {outcome.inbox.path}")  # fmt: skip
+        for entry in outcome.inbox.received:
+            body = entry["body"]
+            if entry["channel"] == "wecom" and isinstance(body, dict):
+                content = (body.get("markdown") or body.get("text") or {}).get("content", "")
+                for line in str(content).splitlines()[:6]:
+                    print(f"  | {line}")
+                break
     print(f"work files: {workdir}")
     if outcome.dashboard_url:
         print(f"dashboard: {outcome.dashboard_url}")

@@ -62,6 +62,16 @@ def test_demo_trips_at_0217_and_accounts_for_all_287_orders(
     assert len(notices) == int(moved) + int(stuck)
     assert f"dashboard: http://127.0.0.1:{port}/" in out
 
+    # operations alerts went over real HTTP to the demo's inbox: one WeCom robot message
+    # (its documented markdown JSON) and one SMS request for the incident, not one per order
+    alerts = tmp_path / "notifications" / "ops-alerts.jsonl"
+    entries = [json.loads(line) for line in alerts.read_text(encoding="utf-8").splitlines()]
+    wecom = [e["body"] for e in entries if e["channel"] == "wecom"]
+    sms = [e["body"] for e in entries if e["channel"] == "sms"]
+    assert len(wecom) == 1 and len(sms) == 1, entries
+    assert wecom[0]["msgtype"] == "markdown"
+    assert "287" in wecom[0]["markdown"]["content"]
+
     waiting = (tmp_path / "orders-waiting.jsonl").read_text().splitlines()
     assert len(waiting) == 287
     assert all(
