@@ -22,6 +22,7 @@ from sqlite_utils import Database
 from coordinator import engine
 from coordinator.engine import Line, OrderRequest
 from coordinator.errors import NotFound
+from coordinator.gcpause import gc_paused
 from coordinator.settings import AllocationConfig, Settings
 from coordinator.store import (
     _INSERT_ALERT,
@@ -105,7 +106,7 @@ def reroute_warehouse(
     """Re-allocate every unshipped order held at ``warehouse_id``; see the module doc."""
     rules = config.allocation if isinstance(config, Settings) else config
     started = time.perf_counter()
-    with write_transaction(db):
+    with gc_paused(), write_transaction(db):
         previous = load_incident(db, incident_id)
         if previous is not None:
             return previous
