@@ -342,15 +342,19 @@ def load_snapshot(db: Database, *, now: datetime, sku_ids: Iterable[str] | None 
 TRACE_COLUMNS = CandidateTrace._fields
 
 
+# the column names are the same in every trace: encoded once, not once per decision
+_TRACE_HEAD = '{"columns":' + to_json(TRACE_COLUMNS) + ',"rows":'
+
+
 def trace_json(decision: Decision) -> str:
-    """The candidate trace as stored: one JSON row per candidate, columns in TRACE_COLUMNS."""
-    return to_json({
-        "columns": TRACE_COLUMNS,
-        "rows": decision.candidates,
-        "examined": decision.examined,
-        "farthest_examined_km": decision.farthest_examined_km,
-        "omitted": decision.omitted,
-    })
+    """The candidate trace as stored: one JSON row per candidate, columns in TRACE_COLUMNS.
+
+    ``{"columns", "rows", "examined", "farthest_examined_km", "omitted"}``, the same text
+    ``to_json`` gives for that dict, built without re-encoding the constant column names.
+    """
+    return (f"{_TRACE_HEAD}{to_json(decision.candidates)},\"examined\":{decision.examined:d},"
+            f"\"farthest_examined_km\":{to_json(decision.farthest_examined_km)},"
+            f"\"omitted\":{decision.omitted:d}}}")
 
 
 def trace_candidates(trace: dict[str, Any]) -> list[dict[str, Any]]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlite_utils import Database
 
 from coordinator import store
@@ -19,6 +22,7 @@ from coordinator.catalog import (
     upsert_warehouses,
 )
 from coordinator.db import open_database
+from coordinator.engine import CandidateTrace, Decision
 from coordinator.errors import Conflict, NotFound
 from coordinator.settings import AllocationConfig
 from protocols.orders import Channel, OrderIn, OrderLine
@@ -200,3 +204,26 @@ def test_parallel_orders_for_scarce_stock_never_oversell(tmp_path: Path) -> None
     assert statuses.get("unallocated", 0) > 0  # demand (192 units) exceeded stock
     assert held >= 18  # stock was used up, save at most a remainder smaller than an order
     assert sum(statuses.values()) == 96
+
+
+_reasons = st.none() | st.text(max_size=12)
+_distances = st.floats(min_value=0, max_value=20_000, allow_nan=False)
+_maybe = st.none() | st.floats(allow_nan=False, allow_infinity=False)
+
+
+@given(
+    candidates=st.lists(st.builds(
+        CandidateTrace, st.text(max_size=8), _distances, _maybe, _maybe, _maybe, st.booleans(),
+        _reasons, _reasons), max_size=6),
+    examined=st.integers(0, 1000), farthest=_distances, omitted=st.integers(0, 1000))
+def test_stored_trace_is_the_json_of_the_whole_trace(
+        candidates: list[CandidateTrace], examined: int, farthest: float,
+        omitted: int) -> None:
+    decision = Decision(order_id="o", tier=2, need_cold_chain=False, rule_set_version="v",
+                        parts=(), eta=None, reason="r", candidates=tuple(candidates),
+                        examined=examined, farthest_examined_km=farthest, omitted=omitted)
+    text = store.trace_json(decision)
+    assert text == store.to_json({
+        "columns": store.TRACE_COLUMNS, "rows": candidates, "examined": examined,
+        "farthest_examined_km": farthest, "omitted": omitted})
+    assert store.trace_candidates(json.loads(text)) == [c._asdict() for c in candidates]
