@@ -467,8 +467,9 @@ def _walk(
     return walk
 
 
-def _rate_and_depth(f: _Feasible, lines: Sequence[Line], snapshot: Snapshot) -> None:
-    per = snapshot.stock.get(f.warehouse.id) or {}
+def _rate_and_depth(f: _Feasible, lines: Sequence[Line],
+                    stock: dict[str, dict[str, StockState]]) -> None:
+    per = stock.get(f.warehouse.id) or {}
     rate = 0.0
     depth = math.inf
     for line in lines:
@@ -477,8 +478,13 @@ def _rate_and_depth(f: _Feasible, lines: Sequence[Line], snapshot: Snapshot) -> 
             rate = 1.0
             depth = 0.0
             continue
-        rate = max(rate, st.reserved / st.on_hand)
-        depth = min(depth, (st.on_hand - st.reserved - st.safety_stock) / line.qty)
+        on_hand = st.on_hand
+        line_rate = st.reserved / on_hand
+        if line_rate > rate:
+            rate = line_rate
+        line_depth = (on_hand - st.reserved - st.safety_stock) / line.qty
+        if line_depth < depth:
+            depth = line_depth
     f.rate = rate
     f.depth = 0.0 if depth == math.inf else depth
 
@@ -503,18 +509,19 @@ def allocate(
     traces: list[CandidateTrace] = []
     kept: list[_Feasible] = []
     threshold = config.reservation_threshold
+    lines = order.lines
+    stock = snapshot.stock
     for f in walk.feasible:
-        _rate_and_depth(f, order.lines, snapshot)
-        d = f.distance_km
+        _rate_and_depth(f, lines, stock)
+        wh = f.warehouse
         if f.rate > threshold:
             why = f"reservation rate {f.rate:.0%} above {threshold:.0%}"
-            traces.append(CandidateTrace(f.warehouse.id, d, round(f.rate, 4), round(f.depth, 3),
-                                         dropped_by="inventory", why=why))
-        elif _over_capacity(f.warehouse):
-            why = (f"daily handling capacity reached "
-                   f"({f.warehouse.handled_today}/{f.warehouse.daily_capacity})")
-            traces.append(CandidateTrace(f.warehouse.id, d, round(f.rate, 4), round(f.depth, 3),
-                                         dropped_by="capacity", why=why))
+            traces.append(_trace((wh.id, f.distance_km, round(f.rate, 4), round(f.depth, 3),
+                                  None, False, "inventory", why)))
+        elif _over_capacity(wh):
+            why = f"daily handling capacity reached ({wh.handled_today}/{wh.daily_capacity})"
+            traces.append(_trace((wh.id, f.distance_km, round(f.rate, 4), round(f.depth, 3),
+                                  None, False, "capacity", why)))
         else:
             kept.append(f)
     parts: tuple[Part, ...] = ()
@@ -522,12 +529,13 @@ def allocate(
     if kept:
         scored = _rank(kept, config)
         best = scored[0][1]
-        for rank, (score, f) in enumerate(scored):
-            d = f.distance_km
-            note = None if rank == 0 else f"ranked {rank + 1}: lower score than {best.warehouse.id}"
-            traces.append(CandidateTrace(f.warehouse.id, d, round(f.rate, 4), round(f.depth, 3),
-                                         score, chosen=rank == 0,
-                                         dropped_by=None if rank == 0 else "ranking", why=note))
+        best_id = best.warehouse.id
+        traces.append(_trace((best_id, best.distance_km, round(best.rate, 4),
+                              round(best.depth, 3), scored[0][0], True, None, None)))
+        for rank, (score, f) in enumerate(scored[1:], start=2):
+            traces.append(_trace((f.warehouse.id, f.distance_km, round(f.rate, 4),
+                                  round(f.depth, 3), score, False, "ranking",
+                                  f"ranked {rank}: lower score than {best_id}")))
         parts = (Part(best.warehouse.id, best.distance_km, order.lines),)
     elif config.split_shipments and len(order.lines) > 1:
         parts, split_traces, reason = _split(order, snapshot, config, need_cold, exclude)
@@ -555,13 +563,15 @@ def _rank(kept: list[_Feasible], config: AllocationConfig) -> list[tuple[float, 
     total = config.weight_distance + config.weight_depth
     wd = config.weight_distance / total
     wdepth = config.weight_depth / total
-    scored: list[tuple[float, _Feasible]] = []
+    ranked: list[tuple[float, float, str, _Feasible]] = []
     for f in kept:
         closeness = 1.0 if f.distance_km <= 0 else (nearest + 0.1) / (f.distance_km + 0.1)
         depth = 1.0 if deepest <= 0 else f.depth / deepest
-        scored.append((round(wd * closeness + wdepth * depth, 6), f))
-    scored.sort(key=lambda s: (-s[0], s[1].distance_km, s[1].warehouse.id))
-    return scored
+        score = round(wd * closeness + wdepth * depth, 6)
+        ranked.append((-score, f.distance_km, f.warehouse.id, f))
+    # highest score, then nearest, then warehouse id (unique: the tuples never compare f)
+    ranked.sort()
+    return [(-r[0], r[3]) for r in ranked]
 
 
 def _unallocated_reason(
@@ -588,7 +598,7 @@ def _split(
     pool: list[_Feasible] = []
     traces: list[CandidateTrace] = []
     for f in walk.partial:
-        _rate_and_depth(f, order.lines, snapshot)
+        _rate_and_depth(f, order.lines, snapshot.stock)
         if _over_capacity(f.warehouse):
             continue
         pool.append(f)

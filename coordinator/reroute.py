@@ -22,6 +22,7 @@ from sqlite_utils import Database
 from coordinator import engine
 from coordinator.engine import Line, OrderRequest
 from coordinator.errors import NotFound
+from coordinator.gcpause import gc_paused
 from coordinator.settings import AllocationConfig, Settings
 from coordinator.store import (
     _INSERT_ALERT,
@@ -105,7 +106,7 @@ def reroute_warehouse(
     """Re-allocate every unshipped order held at ``warehouse_id``; see the module doc."""
     rules = config.allocation if isinstance(config, Settings) else config
     started = time.perf_counter()
-    with write_transaction(db):
+    with gc_paused(), write_transaction(db):
         previous = load_incident(db, incident_id)
         if previous is not None:
             return previous
@@ -151,6 +152,23 @@ def _affected_orders(db: Database, warehouse_id: str) -> dict[str, _Affected]:
     return affected
 
 
+_MOVED_EVENTS = (
+    # the order's timeline entry, built inside SQLite from the incident record just written
+    # (json_object keeps this key order): no per-order JSON encoding in Python
+    "INSERT INTO order_events (order_id, kind, at, detail) "
+    "SELECT order_id, 'rerouted', ?, json_object('incident_id', incident_id, "
+    "'from', old_warehouse_id, 'to', new_warehouse_id, 'distance_km', distance_km, "
+    "'eta', eta, 'tier', tier, 'reason', ?) "
+    "FROM incident_orders WHERE incident_id = ? AND outcome = 'moved'"
+)
+_MOVED_ORDERS = (
+    "UPDATE orders SET warehouse_id = io.new_warehouse_id, distance_km = io.distance_km, "
+    "eta = io.eta, updated_at = ? FROM incident_orders AS io "
+    "WHERE io.incident_id = ? AND io.outcome = 'moved' AND orders.id = io.order_id "
+    "AND orders.warehouse_id = ?"
+)
+
+
 def _write(
     db: Database,
     warehouse_id: str,
@@ -164,66 +182,75 @@ def _write(
     stamp = iso(now)
     conn = db.conn
     writes = _Writes()
+    reserve = writes.reserve
+    load = writes.load
     release: dict[str, int] = defaultdict(int)  # sku -> qty given back at the failed warehouse
     moved: list[MovedOrder] = []
     stuck: list[StuckOrder] = []
-    order_updates: list[tuple[Any, ...]] = []
     stuck_updates: list[tuple[Any, ...]] = []
     line_moves: list[tuple[Any, ...]] = []
     res_moves: list[tuple[Any, ...]] = []
     res_releases: list[tuple[Any, ...]] = []
     incident_rows: list[tuple[Any, ...]] = []
+    decision_rows = writes.decisions
+    parts_json: dict[tuple[str, ...], str] = {}  # warehouse_ids column, one text per choice
     for decision in decisions:
         a = affected[decision.order_id]
+        oid = a.order_id
         for _, line in a.lines:
             release[line.sku_id] += line.qty
-        if decision.allocated:
-            # lines of a split land where the engine put them; usually one part takes all
-            placed: dict[int, str] = {}
-            for part in decision.parts:
-                for line in part.lines:
-                    for no, own in a.lines:
-                        if own is line and no not in placed:
-                            placed[no] = part.warehouse_id
-                    writes.reserve[(part.warehouse_id, line.sku_id)] += line.qty
-                writes.load[part.warehouse_id] += 1
-            new_wh = decision.parts[0].warehouse_id
+        parts = decision.parts
+        if parts:
+            new_wh = parts[0].warehouse_id
+            if len(parts) == 1:
+                for no, line in a.lines:
+                    line_moves.append((new_wh, oid, no))
+                    res_moves.append((new_wh, stamp, a.reservation_ids[no]))
+                    reserve[(new_wh, line.sku_id)] += line.qty
+                load[new_wh] += 1
+            else:
+                # lines of a split land where the engine put them
+                placed: dict[int, str] = {}
+                for part in parts:
+                    for line in part.lines:
+                        for no, own in a.lines:
+                            if own is line and no not in placed:
+                                placed[no] = part.warehouse_id
+                        reserve[(part.warehouse_id, line.sku_id)] += line.qty
+                    load[part.warehouse_id] += 1
+                for no, wid in placed.items():
+                    line_moves.append((wid, oid, no))
+                    res_moves.append((wid, stamp, a.reservation_ids[no]))
             distance = decision.distance_km or 0.0
             eta = iso(decision.eta) if decision.eta is not None else stamp
-            for no, wid in placed.items():
-                line_moves.append((wid, a.order_id, no))
-                res_moves.append((wid, stamp, a.reservation_ids[no]))
-            if a.order_warehouse == warehouse_id:
-                order_updates.append((new_wh, distance, eta, stamp, a.order_id))
-            detail = {"incident_id": incident_id, "from": warehouse_id, "to": new_wh,
-                      "distance_km": distance, "eta": eta, "tier": decision.tier,
-                      "reason": reason}
-            writes.events.append((a.order_id, "rerouted", stamp,
-                                  to_json(detail)))
-            incident_rows.append((incident_id, a.order_id, "moved", warehouse_id, new_wh,
+            incident_rows.append((incident_id, oid, "moved", warehouse_id, new_wh,
                                   distance, eta, decision.tier, None))
-            moved.append(MovedOrder(a.order_id, a.channel, a.store_id, a.customer_id,
+            moved.append(MovedOrder(oid, a.channel, a.store_id, a.customer_id,
                                     warehouse_id, new_wh, distance, eta, decision.tier))
+            outcome = "allocated"
+            key = tuple(p.warehouse_id for p in parts)
         else:
             why = decision.reason or "no backup warehouse can serve it"
             for no, _ in a.lines:
                 res_releases.append((stamp, a.reservation_ids[no]))
-            stuck_updates.append((why, stamp, a.order_id))
+            stuck_updates.append((why, stamp, oid))
             detail = {"incident_id": incident_id, "from": warehouse_id, "reason": why}
-            writes.events.append((a.order_id, "needs_attention", stamp,
-                                  to_json(detail)))
-            writes.alerts.append((stamp, "needs_attention", a.order_id, warehouse_id, incident_id,
-                                  f"order {a.order_id} could not be rerouted from "
+            writes.events.append((oid, "needs_attention", stamp, to_json(detail)))
+            writes.alerts.append((stamp, "needs_attention", oid, warehouse_id, incident_id,
+                                  f"order {oid} could not be rerouted from "
                                   f"{warehouse_id}: {why}"))
-            incident_rows.append((incident_id, a.order_id, "stuck", warehouse_id, None, None,
+            incident_rows.append((incident_id, oid, "stuck", warehouse_id, None, None,
                                   None, decision.tier, why))
-            stuck.append(StuckOrder(a.order_id, a.channel, a.store_id, a.customer_id,
+            stuck.append(StuckOrder(oid, a.channel, a.store_id, a.customer_id,
                                     warehouse_id, decision.tier, why))
-        writes.decisions.append((
-            a.order_id, stamp, "reroute", incident_id, decision.rule_set_version,
-            "allocated" if decision.allocated else "unallocated",
-            to_json([p.warehouse_id for p in decision.parts]), decision.reason,
-            decision.tier, int(decision.need_cold_chain), trace_json(decision),
+            outcome = "unallocated"
+            key = ()
+        wids = parts_json.get(key)
+        if wids is None:
+            wids = parts_json[key] = to_json(key)
+        decision_rows.append((
+            oid, stamp, "reroute", incident_id, decision.rule_set_version, outcome, wids,
+            decision.reason, decision.tier, int(decision.need_cold_chain), trace_json(decision),
         ))
     conn.execute(
         "INSERT INTO incidents (id, warehouse_id, reason, started_at, rule_set_version, moved, "
@@ -249,10 +276,6 @@ def _write(
         "UPDATE order_lines SET warehouse_id = ? WHERE order_id = ? AND line_no = ?", line_moves
     )
     conn.executemany(
-        "UPDATE orders SET warehouse_id = ?, distance_km = ?, eta = ?, updated_at = ? "
-        "WHERE id = ?", order_updates,
-    )
-    conn.executemany(
         "UPDATE orders SET status = 'needs_attention', status_reason = ?, warehouse_id = NULL, "
         "distance_km = NULL, eta = NULL, updated_at = ? WHERE id = ?", stuck_updates,
     )
@@ -261,8 +284,11 @@ def _write(
         "new_warehouse_id, distance_km, eta, tier, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         incident_rows,
     )
+    if moved:
+        conn.execute(_MOVED_ORDERS, (stamp, incident_id, warehouse_id))
+        conn.execute(_MOVED_EVENTS, (stamp, reason, incident_id))
     conn.executemany(_INSERT_EVENT, writes.events)
-    conn.executemany(_INSERT_DECISION, writes.decisions)
+    conn.executemany(_INSERT_DECISION, decision_rows)
     if writes.alerts:
         conn.executemany(_INSERT_ALERT, writes.alerts)
     return RerouteResult(incident_id, warehouse_id, reason, stamp, moved, stuck)

@@ -300,6 +300,28 @@ class _Loader:
                 want *= 4
 
 
+@dataclass(slots=True)
+class _StockMemo:
+    """A small region's stock as this connection last committed it (see submit_orders)."""
+
+    token: tuple[int, int, tuple[int, int], str]
+    stock: dict[str, dict[str, StockState]]
+    skus: set[str]
+
+
+# Per connection; taken out while a batch runs, so a failed batch leaves none behind.
+_stock_memos: weakref.WeakKeyDictionary[Database, _StockMemo] = weakref.WeakKeyDictionary()
+
+
+def _memo_token(db: Database, day: str) -> tuple[int, int, tuple[int, int], str]:
+    """What must be unchanged for a memo to still be the database's stock: no other
+    connection committed (``data_version``), this connection wrote nothing else
+    (``total_changes``), same warehouses/SKUs (meta versions) and the same day. Read inside
+    the write transaction, where no other connection can commit."""
+    data_version = db.conn.execute("PRAGMA data_version").fetchone()[0]
+    return int(data_version), db.conn.total_changes, _versions(db), day
+
+
 def _partial_snapshot(db: Database, now: datetime) -> _Loader:
     cache = _cache(db)
     snapshot = Snapshot(cache.warehouses, {}, cache.cold_skus, loaded=set(), index=cache.index)
@@ -342,15 +364,19 @@ def load_snapshot(db: Database, *, now: datetime, sku_ids: Iterable[str] | None 
 TRACE_COLUMNS = CandidateTrace._fields
 
 
+# the column names are the same in every trace: encoded once, not once per decision
+_TRACE_HEAD = '{"columns":' + to_json(TRACE_COLUMNS) + ',"rows":'
+
+
 def trace_json(decision: Decision) -> str:
-    """The candidate trace as stored: one JSON row per candidate, columns in TRACE_COLUMNS."""
-    return to_json({
-        "columns": TRACE_COLUMNS,
-        "rows": decision.candidates,
-        "examined": decision.examined,
-        "farthest_examined_km": decision.farthest_examined_km,
-        "omitted": decision.omitted,
-    })
+    """The candidate trace as stored: one JSON row per candidate, columns in TRACE_COLUMNS.
+
+    ``{"columns", "rows", "examined", "farthest_examined_km", "omitted"}``, the same text
+    ``to_json`` gives for that dict, built without re-encoding the constant column names.
+    """
+    return (f"{_TRACE_HEAD}{to_json(decision.candidates)},\"examined\":{decision.examined:d},"
+            f"\"farthest_examined_km\":{to_json(decision.farthest_examined_km)},"
+            f"\"omitted\":{decision.omitted:d}}}")
 
 
 def trace_candidates(trace: dict[str, Any]) -> list[dict[str, Any]]:
@@ -457,6 +483,11 @@ def submit_orders(
     received = iso(now)
     day = _day(now)
     outcomes: dict[int, OrderOutcome] = {}
+    # A batch that owns its transaction may reuse the stock its previous batch committed
+    # (a nested one could still be rolled back by its caller, so it never does).
+    owns_transaction = not db.conn.in_transaction
+    memo = _stock_memos.pop(db, None)
+    kept: _StockMemo | None = None
     with write_transaction(db):
         check_references(db, orders)
         requests: list[tuple[int, OrderIn, OrderRequest, int | None, bool]] = []
@@ -486,8 +517,18 @@ def submit_orders(
         index = loader.snapshot.index
         if requests and index is not None and len(index) <= _INITIAL_LOAD:
             # a small region: one query loads every warehouse's stock of the whole batch,
-            # after which the snapshot is complete for every SKU the batch asks about
-            loader.load_all_warehouses({li.sku_id for r in requests for li in r[2].lines})
+            # after which the snapshot is complete for every SKU the batch asks about;
+            # stock this connection committed last time and nobody changed since is reused
+            skus = {li.sku_id for r in requests for li in r[2].lines}
+            if owns_transaction:
+                if memo is None or memo.token != _memo_token(db, day):
+                    memo = _StockMemo(_memo_token(db, day), {}, set())
+                loader.snapshot.stock = memo.stock
+                loader.load_all_warehouses(skus - memo.skus)
+                memo.skus |= skus
+                kept = memo
+            else:
+                loader.load_all_warehouses(skus)
         else:
             loader.preload([r[2] for r in requests], config)
         writes = _Writes()
@@ -500,12 +541,17 @@ def submit_orders(
             outcomes[pos] = _stage_new_order(writes, order, request, decision, skew, skewed,
                                              received)
         _flush_new_orders(db, writes, received, day)
+        if kept is not None:
+            # the snapshot had every reservation of this batch applied, as the SQL did
+            kept.token = _memo_token(db, day)
         for pos, first_pos in repeats:
             first = outcomes[first_pos]
             outcomes[pos] = OrderOutcome(
                 first.order_id, first.channel, first.channel_order_id, False, first.status,
                 first.warehouse_id, first.tier, first.eta, first.reason, first.skewed,
             )
+    if kept is not None:
+        _stock_memos[db] = kept  # committed: the memo is the database's stock now
     return [outcomes[i] for i in range(len(orders))]
 
 

@@ -19,6 +19,7 @@ from datetime import datetime
 from sqlite_utils import Database
 
 from coordinator.errors import NotFound
+from coordinator.gcpause import gc_paused
 from coordinator.ops import state
 from coordinator.ops.breakers import (
     COURIER_STALE_PREFIX,
@@ -150,7 +151,8 @@ class OpsCore:
         started = time.perf_counter()
         result = HandleResult()
         try:
-            with write_transaction(self.db):
+            # a reroute churns through many short-lived objects: collect once, after commit
+            with gc_paused(), write_transaction(self.db):
                 actions = step()
                 state.persist(self.db, actions, now)
                 touched = {a.warehouse_id for a in actions

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import sys
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -239,3 +241,13 @@ async def test_openapi_documents_the_order_payloads(client: httpx.AsyncClient) -
     assert "/orders" in spec["paths"] and "/orders/{order_id}/decision" in spec["paths"]
     names = set(spec["components"]["schemas"])
     assert {"WechatMiniOrder", "MeituanOrder", "DouyinOrder", "OrderIn"} <= names
+
+
+async def test_running_app_leaves_process_wide_settings_alone(settings: Settings,
+                                                              sample_db: Database) -> None:
+    interval, frozen, collecting = sys.getswitchinterval(), gc.get_freeze_count(), gc.isenabled()
+    app = create_app(settings, clock=ManualClock(NOW))
+    async with app.router.lifespan_context(app):
+        assert sys.getswitchinterval() == interval
+        assert gc.get_freeze_count() == frozen and gc.isenabled() == collecting
+    assert sys.getswitchinterval() == interval and gc.get_freeze_count() == frozen

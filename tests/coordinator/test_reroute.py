@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -59,7 +60,11 @@ def test_tripped_cold_warehouse_orders_move_to_cold_backups(sample_db: Database,
         order = store.get_order(sample_db, moved.order_id)
         assert order["warehouse_id"] == moved.new_warehouse_id
         assert order["timeline"][-1]["kind"] == "rerouted"
-        assert order["timeline"][-1]["detail"]["from"] == "WH-02"
+        assert order["timeline"][-1]["detail"] == {
+            "incident_id": "inc-1", "from": "WH-02", "to": moved.new_warehouse_id,
+            "distance_km": moved.distance_km, "eta": moved.eta, "tier": moved.tier,
+            "reason": "breaker tripped"}
+        assert order["eta"] == moved.eta and order["distance_km"] == moved.distance_km
     tiers = [m.tier for m in result.moved]
     assert tiers == sorted(tiers)  # highest tier (1) first
     assert store.unshipped_orders(sample_db, "WH-02") == []
@@ -136,3 +141,42 @@ def test_rerouted_orders_stay_when_the_warehouse_comes_back(sample_db: Database,
     new = store.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 1, seed=99), now=NOW,
                               config=rules)
     assert new[0].warehouse_id == "WH-02"
+
+
+def test_split_reroute_moves_each_line_where_the_engine_put_it(
+    sample_db: Database, rules: AllocationConfig
+) -> None:
+    cold = [r[0] for r in sample_db.execute(
+        "SELECT id FROM skus WHERE cold_chain = 1 ORDER BY id LIMIT 2")]
+    first, second = cold
+    stock = [InventoryIn(warehouse_id=w, sku_id=s, on_hand=0)
+             for w in ("WH-05", "WH-07") for s in cold]
+    stock += [InventoryIn(warehouse_id="WH-02", sku_id=s, on_hand=50) for s in cold]
+    upsert_inventory(sample_db, stock, NOW)
+    wh = store.get_warehouse(sample_db, "WH-02")
+    order = OrderIn(channel=Channel.WECHAT_MINI, channel_order_id="split-1", store_id="HZ-S001",
+                    lines=[OrderLine(sku_id=first, qty=2), OrderLine(sku_id=second, qty=3)],
+                    lat=wh["lat"], lon=wh["lon"])
+    [placed] = store.submit_orders(sample_db, [order], now=NOW, config=rules)
+    assert placed.warehouse_id == "WH-02"
+    # each backup now holds one of the two SKUs only: no single warehouse can take it
+    upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-05", sku_id=first, on_hand=40),
+                                 InventoryIn(warehouse_id="WH-07", sku_id=second, on_hand=40)],
+                     NOW)
+    split = rules.model_copy(update={"split_shipments": True, "max_parts": 2})
+    result = reroute_warehouse(sample_db, "WH-02", incident_id="inc-split", reason="breaker",
+                               now=NOW, config=split)
+    assert [m.order_id for m in result.moved] == [placed.order_id] and result.stuck == []
+    stored = store.get_order(sample_db, placed.order_id)
+    assert {line["sku_id"]: line["warehouse_id"] for line in stored["lines"]} == {
+        first: "WH-05", second: "WH-07"}
+    held = sample_db.execute(
+        "SELECT sku_id, warehouse_id, qty FROM reservations WHERE order_id = ? "
+        "AND status = 'held' ORDER BY line_no", [placed.order_id]).fetchall()
+    assert [tuple(r) for r in held] == [(first, "WH-05", 2), (second, "WH-07", 3)]
+    assert stored["warehouse_id"] == result.moved[0].new_warehouse_id
+    decision = sample_db.execute(
+        "SELECT warehouse_ids FROM allocation_decisions WHERE incident_id = 'inc-split'"
+    ).fetchone()[0]
+    assert sorted(json.loads(decision)) == ["WH-05", "WH-07"]
+    _consistent(sample_db)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlite_utils import Database
 
 from coordinator import store
@@ -19,6 +22,7 @@ from coordinator.catalog import (
     upsert_warehouses,
 )
 from coordinator.db import open_database
+from coordinator.engine import CandidateTrace, Decision
 from coordinator.errors import Conflict, NotFound
 from coordinator.settings import AllocationConfig
 from protocols.orders import Channel, OrderIn, OrderLine
@@ -200,3 +204,82 @@ def test_parallel_orders_for_scarce_stock_never_oversell(tmp_path: Path) -> None
     assert statuses.get("unallocated", 0) > 0  # demand (192 units) exceeded stock
     assert held >= 18  # stock was used up, save at most a remainder smaller than an order
     assert sum(statuses.values()) == 96
+
+
+_reasons = st.none() | st.text(max_size=12)
+_distances = st.floats(min_value=0, max_value=20_000, allow_nan=False)
+_maybe = st.none() | st.floats(allow_nan=False, allow_infinity=False)
+
+
+@given(
+    candidates=st.lists(st.builds(
+        CandidateTrace, st.text(max_size=8), _distances, _maybe, _maybe, _maybe, st.booleans(),
+        _reasons, _reasons), max_size=6),
+    examined=st.integers(0, 1000), farthest=_distances, omitted=st.integers(0, 1000))
+def test_stored_trace_is_the_json_of_the_whole_trace(
+        candidates: list[CandidateTrace], examined: int, farthest: float,
+        omitted: int) -> None:
+    decision = Decision(order_id="o", tier=2, need_cold_chain=False, rule_set_version="v",
+                        parts=(), eta=None, reason="r", candidates=tuple(candidates),
+                        examined=examined, farthest_examined_km=farthest, omitted=omitted)
+    text = store.trace_json(decision)
+    assert text == store.to_json({
+        "columns": store.TRACE_COLUMNS, "rows": candidates, "examined": examined,
+        "farthest_examined_km": farthest, "omitted": omitted})
+    assert store.trace_candidates(json.loads(text)) == [c._asdict() for c in candidates]
+
+
+def _one_unit_everywhere(db: Database, sku: str) -> None:
+    warehouses = [r[0] for r in db.execute("SELECT id FROM warehouses")]
+    upsert_inventory(db, [InventoryIn(warehouse_id=w, sku_id=sku, on_hand=1, safety_stock=0)
+                          for w in warehouses], NOW)
+
+
+@pytest.mark.parametrize("who_cancels", ["same connection", "another connection"])
+def test_next_batch_sees_stock_released_between_batches(
+        sample_db: Database, db_path: Path, rules: AllocationConfig, who_cancels: str) -> None:
+    _one_unit_everywhere(sample_db, "SKU-0001")
+    (first,) = store.submit_orders(sample_db, [_order("R1")], now=NOW, config=rules)
+    assert first.warehouse_id is not None
+    other = open_database(db_path, migrate=False) if who_cancels != "same connection" \
+        else sample_db
+    try:
+        store.record_status_event(other, first.order_id, "cancelled", NOW)
+    finally:
+        if other is not sample_db:
+            other.conn.close()
+    # the unit at the nearest warehouse is sellable again: the same spot gets it again
+    (second,) = store.submit_orders(sample_db, [_order("R2")], now=NOW, config=rules)
+    assert second.warehouse_id == first.warehouse_id
+    assert _reserved_matches_held(sample_db)
+
+
+def test_next_batch_sees_stock_taken_by_another_connection(
+        sample_db: Database, db_path: Path, rules: AllocationConfig) -> None:
+    _one_unit_everywhere(sample_db, "SKU-0001")
+    (first,) = store.submit_orders(sample_db, [_order("S0")], now=NOW, config=rules)
+    other = open_database(db_path, migrate=False)
+    try:
+        (taken,) = store.submit_orders(other, [_order("S1")], now=NOW, config=rules)
+    finally:
+        other.conn.close()
+    (mine,) = store.submit_orders(sample_db, [_order("S2")], now=NOW, config=rules)
+    assert mine.status == "allocated"
+    assert mine.warehouse_id not in {first.warehouse_id, taken.warehouse_id}
+    assert _reserved_matches_held(sample_db)
+
+
+def test_batch_rolled_back_by_its_caller_leaves_no_stock_promised(
+        sample_db: Database, rules: AllocationConfig) -> None:
+    _one_unit_everywhere(sample_db, "SKU-0001")
+    (first,) = store.submit_orders(sample_db, [_order("U1")], now=NOW, config=rules)
+    with pytest.raises(RuntimeError), store.write_transaction(sample_db):
+        store.submit_orders(sample_db, [_order("U2")], now=NOW, config=rules)
+        raise RuntimeError("the caller fails after the nested batch")
+    count = sample_db.execute("SELECT count(*) FROM warehouses").fetchone()[0]
+    # every warehouse but the first order's still has its one unit: all of them get one
+    placed = store.submit_orders(sample_db, [_order(f"U{3 + i}") for i in range(count - 1)],
+                                 now=NOW, config=rules)
+    assert all(o.status == "allocated" for o in placed)
+    assert len({o.warehouse_id for o in placed} | {first.warehouse_id}) == count
+    assert _reserved_matches_held(sample_db)
