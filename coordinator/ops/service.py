@@ -132,14 +132,10 @@ class OpsService:
 
     # -- MessageSink -----------------------------------------------------------------
     async def accept(self, message: OpsMessage, received: float) -> None:
+        # A failure propagates: the watcher retries the message with backoff, then counts
+        # and drops it (it was already acknowledged); the subscription never ends.
         now = self.clock.now()
-        try:
-            result = await self.call(lambda core: core.handle(message, now))
-        except Exception:
-            # A store failure must not end the subscription; the retained state comes
-            # back on the next (re)subscribe.
-            log.exception("ops could not apply %s", type(message).__name__)
-            return
+        result = await self.call(lambda core: core.handle(message, now))
         for timing in result.rerouted:
             timing.started = min(timing.started, received)
         self._after(result)
