@@ -154,7 +154,14 @@ async def run_scenario(
     ``start``/``until`` cut the replay to a window of the scenario (agents start with
     the clock at ``start``, so a silence is counted from there).
     """
-    paths = write_configs(sites(scenario, region), workdir, topics, mqtt_url=broker_url)
+    # A replay moves event time in jumps far larger than a heartbeat interval, so the
+    # coordinator would see every quiet agent as silent and pause its warehouse. Agent
+    # liveness has its own tests (tests/coordinator/ops/test_agent_liveness*.py); here
+    # heartbeats are off and availability follows breakers and last wills only.
+    paths = write_configs(
+        sites(scenario, region), workdir, topics, mqtt_url=broker_url,
+        extra={"agent": {"heartbeat_s": 0}},
+    )  # fmt: skip
     clock = clock or ManualClock(start or scenario.start)
     if start is not None:
         clock.set(start)  # never moves a shared clock backwards
