@@ -327,7 +327,9 @@ class EdgeAgent:
                 queues: list[asyncio.Queue[aiomqtt.Message]] = []
                 async with aiomqtt.Client(
                     username=section.username,
-                    clean_session=True,
+                    # A persistent session keeps the subscriptions and what arrives while
+                    # the agent is away; its client_id is stable (config or agent id).
+                    clean_session=not section.persistent_session,
                     queue_type=_owned_queue(queues),
                     **kwargs,
                 ) as client:

@@ -100,6 +100,14 @@ class MqttSection(_Section):
         return urlsplit(self.url).port or 1883
 
 
+class LocalMqttSection(MqttSection):
+    # Off by default: a gateway's sensors publish at QoS 0 and the broker drops them for an
+    # absent clean-session subscriber. On, readings published while the agent restarts are
+    # queued by the broker (it needs ``queue_qos0_messages`` for QoS 0) and delivered when
+    # the agent returns; event time puts them in order.
+    persistent_session: bool = False
+
+
 class SensorConfig(_Section):
     id: Ident
     zone: Ident
@@ -169,7 +177,7 @@ class BreakerConfig(_Section):
 
 class AgentConfig(_Section):
     agent: AgentSection
-    local_mqtt: MqttSection = Field(default_factory=MqttSection)
+    local_mqtt: LocalMqttSection = Field(default_factory=LocalMqttSection)
     uplink_mqtt: MqttSection = Field(default_factory=MqttSection)
     sensors: list[SensorConfig] = Field(min_length=1)
     rules: list[RuleConfig] = Field(default_factory=list)
