@@ -137,6 +137,13 @@ AGENT_ID = "gw-bench"
 SENSOR_CLIENT_ID = f"{AGENT_ID}-sensors"  # the agent's default local client id
 
 
+def stall_limit(received: int) -> float:
+    """Seconds without progress that end a measurement. Before the first message it is
+    long: a draining agent counts nothing until its SUBACKs arrive, and Mosquitto sends
+    those after the whole queue."""
+    return 2.0 if received else 15.0
+
+
 def drain_broker() -> MosquittoBroker:
     """The benchmark's private Mosquitto, set up to queue N QoS 0 readings for an absent
     persistent session (the shared MosquittoBroker defaults stay as they are)."""
@@ -153,7 +160,7 @@ async def forget_session(port: int, identifier: str) -> None:
 
 
 async def count_bare(client: aiomqtt.Client, n: int) -> tuple[int, float]:
-    """Count messages until n arrived or 2 s pass without one; (count, time of the last)."""
+    """Count messages until n arrived or progress stalls; (count, time of the last)."""
     received = 0
     last = time.perf_counter()
 
@@ -171,7 +178,7 @@ async def count_bare(client: aiomqtt.Client, n: int) -> tuple[int, float]:
         await asyncio.sleep(0.05)
         if received != seen:
             seen, seen_at = received, time.perf_counter()
-        elif time.perf_counter() - seen_at > 2.0:
+        elif time.perf_counter() - seen_at > stall_limit(seen):
             task.cancel()  # QoS 0: whatever was dropped is not coming
             break
     with contextlib.suppress(asyncio.CancelledError):
@@ -250,7 +257,7 @@ async def wait_connected(agent: EdgeAgent) -> None:
 
 
 async def count_agent(agent: EdgeAgent, n: int, start: float) -> tuple[float, int]:
-    """Poll the accepted count until n or 2 s without progress; (rate, count)."""
+    """Poll the accepted count until n or progress stalls; (rate, count)."""
     last_count, last_change = 0, time.perf_counter()
     finished = last_change
     while True:
@@ -258,7 +265,7 @@ async def count_agent(agent: EdgeAgent, n: int, start: float) -> tuple[float, in
         now = time.perf_counter()
         if count != last_count:
             last_count, last_change, finished = count, now, now
-        if count >= n or now - last_change > 2.0:
+        if count >= n or now - last_change > stall_limit(last_count):
             break
         await asyncio.sleep(0.02)
     return last_count / max(finished - start, 1e-9), last_count
@@ -302,7 +309,8 @@ async def measure_agent_drain(
 
 def run(quick: bool) -> Result:
     n = 20_000 if quick else 30_000
-    rounds = 1 if quick else 2
+    # A drain round costs ~2 s, a live round ~5 s: more drain rounds, as they are the headline.
+    rounds, live_rounds = (1, 1) if quick else (3, 2)
     result = Result("edge_ingest")
     broker = drain_broker()
     broker.start()
@@ -315,19 +323,18 @@ def run(quick: bool) -> Result:
                 # Interleaved rounds, best of each: the machine is shared, so a burst of
                 # someone else's load must not decide the ratio.
                 for r in range(rounds):
-                    for name in (f"live{r}", f"drain{r}"):
-                        (Path(tmp) / name).mkdir()
-                    runs: list[tuple[str, Coroutine[Any, Any, tuple[float, int]]]] = [
-                        ("bare_live", measure_bare_live(broker.port, publisher, n)),
-                        (
-                            "agent_live",
-                            measure_agent_live(broker.port, publisher, n, Path(tmp) / f"live{r}"),
-                        ),
+                    live_dir, drain_dir = Path(tmp) / f"live{r}", Path(tmp) / f"drain{r}"
+                    live_dir.mkdir()
+                    drain_dir.mkdir()
+                    runs: list[tuple[str, Coroutine[Any, Any, tuple[float, int]]]] = []
+                    if r < live_rounds:
+                        runs += [
+                            ("bare_live", measure_bare_live(broker.port, publisher, n)),
+                            ("agent_live", measure_agent_live(broker.port, publisher, n, live_dir)),
+                        ]
+                    runs += [
                         ("bare", measure_bare_drain(broker.port, publisher, n)),
-                        (
-                            "agent",
-                            measure_agent_drain(broker.port, publisher, n, Path(tmp) / f"drain{r}"),
-                        ),
+                        ("agent", measure_agent_drain(broker.port, publisher, n, drain_dir)),
                     ]
                     for key, measurement in runs:
                         rate, count = asyncio.run(measurement)
@@ -340,9 +347,9 @@ def run(quick: bool) -> Result:
             broker.close()
     best = {key: max(values) for key, values in rates.items()}
 
-    def note(*keys: str) -> str:
-        least = min(min(received[k]) for k in keys)
-        return f"best of {rounds} x {n:,}; received {least:,}+ of {n:,} each"
+    def note(key: str) -> str:
+        least = min(received[key])
+        return f"best of {len(rates[key])} x {n:,}; received {least:,}+ of {n:,} each"
 
     drain = "drain of N readings queued at the broker (persistent session), clock from connect"
     live = "publisher running concurrently: publisher/CPU bound on 2 cores"
@@ -372,7 +379,7 @@ def run(quick: bool) -> Result:
         "MB",
         f"{SENSORS} sensors, {ZONES} rules",
     )
-    result.add("messages", float(n * rounds), "", "per measurement, QoS 0, native JSON")
+    result.add("messages", float(n), "", "per measurement, QoS 0, native JSON")
     return result
 
 
