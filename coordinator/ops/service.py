@@ -78,6 +78,11 @@ class OpsService:
             self._tasks.append(asyncio.create_task(self.watcher.run(), name="ops-watcher"))
 
     async def stop(self) -> None:
+        # The dispatcher ends between batches, so a delivered notice is always marked sent.
+        self.dispatcher.request_stop()
+        delivering = [t for t in self._tasks if t.get_name() == "ops-dispatcher"]
+        if delivering:
+            await asyncio.wait(delivering, timeout=STOP_TIMEOUT_S)
         for task in self._tasks:
             task.cancel()
         if self._tasks:

@@ -157,6 +157,7 @@ class Dispatcher:
         self.wecom_bucket = TokenBucket(config.wecom.per_minute)
         self.stats = DispatchStats()
         self._wake = asyncio.Event()
+        self._stopping = False
         self._limit = asyncio.Semaphore(concurrency)
 
     @property
@@ -215,15 +216,24 @@ class Dispatcher:
                                 n.id, n.kind, error)
         return len(attempt)
 
+    def request_stop(self) -> None:
+        """Finish the batch in hand (delivered and marked) and end :meth:`run`.
+
+        Cancelling mid-batch could deliver a notice and lose the record of it, so a
+        restart would send it again; a requested stop ends between batches.
+        """
+        self._stopping = True
+        self._wake.set()
+
     async def run(self) -> None:
-        """Loop until cancelled."""
-        while True:
+        """Loop until :meth:`request_stop` (or cancelled)."""
+        while not self._stopping:
             try:
                 attempted = await self.run_once()
             except Exception:  # a broken round must not end delivery for good
                 log.exception("notification round failed")
                 attempted = 0
-            if attempted >= self.config.dispatcher.batch_size:
+            if attempted >= self.config.dispatcher.batch_size or self._stopping:
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
