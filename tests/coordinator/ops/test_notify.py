@@ -3,6 +3,7 @@ no duplicates, dead letters after N failures, WeCom rate limit."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -263,3 +264,31 @@ def test_bad_notification_config_names_the_field(model: type[BaseModel], data: d
 
     with pytest.raises(ValidationError, match=field):
         model.model_validate(data)
+
+
+async def test_a_requested_stop_ends_between_batches_so_a_restart_sends_nothing_twice(
+        db: Database, tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    with Receiver() as receiver:
+        cfg = config(receiver, tmp_path)
+        s = summary(moved=150, stuck=0)
+        queue(db, cfg, s)
+        sink = tmp_path / "franchisee.jsonl"
+        first = Dispatcher(lambda: open_database(tmp_path / "coordinator.db"), cfg, clock)
+        task = asyncio.create_task(first.run())
+        for _ in range(500):  # stop as soon as the first notice has been written
+            if sink.exists() and sink.read_text():
+                break
+            await asyncio.sleep(0.01)
+        first.request_stop()
+        await asyncio.wait_for(task, 10)
+        await first.aclose()
+        written = [json.loads(line)["order_id"] for line in sink.read_text().splitlines()]
+        sent = {n.dedupe_key.rsplit(":", 1)[1] for n in outbox.listing(db, status="sent")
+                if n.kind == "franchisee"}
+        assert written and sorted(written) == sorted(sent)  # written <=> marked sent
+        second = Dispatcher(lambda: open_database(tmp_path / "coordinator.db"), cfg, clock)
+        await drain(second, clock, rounds=3)
+        await second.aclose()
+    written = [json.loads(line)["order_id"] for line in sink.read_text().splitlines()]
+    assert sorted(written) == sorted(f"o-{i}" for i in range(150))  # each exactly once
