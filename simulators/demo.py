@@ -32,11 +32,11 @@ from typing import Any
 
 import aiomqtt
 
-from protocols import BreakerEvent, PayloadError, Topics, decode
+from protocols import BreakerEvent, Topics
 from protocols.clock import ManualClock
 from simulators.brokers import EmbeddedBroker, free_port
 from simulators.edge_configs import write_configs
-from simulators.harness import AgentFactory, AgentLike, run_scenario
+from simulators.harness import AgentFactory, AgentLike, BreakerWatcher, run_scenario
 from simulators.inbox import LocalInbox
 from simulators.orders import (
     GeneratedOrder,
@@ -57,57 +57,21 @@ from simulators.scenario import (
     load_scenario,
     sites,
 )
-from simulators.sensors import MqttPublisher, Replayer, parse_mqtt_url, parse_speed
+from simulators.sensors import MqttPublisher, Replayer, parse_speed
 
 StopFn = Callable[[], Awaitable[None]]
 
 
-@dataclass
-class ObservedTrip:
-    event: BreakerEvent
-    wall_at: float
+def _print_trip(tz: tzinfo | None) -> Callable[[BreakerEvent], None]:
+    """Print a breaker as it opens, in the scenario's time zone."""
 
+    def show(event: BreakerEvent) -> None:
+        if event.open and event.previous_state != event.state:
+            at = event.event_time.astimezone(tz) if tz else event.event_time
+            print(f"  !! {event.warehouse_id}/{event.breaker} {event.state.value}"
+                  f" at {at:%H:%M:%S} event time ({event.reason})", flush=True)  # fmt: skip
 
-@dataclass
-class Monitor:
-    """Watches breaker events on the wire, as the coordinator would."""
-
-    topics: Topics
-    tz: tzinfo | None = None  # the scenario's zone, for printing event times
-    trips: list[ObservedTrip] = field(default_factory=list)
-    events: int = 0
-    rejected: int = 0
-
-    async def run(self, url: str, ready: asyncio.Event) -> None:
-        parsed = parse_mqtt_url(url)
-        async with aiomqtt.Client(
-            parsed.host,
-            parsed.port,
-            identifier=f"bw-demo-monitor-{uuid.uuid4().hex[:8]}",
-            username=parsed.username or "breakwater-demo",
-            password=parsed.password,
-        ) as client:
-            await client.subscribe(self.topics.breaker_filter(), qos=1)
-            ready.set()
-            async for message in client.messages:
-                self.events += 1
-                payload = message.payload
-                if not isinstance(payload, bytes | bytearray | str):
-                    self.rejected += 1
-                    continue
-                try:
-                    event = decode(BreakerEvent, payload)
-                except PayloadError:
-                    self.rejected += 1
-                    continue
-                if event.open and event.previous_state != event.state:
-                    self.trips.append(ObservedTrip(event, time.perf_counter()))
-                    at = event.event_time.astimezone(self.tz) if self.tz else event.event_time
-                    print(
-                        f"  !! {event.warehouse_id}/{event.breaker} {event.state.value}"
-                        f" at {at:%H:%M:%S} event time ({event.reason})",
-                        flush=True,
-                    )
+    return show
 
 
 def _orders(
@@ -578,12 +542,13 @@ async def _replay_part(
     clock: ManualClock,
 ) -> tuple[str, list[BreakerEvent]]:
     """Replay through the agents (or sensors only); live breaker trips are printed."""
-    monitor = Monitor(topics, scenario.start.tzinfo)
-    ready = asyncio.Event()
-    monitor_task = asyncio.create_task(monitor.run(url, ready))
+    monitor = BreakerWatcher(
+        url, topics, name="bw-demo-monitor", on_event=_print_trip(scenario.start.tzinfo)
+    )
+    monitor_task = asyncio.create_task(monitor.run())
     trips: list[BreakerEvent] = []
     try:
-        await asyncio.wait_for(ready.wait(), timeout=10)
+        await asyncio.wait_for(monitor.ready.wait(), timeout=10)
         if factory is not None:
             print(f"edge agents: one per warehouse, in-process, configs in {workdir / 'edge'}")
             run = await run_scenario(

@@ -97,10 +97,25 @@ def _processed(agent: AgentLike) -> int:
     return stats.readings_accepted + sum(stats.readings_rejected.values())
 
 
-class _BreakerWatcher:
-    def __init__(self, url: str, topics: Topics) -> None:
+class BreakerWatcher:
+    """Collects every breaker event on the wire, as the coordinator would see them.
+
+    ``on_event`` is called with each decoded event (the demo prints trips with it);
+    undecodable payloads are counted in ``rejected``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        topics: Topics,
+        *,
+        name: str = "bw-harness",
+        on_event: Callable[[BreakerEvent], None] | None = None,
+    ) -> None:
         self.url = url
         self.topics = topics
+        self.name = name
+        self.on_event = on_event
         self.events: list[SeenEvent] = []
         self.rejected = 0
         self.last_arrival = time.perf_counter()
@@ -111,7 +126,7 @@ class _BreakerWatcher:
         async with aiomqtt.Client(
             parsed.host,
             parsed.port,
-            identifier=f"bw-harness-{uuid.uuid4().hex[:10]}",
+            identifier=f"{self.name}-{uuid.uuid4().hex[:10]}",
             username=parsed.username or "breakwater-harness",
             password=parsed.password,
         ) as client:
@@ -124,9 +139,13 @@ class _BreakerWatcher:
                     self.rejected += 1
                     continue
                 try:
-                    self.events.append(SeenEvent(decode(BreakerEvent, payload), self.last_arrival))
+                    event = decode(BreakerEvent, payload)
                 except PayloadError:
                     self.rejected += 1
+                    continue
+                self.events.append(SeenEvent(event, self.last_arrival))
+                if self.on_event is not None:
+                    self.on_event(event)
 
 
 async def run_scenario(
@@ -167,7 +186,7 @@ async def run_scenario(
         clock.set(start)  # never moves a shared clock backwards
     agents = [agent_factory(path, clock, topics) for path in paths]
     by_warehouse = {agent.warehouse_id: agent for agent in agents}
-    watcher = _BreakerWatcher(broker_url, topics)
+    watcher = BreakerWatcher(broker_url, topics)
     watch_task = asyncio.create_task(watcher.run())
     agent_tasks = [asyncio.create_task(agent.run()) for agent in agents]
     replayer: Replayer | None = None
