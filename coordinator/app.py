@@ -39,7 +39,7 @@ from coordinator.catalog import (
     parse_text,
     upsert,
 )
-from coordinator.db import open_database
+from coordinator.db import WalCheckpointer, open_database
 from coordinator.engine import CandidateTrace, great_circle_km, why_not
 from coordinator.engine import Decision as EngineDecision
 from coordinator.errors import Conflict, ImportFileError, NotFound, StoreError
@@ -63,24 +63,13 @@ class Connections:
     def get(self) -> Database:
         db: Database | None = getattr(self._local, "db", None)
         if db is None:
-            db = open_database(self.path, migrate=False)
             # requests never run a WAL checkpoint (an fsync) themselves: the app's
             # checkpointer thread does, so no request pays for one
-            db.conn.execute("PRAGMA wal_autocheckpoint=0")
+            db = open_database(self.path, migrate=False, autocheckpoint=False)
             self._local.db = db
             with self._lock:
                 self._all.append(db)
         return db
-
-    def checkpoint_forever(self, stop: threading.Event, interval_s: float = 0.5) -> None:
-        """Fold the WAL back into the database file off the request path."""
-        db = open_database(self.path, migrate=False)
-        try:
-            while not stop.wait(interval_s):
-                db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            db.conn.close()
 
     def close(self) -> None:
         with self._lock:
@@ -535,12 +524,14 @@ def create_app(
         open_database(chosen.db_path).conn.close()  # create and migrate once, at start
         connections = Connections(chosen.db_path)
         app.state.connections = connections
-        stop = threading.Event()
-        checkpointer = threading.Thread(target=connections.checkpoint_forever, args=(stop,),
-                                        name="wal-checkpointer", daemon=True)
+        checkpointer = WalCheckpointer(chosen.db_path)
         checkpointer.start()
-        intake = GroupCommitter(lambda: open_database(chosen.db_path, migrate=False), chosen,
-                                app.state.clock)
+        app.state.checkpointer = checkpointer
+        # the intake writer commits most: it must not checkpoint inside its commits either
+        intake = GroupCommitter(
+            lambda: open_database(chosen.db_path, migrate=False, autocheckpoint=False),
+            chosen, app.state.clock,
+        )
         intake.start()
         app.state.intake = intake
         # No process-wide tuning here (sys.setswitchinterval, gc.freeze): measured on the
@@ -554,8 +545,7 @@ def create_app(
                 yield
         finally:
             intake.stop()
-            stop.set()
-            checkpointer.join(timeout=10)
+            checkpointer.stop()
             connections.close()
 
     app = FastAPI(

@@ -1,0 +1,67 @@
+"""Opening the database: WAL checkpoints off the commit path."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+from coordinator.db import WalCheckpointer, open_database
+
+
+def _write_rows(path: Path, count: int) -> None:
+    db = open_database(path, migrate=False, autocheckpoint=False)
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS filler (id INTEGER PRIMARY KEY, body TEXT)")
+        for start in range(0, count, 500):
+            with db.conn:
+                db.conn.executemany("INSERT INTO filler (body) VALUES (?)",
+                                    [("x" * 400,) for _ in range(start, min(count, start + 500))])
+    finally:
+        db.conn.close()
+
+
+def _rows_in_main_file(path: Path, copy: Path) -> int:
+    """Rows visible from the database file alone, as if the WAL were lost."""
+    shutil.copyfile(path, copy)
+    conn = sqlite3.connect(copy)
+    try:
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE name = 'filler'").fetchall()
+        return int(conn.execute("SELECT count(*) FROM filler").fetchone()[0]) if tables else 0
+    finally:
+        conn.close()
+
+
+def test_writer_without_autocheckpoint_leaves_commits_in_the_wal(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    keep_open = open_database(path, migrate=False)  # keeps the WAL from being folded at close
+    keep_open.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    try:
+        _write_rows(path, 6_000)  # ~2,400 pages: past the default 1,000-page autocheckpoint
+        assert _rows_in_main_file(path, tmp_path / "copy.sqlite") == 0
+    finally:
+        keep_open.conn.close()
+
+
+def test_checkpointer_folds_the_wal_into_the_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    keep_open = open_database(path, migrate=False)
+    try:
+        with WalCheckpointer(path, interval_s=0.01) as checkpointer:
+            _write_rows(path, 6_000)
+        assert checkpointer.checkpoints >= 1
+        assert checkpointer.failures == 0
+        assert _rows_in_main_file(path, tmp_path / "copy.sqlite") == 6_000
+    finally:
+        keep_open.conn.close()
+
+
+def test_connection_opened_without_autocheckpoint_says_so(tmp_path: Path) -> None:
+    plain = open_database(tmp_path / "a.sqlite", migrate=False)
+    quiet = open_database(tmp_path / "a.sqlite", migrate=False, autocheckpoint=False)
+    try:
+        assert plain.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+        assert quiet.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    finally:
+        plain.conn.close()
+        quiet.conn.close()
