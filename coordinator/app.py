@@ -44,6 +44,7 @@ from coordinator.engine import CandidateTrace, great_circle_km, why_not
 from coordinator.engine import Decision as EngineDecision
 from coordinator.errors import Conflict, ImportFileError, NotFound, StoreError
 from coordinator.intake import GroupCommitter
+from coordinator.retry import RetryResult, retry_waiting
 from coordinator.settings import Settings
 from protocols.clock import Clock, SystemClock
 from protocols.orders import DouyinOrder, MeituanOrder, OrderIn, WechatMiniOrder, normalise
@@ -131,6 +132,16 @@ class StatusEvent(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+class RetryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    order_ids: list[str] | None = Field(
+        default=None, max_length=10_000,
+        description="retry only these (those not waiting are ignored); default: every one",
+    )
+    limit: int = Field(default=1000, ge=1, le=10_000,
+                       description="most orders tried, highest tier then oldest first")
+
+
 class Problem(BaseModel):
     detail: str
     field: str | None = None
@@ -173,6 +184,16 @@ def _count(request: Request, key: str, n: int = 1) -> None:
     counters: Counter[str] = request.app.state.counters
     with request.app.state.counters_lock:
         counters[key] += n
+
+
+def _retry(request: Request, order_ids: Sequence[str] | None = None,
+           limit: int | None = None) -> RetryResult:
+    settings: Settings = request.app.state.settings
+    result = retry_waiting(_db(request), now=_now(request), config=settings.allocation,
+                           order_ids=order_ids,
+                           limit=limit if limit is not None else settings.intake.retry_limit)
+    _count(request, "orders_retry_placed", len(result.placed))
+    return result
 
 
 def _not_found(exc: NotFound) -> HTTPException:
@@ -295,6 +316,21 @@ def _orders_router() -> APIRouter:
         names = [c[0] for c in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
+    @router.post("/orders/retry", tags=["operations"],
+                 summary="Allocate waiting orders (unallocated, needs_attention) that now fit")
+    def retry_orders(request: Request, body: RetryRequest | None = None) -> dict[str, Any]:
+        """Runs by itself after stock or warehouses change (catalog writes, a breaker
+        clearing, a resume); this is for an operator who fixed something else. Orders that
+        still fit nowhere stay waiting and nothing is written for them."""
+        chosen = body if body is not None else RetryRequest()
+        result = _retry(request, chosen.order_ids, chosen.limit)
+        return {**result.summary(),
+                "placed_orders": [{"order_id": p.order_id, "previous_status": p.previous_status,
+                                   "warehouse_id": p.warehouse_id, "distance_km": p.distance_km,
+                                   "eta": p.eta, "tier": p.tier} for p in result.placed],
+                "waiting_orders": [{"order_id": w.order_id, "status": w.status,
+                                    "reason": w.reason} for w in result.waiting]}
+
     @router.get("/orders/{order_id}", summary="Status and timeline of an order",
                 responses={404: {"model": Problem}})
     def get_order(request: Request, order_id: str) -> dict[str, Any]:
@@ -368,7 +404,13 @@ def _catalog_router() -> APIRouter:
             raise HTTPException(status_code=422, detail=str(exc)) from exc
         except Conflict as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from exc
-        return {"kind": kind.value, "written": written}
+        out: dict[str, Any] = {"kind": kind.value, "written": written}
+        settings: Settings = request.app.state.settings
+        # new stock or a new/changed warehouse may fit orders that are waiting
+        changes_supply = kind in (Kind.INVENTORY, Kind.WAREHOUSES)
+        if written and changes_supply and settings.intake.retry_on_change:
+            out["retried"] = _retry(request).summary()
+        return out
 
     for kind, model in models.items():
         _add_kind_routes(router, kind, model, _upsert)

@@ -287,6 +287,9 @@ class OrderRequest:
     lon: float
     received_at: datetime
     tier: int | None = None  # None: the channel rule decides
+    # when a warehouse can start handling it: a reroute or a retry places the order now,
+    # so its ETA counts from then; None: from received_at
+    handling_from: datetime | None = None
 
 
 class CandidateTrace(NamedTuple):
@@ -548,7 +551,8 @@ def allocate(
     traces.sort(key=_BY_DISTANCE)
     eta = None
     if parts:
-        eta = eta_for(order.received_at, tier, max(p.distance_km for p in parts), config)
+        start = order.handling_from or order.received_at
+        eta = eta_for(start, tier, max(p.distance_km for p in parts), config)
     return Decision(
         order_id=order.order_id, tier=tier, need_cold_chain=need_cold,
         rule_set_version=version, parts=parts, eta=eta, reason=reason,

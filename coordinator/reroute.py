@@ -118,7 +118,7 @@ def reroute_warehouse(
         # the failed warehouse's held stock is given back (it is excluded from the search anyway)
         requests = [
             OrderRequest(a.order_id, a.channel, tuple(line for _, line in a.lines), a.lat, a.lon,
-                         a.received_at, tier=a.tier)
+                         a.received_at, tier=a.tier, handling_from=now)
             for a in affected.values()
         ]
         decisions = engine.allocate_batch(requests, snapshot, rules,

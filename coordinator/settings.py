@@ -115,6 +115,11 @@ class AllocationConfig(_Section):
 class IntakeConfig(_Section):
     skew_threshold_s: float = Field(default=3.0, gt=0, le=86_400)
     max_batch: int = Field(default=1000, ge=1, le=100_000)
+    retry_on_change: bool = Field(
+        default=True, description="retry waiting orders after stock or warehouses change"
+    )
+    retry_limit: int = Field(default=1000, ge=1, le=100_000,
+                             description="most waiting orders one retry pass tries")
 
 
 class Settings(_Section):

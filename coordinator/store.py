@@ -575,6 +575,21 @@ def _stored_orders(
     return found
 
 
+def line_warehouses(decision: Decision, lines: Sequence[Line]) -> list[str | None]:
+    """The warehouse each of ``lines`` is taken from (None: not allocated). A split puts
+    each line where its part says; parts hold the very ``Line`` objects of the request."""
+    if len(decision.parts) == 1:
+        return [decision.parts[0].warehouse_id] * len(lines)
+    placed: list[str | None] = [None] * len(lines)
+    for part in decision.parts:
+        for line in part.lines:
+            for no, own in enumerate(lines):
+                if own is line and placed[no] is None:
+                    placed[no] = part.warehouse_id
+                    break
+    return placed
+
+
 def _stage_new_order(
     writes: _Writes, order: OrderIn, request: OrderRequest, decision: Decision,
     skew: int | None, skewed: bool, received: str,
@@ -591,18 +606,9 @@ def _stage_new_order(
         decision.reason, wid, decision.distance_km, eta, received if decision.allocated else None,
         received,
     ))
-    line_wh: dict[int, str] = {}
-    if len(decision.parts) == 1:
-        line_wh = dict.fromkeys(range(len(request.lines)), decision.parts[0].warehouse_id)
-    else:
-        for part in decision.parts:
-            for line in part.lines:
-                for no, own in enumerate(request.lines):
-                    if own is line and no not in line_wh:
-                        line_wh[no] = part.warehouse_id
-                        break
+    line_wh = line_warehouses(decision, request.lines)
     for no, line in enumerate(request.lines):
-        at_wh = line_wh.get(no)
+        at_wh = line_wh[no]
         writes.lines.append((oid, no, line.sku_id, line.qty, at_wh))
         if at_wh is not None:
             writes.reservations.append((oid, no, line.sku_id, at_wh, line.qty, received))

@@ -122,6 +122,41 @@ FIELDS = st.fixed_dictionaries({}, optional={
 })
 
 
+def test_waiting_order_is_placed_when_stock_is_put_back(live_http: httpx.Client) -> None:
+    sku = "SKU-0200"  # used by no other test of this module's shared server
+    emptied = live_http.put("/inventory", json=[
+        {"warehouse_id": f"WH-0{i}", "sku_id": sku, "on_hand": 0} for i in range(1, 9)])
+    assert emptied.status_code == 200, emptied.text
+    waiting = live_http.post("/orders", json=_wechat("LIVE-RETRY", sku=sku))
+    assert waiting.status_code == 201 and waiting.json()["status"] == "unallocated"
+    order_id = waiting.json()["order_id"]
+
+    restocked = live_http.put("/inventory",
+                              json={"warehouse_id": "WH-03", "sku_id": sku, "on_hand": 4})
+
+    assert restocked.status_code == 200, restocked.text
+    assert restocked.json()["retried"]["placed"] >= 1
+    order = live_http.get(f"/orders/{order_id}").json()
+    assert order["status"] == "allocated" and order["warehouse_id"] == "WH-03"
+    assert [e["kind"] for e in order["timeline"]] == ["received", "unallocated", "allocated"]
+    decisions = live_http.get(f"/orders/{order_id}/decision").json()["decisions"]
+    assert [d["kind"] for d in decisions] == ["allocate", "retry"]
+    again = live_http.post("/orders/retry", json={"order_ids": [order_id]})
+    assert again.status_code == 200 and again.json()["placed"] == 0
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"limit": 0}, "body.limit"),
+    ({"order_ids": "o_1"}, "body.order_ids"),
+    ({"order_ids": [1]}, "body.order_ids.0"),
+    ({"surprise": True}, "body.surprise"),
+])
+def test_junk_retry_bodies_name_the_field(live_http: httpx.Client, body: dict[str, Any],
+                                          field: str) -> None:
+    answer = live_http.post("/orders/retry", json=body)
+    assert answer.status_code == 422 and answer.json()["field"] == field
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 @given(body=JSON_VALUES | FIELDS | st.lists(FIELDS, max_size=3))

@@ -1,0 +1,204 @@
+"""Give waiting orders another try once stock or warehouses come back.
+
+An order nobody could take is kept, never dropped: ``unallocated`` at intake, or
+``needs_attention`` when a reroute found no backup. :func:`retry_waiting` runs the same
+engine over them again (highest tier, then oldest first), in one transaction: the ones
+that now fit are allocated exactly as at intake (reservations, load, an ``allocated``
+timeline entry marked ``retry`` and a decision record of kind ``retry``); the rest stay
+as they are, with nothing written, so retrying often costs no rows.
+
+The app calls it after stock or warehouses change (catalog writes and imports; a breaker
+clearing or a warehouse resumed), and ``POST /orders/retry`` lets an operator run it.
+Handling starts when the retry places the order, so its ETA counts from then, not from
+when the order first arrived.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlite_utils import Database
+
+from coordinator import engine
+from coordinator.engine import Line, OrderRequest
+from coordinator.errors import StoreError
+from coordinator.settings import AllocationConfig
+from coordinator.store import (
+    _INSERT_DECISION,
+    _INSERT_EVENT,
+    _day,
+    _Writes,
+    iso,
+    line_warehouses,
+    load_snapshot,
+    parse_time,
+    to_json,
+    trace_json,
+    write_transaction,
+)
+
+WAITING_STATUSES = ("unallocated", "needs_attention")
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    order_id: str
+    previous_status: str
+    warehouse_id: str
+    distance_km: float
+    eta: str
+    tier: int
+
+
+@dataclass(frozen=True, slots=True)
+class StillWaiting:
+    order_id: str
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryResult:
+    placed: list[Placed] = field(default_factory=list)
+    waiting: list[StillWaiting] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {"placed": len(self.placed), "still_waiting": len(self.waiting),
+                "seconds": round(self.seconds, 4)}
+
+
+@dataclass(slots=True)
+class _Waiting:
+    order_id: str
+    channel: str
+    status: str
+    lat: float
+    lon: float
+    received_at: datetime
+    tier: int
+    lines: list[tuple[int, Line]]
+
+
+def _waiting_orders(db: Database, order_ids: Sequence[str] | None,
+                    limit: int) -> list[_Waiting]:
+    marks = ",".join("?" * len(WAITING_STATUSES))
+    sql = (f"SELECT id, channel, status, lat, lon, received_at, tier FROM orders "
+           f"WHERE status IN ({marks})")
+    params: list[Any] = list(WAITING_STATUSES)
+    if order_ids is not None:
+        if not order_ids:
+            return []
+        sql += f" AND id IN ({','.join('?' * len(order_ids))})"
+        params.extend(order_ids)
+    sql += " ORDER BY tier, received_at, id LIMIT ?"
+    params.append(limit)
+    waiting: dict[str, _Waiting] = {}
+    for oid, channel, status, lat, lon, received, tier in db.execute(sql, params).fetchall():
+        when = parse_time(received)
+        assert when is not None
+        waiting[oid] = _Waiting(oid, channel, status, lat, lon, when, tier, [])
+    ids = list(waiting)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for oid, line_no, sku, qty in db.execute(
+            "SELECT order_id, line_no, sku_id, qty FROM order_lines "
+            f"WHERE order_id IN ({','.join('?' * len(chunk))}) ORDER BY order_id, line_no",
+            chunk,
+        ).fetchall():
+            waiting[oid].lines.append((line_no, Line(sku, qty)))
+    return [w for w in waiting.values() if w.lines]
+
+
+def retry_waiting(
+    db: Database,
+    *,
+    now: datetime,
+    config: AllocationConfig,
+    order_ids: Sequence[str] | None = None,
+    limit: int = 1000,
+) -> RetryResult:
+    """Allocate what now fits among waiting orders (all, or ``order_ids``); see the module."""
+    started = time.perf_counter()
+    stamp = iso(now)
+    placed: list[Placed] = []
+    still: list[StillWaiting] = []
+    with write_transaction(db):
+        waiting = _waiting_orders(db, order_ids, limit)
+        if not waiting:
+            return RetryResult(seconds=time.perf_counter() - started)
+        by_id = {w.order_id: w for w in waiting}
+        skus = {line.sku_id for w in waiting for _, line in w.lines}
+        snapshot = load_snapshot(db, now=now, sku_ids=skus)
+        requests = [
+            OrderRequest(w.order_id, w.channel, tuple(line for _, line in w.lines), w.lat,
+                         w.lon, w.received_at, tier=w.tier, handling_from=now)
+            for w in waiting
+        ]
+        writes = _Writes()
+        order_updates: list[tuple[Any, ...]] = []
+        line_updates: list[tuple[Any, ...]] = []
+        for decision in engine.allocate_batch(requests, snapshot, config):
+            w = by_id[decision.order_id]
+            if not decision.allocated:
+                still.append(StillWaiting(w.order_id, w.status,
+                                          decision.reason or "no warehouse can serve it"))
+                continue
+            wid = decision.warehouse_id
+            assert wid is not None
+            distance = decision.distance_km or 0.0
+            eta = iso(decision.eta) if decision.eta is not None else stamp
+            lines = tuple(line for _, line in w.lines)
+            placement = line_warehouses(decision, lines)
+            for index, (no, line) in enumerate(w.lines):
+                at_wh = placement[index]
+                if at_wh is None:
+                    message = f"retry of {w.order_id}: line {no} is in no part of the decision"
+                    raise StoreError(message)
+                line_updates.append((at_wh, w.order_id, no))
+                writes.reservations.append((w.order_id, no, line.sku_id, at_wh, line.qty,
+                                            stamp))
+                writes.reserve[(at_wh, line.sku_id)] += line.qty
+            for part in decision.parts:
+                writes.load[part.warehouse_id] += 1
+            parts = [p.warehouse_id for p in decision.parts]
+            order_updates.append((wid, distance, eta, decision.tier, stamp, stamp, w.order_id))
+            writes.events.append((w.order_id, "allocated", stamp, to_json({
+                "warehouse_id": wid, "distance_km": distance, "eta": eta,
+                "tier": decision.tier, "parts": parts, "retry": True,
+                "previous_status": w.status,
+            })))
+            writes.decisions.append((
+                w.order_id, stamp, "retry", None, decision.rule_set_version, "allocated",
+                to_json(parts), decision.reason, decision.tier, int(decision.need_cold_chain),
+                trace_json(decision),
+            ))
+            placed.append(Placed(w.order_id, w.status, wid, distance, eta, decision.tier))
+        if placed:
+            conn = db.conn
+            conn.executemany(
+                "INSERT INTO reservations (order_id, line_no, sku_id, warehouse_id, qty, "
+                "status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'held', ?, ?)",
+                [(*r, r[-1]) for r in writes.reservations],
+            )
+            writes.reserve_stock(db, stamp)
+            writes.add_load(db, _day(now))
+            conn.executemany(
+                "UPDATE order_lines SET warehouse_id = ? WHERE order_id = ? AND line_no = ?",
+                line_updates,
+            )
+            # the status guard makes a concurrent change (say a cancel) win over the retry;
+            # both run under the write lock, so it can only matter within this transaction
+            conn.executemany(
+                "UPDATE orders SET status = 'allocated', status_reason = NULL, "
+                "warehouse_id = ?, distance_km = ?, eta = ?, tier = ?, allocated_at = ?, "
+                "updated_at = ? WHERE id = ? AND status IN ('unallocated', 'needs_attention')",
+                order_updates,
+            )
+            conn.executemany(_INSERT_EVENT, writes.events)
+            conn.executemany(_INSERT_DECISION, writes.decisions)
+    return RetryResult(placed, still, time.perf_counter() - started)

@@ -1,0 +1,177 @@
+"""Waiting orders (unallocated, needs_attention) get another try when supply returns."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlite_utils import Database
+
+from coordinator import store
+from coordinator.catalog import InventoryIn, import_file, upsert_inventory
+from coordinator.db import open_database
+from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
+from coordinator.reroute import reroute_warehouse
+from coordinator.retry import retry_waiting
+from coordinator.settings import AllocationConfig
+from protocols.orders import Channel, OrderIn, OrderLine
+
+from .conftest import NOW
+from .test_reroute import _consistent, _orders_near
+
+LATER = NOW + timedelta(hours=3)
+
+
+def _empty_everywhere(db: Database, sku: str) -> None:
+    warehouses = [r[0] for r in db.execute(
+        "SELECT warehouse_id FROM inventory WHERE sku_id = ?", [sku])]
+    upsert_inventory(db, [InventoryIn(warehouse_id=w, sku_id=sku, on_hand=0)
+                          for w in warehouses], NOW)
+
+
+def _ambient_sku(db: Database) -> str:
+    return str(db.execute("SELECT id FROM skus WHERE cold_chain = 0 ORDER BY id").fetchone()[0])
+
+
+def _order(sku: str, cid: str, qty: int = 1) -> OrderIn:
+    return OrderIn(channel=Channel.WECHAT_MINI, channel_order_id=cid, store_id="HZ-S001",
+                   lines=[OrderLine(sku_id=sku, qty=qty)], lat=30.27, lon=120.15)
+
+
+def test_unallocated_order_is_placed_once_stock_arrives(sample_db: Database,
+                                                        rules: AllocationConfig) -> None:
+    sku = _ambient_sku(sample_db)
+    _empty_everywhere(sample_db, sku)
+    [outcome] = store.submit_orders(sample_db, [_order(sku, "R-1")], now=NOW, config=rules)
+    assert outcome.status == "unallocated"
+    assert retry_waiting(sample_db, now=NOW, config=rules).placed == []
+    upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-03", sku_id=sku, on_hand=5)], NOW)
+
+    result = retry_waiting(sample_db, now=LATER, config=rules)
+
+    [placed] = result.placed
+    assert placed.order_id == outcome.order_id and placed.warehouse_id == "WH-03"
+    assert placed.previous_status == "unallocated"
+    order = store.get_order(sample_db, outcome.order_id)
+    assert order["status"] == "allocated" and order["warehouse_id"] == "WH-03"
+    assert order["status_reason"] is None
+    assert [line["warehouse_id"] for line in order["lines"]] == ["WH-03"]
+    last = order["timeline"][-1]
+    assert last["kind"] == "allocated" and last["detail"]["retry"] is True
+    # handling starts when the retry places it: the promise counts from then
+    assert datetime.fromisoformat(order["eta"]) > LATER
+    decisions = store.decisions_of(sample_db, outcome.order_id)
+    assert [d["kind"] for d in decisions] == ["allocate", "retry"]
+    reserved = sample_db.execute("SELECT reserved FROM inventory WHERE warehouse_id = 'WH-03' "
+                                 "AND sku_id = ?", [sku]).fetchone()[0]
+    assert reserved == 1
+    _consistent(sample_db)
+
+
+def test_retry_with_nothing_new_writes_nothing(sample_db: Database,
+                                               rules: AllocationConfig) -> None:
+    sku = _ambient_sku(sample_db)
+    _empty_everywhere(sample_db, sku)
+    store.submit_orders(sample_db, [_order(sku, "R-2")], now=NOW, config=rules)
+    changes = sample_db.conn.total_changes
+
+    result = retry_waiting(sample_db, now=LATER, config=rules)
+
+    assert result.placed == [] and len(result.waiting) == 1
+    assert "stock" in result.waiting[0].reason
+    assert sample_db.conn.total_changes == changes
+
+
+def test_stuck_reroute_orders_are_placed_when_backup_stock_returns(
+    sample_db: Database, rules: AllocationConfig
+) -> None:
+    orders = _orders_near(sample_db, "WH-02", 5)
+    store.submit_orders(sample_db, orders, now=NOW, config=rules)
+    skus = {o.lines[0].sku_id for o in orders}
+    upsert_inventory(sample_db, [InventoryIn(warehouse_id=w, sku_id=s, on_hand=0)
+                                 for w in ("WH-05", "WH-07") for s in skus], NOW)
+    store.set_warehouse_availability(sample_db, "WH-02", available=False, reason="breaker",
+                                     now=NOW)
+    stuck = reroute_warehouse(sample_db, "WH-02", incident_id="inc-r", reason="breaker",
+                              now=NOW, config=rules).stuck
+    assert len(stuck) == 5
+    upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-07", sku_id=s, on_hand=50)
+                                 for s in skus], NOW)
+
+    result = retry_waiting(sample_db, now=LATER, config=rules)
+
+    assert {p.order_id for p in result.placed} == {s.order_id for s in stuck}
+    assert {p.warehouse_id for p in result.placed} == {"WH-07"}  # WH-02 is still down
+    assert {p.previous_status for p in result.placed} == {"needs_attention"}
+    assert store.unshipped_orders(sample_db, "WH-07") != []
+    _consistent(sample_db)
+
+
+def test_retry_of_named_orders_leaves_the_others_waiting(sample_db: Database,
+                                                         rules: AllocationConfig) -> None:
+    sku = _ambient_sku(sample_db)
+    _empty_everywhere(sample_db, sku)
+    first, second = store.submit_orders(sample_db, [_order(sku, "R-3"), _order(sku, "R-4")],
+                                        now=NOW, config=rules)
+    upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-01", sku_id=sku, on_hand=9)], NOW)
+
+    result = retry_waiting(sample_db, now=LATER, config=rules, order_ids=[second.order_id])
+
+    assert [p.order_id for p in result.placed] == [second.order_id]
+    assert store.get_order(sample_db, first.order_id)["status"] == "unallocated"
+
+
+def test_scarce_stock_goes_to_the_highest_tier_then_oldest(sample_db: Database,
+                                                           rules: AllocationConfig) -> None:
+    sku = _ambient_sku(sample_db)
+    _empty_everywhere(sample_db, sku)
+    old = store.submit_orders(sample_db, [_order(sku, "R-old")], now=NOW, config=rules)[0]
+    new = store.submit_orders(sample_db, [_order(sku, "R-new")], now=NOW + timedelta(minutes=5),
+                              config=rules)[0]
+    upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-01", sku_id=sku, on_hand=1)], NOW)
+
+    result = retry_waiting(sample_db, now=LATER, config=rules)
+
+    assert [p.order_id for p in result.placed] == [old.order_id]
+    assert [w.order_id for w in result.waiting] == [new.order_id]
+    _consistent(sample_db)
+
+
+@settings(max_examples=30, deadline=None)
+@given(stock=st.lists(st.integers(min_value=0, max_value=4), min_size=8, max_size=8),
+       wanted=st.lists(st.integers(min_value=1, max_value=3), min_size=1, max_size=8))
+def test_retry_never_promises_more_than_is_there(
+    tmp_path_factory: pytest.TempPathFactory, stock: list[int], wanted: list[int]
+) -> None:
+    path = tmp_path_factory.mktemp("retry") / "db.sqlite"
+    db = open_database(path)
+    try:
+        for name in SAMPLE_FILES:
+            import_file(db, SAMPLE_DIR / f"{name}.csv", NOW)
+        rules = AllocationConfig()
+        sku = _ambient_sku(db)
+        _empty_everywhere(db, sku)
+        outcomes = store.submit_orders(
+            db, [_order(sku, f"P-{i}", q) for i, q in enumerate(wanted)], now=NOW, config=rules)
+        qty_of = {o.order_id: q for o, q in zip(outcomes, wanted, strict=True)}
+        upsert_inventory(db, [InventoryIn(warehouse_id=f"WH-0{i + 1}", sku_id=sku, on_hand=n)
+                              for i, n in enumerate(stock)], NOW)
+        result = retry_waiting(db, now=LATER, config=rules)
+        reserved = db.execute("SELECT coalesce(sum(reserved), 0) FROM inventory "
+                              "WHERE sku_id = ?", [sku]).fetchone()[0]
+        assert reserved == sum(qty_of[p.order_id] for p in result.placed)
+        # whatever still waits could not have fit anywhere
+        left = {w: n for w, n in db.execute(
+            "SELECT warehouse_id, on_hand - reserved - safety_stock FROM inventory "
+            "WHERE sku_id = ?", [sku]).fetchall()}
+        for waiting in result.waiting:
+            assert all(n < qty_of[waiting.order_id] for n in left.values())
+        over = db.execute("SELECT count(*) FROM inventory WHERE reserved + safety_stock > "
+                          "on_hand AND sku_id = ?", [sku]).fetchone()[0]
+        assert over == 0
+        assert len(result.placed) + len(result.waiting) == len(wanted)
+        _consistent(db)
+    finally:
+        db.conn.close()
