@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import datetime, timedelta
 
 import pytest
 from sqlite_utils import Database
@@ -180,3 +181,16 @@ def test_split_reroute_moves_each_line_where_the_engine_put_it(
     ).fetchone()[0]
     assert sorted(json.loads(decision)) == ["WH-05", "WH-07"]
     _consistent(sample_db)
+
+
+def test_rerouted_order_eta_counts_from_the_reroute_not_from_arrival(
+    sample_db: Database, rules: AllocationConfig
+) -> None:
+    store.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 6), now=NOW, config=rules)
+    later = NOW + timedelta(hours=6)  # longer than any tier's handling promise
+    result = reroute_warehouse(sample_db, "WH-02", incident_id="inc-eta", reason="breaker",
+                               now=later, config=rules)
+    assert result.moved
+    for moved in result.moved:
+        handling = rules.tiers[moved.tier].handling_minutes
+        assert datetime.fromisoformat(moved.eta) >= later + timedelta(minutes=handling)
