@@ -43,6 +43,7 @@ from coordinator.ops.notify.messages import (
 )
 from coordinator.ops.notify.outbox import iso
 from coordinator.reroute import RerouteResult, reroute_warehouse
+from coordinator.retry import retry_waiting
 from coordinator.settings import Settings
 from coordinator.store import set_warehouse_availability, set_warehouse_paused, write_transaction
 from protocols import AgentStatus, BreakerEvent, TrackingUpdate
@@ -245,8 +246,14 @@ class OpsCore:
         if info is not None and up.incident_id:
             outbox.queue(self.db, recovery_notices(info, up.incident_id, up.at,
                                                    self.config.notify), up.at)
-        log.warning("warehouse %s available again (incident %s closed)", up.warehouse_id,
-                    up.incident_id)
+        placed = 0
+        if info is not None and self.settings.intake.retry_on_change:
+            # orders that found no backup during the outage may fit now (same transaction)
+            placed = len(retry_waiting(self.db, now=up.at, config=self.settings.allocation,
+                                       limit=self.settings.intake.retry_limit).placed)
+            state.bump(self.db, "orders_retry_placed", placed)
+        log.warning("warehouse %s available again (incident %s closed); %d waiting orders "
+                    "placed", up.warehouse_id, up.incident_id, placed)
 
     def _warehouse_info(self, warehouse_id: str) -> WarehouseInfo | None:
         row = self.db.execute("SELECT id, name, address, lat, lon FROM warehouses WHERE id = ?",

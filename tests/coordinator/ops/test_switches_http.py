@@ -166,3 +166,34 @@ async def test_trip_over_mqtt_moves_orders_the_api_took_and_new_orders_avoid_the
         summary = (await http.get("/metrics/summary")).json()
         assert summary["self_healing"]["resolved_automatically"] == 41
         assert summary["counters"]["reroutes"] == 1
+
+
+async def test_orders_stuck_during_a_pause_go_back_when_the_warehouse_resumes(
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: Path) -> None:
+    db = open_database(seeded, migrate=False)
+    try:  # nobody else holds what the orders at WH-02 need: a pause strands them all
+        db.execute("UPDATE inventory SET on_hand = reserved WHERE warehouse_id != ?", [WH])
+        db.conn.commit()
+    finally:
+        db.conn.close()
+    clock = ManualClock(datetime.now(UTC))
+    app = ops_app(settings_for(seeded, broker.url, topics), ops_config(tmp_path), clock)
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
+        paused = await http.post(f"/warehouses/{WH}/pause",
+                                 json={"actor": "duty-lead-wang", "reason": "inspection"})
+        [incident] = paused.json()["incidents"]
+        assert incident["needs_attention"] == 40 and incident["moved"] == 0
+        stuck = read(seeded, "SELECT id FROM orders WHERE status = 'needs_attention'")
+        assert len(stuck) == 40
+        clock.advance(3600)
+
+        resumed = await http.post(f"/warehouses/{WH}/resume",
+                                  json={"actor": "duty-lead-wang", "reason": "done"})
+
+        assert resumed.status_code == 200, resumed.text
+        assert set(assignments(seeded).values()) == {(WH, "allocated")}
+        order = (await http.get(f"/orders/{stuck[0][0]}")).json()
+        assert [e["kind"] for e in order["timeline"]][-2:] == ["needs_attention", "allocated"]
+        assert order["timeline"][-1]["detail"]["retry"] is True
+        summary = (await http.get("/stats")).json()
+        assert summary["orders_by_status"] == {"allocated": 40}
