@@ -1,0 +1,49 @@
+"""Every benchmark still runs end to end (``--quick``) and prints its figures.
+
+Speed is measured by the benchmarks, never asserted here: these only keep them from
+rotting as the code under them changes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.runner import BENCHMARKS
+
+# the figures the README's benchmark table quotes, per benchmark
+QUOTED = {
+    "edge_ingest": {"agent_per_s", "bare_per_s", "ratio", "agent_live_per_s",
+                    "bare_live_per_s", "rss_mb_per_1000_sensors"},
+    "allocate": {"in_process_per_s", "in_process_per_cpu_s", "in_process_per_s_100x",
+                 "ratio_100x_to_seed", "naive_ratio", "naive_agreement", "http_p50_ms",
+                 "http_p99_ms"},
+    "reroute": {"reroute_287_s", "naive_287_s", "naive_ratio_287", "seed_ratio_287"},
+    "e2e": {"p50_s", "p99_s", "mqtt_rtt_p50_ms", "rtt_ratio"},
+}
+
+
+def test_every_benchmark_has_its_quoted_figures_listed() -> None:
+    assert set(QUOTED) == set(BENCHMARKS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_benchmark_runs_quick_and_prints_its_figures(name: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmarks", name, "--quick", "--json"],
+                          capture_output=True, text=True, timeout=110, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith(f"benchmark {name} ")  # the readable table comes first
+    figures = json.loads(lines[-1])
+    assert figures.pop("benchmark") == name
+    missing = QUOTED[name] - set(figures)
+    assert not missing, f"{name} no longer reports {sorted(missing)}"
+    for key, value in figures.items():
+        assert isinstance(value, int | float) and math.isfinite(value) and value >= 0, key
+    if "naive_agreement" in figures:  # the fast engine must decide as the naive one does
+        assert figures["naive_agreement"] == 1.0
