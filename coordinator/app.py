@@ -355,7 +355,12 @@ def _orders_router() -> APIRouter:
             raise _not_found(exc) from exc
         except Conflict as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from exc
-        return {"order_id": order_id, "status": status}
+        out: dict[str, Any] = {"order_id": order_id, "status": status}
+        settings: Settings = request.app.state.settings
+        if status == "cancelled" and settings.intake.retry_on_change:
+            # the stock it held is free again: a waiting order may fit now
+            out["retried"] = _retry(request).summary()
+        return out
 
     @router.get("/orders/{order_id}/decision",
                 summary="Why the order went where it went (and why not warehouse X)",

@@ -145,6 +145,22 @@ def test_waiting_order_is_placed_when_stock_is_put_back(live_http: httpx.Client)
     assert again.status_code == 200 and again.json()["placed"] == 0
 
 
+def test_cancelling_an_order_frees_its_stock_for_a_waiting_one(live_http: httpx.Client) -> None:
+    sku = "SKU-0201"  # used by no other test of this module's shared server
+    only_one = [{"warehouse_id": f"WH-0{i}", "sku_id": sku, "on_hand": 1 if i == 1 else 0}
+                for i in range(1, 9)]
+    assert live_http.put("/inventory", json=only_one).status_code == 200
+    first = live_http.post("/orders", json=_wechat("LIVE-SCARCE-1", sku=sku)).json()
+    second = live_http.post("/orders", json=_wechat("LIVE-SCARCE-2", sku=sku)).json()
+    assert (first["status"], second["status"]) == ("allocated", "unallocated")
+
+    cancelled = live_http.post(f"/orders/{first['order_id']}/events", json={"kind": "cancelled"})
+
+    assert cancelled.status_code == 200 and cancelled.json()["retried"]["placed"] == 1
+    now = live_http.get(f"/orders/{second['order_id']}").json()
+    assert (now["status"], now["warehouse_id"]) == ("allocated", "WH-01")
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"limit": 0}, "body.limit"),
     ({"order_ids": "o_1"}, "body.order_ids"),
