@@ -80,6 +80,8 @@ class AgentStats:
     session_seq: int
     seq: int
     store_errors: int = 0
+    # The state database's lifetime id (None before the store was first opened).
+    incarnation: str | None = None
 
 
 @dataclass(slots=True)
@@ -217,6 +219,7 @@ class EdgeAgent:
             session_seq=self._session_seq,
             seq=self._final_seq if store is None else store.seq,
             store_errors=c.store_errors,
+            incarnation=self._incarnation,
         )
 
     def breaker_states(self) -> dict[str, tuple[str, bool]]:
