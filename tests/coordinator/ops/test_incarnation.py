@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
+from sqlite_utils import Migrations
+
 from coordinator.db import open_database
-from coordinator.ops import state
+from coordinator.ops import schema, state
 from coordinator.ops.breakers import (
     AGENT_OFFLINE_PREFIX,
     AvailabilityTracker,
@@ -197,3 +199,30 @@ def test_incarnations_survive_a_coordinator_restart(tmp_path: Path) -> None:
     # the old will, retained on the broker, replays on every resubscribe
     assert reborn.feed(agent_status(online=False, session_seq=57, incarnation=OLD), T0) == []
     assert reborn.state.agents[AGENT].online
+
+
+def test_a_v1_database_migrates_and_keeps_refusing_what_it_had_processed(
+        tmp_path: Path) -> None:
+    path = tmp_path / "coordinator.sqlite"
+    db = open_database(path, migrate=False)
+    before = Migrations("coordinator_ops")  # the ops schema as it was before m002
+    before()(schema.m001_ops_tables)
+    before.apply(db)
+    t = tracker()
+    for message in (agent_status(online=True, session_seq=57),
+                    breaker_event(seq=900, session_seq=57)):
+        actions = t.feed(message, T0)
+        with write_transaction(db):
+            for action in actions:
+                if isinstance(action, EventProcessed):  # the v1 insert, without incarnation
+                    db.execute("INSERT INTO ops_processed_events (agent_id, seq, warehouse_id, "
+                               "breaker, open, historical, outcome, received_at) VALUES "
+                               "(?,?,?,?,?,?,?,?)", [action.agent_id, action.seq, WH,
+                                                     action.breaker, 1, 0, "applied", "x"])
+    db.conn.close()
+    db = open_database(path)  # applies m002
+    assert db.execute("SELECT agent_id, incarnation, seq FROM ops_processed_events"
+                      ).fetchall() == [(AGENT, "", 900)]
+    reborn = state.load_tracker(db, TrackerConfig(agent_offline_grace=GRACE))
+    db.conn.close()
+    assert (AGENT, None, 900) in reborn.state.processed
