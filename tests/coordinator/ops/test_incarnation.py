@@ -4,10 +4,13 @@ in-flight events are not; payloads without incarnation keep the v1 ordering."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlite_utils import Migrations
 
 from coordinator.db import open_database
@@ -23,6 +26,7 @@ from coordinator.ops.breakers import (
     WarehouseUnavailable,
 )
 from coordinator.store import write_transaction
+from protocols import AgentStatus, BreakerEvent
 from tests.coordinator.ops.factories import T0, agent_status, breaker_event
 
 WH = "wh-cc-2"
@@ -226,3 +230,47 @@ def test_a_v1_database_migrates_and_keeps_refusing_what_it_had_processed(
     reborn = state.load_tracker(db, TrackerConfig(agent_offline_grace=GRACE))
     db.conn.close()
     assert (AGENT, None, 900) in reborn.state.processed
+
+
+# -- property: the old lifetime's stragglers never override the new one --------------
+old_and_new = st.tuples(
+    st.lists(st.tuples(st.booleans(), st.sampled_from(["cold_chain", "humidity"])),
+             min_size=1, max_size=8),
+    st.lists(st.tuples(st.booleans(), st.sampled_from(["cold_chain", "humidity"])),
+             min_size=1, max_size=8),
+)
+
+
+def lifetime_events(steps: list[tuple[bool, str]], incarnation: str,
+                    first_seq: int) -> list[BreakerEvent]:
+    return [breaker_event(seq=first_seq + i, open=is_open, breaker=breaker,
+                          episode=f"ep-{incarnation[:4]}-{first_seq + i}",
+                          session_seq=1 if first_seq == 1 else 57, incarnation=incarnation)
+            for i, (is_open, breaker) in enumerate(steps)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(old_and_new, st.randoms(use_true_random=False), st.integers(min_value=0, max_value=6))
+def test_after_the_new_birth_any_order_of_stragglers_ends_in_the_new_gateways_state(
+        lives: tuple[list[tuple[bool, str]], list[tuple[bool, str]]], rnd: random.Random,
+        dups: int) -> None:
+    old_steps, new_steps = lives
+    old_events = lifetime_events(old_steps, OLD, first_seq=900)
+    new_events = lifetime_events(new_steps, NEW, first_seq=1)
+    t = tracker()
+    t.feed(agent_status(online=True, session_seq=57, incarnation=OLD), T0)
+    for e in old_events:
+        t.feed(e, T0)
+    t.feed(agent_status(online=True, session_seq=1, incarnation=NEW), T0)
+    # Redeliveries of the old lifetime, its late will and the new events, in any order.
+    mixed: list[BreakerEvent | AgentStatus] = [
+        *old_events, *new_events, agent_status(online=False, session_seq=57, incarnation=OLD)]
+    mixed += [rnd.choice(mixed) for _ in range(dups)]
+    rnd.shuffle(mixed)
+    for message in mixed:
+        t.feed(message, T0)
+    # What each breaker last reported: the new lifetime where it spoke, else the old one.
+    last: dict[str, bool] = {b: o for o, b in old_steps}
+    last.update({b: o for o, b in new_steps})
+    assert t.available(WH) == (not any(last.values()))
+    assert t.state.agents[AGENT].online and t.incarnation(AGENT) == NEW
