@@ -80,6 +80,8 @@ class AgentStats:
     session_seq: int
     seq: int
     store_errors: int = 0
+    # The state database's lifetime id (None before the store was first opened).
+    incarnation: str | None = None
 
 
 @dataclass(slots=True)
@@ -185,6 +187,7 @@ class EdgeAgent:
         self._wake = asyncio.Event()
         self._store: Store | None = None
         self._session_seq = 0
+        self._incarnation: str | None = None  # the state database's, once it is open
         self._status_topic = self.topics.agent_status(self.warehouse_id, self.agent_id)
         self._last_heartbeat: datetime | None = None  # ts of the last online status sent
         self._heartbeat_due = False
@@ -216,6 +219,7 @@ class EdgeAgent:
             session_seq=self._session_seq,
             seq=self._final_seq if store is None else store.seq,
             store_errors=c.store_errors,
+            incarnation=self._incarnation,
         )
 
     def breaker_states(self) -> dict[str, tuple[str, bool]]:
@@ -255,6 +259,7 @@ class EdgeAgent:
             readings_keep=cfg.readings_log_per_sensor * len(self.config.sensors),
         )
         self._store = store
+        self._incarnation = store.incarnation
         # A new process is a new session even before it connects: its events say so.
         self._session_seq = store.bump_session()
         saved_at = store.saved_at
@@ -299,13 +304,15 @@ class EdgeAgent:
         # cyclic collector's full passes (measured: ~20% of ingest time at 1000 sensors).
         gc.freeze()
         log.info(
-            "agent %s started: %d sensors, %d rules, breakers %s (seq %d, session %d)",
+            "agent %s started: %d sensors, %d rules, breakers %s (seq %d, session %d, "
+            "incarnation %s)",
             self.agent_id,
             len(self.config.sensors),
             len(self._specs),
             self.breaker_states(),
             store.seq,
             store.session_seq,
+            store.incarnation,
         )
 
     def _close(self) -> None:
@@ -547,6 +554,7 @@ class EdgeAgent:
                 max=summary.max,
                 last=summary.last,
                 seq=seq,
+                incarnation=self._incarnation,
             )
             outgoing.append(
                 OutgoingMessage(
@@ -626,6 +634,7 @@ class EdgeAgent:
             episode_id=change.episode_id,
             seq=seq,
             session_seq=self._session_seq,
+            incarnation=self._incarnation,
             event_time=change.event_time,
             published_at=now,
             clock_suspect=change.clock_suspect,
@@ -767,6 +776,7 @@ class EdgeAgent:
                 agent_id=self.agent_id,
                 state=state,
                 session_seq=session_seq,
+                incarnation=self._incarnation,
                 ts=ts or self.clock.now(),
                 software=SOFTWARE,
                 breakers=list(self._breakers),

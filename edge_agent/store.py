@@ -1,5 +1,6 @@
 """The gateway's SQLite state (sqlite-utils): rule and breaker state, a short log of recent
-readings, the per-agent sequence, the per-connection session sequence, and the outbox.
+readings, the per-agent sequence, the per-connection session sequence, the incarnation
+(the id of this database's lifetime), and the outbox.
 
 Everything an event depends on is committed in one transaction *before* the event is
 published, so a restarted agent neither forgets a trip nor reuses a sequence number.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -66,6 +68,7 @@ class Store:
         self.readings_keep = readings_keep
         self.seq = int(self._meta("seq") or 0)
         self.session_seq = int(self._meta("session_seq") or 0)
+        self.incarnation = self._incarnation()
         self.outbox_bytes = self._outbox_bytes()
         self.outbox_count = self.outbox_depth()  # kept in memory: stats are polled often
         self.dropped: dict[str, int] = {}
@@ -118,6 +121,23 @@ class Store:
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [key, value],
         )
+
+    def _incarnation(self) -> str:
+        # Created once with the database (or on the first open of a database older than
+        # the field) and never changed: a wiped or replaced database restarts seq and
+        # session_seq at zero, and a new incarnation tells receivers not to compare them
+        # with the old ones.
+        found = self._meta("incarnation")
+        if found is not None:
+            return found
+        created = uuid.uuid4().hex
+        try:
+            with self.db.atomic():
+                self._set_meta("incarnation", created)
+        except sqlite3.Error as exc:
+            message = f"cannot save the incarnation to {self.path}: {exc}"
+            raise StoreError(message) from exc
+        return created
 
     def next_seq(self) -> int:
         """The next per-agent sequence number; persisted by the next :meth:`commit`."""

@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     field_validator,
     model_validator,
 )
@@ -39,6 +40,11 @@ def _level(value: str) -> str:
 
 
 Ident = Annotated[str, AfterValidator(_level)]
+
+# The id of one lifetime of an agent's state database (edge agents use uuid4().hex).
+# Lower-case hex and dashes only, so it can never smuggle anything into a log or topic.
+INCARNATION_PATTERN = r"^[0-9a-f-]{8,64}$"
+Incarnation = Annotated[str, StringConstraints(pattern=INCARNATION_PATTERN)]
 
 
 class WireModel(BaseModel):
@@ -96,6 +102,11 @@ class BreakerEvent(WireModel):
     not take orders. Live events are retained; events replayed from the agent's outbox
     carry ``historical=True``, are not retained and never overwrite newer live state.
     Receivers deduplicate on ``(agent_id, seq)``; ``episode_id`` names the incident.
+
+    ``incarnation`` names the lifetime of the agent's state database: it is created with
+    the database and changes only when the database is wiped or replaced, which is also
+    when ``seq`` and ``session_seq`` start again from zero. ``seq`` is only comparable
+    within one incarnation. Optional: v1 agents omit it.
     """
 
     warehouse_id: Ident
@@ -118,6 +129,7 @@ class BreakerEvent(WireModel):
     episode_id: str | None = None
     seq: int = Field(ge=0)
     session_seq: int = Field(ge=0)
+    incarnation: Incarnation | None = None
     event_time: AwareDatetime
     published_at: AwareDatetime
     clock_suspect: bool = False
@@ -157,12 +169,16 @@ class AgentStatus(WireModel):
     (same ``session_seq``, newer ``ts``, retained) at least that often, so a receiver can
     treat it as offline when it goes silent without a last will (a partition where the
     broker keeps the session, a hung process). Optional: older agents omit it.
+
+    ``incarnation``: as in :class:`BreakerEvent`; ``session_seq`` orders sessions only
+    within one incarnation. Optional: v1 agents omit it.
     """
 
     warehouse_id: Ident
     agent_id: Ident
     state: AgentState
     session_seq: int = Field(ge=0)
+    incarnation: Incarnation | None = None
     ts: AwareDatetime
     software: str = ""
     breakers: list[Ident] = Field(default_factory=list)
@@ -209,6 +225,8 @@ class TelemetrySummary(WireModel):
     max: float
     last: float
     seq: int = Field(ge=0)
+    # As in BreakerEvent: seq is only comparable within one incarnation.
+    incarnation: Incarnation | None = None
     historical: bool = False
 
     @model_validator(mode="after")

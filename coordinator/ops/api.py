@@ -65,6 +65,7 @@ def _availability(core: OpsCore, warehouse_id: str) -> dict[str, Any]:
                   for h in tracker.holds(warehouse_id)],
         "agents": [
             {"agent_id": a.agent_id, "online": a.online, "session_seq": a.session_seq,
+             "incarnation": a.incarnation,
              "last_seen": a.last_seen.isoformat()}
             for a in tracker.state.agents.values() if a.warehouse_id == warehouse_id
         ],

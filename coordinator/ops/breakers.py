@@ -26,6 +26,25 @@ Rules:
   A repeated status with the ``ts`` already seen (a retained replay on resubscribe)
   is not evidence of life; any other ``ts`` is, even an earlier one (clock stepped
   back). A fresh heartbeat lifts the hold.
+- incarnations (the lifetime of an agent's state database, see
+  :class:`protocols.BreakerEvent`): ``seq`` and ``session_seq`` are only compared
+  within one incarnation. Per agent the tracker keeps the current incarnation and the
+  ones it replaced (retired). A payload without incarnation counts as the incarnation
+  ``None`` (v1 agents: everything behaves as before incarnations existed).
+
+  * a birth whose incarnation differs from the current one starts a new lifetime (the
+    status topic is ordered and its retained value is the newest, so the latest birth
+    wins; this is also how a gateway restored from a backup comes back);
+  * a breaker event with a non-null incarnation that is neither current nor retired
+    starts a new lifetime too (a retained event can arrive before its birth); an event
+    of a retired incarnation, or without incarnation while the current one has one, is
+    from an older lifetime: recorded as stale only;
+  * a last will applies only when its incarnation is the current one (``None`` only
+    while the current is ``None``): the old gateway's late will never takes the new
+    one offline;
+  * a new lifetime forgets the agent's dedupe keys and session ordering; the breaker
+    states it had reported stay (fail safe) until the new lifetime reports them, and
+    then its events win whatever their ``seq``.
 """
 
 from __future__ import annotations
@@ -44,6 +63,10 @@ AGENT_OFFLINE_PREFIX = "agent_offline:"
 COURIER_STALE_PREFIX = "courier_stale:"
 
 EventOutcome = Literal["applied", "stale", "historical"]
+# Retired incarnations remembered per agent (one is added per wipe or replacement).
+RETIRED_KEEP = 16
+# A dedupe key: (agent_id, incarnation, seq).
+DedupeKey = tuple[str, str | None, int]
 
 
 # -- state records (persisted one to one in coordinator.ops.schema) ---------------
@@ -61,6 +84,8 @@ class BreakerRecord:
     since: datetime
     event_time: datetime
     last_seen: datetime
+    # The lifetime of the agent that reported this state (None: a v1 agent).
+    incarnation: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +103,19 @@ class AgentRecord:
     # The heartbeat interval the agent advertised; None = it promises none (no
     # silence rule for it).
     heartbeat_s: float | None = None
+    # The incarnation of the session this record describes.
+    incarnation: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetime:
+    """Which incarnation of an agent is current, and which ones it replaced."""
+
+    agent_id: str
+    warehouse_id: str
+    incarnation: str | None
+    retired: tuple[str, ...]
+    since: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +139,16 @@ class AgentRecorded:
 
 
 @dataclass(frozen=True, slots=True)
+class LifetimeStarted:
+    """An agent's state database was replaced: its seq and sessions start over."""
+
+    lifetime: Lifetime
+    previous: str | None
+    # False for the first lifetime the tracker ever hears of an agent (nothing to audit).
+    replaced: bool
+
+
+@dataclass(frozen=True, slots=True)
 class EventProcessed:
     agent_id: str
     seq: int
@@ -109,6 +157,7 @@ class EventProcessed:
     open: bool
     historical: bool
     outcome: EventOutcome
+    incarnation: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +200,7 @@ class WarehouseAvailable:
 Action = (
     BreakerRecorded
     | AgentRecorded
+    | LifetimeStarted
     | EventProcessed
     | DuplicateDropped
     | HoldSet
@@ -172,7 +222,8 @@ class TrackerState:
     breakers: dict[tuple[str, str], BreakerRecord] = field(default_factory=dict)
     agents: dict[str, AgentRecord] = field(default_factory=dict)
     holds: dict[tuple[str, str], Hold] = field(default_factory=dict)
-    processed: set[tuple[str, int]] = field(default_factory=set)
+    processed: set[DedupeKey] = field(default_factory=set)
+    lifetimes: dict[str, Lifetime] = field(default_factory=dict)
     # warehouse -> incident id of the current unavailability episode
     incidents: dict[str, str] = field(default_factory=dict)
     used_incidents: set[str] = field(default_factory=set)
@@ -213,6 +264,26 @@ class AvailabilityTracker:
             (h for (wh, _), h in self.state.holds.items() if wh == warehouse_id),
             key=lambda h: h.name,
         )
+
+    def incarnation(self, agent_id: str) -> str | None:
+        """The agent's current incarnation (None: unknown or a v1 agent)."""
+        lifetime = self.state.lifetimes.get(agent_id)
+        return None if lifetime is None else lifetime.incarnation
+
+    def prune_processed(self, keep: int) -> int:
+        """Keep the newest ``keep`` dedupe keys of each agent lifetime; return how many
+        went. Enough: an older event is stale by the seq of its breaker's state anyway,
+        and a repeat of that state's own event is caught by its seq (see _feed_breaker)."""
+        by_lifetime: dict[tuple[str, str | None], list[int]] = {}
+        for agent_id, incarnation, seq in self.state.processed:
+            by_lifetime.setdefault((agent_id, incarnation), []).append(seq)
+        dropped: set[DedupeKey] = set()
+        for (agent_id, incarnation), seqs in by_lifetime.items():
+            if len(seqs) > keep:
+                seqs.sort(reverse=True)
+                dropped.update((agent_id, incarnation, seq) for seq in seqs[keep:])
+        self.state.processed -= dropped
+        return len(dropped)
 
     def _causes(self, warehouse_id: str) -> list[str]:
         causes = [f"breaker:{r.breaker}" for r in self.open_breakers(warehouse_id)]
@@ -300,25 +371,34 @@ class AvailabilityTracker:
 
     # -- internals -------------------------------------------------------------------
     def _feed_breaker(self, event: BreakerEvent, now: datetime) -> list[Action]:
-        dedupe = (event.agent_id, event.seq)
-        if dedupe in self.state.processed:
-            return [DuplicateDropped(event.agent_id, event.seq)]
-        self.state.processed.add(dedupe)
-        if not event.historical:
-            self._heard_from(event.agent_id, event.session_seq, now)
+        actions: list[Action] = []
+        lifetime = self._lifetime_of(event.agent_id, event.incarnation)
+        if lifetime == "new":
+            actions += self._start_lifetime(event.agent_id, event.warehouse_id,
+                                            event.incarnation, now)
+        dedupe = (event.agent_id, event.incarnation, event.seq)
         key = (event.warehouse_id, event.breaker)
         current = self.state.breakers.get(key)
+        if dedupe in self.state.processed or (
+                current is not None and current.agent_id == event.agent_id
+                and current.incarnation == event.incarnation and current.seq == event.seq):
+            # The second test keeps a repeat of the breaker's current event out even
+            # after its dedupe key was pruned (a retained replay on every resubscribe).
+            return [*actions, DuplicateDropped(event.agent_id, event.seq)]
+        self.state.processed.add(dedupe)
+        if not event.historical and lifetime != "old":
+            self._heard_from(event.agent_id, event.incarnation, event.session_seq, now)
         outcome: EventOutcome
         if event.historical:
             outcome = "historical"
-        elif current is not None and self._is_older(event, current):
+        elif lifetime == "old" or (current is not None and self._is_older(event, current)):
             outcome = "stale"
         else:
             outcome = "applied"
-        actions: list[Action] = [
+        actions.append(
             EventProcessed(event.agent_id, event.seq, event.warehouse_id, event.breaker,
-                           event.open, event.historical, outcome)
-        ]
+                           event.open, event.historical, outcome, event.incarnation)
+        )
         if outcome != "applied":
             if current is not None and current.last_seen < now:
                 self.state.breakers[key] = replace(current, last_seen=now)
@@ -338,6 +418,7 @@ class AvailabilityTracker:
             since=event.since,
             event_time=event.event_time,
             last_seen=now,
+            incarnation=event.incarnation,
         )
         self.state.breakers[key] = record
         actions.append(BreakerRecorded(record))
@@ -349,16 +430,50 @@ class AvailabilityTracker:
     @staticmethod
     def _is_older(event: BreakerEvent, current: BreakerRecord) -> bool:
         if event.agent_id == current.agent_id:
+            if event.incarnation != current.incarnation:
+                # Only an event of the current lifetime gets here: the state was
+                # reported by an earlier lifetime, whose seq means nothing now.
+                return False
             return event.seq < current.seq
         # A breaker that changed owner: fall back to event time.
         return event.event_time < current.event_time
 
-    def _heard_from(self, agent_id: str, session_seq: int, now: datetime) -> None:
+    def _lifetime_of(self, agent_id: str,
+                     incarnation: str | None) -> Literal["current", "new", "old"]:
+        """Which lifetime of the agent an event belongs to (see the module rules)."""
+        current = self.incarnation(agent_id)
+        if incarnation == current:
+            return "current"
+        if incarnation is None:
+            return "old"  # a v1 payload while the agent's current lifetime has an id
+        lifetime = self.state.lifetimes.get(agent_id)
+        if lifetime is not None and incarnation in lifetime.retired:
+            return "old"
+        return "new"
+
+    def _start_lifetime(self, agent_id: str, warehouse_id: str, incarnation: str | None,
+                        now: datetime) -> list[Action]:
+        old = self.state.lifetimes.get(agent_id)
+        previous = old.incarnation if old is not None else None
+        retired = [r for r in (old.retired if old else ()) if r not in (previous, incarnation)]
+        if previous is not None:
+            retired.append(previous)
+        replaced = (old is not None or agent_id in self.state.agents
+                    or any(r.agent_id == agent_id for r in self.state.breakers.values()))
+        new = Lifetime(agent_id, warehouse_id, incarnation, tuple(retired[-RETIRED_KEEP:]), now)
+        self.state.lifetimes[agent_id] = new
+        # The new lifetime numbers its events from zero again: what dedupe knew of the
+        # agent would only drop them.
+        self.state.processed = {k for k in self.state.processed if k[0] != agent_id}
+        return [LifetimeStarted(new, previous, replaced)]
+
+    def _heard_from(self, agent_id: str, incarnation: str | None, session_seq: int,
+                    now: datetime) -> None:
         # A live breaker event proves the session alive. Kept in memory only (the next
         # heartbeat persists last_seen): losing it on a restart only shortens the wait.
         current = self.state.agents.get(agent_id)
         if (current is not None and current.online and current.session_seq == session_seq
-                and current.last_seen < now):
+                and current.incarnation == incarnation and current.last_seen < now):
             self.state.agents[agent_id] = replace(current, last_seen=now)
 
     def _feed_heartbeat(self, current: AgentRecord, status: AgentStatus,
@@ -385,18 +500,27 @@ class AvailabilityTracker:
 
     def _feed_status(self, status: AgentStatus, now: datetime) -> list[Action]:
         online = status.state is AgentState.ONLINE
+        actions: list[Action] = []
+        if status.incarnation != self.incarnation(status.agent_id):
+            if not online:
+                # A will of another lifetime (the replaced gateway's, arriving late or
+                # retained): it says nothing about the current one.
+                return []
+            actions += self._start_lifetime(status.agent_id, status.warehouse_id,
+                                            status.incarnation, now)
         current = self.state.agents.get(status.agent_id)
-        if current is not None:
+        # Sessions of an earlier lifetime do not order this one's.
+        if current is not None and current.incarnation == status.incarnation:
             new_key = _session_key(status.session_seq, online)
             old_key = _session_key(current.session_seq, current.online)
             if new_key == old_key and online:
-                return self._feed_heartbeat(current, status, now)
+                return actions + self._feed_heartbeat(current, status, now)
             if new_key <= old_key:
                 # Stale or repeated (e.g. a last will older than the current birth).
                 if current.last_seen < now and not current.online:
                     self.state.agents[status.agent_id] = replace(current, last_seen=now)
-                    return [AgentRecorded(self.state.agents[status.agent_id])]
-                return []
+                    return [*actions, AgentRecorded(self.state.agents[status.agent_id])]
+                return actions
         if online:
             record = AgentRecord(
                 agent_id=status.agent_id,
@@ -408,6 +532,7 @@ class AvailabilityTracker:
                 last_death_at=current.last_death_at if current else None,
                 last_seen=now,
                 heartbeat_s=status.heartbeat_s,
+                incarnation=status.incarnation,
             )
         else:
             # The will's own ts is stamped at connect time, so the receive time is
@@ -424,9 +549,10 @@ class AvailabilityTracker:
                 last_birth_at=current.last_birth_at if current else None,
                 last_death_at=now,
                 last_seen=now,
+                incarnation=status.incarnation,
             )
         self.state.agents[status.agent_id] = record
-        actions: list[Action] = [AgentRecorded(record)]
+        actions.append(AgentRecorded(record))
         if online:
             actions += self.release(status.warehouse_id,
                                     AGENT_OFFLINE_PREFIX + status.agent_id, now)
@@ -452,14 +578,16 @@ class AvailabilityTracker:
 
 def restore(config: TrackerConfig, *, breakers: Iterable[BreakerRecord],
             agents: Iterable[AgentRecord], holds: Iterable[Hold],
-            processed: Iterable[tuple[str, int]], open_incidents: dict[str, str],
-            used_incidents: Iterable[str]) -> AvailabilityTracker:
+            processed: Iterable[DedupeKey], open_incidents: dict[str, str],
+            used_incidents: Iterable[str],
+            lifetimes: Iterable[Lifetime] = ()) -> AvailabilityTracker:
     """Rebuild a tracker from what was persisted."""
     state = TrackerState(
         breakers={(r.warehouse_id, r.breaker): r for r in breakers},
         agents={a.agent_id: a for a in agents},
         holds={(h.warehouse_id, h.name): h for h in holds},
         processed=set(processed),
+        lifetimes={t.agent_id: t for t in lifetimes},
         incidents=dict(open_incidents),
         used_incidents=set(used_incidents),
     )

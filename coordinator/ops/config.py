@@ -127,6 +127,11 @@ class OpsConfig(_Config):
     agent_offline_grace_s: float = Field(default=120.0, ge=0)
     courier_silence_min: float = Field(default=30.0, gt=0)
     tick_interval_s: float = Field(default=1.0, gt=0)
+    # Dedupe keys (ops_processed_events) kept per agent lifetime; older ones are pruned
+    # every dedupe_prune_interval_s. An older repeat is still refused: as stale, by its
+    # breaker's seq.
+    dedupe_keep_per_agent: int = Field(default=1000, ge=1, le=1_000_000)
+    dedupe_prune_interval_s: float = Field(default=60.0, gt=0)
     notify: NotifyConfig = NotifyConfig()
 
     @property

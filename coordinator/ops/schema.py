@@ -152,3 +152,48 @@ def m001_ops_tables(db: Database) -> None:
         )
         """
     )
+
+
+@migrations()
+def m002_agent_incarnations(db: Database) -> None:
+    """Incarnations: seq and session_seq are only comparable within one lifetime of an
+    agent's state database, so dedupe keys, breaker states and sessions name theirs.
+    ``''`` in ops_processed_events stands for "no incarnation" (v1 agents): a primary
+    key column must not be NULL."""
+    db.execute("ALTER TABLE ops_breaker_states ADD COLUMN incarnation TEXT")
+    db.execute("ALTER TABLE ops_agent_sessions ADD COLUMN incarnation TEXT")
+    db.execute(
+        """
+        CREATE TABLE ops_agent_lifetimes (
+            agent_id TEXT PRIMARY KEY,
+            warehouse_id TEXT NOT NULL,
+            incarnation TEXT,
+            retired TEXT NOT NULL DEFAULT '[]',
+            since TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE ops_processed_events_v2 (
+            agent_id TEXT NOT NULL,
+            incarnation TEXT NOT NULL DEFAULT '',
+            seq INTEGER NOT NULL,
+            warehouse_id TEXT NOT NULL,
+            breaker TEXT NOT NULL,
+            open INTEGER NOT NULL,
+            historical INTEGER NOT NULL,
+            outcome TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            PRIMARY KEY (agent_id, incarnation, seq)
+        )
+        """
+    )
+    db.execute(
+        "INSERT INTO ops_processed_events_v2 (agent_id, incarnation, seq, warehouse_id, "
+        "breaker, open, historical, outcome, received_at) SELECT agent_id, '', seq, "
+        "warehouse_id, breaker, open, historical, outcome, received_at "
+        "FROM ops_processed_events ORDER BY rowid"
+    )
+    db.execute("DROP TABLE ops_processed_events")
+    db.execute("ALTER TABLE ops_processed_events_v2 RENAME TO ops_processed_events")

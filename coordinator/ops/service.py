@@ -26,11 +26,13 @@ from pydantic import ValidationError
 
 from coordinator.db import open_database
 from coordinator.errors import ConfigError
+from coordinator.ops import state
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.core import HandleResult, OpsCore
 from coordinator.ops.notify.dispatcher import Dispatcher
 from coordinator.ops.watcher import OpsMessage, Watcher
 from coordinator.settings import Settings
+from coordinator.store import write_transaction
 from protocols import Topics
 from protocols.clock import Clock, SystemClock
 
@@ -74,6 +76,7 @@ class OpsService:
         await self.call(lambda core: core.tick(self.clock.now()))
         self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="ops-dispatcher"))
         self._tasks.append(asyncio.create_task(self._ticker(), name="ops-ticker"))
+        self._tasks.append(asyncio.create_task(self._pruner(), name="ops-dedupe-pruner"))
         if self.config.subscribe_mqtt:
             self._tasks.append(asyncio.create_task(self.watcher.run(), name="ops-watcher"))
 
@@ -128,6 +131,25 @@ class OpsService:
                 self._after(result)
             except Exception:
                 log.exception("ops tick failed")
+
+    async def _pruner(self) -> None:
+        # Its own loop: a prune scans the dedupe table, far too often at the tick rate.
+        while True:
+            await asyncio.sleep(self.config.dedupe_prune_interval_s)
+            try:
+                await self.prune_dedupe()
+            except Exception:
+                log.exception("ops dedupe prune failed")
+
+    async def prune_dedupe(self) -> int:
+        """Drop the dedupe keys no agent lifetime needs any more; return how many rows."""
+        keep = self.config.dedupe_keep_per_agent
+
+        def prune(core: OpsCore) -> int:
+            with write_transaction(core.db):
+                return state.prune_processed(core.db, core.tracker, keep)
+
+        return await self.call(prune)
 
     def _after(self, result: HandleResult) -> None:
         if result.rerouted or result.transitions:

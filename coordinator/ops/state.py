@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
@@ -20,6 +22,8 @@ from coordinator.ops.breakers import (
     Hold,
     HoldLifted,
     HoldSet,
+    Lifetime,
+    LifetimeStarted,
     TrackerConfig,
     restore,
 )
@@ -32,6 +36,8 @@ from coordinator.ops.couriers import (
 from coordinator.ops.notify.outbox import iso
 from protocols import BreakerState
 
+log = logging.getLogger(__name__)
+
 PROCESSED_KEYS_LOADED = 100_000
 COUNTERS = (
     "breaker_events_applied",
@@ -39,6 +45,8 @@ COUNTERS = (
     "breaker_events_historical",
     "duplicates_dropped",
     "agent_status_received",
+    "agent_lifetimes_replaced",
+    "processed_events_pruned",
     "tracking_updates_received",
     "bad_payloads",
     "reroutes",
@@ -76,27 +84,30 @@ def persist(db: Database, actions: Sequence[Action | CourierAction], now: dateti
                 db.conn.execute(
                     "INSERT OR REPLACE INTO ops_breaker_states (warehouse_id, breaker, agent_id, "
                     "state, open, episode_id, reason, seq, session_seq, since, event_time, "
-                    "last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "last_seen, incarnation) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (r.warehouse_id, r.breaker, r.agent_id, r.state.value, int(r.open),
                      r.episode_id, r.reason, r.seq, r.session_seq, iso(r.since),
-                     iso(r.event_time), iso(r.last_seen)),
+                     iso(r.event_time), iso(r.last_seen), r.incarnation),
                 )
             case AgentRecorded(record=a):
                 db.conn.execute(
                     "INSERT OR REPLACE INTO ops_agent_sessions (agent_id, warehouse_id, "
-                    "session_seq, online, offline_since, last_birth_at, last_death_at, last_seen)"
-                    " VALUES (?,?,?,?,?,?,?,?)",
+                    "session_seq, online, offline_since, last_birth_at, last_death_at, last_seen,"
+                    " incarnation) VALUES (?,?,?,?,?,?,?,?,?)",
                     (a.agent_id, a.warehouse_id, a.session_seq, int(a.online),
                      _iso_or_none(a.offline_since), _iso_or_none(a.last_birth_at),
-                     _iso_or_none(a.last_death_at), iso(a.last_seen)),
+                     _iso_or_none(a.last_death_at), iso(a.last_seen), a.incarnation),
                 )
                 bump(db, "agent_status_received")
+            case LifetimeStarted(lifetime=t, previous=previous, replaced=replaced):
+                _lifetime_started(db, t, previous, replaced, now)
             case EventProcessed() as e:
                 db.conn.execute(
-                    "INSERT OR IGNORE INTO ops_processed_events (agent_id, seq, warehouse_id, "
-                    "breaker, open, historical, outcome, received_at) VALUES (?,?,?,?,?,?,?,?)",
-                    (e.agent_id, e.seq, e.warehouse_id, e.breaker, int(e.open),
-                     int(e.historical), e.outcome, iso(now)),
+                    "INSERT OR IGNORE INTO ops_processed_events (agent_id, incarnation, seq, "
+                    "warehouse_id, breaker, open, historical, outcome, received_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?)",
+                    (e.agent_id, e.incarnation or "", e.seq, e.warehouse_id, e.breaker,
+                     int(e.open), int(e.historical), e.outcome, iso(now)),
                 )
                 bump(db, f"breaker_events_{e.outcome}")
             case DuplicateDropped():
@@ -127,26 +138,77 @@ def _iso_or_none(value: datetime | None) -> str | None:
     return None if value is None else iso(value)
 
 
+def _lifetime_started(db: Database, lifetime: Lifetime, previous: str | None,
+                      replaced: bool, now: datetime) -> None:
+    db.conn.execute(
+        "INSERT OR REPLACE INTO ops_agent_lifetimes (agent_id, warehouse_id, incarnation, "
+        "retired, since) VALUES (?,?,?,?,?)",
+        (lifetime.agent_id, lifetime.warehouse_id, lifetime.incarnation,
+         json.dumps(list(lifetime.retired)), iso(lifetime.since)),
+    )
+    # The new lifetime numbers its events from zero again (see the tracker).
+    db.conn.execute("DELETE FROM ops_processed_events WHERE agent_id = ?",
+                    (lifetime.agent_id,))
+    if not replaced:
+        return
+    reason = (f"agent {lifetime.agent_id} started a new lifetime (incarnation "
+              f"{lifetime.incarnation or 'none'}, was {previous or 'none'}): its seq and "
+              "session ordering start over")
+    db.conn.execute(
+        "INSERT INTO ops_warehouse_audit (warehouse_id, action, actor, reason, incident_id, at)"
+        " VALUES (?,?,?,?,?,?)",
+        (lifetime.warehouse_id, "agent_incarnation", lifetime.agent_id, reason, None, iso(now)),
+    )
+    bump(db, "agent_lifetimes_replaced")
+    log.warning("%s", reason)
+
+
+def prune_processed(db: Database, tracker: AvailabilityTracker, keep: int) -> int:
+    """Keep the newest ``keep`` processed events of each agent lifetime, in memory and in
+    ``ops_processed_events`` (inside the caller's transaction); return the rows deleted.
+
+    What dedupe needs (see :meth:`AvailabilityTracker.prune_processed`): an older
+    event is stale by its breaker's seq anyway."""
+    tracker.prune_processed(keep)
+    deleted = db.conn.execute(
+        "DELETE FROM ops_processed_events WHERE rowid IN (SELECT rowid FROM ("
+        "SELECT rowid, row_number() OVER (PARTITION BY agent_id, incarnation "
+        "ORDER BY seq DESC) AS newer FROM ops_processed_events) WHERE newer > ?)",
+        (keep,),
+    ).rowcount
+    if deleted:
+        bump(db, "processed_events_pruned", deleted)
+    return int(deleted)
+
+
 def load_tracker(db: Database, config: TrackerConfig) -> AvailabilityTracker:
     breakers = [
         BreakerRecord(
             warehouse_id=r[0], breaker=r[1], agent_id=r[2], state=BreakerState(r[3]),
             open=bool(r[4]), episode_id=r[5], reason=r[6], seq=r[7], session_seq=r[8],
             since=_req(r[9]), event_time=_req(r[10]), last_seen=_req(r[11]),
+            incarnation=r[12],
         )
         for r in db.conn.execute(
             "SELECT warehouse_id, breaker, agent_id, state, open, episode_id, reason, seq, "
-            "session_seq, since, event_time, last_seen FROM ops_breaker_states")
+            "session_seq, since, event_time, last_seen, incarnation FROM ops_breaker_states")
     ]
     agents = [
         AgentRecord(
             agent_id=r[0], warehouse_id=r[1], session_seq=r[2], online=bool(r[3]),
             offline_since=_dt(r[4]), last_birth_at=_dt(r[5]), last_death_at=_dt(r[6]),
-            last_seen=_req(r[7]),
+            last_seen=_req(r[7]), incarnation=r[8],
         )
         for r in db.conn.execute(
             "SELECT agent_id, warehouse_id, session_seq, online, offline_since, last_birth_at, "
-            "last_death_at, last_seen FROM ops_agent_sessions")
+            "last_death_at, last_seen, incarnation FROM ops_agent_sessions")
+    ]
+    lifetimes = [
+        Lifetime(agent_id=r[0], warehouse_id=r[1], incarnation=r[2],
+                 retired=tuple(json.loads(r[3])), since=_req(r[4]))
+        for r in db.conn.execute(
+            "SELECT agent_id, warehouse_id, incarnation, retired, since "
+            "FROM ops_agent_lifetimes")
     ]
     holds = [
         Hold(warehouse_id=r[0], name=r[1], incident_hint=r[2], reason=r[3], since=_req(r[4]))
@@ -155,16 +217,16 @@ def load_tracker(db: Database, config: TrackerConfig) -> AvailabilityTracker:
     ]
     # Only recent keys: an older event of a breaker we know is stale by its seq anyway
     # (counted as stale rather than duplicate), so the set need not grow without bound.
-    processed: Iterable[tuple[str, int]] = (
-        (r[0], r[1]) for r in db.conn.execute(
-            "SELECT agent_id, seq FROM ops_processed_events ORDER BY rowid DESC LIMIT ?",
-            [PROCESSED_KEYS_LOADED])
+    processed: Iterable[tuple[str, str | None, int]] = (
+        (r[0], r[1] or None, r[2]) for r in db.conn.execute(
+            "SELECT agent_id, incarnation, seq FROM ops_processed_events "
+            "ORDER BY rowid DESC LIMIT ?", [PROCESSED_KEYS_LOADED])
     )
     open_incidents = dict(db.conn.execute(
         "SELECT warehouse_id, incident_id FROM ops_incidents WHERE closed_at IS NULL").fetchall())
     used = [r[0] for r in db.conn.execute("SELECT incident_id FROM ops_incidents")]
     return restore(config, breakers=breakers, agents=agents, holds=holds, processed=processed,
-                   open_incidents=open_incidents, used_incidents=used)
+                   open_incidents=open_incidents, used_incidents=used, lifetimes=lifetimes)
 
 
 def load_couriers(db: Database, silence_s: float) -> CourierSilenceDetector:

@@ -20,6 +20,7 @@ def breaker_event(
     session_seq: int = 1,
     historical: bool = False,
     at: datetime = T0,
+    incarnation: str | None = None,
 ) -> BreakerEvent:
     return BreakerEvent(
         warehouse_id=warehouse,
@@ -32,6 +33,7 @@ def breaker_event(
         episode_id=episode if open else None,
         seq=seq,
         session_seq=session_seq,
+        incarnation=incarnation,
         event_time=at,
         published_at=at,
         historical=historical,
@@ -45,13 +47,17 @@ def agent_status(
     warehouse: str = "wh-cc-2",
     agent: str = "gw-cc-2",
     at: datetime = T0,
+    incarnation: str | None = None,
+    heartbeat_s: float | None = None,
 ) -> AgentStatus:
     return AgentStatus(
         warehouse_id=warehouse,
         agent_id=agent,
         state=AgentState.ONLINE if online else AgentState.OFFLINE,
         session_seq=session_seq,
+        incarnation=incarnation,
         ts=at,
+        heartbeat_s=heartbeat_s,
     )
 
 

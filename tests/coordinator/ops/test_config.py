@@ -28,7 +28,9 @@ def test_ops_table_in_the_settings_file_configures_the_ops_side(tmp_path: Path) 
 
 
 def test_defaults_without_an_ops_table() -> None:
-    assert ops_config_of(Settings()).notify.franchisee.sink == "jsonl"
+    config = ops_config_of(Settings())
+    assert config.notify.franchisee.sink == "jsonl"
+    assert (config.dedupe_keep_per_agent, config.dedupe_prune_interval_s) == (1000, 60)
 
 
 @pytest.mark.parametrize(
@@ -40,6 +42,8 @@ def test_defaults_without_an_ops_table() -> None:
          "ops.notify.sms"),
         ({"mqtt": {"keepalive_s": 1}}, "ops.mqtt.keepalive_s"),
         ({"colour": "blue"}, "ops.colour"),
+        ({"dedupe_keep_per_agent": 0}, "ops.dedupe_keep_per_agent"),
+        ({"dedupe_prune_interval_s": 0}, "ops.dedupe_prune_interval_s"),
     ],
 )
 def test_bad_ops_settings_are_refused_naming_the_field(table: dict[str, object],
