@@ -100,6 +100,8 @@ class UplinkOutageRun:
     delivered_events: int = 0  # breaker events the agent published once reconnected
     restored_wall: float | None = None  # time.perf_counter() when the relay listened again
     reconnect_wall_s: float | None = None  # relay back -> agent connected and drained
+    # the agent's breaker events as they came over the wire once it was back
+    events: list[BreakerEvent] = field(default_factory=list)
 
 
 @dataclass
@@ -124,6 +126,11 @@ class ScenarioRun:
                 seen.add(key)
                 out.append(event)
         return out
+
+
+def _uplink_state(agent: AgentLike) -> str:
+    stats = agent.stats
+    return f"connected: {stats.uplink_connected}, outbox: {stats.outbox_depth}"
 
 
 def _processed(agent: AgentLike) -> int:
@@ -233,6 +240,13 @@ async def run_scenario(
         site_list, workdir, topics, mqtt_url=broker_url,
         extra={"agent": {"heartbeat_s": 0}}, uplinks=uplinks,
     )  # fmt: skip
+    try:
+        for relay in relays.values():
+            await relay.start()  # before the agents, whose first connect would be refused
+    except BaseException:
+        for relay in relays.values():
+            await relay.close()
+        raise
     clock = clock or ManualClock(start or scenario.start)
     if start is not None:
         clock.set(start)  # never moves a shared clock backwards
@@ -265,6 +279,16 @@ async def run_scenario(
 
     async def cut_uplink(event: Outage) -> None:
         agent = by_warehouse[event.warehouse]
+        # At real speed what the agent decided before the outage would long be delivered;
+        # at replay speed its uplink may lag, so let it catch up first (after a tick at
+        # this instant, which its own wall-time tick loop might otherwise do just before
+        # or just after the cut). The outbox then holds what was decided during the outage.
+        await agent.tick()
+        await wait_until(
+            f"{event.warehouse}: the agent did not drain its outbox before the outage",
+            lambda: agent.stats.uplink_connected and agent.stats.outbox_depth == 0,
+            lambda: _uplink_state(agent),
+        )
         await relays[event.warehouse].cut()
         open_outages[event.warehouse] = outage = UplinkOutageRun(event.warehouse, event.at)
         outages.append(outage)
@@ -284,10 +308,9 @@ async def run_scenario(
         outage.restored_wall = time.perf_counter()
 
         def state() -> str:
-            stats = agent.stats
-            return (f"connected: {stats.uplink_connected}, outbox: {stats.outbox_depth},"
-                    f" breaker events on the wire: {seen_from(event.warehouse) - seen}"
-                    f" of {stats.events_published - published}")  # fmt: skip
+            return (f"{_uplink_state(agent)}, breaker events on the wire:"
+                    f" {seen_from(event.warehouse) - seen}"
+                    f" of {agent.stats.events_published - published}")  # fmt: skip
 
         await wait_until(
             f"{event.warehouse}: the agent did not reconnect its uplink and drain its outbox",
@@ -303,6 +326,8 @@ async def run_scenario(
             state,
         )
         outage.reconnect_wall_s = time.perf_counter() - outage.restored_wall
+        from_site = [i.event for i in watcher.events if i.event.warehouse_id == event.warehouse]
+        outage.events = from_site[seen:]
         if on_uplink_restored is not None:
             await on_uplink_restored(outage)
 
@@ -337,8 +362,6 @@ async def run_scenario(
             await agent.tick()
 
     try:
-        for relay in relays.values():
-            await relay.start()
         await asyncio.wait_for(watcher.ready.wait(), timeout=10)
         # Give each agent time to connect and subscribe to its sensors before the first
         # reading; a missed first reading would only show up later as a drain timeout.
