@@ -210,6 +210,7 @@ async def run_scenario(
     clock: ManualClock | None = None,
     on_uplink_restored: Callable[[UplinkOutageRun], Awaitable[None]] | None = None,
     reconnect_timeout_s: float = 15.0,
+    enact_uplink_outages: bool = True,
 ) -> ScenarioRun:
     """Write edge configs, start one agent per site, replay, and collect breaker events.
 
@@ -221,6 +222,8 @@ async def run_scenario(
     is back on its uplink with its outbox drained (the demo waits there for the
     coordinator's reroute). ``reconnect_timeout_s`` bounds each wait for an agent to
     notice a cut or to reconnect and drain (HarnessError beyond it).
+    ``enact_uplink_outages=False`` leaves every uplink up (outages are then only events
+    for ``on_event``), for measurements of the live path.
     """
     # A replay moves event time in jumps far larger than a heartbeat interval, so the
     # coordinator would see every quiet agent as silent and pause its warehouse. Agent
@@ -231,7 +234,7 @@ async def run_scenario(
     relays = {
         site.warehouse_id: UplinkRelay(target.host, target.port)
         for site in site_list
-        if site.uplink_outages
+        if site.uplink_outages and enact_uplink_outages
     }
     # The agent's reconnect backoff is wall time; a short cap keeps the replay's wait
     # after each outage well under a second.
