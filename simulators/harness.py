@@ -16,11 +16,12 @@ Uplink outages are enacted, not just narrated. The agent of a site with ``uplink
 gets its uplink through an :class:`~simulators.brokers.UplinkRelay` (its sensors stay on
 the broker directly). When an outage starts in event time the relay is cut: the agent
 loses its uplink connection, new connections are refused, and the harness waits until
-the agent has noticed, so whatever it decides during the outage goes to its outbox. When
-the outage ends the relay listens again on the same port and the replay holds event time
-until the agent has reconnected (its backoff is wall time), drained its outbox and the
-broker has delivered its breaker events, then calls ``on_uplink_restored``. So a trip
-during an outage keeps its event time and is reported at the outage's end, every run.
+the agent has noticed (having first let it deliver what it decided before the outage),
+so whatever it decides during the outage goes to its outbox. When the outage ends the
+relay listens again on the same port and the replay holds event time until the agent has
+reconnected (its backoff is wall time), drained its outbox and the broker has delivered
+its breaker events, then calls ``on_uplink_restored``. So a trip during an outage keeps
+its event time and is reported at the outage's end, every run.
 """
 
 from __future__ import annotations
@@ -243,17 +244,17 @@ async def run_scenario(
         site_list, workdir, topics, mqtt_url=broker_url,
         extra={"agent": {"heartbeat_s": 0}}, uplinks=uplinks,
     )  # fmt: skip
+    clock = clock or ManualClock(start or scenario.start)
+    if start is not None:
+        clock.set(start)  # never moves a shared clock backwards
     try:
         for relay in relays.values():
             await relay.start()  # before the agents, whose first connect would be refused
+        agents = [agent_factory(path, clock, topics) for path in paths]
     except BaseException:
         for relay in relays.values():
             await relay.close()
         raise
-    clock = clock or ManualClock(start or scenario.start)
-    if start is not None:
-        clock.set(start)  # never moves a shared clock backwards
-    agents = [agent_factory(path, clock, topics) for path in paths]
     by_warehouse = {agent.warehouse_id: agent for agent in agents}
     watcher = BreakerWatcher(broker_url, topics)
     watch_task = asyncio.create_task(watcher.run())
