@@ -94,6 +94,8 @@ async def one_run(broker_url: str, workdir: Path) -> tuple[float, float, int, in
             scenario, broker_url=broker_url, topics=topics, workdir=workdir / "edge",
             agent_factory=_agent, region=region, start=start, clock=clock, on_event=mark,
             until=trip_at + timedelta(seconds=30),  # one more reading: the agents stay up
+            # the scenario cuts WH-02's uplink across the trip; this measures the live path
+            enact_uplink_outages=False,
         )  # fmt: skip
         await asyncio.wait_for(committed.wait(), timeout=20)
         if not published:

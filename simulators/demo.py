@@ -36,7 +36,13 @@ from protocols import BreakerEvent, Topics
 from protocols.clock import ManualClock
 from simulators.brokers import EmbeddedBroker, free_port
 from simulators.edge_configs import write_configs
-from simulators.harness import AgentFactory, AgentLike, BreakerWatcher, run_scenario
+from simulators.harness import (
+    AgentFactory,
+    AgentLike,
+    BreakerWatcher,
+    UplinkOutageRun,
+    run_scenario,
+)
 from simulators.inbox import LocalInbox
 from simulators.orders import (
     GeneratedOrder,
@@ -60,6 +66,7 @@ from simulators.scenario import (
 from simulators.sensors import MqttPublisher, Replayer, parse_speed
 
 StopFn = Callable[[], Awaitable[None]]
+UplinkHook = Callable[[UplinkOutageRun], Awaitable[None]]
 
 
 def _print_trip(tz: tzinfo | None) -> Callable[[BreakerEvent], None]:
@@ -271,6 +278,24 @@ class DemoOutcome:
     dashboard_url: str | None = None
     replay_line: str = ""
     inbox: LocalInbox | None = None
+    uplink_outages: list[UplinkOutageRun] = field(default_factory=list)
+    # enacted uplink outages as narrated: (warehouse, cut wall, back event time, back wall)
+    uplink_windows: list[tuple[str, float, datetime | None, float | None]] = field(
+        default_factory=list
+    )
+
+    def reported_late(self, warehouse: str) -> tuple[datetime, float] | None:
+        """When (event time, perf_counter) the uplink of ``warehouse`` came back, if its
+        trip reading was published while the uplink was cut (the trip waited for it)."""
+        reading = self.trip_readings.get(warehouse)
+        if reading is None:
+            return None
+        for site, cut_wall, back_at, back_wall in self.uplink_windows:
+            if site != warehouse or back_at is None or back_wall is None:
+                continue
+            if cut_wall <= reading < back_wall:
+                return back_at, back_wall
+        return None
 
 
 async def _demo(
@@ -302,8 +327,20 @@ async def _demo(
             print(f"  [{event.at.astimezone(tz):%H:%M:%S}] {event.label}", flush=True)
         elif isinstance(event, Outage):
             state = "starts" if event.active else "ends"
+            enacted = ""
+            if event.kind == "uplink" and factory is not None:
+                # on_event runs just before the harness cuts or restores the uplink
+                now = time.perf_counter()
+                if event.active:
+                    outcome.uplink_windows.append((event.warehouse, now, None, None))
+                    enacted = ": agent cut off from the coordinator, breakers decide locally"
+                else:
+                    for i, window in enumerate(outcome.uplink_windows):
+                        if window[0] == event.warehouse and window[2] is None:
+                            outcome.uplink_windows[i] = (window[0], window[1], event.at, now)
+                    enacted = ": uplink listening again"
             print(f"  [{event.at.astimezone(tz):%H:%M:%S}] {event.kind} outage {state}"
-                  f" at {event.warehouse}", flush=True)  # fmt: skip
+                  f" at {event.warehouse}{enacted}", flush=True)  # fmt: skip
 
     factory = edge_agent_factory()
     clock = ManualClock(scenario.start)
@@ -329,8 +366,15 @@ async def _demo(
                     float(timing.started), float(timing.committed),
                 )  # fmt: skip
                 outcome.reroutes.append(seen)
+                late = outcome.reported_late(seen.warehouse)
                 since = outcome.trip_readings.get(seen.warehouse)
-                took = f" {seen.committed - since:.3f} s after the reading" if since else ""
+                if late is not None:
+                    took = (f" {seen.committed - late[1]:.3f} s after its uplink came back"
+                            f" at {late[0].astimezone(tz):%H:%M:%S} event time")  # fmt: skip
+                elif since:
+                    took = f" {seen.committed - since:.3f} s after the reading"
+                else:
+                    took = ""
                 print(f"  >> {seen.warehouse}: {seen.moved + seen.stuck} orders rerouted"
                       f" ({seen.moved} moved, {seen.stuck} needs_attention), committed{took}",
                       flush=True)  # fmt: skip
@@ -340,8 +384,25 @@ async def _demo(
         else:
             print(f"orders: {len(day)} for the day, {len(waiting)} waiting -> {workdir}"
                   " (coordinator not installed)")  # fmt: skip
+
+        async def uplink_back(outage: UplinkOutageRun) -> None:
+            # Event time is held here: a trip the agent kept while cut off is rerouted
+            # now, at the outage's end, before the replay moves on.
+            outcome.uplink_outages.append(outage)
+            at = outage.restored_at.astimezone(tz) if outage.restored_at else "?"
+            trips = [e for e in outage.events if e.open and not e.historical]
+            if coordinator is not None and trips:
+                await _wait_for_reroutes(outcome, {outage.warehouse})
+            # printed after the reroute, so the order of the lines does not depend on
+            # how fast the coordinator commits
+            events = "breaker event" if outage.delivered_events == 1 else "breaker events"
+            print(f"  [{at:%H:%M:%S}] {outage.warehouse} uplink back: agent reconnected and"
+                  f" delivered its {outage.queued} queued messages ({outage.delivered_events}"
+                  f" {events}) in {outage.reconnect_wall_s or 0:.2f} s wall",
+                  flush=True)  # fmt: skip
+
         outcome.replay_line, outcome.trips = await _replay_part(
-            scenario, region, speed, workdir, url, topics, factory, narrate, clock
+            scenario, region, speed, workdir, url, topics, factory, narrate, clock, uplink_back
         )
         if coordinator is not None:
             await _wait_for_reroutes(outcome)
@@ -357,9 +418,11 @@ async def _demo(
     return 0
 
 
-async def _wait_for_reroutes(outcome: DemoOutcome, timeout_s: float = 20.0) -> None:
+async def _wait_for_reroutes(
+    outcome: DemoOutcome, warehouses: set[str] | None = None, timeout_s: float = 20.0
+) -> None:
     """The reroute commits on the coordinator's ops thread; wait for each tripped site."""
-    tripped = {t.warehouse_id for t in outcome.trips}
+    tripped = {t.warehouse_id for t in outcome.trips} if warehouses is None else warehouses
     deadline = time.monotonic() + timeout_s
     while not tripped <= {r.warehouse for r in outcome.reroutes}:
         if time.monotonic() > deadline:
@@ -471,6 +534,12 @@ def _report(scenario: Scenario, workdir: Path, outcome: DemoOutcome, *, hold: bo
         )
     if not outcome.expected:
         print("  none")
+    for outage in outcome.uplink_outages:
+        cut = f"{outage.cut_at.astimezone(tz):%H:%M:%S}"
+        back = f"{outage.restored_at.astimezone(tz):%H:%M:%S}" if outage.restored_at else "end"
+        print(f"uplink cut at {outage.warehouse} {cut}-{back} event time: {outage.queued}"
+              " messages kept in the agent's outbox, all delivered after reconnecting"
+              f" ({outage.reconnect_wall_s or 0:.2f} s wall)")  # fmt: skip
     print(f"breakers tripped by the edge agents: {len(outcome.trips)}")
     for event in outcome.trips:
         print(
@@ -479,11 +548,17 @@ def _report(scenario: Scenario, workdir: Path, outcome: DemoOutcome, *, hold: bo
         )
     for seen in outcome.reroutes:
         since = outcome.trip_readings.get(seen.warehouse)
-        wall = (
-            f"{seen.committed - since:.3f} s wall from publishing the trip reading to commit"
-            if since is not None
-            else "trip by silence or courier"
-        )
+        late = outcome.reported_late(seen.warehouse)
+        if late is not None:
+            wall = (
+                f"reported when its uplink came back at {late[0].astimezone(tz):%H:%M:%S}"
+                f" event time; {seen.committed - late[1]:.3f} s wall from the uplink's return"
+                " to commit"
+            )
+        elif since is not None:
+            wall = f"{seen.committed - since:.3f} s wall from publishing the trip reading to commit"
+        else:
+            wall = "trip by silence or courier"
         print(
             f"orders rerouted from {seen.warehouse}: {seen.moved + seen.stuck}"
             f" ({seen.moved} moved, {seen.stuck} needs_attention); {wall};"
@@ -540,6 +615,7 @@ async def _replay_part(
     factory: AgentFactory | None,
     narrate: Callable[[Event], Awaitable[None]],
     clock: ManualClock,
+    uplink_back: UplinkHook | None = None,
 ) -> tuple[str, list[BreakerEvent]]:
     """Replay through the agents (or sensors only); live breaker trips are printed."""
     monitor = BreakerWatcher(
@@ -554,7 +630,7 @@ async def _replay_part(
             run = await run_scenario(
                 scenario, broker_url=url, topics=topics, workdir=workdir / "edge",
                 agent_factory=factory, region=region, speed=speed, on_event=narrate,
-                progress=None, clock=clock,
+                progress=None, clock=clock, on_uplink_restored=uplink_back,
             )  # fmt: skip
             stats = run.replay
             trips = run.trips()

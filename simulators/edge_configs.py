@@ -18,13 +18,13 @@ zones named ``dry*`` get the humidity rule on breaker ``dry_goods``; other zones
 
 from __future__ import annotations
 
-import json
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from protocols.topics import Topics
@@ -154,16 +154,22 @@ def site_routes(site: Site, topics: Topics, external_prefix: str = "") -> list[S
     ]
 
 
-def mqtt_sections(url: str, agent_id: str, topics: Topics) -> dict[str, dict[str, Any]]:
+def mqtt_sections(
+    url: str, agent_id: str, topics: Topics, uplink: Mapping[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
     """``local_mqtt`` and ``uplink_mqtt`` for an agent on one broker (the demo's layout).
 
-    Each connection logs in with a username: the embedded amqtt broker keeps the
-    persistent session's queue only for clients that have one.
+    ``uplink`` overrides keys of ``uplink_mqtt`` (replays point the uplink of a site with
+    uplink outages at a :class:`simulators.brokers.UplinkRelay` to cut it). Each
+    connection logs in with a username: the embedded amqtt broker keeps the persistent
+    session's queue only for clients that have one.
     """
     return {
         "local_mqtt": {"url": url, "username": agent_id, "topic_root": topics.root},
-        "uplink_mqtt": {"url": url, "username": agent_id, "topic_root": topics.root},
-    }
+        "uplink_mqtt": {
+            "url": url, "username": agent_id, "topic_root": topics.root, **(uplink or {}),
+        },
+    }  # fmt: skip
 
 
 def site_config(
@@ -173,11 +179,13 @@ def site_config(
     external_prefix: str = "",
     mqtt_url: str | None = None,
     extra: Mapping[str, Mapping[str, Any]] | None = None,
+    uplink: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The agent config for one simulated site, as a TOML-ready dict.
 
-    ``mqtt_url`` adds ``local_mqtt``/``uplink_mqtt`` sections; ``extra`` adds or replaces
-    whole sections (e.g. ``{"agent": {...}}`` keys are merged into ``[agent]``).
+    ``mqtt_url`` adds ``local_mqtt``/``uplink_mqtt`` sections (``uplink`` overrides keys of
+    the latter); ``extra`` adds or replaces whole sections (e.g. ``{"agent": {...}}`` keys
+    are merged into ``[agent]``).
     """
     zones = sorted({s.zone for s in site.sensors})
     rules: list[dict[str, Any]] = []
@@ -215,7 +223,7 @@ def site_config(
         },
     }
     if mqtt_url is not None:
-        config.update(mqtt_sections(mqtt_url, agent_id, topics))
+        config.update(mqtt_sections(mqtt_url, agent_id, topics, uplink))
     for section, values in (extra or {}).items():
         if section == "agent":
             config["agent"].update(values)
@@ -229,35 +237,9 @@ def site_config(
     return config
 
 
-# -- a small TOML writer (the stdlib reads TOML but does not write it) ---------------
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
 def to_toml(config: Mapping[str, Any]) -> str:
-    """Render tables (dicts) and arrays of tables (lists of dicts) of scalars."""
-    lines: list[str] = []
-    for key, value in config.items():
-        if isinstance(value, Mapping):
-            lines.append(f"[{key}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
-            lines.append("")
-        elif isinstance(value, list) and all(isinstance(v, Mapping) for v in value):
-            for item in value:
-                lines.append(f"[[{key}]]")
-                lines += [f"{k} = {_toml_value(v)}" for k, v in item.items()]
-                lines.append("")
-        else:
-            lines.insert(0, f"{key} = {_toml_value(value)}")
-    return "\n".join(lines)
+    """The config as TOML text (tomli-w: the writer paired with the stdlib's tomllib)."""
+    return tomli_w.dumps(config)
 
 
 def write_configs(
@@ -268,8 +250,12 @@ def write_configs(
     external_prefix: str = "",
     mqtt_url: str | None = None,
     extra: Mapping[str, Mapping[str, Any]] | None = None,
+    uplinks: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Path]:
-    """Write ``<warehouse>.toml`` per site; return the paths."""
+    """Write ``<warehouse>.toml`` per site; return the paths.
+
+    ``uplinks``: ``uplink_mqtt`` overrides by warehouse id (with ``mqtt_url`` only).
+    """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -277,8 +263,9 @@ def write_configs(
         path = out / f"{site.warehouse_id}.toml"
         header = f"# Edge agent for {site.warehouse_id} (python -m simulators edge-configs)\n"
         config = site_config(
-            site, topics, external_prefix=external_prefix, mqtt_url=mqtt_url, extra=extra
-        )
+            site, topics, external_prefix=external_prefix, mqtt_url=mqtt_url, extra=extra,
+            uplink=(uplinks or {}).get(site.warehouse_id),
+        )  # fmt: skip
         body = to_toml(config)
         path.write_text(header + body, encoding="utf-8")
         written.append(path)

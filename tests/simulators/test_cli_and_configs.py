@@ -100,3 +100,37 @@ def test_orders_to_jsonl(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 40
     assert {row["channel"] for row in rows} <= {"wechat_mini", "meituan", "douyin"}
+
+
+@pytest.mark.parametrize("name", ["freezing_rain_night", "noisy_normal_day", "power_cut"])
+def test_generated_configs_round_trip_into_the_edge_agent_model(name: str, tmp_path: Path) -> None:
+    """What the simulator writes is what a gateway loads: every site's TOML, read back by
+    tomllib, validates as the edge agent's own (extra="forbid") config model."""
+    config_module = pytest.importorskip("edge_agent.config")
+    from simulators.edge_configs import site_config, write_configs
+
+    topics = Topics("rt")
+    site_list = sites(load_scenario(name), builtin_region())
+    uplinks = {site_list[0].warehouse_id: {"url": "mqtt://127.0.0.1:2999", "reconnect_max_s": 0.5}}
+    paths = write_configs(
+        site_list, tmp_path, topics, mqtt_url="mqtt://127.0.0.1:1999",
+        extra={"agent": {"heartbeat_s": 0}}, uplinks=uplinks,
+    )  # fmt: skip
+    assert len(paths) == len(site_list)
+    for site, path in zip(site_list, paths, strict=True):
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        expected = site_config(
+            site, topics, mqtt_url="mqtt://127.0.0.1:1999", extra={"agent": {"heartbeat_s": 0}},
+            uplink=uplinks.get(site.warehouse_id),
+        )  # fmt: skip
+        assert data == expected
+        model = config_module.AgentConfig.model_validate(data)
+        assert model.agent.warehouse_id == site.warehouse_id
+        assert model.agent.heartbeat_s == 0
+        assert {s.id for s in model.sensors} == {s.id for s in site.sensors}
+        loaded = config_module.load_config(path)
+        assert loaded.uplink_mqtt.url == data["uplink_mqtt"]["url"]
+    first = config_module.load_config(paths[0])
+    assert first.uplink_mqtt.url == "mqtt://127.0.0.1:2999"
+    assert first.uplink_mqtt.reconnect_max_s == 0.5
+    assert first.local_mqtt.url == "mqtt://127.0.0.1:1999"

@@ -35,13 +35,32 @@ def test_demo_trips_at_0217_and_accounts_for_all_287_orders(
     assert "native" in out and "zigbee2mqtt" in out and "tasmota" in out and "plain" in out
     assert "287 waiting: 287 at WH-02" in out
 
+    # WH-02's uplink is really cut from 02:16:00 to 02:17:30: the agent trips at 02:17:00
+    # on its own, and the trip (with its event time) reaches the coordinator, which
+    # reroutes, only once the uplink is back
+    lines = out.splitlines()
+
+    def index(start: str) -> int:
+        return next(i for i, line in enumerate(lines) if line.startswith(start))
+
+    cut = index("  [02:16:00] uplink outage starts at WH-02: agent cut off from the coordinator")
+    ends = index("  [02:17:30] uplink outage ends at WH-02")
+    tripped = index("  !! WH-02/cold_chain tripped at 02:17:00 event time")
+    reroute = index("  >> WH-02: 287 orders rerouted")
+    back = index("  [02:17:30] WH-02 uplink back: agent reconnected and delivered its")
+    assert cut < ends < tripped < reroute < back, out
+    assert "after its uplink came back at 02:17:30 event time" in lines[reroute]
+    assert "(1 breaker event)" in lines[back]
+    assert "uplink cut at WH-02 02:16:00-02:17:30 event time:" in out
+
     # the report: the trip the agents made, and when (event time)
     assert "breakers tripped by the edge agents: 1\n" in out
     assert "  WH-02/cold_chain tripped at 02:17:00 event time (threshold_exceeded)" in out
     # every waiting order moved or accounted for, with the wall time it took
     rerouted = re.search(
         r"orders rerouted from WH-02: (\d+) \((\d+) moved, (\d+) needs_attention\);"
-        r" ([\d.]+) s wall from publishing the trip reading to commit",
+        r" reported when its uplink came back at 02:17:30 event time;"
+        r" ([\d.]+) s wall from the uplink's return to commit",
         out,
     )
     assert rerouted is not None, out

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,11 +27,11 @@ from protocols import Topics
 from protocols.clock import ManualClock
 from simulators.brokers import Broker
 from simulators.demo import RunningCoordinator, start_coordinator
-from simulators.harness import AgentLike, run_scenario
+from simulators.harness import AgentLike, UplinkOutageRun, run_scenario
 from simulators.orders import post_orders, targeted_orders
 from simulators.reference import sustained_trips
 from simulators.region import builtin_region, default_region
-from simulators.scenario import Reading, events, load_scenario
+from simulators.scenario import Event, Outage, Reading, events, load_scenario
 
 agent_module = pytest.importorskip("edge_agent.agent")
 config_module = pytest.importorskip("edge_agent.config")
@@ -303,3 +304,120 @@ async def test_courier_silence_trips_courier_stale_at_wh03(
             for other in ("WH-01", "WH-02", "WH-04"):
                 body = (await http.get(f"/warehouses/{other}/availability")).json()
                 assert body["available"] is True, body
+
+
+async def test_trip_during_uplink_outage_reaches_the_coordinator_after_reconnect(
+    broker: Broker, topics: Topics, tmp_path: Path
+) -> None:
+    """WH-02's uplink is cut from 02:16:00 to 02:17:30 (a real dropped connection through
+    the harness's relay, reconnects refused). The agent trips cold_chain at 02:17:00 while
+    cut off; the coordinator hears nothing until the uplink is back, then gets the trip
+    with its original event time, and reroutes at 02:17:30. Every breaker event of every
+    agent reaches the wire and the coordinator exactly once."""
+    scenario = load_scenario("freezing_rain_night")
+    region = default_region()
+    start, cut, back = scenario.at("02:05"), scenario.at("02:16"), scenario.at("02:17:30")
+    trip_at = scenario.at("02:17")
+    clock = ManualClock(start)
+    agents: list[Any] = []  # EdgeAgent: breaker_states() and all of its stats
+
+    def factory(path: Path, clock: ManualClock, topics: Topics) -> AgentLike:
+        agent = _agent(path, clock, topics)
+        agents.append(agent)
+        return agent
+
+    async with _coordinator(tmp_path, broker, topics, clock) as coordinator:
+        waiting = targeted_orders(region, INCIDENT, 40, seed=21, start=scenario.start)
+        posted = await post_orders(waiting, coordinator.url, batch=100)
+        held = [r["order_id"] for r in posted.results if r.get("warehouse_id") == INCIDENT]
+        assert len(held) > 30, posted.results[:3]
+        async with httpx.AsyncClient(base_url=coordinator.url, timeout=30) as http:
+
+            async def availability() -> dict[str, Any]:
+                body: dict[str, Any] = (
+                    await http.get(f"/warehouses/{INCIDENT}/availability")
+                ).json()
+                return body
+
+            before_restore: list[dict[str, Any]] = []
+            tripped_offline: list[bool] = []
+
+            async def at_outage_end(event: Event) -> None:
+                if isinstance(event, Outage) and not event.active:
+                    # the agent tripped at 02:17:00, but the coordinator has not heard
+                    incident = next(a for a in agents if a.warehouse_id == INCIDENT)
+                    tripped_offline.append(
+                        incident.breaker_states()["cold_chain"][1]
+                    )
+                    before_restore.append(await availability())
+
+            after_restore: list[dict[str, Any]] = []
+
+            async def restored(outage: UplinkOutageRun) -> None:
+                async def unavailable() -> bool:
+                    return (await availability())["available"] is False
+
+                await _wait_for("WH-02 unavailable once its uplink is back", unavailable)
+                after_restore.append(await availability())
+
+            run = await run_scenario(
+                scenario, broker_url=broker.url, topics=topics, workdir=tmp_path / "edge",
+                agent_factory=factory, region=region, start=start, until=scenario.at("02:20"),
+                clock=clock, on_event=at_outage_end, on_uplink_restored=restored,
+            )  # fmt: skip
+
+            async def rerouted() -> bool:
+                left = await http.get(
+                    "/orders", params={"status": "allocated", "warehouse_id": INCIDENT}
+                )
+                return left.status_code == 200 and left.json() == []
+
+            await _wait_for("no allocated order left at WH-02", rerouted)
+    db_path = coordinator.db_path
+
+    # the outage was enacted: cut at 02:16, back at 02:17:30, the trip queued meanwhile
+    [outage] = run.uplink_outages
+    assert (outage.warehouse, outage.cut_at, outage.restored_at) == (INCIDENT, cut, back)
+    assert outage.queued >= 1 and outage.delivered_events >= 1
+    assert outage.reconnect_wall_s is not None and outage.reconnect_wall_s < 5
+    assert tripped_offline == [True]
+    assert before_restore[0]["available"] is True, before_restore
+    assert before_restore[0]["open_breakers"] == []
+    [breaker] = after_restore[0]["open_breakers"]
+    assert breaker["breaker"] == "cold_chain"
+
+    # the trip keeps its event time; it came over the wire (live) only after the outage
+    [trip] = run.trips()
+    assert (trip.warehouse_id, trip.breaker, trip.event_time) == (INCIDENT, "cold_chain", trip_at)
+    [arrived] = [
+        s for s in run.events if (s.event.agent_id, s.event.seq) == (trip.agent_id, trip.seq)
+    ]
+    assert outage.restored_wall is not None and arrived.wall_s >= outage.restored_wall
+    state = _rows(
+        db_path,
+        "SELECT event_time, seq FROM ops_breaker_states WHERE warehouse_id = ? AND breaker = ?",
+        (INCIDENT, "cold_chain"),
+    )
+    assert [datetime.fromisoformat(r["event_time"]) for r in state] == [trip_at]
+    processed = _rows(
+        db_path,
+        "SELECT agent_id, seq, open, received_at FROM ops_processed_events WHERE warehouse_id = ?",
+        (INCIDENT,),
+    )
+    opened = [r for r in processed if r["seq"] == trip.seq]
+    assert len(opened) == 1 and opened[0]["open"] == 1
+    assert datetime.fromisoformat(opened[0]["received_at"]) >= back
+    decisions = _rows(db_path, "SELECT decided_at FROM allocation_decisions")
+    moved = [d for d in decisions if datetime.fromisoformat(d["decided_at"]) > start]
+    assert moved and all(datetime.fromisoformat(d["decided_at"]) >= back for d in moved)
+
+    # nothing lost, nothing twice: every breaker event each agent created is on the wire
+    # once, and the coordinator processed exactly those
+    for agent in agents:
+        seqs = [s.event.seq for s in run.events if s.event.warehouse_id == agent.warehouse_id]
+        assert len(seqs) == len(set(seqs)), (agent.warehouse_id, seqs)
+        assert len(seqs) == agent.stats.events_created, agent.warehouse_id
+        assert agent.stats.outbox_depth == 0
+    wire = {(s.event.agent_id, s.event.seq) for s in run.events}
+    everything = _rows(db_path, "SELECT agent_id, seq FROM ops_processed_events")
+    assert {(r["agent_id"], r["seq"]) for r in everything} == wire
