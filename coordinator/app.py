@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -187,10 +187,10 @@ def _count(request: Request, key: str, n: int = 1) -> None:
 
 
 def _retry(request: Request, order_ids: Sequence[str] | None = None,
-           limit: int | None = None) -> RetryResult:
+           limit: int | None = None, sku_ids: Collection[str] | None = None) -> RetryResult:
     settings: Settings = request.app.state.settings
     result = retry_waiting(_db(request), now=_now(request), config=settings.allocation,
-                           order_ids=order_ids,
+                           order_ids=order_ids, sku_ids=sku_ids,
                            limit=limit if limit is not None else settings.intake.retry_limit)
     _count(request, "orders_retry_placed", len(result.placed))
     return result
@@ -358,8 +358,9 @@ def _orders_router() -> APIRouter:
         out: dict[str, Any] = {"order_id": order_id, "status": status}
         settings: Settings = request.app.state.settings
         if status == "cancelled" and settings.intake.retry_on_change:
-            # the stock it held is free again: a waiting order may fit now
-            out["retried"] = _retry(request).summary()
+            # the stock it held is free again: a waiting order of those SKUs may fit now
+            skus = {line["sku_id"] for line in store.get_order(_db(request), order_id)["lines"]}
+            out["retried"] = _retry(request, sku_ids=skus).summary()
         return out
 
     @router.get("/orders/{order_id}/decision",
@@ -412,9 +413,12 @@ def _catalog_router() -> APIRouter:
         out: dict[str, Any] = {"kind": kind.value, "written": written}
         settings: Settings = request.app.state.settings
         # new stock or a new/changed warehouse may fit orders that are waiting
-        changes_supply = kind in (Kind.INVENTORY, Kind.WAREHOUSES)
-        if written and changes_supply and settings.intake.retry_on_change:
-            out["retried"] = _retry(request).summary()
+        if written and settings.intake.retry_on_change:
+            if kind is Kind.INVENTORY:  # only orders that ask for one of these SKUs
+                skus = {row.sku_id for row in rows if isinstance(row, InventoryIn)}
+                out["retried"] = _retry(request, sku_ids=skus).summary()
+            elif kind is Kind.WAREHOUSES:
+                out["retried"] = _retry(request).summary()
         return out
 
     for kind, model in models.items():

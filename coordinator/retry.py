@@ -16,7 +16,7 @@ when the order first arrived.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -85,7 +85,7 @@ class _Waiting:
 
 
 def _waiting_orders(db: Database, order_ids: Sequence[str] | None,
-                    limit: int) -> list[_Waiting]:
+                    sku_ids: Collection[str] | None, limit: int) -> list[_Waiting]:
     marks = ",".join("?" * len(WAITING_STATUSES))
     sql = (f"SELECT id, channel, status, lat, lon, received_at, tier FROM orders "
            f"WHERE status IN ({marks})")
@@ -95,6 +95,13 @@ def _waiting_orders(db: Database, order_ids: Sequence[str] | None,
             return []
         sql += f" AND id IN ({','.join('?' * len(order_ids))})"
         params.extend(order_ids)
+    if sku_ids is not None:
+        if not sku_ids:
+            return []
+        wanted = sorted(sku_ids)
+        sql += (" AND id IN (SELECT order_id FROM order_lines WHERE sku_id IN "
+                f"({','.join('?' * len(wanted))}))")
+        params.extend(wanted)
     sql += " ORDER BY tier, received_at, id LIMIT ?"
     params.append(limit)
     waiting: dict[str, _Waiting] = {}
@@ -120,15 +127,21 @@ def retry_waiting(
     now: datetime,
     config: AllocationConfig,
     order_ids: Sequence[str] | None = None,
+    sku_ids: Collection[str] | None = None,
     limit: int = 1000,
 ) -> RetryResult:
-    """Allocate what now fits among waiting orders (all, or ``order_ids``); see the module."""
+    """Allocate what now fits among waiting orders; see the module.
+
+    ``order_ids`` and ``sku_ids`` narrow the candidates (orders with a line of one of
+    ``sku_ids``): after new stock of a few SKUs, the oldest ``limit`` waiting orders may all
+    be stuck on something else, and must not keep the ones that now fit from being tried.
+    """
     started = time.perf_counter()
     stamp = iso(now)
     placed: list[Placed] = []
     still: list[StillWaiting] = []
     with write_transaction(db):
-        waiting = _waiting_orders(db, order_ids, limit)
+        waiting = _waiting_orders(db, order_ids, sku_ids, limit)
         if not waiting:
             return RetryResult(seconds=time.perf_counter() - started)
         by_id = {w.order_id: w for w in waiting}

@@ -175,3 +175,25 @@ def test_retry_never_promises_more_than_is_there(
         _consistent(db)
     finally:
         db.conn.close()
+
+
+def test_restock_reaches_newer_orders_behind_older_ones_stuck_on_another_sku(
+    sample_db: Database, rules: AllocationConfig
+) -> None:
+    ambient = [r[0] for r in sample_db.execute(
+        "SELECT id FROM skus WHERE cold_chain = 0 ORDER BY id LIMIT 2")]
+    stuck_sku, restocked_sku = ambient
+    _empty_everywhere(sample_db, stuck_sku)
+    _empty_everywhere(sample_db, restocked_sku)
+    store.submit_orders(sample_db, [_order(stuck_sku, "R-old")], now=NOW, config=rules)
+    newer = store.submit_orders(sample_db, [_order(restocked_sku, "R-newer")],
+                                now=NOW + timedelta(minutes=1), config=rules)[0]
+    upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-01", sku_id=restocked_sku,
+                                             on_hand=3)], NOW)
+
+    blind = retry_waiting(sample_db, now=LATER, config=rules, limit=1)
+    aimed = retry_waiting(sample_db, now=LATER, config=rules, limit=1,
+                          sku_ids={restocked_sku})
+
+    assert blind.placed == []  # the one slot went to the oldest, stuck on the other SKU
+    assert [p.order_id for p in aimed.placed] == [newer.order_id]
