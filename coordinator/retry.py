@@ -193,11 +193,7 @@ def retry_waiting(
             placed.append(Placed(w.order_id, w.status, wid, distance, eta, decision.tier))
         if placed:
             conn = db.conn
-            conn.executemany(
-                "INSERT INTO reservations (order_id, line_no, sku_id, warehouse_id, qty, "
-                "status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'held', ?, ?)",
-                [(*r, r[-1]) for r in writes.reservations],
-            )
+            writes.hold_reservations(db)
             writes.reserve_stock(db, stamp)
             writes.add_load(db, _day(now))
             conn.executemany(

@@ -398,6 +398,15 @@ class _Writes:
     load: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     alerts: list[tuple[Any, ...]] = field(default_factory=list)
 
+    def hold_reservations(self, db: Database) -> None:
+        """Insert ``reservations`` rows ``(order_id, line_no, sku_id, warehouse_id, qty, at)``
+        as held."""
+        db.conn.executemany(
+            "INSERT INTO reservations (order_id, line_no, sku_id, warehouse_id, qty, status, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'held', ?, ?)",
+            [(*r, r[-1]) for r in self.reservations],
+        )
+
     def reserve_stock(self, db: Database, at: str) -> None:
         """Add to ``reserved``, refusing (and so rolling back) anything beyond sellable."""
         rows = [(qty, at, wid, sid, qty) for (wid, sid), qty in self.reserve.items()]
@@ -662,11 +671,7 @@ def _flush_new_orders(db: Database, writes: _Writes, at: str, day: str) -> None:
         "INSERT INTO order_lines (order_id, line_no, sku_id, qty, warehouse_id) "
         "VALUES (?, ?, ?, ?, ?)", writes.lines,
     )
-    conn.executemany(
-        "INSERT INTO reservations (order_id, line_no, sku_id, warehouse_id, qty, status, "
-        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'held', ?, ?)",
-        [(*r, r[-1]) for r in writes.reservations],
-    )
+    writes.hold_reservations(db)
     writes.reserve_stock(db, at)
     writes.add_load(db, day)
     conn.executemany(_INSERT_EVENT, writes.events)
