@@ -1,5 +1,7 @@
 """Command line: ``python -m edge_agent --config site.toml`` runs the agent;
-``python -m edge_agent check site.toml`` validates a config (exit code 2 when invalid)."""
+``python -m edge_agent check site.toml`` validates a config (exit code 2 when invalid);
+``python -m edge_agent new-incarnation site.toml`` gives the state database a new
+incarnation (after restoring it from a backup, with the agent stopped)."""
 
 from __future__ import annotations
 
@@ -50,6 +52,35 @@ def check(path: str) -> int:
     return 0
 
 
+def new_incarnation(path: str) -> int:
+    from edge_agent.store import Store
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 2
+    try:
+        store = Store(
+            config.state_db_path, outbox_max_bytes=config.agent.outbox_max_bytes,
+            readings_keep=config.agent.readings_log_per_sensor * len(config.sensors),
+        )
+    except EdgeError as exc:
+        print(f"cannot open the state database: {exc}", file=sys.stderr)
+        return 1
+    try:
+        old = store.incarnation
+        created = store.new_incarnation()
+    except EdgeError as exc:
+        print(f"cannot change the incarnation: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"{config.state_db_path}: incarnation {old} -> {created} "
+          f"(seq {store.seq}, session_seq {store.session_seq} continue from there)")
+    return 0
+
+
 async def _serve(config: AgentConfig) -> None:
     from edge_agent.agent import EdgeAgent
 
@@ -69,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog="python -m edge_agent check")
         parser.add_argument("config")
         return check(parser.parse_args(args[1:]).config)
+    if args and args[0] == "new-incarnation":
+        parser = argparse.ArgumentParser(prog="python -m edge_agent new-incarnation")
+        parser.add_argument("config")
+        return new_incarnation(parser.parse_args(args[1:]).config)
     parser = argparse.ArgumentParser(prog="python -m edge_agent", description=__doc__)
     parser.add_argument("--config", required=True, help="the gateway's TOML file")
     parser.add_argument("--log-level", default="INFO")

@@ -139,6 +139,22 @@ class Store:
             raise StoreError(message) from exc
         return created
 
+    def new_incarnation(self) -> str:
+        """Start a new lifetime of this database (run after restoring it from a backup).
+
+        A restored backup rewinds ``seq`` and ``session_seq`` but keeps the incarnation the
+        coordinator already followed further, so it would take the gateway's next events
+        for replays of ones it has seen. A new incarnation tells it they are not."""
+        created = uuid.uuid4().hex
+        try:
+            with self.db.atomic():
+                self._set_meta("incarnation", created)
+        except sqlite3.Error as exc:
+            message = f"cannot save the incarnation to {self.path}: {exc}"
+            raise StoreError(message) from exc
+        self.incarnation = created
+        return created
+
     def next_seq(self) -> int:
         """The next per-agent sequence number; persisted by the next :meth:`commit`."""
         self.seq += 1

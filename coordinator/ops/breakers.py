@@ -34,7 +34,8 @@ Rules:
 
   * a birth whose incarnation differs from the current one starts a new lifetime (the
     status topic is ordered and its retained value is the newest, so the latest birth
-    wins; this is also how a gateway restored from a backup comes back);
+    wins; a gateway whose state database was restored from a backup gets a new
+    incarnation first, ``python -m edge_agent new-incarnation``);
   * a breaker event with a non-null incarnation that is neither current nor retired
     starts a new lifetime too (a retained event can arrive before its birth); an event
     of a retired incarnation, or without incarnation while the current one has one, is

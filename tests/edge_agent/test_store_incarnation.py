@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
+from edge_agent.__main__ import main as edge_main
 from edge_agent.store import Store
 from protocols.models import INCARNATION_PATTERN
 
@@ -41,3 +44,32 @@ def test_two_gateways_never_share_an_incarnation(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_restored_backup_gets_a_new_incarnation_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "site.toml"
+    config.write_text(
+        '[agent]\nagent_id = "gw-wh-02"\nwarehouse_id = "WH-02"\nstate_db = "state.sqlite"\n'
+        '[[sensors]]\nid = "t1"\nzone = "cold_room_1"\ntopic = "sensors/t1"\n'
+        '[[rules]]\nid = "cold"\nzone = "cold_room_1"\nmetric = "temperature_c"\n'
+        'above = 8.0\nfor_s = 300\nbreaker = "cold_chain"\n'
+        '[[breakers]]\nname = "cold_chain"\n', encoding="utf-8")
+    store = open_store(tmp_path / "state.sqlite")
+    store.next_seq()
+    store.bump_session()
+    before = store.incarnation
+    store.close()
+
+    assert edge_main(["new-incarnation", str(config)]) == 0
+
+    restored = open_store(tmp_path / "state.sqlite")
+    try:
+        assert restored.incarnation != before
+        assert re.fullmatch(INCARNATION_PATTERN, restored.incarnation)
+        assert restored.session_seq == 1  # the counters go on; receivers compare anew
+    finally:
+        restored.close()
+    assert f"{before} -> {restored.incarnation}" in capsys.readouterr().out
+    assert edge_main(["new-incarnation", str(tmp_path / "missing.toml")]) == 2
