@@ -2,7 +2,8 @@
 
 An order nobody could take is kept, never dropped: ``unallocated`` at intake, or
 ``needs_attention`` when a reroute found no backup. :func:`retry_waiting` runs the same
-engine over them again (highest tier, then oldest first), in one transaction: the ones
+engine over their lines that hold no stock (a split's lines still held at a working
+warehouse stay there) again (highest tier, then oldest first), in one transaction: the ones
 that now fit are allocated exactly as at intake (reservations, load, an ``allocated``
 timeline entry marked ``retry`` and a decision record of kind ``retry``); the rest stay
 as they are, with nothing written, so retrying often costs no rows.
@@ -112,9 +113,14 @@ def _waiting_orders(db: Database, order_ids: Sequence[str] | None,
     ids = list(waiting)
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
+        # A reroute that found no backup released only the lines it held at the failed
+        # warehouse; lines of a split still held elsewhere stay where they are.
         for oid, line_no, sku, qty in db.execute(
-            "SELECT order_id, line_no, sku_id, qty FROM order_lines "
-            f"WHERE order_id IN ({','.join('?' * len(chunk))}) ORDER BY order_id, line_no",
+            "SELECT l.order_id, l.line_no, l.sku_id, l.qty FROM order_lines l "
+            f"WHERE l.order_id IN ({','.join('?' * len(chunk))}) AND NOT EXISTS ("
+            "SELECT 1 FROM reservations r WHERE r.order_id = l.order_id "
+            "AND r.line_no = l.line_no AND r.status = 'held') "
+            "ORDER BY l.order_id, l.line_no",
             chunk,
         ).fetchall():
             waiting[oid].lines.append((line_no, Line(sku, qty)))
@@ -200,14 +206,15 @@ def retry_waiting(
                 "UPDATE order_lines SET warehouse_id = ? WHERE order_id = ? AND line_no = ?",
                 line_updates,
             )
-            # the status guard makes a concurrent change (say a cancel) win over the retry;
-            # both run under the write lock, so it can only matter within this transaction
-            conn.executemany(
+            cur = conn.executemany(
                 "UPDATE orders SET status = 'allocated', status_reason = NULL, "
                 "warehouse_id = ?, distance_km = ?, eta = ?, tier = ?, allocated_at = ?, "
                 "updated_at = ? WHERE id = ? AND status IN ('unallocated', 'needs_attention')",
                 order_updates,
             )
+            if cur.rowcount != len(order_updates):  # read and written under one write lock
+                message = "a waiting order changed status during its retry: rolled back"
+                raise StoreError(message)
             conn.executemany(_INSERT_EVENT, writes.events)
             conn.executemany(_INSERT_DECISION, writes.decisions)
     return RetryResult(placed, still, time.perf_counter() - started)

@@ -248,12 +248,33 @@ class OpsCore:
                                                    self.config.notify), up.at)
         placed = 0
         if info is not None and self.settings.intake.retry_on_change:
-            # orders that found no backup during the outage may fit now (same transaction)
-            placed = len(retry_waiting(self.db, now=up.at, config=self.settings.allocation,
-                                       limit=self.settings.intake.retry_limit).placed)
-            state.bump(self.db, "orders_retry_placed", placed)
+            placed = self._retry_waiting(up)
         log.warning("warehouse %s available again (incident %s closed); %d waiting orders "
                     "placed", up.warehouse_id, up.incident_id, placed)
+
+    def _retry_waiting(self, up: WarehouseAvailable) -> int:
+        """Orders that found no backup may fit now: first those this warehouse's incidents
+        left stuck (a backlog of older waiting orders must not crowd them out of the
+        limit), then any. In a savepoint of the caller's transaction: a failed retry is
+        logged and counted and costs nothing else, the warehouse still reopens."""
+        stuck = [r[0] for r in self.db.execute(
+            "SELECT io.order_id FROM incident_orders io "
+            "JOIN incidents i ON i.id = io.incident_id "
+            "JOIN orders o ON o.id = io.order_id "
+            "WHERE i.warehouse_id = ? AND io.outcome = 'stuck' "
+            "AND o.status = 'needs_attention'", [up.warehouse_id]).fetchall()]
+        rules, limit = self.settings.allocation, self.settings.intake.retry_limit
+        placed = 0
+        try:
+            if stuck:
+                placed += len(retry_waiting(self.db, now=up.at, config=rules,
+                                            order_ids=stuck[:limit], limit=limit).placed)
+            placed += len(retry_waiting(self.db, now=up.at, config=rules, limit=limit).placed)
+        except Exception:  # each retry_waiting rolled back its own savepoint
+            log.exception("retrying waiting orders after %s reopened failed", up.warehouse_id)
+            state.bump(self.db, "retry_failures")
+        state.bump(self.db, "orders_retry_placed", placed)
+        return placed
 
     def _warehouse_info(self, warehouse_id: str) -> WarehouseInfo | None:
         row = self.db.execute("SELECT id, name, address, lat, lon FROM warehouses WHERE id = ?",

@@ -197,3 +197,46 @@ def test_restock_reaches_newer_orders_behind_older_ones_stuck_on_another_sku(
 
     assert blind.placed == []  # the one slot went to the oldest, stuck on the other SKU
     assert [p.order_id for p in aimed.placed] == [newer.order_id]
+
+
+def test_retry_of_a_split_keeps_the_part_still_held_and_places_only_the_rest(
+    sample_db: Database,
+) -> None:
+    rules = AllocationConfig(split_shipments=True)
+    cold = [r[0] for r in sample_db.execute(
+        "SELECT id FROM skus WHERE cold_chain = 1 ORDER BY id LIMIT 2")]
+    only_at_02, only_at_05 = cold
+    for sku in cold:
+        _empty_everywhere(sample_db, sku)
+    upsert_inventory(sample_db, [
+        InventoryIn(warehouse_id="WH-02", sku_id=only_at_02, on_hand=5),
+        InventoryIn(warehouse_id="WH-05", sku_id=only_at_05, on_hand=5),
+    ], NOW)
+    wh02 = store.get_warehouse(sample_db, "WH-02")
+    [outcome] = store.submit_orders(sample_db, [OrderIn(
+        channel=Channel.MEITUAN, channel_order_id="R-split", store_id="HZ-S001",
+        lines=[OrderLine(sku_id=only_at_02, qty=1), OrderLine(sku_id=only_at_05, qty=3)],
+        lat=wh02["lat"], lon=wh02["lon"])], now=NOW, config=rules)
+    assert outcome.status == "allocated"
+    store.set_warehouse_availability(sample_db, "WH-02", available=False, reason="breaker",
+                                     now=NOW)
+    stuck = reroute_warehouse(sample_db, "WH-02", incident_id="inc-split", reason="breaker",
+                              now=NOW, config=rules).stuck
+    assert [s.order_id for s in stuck] == [outcome.order_id]
+    upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-07", sku_id=only_at_02,
+                                             on_hand=5)], NOW)
+
+    [placed] = retry_waiting(sample_db, now=LATER, config=rules).placed
+
+    assert placed.warehouse_id == "WH-07"
+    held = sample_db.execute(
+        "SELECT line_no, warehouse_id, qty FROM reservations WHERE order_id = ? "
+        "AND status = 'held' ORDER BY line_no", [outcome.order_id]).fetchall()
+    assert [tuple(r) for r in held] == [(0, "WH-07", 1), (1, "WH-05", 3)]
+    reserved = dict(sample_db.execute(
+        "SELECT warehouse_id, reserved FROM inventory WHERE sku_id = ?", [only_at_05]
+    ).fetchall())
+    assert reserved["WH-05"] == 3  # not reserved a second time
+    lines = store.get_order(sample_db, outcome.order_id)["lines"]
+    assert [line["warehouse_id"] for line in lines] == ["WH-07", "WH-05"]
+    _consistent(sample_db)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -12,8 +12,11 @@ import pytest
 
 from benchmarks.reroute import seed_orders_at
 from coordinator.db import open_database
+from coordinator.settings import AllocationConfig, IntakeConfig
+from coordinator.store import submit_orders
 from protocols import Topics
 from protocols.clock import ManualClock
+from protocols.orders import Channel, OrderIn, OrderLine
 from simulators.brokers import Broker
 from tests.coordinator.ops.app_server import ops_app, serving
 from tests.coordinator.ops.helpers import assignments, ops_config, read, settings_for, wait_for
@@ -197,3 +200,60 @@ async def test_orders_stuck_during_a_pause_go_back_when_the_warehouse_resumes(
         assert order["timeline"][-1]["detail"]["retry"] is True
         summary = (await http.get("/stats")).json()
         assert summary["orders_by_status"] == {"allocated": 40}
+
+
+async def test_a_failing_retry_still_lets_the_warehouse_reopen(
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: Path) -> None:
+    db = open_database(seeded, migrate=False)
+    try:
+        db.execute("UPDATE inventory SET on_hand = reserved WHERE warehouse_id != ?", [WH])
+        # the database refuses the retry's decision rows: the retry fails as a whole
+        db.execute("CREATE TRIGGER refuse_retry BEFORE INSERT ON allocation_decisions "
+                   "WHEN NEW.kind = 'retry' BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+    finally:
+        db.conn.close()
+    clock = ManualClock(datetime.now(UTC))
+    app = ops_app(settings_for(seeded, broker.url, topics), ops_config(tmp_path), clock)
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
+        body = {"actor": "duty-lead-wang", "reason": "inspection"}
+        assert (await http.post(f"/warehouses/{WH}/pause", json=body)).status_code == 200
+
+        resumed = await http.post(f"/warehouses/{WH}/resume", json=body)
+
+        assert resumed.status_code == 200 and resumed.json()["available"] is True
+        assert available(seeded)
+        waiting = read(seeded, "SELECT count(*) FROM orders WHERE status = 'needs_attention'")
+        assert waiting == [(40,)]  # nothing half-placed
+        held = read(seeded, "SELECT count(*) FROM reservations WHERE status = 'held'")
+        assert held == [(0,)]
+        counters = (await http.get("/metrics/summary")).json()["counters"]
+        assert counters["retry_failures"] == 1
+
+
+async def test_reopening_retries_its_own_stuck_orders_ahead_of_an_older_backlog(
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: Path) -> None:
+    db = open_database(seeded, migrate=False)
+    try:  # a day-old backlog waiting on a SKU nobody stocks any more
+        gone = db.execute("SELECT id FROM skus WHERE cold_chain = 0 ORDER BY id DESC"
+                          ).fetchone()[0]
+        db.execute("UPDATE inventory SET on_hand = 0 WHERE sku_id = ?", [gone])
+        backlog = [OrderIn(channel=Channel.WECHAT_MINI, channel_order_id=f"old-{i}",
+                           store_id="HZ-S001", lines=[OrderLine(sku_id=gone, qty=1)],
+                           lat=30.27, lon=120.15) for i in range(8)]
+        submit_orders(db, backlog, now=datetime.now(UTC) - timedelta(days=1),
+                      config=AllocationConfig())
+        db.execute("UPDATE inventory SET on_hand = reserved WHERE warehouse_id != ?", [WH])
+    finally:
+        db.conn.close()
+    settings = settings_for(seeded, broker.url, topics).model_copy(
+        update={"intake": IntakeConfig(retry_limit=5)})
+    app = ops_app(settings, ops_config(tmp_path), ManualClock(datetime.now(UTC)))
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
+        body = {"actor": "duty-lead-wang", "reason": "inspection"}
+        assert (await http.post(f"/warehouses/{WH}/pause", json=body)).status_code == 200
+
+        await http.post(f"/warehouses/{WH}/resume", json=body)
+
+        by_status = (await http.get("/stats")).json()["orders_by_status"]
+        # five (the limit) of the pause's 40 stuck orders are back; the backlog still waits
+        assert by_status == {"allocated": 5, "needs_attention": 35, "unallocated": 8}
