@@ -84,6 +84,7 @@ class WalCheckpointer:
         self._thread = threading.Thread(target=self._run, name="wal-checkpointer", daemon=True)
         self.checkpoints = 0
         self.failures = 0
+        self.last_error: str | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -100,22 +101,36 @@ class WalCheckpointer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _run(self) -> None:
-        db = open_database(self._path, migrate=False)
-        try:
-            while not self._stop.wait(self._interval_s):
-                self._checkpoint(db)
-            self._checkpoint(db)
-        finally:
-            db.conn.close()
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
-    def _checkpoint(self, db: Database) -> None:
-        try:
-            db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error:
-            # a busy or failing checkpoint leaves the WAL longer, nothing is lost; the next
-            # round tries again
-            self.failures += 1
-            log.warning("WAL checkpoint of %s failed", self._path, exc_info=True)
-        else:
-            self.checkpoints += 1
+    def health(self) -> dict[str, object]:
+        """For ``/stats``: writers never checkpoint themselves, so a stuck checkpointer
+        means a WAL that only grows."""
+        return {"alive": self.alive, "checkpoints": self.checkpoints,
+                "failures": self.failures, "last_error": self.last_error}
+
+    def _run(self) -> None:
+        db: Database | None = None
+        while True:
+            stopping = self._stop.wait(self._interval_s)
+            try:
+                if db is None:  # (re)opened here: a failed open is retried next round
+                    db = open_database(self._path, migrate=False)
+                db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except (StoreError, sqlite3.Error) as exc:
+                # a busy or failing checkpoint leaves the WAL longer, nothing is lost; the
+                # next round tries again on a fresh connection
+                self.failures += 1
+                self.last_error = str(exc)
+                log.warning("WAL checkpoint of %s failed: %s", self._path, exc)
+                if db is not None:
+                    db.conn.close()
+                    db = None
+            else:
+                self.checkpoints += 1
+            if stopping:
+                break
+        if db is not None:
+            db.conn.close()

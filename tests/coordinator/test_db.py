@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 from coordinator.db import WalCheckpointer, open_database
@@ -65,3 +66,21 @@ def test_connection_opened_without_autocheckpoint_says_so(tmp_path: Path) -> Non
     finally:
         plain.conn.close()
         quiet.conn.close()
+
+
+def test_checkpointer_survives_a_database_it_cannot_open_and_recovers(tmp_path: Path) -> None:
+    folder = tmp_path / "not-yet"
+    checkpointer = WalCheckpointer(folder / "db.sqlite", interval_s=0.01)
+    with checkpointer:
+        deadline = time.monotonic() + 10
+        while checkpointer.failures < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert checkpointer.failures >= 2 and checkpointer.alive
+        assert "cannot open database" in str(checkpointer.last_error)
+        folder.mkdir()
+        while checkpointer.checkpoints < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert checkpointer.checkpoints >= 1
+        health = checkpointer.health()
+        assert health["alive"] is True and health["failures"] == checkpointer.failures
+    assert not checkpointer.alive
