@@ -19,7 +19,7 @@ import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request
@@ -66,7 +66,9 @@ LifespanHook = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
 # OverflowError in the driver, a 500 instead of a 422 naming the parameter
 SQLITE_INT_MAX = 2**63 - 1
 # the last instant a datetime holds, as channel timestamps (Unix ms) count it
-_MAX_EPOCH_MS = int(datetime.max.replace(tzinfo=UTC).timestamp() * 1000)
+# (exact: through timestamp() the float rounds up, past the end)
+_MAX_EPOCH_MS = (datetime.max.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+                 ) // timedelta(milliseconds=1)
 
 
 def in_utc_range(moment: datetime) -> bool:
