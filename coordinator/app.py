@@ -14,17 +14,28 @@ notification outbox) live there. ``app.state`` holds ``settings``, ``clock``,
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
+from pydantic.json_schema import models_json_schema
 from sqlite_utils import Database
 from starlette.concurrency import run_in_threadpool
 
@@ -50,6 +61,30 @@ from protocols.clock import Clock, SystemClock
 from protocols.orders import DouyinOrder, MeituanOrder, OrderIn, WechatMiniOrder, normalise
 
 LifespanHook = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
+
+# SQLite's INTEGER is 64-bit: a larger number in a query (an offset, an id) raised
+# OverflowError in the driver, a 500 instead of a 422 naming the parameter
+SQLITE_INT_MAX = 2**63 - 1
+# the last instant a datetime holds, as channel timestamps (Unix ms) count it
+# (exact: through timestamp() the float rounds up, past the end)
+_MAX_EPOCH_MS = (datetime.max.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+                 ) // timedelta(milliseconds=1)
+
+
+def in_utc_range(moment: datetime) -> bool:
+    """Whether an aware datetime has a UTC form: every stamp is stored in UTC, and
+    ``0001-01-01T00:00+01:00`` or ``9999-12-31T23:59-01:00`` have none (OverflowError)."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
+
+
+def invalid(field: str, message: str, **extra: Any) -> JSONResponse:
+    """A 422 shaped like the validation handler's, for input the models let through."""
+    return JSONResponse(status_code=422,
+                        content={"detail": f"{field}: {message}", "field": field, **extra})
 
 
 class Connections:
@@ -131,6 +166,13 @@ class StatusEvent(BaseModel):
     at: AwareDatetime | None = Field(default=None, description="event time; default: now")
     detail: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("at")
+    @classmethod
+    def _has_utc_form(cls, value: datetime | None) -> datetime | None:
+        if value is not None and not in_utc_range(value):
+            raise ValueError("must fall between years 1 and 9999 in UTC")
+        return value
+
 
 class RetryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -145,6 +187,23 @@ class RetryRequest(BaseModel):
 class Problem(BaseModel):
     detail: str
     field: str | None = None
+
+
+class FieldError(BaseModel):
+    field: str
+    msg: str
+    type: str
+
+
+class InvalidRequest(BaseModel):
+    """Every 422: what is wrong with the request and where (``body.0.goods.1.num``,
+    ``query.limit``, ``row 3.on_hand``, or the kind of an unknown reference)."""
+
+    detail: str
+    field: str
+    errors: list[FieldError] = Field(default_factory=list,
+                                     description="each invalid field (the first 20)")
+    value: str | None = Field(default=None, description="the unknown id, for a reference")
 
 
 _ORDER_EXAMPLES = {
@@ -206,6 +265,34 @@ def _unknown_reference(exc: NotFound) -> JSONResponse:
                         content={"detail": str(exc), "field": exc.kind, "value": exc.ident})
 
 
+# the channels' Unix timestamps and their unit (ms per count)
+_EPOCH_FIELDS: dict[type[BaseModel], tuple[tuple[str, int], ...]] = {
+    WechatMiniOrder: (("submit_time_ms", 1),),
+    MeituanOrder: (("ctime", 1000),),
+    DouyinOrder: (("create_time", 1000), ("submit_ms", 1)),
+}
+
+
+def _normalise_all(items: Sequence[BaseModel], single: bool) -> list[OrderIn] | JSONResponse:
+    """Every payload as an :class:`OrderIn`, or the 422 of the first that cannot be one.
+
+    A channel payload can be valid as sent and still make no order (neither store nor
+    customer), or carry a timestamp past the calendar's end: both were 500s."""
+    orders = []
+    for number, item in enumerate(items):
+        where = "body" if single else f"body.{number}"
+        for name, unit_ms in _EPOCH_FIELDS.get(type(item), ()):
+            value = getattr(item, name)
+            if value is not None and value * unit_ms > _MAX_EPOCH_MS:
+                return invalid(f"{where}.{name}", "a time after the year 9999")
+        try:
+            orders.append(normalise(item))  # type: ignore[arg-type]
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            return invalid(_field_path((where, *first["loc"])), first["msg"])
+    return orders
+
+
 def _decision_view(row: dict[str, Any]) -> dict[str, Any]:
     candidates = store.trace_candidates(row["trace"])
     lines = []
@@ -249,7 +336,8 @@ def _orders_router() -> APIRouter:
     @router.post(
         "/orders",
         response_model=OrderResult | BatchResult,
-        responses={422: {"description": "invalid body (with the field path) or unknown "
+        responses={422: {"model": InvalidRequest,
+                         "description": "invalid body (with the field path) or unknown "
                                         "SKU/store"}},
         summary="Submit one order or a batch (any channel's payload); idempotent",
     )
@@ -275,7 +363,10 @@ def _orders_router() -> APIRouter:
             return JSONResponse(status_code=422, content={
                 "detail": f"batch of {len(items)} exceeds intake.max_batch "
                           f"{settings.intake.max_batch}", "field": "body"})
-        orders = [normalise(item) for item in items]
+        orders = _normalise_all(items, single)
+        if isinstance(orders, JSONResponse):
+            _count(request, "orders_rejected")
+            return orders
         intake: GroupCommitter = request.app.state.intake
         try:
             outcomes = await intake.submit_async(orders)
@@ -403,11 +494,12 @@ def _catalog_router() -> APIRouter:
         Kind.INVENTORY: InventoryIn,
     }
 
-    def _upsert(request: Request, kind: Kind, rows: Sequence[BaseModel]) -> dict[str, Any]:
+    def _upsert(request: Request, kind: Kind, rows: Sequence[BaseModel]
+                ) -> dict[str, Any] | JSONResponse:
         try:
             written = upsert(_db(request), kind, rows, _now(request))
         except NotFound as exc:
-            raise HTTPException(status_code=422, detail=str(exc)) from exc
+            return _unknown_reference(exc)
         except Conflict as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from exc
         out: dict[str, Any] = {"kind": kind.value, "written": written}
@@ -480,21 +572,21 @@ def _add_kind_routes(
     router: APIRouter,
     kind: Kind,
     model: type[BaseModel],
-    do_upsert: Callable[[Request, Kind, Sequence[BaseModel]], dict[str, Any]],
+    do_upsert: Callable[[Request, Kind, Sequence[BaseModel]], dict[str, Any] | JSONResponse],
 ) -> None:
     path = f"/{kind.value}"
 
     def list_kind(
         request: Request,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=SQLITE_INT_MAX)] = 0,
         warehouse_id: str | None = None,
         sku_id: str | None = None,
     ) -> list[dict[str, Any]]:
         return list_rows(_db(request), kind, limit=limit, offset=offset,
                          warehouse_id=warehouse_id, sku_id=sku_id)
 
-    def upsert_kind(request: Request, body: Any) -> dict[str, Any]:
+    def upsert_kind(request: Request, body: Any) -> Any:
         rows = body if isinstance(body, list) else [body]
         return do_upsert(request, kind, rows)
 
@@ -502,7 +594,7 @@ def _add_kind_routes(
     # the body type is the model (or a list of it), so FastAPI validates and documents it
     upsert_kind.__annotations__["body"] = model | list[model]  # type: ignore[valid-type]
     for method in ("POST", "PUT"):
-        router.add_api_route(path, upsert_kind, methods=[method],
+        router.add_api_route(path, upsert_kind, methods=[method], response_model=dict[str, Any],
                              name=f"upsert_{kind.value}_{method.lower()}",
                              summary=f"Create or update {kind.value} (one object or a list)")
     if kind is not Kind.INVENTORY:
@@ -557,6 +649,28 @@ def _relevant_errors(errors: Sequence[Any], body: Any) -> list[Any]:
     wanted = "list" if isinstance(body, list) else "one"
     kept = [e for e in errors if branch(e) == wanted]
     return kept or list(errors)
+
+
+_SCHEMAS = "#/components/schemas/"
+
+
+def _document_invalid_requests(spec: dict[str, Any]) -> None:
+    """FastAPI documents each 422 as its own ``HTTPValidationError`` (``detail`` a list),
+    but every 422 here is an :class:`InvalidRequest` (``detail`` a string, ``field``):
+    clients and contract tests read the spec, so it says what is sent."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    _, top = models_json_schema([(InvalidRequest, "serialization")],
+                                ref_template=_SCHEMAS + "{model}")
+    schemas.update(top.get("$defs", {}))
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            answer = operation.get("responses", {}).get("422", {})
+            for media in answer.get("content", {}).values():
+                if media.get("schema", {}).get("$ref") == _SCHEMAS + "HTTPValidationError":
+                    media["schema"] = {"$ref": _SCHEMAS + "InvalidRequest"}
+    schemas.pop("HTTPValidationError", None)
+    if _SCHEMAS + "ValidationError" not in json.dumps(spec):
+        schemas.pop("ValidationError", None)
 
 
 # -- the app --------------------------------------------------------------------------
@@ -630,4 +744,11 @@ def create_app(
     app.include_router(_catalog_router())
     for router in extra_routers:
         app.include_router(router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _document_invalid_requests(FastAPI.openapi(app))  # cached in app.openapi_schema
+        return FastAPI.openapi(app)
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -216,13 +216,21 @@ def parse_text(text: str, kind: Kind, *, fmt: str) -> list[BaseModel]:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ImportFileError("file", f"invalid JSON: {exc}") from exc
+        except RecursionError as exc:
+            # arrays nested thousands deep exhaust the decoder's stack: no export is like that
+            raise ImportFileError("file", "invalid JSON: nested too deeply") from exc
         if isinstance(data, dict):
             data = data.get("rows", data.get(kind.value))
         if not isinstance(data, list):
             raise ImportFileError("file", "expected a JSON list of objects (or {\"rows\": [...]})")
         return parse_rows(kind, data)
     if fmt == "csv":
-        return parse_rows(kind, csv.DictReader(io.StringIO(text)))
+        reader = csv.DictReader(io.StringIO(text))
+        try:
+            return parse_rows(kind, reader)
+        except csv.Error as exc:
+            # e.g. a field over the csv module's 128 KiB limit: no column allows that much
+            raise ImportFileError(f"line {reader.line_num}", f"invalid CSV: {exc}") from exc
     raise ImportFileError("file", f"unsupported format {fmt!r}: use .csv or .json")
 
 

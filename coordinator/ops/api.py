@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from coordinator.app import SQLITE_INT_MAX, InvalidRequest, in_utc_range, invalid
 from coordinator.errors import NotFound
 from coordinator.ops import metrics
 from coordinator.ops.core import HandleResult, OpsCore
@@ -117,9 +118,13 @@ async def warehouse_audit(warehouse_id: str, ops: Ops) -> list[dict[str, Any]]:
     return await ops.call(read)
 
 
-@router.post("/tracking", status_code=202)
-async def post_tracking(update: TrackingUpdate, ops: Ops) -> dict[str, Any]:
+@router.post("/tracking", status_code=202, response_model=dict[str, Any],
+             responses={422: {"model": InvalidRequest}})
+async def post_tracking(update: TrackingUpdate, ops: Ops) -> Any:
     """A courier's tracking update for one shipment (same model as the MQTT topic)."""
+    if not in_utc_range(update.ts):
+        # stored in UTC: 0001-01-01T00:00+01:00 failed the ops transaction, a 500
+        return invalid("body.ts", "must fall between years 1 and 9999 in UTC")
     result = await ops.handle(update)
     return {"accepted": True, "shipment_id": update.shipment_id,
             "transitions": [type(t).__name__ for t in result.transitions]}
@@ -140,7 +145,9 @@ async def list_notifications(
 
 
 @router.post("/notifications/{notification_id}/retry")
-async def retry_notification(notification_id: int, ops: Ops) -> dict[str, Any]:
+async def retry_notification(
+    notification_id: Annotated[int, Path(ge=1, le=SQLITE_INT_MAX)], ops: Ops
+) -> dict[str, Any]:
     now = ops.clock.now()
 
     def retry(core: OpsCore) -> bool:
