@@ -11,7 +11,7 @@ Rules of the contract:
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -39,6 +39,21 @@ def _level(value: str) -> str:
     return validate_level(value, "identifier")
 
 
+def _has_utc_form(value: datetime) -> datetime:
+    # "0001-01-01T00:00:00+01:00" is a valid aware time with no UTC equivalent: every
+    # reader converts to UTC, so it is refused here, naming the field, not deep in a loop
+    try:
+        value.astimezone(UTC)
+    except OverflowError as exc:
+        message = "has no UTC equivalent (outside years 1-9999 in UTC)"
+        raise ValueError(message) from exc
+    return value
+
+
+# An aware time that converts to UTC: what every time field of the contract is.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_has_utc_form)]
+
+
 Ident = Annotated[str, AfterValidator(_level)]
 
 # The id of one lifetime of an agent's state database (edge agents use uuid4().hex).
@@ -57,7 +72,7 @@ class SensorReading(WireModel):
     """Native sensor format: one reading with its event timestamp."""
 
     sensor_id: Ident
-    ts: AwareDatetime
+    ts: UtcDatetime
     temperature_c: float | None = Field(default=None, ge=MIN_TEMPERATURE_C, le=MAX_TEMPERATURE_C)
     humidity_pct: float | None = Field(default=None, ge=0.0, le=100.0)
 
@@ -92,7 +107,7 @@ class TripValue(BaseModel):
     sensor_id: str
     metric: Literal["temperature_c", "humidity_pct"]
     value: float
-    ts: AwareDatetime
+    ts: UtcDatetime
 
 
 class BreakerEvent(WireModel):
@@ -117,7 +132,7 @@ class BreakerEvent(WireModel):
     open: bool
     override: Override = Override.NONE
     override_actor: str | None = None
-    override_expires_at: AwareDatetime | None = None
+    override_expires_at: UtcDatetime | None = None
     acknowledged: bool = False
     acknowledged_by: str | None = None
     zone: str | None = None
@@ -125,13 +140,13 @@ class BreakerEvent(WireModel):
     reason: str = Field(min_length=1, max_length=64)
     detail: str = ""
     values: list[TripValue] = Field(default_factory=list, max_length=64)
-    since: AwareDatetime
+    since: UtcDatetime
     episode_id: str | None = None
     seq: int = Field(ge=0)
     session_seq: int = Field(ge=0)
     incarnation: Incarnation | None = None
-    event_time: AwareDatetime
-    published_at: AwareDatetime
+    event_time: UtcDatetime
+    published_at: UtcDatetime
     clock_suspect: bool = False
     historical: bool = False
 
@@ -179,7 +194,7 @@ class AgentStatus(WireModel):
     state: AgentState
     session_seq: int = Field(ge=0)
     incarnation: Incarnation | None = None
-    ts: AwareDatetime
+    ts: UtcDatetime
     software: str = ""
     breakers: list[Ident] = Field(default_factory=list)
     graceful: bool = False
@@ -195,11 +210,11 @@ class RuleCountdown(WireModel):
     rule: Ident
     breaker: Ident
     state: BreakerState
-    pending_since: AwareDatetime | None = None
-    trips_at: AwareDatetime | None = None
+    pending_since: UtcDatetime | None = None
+    trips_at: UtcDatetime | None = None
     seconds_left: float | None = Field(default=None, ge=0)
     readings_in_window: int = Field(default=0, ge=0)
-    event_time: AwareDatetime
+    event_time: UtcDatetime
 
     @model_validator(mode="after")
     def _pending_has_deadline(self) -> RuleCountdown:
@@ -217,8 +232,8 @@ class TelemetrySummary(WireModel):
     agent_id: Ident
     zone: Ident
     metric: Literal["temperature_c", "humidity_pct"]
-    window_start: AwareDatetime
-    window_end: AwareDatetime
+    window_start: UtcDatetime
+    window_end: UtcDatetime
     count: int = Field(ge=1)
     min: float
     mean: float
@@ -254,8 +269,8 @@ class BreakerCommand(WireModel):
     command: CommandKind
     actor: str = Field(min_length=1, max_length=128)
     reason: str = Field(min_length=1, max_length=500)
-    issued_at: AwareDatetime
-    expires_at: AwareDatetime | None = None
+    issued_at: UtcDatetime
+    expires_at: UtcDatetime | None = None
 
     @model_validator(mode="after")
     def _override_needs_expiry(self) -> BreakerCommand:
@@ -279,7 +294,7 @@ class AuditRecord(WireModel):
     reason: str
     outcome: Literal["applied", "refused", "expired"]
     detail: str = ""
-    ts: AwareDatetime
+    ts: UtcDatetime
 
 
 class DeadLetter(WireModel):
@@ -292,7 +307,7 @@ class DeadLetter(WireModel):
     error: str
     field: str = "$"
     payload: str = Field(max_length=2048)
-    received_at: AwareDatetime
+    received_at: UtcDatetime
     rejected_total: int = Field(ge=1)
 
 
@@ -304,7 +319,7 @@ class TrackingUpdate(WireModel):
     warehouse_id: Ident
     order_id: str | None = None
     status: Literal["picked_up", "in_transit", "out_for_delivery", "delivered", "exception"]
-    ts: AwareDatetime
+    ts: UtcDatetime
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
 

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from protocols.models import UtcDatetime
 
 
 class Channel(StrEnum):
@@ -44,7 +46,7 @@ class OrderIn(_Lenient):
     lines: list[OrderLine] = Field(min_length=1, max_length=200)
     lat: Lat
     lon: Lon
-    client_submitted_at: AwareDatetime | None = None
+    client_submitted_at: UtcDatetime | None = None
 
     @model_validator(mode="after")
     def _who(self) -> OrderIn:

@@ -17,6 +17,7 @@ from protocols import (
     SensorReading,
     TopicError,
     Topics,
+    TrackingUpdate,
     decode,
     encode,
 )
@@ -115,6 +116,29 @@ def test_naive_timestamps_are_refused() -> None:
     with pytest.raises(PayloadError) as err:
         decode(SensorReading, '{"sensor_id":"t1","ts":"2026-01-01T00:00:00","temperature_c":4}')
     assert err.value.field == "ts"
+
+
+@pytest.mark.parametrize("ts", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00-01:00"])
+def test_times_with_no_utc_form_are_refused_naming_the_field(ts: str) -> None:
+    with pytest.raises(PayloadError) as err:
+        decode(TrackingUpdate, json.dumps({"carrier": "sf-express", "shipment_id": "SF1",
+                                           "warehouse_id": "WH-03", "status": "in_transit",
+                                           "ts": ts}))
+    assert err.value.field == "ts"
+    with pytest.raises(PayloadError) as err:
+        decode(BreakerEvent, json.dumps(tripped_event(event_time=ts)))
+    assert err.value.field == "event_time"
+
+
+@given(st.datetimes(timezones=st.timezones()))
+def test_any_aware_time_either_converts_to_utc_or_is_refused(moment: datetime) -> None:
+    text = json.dumps({"sensor_id": "t1", "ts": moment.isoformat(), "temperature_c": 4})
+    try:
+        reading = decode(SensorReading, text)
+    except PayloadError as exc:
+        assert exc.field == "ts"
+    else:
+        assert reading.ts.astimezone(UTC) == moment.astimezone(UTC)
 
 
 def test_override_commands_need_an_expiry_after_issue() -> None:
