@@ -15,6 +15,8 @@ notification outbox) live there. ``app.state`` holds ``settings``, ``clock``,
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
@@ -69,6 +71,8 @@ SQLITE_INT_MAX = 2**63 - 1
 # (exact: through timestamp() the float rounds up, past the end)
 _MAX_EPOCH_MS = (datetime.max.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
                  ) // timedelta(milliseconds=1)
+
+log = logging.getLogger(__name__)
 
 
 def in_utc_range(moment: datetime) -> bool:
@@ -253,6 +257,18 @@ def _retry(request: Request, order_ids: Sequence[str] | None = None,
                            limit=limit if limit is not None else settings.intake.retry_limit)
     _count(request, "orders_retry_placed", len(result.placed))
     return result
+
+
+def _retry_after_write(request: Request, sku_ids: Collection[str] | None = None
+                       ) -> dict[str, Any]:
+    """Retry waiting orders after a write that already committed: a failure here must not
+    turn that write's answer into an error (a client would repeat a done cancel)."""
+    try:
+        return _retry(request, sku_ids=sku_ids).summary()
+    except (StoreError, sqlite3.Error) as exc:
+        log.warning("retry of waiting orders after a write failed: %s", exc)
+        _count(request, "retry_failures")
+        return {"error": f"retry of waiting orders failed: {exc}"}
 
 
 def _not_found(exc: NotFound) -> HTTPException:
@@ -451,7 +467,7 @@ def _orders_router() -> APIRouter:
         if status == "cancelled" and settings.intake.retry_on_change:
             # the stock it held is free again: a waiting order of those SKUs may fit now
             skus = {line["sku_id"] for line in store.get_order(_db(request), order_id)["lines"]}
-            out["retried"] = _retry(request, sku_ids=skus).summary()
+            out["retried"] = _retry_after_write(request, sku_ids=skus)
         return out
 
     @router.get("/orders/{order_id}/decision",
@@ -508,9 +524,9 @@ def _catalog_router() -> APIRouter:
         if written and settings.intake.retry_on_change:
             if kind is Kind.INVENTORY:  # only orders that ask for one of these SKUs
                 skus = {row.sku_id for row in rows if isinstance(row, InventoryIn)}
-                out["retried"] = _retry(request, sku_ids=skus).summary()
+                out["retried"] = _retry_after_write(request, sku_ids=skus)
             elif kind is Kind.WAREHOUSES:
-                out["retried"] = _retry(request).summary()
+                out["retried"] = _retry_after_write(request)
         return out
 
     for kind, model in models.items():
@@ -542,13 +558,26 @@ def _catalog_router() -> APIRouter:
         return await run_in_threadpool(_upsert, request, kind, rows)
 
     @router.get("/alerts", tags=["operations"], summary="Recent alerts (unallocated, stuck)")
-    def alerts(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-               ) -> list[dict[str, Any]]:
-        cur = _db(request).conn.execute(
-            "SELECT id, at, kind, order_id, warehouse_id, incident_id, message FROM alerts "
-            "ORDER BY id DESC LIMIT ?", [limit])
+    def alerts(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        open_only: Annotated[bool, Query(alias="open")] = False,
+    ) -> list[dict[str, Any]]:
+        """``open``: the alert's order still waits (unallocated or needs attention); false
+        once it was placed or cancelled; null for an alert about no order. ``?open=true``
+        lists only the open ones."""
+        sql = ("SELECT a.id, a.at, a.kind, a.order_id, a.warehouse_id, a.incident_id, "
+               "a.message, CASE WHEN a.order_id IS NULL THEN NULL "
+               "ELSE coalesce(o.status IN ('unallocated', 'needs_attention'), 0) END AS open "
+               "FROM alerts a LEFT JOIN orders o ON o.id = a.order_id")
+        if open_only:
+            sql += " WHERE o.status IN ('unallocated', 'needs_attention')"
+        cur = _db(request).conn.execute(sql + " ORDER BY a.id DESC LIMIT ?", [limit])
         names = [c[0] for c in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        for row in rows:
+            row["open"] = None if row["open"] is None else bool(row["open"])
+        return rows
 
     @router.get("/stats", tags=["operations"], summary="Order counts and intake counters")
     def stats(request: Request) -> dict[str, Any]:
@@ -557,8 +586,9 @@ def _catalog_router() -> APIRouter:
             "SELECT status, count(*) FROM orders GROUP BY status").fetchall())
         with request.app.state.counters_lock:
             counters = dict(request.app.state.counters)
+        checkpointer: WalCheckpointer = request.app.state.checkpointer
         return {"orders_by_status": by_status, "orders_skewed_total": store.skew_count(db),
-                "counters": counters}
+                "counters": counters, "wal_checkpointer": checkpointer.health()}
 
     @router.get("/healthz", tags=["operations"])
     def healthz(request: Request) -> dict[str, str]:

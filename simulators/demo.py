@@ -507,7 +507,8 @@ async def _coordinator_report(
         for kind, by in outcome.metrics.get("notifications", {}).items():
             for status, n in by.items():
                 outcome.notifications[f"{kind} {status}"] = int(n)
-        response = await http.get("/alerts")
+        # open: the alert's order still waits (a retry may have placed it since)
+        response = await http.get("/alerts", params={"open": "true", "limit": 1000})
         if response.status_code == 200:
             body = response.json()
             outcome.alerts = len(body) if isinstance(body, list) else int(body.get("count", 0))

@@ -143,6 +143,13 @@ def test_waiting_order_is_placed_when_stock_is_put_back(live_http: httpx.Client)
     assert [d["kind"] for d in decisions] == ["allocate", "retry"]
     again = live_http.post("/orders/retry", json={"order_ids": [order_id]})
     assert again.status_code == 200 and again.json()["placed"] == 0
+    # its "unallocated" alert is kept, and no longer open
+    mine = [a for a in live_http.get("/alerts", params={"limit": 1000}).json()
+            if a["order_id"] == order_id]
+    assert [(a["kind"], a["open"]) for a in mine] == [("unallocated", False)]
+    still_open = live_http.get("/alerts", params={"open": "true", "limit": 1000}).json()
+    assert order_id not in {a["order_id"] for a in still_open}
+    assert all(a["open"] is True for a in still_open)
 
 
 def test_cancelling_an_order_frees_its_stock_for_a_waiting_one(live_http: httpx.Client) -> None:
@@ -302,3 +309,32 @@ async def test_running_app_leaves_process_wide_settings_alone(settings: Settings
         assert sys.getswitchinterval() == interval
         assert gc.get_freeze_count() == frozen and gc.isenabled() == collecting
     assert sys.getswitchinterval() == interval and gc.get_freeze_count() == frozen
+
+
+async def test_a_failed_retry_after_a_cancel_still_answers_the_cancel(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    sku = "SKU-0202"
+    only_one = [{"warehouse_id": f"WH-0{i}", "sku_id": sku, "on_hand": 1 if i == 1 else 0}
+                for i in range(1, 9)]
+    assert (await client.put("/inventory", json=only_one)).status_code == 200
+    first = (await client.post("/orders", json=_wechat("SCARCE-A", sku=sku))).json()
+    second = (await client.post("/orders", json=_wechat("SCARCE-B", sku=sku))).json()
+    assert second["status"] == "unallocated"
+    db = open_database(settings.db_path, migrate=False)
+    try:  # the database refuses the retry's decision rows
+        db.execute("CREATE TRIGGER refuse_retry BEFORE INSERT ON allocation_decisions "
+                   "WHEN NEW.kind = 'retry' BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+    finally:
+        db.conn.close()
+
+    cancelled = await client.post(f"/orders/{first['order_id']}/events",
+                                  json={"kind": "cancelled"})
+
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    assert "disk says no" in cancelled.json()["retried"]["error"]
+    assert (await client.get(f"/orders/{second['order_id']}")).json()["status"] == "unallocated"
+    stats = (await client.get("/stats")).json()
+    assert stats["counters"]["retry_failures"] == 1
+    assert stats["wal_checkpointer"]["alive"] is True
