@@ -525,6 +525,9 @@ def _catalog_router() -> APIRouter:
             if kind is Kind.INVENTORY:  # only orders that ask for one of these SKUs
                 skus = {row.sku_id for row in rows if isinstance(row, InventoryIn)}
                 out["retried"] = _retry_after_write(request, sku_ids=skus)
+            elif kind is Kind.SKUS:  # e.g. no longer cold chain: more warehouses qualify
+                skus = {row.id for row in rows if isinstance(row, SkuIn)}
+                out["retried"] = _retry_after_write(request, sku_ids=skus)
             elif kind is Kind.WAREHOUSES:
                 out["retried"] = _retry_after_write(request)
         return out

@@ -280,7 +280,9 @@ async def test_catalog_crud_and_bulk_import(client: httpx.AsyncClient, tmp_path:
     csv_body = "id,name,cold_chain\nSKU-N1,新品,是\nSKU-N2,新品2,0\n"
     imported = await client.post("/import/skus", content=csv_body.encode(),
                                  headers={"content-type": "text/csv"})
-    assert imported.json() == {"kind": "skus", "written": 2}
+    assert imported.json() == {"kind": "skus", "written": 2,
+                               "retried": {"placed": 0, "still_waiting": 0,
+                                           "seconds": imported.json()["retried"]["seconds"]}}
     bad_csv = "warehouse_id,sku_id,on_hand\nWH-09,SKU-N1,5\nWH-09,SKU-N2,-1\n"
     rejected = await client.post("/import/inventory", content=bad_csv.encode(),
                                  headers={"content-type": "text/csv"})
