@@ -352,9 +352,13 @@ def _orders_router() -> APIRouter:
     @router.post(
         "/orders",
         response_model=OrderResult | BatchResult,
-        responses={422: {"model": InvalidRequest,
-                         "description": "invalid body (with the field path) or unknown "
-                                        "SKU/store"}},
+        responses={
+            200: {"description": "a batch, or one order already stored (`created: false`)"},
+            201: {"model": OrderResult, "description": "one new order, stored and allocated"},
+            422: {"model": InvalidRequest,
+                  "description": "invalid body (with the field path) or unknown SKU/store"},
+            503: {"model": Problem, "description": "the database cannot take the write"},
+        },
         summary="Submit one order or a batch (any channel's payload); idempotent",
     )
     async def post_orders(

@@ -301,6 +301,8 @@ async def test_openapi_documents_the_order_payloads(client: httpx.AsyncClient) -
     assert "/orders" in spec["paths"] and "/orders/{order_id}/decision" in spec["paths"]
     names = set(spec["components"]["schemas"])
     assert {"WechatMiniOrder", "MeituanOrder", "DouyinOrder", "OrderIn"} <= names
+    # every status POST /orders answers with is documented
+    assert {"200", "201", "422", "503"} <= set(spec["paths"]["/orders"]["post"]["responses"])
 
 
 async def test_running_app_leaves_process_wide_settings_alone(settings: Settings,
