@@ -32,7 +32,11 @@ from coordinator.ops.breakers import (
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.couriers import CourierAction, CourierResumed, CourierStale
 from coordinator.ops.notify import outbox
-from coordinator.ops.notify.franchisee import queue_franchisee_notices
+from coordinator.ops.notify.franchisee import (
+    placed_notices_cursor,
+    queue_franchisee_notices,
+    queue_placed_notices,
+)
 from coordinator.ops.notify.messages import (
     IncidentSummary,
     MovedOrder,
@@ -80,6 +84,7 @@ class OpsCore:
         self.tracker_config = TrackerConfig(agent_offline_grace=config.agent_offline_grace)
         self._reload()
         self.last_reroute: RerouteTiming | None = None
+        self._placed_cursor = placed_notices_cursor(db)
 
     def _reload(self) -> None:
         self.tracker = state.load_tracker(self.db, self.tracker_config)
@@ -99,7 +104,21 @@ class OpsCore:
             actions += self._courier_actions(self.couriers.tick(now), now)
             return actions
 
-        return self._run(step, now)
+        result = self._run(step, now)
+        self._notify_late_placements(now)
+        return result
+
+    def _notify_late_placements(self, now: datetime) -> None:
+        """Tell franchisees about stuck orders a retry has placed since the last tick."""
+        newest = self.db.execute("SELECT coalesce(max(id), 0) FROM order_events").fetchone()[0]
+        if newest <= self._placed_cursor:  # the common case: no write lock taken
+            return
+        with write_transaction(self.db):
+            queued = queue_placed_notices(self.db, upto=newest, at=now,
+                                          config=self.config.notify.franchisee)
+            if queued:
+                state.bump(self.db, "placed_notices", queued)
+        self._placed_cursor = newest
 
     def pause(self, warehouse_id: str, *, actor: str, reason: str,
               now: datetime) -> HandleResult:

@@ -197,3 +197,22 @@ def m002_agent_incarnations(db: Database) -> None:
     )
     db.execute("DROP TABLE ops_processed_events")
     db.execute("ALTER TABLE ops_processed_events_v2 RENAME TO ops_processed_events")
+
+
+@migrations()
+def m003_cursors(db: Database) -> None:
+    """Where a sweep over an append-only table got to (``placed_notices``: the last order
+    event whose late placement franchisees were told about). It starts at the events that
+    exist now, so upgrading never notifies history."""
+    db.execute(
+        """
+        CREATE TABLE ops_cursors (
+            name TEXT PRIMARY KEY,
+            value INTEGER NOT NULL
+        )
+        """
+    )
+    db.execute(
+        "INSERT INTO ops_cursors (name, value) "
+        "SELECT 'placed_notices', coalesce(max(id), 0) FROM order_events"
+    )

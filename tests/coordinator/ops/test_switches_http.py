@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -200,6 +201,26 @@ async def test_orders_stuck_during_a_pause_go_back_when_the_warehouse_resumes(
         assert order["timeline"][-1]["detail"]["retry"] is True
         summary = (await http.get("/stats")).json()
         assert summary["orders_by_status"] == {"allocated": 40}
+        # each franchisee hears where the order went after the wait, with a coupon for it
+        placed: list[dict[str, Any]] = []
+
+        async def placed_notices() -> int:
+            nonlocal placed
+            found = (await http.get("/notifications", params={"kind": "franchisee",
+                                                               "limit": 1000})).json()
+            placed = [n["payload"] for n in found if n["payload"]["type"] == "placed_notice"]
+            return len(placed)
+
+        async with asyncio.timeout(10):
+            while await placed_notices() < 40:  # noqa: ASYNC110 - polls the HTTP API
+                await asyncio.sleep(0.05)
+        assert {p["order_id"] for p in placed} == {r[0] for r in stuck}
+        assert {p["new_warehouse"]["id"] for p in placed} == {WH}
+        assert all(p["coupon"]["code"] and p["new_eta"] for p in placed)
+        assert {p["incident_id"] for p in placed} == {incident["incident_id"]}
+        clock.advance(60)
+        await asyncio.sleep(0.3)  # more ticks: nothing is queued twice
+        assert await placed_notices() == 40
 
 
 async def test_a_failing_retry_still_lets_the_warehouse_reopen(
