@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Config(BaseModel):
@@ -119,6 +120,19 @@ class NotifyConfig(_Config):
     sms: SmsConfig = SmsConfig()
     webhook: WebhookConfig = WebhookConfig()
     dispatcher: DispatcherConfig = DispatcherConfig()
+    # People read WeCom and SMS texts in their own wall-clock time; JSON payloads (webhook,
+    # franchisee notices) keep ISO 8601 UTC.
+    timezone: str = Field(default="Asia/Shanghai", min_length=1, max_length=64)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            message = f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)"
+            raise ValueError(message) from exc
+        return value
 
 
 class OpsConfig(_Config):

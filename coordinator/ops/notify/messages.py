@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from coordinator.ops.config import NotifyConfig
 from coordinator.ops.notify.outbox import OutgoingNotice, iso
@@ -67,7 +68,12 @@ def _destinations(summary: IncidentSummary) -> list[tuple[str, int]]:
     return [(f"{names[wid]} ({wid})", n) for wid, n in sorted(counted.items())]
 
 
-def _incident_fields(summary: IncidentSummary) -> dict[str, Any]:
+def local_time(at: datetime, timezone: str) -> str:
+    """``2026-01-15 02:17:30 (Asia/Shanghai)``: how a person on duty reads a time."""
+    return f"{at.astimezone(ZoneInfo(timezone)):%Y-%m-%d %H:%M:%S} ({timezone})"
+
+
+def _incident_fields(summary: IncidentSummary, timezone: str) -> dict[str, Any]:
     return {
         "incident_id": summary.incident_id,
         "warehouse_id": summary.warehouse.id,
@@ -77,13 +83,14 @@ def _incident_fields(summary: IncidentSummary) -> dict[str, Any]:
         "moved": len(summary.moved),
         "stuck": len(summary.stuck),
         "at": iso(summary.at),
+        "at_local": local_time(summary.at, timezone),
     }
 
 
-def wecom_body(summary: IncidentSummary, msgtype: str,
-               mentioned_mobile_list: list[str]) -> dict[str, Any]:
+def wecom_body(summary: IncidentSummary, msgtype: str, mentioned_mobile_list: list[str],
+               timezone: str) -> dict[str, Any]:
     """The robot's documented JSON: ``{"msgtype": "markdown", "markdown": {"content"}}``."""
-    f = _incident_fields(summary)
+    f = _incident_fields(summary, timezone)
     where = "，".join(f"{name} ×{n}" for name, n in _destinations(summary)) or "无"
     stuck_ids = ", ".join(s.order_id for s in summary.stuck[:10])
     if len(summary.stuck) > 10:
@@ -95,7 +102,7 @@ def wecom_body(summary: IncidentSummary, msgtype: str,
             f"> 原因：{f['reason']}（{f['cause']}）",
             f"> 已自动改派：<font color=\"info\">{f['moved']}</font> 单",
             f"> 待人工处理：<font color=\"warning\">{f['stuck']}</font> 单",
-            f"> 时间：{f['at']}",
+            f"> 时间：{f['at_local']}",
             f"改派去向：{where}",
         ]
         if stuck_ids:
@@ -105,7 +112,8 @@ def wecom_body(summary: IncidentSummary, msgtype: str,
     text = (
         f"仓库停止接单：{f['warehouse_name']}（{f['warehouse_id']}）\n"
         f"事件 {f['incident_id']}，原因：{f['reason']}\n"
-        f"已自动改派 {f['moved']} 单，待人工处理 {f['stuck']} 单\n改派去向：{where}"
+        f"已自动改派 {f['moved']} 单，待人工处理 {f['stuck']} 单\n改派去向：{where}\n"
+        f"时间：{f['at_local']}"
     )
     if stuck_ids:
         text += f"\n待处理订单：{stuck_ids}"
@@ -117,7 +125,7 @@ def wecom_body(summary: IncidentSummary, msgtype: str,
 
 def sms_body(summary: IncidentSummary, config: NotifyConfig) -> dict[str, Any]:
     sms = config.sms
-    params = {k: str(v) for k, v in _incident_fields(summary).items()}
+    params = {k: str(v) for k, v in _incident_fields(summary, config.timezone).items()}
     content = sms.template.format(signature=sms.signature, **params)
     return {
         "phone_numbers": list(sms.phone_numbers),
@@ -128,10 +136,10 @@ def sms_body(summary: IncidentSummary, config: NotifyConfig) -> dict[str, Any]:
     }
 
 
-def webhook_body(summary: IncidentSummary) -> dict[str, Any]:
+def webhook_body(summary: IncidentSummary, timezone: str) -> dict[str, Any]:
     return {
         "event": "warehouse_unavailable",
-        **_incident_fields(summary),
+        **_incident_fields(summary, timezone),
         "warehouse": summary.warehouse.as_json(),
         "rerouted_to": {name: n for name, n in _destinations(summary)},
         "needs_attention": [{"order_id": s.order_id, "reason": s.reason}
@@ -147,12 +155,13 @@ def incident_notices(summary: IncidentSummary, config: NotifyConfig) -> list[Out
     if config.wecom.enabled:
         notices.append(OutgoingNotice(
             "wecom", f"wecom:{inc}:opened",
-            wecom_body(summary, config.wecom.msgtype, config.wecom.mentioned_mobile_list), inc))
+            wecom_body(summary, config.wecom.msgtype, config.wecom.mentioned_mobile_list,
+                       config.timezone), inc))
     if config.sms.enabled:
         notices.append(OutgoingNotice("sms", f"sms:{inc}:opened", sms_body(summary, config), inc))
     if config.webhook.enabled:
         notices.append(OutgoingNotice("webhook", f"webhook:{inc}:opened",
-                                      webhook_body(summary), inc))
+                                      webhook_body(summary, config.timezone), inc))
     return notices
 
 
@@ -160,7 +169,8 @@ def recovery_notices(warehouse: WarehouseInfo, incident_id: str, at: datetime,
                      config: NotifyConfig) -> list[OutgoingNotice]:
     """One 'taking orders again' message per incident on the ops channels."""
     notices: list[OutgoingNotice] = []
-    text = f"仓库恢复接单：{warehouse.name}（{warehouse.id}），事件 {incident_id} 结束 {iso(at)}"
+    text = (f"仓库恢复接单：{warehouse.name}（{warehouse.id}），事件 {incident_id} 结束 "
+            f"{local_time(at, config.timezone)}")
     if config.wecom.enabled:
         body: dict[str, Any] = (
             {"msgtype": "markdown", "markdown": {"content": f"### {text}"}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from coordinator.ops.notify.messages import (
     StuckOrder,
     WarehouseInfo,
     incident_notices,
+    local_time,
 )
 from coordinator.ops.notify.outbox import OutgoingNotice
 from protocols.clock import ManualClock
@@ -149,6 +151,10 @@ async def test_payloads_match_the_wecom_robot_and_sms_gateway_formats(
     assert "杭州冷链二仓" in content and "ep-1" in content
     assert '<font color="info">5</font>' in content and "x-0, x-1" in content
     assert len(content.encode()) <= 4096
+    # the people on duty read their own wall-clock time; machines get UTC
+    assert f"> 时间：{local_time(T0, 'Asia/Shanghai')}" in content
+    assert hook.body["at"].endswith("+00:00")
+    assert hook.body["at_local"] == sms.body["template_param"]["at_local"]
     assert sms.body["phone_numbers"] == ["13800000000"]
     assert sms.body["sign_name"] == "冷链哨兵"
     assert sms.body["template_param"]["moved"] == "5"
@@ -256,6 +262,8 @@ def test_franchisee_notices_name_old_and_new_warehouse_eta_coupon_once_per_order
         (FranchiseeConfig, {"sink": "webhook"}, "webhook_url"),
         (DispatcherConfig, {"max_attempts": 0}, "max_attempts"),
         (NotifyConfig, {"wecom": {"enabled": True, "url": "u", "bogus": 1}}, "bogus"),
+        (NotifyConfig, {"timezone": "Mars/Olympus_Mons"}, "timezone"),
+        (NotifyConfig, {"timezone": "../../etc/passwd"}, "timezone"),
     ],
 )
 def test_bad_notification_config_names_the_field(model: type[BaseModel], data: dict[str, object],
@@ -292,3 +300,9 @@ async def test_a_requested_stop_ends_between_batches_so_a_restart_sends_nothing_
         await second.aclose()
     written = [json.loads(line)["order_id"] for line in sink.read_text().splitlines()]
     assert sorted(written) == sorted(f"o-{i}" for i in range(150))  # each exactly once
+
+
+def test_local_time_is_the_wall_clock_of_the_zone() -> None:
+    at = datetime(2026, 1, 14, 18, 17, 30, tzinfo=UTC)  # 02:17:30 the next day in Hangzhou
+    assert local_time(at, "Asia/Shanghai") == "2026-01-15 02:17:30 (Asia/Shanghai)"
+    assert local_time(at, "UTC") == "2026-01-14 18:17:30 (UTC)"
