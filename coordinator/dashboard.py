@@ -4,7 +4,8 @@
   JS and CSS inline, no CDN, refreshes every 2 s; ``?order=ID`` opens an order's timeline
   and decision trace, ``&why_not=WH`` asks why not that warehouse).
 - ``GET /dashboard/state``: warehouses with availability, open breakers, holds and last
-  seen; recent incidents; order counts by status; notification counts by status and kind.
+  seen; recent incidents; order counts by status; the oldest waiting orders (unallocated,
+  needs attention) with their reason; notification counts by status and kind.
 
 Wiring: ``create_app(settings, extra_routers=[dashboard.router, ...])``. The page also
 reads ``GET /orders/{id}``, ``GET /orders/{id}/decision`` and, when the ops side runs,
@@ -143,6 +144,14 @@ def incidents(db: Database, limit: int) -> list[dict[str, Any]]:
     return ordered
 
 
+def waiting_orders(db: Database, limit: int) -> list[dict[str, Any]]:
+    """Orders nobody has taken (unallocated) or a reroute could not place (needs
+    attention), oldest first: what an operator must act on, with the reason."""
+    return _rows(db, "SELECT id, channel, store_id, status, status_reason, tier, received_at, "
+                     "updated_at FROM orders WHERE status IN ('unallocated', 'needs_attention') "
+                     "ORDER BY received_at, id LIMIT ?", [limit])
+
+
 def notifications(db: Database) -> dict[str, Any]:
     by_kind: dict[str, dict[str, int]] = {}
     by_status = dict.fromkeys(NOTIFICATION_STATUSES, 0)
@@ -153,7 +162,7 @@ def notifications(db: Database) -> dict[str, Any]:
     return {"by_status": by_status, "by_kind": by_kind}
 
 
-def state(db: Database, *, incident_limit: int = 20) -> dict[str, Any]:
+def state(db: Database, *, incident_limit: int = 20, waiting_limit: int = 50) -> dict[str, Any]:
     """Everything the page shows except the metrics and one order: one read transaction,
     so the panels agree with each other."""
     db.conn.execute("BEGIN")
@@ -165,6 +174,7 @@ def state(db: Database, *, incident_limit: int = 20) -> dict[str, Any]:
             "incidents": incidents(db, incident_limit),
             "orders_by_status": by_status,
             "orders_total": sum(by_status.values()),
+            "waiting_orders": waiting_orders(db, waiting_limit),
             "notifications": notifications(db),
             "labels": {**TIMELINE_LABELS, **STATE_LABELS},
         }

@@ -373,6 +373,9 @@ class _Walk:
     examined: int = 0
     farthest: float = 0.0
     omitted: int = 0
+    eligible: int = 0  # available (and cold-chain capable if needed) warehouses examined
+    # SKU -> eligible warehouses examined that could not cover its line, in line order
+    short: dict[str, int] = field(default_factory=dict)
 
 
 def needs_cold_chain(order: OrderRequest, snapshot: Snapshot, config: AllocationConfig) -> bool:
@@ -448,10 +451,12 @@ def _walk(
         short: Line | None = None
         short_have = 0
         covered = 0
+        walk.eligible += 1
         for line in lines:
             st = None if per is None else per.get(line.sku_id)
             have = 0 if st is None else st.on_hand - st.reserved - st.safety_stock
             if have < line.qty:
+                walk.short[line.sku_id] = walk.short.get(line.sku_id, 0) + 1
                 if short is None:
                     short, short_have = line, max(0, have)
             else:
@@ -586,8 +591,14 @@ def _unallocated_reason(
     if walk.feasible:
         return ("every nearby warehouse that stocks the order is above the reservation "
                 "threshold or at daily capacity")
-    cold = "cold-chain capable, " if need_cold else ""
-    return f"no available, {cold}warehouse holds sellable stock for every item"
+    kind = "available cold-chain" if need_cold else "available"
+    if not walk.eligible:
+        return f"no {kind} warehouse (all paused, tripped or not cold-chain capable)"
+    # the SKUs no eligible warehouse could cover are what an operator has to restock
+    nowhere = [sku for sku, n in walk.short.items() if n == walk.eligible]
+    if nowhere:
+        return f"no {kind} warehouse has sellable stock of {', '.join(nowhere)}"
+    return f"no {kind} warehouse has sellable stock of every item together"
 
 
 def _split(

@@ -60,6 +60,7 @@ class Site:
     tripped: str  # warehouse whose breaker tripped
     rerouted_order: str
     shipped_order: str
+    waiting_order: str  # no warehouse has its SKU: unallocated
     workdir: Path
 
 
@@ -111,6 +112,13 @@ def site(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
             assert r.status_code == 201, r.text
             assert r.json()["status"] == "allocated", r.text
             orders.append(r.json())
+        gone = "SKU-0203"
+        r = http.put("/inventory", json=[{"warehouse_id": f"WH-0{i}", "sku_id": gone,
+                                          "on_hand": 0} for i in range(1, 9)])
+        assert r.status_code == 200, r.text
+        r = http.post("/orders", json=_wechat("DASH-WAIT", "HZ-S007", gone, DESTINATIONS[0]))
+        assert r.json()["status"] == "unallocated", r.text
+        waiting = r.json()["order_id"]
         first = orders[0]
         paused = first["warehouse_id"]
         shipped = next(o for o in orders if o["warehouse_id"] != paused)
@@ -128,7 +136,8 @@ def site(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
         # retained, so the trip is delivered even if the coordinator subscribes after it
         _publish_retained(mqtt_broker, topics.breaker(tripped, "cold_chain"), encode(event))
         _poll(http, "the breaker trip", lambda s: _by_id(s)[tripped]["state"] == "tripped")
-        yield Site(url, paused, tripped, first["order_id"], shipped["order_id"], workdir)
+        yield Site(url, paused, tripped, first["order_id"], shipped["order_id"], waiting,
+                   workdir)
         _publish_retained(mqtt_broker, topics.breaker(tripped, "cold_chain"), b"")
 
 
@@ -138,7 +147,7 @@ def test_state_shows_paused_and_tripped_warehouses_incidents_and_counts(site: Si
     with httpx.Client(base_url=site.url, timeout=15) as http:
         state = http.get("/dashboard/state").json()
         assert set(state) == {"warehouses", "incidents", "orders_by_status", "orders_total",
-                              "notifications", "labels", "generated_at"}
+                              "waiting_orders", "notifications", "labels", "generated_at"}
         warehouses = _by_id(state)
         assert sorted(warehouses) == [f"WH-0{i}" for i in range(1, 9)]
         paused = warehouses[site.paused]
@@ -165,8 +174,11 @@ def test_state_shows_paused_and_tripped_warehouses_incidents_and_counts(site: Si
         assert by_warehouse[site.tripped]["open"]
 
         counts = state["orders_by_status"]
-        assert state["orders_total"] == sum(counts.values()) == 6
-        assert counts["in_transit"] == 1
+        assert state["orders_total"] == sum(counts.values()) == 7
+        assert counts["in_transit"] == 1 and counts["unallocated"] == 1
+        [waiting] = state["waiting_orders"]
+        assert (waiting["id"], waiting["status"]) == (site.waiting_order, "unallocated")
+        assert "SKU-0203" in waiting["status_reason"]
         assert set(state["notifications"]["by_status"]) >= {"pending", "sent", "failed"}
         assert sum(state["notifications"]["by_kind"]["franchisee"].values()) == \
             pause_incident["moved"]
@@ -250,7 +262,10 @@ def test_browser_renders_warehouses_and_an_orders_timeline_and_decision(site: Si
     incidents = _text(_element(dom, "table", 'id="incidents"'))
     assert site.paused in incidents and PAUSE_REASON in incidents
     counts = _text(_element(dom, "table", 'id="order-counts"'))
-    assert "in transit 在途 1" in counts and "total 合计 6" in counts
+    assert "in transit 在途 1" in counts and "total 合计 7" in counts
+    waiting = _text(_element(dom, "tr", f'data-order="{site.waiting_order}"'))
+    assert "unallocated 待分仓" in waiting and "SKU-0203" in waiting
+    assert f'href="?order={site.waiting_order}"' in dom
     metrics = _text(dom.partition('id="metrics"')[2].partition("</section>")[0])
     assert "Self-healing 自愈率" in metrics and "unavailable" not in metrics
     announced = _text(_element(dom, "p", 'id="announce-state"'))

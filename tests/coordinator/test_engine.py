@@ -70,6 +70,29 @@ def test_cold_item_only_goes_to_cold_chain_warehouse() -> None:
     assert decision.need_cold_chain
 
 
+def test_unallocated_reason_names_the_sku_no_warehouse_can_cover() -> None:
+    snap = _snap([_wh("A", 0.01), _wh("B", 0.05)],
+                 {"A": {"S": StockState(5), "GONE": StockState(0)}, "B": {"S": StockState(5)}})
+    decision = engine.allocate(_order(("S", 1), ("GONE", 2)), snap, RULES)
+    assert not decision.allocated
+    assert decision.reason == "no available warehouse has sellable stock of GONE"
+
+
+def test_unallocated_reason_when_the_items_are_only_apart() -> None:
+    snap = _snap([_wh("A", 0.01), _wh("B", 0.05)],
+                 {"A": {"X": StockState(5)}, "B": {"Y": StockState(5)}})
+    decision = engine.allocate(_order(("X", 1), ("Y", 1)), snap, RULES)
+    assert decision.reason == "no available warehouse has sellable stock of every item together"
+
+
+def test_unallocated_reason_when_no_warehouse_qualifies_at_all() -> None:
+    snap = _snap([_wh("A", 0.01, paused=True), _wh("B", 0.05)],
+                 {w: {"MILK": StockState(100)} for w in "AB"}, cold=frozenset({"MILK"}))
+    decision = engine.allocate(_order(("MILK", 1)), snap, RULES)
+    assert decision.reason == ("no available cold-chain warehouse (all paused, tripped or not "
+                               "cold-chain capable)")
+
+
 def test_meituan_is_one_tier_faster_and_forced_to_cold_chain() -> None:
     snap = _snap([_wh("A", 0.01), _wh("B", 0.05, cold_chain=True)],
                  {w: {"S": StockState(100)} for w in "AB"})
