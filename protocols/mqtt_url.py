@@ -62,13 +62,29 @@ def parse_mqtt_url(url: str) -> MqttAddress:
 def check_readable(path: str, field: TlsField) -> str:
     """``path`` if it is a readable file; else :class:`TlsFileError` naming ``field``."""
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         message = f"{path}: no such file"
+        raise TlsFileError(message, field=field)
+    if not file.is_file():
+        message = f"{path}: not a file"
         raise TlsFileError(message, field=field)
     if not os.access(file, os.R_OK):
         message = f"{path}: not readable by this user"
         raise TlsFileError(message, field=field)
     return path
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the handshake fails. paho-mqtt (2.1) leaves the socket of a
+    failed handshake to the garbage collector, so an agent retrying against a broker it
+    cannot verify would hold a file descriptor per attempt until a collection."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
 
 
 def client_tls_context(
@@ -86,6 +102,7 @@ def client_tls_context(
         raise TlsFileError(message, field=missing)
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.sslsocket_class = _ClosingSSLSocket
     if ca_file is not None:
         try:
             context.load_verify_locations(cafile=check_readable(ca_file, "ca_file"))
