@@ -99,13 +99,38 @@ class _Counters:
 
 
 def _client_kwargs(section: MqttSection, identifier: str) -> dict[str, Any]:
+    """Called once per connection loop: the TLS context (CA and client certificate read
+    from disk) is built here and reused by every reconnect."""
     return {
         "hostname": section.host,
         "port": section.port,
         "identifier": section.client_id or identifier,
         "password": section.password,
         "keepalive": section.keepalive_s,
+        "tls_context": section.tls_context(),
     }
+
+
+# What OpenSSL and paho say when a TLS connection is refused for its certificates; aiomqtt
+# passes on only the text, so these mark the failures that retrying will not fix.
+_TLS_FAILURE_MARKS = ("SSL", "certificate", "CERTIFICATE", "tlsv", "TLSV")
+
+
+def _log_connect_failure(
+    what: str, section: MqttSection, exc: aiomqtt.MqttError, backoff: float
+) -> None:
+    text = str(exc)
+    if section.tls and any(mark in text for mark in _TLS_FAILURE_MARKS):
+        # An error, not a warning: a wrong CA or a refused client certificate is a
+        # configuration fault that keeps every event in the outbox until someone acts.
+        log.error(
+            "%s %s: TLS failed: %s (check ca_file=%s, cert_file=%s, key_file=%s); "
+            "retrying in %.1fs",
+            what, section.url, text, section.ca_file or "<system trust store>",
+            section.cert_file, section.key_file, backoff,
+        )
+    else:
+        log.warning("%s %s: %s; retrying in %.1fs", what, section.url, text, backoff)
 
 
 class EdgeAgent:
@@ -359,7 +384,7 @@ class EdgeAgent:
             except aiomqtt.MqttError as exc:
                 _reraise_if_cancelling(exc)
                 self._sensors_connected = False
-                log.warning("sensor broker %s: %s; retrying in %.1fs", section.url, exc, backoff)
+                _log_connect_failure("sensor broker", section, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, section.reconnect_max_s)
 
@@ -840,7 +865,7 @@ class EdgeAgent:
             except aiomqtt.MqttError as exc:
                 _reraise_if_cancelling(exc)
                 self._connected = False
-                log.warning("uplink %s: %s; retrying in %.1fs", section.url, exc, backoff)
+                _log_connect_failure("uplink", section, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, section.reconnect_max_s)
             finally:

@@ -7,10 +7,10 @@ relative to the current directory unless absolute).
 
 from __future__ import annotations
 
+import ssl
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Literal, cast
 
 from pydantic import (
     AfterValidator,
@@ -19,12 +19,20 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from edge_agent.errors import ConfigError
 from edge_agent.rules import Metric
+from protocols.mqtt_url import (
+    MqttAddress,
+    TlsField,
+    check_readable,
+    client_tls_context,
+    parse_mqtt_url,
+)
 from protocols.topics import DEFAULT_ROOT, validate_level
 
 SensorFormat = Literal["native", "zigbee2mqtt", "tasmota", "plain"]
@@ -62,6 +70,7 @@ class AgentSection(_Section):
 
 
 class MqttSection(_Section):
+    # ``url`` comes first: the TLS file validators read it from the already-validated data.
     url: str = "mqtt://127.0.0.1:1883"
     username: str | None = None
     password: str | None = None
@@ -71,17 +80,44 @@ class MqttSection(_Section):
     qos: Literal[0, 1] = 0
     reconnect_min_s: PositiveSeconds = 0.2
     reconnect_max_s: PositiveSeconds = 10.0
+    # TLS (mqtts:// only). Relative paths are resolved against the config file's folder.
+    # No CA file = the system trust store; the broker's certificate is always verified.
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = Field(default=None, validate_default=True)
 
     @field_validator("url")
     @classmethod
     def _mqtt_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError("must look like mqtt://host:port")
-        try:
-            _ = parts.port
-        except ValueError as exc:
-            raise ValueError(f"bad port in {value!r}") from exc
+        parse_mqtt_url(value)  # MqttUrlError is a ValueError: pydantic reports it
+        return value
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _tls_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        field = cast(TlsField, info.field_name)
+        url = info.data.get("url")
+        if value is not None and url is not None and not parse_mqtt_url(url).tls:
+            message = f"only for mqtts:// URLs (url is {url!r})"
+            raise ValueError(message)
+        if value is not None:
+            base = (info.context or {}).get("base_dir")
+            path = Path(value).expanduser()
+            if base is not None and not path.is_absolute():
+                path = Path(base) / path
+            value = check_readable(str(path), field)
+        # Checked on the last of the three, once the others are known; the contexts
+        # built here are thrown away, the agent builds its own when it starts.
+        if field == "ca_file" and value is not None:
+            client_tls_context(ca_file=value)
+        if field == "key_file" and "cert_file" in info.data:
+            cert_file = info.data["cert_file"]
+            if cert_file is not None and value is None:
+                raise ValueError("required with cert_file (give both or neither)")
+            if cert_file is None and value is not None:
+                raise ValueError("needs cert_file (give both or neither)")
+            if cert_file is not None:
+                client_tls_context(cert_file=cert_file, key_file=value)
         return value
 
     @field_validator("topic_root")
@@ -92,12 +128,26 @@ class MqttSection(_Section):
         return value
 
     @property
+    def address(self) -> MqttAddress:
+        return parse_mqtt_url(self.url)
+
+    @property
     def host(self) -> str:
-        return urlsplit(self.url).hostname or "127.0.0.1"
+        return self.address.host
 
     @property
     def port(self) -> int:
-        return urlsplit(self.url).port or 1883
+        return self.address.port
+
+    @property
+    def tls(self) -> bool:
+        return self.address.tls
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """A fresh client context for an mqtts:// URL (None for plain mqtt://)."""
+        if not self.tls:
+            return None
+        return client_tls_context(self.ca_file, self.cert_file, self.key_file)
 
 
 class LocalMqttSection(MqttSection):
@@ -235,10 +285,15 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return text or "$"
 
 
-def config_from_dict(data: dict[str, object], *, source: str = "<dict>") -> AgentConfig:
-    """Validate ``data``; raise :class:`ConfigError` naming the field and ``source``."""
+def config_from_dict(
+    data: dict[str, object], *, source: str = "<dict>", base_dir: Path | None = None
+) -> AgentConfig:
+    """Validate ``data``; raise :class:`ConfigError` naming the field and ``source``.
+
+    ``base_dir`` resolves relative TLS file paths (default: the current directory)."""
+    context = {"base_dir": base_dir} if base_dir is not None else None
     try:
-        return AgentConfig.model_validate(data)
+        return AgentConfig.model_validate(data, context=context)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         field = _location(tuple(first["loc"]))
@@ -263,5 +318,6 @@ def load_config(path: str | Path) -> AgentConfig:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         message = f"{file}: not valid TOML: {exc}"
         raise ConfigError(message, path=str(file)) from exc
-    config = config_from_dict(data, source=str(file))
-    return config.with_base_dir(file.resolve().parent)
+    base_dir = file.resolve().parent
+    config = config_from_dict(data, source=str(file), base_dir=base_dir)
+    return config.with_base_dir(base_dir)

@@ -24,6 +24,13 @@ from protocols.models import (
     TrackingUpdate,
     TripValue,
 )
+from protocols.mqtt_url import (
+    MqttAddress,
+    MqttUrlError,
+    TlsFileError,
+    client_tls_context,
+    parse_mqtt_url,
+)
 from protocols.topics import ParsedTopic, Topics, validate_level
 
 __all__ = [
@@ -36,6 +43,8 @@ __all__ = [
     "BreakerState",
     "CommandKind",
     "DeadLetter",
+    "MqttAddress",
+    "MqttUrlError",
     "Override",
     "ParsedTopic",
     "PayloadError",
@@ -43,11 +52,14 @@ __all__ = [
     "RuleCountdown",
     "SensorReading",
     "TelemetrySummary",
+    "TlsFileError",
     "TopicError",
     "Topics",
     "TrackingUpdate",
     "TripValue",
+    "client_tls_context",
     "decode",
     "encode",
+    "parse_mqtt_url",
     "validate_level",
 ]

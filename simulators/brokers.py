@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -50,11 +51,23 @@ def find_mosquitto() -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerTls:
+    """PEM files for a TLS listener. ``ca_file`` verifies client certificates, which
+    ``require_certificate`` makes mandatory (mutual TLS)."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    require_certificate: bool = False
+
+
 class MosquittoBroker:
     """A private ``mosquitto`` process on a free loopback port.
 
     ``stop()`` and ``start()`` keep the port and the persistence file, so fault tests can
-    take the broker away mid-incident and bring it back with sessions intact.
+    take the broker away mid-incident and bring it back with sessions intact. With
+    ``tls`` its one listener speaks TLS only (``url`` is then ``mqtts://``).
     """
 
     host = "127.0.0.1"
@@ -66,6 +79,7 @@ class MosquittoBroker:
         max_queued_messages: int = 100_000,
         persistence: bool = True,
         binary: str | None = None,
+        tls: BrokerTls | None = None,
     ) -> None:
         found = binary or find_mosquitto()
         if found is None:
@@ -90,12 +104,30 @@ class MosquittoBroker:
             "log_type error",
             "log_type warning",
         ]
+        self.tls = tls
+        if tls is not None:
+            lines += self._tls_lines(tls)
         self.config_path.write_text("\n".join(lines) + "\n")
         self._proc: subprocess.Popen[bytes] | None = None
 
+    def _tls_lines(self, tls: BrokerTls) -> list[str]:
+        # Copies, readable by all: the "mosquitto" user it drops to may not be able to
+        # read the originals (pytest's tmp_path is private to root).
+        lines = []
+        for key, source in (
+            ("cafile", tls.ca_file), ("certfile", tls.cert_file), ("keyfile", tls.key_file),
+        ):
+            copy = self._dir / f"tls-{key}.pem"
+            shutil.copyfile(source, copy)
+            copy.chmod(0o644)
+            lines.append(f"{key} {copy}")
+        lines.append(f"require_certificate {'true' if tls.require_certificate else 'false'}")
+        return lines
+
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        scheme = "mqtts" if self.tls is not None else "mqtt"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from protocols.mqtt_url import TlsField, check_readable, client_tls_context
 
 
 class _Config(BaseModel):
@@ -16,7 +25,9 @@ class _Config(BaseModel):
 
 class MqttConfig(_Config):
     """The ops subscription; broker address and topic root are the coordinator's
-    ``mqtt_url`` and ``topic_root``."""
+    ``mqtt_url`` and ``topic_root``. The TLS files are only for an ``mqtts://`` URL
+    (the watcher refuses them with a plain one); relative paths are resolved against the
+    current directory."""
 
     # A fixed client id + clean_session=False: QoS 1 messages published while the
     # coordinator is down wait at the broker.
@@ -31,6 +42,35 @@ class MqttConfig(_Config):
     # PUBACK, so a drop loses it until the retained state comes again.
     handle_attempts: int = Field(default=3, ge=1, le=20)
     handle_retry_s: float = Field(default=0.1, gt=0, le=10)
+    # No CA file = the system trust store; the broker's certificate is always verified.
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = Field(default=None, validate_default=True)
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _tls_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        field = cast(TlsField, info.field_name)
+        if value is not None:
+            value = check_readable(str(Path(value).expanduser()), field)
+        if field == "ca_file" and value is not None:
+            client_tls_context(ca_file=value)
+        if field == "key_file" and "cert_file" in info.data:
+            cert_file = info.data["cert_file"]
+            if cert_file is not None and value is None:
+                raise ValueError("required with cert_file (give both or neither)")
+            if cert_file is None and value is not None:
+                raise ValueError("needs cert_file (give both or neither)")
+            if cert_file is not None:
+                client_tls_context(cert_file=cert_file, key_file=value)
+        return value
+
+    @property
+    def tls_files(self) -> dict[str, str]:
+        """The TLS options that are set, by name."""
+        files = {"ca_file": self.ca_file, "cert_file": self.cert_file,
+                 "key_file": self.key_file}
+        return {name: path for name, path in files.items() if path is not None}
 
 
 class FranchiseeConfig(_Config):

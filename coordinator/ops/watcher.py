@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import urlparse
 
 import aiomqtt
 
@@ -32,10 +32,20 @@ from protocols import (
     TrackingUpdate,
     decode,
 )
+from protocols.mqtt_url import (
+    MqttAddress,
+    MqttUrlError,
+    TlsFileError,
+    client_tls_context,
+    parse_mqtt_url,
+)
 
 log = logging.getLogger(__name__)
 
 OpsMessage = BreakerEvent | AgentStatus | TrackingUpdate
+
+# aiomqtt passes on only the text of a connect error; these mark certificate failures.
+_TLS_FAILURE_MARKS = ("SSL", "certificate", "CERTIFICATE", "tlsv", "TLSV")
 
 
 class MessageSink(Protocol):
@@ -60,16 +70,43 @@ class WatcherStats:
 
 
 def broker_address(url: str) -> tuple[str, int]:
-    parsed = urlparse(url)
-    if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname:
-        message = f"mqtt_url {url!r} must look like mqtt://host:port"
-        raise ConfigError(message)
-    return parsed.hostname, parsed.port or 1883
+    address = _parse(url)
+    return address.host, address.port
+
+
+def _parse(url: str) -> MqttAddress:
+    try:
+        return parse_mqtt_url(url)
+    except MqttUrlError as exc:
+        message = f"mqtt_url: {exc}"
+        raise ConfigError(message) from exc
+
+
+def tls_context_for(url: str, config: MqttConfig) -> ssl.SSLContext | None:
+    """The client TLS context for an ``mqtts://`` URL, None for a plain one.
+
+    Raises :class:`ConfigError` naming the field: TLS files with a plain URL, or a file
+    that can no longer be loaded."""
+    address = _parse(url)
+    if not address.tls:
+        if config.tls_files:
+            name = next(iter(config.tls_files))
+            message = f"ops.mqtt.{name}: only for mqtts:// URLs (mqtt_url is {url!r})"
+            raise ConfigError(message)
+        return None
+    try:
+        return client_tls_context(config.ca_file, config.cert_file, config.key_file)
+    except TlsFileError as exc:
+        message = f"ops.mqtt.{exc.field}: {exc}"
+        raise ConfigError(message) from exc
 
 
 class Watcher:
     def __init__(self, url: str, topics: Topics, config: MqttConfig, sink: MessageSink) -> None:
+        self.url = url
         self.host, self.port = broker_address(url)
+        # Built once: every reconnect reuses it instead of reading the PEM files again.
+        self.tls_context = tls_context_for(url, config)
         self.topics = topics
         self.config = config
         self.sink = sink
@@ -92,13 +129,14 @@ class Watcher:
                     username=self.config.username,
                     password=self.config.password,
                     keepalive=self.config.keepalive_s,
+                    tls_context=self.tls_context,
                 ) as client:
                     for topic_filter in self.filters():
                         await client.subscribe(topic_filter, qos=1)
                     self.stats.connects += 1
                     self.connected.set()
                     delay = self.config.reconnect_min_s
-                    log.info("ops watcher subscribed on %s:%d", self.host, self.port)
+                    log.info("ops watcher subscribed on %s", self.url)
                     async for message in client.messages:
                         payload = message.payload
                         raw = payload if isinstance(payload, bytes | bytearray | str) else b""
@@ -111,9 +149,22 @@ class Watcher:
                     # of the context manager: stopping wins over reconnecting.
                     raise asyncio.CancelledError from exc
                 self.stats.connection_errors += 1
-                log.warning("ops watcher lost the broker (%s); retrying in %.1f s", exc, delay)
+                self._log_failure(exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(self.config.reconnect_max_s, delay * 2)
+
+    def _log_failure(self, exc: aiomqtt.MqttError, delay: float) -> None:
+        text = str(exc)
+        if self.tls_context is not None and any(m in text for m in _TLS_FAILURE_MARKS):
+            # A wrong CA or a refused client certificate will not heal by retrying.
+            log.error(
+                "ops watcher: TLS to %s failed: %s (check ops.mqtt ca_file=%s, cert_file=%s);"
+                " retrying in %.1f s",
+                self.url, text, self.config.ca_file or "<system trust store>",
+                self.config.cert_file, delay,
+            )
+        else:
+            log.warning("ops watcher lost the broker (%s); retrying in %.1f s", exc, delay)
 
     async def handle(self, topic: str, raw: bytes | bytearray | str, received: float) -> None:
         """Parse one message and hand it to the sink; never raises for bad input."""
