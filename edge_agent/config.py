@@ -29,7 +29,7 @@ from edge_agent.rules import Metric
 from protocols.mqtt_url import (
     MqttAddress,
     TlsField,
-    check_readable,
+    check_tls_setting,
     client_tls_context,
     parse_mqtt_url,
 )
@@ -105,20 +105,8 @@ class MqttSection(_Section):
             path = Path(value).expanduser()
             if base is not None and not path.is_absolute():
                 path = Path(base) / path
-            value = check_readable(str(path), field)
-        # Checked on the last of the three, once the others are known; the contexts
-        # built here are thrown away, the agent builds its own when it starts.
-        if field == "ca_file" and value is not None:
-            client_tls_context(ca_file=value)
-        if field == "key_file" and "cert_file" in info.data:
-            cert_file = info.data["cert_file"]
-            if cert_file is not None and value is None:
-                raise ValueError("required with cert_file (give both or neither)")
-            if cert_file is None and value is not None:
-                raise ValueError("needs cert_file (give both or neither)")
-            if cert_file is not None:
-                client_tls_context(cert_file=cert_file, key_file=value)
-        return value
+            value = str(path)
+        return check_tls_setting(field, value, info.data)
 
     @field_validator("topic_root")
     @classmethod

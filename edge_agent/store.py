@@ -130,6 +130,9 @@ class Store:
         found = self._meta("incarnation")
         if found is not None:
             return found
+        return self._save_new_incarnation()
+
+    def _save_new_incarnation(self) -> str:
         created = uuid.uuid4().hex
         try:
             with self.db.atomic():
@@ -145,15 +148,8 @@ class Store:
         A restored backup rewinds ``seq`` and ``session_seq`` but keeps the incarnation the
         coordinator already followed further, so it would take the gateway's next events
         for replays of ones it has seen. A new incarnation tells it they are not."""
-        created = uuid.uuid4().hex
-        try:
-            with self.db.atomic():
-                self._set_meta("incarnation", created)
-        except sqlite3.Error as exc:
-            message = f"cannot save the incarnation to {self.path}: {exc}"
-            raise StoreError(message) from exc
-        self.incarnation = created
-        return created
+        self.incarnation = self._save_new_incarnation()
+        return self.incarnation
 
     def next_seq(self) -> int:
         """The next per-agent sequence number; persisted by the next :meth:`commit`."""

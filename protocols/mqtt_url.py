@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from protocols.errors import ProtocolError
@@ -71,6 +72,27 @@ def check_readable(path: str, field: TlsField) -> str:
     if not os.access(file, os.R_OK):
         message = f"{path}: not readable by this user"
         raise TlsFileError(message, field=field)
+    return path
+
+
+def check_tls_setting(field: TlsField, path: str | None,
+                      earlier: Mapping[str, Any]) -> str | None:
+    """One of ``ca_file``/``cert_file``/``key_file`` of an MQTT config, with the fields
+    validated before it (``earlier``): readable, a usable CA, and a client certificate only
+    together with its matching key (checked on ``key_file``, the last of the three)."""
+    if path is not None:
+        path = check_readable(path, field)
+    # the contexts built here are thrown away: the client builds its own when it starts
+    if field == "ca_file" and path is not None:
+        client_tls_context(ca_file=path)
+    if field == "key_file" and "cert_file" in earlier:
+        cert_file = earlier["cert_file"]
+        if cert_file is not None and path is None:
+            raise ValueError("required with cert_file (give both or neither)")
+        if cert_file is None and path is not None:
+            raise ValueError("needs cert_file (give both or neither)")
+        if cert_file is not None:
+            client_tls_context(cert_file=cert_file, key_file=path)
     return path
 
 

@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from protocols.mqtt_url import TlsField, check_readable, client_tls_context
+from protocols.mqtt_url import TlsField, check_tls_setting
 
 
 class _Config(BaseModel):
@@ -52,18 +52,8 @@ class MqttConfig(_Config):
     def _tls_file(cls, value: str | None, info: ValidationInfo) -> str | None:
         field = cast(TlsField, info.field_name)
         if value is not None:
-            value = check_readable(str(Path(value).expanduser()), field)
-        if field == "ca_file" and value is not None:
-            client_tls_context(ca_file=value)
-        if field == "key_file" and "cert_file" in info.data:
-            cert_file = info.data["cert_file"]
-            if cert_file is not None and value is None:
-                raise ValueError("required with cert_file (give both or neither)")
-            if cert_file is None and value is not None:
-                raise ValueError("needs cert_file (give both or neither)")
-            if cert_file is not None:
-                client_tls_context(cert_file=cert_file, key_file=value)
-        return value
+            value = str(Path(value).expanduser())
+        return check_tls_setting(field, value, info.data)
 
     @property
     def tls_files(self) -> dict[str, str]:
