@@ -18,10 +18,7 @@ from hypothesis import strategies as st
 from sqlite_utils import Database
 
 from coordinator.app import create_app
-from coordinator.catalog import import_file
 from coordinator.db import open_database
-from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
-from coordinator.serving import serve_in_thread
 from coordinator.settings import Settings
 from protocols.clock import ManualClock
 
@@ -45,17 +42,6 @@ async def client(settings: Settings, sample_db: Database) -> AsyncIterator[httpx
             yield c
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real uvicorn on a free loopback port serving the sample region."""
-    path = tmp_path_factory.mktemp("live") / "live.sqlite"
-    db = open_database(path)
-    for name in SAMPLE_FILES:
-        import_file(db, SAMPLE_DIR / f"{name}.csv", NOW)
-    db.conn.close()
-    app = create_app(Settings(db_path=str(path)), clock=ManualClock(NOW))
-    with serve_in_thread(app) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,6 @@ from hypothesis import strategies as st
 from sqlite_utils import Database
 
 from coordinator.app import SQLITE_INT_MAX, create_app
-from coordinator.catalog import import_file
-from coordinator.db import open_database
-from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
-from coordinator.serving import serve_in_thread
 from coordinator.settings import Settings
 from protocols.clock import ManualClock
 
@@ -32,17 +28,6 @@ PROPERTY = settings(max_examples=60, deadline=None,
 MAX_EPOCH_MS = 253_402_300_799_999
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real uvicorn on a free loopback port serving the sample region."""
-    path = tmp_path_factory.mktemp("boundary") / "live.sqlite"
-    db = open_database(path)
-    for name in SAMPLE_FILES:
-        import_file(db, SAMPLE_DIR / f"{name}.csv", NOW)
-    db.conn.close()
-    app = create_app(Settings(db_path=str(path)), clock=ManualClock(NOW))
-    with serve_in_thread(app) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
