@@ -249,22 +249,22 @@ def _count(request: Request, key: str, n: int = 1) -> None:
         counters[key] += n
 
 
-def _retry(request: Request, order_ids: Sequence[str] | None = None,
+def _retry(request: Request, trigger: str, order_ids: Sequence[str] | None = None,
            limit: int | None = None, sku_ids: Collection[str] | None = None) -> RetryResult:
     settings: Settings = request.app.state.settings
     result = retry_waiting(_db(request), now=_now(request), config=settings.allocation,
-                           order_ids=order_ids, sku_ids=sku_ids,
+                           order_ids=order_ids, sku_ids=sku_ids, trigger=trigger,
                            limit=limit if limit is not None else settings.intake.retry_limit)
     _count(request, "orders_retry_placed", len(result.placed))
     return result
 
 
-def _retry_after_write(request: Request, sku_ids: Collection[str] | None = None
-                       ) -> dict[str, Any]:
+def _retry_after_write(request: Request, trigger: str,
+                       sku_ids: Collection[str] | None = None) -> dict[str, Any]:
     """Retry waiting orders after a write that already committed: a failure here must not
     turn that write's answer into an error (a client would repeat a done cancel)."""
     try:
-        return _retry(request, sku_ids=sku_ids).summary()
+        return _retry(request, trigger, sku_ids=sku_ids).summary()
     except (StoreError, sqlite3.Error) as exc:
         log.warning("retry of waiting orders after a write failed: %s", exc)
         _count(request, "retry_failures")
@@ -434,7 +434,7 @@ def _orders_router() -> APIRouter:
         clearing, a resume); this is for an operator who fixed something else. Orders that
         still fit nowhere stay waiting and nothing is written for them."""
         chosen = body if body is not None else RetryRequest()
-        result = _retry(request, chosen.order_ids, chosen.limit)
+        result = _retry(request, "operator", chosen.order_ids, chosen.limit)
         return {**result.summary(),
                 "placed_orders": [{"order_id": p.order_id, "previous_status": p.previous_status,
                                    "warehouse_id": p.warehouse_id, "distance_km": p.distance_km,
@@ -471,7 +471,7 @@ def _orders_router() -> APIRouter:
         if status == "cancelled" and settings.intake.retry_on_change:
             # the stock it held is free again: a waiting order of those SKUs may fit now
             skus = {line["sku_id"] for line in store.get_order(_db(request), order_id)["lines"]}
-            out["retried"] = _retry_after_write(request, sku_ids=skus)
+            out["retried"] = _retry_after_write(request, "cancel_freed_stock", sku_ids=skus)
         return out
 
     @router.get("/orders/{order_id}/decision",
@@ -528,12 +528,12 @@ def _catalog_router() -> APIRouter:
         if written and settings.intake.retry_on_change:
             if kind is Kind.INVENTORY:  # only orders that ask for one of these SKUs
                 skus = {row.sku_id for row in rows if isinstance(row, InventoryIn)}
-                out["retried"] = _retry_after_write(request, sku_ids=skus)
+                out["retried"] = _retry_after_write(request, "inventory_change", sku_ids=skus)
             elif kind is Kind.SKUS:  # e.g. no longer cold chain: more warehouses qualify
                 skus = {row.id for row in rows if isinstance(row, SkuIn)}
-                out["retried"] = _retry_after_write(request, sku_ids=skus)
+                out["retried"] = _retry_after_write(request, "sku_change", sku_ids=skus)
             elif kind is Kind.WAREHOUSES:
-                out["retried"] = _retry_after_write(request)
+                out["retried"] = _retry_after_write(request, "warehouse_change")
         return out
 
     for kind, model in models.items():

@@ -135,12 +135,15 @@ def retry_waiting(
     order_ids: Sequence[str] | None = None,
     sku_ids: Collection[str] | None = None,
     limit: int = 1000,
+    trigger: str = "operator",
 ) -> RetryResult:
     """Allocate what now fits among waiting orders; see the module.
 
     ``order_ids`` and ``sku_ids`` narrow the candidates (orders with a line of one of
     ``sku_ids``): after new stock of a few SKUs, the oldest ``limit`` waiting orders may all
     be stuck on something else, and must not keep the ones that now fit from being tried.
+    ``trigger`` says in the timeline what set the retry off (``operator`` for a person;
+    anything else counts as the system healing itself, see coordinator.ops.metrics).
     """
     started = time.perf_counter()
     stamp = iso(now)
@@ -189,7 +192,7 @@ def retry_waiting(
             writes.events.append((w.order_id, "allocated", stamp, to_json({
                 "warehouse_id": wid, "distance_km": distance, "eta": eta,
                 "tier": decision.tier, "parts": parts, "retry": True,
-                "previous_status": w.status,
+                "previous_status": w.status, "trigger": trigger,
             })))
             writes.decisions.append((
                 w.order_id, stamp, "retry", None, decision.rule_set_version, "allocated",

@@ -287,8 +287,10 @@ class OpsCore:
         try:
             if stuck:
                 placed += len(retry_waiting(self.db, now=up.at, config=rules,
-                                            order_ids=stuck[:limit], limit=limit).placed)
-            placed += len(retry_waiting(self.db, now=up.at, config=rules, limit=limit).placed)
+                                            order_ids=stuck[:limit], limit=limit,
+                                            trigger="warehouse_available").placed)
+            placed += len(retry_waiting(self.db, now=up.at, config=rules, limit=limit,
+                                        trigger="warehouse_available").placed)
         except Exception:  # each retry_waiting rolled back its own savepoint
             log.exception("retrying waiting orders after %s reopened failed", up.warehouse_id)
             state.bump(self.db, "retry_failures")

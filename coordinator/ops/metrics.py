@@ -6,8 +6,10 @@
   nodes all carry a timestamp;
 - self-healing rate: exceptions resolved automatically / all exceptions. An exception
   is an order caught at a warehouse that became unavailable; it is resolved
-  automatically when the reroute moved it, and counts against the rate when it went to
-  ``needs_attention``.
+  automatically when the reroute moved it, or when it went to ``needs_attention`` and a
+  retry the system set off itself (stock back, a warehouse reopening; not an operator's
+  ``POST /orders/retry``) placed it later. Orders still waiting, or placed by a person,
+  count against the rate.
 """
 
 from __future__ import annotations
@@ -70,11 +72,18 @@ def status_transparency(db: Database) -> dict[str, Any]:
 
 def self_healing(db: Database) -> dict[str, Any]:
     row = db.execute(
-        "SELECT sum(outcome = 'moved'), sum(outcome = 'stuck') FROM incident_orders").fetchone()
-    moved, stuck = int(row[0] or 0), int(row[1] or 0)
+        "SELECT sum(io.outcome = 'moved'), sum(io.outcome = 'stuck'), "
+        "sum(io.outcome = 'stuck' AND EXISTS (SELECT 1 FROM order_events e "
+        "WHERE e.order_id = io.order_id AND e.kind = 'allocated' "
+        "AND json_extract(e.detail, '$.retry') "
+        "AND coalesce(json_extract(e.detail, '$.trigger'), 'operator') != 'operator')) "
+        "FROM incident_orders io").fetchone()
+    moved, stuck, placed_later = int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
     total = moved + stuck
-    return {"exceptions": total, "resolved_automatically": moved, "needs_attention": stuck,
-            "rate": moved / total if total else None}
+    healed = moved + placed_later
+    return {"exceptions": total, "resolved_automatically": healed, "moved": moved,
+            "placed_later": placed_later, "needs_attention": stuck - placed_later,
+            "rate": healed / total if total else None}
 
 
 def summary(db: Database) -> dict[str, Any]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from benchmarks.reroute import seed_orders_at
 from coordinator.db import open_database
 from coordinator.ops import metrics
-from coordinator.store import record_status_event, unshipped_orders
+from coordinator.reroute import reroute_warehouse
+from coordinator.retry import retry_waiting
+from coordinator.settings import AllocationConfig
+from coordinator.store import record_status_event, set_warehouse_availability, unshipped_orders
 
 
 def test_transparency_counts_only_shipped_orders_with_every_node_timestamped(
@@ -34,3 +38,32 @@ def test_transparency_counts_only_shipped_orders_with_every_node_timestamped(
     assert 'breakwater_first_response_seconds{quantile="0.5"}' in text
     for line in text.splitlines():
         assert line.startswith("#") or len(line.split(" ")) == 2, line
+
+
+def test_stuck_orders_placed_later_by_the_system_count_as_healed_by_an_operator_not(
+        tmp_path: Path) -> None:
+    db = open_database(tmp_path / "c.sqlite")
+    now = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    seed_orders_at(db, "WH-01", 6, now, stock_boost=50)
+    rules = AllocationConfig()
+    # no other warehouse has anything: the whole reroute is stuck
+    db.execute("UPDATE inventory SET on_hand = reserved WHERE warehouse_id != 'WH-01'")
+    set_warehouse_availability(db, "WH-01", available=False, reason="breaker", now=now)
+    stuck = reroute_warehouse(db, "WH-01", incident_id="inc-m", reason="breaker", now=now,
+                              config=rules).stuck
+    assert len(stuck) == 6
+    assert metrics.self_healing(db)["rate"] == 0.0
+    set_warehouse_availability(db, "WH-01", available=True, reason=None, now=now)
+    ids = [s.order_id for s in stuck]
+
+    retry_waiting(db, now=now, config=rules, order_ids=ids[:2], trigger="operator")
+    retry_waiting(db, now=now, config=rules, order_ids=ids[2:5], trigger="warehouse_available")
+
+    healing = metrics.self_healing(db)
+    assert (healing["exceptions"], healing["moved"], healing["placed_later"]) == (6, 0, 3)
+    assert (healing["resolved_automatically"], healing["needs_attention"]) == (3, 3)
+    assert healing["rate"] == 0.5
+    triggers = [json.loads(r[0])["trigger"] for r in db.execute(
+        "SELECT detail FROM order_events WHERE kind = 'allocated' "
+        "AND json_extract(detail, '$.retry') ORDER BY id")]
+    assert triggers == ["operator"] * 2 + ["warehouse_available"] * 3

@@ -263,5 +263,6 @@ async def test_orders_nobody_can_take_go_to_needs_attention_and_count_against_se
     healing = metrics.self_healing(db)
     db.conn.close()
     assert healing == {"exceptions": held, "resolved_automatically": held - len(stuck),
+                       "moved": held - len(stuck), "placed_later": 0,
                        "needs_attention": len(stuck), "rate": (held - len(stuck)) / held}
     assert read(path, "SELECT count(*) FROM ops_coupons") == [(held - len(stuck),)]

@@ -221,6 +221,9 @@ async def test_orders_stuck_during_a_pause_go_back_when_the_warehouse_resumes(
         clock.advance(60)
         await asyncio.sleep(0.3)  # more ticks: nothing is queued twice
         assert await placed_notices() == 40
+        # placed by the system itself once the warehouse reopened: healed, not by hand
+        healing = (await http.get("/metrics/summary")).json()["self_healing"]
+        assert (healing["exceptions"], healing["placed_later"], healing["rate"]) == (40, 40, 1.0)
 
 
 async def test_a_failing_retry_still_lets_the_warehouse_reopen(
