@@ -374,8 +374,21 @@ class _Walk:
     farthest: float = 0.0
     omitted: int = 0
     eligible: int = 0  # available (and cold-chain capable if needed) warehouses examined
-    # SKU -> eligible warehouses examined that could not cover its line, in line order
+    # SKU -> eligible warehouses examined that could not cover it, in line order
     short: dict[str, int] = field(default_factory=dict)
+    short_at: dict[str, int] = field(default_factory=dict)  # SKU -> last counted (examined)
+
+
+def _demand(lines: tuple[Line, ...]) -> tuple[Line, ...]:
+    """What the order needs of each SKU: its lines, or, when a SKU is on several lines
+    (the same drink twice, with other options), one line per SKU with the total, so no
+    warehouse is taken for holding enough for each line but not for all of them."""
+    if len(lines) < 2 or len({line.sku_id for line in lines}) == len(lines):
+        return lines
+    totals: dict[str, int] = {}
+    for line in lines:
+        totals[line.sku_id] = totals.get(line.sku_id, 0) + line.qty
+    return tuple(Line(sku, qty) for sku, qty in totals.items())
 
 
 def needs_cold_chain(order: OrderRequest, snapshot: Snapshot, config: AllocationConfig) -> bool:
@@ -417,7 +430,7 @@ def _walk(
     limit = config.trace_limit
     wanted = config.nearest
     split_pool = max(wanted, config.max_parts * 4)
-    lines = order.lines
+    lines = _demand(order.lines)
 
     def drop(trace: CandidateTrace) -> None:
         if len(walk.dropped) < limit:
@@ -456,7 +469,10 @@ def _walk(
             st = None if per is None else per.get(line.sku_id)
             have = 0 if st is None else st.on_hand - st.reserved - st.safety_stock
             if have < line.qty:
-                walk.short[line.sku_id] = walk.short.get(line.sku_id, 0) + 1
+                sku = line.sku_id
+                if walk.short_at.get(sku) != walk.examined:  # once per warehouse per SKU
+                    walk.short_at[sku] = walk.examined
+                    walk.short[sku] = walk.short.get(sku, 0) + 1
                 if short is None:
                     short, short_have = line, max(0, have)
             else:
@@ -517,7 +533,7 @@ def allocate(
     traces: list[CandidateTrace] = []
     kept: list[_Feasible] = []
     threshold = config.reservation_threshold
-    lines = order.lines
+    lines = _demand(order.lines)
     stock = snapshot.stock
     for f in walk.feasible:
         _rate_and_depth(f, lines, stock)
@@ -593,7 +609,7 @@ def _unallocated_reason(
                 "threshold or at daily capacity")
     kind = "available cold-chain" if need_cold else "available"
     if not walk.eligible:
-        return f"no {kind} warehouse (all paused, tripped or not cold-chain capable)"
+        return f"no {kind} warehouse to take it (paused, tripped, excluded or not cold-chain)"
     # the SKUs no eligible warehouse could cover are what an operator has to restock
     nowhere = [sku for sku, n in walk.short.items() if n == walk.eligible]
     if nowhere:
@@ -612,8 +628,9 @@ def _split(
     walk = _walk(order, snapshot, config, need_cold, exclude, True)
     pool: list[_Feasible] = []
     traces: list[CandidateTrace] = []
+    demand = _demand(order.lines)
     for f in walk.partial:
-        _rate_and_depth(f, order.lines, snapshot.stock)
+        _rate_and_depth(f, demand, snapshot.stock)
         if _over_capacity(f.warehouse):
             continue
         pool.append(f)
@@ -624,12 +641,15 @@ def _split(
         for f in pool:
             per = snapshot.stock.get(f.warehouse.id) or {}
             covers = []
+            taken: dict[str, int] = {}  # of each SKU by the lines covered here so far
             for line in remaining:
                 st = per.get(line.sku_id)
-                if st is not None and st.on_hand > 0 and st.sellable >= line.qty and (
+                need = taken.get(line.sku_id, 0) + line.qty
+                if st is not None and st.on_hand > 0 and st.sellable >= need and (
                     st.reserved / st.on_hand <= config.reservation_threshold
                 ):
                     covers.append(line)
+                    taken[line.sku_id] = need
             if not covers:
                 continue
             key = (-len(covers), f.distance_km, f.warehouse.id)
@@ -642,7 +662,9 @@ def _split(
         traces.append(CandidateTrace(f.warehouse.id, round(f.distance_km, 3), round(f.rate, 4),
                                      round(f.depth, 3), chosen=True,
                                      why=f"split part {len(parts)}: {len(covers)} line(s)"))
-        remaining = [line for line in remaining if line not in covers]
+        # by identity: two equal lines (same SKU and quantity) may land apart
+        covered = {id(line) for line in covers}
+        remaining = [line for line in remaining if id(line) not in covered]
         pool.remove(f)
     if remaining:
         reason = (f"no split into at most {config.max_parts} parts covers every item "

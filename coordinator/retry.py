@@ -25,7 +25,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from coordinator import engine
-from coordinator.engine import Line, OrderRequest
+from coordinator.engine import Line, OrderRequest, eta_for, great_circle_km
 from coordinator.errors import StoreError
 from coordinator.settings import AllocationConfig
 from coordinator.store import (
@@ -82,48 +82,60 @@ class _Waiting:
     lon: float
     received_at: datetime
     tier: int
-    lines: list[tuple[int, Line]]
+    lines: list[tuple[int, Line]]  # the lines holding no stock: what a retry places
+    held_at: set[str]  # warehouses still holding its other lines (part of a split)
 
 
 def _waiting_orders(db: Database, order_ids: Sequence[str] | None,
                     sku_ids: Collection[str] | None, limit: int) -> list[_Waiting]:
     marks = ",".join("?" * len(WAITING_STATUSES))
-    sql = (f"SELECT id, channel, status, lat, lon, received_at, tier FROM orders "
-           f"WHERE status IN ({marks})")
+    base = (f"SELECT id, channel, status, lat, lon, received_at, tier FROM orders "
+            f"WHERE status IN ({marks})")
     params: list[Any] = list(WAITING_STATUSES)
-    if order_ids is not None:
-        if not order_ids:
-            return []
-        sql += f" AND id IN ({','.join('?' * len(order_ids))})"
-        params.extend(order_ids)
     if sku_ids is not None:
         if not sku_ids:
             return []
         wanted = sorted(sku_ids)
-        sql += (" AND id IN (SELECT order_id FROM order_lines WHERE sku_id IN "
-                f"({','.join('?' * len(wanted))}))")
+        base += (" AND id IN (SELECT order_id FROM order_lines WHERE sku_id IN "
+                 f"({','.join('?' * len(wanted))}))")
         params.extend(wanted)
-    sql += " ORDER BY tier, received_at, id LIMIT ?"
-    params.append(limit)
+    rows: list[tuple[Any, ...]] = []
+    if order_ids is None:
+        rows = db.execute(base + " ORDER BY tier, received_at, id LIMIT ?",
+                          [*params, limit]).fetchall()
+    else:
+        # in chunks: SQLite takes at most 32,766 parameters in one statement
+        ids = sorted(set(order_ids))
+        for first in range(0, len(ids), 500):
+            chunk = ids[first:first + 500]
+            rows += db.execute(base + f" AND id IN ({','.join('?' * len(chunk))})",
+                               [*params, *chunk]).fetchall()
+        rows = sorted(rows, key=lambda r: (r[6], r[5], r[0]))[:limit]
     waiting: dict[str, _Waiting] = {}
-    for oid, channel, status, lat, lon, received, tier in db.execute(sql, params).fetchall():
+    for oid, channel, status, lat, lon, received, tier in rows:
         when = parse_time(received)
         assert when is not None
-        waiting[oid] = _Waiting(oid, channel, status, lat, lon, when, tier, [])
+        waiting[oid] = _Waiting(oid, channel, status, lat, lon, when, tier, [], set())
     ids = list(waiting)
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
         # A reroute that found no backup released only the lines it held at the failed
         # warehouse; lines of a split still held elsewhere stay where they are.
         for oid, line_no, sku, qty in db.execute(
             "SELECT l.order_id, l.line_no, l.sku_id, l.qty FROM order_lines l "
-            f"WHERE l.order_id IN ({','.join('?' * len(chunk))}) AND NOT EXISTS ("
+            f"WHERE l.order_id IN ({marks}) AND NOT EXISTS ("
             "SELECT 1 FROM reservations r WHERE r.order_id = l.order_id "
             "AND r.line_no = l.line_no AND r.status = 'held') "
             "ORDER BY l.order_id, l.line_no",
             chunk,
         ).fetchall():
             waiting[oid].lines.append((line_no, Line(sku, qty)))
+        for oid, wid in db.execute(
+            "SELECT DISTINCT order_id, warehouse_id FROM reservations "
+            f"WHERE order_id IN ({marks}) AND status = 'held'", chunk,
+        ).fetchall():
+            waiting[oid].held_at.add(wid)
     return [w for w in waiting.values() if w.lines]
 
 
@@ -174,6 +186,16 @@ def retry_waiting(
             assert wid is not None
             distance = decision.distance_km or 0.0
             eta = iso(decision.eta) if decision.eta is not None else stamp
+            parts = [p.warehouse_id for p in decision.parts]
+            if w.held_at:
+                # the order as a whole: its new part(s) and the parts still held elsewhere;
+                # it arrives with its farthest part
+                parts += sorted(w.held_at - set(parts))
+                distance = max([distance] + [
+                    round(great_circle_km(w.lat, w.lon, snapshot.warehouses[h].lat,
+                                          snapshot.warehouses[h].lon), 3)
+                    for h in w.held_at if h in snapshot.warehouses])
+                eta = iso(eta_for(now, decision.tier, distance, config))
             lines = tuple(line for _, line in w.lines)
             placement = line_warehouses(decision, lines)
             for index, (no, line) in enumerate(w.lines):
@@ -187,7 +209,6 @@ def retry_waiting(
                 writes.reserve[(at_wh, line.sku_id)] += line.qty
             for part in decision.parts:
                 writes.load[part.warehouse_id] += 1
-            parts = [p.warehouse_id for p in decision.parts]
             order_updates.append((wid, distance, eta, decision.tier, stamp, stamp, w.order_id))
             writes.events.append((w.order_id, "allocated", stamp, to_json({
                 "warehouse_id": wid, "distance_km": distance, "eta": eta,

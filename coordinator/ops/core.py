@@ -33,6 +33,8 @@ from coordinator.ops.config import OpsConfig
 from coordinator.ops.couriers import CourierAction, CourierResumed, CourierStale
 from coordinator.ops.notify import outbox
 from coordinator.ops.notify.franchisee import (
+    PLACED_SWEEP_SPAN,
+    has_placed_events,
     placed_notices_cursor,
     queue_franchisee_notices,
     queue_placed_notices,
@@ -85,6 +87,7 @@ class OpsCore:
         self._reload()
         self.last_reroute: RerouteTiming | None = None
         self._placed_cursor = placed_notices_cursor(db)
+        self.sweep_failures = 0
 
     def _reload(self) -> None:
         self.tracker = state.load_tracker(self.db, self.tracker_config)
@@ -105,20 +108,34 @@ class OpsCore:
             return actions
 
         result = self._run(step, now)
-        self._notify_late_placements(now)
+        try:
+            self._notify_late_placements(now)
+        except Exception:  # a notice sweep must never cost the tick its transitions
+            self.sweep_failures += 1
+            log.exception("placed-notice sweep failed; the next tick tries again")
         return result
 
     def _notify_late_placements(self, now: datetime) -> None:
-        """Tell franchisees about stuck orders a retry has placed since the last tick."""
+        """Tell franchisees about stuck orders a retry has placed since the last tick.
+
+        Intake writes order events all the time, so the sweep looks before it writes: only
+        a range holding a late placement takes the write lock. At most ``PLACED_SWEEP_SPAN``
+        events per tick, so a long backlog (ops off for a while) never holds the lock long.
+        """
         newest = self.db.execute("SELECT coalesce(max(id), 0) FROM order_events").fetchone()[0]
-        if newest <= self._placed_cursor:  # the common case: no write lock taken
+        after = self._placed_cursor
+        if newest <= after:
+            return
+        upto = min(newest, after + PLACED_SWEEP_SPAN)
+        if not has_placed_events(self.db, after=after, upto=upto):
+            self._placed_cursor = upto  # in memory: a restart reads this range once more
             return
         with write_transaction(self.db):
-            queued = queue_placed_notices(self.db, upto=newest, at=now,
+            queued = queue_placed_notices(self.db, after=after, upto=upto, at=now,
                                           config=self.config.notify.franchisee)
             if queued:
                 state.bump(self.db, "placed_notices", queued)
-        self._placed_cursor = newest
+        self._placed_cursor = upto
 
     def pause(self, warehouse_id: str, *, actor: str, reason: str,
               now: datetime) -> HandleResult:
@@ -277,23 +294,28 @@ class OpsCore:
         limit), then any. In a savepoint of the caller's transaction: a failed retry is
         logged and counted and costs nothing else, the warehouse still reopens."""
         stuck = [r[0] for r in self.db.execute(
-            "SELECT io.order_id FROM incident_orders io "
+            "SELECT DISTINCT o.id FROM incident_orders io "
             "JOIN incidents i ON i.id = io.incident_id "
             "JOIN orders o ON o.id = io.order_id "
             "WHERE i.warehouse_id = ? AND io.outcome = 'stuck' "
-            "AND o.status = 'needs_attention'", [up.warehouse_id]).fetchall()]
+            "AND o.status = 'needs_attention' ORDER BY o.tier, o.received_at, o.id",
+            [up.warehouse_id]).fetchall()]
         rules, limit = self.settings.allocation, self.settings.intake.retry_limit
         placed = 0
-        try:
-            if stuck:
+        passes = ([stuck[:limit]] if stuck else []) + [None]
+        for order_ids in passes:
+            try:
                 placed += len(retry_waiting(self.db, now=up.at, config=rules,
-                                            order_ids=stuck[:limit], limit=limit,
+                                            order_ids=order_ids, limit=limit,
                                             trigger="warehouse_available").placed)
-            placed += len(retry_waiting(self.db, now=up.at, config=rules, limit=limit,
-                                        trigger="warehouse_available").placed)
-        except Exception:  # each retry_waiting rolled back its own savepoint
-            log.exception("retrying waiting orders after %s reopened failed", up.warehouse_id)
-            state.bump(self.db, "retry_failures")
+            except Exception:
+                if not self.db.conn.in_transaction:
+                    # the error took the whole transaction with it, not only the retry's
+                    # savepoint: nothing of the reopen is left to save
+                    raise
+                log.exception("retrying waiting orders after %s reopened failed",
+                              up.warehouse_id)
+                state.bump(self.db, "retry_failures")
         state.bump(self.db, "orders_retry_placed", placed)
         return placed
 

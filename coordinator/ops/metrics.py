@@ -71,13 +71,16 @@ def status_transparency(db: Database) -> dict[str, Any]:
 
 
 def self_healing(db: Database) -> dict[str, Any]:
+    # a stuck order healed itself when the first placement out of needs_attention after
+    # its incident began was set off by the system, not by an operator
     row = db.execute(
         "SELECT sum(io.outcome = 'moved'), sum(io.outcome = 'stuck'), "
-        "sum(io.outcome = 'stuck' AND EXISTS (SELECT 1 FROM order_events e "
-        "WHERE e.order_id = io.order_id AND e.kind = 'allocated' "
-        "AND json_extract(e.detail, '$.retry') "
-        "AND coalesce(json_extract(e.detail, '$.trigger'), 'operator') != 'operator')) "
-        "FROM incident_orders io").fetchone()
+        "sum(io.outcome = 'stuck' AND coalesce((SELECT json_extract(e.detail, '$.trigger') "
+        "  FROM order_events e WHERE e.order_id = io.order_id AND e.kind = 'allocated' "
+        "  AND e.at >= i.started_at "
+        "  AND json_extract(e.detail, '$.previous_status') = 'needs_attention' "
+        "  ORDER BY e.id LIMIT 1), 'operator') != 'operator') "
+        "FROM incident_orders io JOIN incidents i ON i.id = io.incident_id").fetchone()
     moved, stuck, placed_later = int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
     total = moved + stuck
     healed = moved + placed_later

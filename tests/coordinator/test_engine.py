@@ -89,8 +89,15 @@ def test_unallocated_reason_when_no_warehouse_qualifies_at_all() -> None:
     snap = _snap([_wh("A", 0.01, paused=True), _wh("B", 0.05)],
                  {w: {"MILK": StockState(100)} for w in "AB"}, cold=frozenset({"MILK"}))
     decision = engine.allocate(_order(("MILK", 1)), snap, RULES)
-    assert decision.reason == ("no available cold-chain warehouse (all paused, tripped or not "
-                               "cold-chain capable)")
+    assert decision.reason == ("no available cold-chain warehouse to take it (paused, tripped, "
+                               "excluded or not cold-chain)")
+
+
+def test_unallocated_reason_names_a_sku_ordered_on_two_lines() -> None:
+    snap = _snap([_wh("A", 0.01), _wh("B", 0.05)], {w: {"S": StockState(1)} for w in "AB"})
+    decision = engine.allocate(_order(("S", 1), ("S", 1)), snap, RULES)
+    # each line alone fits; together they do not, and the second line is short everywhere
+    assert decision.reason == "no available warehouse has sellable stock of S"
 
 
 def test_meituan_is_one_tier_faster_and_forced_to_cold_chain() -> None:
@@ -346,3 +353,31 @@ def test_warehouses_along_one_long_road_are_ranked_without_a_quadratic_walk() ->
         key=lambda p: (round(p[0], 3), p[1]),
     )
     assert [wid for _, wid in ranked] == [wid for _, wid in by_hand]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=scenarios(), repeats=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+       split=st.booleans())
+def test_a_sku_on_several_lines_is_never_promised_beyond_stock(
+    case: tuple[Snapshot, OrderRequest, AllocationConfig], repeats: list[int], split: bool,
+) -> None:
+    snap, order, rules = case
+    # the first SKU again on more lines (the same drink twice, with other options)
+    sku = order.lines[0].sku_id
+    lines = order.lines + tuple(Line(sku, q) for q in repeats)
+    order = OrderRequest(order.order_id, order.channel, lines, order.lat, order.lon, T0)
+    rules = rules.model_copy(update={"split_shipments": split, "max_parts": 3})
+    decision = engine.allocate(order, snap, rules)
+    if not decision.allocated:
+        assert decision.reason
+        return
+    taken: dict[tuple[str, str], int] = {}
+    for part in decision.parts:
+        for line in part.lines:
+            key = (part.warehouse_id, line.sku_id)
+            taken[key] = taken.get(key, 0) + line.qty
+    for (wid, sku_id), qty in taken.items():
+        assert snap.stock[wid][sku_id].sellable >= qty
+    placed = [id(line) for part in decision.parts for line in part.lines]
+    assert sorted(placed) == sorted(id(line) for line in lines)  # every line exactly once
+    engine.apply(decision, snap)  # and the snapshot agrees: no AllocationError

@@ -12,6 +12,8 @@ from sqlite_utils import Database
 from coordinator import store
 from coordinator.catalog import InventoryIn, import_file, upsert_inventory
 from coordinator.db import open_database
+from coordinator.engine import great_circle_km
+from coordinator.errors import StoreError
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
 from coordinator.reroute import reroute_warehouse
 from coordinator.retry import retry_waiting
@@ -237,6 +239,49 @@ def test_retry_of_a_split_keeps_the_part_still_held_and_places_only_the_rest(
         "SELECT warehouse_id, reserved FROM inventory WHERE sku_id = ?", [only_at_05]
     ).fetchall())
     assert reserved["WH-05"] == 3  # not reserved a second time
-    lines = store.get_order(sample_db, outcome.order_id)["lines"]
-    assert [line["warehouse_id"] for line in lines] == ["WH-07", "WH-05"]
+    order = store.get_order(sample_db, outcome.order_id)
+    assert [line["warehouse_id"] for line in order["lines"]] == ["WH-07", "WH-05"]
+    # the order as a whole: both parts, and it arrives with the farther one
+    far = max(great_circle_km(wh02["lat"], wh02["lon"], w["lat"], w["lon"])
+              for w in (store.get_warehouse(sample_db, "WH-05"),
+                        store.get_warehouse(sample_db, "WH-07")))
+    assert order["distance_km"] == round(far, 3) == placed.distance_km
+    assert order["timeline"][-1]["detail"]["parts"] == ["WH-07", "WH-05"]
+    assert order["eta"] == placed.eta
     _consistent(sample_db)
+
+
+def test_a_status_change_under_the_retry_rolls_the_whole_retry_back(
+    sample_db: Database, rules: AllocationConfig
+) -> None:
+    sku = _ambient_sku(sample_db)
+    _empty_everywhere(sample_db, sku)
+    [outcome] = store.submit_orders(sample_db, [_order(sku, "R-guard")], now=NOW, config=rules)
+    upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-03", sku_id=sku, on_hand=5)], NOW)
+    # the database skips the order's status update, as if it had changed meanwhile
+    sample_db.execute("CREATE TRIGGER skip_status BEFORE UPDATE OF status ON orders "
+                      "BEGIN SELECT RAISE(IGNORE); END")
+    held = sample_db.execute("SELECT count(*) FROM reservations").fetchone()[0]
+
+    with pytest.raises(StoreError, match="changed status during its retry"):
+        retry_waiting(sample_db, now=LATER, config=rules)
+
+    assert store.get_order(sample_db, outcome.order_id)["status"] == "unallocated"
+    assert sample_db.execute("SELECT count(*) FROM reservations").fetchone()[0] == held
+    assert sample_db.execute("SELECT reserved FROM inventory WHERE warehouse_id = 'WH-03' "
+                             "AND sku_id = ?", [sku]).fetchone()[0] == 0
+    _consistent(sample_db)
+
+
+def test_retry_of_more_named_orders_than_sqlite_takes_parameters(
+    sample_db: Database, rules: AllocationConfig
+) -> None:
+    sku = _ambient_sku(sample_db)
+    _empty_everywhere(sample_db, sku)
+    [outcome] = store.submit_orders(sample_db, [_order(sku, "R-many")], now=NOW, config=rules)
+    upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-03", sku_id=sku, on_hand=5)], NOW)
+    names = [f"o_missing{i}" for i in range(40_000)] + [outcome.order_id]
+
+    result = retry_waiting(sample_db, now=LATER, config=rules, order_ids=names, limit=50_000)
+
+    assert [p.order_id for p in result.placed] == [outcome.order_id]

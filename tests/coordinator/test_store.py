@@ -283,3 +283,25 @@ def test_batch_rolled_back_by_its_caller_leaves_no_stock_promised(
     assert all(o.status == "allocated" for o in placed)
     assert len({o.warehouse_id for o in placed} | {first.warehouse_id}) == count
     assert _reserved_matches_held(sample_db)
+
+
+def test_a_sku_on_two_lines_needs_stock_for_both_at_one_warehouse(
+    sample_db: Database, rules: AllocationConfig
+) -> None:
+    upsert_inventory(sample_db, [InventoryIn(warehouse_id=f"WH-0{i}", sku_id="SKU-0001",
+                                             on_hand=1 if i < 8 else 2) for i in range(1, 9)],
+                     NOW)
+    two = [OrderLine(sku_id="SKU-0001", qty=1), OrderLine(sku_id="SKU-0001", qty=1)]
+    [placed, waiting] = store.submit_orders(sample_db, [
+        OrderIn(channel=Channel.WECHAT_MINI, channel_order_id="DUP-1", store_id="HZ-S001",
+                lines=two, lat=30.27, lon=120.15),
+        OrderIn(channel=Channel.WECHAT_MINI, channel_order_id="DUP-2", store_id="HZ-S001",
+                lines=two, lat=30.27, lon=120.15),
+    ], now=NOW, config=rules)
+    # only WH-08 holds two; once it has promised them, nobody can take the second order
+    assert (placed.status, placed.warehouse_id) == ("allocated", "WH-08")
+    assert waiting.status == "unallocated"
+    assert waiting.reason == "no available warehouse has sellable stock of SKU-0001"
+    reserved = sample_db.execute("SELECT reserved FROM inventory WHERE warehouse_id = 'WH-08' "
+                                 "AND sku_id = 'SKU-0001'").fetchone()[0]
+    assert reserved == 2

@@ -15,12 +15,13 @@ Coupon codes come from :func:`coupon_code` (registered as a deterministic SQL fu
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
 from coordinator.ops.config import FranchiseeConfig
 from coordinator.ops.notify.outbox import iso
+from coordinator.store import iso as store_iso
 
 _COUPONS = """
 INSERT OR IGNORE INTO ops_coupons (order_id, incident_id, code, created_at)
@@ -86,7 +87,12 @@ SELECT e.id AS event_id, e.order_id, e.at,
 FROM order_events e
 WHERE e.id > :after AND e.id <= :upto AND e.kind = 'allocated'
     AND json_extract(e.detail, '$.previous_status') = 'needs_attention'
+    AND e.at >= :since
 """
+
+# events a sweep reads per tick at most, and how old a late placement may be to be told
+PLACED_SWEEP_SPAN = 50_000
+PLACED_NOTICE_MAX_AGE = timedelta(days=1)
 
 _PLACED_COUPONS = f"""
 INSERT OR IGNORE INTO ops_coupons (order_id, incident_id, code, created_at)
@@ -124,18 +130,29 @@ def placed_notices_cursor(db: Database) -> int:
     return 0 if row is None else int(row[0])
 
 
-def queue_placed_notices(db: Database, *, upto: int, at: datetime,
+def has_placed_events(db: Database, *, after: int, upto: int) -> bool:
+    """Whether order events ``after < id <= upto`` hold a late placement (read only)."""
+    row = db.execute(
+        "SELECT 1 FROM order_events WHERE id > ? AND id <= ? AND kind = 'allocated' "
+        "AND json_extract(detail, '$.previous_status') = 'needs_attention' LIMIT 1",
+        [after, upto]).fetchone()
+    return row is not None
+
+
+def queue_placed_notices(db: Database, *, after: int, upto: int, at: datetime,
                          config: FranchiseeConfig) -> int:
     """Queue a notice and a coupon for every stuck order a retry placed, in the order
-    events after the cursor up to ``upto``; moves the cursor (caller's transaction).
+    events ``after < id <= upto`` (placements older than a day are not told any more);
+    moves the stored cursor to ``upto`` (caller's transaction).
 
     Returns how many notices were new (a repeated sweep queues nothing twice)."""
     db.conn.create_function("bw_coupon_code", 3, coupon_code, deterministic=True)
-    after = placed_notices_cursor(db)
     if upto <= after:
         return 0
     params = {"prefix": config.coupon_prefix, "now": iso(at), "value": config.coupon_value_yuan,
-              "after": after, "upto": upto}
+              "after": after, "upto": upto,
+              # compared as text with order_events.at: the store's format, not the outbox's
+              "since": store_iso(at - PLACED_NOTICE_MAX_AGE)}
     db.conn.execute(_PLACED_COUPONS, params)
     queued = db.conn.execute(_PLACED_NOTICES, params).rowcount
     db.conn.execute(

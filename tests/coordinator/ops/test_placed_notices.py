@@ -1,0 +1,79 @@
+"""The placed-notice sweep: franchisees hear about stuck orders a retry placed later."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from benchmarks.reroute import seed_orders_at
+from coordinator.db import open_database
+from coordinator.ops.core import OpsCore
+from coordinator.reroute import reroute_warehouse
+from coordinator.retry import retry_waiting
+from coordinator.settings import AllocationConfig, Settings
+from coordinator.store import set_warehouse_availability
+from tests.coordinator.ops.helpers import ops_config
+
+NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+
+
+def _stuck_then_placed(db: Database, placed_at: datetime) -> list[str]:
+    """Six orders stuck at WH-01's incident, then placed by a retry at ``placed_at``."""
+    seed_orders_at(db, "WH-01", 6, NOW, stock_boost=50)
+    rules = AllocationConfig()
+    db.execute("UPDATE inventory SET on_hand = reserved WHERE warehouse_id != 'WH-01'")
+    set_warehouse_availability(db, "WH-01", available=False, reason="breaker", now=NOW)
+    stuck = reroute_warehouse(db, "WH-01", incident_id="inc-p", reason="breaker", now=NOW,
+                              config=rules).stuck
+    set_warehouse_availability(db, "WH-01", available=True, reason=None, now=placed_at)
+    placed = retry_waiting(db, now=placed_at, config=rules, trigger="warehouse_available")
+    assert len(placed.placed) == len(stuck) == 6
+    return [p.order_id for p in placed.placed]
+
+
+def _placed_notices(db: Database) -> list[dict[str, object]]:
+    return [json.loads(r[0]) for r in db.execute(
+        "SELECT payload FROM ops_notifications WHERE kind = 'franchisee' ORDER BY id")
+        if json.loads(r[0])["type"] == "placed_notice"]
+
+
+def test_each_late_placement_is_told_once_with_warehouse_eta_and_coupon(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "c.sqlite")
+    core = OpsCore(db, Settings(db_path=str(tmp_path / "c.sqlite")), ops_config(tmp_path))
+    ids = _stuck_then_placed(db, NOW + timedelta(hours=1))
+
+    core.tick(NOW + timedelta(hours=1, seconds=1))
+    core.tick(NOW + timedelta(hours=1, seconds=2))
+
+    notices = _placed_notices(db)
+    assert sorted(str(n["order_id"]) for n in notices) == sorted(ids)
+    assert {str(n["incident_id"]) for n in notices} == {"inc-p"}
+    assert all(n["new_eta"] and n["coupon"] and n["new_warehouse"] for n in notices)
+
+
+def test_a_placement_older_than_a_day_is_not_told_any_more(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "c.sqlite")
+    core = OpsCore(db, Settings(db_path=str(tmp_path / "c.sqlite")), ops_config(tmp_path))
+    _stuck_then_placed(db, NOW + timedelta(hours=1))
+
+    core.tick(NOW + timedelta(days=3))  # the ops side was off for days
+
+    assert _placed_notices(db) == []
+
+
+def test_a_failing_sweep_never_costs_the_tick(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "c.sqlite")
+    core = OpsCore(db, Settings(db_path=str(tmp_path / "c.sqlite")), ops_config(tmp_path))
+    _stuck_then_placed(db, NOW + timedelta(hours=1))
+    db.execute("CREATE TRIGGER refuse_notices BEFORE INSERT ON ops_notifications "
+               "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+
+    core.tick(NOW + timedelta(hours=1, seconds=1))  # does not raise
+
+    assert core.sweep_failures == 1
+    db.execute("DROP TRIGGER refuse_notices")
+    core.tick(NOW + timedelta(hours=1, seconds=2))  # the next tick tries the same range again
+    assert len(_placed_notices(db)) == 6
