@@ -175,6 +175,7 @@ def state(db: Database, *, incident_limit: int = 20, waiting_limit: int = 50) ->
             "orders_by_status": by_status,
             "orders_total": sum(by_status.values()),
             "waiting_orders": waiting_orders(db, waiting_limit),
+            "waiting_total": by_status.get("unallocated", 0) + by_status.get("needs_attention", 0),
             "notifications": notifications(db),
             "labels": {**TIMELINE_LABELS, **STATE_LABELS},
         }

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 import aiomqtt
 import httpx
 import pytest
+from sqlite_utils import Database
 
 from coordinator import dashboard
 from coordinator.app import create_app
@@ -39,6 +40,8 @@ from protocols import Topics, encode
 from simulators.brokers import Broker
 from tests.coordinator.ops.factories import breaker_event
 from tests.coordinator.ops.helpers import ops_config, settings_for
+
+from .conftest import NOW
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 PAUSE_REASON = "roof leak over cold room 2 冷库漏水"
@@ -147,7 +150,8 @@ def test_state_shows_paused_and_tripped_warehouses_incidents_and_counts(site: Si
     with httpx.Client(base_url=site.url, timeout=15) as http:
         state = http.get("/dashboard/state").json()
         assert set(state) == {"warehouses", "incidents", "orders_by_status", "orders_total",
-                              "waiting_orders", "notifications", "labels", "generated_at"}
+                              "waiting_orders", "waiting_total", "notifications", "labels",
+                              "generated_at"}
         warehouses = _by_id(state)
         assert sorted(warehouses) == [f"WH-0{i}" for i in range(1, 9)]
         paused = warehouses[site.paused]
@@ -177,6 +181,7 @@ def test_state_shows_paused_and_tripped_warehouses_incidents_and_counts(site: Si
         assert state["orders_total"] == sum(counts.values()) == 7
         assert counts["in_transit"] == 1 and counts["unallocated"] == 1
         [waiting] = state["waiting_orders"]
+        assert state["waiting_total"] == 1
         assert (waiting["id"], waiting["status"]) == (site.waiting_order, "unallocated")
         assert "SKU-0203" in waiting["status_reason"]
         assert set(state["notifications"]["by_status"]) >= {"pending", "sent", "failed"}
@@ -348,3 +353,25 @@ def test_without_the_ops_side_the_page_works_and_says_metrics_are_unavailable(
     assert metrics.startswith("metrics unavailable (HTTP 404")
     announced = _text(_element(dom, "p", 'id="announce-state"'))
     assert announced == "all warehouses available 全部仓库可用"
+
+
+def test_waiting_panel_lists_the_oldest_and_counts_them_all(sample_db: Database) -> None:
+    from coordinator import store
+    from coordinator.catalog import InventoryIn, upsert_inventory
+    from coordinator.settings import AllocationConfig
+    from protocols.orders import Channel, OrderIn, OrderLine
+
+    gone = "SKU-0204"
+    upsert_inventory(sample_db, [InventoryIn(warehouse_id=f"WH-0{i}", sku_id=gone, on_hand=0)
+                                 for i in range(1, 9)], NOW)
+    for i in range(3):
+        store.submit_orders(sample_db, [OrderIn(
+            channel=Channel.DOUYIN, channel_order_id=f"W-{i}", store_id="HZ-S001",
+            lines=[OrderLine(sku_id=gone, qty=1)], lat=30.27, lon=120.15)],
+            now=NOW + timedelta(minutes=i), config=AllocationConfig())
+
+    shown = dashboard.state(sample_db, waiting_limit=2)
+
+    assert shown["waiting_total"] == 3
+    assert [o["status"] for o in shown["waiting_orders"]] == ["unallocated"] * 2
+    assert shown["waiting_orders"][0]["received_at"] < shown["waiting_orders"][1]["received_at"]
