@@ -41,11 +41,18 @@ def summary(config: AgentConfig) -> str:
     return "\n".join(lines)
 
 
-def check(path: str) -> int:
+def _load(path: str) -> AgentConfig | None:
+    """The config, or None after saying on stderr what is wrong with it (exit code 2)."""
     try:
-        config = load_config(path)
+        return load_config(path)
     except ConfigError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
+        return None
+
+
+def check(path: str) -> int:
+    config = _load(path)
+    if config is None:
         return 2
     print(f"ok: {path}")
     print(summary(config))
@@ -53,18 +60,13 @@ def check(path: str) -> int:
 
 
 def new_incarnation(path: str) -> int:
-    from edge_agent.store import Store
+    from edge_agent.store import open_store
 
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(f"invalid: {exc}", file=sys.stderr)
+    config = _load(path)
+    if config is None:
         return 2
     try:
-        store = Store(
-            config.state_db_path, outbox_max_bytes=config.agent.outbox_max_bytes,
-            readings_keep=config.agent.readings_log_per_sensor * len(config.sensors),
-        )
+        store = open_store(config)
     except EdgeError as exc:
         print(f"cannot open the state database: {exc}", file=sys.stderr)
         return 1
@@ -111,10 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=opts.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    try:
-        config = load_config(opts.config)
-    except ConfigError as exc:
-        print(f"invalid: {exc}", file=sys.stderr)
+    config = _load(opts.config)
+    if config is None:
         return 2
     try:
         asyncio.run(_serve(config))

@@ -31,7 +31,7 @@ from edge_agent.config import AgentConfig, MqttSection
 from edge_agent.errors import SensorPayloadError, StoreError
 from edge_agent.rules import Action, Notice, Reading, RuleMachine, RuleSpec, Transition
 from edge_agent.sensors import SensorParser
-from edge_agent.store import OutboxRow, OutgoingMessage, Store
+from edge_agent.store import OutboxRow, OutgoingMessage, Store, open_store
 from edge_agent.telemetry import Summary, TelemetryAggregator
 from protocols import (
     AgentState,
@@ -278,11 +278,7 @@ class EdgeAgent:
             return
         cfg = self.config.agent
         now = self.clock.now()
-        store = Store(
-            self.config.state_db_path,
-            outbox_max_bytes=cfg.outbox_max_bytes,
-            readings_keep=cfg.readings_log_per_sensor * len(self.config.sensors),
-        )
+        store = open_store(self.config)
         self._store = store
         self._incarnation = store.incarnation
         # A new process is a new session even before it connects: its events say so.

@@ -17,12 +17,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
 from edge_agent.errors import StoreError
 from edge_agent.rules import Reading
+
+if TYPE_CHECKING:
+    from edge_agent.config import AgentConfig
 
 # What the budget sacrifices first when the outbox is full.
 DROP_ORDER = ("telemetry", "audit")
@@ -345,3 +348,10 @@ class Store:
         self.db.execute("DELETE FROM outbox WHERE id = ?", [row_id])
         self.outbox_bytes -= int(row[0])
         self.outbox_count -= 1
+
+
+def open_store(config: AgentConfig) -> Store:
+    """The state store ``config`` describes (its path, outbox budget, readings kept)."""
+    agent = config.agent
+    return Store(config.state_db_path, outbox_max_bytes=agent.outbox_max_bytes,
+                 readings_keep=agent.readings_log_per_sensor * len(config.sensors))

@@ -154,6 +154,17 @@ def test_cancelling_an_order_frees_its_stock_for_a_waiting_one(live_http: httpx.
     assert (now["status"], now["warehouse_id"]) == ("allocated", "WH-01")
 
 
+@pytest.mark.parametrize(("params", "field"), [
+    ({"open": "perhaps"}, "query.open"),
+    ({"limit": 0}, "query.limit"),
+    ({"limit": "many"}, "query.limit"),
+])
+def test_junk_alert_queries_name_the_field(live_http: httpx.Client, params: dict[str, str],
+                                           field: str) -> None:
+    answer = live_http.get("/alerts", params=params)
+    assert answer.status_code == 422 and answer.json()["field"] == field
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"limit": 0}, "body.limit"),
     ({"order_ids": "o_1"}, "body.order_ids"),

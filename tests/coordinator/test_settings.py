@@ -31,6 +31,10 @@ def test_bad_value_names_the_field() -> None:
         Settings.parse({"allocation": {"nearest": 0}})
     with pytest.raises(ConfigError, match="db_pth"):
         Settings.parse({"db_pth": "typo.sqlite"})
+    with pytest.raises(ConfigError, match=r"intake\.retry_limit"):
+        Settings.parse({"intake": {"retry_limit": 0}})
+    with pytest.raises(ConfigError, match=r"intake\.retry_on_change"):
+        Settings.parse({"intake": {"retry_on_change": "sometimes"}})
 
 
 def test_rule_set_version_changes_with_the_rules() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,33 @@ def read(db_path: Path, sql: str, args: list[Any] | None = None) -> list[tuple[A
 def assignments(db_path: Path) -> dict[str, tuple[str | None, str]]:
     rows = read(db_path, "SELECT id, warehouse_id, status FROM orders")
     return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def counter(db_path: Path, name: str) -> int:
+    """An ops counter as committed (0 when never bumped)."""
+    rows = read(db_path, "SELECT value FROM ops_counters WHERE name = ?", [name])
+    return int(rows[0][0]) if rows else 0
+
+
+def warehouse_available(db_path: Path, warehouse_id: str) -> bool:
+    return read(db_path, "SELECT available FROM warehouses WHERE id = ?",
+                [warehouse_id]) == [(1,)]
+
+
+def strand_at(db: Database, warehouse_id: str, count: int, now: datetime,
+              incident_id: str) -> list[str]:
+    """``count`` orders held at ``warehouse_id``, then its reroute with no stock anywhere
+    else: every one is stuck (needs_attention). Returns their ids."""
+    from benchmarks.reroute import seed_orders_at
+    from coordinator.reroute import reroute_warehouse
+    from coordinator.settings import AllocationConfig
+    from coordinator.store import set_warehouse_availability
+
+    seed_orders_at(db, warehouse_id, count, now, stock_boost=50)
+    db.execute("UPDATE inventory SET on_hand = reserved WHERE warehouse_id != ?",
+               [warehouse_id])
+    set_warehouse_availability(db, warehouse_id, available=False, reason="breaker", now=now)
+    stuck = reroute_warehouse(db, warehouse_id, incident_id=incident_id, reason="breaker",
+                              now=now, config=AllocationConfig()).stuck
+    assert len(stuck) == count
+    return [s.order_id for s in stuck]

@@ -19,7 +19,14 @@ from edge_agent.config import AgentConfig
 from protocols import Topics
 from protocols.clock import ManualClock
 from simulators.brokers import Broker
-from tests.coordinator.ops.helpers import ops_config, read, settings_for, wait_for
+from tests.coordinator.ops.helpers import (
+    counter,
+    ops_config,
+    read,
+    settings_for,
+    wait_for,
+    warehouse_available,
+)
 from tests.edge_agent.conftest import cancel_and_wait, config_dict
 
 pytestmark = pytest.mark.broker
@@ -41,15 +48,6 @@ def agent_config(tmp_path: Path, broker: Broker, topics: Topics) -> AgentConfig:
     for sensor in raw["sensors"]:
         sensor["max_gap_s"] = 100_000
     return AgentConfig.model_validate(raw)
-
-
-def counter(path: Path, name: str) -> int:
-    rows = read(path, "SELECT value FROM ops_counters WHERE name = ?", [name])
-    return int(rows[0][0]) if rows else 0
-
-
-def available(path: Path) -> bool:
-    return read(path, "SELECT available FROM warehouses WHERE id = ?", [WH]) == [(1,)]
 
 
 def heard_ts(path: Path) -> str | None:
@@ -81,15 +79,16 @@ async def test_silent_agent_without_last_will_pauses_warehouse_and_heartbeat_reo
                                what="a heartbeat")
             await asyncio.sleep(0.2)  # several coordinator ticks
             assert counter(path, "reroutes") == 0
-            assert available(path)
+            assert warehouse_available(path, WH)
             # The agent hangs: connected, so no last will, but nothing more is heard.
             clock.advance(GRACE_S + 1)
             await wait_for(lambda: counter(path, "reroutes") == 1, what="the silence hold")
-            assert not available(path)
+            assert not warehouse_available(path, WH)
             assert agent.stats.uplink_connected
             # It comes back to life: its next tick heartbeats and the warehouse reopens.
             await agent.tick()
-            await wait_for(lambda: available(path), what="the heartbeat after the silence")
+            await wait_for(lambda: warehouse_available(path, WH),
+                           what="the heartbeat after the silence")
             assert counter(path, "reroutes") == 1
         finally:
             with contextlib.suppress(Exception):

@@ -8,7 +8,7 @@ from pathlib import Path
 from coordinator.ops.service import OpsService
 from protocols import Topics
 from tests.coordinator.ops.factories import breaker_event
-from tests.coordinator.ops.helpers import ops_config, read, settings_for, wait_for
+from tests.coordinator.ops.helpers import counter, ops_config, read, settings_for, wait_for
 
 KEEP = 20
 INCARNATION = "5f0c9a7e2b3d4c1a8e6f7a9b0c1d2e3f"
@@ -18,11 +18,6 @@ def rows(path: Path) -> dict[tuple[str, str], int]:
     found = read(path, "SELECT agent_id, incarnation, count(*) FROM ops_processed_events "
                        "GROUP BY agent_id, incarnation")
     return {(r[0], r[1]): int(r[2]) for r in found}
-
-
-def counter(path: Path, name: str) -> int:
-    found = read(path, "SELECT value FROM ops_counters WHERE name = ?", [name])
-    return int(found[0][0]) if found else 0
 
 
 async def test_processed_events_stay_bounded_and_recent_repeats_are_still_dropped(

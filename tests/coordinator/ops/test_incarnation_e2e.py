@@ -22,7 +22,14 @@ from edge_agent.config import AgentConfig
 from protocols import SensorReading, Topics, encode
 from protocols.clock import ManualClock
 from simulators.brokers import Broker
-from tests.coordinator.ops.helpers import ops_config, read, settings_for, wait_for
+from tests.coordinator.ops.helpers import (
+    counter,
+    ops_config,
+    read,
+    settings_for,
+    wait_for,
+    warehouse_available,
+)
 from tests.edge_agent.conftest import SENSOR, SensorPublisher, cancel_and_wait, config_dict
 
 pytestmark = pytest.mark.broker
@@ -37,15 +44,6 @@ def agent_config(tmp_path: Path, broker: Broker, topics: Topics) -> AgentConfig:
     for sensor in raw["sensors"]:
         sensor["max_gap_s"] = 100_000
     return AgentConfig.model_validate(raw)
-
-
-def counter(path: Path, name: str) -> int:
-    rows = read(path, "SELECT value FROM ops_counters WHERE name = ?", [name])
-    return int(rows[0][0]) if rows else 0
-
-
-def available(path: Path) -> bool:
-    return read(path, "SELECT available FROM warehouses WHERE id = ?", [WH]) == [(1,)]
 
 
 def session(path: Path) -> tuple[str | None, int, int] | None:
@@ -107,7 +105,7 @@ async def test_wiped_gateway_restarts_from_seq_zero_and_the_coordinator_follows_
             await wait_for(lambda: counter(path, "reroutes") == 1, what="the old trip")
         old_seq = old.stats.seq
         await wait_for(lambda: session(path) == (old_incarnation, 3, 0), what="the old will")
-        assert not available(path)
+        assert not warehouse_available(path, WH)
         # The gateway is replaced: its state database is gone.
         wipe_state(tmp_path)
         new = EdgeAgent(config, clock=clock, topics=topics)
@@ -118,13 +116,14 @@ async def test_wiped_gateway_restarts_from_seq_zero_and_the_coordinator_follows_
             # reopens although seq and session_seq went backwards.
             await wait_for(lambda: session(path) == (new.stats.incarnation, 1, 1),
                            what="the new birth")
-            await wait_for(lambda: available(path), what="the new gateway's breaker state")
+            await wait_for(lambda: warehouse_available(path, WH),
+                           what="the new gateway's breaker state")
             # It trips and clears, and the coordinator follows both.
             await send(pub, new, clock, topics, 9.0, 12)
             await wait_for(lambda: counter(path, "reroutes") == 2, what="the new trip")
-            assert not available(path)
+            assert not warehouse_available(path, WH)
             await send(pub, new, clock, topics, 5.0, 6)
-            await wait_for(lambda: available(path), what="the new clear")
+            await wait_for(lambda: warehouse_available(path, WH), what="the new clear")
             listing = await ops.call(lambda core: _availability(core, WH))
             assert [a["incarnation"] for a in listing["agents"]] == [new.stats.incarnation]
         assert counter(path, "agent_lifetimes_replaced") == 1

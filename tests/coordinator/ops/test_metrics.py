@@ -9,10 +9,10 @@ from pathlib import Path
 from benchmarks.reroute import seed_orders_at
 from coordinator.db import open_database
 from coordinator.ops import metrics
-from coordinator.reroute import reroute_warehouse
 from coordinator.retry import retry_waiting
 from coordinator.settings import AllocationConfig
 from coordinator.store import record_status_event, set_warehouse_availability, unshipped_orders
+from tests.coordinator.ops.helpers import strand_at
 
 
 def test_transparency_counts_only_shipped_orders_with_every_node_timestamped(
@@ -44,17 +44,10 @@ def test_stuck_orders_placed_later_by_the_system_count_as_healed_by_an_operator_
         tmp_path: Path) -> None:
     db = open_database(tmp_path / "c.sqlite")
     now = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
-    seed_orders_at(db, "WH-01", 6, now, stock_boost=50)
     rules = AllocationConfig()
-    # no other warehouse has anything: the whole reroute is stuck
-    db.execute("UPDATE inventory SET on_hand = reserved WHERE warehouse_id != 'WH-01'")
-    set_warehouse_availability(db, "WH-01", available=False, reason="breaker", now=now)
-    stuck = reroute_warehouse(db, "WH-01", incident_id="inc-m", reason="breaker", now=now,
-                              config=rules).stuck
-    assert len(stuck) == 6
+    ids = strand_at(db, "WH-01", 6, now, "inc-m")
     assert metrics.self_healing(db)["rate"] == 0.0
     set_warehouse_availability(db, "WH-01", available=True, reason=None, now=now)
-    ids = [s.order_id for s in stuck]
 
     retry_waiting(db, now=now, config=rules, order_ids=ids[:2], trigger="operator")
     retry_waiting(db, now=now, config=rules, order_ids=ids[2:5], trigger="warehouse_available")

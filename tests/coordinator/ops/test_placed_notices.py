@@ -8,30 +8,24 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from benchmarks.reroute import seed_orders_at
 from coordinator.db import open_database
 from coordinator.ops.core import OpsCore
-from coordinator.reroute import reroute_warehouse
 from coordinator.retry import retry_waiting
 from coordinator.settings import AllocationConfig, Settings
 from coordinator.store import set_warehouse_availability
-from tests.coordinator.ops.helpers import ops_config
+from tests.coordinator.ops.helpers import ops_config, strand_at
 
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 
 
 def _stuck_then_placed(db: Database, placed_at: datetime) -> list[str]:
     """Six orders stuck at WH-01's incident, then placed by a retry at ``placed_at``."""
-    seed_orders_at(db, "WH-01", 6, NOW, stock_boost=50)
-    rules = AllocationConfig()
-    db.execute("UPDATE inventory SET on_hand = reserved WHERE warehouse_id != 'WH-01'")
-    set_warehouse_availability(db, "WH-01", available=False, reason="breaker", now=NOW)
-    stuck = reroute_warehouse(db, "WH-01", incident_id="inc-p", reason="breaker", now=NOW,
-                              config=rules).stuck
+    stuck = strand_at(db, "WH-01", 6, NOW, "inc-p")
     set_warehouse_availability(db, "WH-01", available=True, reason=None, now=placed_at)
-    placed = retry_waiting(db, now=placed_at, config=rules, trigger="warehouse_available")
-    assert len(placed.placed) == len(stuck) == 6
-    return [p.order_id for p in placed.placed]
+    placed = retry_waiting(db, now=placed_at, config=AllocationConfig(),
+                           trigger="warehouse_available")
+    assert sorted(p.order_id for p in placed.placed) == sorted(stuck)
+    return stuck
 
 
 def _placed_notices(db: Database) -> list[dict[str, object]]:

@@ -15,7 +15,14 @@ from coordinator.db import open_database
 from coordinator.ops.service import OpsService
 from protocols import Topics, encode
 from simulators.brokers import Broker
-from tests.coordinator.ops.helpers import assignments, ops_config, read, settings_for, wait_for
+from tests.coordinator.ops.helpers import (
+    assignments,
+    counter,
+    ops_config,
+    read,
+    settings_for,
+    wait_for,
+)
 from tests.coordinator.ops.receiver import Receiver
 
 pytestmark = pytest.mark.broker
@@ -30,11 +37,6 @@ def seeded(tmp_path: Path) -> tuple[Path, int]:
     db.conn.close()
     assert held == 60
     return path, held
-
-
-def counter(path: Path, name: str) -> int:
-    rows = read(path, "SELECT value FROM ops_counters WHERE name = ?", [name])
-    return int(rows[0][0]) if rows else 0
 
 
 async def publish(broker: Broker, topic: str, payload: bytes) -> None:
