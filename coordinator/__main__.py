@@ -3,6 +3,7 @@
     python -m coordinator serve [--db PATH] [--host H] [--port P] [--config FILE.toml]
     python -m coordinator import FILE.csv|FILE.json [--kind warehouses|skus|stores|inventory]
     python -m coordinator seed-sample [--db PATH]
+    python -m coordinator migrate-db SRC.sqlite postgresql://user@host:port/db
 """
 
 from __future__ import annotations
@@ -65,13 +66,24 @@ def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from coordinator.migrate_db import migrate_db
+
+    report = migrate_db(args.source, args.destination)
+    for table, count in report.rows.items():
+        print(f"{table}: {count} rows")
+    print(f"verified: row counts match; reserved stock matches the held reservations on "
+          f"{report.reservations_checked} stock rows")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coordinator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="TOML settings file (default: $BREAKWATER_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP API")
-    serve.add_argument("--db", help="SQLite path (default: $BREAKWATER_DB)")
+    serve.add_argument("--db", help="SQLite path or postgresql:// URL (default: $BREAKWATER_DB)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--access-log", action="store_true", help="log every request")
@@ -85,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     seed = sub.add_parser("seed-sample", help="load the shipped Hangzhou sample region")
     seed.add_argument("--db")
     seed.set_defaults(run=_seed)
+    migrate = sub.add_parser("migrate-db", help="copy a SQLite database into PostgreSQL")
+    migrate.add_argument("source", help="SQLite path (or sqlite:///path)")
+    migrate.add_argument("destination", help="postgresql://user@host:port/db (empty)")
+    migrate.set_defaults(run=_migrate)
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)

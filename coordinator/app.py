@@ -38,7 +38,6 @@ from pydantic import (
     field_validator,
 )
 from pydantic.json_schema import models_json_schema
-from sqlite_utils import Database
 from starlette.concurrency import run_in_threadpool
 
 from coordinator import ledger, queries
@@ -53,11 +52,12 @@ from coordinator.catalog import (
     parse_text,
     upsert,
 )
-from coordinator.db import WalCheckpointer, open_database
+from coordinator.db import Database, WalCheckpointer, open_database
 from coordinator.engine import CandidateTrace, why_not
 from coordinator.engine import Decision as EngineDecision
 from coordinator.errors import Conflict, ImportFileError, NotFound, StoreError
 from coordinator.intake import GroupCommitter
+from coordinator.postgres import is_postgres_url
 from coordinator.retry import RetryResult, retry_waiting
 from coordinator.settings import Settings
 from protocols.clock import Clock, SystemClock
@@ -94,7 +94,7 @@ def invalid(field: str, message: str, **extra: Any) -> JSONResponse:
 
 
 class Connections:
-    """One SQLite connection per thread, all closed at shutdown."""
+    """One database connection per thread, all closed at shutdown."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -568,9 +568,10 @@ def _catalog_router() -> APIRouter:
         by_status = queries.orders_by_status(db)
         with request.app.state.counters_lock:
             counters = dict(request.app.state.counters)
-        checkpointer: WalCheckpointer = request.app.state.checkpointer
+        checkpointer: WalCheckpointer | None = request.app.state.checkpointer
         return {"orders_by_status": by_status, "orders_skewed_total": queries.skew_count(db),
-                "counters": counters, "wal_checkpointer": checkpointer.health()}
+                "counters": counters,
+                "wal_checkpointer": checkpointer.health() if checkpointer else None}
 
     @router.get("/healthz", tags=["operations"])
     def healthz(request: Request) -> dict[str, str]:
@@ -694,8 +695,11 @@ def create_app(
         open_database(chosen.db_path).conn.close()  # create and migrate once, at start
         connections = Connections(chosen.db_path)
         app.state.connections = connections
-        checkpointer = WalCheckpointer(chosen.db_path)
-        checkpointer.start()
+        # SQLite's WAL is folded back on a thread of its own; PostgreSQL does that itself
+        checkpointer = None if is_postgres_url(chosen.db_path) else WalCheckpointer(
+            chosen.db_path)
+        if checkpointer is not None:
+            checkpointer.start()
         app.state.checkpointer = checkpointer
         # the intake writer commits most: it must not checkpoint inside its commits either
         intake = GroupCommitter(
@@ -715,7 +719,8 @@ def create_app(
                 yield
         finally:
             intake.stop()
-            checkpointer.stop()
+            if checkpointer is not None:
+                checkpointer.stop()
             connections.close()
 
     app = FastAPI(

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from sqlite_utils import Database
 
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.errors import Conflict, ImportFileError, NotFound
 from protocols.timestamps import stamp
 
@@ -303,7 +302,7 @@ def set_warehouse_availability(
         changed = bool(row[0]) != available
         db.execute(
             "UPDATE warehouses SET available = ?, unavailable_reason = ?, updated_at = ? "
-            "WHERE id = ? AND (available != ? OR unavailable_reason IS NOT ?)",
+            "WHERE id = ? AND (available != ? OR unavailable_reason IS DISTINCT FROM ?)",
             [int(available), None if available else reason, stamp(now), warehouse_id,
              int(available), None if available else reason],
         )
@@ -320,11 +319,13 @@ def set_warehouse_paused(
             raise NotFound("warehouse", warehouse_id)
         changed = bool(row[0]) != paused
         if changed:
-            db.execute(
-                "UPDATE warehouses SET paused = ?, unavailable_reason = "
-                "CASE WHEN ? THEN ? ELSE unavailable_reason END, updated_at = ? WHERE id = ?",
-                [int(paused), int(paused), reason, stamp(now), warehouse_id],
-            )
+            if paused:
+                db.execute(
+                    "UPDATE warehouses SET paused = 1, unavailable_reason = ?, updated_at = ? "
+                    "WHERE id = ?", [reason, stamp(now), warehouse_id])
+            else:
+                db.execute("UPDATE warehouses SET paused = 0, updated_at = ? WHERE id = ?",
+                           [stamp(now), warehouse_id])
     return changed
 
 

@@ -23,9 +23,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
-from sqlite_utils import Database
 
 from coordinator.dashboard_state import state
+from coordinator.db import Database
 from protocols.timestamps import stamp
 
 router = APIRouter(tags=["dashboard"])

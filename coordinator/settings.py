@@ -3,7 +3,8 @@
 Environment variables (each overrides the file):
 
 - ``BREAKWATER_CONFIG``: path of a TOML file (same shape as :class:`Settings`)
-- ``BREAKWATER_DB``: SQLite database path
+- ``BREAKWATER_DB``: the database: a SQLite path (or ``sqlite:///path``), or
+  ``postgresql://user@host:port/dbname`` (PostgreSQL 15+)
 - ``BREAKWATER_HOST`` / ``BREAKWATER_PORT``: HTTP bind address
 - ``MQTT_URL``: broker URL, e.g. ``mqtt://127.0.0.1:1883`` or ``mqtts://mq.example.com`` (TLS)
 - ``BREAKWATER_TOPIC_ROOT``: MQTT topic root

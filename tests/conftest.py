@@ -11,7 +11,7 @@ import pytest
 
 from protocols import Topics
 from simulators.brokers import Broker, start_test_broker
-from tests.postgres import PostgresServer, start_postgres
+from simulators.pg_server import PostgresServer, start_postgres
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +42,7 @@ def topics() -> Topics:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    """A private PostgreSQL for the session (see tests/postgres.py). Skips with the reason
+    """A private PostgreSQL for the session (see simulators/pg_server.py). Skips with the reason
     when it cannot run here, unless BREAKWATER_REQUIRE_POSTGRES=1 (CI): then it fails."""
     server = start_postgres()
     if isinstance(server, str):

@@ -16,11 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlite_utils import Database
-
 from coordinator import queries
 from coordinator.catalog import set_warehouse_availability, set_warehouse_paused, warehouse_exists
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.errors import NotFound
 from coordinator.gcpause import gc_paused
 from coordinator.ops import incident_store, tracker_store

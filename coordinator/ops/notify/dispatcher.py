@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-from sqlite_utils import Database
 
+from coordinator.db import Database
 from coordinator.errors import NotificationError
 from coordinator.ops.config import NotifyConfig
 from coordinator.ops.notify import outbox

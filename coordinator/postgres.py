@@ -1,0 +1,175 @@
+"""The PostgreSQL backend: the same :class:`coordinator.db.Database` surface over psycopg 3.
+
+Store modules keep one SQL text for both backends (``?`` parameters, standard SQL that
+SQLite and PostgreSQL both accept); :func:`to_pg` rewrites the parameter markers once per
+statement and caches it. The few statements that cannot be shared ask :func:`dialect`.
+
+Transactions work as on SQLite (``isolation_level=None``): the connection is in
+autocommit until ``BEGIN``; :meth:`PgDatabase.atomic` opens a transaction or, inside one,
+a savepoint. :func:`coordinator.db.write_transaction` additionally takes one
+transaction-level advisory lock, PostgreSQL's equivalent of SQLite's single write lock:
+what a writer reads cannot change before it commits, whichever process runs it.
+
+The schema is the SQLite schema the migrations build, translated (:mod:`.pg_schema`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.pq import TransactionStatus
+
+from coordinator.errors import StoreError
+
+# the advisory lock every write transaction takes (one writer at a time, like SQLite)
+WRITE_LOCK_KEY = 0x6277_6C65_6467_6572 & 0x7FFF_FFFF_FFFF_FFFF  # "bwledger"
+
+_translated: dict[str, str] = {}
+
+
+def is_postgres_url(target: str) -> bool:
+    return target.startswith(("postgresql://", "postgres://", "postgresql+psycopg://"))
+
+
+def to_pg(sql: str) -> str:
+    """``?`` markers to psycopg's ``%s`` (and a literal ``%`` to ``%%``), outside quotes."""
+    done = _translated.get(sql)
+    if done is not None:
+        return done
+    out: list[str] = []
+    quote: str | None = None
+    for ch in sql:
+        if quote is not None:
+            out.append("%%" if ch == "%" else ch)
+            if ch == quote:
+                quote = None
+        elif ch in ("'", '"'):
+            quote = ch
+            out.append(ch)
+        elif ch == "?":
+            out.append("%s")
+        elif ch == "%":
+            out.append("%%")
+        else:
+            out.append(ch)
+    done = "".join(out)
+    if len(_translated) < 4096:  # statements are few; generated IN-lists are not cached
+        _translated[sql] = done
+    return done
+
+
+class PgCursor:
+    """What callers read from a statement: rows, ``rowcount``, ``description``."""
+
+    __slots__ = ("_cur", "rowcount")
+
+    def __init__(self, cur: psycopg.Cursor[Any], rowcount: int) -> None:
+        self._cur = cur
+        self.rowcount = rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return None  # use RETURNING
+
+    @property
+    def description(self) -> Any:
+        return self._cur.description
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone() if self._cur.description is not None else None
+
+    def fetchall(self) -> list[Any]:
+        return self._cur.fetchall() if self._cur.description is not None else []
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
+class PgConnection:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.raw = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"),
+                                       autocommit=True)
+        except psycopg.Error as exc:
+            message = f"cannot open database {_safe(url)}: {exc}"
+            raise StoreError(message) from exc
+        self._changes = 0
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.info.transaction_status != TransactionStatus.IDLE
+
+    @property
+    def total_changes(self) -> int:
+        """Rows changed by INSERT/UPDATE/DELETE on this connection (like SQLite's)."""
+        return self._changes
+
+    def execute(self, sql: str, parameters: Any = (), /) -> PgCursor:
+        cur = self.raw.cursor()
+        cur.execute(to_pg(sql), parameters or None)
+        changed = max(cur.rowcount, 0) if cur.description is None else 0
+        self._changes += changed
+        return PgCursor(cur, cur.rowcount)
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> PgCursor:
+        rows = list(parameters)
+        cur = self.raw.cursor()
+        if not rows:
+            return PgCursor(cur, 0)
+        cur.executemany(to_pg(sql), rows)
+        self._changes += max(cur.rowcount, 0)
+        return PgCursor(cur, cur.rowcount)
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class PgDatabase:
+    """The :class:`coordinator.db.Database` surface on PostgreSQL."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        self.conn = PgConnection(url)
+
+    def execute(self, sql: str, parameters: Any = None) -> PgCursor:
+        return self.conn.execute(sql, parameters or ())
+
+    @contextmanager
+    def atomic(self) -> Iterator[PgDatabase]:
+        """A transaction, or a savepoint inside one; rolled back on any error."""
+        conn = self.conn
+        if conn.in_transaction:
+            name = f"bw_{secrets.token_hex(8)}"
+            conn.execute(f"SAVEPOINT {name}")
+            try:
+                yield self
+            except BaseException:
+                if conn.raw.info.transaction_status == TransactionStatus.INERROR or \
+                        conn.in_transaction:
+                    conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                    conn.execute(f"RELEASE SAVEPOINT {name}")
+                raise
+            conn.execute(f"RELEASE SAVEPOINT {name}")
+            return
+        conn.execute("BEGIN")
+        try:
+            yield self
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+def _safe(url: str) -> str:
+    """The URL without its password (never in logs or errors)."""
+    head, sep, tail = url.partition("@")
+    if not sep or ":" not in head.split("//", 1)[-1]:
+        return url
+    scheme, _, userinfo = head.partition("//")
+    return f"{scheme}//{userinfo.split(':', 1)[0]}:***@{tail}"
