@@ -271,6 +271,12 @@ class BreakerCommand(WireModel):
     reason: str = Field(min_length=1, max_length=500)
     issued_at: UtcDatetime
     expires_at: UtcDatetime | None = None
+    # Signing (protocols/command_auth.py): MQTT 3.1.1 tells a subscriber nothing about
+    # who published, so an agent that holds a command key acts only on commands signed
+    # for it. Optional so unsigned v1 senders still parse (and are then refused).
+    agent_id: Ident | None = None
+    nonce: str | None = Field(default=None, pattern=r"^[0-9a-f]{16,64}$")
+    signature: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
     @model_validator(mode="after")
     def _override_needs_expiry(self) -> BreakerCommand:
