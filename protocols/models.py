@@ -243,6 +243,10 @@ class TelemetrySummary(WireModel):
     # As in BreakerEvent: seq is only comparable within one incarnation.
     incarnation: Incarnation | None = None
     historical: bool = False
+    # Readings of the zone's sensors the agent did not use as sent since the previous
+    # summary of this zone, per sensor and cause (out_of_order, duplicate, clock_suspect:
+    # re-timed on arrival): never silent. Optional: older agents omit it.
+    drops: dict[Ident, dict[str, int]] | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> TelemetrySummary:
