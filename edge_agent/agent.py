@@ -34,6 +34,7 @@ from edge_agent.config import AgentConfig, MqttSection
 from edge_agent.core import AgentCore, Output, Saved
 from edge_agent.counters import AgentStats
 from edge_agent.errors import StoreError
+from edge_agent.local_command import COMMAND_KEY_ENV
 from edge_agent.messages import OutgoingMessage
 from edge_agent.store import OutboxRow, Store, open_store
 from protocols import (
@@ -55,7 +56,6 @@ log = logging.getLogger("edge_agent")
 SOFTWARE = "breakwater-edge/0.1"
 SENSOR_BATCH = 256  # queued sensor messages handled per turn of the event loop
 UNSAVED_MAX = 10_000  # beyond this, unsaved non-breaker messages are dropped
-COMMAND_KEY_ENV = "BREAKWATER_COMMAND_KEY"
 
 
 def _client_kwargs(section: MqttSection, identifier: str) -> dict[str, Any]:

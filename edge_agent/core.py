@@ -61,6 +61,7 @@ class Output:
     messages: list[OutgoingMessage] = field(default_factory=list)
     deadletters: list[DeadLetter] = field(default_factory=list)
     countdowns: list[RuleCountdown] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)  # for logs and replays
     persist: bool = False
 
 
@@ -205,6 +206,13 @@ class AgentCore:
             self.counters.accept(sensor)
             for reading in parsed.readings:
                 self._feed(out, reading)
+        return out
+
+    def feed_reading(self, reading: Reading) -> Output:
+        """Feed an already parsed reading (a data logger's export in a replay)."""
+        out = Output()
+        self.counters.accept(reading.sensor_id)
+        self._feed(out, reading)
         return out
 
     def _feed(self, out: Output, reading: Reading) -> None:
@@ -364,6 +372,7 @@ class AgentCore:
         for action in actions:
             if isinstance(action, Transition):
                 out.persist = True
+                out.transitions.append(action)
                 log.info("rule %s/%s: %s -> %s (%s, %s) at %s", action.zone, action.rule,
                          action.previous.value, action.state.value, action.reason,
                          action.detail, action.event_time.isoformat())
