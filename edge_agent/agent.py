@@ -173,6 +173,15 @@ class EdgeAgent:
     async def run(self) -> None:
         """Connect, ingest and publish until cancelled; reconnects on broker loss."""
         self._ensure_started()
+        health = None
+        cfg = self.config.agent
+        if cfg.metrics_port:
+            from edge_agent.health import HealthServer  # prometheus-client only when used
+
+            health = HealthServer(self, asyncio.get_running_loop(), cfg.metrics_host,
+                                  cfg.metrics_port)
+            health.start()
+            log.info("health and metrics on http://%s:%d/", cfg.metrics_host, health.port)
         tasks = [
             asyncio.create_task(self._local_loop(), name=f"{self.agent_id}-local"),
             asyncio.create_task(self._uplink_loop(), name=f"{self.agent_id}-uplink"),
@@ -184,6 +193,8 @@ class EdgeAgent:
                 task.result()
         finally:
             await _cancel_and_wait(tasks)
+            if health is not None:
+                await asyncio.to_thread(health.close)
             self._close()
 
     async def tick(self) -> None:
