@@ -11,7 +11,7 @@ import csv
 from collections.abc import Iterable
 from typing import TextIO
 
-from simulators.scenario import Event, Reading
+from simulators.scenario import Event, ScenarioReading
 
 COLUMNS = ("time", "sensor_id", "temperature_c", "humidity_pct")
 
@@ -22,7 +22,7 @@ def write_logger_csv(events: Iterable[Event], warehouse: str, out: TextIO) -> in
     writer.writerow(COLUMNS)
     rows = 0
     for event in events:
-        if not isinstance(event, Reading) or event.warehouse != warehouse:
+        if not isinstance(event, ScenarioReading) or event.warehouse != warehouse:
             continue
         temperature, humidity = event.value("temperature_c"), event.value("humidity_pct")
         writer.writerow([
