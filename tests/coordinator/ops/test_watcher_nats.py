@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks.reroute import seed_orders_at
 from coordinator.db import open_database
-from coordinator.ops.service import OpsService
+from coordinator.ops.runner import OpsService
 from protocols import BreakerEvent, Topics, encode
 from simulators.nats_cluster import NatsCluster, node_of_port
 from tests.coordinator.ops.factories import breaker_event
