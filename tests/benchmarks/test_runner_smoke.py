@@ -25,6 +25,7 @@ QUOTED = {
                  "http_p99_ms"},
     "reroute": {"reroute_287_s", "naive_287_s", "naive_ratio_287", "seed_ratio_287"},
     "e2e": {"p50_s", "p99_s", "mqtt_rtt_p50_ms", "rtt_ratio"},
+    "scale": {"storm_s", "lost", "applied_twice", "redelivered", "calm_s", "connect_s"},
 }
 
 
