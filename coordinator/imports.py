@@ -178,6 +178,8 @@ def _csv_rows(stream: IO[bytes]) -> Iterator[tuple[int, list[str] | dict[str, An
     except UnicodeDecodeError as exc:
         raise ImportFileError(f"row {reader.line_num + 1}",
                               "the file mixes text encodings (not UTF-8 or GBK)") from exc
+    finally:
+        text.detach()  # the caller owns the binary stream and closes it
 
 
 def _jsonl_rows(stream: IO[bytes]) -> Iterator[tuple[int, list[str] | dict[str, Any]]]:

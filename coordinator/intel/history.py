@@ -1,0 +1,245 @@
+"""Order history: the row model of a past-orders export, its header mapping, and the
+store of the ``history_orders`` table.
+
+Imported orders never touch the live tables: no stock is reserved, nothing is allocated.
+One export row is one order line; rows of one order share the order number. A re-import
+of the same export replaces its rows ((order_no, sku) is the key).
+
+Times in an export are wall-clock times without a zone (``2026-11-03 12:05:31``); they
+are read as China Standard Time (UTC+8, no daylight saving), the zone every channel's
+backend exports in. A time with an explicit offset keeps it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from sqlite_utils import Database
+
+from coordinator.errors import ImportFileError
+from coordinator.imports import ImportFormat, ImportReport, import_rows
+from coordinator.store import iso
+
+CHINA = timezone(timedelta(hours=8), "CST")
+
+# the usual headers of Chinese order exports (mini-program backends, 美团, 抖店, ERPs)
+CHINESE_HEADERS: dict[str, str] = {
+    "订单号": "order_no", "订单编号": "order_no",
+    "下单时间": "ordered_at", "支付时间": "paid_at", "付款时间": "paid_at",
+    "接单时间": "entered_at", "系统时间": "entered_at", "入系统时间": "entered_at",
+    "承诺送达时间": "promised_at", "预计送达时间": "promised_at",
+    "签收时间": "delivered_at", "送达时间": "delivered_at",
+    "渠道": "channel", "来源渠道": "channel",
+    "收货地址": "address", "经纬度": "coordinates",
+    "SKU": "sku", "商品编码": "sku", "数量": "qty",
+    "门店/加盟商": "store", "门店": "store", "加盟商": "store",
+    "快递公司": "carrier", "承运商": "carrier",
+    "异常": "exception", "异常原因": "exception",
+}
+
+CHANNELS = {"美团": "meituan", "美团外卖": "meituan", "小程序": "wechat_mini",
+            "微信小程序": "wechat_mini", "抖音": "douyin", "抖店": "douyin"}
+
+
+def _time(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip().replace("/", "-")
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return value  # pydantic names the column with its own message
+        return moment if moment.tzinfo else moment.replace(tzinfo=CHINA)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=CHINA)
+    return value
+
+
+def _channel(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        return CHANNELS.get(text, text.lower())
+    return value
+
+
+Stamp = Annotated[datetime, BeforeValidator(_time)]
+Text = Annotated[str, Field(max_length=500)]
+
+
+class HistoryRow(BaseModel):
+    """One line of a past-orders export (field names; :data:`CHINESE_HEADERS` maps)."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True,
+                              allow_inf_nan=False)
+
+    order_no: str = Field(min_length=1, max_length=64)
+    ordered_at: Stamp
+    paid_at: Stamp | None = None
+    entered_at: Stamp | None = None
+    promised_at: Stamp | None = None
+    delivered_at: Stamp | None = None
+    channel: Annotated[str, BeforeValidator(_channel), Field(min_length=1, max_length=32)]
+    address: Text = ""
+    coordinates: str | None = Field(default=None, max_length=64,
+                                    description="'lng,lat' (AMap order) or 'lat,lng'")
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    sku: str = Field(min_length=1, max_length=64)
+    qty: int = Field(ge=1, le=1_000_000)
+    store: Text = ""
+    carrier: Text = ""
+    exception: Text = ""
+
+    @field_validator("coordinates")
+    @classmethod
+    def _coordinates(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = value.replace("，", ",").split(",")
+        try:
+            a, b = (float(p) for p in parts)
+        except ValueError as exc:
+            raise ValueError("expected 'lng,lat', e.g. 120.16,30.27") from exc
+        # China spans longitudes 73-135 and latitudes 18-54: the larger one is longitude,
+        # so both orders that exports use are read right
+        lon, lat = (a, b) if abs(a) > abs(b) else (b, a)
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180) or not (
+                math.isfinite(lat) and math.isfinite(lon)):
+            raise ValueError("out of range")
+        return f"{lat},{lon}"
+
+    @model_validator(mode="after")
+    def _split_coordinates(self) -> HistoryRow:
+        if self.coordinates is not None:
+            lat, lon = self.coordinates.split(",")
+            self.lat, self.lon = float(lat), float(lon)
+        return self
+
+
+def load_mapping(path: Path) -> dict[str, str]:
+    """A mapping file (JSON or TOML: ``{"export header": "field"}``) on top of the usual
+    Chinese headers; a target that is not a field is refused naming the header."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw: Any = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise ImportFileError("mapping", f"cannot read {path.name}: {exc}") from exc
+    return check_mapping(raw)
+
+
+def check_mapping(raw: Any) -> dict[str, str]:
+    if not isinstance(raw, Mapping):
+        raise ImportFileError("mapping", 'expected {"export header": "field", ...}')
+    fields = set(HistoryRow.model_fields)
+    out = dict(CHINESE_HEADERS)
+    for header, target in raw.items():
+        if not isinstance(target, str) or target not in fields:
+            raise ImportFileError(f"mapping.{header}", f"{target!r} is not one of "
+                                  f"{', '.join(sorted(fields))}")
+        out[str(header)] = target
+    return out
+
+
+def _opt(moment: datetime | None) -> str | None:
+    return None if moment is None else iso(moment)
+
+
+def _writer(import_id: str) -> Any:
+    def write(db: Database, rows: list[HistoryRow]) -> int:
+        db.conn.executemany(
+            "INSERT INTO history_orders (order_no, sku, qty, ordered_at, paid_at, entered_at, "
+            "promised_at, delivered_at, channel, address, lat, lon, store, carrier, exception, "
+            "import_id) VALUES (:order_no, :sku, :qty, :ordered_at, :paid_at, :entered_at, "
+            ":promised_at, :delivered_at, :channel, :address, :lat, :lon, :store, :carrier, "
+            ":exception, :import_id) ON CONFLICT (order_no, sku) DO UPDATE SET "
+            "qty = excluded.qty, ordered_at = excluded.ordered_at, paid_at = excluded.paid_at, "
+            "entered_at = excluded.entered_at, promised_at = excluded.promised_at, "
+            "delivered_at = excluded.delivered_at, channel = excluded.channel, "
+            "address = excluded.address, lat = excluded.lat, lon = excluded.lon, "
+            "store = excluded.store, carrier = excluded.carrier, "
+            "exception = excluded.exception, import_id = excluded.import_id",
+            [{"order_no": r.order_no, "sku": r.sku, "qty": r.qty,
+              "ordered_at": iso(r.ordered_at), "paid_at": _opt(r.paid_at),
+              "entered_at": _opt(r.entered_at), "promised_at": _opt(r.promised_at),
+              "delivered_at": _opt(r.delivered_at), "channel": r.channel,
+              "address": r.address, "lat": r.lat, "lon": r.lon, "store": r.store,
+              "carrier": r.carrier, "exception": r.exception, "import_id": import_id}
+             for r in rows])
+        return len(rows)
+
+    return write
+
+
+def import_history(db: Database, source: Path | bytes | IO[bytes], *, fmt: ImportFormat,
+                   mapping: Mapping[str, str] | None = None,
+                   chunk_size: int = 2000) -> tuple[str, ImportReport]:
+    """Stream an export into ``history_orders``; returns the import id and the report."""
+    import_id = uuid.uuid4().hex[:12]
+    report = import_rows(db, source, HistoryRow, _writer(import_id), fmt=fmt,
+                         mapping=mapping if mapping is not None else CHINESE_HEADERS,
+                         chunk_size=chunk_size)
+    return import_id, report
+
+
+@dataclass(slots=True)
+class PastOrder:
+    """One imported order (its lines folded together)."""
+
+    order_no: str
+    ordered_at: datetime
+    channel: str
+    paid_at: datetime | None = None
+    entered_at: datetime | None = None
+    promised_at: datetime | None = None
+    delivered_at: datetime | None = None
+    lat: float | None = None
+    lon: float | None = None
+    store: str = ""
+    carrier: str = ""
+    exception: str = ""
+    skus: dict[str, int] = field(default_factory=dict)
+
+
+def _at(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def past_orders(db: Database, since: datetime, until: datetime) -> Iterator[PastOrder]:
+    """Orders placed in ``[since, until)``, lines folded, in order-number order."""
+    cursor = db.conn.execute(
+        "SELECT order_no, sku, qty, ordered_at, paid_at, entered_at, promised_at, "
+        "delivered_at, channel, lat, lon, store, carrier, exception FROM history_orders "
+        "WHERE ordered_at >= :since AND ordered_at < :until ORDER BY order_no",
+        {"since": iso(since), "until": iso(until)})
+    current: PastOrder | None = None
+    for (order_no, sku, qty, ordered, paid, entered, promised, delivered, channel, lat, lon,
+         store, carrier, exception) in cursor:
+        if current is None or current.order_no != order_no:
+            if current is not None:
+                yield current
+            current = PastOrder(order_no, datetime.fromisoformat(ordered), channel,
+                                _at(paid), _at(entered), _at(promised), _at(delivered),
+                                lat, lon, store, carrier, exception)
+        current.skus[sku] = current.skus.get(sku, 0) + qty
+    if current is not None:
+        yield current
+
+
+def latest_order_time(db: Database) -> datetime | None:
+    row = db.execute("SELECT max(ordered_at) FROM history_orders").fetchone()
+    return _at(row[0])
