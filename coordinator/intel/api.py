@@ -12,7 +12,7 @@ from collections import Counter
 from datetime import datetime
 from typing import IO, Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlite_utils import Database
@@ -20,9 +20,18 @@ from starlette.concurrency import run_in_threadpool
 
 from coordinator.errors import ImportFileError, NotFound
 from coordinator.imports import ImportFormat, detect_format, spool
-from coordinator.intel import history, report, report_html, returns, returns_html
+from coordinator.intel import (
+    addresses,
+    history,
+    parcels,
+    report,
+    report_html,
+    returns,
+    returns_html,
+)
 from coordinator.intel.classifier import REASONS
 from coordinator.intel.config import IntelConfig
+from coordinator.intel.service import IntelService
 from coordinator.settings import Settings
 
 router = APIRouter(tags=["intel"])
@@ -211,3 +220,56 @@ def returns_page(request: Request) -> HTMLResponse:
     db = db_of(request)
     tables = {by: returns.root_causes(db, by) for by in ("warehouse", "sku", "carrier")}
     return HTMLResponse(returns_html.render(returns.recent(db, 200), tables))
+
+
+# -- self-healing ------------------------------------------------------------------------
+class AddressIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    address: str = Field(min_length=1, max_length=500, description="delivery address text")
+
+
+def _service(request: Request) -> IntelService:
+    service: IntelService | None = getattr(request.app.state, "intel", None)
+    if service is None:
+        raise HTTPException(status_code=503, detail="the intel service is not running")
+    return service
+
+
+@router.post("/orders/{order_id}/address",
+             summary="Check an order's delivery address; correct it through the geocoders")
+def check_order_address(request: Request, order_id: str, body: AddressIn) -> Any:
+    """``as_given``, ``corrected`` (original and corrected kept in the timeline) or
+    ``failed`` (an alert for a person). Counts in the self-healing rate."""
+    service = _service(request)
+    try:
+        out = addresses.check_address(
+            db_of(request), service.geocoders, order_id=order_id, address=body.address,
+            city=service.config.geocoder.region, now=now_of(request))
+    except NotFound as exc:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+    count(request, f"address_{out['outcome']}")
+    return out
+
+
+@router.get("/orders/{order_id}/address", summary="The order's checked delivery address")
+def get_order_address(request: Request, order_id: str) -> Any:
+    try:
+        return addresses.current_address(db_of(request), order_id)
+    except NotFound as exc:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+
+@router.post("/parcels/check-stuck",
+             summary="Hand stuck parcels to the backup carrier now (also runs on schedule)")
+def check_stuck(request: Request) -> Any:
+    result = _service(request).tick()
+    count(request, "parcels_handed_over",
+          sum(1 for h in result["handovers"] if h["outcome"] == "handed_over"))
+    return result
+
+
+@router.get("/parcels/handovers", summary="Parcels handed (or not) to the backup carrier")
+def handovers(request: Request,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
+    return parcels.summary(db_of(request), limit)

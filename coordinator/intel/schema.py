@@ -11,7 +11,10 @@
 - ``heal_events``: exceptions the self-healing adapters met (kind ``address`` or
   ``parcel``) and whether the system resolved them alone (``healed``) or handed them to a
   person; the self-healing rate counts them beside the reroute incidents.
-- ``parcels``: last tracking update per (carrier, tracking number), pickup time, handover.
+- ``address_checks``: each delivery address checked, what it became and the outcome
+  (``as_given``, ``corrected`` by a geocoder, ``failed``: handed to a person).
+- ``parcel_handovers``: a parcel found stuck with its carrier and handed (or not) to the
+  backup carrier; one row per parcel, so it is never handed over twice.
 """
 
 from __future__ import annotations
@@ -46,15 +49,22 @@ _M001 = (
         id INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('address', 'parcel')),
         order_id TEXT NOT NULL, healed INTEGER NOT NULL, at TEXT NOT NULL,
         detail TEXT NOT NULL)""",
-    """CREATE TABLE parcels (
-        carrier TEXT NOT NULL, tracking_no TEXT NOT NULL, order_id TEXT NOT NULL,
-        picked_up_at TEXT NOT NULL, last_update_at TEXT NOT NULL,
-        handed_to TEXT, handed_at TEXT, PRIMARY KEY (carrier, tracking_no))""",
+    """CREATE TABLE address_checks (
+        id INTEGER PRIMARY KEY, order_id TEXT NOT NULL, original TEXT NOT NULL,
+        corrected TEXT, lat REAL, lon REAL, level TEXT, source TEXT,
+        outcome TEXT NOT NULL CHECK (outcome IN ('as_given', 'corrected', 'failed')),
+        at TEXT NOT NULL)""",
+    "CREATE INDEX address_checks_order ON address_checks (order_id)",
+    """CREATE TABLE parcel_handovers (
+        shipment_id TEXT PRIMARY KEY, order_id TEXT, warehouse_id TEXT NOT NULL,
+        from_carrier TEXT NOT NULL, to_carrier TEXT NOT NULL, last_update_at TEXT NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('handed_over', 'failed')),
+        new_tracking_no TEXT, error TEXT, at TEXT NOT NULL)""",
 )
 
 
 @migrations()
 def m001_intel(db: Database) -> None:
-    """History, returns, classifier versions, self-healing events, parcels."""
+    """History, returns, classifier versions, self-healing events, addresses, parcels."""
     for statement in _M001:
         db.conn.execute(statement)

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from coordinator import dashboard
 from coordinator.app import create_app
 from coordinator.intel import api as intel_api
+from coordinator.intel.service import intel_lifespan
 from coordinator.ops.api import router
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.service import OpsService
@@ -49,4 +50,4 @@ def create_app_with_ops(settings: Settings | None = None, *, clock: Clock | None
     # the dashboard claims GET /, so it goes last
     return create_app(settings, clock=clock,
                       extra_routers=[router, intel_api.router, dashboard.router],
-                      lifespan_hooks=[ops_lifespan(config)])
+                      lifespan_hooks=[ops_lifespan(config), intel_lifespan()])
