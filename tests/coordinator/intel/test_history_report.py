@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlite_utils import Database
 
 from coordinator.__main__ import main
@@ -204,3 +206,41 @@ def test_import_route_for_catalogue_kinds_still_works_beside_orders(
         r = http.post("/import/skus", content="id,name\nSKU-NEW,新品\n",
                       headers={"content-type": "text/csv"})
     assert r.status_code == 200, r.text
+
+
+# -- junk ---------------------------------------------------------------------------------
+JUNK_TYPES = ["text/csv", "application/json", "application/x-ndjson", XLSX, "text/plain"]
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=400) | st.text(max_size=200).map(str.encode),
+       ctype=st.sampled_from(JUNK_TYPES))
+def test_junk_bodies_get_a_named_refusal_or_a_row_report_never_a_crash(
+        served: tuple[str, Path], body: bytes, ctype: str) -> None:
+    url, _ = served
+    with httpx.Client(base_url=url, timeout=30) as http:
+        r = http.post("/import/orders", content=body, headers={"content-type": ctype})
+        assert r.status_code in (200, 422), r.text
+        answer = r.json()
+        if r.status_code == 422:
+            assert answer["field"]
+        else:
+            assert answer["rows_written"] + answer["rows_rejected"] == answer["rows_read"]
+        assert http.get("/healthz").status_code == 200
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.sampled_from(list(history.CHINESE_HEADERS)),
+                       st.none() | st.text(max_size=30) | st.integers() | st.floats(),
+                       max_size=12))
+def test_junk_rows_are_a_model_answer_or_a_validation_error(row: dict[str, object]) -> None:
+    from pydantic import ValidationError
+
+    mapped = {history.CHINESE_HEADERS[k]: v for k, v in row.items()}
+    try:
+        parsed = history.HistoryRow.model_validate(mapped)
+    except ValidationError as exc:
+        assert exc.errors()[0]["loc"] or exc.errors()[0]["msg"]
+    else:
+        assert parsed.qty >= 1 and parsed.order_no
