@@ -25,7 +25,7 @@ from coordinator.region import SAMPLE_DIR
 from simulators import history as export
 
 ROWS = 420_000
-QUICK_ROWS = 4_000
+QUICK_ROWS = 1_000
 DAYS = 30
 
 
