@@ -21,11 +21,11 @@ from pathlib import Path
 from benchmarks.runner import Result
 from coordinator.catalog import import_file
 from coordinator.db import open_database
+from coordinator.intake import submit_orders
 from coordinator.intel import returns
 from coordinator.intel.classifier import REASONS, Example, Model
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
 from coordinator.settings import AllocationConfig
-from coordinator.store import submit_orders
 from protocols.orders import OrderIn, OrderLine
 
 NOW = datetime(2026, 11, 24, 2, 17, tzinfo=UTC)

@@ -13,7 +13,7 @@ the same rules:
   in Excel) and skipped; good rows are kept (:func:`import_rows`), or, for all-or-nothing
   importers, the first bad row raises (:func:`load_all`);
 - :func:`import_rows` hands each chunk to a writer inside its own short
-  :func:`~coordinator.store.write_transaction`, so a 400,000-row file never holds the
+  :func:`~coordinator.db.write_transaction`, so a 400,000-row file never holds the
   write lock for more than one chunk and order intake goes on between chunks.
 
 Row numbers are what a person sees: in CSV and xlsx the header is row 1 and the first
@@ -38,8 +38,8 @@ from typing import IO, Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 from sqlite_utils import Database
 
+from coordinator.db import write_transaction
 from coordinator.errors import ImportFileError
-from coordinator.store import write_transaction
 
 DEFAULT_CHUNK = 2000
 # errors listed in a report; all are counted

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from simulators.region import offset_km
+from protocols.geo import offset_km
 
 HEADERS = ("订单号", "下单时间", "支付时间", "接单时间", "渠道", "收货地址", "经纬度", "SKU",
            "数量", "门店/加盟商", "快递公司", "签收时间", "异常")

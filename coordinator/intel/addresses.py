@@ -3,8 +3,8 @@ given is corrected through the geocoders; only a failed correction reaches a per
 
 :func:`judge` is pure. :func:`check_address` asks the geocoders (outside any
 transaction: a slow map service never holds the write lock), then in one transaction
-records the check, the timeline event (original and corrected address both kept), the
-self-healing event and, for a failure, the alert a person works from.
+records the check, the timeline event (original and corrected address both kept) and
+the alert a person works from (through the ledger), and the self-healing event.
 
 - precise place whose district the address names: placed as given (no exception);
 - precise place, the address lacks its district: corrected to the formatted address;
@@ -22,10 +22,12 @@ from typing import Any, Literal
 
 from sqlite_utils import Database
 
+from coordinator.db import write_transaction
 from coordinator.errors import NotFound
-from coordinator.intel import healing
+from coordinator.intel import heal_store
 from coordinator.intel.geocode import Geocoder, Place, chain
-from coordinator.store import add_alert, append_order_event, iso, write_transaction
+from coordinator.ledger import Ledger
+from coordinator.queries import order_exists
 
 Outcome = Literal["as_given", "corrected", "failed"]
 
@@ -39,52 +41,41 @@ def judge(address: str, place: Place | None) -> Outcome:
     return "failed" if names_district else "corrected"
 
 
-def _order_exists(db: Database, order_id: str) -> None:
-    if db.execute("SELECT 1 FROM orders WHERE id = :id", {"id": order_id}).fetchone() is None:
-        raise NotFound("order", order_id)
-
-
 def check_address(db: Database, geocoders: Sequence[Geocoder], *, order_id: str,
                   address: str, city: str, now: datetime) -> dict[str, Any]:
-    _order_exists(db, order_id)
+    if not order_exists(db, order_id):
+        raise NotFound("order", order_id)
     place, failures = chain(geocoders, address, city)
     outcome = judge(address, place)
-    corrected = place.formatted if place is not None and outcome == "corrected" else None
-    detail: dict[str, Any] = {"original": address, "corrected": corrected,
-                              "source": place.source if place else None,
-                              "level": place.level if place else None,
-                              "geocoder_failures": failures}
+    check: dict[str, Any] = {
+        "original": address,
+        "corrected": place.formatted if place is not None and outcome == "corrected" else None,
+        "lat": place.lat if place else None, "lon": place.lon if place else None,
+        "level": place.level if place else None, "source": place.source if place else None,
+        "outcome": outcome}
+    detail = {**check, "geocoder_failures": failures}
     with write_transaction(db):
-        cursor = db.conn.execute(
-            "INSERT INTO address_checks (order_id, original, corrected, lat, lon, level, "
-            "source, outcome, at) VALUES (:order_id, :original, :corrected, :lat, :lon, "
-            ":level, :source, :outcome, :at)",
-            {"order_id": order_id, "original": address, "corrected": corrected,
-             "lat": place.lat if place else None, "lon": place.lon if place else None,
-             "level": detail["level"], "source": detail["source"], "outcome": outcome,
-             "at": iso(now)})
+        check_id = heal_store.add_address_check(db, order_id, check, now)
         if outcome != "as_given":
-            kind = "address_corrected" if outcome == "corrected" else "address_needs_person"
-            append_order_event(db, order_id, kind, now, detail)
-            healing.record(db, "address", order_id, healed=outcome == "corrected", at=now,
-                           detail=detail)
-        if outcome == "failed":
-            add_alert(db, "address_unplaced",
-                      f"order {order_id}: delivery address could not be placed, "
-                      f"correct it by hand: {address[:200]}", now, order_id=order_id)
-    return {"id": cursor.lastrowid, "order_id": order_id, "outcome": outcome, **detail,
-            "lat": place.lat if place else None, "lon": place.lon if place else None}
+            ledger = Ledger(now)
+            ledger.event(order_id, "address_corrected" if outcome == "corrected"
+                         else "address_needs_person", detail)
+            if outcome == "failed":
+                ledger.alert("address_unplaced",
+                             f"order {order_id}: delivery address could not be placed, "
+                             f"correct it by hand: {address[:200]}", order_id=order_id)
+            ledger.flush(db)
+            heal_store.record_heal(db, "address", order_id, healed=outcome == "corrected",
+                                   at=now, detail=detail)
+    return {"id": check_id, "order_id": order_id, **detail}
 
 
 def current_address(db: Database, order_id: str) -> dict[str, Any]:
     """The latest check of an order's address: what to print on the label."""
-    _order_exists(db, order_id)
-    row = db.execute(
-        "SELECT original, corrected, lat, lon, level, source, outcome, at FROM address_checks "
-        "WHERE order_id = :id ORDER BY id DESC LIMIT 1", {"id": order_id}).fetchone()
-    if row is None:
+    if not order_exists(db, order_id):
+        raise NotFound("order", order_id)
+    out = heal_store.latest_address_check(db, order_id)
+    if out is None:
         raise NotFound("address check of order", order_id)
-    out = dict(zip(("original", "corrected", "lat", "lon", "level", "source", "outcome",
-                    "at"), row, strict=True))
     out["deliver_to"] = out["corrected"] or out["original"]
     return out

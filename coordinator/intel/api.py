@@ -22,12 +22,13 @@ from coordinator.errors import ImportFileError, NotFound
 from coordinator.imports import ImportFormat, detect_format, spool
 from coordinator.intel import (
     addresses,
+    heal_store,
     history,
-    parcels,
     report,
     report_html,
     returns,
     returns_html,
+    returns_store,
 )
 from coordinator.intel.classifier import REASONS
 from coordinator.intel.config import IntelConfig
@@ -176,7 +177,7 @@ def post_return(request: Request, body: ReturnIn) -> Any:
 @router.get("/returns", summary="Recent return requests with their current reason")
 def list_returns(request: Request,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
-    return returns.recent(db_of(request), limit)
+    return returns_store.recent(db_of(request), limit)
 
 
 @router.get("/returns/reasons", summary="The reason pool (code and Chinese label)")
@@ -187,12 +188,12 @@ def reason_pool() -> dict[str, str]:
 @router.get("/returns/root-causes", summary="Returns by warehouse, SKU or carrier and reason")
 def root_causes(request: Request, by: Literal["warehouse", "sku", "carrier"] = "warehouse"
                 ) -> Any:
-    return returns.root_causes(db_of(request), by)
+    return returns_store.root_causes(db_of(request), by)
 
 
 @router.get("/returns/{return_id}", summary="One return request with its corrections")
 def get_return(request: Request, return_id: Annotated[int, Path(ge=1, le=2**62)]) -> Any:
-    return _return_call(request, lambda db, now: returns.get(db, return_id))
+    return _return_call(request, lambda db, now: returns_store.get(db, return_id))
 
 
 @router.post("/returns/{return_id}/correction",
@@ -218,8 +219,8 @@ def retrain(request: Request) -> dict[str, Any]:
             summary="Return reasons page: recent returns, one-click correction, root causes")
 def returns_page(request: Request) -> HTMLResponse:
     db = db_of(request)
-    tables = {by: returns.root_causes(db, by) for by in ("warehouse", "sku", "carrier")}
-    return HTMLResponse(returns_html.render(returns.recent(db, 200), tables))
+    tables = {by: returns_store.root_causes(db, by) for by in ("warehouse", "sku", "carrier")}
+    return HTMLResponse(returns_html.render(returns_store.recent(db, 200), tables))
 
 
 # -- self-healing ------------------------------------------------------------------------
@@ -272,4 +273,4 @@ def check_stuck(request: Request) -> Any:
 @router.get("/parcels/handovers", summary="Parcels handed (or not) to the backup carrier")
 def handovers(request: Request,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
-    return parcels.summary(db_of(request), limit)
+    return heal_store.recent_handovers(db_of(request), limit)

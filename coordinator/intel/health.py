@@ -31,9 +31,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from coordinator.engine import great_circle_km
 from coordinator.intel.config import ReportConfig
-from coordinator.intel.history import CHINA, PastOrder
+from coordinator.intel.history import CHINA
+from coordinator.intel.history_store import PastOrder
+from protocols.geo import great_circle_km
 
 AXES = ("timeout", "exception", "channel_mix", "on_time", "transparency", "self_healing")
 AXIS_LABELS = {"timeout": "超时率 timeout", "exception": "异常率 exception",

@@ -1,5 +1,5 @@
 """Order history: the row model of a past-orders export, its header mapping, and the
-store of the ``history_orders`` table.
+import into ``history_orders`` (its SQL in :mod:`coordinator.intel.history_store`).
 
 Imported orders never touch the live tables: no stock is reserved, nothing is allocated.
 One export row is one order line; rows of one order share the order number. A re-import
@@ -16,8 +16,7 @@ import json
 import math
 import tomllib
 import uuid
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -34,7 +33,7 @@ from sqlite_utils import Database
 
 from coordinator.errors import ImportFileError
 from coordinator.imports import ImportFormat, ImportReport, import_rows
-from coordinator.store import iso
+from coordinator.intel import history_store
 
 CHINA = timezone(timedelta(hours=8), "CST")
 
@@ -155,91 +154,14 @@ def check_mapping(raw: Any) -> dict[str, str]:
     return out
 
 
-def _opt(moment: datetime | None) -> str | None:
-    return None if moment is None else iso(moment)
-
-
-def _writer(import_id: str) -> Any:
-    def write(db: Database, rows: list[HistoryRow]) -> int:
-        db.conn.executemany(
-            "INSERT INTO history_orders (order_no, sku, qty, ordered_at, paid_at, entered_at, "
-            "promised_at, delivered_at, channel, address, lat, lon, store, carrier, exception, "
-            "import_id) VALUES (:order_no, :sku, :qty, :ordered_at, :paid_at, :entered_at, "
-            ":promised_at, :delivered_at, :channel, :address, :lat, :lon, :store, :carrier, "
-            ":exception, :import_id) ON CONFLICT (order_no, sku) DO UPDATE SET "
-            "qty = excluded.qty, ordered_at = excluded.ordered_at, paid_at = excluded.paid_at, "
-            "entered_at = excluded.entered_at, promised_at = excluded.promised_at, "
-            "delivered_at = excluded.delivered_at, channel = excluded.channel, "
-            "address = excluded.address, lat = excluded.lat, lon = excluded.lon, "
-            "store = excluded.store, carrier = excluded.carrier, "
-            "exception = excluded.exception, import_id = excluded.import_id",
-            [{"order_no": r.order_no, "sku": r.sku, "qty": r.qty,
-              "ordered_at": iso(r.ordered_at), "paid_at": _opt(r.paid_at),
-              "entered_at": _opt(r.entered_at), "promised_at": _opt(r.promised_at),
-              "delivered_at": _opt(r.delivered_at), "channel": r.channel,
-              "address": r.address, "lat": r.lat, "lon": r.lon, "store": r.store,
-              "carrier": r.carrier, "exception": r.exception, "import_id": import_id}
-             for r in rows])
-        return len(rows)
-
-    return write
-
-
 def import_history(db: Database, source: Path | bytes | IO[bytes], *, fmt: ImportFormat,
                    mapping: Mapping[str, str] | None = None,
                    chunk_size: int = 2000) -> tuple[str, ImportReport]:
     """Stream an export into ``history_orders``; returns the import id and the report."""
     import_id = uuid.uuid4().hex[:12]
-    report = import_rows(db, source, HistoryRow, _writer(import_id), fmt=fmt,
+    report = import_rows(db, source, HistoryRow, history_store.writer(import_id), fmt=fmt,
                          mapping=mapping if mapping is not None else CHINESE_HEADERS,
                          chunk_size=chunk_size)
     return import_id, report
 
 
-@dataclass(slots=True)
-class PastOrder:
-    """One imported order (its lines folded together)."""
-
-    order_no: str
-    ordered_at: datetime
-    channel: str
-    paid_at: datetime | None = None
-    entered_at: datetime | None = None
-    promised_at: datetime | None = None
-    delivered_at: datetime | None = None
-    lat: float | None = None
-    lon: float | None = None
-    store: str = ""
-    carrier: str = ""
-    exception: str = ""
-    skus: dict[str, int] = field(default_factory=dict)
-
-
-def _at(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
-def past_orders(db: Database, since: datetime, until: datetime) -> Iterator[PastOrder]:
-    """Orders placed in ``[since, until)``, lines folded, in order-number order."""
-    cursor = db.conn.execute(
-        "SELECT order_no, sku, qty, ordered_at, paid_at, entered_at, promised_at, "
-        "delivered_at, channel, lat, lon, store, carrier, exception FROM history_orders "
-        "WHERE ordered_at >= :since AND ordered_at < :until ORDER BY order_no",
-        {"since": iso(since), "until": iso(until)})
-    current: PastOrder | None = None
-    for (order_no, sku, qty, ordered, paid, entered, promised, delivered, channel, lat, lon,
-         store, carrier, exception) in cursor:
-        if current is None or current.order_no != order_no:
-            if current is not None:
-                yield current
-            current = PastOrder(order_no, datetime.fromisoformat(ordered), channel,
-                                _at(paid), _at(entered), _at(promised), _at(delivered),
-                                lat, lon, store, carrier, exception)
-        current.skus[sku] = current.skus.get(sku, 0) + qty
-    if current is not None:
-        yield current
-
-
-def latest_order_time(db: Database) -> datetime | None:
-    row = db.execute("SELECT max(ordered_at) FROM history_orders").fetchone()
-    return _at(row[0])

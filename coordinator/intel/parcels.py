@@ -6,14 +6,14 @@ warehouse when a carrier's whole feed goes quiet: here the feed is alive (the ca
 sent some update within ``feed_alive_within_h``), only this parcel stopped moving.
 
 :func:`find_stuck` is pure. :func:`handle_stuck` reads the open shipments the ops watcher
-keeps (``ops_shipments``), calls the carrier adapter outside any transaction, then records
-the hand-over (or its failure, which becomes an alert for a person), the timeline event
-and the self-healing event in one transaction. A parcel is handed over at most once.
+keeps, calls the carrier adapter outside any transaction, then records the hand-over (or
+its failure, which becomes an alert for a person), the timeline event and the
+self-healing event in one transaction. A parcel is handed over at most once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -21,19 +21,14 @@ from typing import Any, Protocol
 import httpx
 from sqlite_utils import Database
 
-from coordinator.intel import healing
+from coordinator.db import write_transaction
+from coordinator.intel import heal_store
 from coordinator.intel.config import ParcelsConfig
-from coordinator.store import add_alert, append_order_event, iso, write_transaction
-
-
-@dataclass(frozen=True, slots=True)
-class Parcel:
-    shipment_id: str
-    carrier: str
-    warehouse_id: str
-    order_id: str | None
-    picked_up_at: datetime
-    last_update_at: datetime
+from coordinator.ledger import Ledger
+from coordinator.ops.couriers import Shipment
+from coordinator.ops.tracker_store import open_shipments
+from coordinator.queries import order_exists
+from protocols.timestamps import stamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +41,7 @@ class HandoverFailed(Exception):
 
 
 class CarrierAdapter(Protocol):
-    def hand_over(self, parcel: Parcel, backup: str, reason: str) -> Handover: ...
+    def hand_over(self, parcel: Shipment, backup: str, reason: str) -> Handover: ...
 
 
 class WebhookCarrier:
@@ -57,11 +52,11 @@ class WebhookCarrier:
         self._url = url
         self._client = client
 
-    def hand_over(self, parcel: Parcel, backup: str, reason: str) -> Handover:
+    def hand_over(self, parcel: Shipment, backup: str, reason: str) -> Handover:
         body = {"shipment_id": parcel.shipment_id, "order_id": parcel.order_id,
                 "warehouse_id": parcel.warehouse_id, "from_carrier": parcel.carrier,
                 "to_carrier": backup, "reason": reason,
-                "last_update_at": iso(parcel.last_update_at)}
+                "last_update_at": stamp(parcel.last_update_at)}
         try:
             response = self._client.post(self._url, json=body)
         except httpx.HTTPError as exc:
@@ -76,10 +71,10 @@ class WebhookCarrier:
         return Handover(str(tracking)[:64] if tracking else None)
 
 
-def find_stuck(parcels: Iterable[Parcel], now: datetime, config: ParcelsConfig,
-               already: set[str]) -> list[Parcel]:
+def find_stuck(parcels: Iterable[Shipment], now: datetime, config: ParcelsConfig,
+               already: set[str]) -> list[Shipment]:
     """Open parcels quiet for ``stuck_after_h`` whose carrier sent anything recently."""
-    parcels = list(parcels)
+    parcels = [p for p in parcels if p.open]
     last_seen: dict[str, datetime] = {}
     for p in parcels:
         if p.carrier not in last_seen or p.last_update_at > last_seen[p.carrier]:
@@ -92,25 +87,13 @@ def find_stuck(parcels: Iterable[Parcel], now: datetime, config: ParcelsConfig,
             and now - last_seen[p.carrier] <= alive_within]
 
 
-def open_parcels(db: Database) -> list[Parcel]:
-    rows = db.execute(
-        "SELECT shipment_id, carrier, warehouse_id, order_id, first_update_at, "
-        "last_update_at FROM ops_shipments WHERE open = 1").fetchall()
-    return [Parcel(r[0], r[1], r[2], r[3], datetime.fromisoformat(r[4]),
-                   datetime.fromisoformat(r[5])) for r in rows]
-
-
-def handed(db: Database) -> set[str]:
-    return {r[0] for r in db.execute("SELECT shipment_id FROM parcel_handovers")}
-
-
 def handle_stuck(db: Database, adapter: CarrierAdapter, config: ParcelsConfig,
                  now: datetime) -> list[dict[str, Any]]:
     """Hand every stuck parcel to the backup carrier; returns what happened to each."""
     if not config.backup_carrier:
         return []
     out = []
-    for parcel in find_stuck(open_parcels(db), now, config, handed(db)):
+    for parcel in find_stuck(open_shipments(db), now, config, heal_store.handed_over(db)):
         quiet_h = (now - parcel.last_update_at).total_seconds() / 3600
         reason = f"no tracking update for {quiet_h:.1f} h while {parcel.carrier} is active"
         try:
@@ -122,41 +105,32 @@ def handle_stuck(db: Database, adapter: CarrierAdapter, config: ParcelsConfig,
     return out
 
 
-def _record(db: Database, parcel: Parcel, backup: str, result: Handover | None,
+def _record(db: Database, parcel: Shipment, backup: str, result: Handover | None,
             error: str | None, reason: str, now: datetime) -> dict[str, Any]:
     outcome = "handed_over" if result is not None else "failed"
-    detail = {"shipment_id": parcel.shipment_id, "from_carrier": parcel.carrier,
-              "to_carrier": backup, "reason": reason, "outcome": outcome,
-              "new_tracking_no": result.new_tracking_no if result else None, "error": error}
+    detail: dict[str, Any] = {
+        "shipment_id": parcel.shipment_id, "from_carrier": parcel.carrier,
+        "to_carrier": backup, "reason": reason, "outcome": outcome,
+        "new_tracking_no": result.new_tracking_no if result else None, "error": error}
     with write_transaction(db):
-        db.conn.execute(
-            "INSERT INTO parcel_handovers (shipment_id, order_id, warehouse_id, from_carrier, "
-            "to_carrier, last_update_at, outcome, new_tracking_no, error, at) VALUES "
-            "(:shipment_id, :order_id, :warehouse_id, :from_carrier, :to_carrier, "
-            ":last_update_at, :outcome, :new_tracking_no, :error, :at)",
-            {"shipment_id": parcel.shipment_id, "order_id": parcel.order_id,
-             "warehouse_id": parcel.warehouse_id, "from_carrier": parcel.carrier,
-             "to_carrier": backup, "last_update_at": iso(parcel.last_update_at),
-             "outcome": outcome, "new_tracking_no": detail["new_tracking_no"],
-             "error": error, "at": iso(now)})
-        order_id = parcel.order_id or parcel.shipment_id
-        if parcel.order_id is not None and db.execute(
-                "SELECT 1 FROM orders WHERE id = :id", {"id": parcel.order_id}).fetchone():
-            kind = "parcel_handed_over" if result is not None else "parcel_stuck"
-            append_order_event(db, parcel.order_id, kind, now, detail)
-        healing.record(db, "parcel", order_id, healed=result is not None, at=now,
-                       detail=detail)
+        heal_store.add_handover(db, {
+            "shipment_id": parcel.shipment_id, "order_id": parcel.order_id,
+            "warehouse_id": parcel.warehouse_id, "from_carrier": parcel.carrier,
+            "to_carrier": backup, "last_update_at": stamp(parcel.last_update_at),
+            "outcome": outcome, "new_tracking_no": detail["new_tracking_no"],
+            "error": error, "at": stamp(now)})
+        ledger = Ledger(now)
+        known = parcel.order_id is not None and order_exists(db, parcel.order_id)
+        if known and parcel.order_id is not None:
+            ledger.event(parcel.order_id,
+                         "parcel_handed_over" if result is not None else "parcel_stuck", detail)
         if result is None:
-            add_alert(db, "parcel_stuck",
-                      f"parcel {parcel.shipment_id} ({parcel.carrier}) stuck and the hand-over "
-                      f"to {backup} failed: {error}", now, order_id=parcel.order_id,
-                      warehouse_id=parcel.warehouse_id)
+            ledger.alert("parcel_stuck",
+                         f"parcel {parcel.shipment_id} ({parcel.carrier}) stuck and the "
+                         f"hand-over to {backup} failed: {error}",
+                         order_id=parcel.order_id if known else None,
+                         warehouse_id=parcel.warehouse_id)
+        ledger.flush(db)
+        heal_store.record_heal(db, "parcel", parcel.order_id or parcel.shipment_id,
+                               healed=result is not None, at=now, detail=detail)
     return detail
-
-
-def summary(db: Database, limit: int = 100) -> Sequence[dict[str, Any]]:
-    cursor = db.execute(
-        "SELECT shipment_id, order_id, from_carrier, to_carrier, outcome, new_tracking_no, "
-        "error, at FROM parcel_handovers ORDER BY at DESC LIMIT :n", {"n": limit})
-    names = [c[0] for c in cursor.description]
-    return [dict(zip(names, r, strict=True)) for r in cursor]

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from sqlite_utils import Database
 
 from coordinator.errors import StoreError
-from coordinator.intel import parcels, returns
+from coordinator.intel import parcels, returns, returns_store
 from coordinator.intel.config import IntelConfig, ReturnsConfig
 from coordinator.intel.geocode import AmapGeocoder, Gazetteer, Geocoder
 from coordinator.intel.parcels import CarrierAdapter, WebhookCarrier
@@ -56,8 +56,8 @@ class IntelService:
         if self.carrier is not None:
             out["handovers"] = parcels.handle_stuck(db, self.carrier, self.config.parcels,
                                                     now)
-        if retrain_due(returns.last_trained_at(db), now, returns.pending_corrections(db),
-                       self.config.returns):
+        pending = returns_store.pending_corrections(db)
+        if retrain_due(returns_store.last_trained_at(db), now, pending, self.config.returns):
             out["retrained"] = returns.retrain(db, now, trigger="schedule").version
         return out
 

@@ -6,7 +6,7 @@
   nodes all carry a timestamp;
 - self-healing rate: exceptions resolved automatically / all exceptions, with the
   breakdown by kind (``reroute``, and the intel adapters' ``address`` corrections and
-  ``parcel`` hand-overs, see :mod:`coordinator.intel.healing`). A reroute exception
+  ``parcel`` hand-overs, see :mod:`coordinator.intel.heal_store`). A reroute exception
   is an order caught at a warehouse that became unavailable; it is resolved
   automatically when the reroute moved it, or when it went to ``needs_attention`` and a
   retry the system set off itself (stock back, a warehouse reopening; not an operator's
@@ -22,8 +22,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from coordinator.intel import healing
-from coordinator.ops import state
+from coordinator.intel import heal_store
+from coordinator.ops import tracker_store
 from coordinator.ops.notify import outbox
 
 SHIPPED_STATUSES = ("shipped", "in_transit", "delivered")
@@ -88,7 +88,7 @@ def self_healing(db: Database) -> dict[str, Any]:
     by_kind = {"reroute": {"exceptions": moved + stuck,
                            "resolved_automatically": moved + placed_later}}
     # corrected addresses and parcels handed to a backup carrier count the same way
-    by_kind.update(healing.counts(db))
+    by_kind.update(heal_store.heal_counts(db))
     total = sum(k["exceptions"] for k in by_kind.values())
     healed = sum(k["resolved_automatically"] for k in by_kind.values())
     return {"exceptions": total, "resolved_automatically": healed, "moved": moved,
@@ -112,7 +112,7 @@ def summary(db: Database) -> dict[str, Any]:
         "warehouses": {"total": int(warehouses[0] or 0),
                        "unavailable": int(warehouses[1] or 0)},
         "open_incidents": int(open_incidents),
-        "counters": state.counters(db),
+        "counters": tracker_store.counters(db),
         "notifications": notifications,
     }
 

@@ -20,9 +20,10 @@ from coordinator.intel import api as intel_api
 from coordinator.intel.addresses import judge
 from coordinator.intel.config import ParcelsConfig
 from coordinator.intel.geocode import Gazetteer, Place
-from coordinator.intel.parcels import Parcel, find_stuck
+from coordinator.intel.parcels import find_stuck
 from coordinator.intel.service import intel_lifespan
 from coordinator.ops.api import router as ops_router
+from coordinator.ops.couriers import Shipment
 from coordinator.ops.app import ops_lifespan
 from coordinator.ops.metrics import self_healing
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
@@ -182,8 +183,9 @@ def test_a_failed_hand_over_reaches_a_person_and_counts_against_the_rate(site: S
 CONFIG = ParcelsConfig(stuck_after_h=24, feed_alive_within_h=2, backup_carrier="jd")
 
 
-def _parcel(ident: str, carrier: str, last_h: float) -> Parcel:
-    return Parcel(ident, carrier, "WH-01", None, T0, T0 + timedelta(hours=last_h))
+def _parcel(ident: str, carrier: str, last_h: float) -> Shipment:
+    return Shipment(ident, carrier, "WH-01", None, "in_transit", True, T0,
+                    T0 + timedelta(hours=last_h))
 
 
 def test_a_quiet_parcel_of_a_silent_carrier_is_not_stuck_but_courier_silence() -> None:
