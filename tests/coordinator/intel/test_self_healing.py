@@ -23,8 +23,8 @@ from coordinator.intel.geocode import Gazetteer, Place
 from coordinator.intel.parcels import find_stuck
 from coordinator.intel.service import intel_lifespan
 from coordinator.ops.api import router as ops_router
-from coordinator.ops.couriers import Shipment
 from coordinator.ops.app import ops_lifespan
+from coordinator.ops.couriers import Shipment
 from coordinator.ops.metrics import self_healing
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
 from coordinator.serving import serve_in_thread
