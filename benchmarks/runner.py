@@ -16,6 +16,7 @@ BENCHMARKS = {
     "allocate": "benchmarks.allocate",
     "reroute": "benchmarks.reroute",
     "e2e": "benchmarks.e2e",
+    "scale": "benchmarks.scale",
     "returns": "benchmarks.returns",
     "import": "benchmarks.imports",
 }
