@@ -14,9 +14,10 @@ retraining, the geocoder and the backup carrier.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from coordinator.errors import ConfigError
+from coordinator.intel.geocode import GAZETTEER_REGIONS
 from coordinator.settings import Settings
 
 
@@ -46,9 +47,16 @@ class GeocoderConfig(_Section):
     amap_url: str = "https://restapi.amap.com/v3/geocode/geo"
     region: str = Field(default="杭州市", min_length=1, max_length=50)
     timeout_s: float = Field(default=3.0, gt=0, le=60)
-    # AMap's geocode ``level`` says how precise the point is; district or coarser
-    # cannot place a parcel at a door
-    min_level: str = "兴趣点"
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        # the offline fallback must exist for the region, or a map-service outage would
+        # send every address to a person
+        if value not in GAZETTEER_REGIONS:
+            raise ValueError(f"no offline gazetteer for {value!r} "
+                             f"(have: {', '.join(GAZETTEER_REGIONS)})")
+        return value
 
 
 class ParcelsConfig(_Section):

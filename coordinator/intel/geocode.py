@@ -103,6 +103,8 @@ _REGIONS: dict[str, tuple[str, dict[str, tuple[float, float]]]] = {
     }),
 }
 
+GAZETTEER_REGIONS = tuple(_REGIONS)
+
 
 class Gazetteer:
     """Offline: finds a district of ``city`` named in the address (with or without its

@@ -6,9 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from coordinator.intel.config import ReportConfig
+from coordinator.errors import ConfigError
+from coordinator.intel.config import IntelConfig, ReportConfig
 from coordinator.intel.health import StorePoint, compute, fixed_cycles
 from coordinator.intel.history_store import PastOrder
+from coordinator.settings import Settings
 from protocols.geo import offset_km
 
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
@@ -45,3 +47,14 @@ def test_an_empty_history_gives_empty_figures_not_errors() -> None:
     report = compute([], [STORE], since=T0, until=T0, config=ReportConfig())
     assert report.orders == 0 and report.heat_map is None
     assert set(report.radar.values()) == {None}
+
+
+@pytest.mark.parametrize(("section", "field"), [
+    ({"parcels": {"stuck_after_h": -1}}, "intel.parcels.stuck_after_h"),
+    ({"geocoder": {"region": "火星市"}}, "intel.geocoder.region"),
+    ({"report": {"near_store_km": "far"}}, "intel.report.near_store_km"),
+    ({"unknown": 1}, "intel.unknown"),
+])
+def test_bad_intel_settings_name_the_field(section: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        IntelConfig.of(Settings(sections={"intel": section}))
