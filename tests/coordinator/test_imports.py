@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,11 @@ from openpyxl import Workbook
 from pydantic import BaseModel, Field
 from sqlite_utils import Database
 
+from coordinator.db import open_database
 from coordinator.errors import ImportFileError
 from coordinator.imports import (
     ImportFormat,
+    ImportReport,
     detect_format,
     import_rows,
     load_all,
@@ -158,3 +161,31 @@ def test_junk_never_escapes_as_anything_but_an_import_error(junk: bytes,
                 assert error.row >= 1 and error.column
     except ImportFileError as exc:
         assert exc.field
+
+
+def test_between_chunks_another_writer_gets_the_lock_at_once(tmp_path: Path) -> None:
+    """Order intake is never blocked for more than one chunk: between chunks the import
+    holds no lock, so a second connection writes without waiting."""
+    path = tmp_path / "t.sqlite"
+    db = open_database(path)
+    db.execute("CREATE TABLE lines (order_no TEXT PRIMARY KEY, qty INTEGER)")
+    db.execute("CREATE TABLE intake (n INTEGER)")
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)  # no waiting at all
+    intake_writes: list[int] = []
+
+    def write(target: Database, rows: list[Line]) -> int:
+        target.conn.executemany("INSERT INTO lines VALUES (?, ?)",
+                                [(r.order_no, r.qty) for r in rows])
+        return len(rows)
+
+    def between(report: ImportReport) -> None:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO intake VALUES (?)", (report.chunks,))
+        other.execute("COMMIT")
+        intake_writes.append(report.chunks)
+
+    data = _csv(["订单号,数量"] + [f"A{i},1" for i in range(30)])
+    import_rows(db, data, Line, write, fmt=ImportFormat.CSV, mapping=MAPPING, chunk_size=10,
+                on_chunk=between)
+    other.close()
+    assert intake_writes == [1, 2, 3]
