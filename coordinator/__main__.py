@@ -4,6 +4,9 @@
     python -m coordinator import FILE.csv|FILE.json [--kind warehouses|skus|stores|inventory]
     python -m coordinator seed-sample [--db PATH]
     python -m coordinator migrate-db SRC.sqlite postgresql://user@host:port/db
+    python -m coordinator orders import FILE.xlsx|csv|json|jsonl [--mapping MAP.json]
+    python -m coordinator report health [--out report.html] [--json]
+    python -m coordinator returns retrain
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from coordinator.catalog import Kind, import_file
 from coordinator.db import open_database
 from coordinator.errors import CoordinatorError
+from coordinator.intel import cli as intel_cli
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
 from coordinator.settings import Settings
 from protocols.clock import SystemClock
@@ -101,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     migrate.add_argument("source", help="SQLite path (or sqlite:///path)")
     migrate.add_argument("destination", help="postgresql://user@host:port/db (empty)")
     migrate.set_defaults(run=_migrate)
+    intel_cli.add_commands(sub, _settings)
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)

@@ -36,13 +36,16 @@ def is_postgres_url(target: str) -> bool:
 
 
 def to_pg(sql: str) -> str:
-    """``?`` markers to psycopg's ``%s`` (and a literal ``%`` to ``%%``), outside quotes."""
+    """``?`` and ``:name`` markers to psycopg's ``%s`` and ``%(name)s`` (and a literal
+    ``%`` to ``%%``), outside quotes."""
     done = _translated.get(sql)
     if done is not None:
         return done
     out: list[str] = []
     quote: str | None = None
-    for ch in sql:
+    i, n = 0, len(sql)
+    while i < n:
+        ch = sql[i]
         if quote is not None:
             out.append("%%" if ch == "%" else ch)
             if ch == quote:
@@ -54,8 +57,19 @@ def to_pg(sql: str) -> str:
             out.append("%s")
         elif ch == "%":
             out.append("%%")
+        elif ch == ":" and i + 1 < n and sql[i + 1] == ":":  # a cast: ::text
+            out.append("::")
+            i += 1
+        elif ch == ":" and i + 1 < n and (sql[i + 1].isalpha() or sql[i + 1] == "_"):
+            j = i + 1  # a named parameter (:name) -> %(name)s
+            while j < n and (sql[j].isalnum() or sql[j] == "_"):
+                j += 1
+            out.append(f"%({sql[i + 1:j]})s")
+            i = j
+            continue
         else:
             out.append(ch)
+        i += 1
     done = "".join(out)
     if len(_translated) < 4096:  # statements are few; generated IN-lists are not cached
         _translated[sql] = done
@@ -111,7 +125,10 @@ class PgConnection:
 
     def execute(self, sql: str, parameters: Any = (), /) -> PgCursor:
         cur = self.raw.cursor()
-        cur.execute(to_pg(sql), parameters or None)
+        if parameters:
+            cur.execute(to_pg(sql), parameters)
+        else:  # psycopg reads no placeholders (and no %% escapes) without parameters
+            cur.execute(sql)
         changed = max(cur.rowcount, 0) if cur.description is None else 0
         self._changes += changed
         return PgCursor(cur, cur.rowcount)
