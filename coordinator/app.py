@@ -41,6 +41,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 
 from coordinator import ledger, queries
+from coordinator.body_limits import BodyLimitMiddleware
 from coordinator.catalog import (
     InventoryIn,
     Kind,
@@ -733,6 +734,12 @@ def create_app(
     app.state.clock = clock if clock is not None else SystemClock()
     app.state.counters = Counter()
     app.state.counters_lock = threading.Lock()
+
+    def body_too_large() -> None:
+        with app.state.counters_lock:
+            app.state.counters["requests_body_too_large"] += 1
+
+    app.add_middleware(BodyLimitMiddleware, limits=chosen.limits, on_reject=body_too_large)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:

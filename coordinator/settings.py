@@ -136,6 +136,15 @@ class IntakeConfig(_Section):
                              description="most waiting orders one retry pass tries")
 
 
+class LimitsConfig(_Section):
+    """Request body limits (413 beyond them, see coordinator/body_limits.py)."""
+
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=1_073_741_824,
+                                description="any request body (orders, catalog rows, ...)")
+    max_import_bytes: int = Field(default=512 * 1_048_576, ge=1024, le=8 * 1_073_741_824,
+                                  description="bulk import bodies (paths under /import)")
+
+
 class Settings(_Section):
     db_path: str = "breakwater.sqlite"
     host: str = "127.0.0.1"
@@ -151,6 +160,7 @@ class Settings(_Section):
     topic_root: str = "breakwater"
     allocation: AllocationConfig = Field(default_factory=AllocationConfig)
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     sections: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="other modules' tables, e.g. [ops], kept raw for them to validate",
