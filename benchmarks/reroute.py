@@ -149,7 +149,7 @@ def naive_reroute(path: Path, warehouse_id: str, now: datetime) -> tuple[float, 
         db.conn.close()
 
 
-def _copy(source: Path, target: Path) -> Path:
+def copy_sqlite(source: Path, target: Path) -> Path:
     src, dst = sqlite3.connect(source), sqlite3.connect(target)
     try:
         src.backup(dst)
@@ -222,7 +222,7 @@ def run(quick: bool, db: str = "sqlite") -> Result:
                 db.conn.close()
                 runs = []
                 for trial in range(trials):
-                    path = _copy(seeded, Path(tmp) / f"run-{count}-{trial}.sqlite")
+                    path = copy_sqlite(seeded, Path(tmp) / f"run-{count}-{trial}.sqlite")
                     runs.append(asyncio.run(measure_mqtt_reroute(
                         broker.url, broker.host, broker.port, path, count)))
                 total = statistics.median(r[0] for r in runs)
@@ -234,7 +234,7 @@ def run(quick: bool, db: str = "sqlite") -> Result:
                            "publish->commit incl. broker hop", target)
                 result.add(f"reroute_{count}_commit_s", inside, "s",
                            "arrival at the coordinator -> commit")
-            naive = _copy(Path(tmp) / "seeded-287.sqlite", Path(tmp) / "naive-287.sqlite")
+            naive = copy_sqlite(Path(tmp) / "seeded-287.sqlite", Path(tmp) / "naive-287.sqlite")
             naive_s, naive_n = naive_reroute(naive, TARGET, now)
             result.add("naive_287_s", naive_s, "s",
                        f"baseline: {naive_n} orders, one transaction per order, same run")

@@ -16,6 +16,7 @@ BENCHMARKS = {
     "edge_ingest": "benchmarks.edge_ingest",
     "allocate": "benchmarks.allocate",
     "reroute": "benchmarks.reroute",
+    "reroute_under_reads": "benchmarks.reroute_under_reads",
     "e2e": "benchmarks.e2e",
     "scale": "benchmarks.scale",
     "returns": "benchmarks.returns",

@@ -53,6 +53,7 @@ from coordinator.catalog import (
     parse_text,
     upsert,
 )
+from coordinator.coalesce import Coalescer
 from coordinator.db import Database, WalCheckpointer, open_database
 from coordinator.engine import CandidateTrace, why_not
 from coordinator.engine import Decision as EngineDecision
@@ -696,6 +697,7 @@ def create_app(
         open_database(chosen.db_path).conn.close()  # create and migrate once, at start
         connections = Connections(chosen.db_path)
         app.state.connections = connections
+        app.state.reads = Coalescer()  # identical reads in flight share one computation
         # SQLite's WAL is folded back on a thread of its own; PostgreSQL does that itself
         checkpointer = None if is_postgres_url(chosen.db_path) else WalCheckpointer(
             chosen.db_path)

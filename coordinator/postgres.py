@@ -15,6 +15,7 @@ The schema is the SQLite schema the migrations build, translated (:mod:`.pg_sche
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -76,6 +77,87 @@ def to_pg(sql: str) -> str:
     return done
 
 
+MULTI_ROW_MIN = 32  # fewer rows: plain executemany (pipelined) is as fast
+_INSERT = re.compile(r"^\s*INSERT INTO (?P<head>\w+ \([^)]*\)) VALUES (?P<row>\([^()]*\))"
+                     r"(?P<tail>(?:\s+ON CONFLICT.*)?)$", re.S | re.I)
+_UPDATE = re.compile(r"^\s*UPDATE (?P<table>\w+) SET (?P<set>.+?) WHERE (?P<where>.+)$",
+                     re.S | re.I)
+_CASTS = {bool: "bigint", int: "bigint", float: "double precision", str: "text"}
+
+
+def _column_casts(rows: list[tuple[Any, ...]]) -> list[str | None] | None:
+    """The SQL type of each parameter column, from its values: None for a column of
+    NULLs only (written as a plain NULL); None for all when a type cannot be told."""
+    casts: list[str | None] = []
+    for column in zip(*rows, strict=True):
+        kinds = {type(v) for v in column if v is not None}
+        if kinds == {int, float}:
+            kinds = {float}
+        if not kinds:
+            casts.append(None)
+            continue
+        if len(kinds) != 1 or next(iter(kinds)) not in _CASTS:
+            return None
+        casts.append(_CASTS[next(iter(kinds))])
+    return casts
+
+
+def multi_row(sql: str, rows: list[tuple[Any, ...]]) -> list[tuple[str, list[Any]]] | None:
+    """``executemany`` of an ``INSERT ... VALUES (...)`` or of an ``UPDATE`` whose
+    parameters are all plain ``?``, as one statement over ``unnest`` of one array per
+    parameter (a few parameters, whatever the row count); None when the statement has
+    another shape, a column's type cannot be told from its values, or an UPDATE names
+    the same row twice (one multi-row UPDATE would apply only one of them)."""
+    width = len(rows[0])
+    inserted = _INSERT.match(sql)
+    updated = None if inserted is not None else _UPDATE.match(sql)
+    if inserted is None and (updated is None or " FROM " in sql.upper() or "'" in sql):
+        return None
+    casts = _column_casts(rows)
+    if casts is None:
+        return None
+    typed = [(f"c{i}", c) for i, c in enumerate(casts, 1) if c is not None]
+    if not typed:
+        return None
+    source = (f"unnest({', '.join(f'%s::{c}[]' for _, c in typed)}) "
+              f"AS v({', '.join(n for n, _ in typed)})")
+    arrays = [[None if v is None else float(v) for v in column]
+              if c == "double precision" else list(column)
+              for column, c in zip(zip(*rows, strict=True), casts, strict=True) if c is not None]
+    # a parameter becomes its array's column, or NULL where every row holds NULL
+    counter = iter([f"v.c{i}" if c is not None else "NULL" for i, c in enumerate(casts, 1)])
+    if inserted is not None:
+        if inserted["row"].count("?") != width:
+            return None
+        select = re.sub(r"\?", lambda _: next(counter), inserted["row"][1:-1])
+        return [(f"INSERT INTO {inserted['head']} SELECT {to_pg(select)} FROM {source}"
+                 f"{to_pg(inserted['tail'])}", arrays)]
+    assert updated is not None
+    set_marks, where_marks = updated["set"].count("?"), updated["where"].count("?")
+    if set_marks + where_marks != width or where_marks == 0:
+        return None
+    if len({r[set_marks:] for r in rows}) != len(rows):
+        return None  # the same row twice: one multi-row UPDATE would apply one of them
+    table = updated["table"]
+    set_part = re.sub(r"\?", lambda _: next(counter), updated["set"])
+    where_part = re.sub(r"\?", lambda _: next(counter), updated["where"])
+    # the assigned columns stay bare (PostgreSQL refuses "SET t.c = ..."); the rest are
+    # qualified, since the unnested arrays bring columns of their own
+    assigned = re.sub(rf"(^|,\s*){table}\.(\w+)\s*=", r"\1\2 =", _qualify(set_part, table))
+    return [(f"UPDATE {table} SET {assigned} FROM {source} "
+             f"WHERE {_qualify(where_part, table)}", arrays)]
+
+
+def _qualify(part: str, table: str) -> str:
+    """Column names of ``table`` written bare are qualified: ``v`` also has columns."""
+    return re.sub(r"(?<![.\w])([a-z_][a-z0-9_]*)(?=\s*(?:[-+=<>!,)]|$|\s+(?:AND|OR|IS|IN)\b))",
+                  lambda m: m[1] if m[1].upper() in _KEYWORDS else f"{table}.{m[1]}", part)
+
+
+_KEYWORDS = {"AND", "OR", "NOT", "NULL", "IS", "IN", "TRUE", "FALSE", "CASE", "WHEN", "THEN",
+             "ELSE", "END", "DISTINCT", "FROM"}
+
+
 class PgCursor:
     """What callers read from a statement: rows, ``rowcount``, ``description``."""
 
@@ -134,13 +216,23 @@ class PgConnection:
         return PgCursor(cur, cur.rowcount)
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> PgCursor:
-        rows = list(parameters)
+        rows = [tuple(r) for r in parameters]
         cur = self.raw.cursor()
         if not rows:
             return PgCursor(cur, 0)
-        cur.executemany(to_pg(sql), rows)
-        self._changes += max(cur.rowcount, 0)
-        return PgCursor(cur, cur.rowcount)
+        plan = multi_row(sql, rows) if len(rows) >= MULTI_ROW_MIN else None
+        if plan is None:
+            cur.executemany(to_pg(sql), rows)
+            count = cur.rowcount
+        else:
+            # one statement per chunk of rows instead of one per row: a reroute writes
+            # ten thousand rows, and per-row statements cost a round of the protocol each
+            count = 0
+            for statement, values in plan:
+                cur.execute(statement, values)
+                count += max(cur.rowcount, 0)
+        self._changes += max(count, 0)
+        return PgCursor(cur, count)
 
     def close(self) -> None:
         self.raw.close()
