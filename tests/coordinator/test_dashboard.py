@@ -38,6 +38,7 @@ from coordinator.serving import serve_in_thread
 from coordinator.settings import Settings
 from protocols import Topics, encode
 from simulators.brokers import Broker
+from tests.auth import ADMIN
 from tests.coordinator.ops.factories import breaker_event
 from tests.coordinator.ops.helpers import ops_config, settings_for
 
@@ -106,7 +107,7 @@ def site(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
     app = create_app(settings_for(path, mqtt_broker.url, topics),
                      extra_routers=[ops_router, dashboard.router],
                      lifespan_hooks=[ops_lifespan(ops_config(workdir))])
-    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=15) as http:
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, headers=ADMIN, timeout=15) as http:
         orders = []
         for i in range(6):
             r = http.post("/orders", json=_wechat(f"DASH-{i}", f"HZ-S00{i + 1}",
@@ -129,7 +130,7 @@ def site(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
             r = http.post(f"/orders/{shipped['order_id']}/events", json={"kind": kind})
             assert r.status_code == 200, r.text
         r = http.post(f"/warehouses/{paused}/pause",
-                      json={"actor": "duty-lead-wang", "reason": PAUSE_REASON})
+                      json={"reason": PAUSE_REASON})
         assert r.status_code == 200, r.text
         assert r.json()["incidents"][0]["moved"] >= 1, r.text
         tripped = next(w for w in ("WH-05", "WH-07", "WH-02")
@@ -147,7 +148,7 @@ def site(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
 # -- the JSON -------------------------------------------------------------------------
 @pytest.mark.broker
 def test_state_shows_paused_and_tripped_warehouses_incidents_and_counts(site: Site) -> None:
-    with httpx.Client(base_url=site.url, timeout=15) as http:
+    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
         state = http.get("/dashboard/state").json()
         assert set(state) == {"warehouses", "incidents", "orders_by_status", "orders_total",
                               "waiting_orders", "waiting_total", "notifications", "labels",
@@ -197,7 +198,7 @@ def test_state_shows_paused_and_tripped_warehouses_incidents_and_counts(site: Si
 
 @pytest.mark.broker
 def test_page_is_served_self_contained_at_root_and_dashboard(site: Site) -> None:
-    with httpx.Client(base_url=site.url, timeout=15) as http:
+    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
         pages = [http.get(p) for p in ("/", "/dashboard")]
     for page in pages:
         assert page.status_code == 200
@@ -248,7 +249,7 @@ def _element(dom: str, tag: str, attrs: str) -> str:
 
 @pytest.mark.broker
 def test_browser_renders_warehouses_and_an_orders_timeline_and_decision(site: Site) -> None:
-    with httpx.Client(base_url=site.url, timeout=15) as http:
+    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
         decision = http.get(f"/orders/{site.rerouted_order}/decision",
                             params={"why_not": site.paused}).json()
     page = f"{site.url}/dashboard?order={site.rerouted_order}&why_not={site.paused}"
@@ -339,7 +340,7 @@ def test_without_the_ops_side_the_page_works_and_says_metrics_are_unavailable(
     db.conn.close()
     app = create_app(Settings(db_path=str(path)), extra_routers=[dashboard.router])
     with serve_in_thread(app) as url:
-        state = httpx.get(url + "/dashboard/state", timeout=15).json()
+        state = httpx.get(url + "/dashboard/state", headers=ADMIN, timeout=15).json()
         assert [w["state"] for w in state["warehouses"]] == ["available"] * 8
         assert all(w["last_seen"] is None and w["agents"] == [] for w in state["warehouses"])
         assert (state["incidents"], state["orders_by_status"], state["orders_total"]) == (
