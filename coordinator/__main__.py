@@ -3,6 +3,8 @@
     python -m coordinator serve [--db PATH] [--host H] [--port P] [--config FILE.toml]
     python -m coordinator import FILE.csv|FILE.json [--kind warehouses|skus|stores|inventory]
     python -m coordinator seed-sample [--db PATH]
+    python -m coordinator token create NAME --role R [--store S] [--warehouse W] | list | revoke ID
+    python -m coordinator user add NAME --role R | list | password NAME | disable NAME
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from coordinator.auth import cli as auth_cli
 from coordinator.catalog import Kind, import_file
 from coordinator.db import open_database
 from coordinator.errors import CoordinatorError
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = sub.add_parser("seed-sample", help="load the shipped Hangzhou sample region")
     seed.add_argument("--db")
     seed.set_defaults(run=_seed)
+    auth_cli.add_commands(sub, _settings)
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)

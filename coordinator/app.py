@@ -689,11 +689,14 @@ async def _import_body(request: Request) -> tuple[bytes, str] | JSONResponse:
         return await request.body(), _IMPORT_TYPES[ctype]
     if ctype == "multipart/form-data":
         form = await request.form()
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            return invalid("body.file", "a multipart import needs a file field 'file'")
-        name = (upload.filename or "").lower()
-        return await upload.read(), "json" if name.endswith(".json") else "csv"
+        try:
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                return invalid("body.file", "a multipart import needs a file field 'file'")
+            name = (upload.filename or "").lower()
+            return await upload.read(), "json" if name.endswith(".json") else "csv"
+        finally:
+            await form.close()  # uploads are spooled temporary files
     _count(request, "imports_refused_content_type")
     return JSONResponse(status_code=415, content={
         "detail": f"content-type {ctype or '(none)'} is not accepted: send text/csv, "

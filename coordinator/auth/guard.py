@@ -85,6 +85,7 @@ async def authenticate(request: Request) -> Identity:
         if request.method not in SAFE_METHODS:
             sent = await _csrf_sent(request)
             if sent is None or not hmac.compare_digest(sent.encode(), csrf.encode()):
+                await request.close()  # the uploads of a parsed form are temporary files
                 raise _refuse(request, 403, f"CSRF token missing or wrong ({CSRF_HEADER})")
     else:
         raise _refuse(request, 401, "a credential is required (Bearer token or login)")
