@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,6 +27,8 @@ from sqlite_utils import Database
 
 from coordinator import dashboard
 from coordinator.app import create_app
+from coordinator.auth.roles import Role, Scope
+from coordinator.auth.store import add_user
 from coordinator.catalog import import_file
 from coordinator.db import open_database
 from coordinator.ops.api import router as ops_router
@@ -39,12 +39,14 @@ from coordinator.settings import Settings
 from protocols import Topics, encode
 from simulators.brokers import Broker
 from tests.auth import ADMIN
+from tests.browser import Browser
 from tests.coordinator.ops.factories import breaker_event
 from tests.coordinator.ops.helpers import ops_config, settings_for
 
 from .conftest import NOW
 
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+VIEWER = "night-shift"
+PASSWORD = "dashboard test password"
 PAUSE_REASON = "roof leak over cold room 2 冷库漏水"
 
 
@@ -102,6 +104,8 @@ def site(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
     db = open_database(path)
     for name in SAMPLE_FILES:
         import_file(db, SAMPLE_DIR / f"{name}.csv", datetime.now(UTC))
+    add_user(db, username=VIEWER, password=PASSWORD, role=Role.VIEWER, scope=Scope(),
+             now=datetime.now(UTC))
     db.conn.close()
     topics = Topics(f"bwtest-dash-{uuid.uuid4().hex[:10]}")
     app = create_app(settings_for(path, mqtt_broker.url, topics),
@@ -212,28 +216,12 @@ def test_page_is_served_self_contained_at_root_and_dashboard(site: Site) -> None
 
 
 # -- the page in a real browser -----------------------------------------------------------
-def _chromium() -> str:
-    for name in CHROMIUM_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    message = "no chromium binary on PATH (looked for " + ", ".join(CHROMIUM_NAMES) + ")"
-    # CI installs Chromium and sets this: there a missing browser is a failure, not a skip
-    if os.environ.get("BREAKWATER_REQUIRE_BROWSER") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def _run_chromium(workdir: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    profile = workdir / f"chromium-{uuid.uuid4().hex[:8]}"
-    command = [_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-               "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-               f"--user-data-dir={profile}", "--virtual-time-budget=5000", *extra, url]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False,
-                          env={**os.environ, "HOME": str(workdir)})
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done
+def _rendered(site: Site, url: str) -> str:
+    """The page as a logged-in person's browser renders it."""
+    with Browser(site.workdir) as browser:
+        browser.login(site.url, VIEWER, PASSWORD)
+        browser.goto(url)
+        return browser.settled_dom()
 
 
 def _text(fragment: str) -> str:
@@ -253,7 +241,7 @@ def test_browser_renders_warehouses_and_an_orders_timeline_and_decision(site: Si
         decision = http.get(f"/orders/{site.rerouted_order}/decision",
                             params={"why_not": site.paused}).json()
     page = f"{site.url}/dashboard?order={site.rerouted_order}&why_not={site.paused}"
-    dom = _run_chromium(site.workdir, page, "--dump-dom").stdout
+    dom = _rendered(site, page)
 
     rows = re.findall(r'<tr data-warehouse="(WH-\d+)" data-state="(\w+)"', dom)
     assert len(rows) == 8
@@ -303,9 +291,7 @@ def test_browser_renders_warehouses_and_an_orders_timeline_and_decision(site: Si
 
 @pytest.mark.broker
 def test_browser_shows_a_shipped_order_and_an_unknown_one_clearly(site: Site) -> None:
-    dom = _run_chromium(site.workdir,
-                        f"{site.url}/dashboard?order={site.shipped_order}&why_not=WH-NOPE",
-                        "--dump-dom").stdout
+    dom = _rendered(site, f"{site.url}/dashboard?order={site.shipped_order}&why_not=WH-NOPE")
     assert re.findall(r'<li class="done" data-step="(\w+)"', dom) == [
         "received", "allocated", "shipped", "in_transit"]
     assert 'data-step="rerouted"' not in dom  # never rerouted: no such step
@@ -315,8 +301,7 @@ def test_browser_shows_a_shipped_order_and_an_unknown_one_clearly(site: Site) ->
     assert re.findall(r'<div class="decision" data-outcome="(\w+)"', dom) == ["allocated"]
     shipped = _text(_element(dom, "li", 'class="done" data-step="shipped"'))
     assert "shipped 已出库" in shipped and "UTC" in shipped
-    dom = _run_chromium(site.workdir, f"{site.url}/dashboard?order=NO-SUCH-ORDER",
-                        "--dump-dom").stdout
+    dom = _rendered(site, f"{site.url}/dashboard?order=NO-SUCH-ORDER")
     error = _text(_element(dom, "p", 'class="error"'))
     assert error.startswith("Order NO-SUCH-ORDER: HTTP 404")
 
@@ -326,8 +311,11 @@ def test_browser_screenshot_is_taken(site: Site) -> None:
     """To look at it: DASHBOARD_SCREENSHOT=/tmp/d.png [DASHBOARD_WINDOW=1400,2600] pytest ..."""
     target = Path(os.environ.get("DASHBOARD_SCREENSHOT", site.workdir / "dashboard.png"))
     page = f"{site.url}/dashboard?order={site.rerouted_order}&why_not={site.paused}"
-    _run_chromium(site.workdir, page, f"--screenshot={target}",
-                  f"--window-size={os.environ.get('DASHBOARD_WINDOW', '1400,1000')}")
+    with Browser(site.workdir, os.environ.get("DASHBOARD_WINDOW", "1400,1000")) as browser:
+        browser.login(site.url, VIEWER, PASSWORD)
+        browser.goto(page)
+        browser.settled_dom()
+        browser.screenshot(target)
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -337,6 +325,8 @@ def test_without_the_ops_side_the_page_works_and_says_metrics_are_unavailable(
     db = open_database(path)
     for name in SAMPLE_FILES:
         import_file(db, SAMPLE_DIR / f"{name}.csv", datetime.now(UTC))
+    add_user(db, username=VIEWER, password=PASSWORD, role=Role.VIEWER, scope=Scope(),
+             now=datetime.now(UTC))
     db.conn.close()
     app = create_app(Settings(db_path=str(path)), extra_routers=[dashboard.router])
     with serve_in_thread(app) as url:
@@ -347,7 +337,10 @@ def test_without_the_ops_side_the_page_works_and_says_metrics_are_unavailable(
             [], {}, 0)
         assert state["notifications"] == {
             "by_status": {"pending": 0, "sent": 0, "failed": 0}, "by_kind": {}}
-        dom = _run_chromium(tmp_path, url + "/dashboard", "--dump-dom").stdout
+        with Browser(tmp_path) as browser:
+            browser.login(url, VIEWER, PASSWORD)
+            browser.goto(url + "/dashboard")
+            dom = browser.settled_dom()
     assert re.findall(r'data-state="(\w+)"', dom) == ["available"] * 8
     assert "no incidents 暂无事件" in dom and "no orders yet 暂无订单" in dom
     metrics = _text(_element(dom, "div", 'id="metrics"'))
