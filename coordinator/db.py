@@ -24,6 +24,7 @@ MIGRATION_MODULES = (
     "coordinator.schema",
     "coordinator.ops.schema",
     "coordinator.auth.schema",
+    "coordinator.gateways.schema",  # after ops: it registers the agents ops has seen
 )
 
 

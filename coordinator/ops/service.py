@@ -180,6 +180,14 @@ class OpsService:
         self._after(result)
         return result
 
+    async def confirm_incarnation(self, agent_id: str, *, actor: str,
+                                  reason: str) -> HandleResult:
+        now = self.clock.now()
+        result = await self.call(lambda core: core.confirm_incarnation(
+            agent_id, actor=actor, reason=reason, now=now))
+        self._after(result)
+        return result
+
     async def pause(self, warehouse_id: str, *, actor: str, reason: str) -> HandleResult:
         now = self.clock.now()
         result = await self.call(

@@ -41,7 +41,7 @@ from simulators.brokers import Broker
 from tests.auth import ADMIN
 from tests.browser import Browser
 from tests.coordinator.ops.factories import breaker_event
-from tests.coordinator.ops.helpers import ops_config, settings_for
+from tests.coordinator.ops.helpers import ops_config, register_gateways, settings_for
 
 from .conftest import NOW
 
@@ -139,6 +139,7 @@ def site(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
         assert r.json()["incidents"][0]["moved"] >= 1, r.text
         tripped = next(w for w in ("WH-05", "WH-07", "WH-02")
                        if w not in (paused, shipped["warehouse_id"]))
+        register_gateways(path, {f"gw-{tripped.lower()}": tripped})
         event = breaker_event(seq=1, warehouse=tripped, agent=f"gw-{tripped.lower()}",
                               at=datetime.now(UTC))
         # retained, so the trip is delivered even if the coordinator subscribes after it
