@@ -1,4 +1,5 @@
-"""Shared fixtures: a private MQTT broker for the session and per-test topic roots."""
+"""Shared fixtures: a private MQTT broker and a private PostgreSQL for the session, and
+per-test topic roots and databases."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from protocols import Topics
 from simulators.brokers import Broker, start_test_broker
 from tests.auth import ADMIN_TOKEN
+from tests.postgres import PostgresServer, start_postgres
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -52,3 +54,24 @@ def broker(mqtt_broker: Broker) -> Broker:
 def topics() -> Topics:
     """A topic tree unique to this test, so retained messages never leak between tests."""
     return Topics(f"bwtest-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL for the session (see tests/postgres.py). Skips with the reason
+    when it cannot run here, unless BREAKWATER_REQUIRE_POSTGRES=1 (CI): then it fails."""
+    server = start_postgres()
+    if isinstance(server, str):
+        if os.environ.get("BREAKWATER_REQUIRE_POSTGRES") == "1":
+            pytest.fail(server)
+        pytest.skip(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh empty database on the private server, for this test only."""
+    return postgres_server.create_database()

@@ -35,6 +35,7 @@ from coordinator.auth.guard import (
 )
 from coordinator.auth.roles import ANY_ROLE, Role, Scope
 from coordinator.errors import Conflict, NotFound
+from protocols.timestamps import stamp
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
 
@@ -111,7 +112,7 @@ def login(request: Request, body: LoginRequest, response: Response) -> dict[str,
     response.set_cookie(CSRF_COOKIE, session.csrf_token, max_age=max_age, httponly=False,
                         samesite="strict", secure=config.cookie_secure, path="/")
     return {"username": user.username, "role": user.role.value, "scope": user.scope.as_json(),
-            "csrf_token": session.csrf_token, "expires_at": session.expires_at.isoformat()}
+            "csrf_token": session.csrf_token, "expires_at": stamp(session.expires_at)}
 
 
 @session_router.post("/auth/logout", dependencies=[requires(ANY_ROLE, scoped=True)])

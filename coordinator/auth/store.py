@@ -23,6 +23,7 @@ from sqlite_utils import Database
 
 from coordinator.auth.roles import Identity, Role, Scope
 from coordinator.errors import Conflict, NotFound
+from protocols.timestamps import parse_stamp, stamp
 
 TOKEN_PREFIX = "bw_"
 _hasher = PasswordHasher()
@@ -82,7 +83,7 @@ def issue_token(db: Database, *, name: str, role: Role, scope: Scope, now: datet
             "created_at, created_by) VALUES (:id, :name, :role, :stores, :warehouses, "
             ":hash, :now, :by)",
             {"id": token_id, "name": name, "role": role.value, **_scope_columns(scope),
-             "hash": digest(value), "now": now.isoformat(), "by": created_by})
+             "hash": digest(value), "now": stamp(now), "by": created_by})
     return get_token(db, token_id), value
 
 
@@ -104,7 +105,7 @@ def revoke_token(db: Database, token_id: str, now: datetime) -> TokenInfo:
         found = get_token(db, token_id)
         if found.revoked_at is None:
             db.execute("UPDATE auth_tokens SET revoked_at = :now WHERE id = :id",
-                       {"now": now.isoformat(), "id": token_id})
+                       {"now": stamp(now), "id": token_id})
     return get_token(db, token_id)
 
 
@@ -118,7 +119,7 @@ def ensure_bootstrap_token(db: Database, secret: str, now: datetime) -> TokenInf
         if row is not None:
             return get_token(db, row[0])
         db.execute("UPDATE auth_tokens SET revoked_at = :now WHERE created_by = 'environment' "
-                   "AND revoked_at IS NULL", {"now": now.isoformat()})
+                   "AND revoked_at IS NULL", {"now": stamp(now)})
         info, _ = issue_token(db, name="bootstrap-admin", role=Role.ADMIN, scope=Scope(),
                               now=now, created_by="environment", secret=secret)
     return info
@@ -167,7 +168,7 @@ def add_user(db: Database, *, username: str, password: str, role: Role, scope: S
         db.execute("INSERT INTO auth_users (username, password_hash, role, stores, warehouses, "
                    "created_at) VALUES (:u, :hash, :role, :stores, :warehouses, :now)",
                    {"u": username, "hash": _hasher.hash(password), "role": role.value,
-                    **_scope_columns(scope), "now": now.isoformat()})
+                    **_scope_columns(scope), "now": stamp(now)})
     return get_user(db, username)
 
 
@@ -197,7 +198,7 @@ def disable_user(db: Database, username: str, now: datetime) -> UserInfo:
     with db.atomic():
         get_user(db, username)
         db.execute("UPDATE auth_users SET disabled_at = :now WHERE username = :u "
-                   "AND disabled_at IS NULL", {"now": now.isoformat(), "u": username})
+                   "AND disabled_at IS NULL", {"now": stamp(now), "u": username})
         db.execute("DELETE FROM auth_sessions WHERE username = :u", {"u": username})
     return get_user(db, username)
 
@@ -226,12 +227,12 @@ def open_session(db: Database, username: str, now: datetime, ttl: timedelta) -> 
     with db.atomic():
         # expired sessions go when someone logs in: the table stays small without a sweeper
         db.execute("DELETE FROM auth_sessions WHERE expires_at <= :now",
-                   {"now": now.isoformat()})
+                   {"now": stamp(now)})
         db.execute("INSERT INTO auth_sessions (id_hash, username, csrf_token, created_at, "
                    "expires_at) VALUES (:h, :u, :csrf, :now, :exp)",
                    {"h": digest(session.session_id), "u": username,
-                    "csrf": session.csrf_token, "now": now.isoformat(),
-                    "exp": session.expires_at.isoformat()})
+                    "csrf": session.csrf_token, "now": stamp(now),
+                    "exp": stamp(session.expires_at)})
     return session
 
 
@@ -243,7 +244,7 @@ def identify_session(db: Database, session_id: str, now: datetime
         "FROM auth_sessions s JOIN auth_users u ON u.username = s.username "
         "WHERE s.id_hash = :h AND u.disabled_at IS NULL",
         {"h": digest(session_id)}).fetchone()
-    if row is None or datetime.fromisoformat(row[5]) <= now:
+    if row is None or parse_stamp(row[5]) <= now:
         return None
     identity = Identity(kind="user", name=row[0], role=Role(row[1]),
                         scope=_scope_of(row[2], row[3]))

@@ -12,7 +12,8 @@ from coordinator.gateways.policy import Outcome, Verdict
 from coordinator.ops.config import NotifyConfig
 from coordinator.ops.notify.escape import wecom_markdown
 from coordinator.ops.notify.messages import local_time
-from coordinator.ops.notify.outbox import OutgoingNotice, iso
+from coordinator.ops.notify.outbox import OutgoingNotice
+from protocols.timestamps import stamp
 
 HEADLINES = {
     Outcome.REFUSE: "安全告警：已拒绝网关消息 refused",
@@ -32,7 +33,7 @@ def security_notices(verdict: Verdict, now: datetime,
     fields: dict[str, Any] = {
         "event": "security_alert", "outcome": verdict.outcome.value, "reason": reason,
         "field": verdict.field, "agent_id": message.agent_id,
-        "warehouse_id": message.warehouse_id, "detail": verdict.detail, "at": iso(now),
+        "warehouse_id": message.warehouse_id, "detail": verdict.detail, "at": stamp(now),
         "at_local": local_time(now, config.timezone)}
     notices: list[OutgoingNotice] = []
     headline = HEADLINES[verdict.outcome]

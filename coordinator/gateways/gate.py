@@ -14,14 +14,14 @@ from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
+from coordinator.db import write_transaction
 from coordinator.gateways import store
 from coordinator.gateways.alerts import security_notices
 from coordinator.gateways.policy import GatewayMessage, Outcome, Verdict, judge
-from coordinator.ops import state
+from coordinator.ops import tracker_store
 from coordinator.ops.config import NotifyConfig
 from coordinator.ops.notify import outbox
 from coordinator.ops.notify.escape import log_safe
-from coordinator.store import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def screen(db: Database, message: GatewayMessage, now: datetime, *, max_skew: ti
         store.note_verdict(db, verdict, now)
         if verdict.outcome is not Outcome.APPLY:
             store.record_security_event(db, verdict, now)
-            state.bump(db, COUNTERS[verdict.outcome])
+            tracker_store.bump(db, COUNTERS[verdict.outcome])
             outbox.queue(db, security_notices(verdict, now, notify), now)
         if verdict.outcome is Outcome.HOLD:
             store.hold(db, verdict, now)

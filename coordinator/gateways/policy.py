@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from protocols import AgentState, AgentStatus, BreakerEvent
+from protocols.timestamps import stamp
 
 GatewayMessage = BreakerEvent | AgentStatus
 
@@ -104,11 +105,11 @@ def judge(message: GatewayMessage, gateway: Gateway | None, *, warehouse_known: 
     if moment - now > max_skew:
         if not closing:
             return Verdict(Outcome.REFUSE, message, Reason.FUTURE_TIME, field,
-                           f"{field} {moment.isoformat()} is {moment - now} ahead of the "
+                           f"{field} {stamp(moment)} is {moment - now} ahead of the "
                            f"coordinator's clock (allowed {max_skew})")
         message = _at_receive_time(message, now)
         flagged.append((Reason.FUTURE_TIME, field,
-                        f"{field} {moment.isoformat()} was in the future: applied at "
+                        f"{field} {stamp(moment)} was in the future: applied at "
                         "receive time"))
     incarnation = message.incarnation
     adopt = pending = None

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 
 from sqlite_utils import Database, Migrations
 
+from protocols.timestamps import stamp
+
 migrations = Migrations("coordinator_gateways")
 
 
@@ -78,7 +80,7 @@ def m001_gateway_registry(db: Database) -> None:
 def _register_seen_agents(db: Database) -> None:
     import secrets
 
-    now = datetime.now(UTC).isoformat()
+    now = stamp(datetime.now(UTC))
     seen: dict[str, tuple[str, str | None]] = {}
     if "ops_breaker_states" in db.table_names():
         for agent, warehouse, incarnation in db.execute(

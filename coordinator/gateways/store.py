@@ -25,6 +25,7 @@ from coordinator.errors import Conflict, ImportFileError, NotFound
 from coordinator.gateways.policy import Gateway, GatewayMessage, Verdict
 from protocols import AgentStatus, BreakerEvent
 from protocols.models import Ident
+from protocols.timestamps import stamp
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def _audit(db: Database, now: datetime, agent_id: str, warehouse_id: str, action
            actor: str, detail: str = "") -> None:
     db.execute("INSERT INTO gateway_audit (at, agent_id, warehouse_id, action, actor, detail) "
                "VALUES (:at, :a, :w, :action, :actor, :detail)",
-               {"at": now.isoformat(), "a": agent_id, "w": warehouse_id, "action": action,
+               {"at": stamp(now), "a": agent_id, "w": warehouse_id, "action": action,
                 "actor": actor, "detail": detail})
 
 
@@ -100,7 +101,7 @@ def register(db: Database, agent_id: str, warehouse_id: str, *, actor: str,
         db.execute("INSERT INTO gateways (agent_id, warehouse_id, command_key, registered_at, "
                    "registered_by) VALUES (:a, :w, :k, :now, :actor)",
                    {"a": agent_id, "w": warehouse_id, "k": secrets.token_hex(32),
-                    "now": now.isoformat(), "actor": actor})
+                    "now": stamp(now), "actor": actor})
         _audit(db, now, agent_id, warehouse_id, "register", actor)
     return gateway_info(db, agent_id)
 
@@ -181,7 +182,7 @@ def hold(db: Database, verdict: Verdict, now: datetime) -> None:
                "held_at) VALUES (:a, :i, :k, :p, :now)",
                {"a": message.agent_id, "i": message.incarnation or "",
                 "k": "breaker" if isinstance(message, BreakerEvent) else "status",
-                "p": message.model_dump_json(), "now": now.isoformat()})
+                "p": message.model_dump_json(), "now": stamp(now)})
 
 
 def record_security_event(db: Database, verdict: Verdict, now: datetime) -> int:
@@ -189,7 +190,7 @@ def record_security_event(db: Database, verdict: Verdict, now: datetime) -> int:
     cursor = db.execute(
         "INSERT INTO security_events (at, outcome, reason, field, agent_id, warehouse_id, "
         "kind, detail, payload) VALUES (:at, :o, :r, :f, :a, :w, :k, :d, :p)",
-        {"at": now.isoformat(), "o": verdict.outcome.value,
+        {"at": stamp(now), "o": verdict.outcome.value,
          "r": verdict.reason.value if verdict.reason else "", "f": verdict.field,
          "a": message.agent_id, "w": message.warehouse_id,
          "k": "breaker" if isinstance(message, BreakerEvent) else "status",

@@ -1,5 +1,5 @@
 """HTTP endpoints of the ops side. The app includes :data:`router` and puts the running
-:class:`~coordinator.ops.service.OpsService` at ``app.state.ops``.
+:class:`~coordinator.ops.runner.OpsService` at ``app.state.ops``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from coordinator import auth
 from coordinator.app import SQLITE_INT_MAX, InvalidRequest, in_utc_range, invalid
 from coordinator.errors import NotFound
-from coordinator.ops import metrics
-from coordinator.ops.core import HandleResult, OpsCore
+from coordinator.ops import incident_store, metrics
+from coordinator.ops.handler import HandleResult, OpsCore
 from coordinator.ops.notify import outbox
-from coordinator.ops.service import OpsService
+from coordinator.ops.runner import OpsService
 from protocols import TrackingUpdate
 
 router = APIRouter(tags=["operations"], dependencies=[auth.requires(auth.ANY_ROLE)])
@@ -56,7 +56,7 @@ def _result(warehouse_id: str, result: HandleResult, core_state: dict[str, Any]
     }
 
 
-def _availability(core: OpsCore, warehouse_id: str) -> dict[str, Any]:
+def availability_view(core: OpsCore, warehouse_id: str) -> dict[str, Any]:
     tracker = core.tracker
     return {
         "available": tracker.available(warehouse_id),
@@ -92,7 +92,7 @@ async def _switch(ops: OpsService, warehouse_id: str, body: SwitchRequest,
             result = await ops.resume(warehouse_id, actor=caller.actor, reason=body.reason)
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from exc
-    now_state = await ops.call(lambda core: _availability(core, warehouse_id))
+    now_state = await ops.call(lambda core: availability_view(core, warehouse_id))
     return _result(warehouse_id, result, now_state)
 
 
@@ -116,7 +116,7 @@ async def warehouse_availability(warehouse_id: str, ops: Ops, request: Request,
     """Why a warehouse is (un)available: open breakers, holds, agents."""
     _in_scope(request, caller, warehouse_id)
     return {"warehouse_id": warehouse_id,
-            **await ops.call(lambda core: _availability(core, warehouse_id))}
+            **await ops.call(lambda core: availability_view(core, warehouse_id))}
 
 
 @router.get("/warehouses/{warehouse_id}/audit", dependencies=[WAREHOUSE_READ])
@@ -124,14 +124,7 @@ async def warehouse_audit(warehouse_id: str, ops: Ops, request: Request,
                           caller: auth.Caller) -> list[dict[str, Any]]:
     """Every pause, resume and availability change of a warehouse, oldest first."""
     _in_scope(request, caller, warehouse_id)
-    def read(core: OpsCore) -> list[dict[str, Any]]:
-        rows = core.db.execute(
-            "SELECT action, actor, reason, incident_id, at FROM ops_warehouse_audit "
-            "WHERE warehouse_id = ? ORDER BY id", [warehouse_id]).fetchall()
-        return [dict(zip(("action", "actor", "reason", "incident_id", "at"), r, strict=True))
-                for r in rows]
-
-    return await ops.call(read)
+    return await ops.call(lambda core: incident_store.audit_trail(core.db, warehouse_id))
 
 
 @router.post("/tracking", status_code=202, response_model=dict[str, Any],

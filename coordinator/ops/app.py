@@ -21,7 +21,7 @@ from coordinator import dashboard
 from coordinator.app import create_app
 from coordinator.ops.api import router
 from coordinator.ops.config import OpsConfig
-from coordinator.ops.service import OpsService
+from coordinator.ops.runner import OpsService
 from coordinator.settings import Settings
 from protocols.clock import Clock
 

@@ -13,7 +13,7 @@ import pytest
 
 from coordinator.errors import ConfigError
 from coordinator.ops.config import MqttConfig
-from coordinator.ops.service import OpsService, ops_config_of
+from coordinator.ops.runner import OpsService, ops_config_of
 from coordinator.ops.watcher import OpsMessage, Watcher
 from coordinator.settings import Settings
 from protocols import BreakerEvent, Topics, client_tls_context, encode

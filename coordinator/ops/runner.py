@@ -24,15 +24,14 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from coordinator.db import open_database
+from coordinator.db import open_database, write_transaction
 from coordinator.errors import ConfigError
-from coordinator.ops import state
+from coordinator.ops import tracker_store
 from coordinator.ops.config import OpsConfig
-from coordinator.ops.core import HandleResult, OpsCore
+from coordinator.ops.handler import HandleResult, OpsCore
 from coordinator.ops.notify.dispatcher import Dispatcher
 from coordinator.ops.watcher import OpsMessage, Watcher
 from coordinator.settings import Settings
-from coordinator.store import write_transaction
 from protocols import Topics
 from protocols.clock import Clock, SystemClock
 
@@ -147,7 +146,7 @@ class OpsService:
 
         def prune(core: OpsCore) -> int:
             with write_transaction(core.db):
-                return state.prune_processed(core.db, core.tracker, keep)
+                return tracker_store.prune_processed(core.db, core.tracker, keep)
 
         return await self.call(prune)
 
