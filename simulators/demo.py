@@ -36,7 +36,7 @@ import aiomqtt
 from protocols import BreakerEvent, Topics
 from protocols.clock import ManualClock
 from simulators.brokers import EmbeddedBroker, free_port
-from simulators.edge_configs import write_configs
+from simulators.edge_configs import agent_id_for, write_configs
 from simulators.harness import (
     AgentFactory,
     AgentLike,
@@ -193,6 +193,7 @@ async def start_coordinator(
     for name in region_module.SAMPLE_FILES:
         catalog.import_file(db, region_module.SAMPLE_DIR / f"{name}.csv", clock.now())
     headers, login = _demo_credentials(db, clock.now())
+    _register_gateways(db, clock.now())
     db.conn.close()
     chosen = port_or_free(port)
     settings = settings_module.Settings(
@@ -237,6 +238,14 @@ async def start_coordinator(
 
     return RunningCoordinator(f"http://127.0.0.1:{chosen}", stop, wait, app, db_path, sink,
                               headers, login)
+
+
+def _register_gateways(db: Any, now: datetime) -> None:
+    """One gateway per warehouse, named as the replayed agents are: the coordinator
+    refuses breaker events from agents it has not registered."""
+    gateways = importlib.import_module("coordinator.gateways.store")
+    for (warehouse_id,) in db.execute("SELECT id FROM warehouses").fetchall():
+        gateways.register(db, agent_id_for(warehouse_id), warehouse_id, actor="demo", now=now)
 
 
 def _demo_credentials(db: Any, now: datetime) -> tuple[dict[str, str], tuple[str, str]]:

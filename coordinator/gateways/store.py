@@ -214,6 +214,15 @@ def security_events(db: Database, *, limit: int = 100,
     return rows
 
 
+def security_summary(db: Database, limit: int = 10) -> dict[str, Any]:
+    """For the dashboard: counts by outcome and the newest events (without payloads)."""
+    by_outcome = dict(db.execute("SELECT outcome, count(*) FROM security_events "
+                                 "GROUP BY outcome ORDER BY outcome").fetchall())
+    recent = [{k: v for k, v in e.items() if k != "payload"}
+              for e in security_events(db, limit=limit)]
+    return {"by_outcome": by_outcome, "recent": recent}
+
+
 def audit_of(db: Database, agent_id: str) -> list[dict[str, Any]]:
     cursor = db.execute("SELECT at, action, actor, warehouse_id, detail FROM gateway_audit "
                         "WHERE agent_id = :a ORDER BY id", {"a": agent_id})

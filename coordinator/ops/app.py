@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from coordinator import dashboard
 from coordinator.app import create_app
+from coordinator.gateways import api as gateways_api
 from coordinator.ops.api import router
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.runner import OpsService
@@ -46,5 +47,7 @@ def create_app_with_ops(settings: Settings | None = None, *, clock: Clock | None
                         config: OpsConfig | None = None) -> FastAPI:
     """The coordinator API plus the ops endpoints, background tasks and the dashboard."""
     # the dashboard claims GET /, so it goes last
-    return create_app(settings, clock=clock, extra_routers=[router, dashboard.router],
+    return create_app(settings, clock=clock,
+                      extra_routers=[router, gateways_api.router,
+                                     gateways_api.security_router, dashboard.router],
                       lifespan_hooks=[ops_lifespan(config)])

@@ -18,7 +18,7 @@ import re
 # most SMS gateways refuse a body over 500 characters (about 7 segments of 70 CJK chars)
 SMS_MAX_CHARS = 500
 _WECOM_MARKUP = str.maketrans({
-    "<": "＜", ">": "＞", "[": "［", "]": "］", "(": "（", ")": "）", "*": "＊", "_": "＿",
+    "<": "＜", ">": "＞", "[": "［", "]": "］", "(": "（", ")": "）", "*": "＊",
     "`": "｀", "#": "＃", "~": "～", "|": "｜", "\\": "＼", "\r": " ", "\n": " ",
 })
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")

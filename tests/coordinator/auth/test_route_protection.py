@@ -31,7 +31,8 @@ def _path(template: str, site: Site, *, warehouse: str) -> str:
     return (template.replace("{order_id}", site.order_id)
             .replace("{warehouse_id}", warehouse).replace("{item_id}", "WH-01")
             .replace("{kind}", "warehouses").replace("{notification_id}", "1")
-            .replace("{token_id}", "tok_none").replace("{username}", "nobody"))
+            .replace("{token_id}", "tok_none").replace("{username}", "nobody")
+            .replace("{agent_id}", "gw-none"))
 
 
 def _foreign_request(method: str, template: str, site: Site) -> dict[str, Any] | None:
