@@ -156,8 +156,8 @@ def test_state_shows_paused_and_tripped_warehouses_incidents_and_counts(site: Si
     with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
         state = http.get("/dashboard/state").json()
         assert set(state) == {"warehouses", "incidents", "orders_by_status", "orders_total",
-                              "waiting_orders", "waiting_total", "notifications", "security", "labels",
-                              "generated_at"}
+                              "waiting_orders", "waiting_total", "notifications", "security",
+                              "labels", "generated_at"}
         warehouses = _by_id(state)
         assert sorted(warehouses) == [f"WH-0{i}" for i in range(1, 9)]
         paused = warehouses[site.paused]
