@@ -19,7 +19,9 @@ from pathlib import Path
 
 from coordinator.db import open_database
 from coordinator.gateways import store
+from coordinator.gateways.broker_auth import broker_auth, write_files
 from coordinator.settings import Settings
+from protocols import Topics
 from protocols.clock import SystemClock
 
 SettingsOf = Callable[[argparse.Namespace], Settings]
@@ -69,8 +71,24 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _mqtt_auth(args: argparse.Namespace, settings: Settings) -> int:
+    db = open_database(settings.db_path)
+    auth = broker_auth(store.list_gateways(db), Topics(settings.topic_root))
+    out = Path(args.out)
+    write_files(auth, out, rotate=args.rotate or ())
+    print(f"{len(auth.accounts)} broker accounts ({len(auth.accounts) - 2} gateways) written "
+          f"to {out}: mosquitto.passwd, mosquitto.acl, nats-auth.conf, credentials/")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                  settings_of: SettingsOf) -> None:
+    mqtt = sub.add_parser("mqtt-auth", help="broker password file and ACL (Mosquitto) and "
+                                            "authorization (NATS) from the gateway registry")
+    mqtt.add_argument("--out", required=True, help="directory to write")
+    mqtt.add_argument("--rotate", action="append", help="issue a new password for USER")
+    mqtt.add_argument("--db")
+    mqtt.set_defaults(run=lambda args: _mqtt_auth(args, settings_of(args)))
     parser = sub.add_parser("gateway", help="the gateway registry: register, list, retire, "
                                             "import, key, rotate-key")
     parser.add_argument("action", choices=["register", "list", "retire", "import", "key",
