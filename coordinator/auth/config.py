@@ -1,31 +1,16 @@
-"""Settings of authentication (the ``[auth]`` table) and secrets read from the
-environment or from files (containers mount secrets as files)."""
+"""Settings of authentication (the ``[auth]`` table); the bootstrap admin token comes
+from the environment or a file, never the settings file."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from coordinator.errors import ConfigError
+from coordinator.secret_source import secret_from
 from coordinator.settings import Settings
-
-
-def secret_from(env: Mapping[str, str], name: str, file: str | None = None) -> str | None:
-    """``$NAME``, else the text of the file ``$NAME_FILE`` (or ``file``), stripped.
-    The error names the variable or file, never the secret."""
-    if env.get(name):
-        return env[name].strip()
-    path = env.get(f"{name}_FILE") or file
-    if not path:
-        return None
-    try:
-        return Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        message = f"cannot read secret file {path} ({name}_FILE): {exc.strerror}"
-        raise ConfigError(message) from exc
 
 
 class AuthConfig(BaseModel):
