@@ -6,13 +6,13 @@ markdown, SMS bodies, HTML and log lines, and must stay text in each.
   a store name ``**Closed** <font color="info">`` cannot restyle or fake a message.
 - SMS: no control characters or line breaks (a gateway may split on them), and a hard
   length limit: past it the body is cut with an ellipsis, never sent longer.
-- HTML: the standard entities (``html.escape``, quotes included).
+- HTML: the dashboard builds its page from DOM text nodes only (never ``innerHTML``), so
+  the browser escapes; a test keeps it that way.
 - Logs: control characters shown as escapes, so a payload cannot forge a log line.
 """
 
 from __future__ import annotations
 
-import html
 import re
 
 # most SMS gateways refuse a body over 500 characters (about 7 segments of 70 CJK chars)
@@ -38,10 +38,6 @@ def sms_checked(body: str, max_chars: int = SMS_MAX_CHARS) -> str:
     """The body cut to ``max_chars`` (an ellipsis marks the cut)."""
     clean = sms_text(body)
     return clean if len(clean) <= max_chars else clean[: max_chars - 1] + "…"
-
-
-def html_text(text: str) -> str:
-    return html.escape(text, quote=True)
 
 
 def log_safe(text: str, max_chars: int = 300) -> str:
