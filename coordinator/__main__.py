@@ -6,6 +6,9 @@
     python -m coordinator token create NAME --role R [--store S] [--warehouse W] | list | revoke ID
     python -m coordinator user add NAME --role R | list | password NAME | disable NAME
     python -m coordinator gateway register AGENT WAREHOUSE | list | retire AGENT | import F.csv
+    python -m coordinator orders import FILE.xlsx|csv|json|jsonl [--mapping MAP.json]
+    python -m coordinator report health [--out report.html] [--json]
+    python -m coordinator returns retrain
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from coordinator.db import open_database
 from coordinator.errors import CoordinatorError
 from coordinator.gateways import cli as gateway_cli
 from coordinator.gateways import store as gateway_store
+from coordinator.intel import cli as intel_cli
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES, SAMPLE_GATEWAYS
 from coordinator.settings import Settings
 from protocols.clock import SystemClock
@@ -105,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     seed.set_defaults(run=_seed)
     auth_cli.add_commands(sub, _settings)
     gateway_cli.add_commands(sub, _settings)
+    intel_cli.add_commands(sub, _settings)
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from coordinator.auth.roles import Role, Scope
-from coordinator.auth.store import issue_token
+from coordinator.auth.store import add_user, issue_token
 from coordinator.db import open_database
 
 NOW = datetime(2026, 11, 24, 2, 17, tzinfo=UTC)
@@ -33,3 +33,15 @@ def headers_for(db_path: str | Path, role: Role, *, stores: Iterable[str] | None
     finally:
         db.conn.close()
     return bearer(secret)
+
+
+def add_login(db_path: str | Path, username: str, role: Role = Role.VIEWER) -> str:
+    """A person's login in that database; returns the password (for ``Browser.login``)."""
+    password = f"{username}-test-password"
+    db = open_database(db_path)
+    try:
+        add_user(db, username=username, password=password, role=role, scope=Scope(),
+                 now=NOW)
+    finally:
+        db.conn.close()
+    return password

@@ -1,6 +1,7 @@
-"""A real headless Chromium driven over the DevTools protocol (a websocket), for tests
-that must log in first: a person's session is a cookie the login page sets, which no
-command-line flag of the browser can supply.
+"""Headless Chromium for page tests: the binary (skip, or fail under CI, when missing), one
+run of it against a URL, and :class:`Browser`, driven over the DevTools protocol (a
+websocket) for pages behind a login: a person's session is a cookie the login page sets,
+which no command-line flag of the browser can supply.
 
     with Browser(workdir) as browser:
         browser.login(base_url, "alice", password)
@@ -38,6 +39,18 @@ def chromium() -> str:
     if os.environ.get("BREAKWATER_REQUIRE_BROWSER") == "1":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def run_chromium(workdir: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    profile = workdir / f"chromium-{uuid.uuid4().hex[:8]}"
+    command = [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+               "--no-first-run", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+               f"--user-data-dir={profile}", "--virtual-time-budget=5000", *extra, url]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False,
+                          env={**os.environ, "HOME": str(workdir)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
 
 
 class Browser:

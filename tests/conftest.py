@@ -11,6 +11,7 @@ import pytest
 
 from protocols import Topics
 from simulators.brokers import Broker, start_test_broker
+from simulators.nats_cluster import NatsCluster, find_nats_server
 from tests.auth import ADMIN_TOKEN
 from tests.postgres import PostgresServer, start_postgres
 
@@ -75,3 +76,25 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """A fresh empty database on the private server, for this test only."""
     return postgres_server.create_database()
+
+
+@pytest.fixture(scope="session")
+def nats_cluster_session() -> Iterator[NatsCluster]:
+    if find_nats_server() is None:
+        pytest.skip("needs nats-server (apt-get install nats-server; .ci/run installs it)")
+    cluster = NatsCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def nats_cluster(nats_cluster_session: NatsCluster) -> NatsCluster:
+    """A private 3-node NATS cluster (JetStream + MQTT) on free loopback ports. Node-loss
+    tests may ``kill(i)`` nodes; the next test gets them back."""
+    for index, node in enumerate(nats_cluster_session.nodes):
+        if not node.running:
+            nats_cluster_session.start_node(index)
+    return nats_cluster_session

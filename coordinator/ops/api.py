@@ -181,7 +181,8 @@ async def metrics_summary(ops: Ops) -> dict[str, Any]:
     data = await ops.call(lambda core: metrics.summary(core.db))
     data["watcher"] = {"received": ops.watcher.stats.received,
                        "bad_payloads": ops.watcher.stats.bad_payloads,
-                       "connects": ops.watcher.stats.connects}
+                       "connects": ops.watcher.stats.connects,
+                       "broker": ops.watcher.stats.broker}
     return data
 
 

@@ -70,7 +70,8 @@ class OpsService:
         self._core: OpsCore | None = None
         self.dispatcher = Dispatcher(lambda: open_database(settings.db_path),
                                      self.config.notify, self.clock)
-        self.watcher = Watcher(settings.mqtt_url, self.topics, self.config.mqtt, self)
+        self.watcher = Watcher(settings.mqtt_url, self.topics, self.config.mqtt, self,
+                               instance=settings.instance, clock=self.clock)
         self._tasks: list[asyncio.Task[None]] = []
         self.on_result: Callable[[HandleResult], None] | None = None
 
