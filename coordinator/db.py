@@ -28,6 +28,7 @@ MIGRATION_MODULES = (
     "coordinator.schema",
     "coordinator.ops.schema",
     "coordinator.ops.cluster_schema",
+    "coordinator.intel.schema",
 )
 
 
