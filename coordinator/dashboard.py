@@ -24,12 +24,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
+from coordinator import auth
 from coordinator.coalesce import Coalescer
 from coordinator.dashboard_state import state
 from coordinator.db import Database
 from protocols.timestamps import stamp
 
-router = APIRouter(tags=["dashboard"])
+router = APIRouter(tags=["dashboard"], dependencies=[auth.requires(auth.ANY_ROLE)])
 
 PAGE_PACKAGE = "coordinator"
 PAGE_PATH = ("static", "dashboard.html")

@@ -13,6 +13,22 @@ from protocols import Topics
 from simulators.brokers import Broker, start_test_broker
 from simulators.nats_cluster import NatsCluster, find_nats_server
 from simulators.pg_server import PostgresServer, start_postgres
+from tests.auth import ADMIN_TOKEN
+
+
+@pytest.fixture(scope="session", autouse=True)
+def admin_token() -> Iterator[str]:
+    """Every coordinator a test starts knows this admin token (``tests.auth.ADMIN``);
+    subprocesses (the demo, scenario runs) inherit it."""
+    previous = os.environ.get("BREAKWATER_ADMIN_TOKEN")
+    os.environ["BREAKWATER_ADMIN_TOKEN"] = ADMIN_TOKEN
+    try:
+        yield ADMIN_TOKEN
+    finally:
+        if previous is None:
+            os.environ.pop("BREAKWATER_ADMIN_TOKEN", None)
+        else:
+            os.environ["BREAKWATER_ADMIN_TOKEN"] = previous
 
 
 @pytest.fixture(scope="session")
