@@ -38,6 +38,7 @@ import aiomqtt
 
 from benchmarks.runner import Result
 from coordinator.db import open_database
+from coordinator.gateways.store import register
 from coordinator.region import generate_region, load_region
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig
@@ -198,6 +199,9 @@ async def storm(broker_restart: Callable[[], None], broker_stop: Callable[[], No
     db_path = workdir / "coordinator.sqlite"
     db = open_database(db_path)
     load_region(db, region, datetime.now(UTC))
+    for warehouse in region.warehouses:  # the coordinator refuses unregistered gateways
+        register(db, f"gw-{warehouse.id}", warehouse.id, actor="benchmark",
+                 now=datetime.now(UTC))
     db.conn.close()
     warehouses = [w.id for w in region.warehouses]
     figures: dict[str, float] = {"gateways": gateways}
