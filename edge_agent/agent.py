@@ -492,13 +492,11 @@ class EdgeAgent:
         # Current state first, every session: the newest event of each breaker, retained,
         # with its original seq, whether or not it was published (and acknowledged) before.
         current = store.current_rows()
-        queued = {row.seq: row for row in store.outbox_rows(upto_seq=replay_upto, limit=1_000_000)
-                  if row.kind == "breaker"}
         for row in current:
             await self._publish_row(client, store, row, historical=False)
             self._states_resent += 1
-            if row.seq in queued:
-                store.delete_outbox(queued[row.seq].id)
+        # those still queued were just sent: not again as historical
+        store.delete_outbox_seqs(row.seq for row in current)
         last_live = replay_upto
         while True:
             self._wake.clear()
