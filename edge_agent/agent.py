@@ -150,10 +150,16 @@ class EdgeAgent:
         if cfg.metrics_port:
             from edge_agent.health import HealthServer  # prometheus-client only when used
 
-            health = HealthServer(self, asyncio.get_running_loop(), cfg.metrics_host,
-                                  cfg.metrics_port)
-            health.start()
-            log.info("health and metrics on http://%s:%d/", cfg.metrics_host, health.port)
+            try:
+                health = HealthServer(self, asyncio.get_running_loop(), cfg.metrics_host,
+                                      cfg.metrics_port)
+            except OSError as exc:
+                # the cold room matters more than its metrics: run without them, loudly
+                log.error("health and metrics port %s:%d unavailable (%s): running without",
+                          cfg.metrics_host, cfg.metrics_port, exc)
+            else:
+                health.start()
+                log.info("health and metrics on http://%s:%d/", cfg.metrics_host, health.port)
         tasks = [
             asyncio.create_task(self._local_loop(), name=f"{self.agent_id}-local"),
             asyncio.create_task(self._uplink_loop(), name=f"{self.agent_id}-uplink"),
