@@ -73,18 +73,32 @@ def write_config(workdir: Path, *, cluster: bool, lease_ttl_s: float = 2.0,
     return path
 
 
+def serve_command(python: str, config: str) -> list[str]:
+    """How every coordinator instance is started (``deploy/compose.yaml`` says the same)."""
+    return [python, "-m", "coordinator", "--config", config, "serve"]
+
+
+def seed_command(python: str, db: str) -> list[str]:
+    """How the shipped sample region is loaded (``deploy/compose.yaml`` says the same)."""
+    return [python, "-m", "coordinator", "seed-sample", "--db", db]
+
+
 @contextmanager
 def coordinators(db: str, mqtt_urls: Sequence[str], topic_root: str, workdir: Path, *,
                  names: Sequence[str] = ("a", "b"), cluster: bool = True,
                  lease_ttl_s: float = 2.0, env: Mapping[str, str] | None = None,
+                 prefix: str | None = None, config: Path | None = None,
                  ) -> Iterator[dict[str, CoordinatorProcess]]:
-    """Start one coordinator process per name on ``db``; stop them all on exit."""
-    config = write_config(workdir, cluster=cluster, lease_ttl_s=lease_ttl_s)
+    """Start one coordinator process per name on ``db`` (working directory ``workdir``);
+    stop them all on exit. Instance names are ``<prefix>-<name>`` (default prefix: the end
+    of the topic root). ``config``: a settings file to use instead of a generated one."""
+    if config is None:
+        config = write_config(workdir, cluster=cluster, lease_ttl_s=lease_ttl_s)
     running: dict[str, CoordinatorProcess] = {}
     try:
         for name in names:
             port = free_port()
-            instance = f"{topic_root[-6:]}-{name}"
+            instance = f"{prefix or topic_root[-6:]}-{name}"
             log_path = workdir / f"coordinator-{name}.log"
             environment = {
                 **os.environ, **(env or {}), "BREAKWATER_DB": db,
@@ -93,9 +107,9 @@ def coordinators(db: str, mqtt_urls: Sequence[str], topic_root: str, workdir: Pa
                 "BREAKWATER_INSTANCE": instance,
             }
             with log_path.open("wb") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "coordinator", "--config", str(config), "serve"],
-                    env=environment, stdout=log, stderr=subprocess.STDOUT)
+                proc = subprocess.Popen(serve_command(sys.executable, str(config)),
+                                        env=environment, stdout=log, stderr=subprocess.STDOUT,
+                                        cwd=workdir)
             running[name] = CoordinatorProcess(name, instance, port, proc, log_path)
         for process in running.values():
             wait_for_port(HOST, process.port, timeout=60)
