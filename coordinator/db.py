@@ -29,6 +29,8 @@ MIGRATION_MODULES = (
     "coordinator.ops.schema",
     "coordinator.ops.cluster_schema",
     "coordinator.intel.schema",
+    "coordinator.auth.schema",
+    "coordinator.gateways.schema",  # after ops: it registers the agents ops has seen
 )
 
 
