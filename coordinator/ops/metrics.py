@@ -20,8 +20,7 @@ import statistics
 from datetime import datetime
 from typing import Any
 
-from sqlite_utils import Database
-
+from coordinator.db import Database
 from coordinator.intel import heal_store
 from coordinator.ops import tracker_store
 from coordinator.ops.notify import outbox
