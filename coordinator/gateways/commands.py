@@ -7,8 +7,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlite_utils import Database
-
+from coordinator.db import Database
 from coordinator.errors import Conflict
 from coordinator.gateways import store
 from protocols import BreakerCommand, CommandKind
