@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from coordinator import dashboard
+from coordinator import dashboard, roster_api
 from coordinator.app import create_app
 from coordinator.ops.api import router
 from coordinator.ops.config import OpsConfig
@@ -46,5 +46,6 @@ def create_app_with_ops(settings: Settings | None = None, *, clock: Clock | None
                         config: OpsConfig | None = None) -> FastAPI:
     """The coordinator API plus the ops endpoints, background tasks and the dashboard."""
     # the dashboard claims GET /, so it goes last
-    return create_app(settings, clock=clock, extra_routers=[router, dashboard.router],
+    return create_app(settings, clock=clock,
+                      extra_routers=[router, roster_api.router, dashboard.router],
                       lifespan_hooks=[ops_lifespan(config)])
