@@ -24,6 +24,7 @@ MIGRATION_MODULES = (
     "coordinator.schema",
     "coordinator.ops.schema",
     "coordinator.roster_store",
+    "coordinator.customer.schema",
 )
 
 

@@ -44,6 +44,8 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="order-intake", daemon=True)
         self.groups = 0
         self.orders = 0
+        # set by a lifespan hook before orders arrive (the customer side's contacts)
+        self.on_stored: store.StoredHook | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -103,6 +105,7 @@ class GroupCommitter:
         return store.submit_orders(
             db, orders, now=self._clock.now(), config=self._settings.allocation,
             skew_threshold_s=self._settings.intake.skew_threshold_s,
+            on_stored=self.on_stored,
         )
 
     def _commit(self, db: Database, group: list[_Pending]) -> None:

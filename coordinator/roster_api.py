@@ -8,39 +8,20 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from sqlite_utils import Database
 from starlette.concurrency import run_in_threadpool
 
-from coordinator.app import Connections, InvalidRequest, in_utc_range, invalid
+from coordinator.app import InvalidRequest, in_utc_range, invalid
 from coordinator.errors import ImportFileError, NotFound
-from coordinator.ops.service import ops_config_of
 from coordinator.personal import phone_for
 from coordinator.roster import StaffIn, StaffMember
 from coordinator.roster_store import on_duty_of, parse_staff, staff, upsert_staff
 from coordinator.settings import Settings
-from protocols.clock import Clock
+from coordinator.web import region_tz, request_db, request_now, request_role
 
 router = APIRouter(tags=["staff"])
-
-
-def request_db(request: Request) -> Database:
-    connections: Connections = request.app.state.connections
-    return connections.get()
-
-
-def request_role(request: Request) -> str | None:
-    """The caller's role as the trust layer resolved it (``None`` before it ran)."""
-    role = getattr(request.state, "role", None)
-    return role if isinstance(role, str) else None
-
-
-def region_tz(settings: Settings) -> ZoneInfo:
-    """The region's wall clock: the one people read their notices in (``ops.notify.timezone``)."""
-    return ZoneInfo(ops_config_of(settings).notify.timezone)
 
 
 def staff_view(member: StaffMember, role: str | None) -> dict[str, Any]:
@@ -50,9 +31,8 @@ def staff_view(member: StaffMember, role: str | None) -> dict[str, Any]:
 
 
 def _write(request: Request, rows: list[StaffIn]) -> dict[str, Any] | JSONResponse:
-    clock: Clock = request.app.state.clock
     try:
-        written = upsert_staff(request_db(request), rows, clock.now())
+        written = upsert_staff(request_db(request), rows, request_now(request))
     except NotFound as exc:
         return JSONResponse(status_code=422, content={
             "detail": str(exc), "field": "warehouse_id", "value": exc.ident})
@@ -106,9 +86,8 @@ def staff_on_duty(
 ) -> Any:
     if at is not None and (at.tzinfo is None or not in_utc_range(at)):
         return invalid("at", "needs a time zone (e.g. 2026-11-24T02:17:00Z)")
-    clock: Clock = request.app.state.clock
     settings: Settings = request.app.state.settings
-    moment = at if at is not None else clock.now()
+    moment = at if at is not None else request_now(request)
     members = on_duty_of(request_db(request), warehouse_id, moment, region_tz(settings))
     role = request_role(request)
     return [staff_view(m, role) for m in members]

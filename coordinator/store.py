@@ -15,7 +15,7 @@ import threading
 import uuid
 import weakref
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -476,6 +476,10 @@ def check_references(db: Database, orders: Sequence[OrderIn]) -> None:
                 raise NotFound("store", store_id)
 
 
+# (database, [(order id, order as received)] of the new orders, now) -> None
+StoredHook = Callable[[Database, Sequence[tuple[str, OrderIn]], datetime], None]
+
+
 def submit_orders(
     db: Database,
     orders: Sequence[OrderIn],
@@ -483,11 +487,14 @@ def submit_orders(
     now: datetime,
     config: AllocationConfig,
     skew_threshold_s: float = 3.0,
+    on_stored: StoredHook | None = None,
 ) -> list[OrderOutcome]:
     """Store and allocate ``orders`` in one transaction; idempotent per (channel, id).
 
     Unknown SKUs or stores reject the whole batch (:class:`NotFound`) before anything is
-    written. Returns one outcome per input order, in input order.
+    written. Returns one outcome per input order, in input order. ``on_stored`` writes
+    what other modules keep about the new orders (the customer's contact, payment
+    deadlines) inside the same transaction: all of it or none.
     """
     received = iso(now)
     day = _day(now)
@@ -550,6 +557,8 @@ def submit_orders(
             outcomes[pos] = _stage_new_order(writes, order, request, decision, skew, skewed,
                                              received)
         _flush_new_orders(db, writes, received, day)
+        if on_stored is not None and requests:
+            on_stored(db, [(outcomes[r[0]].order_id, r[1]) for r in requests], now)
         if kept is not None:
             # the snapshot had every reservation of this batch applied, as the SQL did
             kept.token = _memo_token(db, day)

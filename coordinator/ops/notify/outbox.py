@@ -17,9 +17,9 @@ from typing import Any, Literal
 from pydantic_core import to_json
 from sqlite_utils import Database
 
-Kind = Literal["franchisee", "wecom", "sms", "webhook"]
+Kind = Literal["franchisee", "wecom", "sms", "webhook", "customer"]
 Status = Literal["pending", "sent", "failed"]
-KINDS: tuple[Kind, ...] = ("franchisee", "wecom", "sms", "webhook")
+KINDS: tuple[Kind, ...] = ("franchisee", "wecom", "sms", "webhook", "customer")
 STATUSES: tuple[Status, ...] = ("pending", "sent", "failed")
 
 
