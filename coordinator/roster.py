@@ -12,13 +12,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, time
-from typing import Annotated, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from coordinator.catalog import Flag, Ident
-from coordinator.personal import PHONE_PATTERN
+from coordinator.personal import PhoneNumber
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 _RANGE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-(([01]\d|2[0-3]):([0-5]\d)|24:00)$")
@@ -53,7 +53,7 @@ class StaffIn(BaseModel):
     warehouse_id: Ident
     name: str = Field(min_length=1, max_length=100)
     role: str = Field(min_length=1, max_length=64, description="e.g. 仓管, 店长, manager")
-    phone: Annotated[str, Field(pattern=PHONE_PATTERN, max_length=20)]
+    phone: PhoneNumber
     on_duty: str = Field(default="00:00-24:00", max_length=200,
                          description="local wall-clock ranges: 08:00-22:00[,22:00-06:00]")
     active: Flag = True

@@ -8,7 +8,7 @@ payment is a 4xx naming the field, and nothing is recorded.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -27,7 +27,7 @@ from coordinator.customer.service import CustomerService
 from coordinator.errors import NotFound
 from coordinator.ops.notify import outbox
 from coordinator.personal import (
-    PHONE_PATTERN,
+    PhoneNumber,
     mask_address,
     mask_name,
     may_see_phone,
@@ -62,7 +62,7 @@ class InquiryIn(BaseModel):
 
     channel: Channel
     channel_order_id: str | None = Field(default=None, min_length=1, max_length=64)
-    phone: Annotated[str, Field(pattern=PHONE_PATTERN, max_length=20)] | None = None
+    phone: PhoneNumber | None = None
     question: str = Field(default="", max_length=1000)
     asked_at: UtcDatetime | None = Field(
         default=None, description="the inquiry's own timestamp at the channel (default: now)")
