@@ -24,6 +24,9 @@ QUOTED = {
                  "http_p99_ms"},
     "reroute": {"reroute_287_s", "naive_287_s", "naive_ratio_287", "seed_ratio_287"},
     "e2e": {"p50_s", "p99_s", "mqtt_rtt_p50_ms", "rtt_ratio"},
+    "inquiries": {"orders_loaded", "inquiry_p50_ms", "inquiry_p99_ms", "order_get_p50_ms",
+                  "order_get_p99_ms", "ratio_p99", "first_response_p50_s",
+                  "first_response_p95_s"},
 }
 
 
