@@ -13,7 +13,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from coordinator.customer.templates import DEFAULT_TEMPLATES, SCRIPTS, template_problem
+from coordinator.customer.templates import (
+    DEFAULT_TEMPLATES,
+    SCRIPTS,
+    STATUS_NODES,
+    NodeName,
+    template_problem,
+)
 from coordinator.errors import ConfigError
 from coordinator.settings import Settings
 
@@ -91,6 +97,8 @@ class CustomerConfig(_Config):
     # an order whose ETA passed this long ago, not delivered, is "delayed" (one message)
     delayed_after_min: float = Field(default=15.0, ge=0, le=24 * 60)
     inquiry_max_orders: int = Field(default=3, ge=1, le=20)
+    # the status nodes customers are told about (a chain may skip e.g. in_transit)
+    message_nodes: tuple[NodeName, ...] = STATUS_NODES
     channels: dict[str, ChannelRoute] = Field(default_factory=_default_channels)
     sms: CustomerSms = CustomerSms()
     payment: PaymentConfig = PaymentConfig()

@@ -51,6 +51,7 @@ class CustomerService:
         self._adapter: CustomerAdapter | None = None
         self.ops: OpsService | None = None
         self.last: TickResult | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- wiring ------------------------------------------------------------------------
     def on_stored(self, db: Database, created: Sequence[tuple[str, OrderIn]],
@@ -58,6 +59,7 @@ class CustomerService:
         store.record_intake(db, created, now, self.config.payment)
 
     def start(self, app: FastAPI) -> None:
+        self._loop = asyncio.get_running_loop()
         intake: GroupCommitter = app.state.intake
         intake.on_stored = self.on_stored
         ops = getattr(app.state, "ops", None)
@@ -84,8 +86,10 @@ class CustomerService:
             self._adapter.close()
 
     def wake_dispatcher(self) -> None:
-        if self.ops is not None:
-            self.ops.dispatcher.wake()
+        """Callable from any thread (routes run in the thread pool): the dispatcher's
+        event belongs to the app's loop."""
+        if self.ops is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self.ops.dispatcher.wake)
 
     # -- the tick ------------------------------------------------------------------------
     def _tick_sync(self, now: datetime) -> TickResult:

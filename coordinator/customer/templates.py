@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
+from typing import Literal
 
 # The status nodes a customer hears about, in timeline order, then the other scripts.
-STATUS_NODES = ("allocated", "rerouted", "shipped", "in_transit", "delivered", "delayed")
+NodeName = Literal["allocated", "rerouted", "shipped", "in_transit", "delivered", "delayed"]
+STATUS_NODES: tuple[NodeName, ...] = ("allocated", "rerouted", "shipped", "in_transit",
+                                      "delivered", "delayed")
 SCRIPTS = (*STATUS_NODES, "inquiry_reply", "unpaid_reminder", "unpaid_cancelled",
            "unpaid_store_reminder")
 

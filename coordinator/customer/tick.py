@@ -31,7 +31,6 @@ from coordinator import store as core_store
 from coordinator.customer import store
 from coordinator.customer.config import CustomerConfig
 from coordinator.customer.messages import customer_notice, store_reminder
-from coordinator.customer.templates import STATUS_NODES
 from coordinator.errors import Conflict
 from coordinator.ops.notify import outbox
 from coordinator.ops.notify.outbox import OutgoingNotice
@@ -82,7 +81,7 @@ def sweep_nodes(db: Database, now: datetime, config: CustomerConfig,
         events = store.events_after(db, store.cursor(db, NODE_CURSOR), SWEEP_BATCH)
         for event in events:
             at = datetime.fromisoformat(event.at)
-            if event.kind in STATUS_NODES and node_message(
+            if event.kind in config.message_nodes and node_message(
                     db, event.order_id, event.kind, at, config, templates, tz, now):
                 result.messages += 1
             if event.kind in store.ENDED_STATUSES:
@@ -94,6 +93,8 @@ def sweep_nodes(db: Database, now: datetime, config: CustomerConfig,
 def message_late_orders(db: Database, now: datetime, config: CustomerConfig,
                         templates: Mapping[str, Mapping[str, str]], tz: ZoneInfo,
                         result: TickResult) -> None:
+    if "delayed" not in config.message_nodes:
+        return
     with write_transaction(db):
         for order_id in store.late_orders(db, now, config.delayed_after):
             if node_message(db, order_id, "delayed", now, config, templates, tz, now):
