@@ -37,7 +37,7 @@ import httpx
 
 from benchmarks.http_load import coordinator_process, percentiles, request_bytes, steady_load
 from benchmarks.runner import Result
-from coordinator import store
+from coordinator import intake
 from coordinator.customer.config import PaymentConfig
 from coordinator.customer.store import record_intake
 from coordinator.db import open_database
@@ -98,7 +98,7 @@ def _load(path: Path, count: int) -> list[tuple[str, str, str]]:
                 customer_id=f"oUser{i}", lines=[OrderLine(sku_id=rng.choice(ambient), qty=1)],
                 lat=shop.lat, lon=shop.lon,
                 contact=CustomerContact(phone=phone, name="顾客", address="杭州市", consent=True)))
-        outcomes = store.submit_orders(
+        outcomes = intake.submit_orders(
             db, orders, now=NOW, config=AllocationConfig(),
             on_stored=lambda d, created, now: record_intake(d, created, now, payment))
         placed += [(o.order_id, o.channel_order_id, order.contact.phone or "")

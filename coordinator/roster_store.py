@@ -15,9 +15,10 @@ from zoneinfo import ZoneInfo
 from sqlite_utils import Database, Migrations
 
 from coordinator.catalog import decode_rows, validate_rows
+from coordinator.db import write_transaction
 from coordinator.errors import ImportFileError, NotFound
 from coordinator.roster import DEFAULT_TIMEZONE, StaffIn, StaffMember
-from coordinator.store import iso, write_transaction
+from protocols.timestamps import stamp
 
 migrations = Migrations("coordinator_roster")
 REGION_TZ = ZoneInfo(DEFAULT_TIMEZONE)
@@ -56,7 +57,7 @@ def upsert_staff(db: Database, rows: Sequence[StaffIn], now: datetime) -> int:
             "warehouse_id = excluded.warehouse_id, name = excluded.name, role = excluded.role, "
             "phone = excluded.phone, on_duty = excluded.on_duty, active = excluded.active, "
             "updated_at = excluded.updated_at",
-            [row.model_dump() | {"active": int(row.active), "updated_at": iso(now)}
+            [row.model_dump() | {"active": int(row.active), "updated_at": stamp(now)}
              for row in rows],
         )
     return len(rows)

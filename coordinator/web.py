@@ -10,7 +10,7 @@ from fastapi import Request
 from sqlite_utils import Database
 
 from coordinator.app import Connections
-from coordinator.ops.service import ops_config_of
+from coordinator.ops.runner import ops_config_of
 from coordinator.settings import Settings
 from protocols.clock import Clock
 

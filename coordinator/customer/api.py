@@ -24,6 +24,7 @@ from coordinator.customer.messages import (
     local,
 )
 from coordinator.customer.service import CustomerService
+from coordinator.db import write_transaction
 from coordinator.errors import NotFound
 from coordinator.ops.notify import outbox
 from coordinator.personal import (
@@ -36,10 +37,10 @@ from coordinator.personal import (
 )
 from coordinator.roster_api import staff_view
 from coordinator.roster_store import on_duty_of, staff
-from coordinator.store import iso, write_transaction
 from coordinator.web import request_db, request_now, request_role
 from protocols.models import UtcDatetime
 from protocols.orders import Channel
+from protocols.timestamps import stamp
 
 router = APIRouter(tags=["customer"])
 
@@ -124,7 +125,7 @@ def post_inquiry(request: Request, body: InquiryIn) -> Any:
             store.record_inquiry(db, {
                 "id": inquiry_id, "channel": body.channel.value,
                 "channel_order_id": body.channel_order_id, "phone_key": phone_key,
-                "question": body.question, "asked_at": iso(asked), "received_at": iso(now),
+                "question": body.question, "asked_at": stamp(asked), "received_at": stamp(now),
                 "order_ids": ",".join(o.order_id for o in orders), "reply": text,
                 "dedupe_key": notice.dedupe_key if notice is not None else None})
         except Exception as exc:
@@ -166,7 +167,7 @@ def post_payment(request: Request, body: PaymentIn) -> Any:
             raise HTTPException(409, f"order {found.order_id} was cancelled unpaid at "
                                      f"{payment['cancelled_at']}")
         store.mark_paid(db, found.order_id, at, body.payment_ref)
-    return {"order_id": found.order_id, "paid": True, "changed": True, "paid_at": iso(at)}
+    return {"order_id": found.order_id, "paid": True, "changed": True, "paid_at": stamp(at)}
 
 
 @router.get("/orders/{order_id}/customer",
@@ -219,7 +220,7 @@ def get_contacts(request: Request, order_id: str) -> dict[str, Any]:
         found = [fallback_contact(p, facts.lat, facts.lon, members) for p in own]
     role = request_role(request)
     return {
-        "order_id": order_id, "radius_km": radius, "fallback": fallback, "at": iso(now),
+        "order_id": order_id, "radius_km": radius, "fallback": fallback, "at": stamp(now),
         "warehouses": [{
             "warehouse_id": n.warehouse.id, "name": n.warehouse.name,
             "distance_km": round(n.distance_km, 3), "active": n.warehouse.active,

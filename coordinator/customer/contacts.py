@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from coordinator.customer.store import WarehousePoint
-from coordinator.engine import great_circle_km
 from coordinator.roster import StaffMember
+from protocols.geo import great_circle_km
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,9 @@ from zoneinfo import ZoneInfo
 from coordinator.customer.config import CustomerConfig
 from coordinator.customer.store import OrderFacts
 from coordinator.customer.templates import pick, render
+from coordinator.ledger import TIMELINE_LABELS
 from coordinator.ops.notify.outbox import OutgoingNotice
-from coordinator.store import TIMELINE_LABELS, iso
+from protocols.timestamps import stamp
 
 NODE_LABELS = {**TIMELINE_LABELS, "delayed": "配送延迟", "awaiting_payment": "待支付"}
 
@@ -61,7 +62,7 @@ def customer_notice(script: str, order: OrderFacts, config: CustomerConfig,
         "route": chosen, "channel": order.channel, "order_id": order.order_id,
         "order_no": order.channel_order_id, "script": script,
         "status": order.status, "status_label": NODE_LABELS.get(order.status, order.status),
-        "text": text, "at": iso(at), "at_local": local(at, tz),
+        "text": text, "at": stamp(at), "at_local": local(at, tz),
     }
     return OutgoingNotice("customer", dedupe_key, payload)
 
@@ -102,6 +103,6 @@ def inquiry_notice(inquiry_id: str, text: str, first: OrderFacts, channel: str, 
         "order_no": first.channel_order_id, "script": "inquiry_reply",
         "inquiry_id": inquiry_id, "status": first.status,
         "status_label": NODE_LABELS.get(first.status, first.status),
-        "text": text, "at": iso(at), "at_local": local(at, tz),
+        "text": text, "at": stamp(at), "at_local": local(at, tz),
     }
     return OutgoingNotice("customer", f"inquiry:{inquiry_id}", payload)

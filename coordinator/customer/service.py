@@ -27,7 +27,7 @@ from coordinator.customer.delivery import CustomerAdapter
 from coordinator.customer.tick import TickResult, customer_tick
 from coordinator.db import open_database
 from coordinator.intake import GroupCommitter
-from coordinator.ops.service import OpsService, ops_config_of
+from coordinator.ops.runner import OpsService, ops_config_of
 from coordinator.settings import Settings
 from coordinator.web import region_tz
 from protocols.clock import Clock

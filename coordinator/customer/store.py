@@ -16,8 +16,8 @@ from sqlite_utils import Database
 
 from coordinator.customer.config import PaymentConfig
 from coordinator.personal import is_phone, normalise_phone
-from coordinator.store import iso
 from protocols.orders import OrderIn
+from protocols.timestamps import stamp
 
 ENDED_STATUSES = ("delivered", "cancelled")
 
@@ -26,7 +26,7 @@ ENDED_STATUSES = ("delivered", "cancelled")
 def record_intake(db: Database, created: Sequence[tuple[str, OrderIn]], now: datetime,
                   payment: PaymentConfig) -> None:
     """The contact and, for an unpaid order, its payment deadlines, of new orders."""
-    stamp = iso(now)
+    at_now = stamp(now)
     contacts = []
     unpaid = []
     for order_id, order in created:
@@ -40,12 +40,12 @@ def record_intake(db: Database, created: Sequence[tuple[str, OrderIn]], now: dat
                 "order_id": order_id, "channel": order.channel.value, "phone": phone,
                 "phone_key": key, "name": contact.name, "address": contact.address,
                 "consent": None if contact.consent is None else int(contact.consent),
-                "masked": int(contact.masked), "created_at": stamp})
+                "masked": int(contact.masked), "created_at": at_now})
         if not order.paid:
             unpaid.append({
-                "order_id": order_id, "store_id": order.store_id, "received_at": stamp,
-                "remind_at": iso(now + payment.remind_after),
-                "cancel_at": iso(now + payment.cancel_after)})
+                "order_id": order_id, "store_id": order.store_id, "received_at": at_now,
+                "remind_at": stamp(now + payment.remind_after),
+                "cancel_at": stamp(now + payment.cancel_after)})
     if contacts:
         db.conn.executemany(
             "INSERT INTO customer_contacts (order_id, channel, phone, phone_key, name, address, "
@@ -86,23 +86,23 @@ def schedule_erasure(db: Database, order_id: str, ended_at: datetime,
     """The order ended (delivered or cancelled): its personal data goes after retention."""
     db.conn.execute(
         "UPDATE customer_contacts SET erase_after = :at WHERE order_id = :o "
-        "AND erased_at IS NULL", {"at": iso(ended_at + retention), "o": order_id})
+        "AND erased_at IS NULL", {"at": stamp(ended_at + retention), "o": order_id})
 
 
 def erase_due(db: Database, now: datetime, limit: int = 500) -> list[str]:
     """Blank the personal data whose retention ended (and the copies in customer notices'
     payloads); audited per order. Returns the orders erased."""
-    stamp = iso(now)
+    at_now = stamp(now)
     ids = [r[0] for r in db.conn.execute(
         "SELECT order_id FROM customer_contacts WHERE erase_after <= :now AND erased_at IS NULL "
-        "ORDER BY erase_after LIMIT :limit", {"now": stamp, "limit": limit}).fetchall()]
+        "ORDER BY erase_after LIMIT :limit", {"now": at_now, "limit": limit}).fetchall()]
     for order_id in ids:
         db.conn.execute(
             "UPDATE customer_contacts SET phone = NULL, phone_key = NULL, name = NULL, "
-            "address = NULL, erased_at = :now WHERE order_id = :o", {"now": stamp, "o": order_id})
+            "address = NULL, erased_at = :now WHERE order_id = :o", {"now": at_now, "o": order_id})
         db.conn.execute(
             "INSERT INTO customer_pii_audit (at, action, order_id, reason) "
-            "VALUES (:now, 'erased', :o, 'retention period ended')", {"now": stamp, "o": order_id})
+            "VALUES (:now, 'erased', :o, 'retention period ended')", {"now": at_now, "o": order_id})
     return ids
 
 
@@ -197,7 +197,7 @@ def mark_message(db: Database, order_id: str, node: str, at: datetime, route: st
     cur = db.conn.execute(
         "INSERT INTO customer_messages (order_id, node, at, route, dedupe_key) "
         "VALUES (:o, :n, :at, :r, :k) ON CONFLICT (order_id, node) DO NOTHING",
-        {"o": order_id, "n": node, "at": iso(at), "r": route, "k": dedupe_key})
+        {"o": order_id, "n": node, "at": stamp(at), "r": route, "k": dedupe_key})
     return cur.rowcount == 1
 
 
@@ -207,7 +207,7 @@ def late_orders(db: Database, now: datetime, after: timedelta, limit: int = 500)
         "SELECT o.id FROM orders o WHERE o.status IN ('allocated', 'shipped', 'in_transit') "
         "AND o.eta IS NOT NULL AND o.eta <= :due AND NOT EXISTS (SELECT 1 FROM "
         "customer_messages m WHERE m.order_id = o.id AND m.node = 'delayed') "
-        "ORDER BY o.eta LIMIT :limit", {"due": iso(now - after), "limit": limit}).fetchall()]
+        "ORDER BY o.eta LIMIT :limit", {"due": stamp(now - after), "limit": limit}).fetchall()]
 
 
 # -- inquiries ---------------------------------------------------------------------------
@@ -249,20 +249,20 @@ def unpaid_due(db: Database, now: datetime, limit: int = 500) -> list[UnpaidOrde
         "SELECT order_id, store_id, received_at, remind_at, cancel_at, reminded_at "
         "FROM customer_payments WHERE paid_at IS NULL AND cancelled_at IS NULL AND "
         "((reminded_at IS NULL AND remind_at <= :now) OR cancel_at <= :now) "
-        "ORDER BY remind_at LIMIT :limit", {"now": iso(now), "limit": limit}).fetchall()
+        "ORDER BY remind_at LIMIT :limit", {"now": stamp(now), "limit": limit}).fetchall()
     return [UnpaidOrder(*r) for r in rows]
 
 
 def mark_reminded(db: Database, order_id: str, at: datetime) -> bool:
     cur = db.conn.execute("UPDATE customer_payments SET reminded_at = :at WHERE order_id = :o "
-                          "AND reminded_at IS NULL", {"at": iso(at), "o": order_id})
+                          "AND reminded_at IS NULL", {"at": stamp(at), "o": order_id})
     return cur.rowcount == 1
 
 
 def mark_cancelled(db: Database, order_id: str, at: datetime) -> bool:
     cur = db.conn.execute("UPDATE customer_payments SET cancelled_at = :at WHERE order_id = :o "
                           "AND cancelled_at IS NULL AND paid_at IS NULL",
-                          {"at": iso(at), "o": order_id})
+                          {"at": stamp(at), "o": order_id})
     return cur.rowcount == 1
 
 
@@ -279,7 +279,8 @@ def payment_of(db: Database, order_id: str) -> dict[str, Any] | None:
 def mark_paid(db: Database, order_id: str, at: datetime, ref: str | None) -> bool:
     cur = db.conn.execute(
         "UPDATE customer_payments SET paid_at = :at, payment_ref = :ref WHERE order_id = :o "
-        "AND paid_at IS NULL AND cancelled_at IS NULL", {"at": iso(at), "ref": ref, "o": order_id})
+        "AND paid_at IS NULL AND cancelled_at IS NULL",
+        {"at": stamp(at), "ref": ref, "o": order_id})
     return cur.rowcount == 1
 
 

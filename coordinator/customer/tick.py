@@ -27,16 +27,16 @@ from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
-from coordinator import store as core_store
+from coordinator import ledger, queries
 from coordinator.customer import store
 from coordinator.customer.config import CustomerConfig
 from coordinator.customer.messages import customer_notice, store_reminder
+from coordinator.db import write_transaction
 from coordinator.errors import Conflict
 from coordinator.ops.notify import outbox
 from coordinator.ops.notify.outbox import OutgoingNotice
 from coordinator.retry import retry_waiting
 from coordinator.settings import Settings
-from coordinator.store import write_transaction
 
 log = logging.getLogger(__name__)
 NODE_CURSOR = "status_nodes"
@@ -131,7 +131,7 @@ def unpaid_deadlines(db: Database, now: datetime, settings: Settings, config: Cu
             if now >= datetime.fromisoformat(due.cancel_at):
                 store.mark_cancelled(db, due.order_id, now)
                 try:
-                    core_store.record_status_event(db, due.order_id, "cancelled", now,
+                    ledger.record_status_event(db, due.order_id, "cancelled", now,
                                                    {"reason": "unpaid", "by": "system"})
                 except Conflict as exc:
                     # shipped in the meantime: nothing to cancel, the deadline is spent
@@ -141,7 +141,7 @@ def unpaid_deadlines(db: Database, now: datetime, settings: Settings, config: Cu
                     "unpaid_cancelled", facts, config, templates, tz, at=now,
                     dedupe_key=f"unpaid:{due.order_id}:cancelled")
                 outbox.queue(db, [notice] if notice is not None else [], now)
-                freed = {line["sku_id"] for line in core_store.get_order(db, due.order_id)
+                freed = {line["sku_id"] for line in queries.get_order(db, due.order_id)
                          ["lines"]}
                 result.cancelled += 1
         if freed and settings.intake.retry_on_change:

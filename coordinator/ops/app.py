@@ -23,7 +23,7 @@ from coordinator.customer import api as customer_api
 from coordinator.customer.service import customer_lifespan
 from coordinator.ops.api import router
 from coordinator.ops.config import OpsConfig
-from coordinator.ops.service import OpsService
+from coordinator.ops.runner import OpsService
 from coordinator.settings import Settings
 from protocols.clock import Clock
 

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from sqlite_utils import Database
 
-from coordinator.store import record_status_event
+from coordinator.ledger import record_status_event
 
 # carrier status -> the order timeline entries it implies, in order
 _IMPLIES: dict[str, tuple[str, ...]] = {

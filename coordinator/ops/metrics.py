@@ -25,7 +25,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from coordinator.customer import store as customer_store
-from coordinator.ops import state
+from coordinator.ops import tracker_store
 from coordinator.ops.notify import outbox
 
 SHIPPED_STATUSES = ("shipped", "in_transit", "delivered")
@@ -125,7 +125,7 @@ def summary(db: Database) -> dict[str, Any]:
         "warehouses": {"total": int(warehouses[0] or 0),
                        "unavailable": int(warehouses[1] or 0)},
         "open_incidents": int(open_incidents),
-        "counters": state.counters(db),
+        "counters": tracker_store.counters(db),
         "notifications": notifications,
     }
 

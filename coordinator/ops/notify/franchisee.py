@@ -20,8 +20,7 @@ from datetime import datetime, timedelta
 from sqlite_utils import Database
 
 from coordinator.ops.config import FranchiseeConfig
-from coordinator.ops.notify.outbox import iso
-from coordinator.store import iso as store_iso
+from protocols.timestamps import stamp
 
 _COUPONS = """
 INSERT OR IGNORE INTO ops_coupons (order_id, incident_id, code, created_at)
@@ -68,7 +67,7 @@ def queue_franchisee_notices(db: Database, incident_id: str, *, reason: str, at:
 
     Returns how many notices were new (0 when the incident was queued before)."""
     db.conn.create_function("bw_coupon_code", 3, coupon_code, deterministic=True)
-    params = {"prefix": config.coupon_prefix, "incident": incident_id, "now": iso(at),
+    params = {"prefix": config.coupon_prefix, "incident": incident_id, "now": stamp(at),
               "reason": reason, "value": config.coupon_value_yuan}
     db.conn.execute(_COUPONS, params)
     return db.conn.execute(_NOTICES, params).rowcount
@@ -149,10 +148,10 @@ def queue_placed_notices(db: Database, *, after: int, upto: int, at: datetime,
     db.conn.create_function("bw_coupon_code", 3, coupon_code, deterministic=True)
     if upto <= after:
         return 0
-    params = {"prefix": config.coupon_prefix, "now": iso(at), "value": config.coupon_value_yuan,
+    params = {"prefix": config.coupon_prefix, "now": stamp(at), "value": config.coupon_value_yuan,
               "after": after, "upto": upto,
               # compared as text with order_events.at: the store's format, not the outbox's
-              "since": store_iso(at - PLACED_NOTICE_MAX_AGE)}
+              "since": stamp(at - PLACED_NOTICE_MAX_AGE)}
     db.conn.execute(_PLACED_COUPONS, params)
     queued = db.conn.execute(_PLACED_NOTICES, params).rowcount
     db.conn.execute(

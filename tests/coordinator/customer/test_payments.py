@@ -104,7 +104,7 @@ async def test_a_payment_stops_the_deadlines_and_bad_events_write_nothing(
                                                   "channel_order_id": "WX-PAYS",
                                                   "payment_ref": "4200001"})
         assert paid.json() == {"order_id": oid, "paid": True, "changed": True,
-                               "paid_at": "2026-11-24T02:17:00.000+00:00"}
+                               "paid_at": "2026-11-24T02:17:00.000Z"}
         again = await http.post("/payments", json={"channel": "wechat_mini",
                                                    "channel_order_id": "WX-PAYS"})
         assert again.json()["changed"] is False

@@ -38,7 +38,7 @@ async def test_contact_is_erased_after_retention_audited_and_never_logged(
         await wait_for(lambda: read(db_path, "SELECT erase_after FROM customer_contacts WHERE "
                                     "order_id = ?", [oid])[0][0] is not None, what="scheduled")
         assert read(db_path, "SELECT erase_after FROM customer_contacts WHERE order_id = ?",
-                    [oid]) == [("2027-02-22T02:17:00.000+00:00",)]
+                    [oid]) == [("2027-02-22T02:17:00.000Z",)]
         clock.advance(90 * 86400 - 60)
         await wait_for(lambda: app.state.customer.last is not None
                        and app.state.customer.last.erased == 0, what="a tick before")

@@ -45,9 +45,9 @@ async def test_tracking_updates_complete_the_timeline_with_the_carriers_times(
         order = (await http.get(f"/orders/{oid}")).json()
         assert order["status"] == "delivered"
         kinds = [(e["kind"], e["at"]) for e in order["timeline"]]
-        assert kinds[2:] == [("shipped", "2026-11-24T02:37:00.000+00:00"),
-                             ("in_transit", "2026-11-24T02:37:00.000+00:00"),
-                             ("delivered", "2026-11-24T03:02:00.000+00:00")]
+        assert kinds[2:] == [("shipped", "2026-11-24T02:37:00.000Z"),
+                             ("in_transit", "2026-11-24T02:37:00.000Z"),
+                             ("delivered", "2026-11-24T03:02:00.000Z")]
         assert order["timeline"][-1]["detail"]["carrier"] == "sf"
         await wait_for(lambda: len(receiver.accepted("/meituan")) == 4, what="four nodes")
     assert counter(db_path, "orders_moved_by_tracking") == 2

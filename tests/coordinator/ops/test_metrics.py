@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from benchmarks.reroute import seed_orders_at
+from coordinator.catalog import set_warehouse_availability
 from coordinator.db import open_database
+from coordinator.ledger import record_status_event
 from coordinator.ops import metrics
+from coordinator.queries import unshipped_orders
 from coordinator.retry import retry_waiting
 from coordinator.settings import AllocationConfig
-from coordinator.store import record_status_event, set_warehouse_availability, unshipped_orders
 from tests.coordinator.ops.helpers import strand_at
 
 

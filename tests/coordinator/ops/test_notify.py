@@ -26,14 +26,15 @@ from coordinator.ops.notify.dispatcher import Dispatcher, TokenBucket
 from coordinator.ops.notify.franchisee import coupon_code, queue_franchisee_notices
 from coordinator.ops.notify.messages import (
     IncidentSummary,
-    MovedOrder,
-    StuckOrder,
+    MovedNotice,
+    StuckNotice,
     WarehouseInfo,
     incident_notices,
     local_time,
 )
 from coordinator.ops.notify.outbox import OutgoingNotice
 from protocols.clock import ManualClock
+from protocols.timestamps import stamp
 from tests.coordinator.ops.factories import T0
 from tests.coordinator.ops.receiver import Receiver
 
@@ -45,8 +46,8 @@ def summary(incident: str = "ep-1", moved: int = 3, stuck: int = 1) -> IncidentS
     return IncidentSummary(
         incident_id=incident, warehouse=OLD, cause="breaker:cold_chain",
         reason="threshold_exceeded", at=T0,
-        moved=[MovedOrder(f"o-{i}", NEW) for i in range(moved)],
-        stuck=[StuckOrder(f"x-{i}", "no cold-chain stock nearby") for i in range(stuck)],
+        moved=[MovedNotice(f"o-{i}", NEW) for i in range(moved)],
+        stuck=[StuckNotice(f"x-{i}", "no cold-chain stock nearby") for i in range(stuck)],
     )
 
 
@@ -116,13 +117,13 @@ async def test_backoff_is_exponential_and_failed_notices_are_dead_after_max_atte
         dispatcher = Dispatcher(lambda: open_database(tmp_path / "coordinator.db"), cfg, clock)
         await dispatcher.run_once()
         [sms] = outbox.listing(db, kind="sms")
-        assert sms.next_attempt_at == outbox.iso(T0 + outbox.backoff_delay(1, 2, 600))
+        assert sms.next_attempt_at == stamp(T0 + outbox.backoff_delay(1, 2, 600))
         clock.advance(1.5)
         assert await dispatcher.run_once() == 0  # not due yet
         clock.advance(1)
         assert await dispatcher.run_once() == 3
         [sms] = outbox.listing(db, kind="sms")
-        assert sms.next_attempt_at == outbox.iso(clock.now() + outbox.backoff_delay(2, 2, 600))
+        assert sms.next_attempt_at == stamp(clock.now() + outbox.backoff_delay(2, 2, 600))
         await drain(dispatcher, clock)
         await dispatcher.aclose()
         assert len(receiver.on("/sms")) == 3
@@ -153,7 +154,7 @@ async def test_payloads_match_the_wecom_robot_and_sms_gateway_formats(
     assert len(content.encode()) <= 4096
     # the people on duty read their own wall-clock time; machines get UTC
     assert f"> 时间：{local_time(T0, 'Asia/Shanghai')}" in content
-    assert hook.body["at"].endswith("+00:00")
+    assert hook.body["at"].endswith("Z")
     assert hook.body["at_local"] == sms.body["template_param"]["at_local"]
     assert sms.body["phone_numbers"] == ["13800000000"]
     assert sms.body["sign_name"] == "冷链哨兵"
