@@ -36,7 +36,10 @@ class OrderLine(_Lenient):
     qty: Qty
 
 
-Phone = Annotated[str, Field(min_length=3, max_length=32, pattern=r"^[0-9+*#_\- ]+$")]
+# As the channel sends it: masked (138****5678) and virtual numbers (13800000000_1234)
+# come in each channel's own format, so only the length is checked here; whether it is a
+# callable number is decided where it is used (coordinator.personal.is_phone).
+Phone = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class CustomerContact(_Lenient):
