@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from coordinator import ledger
 from coordinator.app import InvalidRequest, Problem
 from coordinator.customer import store
 from coordinator.customer.contacts import fallback_contact, nearest_contacts, within
@@ -26,6 +27,7 @@ from coordinator.customer.messages import (
 from coordinator.customer.service import CustomerService
 from coordinator.db import write_transaction
 from coordinator.errors import NotFound
+from coordinator.ledger import AWAITING_PAYMENT
 from coordinator.ops.notify import outbox
 from coordinator.personal import (
     PhoneNumber,
@@ -35,8 +37,10 @@ from coordinator.personal import (
     normalise_phone,
     phone_for,
 )
+from coordinator.retry import retry_waiting
 from coordinator.roster_api import staff_view
 from coordinator.roster_store import on_duty_of, staff
+from coordinator.settings import Settings
 from coordinator.web import request_db, request_now, request_role
 from protocols.models import UtcDatetime
 from protocols.orders import Channel
@@ -162,12 +166,24 @@ def post_payment(request: Request, body: PaymentIn) -> Any:
         payment = store.payment_of(db, found.order_id)
         if payment is None or payment["paid_at"] is not None:
             # paid at intake, or this event is a repeat: nothing changes
-            return {"order_id": found.order_id, "paid": True, "changed": False}
+            return {"order_id": found.order_id, "paid": True, "changed": False,
+                    "status": found.status}
         if payment["cancelled_at"] is not None:
             raise HTTPException(409, f"order {found.order_id} was cancelled unpaid at "
                                      f"{payment['cancelled_at']}")
         store.mark_paid(db, found.order_id, at, body.payment_ref)
-    return {"order_id": found.order_id, "paid": True, "changed": True, "paid_at": stamp(at)}
+        before = ledger.record_payment(db, found.order_id, at,
+                                       {"payment_ref": body.payment_ref})
+    status = before
+    if before == AWAITING_PAYMENT:
+        # it held no stock while unpaid: now it is a waiting order like any other
+        settings: Settings = request.app.state.settings
+        placed = retry_waiting(db, now=now, config=settings.allocation,
+                               order_ids=[found.order_id], trigger="paid",
+                               limit=settings.intake.retry_limit)
+        status = "allocated" if placed.placed else "unallocated"
+    return {"order_id": found.order_id, "paid": True, "changed": True, "paid_at": stamp(at),
+            "status": status}
 
 
 @router.get("/orders/{order_id}/customer",

@@ -22,7 +22,7 @@ from coordinator.ledger import TIMELINE_LABELS
 from coordinator.ops.notify.outbox import OutgoingNotice
 from protocols.timestamps import stamp
 
-NODE_LABELS = {**TIMELINE_LABELS, "delayed": "配送延迟", "awaiting_payment": "待支付"}
+NODE_LABELS = {**TIMELINE_LABELS, "delayed": "配送延迟"}
 
 
 def local(text_or_time: str | datetime | None, tz: ZoneInfo) -> str:

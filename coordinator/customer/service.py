@@ -62,6 +62,7 @@ class CustomerService:
         self._loop = asyncio.get_running_loop()
         intake: GroupCommitter = app.state.intake
         intake.on_stored = self.on_stored
+        intake.hold_unpaid = not self.config.payment.unpaid_reserves_stock
         ops = getattr(app.state, "ops", None)
         if isinstance(ops, OpsService):
             self.ops = ops

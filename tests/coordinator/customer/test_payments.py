@@ -104,7 +104,7 @@ async def test_a_payment_stops_the_deadlines_and_bad_events_write_nothing(
                                                   "channel_order_id": "WX-PAYS",
                                                   "payment_ref": "4200001"})
         assert paid.json() == {"order_id": oid, "paid": True, "changed": True,
-                               "paid_at": "2026-11-24T02:17:00.000Z"}
+                               "paid_at": "2026-11-24T02:17:00.000Z", "status": "allocated"}
         again = await http.post("/payments", json={"channel": "wechat_mini",
                                                    "channel_order_id": "WX-PAYS"})
         assert again.json()["changed"] is False
@@ -113,6 +113,42 @@ async def test_a_payment_stops_the_deadlines_and_bad_events_write_nothing(
                        what="quiet")
         assert (await http.get(f"/orders/{oid}")).json()["status"] == "allocated"
     assert receiver.accepted("/sms") == [] and receiver.accepted("/wecom") == []
+
+
+async def test_unpaid_orders_hold_no_stock_when_the_setting_says_so(
+        db_path: Path, tmp_path: Path, receiver: Receiver) -> None:
+    clock = ManualClock(NOW)
+    sku = "SKU-0003"
+    before = read(db_path, "SELECT sum(reserved) FROM inventory WHERE sku_id = ?", [sku])[0][0]
+    app = customer_app(db_path, tmp_path, receiver, clock,
+                       payment={"unpaid_reserves_stock": False})
+    async with running(app) as http:
+        waiting = (await http.post("/orders", json=wechat_order(
+            "WX-HOLD", sku=sku, trade_state="NOTPAY"))).json()
+        assert waiting["status"] == "awaiting_payment" and waiting["warehouse_id"] is None
+        oid = waiting["order_id"]
+        assert read(db_path, "SELECT sum(reserved) FROM inventory WHERE sku_id = ?",
+                    [sku])[0][0] == before
+        # a retry set off by anything else leaves it alone: it is not paid
+        await http.post("/orders/retry", json={})
+        assert (await http.get(f"/orders/{oid}")).json()["status"] == "awaiting_payment"
+        paid = (await http.post("/payments", json={"channel": "wechat_mini",
+                                                   "channel_order_id": "WX-HOLD"})).json()
+        assert paid["status"] == "allocated"
+        order = (await http.get(f"/orders/{oid}")).json()
+        assert order["status"] == "allocated" and order["warehouse_id"] is not None
+        assert [e["kind"] for e in order["timeline"]] == [
+            "received", "awaiting_payment", "paid", "allocated"]
+        assert read(db_path, "SELECT sum(reserved) FROM inventory WHERE sku_id = ?",
+                    [sku])[0][0] == before + 2
+        # another one never paid: cancelled at the deadline, nothing to release
+        other = (await http.post("/orders", json=wechat_order(
+            "WX-HOLD2", sku=sku, trade_state="NOTPAY"))).json()["order_id"]
+        clock.advance(4 * 3600)
+        await wait_for(lambda: read(db_path, "SELECT status FROM orders WHERE id = ?",
+                                    [other])[0][0] == "cancelled", what="cancellation")
+    assert read(db_path, "SELECT sum(reserved) FROM inventory WHERE sku_id = ?",
+                [sku])[0][0] == before + 2
 
 
 @pytest.mark.parametrize(("templates", "named"), [
