@@ -11,11 +11,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from sqlite_utils import Database
@@ -38,9 +38,6 @@ def _flag(value: Any) -> Any:
 def _blank_none(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
-
-M = TypeVar("M", bound=BaseModel)
-T = TypeVar("T")
 
 Flag = Annotated[bool, BeforeValidator(_flag)]
 Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
@@ -182,13 +179,8 @@ def upsert(db: Database, kind: Kind, rows: Sequence[BaseModel], now: datetime) -
 
 def parse_rows(kind: Kind, raw: Iterable[Mapping[str, Any]]) -> list[BaseModel]:
     """Validate every row; the first bad one raises :class:`ImportFileError` (row and field)."""
-    return validate_rows(MODELS[kind], raw)
-
-
-def validate_rows(model: type[M], raw: Iterable[Mapping[str, Any]]) -> list[M]:
-    """Rows of any import (catalogue, staff roster) as ``model``; blank cells are omitted
-    so the model's defaults apply. The first bad row raises :class:`ImportFileError`."""
-    out: list[M] = []
+    model = MODELS[kind]
+    out: list[BaseModel] = []
     for number, row in enumerate(raw, start=1):
         if not isinstance(row, Mapping):
             raise ImportFileError(f"row {number}", "expected an object")
@@ -220,13 +212,6 @@ def read_file(path: Path, kind: Kind | None = None) -> tuple[Kind, list[BaseMode
 
 
 def parse_text(text: str, kind: Kind, *, fmt: str) -> list[BaseModel]:
-    return decode_rows(text, fmt=fmt, key=kind.value, validate=lambda raw: parse_rows(kind, raw))
-
-
-def decode_rows(text: str, *, fmt: str, key: str,
-                validate: Callable[[Iterable[Mapping[str, Any]]], list[T]]) -> list[T]:
-    """A CSV (header row) or JSON export (a list, ``{"rows": [...]}`` or ``{key: [...]}``)
-    handed row by row to ``validate``; file-level errors raise :class:`ImportFileError`."""
     if fmt == "json":
         try:
             data = json.loads(text)
@@ -236,14 +221,14 @@ def decode_rows(text: str, *, fmt: str, key: str,
             # arrays nested thousands deep exhaust the decoder's stack: no export is like that
             raise ImportFileError("file", "invalid JSON: nested too deeply") from exc
         if isinstance(data, dict):
-            data = data.get("rows", data.get(key))
+            data = data.get("rows", data.get(kind.value))
         if not isinstance(data, list):
             raise ImportFileError("file", "expected a JSON list of objects (or {\"rows\": [...]})")
-        return validate(data)
+        return parse_rows(kind, data)
     if fmt == "csv":
         reader = csv.DictReader(io.StringIO(text))
         try:
-            return validate(reader)
+            return parse_rows(kind, reader)
         except csv.Error as exc:
             # e.g. a field over the csv module's 128 KiB limit: no column allows that much
             raise ImportFileError(f"line {reader.line_num}", f"invalid CSV: {exc}") from exc

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 MIGRATION_MODULES = (
     "coordinator.schema",
     "coordinator.ops.schema",
+    "coordinator.intel.schema",
     "coordinator.roster_store",
     "coordinator.customer.schema",
 )

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from coordinator.app import InvalidRequest, in_utc_range, invalid
 from coordinator.errors import ImportFileError, NotFound
+from coordinator.imports import detect_format
 from coordinator.personal import phone_for
 from coordinator.roster import StaffIn, StaffMember
 from coordinator.roster_store import on_duty_of, parse_staff, staff, upsert_staff
@@ -62,17 +63,17 @@ def post_staff(request: Request, body: StaffIn | list[StaffIn]
     responses={422: {"model": InvalidRequest}},
     openapi_extra={"requestBody": {"content": {
         "text/csv": {"schema": {"type": "string"}},
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {
+            "schema": {"type": "string", "format": "binary"}},
         "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
     }, "required": True}},
 )
 async def import_staff(request: Request) -> Any:
     """Columns: id, warehouse_id, name, role, phone, on_duty (``08:00-20:00``), active."""
     raw = await request.body()
-    fmt = "csv" if "csv" in request.headers.get("content-type", "") else "json"
     try:
-        rows = parse_staff(raw.decode("utf-8-sig"), fmt=fmt)
-    except UnicodeDecodeError:
-        return invalid("body", "not UTF-8")
+        fmt = detect_format(content_type=request.headers.get("content-type"))
+        rows = await run_in_threadpool(parse_staff, raw, fmt=fmt)
     except ImportFileError as exc:
         return JSONResponse(status_code=422, content={"detail": str(exc), "field": exc.field})
     return await run_in_threadpool(_write, request, rows)

@@ -14,9 +14,9 @@ from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database, Migrations
 
-from coordinator.catalog import decode_rows, validate_rows
 from coordinator.db import write_transaction
 from coordinator.errors import ImportFileError, NotFound
+from coordinator.imports import ImportFormat, detect_format, load_all
 from coordinator.roster import DEFAULT_TIMEZONE, StaffIn, StaffMember
 from protocols.timestamps import stamp
 
@@ -63,18 +63,16 @@ def upsert_staff(db: Database, rows: Sequence[StaffIn], now: datetime) -> int:
     return len(rows)
 
 
-def parse_staff(text: str, *, fmt: str) -> list[StaffIn]:
-    """A CSV/JSON roster export; a bad row raises :class:`ImportFileError` (row and field)."""
-    return decode_rows(text, fmt=fmt, key="staff",
-                       validate=lambda raw: validate_rows(StaffIn, raw))
+def parse_staff(source: bytes | Path, *, fmt: ImportFormat) -> list[StaffIn]:
+    """A roster export (CSV, JSON, JSON lines, xlsx) through the one import reader, all
+    rows or none: a bad row raises :class:`ImportFileError` (``row N.column``)."""
+    return load_all(source, StaffIn, fmt=fmt)
 
 
 def import_staff_file(db: Database, path: Path, now: datetime) -> int:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ImportFileError("file", str(exc)) from exc
-    return upsert_staff(db, parse_staff(text, fmt=path.suffix.lower().lstrip(".")), now)
+    if not path.is_file():
+        raise ImportFileError("file", f"{path}: no such file")
+    return upsert_staff(db, parse_staff(path, fmt=detect_format(name=path.name)), now)
 
 
 def staff(db: Database, *, warehouse_ids: Collection[str] | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     AfterValidator,
@@ -25,7 +25,8 @@ from pydantic import (
 )
 
 from edge_agent.errors import ConfigError
-from edge_agent.rules import Metric
+from edge_agent.readings import Metric
+from edge_agent.rules import Combine
 from protocols.mqtt_url import (
     MqttAddress,
     TlsField,
@@ -33,6 +34,7 @@ from protocols.mqtt_url import (
     client_tls_context,
     parse_mqtt_url,
 )
+from protocols.reconnect import BackoffPolicy
 from protocols.topics import DEFAULT_ROOT, validate_level
 
 SensorFormat = Literal["native", "zigbee2mqtt", "tasmota", "plain"]
@@ -67,11 +69,24 @@ class AgentSection(_Section):
     readings_log_per_sensor: int = Field(default=100, ge=1, le=100_000)
     deadletter_queue_max: int = Field(default=1000, ge=1)
     log_interval_s: Seconds = 60
+    # Signed commands (protocols/command_auth.py): the agent's own key, from this file
+    # (relative to the config file) or else from the environment variable
+    # BREAKWATER_COMMAND_KEY. With neither, commands are not authenticated. Never logged.
+    command_key_file: str | None = None
+    # Longest a command may be valid (and an override last) from when it was issued.
+    command_max_ttl_s: PositiveSeconds = Field(default=43_200, le=7 * 86_400)
+    # Health and Prometheus metrics on http://metrics_host:metrics_port/ (0 = off).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65_535)
 
 
 class MqttSection(_Section):
     # ``url`` comes first: the TLS file validators read it from the already-validated data.
+    # One broker URL, or several of one cluster (a TOML list, or comma-separated): the
+    # agent moves to the next on failure with jittered backoff (protocols/reconnect.py).
+    # ``url`` is then the first of them and ``urls`` all of them, in order.
     url: str = "mqtt://127.0.0.1:1883"
+    urls: tuple[str, ...] = ()
     username: str | None = None
     password: str | None = None
     client_id: str | None = None
@@ -80,17 +95,61 @@ class MqttSection(_Section):
     qos: Literal[0, 1] = 0
     reconnect_min_s: PositiveSeconds = 0.2
     reconnect_max_s: PositiveSeconds = 10.0
+    # a connection that stayed up this long was a session: the backoff starts small again
+    reconnect_stable_s: Seconds = 10.0
     # TLS (mqtts:// only). Relative paths are resolved against the config file's folder.
     # No CA file = the system trust store; the broker's certificate is always verified.
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = Field(default=None, validate_default=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _broker_list(cls, data: Any) -> Any:
+        """``url`` may be a list (or comma-separated): the first becomes ``url``."""
+        if not isinstance(data, dict) or "url" not in data:
+            return data
+        value = data["url"]
+        if isinstance(value, str) and "," in value:
+            value = [part.strip() for part in value.split(",")]
+        if isinstance(value, list | tuple):
+            if not value:
+                raise ValueError("url: at least one broker URL is needed")
+            data = {**data, "url": value[0], "urls": tuple(value)}
+        return data
+
     @field_validator("url")
     @classmethod
     def _mqtt_url(cls, value: str) -> str:
         parse_mqtt_url(value)  # MqttUrlError is a ValueError: pydantic reports it
         return value
+
+    @field_validator("urls")
+    @classmethod
+    def _mqtt_urls(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        first = info.data.get("url")
+        tls = None if first is None else parse_mqtt_url(first).tls
+        for index, url in enumerate(value):
+            try:
+                address = parse_mqtt_url(url)
+            except ValueError as exc:
+                raise ValueError(f"URL {index + 1} of {len(value)}: {exc}") from exc
+            if tls is not None and address.tls != tls:
+                raise ValueError(f"URL {index + 1} of {len(value)}: all brokers of one "
+                                 "connection use the same scheme (mqtt:// or mqtts://)")
+        return value
+
+    @property
+    def broker_urls(self) -> tuple[str, ...]:
+        """Every broker of this connection, in order (one when ``url`` is a single URL)."""
+        return self.urls or (self.url,)
+
+    def backoff(self) -> BackoffPolicy:
+        return BackoffPolicy(
+            base_s=self.reconnect_min_s,
+            cap_s=max(self.reconnect_max_s, self.reconnect_min_s),
+            stable_after_s=self.reconnect_stable_s,
+        )
 
     @field_validator("ca_file", "cert_file", "key_file")
     @classmethod
@@ -154,6 +213,9 @@ class SensorConfig(_Section):
     metric: Metric | None = None
     tasmota_sensor: str | None = None
     max_gap_s: PositiveSeconds = 120
+    # The unit the sensor reports temperature in, whatever its format (a Zigbee2MQTT or
+    # native probe set to °F is otherwise read as °C). Tasmota's own TempUnit wins.
+    unit: Literal["C", "F"] | None = None
 
     @field_validator("topic")
     @classmethod
@@ -172,6 +234,8 @@ class SensorConfig(_Section):
             raise ValueError("tasmota_sensor is only for tasmota sensors")
         if self.format != "native" and self.topic is None:
             raise ValueError(f"topic is required for a {self.format} sensor")
+        if self.unit is not None and self.format == "plain" and self.metric != "temperature_c":
+            raise ValueError("unit is only for sensors that report temperature")
         return self
 
 
@@ -190,6 +254,19 @@ class RuleConfig(_Section):
     clear_for_s: Seconds = 120
     min_tripped_s: Seconds = 0
     silence_trips_after_s: PositiveSeconds | None = None
+    # How the zone's sensors combine: ``any`` one of them beyond the limit (safety first:
+    # one faulty probe can close the warehouse, and the event names it), ``all`` live
+    # sensors, or ``at_least`` N (with ``at_least = N``). See docs/edge.md.
+    combine: Combine = "any"
+    at_least: int | None = Field(default=None, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _combine(self) -> RuleConfig:
+        if self.combine == "at_least" and self.at_least is None:
+            raise ValueError("at_least: required when combine = 'at_least'")
+        if self.combine != "at_least" and self.at_least is not None:
+            raise ValueError("at_least: only with combine = 'at_least'")
+        return self
 
     @model_validator(mode="after")
     def _one_direction(self) -> RuleConfig:
@@ -239,11 +316,23 @@ class AgentConfig(_Section):
                 raise ValueError(
                     f"rules[{i}].zone: no sensor in zone {rule.zone!r} measures {rule.metric}"
                 )
+            if rule.at_least is not None and rule.at_least > len(measuring):
+                raise ValueError(
+                    f"rules[{i}].at_least: {rule.at_least} sensors needed but zone "
+                    f"{rule.zone!r} has {len(measuring)} measuring {rule.metric}"
+                )
         return self
 
     @property
     def state_db_path(self) -> Path:
         path = Path(self.agent.state_db)
+        return path if path.is_absolute() else self._base_dir / path
+
+    @property
+    def command_key_path(self) -> Path | None:
+        if self.agent.command_key_file is None:
+            return None
+        path = Path(self.agent.command_key_file).expanduser()
         return path if path.is_absolute() else self._base_dir / path
 
     def with_base_dir(self, base_dir: Path) -> AgentConfig:

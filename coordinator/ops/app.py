@@ -21,6 +21,8 @@ from coordinator import dashboard, roster_api
 from coordinator.app import create_app
 from coordinator.customer import api as customer_api
 from coordinator.customer.service import customer_lifespan
+from coordinator.intel import api as intel_api
+from coordinator.intel.service import intel_lifespan
 from coordinator.ops.api import router
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.runner import OpsService
@@ -46,11 +48,12 @@ def ops_lifespan(config: OpsConfig | None = None
 
 def create_app_with_ops(settings: Settings | None = None, *, clock: Clock | None = None,
                         config: OpsConfig | None = None) -> FastAPI:
-    """The coordinator API plus the ops endpoints, background tasks, the customer side
-    and the dashboard."""
+    """The coordinator API plus the ops endpoints, background tasks, the intel and
+    customer sides and the dashboard."""
     # the dashboard claims GET /, so it goes last; the customer side needs the ops
     # service (its dispatcher) running, so its hook comes after
     return create_app(settings, clock=clock,
-                      extra_routers=[router, roster_api.router, customer_api.router,
-                                     dashboard.router],
-                      lifespan_hooks=[ops_lifespan(config), customer_lifespan()])
+                      extra_routers=[router, intel_api.router, roster_api.router,
+                                     customer_api.router, dashboard.router],
+                      lifespan_hooks=[ops_lifespan(config), intel_lifespan(),
+                                      customer_lifespan()])

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,12 +36,12 @@ from coordinator.serving import serve_in_thread
 from coordinator.settings import Settings
 from protocols import Topics, encode
 from simulators.brokers import Broker
+from tests.browser import run_chromium as _run_chromium
 from tests.coordinator.ops.factories import breaker_event
 from tests.coordinator.ops.helpers import ops_config, settings_for
 
 from .conftest import NOW
 
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 PAUSE_REASON = "roof leak over cold room 2 冷库漏水"
 
 
@@ -211,30 +209,6 @@ def test_page_is_served_self_contained_at_root_and_dashboard(site: Site) -> None
 
 
 # -- the page in a real browser -----------------------------------------------------------
-def _chromium() -> str:
-    for name in CHROMIUM_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    message = "no chromium binary on PATH (looked for " + ", ".join(CHROMIUM_NAMES) + ")"
-    # CI installs Chromium and sets this: there a missing browser is a failure, not a skip
-    if os.environ.get("BREAKWATER_REQUIRE_BROWSER") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def _run_chromium(workdir: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    profile = workdir / f"chromium-{uuid.uuid4().hex[:8]}"
-    command = [_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-               "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-               f"--user-data-dir={profile}", "--virtual-time-budget=5000", *extra, url]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False,
-                          env={**os.environ, "HOME": str(workdir)})
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done
-
-
 def _text(fragment: str) -> str:
     """The visible text of an HTML fragment, whitespace collapsed."""
     return " ".join(unescape(re.sub(r"<[^>]+>", " ", fragment)).split())

@@ -16,6 +16,7 @@ from sqlite_utils import Database
 from coordinator.__main__ import main
 from coordinator.db import open_database
 from coordinator.errors import ImportFileError, NotFound
+from coordinator.imports import ImportFormat
 from coordinator.roster import StaffIn, StaffMember, minutes_in, parse_hours
 from coordinator.roster_store import import_staff_file, on_duty, parse_staff, staff, upsert_staff
 
@@ -110,13 +111,14 @@ def test_unknown_warehouse_writes_nothing(sample_db: Database) -> None:
 
 def test_import_file_rejects_a_bad_row_by_number(sample_db: Database, tmp_path: Path) -> None:
     good = tmp_path / "staff.json"
-    good.write_text(json.dumps({"staff": [
+    good.write_text(json.dumps([
         {"id": "A", "warehouse_id": "WH-03", "name": "甲", "role": "仓管",
-         "phone": "13900000001", "on_duty": "08:00-20:00", "active": "是"}]}), encoding="utf-8")
+         "phone": "13900000001", "on_duty": "08:00-20:00", "active": "是"}]), encoding="utf-8")
     assert import_staff_file(sample_db, good, NOW) == 1
-    with pytest.raises(ImportFileError, match=r"row 2\.phone"):
+    # rows are numbered as Excel shows them: the header is row 1
+    with pytest.raises(ImportFileError, match=r"row 3\.phone"):
         parse_staff("id,warehouse_id,name,role,phone\nA,WH-01,甲,r,13900000001\n"
-                    "B,WH-01,乙,r,555\n", fmt="csv")
+                    "B,WH-01,乙,r,555\n".encode(), fmt=ImportFormat.CSV)
 
 
 def test_cli_seeds_the_sample_roster_and_imports_staff(
@@ -132,6 +134,6 @@ def test_cli_seeds_the_sample_roster_and_imports_staff(
     bad.write_text("id,warehouse_id,name,role,phone,on_duty\nY,WH-02,x,r,13900000098,9-18\n",
                    encoding="utf-8")
     assert main(["import", str(bad), "--db", str(db_path)]) == 2
-    assert "row 1.on_duty" in capsys.readouterr().err
+    assert "row 2.on_duty" in capsys.readouterr().err
     db = open_database(db_path)
     assert len(staff(db)) == 17
