@@ -83,7 +83,15 @@ async def steady_load(host: str, port: int, requests: Sequence[bytes], rate: flo
     async def one(request: bytes, due: float) -> None:
         nonlocal errors
         conn = await connection()
-        status = await conn.send(request)
+        try:
+            status = await conn.send(request)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # the server closed a connection that sat idle past its keep-alive timeout
+            # before reading this request: send it again on a fresh one (the time counts)
+            conn.writer.close()
+            reader, writer = await asyncio.open_connection(host, port)
+            conn = _Connection(reader, writer)
+            status = await conn.send(request)
         # measured from when the request was due: a late send counts against us
         latencies.append((time.perf_counter() - due) * 1000)
         if status not in ok:
