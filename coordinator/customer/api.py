@@ -125,17 +125,14 @@ def post_inquiry(request: Request, body: InquiryIn) -> Any:
     notice = (inquiry_notice(inquiry_id, text, orders[0], body.channel, route, now, service.tz)
               if route != "none" else None)
     with write_transaction(db):
-        try:
-            store.record_inquiry(db, {
-                "id": inquiry_id, "channel": body.channel.value,
-                "channel_order_id": body.channel_order_id, "phone_key": phone_key,
-                "question": body.question, "asked_at": stamp(asked), "received_at": stamp(now),
-                "order_ids": ",".join(o.order_id for o in orders), "reply": text,
-                "dedupe_key": notice.dedupe_key if notice is not None else None})
-        except Exception as exc:
-            if "UNIQUE" in str(exc):
-                raise HTTPException(409, f"inquiry {inquiry_id} was already answered") from exc
-            raise
+        if store.inquiry_exists(db, inquiry_id):
+            raise HTTPException(409, f"inquiry {inquiry_id} was already answered")
+        store.record_inquiry(db, {
+            "id": inquiry_id, "channel": body.channel.value,
+            "channel_order_id": body.channel_order_id, "phone_key": phone_key,
+            "question": body.question, "asked_at": stamp(asked), "received_at": stamp(now),
+            "order_ids": ",".join(o.order_id for o in orders), "reply": text,
+            "dedupe_key": notice.dedupe_key if notice is not None else None})
         if notice is not None:
             outbox.queue(db, [notice], now)
     service.wake_dispatcher()

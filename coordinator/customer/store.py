@@ -211,6 +211,21 @@ def late_orders(db: Database, now: datetime, after: timedelta, limit: int = 500)
 
 
 # -- inquiries ---------------------------------------------------------------------------
+def inquiry_exists(db: Database, inquiry_id: str) -> bool:
+    return db.conn.execute("SELECT 1 FROM customer_inquiries WHERE id = :i",
+                           {"i": inquiry_id}).fetchone() is not None
+
+
+def newest_event_id(db: Database) -> int:
+    return int(db.conn.execute("SELECT coalesce(max(id), 0) FROM order_events").fetchone()[0])
+
+
+def erasure_due(db: Database, now: datetime) -> bool:
+    return db.conn.execute(
+        "SELECT 1 FROM customer_contacts WHERE erase_after <= :now AND erased_at IS NULL "
+        "LIMIT 1", {"now": stamp(now)}).fetchone() is not None
+
+
 def record_inquiry(db: Database, row: dict[str, Any]) -> None:
     db.conn.execute(
         "INSERT INTO customer_inquiries (id, channel, channel_order_id, phone_key, question, "

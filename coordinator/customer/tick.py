@@ -77,6 +77,9 @@ def node_message(db: Database, order_id: str, node: str, at: datetime, config: C
 def sweep_nodes(db: Database, now: datetime, config: CustomerConfig,
                 templates: Mapping[str, Mapping[str, str]], tz: ZoneInfo,
                 result: TickResult) -> None:
+    # look before taking the write lock: most ticks find nothing new
+    if store.newest_event_id(db) <= store.cursor(db, NODE_CURSOR):
+        return
     with write_transaction(db):
         events = store.events_after(db, store.cursor(db, NODE_CURSOR), SWEEP_BATCH)
         for event in events:
@@ -93,7 +96,8 @@ def sweep_nodes(db: Database, now: datetime, config: CustomerConfig,
 def message_late_orders(db: Database, now: datetime, config: CustomerConfig,
                         templates: Mapping[str, Mapping[str, str]], tz: ZoneInfo,
                         result: TickResult) -> None:
-    if "delayed" not in config.message_nodes:
+    if "delayed" not in config.message_nodes or not store.late_orders(
+            db, now, config.delayed_after, limit=1):
         return
     with write_transaction(db):
         for order_id in store.late_orders(db, now, config.delayed_after):
@@ -156,6 +160,7 @@ def customer_tick(db: Database, now: datetime, settings: Settings, config: Custo
     sweep_nodes(db, now, config, templates, tz, result)
     message_late_orders(db, now, config, templates, tz, result)
     unpaid_deadlines(db, now, settings, config, templates, tz, result)
-    with write_transaction(db):
-        result.erased = len(store.erase_due(db, now))
+    if store.erasure_due(db, now):
+        with write_transaction(db):
+            result.erased = len(store.erase_due(db, now))
     return result
