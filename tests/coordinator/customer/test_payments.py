@@ -35,10 +35,6 @@ def _reserved(db_path: Path, warehouse: str, sku: str) -> int:
                     "sku_id = ?", [warehouse, sku])[0][0])
 
 
-def _scripts(receiver: Receiver, path: str) -> list[str]:
-    return [r.body.get("template_code") or r.body.get("msgtype") for r in receiver.accepted(path)]
-
-
 async def test_unpaid_order_is_reminded_once_at_2h_and_cancelled_later_across_a_restart(
         db_path: Path, tmp_path: Path, receiver: Receiver) -> None:
     clock = ManualClock(NOW)
