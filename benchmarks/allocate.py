@@ -27,6 +27,8 @@ from pathlib import Path
 from benchmarks.http_load import coordinator_process, percentiles, request_bytes, steady_load
 from benchmarks.runner import Result
 from coordinator import engine, intake, snapshots
+from coordinator.auth.roles import Role, Scope
+from coordinator.auth.store import issue_token
 from coordinator.db import WalCheckpointer, open_database
 from coordinator.engine import Decision, Line, OrderRequest, Snapshot
 from coordinator.region import RegionCatalog, generate_region, load_region
@@ -161,13 +163,18 @@ def _naive_ratio(path: Path, orders: list[OrderIn], rules: AllocationConfig) -> 
 
 # -- HTTP ------------------------------------------------------------------------------
 def _http(path: Path, orders: list[OrderIn], rate: float) -> tuple[float, float, float]:
+    db = open_database(path)  # the channel's integration token, as in production
+    _, token = issue_token(db, name="bench", role=Role.INTEGRATION, scope=Scope(),
+                           now=datetime.now(UTC), created_by="benchmark")
+    db.conn.close()
     with coordinator_process(path) as port:
         host = "127.0.0.1"
         bodies = [o.model_dump(mode="json") for o in orders]
         warm = [request_bytes(host, "POST", "/orders", {**bodies[i],
-                                                         "channel_order_id": f"warm-{i}"})
+                                                         "channel_order_id": f"warm-{i}"},
+                              token=token)
                 for i in range(8)]
-        requests = [request_bytes(host, "POST", "/orders", b) for b in bodies]
+        requests = [request_bytes(host, "POST", "/orders", b, token=token) for b in bodies]
         latencies = asyncio.run(steady_load(host, port, requests, rate, warm=warm))
     p50, p99 = percentiles(latencies)
     return p50, p99, len(latencies)

@@ -51,13 +51,15 @@ class _Connection:
         return status
 
 
-def request_bytes(host: str, method: str, path: str, body: object | None = None) -> bytes:
-    """One HTTP/1.1 request (JSON body when given)."""
+def request_bytes(host: str, method: str, path: str, body: object | None = None, *,
+                  token: str | None = None) -> bytes:
+    """One HTTP/1.1 request (JSON body when given; a bearer ``token`` when given)."""
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
     if body is None:
-        return f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        return f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n".encode()
     payload = json.dumps(body).encode()
     return (f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+            f"{auth}Content-Length: {len(payload)}\r\n\r\n").encode() + payload
 
 
 async def steady_load(host: str, port: int, requests: Sequence[bytes], rate: float, *,

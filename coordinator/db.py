@@ -28,6 +28,8 @@ MIGRATION_MODULES = (
     "coordinator.schema",
     "coordinator.ops.schema",
     "coordinator.intel.schema",
+    "coordinator.auth.schema",
+    "coordinator.gateways.schema",  # after ops: it registers the agents ops has seen
     "coordinator.roster_store",
     "coordinator.customer.schema",
 )

@@ -1,7 +1,7 @@
 """HTTP endpoints of the staff roster (:mod:`coordinator.roster`).
 
 Phone numbers are shown whole only to roles that call people (:mod:`coordinator.personal`);
-the role is the one the trust layer puts at ``request.state.role`` (none: masked).
+the role is the caller's, as the trust layer authenticated it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from coordinator import auth
 from coordinator.app import InvalidRequest, in_utc_range, invalid
 from coordinator.errors import ImportFileError, NotFound
 from coordinator.imports import detect_format
@@ -22,7 +23,10 @@ from coordinator.roster_store import on_duty_of, parse_staff, staff, upsert_staf
 from coordinator.settings import Settings
 from coordinator.web import region_tz, request_db, request_now, request_role
 
-router = APIRouter(tags=["staff"])
+# anyone signed in may read the roster (phones masked by role); operators and the HR
+# system's integration token maintain it
+router = APIRouter(tags=["staff"], dependencies=[auth.requires(auth.ANY_ROLE)])
+MAINTAIN = auth.requires({auth.Role.OPERATOR, auth.Role.INTEGRATION})
 
 
 def staff_view(member: StaffMember, role: str | None) -> dict[str, Any]:
@@ -51,6 +55,7 @@ def list_staff(request: Request, warehouse_id: str | None = None,
 
 
 @router.post("/staff", summary="Create or update roster rows (one object or a list)",
+             dependencies=[MAINTAIN],
              response_model=dict[str, Any],
              responses={422: {"model": InvalidRequest}})
 def post_staff(request: Request, body: StaffIn | list[StaffIn]
@@ -59,7 +64,8 @@ def post_staff(request: Request, body: StaffIn | list[StaffIn]
 
 
 @router.post(
-    "/staff/import", summary="Import a roster export (CSV or JSON; all rows or none)",
+    "/staff/import", summary="Import a roster export (CSV, JSON, xlsx; all rows or none)",
+    dependencies=[MAINTAIN],
     responses={422: {"model": InvalidRequest}},
     openapi_extra={"requestBody": {"content": {
         "text/csv": {"schema": {"type": "string"}},

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from fastapi import Request
 from sqlite_utils import Database
 
+from coordinator import auth
 from coordinator.app import Connections
 from coordinator.ops.runner import ops_config_of
 from coordinator.settings import Settings
@@ -26,10 +27,10 @@ def request_now(request: Request) -> datetime:
 
 
 def request_role(request: Request) -> str | None:
-    """The caller's role as the trust layer resolved it (``None`` before it ran: every
-    personal field is then masked)."""
-    role = getattr(request.state, "role", None)
-    return role if isinstance(role, str) else None
+    """The caller's role as the trust layer authenticated it (``None`` on a public route:
+    every personal field is then masked)."""
+    identity = getattr(request.state, "identity", None)
+    return identity.role.value if isinstance(identity, auth.Identity) else None
 
 
 def region_tz(settings: Settings) -> ZoneInfo:

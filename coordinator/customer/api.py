@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from coordinator import ledger
+from coordinator import auth, ledger
 from coordinator.app import InvalidRequest, Problem
 from coordinator.customer import store
 from coordinator.customer.contacts import fallback_contact, nearest_contacts, within
@@ -47,6 +47,11 @@ from protocols.orders import Channel
 from protocols.timestamps import stamp
 
 router = APIRouter(tags=["customer"])
+# the channels' integration tokens and customer service answer customers; reading an
+# order's customer or nearby staff is open to every role, masked by role
+ANSWER = auth.requires({auth.Role.CUSTOMER_SERVICE, auth.Role.INTEGRATION})
+PAYMENT = auth.requires({auth.Role.INTEGRATION})
+READ = auth.requires(auth.ANY_ROLE)
 
 
 def customer_service(request: Request) -> CustomerService:
@@ -95,6 +100,7 @@ class PaymentIn(BaseModel):
 
 
 @router.post("/inquiries", summary="Answer a customer's 'where is my order' at once",
+             dependencies=[ANSWER],
              responses={404: {"model": Problem}, 422: {"model": InvalidRequest}})
 def post_inquiry(request: Request, body: InquiryIn) -> Any:
     """Finds the order by the channel's order number, or the customer's most recent
@@ -150,6 +156,7 @@ def post_inquiry(request: Request, body: InquiryIn) -> Any:
 
 
 @router.post("/payments", summary="A payment event: the order is paid (deadlines stop)",
+             dependencies=[PAYMENT],
              responses={404: {"model": Problem}, 409: {"model": Problem},
                         422: {"model": InvalidRequest}})
 def post_payment(request: Request, body: PaymentIn) -> Any:
@@ -183,7 +190,7 @@ def post_payment(request: Request, body: PaymentIn) -> Any:
             "status": status}
 
 
-@router.get("/orders/{order_id}/customer",
+@router.get("/orders/{order_id}/customer", dependencies=[READ],
             summary="The order's customer contact (masked for roles that do not call)",
             responses={404: {"model": Problem}})
 def get_customer(request: Request, order_id: str) -> dict[str, Any]:
@@ -207,7 +214,7 @@ def get_customer(request: Request, order_id: str) -> dict[str, Any]:
     return out
 
 
-@router.get("/orders/{order_id}/contacts",
+@router.get("/orders/{order_id}/contacts", dependencies=[READ],
             summary="On-duty staff of active warehouses near the delivery address",
             responses={404: {"model": Problem}})
 def get_contacts(request: Request, order_id: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from coordinator import dashboard, roster_api
 from coordinator.app import create_app
 from coordinator.customer import api as customer_api
 from coordinator.customer.service import customer_lifespan
+from coordinator.gateways import api as gateways_api
 from coordinator.intel import api as intel_api
 from coordinator.intel.service import intel_lifespan
 from coordinator.ops.api import router
@@ -53,7 +54,8 @@ def create_app_with_ops(settings: Settings | None = None, *, clock: Clock | None
     # the dashboard claims GET /, so it goes last; the customer side needs the ops
     # service (its dispatcher) running, so its hook comes after
     return create_app(settings, clock=clock,
-                      extra_routers=[router, intel_api.router, roster_api.router,
+                      extra_routers=[router, intel_api.router, gateways_api.router,
+                                     gateways_api.security_router, roster_api.router,
                                      customer_api.router, dashboard.router],
                       lifespan_hooks=[ops_lifespan(config), intel_lifespan(),
                                       customer_lifespan()])

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TypeVar
@@ -31,6 +32,7 @@ from coordinator.ops.config import OpsConfig
 from coordinator.ops.handler import HandleResult, OpsCore
 from coordinator.ops.notify.dispatcher import Dispatcher
 from coordinator.ops.watcher import OpsMessage, Watcher
+from coordinator.secret_source import OPS_SECRETS, with_secrets
 from coordinator.settings import Settings
 from protocols import Topics
 from protocols.clock import Clock, SystemClock
@@ -40,12 +42,16 @@ T = TypeVar("T")
 STOP_TIMEOUT_S = 5.0
 
 
-def ops_config_of(settings: Settings) -> OpsConfig:
-    """The ``[ops]`` table of the settings file, validated (defaults when absent).
+def ops_config_of(settings: Settings, env: Mapping[str, str] | None = None) -> OpsConfig:
+    """The ``[ops]`` table of the settings file, validated (defaults when absent), with
+    the secrets the environment provides (``BREAKWATER_WECOM_URL``,
+    ``BREAKWATER_SMS_API_KEY``, ``BREAKWATER_MQTT_PASSWORD``, each also as ``..._FILE``).
 
     Raises :class:`ConfigError` naming the field, e.g. ``ops.notify.wecom.url``."""
+    raw = with_secrets(settings.section("ops"), os.environ if env is None else env,
+                       OPS_SECRETS)
     try:
-        return OpsConfig.model_validate(settings.section("ops"))
+        return OpsConfig.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in ("ops", *first["loc"]))
@@ -177,6 +183,14 @@ class OpsService:
         result = await self.call(lambda core: core.handle(message, now))
         for timing in result.rerouted:
             timing.started = min(timing.started, started)
+        self._after(result)
+        return result
+
+    async def confirm_incarnation(self, agent_id: str, *, actor: str,
+                                  reason: str) -> HandleResult:
+        now = self.clock.now()
+        result = await self.call(lambda core: core.confirm_incarnation(
+            agent_id, actor=actor, reason=reason, now=now))
         self._after(result)
         return result
 

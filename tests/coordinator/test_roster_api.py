@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from coordinator.app import create_app
+from coordinator.auth import Role
 from coordinator.catalog import import_file
 from coordinator.db import open_database
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
@@ -16,23 +17,31 @@ from coordinator.roster_api import router
 from coordinator.serving import serve_in_thread
 from coordinator.settings import Settings
 from protocols.clock import ManualClock
+from tests.auth import ADMIN, headers_for
 
 from .conftest import NOW
 
 
 @pytest.fixture
-def http(tmp_path: Path) -> Iterator[httpx.Client]:
-    path = tmp_path / "roster.sqlite"
+def roster_db(tmp_path: Path) -> Path:
+    return tmp_path / "roster.sqlite"
+
+
+@pytest.fixture
+def http(roster_db: Path) -> Iterator[httpx.Client]:
+    path = roster_db
     db = open_database(path)
     for name in SAMPLE_FILES:
         import_file(db, SAMPLE_DIR / f"{name}.csv", NOW)
     db.conn.close()
     app = create_app(Settings(db_path=str(path)), clock=ManualClock(NOW), extra_routers=[router])
-    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=10,
+                                                  headers=ADMIN) as client:
         yield client
 
 
-def test_roster_written_imported_and_listed_with_masked_phones(http: httpx.Client) -> None:
+def test_roster_written_imported_and_listed_with_masked_phones(
+        http: httpx.Client, roster_db: Path) -> None:
     one = {"id": "S1", "warehouse_id": "WH-01", "name": "王磊", "role": "仓管",
            "phone": "13900000101", "on_duty": "08:00-20:00"}
     assert http.post("/staff", json=one).json() == {"kind": "staff", "written": 1}
@@ -43,8 +52,13 @@ def test_roster_written_imported_and_listed_with_masked_phones(http: httpx.Clien
     assert answer.json()["written"] == 1
     listed = http.get("/staff", params={"warehouse_id": "WH-01"}).json()
     assert [s["id"] for s in listed] == ["S1", "S2"]
-    # no role resolved (no trust layer in front): nobody sees a whole number
-    assert listed[0]["phone"] == "139****0101"
+    assert listed[0]["phone"] == "13900000101"  # an admin calls people
+    viewer = headers_for(roster_db, Role.VIEWER)
+    masked = http.get("/staff", params={"warehouse_id": "WH-01"}, headers=viewer).json()
+    assert masked[0]["phone"] == "139****0101"
+    # a viewer reads the roster but may not change it
+    refused = http.post("/staff", json={**one, "name": "改名"}, headers=viewer)
+    assert refused.status_code == 403
     # 02:17 UTC = 10:17 Shanghai: the day shift
     on_duty = http.get("/staff/on-duty", params={"warehouse_id": "WH-01"}).json()
     assert [s["id"] for s in on_duty] == ["S1"]

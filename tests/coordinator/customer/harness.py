@@ -1,18 +1,18 @@
-"""The customer side under test: the real app (ops + customer hooks) on real uvicorn, a
+"""The customer side under test: the real app (ops + customer hooks) on real uvicorn with
+real credentials (the session's admin token; other roles' tokens from tests.auth), a
 loopback HTTP receiver standing for the channels, the SMS gateway and the WeCom robot,
 and a manual clock (time is an input: the ticks run at whatever time the test sets)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request, Response
-from starlette.middleware.base import BaseHTTPMiddleware
+from fastapi import FastAPI
 
 from coordinator.catalog import import_file
 from coordinator.db import open_database
@@ -21,6 +21,7 @@ from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
 from coordinator.roster_store import import_staff_file
 from coordinator.settings import Settings
 from protocols.clock import ManualClock
+from tests.auth import ADMIN
 from tests.coordinator.ops.app_server import serving
 from tests.coordinator.ops.helpers import ops_config
 from tests.coordinator.ops.receiver import Receiver
@@ -50,17 +51,6 @@ def customer_section(receiver: Receiver, **overrides: Any) -> dict[str, Any]:
     return section
 
 
-class RoleFromHeader(BaseHTTPMiddleware):
-    """Stands in for the trust layer: puts the caller's role where it would."""
-
-    async def dispatch(self, request: Request,
-                       call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        role = request.headers.get("x-test-role")
-        if role:
-            request.state.role = role
-        return await call_next(request)
-
-
 def customer_app(path: Path, tmp_path: Path, receiver: Receiver, clock: ManualClock,
                  **overrides: Any) -> FastAPI:
     settings = Settings(db_path=str(path),
@@ -68,13 +58,13 @@ def customer_app(path: Path, tmp_path: Path, receiver: Receiver, clock: ManualCl
     config = ops_config(tmp_path, wecom_url=receiver.url + "/wecom").model_copy(
         update={"subscribe_mqtt": False})
     app = create_app_with_ops(settings, clock=clock, config=config)
-    app.add_middleware(RoleFromHeader)
     return app
 
 
 @asynccontextmanager
 async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=10,
+                                                      headers=ADMIN) as client:
         yield client
 
 

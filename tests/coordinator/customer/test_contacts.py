@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from coordinator.auth import Role
 from protocols.clock import ManualClock
+from tests.auth import headers_for
 from tests.coordinator.ops.receiver import Receiver
 
 from .harness import NOW, customer_app, running, seed, wechat_order
@@ -35,14 +37,14 @@ async def test_contacts_are_the_on_duty_staff_within_3_km_masked_for_a_viewer(
         # delivered near WH-06 (0.7 km); WH-01 is 4 km away, outside the radius
         oid = (await http.post("/orders", json=wechat_order("WX-C1"))).json()["order_id"]
         viewer = (await http.get(f"/orders/{oid}/contacts",
-                                 headers={"x-test-role": "viewer"})).json()
+                                 headers=headers_for(db_path, Role.VIEWER))).json()
         assert viewer["radius_km"] == 3.0 and viewer["fallback"] is False
         assert [w["warehouse_id"] for w in viewer["warehouses"]] == ["WH-06"]
         assert viewer["warehouses"][0]["distance_km"] < 1.0
         day = viewer["warehouses"][0]["staff"]
         assert [(s["id"], s["phone"]) for s in day] == [("ST-061", "139****0601")]
         service = (await http.get(f"/orders/{oid}/contacts",
-                                  headers={"x-test-role": "customer_service"})).json()
+                                  headers=headers_for(db_path, Role.CUSTOMER_SERVICE))).json()
         assert service["warehouses"][0]["staff"][0]["phone"] == "13900000601"
         # 22:17 in Hangzhou: the night shift answers
         clock.advance(12 * 3600)
@@ -50,11 +52,11 @@ async def test_contacts_are_the_on_duty_staff_within_3_km_masked_for_a_viewer(
         assert [s["id"] for s in night["warehouses"][0]["staff"]] == ["ST-062"]
         # the customer's own data: whole for customer service, masked for a viewer
         masked = (await http.get(f"/orders/{oid}/customer",
-                                 headers={"x-test-role": "viewer"})).json()["contact"]
+                                 headers=headers_for(db_path, Role.VIEWER))).json()["contact"]
         assert masked["phone"] == "138****5678" and masked["name"] == "李*"
         assert masked["address"] == "浙江省杭州市***" and masked["consent"] is True
         whole = (await http.get(f"/orders/{oid}/customer",
-                                headers={"x-test-role": "customer_service"})).json()["contact"]
+                                headers=headers_for(db_path, Role.CUSTOMER_SERVICE))).json()["contact"]
         assert whole["phone"] == "13812345678"
         assert whole["address"] == "浙江省杭州市拱墅区莫干山路1号"
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from coordinator.serving import serve_in_thread
 from protocols.clock import ManualClock
+from tests.auth import ADMIN
 from tests.coordinator.ops.helpers import read
 from tests.coordinator.ops.receiver import Receiver
 
@@ -39,7 +40,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Clien
     seed(path)
     with Receiver() as receiver:
         app = customer_app(path, tmp, receiver, ManualClock(NOW))
-        with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=10) as http:
+        with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=10,
+                                                            headers=ADMIN) as http:
             yield http, path
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from protocols.clock import ManualClock
+from tests.auth import ADMIN
 from tests.coordinator.ops.helpers import read, wait_for
 from tests.coordinator.ops.receiver import Receiver
 
@@ -48,7 +49,7 @@ async def test_contact_is_erased_after_retention_audited_and_never_logged(
         await wait_for(lambda: read(db_path, "SELECT erased_at FROM customer_contacts WHERE "
                                     "order_id = ?", [oid])[0][0] is not None, what="erasure")
         contact = (await http.get(f"/orders/{oid}/customer",
-                                  headers={"x-test-role": "admin"})).json()["contact"]
+                                  headers=ADMIN)).json()["contact"]
         assert contact["erased"] is True
         assert contact["phone"] is None and contact["name"] is None and contact["address"] is None
         # found by phone no more; the undelivered order keeps its contact
@@ -56,7 +57,7 @@ async def test_contact_is_erased_after_retention_audited_and_never_logged(
                                                    "phone": "13812345678"})
         assert gone.status_code == 404
         kept = (await http.get(f"/orders/{keep}/customer",
-                               headers={"x-test-role": "admin"})).json()["contact"]
+                               headers=ADMIN)).json()["contact"]
         assert kept["phone"] == "13912345678"
     audit = read(db_path, "SELECT action, order_id, reason FROM customer_pii_audit")
     assert audit == [("erased", oid, "retention period ended")]
