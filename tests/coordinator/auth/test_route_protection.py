@@ -64,7 +64,7 @@ def test_every_route_refuses_a_request_without_credential(site: Site) -> None:
     with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
         operations = _operations(http)
     assert len(operations) > 40
-    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as anonymous:
+    with httpx.Client(base_url=site.url, timeout=15) as anonymous:
         for method, template, op in operations:
             assert "x-roles" in op, f"{method} {template} has no role declaration"
             if (method, template) in PUBLIC:
@@ -86,7 +86,7 @@ def test_every_state_changing_route_refuses_a_weaker_role_and_a_foreign_scope(
     changing = [(m, t, op) for m, t, op in operations
                 if m not in SAFE and (m, t) not in PUBLIC | SELF_SERVICE]
     assert len(changing) > 15
-    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
+    with httpx.Client(base_url=site.url, timeout=15) as http:
         for method, template, op in changing:
             allowed = {Role(r) for r in op["x-roles"]}
             assert Role.VIEWER not in allowed, f"a viewer may {method} {template}"
@@ -112,7 +112,7 @@ def test_every_state_changing_route_refuses_a_weaker_role_and_a_foreign_scope(
 def test_scoped_reads_are_refused_outside_the_scope(site: Site) -> None:
     outsider = headers_for(site.db_path, Role.VIEWER, stores=[FOREIGN_STORE])
     insider = headers_for(site.db_path, Role.VIEWER, stores=[site.order_store])
-    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
+    with httpx.Client(base_url=site.url, timeout=15) as http:
         for path in (f"/orders/{site.order_id}", f"/orders/{site.order_id}/decision"):
             assert http.get(path, headers=outsider).status_code == 403
             assert http.get(path, headers=insider).status_code == 200
