@@ -111,7 +111,10 @@ class CustomerService:
     async def _ticker(self) -> None:
         while True:
             try:
-                await self.tick()
+                # with several coordinator instances only the ops leader ticks (each step
+                # is claimed in the database as well, so a late follower does nothing twice)
+                if self.ops is None or self.ops.leading():
+                    await self.tick()
             except Exception:  # a failed round is retried at the next tick
                 log.exception("customer tick failed")
             await asyncio.sleep(self.interval_s)

@@ -118,8 +118,8 @@ def unpaid_deadlines(db: Database, now: datetime, settings: Settings, config: Cu
             facts = store.facts_of(db, due.order_id)
             if facts is None:
                 continue
-            if due.reminded_at is None and now >= datetime.fromisoformat(due.remind_at):
-                store.mark_reminded(db, due.order_id, now)
+            if (due.reminded_at is None and now >= datetime.fromisoformat(due.remind_at)
+                    and store.mark_reminded(db, due.order_id, now)):
                 received = datetime.fromisoformat(due.received_at)
                 minutes = int((now - received).total_seconds() // 60)
                 code = f"{payment.coupon_prefix}-{due.order_id[-8:].upper()}"
@@ -132,8 +132,8 @@ def unpaid_deadlines(db: Database, now: datetime, settings: Settings, config: Cu
                                "coupon_value": f"{payment.coupon_value_yuan:g}"})]
                 outbox.queue(db, [n for n in notices if n is not None], now)
                 result.reminded += 1
-            if now >= datetime.fromisoformat(due.cancel_at):
-                store.mark_cancelled(db, due.order_id, now)
+            if (now >= datetime.fromisoformat(due.cancel_at)
+                    and store.mark_cancelled(db, due.order_id, now)):
                 try:
                     ledger.record_status_event(db, due.order_id, "cancelled", now,
                                                    {"reason": "unpaid", "by": "system"})
