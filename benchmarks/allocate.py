@@ -167,8 +167,8 @@ def _http(path: Path, orders: list[OrderIn], rate: float) -> tuple[float, float,
     _, token = issue_token(db, name="bench", role=Role.INTEGRATION, scope=Scope(),
                            now=datetime.now(UTC), created_by="benchmark")
     db.conn.close()
-    with coordinator_process(path) as port:
-        host = "127.0.0.1"
+    with coordinator_process(path) as served:
+        host, port = "127.0.0.1", served.port
         bodies = [o.model_dump(mode="json") for o in orders]
         warm = [request_bytes(host, "POST", "/orders", {**bodies[i],
                                                          "channel_order_id": f"warm-{i}"},

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -124,9 +125,21 @@ def percentiles(latencies: list[float]) -> tuple[float, float]:
             ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))])
 
 
+@dataclass(frozen=True)
+class Served:
+    port: int
+    pid: int
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the server process has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+
 @contextmanager
-def coordinator_process(db: Path, *, config: Path | None = None) -> Iterator[int]:
-    """``python -m coordinator serve`` on a free loopback port; yields the port."""
+def coordinator_process(db: Path, *, config: Path | None = None) -> Iterator[Served]:
+    """``python -m coordinator serve`` on a free loopback port."""
     port = free_port()
     env = {**os.environ, "BREAKWATER_DB": str(db)}
     if config is not None:
@@ -149,7 +162,7 @@ def coordinator_process(db: Path, *, config: Path | None = None) -> Iterator[int
                 message = f"coordinator did not start: {err[-500:]}"
                 raise RuntimeError(message)
             time.sleep(0.05)
-        yield port
+        yield Served(port, server.pid)
     finally:
         server.terminate()
         server.wait(timeout=10)

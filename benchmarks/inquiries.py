@@ -13,6 +13,8 @@ load, not the inquiries'.
 - baseline in the same run: ``order_get_p50_ms`` / ``order_get_p99_ms``, ``GET
   /orders/{id}`` (status and timeline of one order) at the same rate on the same server;
   ``ratio_p99`` = inquiry p99 / baseline p99.
+- ``inquiry_cpu_ms`` / ``order_get_cpu_ms``: the server process's CPU time per request
+  (what the machine's other load cannot change: 200/s needs 200 x that per second).
 - ``first_response_p50_s`` / ``first_response_p95_s``: the customer-facing figure from
   ``/metrics/summary`` after the run: inquiry -> reply acknowledged by the receiver
   (outbox delivery included; the inquiries carry no channel timestamp here, so it starts
@@ -38,6 +40,8 @@ import httpx
 from benchmarks.http_load import coordinator_process, percentiles, request_bytes, steady_load
 from benchmarks.runner import Result
 from coordinator import intake
+from coordinator.auth.roles import Role, Scope
+from coordinator.auth.store import issue_token
 from coordinator.customer.config import PaymentConfig
 from coordinator.customer.store import record_intake
 from coordinator.db import open_database
@@ -118,11 +122,13 @@ def _config(root: Path, receiver: str) -> Path:
     return path
 
 
-def _first_response(port: int, expected: int, within: float = 60.0) -> dict[str, Any]:
+def _first_response(port: int, expected: int, token: str,
+                    within: float = 60.0) -> dict[str, Any]:
     """The summary once every reply was acknowledged (or ``within`` seconds passed)."""
     deadline = time.monotonic() + within
     while True:
         data: dict[str, Any] = httpx.get(f"http://127.0.0.1:{port}/metrics/summary",
+                                         headers={"Authorization": f"Bearer {token}"},
                                          timeout=30).json()["first_response"]
         if data["answered"] >= expected or time.monotonic() > deadline:
             return data
@@ -137,6 +143,10 @@ def run(quick: bool) -> Result:
         root = Path(tmp)
         db_path = root / "inquiries.sqlite"
         placed = _load(db_path, count)
+        db = open_database(db_path)  # the channel's integration token, as in production
+        _, token = issue_token(db, name="bench", role=Role.INTEGRATION, scope=Scope(),
+                               now=datetime.now(UTC), created_by="benchmark")
+        db.conn.close()
         rng = random.Random(11)
         host = "127.0.0.1"
         inquiries = []
@@ -146,14 +156,20 @@ def run(quick: bool) -> Result:
             # timestamp is taken as the arrival (the figure then starts at our door)
             body: dict[str, object] = {"channel": "wechat_mini", "question": "到哪了"}
             body |= {"channel_order_id": number} if i % 2 == 0 else {"phone": phone}
-            inquiries.append(request_bytes(host, "POST", "/inquiries", body))
-        gets = [request_bytes(host, "GET", f"/orders/{placed[rng.randrange(len(placed))][0]}")
-                for _ in range(asked)]
-        warm = [request_bytes(host, "GET", f"/orders/{placed[i][0]}") for i in range(8)]
-        with coordinator_process(db_path, config=_config(root, hook)) as port:
+            inquiries.append(request_bytes(host, "POST", "/inquiries", body, token=token))
+        gets = [request_bytes(host, "GET", f"/orders/{placed[rng.randrange(len(placed))][0]}",
+                              token=token) for _ in range(asked)]
+        warm = [request_bytes(host, "GET", f"/orders/{placed[i][0]}", token=token)
+                for i in range(8)]
+        with coordinator_process(db_path, config=_config(root, hook)) as served:
+            port = served.port
+            cpu = served.cpu_s()
             baseline = asyncio.run(steady_load(host, port, gets, RATE, warm=warm))
+            get_cpu = served.cpu_s() - cpu
             answers = asyncio.run(steady_load(host, port, inquiries, RATE, warm=warm))
-            first = _first_response(port, asked)
+            first = _first_response(port, asked, token)
+            # the replies' delivery (dispatcher) is part of what an inquiry costs
+            inquiry_cpu = served.cpu_s() - cpu - get_cpu
         p50, p99 = percentiles(answers)
         b50, b99 = percentiles(baseline)
         result.add("orders_loaded", float(count), "orders", "of the day, each with a contact")
@@ -162,6 +178,10 @@ def run(quick: bool) -> Result:
         result.add("order_get_p50_ms", b50, "ms", f"baseline: GET /orders/{{id}} at {RATE:.0f}/s")
         result.add("order_get_p99_ms", b99, "ms", "")
         result.add("ratio_p99", p99 / b99 if b99 else 0.0, "x", "inquiry p99 / baseline p99")
+        result.add("inquiry_cpu_ms", inquiry_cpu / asked * 1000, "ms/inquiry",
+                   "server CPU per inquiry, reply delivery included")
+        result.add("order_get_cpu_ms", get_cpu / asked * 1000, "ms/request",
+                   "server CPU per GET /orders/{id}")
         result.add("first_response_p50_s", float(first["p50_s"] or 0.0), "s",
                    f"inquiry -> reply acknowledged, {first['answered']} of {first['inquiries']}")
         result.add("first_response_p95_s", float(first["p95_s"] or 0.0), "s", "", "<= 90")

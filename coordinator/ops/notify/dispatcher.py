@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import httpx
 from sqlite_utils import Database
 
+from coordinator.db import write_transaction
 from coordinator.errors import NotificationError
 from coordinator.ops.config import NotifyConfig
 from coordinator.ops.notify import outbox
@@ -220,7 +221,10 @@ class Dispatcher:
                     continue
             attempt.append(n)
         outcomes = await asyncio.gather(*(self._attempt(n) for n in attempt))
-        with self.db.atomic():
+        # through the process's write lock, like every other writer here: a bare
+        # transaction would make a request thread's BEGIN IMMEDIATE wait in SQLite's busy
+        # handler, which sleeps in growing steps (hundreds of ms under load)
+        with write_transaction(self.db):
             for n, (error, done) in zip(attempt, outcomes, strict=True):
                 if error is None:
                     outbox.mark_sent(self.db, n.id, done)
