@@ -106,6 +106,23 @@ def erase_due(db: Database, now: datetime, limit: int = 500) -> list[str]:
     return ids
 
 
+def erase_old_inquiries(db: Database, before: datetime) -> int:
+    """Blank the phone and the free text of inquiries received before ``before`` (the
+    question may hold anything a customer typed); the reply and the times stay."""
+    cur = db.conn.execute(
+        "UPDATE customer_inquiries SET phone_key = NULL, question = '' "
+        "WHERE received_at <= :before AND (phone_key IS NOT NULL OR question != '')",
+        {"before": stamp(before)})
+    return cur.rowcount
+
+
+def inquiries_to_erase(db: Database, before: datetime) -> bool:
+    return db.conn.execute(
+        "SELECT 1 FROM customer_inquiries WHERE received_at <= :before AND "
+        "(phone_key IS NOT NULL OR question != '') LIMIT 1",
+        {"before": stamp(before)}).fetchone() is not None
+
+
 def pii_audit(db: Database, limit: int = 100) -> list[dict[str, Any]]:
     cur = db.conn.execute("SELECT id, at, action, order_id, reason FROM customer_pii_audit "
                           "ORDER BY id DESC LIMIT :limit", {"limit": limit})

@@ -14,7 +14,8 @@ own transaction and each thing once:
   ``cancel_at`` the order is cancelled (its reservation released) and waiting orders of
   its SKUs are retried. ``reminded_at`` / ``cancelled_at`` are written in the same
   transaction as the notices, so a restart neither repeats nor loses one.
-- **retention**: contacts past ``erase_after`` are blanked and audited.
+- **retention**: contacts past ``erase_after`` are blanked and audited; inquiries older
+  than the retention period lose their phone and free text.
 """
 
 from __future__ import annotations
@@ -163,4 +164,7 @@ def customer_tick(db: Database, now: datetime, settings: Settings, config: Custo
     if store.erasure_due(db, now):
         with write_transaction(db):
             result.erased = len(store.erase_due(db, now))
+    if store.inquiries_to_erase(db, now - config.retention):
+        with write_transaction(db):
+            store.erase_old_inquiries(db, now - config.retention)
     return result

@@ -32,6 +32,10 @@ async def test_contact_is_erased_after_retention_audited_and_never_logged(
     app = customer_app(db_path, tmp_path, receiver, clock, retention_days=90)
     async with running(app) as http:
         oid = (await http.post("/orders", json=wechat_order("WX-R1"))).json()["order_id"]
+        asked = await http.post("/inquiries", json={"channel": "wechat_mini",
+                                                    "phone": "13812345678",
+                                                    "question": "我是李四，电话13812345678"})
+        assert asked.status_code == 200, asked.text
         keep = (await http.post("/orders", json=wechat_order("WX-R2", phone="13912345678"))
                 ).json()["order_id"]
         await http.post(f"/orders/{oid}/events", json={"kind": "shipped"})
@@ -59,6 +63,8 @@ async def test_contact_is_erased_after_retention_audited_and_never_logged(
         kept = (await http.get(f"/orders/{keep}/customer",
                                headers=ADMIN)).json()["contact"]
         assert kept["phone"] == "13912345678"
+    # the inquiry, older than the retention period, keeps its reply but not who asked
+    assert read(db_path, "SELECT phone_key, question FROM customer_inquiries") == [(None, "")]
     audit = read(db_path, "SELECT action, order_id, reason FROM customer_pii_audit")
     assert audit == [("erased", oid, "retention period ended")]
     logged = "\n".join(r.getMessage() for r in caplog.records)
