@@ -59,6 +59,8 @@ def _receiver() -> Iterator[str]:
     """A channel webhook that acknowledges everything (200)."""
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as a channel's gateway does
+
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
