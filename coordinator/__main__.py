@@ -3,6 +3,7 @@
     python -m coordinator serve [--db PATH] [--host H] [--port P] [--config FILE.toml]
     python -m coordinator import FILE.csv|FILE.json [--kind warehouses|skus|stores|inventory|staff]
     python -m coordinator seed-sample [--db PATH]
+    python -m coordinator migrate-db SRC.sqlite postgresql://user@host:port/db
     python -m coordinator token create NAME --role R [--store S] [--warehouse W] | list | revoke ID
     python -m coordinator user add NAME --role R | list | password NAME | disable NAME
     python -m coordinator gateway register AGENT WAREHOUSE | list | retire AGENT | import F.csv
@@ -17,11 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from sqlite_utils import Database
-
 from coordinator.auth import cli as auth_cli
 from coordinator.catalog import Kind, import_file
-from coordinator.db import open_database
+from coordinator.db import Database, open_database
 from coordinator.errors import CoordinatorError
 from coordinator.gateways import cli as gateway_cli
 from coordinator.gateways import store as gateway_store
@@ -98,13 +97,24 @@ def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from coordinator.migrate_db import migrate_db
+
+    report = migrate_db(args.source, args.destination)
+    for table, count in report.rows.items():
+        print(f"{table}: {count} rows")
+    print(f"verified: row counts match; reserved stock matches the held reservations on "
+          f"{report.reservations_checked} stock rows")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coordinator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="TOML settings file (default: $BREAKWATER_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP API")
-    serve.add_argument("--db", help="SQLite path (default: $BREAKWATER_DB)")
+    serve.add_argument("--db", help="SQLite path or postgresql:// URL (default: $BREAKWATER_DB)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--access-log", action="store_true", help="log every request")
@@ -118,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     seed = sub.add_parser("seed-sample", help="load the shipped Hangzhou sample region")
     seed.add_argument("--db")
     seed.set_defaults(run=_seed)
+    migrate = sub.add_parser("migrate-db", help="copy a SQLite database into PostgreSQL")
+    migrate.add_argument("source", help="SQLite path (or sqlite:///path)")
+    migrate.add_argument("destination", help="postgresql://user@host:port/db (empty)")
+    migrate.set_defaults(run=_migrate)
     auth_cli.add_commands(sub, _settings)
     gateway_cli.add_commands(sub, _settings)
     intel_cli.add_commands(sub, _settings)

@@ -26,10 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlite_utils import Database
-
 from coordinator import engine, snapshots
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.engine import Decision, Line, OrderRequest
 from coordinator.errors import NotFound, StoreError
 from coordinator.ledger import AWAITING_PAYMENT, Ledger, line_warehouses, to_json
@@ -298,6 +296,12 @@ class GroupCommitter:
 
     def _run(self) -> None:
         db = self._connect()
+        try:
+            self._serve(db)
+        finally:
+            db.conn.close()
+
+    def _serve(self, db: Database) -> None:
         stopping = False
         while not stopping:
             first = self._queue.get()

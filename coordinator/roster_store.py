@@ -12,9 +12,10 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlite_utils import Database, Migrations
+from sqlite_utils import Database as SqliteDatabase
+from sqlite_utils import Migrations
 
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.errors import ImportFileError, NotFound
 from coordinator.imports import ImportFormat, detect_format, load_all
 from coordinator.roster import DEFAULT_TIMEZONE, StaffIn, StaffMember
@@ -25,7 +26,7 @@ REGION_TZ = ZoneInfo(DEFAULT_TIMEZONE)
 
 
 @migrations()
-def m001_staff(db: Database) -> None:
+def m001_staff(db: SqliteDatabase) -> None:
     db.conn.execute(
         "CREATE TABLE staff ("
         " id TEXT PRIMARY KEY,"

@@ -7,10 +7,10 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from fastapi import Request
-from sqlite_utils import Database
 
 from coordinator import auth
 from coordinator.app import Connections
+from coordinator.db import Database
 from coordinator.ops.runner import ops_config_of
 from coordinator.settings import Settings
 from protocols.clock import Clock

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from sqlite_utils import Database
 
 from coordinator.customer.config import CustomerConfig
 from coordinator.customer.store import contact_of, facts_of
+from coordinator.db import Database
 from coordinator.errors import NotificationError
 from coordinator.ops.notify.dispatcher import HttpJsonAdapter, check_wecom
 from coordinator.ops.notify.outbox import Notification

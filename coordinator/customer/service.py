@@ -19,13 +19,12 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI
-from sqlite_utils import Database
 
 from coordinator.customer import store
 from coordinator.customer.config import CustomerConfig, check_templates, customer_config_of
 from coordinator.customer.delivery import CustomerAdapter
 from coordinator.customer.tick import TickResult, customer_tick
-from coordinator.db import open_database
+from coordinator.db import Database, open_database
 from coordinator.intake import GroupCommitter
 from coordinator.ops.runner import OpsService, ops_config_of
 from coordinator.settings import Settings

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlite_utils import Database
-
 from coordinator.customer.config import PaymentConfig
+from coordinator.db import Database
 from coordinator.personal import is_phone, normalise_phone
 from protocols.orders import OrderIn
 from protocols.timestamps import stamp

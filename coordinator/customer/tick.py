@@ -26,13 +26,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlite_utils import Database
-
 from coordinator import ledger, queries
 from coordinator.customer import store
 from coordinator.customer.config import CustomerConfig
 from coordinator.customer.messages import customer_notice, store_reminder
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.errors import Conflict
 from coordinator.ops.notify import outbox
 from coordinator.ops.notify.outbox import OutgoingNotice

@@ -12,9 +12,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlite_utils import Database
 
 from coordinator import auth
+from coordinator.db import Database
 from coordinator.errors import Conflict, ImportFileError, NotFound
 from coordinator.gateways import store
 from coordinator.ops.api import Ops

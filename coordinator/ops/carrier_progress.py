@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlite_utils import Database
-
+from coordinator.db import Database
 from coordinator.ledger import record_status_event
 
 # carrier status -> the order timeline entries it implies, in order

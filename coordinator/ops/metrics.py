@@ -24,9 +24,8 @@ import statistics
 from datetime import datetime
 from typing import Any
 
-from sqlite_utils import Database
-
 from coordinator.customer import store as customer_store
+from coordinator.db import Database
 from coordinator.intel import heal_store
 from coordinator.ops import tracker_store
 from coordinator.ops.notify import outbox

@@ -7,8 +7,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlite_utils import Database
-
+from coordinator.db import Database
 from coordinator.ops import carrier_progress
 from coordinator.ops.availability import (
     COURIER_STALE_PREFIX,

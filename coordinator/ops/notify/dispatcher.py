@@ -3,7 +3,10 @@
 The dispatcher runs beside rerouting and never blocks it: it reads due notifications
 with its own SQLite connection, delivers them with httpx (or appends to a JSONL file),
 marks them sent, or schedules a retry with exponential backoff; after ``max_attempts``
-failures a notification is ``failed`` (dead). WeCom messages pass a token bucket so
+failures a notification is ``failed`` (dead). Delivery is at least once (a crash after
+delivering and before marking sends again): the file sink writes each notice exactly
+once anyway (it knows the keys it wrote), and HTTP receivers get the notice's key as
+``Idempotency-Key`` to drop a repeat. WeCom messages pass a token bucket so
 the robot's limit (~20 messages/min) is respected; a deferred message is not a failure.
 """
 
@@ -13,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,9 +24,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-from sqlite_utils import Database
 
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.errors import NotificationError
 from coordinator.ops.config import NotifyConfig
 from coordinator.ops.notify import outbox
@@ -67,20 +70,58 @@ class Adapter(Protocol):
 
 
 class JsonlSink:
-    """Appends each notice as one JSON line (the demo's franchisee inbox)."""
+    """Appends each notice as one JSON line (the demo's franchisee inbox), exactly once.
+
+    The dispatcher marks a notice sent only after its line is written, so a crash in
+    between delivers it again after a restart. Each line carries its notice's key
+    (``notice_key``) and the sink remembers the keys in its file: a key already written
+    is not written again (the delivery still counts as done). A line cut short by a
+    crash (no newline) was never delivered: it is cut off before the next append.
+    Lines reach the file with one ``write`` each; a crash of the process loses none (a
+    power cut can lose what the OS had not flushed yet, as with any file).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock = threading.Lock()
+        self._written: set[str] | None = None
+        self.skipped = 0  # deliveries of a key the file already held
 
-    def _append(self, line: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+    def _load(self) -> set[str]:
+        keys: set[str] = set()
+        if not self.path.exists():
+            return keys
+        with self.path.open("rb+") as fh:
+            data = fh.read()
+            end = data.rfind(b"\n") + 1
+            if end < len(data):  # a line a crash cut short: never delivered
+                fh.truncate(end)
+        for raw in data[:end].splitlines():
+            try:
+                key = json.loads(raw).get("notice_key")
+            except (ValueError, AttributeError):
+                continue  # not one of ours (written by hand): kept as it is
+            if isinstance(key, str):
+                keys.add(key)
+        return keys
+
+    def _append(self, key: str, line: str) -> None:
+        with self._lock:  # deliveries run concurrently: one check-and-append at a time
+            if self._written is None:
+                self._written = self._load()
+            if key in self._written:
+                self.skipped += 1
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+            self._written.add(key)
 
     async def deliver(self, notification: Notification) -> None:
-        line = json.dumps(notification.payload, ensure_ascii=False, separators=(",", ":"))
+        line = json.dumps({**notification.payload, "notice_key": notification.dedupe_key},
+                          ensure_ascii=False, separators=(",", ":"))
         try:
-            await asyncio.to_thread(self._append, line)
+            await asyncio.to_thread(self._append, notification.dedupe_key, line)
         except OSError as exc:
             message = f"cannot append to {self.path}: {exc}"
             raise NotificationError(message) from exc

@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic_core import to_json
-from sqlite_utils import Database
 
+from coordinator.db import Database
 from protocols.timestamps import stamp
 
 Kind = Literal["franchisee", "wecom", "sms", "webhook", "customer"]
