@@ -1,7 +1,7 @@
 """``python -m coordinator``: serve the API, import operator exports, load the sample region.
 
     python -m coordinator serve [--db PATH] [--host H] [--port P] [--config FILE.toml]
-    python -m coordinator import FILE.csv|FILE.json [--kind warehouses|skus|stores|inventory]
+    python -m coordinator import FILE.csv|FILE.json [--kind warehouses|skus|stores|inventory|staff]
     python -m coordinator seed-sample [--db PATH]
     python -m coordinator migrate-db SRC.sqlite postgresql://user@host:port/db
     python -m coordinator token create NAME --role R [--store S] [--warehouse W] | list | revoke ID
@@ -26,8 +26,11 @@ from coordinator.gateways import cli as gateway_cli
 from coordinator.gateways import store as gateway_store
 from coordinator.intel import cli as intel_cli
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES, SAMPLE_GATEWAYS
+from coordinator.roster_store import import_staff_file
 from coordinator.settings import Settings
 from protocols.clock import SystemClock
+
+STAFF = "staff"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -59,13 +62,20 @@ def _import(args: argparse.Namespace) -> int:
     db = open_database(settings.db_path)
     total = 0
     for name in args.files:
-        if Path(name).stem == "gateways" and not args.kind:  # the registry rides along
-            written = _import_gateways(db, Path(name))
+        path = Path(name)
+        if path.stem == "gateways" and not args.kind:  # the registry rides along
+            written = _import_gateways(db, path)
             print(f"{name}: {written} gateways registered in {settings.db_path}")
             continue
-        kind, written = import_file(db, Path(name), SystemClock().now(),
-                                    Kind(args.kind) if args.kind else None)
-        print(f"{name}: {written} {kind.value} imported into {settings.db_path}")
+        # the staff roster is imported like the catalogue but kept by its own module
+        if (args.kind or path.stem.lower()) == STAFF:
+            written = import_staff_file(db, path, SystemClock().now())
+            what = STAFF
+        else:
+            kind, written = import_file(db, path, SystemClock().now(),
+                                        Kind(args.kind) if args.kind else None)
+            what = kind.value
+        print(f"{name}: {written} {what} imported into {settings.db_path}")
         total += written
     return 0
 
@@ -83,6 +93,7 @@ def _seed(args: argparse.Namespace) -> int:
         kind, written = import_file(db, SAMPLE_DIR / f"{name}.csv", now)
         print(f"sample {kind.value}: {written}")
     print(f"sample gateways: {_import_gateways(db, SAMPLE_GATEWAYS)}")
+    print(f"sample staff: {import_staff_file(db, SAMPLE_DIR / 'staff.csv', now)}")
     return 0
 
 
@@ -110,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.set_defaults(run=_serve)
     imp = sub.add_parser("import", help="import CSV/JSON exports (all rows or none)")
     imp.add_argument("files", nargs="+")
-    imp.add_argument("--kind", choices=[k.value for k in Kind],
+    imp.add_argument("--kind", choices=[*(k.value for k in Kind), STAFF],
                      help="what the file holds (default: from its name)")
     imp.add_argument("--db")
     imp.set_defaults(run=_import)

@@ -703,7 +703,7 @@ def _is_label(part: Any) -> bool:
 
 
 _MODEL_LABELS = {"OrderIn", "WechatMiniOrder", "MeituanOrder", "DouyinOrder", "WarehouseIn",
-                 "SkuIn", "StoreIn", "InventoryIn"}
+                 "SkuIn", "StoreIn", "InventoryIn", "StaffIn"}
 
 
 def _field_path(loc: Iterable[Any]) -> str:

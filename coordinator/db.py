@@ -84,6 +84,8 @@ MIGRATION_MODULES = (
     "coordinator.intel.schema",
     "coordinator.auth.schema",
     "coordinator.gateways.schema",  # after ops: it registers the agents ops has seen
+    "coordinator.roster_store",
+    "coordinator.customer.schema",
 )
 
 

@@ -27,10 +27,14 @@ QUOTED = {
     "reroute_under_reads": {"reroute_alone_s", "reroute_under_reads_s", "ratio"},
     "e2e": {"p50_s", "p99_s", "mqtt_rtt_p50_ms", "rtt_ratio"},
     "scale": {"storm_s", "delivered_s", "lost", "applied_twice", "redelivered", "calm_s",
-              "connect_s"},
+              "connect_s", "failover_s", "failover_max_s"},
     "returns": {"accuracy_before", "accuracy_after_corrections", "test_texts"},
     "import": {"csv_rows_per_s", "csv_s", "xlsx_calamine_s", "xlsx_openpyxl_s",
                "calamine_to_openpyxl"},
+    "inquiries": {"orders_loaded", "inquiry_p50_ms", "inquiry_p99_ms", "order_get_p50_ms",
+                  "order_get_p99_ms", "ratio_p99", "inquiry_cpu_ms", "order_get_cpu_ms",
+                  "first_response_p50_s",
+                  "first_response_p95_s"},
 }
 
 
