@@ -14,6 +14,7 @@ notification outbox) live there. ``app.state`` holds ``settings``, ``clock``,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -41,7 +42,7 @@ from pydantic.json_schema import models_json_schema
 from sqlite_utils import Database
 from starlette.concurrency import run_in_threadpool
 
-from coordinator import store
+from coordinator import observability, store
 from coordinator.catalog import (
     InventoryIn,
     Kind,
@@ -57,6 +58,8 @@ from coordinator.engine import CandidateTrace, great_circle_km, why_not
 from coordinator.engine import Decision as EngineDecision
 from coordinator.errors import Conflict, ImportFileError, NotFound, StoreError
 from coordinator.intake import GroupCommitter
+from coordinator.live import LocalHub
+from coordinator.observability import Metrics
 from coordinator.retry import RetryResult, retry_waiting
 from coordinator.settings import Settings
 from protocols.clock import Clock, SystemClock
@@ -394,6 +397,8 @@ def _orders_router() -> APIRouter:
             _count(request, "orders_rejected")
             return _unknown_reference(exc)
         created = [o for o in outcomes if o.created]
+        if created:
+            request.app.state.live.publish("orders")
         _count(request, "orders_created", len(created))
         _count(request, "orders_skewed", sum(1 for o in created if o.skewed))
         _count(request, "orders_unallocated", sum(1 for o in created if o.status == "unallocated"))
@@ -467,6 +472,7 @@ def _orders_router() -> APIRouter:
         except Conflict as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from exc
         out: dict[str, Any] = {"order_id": order_id, "status": status}
+        request.app.state.live.publish("orders")
         settings: Settings = request.app.state.settings
         if status == "cancelled" and settings.intake.retry_on_change:
             # the stock it held is free again: a waiting order of those SKUs may fit now
@@ -724,6 +730,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         open_database(chosen.db_path).conn.close()  # create and migrate once, at start
+        # per app, never process-wide: tests and benchmarks run many apps in one process
+        app.state.metrics = Metrics()
+        app.state.live = LocalHub(asyncio.get_running_loop())
         connections = Connections(chosen.db_path)
         app.state.connections = connections
         checkpointer = WalCheckpointer(chosen.db_path)
@@ -746,6 +755,7 @@ def create_app(
                     await stack.enter_async_context(hook(app))
                 yield
         finally:
+            app.state.live.close()
             intake.stop()
             checkpointer.stop()
             connections.close()
@@ -779,6 +789,7 @@ def create_app(
 
     app.include_router(_orders_router())
     app.include_router(_catalog_router())
+    observability.install(app)
     for router in extra_routers:
         app.include_router(router)
 

@@ -1,8 +1,11 @@
 """The operator dashboard: one static page plus the read-only JSON it polls.
 
 - ``GET /`` and ``GET /dashboard``: the page (``coordinator/static/dashboard.html``, vanilla
-  JS and CSS inline, no CDN, refreshes every 2 s; ``?order=ID`` opens an order's timeline
+  JS and CSS inline, no CDN, live through server-sent events, Chinese by default with an
+  English switch, times in the configured zone; ``?order=ID`` opens an order's timeline
   and decision trace, ``&why_not=WH`` asks why not that warehouse).
+- ``GET /dashboard/events``: the same state as server-sent events, pushed when something
+  changes (the page keeps one ``EventSource`` open; no polling).
 - ``GET /dashboard/state``: warehouses with availability, open breakers, holds and last
   seen; recent incidents; order counts by status; the oldest waiting orders (unallocated,
   needs attention) with their reason; notification counts by status and kind.
@@ -17,16 +20,24 @@ through the thread's own connection (``app.state.connections``); nothing is writ
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
 from functools import cache
 from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 from sqlite_utils import Database
+from starlette.concurrency import run_in_threadpool
 
-from coordinator.store import TIMELINE_LABELS
+from coordinator.live import Hub
+from coordinator.observability import Metrics
+from coordinator.ops import telemetry
+from coordinator.ops.service import ops_config_of
+from coordinator.store import TIMELINE_LABELS, iso
 
 router = APIRouter(tags=["dashboard"])
 
@@ -85,6 +96,11 @@ def warehouses(db: Database) -> list[dict[str, Any]]:
     open_orders = dict(db.conn.execute(
         "SELECT warehouse_id, count(*) FROM orders WHERE status = 'allocated' "
         "AND warehouse_id IS NOT NULL GROUP BY warehouse_id").fetchall())
+    readings: dict[str, list[dict[str, Any]]] = {}
+    for r in telemetry.latest(db):
+        readings.setdefault(r.warehouse_id, []).append(
+            {"zone": r.zone, "metric": r.metric, "last": r.last, "max": r.max,
+             "at": iso(r.window_end)})
     out = []
     for w in _rows(db, "SELECT id, name, address, cold_chain, available, paused, "
                        "unavailable_reason, updated_at FROM warehouses ORDER BY id"):
@@ -106,11 +122,20 @@ def warehouses(db: Database) -> list[dict[str, Any]]:
         reasons += [f"paused: {h['reason']}" for h in manual]
         if not reasons and state != "available" and w["unavailable_reason"]:
             reasons.append(w["unavailable_reason"])
+        # the same causes as codes the page translates (the text above stays for the API)
+        causes = [{"kind": "breaker", "name": b["breaker"], "code": b["reason"],
+                   "since": b["since"]} for b in open_breakers]
+        causes += [{"kind": "hold", "name": h["hold"].partition(":")[0],
+                    "code": h["hold"].partition(":")[2] or None, "text": h["reason"],
+                    "since": h["since"]} for h in automatic]
+        causes += [{"kind": "paused", "name": "manual", "code": None, "text": h["reason"],
+                    "since": h["since"]} for h in manual]
         out.append({
             "id": wid, "name": w["name"], "address": w["address"],
             "cold_chain": bool(w["cold_chain"]), "available": bool(w["available"]),
             "paused": bool(w["paused"]), "state": state, "state_label": STATE_LABELS[state],
-            "reason": "; ".join(reasons) or None, "open_breakers": open_breakers,
+            "reason": "; ".join(reasons) or None, "causes": causes,
+            "readings": readings.get(wid, []), "open_breakers": open_breakers,
             "holds": wh_holds, "agents": agents.get(wid, []),
             "last_seen": last_seen.get(wid), "open_orders": int(open_orders.get(wid, 0)),
         })
@@ -190,14 +215,73 @@ def dashboard_page() -> HTMLResponse:
     return HTMLResponse(page_html(), headers={"Cache-Control": "no-cache"})
 
 
+def timezone_of(request: Request) -> str:
+    """The one time zone people read times in (``ops.notify.timezone``): the page, the
+    notices and the demo report all show times in it."""
+    return ops_config_of(request.app.state.settings).notify.timezone
+
+
+def current_state(request: Request, incidents_limit: int = 20) -> dict[str, Any]:
+    db: Database = request.app.state.connections.get()
+    out = state(db, incident_limit=incidents_limit)
+    out["generated_at"] = iso(request.app.state.clock.now())
+    out["timezone"] = timezone_of(request)
+    out["down"] = [w["id"] for w in out["warehouses"] if w["state"] != "available"]
+    return out
+
+
 @router.get("/dashboard/state", summary="What the dashboard shows, in one read")
 def dashboard_state(
     request: Request,
     incidents_limit: Annotated[int, Query(ge=1, le=200, alias="incidents")] = 20,
 ) -> dict[str, Any]:
-    """Warehouses (state, reason, open breakers, holds, agents, last seen, open orders),
-    recent incidents (moved / stuck), order counts by status, notifications by status."""
-    db: Database = request.app.state.connections.get()
-    out = state(db, incident_limit=incidents_limit)
-    out["generated_at"] = request.app.state.clock.now().astimezone(UTC).isoformat()
-    return out
+    """Warehouses (state, reason and its codes, open breakers, holds, agents, last seen,
+    latest readings, open orders), recent incidents (moved / stuck), order counts by
+    status, notifications by status, the time zone and which warehouses are down."""
+    return current_state(request, incidents_limit)
+
+
+# the page re-reads at most this often however fast changes come (a reroute publishes
+# for every stage), and says it is alive this often when nothing changes
+COALESCE_S = 0.2
+KEEPALIVE_S = 15.0
+
+
+def sse(event: str, data: Any) -> str:
+    """One server-sent event; JSON has no raw newlines, so one ``data:`` line."""
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+@router.get("/dashboard/events", summary="The dashboard state as server-sent events",
+            response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def dashboard_events(request: Request) -> StreamingResponse:
+    """``event: state`` with the whole of ``GET /dashboard/state`` when the stream opens
+    and again after every change (coalesced); ``: keepalive`` comments in between. Any
+    coordinator instance serves it: changes reach it through the app's live hub."""
+    hub: Hub = request.app.state.live
+    metrics: Metrics = request.app.state.metrics
+
+    async def stream() -> AsyncIterator[str]:
+        async with hub.subscribe() as changes:
+            metrics.live_clients.inc()
+            try:
+                yield "retry: 2000\n\n"
+                yield sse("state", await run_in_threadpool(current_state, request))
+                while not changes.closed:
+                    changed = await changes.changes(within_s=KEEPALIVE_S)
+                    if changes.closed:
+                        return
+                    if not changed:
+                        yield ": keepalive\n\n"
+                        continue
+                    await asyncio.sleep(COALESCE_S)
+                    changed |= await changes.changes(within_s=0)
+                    state_now = await run_in_threadpool(current_state, request)
+                    yield sse("state", {**state_now, "changed": sorted(changed)})
+            finally:
+                metrics.live_clients.dec()
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache",
+                                      "X-Accel-Buffering": "no"})

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 MIGRATION_MODULES = (
     "coordinator.schema",
     "coordinator.ops.schema",
+    "coordinator.ops.telemetry",
 )
 
 

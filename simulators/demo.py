@@ -175,6 +175,7 @@ async def start_coordinator(
         region_module = importlib.import_module("coordinator.region")
         settings_module = importlib.import_module("coordinator.settings")
         app_module = importlib.import_module("coordinator.app")
+        serving_module = importlib.import_module("coordinator.serving")
     except ImportError:
         return None
     ops_app: ModuleType | None
@@ -211,7 +212,8 @@ async def start_coordinator(
     else:
         app = app_module.create_app(settings, clock=clock)
     server = _quiet_server_class()(
-        uvicorn.Config(app, host="127.0.0.1", port=chosen, log_level="warning", access_log=False)
+        uvicorn.Config(app, host="127.0.0.1", port=chosen, log_level="warning", access_log=False,
+                       timeout_graceful_shutdown=serving_module.SHUTDOWN_GRACE_S)
     )
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 30

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator.app import SQLITE_INT_MAX, InvalidRequest, in_utc_range, invalid
@@ -168,11 +167,3 @@ async def metrics_summary(ops: Ops) -> dict[str, Any]:
                        "bad_payloads": ops.watcher.stats.bad_payloads,
                        "connects": ops.watcher.stats.connects}
     return data
-
-
-@router.get("/metrics", response_class=PlainTextResponse)
-async def metrics_prometheus(ops: Ops) -> PlainTextResponse:
-    """The same figures in Prometheus text format."""
-    data = await ops.call(lambda core: metrics.summary(core.db))
-    return PlainTextResponse(metrics.prometheus(data),
-                             media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -19,8 +19,11 @@ from fastapi import FastAPI
 
 from coordinator import dashboard
 from coordinator.app import create_app
+from coordinator.observability import Metrics
+from coordinator.ops import metrics
 from coordinator.ops.api import router
 from coordinator.ops.config import OpsConfig
+from coordinator.ops.metrics import SummaryCollector
 from coordinator.ops.service import OpsService
 from coordinator.settings import Settings
 from protocols.clock import Clock
@@ -32,11 +35,22 @@ def ops_lifespan(config: OpsConfig | None = None
 
     @asynccontextmanager
     async def running(app: FastAPI) -> AsyncIterator[None]:
-        async with OpsService(app.state.settings, config, app.state.clock) as ops:
+        registry: Metrics = app.state.metrics
+        async with OpsService(app.state.settings, config, app.state.clock,
+                              live=app.state.live, metrics=registry) as ops:
             app.state.ops = ops
+            figures = SummaryCollector()
+            registry.registry.register(figures)
+
+            async def refresh() -> None:
+                figures.data = await ops.call(lambda core: metrics.summary(core.db))
+
+            remove = registry.add_refresher(refresh)
             try:
                 yield
             finally:
+                remove()
+                registry.registry.unregister(figures)
                 app.state.ops = None
 
     return running

@@ -165,6 +165,31 @@ class NotifyConfig(_Config):
         return value
 
 
+class TelemetryConfig(_Config):
+    """Agents' per-zone summaries kept at head office (see coordinator.ops.telemetry)."""
+
+    store: bool = True
+    # minute windows are kept this long, then merged into bucket_s buckets
+    raw_keep_h: float = Field(default=48.0, gt=0)
+    bucket_s: int = Field(default=900, ge=60, le=86_400)
+    retention_days: float = Field(default=90.0, gt=0)
+    maintenance_interval_s: float = Field(default=300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _raw_within_retention(self) -> TelemetryConfig:
+        if self.raw_keep_h > self.retention_days * 24:
+            raise ValueError("raw_keep_h must not exceed retention_days")
+        return self
+
+    @property
+    def raw_keep(self) -> timedelta:
+        return timedelta(hours=self.raw_keep_h)
+
+    @property
+    def retention(self) -> timedelta:
+        return timedelta(days=self.retention_days)
+
+
 class OpsConfig(_Config):
     mqtt: MqttConfig = MqttConfig()
     subscribe_mqtt: bool = True
@@ -177,6 +202,7 @@ class OpsConfig(_Config):
     dedupe_keep_per_agent: int = Field(default=1000, ge=1, le=1_000_000)
     dedupe_prune_interval_s: float = Field(default=60.0, gt=0)
     notify: NotifyConfig = NotifyConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
 
     @property
     def agent_offline_grace(self) -> timedelta:

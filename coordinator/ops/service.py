@@ -26,14 +26,16 @@ from pydantic import ValidationError
 
 from coordinator.db import open_database
 from coordinator.errors import ConfigError
-from coordinator.ops import state
+from coordinator.live import Hub
+from coordinator.observability import Metrics
+from coordinator.ops import state, telemetry
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.core import HandleResult, OpsCore
 from coordinator.ops.notify.dispatcher import Dispatcher
 from coordinator.ops.watcher import OpsMessage, Watcher
 from coordinator.settings import Settings
 from coordinator.store import write_transaction
-from protocols import Topics
+from protocols import AgentStatus, BreakerEvent, TelemetrySummary, Topics, TrackingUpdate
 from protocols.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,8 @@ def ops_config_of(settings: Settings) -> OpsConfig:
 
 class OpsService:
     def __init__(self, settings: Settings, config: OpsConfig | None = None,
-                 clock: Clock | None = None, *, topics: Topics | None = None) -> None:
+                 clock: Clock | None = None, *, topics: Topics | None = None,
+                 live: Hub | None = None, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.config = config or ops_config_of(settings)
         self.clock: Clock = clock or SystemClock()
@@ -68,6 +71,10 @@ class OpsService:
         self.watcher = Watcher(settings.mqtt_url, self.topics, self.config.mqtt, self)
         self._tasks: list[asyncio.Task[None]] = []
         self.on_result: Callable[[HandleResult], None] | None = None
+        # where changes are announced (the dashboard's live stream) and counted; the app
+        # passes its own, a bare service (benchmarks, tests) has neither
+        self.live = live
+        self.metrics = metrics
 
     # -- running ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -77,6 +84,9 @@ class OpsService:
         self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="ops-dispatcher"))
         self._tasks.append(asyncio.create_task(self._ticker(), name="ops-ticker"))
         self._tasks.append(asyncio.create_task(self._pruner(), name="ops-dedupe-pruner"))
+        if self.config.telemetry.store:
+            self._tasks.append(asyncio.create_task(self._telemetry_maintainer(),
+                                                   name="ops-telemetry-maintenance"))
         if self.config.subscribe_mqtt:
             self._tasks.append(asyncio.create_task(self.watcher.run(), name="ops-watcher"))
 
@@ -151,9 +161,53 @@ class OpsService:
 
         return await self.call(prune)
 
+    async def _telemetry_maintainer(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.telemetry.maintenance_interval_s)
+            try:
+                await self.maintain_telemetry()
+            except Exception:
+                log.exception("telemetry maintenance failed")
+
+    async def maintain_telemetry(self) -> telemetry.Maintenance:
+        """Downsample old telemetry and drop what is past retention (see ops.telemetry)."""
+        cfg = self.config.telemetry
+        now = self.clock.now()
+        done = await self.call(lambda core: telemetry.maintain(
+            core.db, now, raw_keep=cfg.raw_keep, bucket_s=cfg.bucket_s,
+            retention=cfg.retention))
+        if self.metrics is not None:
+            self.metrics.telemetry_maintenance.labels("merged").inc(done.merged)
+            self.metrics.telemetry_maintenance.labels("pruned").inc(done.pruned)
+        return done
+
+    async def store_telemetry(self, summary: TelemetrySummary) -> bool:
+        """Store one summary; False when it was a redelivery (already stored)."""
+        if not self.config.telemetry.store:
+            outcome, stored = "ignored", False
+        else:
+            stored = await self.call(lambda core: telemetry.record(core.db, [summary])) > 0
+            outcome = "stored" if stored else "duplicate"
+        if self.metrics is not None:
+            self.metrics.telemetry_summaries.labels(outcome).inc()
+        if stored:
+            self._announce("telemetry")
+        return stored
+
+    def _announce(self, *topics: str) -> None:
+        if self.live is not None:
+            for topic in topics:
+                self.live.publish(topic)
+
     def _after(self, result: HandleResult) -> None:
         if result.rerouted or result.transitions:
             self.dispatcher.wake()
+            self._announce("warehouses", "incidents", "orders", "notifications")
+        if self.metrics is not None:
+            for timing in result.rerouted:
+                self.metrics.reroute_duration.observe(max(0.0, timing.committed - timing.started))
+                self.metrics.rerouted_orders.labels("moved").inc(timing.moved)
+                self.metrics.rerouted_orders.labels("needs_attention").inc(timing.stuck)
         if self.on_result is not None:
             self.on_result(result)
 
@@ -161,6 +215,9 @@ class OpsService:
     async def accept(self, message: OpsMessage, received: float) -> None:
         # A failure propagates: the watcher retries the message with backoff, then counts
         # and drops it (it was already acknowledged); the subscription never ends.
+        if isinstance(message, TelemetrySummary):
+            await self.store_telemetry(message)
+            return
         now = self.clock.now()
         result = await self.call(lambda core: core.handle(message, now))
         for timing in result.rerouted:
@@ -171,7 +228,8 @@ class OpsService:
         await self.call(lambda core: core.count_bad_payload())
 
     # -- for the API -----------------------------------------------------------------
-    async def handle(self, message: OpsMessage) -> HandleResult:
+    async def handle(self, message: BreakerEvent | AgentStatus | TrackingUpdate
+                     ) -> HandleResult:
         now = self.clock.now()
         started = time.perf_counter()
         result = await self.call(lambda core: core.handle(message, now))

@@ -1,7 +1,7 @@
 """The MQTT shell: subscribe, decode, hand over; reconnect with backoff. Nothing else.
 
-Subscribes with QoS 1 to every warehouse's breaker and agent-status topics and to the
-courier tracking topics, under a fixed client id with ``clean_session=False`` so QoS 1
+Subscribes with QoS 1 to every warehouse's breaker, agent-status and telemetry topics and
+to the courier tracking topics, under a fixed client id with ``clean_session=False`` so QoS 1
 messages published while the coordinator was away wait at the broker. Retained
 breaker and status messages arrive again on every (re)subscribe; the tracker drops
 what it already processed. A payload that does not decode is counted and logged with
@@ -27,6 +27,7 @@ from protocols import (
     AgentStatus,
     BreakerEvent,
     PayloadError,
+    TelemetrySummary,
     TopicError,
     Topics,
     TrackingUpdate,
@@ -42,7 +43,7 @@ from protocols.mqtt_url import (
 
 log = logging.getLogger(__name__)
 
-OpsMessage = BreakerEvent | AgentStatus | TrackingUpdate
+OpsMessage = BreakerEvent | AgentStatus | TrackingUpdate | TelemetrySummary
 
 # aiomqtt passes on only the text of a connect error; these mark certificate failures.
 _TLS_FAILURE_MARKS = ("SSL", "certificate", "CERTIFICATE", "tlsv", "TLSV")
@@ -115,7 +116,8 @@ class Watcher:
 
     def filters(self) -> list[str]:
         t = self.topics
-        return [t.breaker_filter(), t.agent_status_filter(), t.tracking_filter()]
+        return [t.breaker_filter(), t.agent_status_filter(), t.tracking_filter(),
+                t.telemetry_filter()]
 
     async def run(self) -> None:
         """Receive until cancelled; reconnect on :class:`aiomqtt.MqttError` with backoff."""
@@ -182,6 +184,10 @@ class Watcher:
                 message = decode(AgentStatus, raw)
                 _same(parsed.warehouse, message.warehouse_id, "warehouse_id")
                 _same(parsed.agent, message.agent_id, "agent_id")
+            elif parsed.kind == "telemetry":
+                message = decode(TelemetrySummary, raw)
+                _same(parsed.warehouse, message.warehouse_id, "warehouse_id")
+                _same(parsed.zone, message.zone, "zone")
             elif parsed.kind == "tracking":
                 message = decode(TrackingUpdate, raw)
                 _same(parsed.carrier, message.carrier, "carrier")

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, generate_latest
+
 from benchmarks.reroute import seed_orders_at
 from coordinator.db import open_database
 from coordinator.ops import metrics
@@ -33,7 +35,11 @@ def test_transparency_counts_only_shipped_orders_with_every_node_timestamped(
     assert fr["orders"] == fr["answered"] == 6
     assert fr["max_s"] is not None and fr["max_s"] < 1.0
     assert data["self_healing"]["rate"] is None  # no exception yet
-    text = metrics.prometheus(data)
+    figures = metrics.SummaryCollector()
+    figures.data = data
+    registry = CollectorRegistry()
+    registry.register(figures)
+    text = generate_latest(registry).decode()
     assert "breakwater_status_transparency_ratio 0.75" in text
     assert 'breakwater_first_response_seconds{quantile="0.5"}' in text
     for line in text.splitlines():
