@@ -163,9 +163,22 @@ def incidents(db: Database, limit: int) -> list[dict[str, Any]]:
     names = dict(db.conn.execute("SELECT id, name FROM warehouses").fetchall())
     ordered = sorted(merged.values(), key=lambda r: datetime.fromisoformat(r["opened_at"]),
                      reverse=True)[:limit]
+    destinations: dict[str, list[dict[str, Any]]] = {}
+    if ordered:
+        ids = [r["incident_id"] for r in ordered]
+        marks = ", ".join(f":i{n}" for n in range(len(ids)))
+        for incident_id, target, n in db.conn.execute(
+                "SELECT incident_id, new_warehouse_id, count(*) FROM incident_orders "
+                f"WHERE outcome = 'moved' AND incident_id IN ({marks}) "
+                "GROUP BY incident_id, new_warehouse_id ORDER BY incident_id, count(*) DESC, "
+                "new_warehouse_id", {f"i{n}": i for n, i in enumerate(ids)}):
+            destinations.setdefault(incident_id, []).append(
+                {"warehouse_id": target, "name": names.get(target), "orders": n})
     for r in ordered:
         r["warehouse_name"] = names.get(r["warehouse_id"])
         r["open"] = r["closed_at"] is None
+        # where the moved orders went: "287 moved" names its warehouses
+        r["destinations"] = destinations.get(r["incident_id"], [])
     return ordered
 
 
