@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlite_utils import Database
 
-from coordinator.ops import state
+from coordinator.ops import state, telemetry
 from coordinator.ops.notify import outbox
 
 SHIPPED_STATUSES = ("shipped", "in_transit", "delivered")
@@ -110,6 +110,11 @@ def summary(db: Database) -> dict[str, Any]:
         "open_incidents": int(open_incidents),
         "counters": state.counters(db),
         "notifications": notifications,
+        "breakers": [{"warehouse_id": w, "breaker": b, "open": bool(o)} for w, b, o in db.execute(
+            "SELECT warehouse_id, breaker, open FROM ops_breaker_states "
+            "ORDER BY warehouse_id, breaker").fetchall()],
+        "readings": [{"warehouse_id": r.warehouse_id, "zone": r.zone, "metric": r.metric,
+                      "last": r.last} for r in telemetry.latest(db)],
     }
 
 
@@ -170,3 +175,16 @@ class SummaryCollector(Collector):
             for status, n in by_status.items():
                 notices.add_metric([kind, status], n)
         yield notices
+        breakers = GaugeMetricFamily(
+            "breakwater_breaker_open", "1 while an agent's breaker is open (tripped or forced).",
+            labels=["warehouse", "breaker"])
+        for b in data.get("breakers", []):
+            breakers.add_metric([b["warehouse_id"], b["breaker"]], 1.0 if b["open"] else 0.0)
+        yield breakers
+        readings = GaugeMetricFamily(
+            "breakwater_zone_reading",
+            "Last value of the newest telemetry summary per warehouse, zone and metric.",
+            labels=["warehouse", "zone", "metric"])
+        for r in data.get("readings", []):
+            readings.add_metric([r["warehouse_id"], r["zone"], r["metric"]], r["last"])
+        yield readings
