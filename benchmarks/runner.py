@@ -15,6 +15,7 @@ BENCHMARKS = {
     "allocate": "benchmarks.allocate",
     "reroute": "benchmarks.reroute",
     "e2e": "benchmarks.e2e",
+    "cockpit": "benchmarks.cockpit",
 }
 
 

@@ -24,6 +24,8 @@ QUOTED = {
                  "http_p99_ms"},
     "reroute": {"reroute_287_s", "naive_287_s", "naive_ratio_287", "seed_ratio_287"},
     "e2e": {"p50_s", "p99_s", "mqtt_rtt_p50_ms", "rtt_ratio"},
+    "cockpit": {"telemetry_single_per_s", "telemetry_batch_per_s", "bare_batch_per_s",
+                "state_p50_ms", "push_p50_ms", "http_state_p50_ms", "healthz_p50_ms"},
 }
 
 
