@@ -24,6 +24,7 @@ MIGRATION_MODULES = (
     "coordinator.schema",
     "coordinator.ops.schema",
     "coordinator.ops.telemetry",
+    "coordinator.ops.incident_log",
 )
 
 

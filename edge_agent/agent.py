@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 import aiomqtt
 from paho.mqtt.client import topic_matches_sub
@@ -47,6 +47,7 @@ from protocols import (
     TelemetrySummary,
     TopicError,
     Topics,
+    TripLimit,
     TripValue,
     decode,
     encode,
@@ -651,6 +652,7 @@ class EdgeAgent:
                 TripValue(sensor_id=r.sensor_id, metric=r.metric, value=r.value, ts=r.ts)
                 for r in change.values[-64:]
             ],
+            limit=self._limit(change.zone, change.rule),
             since=change.since,
             episode_id=change.episode_id,
             seq=seq,
@@ -660,6 +662,20 @@ class EdgeAgent:
             published_at=now,
             clock_suspect=change.clock_suspect,
         )
+
+    def _limit(self, zone: str | None, rule: str | None) -> TripLimit | None:
+        """The limit of the rule behind a change, for the coordinator's charts and notices."""
+        machine = self._machines.get(f"{zone}/{rule}")
+        if machine is None:
+            return None
+        spec = machine.spec
+        op: Literal["above", "below"] = "above" if spec.above is not None else "below"
+        value = spec.above if spec.above is not None else spec.below
+        if value is None or spec.metric not in ("temperature_c", "humidity_pct"):
+            return None
+        metric: Literal["temperature_c", "humidity_pct"] = (
+            "humidity_pct" if spec.metric == "humidity_pct" else "temperature_c")
+        return TripLimit(metric=metric, op=op, value=value, for_s=spec.for_s)
 
     def _queue_countdown(self, machine: RuleMachine, now: datetime) -> None:
         cd = machine.countdown(now)

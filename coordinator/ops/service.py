@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from types import TracebackType
 from typing import TypeVar
 
@@ -28,7 +29,7 @@ from coordinator.db import open_database
 from coordinator.errors import ConfigError
 from coordinator.live import Hub
 from coordinator.observability import Metrics
-from coordinator.ops import state, telemetry
+from coordinator.ops import incident_log, state, telemetry
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.core import HandleResult, OpsCore
 from coordinator.ops.notify.dispatcher import Dispatcher
@@ -219,10 +220,18 @@ class OpsService:
             await self.store_telemetry(message)
             return
         now = self.clock.now()
-        result = await self.call(lambda core: core.handle(message, now))
+        result = await self.call(lambda core: self._logged(core, message, now))
         for timing in result.rerouted:
             timing.started = min(timing.started, received)
         self._after(result)
+
+    @staticmethod
+    def _logged(core: OpsCore, message: BreakerEvent | AgentStatus | TrackingUpdate,
+                now: datetime) -> HandleResult:
+        # the incident view tells the story from these (readings, limit, delivery delay)
+        if isinstance(message, BreakerEvent):
+            incident_log.log_breaker_event(core.db, message, now)
+        return core.handle(message, now)
 
     async def reject(self, topic: str, error: str) -> None:
         await self.call(lambda core: core.count_bad_payload())

@@ -31,6 +31,8 @@ from protocols import TelemetrySummary
 migrations = Migrations("coordinator_telemetry")
 
 METRICS = ("temperature_c", "humidity_pct")
+_COLUMNS = ("warehouse_id", "zone", "metric", "resolution_s", "window_start", "window_end",
+            "count", "min", "mean", "max", "last", "agent_id")
 
 
 @migrations()
@@ -56,6 +58,37 @@ def m001_telemetry(db: Database) -> None:
     )
     # the maintenance pass and retention walk by age, the chart by warehouse and time
     db.execute("CREATE INDEX ops_telemetry_end ON ops_telemetry (window_end)")
+
+
+@migrations()
+def m002_latest(db: Database) -> None:
+    """The newest window per series, kept on write: the board reads 48 rows, not a
+    GROUP BY over every minute stored."""
+    db.execute(
+        """
+        CREATE TABLE ops_telemetry_latest (
+            warehouse_id TEXT NOT NULL,
+            zone TEXT NOT NULL,
+            metric TEXT NOT NULL,
+            resolution_s INTEGER NOT NULL,
+            window_start TEXT NOT NULL,
+            window_end TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            min REAL NOT NULL,
+            mean REAL NOT NULL,
+            max REAL NOT NULL,
+            last REAL NOT NULL,
+            agent_id TEXT NOT NULL,
+            PRIMARY KEY (warehouse_id, zone, metric)
+        )
+        """
+    )
+    db.execute(f"INSERT INTO ops_telemetry_latest SELECT {', '.join('t.' + c for c in _COLUMNS)} "
+               "FROM ops_telemetry t WHERE t.window_start = (SELECT max(n.window_start) FROM "
+               "ops_telemetry n WHERE n.warehouse_id = t.warehouse_id AND n.zone = t.zone "
+               "AND n.metric = t.metric) AND t.resolution_s = (SELECT min(n.resolution_s) FROM "
+               "ops_telemetry n WHERE n.warehouse_id = t.warehouse_id AND n.zone = t.zone "
+               "AND n.metric = t.metric AND n.window_start = t.window_start)")
 
 
 @dataclass(frozen=True)
@@ -115,12 +148,17 @@ def merge(windows: Sequence[Window], bucket_s: int) -> Window:
                   latest.agent_id)
 
 
-_COLUMNS = ("warehouse_id", "zone", "metric", "resolution_s", "window_start", "window_end",
-            "count", "min", "mean", "max", "last", "agent_id")
 _INSERT = (
     f"INSERT INTO ops_telemetry ({', '.join(_COLUMNS)}) VALUES "
     f"({', '.join(':' + c for c in _COLUMNS)}) "
     "ON CONFLICT (warehouse_id, zone, metric, resolution_s, window_start) DO NOTHING"
+)
+_UPSERT_LATEST = (
+    f"INSERT INTO ops_telemetry_latest ({', '.join(_COLUMNS)}) VALUES "
+    f"({', '.join(':' + c for c in _COLUMNS)}) "
+    "ON CONFLICT (warehouse_id, zone, metric) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[3:])
+    + " WHERE excluded.window_start > ops_telemetry_latest.window_start"
 )
 
 
@@ -138,7 +176,15 @@ def record(db: Database, summaries: Iterable[TelemetrySummary]) -> int:
     with write_transaction(db):
         before = db.conn.total_changes
         db.conn.executemany(_INSERT, rows)
-        return db.conn.total_changes - before
+        stored = db.conn.total_changes - before
+        # only the newest window of each series in this batch can move "latest"
+        newest: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for r in rows:
+            key = (r["warehouse_id"], r["zone"], r["metric"])
+            if key not in newest or r["window_start"] > newest[key]["window_start"]:
+                newest[key] = r
+        db.conn.executemany(_UPSERT_LATEST, list(newest.values()))
+        return stored
 
 
 def _window(row: Sequence[Any]) -> Window:
@@ -209,14 +255,6 @@ def series(db: Database, warehouse_id: str, since: datetime, until: datetime,
 def latest(db: Database) -> list[Window]:
     """The newest window of every warehouse, zone and metric (the board's readings)."""
     rows = db.conn.execute(
-        f"SELECT {', '.join('t.' + c for c in _COLUMNS)} FROM ops_telemetry t JOIN "
-        "(SELECT warehouse_id, zone, metric, max(window_start) AS newest FROM ops_telemetry "
-        " GROUP BY warehouse_id, zone, metric) n ON n.warehouse_id = t.warehouse_id "
-        "AND n.zone = t.zone AND n.metric = t.metric AND n.newest = t.window_start "
-        "ORDER BY t.warehouse_id, t.zone, t.metric, t.resolution_s")
-    seen: dict[tuple[str, str, str], Window] = {}
-    for r in rows.fetchall():
-        w = _window(r)
-        # a raw window and a bucket may start together: the raw one is the finer reading
-        seen.setdefault((w.warehouse_id, w.zone, w.metric), w)
-    return list(seen.values())
+        f"SELECT {', '.join(_COLUMNS)} FROM ops_telemetry_latest "
+        "ORDER BY warehouse_id, zone, metric")
+    return [_window(r) for r in rows.fetchall()]
