@@ -28,8 +28,8 @@ from functools import cache
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlite_utils import Database
 from starlette.concurrency import run_in_threadpool
 
@@ -219,6 +219,28 @@ def state(db: Database, *, incident_limit: int = 20, waiting_limit: int = 50) ->
         }
     finally:
         db.conn.execute("ROLLBACK")
+
+
+# what the pages load besides themselves, served from the package (sites run offline)
+STATIC_FILES = {
+    "common.js": "text/javascript; charset=utf-8",
+    "vendor/uplot/uPlot.iife.min.js": "text/javascript; charset=utf-8",
+    "vendor/uplot/uPlot.min.css": "text/css; charset=utf-8",
+    "vendor/uplot/LICENSE": "text/plain; charset=utf-8",
+}
+
+
+@cache
+def static_bytes(name: str) -> bytes:
+    return resources.files(PAGE_PACKAGE).joinpath("static", *name.split("/")).read_bytes()
+
+
+@router.get("/static/{name:path}", include_in_schema=False)
+def static_file(name: str) -> Response:
+    if name not in STATIC_FILES:
+        raise HTTPException(404, f"no static file {name!r}")
+    return Response(static_bytes(name), media_type=STATIC_FILES[name],
+                    headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -7,10 +7,12 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator.app import SQLITE_INT_MAX, InvalidRequest, in_utc_range, invalid
 from coordinator.errors import NotFound
+from coordinator.identity import ACTOR_HEADER, MaybeActor
 from coordinator.ops import metrics
 from coordinator.ops.core import HandleResult, OpsCore
 from coordinator.ops.notify import outbox
@@ -33,7 +35,9 @@ Ops = Annotated[OpsService, Depends(ops_service)]
 class SwitchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    actor: str = Field(min_length=1, max_length=128)
+    # the request's identity (coordinator.identity) wins; the body names the actor only
+    # for clients that carry none
+    actor: str | None = Field(default=None, min_length=1, max_length=128)
     reason: str = Field(min_length=1, max_length=500)
 
 
@@ -73,28 +77,36 @@ def _availability(core: OpsCore, warehouse_id: str) -> dict[str, Any]:
 
 
 async def _switch(ops: OpsService, warehouse_id: str, body: SwitchRequest,
-                  pause: bool) -> dict[str, Any]:
+                  identity: str | None, pause: bool) -> dict[str, Any] | JSONResponse:
+    actor = identity or body.actor
+    if actor is None:
+        return invalid("body.actor", "who is acting is required (or the "
+                                     f"{ACTOR_HEADER} header)")
     try:
         if pause:
-            result = await ops.pause(warehouse_id, actor=body.actor, reason=body.reason)
+            result = await ops.pause(warehouse_id, actor=actor, reason=body.reason)
         else:
-            result = await ops.resume(warehouse_id, actor=body.actor, reason=body.reason)
+            result = await ops.resume(warehouse_id, actor=actor, reason=body.reason)
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     now_state = await ops.call(lambda core: _availability(core, warehouse_id))
     return _result(warehouse_id, result, now_state)
 
 
-@router.post("/warehouses/{warehouse_id}/pause")
-async def pause_warehouse(warehouse_id: str, body: SwitchRequest, ops: Ops) -> dict[str, Any]:
+@router.post("/warehouses/{warehouse_id}/pause", response_model=dict[str, Any],
+             responses={422: {"model": InvalidRequest}})
+async def pause_warehouse(warehouse_id: str, body: SwitchRequest, ops: Ops,
+                          identity: MaybeActor) -> Any:
     """Operator pause: the warehouse stops taking orders and its unshipped orders move."""
-    return await _switch(ops, warehouse_id, body, pause=True)
+    return await _switch(ops, warehouse_id, body, identity, pause=True)
 
 
-@router.post("/warehouses/{warehouse_id}/resume")
-async def resume_warehouse(warehouse_id: str, body: SwitchRequest, ops: Ops) -> dict[str, Any]:
+@router.post("/warehouses/{warehouse_id}/resume", response_model=dict[str, Any],
+             responses={422: {"model": InvalidRequest}})
+async def resume_warehouse(warehouse_id: str, body: SwitchRequest, ops: Ops,
+                           identity: MaybeActor) -> Any:
     """Lift an operator pause (other causes, e.g. a tripped breaker, still hold)."""
-    return await _switch(ops, warehouse_id, body, pause=False)
+    return await _switch(ops, warehouse_id, body, identity, pause=False)
 
 
 @router.get("/warehouses/{warehouse_id}/availability")

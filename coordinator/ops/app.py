@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from coordinator import dashboard
 from coordinator.app import create_app
 from coordinator.observability import Metrics
-from coordinator.ops import metrics
+from coordinator.ops import incident_api, metrics
 from coordinator.ops.api import router
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.metrics import SummaryCollector
@@ -60,5 +60,6 @@ def create_app_with_ops(settings: Settings | None = None, *, clock: Clock | None
                         config: OpsConfig | None = None) -> FastAPI:
     """The coordinator API plus the ops endpoints, background tasks and the dashboard."""
     # the dashboard claims GET /, so it goes last
-    return create_app(settings, clock=clock, extra_routers=[router, dashboard.router],
+    return create_app(settings, clock=clock,
+                      extra_routers=[router, incident_api.router, dashboard.router],
                       lifespan_hooks=[ops_lifespan(config)])

@@ -1,0 +1,206 @@
+"""The incident as one story, through a real broker, a real uvicorn and headless Chromium:
+telemetry and a trip published as an agent publishes them, the reroute, then the JSON view
+and the page (timeline, tripping readings, chart with its limit line and trip marker,
+destination counts), and acknowledge and pause done with the page's buttons, audited."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiomqtt
+import httpx
+import pytest
+
+from benchmarks.reroute import seed_orders_at
+from coordinator.db import open_database
+from coordinator.ops.app import create_app_with_ops
+from coordinator.serving import serve_in_thread
+from protocols import (
+    BreakerEvent,
+    BreakerState,
+    TelemetrySummary,
+    Topics,
+    TripLimit,
+    TripValue,
+    encode,
+)
+from simulators.brokers import Broker
+from tests.coordinator.browser import chromium, console_errors, screenshot, wait_until
+from tests.coordinator.ops.helpers import ops_config, settings_for
+
+WH = "WH-02"
+EPISODE = "ep-freezing-rain-1"
+ZONES = ("cold_room_1", "cold_room_2")
+
+
+@dataclass(frozen=True)
+class Story:
+    url: str
+    tripped_at: datetime
+    moved: int
+    workdir: Path
+
+
+def _summaries(now: datetime) -> list[TelemetrySummary]:
+    out = []
+    for minute in range(-60, 0):
+        start = now + timedelta(minutes=minute)
+        for zone in ZONES:
+            hot = zone == "cold_room_1" and minute >= -8
+            value = 9.5 if hot else 4.0 + (minute % 5) / 10
+            out.append(TelemetrySummary(
+                warehouse_id=WH, agent_id="gw-wh-02", zone=zone, metric="temperature_c",
+                window_start=start, window_end=start + timedelta(minutes=1), count=6,
+                min=value - 0.2, mean=value, max=value + 0.2, last=value, seq=minute + 60))
+    return out
+
+
+def _trip(now: datetime) -> BreakerEvent:
+    readings = [TripValue(sensor_id="t-cr1-a", metric="temperature_c", value=9.1 + i / 10,
+                          ts=now - timedelta(minutes=6) + timedelta(minutes=i))
+                for i in range(6)]
+    return BreakerEvent(
+        warehouse_id=WH, agent_id="gw-wh-02", breaker="cold_chain", state=BreakerState.TRIPPED,
+        previous_state=BreakerState.PENDING, open=True, zone="cold_room_1", rule="cold_max",
+        reason="threshold_exceeded", values=readings,
+        limit=TripLimit(metric="temperature_c", op="above", value=8.0, for_s=300),
+        since=now, episode_id=EPISODE, seq=1, session_seq=1, event_time=now, published_at=now)
+
+
+@pytest.fixture(scope="module")
+def story(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
+    if not mqtt_broker.running:
+        mqtt_broker.start()
+    workdir = tmp_path_factory.mktemp("incident")
+    path = workdir / "coordinator.sqlite"
+    now = datetime.now(UTC).replace(microsecond=0)
+    db = open_database(path)
+    held = seed_orders_at(db, WH, 30, now - timedelta(hours=1), stock_boost=100)
+    db.conn.close()
+    topics = Topics(f"bwtest-inc-{int(time.time() * 1000) % 10**9}")
+    app = create_app_with_ops(settings_for(path, mqtt_broker.url, topics),
+                              config=ops_config(workdir))
+
+    async def publish(messages: list[tuple[str, bytes, bool]]) -> None:
+        async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port) as agent:
+            for topic, payload, retain in messages:
+                await agent.publish(topic, payload, qos=1, retain=retain)
+
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=15) as http:
+        deadline = time.monotonic() + 10
+        while http.get("/metrics/summary").json()["watcher"]["connects"] < 1:
+            assert time.monotonic() < deadline, "the watcher never connected"
+            time.sleep(0.05)
+        asyncio.run(publish(
+            [(topics.telemetry(WH, s.zone), encode(s), False) for s in _summaries(now)]
+            + [(topics.breaker(WH, "cold_chain"), encode(_trip(now)), True)]))
+        deadline = time.monotonic() + 15
+        while True:
+            r = http.get(f"/incidents/{EPISODE}")
+            if r.status_code == 200 and r.json()["destinations"]:
+                break
+            assert time.monotonic() < deadline, f"no reroute: {r.text[:500]}"
+            time.sleep(0.05)
+        yield Story(url, now, held, workdir)
+        asyncio.run(publish([(topics.breaker(WH, "cold_chain"), b"", True)]))
+
+
+@pytest.mark.broker
+def test_the_incident_json_tells_the_story_in_order(story: Story) -> None:
+    view: dict[str, Any] = httpx.get(f"{story.url}/incidents/{EPISODE}", timeout=15).json()
+    head = view["incident"]
+    assert (head["warehouse_id"], head["open"], head["moved"]) == (WH, True, story.moved)
+    tripping = view["tripping"]
+    assert (tripping["zone"], tripping["extreme"], tripping["duration_s"]) == (
+        "cold_room_1", 9.6, 360.0)
+    assert tripping["limit"] == {"metric": "temperature_c", "op": "above", "value": 8.0,
+                                 "for_s": 300.0}
+    kinds = [i["kind"] for i in view["timeline"]]
+    assert kinds[:3] == ["first_over_limit", "tripped", "event_delivered"]
+    assert kinds.index("unavailable") < kinds.index("rerouted")
+    assert "notices_pending" in kinds or "notices_sent" in kinds
+    rerouted = next(i for i in view["timeline"] if i["kind"] == "rerouted")
+    assert sum(d["orders"] for d in rerouted["destinations"]) == story.moved
+    assert sum(d["orders"] for d in view["destinations"]) == story.moved
+    assert len(view["orders"]) == story.moved and all(o["channel_order_id"] for o in view["orders"])
+    chart = view["chart"]
+    assert sorted(chart["zones"]) == list(ZONES)
+    assert len(chart["zones"]["cold_room_1"]["temperature_c"]["t"]) == 60
+    assert chart["limit"]["value"] == 8.0
+    assert [m["kind"] for m in chart["markers"]] == ["trip"]
+    missing = httpx.get(f"{story.url}/incidents/NOPE", timeout=15)
+    assert missing.status_code == 404 and "NOPE" in missing.text
+
+
+@pytest.mark.broker
+def test_acting_needs_an_identity_and_an_unknown_incident_is_404(story: Story) -> None:
+    with httpx.Client(base_url=story.url, timeout=15) as http:
+        anonymous = http.post(f"/incidents/{EPISODE}/comments", json={"text": "hi"})
+        assert anonymous.status_code == 401
+        assert "x-breakwater-actor" in anonymous.json()["detail"]
+        junk = http.post(f"/incidents/{EPISODE}/assign", json={"assignee": ""},
+                         headers={"X-Breakwater-Actor": quote("王值班")})
+        assert junk.status_code == 422 and junk.json()["field"] == "body.assignee"
+        said = http.post(f"/incidents/{EPISODE}/comments", json={"text": "冷库一断电"},
+                         headers={"X-Breakwater-Actor": quote("王值班")})
+        assert said.status_code == 201 and said.json()["actor"] == "王值班"
+        unknown = http.post("/incidents/NOPE/acknowledge", json={},
+                            headers={"X-Breakwater-Actor": quote("王值班")})
+        assert unknown.status_code == 404
+
+
+@pytest.mark.broker
+def test_the_page_shows_the_story_and_its_buttons_acknowledge_and_pause(story: Story) -> None:
+    from selenium.webdriver.common.by import By
+
+    with chromium(story.workdir, width=1300, height=2200) as driver:
+        driver.get(f"{story.url}/dashboard/incidents/{EPISODE}?lang=en")
+        wait_until(driver, lambda d: d.execute_script(
+            "return !!(window.chartInfo && window.chartInfo.temperature_c)"), what="the chart")
+        info = driver.execute_script("return window.chartInfo.temperature_c")
+        assert info["limit"] == 8 and "trip" in info["markers"]
+        assert sorted(info["zones"]) == list(ZONES) and info["points"] == 60
+        assert driver.execute_script(
+            "return document.querySelectorAll('#chart-temperature canvas').length") >= 1
+        kinds = driver.execute_script(
+            "return [...document.querySelectorAll('#timeline li')].map(l => l.dataset.kind)")
+        assert kinds[:2] == ["first_over_limit", "tripped"] and "rerouted" in kinds
+        first = driver.find_element(By.CSS_SELECTOR, '#timeline li[data-kind="first_over_limit"]')
+        assert "temperature above 8 °C for 5 min" in first.text
+        summary = driver.find_element(By.ID, "tripping-summary").text
+        assert "cold_room_1" in summary and "9.6 °C" in summary and "6 min" in summary
+        counts = driver.execute_script(
+            "return [...document.querySelectorAll('#destinations tr[data-destination]')]"
+            ".map(r => Number(r.lastChild.textContent))")
+        assert sum(counts) == story.moved
+        rows = driver.execute_script("return document.querySelectorAll('#orders tbody tr').length")
+        assert rows == story.moved
+        screenshot(driver, "incident-view.png")
+
+        driver.find_element(By.ID, "actor").send_keys("duty-lead-wang")
+        driver.find_element(By.ID, "ack").click()
+        wait_until(driver, lambda d: "acknowledged by duty-lead-wang" in d.find_element(
+            By.ID, "summary").text, what="the acknowledgement")
+        driver.find_element(By.ID, "switch-reason").send_keys("power cut in cold room 1")
+        driver.find_element(By.ID, "pause").click()
+        alert = driver.switch_to.alert
+        assert "Pause WH-02?" in alert.text and "power cut in cold room 1" in alert.text
+        alert.accept()
+        wait_until(driver, lambda d: "pause" in d.execute_script(
+            "return [...document.querySelectorAll('#timeline li')].map(l => l.dataset.kind)"),
+            what="the pause on the timeline")
+        assert console_errors(driver) == []
+    with httpx.Client(base_url=story.url, timeout=15) as http:
+        actions = http.get(f"/incidents/{EPISODE}").json()["actions"]
+        assert [(a["action"], a["actor"]) for a in actions] == [
+            ("commented", "王值班"), ("acknowledged", "duty-lead-wang")]
+        audit = http.get(f"/warehouses/{WH}/audit").json()
+        assert audit[-1]["action"] == "pause" and audit[-1]["actor"] == "duty-lead-wang"
+        assert audit[-1]["reason"] == "power cut in cold room 1"
