@@ -25,6 +25,7 @@ MIGRATION_MODULES = (
     "coordinator.ops.schema",
     "coordinator.ops.telemetry",
     "coordinator.ops.incident_log",
+    "coordinator.ops.notify.franchisee",
 )
 
 

@@ -71,6 +71,8 @@ class FranchiseeConfig(_Config):
     webhook_url: str | None = None
     coupon_prefix: str = Field(default="BW", pattern=r"^[A-Z0-9]{1,8}$")
     coupon_value_yuan: float = Field(default=10.0, ge=0)
+    # a store's compensation coupon for an incident can be used this long
+    coupon_valid_days: int = Field(default=30, ge=1, le=3650)
 
     @model_validator(mode="after")
     def _url_for_webhook(self) -> FranchiseeConfig:
@@ -105,10 +107,11 @@ class SmsConfig(_Config):
     api_key: str | None = None
     signature: str = Field(default="Breakwater", min_length=1, max_length=32)
     template_code: str = "BW_INCIDENT"
-    # Rendered with str.format over the incident's fields.
+    # Rendered with str.format over the incident's fields (incident_ref, warehouse_name,
+    # zone, reading, reason_zh, at_local, moved, stuck, link ...).
     template: str = (
-        "【{signature}】{warehouse_name}停止接单（{reason}）：已改派{moved}单，"
-        "{stuck}单待人工处理。事件 {incident_id}"
+        "【{signature}】{warehouse_name}停止接单：{reason_zh} {reading}，{at_local}。"
+        "已改派{moved}单，{stuck}单待处理。{incident_ref} {link}"
     )
     phone_numbers: list[str] = Field(default_factory=list)
 
@@ -153,6 +156,10 @@ class NotifyConfig(_Config):
     # People read WeCom and SMS texts in their own wall-clock time; JSON payloads (webhook,
     # franchisee notices) keep ISO 8601 UTC.
     timezone: str = Field(default="Asia/Shanghai", min_length=1, max_length=64)
+    # where people open an incident from a WeCom or SMS message (the coordinator's public
+    # base URL, e.g. https://ops.example.cn); no link when unset
+    dashboard_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$",
+                                      max_length=200)
 
     @field_validator("timezone")
     @classmethod

@@ -20,7 +20,7 @@ from sqlite_utils import Database
 
 from coordinator.errors import NotFound
 from coordinator.gcpause import gc_paused
-from coordinator.ops import state
+from coordinator.ops import incident_log, state
 from coordinator.ops.breakers import (
     COURIER_STALE_PREFIX,
     MANUAL_HOLD,
@@ -259,8 +259,10 @@ class OpsCore:
                                      config=self.settings.allocation)
         summary = self._summary(down, rerouted)
         reason = down.reason or down.cause
-        queued = queue_franchisee_notices(self.db, inc, reason=reason, at=down.at,
-                                          config=self.config.notify.franchisee)
+        queued = queue_franchisee_notices(self.db, inc, reason=reason, at=summary.at,
+                                          config=self.config.notify.franchisee,
+                                          warehouse_name=summary.warehouse.name,
+                                          timezone=self.config.notify.timezone)
         queued += outbox.queue(self.db, incident_notices(summary, self.config.notify), down.at)
         moved, stuck = len(summary.moved), len(summary.stuck)
         self.db.conn.execute("UPDATE ops_incidents SET moved = ?, stuck = ? WHERE incident_id = ?",
@@ -331,5 +333,7 @@ class OpsCore:
         old = infos[down.warehouse_id]
         moved = [MovedOrder(m.order_id, infos[m.new_warehouse_id]) for m in rerouted.moved]
         stuck = [StuckOrder(s.order_id, s.reason) for s in rerouted.stuck]
-        return IncidentSummary(down.incident_id, old, down.cause, down.reason, down.at,
-                               moved, stuck)
+        # people read the trip's time (event time), not when head office rerouted
+        trip = incident_log.trip_facts(self.db, down.warehouse_id, down.incident_id)
+        return IncidentSummary(down.incident_id, old, down.cause, down.reason,
+                               trip.at if trip else down.at, moved, stuck, trip)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from sqlite_utils import Database, Migrations
 
+from coordinator.ops.notify.messages import TripFacts
 from coordinator.store import iso, write_transaction
 from protocols import AuditRecord, BreakerEvent
 
@@ -127,6 +128,26 @@ def actions(db: Database, incident_id: str) -> list[ActionRow]:
 def acknowledged(db: Database, incident_id: str) -> ActionRow | None:
     """The first acknowledgement, if any (escalation stops there)."""
     return next((a for a in actions(db, incident_id) if a.action == "acknowledged"), None)
+
+
+def trip_facts(db: Database, warehouse_id: str, incident_id: str) -> TripFacts | None:
+    """The trip behind a breaker incident (its episode's first open event), or None."""
+    row = db.conn.execute(
+        "SELECT event_time, zone, limit_json, values_json FROM ops_breaker_log "
+        "WHERE warehouse_id = :w AND episode_id = :e AND open = 1 "
+        "ORDER BY event_time, id LIMIT 1", {"w": warehouse_id, "e": incident_id}).fetchone()
+    if row is None:
+        return None
+    limit = json.loads(row[2]) if row[2] else None
+    values = json.loads(row[3])
+    metric = limit["metric"] if limit else (values[0]["metric"] if values else None)
+    readings = [v["value"] for v in values if v["metric"] == metric]
+    below = limit is not None and limit["op"] == "below"
+    value = (min(readings) if below else max(readings)) if readings else None
+    return TripFacts(at=datetime.fromisoformat(row[0]), zone=row[1], metric=metric,
+                     value=value, op=limit["op"] if limit else None,
+                     limit=limit["value"] if limit else None,
+                     for_s=limit["for_s"] if limit else None)
 
 
 def breaker_log(db: Database, warehouse_id: str, since: str, until: str

@@ -78,7 +78,20 @@ def test_demo_trips_at_0217_and_accounts_for_all_287_orders(
     sink = tmp_path / "notifications" / "franchisee.jsonl"
     assert f"franchisee notices (file sink): {sink}" in out
     notices = [json.loads(line) for line in sink.read_text(encoding="utf-8").splitlines()]
-    assert len(notices) == int(moved) + int(stuck)
+    # one message per store and incident (all 287 waiting orders are one store's), in
+    # Chinese, with the same local trip time as the report above and the dashboard
+    reroutes = [n for n in notices if n["type"] == "reroute_notice"]
+    assert len(reroutes) == len({n["store_id"] for n in reroutes}) == 1
+    [notice] = reroutes
+    assert len(notice["orders"]) == int(moved)
+    first, *listed, coupon = notice["text"].splitlines()
+    assert first.startswith(f"【改派通知】{notice['store_name']}您好：2026-01-15 02:17:00 "
+                            "(Asia/Shanghai)，")
+    assert "暂停发货" in first and f"{moved} 笔订单" in first
+    assert len(listed) == int(moved)
+    assert all(f"订单 {o['channel_order_id']}：" in notice["text"] for o in notice["orders"])
+    assert coupon.startswith("为补偿本次改派") and notice["coupon"]["code"] in coupon
+    assert notice["tripped_at_local"] == "2026-01-15 02:17:00 (Asia/Shanghai)"
     assert f"dashboard: http://127.0.0.1:{port}/" in out
 
     # operations alerts went over real HTTP to the demo's inbox: one WeCom robot message
