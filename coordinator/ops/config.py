@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from coordinator.ops.escalation import Policy
 from protocols.mqtt_url import TlsField, check_tls_setting
 
 
@@ -197,6 +198,22 @@ class TelemetryConfig(_Config):
         return timedelta(days=self.retention_days)
 
 
+class EscalationConfig(_Config):
+    """An open incident nobody acknowledged re-notifies: WeCom first, then SMS to the next
+    people on call, every ``repeat_after_min``, up to ``max_levels`` times."""
+
+    enabled: bool = True
+    first_after_min: float = Field(default=10.0, gt=0)
+    repeat_after_min: float = Field(default=10.0, gt=0)
+    max_levels: int = Field(default=3, ge=1, le=10)
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(first_after=timedelta(minutes=self.first_after_min),
+                      repeat_after=timedelta(minutes=self.repeat_after_min),
+                      max_levels=self.max_levels)
+
+
 class OpsConfig(_Config):
     mqtt: MqttConfig = MqttConfig()
     subscribe_mqtt: bool = True
@@ -210,6 +227,7 @@ class OpsConfig(_Config):
     dedupe_prune_interval_s: float = Field(default=60.0, gt=0)
     notify: NotifyConfig = NotifyConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    escalation: EscalationConfig = EscalationConfig()
 
     @property
     def agent_offline_grace(self) -> timedelta:

@@ -29,9 +29,10 @@ from coordinator.db import open_database
 from coordinator.errors import ConfigError
 from coordinator.live import Hub
 from coordinator.observability import Metrics
-from coordinator.ops import incident_log, state, telemetry
+from coordinator.ops import escalation_store, incident_log, state, telemetry
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.core import HandleResult, OpsCore
+from coordinator.ops.escalation import Escalate
 from coordinator.ops.notify.dispatcher import Dispatcher
 from coordinator.ops.watcher import OpsMessage, Watcher
 from coordinator.settings import Settings
@@ -60,7 +61,8 @@ def ops_config_of(settings: Settings) -> OpsConfig:
 class OpsService:
     def __init__(self, settings: Settings, config: OpsConfig | None = None,
                  clock: Clock | None = None, *, topics: Topics | None = None,
-                 live: Hub | None = None, metrics: Metrics | None = None) -> None:
+                 live: Hub | None = None, metrics: Metrics | None = None,
+                 roster: escalation_store.RosterLookup = escalation_store.no_roster) -> None:
         self.settings = settings
         self.config = config or ops_config_of(settings)
         self.clock: Clock = clock or SystemClock()
@@ -76,6 +78,8 @@ class OpsService:
         # passes its own, a bare service (benchmarks, tests) has neither
         self.live = live
         self.metrics = metrics
+        # who is on call, for escalations (the staff roster's on_duty)
+        self.roster = roster
 
     # -- running ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -140,8 +144,22 @@ class OpsService:
             try:
                 result = await self.call(lambda core: core.tick(self.clock.now()))
                 self._after(result)
+                await self.escalate()
             except Exception:
                 log.exception("ops tick failed")
+
+    async def escalate(self) -> list[Escalate]:
+        """Queue the escalations due now (see coordinator.ops.escalation)."""
+        cfg = self.config.escalation
+        if not cfg.enabled:
+            return []
+        now = self.clock.now()
+        queued = await self.call(lambda core: escalation_store.run(
+            core.db, cfg.policy, self.config.notify, now, self.roster))
+        if queued:
+            self.dispatcher.wake()
+            self._announce("incidents", "notifications")
+        return queued
 
     async def _pruner(self) -> None:
         # Its own loop: a prune scans the dedupe table, far too often at the tick rate.
