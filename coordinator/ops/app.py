@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from coordinator import dashboard
+from coordinator import dashboard, order_search
 from coordinator.app import create_app
 from coordinator.observability import Metrics
 from coordinator.ops import incident_api, metrics
@@ -61,5 +61,6 @@ def create_app_with_ops(settings: Settings | None = None, *, clock: Clock | None
     """The coordinator API plus the ops endpoints, background tasks and the dashboard."""
     # the dashboard claims GET /, so it goes last
     return create_app(settings, clock=clock,
-                      extra_routers=[router, incident_api.router, dashboard.router],
+                      extra_routers=[router, incident_api.router, order_search.router,
+                                     dashboard.router],
                       lifespan_hooks=[ops_lifespan(config)])

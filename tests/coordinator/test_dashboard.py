@@ -25,7 +25,7 @@ import httpx
 import pytest
 from sqlite_utils import Database
 
-from coordinator import dashboard
+from coordinator import dashboard, order_search
 from coordinator.app import create_app
 from coordinator.catalog import import_file
 from coordinator.db import open_database
@@ -103,7 +103,7 @@ def site(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
     db.conn.close()
     topics = Topics(f"bwtest-dash-{uuid.uuid4().hex[:10]}")
     app = create_app(settings_for(path, mqtt_broker.url, topics),
-                     extra_routers=[ops_router, dashboard.router],
+                     extra_routers=[ops_router, order_search.router, dashboard.router],
                      lifespan_hooks=[ops_lifespan(ops_config(workdir))])
     with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=15) as http:
         orders = []
@@ -457,3 +457,32 @@ def test_waiting_panel_lists_the_oldest_and_counts_them_all(sample_db: Database)
     assert shown["waiting_total"] == 3
     assert [o["status"] for o in shown["waiting_orders"]] == ["unallocated"] * 2
     assert shown["waiting_orders"][0]["received_at"] < shown["waiting_orders"][1]["received_at"]
+
+
+@pytest.mark.broker
+def test_staff_find_an_order_by_the_channels_order_number(site: Site) -> None:
+    from selenium.webdriver.common.by import By
+
+    with httpx.Client(base_url=site.url, timeout=15) as http:
+        found = http.get("/lookup/orders", params={"q": "DASH-1"}).json()
+        [order] = found["orders"]
+        assert (order["channel"], order["channel_order_id"]) == ("wechat_mini", "DASH-1")
+        assert order["store_id"] == "HZ-S002" and order["store_name"]
+        assert order["warehouse_name"]  # names beside ids
+        by_id = http.get("/lookup/orders", params={"q": order["id"]}).json()
+        assert [o["id"] for o in by_id["orders"]] == [order["id"]]
+        waiting = http.get("/lookup/orders", params={"status": "unallocated"}).json()
+        assert [o["id"] for o in waiting["orders"]] == [site.waiting_order]
+        assert http.get("/lookup/orders", params={"q": "nope"}).json()["count"] == 0
+        bad = http.get("/lookup/orders", params={"limit": 0})
+        assert bad.status_code == 422 and bad.json()["field"] == "query.limit"
+    with chromium(site.workdir) as driver:
+        driver.get(f"{site.url}/dashboard?lang=en")
+        wait_until(driver, _loaded, what="the board")
+        box = driver.find_element(By.ID, "order-id")
+        box.send_keys("DASH-1")
+        box.submit()
+        wait_until(driver, lambda d: order["id"] in d.find_element(By.ID, "order").text,
+                   what="the order found by its channel number")
+        assert "DASH-1" in driver.find_element(By.ID, "order").text
+        assert console_errors(driver) == []
