@@ -1,7 +1,7 @@
 """Allocation throughput and HTTP latency of the coordinator.
 
 - ``in_process_per_s``: orders stored + allocated + reserved + committed per second through
-  ``store.submit_orders`` (batches of 200 orders, one SQLite transaction each: the batch
+  ``intake.submit_orders`` (batches of 200 orders, one SQLite transaction each: the batch
   intake path), seed-sized region (127 stores, 8 warehouses, 2,000 SKUs), with the app's
   database set-up (WAL checkpoints on a background thread, not inside commits).
   ``in_process_single_per_s``: the same, one order per transaction.
@@ -33,11 +33,12 @@ from pathlib import Path
 import httpx
 
 from benchmarks.runner import Result
-from coordinator import engine, store
+from coordinator import engine, intake, snapshots
 from coordinator.db import WalCheckpointer, open_database
-from coordinator.engine import Decision, Line, OrderRequest, Snapshot, great_circle_km
-from coordinator.region import Region, generate_region, load_region
+from coordinator.engine import Decision, Line, OrderRequest, Snapshot
+from coordinator.region import RegionCatalog, generate_region, load_region
 from coordinator.settings import AllocationConfig
+from protocols.geo import great_circle_km
 from protocols.orders import Channel, OrderIn, OrderLine
 
 NOW = datetime(2026, 11, 24, 2, 17, tzinfo=UTC)
@@ -45,7 +46,7 @@ CHANNELS = [Channel.WECHAT_MINI, Channel.MEITUAN, Channel.DOUYIN]
 BATCH = 200  # orders per transaction on the batch intake path (POST /orders with a list)
 
 
-def _orders(region: Region, count: int, seed: int, prefix: str) -> list[OrderIn]:
+def _orders(region: RegionCatalog, count: int, seed: int, prefix: str) -> list[OrderIn]:
     """Orders from the region's stores, 1-3 lines, cold goods only on Meituan (cold chain)."""
     rng = random.Random(seed)
     ambient = [s.id for s in region.skus if not s.cold_chain]
@@ -64,7 +65,7 @@ def _orders(region: Region, count: int, seed: int, prefix: str) -> list[OrderIn]
     return out
 
 
-def _load(path: Path, region: Region) -> None:
+def _load(path: Path, region: RegionCatalog) -> None:
     db = open_database(path)
     load_region(db, region, NOW)
     db.conn.close()
@@ -84,7 +85,7 @@ def _in_process(path: Path, orders: list[OrderIn], batch: int,
         started = time.perf_counter()
         cpu = time.process_time()
         for i in range(0, len(orders), batch):
-            store.submit_orders(db, orders[i:i + batch], now=NOW, config=rules)
+            intake.submit_orders(db, orders[i:i + batch], now=NOW, config=rules)
         elapsed = time.perf_counter() - started
         cpu_used = time.process_time() - cpu
         allocated = db.execute("SELECT count(*) FROM orders WHERE status = 'allocated'"
@@ -136,15 +137,15 @@ def naive_allocate(order: OrderRequest, snapshot: Snapshot, rules: AllocationCon
 
 def _naive_ratio(path: Path, orders: list[OrderIn], rules: AllocationConfig) -> tuple[float, float,
                                                                                     float]:
-    db = open_database(path, migrate=False)
-    try:
-        skus = {line.sku_id for o in orders for line in o.lines}
-        snapshot = store.load_snapshot(db, now=NOW, sku_ids=skus)
-    finally:
-        db.conn.close()
     requests = [OrderRequest(f"n{i}", o.channel.value, tuple(Line(li.sku_id, li.qty)
                                                               for li in o.lines),
                              o.lat, o.lon, NOW) for i, o in enumerate(orders)]
+    db = open_database(path, migrate=False)
+    try:
+        snapshot = snapshots.snapshot_for(db, requests, now=NOW, config=rules,
+                                          complete=True).snapshot
+    finally:
+        db.conn.close()
     # The 100x region and its snapshot (millions of objects) live through both loops: left
     # in the collector's generations, how many full collections land inside a loop depends
     # on what this process did before (measured: the same engine at 5.1k or 12k

@@ -28,14 +28,14 @@ import httpx
 from benchmarks.reroute import seed_orders_at
 from benchmarks.runner import Result
 from coordinator import dashboard
-from coordinator.db import open_database
+from coordinator.catalog import set_warehouse_paused
+from coordinator.db import open_database, write_transaction
 from coordinator.ops.app import create_app_with_ops
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.telemetry import record
 from coordinator.reroute import reroute_warehouse
 from coordinator.serving import serve_in_thread
 from coordinator.settings import Settings
-from coordinator.store import set_warehouse_paused, write_transaction
 from protocols import TelemetrySummary
 
 T0 = datetime(2026, 11, 24, 0, 0, tzinfo=UTC)

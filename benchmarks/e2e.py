@@ -28,14 +28,14 @@ from pathlib import Path
 import aiomqtt
 
 from benchmarks.runner import Result
-from coordinator.ops.core import RerouteTiming
+from coordinator.ops.handler import RerouteTiming
 from protocols import Topics
 from protocols.clock import ManualClock
 from simulators.demo import start_coordinator
 from simulators.harness import AgentLike, run_scenario
 from simulators.orders import post_orders, targeted_orders
 from simulators.region import default_region
-from simulators.scenario import Event, Reading, load_scenario
+from simulators.scenario import Event, ScenarioReading, load_scenario
 from simulators.sensors import parse_mqtt_url
 
 INCIDENT = "WH-02"
@@ -83,7 +83,7 @@ async def one_run(broker_url: str, workdir: Path) -> tuple[float, float, int, in
 
         async def mark(event: Event) -> None:
             if (
-                isinstance(event, Reading)
+                isinstance(event, ScenarioReading)
                 and event.warehouse == INCIDENT
                 and event.zone == "cold_room_2"
                 and event.at == trip_at

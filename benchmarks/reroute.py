@@ -25,20 +25,16 @@ import aiomqtt
 from sqlite_utils import Database
 
 from benchmarks.runner import Result
-from coordinator.db import open_database
+from coordinator.catalog import set_warehouse_availability
+from coordinator.db import open_database, write_transaction
+from coordinator.intake import submit_orders
+from coordinator.ledger import record_status_event
 from coordinator.ops.config import FranchiseeConfig, NotifyConfig, OpsConfig
-from coordinator.ops.core import HandleResult
-from coordinator.ops.service import OpsService
+from coordinator.ops.handler import HandleResult
+from coordinator.ops.runner import OpsService
+from coordinator.queries import get_order, unshipped_orders
 from coordinator.region import generate_region, load_region
 from coordinator.settings import Settings
-from coordinator.store import (
-    get_order,
-    record_status_event,
-    set_warehouse_availability,
-    submit_orders,
-    unshipped_orders,
-    write_transaction,
-)
 from protocols import BreakerEvent, BreakerState, Topics, encode
 from protocols.orders import Channel, OrderIn, OrderLine
 

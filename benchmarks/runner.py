@@ -16,6 +16,7 @@ BENCHMARKS = {
     "reroute": "benchmarks.reroute",
     "e2e": "benchmarks.e2e",
     "cockpit": "benchmarks.cockpit",
+    "scale": "benchmarks.scale",
 }
 
 

@@ -42,19 +42,20 @@ from pydantic.json_schema import models_json_schema
 from sqlite_utils import Database
 from starlette.concurrency import run_in_threadpool
 
-from coordinator import observability, store
+from coordinator import ledger, observability, queries
 from coordinator.catalog import (
     InventoryIn,
     Kind,
     SkuIn,
     StoreIn,
     WarehouseIn,
+    get_row,
     list_rows,
     parse_text,
     upsert,
 )
 from coordinator.db import WalCheckpointer, open_database
-from coordinator.engine import CandidateTrace, great_circle_km, why_not
+from coordinator.engine import CandidateTrace, why_not
 from coordinator.engine import Decision as EngineDecision
 from coordinator.errors import Conflict, ImportFileError, NotFound, StoreError
 from coordinator.intake import GroupCommitter
@@ -63,6 +64,7 @@ from coordinator.observability import Metrics
 from coordinator.retry import RetryResult, retry_waiting
 from coordinator.settings import Settings
 from protocols.clock import Clock, SystemClock
+from protocols.geo import great_circle_km
 from protocols.orders import DouyinOrder, MeituanOrder, OrderIn, WechatMiniOrder, normalise
 
 LifespanHook = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
@@ -313,7 +315,7 @@ def _normalise_all(items: Sequence[BaseModel], single: bool) -> list[OrderIn] | 
 
 
 def _decision_view(row: dict[str, Any]) -> dict[str, Any]:
-    candidates = store.trace_candidates(row["trace"])
+    candidates = ledger.trace_candidates(row["trace"])
     lines = []
     for c in candidates:
         head = f"{c['warehouse_id']} ({c['distance_km']} km)"
@@ -341,7 +343,7 @@ def _as_decision(row: dict[str, Any]) -> EngineDecision:
     return EngineDecision(
         order_id=row["order_id"], tier=row["tier"], need_cold_chain=row["need_cold_chain"],
         rule_set_version=row["rule_set_version"],
-        candidates=tuple(CandidateTrace(**c) for c in store.trace_candidates(trace)),
+        candidates=tuple(CandidateTrace(**c) for c in ledger.trace_candidates(trace)),
         examined=trace.get("examined", 0),
         farthest_examined_km=trace.get("farthest_examined_km", 0.0),
         omitted=trace.get("omitted", 0),
@@ -416,21 +418,8 @@ def _orders_router() -> APIRouter:
         warehouse_id: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
-        where, params = [], []
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        if warehouse_id is not None:
-            where.append("warehouse_id = ?")
-            params.append(warehouse_id)
-        sql = ("SELECT id, channel, channel_order_id, store_id, status, warehouse_id, tier, eta, "
-               "received_at, skewed FROM orders")
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY received_at DESC, id LIMIT ?"
-        cur = _db(request).conn.execute(sql, [*params, limit])
-        names = [c[0] for c in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        return queries.list_orders(_db(request), status=status, warehouse_id=warehouse_id,
+                                   limit=limit)
 
     @router.post("/orders/retry", tags=["operations"],
                  summary="Allocate waiting orders (unallocated, needs_attention) that now fit")
@@ -453,7 +442,7 @@ def _orders_router() -> APIRouter:
         """Timeline kinds: received, allocated (已分仓), rerouted, shipped (已出库),
         in_transit (在途), delivered (已送达), unallocated, needs_attention, cancelled."""
         try:
-            return store.get_order(_db(request), order_id)
+            return queries.get_order(_db(request), order_id)
         except NotFound as exc:
             raise _not_found(exc) from exc
 
@@ -465,7 +454,7 @@ def _orders_router() -> APIRouter:
         Anything else is 409."""
         at = event.at or _now(request)
         try:
-            status = store.record_status_event(_db(request), order_id, event.kind, at,
+            status = ledger.record_status_event(_db(request), order_id, event.kind, at,
                                                event.detail)
         except NotFound as exc:
             raise _not_found(exc) from exc
@@ -476,7 +465,7 @@ def _orders_router() -> APIRouter:
         settings: Settings = request.app.state.settings
         if status == "cancelled" and settings.intake.retry_on_change:
             # the stock it held is free again: a waiting order of those SKUs may fit now
-            skus = {line["sku_id"] for line in store.get_order(_db(request), order_id)["lines"]}
+            skus = {line["sku_id"] for line in queries.get_order(_db(request), order_id)["lines"]}
             out["retried"] = _retry_after_write(request, "cancel_freed_stock", sku_ids=skus)
         return out
 
@@ -489,20 +478,18 @@ def _orders_router() -> APIRouter:
         why_not_warehouse: Annotated[str | None, Query(alias="why_not")] = None,
     ) -> dict[str, Any]:
         db = _db(request)
-        rows = store.decisions_of(db, order_id)
-        exists = db.execute("SELECT 1 FROM orders WHERE id = ?", [order_id]).fetchone()
-        if exists is None:
+        rows = queries.decisions_of(db, order_id)
+        if not queries.order_exists(db, order_id):
             raise _not_found(NotFound("order", order_id))
         out: dict[str, Any] = {"order_id": order_id,
                                "decisions": [_decision_view(r) for r in rows]}
         if why_not_warehouse is not None:
             try:
-                wh = store.get_warehouse(db, why_not_warehouse)
+                wh = queries.get_warehouse(db, why_not_warehouse)
             except NotFound as exc:
                 raise _not_found(exc) from exc
-            order = db.execute("SELECT lat, lon FROM orders WHERE id = ?",
-                               [order_id]).fetchone()
-            distance = round(great_circle_km(order[0], order[1], wh["lat"], wh["lon"]), 3)
+            lat, lon = queries.order_position(db, order_id)
+            distance = round(great_circle_km(lat, lon, wh["lat"], wh["lon"]), 3)
             latest = rows[-1] if rows else None
             answer = (why_not(_as_decision(latest), why_not_warehouse, distance)
                       if latest is not None else "no allocation decision recorded yet")
@@ -579,33 +566,21 @@ def _catalog_router() -> APIRouter:
         """``open``: the alert's order still waits (unallocated or needs attention); false
         once it was placed or cancelled; null for an alert about no order. ``?open=true``
         lists only the open ones."""
-        sql = ("SELECT a.id, a.at, a.kind, a.order_id, a.warehouse_id, a.incident_id, "
-               "a.message, CASE WHEN a.order_id IS NULL THEN NULL "
-               "ELSE coalesce(o.status IN ('unallocated', 'needs_attention'), 0) END AS open "
-               "FROM alerts a LEFT JOIN orders o ON o.id = a.order_id")
-        if open_only:
-            sql += " WHERE o.status IN ('unallocated', 'needs_attention')"
-        cur = _db(request).conn.execute(sql + " ORDER BY a.id DESC LIMIT ?", [limit])
-        names = [c[0] for c in cur.description]
-        rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        for row in rows:
-            row["open"] = None if row["open"] is None else bool(row["open"])
-        return rows
+        return queries.recent_alerts(_db(request), limit=limit, open_only=open_only)
 
     @router.get("/stats", tags=["operations"], summary="Order counts and intake counters")
     def stats(request: Request) -> dict[str, Any]:
         db = _db(request)
-        by_status = dict(db.execute(
-            "SELECT status, count(*) FROM orders GROUP BY status").fetchall())
+        by_status = queries.orders_by_status(db)
         with request.app.state.counters_lock:
             counters = dict(request.app.state.counters)
         checkpointer: WalCheckpointer = request.app.state.checkpointer
-        return {"orders_by_status": by_status, "orders_skewed_total": store.skew_count(db),
+        return {"orders_by_status": by_status, "orders_skewed_total": queries.skew_count(db),
                 "counters": counters, "wal_checkpointer": checkpointer.health()}
 
     @router.get("/healthz", tags=["operations"])
     def healthz(request: Request) -> dict[str, str]:
-        _db(request).execute("SELECT 1").fetchone()
+        queries.ping(_db(request))
         return {"status": "ok"}
 
     return router
@@ -650,18 +625,11 @@ def _add_kind_routes(
 
 
 def _get_by_id(db: Database, kind: Kind, item_id: str) -> dict[str, Any]:
-    table = {Kind.WAREHOUSES: "warehouses", Kind.SKUS: "skus", Kind.STORES: "stores"}[kind]
-    cur = db.conn.execute(f"SELECT * FROM {table} WHERE id = ?", [item_id])
-    row = cur.fetchone()
+    row = get_row(db, kind, item_id)
     if row is None:
         message = f"unknown {kind.value.rstrip('s')} {item_id!r}"
         raise HTTPException(status_code=404, detail=message)
-    names = [c[0] for c in cur.description]
-    out = dict(zip(names, row, strict=True))
-    for flag in ("cold_chain", "capacity_override", "available", "paused"):
-        if flag in out:
-            out[flag] = bool(out[flag])
-    return out
+    return row
 
 
 # -- validation errors ------------------------------------------------------------------

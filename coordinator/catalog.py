@@ -20,8 +20,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from sqlite_utils import Database
 
+from coordinator.db import write_transaction
 from coordinator.errors import Conflict, ImportFileError, NotFound
-from coordinator.store import iso, write_transaction
+from protocols.timestamps import stamp
 
 
 def _flag(value: Any) -> Any:
@@ -106,7 +107,7 @@ def upsert_warehouses(db: Database, rows: Sequence[WarehouseIn], now: datetime) 
             "daily_capacity = excluded.daily_capacity, "
             "capacity_override = excluded.capacity_override, updated_at = excluded.updated_at",
             [(r.id, r.name, r.address, r.lat, r.lon, int(r.cold_chain), r.daily_capacity,
-              int(r.capacity_override), iso(now)) for r in rows],
+              int(r.capacity_override), stamp(now)) for r in rows],
         )
     return len(rows)
 
@@ -144,7 +145,7 @@ def upsert_inventory(db: Database, rows: Sequence[InventoryIn], now: datetime) -
                 raise NotFound("warehouse", r.warehouse_id)
             if r.sku_id not in skus:
                 raise NotFound("sku", r.sku_id)
-        stamp = iso(now)
+        at = stamp(now)
         for r in rows:
             held = db.execute(
                 "SELECT reserved FROM inventory WHERE warehouse_id = ? AND sku_id = ?",
@@ -159,7 +160,7 @@ def upsert_inventory(db: Database, rows: Sequence[InventoryIn], now: datetime) -
             "updated_at) VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (warehouse_id, sku_id) DO UPDATE "
             "SET on_hand = excluded.on_hand, safety_stock = excluded.safety_stock, "
             "updated_at = excluded.updated_at",
-            [(r.warehouse_id, r.sku_id, r.on_hand, r.safety_stock, stamp) for r in rows],
+            [(r.warehouse_id, r.sku_id, r.on_hand, r.safety_stock, at) for r in rows],
         )
     return len(rows)
 
@@ -241,10 +242,20 @@ def import_file(
     return kind, upsert(db, kind, rows, now)
 
 
+_TABLES = {Kind.WAREHOUSES: "warehouses", Kind.SKUS: "skus", Kind.STORES: "stores",
+           Kind.INVENTORY: "inventory"}
+_FLAGS = frozenset({"cold_chain", "capacity_override", "available", "paused"})
+
+
+def _with_flags(names: Sequence[str], raw: Sequence[Any]) -> dict[str, Any]:
+    row = dict(zip(names, raw, strict=True))
+    for f in _FLAGS & row.keys():
+        row[f] = bool(row[f])
+    return row
+
+
 def list_rows(db: Database, kind: Kind, *, limit: int = 1000, offset: int = 0,
               warehouse_id: str | None = None, sku_id: str | None = None) -> list[dict[str, Any]]:
-    table = {Kind.WAREHOUSES: "warehouses", Kind.SKUS: "skus", Kind.STORES: "stores",
-             Kind.INVENTORY: "inventory"}[kind]
     where = []
     params: list[Any] = []
     if kind is Kind.INVENTORY:
@@ -255,18 +266,68 @@ def list_rows(db: Database, kind: Kind, *, limit: int = 1000, offset: int = 0,
             where.append("sku_id = ?")
             params.append(sku_id)
     order = "warehouse_id, sku_id" if kind is Kind.INVENTORY else "id"
-    sql = f"SELECT * FROM {table}"
+    sql = f"SELECT * FROM {_TABLES[kind]}"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += f" ORDER BY {order} LIMIT ? OFFSET ?"
     params += [limit, offset]
     cur = db.conn.execute(sql, params)
     names = [c[0] for c in cur.description]
-    flags = {"cold_chain", "capacity_override", "available", "paused"}
-    rows = []
-    for raw in cur.fetchall():
-        row = dict(zip(names, raw, strict=True))
-        for f in flags & row.keys():
-            row[f] = bool(row[f])
-        rows.append(row)
-    return rows
+    return [_with_flags(names, raw) for raw in cur.fetchall()]
+
+
+def get_row(db: Database, kind: Kind, item_id: str) -> dict[str, Any] | None:
+    """One warehouse, SKU or store by id (None if unknown)."""
+    if kind is Kind.INVENTORY:
+        message = "inventory rows have no single id"
+        raise ValueError(message)
+    cur = db.conn.execute(f"SELECT * FROM {_TABLES[kind]} WHERE id = ?", [item_id])
+    raw = cur.fetchone()
+    return None if raw is None else _with_flags([c[0] for c in cur.description], raw)
+
+
+# -- warehouse flags (availability, operator pause) ------------------------------------
+def set_warehouse_availability(
+    db: Database, warehouse_id: str, *, available: bool, reason: str | None, now: datetime
+) -> bool:
+    """Mark a warehouse (un)available; returns whether availability changed.
+
+    Only the flag and its reason change: moving its orders is :func:`reroute_warehouse`.
+    """
+    with write_transaction(db):
+        row = db.execute(
+            "SELECT available FROM warehouses WHERE id = ?", [warehouse_id]
+        ).fetchone()
+        if row is None:
+            raise NotFound("warehouse", warehouse_id)
+        changed = bool(row[0]) != available
+        db.execute(
+            "UPDATE warehouses SET available = ?, unavailable_reason = ?, updated_at = ? "
+            "WHERE id = ? AND (available != ? OR unavailable_reason IS NOT ?)",
+            [int(available), None if available else reason, stamp(now), warehouse_id,
+             int(available), None if available else reason],
+        )
+    return changed
+
+
+def set_warehouse_paused(
+    db: Database, warehouse_id: str, *, paused: bool, reason: str | None, now: datetime
+) -> bool:
+    """Operator pause/resume (the engine skips a paused warehouse); returns whether it changed."""
+    with write_transaction(db):
+        row = db.execute("SELECT paused FROM warehouses WHERE id = ?", [warehouse_id]).fetchone()
+        if row is None:
+            raise NotFound("warehouse", warehouse_id)
+        changed = bool(row[0]) != paused
+        if changed:
+            db.execute(
+                "UPDATE warehouses SET paused = ?, unavailable_reason = "
+                "CASE WHEN ? THEN ? ELSE unavailable_reason END, updated_at = ? WHERE id = ?",
+                [int(paused), int(paused), reason, stamp(now), warehouse_id],
+            )
+    return changed
+
+
+def warehouse_exists(db: Database, warehouse_id: str) -> bool:
+    row = db.execute("SELECT 1 FROM warehouses WHERE id = ?", [warehouse_id]).fetchone()
+    return row is not None

@@ -1,4 +1,5 @@
-"""Opening the coordinator's SQLite database and applying every module's migrations.
+"""Opening the coordinator's SQLite database, applying every module's migrations, and
+the write transaction every store module writes in.
 
 One connection per thread or task: call :func:`open_database` where the connection is
 used (FastAPI runs sync endpoints in a thread pool). WAL lets readers and the writer
@@ -11,6 +12,9 @@ import importlib
 import logging
 import sqlite3
 import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlite_utils import Database, Migrations
@@ -66,6 +70,54 @@ def open_database(path: str | Path, *, migrate: bool = True,
         message = f"cannot open database {path}: {exc}"
         raise StoreError(message) from exc
     return db
+
+
+# -- transactions ---------------------------------------------------------------------
+@contextmanager
+def write_transaction(db: Database) -> Iterator[Database]:
+    """All-or-nothing with the write lock held; reentrant (nested calls use savepoints).
+
+    The outermost call issues ``BEGIN IMMEDIATE`` so what is read inside cannot be changed
+    by another connection before this one commits.
+    """
+    conn = db.conn
+    if conn.in_transaction:
+        with db.atomic():
+            yield db
+        return
+    # Threads of this process queue on a lock instead of SQLite's busy handler, which
+    # sleeps in steps of milliseconds; other processes still wait on the file lock.
+    with _process_lock(db):
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            message = f"cannot take the database write lock: {exc}"
+            raise StoreError(message) from exc
+        try:
+            with db.atomic():
+                yield db
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+_file_locks: dict[str, threading.Lock] = {}
+_file_locks_guard = threading.Lock()
+_lock_of: weakref.WeakKeyDictionary[Database, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+def _process_lock(db: Database) -> threading.Lock:
+    lock = _lock_of.get(db)
+    if lock is None:
+        row = db.conn.execute("PRAGMA database_list").fetchone()
+        name = row[2] if row and row[2] else f"memory:{id(db)}"
+        with _file_locks_guard:
+            lock = _file_locks.setdefault(name, threading.Lock())
+        _lock_of[db] = lock
+    return lock
+
 
 
 class WalCheckpointer:

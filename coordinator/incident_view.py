@@ -21,7 +21,7 @@ from sqlite_utils import Database
 
 from coordinator.errors import NotFound
 from coordinator.ops import incident_log, telemetry
-from coordinator.store import iso
+from protocols.timestamps import stamp
 
 CHART_BEFORE = timedelta(hours=2)
 CHART_AFTER = timedelta(hours=1)
@@ -106,7 +106,7 @@ def _chart(db: Database, warehouse_id: str, since: datetime, until: datetime
         series["mean"].append(w.mean)
         series["min"].append(w.min)
         series["max"].append(w.max)
-    return {"since": iso(since), "until": iso(until), "zones": zones}
+    return {"since": stamp(since), "until": stamp(until), "zones": zones}
 
 
 def _destinations(db: Database, incident_id: str) -> list[dict[str, Any]]:
@@ -191,7 +191,7 @@ def incident_view(db: Database, incident_id: str, now: datetime) -> dict[str, An
         since = opened - CHART_BEFORE
         until = min(now, (closed or now) + CHART_AFTER)
         wid = head["warehouse_id"]
-        events = incident_log.breaker_log(db, wid, iso(since), iso(closed or now))
+        events = incident_log.breaker_log(db, wid, stamp(since), stamp(closed or now))
         # the trip before the incident opened and the first clear after it: this story
         trip = _trip(events, incident_id)
         tripping = _tripping(trip)
@@ -199,7 +199,7 @@ def incident_view(db: Database, incident_id: str, now: datetime) -> dict[str, An
                           "WHERE incident_id = :i OR (warehouse_id = :w AND at >= :o "
                           "AND at <= :c AND action IN ('pause', 'resume')) ORDER BY id",
                       {"i": incident_id, "w": wid, "o": head["opened_at"],
-                       "c": head["closed_at"] or iso(now)})
+                       "c": head["closed_at"] or stamp(now)})
         destinations = _destinations(db, incident_id)
         notices = _notices(db, incident_id)
         actions = incident_log.actions(db, incident_id)

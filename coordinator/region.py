@@ -26,7 +26,8 @@ from coordinator.catalog import (
     upsert_stores,
     upsert_warehouses,
 )
-from coordinator.store import iso, write_transaction
+from coordinator.db import write_transaction
+from protocols.timestamps import stamp
 
 SAMPLE_DIR = Path(__file__).with_name("sample_region")
 # Hangzhou: West Lake at the centre, the chain spread over the urban districts.
@@ -43,7 +44,7 @@ StockRow = tuple[str, str, int, int]  # warehouse_id, sku_id, on_hand, safety_st
 
 
 @dataclass(frozen=True)
-class Region:
+class RegionCatalog:
     warehouses: list[WarehouseIn]
     skus: list[SkuIn]
     stores: list[StoreIn]
@@ -70,7 +71,7 @@ def generate_region(
     centre: tuple[float, float] = CENTRE,
     span: tuple[float, float] = SPAN,
     daily_capacity: int = 0,
-) -> Region:
+) -> RegionCatalog:
     """A region; ``stock_share`` is the share of (warehouse, SKU) pairs stocked."""
     rng = random.Random(seed)
     lat0, lon0 = centre
@@ -117,10 +118,10 @@ def generate_region(
             if stock_share < 1.0 and rng.random() >= stock_share:
                 continue
             inv_rows.append((wh.id, sku.id, randint(80, 600), randint(2, 12)))
-    return Region(wh_rows, sku_rows, store_rows, inv_rows)
+    return RegionCatalog(wh_rows, sku_rows, store_rows, inv_rows)
 
 
-def load_region(db: Database, region: Region, now: datetime) -> None:
+def load_region(db: Database, region: RegionCatalog, now: datetime) -> None:
     """Write a region into the database (upserts; stock in one bulk transaction)."""
     upsert_warehouses(db, region.warehouses, now)
     upsert_skus(db, region.skus, now)
@@ -130,17 +131,17 @@ def load_region(db: Database, region: Region, now: datetime) -> None:
                               for w, s, o, f in region.inventory], now)
         return
     # generated data is valid by construction (and the table's CHECKs still apply)
-    stamp = iso(now)
+    at = stamp(now)
     with write_transaction(db):
         db.conn.executemany(
             "INSERT INTO inventory (warehouse_id, sku_id, on_hand, reserved, safety_stock, "
             "updated_at) VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (warehouse_id, sku_id) DO UPDATE "
             "SET on_hand = excluded.on_hand, safety_stock = excluded.safety_stock",
-            ((w, s, o, f, stamp) for w, s, o, f in region.inventory),
+            ((w, s, o, f, at) for w, s, o, f in region.inventory),
         )
 
 
-def write_region(region: Region, directory: Path) -> list[Path]:
+def write_region(region: RegionCatalog, directory: Path) -> list[Path]:
     """Write the region as importable CSV files (``warehouses.csv`` ...)."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []

@@ -2,9 +2,10 @@
 
 :func:`reroute_warehouse` reads one snapshot (every warehouse, stock of the SKUs involved),
 re-allocates with the same engine (the failed warehouse excluded) highest tier and oldest
-first, updating the snapshot in memory as it goes, then writes everything with one
-``executemany`` per statement. It runs inside ``db.atomic()`` (a savepoint when the caller
-already holds a transaction, so notifications can be queued in the same commit).
+first, updating the snapshot in memory as it goes, then writes everything through the
+:class:`~coordinator.ledger.Ledger` (one ``executemany`` per statement). It runs inside
+``db.atomic()`` (a savepoint when the caller already holds a transaction, so
+notifications can be queued in the same commit).
 
 Idempotent per ``incident_id``: a second call returns the stored result and writes nothing.
 """
@@ -12,31 +13,19 @@ Idempotent per ``incident_id``: a second call returns the stored result and writ
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sqlite_utils import Database
 
-from coordinator import engine
+from coordinator import engine, snapshots
+from coordinator.db import write_transaction
 from coordinator.engine import Line, OrderRequest
 from coordinator.errors import NotFound
 from coordinator.gcpause import gc_paused
+from coordinator.ledger import Ledger, to_json
 from coordinator.settings import AllocationConfig, Settings
-from coordinator.store import (
-    _INSERT_ALERT,
-    _INSERT_DECISION,
-    _INSERT_EVENT,
-    _day,
-    _Writes,
-    iso,
-    load_snapshot,
-    parse_time,
-    to_json,
-    trace_json,
-    write_transaction,
-)
+from protocols.timestamps import parse_stamp, stamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +102,14 @@ def reroute_warehouse(
         if db.execute("SELECT 1 FROM warehouses WHERE id = ?", [warehouse_id]).fetchone() is None:
             raise NotFound("warehouse", warehouse_id)
         affected = _affected_orders(db, warehouse_id)
-        skus = {line.sku_id for a in affected.values() for _, line in a.lines}
-        snapshot = load_snapshot(db, now=now, sku_ids=skus)
         # the failed warehouse's held stock is given back (it is excluded from the search anyway)
         requests = [
             OrderRequest(a.order_id, a.channel, tuple(line for _, line in a.lines), a.lat, a.lon,
                          a.received_at, tier=a.tier, handling_from=now)
             for a in affected.values()
         ]
+        snapshot = snapshots.snapshot_for(db, requests, now=now, config=rules,
+                                          complete=True).snapshot
         decisions = engine.allocate_batch(requests, snapshot, rules,
                                           exclude=frozenset([warehouse_id]))
         result = _write(db, warehouse_id, incident_id, reason, now, rules, affected, decisions)
@@ -143,30 +132,11 @@ def _affected_orders(db: Database, warehouse_id: str) -> dict[str, _Affected]:
          rid) in rows:
         item = affected.get(oid)
         if item is None:
-            when = parse_time(received)
-            assert when is not None
-            item = affected[oid] = _Affected(oid, channel, store, customer, lat, lon, when, tier,
-                                             owh, [], {})
+            item = affected[oid] = _Affected(oid, channel, store, customer, lat, lon,
+                                             parse_stamp(received), tier, owh, [], {})
         item.lines.append((line_no, Line(sku, qty)))
         item.reservation_ids[line_no] = rid
     return affected
-
-
-_MOVED_EVENTS = (
-    # the order's timeline entry, built inside SQLite from the incident record just written
-    # (json_object keeps this key order): no per-order JSON encoding in Python
-    "INSERT INTO order_events (order_id, kind, at, detail) "
-    "SELECT order_id, 'rerouted', ?, json_object('incident_id', incident_id, "
-    "'from', old_warehouse_id, 'to', new_warehouse_id, 'distance_km', distance_km, "
-    "'eta', eta, 'tier', tier, 'reason', ?) "
-    "FROM incident_orders WHERE incident_id = ? AND outcome = 'moved'"
-)
-_MOVED_ORDERS = (
-    "UPDATE orders SET warehouse_id = io.new_warehouse_id, distance_km = io.distance_km, "
-    "eta = io.eta, updated_at = ? FROM incident_orders AS io "
-    "WHERE io.incident_id = ? AND io.outcome = 'moved' AND orders.id = io.order_id "
-    "AND orders.warehouse_id = ?"
-)
 
 
 def _write(
@@ -179,52 +149,40 @@ def _write(
     affected: dict[str, _Affected],
     decisions: list[engine.Decision],
 ) -> RerouteResult:
-    stamp = iso(now)
-    conn = db.conn
-    writes = _Writes()
-    reserve = writes.reserve
-    load = writes.load
-    release: dict[str, int] = defaultdict(int)  # sku -> qty given back at the failed warehouse
+    ledger = Ledger(now)
+    at = ledger.at
     moved: list[MovedOrder] = []
     stuck: list[StuckOrder] = []
-    stuck_updates: list[tuple[Any, ...]] = []
-    line_moves: list[tuple[Any, ...]] = []
-    res_moves: list[tuple[Any, ...]] = []
-    res_releases: list[tuple[Any, ...]] = []
-    incident_rows: list[tuple[Any, ...]] = []
-    decision_rows = writes.decisions
     parts_json: dict[tuple[str, ...], str] = {}  # warehouse_ids column, one text per choice
     for decision in decisions:
         a = affected[decision.order_id]
         oid = a.order_id
         for _, line in a.lines:
-            release[line.sku_id] += line.qty
+            ledger.release_stock(warehouse_id, line.sku_id, line.qty)
         parts = decision.parts
         if parts:
             new_wh = parts[0].warehouse_id
             if len(parts) == 1:
                 for no, line in a.lines:
-                    line_moves.append((new_wh, oid, no))
-                    res_moves.append((new_wh, stamp, a.reservation_ids[no]))
-                    reserve[(new_wh, line.sku_id)] += line.qty
-                load[new_wh] += 1
+                    ledger.move_reservation(a.reservation_ids[no], oid, no, line.sku_id,
+                                            line.qty, new_wh)
             else:
                 # lines of a split land where the engine put them
-                placed: dict[int, str] = {}
+                placed: dict[int, tuple[str, Line]] = {}
                 for part in parts:
                     for line in part.lines:
                         for no, own in a.lines:
                             if own is line and no not in placed:
-                                placed[no] = part.warehouse_id
-                        reserve[(part.warehouse_id, line.sku_id)] += line.qty
-                    load[part.warehouse_id] += 1
-                for no, wid in placed.items():
-                    line_moves.append((wid, oid, no))
-                    res_moves.append((wid, stamp, a.reservation_ids[no]))
+                                placed[no] = (part.warehouse_id, line)
+                for no, (wid, line) in placed.items():
+                    ledger.move_reservation(a.reservation_ids[no], oid, no, line.sku_id,
+                                            line.qty, wid)
+            for part in parts:
+                ledger.count_load(part.warehouse_id)
             distance = decision.distance_km or 0.0
-            eta = iso(decision.eta) if decision.eta is not None else stamp
-            incident_rows.append((incident_id, oid, "moved", warehouse_id, new_wh,
-                                  distance, eta, decision.tier, None))
+            eta = stamp(decision.eta) if decision.eta is not None else at
+            ledger.incident_order((incident_id, oid, "moved", warehouse_id, new_wh,
+                                   distance, eta, decision.tier, None))
             moved.append(MovedOrder(oid, a.channel, a.store_id, a.customer_id,
                                     warehouse_id, new_wh, distance, eta, decision.tier))
             outcome = "allocated"
@@ -232,15 +190,15 @@ def _write(
         else:
             why = decision.reason or "no backup warehouse can serve it"
             for no, _ in a.lines:
-                res_releases.append((stamp, a.reservation_ids[no]))
-            stuck_updates.append((why, stamp, oid))
-            detail = {"incident_id": incident_id, "from": warehouse_id, "reason": why}
-            writes.events.append((oid, "needs_attention", stamp, to_json(detail)))
-            writes.alerts.append((stamp, "needs_attention", oid, warehouse_id, incident_id,
-                                  f"order {oid} could not be rerouted from "
-                                  f"{warehouse_id}: {why}"))
-            incident_rows.append((incident_id, oid, "stuck", warehouse_id, None, None,
-                                  None, decision.tier, why))
+                ledger.release_reservation(a.reservation_ids[no])
+            ledger.mark_stuck(oid, why)
+            ledger.event(oid, "needs_attention",
+                         {"incident_id": incident_id, "from": warehouse_id, "reason": why})
+            ledger.alert("needs_attention",
+                         f"order {oid} could not be rerouted from {warehouse_id}: {why}",
+                         order_id=oid, warehouse_id=warehouse_id, incident_id=incident_id)
+            ledger.incident_order((incident_id, oid, "stuck", warehouse_id, None, None,
+                                   None, decision.tier, why))
             stuck.append(StuckOrder(oid, a.channel, a.store_id, a.customer_id,
                                     warehouse_id, decision.tier, why))
             outcome = "unallocated"
@@ -248,50 +206,14 @@ def _write(
         wids = parts_json.get(key)
         if wids is None:
             wids = parts_json[key] = to_json(key)
-        decision_rows.append((
-            oid, stamp, "reroute", incident_id, decision.rule_set_version, outcome, wids,
-            decision.reason, decision.tier, int(decision.need_cold_chain), trace_json(decision),
-        ))
-    conn.execute(
-        "INSERT INTO incidents (id, warehouse_id, reason, started_at, rule_set_version, moved, "
-        "stuck) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [incident_id, warehouse_id, reason, stamp, rules.version, len(moved), len(stuck)],
-    )
-    conn.executemany(
-        "UPDATE inventory SET reserved = reserved - ?, updated_at = ? "
-        "WHERE warehouse_id = ? AND sku_id = ?",
-        [(qty, stamp, warehouse_id, sku) for sku, qty in release.items()],
-    )
-    writes.reserve_stock(db, stamp)
-    writes.add_load(db, _day(now))
-    conn.executemany(
-        "UPDATE reservations SET warehouse_id = ?, updated_at = ? WHERE id = ?",
-        res_moves,
-    )
-    conn.executemany(
-        "UPDATE reservations SET status = 'released', updated_at = ? WHERE id = ?",
-        res_releases,
-    )
-    conn.executemany(
-        "UPDATE order_lines SET warehouse_id = ? WHERE order_id = ? AND line_no = ?", line_moves
-    )
-    conn.executemany(
-        "UPDATE orders SET status = 'needs_attention', status_reason = ?, warehouse_id = NULL, "
-        "distance_km = NULL, eta = NULL, updated_at = ? WHERE id = ?", stuck_updates,
-    )
-    conn.executemany(
-        "INSERT INTO incident_orders (incident_id, order_id, outcome, old_warehouse_id, "
-        "new_warehouse_id, distance_km, eta, tier, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        incident_rows,
-    )
+        ledger.decision(oid, "reroute", decision, outcome, incident_id=incident_id,
+                        warehouse_ids=wids)
+    ledger.open_incident(incident_id, warehouse_id, reason, rules.version, len(moved),
+                         len(stuck))
     if moved:
-        conn.execute(_MOVED_ORDERS, (stamp, incident_id, warehouse_id))
-        conn.execute(_MOVED_EVENTS, (stamp, reason, incident_id))
-    conn.executemany(_INSERT_EVENT, writes.events)
-    conn.executemany(_INSERT_DECISION, decision_rows)
-    if writes.alerts:
-        conn.executemany(_INSERT_ALERT, writes.alerts)
-    return RerouteResult(incident_id, warehouse_id, reason, stamp, moved, stuck)
+        ledger.move_incident_orders(incident_id, warehouse_id, reason)
+    ledger.flush(db)
+    return RerouteResult(incident_id, warehouse_id, reason, at, moved, stuck)
 
 
 def load_incident(db: Database, incident_id: str) -> RerouteResult | None:

@@ -24,25 +24,14 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from coordinator import engine
-from coordinator.engine import Line, OrderRequest, eta_for, great_circle_km
+from coordinator import engine, snapshots
+from coordinator.db import write_transaction
+from coordinator.engine import Line, OrderRequest, eta_for
 from coordinator.errors import StoreError
+from coordinator.ledger import WAITING_STATUSES, Ledger, line_warehouses, to_json
 from coordinator.settings import AllocationConfig
-from coordinator.store import (
-    _INSERT_DECISION,
-    _INSERT_EVENT,
-    _day,
-    _Writes,
-    iso,
-    line_warehouses,
-    load_snapshot,
-    parse_time,
-    to_json,
-    trace_json,
-    write_transaction,
-)
-
-WAITING_STATUSES = ("unallocated", "needs_attention")
+from protocols.geo import great_circle_km
+from protocols.timestamps import parse_stamp, stamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +102,8 @@ def _waiting_orders(db: Database, order_ids: Sequence[str] | None,
         rows = sorted(rows, key=lambda r: (r[6], r[5], r[0]))[:limit]
     waiting: dict[str, _Waiting] = {}
     for oid, channel, status, lat, lon, received, tier in rows:
-        when = parse_time(received)
-        assert when is not None
-        waiting[oid] = _Waiting(oid, channel, status, lat, lon, when, tier, [], set())
+        waiting[oid] = _Waiting(oid, channel, status, lat, lon, parse_stamp(received), tier,
+                                [], set())
     ids = list(waiting)
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
@@ -158,7 +146,8 @@ def retry_waiting(
     anything else counts as the system healing itself, see coordinator.ops.metrics).
     """
     started = time.perf_counter()
-    stamp = iso(now)
+    ledger = Ledger(now)
+    at = ledger.at
     placed: list[Placed] = []
     still: list[StillWaiting] = []
     with write_transaction(db):
@@ -166,16 +155,13 @@ def retry_waiting(
         if not waiting:
             return RetryResult(seconds=time.perf_counter() - started)
         by_id = {w.order_id: w for w in waiting}
-        skus = {line.sku_id for w in waiting for _, line in w.lines}
-        snapshot = load_snapshot(db, now=now, sku_ids=skus)
         requests = [
             OrderRequest(w.order_id, w.channel, tuple(line for _, line in w.lines), w.lat,
                          w.lon, w.received_at, tier=w.tier, handling_from=now)
             for w in waiting
         ]
-        writes = _Writes()
-        order_updates: list[tuple[Any, ...]] = []
-        line_updates: list[tuple[Any, ...]] = []
+        snapshot = snapshots.snapshot_for(db, requests, now=now, config=config,
+                                          complete=True).snapshot
         for decision in engine.allocate_batch(requests, snapshot, config):
             w = by_id[decision.order_id]
             if not decision.allocated:
@@ -185,7 +171,7 @@ def retry_waiting(
             wid = decision.warehouse_id
             assert wid is not None
             distance = decision.distance_km or 0.0
-            eta = iso(decision.eta) if decision.eta is not None else stamp
+            eta = stamp(decision.eta) if decision.eta is not None else at
             parts = [p.warehouse_id for p in decision.parts]
             if w.held_at:
                 # the order as a whole: its new part(s) and the parts still held elsewhere;
@@ -195,7 +181,7 @@ def retry_waiting(
                     round(great_circle_km(w.lat, w.lon, snapshot.warehouses[h].lat,
                                           snapshot.warehouses[h].lon), 3)
                     for h in w.held_at if h in snapshot.warehouses])
-                eta = iso(eta_for(now, decision.tier, distance, config))
+                eta = stamp(eta_for(now, decision.tier, distance, config))
             lines = tuple(line for _, line in w.lines)
             placement = line_warehouses(decision, lines)
             for index, (no, line) in enumerate(w.lines):
@@ -203,42 +189,19 @@ def retry_waiting(
                 if at_wh is None:
                     message = f"retry of {w.order_id}: line {no} is in no part of the decision"
                     raise StoreError(message)
-                line_updates.append((at_wh, w.order_id, no))
-                writes.reservations.append((w.order_id, no, line.sku_id, at_wh, line.qty,
-                                            stamp))
-                writes.reserve[(at_wh, line.sku_id)] += line.qty
+                ledger.place_line(w.order_id, no, at_wh)
+                ledger.hold(w.order_id, no, line.sku_id, at_wh, line.qty)
             for part in decision.parts:
-                writes.load[part.warehouse_id] += 1
-            order_updates.append((wid, distance, eta, decision.tier, stamp, stamp, w.order_id))
-            writes.events.append((w.order_id, "allocated", stamp, to_json({
+                ledger.count_load(part.warehouse_id)
+            ledger.place_waiting(w.order_id, wid, distance, eta, decision.tier)
+            ledger.event(w.order_id, "allocated", {
                 "warehouse_id": wid, "distance_km": distance, "eta": eta,
                 "tier": decision.tier, "parts": parts, "retry": True,
                 "previous_status": w.status, "trigger": trigger,
-            })))
-            writes.decisions.append((
-                w.order_id, stamp, "retry", None, decision.rule_set_version, "allocated",
-                to_json(parts), decision.reason, decision.tier, int(decision.need_cold_chain),
-                trace_json(decision),
-            ))
+            })
+            ledger.decision(w.order_id, "retry", decision, "allocated",
+                            warehouse_ids=to_json(parts))
             placed.append(Placed(w.order_id, w.status, wid, distance, eta, decision.tier))
-        if placed:
-            conn = db.conn
-            writes.hold_reservations(db)
-            writes.reserve_stock(db, stamp)
-            writes.add_load(db, _day(now))
-            conn.executemany(
-                "UPDATE order_lines SET warehouse_id = ? WHERE order_id = ? AND line_no = ?",
-                line_updates,
-            )
-            cur = conn.executemany(
-                "UPDATE orders SET status = 'allocated', status_reason = NULL, "
-                "warehouse_id = ?, distance_km = ?, eta = ?, tier = ?, allocated_at = ?, "
-                "updated_at = ? WHERE id = ? AND status IN ('unallocated', 'needs_attention')",
-                order_updates,
-            )
-            if cur.rowcount != len(order_updates):  # read and written under one write lock
-                message = "a waiting order changed status during its retry: rolled back"
-                raise StoreError(message)
-            conn.executemany(_INSERT_EVENT, writes.events)
-            conn.executemany(_INSERT_DECISION, writes.decisions)
+        if placed:  # read and written under one write lock: a status change is a bug
+            ledger.flush(db)
     return RetryResult(placed, still, time.perf_counter() - started)

@@ -38,6 +38,8 @@ import sqlite3
 
 from sqlite_utils import Database, Migrations
 
+from protocols.timestamps import SQLITE_STAMP
+
 migrations = Migrations("coordinator_core")
 
 
@@ -247,4 +249,44 @@ def m001_core(db: Database) -> None:
         );
         CREATE INDEX alerts_at ON alerts (at);
         """
+    )
+
+
+# an ISO-8601 time with an explicit offset: what was written before m002 (``+00:00``,
+# milliseconds or microseconds); the one format now ends in ``Z``
+_OFFSET_TIME = ("[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+                "*[+-][0-9][0-9]:[0-9][0-9]")
+
+
+def restamp(db: Database, tables: list[str]) -> None:
+    """Rewrite every stored time in ``tables`` to the one format
+    (:mod:`protocols.timestamps`). Only whole values that are an ISO-8601 time with an
+    offset change, so ids, reasons and JSON documents stay as they are."""
+    for table in tables:
+        columns = [r[1] for r in db.conn.execute(f"PRAGMA table_info({table})").fetchall()
+                   if r[2].upper() == "TEXT"]
+        for column in columns:
+            db.conn.execute(
+                f"UPDATE {table} SET {column} = strftime(?, {column}) "
+                f"WHERE {column} GLOB ?", [SQLITE_STAMP, _OFFSET_TIME],
+            )
+
+
+@migrations()
+def m002_one_timestamp_format(db: Database) -> None:
+    """Times were written with milliseconds and with microseconds, both ``+00:00``, and
+    compared as text (``...56.5+00:00`` sorts after ``...56.123456+00:00``): all become
+    ``YYYY-MM-DDTHH:MM:SS.mmmZ``. The timeline is append-only; its guard is lifted for
+    this one rewrite and put back."""
+    db.conn.execute("DROP TRIGGER order_events_append_only_update")
+    restamp(db, ["warehouses", "skus", "inventory", "stores", "orders", "order_lines",
+                 "order_events", "allocation_decisions", "reservations", "incidents",
+                 "incident_orders", "alerts"])
+    _run_script(
+        db,
+        """
+        CREATE TRIGGER order_events_append_only_update BEFORE UPDATE ON order_events BEGIN
+            SELECT RAISE(ABORT, 'order_events is append-only');
+        END;
+        """,
     )

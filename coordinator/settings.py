@@ -5,7 +5,10 @@ Environment variables (each overrides the file):
 - ``BREAKWATER_CONFIG``: path of a TOML file (same shape as :class:`Settings`)
 - ``BREAKWATER_DB``: SQLite database path
 - ``BREAKWATER_HOST`` / ``BREAKWATER_PORT``: HTTP bind address
-- ``MQTT_URL``: broker URL, e.g. ``mqtt://127.0.0.1:1883`` or ``mqtts://mq.example.com`` (TLS)
+- ``MQTT_URL``: broker URL, e.g. ``mqtt://127.0.0.1:1883`` or ``mqtts://mq.example.com`` (TLS);
+  several, comma-separated, for a broker cluster (the coordinator moves to the next on failure)
+- ``BREAKWATER_INSTANCE``: this instance's name (MQTT client id, lease holder); default
+  ``<hostname>-<port>``
 - ``BREAKWATER_TOPIC_ROOT``: MQTT topic root
 - ``BREAKWATER_SKEW_THRESHOLD_S``: client clock skew that flags an order
 
@@ -19,15 +22,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from coordinator.errors import ConfigError
+from protocols.mqtt_url import MqttUrlError, parse_mqtt_url
 
 
 class _Section(BaseModel):
@@ -126,7 +139,14 @@ class Settings(_Section):
     db_path: str = "breakwater.sqlite"
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_url: tuple[str, ...] = Field(
+        default=("mqtt://127.0.0.1:1883",),
+        description="one broker URL, or several (a list, or comma-separated) of one cluster",
+    )
+    instance_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_-]{1,40}$",
+        description="names this instance (MQTT client id, lease); default <hostname>-<port>",
+    )
     topic_root: str = "breakwater"
     allocation: AllocationConfig = Field(default_factory=AllocationConfig)
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
@@ -151,6 +171,33 @@ class Settings(_Section):
         if sections:
             out["sections"] = sections
         return out
+
+    @field_validator("mqtt_url", mode="before")
+    @classmethod
+    def _broker_urls(cls, value: Any) -> Any:
+        """A string may hold several URLs separated by commas (handy in ``MQTT_URL``)."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        if isinstance(value, list | tuple):
+            if not value:
+                raise ValueError("at least one broker URL is needed")
+            for index, url in enumerate(value):
+                try:
+                    parse_mqtt_url(str(url))
+                except MqttUrlError as exc:
+                    message = f"URL {index + 1} of {len(value)}: {exc}"
+                    raise ValueError(message) from exc
+        return value
+
+    @property
+    def instance(self) -> str:
+        """This instance's name: ``instance_id``, else ``<hostname>-<port>`` (stable across
+        restarts, so a persistent MQTT session is picked up again; two instances on one
+        host differ by port)."""
+        if self.instance_id is not None:
+            return self.instance_id
+        host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:30] or "host"
+        return f"{host}-{self.port}"
 
     def section(self, name: str) -> dict[str, Any]:
         """A module's raw settings table (empty when the file has none)."""
@@ -194,6 +241,7 @@ _ENV = {
     "BREAKWATER_HOST": "host",
     "BREAKWATER_PORT": "port",
     "MQTT_URL": "mqtt_url",
+    "BREAKWATER_INSTANCE": "instance_id",
     "BREAKWATER_TOPIC_ROOT": "topic_root",
     "BREAKWATER_SKEW_THRESHOLD_S": "intake.skew_threshold_s",
 }

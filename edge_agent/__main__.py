@@ -1,7 +1,12 @@
 """Command line: ``python -m edge_agent --config site.toml`` runs the agent;
 ``python -m edge_agent check site.toml`` validates a config (exit code 2 when invalid);
 ``python -m edge_agent new-incarnation site.toml`` gives the state database a new
-incarnation (after restoring it from a backup, with the agent stopped)."""
+incarnation (after restoring it from a backup, with the agent stopped);
+``python -m edge_agent command site.toml BREAKER KIND --actor NAME --reason TEXT`` signs a
+command with the gateway's key and sends it to its agent through the local broker (a
+technician on site, without the coordinator);
+``python -m edge_agent replay site.toml READINGS`` replays a recorded night through the
+site's rules and prints the breaker timeline."""
 
 from __future__ import annotations
 
@@ -83,6 +88,40 @@ def new_incarnation(path: str) -> int:
     return 0
 
 
+def command(argv: list[str]) -> int:
+    from datetime import UTC, datetime
+
+    from edge_agent.local_command import local_command, publish_command
+    from protocols import CommandKind
+
+    parser = argparse.ArgumentParser(prog="python -m edge_agent command")
+    parser.add_argument("config")
+    parser.add_argument("breaker")
+    parser.add_argument("kind", choices=[k.value for k in CommandKind])
+    parser.add_argument("--actor", required=True, help="who acts (audited as local:NAME)")
+    parser.add_argument("--reason", required=True)
+    parser.add_argument("--minutes", type=float, help="how long an override lasts")
+    parser.add_argument("--uplink", action="store_true",
+                        help="send through the uplink broker instead of the local one")
+    opts = parser.parse_args(argv)
+    config = _load(opts.config)
+    if config is None:
+        return 2
+    try:
+        cmd = local_command(config, CommandKind(opts.kind), actor=opts.actor,
+                            reason=opts.reason, now=datetime.now(UTC), minutes=opts.minutes)
+        topic = asyncio.run(publish_command(config, opts.breaker, cmd, via_uplink=opts.uplink))
+    except ValueError as exc:  # includes CommandKeyError and pydantic's ValidationError
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # aiomqtt.MqttError, OSError: the broker cannot be reached
+        print(f"not sent: {exc}", file=sys.stderr)
+        return 1
+    print(f"sent {cmd.command_id} ({cmd.command.value} on {opts.breaker}) to {topic}; "
+          "the agent's audit record says whether it was applied")
+    return 0
+
+
 async def _serve(config: AgentConfig) -> None:
     from edge_agent.agent import EdgeAgent
 
@@ -106,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog="python -m edge_agent new-incarnation")
         parser.add_argument("config")
         return new_incarnation(parser.parse_args(args[1:]).config)
+    if args and args[0] == "command":
+        return command(args[1:])
+    if args and args[0] == "replay":
+        from edge_agent.replay import main as replay_main
+
+        return replay_main(args[1:])
     parser = argparse.ArgumentParser(prog="python -m edge_agent", description=__doc__)
     parser.add_argument("--config", required=True, help="the gateway's TOML file")
     parser.add_argument("--log-level", default="INFO")

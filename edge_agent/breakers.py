@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from edge_agent.rules import Reading, Transition
+from edge_agent.readings import Reading
+from edge_agent.rules import Transition
 from protocols.models import BreakerCommand, BreakerState, CommandKind, Override
 
 SEVERITY = {

@@ -25,7 +25,8 @@ from pydantic import (
 )
 
 from edge_agent.errors import ConfigError
-from edge_agent.rules import Metric
+from edge_agent.readings import Metric
+from edge_agent.rules import Combine
 from protocols.mqtt_url import (
     MqttAddress,
     TlsField,
@@ -67,6 +68,15 @@ class AgentSection(_Section):
     readings_log_per_sensor: int = Field(default=100, ge=1, le=100_000)
     deadletter_queue_max: int = Field(default=1000, ge=1)
     log_interval_s: Seconds = 60
+    # Signed commands (protocols/command_auth.py): the agent's own key, from this file
+    # (relative to the config file) or else from the environment variable
+    # BREAKWATER_COMMAND_KEY. With neither, commands are not authenticated. Never logged.
+    command_key_file: str | None = None
+    # Longest a command may be valid (and an override last) from when it was issued.
+    command_max_ttl_s: PositiveSeconds = Field(default=43_200, le=7 * 86_400)
+    # Health and Prometheus metrics on http://metrics_host:metrics_port/ (0 = off).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65_535)
 
 
 class MqttSection(_Section):
@@ -154,6 +164,9 @@ class SensorConfig(_Section):
     metric: Metric | None = None
     tasmota_sensor: str | None = None
     max_gap_s: PositiveSeconds = 120
+    # The unit the sensor reports temperature in, whatever its format (a Zigbee2MQTT or
+    # native probe set to °F is otherwise read as °C). Tasmota's own TempUnit wins.
+    unit: Literal["C", "F"] | None = None
 
     @field_validator("topic")
     @classmethod
@@ -172,6 +185,8 @@ class SensorConfig(_Section):
             raise ValueError("tasmota_sensor is only for tasmota sensors")
         if self.format != "native" and self.topic is None:
             raise ValueError(f"topic is required for a {self.format} sensor")
+        if self.unit is not None and self.format == "plain" and self.metric != "temperature_c":
+            raise ValueError("unit is only for sensors that report temperature")
         return self
 
 
@@ -190,6 +205,19 @@ class RuleConfig(_Section):
     clear_for_s: Seconds = 120
     min_tripped_s: Seconds = 0
     silence_trips_after_s: PositiveSeconds | None = None
+    # How the zone's sensors combine: ``any`` one of them beyond the limit (safety first:
+    # one faulty probe can close the warehouse, and the event names it), ``all`` live
+    # sensors, or ``at_least`` N (with ``at_least = N``). See docs/edge.md.
+    combine: Combine = "any"
+    at_least: int | None = Field(default=None, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _combine(self) -> RuleConfig:
+        if self.combine == "at_least" and self.at_least is None:
+            raise ValueError("at_least: required when combine = 'at_least'")
+        if self.combine != "at_least" and self.at_least is not None:
+            raise ValueError("at_least: only with combine = 'at_least'")
+        return self
 
     @model_validator(mode="after")
     def _one_direction(self) -> RuleConfig:
@@ -239,11 +267,23 @@ class AgentConfig(_Section):
                 raise ValueError(
                     f"rules[{i}].zone: no sensor in zone {rule.zone!r} measures {rule.metric}"
                 )
+            if rule.at_least is not None and rule.at_least > len(measuring):
+                raise ValueError(
+                    f"rules[{i}].at_least: {rule.at_least} sensors needed but zone "
+                    f"{rule.zone!r} has {len(measuring)} measuring {rule.metric}"
+                )
         return self
 
     @property
     def state_db_path(self) -> Path:
         path = Path(self.agent.state_db)
+        return path if path.is_absolute() else self._base_dir / path
+
+    @property
+    def command_key_path(self) -> Path | None:
+        if self.agent.command_key_file is None:
+            return None
+        path = Path(self.agent.command_key_file).expanduser()
         return path if path.is_absolute() else self._base_dir / path
 
     def with_base_dir(self, base_dir: Path) -> AgentConfig:

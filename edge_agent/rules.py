@@ -4,21 +4,29 @@ A :class:`RuleMachine` knows nothing of MQTT, SQLite or wall clocks. It is fed r
 (``feed(reading) -> actions``) and told the time (``tick(now) -> actions``); every deadline
 is data in its state. The same inputs always give the same outputs.
 
-Semantics (see docs/edge.md):
-- a reading on the bad side starts ``pending``; the rule trips at the first bad reading whose
-  event time is at least ``for_s`` after the first bad reading, provided ``min_readings``
-  bad readings were seen in that span (one reading followed by silence cannot trip);
-- a reading back on the safe side resets ``pending``, unless ``dip_grace_s`` tolerates it;
-- ``tripped`` clears through ``clearing``: the value must stay on the clear side of the
-  clear threshold (hysteresis on value) for ``clear_for_s`` (on time), and the rule must
-  have been tripped at least ``min_tripped_s``;
+Semantics (see docs/edge.md). Each sensor's excursion is its own
+(:class:`~edge_agent.excursion.SensorTrack`): ordering, duplicates and staleness are per
+sensor, so sensors with different clocks never hide each other's readings.
+- a sensor's reading on the bad side starts that sensor's excursion; the sensor *votes*
+  at its first bad reading whose event time is at least ``for_s`` after its first bad
+  reading, provided ``min_readings`` of its bad readings were seen in that span (one
+  reading followed by silence cannot trip);
+- ``combine`` says how many votes trip the rule: ``any`` (1, the default), ``all`` (every
+  live sensor) or ``at_least`` N. The rule is ``pending`` while that many sensors are in an
+  excursion, and trips at the reading that brings the votes to that number;
+- a reading back on the safe side resets its sensor's excursion, unless ``dip_grace_s``
+  tolerates it;
+- ``tripped`` clears through ``clearing``: once fewer than the needed number of live
+  sensors are off the clear side of the clear threshold (hysteresis on value), for
+  ``clear_for_s`` (on time), and the rule has been tripped at least ``min_tripped_s``;
 - when every sensor of the rule has been silent longer than its ``max_gap_s``, an ``ok`` or
   ``pending`` rule becomes ``unknown`` (pending progress is discarded: unknown never counts
   toward a trip); a tripped rule stays tripped (unknown never clears); ``unknown`` trips
   after ``silence_trips_after_s`` if set (a power cut silences cold-room sensors);
 - data returning after ``unknown`` is not a new crossing: the reason says ``data_returned``;
-- readings older than the newest one already processed are dropped as ``out_of_order``, an
-  exact repeat (same sensor, same event time) as ``duplicate`` -- deterministically.
+- a reading older than the same sensor's newest one already processed is dropped as
+  ``out_of_order``, a repeat of its event time as ``duplicate`` -- deterministically, and
+  counted per sensor by the caller (the notices name the sensor).
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from edge_agent.excursion import SensorTrack, Step
+from edge_agent.readings import Metric, Reading
 from protocols.models import BreakerState
 
 OK = BreakerState.OK
@@ -37,43 +47,9 @@ UNKNOWN = BreakerState.UNKNOWN
 
 MAX_VALUES = 64
 
-Metric = Literal["temperature_c", "humidity_pct"]
+Combine = Literal["any", "all", "at_least"]
 
-
-@dataclass(slots=True)
-class Reading:
-    """One normalised reading (°C or %RH) of one metric from one sensor."""
-
-    sensor_id: str
-    zone: str
-    metric: Metric
-    value: float
-    ts: datetime  # event time used by the rules
-    received_at: datetime
-    clock_suspect: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "sensor_id": self.sensor_id,
-            "zone": self.zone,
-            "metric": self.metric,
-            "value": self.value,
-            "ts": self.ts.isoformat(),
-            "received_at": self.received_at.isoformat(),
-            "clock_suspect": self.clock_suspect,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Reading:
-        return cls(
-            sensor_id=str(data["sensor_id"]),
-            zone=str(data["zone"]),
-            metric="humidity_pct" if data["metric"] == "humidity_pct" else "temperature_c",
-            value=float(data["value"]),
-            ts=datetime.fromisoformat(data["ts"]),
-            received_at=datetime.fromisoformat(data["received_at"]),
-            clock_suspect=bool(data.get("clock_suspect", False)),
-        )
+__all__ = ["Metric", "Reading"]  # re-exported: rules are where readings go
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +70,10 @@ class RuleSpec:
     min_tripped_s: float
     silence_trips_after_s: float | None
     max_gap_s: dict[str, float]  # sensor id -> max gap, for the sensors feeding this rule
+    # How the zone's sensors combine (docs/edge.md): ``any`` one sensor's excursion trips
+    # (the default: safety first), ``all`` live sensors, or ``at_least`` N of them.
+    combine: Combine = "any"
+    at_least: int = 1
 
     @property
     def key(self) -> str:
@@ -163,6 +143,7 @@ def episode_id(agent_id: str, zone: str, rule: str, start: datetime) -> str:
     return f"{agent_id}/{zone}/{rule}/{start.strftime('%Y%m%dT%H%M%S.%fZ')}"
 
 
+
 @dataclass(slots=True)
 class RuleMachine:
     spec: RuleSpec
@@ -170,149 +151,142 @@ class RuleMachine:
     origin: datetime  # when the machine started watching (staleness counts from here)
     state: BreakerState = UNKNOWN
     since: datetime | None = None
-    pending_since: datetime | None = None
-    bad_count: int = 0
-    window: list[Reading] = field(default_factory=list)
-    dip_since: datetime | None = None
+    tracks: dict[str, SensorTrack] = field(default_factory=dict)
     tripped_since: datetime | None = None
     clearing_since: datetime | None = None
     episode: str | None = None
-    last_ts: datetime | None = None
-    at_last: set[str] = field(default_factory=set)
-    latest: dict[str, tuple[datetime, float]] = field(default_factory=dict)
-    silent: set[str] = field(default_factory=set)
-    bad_sensors: dict[str, datetime] = field(default_factory=dict)
-    unclear_sensors: dict[str, datetime] = field(default_factory=dict)
     dirty: bool = True
 
     @classmethod
     def create(cls, spec: RuleSpec, agent_id: str, now: datetime) -> RuleMachine:
-        return cls(spec=spec, agent_id=agent_id, origin=now, since=now)
+        tracks = {sensor: SensorTrack(sensor) for sensor in spec.max_gap_s}
+        return cls(spec=spec, agent_id=agent_id, origin=now, since=now, tracks=tracks)
+
+    # -- views -----------------------------------------------------------------
+    @property
+    def needed(self) -> int:
+        """How many sensors must agree: 1 for ``any``, every live one for ``all``."""
+        spec = self.spec
+        if spec.combine == "any":
+            return 1
+        if spec.combine == "all":
+            return max(1, sum(1 for t in self.tracks.values() if not t.silent))
+        return spec.at_least
+
+    def _pending_tracks(self) -> list[SensorTrack]:
+        tracks = [t for t in self.tracks.values() if t.pending_since is not None]
+        tracks.sort(key=lambda t: (t.pending_since, t.sensor_id))
+        return tracks
+
+    @property
+    def pending_since(self) -> datetime | None:
+        """When the zone's excursion started: the needed-th sensor's excursion start."""
+        if self.state is not PENDING:
+            return None
+        tracks = self._pending_tracks()
+        n = self.needed
+        return tracks[n - 1].pending_since if len(tracks) >= n else None
+
+    @property
+    def bad_count(self) -> int:
+        tracks = self._pending_tracks()
+        return tracks[0].bad_count if tracks and self.state is PENDING else 0
+
+    @property
+    def last_ts(self) -> datetime | None:
+        seen = [t.last_ts for t in self.tracks.values() if t.last_ts is not None]
+        return max(seen) if seen else None
 
     # -- feeding ---------------------------------------------------------------
     def feed(self, reading: Reading) -> list[Action]:
+        track = self.tracks.get(reading.sensor_id)
+        if track is None:  # a sensor the config did not give this rule: track it anyway
+            track = self.tracks[reading.sensor_id] = SensorTrack(reading.sensor_id)
         ts = reading.ts
-        last = self.last_ts
-        if last is not None:
-            if ts < last:
-                return [self._notice("out_of_order", ts, reading.sensor_id)]
-            if ts == last and reading.sensor_id in self.at_last:
-                return [self._notice("duplicate", ts, reading.sensor_id)]
-        if last is None or ts > last:
-            self.last_ts = ts
-            self.at_last = {reading.sensor_id}
-        else:
-            self.at_last.add(reading.sensor_id)
+        dropped = track.order(ts)
+        if dropped is not None:
+            return [self._notice(dropped, ts, reading.sensor_id)]
         self.dirty = True
-        self.latest[reading.sensor_id] = (ts, reading.value)
         actions: list[Action] = []
-        if self.silent and reading.sensor_id in self.silent:
-            self.silent.discard(reading.sensor_id)
+        if track.silent:
+            track.silent = False
+            # a gap longer than max_gap_s breaks the excursion: it cannot be assumed to
+            # have held through the silence
+            track.reset()
             actions.append(self._notice("sensor_back", ts, reading.sensor_id))
-        bad, clear = self._judge(ts, reading)
+        spec = self.spec
+        step = track.observe(
+            reading, spec.breaching(reading.value), spec.clear_side(reading.value), spec.dip_grace_s
+        )
+        if step in ("started", "counted", "restarted", "dip_tolerated"):
+            track.check_vote(spec.for_s, spec.min_readings, ts)
+        if step == "dip_tolerated":
+            actions.append(
+                self._notice("dip_tolerated", ts, reading.sensor_id, f"{track.dip_s:g}s")
+            )
+        self._evaluate(reading, step, actions)
+        return actions
+
+    def _evaluate(self, reading: Reading, step: Step, actions: list[Action]) -> None:
         state = self.state
-        if state is OK:
-            if bad:
-                self._start_pending(reading, actions, "threshold_crossed")
+        n = self.needed
+        pending = self._pending_tracks()
+        if state in (OK, UNKNOWN):
+            if len(pending) >= n:
+                reason = "data_returned" if state is UNKNOWN else "threshold_crossed"
+                self._go(PENDING, reason, reading, actions)
+                self._maybe_trip(reading, actions)
+            elif state is UNKNOWN:
+                self._go(OK, "data_returned", reading, actions)
         elif state is PENDING:
-            self._feed_pending(reading, bad, actions)
+            if step == "restarted" and len(pending) - 1 < n:
+                # the excursion that made the zone pending ended in a too-long dip
+                self._go(OK, "back_within_limit", reading, actions)
+                self._go(PENDING, "threshold_crossed", reading, actions)
+            elif len(pending) < n:
+                self._go(OK, "back_within_limit", reading, actions)
+                return
+            self._maybe_trip(reading, actions)
         elif state is TRIPPED:
-            if clear:
-                self.clearing_since = ts
+            if self._clearable(reading.ts):
+                self.clearing_since = reading.ts
                 self._go(CLEARING, "clearing_started", reading, actions)
                 self._maybe_close(reading, actions)
         elif state is CLEARING:
-            if clear:
+            if self._clearable(reading.ts):
                 self._maybe_close(reading, actions)
             else:
                 self.clearing_since = None
                 self._go(TRIPPED, "clearing_interrupted", reading, actions)
-        else:  # UNKNOWN: data returning is not a new crossing
-            if bad:
-                self._start_pending(reading, actions, "data_returned")
-            else:
-                self._go(OK, "data_returned", reading, actions)
-        return actions
 
-    def _judge(self, ts: datetime, reading: Reading) -> tuple[bool, bool]:
-        """(bad, clear) for the zone: any live sensor on the bad side makes it bad; all
-        live sensors must be on the clear side to clear (any warm corner counts)."""
+    def _maybe_trip(self, reading: Reading, actions: list[Action]) -> None:
         spec = self.spec
-        value = reading.value
-        bad = spec.breaching(value)
-        clear = spec.clear_side(value)
-        if len(spec.max_gap_s) == 1:
-            return bad, clear
-        sensor = reading.sensor_id
-        # Only sensors whose latest value is bad / not clear are kept, so the usual
-        # case (every sensor normal) costs two dict operations, not a scan.
-        if bad:
-            self.bad_sensors[sensor] = ts
-        else:
-            self.bad_sensors.pop(sensor, None)
-        if clear:
-            self.unclear_sensors.pop(sensor, None)
-        else:
-            self.unclear_sensors[sensor] = ts
-        gaps = spec.max_gap_s
-        if not bad and self.bad_sensors:
-            bad = any(
-                (ts - seen).total_seconds() <= gaps.get(s, 0.0)
-                for s, seen in self.bad_sensors.items()
-            )
-        if clear and self.unclear_sensors:
-            clear = not any(
-                (ts - seen).total_seconds() <= gaps.get(s, 0.0)
-                for s, seen in self.unclear_sensors.items()
-            )
-        return bad, clear
-
-    def _start_pending(self, reading: Reading, actions: list[Action], reason: str) -> None:
-        self.pending_since = reading.ts
-        self.bad_count = 0
-        self.window = []
-        self.dip_since = None
-        self._go(PENDING, reason, reading, actions)
-        self._count_bad(reading, actions)
-
-    def _feed_pending(self, reading: Reading, bad: bool, actions: list[Action]) -> None:
-        grace = self.spec.dip_grace_s
-        if bad:
-            if self.dip_since is not None:
-                dip = (reading.ts - self.dip_since).total_seconds()
-                self.dip_since = None
-                if dip > grace:
-                    self._go(OK, "back_within_limit", reading, actions)
-                    self._start_pending(reading, actions, "threshold_crossed")
-                    return
-                actions.append(
-                    self._notice("dip_tolerated", reading.ts, reading.sensor_id, f"{dip:g}s")
-                )
-            self._count_bad(reading, actions)
+        ts = reading.ts
+        voters = [t for t in self._pending_tracks() if t.voting]
+        if len(voters) < self.needed:
             return
-        if grace > 0:
-            if self.dip_since is None:
-                self.dip_since = reading.ts
-                return
-            if (reading.ts - self.dip_since).total_seconds() <= grace:
-                return
-        self._reset_pending()
-        self._go(OK, "back_within_limit", reading, actions)
+        start = min(t.pending_since for t in voters if t.pending_since is not None)
+        values = sorted((r for t in voters for r in t.window), key=lambda r: (r.ts, r.sensor_id))
+        self.tripped_since = ts
+        self.episode = episode_id(self.agent_id, spec.zone, spec.id, start)
+        detail = "sensors " + ",".join(t.sensor_id for t in voters)
+        self._go(
+            TRIPPED, "threshold_exceeded", reading, actions,
+            values=tuple(values[-MAX_VALUES:]), detail=detail,
+        )
+        for track in self.tracks.values():
+            track.reset()
 
-    def _count_bad(self, reading: Reading, actions: list[Action]) -> None:
-        self.bad_count += 1
-        self.window.append(reading)
-        if len(self.window) > MAX_VALUES:
-            del self.window[0]
-        assert self.pending_since is not None
-        held = (reading.ts - self.pending_since).total_seconds()
-        if held >= self.spec.for_s and self.bad_count >= self.spec.min_readings:
-            self.tripped_since = reading.ts
-            self.episode = episode_id(
-                self.agent_id, self.spec.zone, self.spec.id, self.pending_since
-            )
-            self._go(TRIPPED, "threshold_exceeded", reading, actions, values=tuple(self.window))
-            self._reset_pending()
+    def _clearable(self, ts: datetime) -> bool:
+        """Fewer than the needed number of live sensors are off the clear side."""
+        gaps = self.spec.max_gap_s
+        unclear = 0
+        for sensor, track in self.tracks.items():
+            if track.clear or track.silent or track.last_ts is None:
+                continue
+            if (ts - track.last_ts).total_seconds() <= gaps.get(sensor, 0.0):
+                unclear += 1
+        return unclear < self.needed
 
     def _maybe_close(self, reading: Reading, actions: list[Action]) -> None:
         assert self.clearing_since is not None and self.tripped_since is not None
@@ -326,39 +300,35 @@ class RuleMachine:
         self._go(OK, "cleared", reading, actions)
         self.episode = None
 
-    def _reset_pending(self) -> None:
-        self.pending_since = None
-        self.bad_count = 0
-        self.window = []
-        self.dip_since = None
-
     # -- time ------------------------------------------------------------------
     def tick(self, now: datetime) -> list[Action]:
         """Evaluate deadlines at ``now``: staleness, silence trips, dip expiry."""
         actions: list[Action] = []
         spec = self.spec
         for sensor, gap in spec.max_gap_s.items():
-            if sensor in self.silent:
+            track = self.tracks[sensor]
+            if track.silent:
                 continue
-            seen = self.latest.get(sensor)
-            heard = self.origin if seen is None else max(seen[0], self.origin)
+            heard = self.origin if track.last_ts is None else max(track.last_ts, self.origin)
             if (now - heard).total_seconds() > gap:
-                self.silent.add(sensor)
+                track.silent = True
                 self.dirty = True
                 actions.append(self._notice("sensor_silent", now, sensor, f"silent > {gap:g}s"))
-        dip = self.dip_since
-        if (
-            self.state is PENDING
-            and dip is not None
-            and (now - dip).total_seconds() > spec.dip_grace_s
-        ):
-            self._reset_pending()
+        expired = False
+        for track in self.tracks.values():
+            dip = track.dip_since
+            if dip is not None and (now - dip).total_seconds() > spec.dip_grace_s:
+                track.reset()
+                expired = True
+                self.dirty = True
+        if expired and self.state is PENDING and len(self._pending_tracks()) < self.needed:
             self._go_at(OK, "back_within_limit", now, actions)
-        if len(self.silent) < len(spec.max_gap_s):
+        if any(not self.tracks[s].silent for s in spec.max_gap_s):
             return actions
         silent_from = self._silent_from()
         if self.state in (OK, PENDING):
-            self._reset_pending()
+            for track in self.tracks.values():
+                track.reset()
             self._go_at(UNKNOWN, "sensor_silent", now, actions, since=silent_from)
         elif self.state is CLEARING:
             self.clearing_since = None
@@ -375,14 +345,15 @@ class RuleMachine:
         return actions
 
     def _silent_from(self) -> datetime:
-        heard = [seen for seen, _ in self.latest.values()]
+        heard = [t.last_ts for t in self.tracks.values() if t.last_ts is not None]
         return max([self.origin, *heard])
 
     def countdown(self, now: datetime) -> Countdown:
-        if self.state is PENDING and self.pending_since is not None:
-            trips_at = self.pending_since + timedelta(seconds=self.spec.for_s)
+        start = self.pending_since
+        if self.state is PENDING and start is not None:
+            trips_at = start + timedelta(seconds=self.spec.for_s)
             left = max(0.0, (trips_at - now).total_seconds())
-            return Countdown(PENDING, self.pending_since, trips_at, left, self.bad_count)
+            return Countdown(PENDING, start, trips_at, left, self.bad_count)
         return Countdown(self.state, None, None, None, 0)
 
     # -- transitions -----------------------------------------------------------
@@ -394,8 +365,12 @@ class RuleMachine:
         actions: list[Action],
         *,
         values: tuple[Reading, ...] = (),
+        detail: str = "",
     ) -> None:
-        self._emit(state, reason, reading.ts, actions, values, reading.clock_suspect, reading.ts)
+        self._emit(
+            state, reason, reading.ts, actions, values, reading.clock_suspect, reading.ts,
+            detail or f"sensor {reading.sensor_id}",
+        )
 
     def _go_at(
         self,
@@ -406,7 +381,7 @@ class RuleMachine:
         *,
         since: datetime | None = None,
     ) -> None:
-        self._emit(state, reason, now, actions, (), False, since or now)
+        self._emit(state, reason, now, actions, (), False, since or now, "")
 
     def _emit(
         self,
@@ -417,6 +392,7 @@ class RuleMachine:
         values: tuple[Reading, ...],
         clock_suspect: bool,
         since: datetime,
+        detail: str,
     ) -> None:
         previous = self.state
         self.state = state
@@ -436,6 +412,7 @@ class RuleMachine:
                 episode_id=self.episode,
                 values=values,
                 clock_suspect=clock_suspect,
+                detail=detail,
             )
         )
 
@@ -450,17 +427,10 @@ class RuleMachine:
         return {
             "state": self.state.value,
             "since": iso(self.since),
-            "pending_since": iso(self.pending_since),
-            "bad_count": self.bad_count,
-            "window": [r.to_json() for r in self.window],
-            "dip_since": iso(self.dip_since),
             "tripped_since": iso(self.tripped_since),
             "clearing_since": iso(self.clearing_since),
             "episode": self.episode,
-            "last_ts": iso(self.last_ts),
-            "at_last": sorted(self.at_last),
-            "latest": {s: [t.isoformat(), v] for s, (t, v) in self.latest.items()},
-            "silent": sorted(self.silent),
+            "sensors": {s: t.snapshot() for s, t in sorted(self.tracks.items())},
         }
 
     @classmethod
@@ -478,7 +448,8 @@ class RuleMachine:
 
         Down less than ``outage_tolerance_s``: pending and tripped are rebuilt as they
         were (staleness counts again from ``now``). Longer: a trip is never forgotten, but
-        everything else starts ``unknown``.
+        everything else starts ``unknown``. A snapshot from before per-sensor tracking
+        (no ``sensors``) keeps its state and trip; its excursions start again.
         """
 
         def dt(key: str) -> datetime | None:
@@ -491,25 +462,16 @@ class RuleMachine:
         if within:
             machine.state = state
             machine.since = dt("since")
-            machine.pending_since = dt("pending_since")
-            machine.bad_count = int(data.get("bad_count", 0))
-            machine.window = [Reading.from_json(r) for r in data.get("window", [])]
-            machine.dip_since = dt("dip_since")
             machine.tripped_since = dt("tripped_since")
             machine.clearing_since = dt("clearing_since")
             machine.episode = data.get("episode")
-            machine.last_ts = dt("last_ts")
-            machine.at_last = set(data.get("at_last", []))
-            machine.latest = {
-                s: (datetime.fromisoformat(t), float(v))
-                for s, (t, v) in data.get("latest", {}).items()
-                if s in spec.max_gap_s
-            }
-            for sensor, (seen, value) in machine.latest.items():
-                if spec.breaching(value):
-                    machine.bad_sensors[sensor] = seen
-                if not spec.clear_side(value):
-                    machine.unclear_sensors[sensor] = seen
+            for sensor, saved in data.get("sensors", {}).items():
+                if sensor in spec.max_gap_s:
+                    track = SensorTrack.restore(sensor, saved)
+                    track.silent = False  # staleness counts again from now
+                    machine.tracks[sensor] = track
+            if state is PENDING and machine.pending_since is None:
+                machine.state = UNKNOWN  # an old snapshot's excursion cannot be rebuilt
         elif state in (TRIPPED, CLEARING):
             machine.state = TRIPPED
             machine.since = dt("since")

@@ -4,26 +4,31 @@ Formats: ``native`` (:class:`protocols.SensorReading` JSON with an event timesta
 ``zigbee2mqtt`` (``{"temperature": 7.9, "humidity": 61.2, ...}``, no timestamp: receive
 time is used), ``tasmota`` (``tele/<device>/SENSOR``: ``{"Time": ..., "<SENSOR>":
 {"Temperature": .., "Humidity": ..}, "TempUnit": "C"|"F"}``) and ``plain`` (one number on a
-per-metric topic). Every rejection raises :class:`SensorPayloadError` naming the field.
+per-metric topic). Every rejection is a :class:`SensorPayloadError` naming the field; a
+payload with one good and one bad value gives the good reading and the error.
+
+Units: every sensor may declare ``unit = "F"`` for its temperature (°C otherwise);
+Tasmota's own ``TempUnit`` wins where present.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
 from edge_agent.config import SensorConfig
 from edge_agent.errors import SensorPayloadError
-from edge_agent.rules import Metric, Reading
-from protocols import SensorReading
+from edge_agent.readings import Metric, Reading
 from protocols.models import MAX_TEMPERATURE_C, MIN_TEMPERATURE_C
 
-TEMPERATURE: Final = "temperature_c"
-HUMIDITY: Final = "humidity_pct"
+TEMPERATURE: Final[Metric] = "temperature_c"
+HUMIDITY: Final[Metric] = "humidity_pct"
 LIMITS: dict[str, tuple[float, float]] = {
     TEMPERATURE: (MIN_TEMPERATURE_C, MAX_TEMPERATURE_C),
     HUMIDITY: (0.0, 100.0),
@@ -34,8 +39,9 @@ class _FastNative(BaseModel):
     """:class:`SensorReading` without its Python-level validators, for the hot path.
 
     Everything it checks runs inside pydantic-core. What it skips is re-checked cheaply:
-    ``sensor_id`` must equal the configured (already validated) id, and a payload without
-    any value falls back to :class:`SensorReading`, which rejects it naming the field.
+    ``sensor_id`` must equal the configured (already validated) id; values are checked one
+    by one (unit, sentinel, range) so one bad value never costs the other; a payload that
+    fails here is read again field by field to name what was wrong.
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
@@ -43,26 +49,46 @@ class _FastNative(BaseModel):
     v: Literal[1] = 1
     sensor_id: str
     ts: AwareDatetime
-    temperature_c: float | None = Field(default=None, ge=MIN_TEMPERATURE_C, le=MAX_TEMPERATURE_C)
-    humidity_pct: float | None = Field(default=None, ge=0.0, le=100.0)
+    temperature_c: float | None = None
+    humidity_pct: float | None = None
+
+
+# Values some common probes send instead of a measurement, in °C, by name. Both are
+# outside the possible range too, but naming them tells the technician what to fix.
+SENTINELS: dict[float, str] = {
+    85.0: "the DS18B20 power-on value (the probe reset or lost power; not a measurement)",
+    -127.0: "the DS18B20 disconnected value (no probe on the wire)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """The readings a payload gave, and the values it carried that were refused (each
+    names its field): a bad or ``null`` humidity never costs the temperature beside it."""
+
+    readings: list[Reading]
+    errors: list[SensorPayloadError] = field(default_factory=list)
 
 
 class SensorParser:
     """Parses the payloads of one configured sensor."""
 
-    __slots__ = ("_config", "_id", "_max_skew", "_zone")
+    __slots__ = ("_config", "_fahrenheit", "_id", "_max_skew", "_zone")
 
     def __init__(self, config: SensorConfig, max_skew_s: float) -> None:
         self._config = config
         self._id = config.id
         self._zone = config.zone
         self._max_skew = timedelta(seconds=max_skew_s)
+        self._fahrenheit = config.unit == "F"
 
     @property
     def config(self) -> SensorConfig:
         return self._config
 
-    def parse(self, payload: bytes, received_at: datetime) -> list[Reading]:
+    def parse(self, payload: bytes, received_at: datetime) -> Parsed:
+        """Readings in °C and %RH; raises :class:`SensorPayloadError` only when the
+        payload gives no usable value at all."""
         fmt = self._config.format
         if fmt == "native":
             return self._native(payload, received_at)
@@ -73,56 +99,43 @@ class SensorParser:
         return self._plain(payload, received_at)
 
     # -- formats ---------------------------------------------------------------
-    def _native(self, payload: bytes, received_at: datetime) -> list[Reading]:
+    def _native(self, payload: bytes, received_at: datetime) -> Parsed:
         try:
-            reading: SensorReading | _FastNative = _FastNative.model_validate_json(payload)
-            if reading.temperature_c is None and reading.humidity_pct is None:
-                raise ValueError("no value")
+            fast = _FastNative.model_validate_json(payload)
         except ValueError:
-            # Slow path, only for bad payloads: the contract's own model names the field.
-            try:
-                reading = SensorReading.model_validate_json(payload)
-            except ValueError as exc:  # pydantic.ValidationError is a ValueError
-                raise _from_validation(exc) from exc
-        if reading.sensor_id != self._id:
-            message = f"sensor_id {reading.sensor_id!r} does not match sensor {self._id!r}"
+            return self._native_slow(payload, received_at)
+        if fast.sensor_id != self._id:
+            message = f"sensor_id {fast.sensor_id!r} does not match sensor {self._id!r}"
             raise SensorPayloadError(message, field="sensor_id", reason="sensor_id")
-        ts, suspect = self._event_time(reading.ts, received_at)
-        out: list[Reading] = []
-        if reading.temperature_c is not None:
-            out.append(
-                Reading(
-                    self._id,
-                    self._zone,
-                    TEMPERATURE,
-                    reading.temperature_c,
-                    ts,
-                    received_at,
-                    suspect,
-                )
-            )
-        if reading.humidity_pct is not None:
-            out.append(
-                Reading(
-                    self._id, self._zone, HUMIDITY, reading.humidity_pct, ts, received_at, suspect
-                )
-            )
-        return out
+        ts, suspect = self._event_time(fast.ts, received_at)
+        values = ((TEMPERATURE, fast.temperature_c, TEMPERATURE),
+                  (HUMIDITY, fast.humidity_pct, HUMIDITY))
+        return self._values(values, ts, received_at, suspect, "$", self._fahrenheit)
 
-    def _zigbee2mqtt(self, payload: bytes, received_at: datetime) -> list[Reading]:
+    def _native_slow(self, payload: bytes, received_at: datetime) -> Parsed:
+        """Only for payloads the fast path refused: which field, and can the rest be used?"""
         data = _json_object(payload)
-        values: list[tuple[Metric, float]] = []
-        if "temperature" in data:
-            values.append((TEMPERATURE, _number(data["temperature"], "temperature")))
-        if "humidity" in data:
-            values.append((HUMIDITY, _number(data["humidity"], "humidity")))
-        if not values:
-            raise SensorPayloadError(
-                "no temperature or humidity in payload", field="temperature", reason="missing"
-            )
-        return [self._reading(metric, value, received_at, received_at) for metric, value in values]
+        header = {k: v for k, v in data.items() if k not in (TEMPERATURE, HUMIDITY)}
+        try:
+            fast = _FastNative.model_validate(header)
+        except ValueError as exc:  # pydantic.ValidationError is a ValueError
+            raise _from_validation(exc) from exc
+        if fast.sensor_id != self._id:
+            message = f"sensor_id {fast.sensor_id!r} does not match sensor {self._id!r}"
+            raise SensorPayloadError(message, field="sensor_id", reason="sensor_id")
+        ts, suspect = self._event_time(fast.ts, received_at)
+        values = ((TEMPERATURE, data.get(TEMPERATURE), TEMPERATURE),
+                  (HUMIDITY, data.get(HUMIDITY), HUMIDITY))
+        return self._values(values, ts, received_at, suspect, "$", self._fahrenheit)
 
-    def _tasmota(self, payload: bytes, received_at: datetime) -> list[Reading]:
+    def _zigbee2mqtt(self, payload: bytes, received_at: datetime) -> Parsed:
+        data = _json_object(payload)
+        values = ((TEMPERATURE, data.get("temperature"), "temperature"),
+                  (HUMIDITY, data.get("humidity"), "humidity"))
+        return self._values(values, received_at, received_at, False, "temperature",
+                            self._fahrenheit)
+
+    def _tasmota(self, payload: bytes, received_at: datetime) -> Parsed:
         data = _json_object(payload)
         name = self._config.tasmota_sensor
         block: Any
@@ -144,7 +157,8 @@ class SensorParser:
             block = data[name]
         if not isinstance(block, dict):
             raise SensorPayloadError(f"{name} must be an object", field=name, reason="type")
-        unit = data.get("TempUnit", "C")
+        # Tasmota's own TempUnit wins over the declared unit: the device knows what it sent
+        unit = data.get("TempUnit", "F" if self._fahrenheit else "C")
         if unit not in ("C", "F"):
             raise SensorPayloadError(
                 f"TempUnit must be 'C' or 'F', got {unit!r}", field="TempUnit", reason="type"
@@ -152,21 +166,11 @@ class SensorParser:
         ts, suspect = received_at, False
         if "Time" in data:
             ts, suspect = self._event_time(_tasmota_time(data["Time"]), received_at)
-        values: list[tuple[Metric, float]] = []
-        if "Temperature" in block:
-            temp = _number(block["Temperature"], f"{name}.Temperature")
-            if unit == "F":
-                temp = (temp - 32.0) * 5.0 / 9.0
-            values.append((TEMPERATURE, temp))
-        if "Humidity" in block:
-            values.append((HUMIDITY, _number(block["Humidity"], f"{name}.Humidity")))
-        if not values:
-            raise SensorPayloadError(
-                f"{name} has no Temperature or Humidity", field=name, reason="missing"
-            )
-        return [self._reading(m, v, ts, received_at, suspect) for m, v in values]
+        values = ((TEMPERATURE, block.get("Temperature"), f"{name}.Temperature"),
+                  (HUMIDITY, block.get("Humidity"), f"{name}.Humidity"))
+        return self._values(values, ts, received_at, suspect, name, unit == "F")
 
-    def _plain(self, payload: bytes, received_at: datetime) -> list[Reading]:
+    def _plain(self, payload: bytes, received_at: datetime) -> Parsed:
         metric = self._config.metric
         assert metric is not None
         try:
@@ -177,9 +181,41 @@ class SensorParser:
             raise SensorPayloadError(message, field="$", reason="type") from exc
         if not math.isfinite(value):
             raise SensorPayloadError("must be finite", field="$", reason="non_finite")
-        return [self._reading(metric, value, received_at, received_at)]
+        values = ((metric, value, "$"),)
+        return self._values(values, received_at, received_at, False, "$", self._fahrenheit)
 
     # -- helpers ---------------------------------------------------------------
+    def _values(
+        self,
+        values: Iterable[tuple[Metric, Any, str]],
+        ts: datetime,
+        received_at: datetime,
+        suspect: bool,
+        missing_field: str,
+        fahrenheit: bool,
+    ) -> Parsed:
+        """One reading per present value; ``null`` is absent (Zigbee2MQTT sends it for a
+        value it lacks). Raises only when no value is usable."""
+        readings: list[Reading] = []
+        errors: list[SensorPayloadError] = []
+        for metric, raw, name in values:
+            if raw is None:
+                continue
+            try:
+                value = _number(raw, name)
+                if fahrenheit and metric == TEMPERATURE:
+                    value = (value - 32.0) * 5.0 / 9.0
+                readings.append(self._reading(metric, value, ts, received_at, suspect))
+            except SensorPayloadError as exc:
+                errors.append(exc)
+        if not readings:
+            if errors:
+                raise errors[0]
+            raise SensorPayloadError(
+                "no temperature or humidity in payload", field=missing_field, reason="missing"
+            )
+        return Parsed(readings, errors)
+
     def _reading(
         self,
         metric: Metric,
@@ -188,6 +224,11 @@ class SensorParser:
         received_at: datetime,
         suspect: bool = False,
     ) -> Reading:
+        if metric == TEMPERATURE:
+            for sentinel, meaning in SENTINELS.items():
+                if abs(value - sentinel) < 0.01:
+                    message = f"{metric} {value:g} is {meaning}"
+                    raise SensorPayloadError(message, field=metric, reason="sentinel")
         low, high = LIMITS[metric]
         if not low <= value <= high:
             message = f"{metric} {value:g} is outside the possible range {low:g}..{high:g}"
@@ -255,4 +296,4 @@ def _tasmota_time(value: Any) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-__all__ = ["SensorParser"]
+__all__ = ["SENTINELS", "Parsed", "SensorParser"]

@@ -22,24 +22,14 @@ from typing import TYPE_CHECKING, Any
 import sqlite_utils
 
 from edge_agent.errors import StoreError
-from edge_agent.rules import Reading
+from edge_agent.messages import OutgoingMessage
+from edge_agent.readings import Reading
 
 if TYPE_CHECKING:
     from edge_agent.config import AgentConfig
 
 # What the budget sacrifices first when the outbox is full.
 DROP_ORDER = ("telemetry", "audit")
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingMessage:
-    kind: str  # breaker | telemetry | audit
-    topic: str
-    payload: str
-    qos: int
-    retain: bool
-    seq: int
-    breaker: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +95,24 @@ class Store:
                 "qos": int,
                 "retain": int,
                 "size": int,
+                "queued_at": str,
             },
             pk="id",
             if_not_exists=True,
+        )
+        if "queued_at" not in db.table("outbox").columns_dict:  # a database from before it
+            db.table("outbox").add_column("queued_at", str)
+        # The newest event of each breaker, kept after it is published: re-sent with its
+        # original seq on every new uplink session (a broker may lose what it acknowledged).
+        db.table("current").create(
+            {"breaker": str, "seq": int, "topic": str, "payload": str},
+            pk="breaker",
+            if_not_exists=True,
+        )
+        # Nonces of accepted signed commands, until the command could no longer be accepted:
+        # a restart does not reopen replays.
+        db.table("nonces").create(
+            {"nonce": str, "expires_at": str}, pk="nonce", if_not_exists=True
         )
 
     def close(self) -> None:
@@ -207,6 +212,7 @@ class Store:
         breakers: dict[str, dict[str, Any]] | None = None,
         readings: Iterable[Reading] = (),
         outgoing: Iterable[OutgoingMessage] = (),
+        nonces: dict[str, datetime] | None = None,
     ) -> list[OutgoingMessage]:
         """Persist state, readings and outgoing messages in one transaction.
 
@@ -255,8 +261,8 @@ class Store:
                         self.dropped[message.kind] = self.dropped.get(message.kind, 0) + 1
                         continue
                     conn.execute(
-                        "INSERT INTO outbox(seq, kind, breaker, topic, payload, qos, retain, size)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO outbox(seq, kind, breaker, topic, payload, qos, retain, size,"
+                        " queued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [
                             message.seq,
                             message.kind,
@@ -266,10 +272,22 @@ class Store:
                             message.qos,
                             int(message.retain),
                             len(message.payload),
+                            now.isoformat(),
                         ],
                     )
+                    if message.kind == "breaker":
+                        conn.execute(
+                            "INSERT OR REPLACE INTO current(breaker, seq, topic, payload) "
+                            "VALUES (?, ?, ?, ?)",
+                            [message.breaker, message.seq, message.topic, message.payload],
+                        )
                     self.outbox_bytes += len(message.payload)
                     self.outbox_count += 1
+                if nonces:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO nonces(nonce, expires_at) VALUES (?, ?)",
+                        [(n, t.isoformat()) for n, t in nonces.items()],
+                    )
                 self._set_meta("seq", str(self.seq))
                 self._set_meta("saved_at", now.isoformat())
         except sqlite3.Error as exc:
@@ -334,6 +352,30 @@ class Store:
             [upto_seq],
         ).fetchall()
         return [self._row(r) for r in rows]
+
+    def current_rows(self) -> list[OutboxRow]:
+        """The newest event of each breaker (published or not), oldest first."""
+        rows = self.db.execute(
+            "SELECT 0, 'breaker', topic, payload, 1, 1, seq, breaker FROM current ORDER BY seq"
+        ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def oldest_queued_at(self) -> datetime | None:
+        row = self.db.execute("SELECT min(queued_at) FROM outbox").fetchone()
+        return None if row is None or row[0] is None else datetime.fromisoformat(row[0])
+
+    # -- nonces ----------------------------------------------------------------
+    def load_nonces(self, now: datetime) -> dict[str, datetime]:
+        """Nonces still inside their command's validity; the expired ones are deleted."""
+        try:
+            with self.db.atomic():
+                rows = self.db.execute("SELECT nonce, expires_at FROM nonces").fetchall()
+                alive = {str(n): datetime.fromisoformat(t) for n, t in rows}
+                gone = [n for n, t in alive.items() if t <= now]
+                self.db.conn.executemany("DELETE FROM nonces WHERE nonce = ?", [(n,) for n in gone])
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read command nonces from {self.path}: {exc}") from exc
+        return {n: t for n, t in alive.items() if t > now}
 
     @staticmethod
     def _row(r: Any) -> OutboxRow:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from edge_agent.rules import Reading
+from edge_agent.readings import Reading
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -257,6 +257,10 @@ class TelemetrySummary(WireModel):
     # As in BreakerEvent: seq is only comparable within one incarnation.
     incarnation: Incarnation | None = None
     historical: bool = False
+    # Readings of the zone's sensors the agent did not use as sent since the previous
+    # summary of this zone, per sensor and cause (out_of_order, duplicate, clock_suspect:
+    # re-timed on arrival): never silent. Optional: older agents omit it.
+    drops: dict[Ident, dict[str, int]] | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> TelemetrySummary:
@@ -285,6 +289,12 @@ class BreakerCommand(WireModel):
     reason: str = Field(min_length=1, max_length=500)
     issued_at: UtcDatetime
     expires_at: UtcDatetime | None = None
+    # Signing (protocols/command_auth.py): MQTT 3.1.1 tells a subscriber nothing about
+    # who published, so an agent that holds a command key acts only on commands signed
+    # for it. Optional so unsigned v1 senders still parse (and are then refused).
+    agent_id: Ident | None = None
+    nonce: str | None = Field(default=None, pattern=r"^[0-9a-f]{16,64}$")
+    signature: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
     @model_validator(mode="after")
     def _override_needs_expiry(self) -> BreakerCommand:

@@ -16,6 +16,7 @@ from simulators.region import Region, RegionError, default_region, load_region
 from simulators.scenario import (
     Scenario,
     ScenarioError,
+    events,
     load_scenario,
     shipped_scenarios,
     sites,
@@ -70,6 +71,21 @@ def _cmd_edge_configs(args: argparse.Namespace) -> int:
     )
     for path in paths:
         print(path)
+    return 0
+
+
+def _cmd_logger_csv(args: argparse.Namespace) -> int:
+    from simulators.logger_export import write_logger_csv
+
+    try:
+        scenario = load_scenario(args.scenario)
+        region = _region(args.region)
+    except (ScenarioError, RegionError) as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    with args.out.open("w", encoding="utf-8", newline="") as out:
+        rows = write_logger_csv(events(scenario, region), args.warehouse, out)
+    print(f"{args.out}: {rows} readings of {args.warehouse}")
     return 0
 
 
@@ -207,6 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_region(configs)
     configs.set_defaults(func=_cmd_edge_configs)
+
+    logger = sub.add_parser(
+        "logger-csv", help="one warehouse's readings as a data logger's CSV export"
+    )
+    logger.add_argument("--scenario", default="freezing_rain_night")
+    logger.add_argument("--warehouse", required=True)
+    logger.add_argument("--out", type=Path, required=True)
+    _add_region(logger)
+    logger.set_defaults(func=_cmd_logger_csv)
 
     demo = sub.add_parser("demo", help="the freezing-rain night, end to end")
     demo.add_argument("--scenario", default="freezing_rain_night")

@@ -80,6 +80,7 @@ class MosquittoBroker:
         persistence: bool = True,
         binary: str | None = None,
         tls: BrokerTls | None = None,
+        autosave_interval_s: int = 1,
     ) -> None:
         found = binary or find_mosquitto()
         if found is None:
@@ -99,7 +100,9 @@ class MosquittoBroker:
             "max_inflight_messages 100",
             f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {self._dir}/",
-            "autosave_interval 1",
+            # how often it saves its state to disk; a long interval leaves acknowledged
+            # messages only in memory, for tests that kill it before it saves
+            f"autosave_interval {autosave_interval_s}",
             f"log_dest file {self.log_path}",
             "log_type error",
             "log_type warning",
@@ -164,6 +167,16 @@ class MosquittoBroker:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, losing whatever it had not yet saved to disk."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.kill()
+        proc.wait(timeout=5)
+        if proc.stderr is not None:
+            proc.stderr.close()
 
     def close(self) -> None:
         self.stop()

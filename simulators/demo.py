@@ -57,8 +57,8 @@ from simulators.scenario import (
     Event,
     Marker,
     Outage,
-    Reading,
     Scenario,
+    ScenarioReading,
     events,
     load_scenario,
     sites,
@@ -321,7 +321,7 @@ async def _demo(
     tz = scenario.start.tzinfo
 
     async def narrate(event: Event) -> None:
-        if isinstance(event, Reading):
+        if isinstance(event, ScenarioReading):
             key = (event.warehouse, event.zone, event.at)
             if key in trip_keys and event.warehouse not in outcome.trip_readings:
                 outcome.trip_readings[event.warehouse] = time.perf_counter()
@@ -464,17 +464,17 @@ async def _load_orders(
 
 
 def _ship_in_store(db_path: Path, order_ids: list[str], at: datetime) -> int:
-    """Mark orders shipped, then in transit, with the coordinator's own store function
+    """Mark orders shipped, then in transit, with the coordinator's own ledger function
     (what ``POST /orders/{id}/events`` runs), in one write transaction: 4,000 HTTP calls
     would take the demo tens of seconds on a shared machine for nothing it shows."""
     db_module = importlib.import_module("coordinator.db")
-    store = importlib.import_module("coordinator.store")
+    ledger = importlib.import_module("coordinator.ledger")
     db = db_module.open_database(str(db_path))
     try:
-        with store.write_transaction(db):
+        with db_module.write_transaction(db):
             for order_id in order_ids:
-                store.record_status_event(db, order_id, "shipped", at)
-                store.record_status_event(db, order_id, "in_transit", at)
+                ledger.record_status_event(db, order_id, "shipped", at)
+                ledger.record_status_event(db, order_id, "in_transit", at)
     finally:
         db.conn.close()
     return len(order_ids)

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from protocols.geo import great_circle_km, offset_km
 from protocols.orders import (
     Channel,
     ChannelOrder,
@@ -35,7 +36,7 @@ from protocols.orders import (
     WechatLocation,
     WechatMiniOrder,
 )
-from simulators.region import Region, Sku, Store, Warehouse, haversine_km, offset_km
+from simulators.region import Region, Sku, Store, Warehouse
 from simulators.scenario import rng_for
 
 ORDERS_PER_DAY = 14_000
@@ -217,7 +218,7 @@ def _make(
         store_id=store.id,
         lat=lat,
         lon=lon,
-        distance_km=haversine_km(store.lat, store.lon, lat, lon),
+        distance_km=great_circle_km(store.lat, store.lon, lat, lon),
         cold_chain=any(s in cold_ids for s, _ in lines),
         payload=_payload(channel, serial, store, customer, lines, lat, lon, client_at),
     )
@@ -254,7 +255,7 @@ def order_stream(
 
 def nearest_store(region: Region, warehouse: Warehouse) -> Store:
     return min(
-        region.stores, key=lambda s: haversine_km(s.lat, s.lon, warehouse.lat, warehouse.lon)
+        region.stores, key=lambda s: great_circle_km(s.lat, s.lon, warehouse.lat, warehouse.lon)
     )
 
 

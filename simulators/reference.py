@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from simulators.edge_configs import rule_for_zone
-from simulators.scenario import Event, Metric, Reading
+from simulators.scenario import Event, Metric, ScenarioReading
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ def sustained_trips(
     runs: dict[tuple[str, str], _Run] = {}
     trips: list[Trip] = []
     for event in stream:
-        if not isinstance(event, Reading):
+        if not isinstance(event, ScenarioReading):
             continue
         rule = rule_for_zone(event.zone)
         if rule is None:
@@ -90,7 +90,7 @@ def longest_run_s(stream: Iterable[Event], limit: float, metric: Metric) -> dict
     since: dict[str, datetime] = {}
     longest: dict[str, float] = {}
     for event in stream:
-        if not isinstance(event, Reading):
+        if not isinstance(event, ScenarioReading):
             continue
         value = event.value(metric)
         if value is None:

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import random
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+import coordinator
+from protocols.geo import offset_km
 from protocols.topics import validate_level
-
-EARTH_RADIUS_KM = 6371.0088
 
 
 class RegionError(ValueError):
@@ -95,21 +94,6 @@ class Region(BaseModel):
         return None
 
 
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in kilometres."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(a))
-
-
-def offset_km(lat: float, lon: float, north_km: float, east_km: float) -> tuple[float, float]:
-    """A point ``north_km``/``east_km`` away (flat-earth; fine within a city)."""
-    dlat = north_km / 111.32
-    dlon = east_km / (111.32 * math.cos(math.radians(lat)))
-    return lat + dlat, lon + dlon
-
-
 # The built-in region uses the coordinator sample region's warehouse ids and places
 # (coordinator/sample_region/warehouses.csv: WH-02, WH-05, WH-07 are cold chain), so the
 # shipped scenarios mean the same sites with either region.
@@ -180,12 +164,5 @@ def load_region(path: str | Path) -> Region:
 
 
 def default_region() -> Region:
-    """The coordinator's sample region when it is installed, else :func:`builtin_region`."""
-    try:
-        import coordinator
-    except ImportError:
-        return builtin_region()
-    folder = Path(coordinator.__file__).parent / "sample_region"
-    if folder.is_dir():
-        return load_region(folder)
-    return builtin_region()
+    """The coordinator's sample region (it ships in the same distribution)."""
+    return load_region(Path(coordinator.__file__).parent / "sample_region")

@@ -36,9 +36,10 @@ from pydantic import (
     model_validator,
 )
 
+from protocols.geo import offset_km
 from protocols.models import TrackingUpdate
 from protocols.topics import validate_level
-from simulators.region import Region, Warehouse, offset_km
+from simulators.region import Region, Warehouse
 
 FORMAT_VERSION = 1
 
@@ -619,7 +620,7 @@ def sites(scenario: Scenario, region: Region | None = None) -> list[Site]:
 
 # -- events ---------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class Reading:
+class ScenarioReading:
     """One sensor reading at event time ``at``; ``values`` maps metric to °C / %RH."""
 
     at: datetime
@@ -663,13 +664,13 @@ class Marker:
     warehouse: str | None = None
 
 
-Event = Reading | Tracking | Outage | Marker
-_KIND_ORDER = {Marker: 0, Outage: 1, Tracking: 2, Reading: 3}
+Event = ScenarioReading | Tracking | Outage | Marker
+_KIND_ORDER = {Marker: 0, Outage: 1, Tracking: 2, ScenarioReading: 3}
 
 
 def _event_key(event: Event) -> tuple[datetime, int, str, str]:
     match event:
-        case Reading():
+        case ScenarioReading():
             return (event.at, 3, event.warehouse, event.sensor)
         case Tracking():
             return (event.at, 2, event.update.warehouse_id, event.update.shipment_id)
@@ -775,7 +776,7 @@ class _SensorModel:
                 return rise * (1 - (offset - begin) / duration)
         return 0.0
 
-    def readings(self, site: Site) -> Iterator[Reading]:
+    def readings(self, site: Site) -> Iterator[ScenarioReading]:
         spec = self.spec
         battery = 100.0
         k = 0
@@ -798,7 +799,7 @@ class _SensorModel:
                 if metric == "humidity_pct":
                     value = min(100.0, max(0.0, value))
                 values.append((metric, round(value, 2)))
-            yield Reading(
+            yield ScenarioReading(
                 at=at, warehouse=site.warehouse_id, sensor=spec.id, zone=spec.zone,
                 format=spec.format, values=tuple(values), temp_unit=spec.temp_unit,
                 tasmota_sensor=spec.tasmota_sensor, battery=round(battery), linkquality=link,

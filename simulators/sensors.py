@@ -35,8 +35,8 @@ from simulators.scenario import (
     Event,
     Marker,
     Outage,
-    Reading,
     Scenario,
+    ScenarioReading,
     Tracking,
     events,
     rng_for,
@@ -118,7 +118,7 @@ def c_to_f(celsius: float) -> float:
     return round(celsius * 9 / 5 + 32, 2)
 
 
-def encode_reading(reading: Reading, route: SensorRoute) -> bytes | None:
+def encode_reading(reading: ScenarioReading, route: SensorRoute) -> bytes | None:
     """The payload for ``reading`` in ``route``'s format; None if it has nothing to send."""
     temperature = reading.value("temperature_c")
     humidity = reading.value("humidity_pct")
@@ -302,7 +302,7 @@ class Replayer:
     async def _publish(self, event: Event) -> None:
         stats = self.stats
         match event:
-            case Reading():
+            case ScenarioReading():
                 stats.readings += 1
                 for route in self.routes(event.warehouse, event.sensor):
                     payload = encode_reading(event, route)

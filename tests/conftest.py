@@ -1,7 +1,9 @@
-"""Shared fixtures: a private MQTT broker for the session and per-test topic roots."""
+"""Shared fixtures: a private MQTT broker and a private PostgreSQL for the session, and
+per-test topic roots and databases."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -9,6 +11,8 @@ import pytest
 
 from protocols import Topics
 from simulators.brokers import Broker, start_test_broker
+from simulators.nats_cluster import NatsCluster, find_nats_server
+from tests.postgres import PostgresServer, start_postgres
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +39,46 @@ def broker(mqtt_broker: Broker) -> Broker:
 def topics() -> Topics:
     """A topic tree unique to this test, so retained messages never leak between tests."""
     return Topics(f"bwtest-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL for the session (see tests/postgres.py). Skips with the reason
+    when it cannot run here, unless BREAKWATER_REQUIRE_POSTGRES=1 (CI): then it fails."""
+    server = start_postgres()
+    if isinstance(server, str):
+        if os.environ.get("BREAKWATER_REQUIRE_POSTGRES") == "1":
+            pytest.fail(server)
+        pytest.skip(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh empty database on the private server, for this test only."""
+    return postgres_server.create_database()
+
+
+@pytest.fixture(scope="session")
+def nats_cluster_session() -> Iterator[NatsCluster]:
+    if find_nats_server() is None:
+        pytest.skip("needs nats-server (apt-get install nats-server; .ci/run installs it)")
+    cluster = NatsCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def nats_cluster(nats_cluster_session: NatsCluster) -> NatsCluster:
+    """A private 3-node NATS cluster (JetStream + MQTT) on free loopback ports. Node-loss
+    tests may ``kill(i)`` nodes; the next test gets them back."""
+    for index, node in enumerate(nats_cluster_session.nodes):
+        if not node.running:
+            nats_cluster_session.start_node(index)
+    return nats_cluster_session

@@ -3,5 +3,5 @@ courier silence, manual pauses, notifications and metrics.
 
 Public surface: :func:`coordinator.ops.app.create_app_with_ops` (coord's ``create_app``
 plus everything below), or by hand :func:`coordinator.ops.app.ops_lifespan` (runs
-:class:`coordinator.ops.service.OpsService`) and :data:`coordinator.ops.api.router`.
+:class:`coordinator.ops.runner.OpsService`) and :data:`coordinator.ops.api.router`.
 """

@@ -1,5 +1,5 @@
 """HTTP endpoints of the ops side. The app includes :data:`router` and puts the running
-:class:`~coordinator.ops.service.OpsService` at ``app.state.ops``.
+:class:`~coordinator.ops.runner.OpsService` at ``app.state.ops``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from coordinator.app import SQLITE_INT_MAX, InvalidRequest, in_utc_range, invalid
 from coordinator.errors import NotFound
 from coordinator.identity import ACTOR_HEADER, MaybeActor
-from coordinator.ops import metrics
-from coordinator.ops.core import HandleResult, OpsCore
+from coordinator.ops import incident_store, metrics
+from coordinator.ops.handler import HandleResult, OpsCore
 from coordinator.ops.notify import outbox
-from coordinator.ops.service import OpsService
+from coordinator.ops.runner import OpsService
 from protocols import TrackingUpdate
 
 router = APIRouter(tags=["operations"])
@@ -55,7 +55,7 @@ def _result(warehouse_id: str, result: HandleResult, core_state: dict[str, Any]
     }
 
 
-def _availability(core: OpsCore, warehouse_id: str) -> dict[str, Any]:
+def availability_view(core: OpsCore, warehouse_id: str) -> dict[str, Any]:
     tracker = core.tracker
     return {
         "available": tracker.available(warehouse_id),
@@ -89,7 +89,7 @@ async def _switch(ops: OpsService, warehouse_id: str, body: SwitchRequest,
             result = await ops.resume(warehouse_id, actor=actor, reason=body.reason)
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from exc
-    now_state = await ops.call(lambda core: _availability(core, warehouse_id))
+    now_state = await ops.call(lambda core: availability_view(core, warehouse_id))
     return _result(warehouse_id, result, now_state)
 
 
@@ -113,20 +113,13 @@ async def resume_warehouse(warehouse_id: str, body: SwitchRequest, ops: Ops,
 async def warehouse_availability(warehouse_id: str, ops: Ops) -> dict[str, Any]:
     """Why a warehouse is (un)available: open breakers, holds, agents."""
     return {"warehouse_id": warehouse_id,
-            **await ops.call(lambda core: _availability(core, warehouse_id))}
+            **await ops.call(lambda core: availability_view(core, warehouse_id))}
 
 
 @router.get("/warehouses/{warehouse_id}/audit")
 async def warehouse_audit(warehouse_id: str, ops: Ops) -> list[dict[str, Any]]:
     """Every pause, resume and availability change of a warehouse, oldest first."""
-    def read(core: OpsCore) -> list[dict[str, Any]]:
-        rows = core.db.execute(
-            "SELECT action, actor, reason, incident_id, at FROM ops_warehouse_audit "
-            "WHERE warehouse_id = ? ORDER BY id", [warehouse_id]).fetchall()
-        return [dict(zip(("action", "actor", "reason", "incident_id", "at"), r, strict=True))
-                for r in rows]
-
-    return await ops.call(read)
+    return await ops.call(lambda core: incident_store.audit_trail(core.db, warehouse_id))
 
 
 @router.post("/tracking", status_code=202, response_model=dict[str, Any],
@@ -177,5 +170,6 @@ async def metrics_summary(ops: Ops) -> dict[str, Any]:
     data = await ops.call(lambda core: metrics.summary(core.db))
     data["watcher"] = {"received": ops.watcher.stats.received,
                        "bad_payloads": ops.watcher.stats.bad_payloads,
-                       "connects": ops.watcher.stats.connects}
+                       "connects": ops.watcher.stats.connects,
+                       "broker": ops.watcher.stats.broker}
     return data

@@ -24,7 +24,7 @@ from coordinator.ops import incident_api, metrics
 from coordinator.ops.api import router
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.metrics import SummaryCollector
-from coordinator.ops.service import OpsService
+from coordinator.ops.runner import OpsService
 from coordinator.settings import Settings
 from protocols.clock import Clock
 

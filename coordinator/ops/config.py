@@ -18,6 +18,7 @@ from pydantic import (
 
 from coordinator.ops.escalation import Policy
 from protocols.mqtt_url import TlsField, check_tls_setting
+from protocols.reconnect import BackoffPolicy
 
 
 class _Config(BaseModel):
@@ -25,19 +26,25 @@ class _Config(BaseModel):
 
 
 class MqttConfig(_Config):
-    """The ops subscription; broker address and topic root are the coordinator's
-    ``mqtt_url`` and ``topic_root``. The TLS files are only for an ``mqtts://`` URL
-    (the watcher refuses them with a plain one); relative paths are resolved against the
-    current directory."""
+    """The ops subscription; broker addresses and topic root are the coordinator's
+    ``mqtt_url`` (one URL or several) and ``topic_root``. The TLS files are only for
+    ``mqtts://`` URLs (the watcher refuses them with a plain one); relative paths are
+    resolved against the current directory."""
 
-    # A fixed client id + clean_session=False: QoS 1 messages published while the
-    # coordinator is down wait at the broker.
-    client_id: str = Field(default="breakwater-coordinator-ops", min_length=1, max_length=64)
+    # A client id stable per instance + clean_session=False: QoS 1 messages published while
+    # the instance is down wait at the broker. None: ``breakwater-coordinator-ops-<instance>``
+    # (see ``Settings.instance``), so two coordinators never share one (they would take
+    # the session from each other in a loop). Set it only with one id per instance.
+    client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     username: str | None = "breakwater-coordinator"
     password: str | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
+    # Full-jitter backoff (protocols/reconnect.py): the first wait after a lost session is
+    # uniform in [0, reconnect_min_s], doubling per failure up to reconnect_max_s; a
+    # connection that stayed up reconnect_stable_s starts small again.
     reconnect_min_s: float = Field(default=0.2, gt=0)
     reconnect_max_s: float = Field(default=10.0, gt=0)
+    reconnect_stable_s: float = Field(default=10.0, ge=0)
     # A message whose handling raises (e.g. the database is locked) is retried in order,
     # with doubling waits, before it is dropped and counted: the broker already has our
     # PUBACK, so a drop loses it until the retained state comes again.
@@ -55,6 +62,21 @@ class MqttConfig(_Config):
         if value is not None:
             value = str(Path(value).expanduser())
         return check_tls_setting(field, value, info.data)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> MqttConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            message = f"reconnect_max_s: must be >= reconnect_min_s ({self.reconnect_min_s})"
+            raise ValueError(message)
+        return self
+
+    def client_id_for(self, instance: str) -> str:
+        """The MQTT client id of the instance named ``instance``."""
+        return self.client_id or f"breakwater-coordinator-ops-{instance}"
+
+    def backoff(self) -> BackoffPolicy:
+        return BackoffPolicy(base_s=self.reconnect_min_s, cap_s=self.reconnect_max_s,
+                             stable_after_s=self.reconnect_stable_s)
 
     @property
     def tls_files(self) -> dict[str, str]:

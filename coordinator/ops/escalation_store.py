@@ -12,13 +12,13 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from coordinator.db import write_transaction
 from coordinator.ops import incident_log
 from coordinator.ops.config import NotifyConfig
 from coordinator.ops.escalation import Escalate, OpenIncident, Person, Policy, due, recipients
 from coordinator.ops.notify import outbox
 from coordinator.ops.notify.outbox import OutgoingNotice
 from coordinator.ops.notify.wording import local_time, reason_zh, short_ref
-from coordinator.store import write_transaction
 
 # (db, warehouse_id, at) -> the people on duty; the staff roster's on_duty
 RosterLookup = Callable[[Database, str, datetime], Sequence[Person]]

@@ -25,7 +25,7 @@ from coordinator.identity import Actor
 from coordinator.incident_view import incident_view
 from coordinator.ops import incident_log
 from coordinator.ops.api import Ops
-from coordinator.ops.core import OpsCore
+from coordinator.ops.handler import OpsCore
 
 router = APIRouter(tags=["incidents"])
 

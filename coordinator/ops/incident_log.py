@@ -15,9 +15,10 @@ from typing import Any, Literal
 
 from sqlite_utils import Database, Migrations
 
+from coordinator.db import write_transaction
 from coordinator.ops.notify.messages import TripFacts
-from coordinator.store import iso, write_transaction
 from protocols import AuditRecord, BreakerEvent
+from protocols.timestamps import stamp
 
 migrations = Migrations("coordinator_incident_log")
 
@@ -80,8 +81,8 @@ def log_breaker_event(db: Database, event: BreakerEvent, received_at: datetime) 
              "rule": event.rule, "e": event.episode_id,
              "l": event.limit.model_dump_json() if event.limit else None,
              "v": json.dumps([v.model_dump(mode="json") for v in event.values]),
-             "h": int(event.historical), "t": iso(event.event_time),
-             "p": iso(event.published_at), "rec": iso(received_at)})
+             "h": int(event.historical), "t": stamp(event.event_time),
+             "p": stamp(event.published_at), "rec": stamp(received_at)})
 
 
 def log_command_audit(db: Database, incident_id: str, record: AuditRecord) -> None:
@@ -101,7 +102,7 @@ def add_action(db: Database, incident_id: str, action: Action, actor: str,
             "INSERT INTO ops_incident_actions (incident_id, action, actor, detail, at) "
             "VALUES (:i, :a, :actor, :d, :at)",
             {"i": incident_id, "a": action, "actor": actor,
-             "d": json.dumps(detail, ensure_ascii=False), "at": iso(at)})
+             "d": json.dumps(detail, ensure_ascii=False), "at": stamp(at)})
         return int(cur.lastrowid or 0)
 
 

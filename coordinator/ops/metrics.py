@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlite_utils import Database
 
-from coordinator.ops import state, telemetry
+from coordinator.ops import telemetry, tracker_store
 from coordinator.ops.notify import outbox
 
 SHIPPED_STATUSES = ("shipped", "in_transit", "delivered")
@@ -108,7 +108,7 @@ def summary(db: Database) -> dict[str, Any]:
         "warehouses": {"total": int(warehouses[0] or 0),
                        "unavailable": int(warehouses[1] or 0)},
         "open_incidents": int(open_incidents),
-        "counters": state.counters(db),
+        "counters": tracker_store.counters(db),
         "notifications": notifications,
         "breakers": [{"warehouse_id": w, "breaker": b, "open": bool(o)} for w, b, o in db.execute(
             "SELECT warehouse_id, breaker, open FROM ops_breaker_states "

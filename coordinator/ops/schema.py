@@ -1,11 +1,14 @@
 """Schema of the operations tables (named migration set ``coordinator_ops``).
 
-Times are ISO 8601 UTC text; booleans are 0/1 integers; JSON columns are text.
+Times are text in the one format of :mod:`protocols.timestamps`; booleans are 0/1
+integers; JSON columns are text.
 """
 
 from __future__ import annotations
 
 from sqlite_utils import Database, Migrations
+
+from coordinator.schema import restamp
 
 migrations = Migrations("coordinator_ops")
 
@@ -216,3 +219,13 @@ def m003_cursors(db: Database) -> None:
         "INSERT INTO ops_cursors (name, value) "
         "SELECT 'placed_notices', coalesce(max(id), 0) FROM order_events"
     )
+
+
+@migrations()
+def m004_one_timestamp_format(db: Database) -> None:
+    """The ops tables' times (microseconds until now) in the one format; see
+    :func:`coordinator.schema.restamp`."""
+    tables = [r[0] for r in db.conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'ops\\_%' ESCAPE '\\' "
+        "ORDER BY name").fetchall()]
+    restamp(db, tables)

@@ -13,7 +13,7 @@ start), and a maintenance pass, run by the ops service every
 
 The SQL is portable (named parameters, ``ON CONFLICT``) so the same statements run on
 PostgreSQL once the store moves there. Times are the project's one format
-(:func:`coordinator.store.iso`: UTC ISO 8601 with milliseconds, sortable as text).
+(:func:`protocols.timestamps.stamp`: UTC ISO 8601 with milliseconds, sortable as text).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from typing import Any
 
 from sqlite_utils import Database, Migrations
 
-from coordinator.store import iso, write_transaction
+from coordinator.db import write_transaction
 from protocols import TelemetrySummary
+from protocols.timestamps import stamp
 
 migrations = Migrations("coordinator_telemetry")
 
@@ -110,8 +111,8 @@ class Window:
 
     def as_json(self) -> dict[str, Any]:
         return {"warehouse_id": self.warehouse_id, "zone": self.zone, "metric": self.metric,
-                "resolution_s": self.resolution_s, "window_start": iso(self.window_start),
-                "window_end": iso(self.window_end), "count": self.count, "min": self.min,
+                "resolution_s": self.resolution_s, "window_start": stamp(self.window_start),
+                "window_end": stamp(self.window_end), "count": self.count, "min": self.min,
                 "mean": self.mean, "max": self.max, "last": self.last,
                 "agent_id": self.agent_id}
 
@@ -163,8 +164,8 @@ _UPSERT_LATEST = (
 
 
 def _params(w: Window) -> dict[str, Any]:
-    return {**w.as_json(), "window_start": iso(w.window_start),
-            "window_end": iso(w.window_end)}
+    return {**w.as_json(), "window_start": stamp(w.window_start),
+            "window_end": stamp(w.window_end)}
 
 
 def record(db: Database, summaries: Iterable[TelemetrySummary]) -> int:
@@ -207,8 +208,8 @@ def maintain(db: Database, now: datetime, *, raw_keep: timedelta, bucket_s: int,
 
     At most ``batch`` raw windows are folded per call, so a pass never holds the write
     lock for long; the next pass continues."""
-    pruned_before = iso(now - retention)
-    cutoff = iso(now - raw_keep)
+    pruned_before = stamp(now - retention)
+    cutoff = stamp(now - raw_keep)
     with write_transaction(db):
         pruned = db.conn.execute("DELETE FROM ops_telemetry WHERE window_end < :cutoff",
                                  {"cutoff": pruned_before}).rowcount
@@ -225,12 +226,12 @@ def maintain(db: Database, now: datetime, *, raw_keep: timedelta, bucket_s: int,
                 f"SELECT {', '.join(_COLUMNS)} FROM ops_telemetry WHERE warehouse_id = :w "
                 "AND zone = :z AND metric = :m AND resolution_s = :r AND window_start = :s",
                 {"w": warehouse, "z": zone, "m": metric, "r": bucket_s,
-                 "s": iso(start)}).fetchone()
+                 "s": stamp(start)}).fetchone()
             merged = merge([*members, *([_window(existing)] if existing else [])], bucket_s)
             db.conn.execute(
                 "DELETE FROM ops_telemetry WHERE warehouse_id = :w AND zone = :z "
                 "AND metric = :m AND resolution_s = :r AND window_start = :s",
-                {"w": warehouse, "z": zone, "m": metric, "r": bucket_s, "s": iso(start)})
+                {"w": warehouse, "z": zone, "m": metric, "r": bucket_s, "s": stamp(start)})
             db.conn.execute(_INSERT, _params(merged))
         db.conn.executemany(
             "DELETE FROM ops_telemetry WHERE warehouse_id = :warehouse_id AND zone = :zone "
@@ -248,7 +249,7 @@ def series(db: Database, warehouse_id: str, since: datetime, until: datetime,
         f"SELECT {', '.join(_COLUMNS)} FROM ops_telemetry WHERE warehouse_id = :w "
         "AND window_end >= :since AND window_start <= :until "
         "AND (:zone IS NULL OR zone = :zone) ORDER BY zone, metric, window_start",
-        {"w": warehouse_id, "since": iso(since), "until": iso(until), "zone": zone})
+        {"w": warehouse_id, "since": stamp(since), "until": stamp(until), "zone": zone})
     return [_window(r) for r in rows.fetchall()]
 
 

@@ -1,8 +1,11 @@
 """The MQTT shell: subscribe, decode, hand over; reconnect with backoff. Nothing else.
 
 Subscribes with QoS 1 to every warehouse's breaker, agent-status and telemetry topics and
-to the courier tracking topics, under a fixed client id with ``clean_session=False`` so QoS 1
-messages published while the coordinator was away wait at the broker. Retained
+to the courier tracking topics, under a client id stable per instance with
+``clean_session=False`` so QoS 1 messages published while the coordinator was away wait at
+the broker. Given several broker URLs (one cluster), it moves to the next on every failure
+with full-jitter backoff (:mod:`protocols.reconnect`), so coordinators and gateways do not
+return in lockstep after a broker restart. Retained
 breaker and status messages arrive again on every (re)subscribe; the tracker drops
 what it already processed. A payload that does not decode is counted and logged with
 the field it broke, and the loop goes on. A sink that raises while handling a message is
@@ -16,6 +19,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,6 +37,7 @@ from protocols import (
     TrackingUpdate,
     decode,
 )
+from protocols.clock import Clock, SystemClock
 from protocols.mqtt_url import (
     MqttAddress,
     MqttUrlError,
@@ -40,6 +45,7 @@ from protocols.mqtt_url import (
     client_tls_context,
     parse_mqtt_url,
 )
+from protocols.reconnect import BrokerRotation, Random
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +71,10 @@ class WatcherStats:
     bad_payloads: int = 0
     connects: int = 0
     connection_errors: int = 0
+    broker: str | None = None  # host:port connected to (no credentials), None while down
     handle_failures: int = 0  # sink calls that raised
     dropped: int = 0  # messages given up after every attempt failed
     last_errors: list[str] = field(default_factory=list)
-
-
-def broker_address(url: str) -> tuple[str, int]:
-    address = _parse(url)
-    return address.host, address.port
 
 
 def _parse(url: str) -> MqttAddress:
@@ -103,11 +105,26 @@ def tls_context_for(url: str, config: MqttConfig) -> ssl.SSLContext | None:
 
 
 class Watcher:
-    def __init__(self, url: str, topics: Topics, config: MqttConfig, sink: MessageSink) -> None:
-        self.url = url
-        self.host, self.port = broker_address(url)
-        # Built once: every reconnect reuses it instead of reading the PEM files again.
-        self.tls_context = tls_context_for(url, config)
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        topics: Topics,
+        config: MqttConfig,
+        sink: MessageSink,
+        *,
+        instance: str = "default",
+        clock: Clock | None = None,
+        rng: Random | None = None,
+    ) -> None:
+        """``urls``: one broker URL or several of one cluster; ``instance`` names this
+        coordinator instance (its client id unless ``config.client_id`` is set)."""
+        self.urls: tuple[str, ...] = (urls,) if isinstance(urls, str) else tuple(urls)
+        self.addresses = {url: _parse(url) for url in self.urls}
+        # Built once: every reconnect reuses them instead of reading the PEM files again.
+        self.tls_contexts = {url: tls_context_for(url, config) for url in self.urls}
+        self.rotation = BrokerRotation(self.urls, config.backoff(), rng=rng)
+        self.client_id = config.client_id_for(instance)
+        self.clock: Clock = clock or SystemClock()
         self.topics = topics
         self.config = config
         self.sink = sink
@@ -120,53 +137,62 @@ class Watcher:
                 t.telemetry_filter()]
 
     async def run(self) -> None:
-        """Receive until cancelled; reconnect on :class:`aiomqtt.MqttError` with backoff."""
-        delay = self.config.reconnect_min_s
+        """Receive until cancelled; on :class:`aiomqtt.MqttError` move to the next broker
+        after a jittered wait."""
+        attempt = self.rotation.first()
         while True:
+            await asyncio.sleep(attempt.delay_s)
+            url = attempt.url
+            address = self.addresses[url]
             try:
                 async with aiomqtt.Client(
-                    self.host, self.port,
-                    identifier=self.config.client_id,
+                    address.host, address.port,
+                    identifier=self.client_id,
                     clean_session=False,
                     username=self.config.username,
                     password=self.config.password,
                     keepalive=self.config.keepalive_s,
-                    tls_context=self.tls_context,
+                    tls_context=self.tls_contexts[url],
                 ) as client:
                     for topic_filter in self.filters():
                         await client.subscribe(topic_filter, qos=1)
+                    self.rotation.connected(self.clock.now())
                     self.stats.connects += 1
+                    self.stats.broker = _shown(address)
                     self.connected.set()
-                    delay = self.config.reconnect_min_s
-                    log.info("ops watcher subscribed on %s", self.url)
+                    log.info("ops watcher subscribed on %s as %s", _shown(address),
+                             self.client_id)
                     async for message in client.messages:
                         payload = message.payload
                         raw = payload if isinstance(payload, bytes | bytearray | str) else b""
                         await self.handle(str(message.topic), raw, time.perf_counter())
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
+                self.stats.broker = None
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     # aiomqtt may turn our cancellation into an MqttError on its way out
                     # of the context manager: stopping wins over reconnecting.
                     raise asyncio.CancelledError from exc
                 self.stats.connection_errors += 1
-                self._log_failure(exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(self.config.reconnect_max_s, delay * 2)
+                attempt = self.rotation.failed(self.clock.now())
+                self._log_failure(url, exc, attempt.url, attempt.delay_s)
 
-    def _log_failure(self, exc: aiomqtt.MqttError, delay: float) -> None:
+    def _log_failure(self, url: str, exc: aiomqtt.MqttError, following: str,
+                     delay: float) -> None:
         text = str(exc)
-        if self.tls_context is not None and any(m in text for m in _TLS_FAILURE_MARKS):
+        shown, next_shown = _shown(self.addresses[url]), _shown(self.addresses[following])
+        if self.tls_contexts[url] is not None and any(m in text for m in _TLS_FAILURE_MARKS):
             # A wrong CA or a refused client certificate will not heal by retrying.
             log.error(
                 "ops watcher: TLS to %s failed: %s (check ops.mqtt ca_file=%s, cert_file=%s);"
-                " retrying in %.1f s",
-                self.url, text, self.config.ca_file or "<system trust store>",
-                self.config.cert_file, delay,
+                " trying %s in %.1f s",
+                shown, text, self.config.ca_file or "<system trust store>",
+                self.config.cert_file, next_shown, delay,
             )
         else:
-            log.warning("ops watcher lost the broker (%s); retrying in %.1f s", exc, delay)
+            log.warning("ops watcher lost the broker %s (%s); trying %s in %.1f s",
+                        shown, exc, next_shown, delay)
 
     async def handle(self, topic: str, raw: bytes | bytearray | str, received: float) -> None:
         """Parse one message and hand it to the sink; never raises for bad input."""
@@ -230,6 +256,11 @@ class Watcher:
 
     def _remember(self, topic: str, error: str) -> None:
         self.stats.last_errors = [*self.stats.last_errors[-9:], f"{topic}: {error}"]
+
+
+def _shown(address: MqttAddress) -> str:
+    """A broker as logs and responses show it: never a user or password from its URL."""
+    return f"{address.host}:{address.port}"
 
 
 def _same(in_topic: str | None, in_payload: str, name: str) -> None:

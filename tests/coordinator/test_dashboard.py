@@ -25,7 +25,7 @@ import httpx
 import pytest
 from sqlite_utils import Database
 
-from coordinator import dashboard, order_search
+from coordinator import dashboard, dashboard_state, order_search
 from coordinator.app import create_app
 from coordinator.catalog import import_file
 from coordinator.db import open_database
@@ -438,7 +438,7 @@ def test_without_the_ops_side_the_page_works_and_says_metrics_are_unavailable(
 
 
 def test_waiting_panel_lists_the_oldest_and_counts_them_all(sample_db: Database) -> None:
-    from coordinator import store
+    from coordinator import intake
     from coordinator.catalog import InventoryIn, upsert_inventory
     from coordinator.settings import AllocationConfig
     from protocols.orders import Channel, OrderIn, OrderLine
@@ -447,12 +447,12 @@ def test_waiting_panel_lists_the_oldest_and_counts_them_all(sample_db: Database)
     upsert_inventory(sample_db, [InventoryIn(warehouse_id=f"WH-0{i}", sku_id=gone, on_hand=0)
                                  for i in range(1, 9)], NOW)
     for i in range(3):
-        store.submit_orders(sample_db, [OrderIn(
+        intake.submit_orders(sample_db, [OrderIn(
             channel=Channel.DOUYIN, channel_order_id=f"W-{i}", store_id="HZ-S001",
             lines=[OrderLine(sku_id=gone, qty=1)], lat=30.27, lon=120.15)],
             now=NOW + timedelta(minutes=i), config=AllocationConfig())
 
-    shown = dashboard.state(sample_db, waiting_limit=2)
+    shown = dashboard_state.state(sample_db, waiting_limit=2)
 
     assert shown["waiting_total"] == 3
     assert [o["status"] for o in shown["waiting_orders"]] == ["unallocated"] * 2

@@ -1,4 +1,5 @@
-"""Opening the database: WAL checkpoints off the commit path."""
+"""Opening the database: migrations (the one timestamp format), WAL checkpoints off the
+commit path."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 
 from coordinator.db import WalCheckpointer, open_database
+from coordinator.schema import restamp
 
 
 def _write_rows(path: Path, count: int) -> None:
@@ -84,3 +86,27 @@ def test_checkpointer_survives_a_database_it_cannot_open_and_recovers(tmp_path: 
         health = checkpointer.health()
         assert health["alive"] is True and health["failures"] == checkpointer.failures
     assert not checkpointer.alive
+
+
+def test_times_written_before_the_one_format_are_rewritten_and_nothing_else_is(
+        tmp_path: Path) -> None:
+    db = open_database(tmp_path / "old.sqlite")
+    db.conn.execute("CREATE TABLE old_times (at TEXT, note TEXT)")
+    db.conn.executemany("INSERT INTO old_times VALUES (?, ?)", [
+        ("2026-11-24T02:17:00.123456+00:00", "WH-02-manual-20261124T021700"),
+        ("2026-11-24T02:17:00.5+00:00", '{"at": "2026-11-24T02:17:00+00:00"}'),
+        ("2026-11-24T10:17:00+08:00", None),
+    ])
+    restamp(db, ["old_times"])
+    assert db.conn.execute("SELECT at, note FROM old_times").fetchall() == [
+        ("2026-11-24T02:17:00.123Z", "WH-02-manual-20261124T021700"),
+        ("2026-11-24T02:17:00.500Z", '{"at": "2026-11-24T02:17:00+00:00"}'),
+        ("2026-11-24T02:17:00.000Z", None),
+    ]
+
+
+def test_the_timeline_stays_append_only_after_the_timestamp_migration(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "fresh.sqlite")
+    triggers = {r[0] for r in db.conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()}
+    assert {"order_events_append_only_update", "order_events_append_only_delete"} <= triggers

@@ -11,17 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coordinator import engine
-from coordinator.engine import (
-    Line,
-    OrderRequest,
-    Snapshot,
-    StockState,
-    WarehouseIndex,
-    WarehouseState,
-    great_circle_km,
-)
+from coordinator.engine import Line, OrderRequest, Snapshot, StockState, WarehouseState
 from coordinator.errors import AllocationError
 from coordinator.settings import AllocationConfig, ChannelRule
+from protocols.geo import SpatialIndex, great_circle_km
 
 T0 = datetime(2026, 11, 24, 2, 17, tzinfo=UTC)
 HERE = (30.27, 120.15)
@@ -314,7 +307,7 @@ def test_channel_rules_applied(case: tuple[Snapshot, OrderRequest, AllocationCon
        st.floats(-60, 60), st.floats(-170, 170))
 def test_index_yields_exact_distance_order(points: list[tuple[float, float]], lat: float,
                                            lon: float) -> None:
-    index = WarehouseIndex((f"W{i:03d}", p[0], p[1]) for i, p in enumerate(points))
+    index = SpatialIndex((f"W{i:03d}", p[0], p[1]) for i, p in enumerate(points))
     got = list(index.nearest(lat, lon))
     want = sorted((great_circle_km(lat, lon, p[0], p[1]), f"W{i:03d}")
                   for i, p in enumerate(points))
@@ -331,7 +324,7 @@ def test_index_yields_exact_distance_order(points: list[tuple[float, float]], la
 def test_grid_index_yields_exact_distance_order_in_a_region(
     points: list[tuple[float, float]], lat: float, lon: float
 ) -> None:
-    index = WarehouseIndex((f"W{i:03d}", p[0], p[1]) for i, p in enumerate(points))
+    index = SpatialIndex((f"W{i:03d}", p[0], p[1]) for i, p in enumerate(points))
     got = list(index.nearest(lat, lon))
     want = sorted((great_circle_km(lat, lon, p[0], p[1]), f"W{i:03d}")
                   for i, p in enumerate(points))
@@ -346,7 +339,7 @@ def test_warehouses_along_one_long_road_are_ranked_without_a_quadratic_walk() ->
     # the ring walk visit millions of empty cells; the ranking must stay exact and quick.
 
     positions = [(f"w{i:03d}", 10.0, -50 + i * 0.5) for i in range(300)]
-    index = WarehouseIndex(positions)
+    index = SpatialIndex(positions)
     ranked = list(itertools.islice(index.nearest(10.0, 40.0), 300))
     by_hand = sorted(
         ((great_circle_km(10.0, 40.0, lat, lon), wid) for wid, lat, lon in positions),

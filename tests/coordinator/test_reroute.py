@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlite_utils import Database
 
-from coordinator import store
+from coordinator import catalog, intake, queries
 from coordinator.catalog import InventoryIn, upsert_inventory
 from coordinator.errors import NotFound
 from coordinator.reroute import load_incident, reroute_warehouse
@@ -20,7 +20,7 @@ from .conftest import NOW
 
 
 def _orders_near(db: Database, warehouse_id: str, count: int, seed: int = 7) -> list[OrderIn]:
-    wh = store.get_warehouse(db, warehouse_id)
+    wh = queries.get_warehouse(db, warehouse_id)
     rng = random.Random(seed)
     cold = [r[0] for r in db.execute("SELECT id FROM skus WHERE cold_chain = 1 ORDER BY id")]
     channels = [Channel.MEITUAN, Channel.WECHAT_MINI, Channel.DOUYIN]
@@ -45,11 +45,11 @@ def _consistent(db: Database) -> None:
 
 def test_tripped_cold_warehouse_orders_move_to_cold_backups(sample_db: Database,
                                                             rules: AllocationConfig) -> None:
-    store.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 40), now=NOW, config=rules)
-    waiting = store.unshipped_orders(sample_db, "WH-02")
+    intake.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 40), now=NOW, config=rules)
+    waiting = queries.unshipped_orders(sample_db, "WH-02")
     assert len(waiting) >= 30
     with sample_db.atomic():  # the caller's transaction: the availability flip commits with it
-        store.set_warehouse_availability(sample_db, "WH-02", available=False,
+        catalog.set_warehouse_availability(sample_db, "WH-02", available=False,
                                          reason="breaker tripped", now=NOW)
         result = reroute_warehouse(sample_db, "WH-02", incident_id="inc-1",
                                    reason="breaker tripped", now=NOW, config=rules)
@@ -58,7 +58,7 @@ def test_tripped_cold_warehouse_orders_move_to_cold_backups(sample_db: Database,
     for moved in result.moved:
         assert moved.new_warehouse_id in cold - {"WH-02"}
         assert moved.old_warehouse_id == "WH-02"
-        order = store.get_order(sample_db, moved.order_id)
+        order = queries.get_order(sample_db, moved.order_id)
         assert order["warehouse_id"] == moved.new_warehouse_id
         assert order["timeline"][-1]["kind"] == "rerouted"
         assert order["timeline"][-1]["detail"] == {
@@ -68,7 +68,7 @@ def test_tripped_cold_warehouse_orders_move_to_cold_backups(sample_db: Database,
         assert order["eta"] == moved.eta and order["distance_km"] == moved.distance_km
     tiers = [m.tier for m in result.moved]
     assert tiers == sorted(tiers)  # highest tier (1) first
-    assert store.unshipped_orders(sample_db, "WH-02") == []
+    assert queries.unshipped_orders(sample_db, "WH-02") == []
     incident = sample_db.execute("SELECT moved, stuck FROM incidents WHERE id = 'inc-1'"
                                  ).fetchone()
     assert tuple(incident) == (len(result.moved), len(result.stuck))
@@ -77,7 +77,7 @@ def test_tripped_cold_warehouse_orders_move_to_cold_backups(sample_db: Database,
 
 def test_same_incident_twice_changes_nothing(sample_db: Database,
                                              rules: AllocationConfig) -> None:
-    store.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 10), now=NOW, config=rules)
+    intake.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 10), now=NOW, config=rules)
     first = reroute_warehouse(sample_db, "WH-02", incident_id="inc-2", reason="r", now=NOW,
                               config=rules)
     events = sample_db.execute("SELECT count(*) FROM order_events").fetchone()[0]
@@ -93,7 +93,7 @@ def test_orders_nobody_can_take_need_attention_and_release_stock(
     sample_db: Database, rules: AllocationConfig
 ) -> None:
     orders = _orders_near(sample_db, "WH-02", 5)
-    store.submit_orders(sample_db, orders, now=NOW, config=rules)
+    intake.submit_orders(sample_db, orders, now=NOW, config=rules)
     # empty every other cold warehouse of those SKUs
     skus = {o.lines[0].sku_id for o in orders}
     upsert_inventory(sample_db, [InventoryIn(warehouse_id=w, sku_id=s, on_hand=0)
@@ -102,7 +102,7 @@ def test_orders_nobody_can_take_need_attention_and_release_stock(
                                now=NOW, config=rules)
     assert result.moved == [] and len(result.stuck) == 5
     for stuck in result.stuck:
-        order = store.get_order(sample_db, stuck.order_id)
+        order = queries.get_order(sample_db, stuck.order_id)
         assert order["status"] == "needs_attention" and order["status_reason"]
         assert order["timeline"][-1]["kind"] == "needs_attention"
     alerts = sample_db.execute("SELECT count(*) FROM alerts WHERE kind = 'needs_attention'"
@@ -113,13 +113,13 @@ def test_orders_nobody_can_take_need_attention_and_release_stock(
 
 def test_outer_transaction_failure_rolls_the_reroute_back(sample_db: Database,
                                                           rules: AllocationConfig) -> None:
-    store.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 6), now=NOW, config=rules)
-    before = len(store.unshipped_orders(sample_db, "WH-02"))
+    intake.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 6), now=NOW, config=rules)
+    before = len(queries.unshipped_orders(sample_db, "WH-02"))
     with pytest.raises(RuntimeError), sample_db.atomic():
         reroute_warehouse(sample_db, "WH-02", incident_id="inc-4", reason="r", now=NOW,
                           config=rules)
         raise RuntimeError("notification queueing failed")
-    assert len(store.unshipped_orders(sample_db, "WH-02")) == before
+    assert len(queries.unshipped_orders(sample_db, "WH-02")) == before
     assert load_incident(sample_db, "inc-4") is None
     _consistent(sample_db)
 
@@ -132,14 +132,15 @@ def test_unknown_warehouse_is_named(sample_db: Database, rules: AllocationConfig
 
 def test_rerouted_orders_stay_when_the_warehouse_comes_back(sample_db: Database,
                                                             rules: AllocationConfig) -> None:
-    store.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 8), now=NOW, config=rules)
-    store.set_warehouse_availability(sample_db, "WH-02", available=False, reason="b", now=NOW)
+    intake.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 8), now=NOW, config=rules)
+    catalog.set_warehouse_availability(sample_db, "WH-02", available=False, reason="b", now=NOW)
     result = reroute_warehouse(sample_db, "WH-02", incident_id="inc-6", reason="b", now=NOW,
                                config=rules)
-    store.set_warehouse_availability(sample_db, "WH-02", available=True, reason=None, now=NOW)
+    catalog.set_warehouse_availability(sample_db, "WH-02", available=True, reason=None, now=NOW)
     for moved in result.moved:
-        assert store.get_order(sample_db, moved.order_id)["warehouse_id"] == moved.new_warehouse_id
-    new = store.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 1, seed=99), now=NOW,
+        order = queries.get_order(sample_db, moved.order_id)
+        assert order["warehouse_id"] == moved.new_warehouse_id
+    new = intake.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 1, seed=99), now=NOW,
                               config=rules)
     assert new[0].warehouse_id == "WH-02"
 
@@ -154,11 +155,11 @@ def test_split_reroute_moves_each_line_where_the_engine_put_it(
              for w in ("WH-05", "WH-07") for s in cold]
     stock += [InventoryIn(warehouse_id="WH-02", sku_id=s, on_hand=50) for s in cold]
     upsert_inventory(sample_db, stock, NOW)
-    wh = store.get_warehouse(sample_db, "WH-02")
+    wh = queries.get_warehouse(sample_db, "WH-02")
     order = OrderIn(channel=Channel.WECHAT_MINI, channel_order_id="split-1", store_id="HZ-S001",
                     lines=[OrderLine(sku_id=first, qty=2), OrderLine(sku_id=second, qty=3)],
                     lat=wh["lat"], lon=wh["lon"])
-    [placed] = store.submit_orders(sample_db, [order], now=NOW, config=rules)
+    [placed] = intake.submit_orders(sample_db, [order], now=NOW, config=rules)
     assert placed.warehouse_id == "WH-02"
     # each backup now holds one of the two SKUs only: no single warehouse can take it
     upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-05", sku_id=first, on_hand=40),
@@ -168,7 +169,7 @@ def test_split_reroute_moves_each_line_where_the_engine_put_it(
     result = reroute_warehouse(sample_db, "WH-02", incident_id="inc-split", reason="breaker",
                                now=NOW, config=split)
     assert [m.order_id for m in result.moved] == [placed.order_id] and result.stuck == []
-    stored = store.get_order(sample_db, placed.order_id)
+    stored = queries.get_order(sample_db, placed.order_id)
     assert {line["sku_id"]: line["warehouse_id"] for line in stored["lines"]} == {
         first: "WH-05", second: "WH-07"}
     held = sample_db.execute(
@@ -186,7 +187,7 @@ def test_split_reroute_moves_each_line_where_the_engine_put_it(
 def test_rerouted_order_eta_counts_from_the_reroute_not_from_arrival(
     sample_db: Database, rules: AllocationConfig
 ) -> None:
-    store.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 6), now=NOW, config=rules)
+    intake.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 6), now=NOW, config=rules)
     later = NOW + timedelta(hours=6)  # longer than any tier's handling promise
     result = reroute_warehouse(sample_db, "WH-02", incident_id="inc-eta", reason="breaker",
                                now=later, config=rules)

@@ -9,15 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlite_utils import Database
 
-from coordinator import store
+from coordinator import catalog, intake, queries
 from coordinator.catalog import InventoryIn, import_file, upsert_inventory
 from coordinator.db import open_database
-from coordinator.engine import great_circle_km
 from coordinator.errors import StoreError
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
 from coordinator.reroute import reroute_warehouse
 from coordinator.retry import retry_waiting
 from coordinator.settings import AllocationConfig
+from protocols.geo import great_circle_km
 from protocols.orders import Channel, OrderIn, OrderLine
 
 from .conftest import NOW
@@ -46,7 +46,7 @@ def test_unallocated_order_is_placed_once_stock_arrives(sample_db: Database,
                                                         rules: AllocationConfig) -> None:
     sku = _ambient_sku(sample_db)
     _empty_everywhere(sample_db, sku)
-    [outcome] = store.submit_orders(sample_db, [_order(sku, "R-1")], now=NOW, config=rules)
+    [outcome] = intake.submit_orders(sample_db, [_order(sku, "R-1")], now=NOW, config=rules)
     assert outcome.status == "unallocated"
     assert retry_waiting(sample_db, now=NOW, config=rules).placed == []
     upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-03", sku_id=sku, on_hand=5)], NOW)
@@ -56,7 +56,7 @@ def test_unallocated_order_is_placed_once_stock_arrives(sample_db: Database,
     [placed] = result.placed
     assert placed.order_id == outcome.order_id and placed.warehouse_id == "WH-03"
     assert placed.previous_status == "unallocated"
-    order = store.get_order(sample_db, outcome.order_id)
+    order = queries.get_order(sample_db, outcome.order_id)
     assert order["status"] == "allocated" and order["warehouse_id"] == "WH-03"
     assert order["status_reason"] is None
     assert [line["warehouse_id"] for line in order["lines"]] == ["WH-03"]
@@ -64,7 +64,7 @@ def test_unallocated_order_is_placed_once_stock_arrives(sample_db: Database,
     assert last["kind"] == "allocated" and last["detail"]["retry"] is True
     # handling starts when the retry places it: the promise counts from then
     assert datetime.fromisoformat(order["eta"]) > LATER
-    decisions = store.decisions_of(sample_db, outcome.order_id)
+    decisions = queries.decisions_of(sample_db, outcome.order_id)
     assert [d["kind"] for d in decisions] == ["allocate", "retry"]
     reserved = sample_db.execute("SELECT reserved FROM inventory WHERE warehouse_id = 'WH-03' "
                                  "AND sku_id = ?", [sku]).fetchone()[0]
@@ -76,7 +76,7 @@ def test_retry_with_nothing_new_writes_nothing(sample_db: Database,
                                                rules: AllocationConfig) -> None:
     sku = _ambient_sku(sample_db)
     _empty_everywhere(sample_db, sku)
-    store.submit_orders(sample_db, [_order(sku, "R-2")], now=NOW, config=rules)
+    intake.submit_orders(sample_db, [_order(sku, "R-2")], now=NOW, config=rules)
     changes = sample_db.conn.total_changes
 
     result = retry_waiting(sample_db, now=LATER, config=rules)
@@ -90,11 +90,11 @@ def test_stuck_reroute_orders_are_placed_when_backup_stock_returns(
     sample_db: Database, rules: AllocationConfig
 ) -> None:
     orders = _orders_near(sample_db, "WH-02", 5)
-    store.submit_orders(sample_db, orders, now=NOW, config=rules)
+    intake.submit_orders(sample_db, orders, now=NOW, config=rules)
     skus = {o.lines[0].sku_id for o in orders}
     upsert_inventory(sample_db, [InventoryIn(warehouse_id=w, sku_id=s, on_hand=0)
                                  for w in ("WH-05", "WH-07") for s in skus], NOW)
-    store.set_warehouse_availability(sample_db, "WH-02", available=False, reason="breaker",
+    catalog.set_warehouse_availability(sample_db, "WH-02", available=False, reason="breaker",
                                      now=NOW)
     stuck = reroute_warehouse(sample_db, "WH-02", incident_id="inc-r", reason="breaker",
                               now=NOW, config=rules).stuck
@@ -107,7 +107,7 @@ def test_stuck_reroute_orders_are_placed_when_backup_stock_returns(
     assert {p.order_id for p in result.placed} == {s.order_id for s in stuck}
     assert {p.warehouse_id for p in result.placed} == {"WH-07"}  # WH-02 is still down
     assert {p.previous_status for p in result.placed} == {"needs_attention"}
-    assert store.unshipped_orders(sample_db, "WH-07") != []
+    assert queries.unshipped_orders(sample_db, "WH-07") != []
     _consistent(sample_db)
 
 
@@ -115,22 +115,22 @@ def test_retry_of_named_orders_leaves_the_others_waiting(sample_db: Database,
                                                          rules: AllocationConfig) -> None:
     sku = _ambient_sku(sample_db)
     _empty_everywhere(sample_db, sku)
-    first, second = store.submit_orders(sample_db, [_order(sku, "R-3"), _order(sku, "R-4")],
+    first, second = intake.submit_orders(sample_db, [_order(sku, "R-3"), _order(sku, "R-4")],
                                         now=NOW, config=rules)
     upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-01", sku_id=sku, on_hand=9)], NOW)
 
     result = retry_waiting(sample_db, now=LATER, config=rules, order_ids=[second.order_id])
 
     assert [p.order_id for p in result.placed] == [second.order_id]
-    assert store.get_order(sample_db, first.order_id)["status"] == "unallocated"
+    assert queries.get_order(sample_db, first.order_id)["status"] == "unallocated"
 
 
 def test_scarce_stock_goes_to_the_highest_tier_then_oldest(sample_db: Database,
                                                            rules: AllocationConfig) -> None:
     sku = _ambient_sku(sample_db)
     _empty_everywhere(sample_db, sku)
-    old = store.submit_orders(sample_db, [_order(sku, "R-old")], now=NOW, config=rules)[0]
-    new = store.submit_orders(sample_db, [_order(sku, "R-new")], now=NOW + timedelta(minutes=5),
+    old = intake.submit_orders(sample_db, [_order(sku, "R-old")], now=NOW, config=rules)[0]
+    new = intake.submit_orders(sample_db, [_order(sku, "R-new")], now=NOW + timedelta(minutes=5),
                               config=rules)[0]
     upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-01", sku_id=sku, on_hand=1)], NOW)
 
@@ -155,7 +155,7 @@ def test_retry_never_promises_more_than_is_there(
         rules = AllocationConfig()
         sku = _ambient_sku(db)
         _empty_everywhere(db, sku)
-        outcomes = store.submit_orders(
+        outcomes = intake.submit_orders(
             db, [_order(sku, f"P-{i}", q) for i, q in enumerate(wanted)], now=NOW, config=rules)
         qty_of = {o.order_id: q for o, q in zip(outcomes, wanted, strict=True)}
         upsert_inventory(db, [InventoryIn(warehouse_id=f"WH-0{i + 1}", sku_id=sku, on_hand=n)
@@ -187,8 +187,8 @@ def test_restock_reaches_newer_orders_behind_older_ones_stuck_on_another_sku(
     stuck_sku, restocked_sku = ambient
     _empty_everywhere(sample_db, stuck_sku)
     _empty_everywhere(sample_db, restocked_sku)
-    store.submit_orders(sample_db, [_order(stuck_sku, "R-old")], now=NOW, config=rules)
-    newer = store.submit_orders(sample_db, [_order(restocked_sku, "R-newer")],
+    intake.submit_orders(sample_db, [_order(stuck_sku, "R-old")], now=NOW, config=rules)
+    newer = intake.submit_orders(sample_db, [_order(restocked_sku, "R-newer")],
                                 now=NOW + timedelta(minutes=1), config=rules)[0]
     upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-01", sku_id=restocked_sku,
                                              on_hand=3)], NOW)
@@ -214,13 +214,13 @@ def test_retry_of_a_split_keeps_the_part_still_held_and_places_only_the_rest(
         InventoryIn(warehouse_id="WH-02", sku_id=only_at_02, on_hand=5),
         InventoryIn(warehouse_id="WH-05", sku_id=only_at_05, on_hand=5),
     ], NOW)
-    wh02 = store.get_warehouse(sample_db, "WH-02")
-    [outcome] = store.submit_orders(sample_db, [OrderIn(
+    wh02 = queries.get_warehouse(sample_db, "WH-02")
+    [outcome] = intake.submit_orders(sample_db, [OrderIn(
         channel=Channel.MEITUAN, channel_order_id="R-split", store_id="HZ-S001",
         lines=[OrderLine(sku_id=only_at_02, qty=1), OrderLine(sku_id=only_at_05, qty=3)],
         lat=wh02["lat"], lon=wh02["lon"])], now=NOW, config=rules)
     assert outcome.status == "allocated"
-    store.set_warehouse_availability(sample_db, "WH-02", available=False, reason="breaker",
+    catalog.set_warehouse_availability(sample_db, "WH-02", available=False, reason="breaker",
                                      now=NOW)
     stuck = reroute_warehouse(sample_db, "WH-02", incident_id="inc-split", reason="breaker",
                               now=NOW, config=rules).stuck
@@ -239,12 +239,12 @@ def test_retry_of_a_split_keeps_the_part_still_held_and_places_only_the_rest(
         "SELECT warehouse_id, reserved FROM inventory WHERE sku_id = ?", [only_at_05]
     ).fetchall())
     assert reserved["WH-05"] == 3  # not reserved a second time
-    order = store.get_order(sample_db, outcome.order_id)
+    order = queries.get_order(sample_db, outcome.order_id)
     assert [line["warehouse_id"] for line in order["lines"]] == ["WH-07", "WH-05"]
     # the order as a whole: both parts, and it arrives with the farther one
     far = max(great_circle_km(wh02["lat"], wh02["lon"], w["lat"], w["lon"])
-              for w in (store.get_warehouse(sample_db, "WH-05"),
-                        store.get_warehouse(sample_db, "WH-07")))
+              for w in (queries.get_warehouse(sample_db, "WH-05"),
+                        queries.get_warehouse(sample_db, "WH-07")))
     assert order["distance_km"] == round(far, 3) == placed.distance_km
     assert order["timeline"][-1]["detail"]["parts"] == ["WH-07", "WH-05"]
     assert order["eta"] == placed.eta
@@ -256,7 +256,7 @@ def test_a_status_change_under_the_retry_rolls_the_whole_retry_back(
 ) -> None:
     sku = _ambient_sku(sample_db)
     _empty_everywhere(sample_db, sku)
-    [outcome] = store.submit_orders(sample_db, [_order(sku, "R-guard")], now=NOW, config=rules)
+    [outcome] = intake.submit_orders(sample_db, [_order(sku, "R-guard")], now=NOW, config=rules)
     upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-03", sku_id=sku, on_hand=5)], NOW)
     # the database skips the order's status update, as if it had changed meanwhile
     sample_db.execute("CREATE TRIGGER skip_status BEFORE UPDATE OF status ON orders "
@@ -266,7 +266,7 @@ def test_a_status_change_under_the_retry_rolls_the_whole_retry_back(
     with pytest.raises(StoreError, match="changed status during its retry"):
         retry_waiting(sample_db, now=LATER, config=rules)
 
-    assert store.get_order(sample_db, outcome.order_id)["status"] == "unallocated"
+    assert queries.get_order(sample_db, outcome.order_id)["status"] == "unallocated"
     assert sample_db.execute("SELECT count(*) FROM reservations").fetchone()[0] == held
     assert sample_db.execute("SELECT reserved FROM inventory WHERE warehouse_id = 'WH-03' "
                              "AND sku_id = ?", [sku]).fetchone()[0] == 0
@@ -278,7 +278,7 @@ def test_retry_of_more_named_orders_than_sqlite_takes_parameters(
 ) -> None:
     sku = _ambient_sku(sample_db)
     _empty_everywhere(sample_db, sku)
-    [outcome] = store.submit_orders(sample_db, [_order(sku, "R-many")], now=NOW, config=rules)
+    [outcome] = intake.submit_orders(sample_db, [_order(sku, "R-many")], now=NOW, config=rules)
     upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-03", sku_id=sku, on_hand=5)], NOW)
     names = [f"o_missing{i}" for i in range(40_000)] + [outcome.order_id]
 

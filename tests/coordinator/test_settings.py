@@ -42,3 +42,32 @@ def test_rule_set_version_changes_with_the_rules() -> None:
     assert base.version == AllocationConfig().version
     assert base.version != AllocationConfig(weight_depth=0.1).version
     assert base.tier_for("meituan") == 1 and base.forces_cold_chain("meituan")
+
+
+def test_several_broker_urls_from_the_file_or_comma_separated_from_the_environment(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "breakwater.toml"
+    path.write_text('mqtt_url = ["mqtt://10.0.0.1:1883", "mqtts://mq-2.example.com"]\n',
+                    encoding="utf-8")
+    assert Settings.load(path, env={}).mqtt_url == (
+        "mqtt://10.0.0.1:1883", "mqtts://mq-2.example.com")
+    env = {"MQTT_URL": "mqtt://a:1883, mqtt://b:1884"}
+    assert Settings.load(None, env=env).mqtt_url == ("mqtt://a:1883", "mqtt://b:1884")
+    assert Settings(mqtt_url="mqtt://one:1883").mqtt_url == ("mqtt://one:1883",)
+
+
+@pytest.mark.parametrize("bad", ["http://a:1883", "mqtt://a:1883,", [], ["mqtt://a", 5],
+                                 "mqtt://a:port"])
+def test_a_bad_broker_list_is_refused_naming_mqtt_url(bad: object) -> None:
+    with pytest.raises(ConfigError, match="mqtt_url"):
+        Settings.parse({"mqtt_url": bad})
+
+
+def test_instance_name_is_stable_per_host_and_port_unless_given() -> None:
+    first, again = Settings(port=8081), Settings(port=8081)
+    assert first.instance == again.instance and first.instance.endswith("-8081")
+    assert Settings(port=8082).instance != first.instance
+    assert Settings.load(None, env={"BREAKWATER_INSTANCE": "coord-b"}).instance == "coord-b"
+    with pytest.raises(ConfigError, match="instance_id"):
+        Settings.parse({"instance_id": "has space"})

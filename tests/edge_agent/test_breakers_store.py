@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from edge_agent.breakers import Breaker
+from edge_agent.messages import OutgoingMessage
 from edge_agent.rules import Transition
-from edge_agent.store import OutgoingMessage, Store
+from edge_agent.store import Store
 from protocols.models import BreakerCommand, BreakerState, CommandKind, Override
 
 T0 = datetime(2026, 1, 15, 2, 0, tzinfo=UTC)

@@ -373,3 +373,118 @@ def test_property_duplicates_change_nothing_and_replays_are_deterministic(
     assert out_once == out_twice
     assert out_once == [(t.state, t.event_time) for t in feed_all(again, events)]
     assert once.snapshot() == twice.snapshot()
+
+
+# -- several sensors, several clocks ----------------------------------------------
+MAX_SKEW_S = 30
+
+
+@st.composite
+def zone_feeds(draw: st.DrawFn) -> list[tuple[float, str, float]]:
+    """Readings of 2-4 sensors as the agent times them: each by its own clock, offset
+    from the gateway's by at most max_skew_s, merged in arrival order.
+    Returns (event time s, sensor, value) in the order the agent receives them."""
+    count = draw(st.integers(min_value=2, max_value=4))
+    arrivals: list[tuple[float, int, float, float]] = []
+    for i in range(count):
+        offset = draw(st.integers(min_value=-MAX_SKEW_S, max_value=MAX_SKEW_S))
+        arrival = 0.0
+        for gap, value in draw(steps):
+            arrival += gap
+            arrivals.append((arrival, i, arrival + offset + MAX_SKEW_S, value))
+    arrivals.sort(key=lambda a: (a[0], a[1]))  # the order the broker delivers them
+    return [(event_ts, f"s{i}", value) for _, i, event_ts, value in arrivals]
+
+
+@settings(max_examples=300, deadline=None)
+@given(feed=zone_feeds(), k=st.integers(min_value=1, max_value=4))
+def test_property_any_sensor_excursion_trips_at_its_first_reading_past_duration(
+    feed: list[tuple[float, str, float]], k: int
+) -> None:
+    sensors = sorted({s for _, s, _ in feed})
+    m = RuleMachine.create(
+        make_spec(min_readings=k, max_gap_s=dict.fromkeys(sensors, 10_000.0)), "gw-1", T0
+    )
+    # Independently: each sensor's own trip time; the zone trips at the first reading
+    # (in arrival order) that completes any sensor's excursion.
+    trip_ts = {
+        s: reference_trip_time([(ts, v) for ts, x, v in feed if x == s], 300.0, k)
+        for s in sensors
+    }
+    expected = next(
+        (n for n, (ts, s, _) in enumerate(feed) if trip_ts[s] is not None and ts == trip_ts[s]),
+        None,
+    )
+    tripped_at = None
+    for n, (ts, sensor, value) in enumerate(feed):
+        actions = m.feed(reading(ts, value, sensor))
+        assert not [a for a in actions if isinstance(a, Notice) and a.kind == "out_of_order"]
+        if any(isinstance(a, Transition) and a.state is TRIPPED for a in actions):
+            tripped_at = n
+            break
+    assert tripped_at == expected
+    if expected is None:
+        return
+    trip = next(a for a in actions if isinstance(a, Transition) and a.state is TRIPPED)
+    assert feed[expected][1] in trip.detail  # the operator sees which sensor did it
+
+
+@settings(max_examples=100, deadline=None)
+@given(feed=zone_feeds())
+def test_property_a_zone_where_no_sensor_goes_beyond_the_limit_never_trips(
+    feed: list[tuple[float, str, float]],
+) -> None:
+    sensors = sorted({s for _, s, _ in feed})
+    m = RuleMachine.create(make_spec(max_gap_s=dict.fromkeys(sensors, 10_000.0)), "gw-1", T0)
+    for ts, sensor, value in feed:
+        m.feed(reading(ts, min(value, 8.0), sensor))
+    assert m.state in (OK, UNKNOWN)
+
+
+def test_a_sensor_behind_its_neighbours_clock_is_not_dropped() -> None:
+    m = machine(max_gap_s={"s1": 120.0, "s2": 120.0})
+    for s in range(10, 320, 10):
+        m.feed(reading(s, 5.0, "s1"))  # timed on arrival
+        late = m.feed(reading(s - 8, 9.0, "s2"))  # its own clock, 8 s behind
+        assert not [a for a in late if isinstance(a, Notice)]
+    assert m.state is TRIPPED
+
+
+def combine_machine(combine: str, at_least: int = 1) -> RuleMachine:
+    gaps = {"s1": 120.0, "s2": 120.0, "s3": 120.0}
+    m = RuleMachine.create(
+        make_spec(max_gap_s=gaps, combine=combine, at_least=at_least, min_readings=1), "gw-1", T0
+    )
+    for s in gaps:
+        m.feed(reading(0, 5.0, s))
+    return m
+
+
+def test_combine_all_needs_every_live_sensor_and_at_least_needs_n() -> None:
+    one_bad = [(s, 9.0, "s1") for s in (10, 100, 200, 310)]
+    for combine, at_least, trips in (("any", 1, True), ("all", 1, False), ("at_least", 2, False)):
+        m = combine_machine(combine, at_least)
+        for s, v, sensor in one_bad:
+            m.feed(reading(s, v, sensor))
+        assert (m.state is TRIPPED) is trips, combine
+    m = combine_machine("at_least", 2)
+    for s in (10, 100, 200, 311):
+        m.feed(reading(s, 9.0, "s1"))
+        m.feed(reading(s + 1, 9.0, "s2"))
+    assert m.state is TRIPPED
+    m = combine_machine("all")
+    for s in (10, 100, 200, 311):
+        for sensor in ("s1", "s2", "s3"):
+            m.feed(reading(s, 9.0, sensor))
+    assert m.state is TRIPPED
+
+
+def test_late_and_duplicate_readings_name_their_sensor() -> None:
+    m = machine(max_gap_s={"s1": 120.0, "s2": 120.0})
+    m.feed(reading(50, 5.0, "s2"))
+    late = m.feed(reading(40, 5.0, "s2"))
+    dup = m.feed(reading(50, 5.0, "s2"))
+    assert [(a.kind, a.sensor_id) for a in late + dup if isinstance(a, Notice)] == [
+        ("out_of_order", "s2"),
+        ("duplicate", "s2"),
+    ]

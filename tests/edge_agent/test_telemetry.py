@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.rules import Reading
+from edge_agent.readings import Reading
 from edge_agent.telemetry import TelemetryAggregator
 from protocols import TelemetrySummary
 

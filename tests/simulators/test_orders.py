@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import pytest
 
+from protocols.geo import great_circle_km
 from protocols.orders import Channel, MeituanOrder, normalise
 from simulators.orders import (
     GeneratedOrder,
@@ -23,7 +24,7 @@ from simulators.orders import (
     targeted_orders,
     write_jsonl,
 )
-from simulators.region import builtin_region, haversine_km
+from simulators.region import builtin_region
 
 REGION = builtin_region()
 START = datetime(2026, 1, 15, tzinfo=timezone(timedelta(hours=8)))
@@ -94,7 +95,7 @@ def test_targeted_orders_sit_next_to_a_cold_chain_warehouse() -> None:
     assert warehouse is not None
     assert len(orders) == 287
     assert all(o.cold_chain for o in orders)
-    assert all(haversine_km(o.lat, o.lon, warehouse.lat, warehouse.lon) <= 1.51 for o in orders)
+    assert all(great_circle_km(o.lat, o.lon, warehouse.lat, warehouse.lon) <= 1.51 for o in orders)
     assert len({o.channel_order_id for o in orders}) == 287
     with pytest.raises(ValueError, match="not in the region"):
         targeted_orders(REGION, "nope", 1, seed=1, start=START)

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from simulators.region import builtin_region
 from simulators.scenario import (
-    Reading,
     ScenarioError,
+    ScenarioReading,
     Tracking,
     events,
     parse_scenario,
@@ -186,8 +186,8 @@ def test_same_seed_same_stream_and_another_seed_another() -> None:
     first = list(events(scenario, region))
     assert first == list(events(scenario, region))
     other = list(events(scenario, region, seed=6))
-    assert [e.at for e in first if isinstance(e, Reading)] == [
-        e.at for e in other if isinstance(e, Reading)
+    assert [e.at for e in first if isinstance(e, ScenarioReading)] == [
+        e.at for e in other if isinstance(e, ScenarioReading)
     ]
     assert first != other
 
@@ -197,7 +197,7 @@ def test_events_are_time_ordered_and_silences_hold() -> None:
     stream = list(events(scenario))
     times = [e.at for e in stream]
     assert times == sorted(times)
-    readings = [e for e in stream if isinstance(e, Reading)]
+    readings = [e for e in stream if isinstance(e, ScenarioReading)]
     silent_from = scenario.start + timedelta(minutes=25)
     assert not [r for r in readings if silent_from <= r.at < silent_from + timedelta(seconds=120)]
     tracking = [e for e in stream if isinstance(e, Tracking)]
@@ -214,7 +214,8 @@ def test_a_ramp_reaches_its_target() -> None:
         if "door_open" not in line and "defrost" not in line
     )
     scenario = parse_scenario(text)
-    readings = {r.at: r.value("temperature_c") for r in events(scenario) if isinstance(r, Reading)}
+    readings = {r.at: r.value("temperature_c") for r in events(scenario)
+                if isinstance(r, ScenarioReading)}
     assert readings[scenario.at("01:10")] == 4.0
     assert readings[scenario.at("01:12:30")] == 6.5
     assert readings[scenario.at("01:15")] == 9.0

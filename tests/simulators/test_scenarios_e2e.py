@@ -31,7 +31,7 @@ from simulators.harness import AgentLike, UplinkOutageRun, run_scenario
 from simulators.orders import post_orders, targeted_orders
 from simulators.reference import sustained_trips
 from simulators.region import builtin_region, default_region
-from simulators.scenario import Event, Outage, Reading, events, load_scenario
+from simulators.scenario import Event, Outage, ScenarioReading, events, load_scenario
 
 agent_module = pytest.importorskip("edge_agent.agent")
 config_module = pytest.importorskip("edge_agent.config")
@@ -261,7 +261,7 @@ async def test_noisy_morning_trips_nothing(broker: Broker, topics: Topics, tmp_p
     above = [
         e
         for e in events(scenario, REGION)
-        if isinstance(e, Reading)
+        if isinstance(e, ScenarioReading)
         and e.zone.startswith("cold_room")
         and e.at <= until
         and dict(e.values).get("temperature_c", 0) > 8

@@ -16,7 +16,7 @@ from protocols import SensorReading, Topics, TrackingUpdate, decode
 from protocols.clock import ManualClock
 from simulators.brokers import Broker
 from simulators.edge_configs import load_edge_configs, routing_table, write_configs
-from simulators.scenario import Reading, events, parse_scenario, sites
+from simulators.scenario import ScenarioReading, events, parse_scenario, sites
 from simulators.sensors import JUNK_PAYLOADS, MqttPublisher, Replayer, encode_reading, parse_speed
 
 pytestmark = pytest.mark.broker
@@ -131,7 +131,7 @@ async def test_clock_is_at_event_time_when_each_reading_is_published(
     broker: Broker, topics: Topics, tmp_path: Path
 ) -> None:
     _, replayer, publisher = await _replay(broker, topics, tmp_path)
-    readings = [e for e in events(replayer.scenario) if isinstance(e, Reading)]
+    readings = [e for e in events(replayer.scenario) if isinstance(e, ScenarioReading)]
     reading_times = sorted({r.at for r in readings})
     publish_times = sorted({at for topic, at in publisher.seen if "tracking" not in topic})
     assert publish_times == reading_times
@@ -149,7 +149,8 @@ async def test_junk_is_injected_on_sensor_topics(
 
 def test_a_plain_route_for_a_metric_the_reading_lacks_sends_nothing() -> None:
     scenario = parse_scenario(SCENARIO)
-    reading = next(e for e in events(scenario) if isinstance(e, Reading) and e.sensor == "n1")
+    reading = next(e for e in events(scenario)
+                   if isinstance(e, ScenarioReading) and e.sensor == "n1")
     from simulators.edge_configs import SensorRoute
 
     route = SensorRoute(id="n1", zone="z", topic="t", format="plain", metric="temperature_c")

@@ -11,8 +11,8 @@ from simulators.reference import longest_run_s, sustained_trips
 from simulators.region import builtin_region
 from simulators.scenario import (
     Outage,
-    Reading,
     Scenario,
+    ScenarioReading,
     Tracking,
     events,
     load_scenario,
@@ -32,14 +32,14 @@ def test_every_shipped_scenario_is_valid_and_non_empty() -> None:
     assert {"freezing_rain_night", "power_cut", "courier_silence", "noisy_normal_day"} <= set(names)
     for name in names:
         scenario = load_scenario(name)
-        assert any(isinstance(e, Reading) for e in events(scenario, REGION))
+        assert any(isinstance(e, ScenarioReading) for e in events(scenario, REGION))
 
 
 def test_freezing_rain_cold_room_2_crosses_at_0212_and_stays(freezing_rain: Scenario) -> None:
     room = [
         e
         for e in events(freezing_rain, REGION)
-        if isinstance(e, Reading) and e.warehouse == "WH-02" and e.zone == "cold_room_2"
+        if isinstance(e, ScenarioReading) and e.warehouse == "WH-02" and e.zone == "cold_room_2"
     ]
     crossing = freezing_rain.at("02:12")
     before = [r.value("temperature_c") or 0.0 for r in room if r.at < crossing]
@@ -81,7 +81,7 @@ def test_noisy_day_has_spikes_above_8_but_none_lasting_5_minutes() -> None:
     assert max(cold_runs.values()) < 300
     humid = longest_run_s(stream, 75.0, "humidity_pct")
     assert max((v for k, v in humid.items() if "dry" in k), default=0.0) < 600
-    readings = [e for e in stream if isinstance(e, Reading)]
+    readings = [e for e in stream if isinstance(e, ScenarioReading)]
     assert {r.format for r in readings} == {"native", "zigbee2mqtt", "tasmota", "plain"}
     assert any(r.temp_unit == "F" for r in readings)
     assert [e.active for e in stream if isinstance(e, Outage)] == [True, False]
@@ -92,7 +92,7 @@ def test_noisy_day_defrost_and_drift_move_the_rooms() -> None:
     temps = [
         e.value("temperature_c") or 0.0
         for e in events(scenario, REGION)
-        if isinstance(e, Reading) and e.warehouse == "WH-07" and e.zone == "cold_room_2"
+        if isinstance(e, ScenarioReading) and e.warehouse == "WH-07" and e.zone == "cold_room_2"
     ]
     assert max(temps) - min(temps) > 3.0
 
@@ -101,10 +101,10 @@ def test_power_cut_silences_every_sensor_of_the_site() -> None:
     scenario = load_scenario("power_cut")
     stream = list(events(scenario, REGION))
     cut, back = scenario.at("01:10"), scenario.at("02:20")
-    site = [e for e in stream if isinstance(e, Reading) and e.warehouse == "WH-05"]
+    site = [e for e in stream if isinstance(e, ScenarioReading) and e.warehouse == "WH-05"]
     assert site and not [r for r in site if cut <= r.at < back]
     assert [r for r in site if r.at >= back]
-    others = [e for e in stream if isinstance(e, Reading) and e.warehouse != "WH-05"]
+    others = [e for e in stream if isinstance(e, ScenarioReading) and e.warehouse != "WH-05"]
     assert [r for r in others if cut <= r.at < back]
     outages = [e for e in stream if isinstance(e, Outage)]
     assert [(o.warehouse, o.kind, o.active, o.at) for o in outages] == [

@@ -22,14 +22,14 @@ from sqlite_utils import Database, Migrations
 
 from coordinator.ops.config import FranchiseeConfig
 from coordinator.ops.notify import outbox
-from coordinator.ops.notify.outbox import OutgoingNotice, iso
+from coordinator.ops.notify.outbox import OutgoingNotice
 from coordinator.ops.notify.wording import (
     NoticeOrder,
     local_time,
     short_ref,
     store_notice_text,
 )
-from coordinator.store import iso as store_iso
+from protocols.timestamps import stamp
 
 migrations = Migrations("coordinator_franchisee")
 
@@ -110,7 +110,7 @@ def queue_franchisee_notices(db: Database, incident_id: str, *, reason: str, at:
             "valid_until, created_at) VALUES (:i, :s, :c, :v, :n, :u, :now) "
             "ON CONFLICT (incident_id, store_id) DO NOTHING",
             {"i": incident_id, "s": store_id, "c": code, "v": config.coupon_value_yuan,
-             "n": len(orders), "u": store_iso(valid_until), "now": store_iso(at)})
+             "n": len(orders), "u": stamp(valid_until), "now": stamp(at)})
         listed = [NoticeOrder(r[0], r[3], r[4], tuple(items.get(r[0], ())), r[6], r[7],
                               datetime.fromisoformat(r[8]) if r[8] else None) for r in orders]
         text = store_notice_text(
@@ -121,7 +121,7 @@ def queue_franchisee_notices(db: Database, incident_id: str, *, reason: str, at:
         payload = {
             "type": "reroute_notice", "store_id": store_id, "store_name": orders[0][2],
             "incident_id": incident_id, "incident_ref": short_ref(incident_id),
-            "reason": reason, "tripped_at": store_iso(at),
+            "reason": reason, "tripped_at": stamp(at),
             "tripped_at_local": local_time(at, timezone), "text": text,
             "orders": [{"order_id": r[0], "channel": r[3], "channel_order_id": r[4],
                         "items": [{"name": n, "qty": q} for n, q in items.get(r[0], ())],
@@ -129,8 +129,8 @@ def queue_franchisee_notices(db: Database, incident_id: str, *, reason: str, at:
                         "distance_km": round(r[9], 2) if r[9] is not None else None,
                         "new_eta": r[8]} for r in orders],
             "coupon": {"code": code, "value_yuan": config.coupon_value_yuan,
-                       "purpose": COUPON_PURPOSE, "valid_until": store_iso(valid_until)},
-            "issued_at": store_iso(at),
+                       "purpose": COUPON_PURPOSE, "valid_until": stamp(valid_until)},
+            "issued_at": stamp(at),
         }
         notices.append(OutgoingNotice("franchisee", f"franchisee:{incident_id}:{store_id}",
                                       payload, incident_id))
@@ -212,10 +212,10 @@ def queue_placed_notices(db: Database, *, after: int, upto: int, at: datetime,
     db.conn.create_function("bw_coupon_code", 3, coupon_code, deterministic=True)
     if upto <= after:
         return 0
-    params = {"prefix": config.coupon_prefix, "now": iso(at), "value": config.coupon_value_yuan,
+    params = {"prefix": config.coupon_prefix, "now": stamp(at), "value": config.coupon_value_yuan,
               "after": after, "upto": upto,
               # compared as text with order_events.at: the store's format, not the outbox's
-              "since": store_iso(at - PLACED_NOTICE_MAX_AGE)}
+              "since": stamp(at - PLACED_NOTICE_MAX_AGE)}
     db.conn.execute(_PLACED_COUPONS, params)
     queued = db.conn.execute(_PLACED_NOTICES, params).rowcount
     db.conn.execute(

@@ -13,8 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from coordinator.ops.config import NotifyConfig
-from coordinator.ops.notify.outbox import OutgoingNotice, iso
+from coordinator.ops.notify.outbox import OutgoingNotice
 from coordinator.ops.notify.wording import local_time, reason_zh, short_ref
+from protocols.timestamps import stamp
 
 WECOM_MARKDOWN_MAX_BYTES = 4096
 WECOM_TEXT_MAX_BYTES = 2048
@@ -33,13 +34,13 @@ class WarehouseInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class MovedOrder:
+class MovedNotice:
     order_id: str
     new_warehouse: WarehouseInfo
 
 
 @dataclass(frozen=True, slots=True)
-class StuckOrder:
+class StuckNotice:
     order_id: str
     reason: str
 
@@ -65,8 +66,8 @@ class IncidentSummary:
     cause: str
     reason: str
     at: datetime  # the trip's event time when a breaker tripped, else when it was decided
-    moved: list[MovedOrder] = field(default_factory=list)
-    stuck: list[StuckOrder] = field(default_factory=list)
+    moved: list[MovedNotice] = field(default_factory=list)
+    stuck: list[StuckNotice] = field(default_factory=list)
     trip: TripFacts | None = None
 
 
@@ -116,7 +117,7 @@ def _incident_fields(summary: IncidentSummary, timezone: str,
         "reading": reading_text(trip),
         "moved": len(summary.moved),
         "stuck": len(summary.stuck),
-        "at": iso(summary.at),
+        "at": stamp(summary.at),
         "at_local": local_time(summary.at, timezone),
         "link": link,
     }
@@ -231,5 +232,5 @@ def recovery_notices(warehouse: WarehouseInfo, incident_id: str, at: datetime,
         notices.append(OutgoingNotice(
             "webhook", f"webhook:{incident_id}:closed",
             {"event": "warehouse_available", "incident_id": incident_id,
-             "warehouse": warehouse.as_json(), "at": iso(at)}, incident_id))
+             "warehouse": warehouse.as_json(), "at": stamp(at)}, incident_id))
     return notices

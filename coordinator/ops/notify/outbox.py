@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic_core import to_json
 from sqlite_utils import Database
+
+from protocols.timestamps import stamp
 
 Kind = Literal["franchisee", "wecom", "sms", "webhook"]
 Status = Literal["pending", "sent", "failed"]
@@ -61,16 +63,11 @@ class Notification:
         }
 
 
-def iso(value: datetime) -> str:
-    # One fixed format so that text comparison in SQL is time comparison.
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
 def queue(db: Database, notices: Iterable[OutgoingNotice], now: datetime) -> int:
     """Queue notices inside the caller's transaction; return how many were new."""
-    stamp = iso(now)
+    at = stamp(now)
     rows = [
-        (n.kind, n.dedupe_key, n.incident_id, to_json(n.payload).decode(), stamp, stamp)
+        (n.kind, n.dedupe_key, n.incident_id, to_json(n.payload).decode(), at, at)
         for n in notices
     ]
     if not rows:
@@ -101,7 +98,7 @@ def due(db: Database, now: datetime, limit: int) -> list[Notification]:
     cursor = db.conn.execute(
         f"SELECT {_COLUMNS} FROM ops_notifications "
         "WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
-        (iso(now), limit),
+        (stamp(now), limit),
     )
     return [_row(r) for r in cursor.fetchall()]
 
@@ -131,7 +128,7 @@ def mark_sent(db: Database, notification_id: int, now: datetime) -> None:
     db.conn.execute(
         "UPDATE ops_notifications SET status = 'sent', attempts = attempts + 1, sent_at = ?, "
         "last_error = NULL WHERE id = ? AND status = 'pending'",
-        (iso(now), notification_id),
+        (stamp(now), notification_id),
     )
 
 
@@ -148,7 +145,7 @@ def mark_failed(db: Database, notification: Notification, now: datetime, error: 
     db.conn.execute(
         "UPDATE ops_notifications SET status = ?, attempts = ?, next_attempt_at = ?, "
         "last_error = ? WHERE id = ?",
-        (status, attempts, iso(next_at), error[:500], notification.id),
+        (status, attempts, stamp(next_at), error[:500], notification.id),
     )
     return status
 
@@ -157,7 +154,7 @@ def defer(db: Database, notification_id: int, until: datetime) -> None:
     """Push a notification back without counting an attempt (rate limit)."""
     db.conn.execute(
         "UPDATE ops_notifications SET next_attempt_at = ? WHERE id = ?",
-        (iso(until), notification_id),
+        (stamp(until), notification_id),
     )
 
 
@@ -166,7 +163,7 @@ def retry(db: Database, notification_id: int, now: datetime) -> bool:
     cursor = db.conn.execute(
         "UPDATE ops_notifications SET status = 'pending', attempts = 0, next_attempt_at = ? "
         "WHERE id = ? AND status = 'failed'",
-        (iso(now), notification_id),
+        (stamp(now), notification_id),
     )
     return cursor.rowcount == 1
 

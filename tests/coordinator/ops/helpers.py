@@ -78,9 +78,9 @@ def strand_at(db: Database, warehouse_id: str, count: int, now: datetime,
     """``count`` orders held at ``warehouse_id``, then its reroute with no stock anywhere
     else: every one is stuck (needs_attention). Returns their ids."""
     from benchmarks.reroute import seed_orders_at
+    from coordinator.catalog import set_warehouse_availability
     from coordinator.reroute import reroute_warehouse
     from coordinator.settings import AllocationConfig
-    from coordinator.store import set_warehouse_availability
 
     seed_orders_at(db, warehouse_id, count, now, stock_boost=50)
     db.execute("UPDATE inventory SET on_hand = reserved WHERE warehouse_id != ?",

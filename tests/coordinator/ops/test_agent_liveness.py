@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 
-from coordinator.ops.breakers import (
+from coordinator.ops.availability import (
     AGENT_OFFLINE_PREFIX,
     AgentRecorded,
     AvailabilityTracker,

@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.reroute import seed_orders_at
 from coordinator.db import open_database
-from coordinator.ops.service import OpsService
+from coordinator.ops.runner import OpsService
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig
 from protocols import Topics

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.errors import ConfigError
-from coordinator.ops.service import ops_config_of
+from coordinator.ops.runner import ops_config_of
 from coordinator.settings import Settings
 
 
@@ -41,6 +41,9 @@ def test_defaults_without_an_ops_table() -> None:
         ({"notify": {"sms": {"enabled": True, "url": "http://x", "phone_numbers": []}}},
          "ops.notify.sms"),
         ({"mqtt": {"keepalive_s": 1}}, "ops.mqtt.keepalive_s"),
+        ({"mqtt": {"reconnect_min_s": 5, "reconnect_max_s": 1}}, "reconnect_max_s"),
+        ({"mqtt": {"reconnect_stable_s": -1}}, "ops.mqtt.reconnect_stable_s"),
+        ({"mqtt": {"client_id": "has/slash"}}, "ops.mqtt.client_id"),
         ({"colour": "blue"}, "ops.colour"),
         ({"dedupe_keep_per_agent": 0}, "ops.dedupe_keep_per_agent"),
         ({"dedupe_prune_interval_s": 0}, "ops.dedupe_prune_interval_s"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from coordinator.ops.service import OpsService
+from coordinator.ops.runner import OpsService
 from protocols import Topics
 from tests.coordinator.ops.factories import breaker_event
 from tests.coordinator.ops.helpers import counter, ops_config, read, settings_for, wait_for

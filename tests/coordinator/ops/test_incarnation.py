@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlite_utils import Migrations
 
-from coordinator.db import open_database
-from coordinator.ops import schema, state
-from coordinator.ops.breakers import (
+from coordinator.db import open_database, write_transaction
+from coordinator.ops import schema, tracker_store
+from coordinator.ops.availability import (
     AGENT_OFFLINE_PREFIX,
     AvailabilityTracker,
     DuplicateDropped,
@@ -25,7 +25,6 @@ from coordinator.ops.breakers import (
     WarehouseAvailable,
     WarehouseUnavailable,
 )
-from coordinator.store import write_transaction
 from protocols import AgentStatus, BreakerEvent
 from tests.coordinator.ops.factories import T0, agent_status, breaker_event
 
@@ -188,11 +187,11 @@ def test_incarnations_survive_a_coordinator_restart(tmp_path: Path) -> None:
     ]
     for message in feed:
         with write_transaction(db):
-            state.persist(db, t.feed(message, T0), T0)
+            tracker_store.persist(db, t.feed(message, T0), T0)
     [audit] = db.execute("SELECT action, actor, reason FROM ops_warehouse_audit "
                          "WHERE action = 'agent_incarnation'").fetchall()
     assert audit[1] == AGENT and NEW in audit[2] and OLD in audit[2]
-    reborn = state.load_tracker(db, TrackerConfig(agent_offline_grace=GRACE))
+    reborn = tracker_store.load_tracker(db, TrackerConfig(agent_offline_grace=GRACE))
     db.conn.close()
     assert reborn.incarnation(AGENT) == NEW
     assert reborn.state.lifetimes[AGENT].retired == (OLD,)
@@ -227,7 +226,7 @@ def test_a_v1_database_migrates_and_keeps_refusing_what_it_had_processed(
     db = open_database(path)  # applies m002
     assert db.execute("SELECT agent_id, incarnation, seq FROM ops_processed_events"
                       ).fetchall() == [(AGENT, "", 900)]
-    reborn = state.load_tracker(db, TrackerConfig(agent_offline_grace=GRACE))
+    reborn = tracker_store.load_tracker(db, TrackerConfig(agent_offline_grace=GRACE))
     db.conn.close()
     assert (AGENT, None, 900) in reborn.state.processed
 

@@ -15,8 +15,8 @@ import pytest
 
 from benchmarks.reroute import seed_orders_at
 from coordinator.db import open_database
-from coordinator.ops.api import _availability
-from coordinator.ops.service import OpsService
+from coordinator.ops.api import availability_view
+from coordinator.ops.runner import OpsService
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig
 from protocols import SensorReading, Topics, encode
@@ -124,7 +124,7 @@ async def test_wiped_gateway_restarts_from_seq_zero_and_the_coordinator_follows_
             assert not warehouse_available(path, WH)
             await send(pub, new, clock, topics, 5.0, 6)
             await wait_for(lambda: warehouse_available(path, WH), what="the new clear")
-            listing = await ops.call(lambda core: _availability(core, WH))
+            listing = await ops.call(lambda core: availability_view(core, WH))
             assert [a["incarnation"] for a in listing["agents"]] == [new.stats.incarnation]
         assert counter(path, "agent_lifetimes_replaced") == 1
         audit = read(path, "SELECT actor, reason FROM ops_warehouse_audit "

@@ -9,11 +9,13 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 
 from benchmarks.reroute import seed_orders_at
+from coordinator.catalog import set_warehouse_availability
 from coordinator.db import open_database
+from coordinator.ledger import record_status_event
 from coordinator.ops import metrics
+from coordinator.queries import unshipped_orders
 from coordinator.retry import retry_waiting
 from coordinator.settings import AllocationConfig
-from coordinator.store import record_status_event, set_warehouse_availability, unshipped_orders
 from tests.coordinator.ops.helpers import strand_at
 
 

@@ -27,8 +27,8 @@ from coordinator.ops.notify.dispatcher import Dispatcher, TokenBucket
 from coordinator.ops.notify.franchisee import coupon_code, queue_franchisee_notices
 from coordinator.ops.notify.messages import (
     IncidentSummary,
-    MovedOrder,
-    StuckOrder,
+    MovedNotice,
+    StuckNotice,
     TripFacts,
     WarehouseInfo,
     incident_notices,
@@ -36,6 +36,7 @@ from coordinator.ops.notify.messages import (
 from coordinator.ops.notify.outbox import OutgoingNotice
 from coordinator.ops.notify.wording import local_time, short_ref
 from protocols.clock import ManualClock
+from protocols.timestamps import stamp
 from tests.coordinator.ops.factories import T0
 from tests.coordinator.ops.receiver import Receiver
 
@@ -47,8 +48,8 @@ def summary(incident: str = "ep-1", moved: int = 3, stuck: int = 1) -> IncidentS
     return IncidentSummary(
         incident_id=incident, warehouse=OLD, cause="breaker:cold_chain",
         reason="threshold_exceeded", at=T0,
-        moved=[MovedOrder(f"o-{i}", NEW) for i in range(moved)],
-        stuck=[StuckOrder(f"x-{i}", "no cold-chain stock nearby") for i in range(stuck)],
+        moved=[MovedNotice(f"o-{i}", NEW) for i in range(moved)],
+        stuck=[StuckNotice(f"x-{i}", "no cold-chain stock nearby") for i in range(stuck)],
         trip=TripFacts(at=T0, zone="cold_room_2", metric="temperature_c", value=9.6,
                        op="above", limit=8.0, for_s=300),
     )
@@ -121,13 +122,13 @@ async def test_backoff_is_exponential_and_failed_notices_are_dead_after_max_atte
         dispatcher = Dispatcher(lambda: open_database(tmp_path / "coordinator.db"), cfg, clock)
         await dispatcher.run_once()
         [sms] = outbox.listing(db, kind="sms")
-        assert sms.next_attempt_at == outbox.iso(T0 + outbox.backoff_delay(1, 2, 600))
+        assert sms.next_attempt_at == stamp(T0 + outbox.backoff_delay(1, 2, 600))
         clock.advance(1.5)
         assert await dispatcher.run_once() == 0  # not due yet
         clock.advance(1)
         assert await dispatcher.run_once() == 3
         [sms] = outbox.listing(db, kind="sms")
-        assert sms.next_attempt_at == outbox.iso(clock.now() + outbox.backoff_delay(2, 2, 600))
+        assert sms.next_attempt_at == stamp(clock.now() + outbox.backoff_delay(2, 2, 600))
         await drain(dispatcher, clock)
         await dispatcher.aclose()
         assert len(receiver.on("/sms")) == 3
@@ -169,7 +170,7 @@ async def test_payloads_match_the_wecom_robot_and_sms_gateway_formats(
         "【冷链哨兵】杭州冷链二仓停止接单：超过阈值并持续 cold_room_2 9.6°C（阈值 高于 8°C "
         "持续 5 分钟），2026-11-24 10:17:00 (Asia/Shanghai)。已改派5单，2单待处理。"
         f"{short_ref('ep-1')} https://ops.example.cn/dashboard/incidents/ep-1")
-    assert hook.body["at"].endswith("+00:00")
+    assert hook.body["at"].endswith("Z")
     assert hook.body["at_local"] == sms.body["template_param"]["at_local"]
     assert sms.body["phone_numbers"] == ["13800000000"]
     assert sms.body["sign_name"] == "冷链哨兵"
@@ -270,7 +271,7 @@ def test_a_franchisee_gets_one_readable_message_per_store_and_incident(db: Datab
     store_name = db.execute("SELECT name FROM stores WHERE id = ?", [store_id]).fetchone()[0]
     code = coupon_code("HZ", f"store:{store_id}", "ep-9")
     assert p["coupon"]["code"] == code and p["coupon"]["value_yuan"] == 15.0
-    assert p["coupon"]["valid_until"] == "2026-12-24T02:17:00.000+00:00"
+    assert p["coupon"]["valid_until"] == "2026-12-24T02:17:00.000Z"
     text = p["text"].splitlines()
     # T0 is 02:17 UTC: 10:17 in Shanghai, the same clock the dashboard and the demo show
     assert text[0] == (f"【改派通知】{store_name}您好：2026-11-24 10:17:00 (Asia/Shanghai)，"

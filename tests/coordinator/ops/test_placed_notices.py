@@ -8,11 +8,11 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
+from coordinator.catalog import set_warehouse_availability
 from coordinator.db import open_database
-from coordinator.ops.core import OpsCore
+from coordinator.ops.handler import OpsCore
 from coordinator.retry import retry_waiting
 from coordinator.settings import AllocationConfig, Settings
-from coordinator.store import set_warehouse_availability
 from tests.coordinator.ops.helpers import ops_config, strand_at
 
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)

@@ -12,7 +12,7 @@ import pytest
 
 from benchmarks.reroute import seed_orders_at, trip_event
 from coordinator.db import open_database
-from coordinator.ops.service import OpsService
+from coordinator.ops.runner import OpsService
 from protocols import Topics, encode
 from simulators.brokers import Broker
 from tests.coordinator.ops.helpers import (
@@ -246,8 +246,8 @@ async def test_retained_trip_published_before_the_coordinator_started_is_honoure
 
 async def test_orders_nobody_can_take_go_to_needs_attention_and_count_against_self_healing(
         broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[Path, int]) -> None:
+    from coordinator.catalog import set_warehouse_availability
     from coordinator.ops import metrics
-    from coordinator.store import set_warehouse_availability
 
     path, held = seeded
     db = open_database(path)

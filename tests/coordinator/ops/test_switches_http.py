@@ -13,8 +13,8 @@ import pytest
 
 from benchmarks.reroute import seed_orders_at
 from coordinator.db import open_database
+from coordinator.intake import submit_orders
 from coordinator.settings import AllocationConfig, IntakeConfig
-from coordinator.store import submit_orders
 from protocols import Topics
 from protocols.clock import ManualClock
 from protocols.orders import Channel, OrderIn, OrderLine

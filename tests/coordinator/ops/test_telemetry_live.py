@@ -75,7 +75,7 @@ async def test_a_summary_published_by_an_agent_is_stored_pushed_live_and_counted
             wh02 = next(w for w in pushed["warehouses"] if w["id"] == "WH-02")
             assert wh02["readings"] == [{
                 "zone": "cold-1", "metric": "temperature_c", "last": 9.4, "max": 9.6,
-                "at": "2026-11-24T02:01:00.000+00:00"}]
+                "at": "2026-11-24T02:01:00.000Z"}]
         async with asyncio.timeout(10):
             while True:
                 text = (await http.get("/metrics")).text

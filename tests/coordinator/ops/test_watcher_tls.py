@@ -13,7 +13,7 @@ import pytest
 
 from coordinator.errors import ConfigError
 from coordinator.ops.config import MqttConfig
-from coordinator.ops.service import OpsService, ops_config_of
+from coordinator.ops.runner import OpsService, ops_config_of
 from coordinator.ops.watcher import OpsMessage, Watcher
 from coordinator.settings import Settings
 from protocols import BreakerEvent, Topics, client_tls_context, encode
@@ -125,10 +125,12 @@ async def test_watcher_with_the_wrong_ca_logs_a_tls_error_and_keeps_retrying(
 
 
 def test_mqtts_url_defaults_to_port_8883(topics: Topics) -> None:
-    watcher = Watcher("mqtts://mq.example.com", topics, MqttConfig(), Sink())
-    assert (watcher.host, watcher.port) == ("mq.example.com", 8883)
-    assert watcher.tls_context is not None  # the system trust store
-    assert Watcher("mqtt://mq.example.com", topics, MqttConfig(), Sink()).tls_context is None
+    url = "mqtts://mq.example.com"
+    watcher = Watcher(url, topics, MqttConfig(), Sink())
+    assert (watcher.addresses[url].host, watcher.addresses[url].port) == ("mq.example.com", 8883)
+    assert watcher.tls_contexts[url] is not None  # the system trust store
+    plain = "mqtt://mq.example.com"
+    assert Watcher(plain, topics, MqttConfig(), Sink()).tls_contexts[plain] is None
 
 
 @pytest.mark.parametrize("key", ["ca_file", "cert_file", "key_file"])

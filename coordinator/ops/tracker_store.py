@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlite_utils import Database
 
-from coordinator.ops.breakers import (
+from coordinator.ops.availability import (
     COURIER_STALE_PREFIX,
     Action,
     AgentRecord,
@@ -33,8 +33,8 @@ from coordinator.ops.couriers import (
     Shipment,
     ShipmentRecorded,
 )
-from coordinator.ops.notify.outbox import iso
 from protocols import BreakerState
+from protocols.timestamps import parse_stamp, parse_stamp_or_none, stamp, stamp_or_none
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,6 @@ COUNTERS = (
     "orders_rerouted",
     "orders_needs_attention",
 )
-
-
-def _dt(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def _req(value: str) -> datetime:
-    return datetime.fromisoformat(value)
 
 
 def bump(db: Database, name: str, by: int = 1) -> None:
@@ -86,8 +78,8 @@ def persist(db: Database, actions: Sequence[Action | CourierAction], now: dateti
                     "state, open, episode_id, reason, seq, session_seq, since, event_time, "
                     "last_seen, incarnation) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (r.warehouse_id, r.breaker, r.agent_id, r.state.value, int(r.open),
-                     r.episode_id, r.reason, r.seq, r.session_seq, iso(r.since),
-                     iso(r.event_time), iso(r.last_seen), r.incarnation),
+                     r.episode_id, r.reason, r.seq, r.session_seq, stamp(r.since),
+                     stamp(r.event_time), stamp(r.last_seen), r.incarnation),
                 )
             case AgentRecorded(record=a):
                 db.conn.execute(
@@ -95,8 +87,8 @@ def persist(db: Database, actions: Sequence[Action | CourierAction], now: dateti
                     "session_seq, online, offline_since, last_birth_at, last_death_at, last_seen,"
                     " incarnation) VALUES (?,?,?,?,?,?,?,?,?)",
                     (a.agent_id, a.warehouse_id, a.session_seq, int(a.online),
-                     _iso_or_none(a.offline_since), _iso_or_none(a.last_birth_at),
-                     _iso_or_none(a.last_death_at), iso(a.last_seen), a.incarnation),
+                     stamp_or_none(a.offline_since), stamp_or_none(a.last_birth_at),
+                     stamp_or_none(a.last_death_at), stamp(a.last_seen), a.incarnation),
                 )
                 bump(db, "agent_status_received")
             case LifetimeStarted(lifetime=t, previous=previous, replaced=replaced):
@@ -107,7 +99,7 @@ def persist(db: Database, actions: Sequence[Action | CourierAction], now: dateti
                     "warehouse_id, breaker, open, historical, outcome, received_at) "
                     "VALUES (?,?,?,?,?,?,?,?,?)",
                     (e.agent_id, e.incarnation or "", e.seq, e.warehouse_id, e.breaker,
-                     int(e.open), int(e.historical), e.outcome, iso(now)),
+                     int(e.open), int(e.historical), e.outcome, stamp(now)),
                 )
                 bump(db, f"breaker_events_{e.outcome}")
             case DuplicateDropped():
@@ -116,7 +108,7 @@ def persist(db: Database, actions: Sequence[Action | CourierAction], now: dateti
                 db.conn.execute(
                     "INSERT OR REPLACE INTO ops_holds (warehouse_id, hold, incident_hint, "
                     "reason, since) VALUES (?,?,?,?,?)",
-                    (h.warehouse_id, h.name, h.incident_hint, h.reason, iso(h.since)),
+                    (h.warehouse_id, h.name, h.incident_hint, h.reason, stamp(h.since)),
                 )
             case HoldLifted(warehouse_id=wh, name=name):
                 db.conn.execute("DELETE FROM ops_holds WHERE warehouse_id = ? AND hold = ?",
@@ -127,15 +119,11 @@ def persist(db: Database, actions: Sequence[Action | CourierAction], now: dateti
                     "order_id, status, open, first_update_at, last_update_at) "
                     "VALUES (?,?,?,?,?,?,?,?)",
                     (s.shipment_id, s.carrier, s.warehouse_id, s.order_id, s.status,
-                     int(s.open), iso(s.first_update_at), iso(s.last_update_at)),
+                     int(s.open), stamp(s.first_update_at), stamp(s.last_update_at)),
                 )
                 bump(db, "tracking_updates_received")
             case _:
                 pass
-
-
-def _iso_or_none(value: datetime | None) -> str | None:
-    return None if value is None else iso(value)
 
 
 def _lifetime_started(db: Database, lifetime: Lifetime, previous: str | None,
@@ -144,7 +132,7 @@ def _lifetime_started(db: Database, lifetime: Lifetime, previous: str | None,
         "INSERT OR REPLACE INTO ops_agent_lifetimes (agent_id, warehouse_id, incarnation, "
         "retired, since) VALUES (?,?,?,?,?)",
         (lifetime.agent_id, lifetime.warehouse_id, lifetime.incarnation,
-         json.dumps(list(lifetime.retired)), iso(lifetime.since)),
+         json.dumps(list(lifetime.retired)), stamp(lifetime.since)),
     )
     # The new lifetime numbers its events from zero again (see the tracker).
     db.conn.execute("DELETE FROM ops_processed_events WHERE agent_id = ?",
@@ -157,7 +145,7 @@ def _lifetime_started(db: Database, lifetime: Lifetime, previous: str | None,
     db.conn.execute(
         "INSERT INTO ops_warehouse_audit (warehouse_id, action, actor, reason, incident_id, at)"
         " VALUES (?,?,?,?,?,?)",
-        (lifetime.warehouse_id, "agent_incarnation", lifetime.agent_id, reason, None, iso(now)),
+        (lifetime.warehouse_id, "agent_incarnation", lifetime.agent_id, reason, None, stamp(now)),
     )
     bump(db, "agent_lifetimes_replaced")
     log.warning("%s", reason)
@@ -186,7 +174,7 @@ def load_tracker(db: Database, config: TrackerConfig) -> AvailabilityTracker:
         BreakerRecord(
             warehouse_id=r[0], breaker=r[1], agent_id=r[2], state=BreakerState(r[3]),
             open=bool(r[4]), episode_id=r[5], reason=r[6], seq=r[7], session_seq=r[8],
-            since=_req(r[9]), event_time=_req(r[10]), last_seen=_req(r[11]),
+            since=parse_stamp(r[9]), event_time=parse_stamp(r[10]), last_seen=parse_stamp(r[11]),
             incarnation=r[12],
         )
         for r in db.conn.execute(
@@ -196,8 +184,9 @@ def load_tracker(db: Database, config: TrackerConfig) -> AvailabilityTracker:
     agents = [
         AgentRecord(
             agent_id=r[0], warehouse_id=r[1], session_seq=r[2], online=bool(r[3]),
-            offline_since=_dt(r[4]), last_birth_at=_dt(r[5]), last_death_at=_dt(r[6]),
-            last_seen=_req(r[7]), incarnation=r[8],
+            offline_since=parse_stamp_or_none(r[4]), last_birth_at=parse_stamp_or_none(r[5]),
+            last_death_at=parse_stamp_or_none(r[6]),
+            last_seen=parse_stamp(r[7]), incarnation=r[8],
         )
         for r in db.conn.execute(
             "SELECT agent_id, warehouse_id, session_seq, online, offline_since, last_birth_at, "
@@ -205,13 +194,13 @@ def load_tracker(db: Database, config: TrackerConfig) -> AvailabilityTracker:
     ]
     lifetimes = [
         Lifetime(agent_id=r[0], warehouse_id=r[1], incarnation=r[2],
-                 retired=tuple(json.loads(r[3])), since=_req(r[4]))
+                 retired=tuple(json.loads(r[3])), since=parse_stamp(r[4]))
         for r in db.conn.execute(
             "SELECT agent_id, warehouse_id, incarnation, retired, since "
             "FROM ops_agent_lifetimes")
     ]
     holds = [
-        Hold(warehouse_id=r[0], name=r[1], incident_hint=r[2], reason=r[3], since=_req(r[4]))
+        Hold(warehouse_id=r[0], name=r[1], incident_hint=r[2], reason=r[3], since=parse_stamp(r[4]))
         for r in db.conn.execute(
             "SELECT warehouse_id, hold, incident_hint, reason, since FROM ops_holds")
     ]
@@ -234,7 +223,8 @@ def load_couriers(db: Database, silence_s: float) -> CourierSilenceDetector:
 
     shipments = [
         Shipment(shipment_id=r[0], carrier=r[1], warehouse_id=r[2], order_id=r[3], status=r[4],
-                 open=bool(r[5]), first_update_at=_req(r[6]), last_update_at=_req(r[7]))
+                 open=bool(r[5]), first_update_at=parse_stamp(r[6]),
+                 last_update_at=parse_stamp(r[7]))
         for r in db.conn.execute(
             "SELECT shipment_id, carrier, warehouse_id, order_id, status, open, "
             "first_update_at, last_update_at FROM ops_shipments WHERE open = 1")

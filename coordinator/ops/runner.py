@@ -25,18 +25,17 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from coordinator.db import open_database
+from coordinator.db import open_database, write_transaction
 from coordinator.errors import ConfigError
 from coordinator.live import Hub
 from coordinator.observability import Metrics
-from coordinator.ops import escalation_store, incident_log, state, telemetry
+from coordinator.ops import escalation_store, incident_log, telemetry, tracker_store
 from coordinator.ops.config import OpsConfig
-from coordinator.ops.core import HandleResult, OpsCore
 from coordinator.ops.escalation import Escalate
+from coordinator.ops.handler import HandleResult, OpsCore
 from coordinator.ops.notify.dispatcher import Dispatcher
 from coordinator.ops.watcher import OpsMessage, Watcher
 from coordinator.settings import Settings
-from coordinator.store import write_transaction
 from protocols import AgentStatus, BreakerEvent, TelemetrySummary, Topics, TrackingUpdate
 from protocols.clock import Clock, SystemClock
 
@@ -71,7 +70,8 @@ class OpsService:
         self._core: OpsCore | None = None
         self.dispatcher = Dispatcher(lambda: open_database(settings.db_path),
                                      self.config.notify, self.clock)
-        self.watcher = Watcher(settings.mqtt_url, self.topics, self.config.mqtt, self)
+        self.watcher = Watcher(settings.mqtt_url, self.topics, self.config.mqtt, self,
+                               instance=settings.instance, clock=self.clock)
         self._tasks: list[asyncio.Task[None]] = []
         self.on_result: Callable[[HandleResult], None] | None = None
         # where changes are announced (the dashboard's live stream) and counted; the app
@@ -176,7 +176,7 @@ class OpsService:
 
         def prune(core: OpsCore) -> int:
             with write_transaction(core.db):
-                return state.prune_processed(core.db, core.tracker, keep)
+                return tracker_store.prune_processed(core.db, core.tracker, keep)
 
         return await self.call(prune)
 

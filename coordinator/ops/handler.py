@@ -18,10 +18,13 @@ from datetime import datetime
 
 from sqlite_utils import Database
 
+from coordinator import queries
+from coordinator.catalog import set_warehouse_availability, set_warehouse_paused, warehouse_exists
+from coordinator.db import write_transaction
 from coordinator.errors import NotFound
 from coordinator.gcpause import gc_paused
-from coordinator.ops import incident_log, state
-from coordinator.ops.breakers import (
+from coordinator.ops import incident_log, incident_store, tracker_store
+from coordinator.ops.availability import (
     COURIER_STALE_PREFIX,
     MANUAL_HOLD,
     Action,
@@ -41,22 +44,20 @@ from coordinator.ops.notify.franchisee import (
 )
 from coordinator.ops.notify.messages import (
     IncidentSummary,
-    MovedOrder,
-    StuckOrder,
+    MovedNotice,
+    StuckNotice,
     WarehouseInfo,
     incident_notices,
     recovery_notices,
 )
-from coordinator.ops.notify.outbox import iso
 from coordinator.reroute import RerouteResult, reroute_warehouse
 from coordinator.retry import retry_waiting
 from coordinator.settings import Settings
-from coordinator.store import set_warehouse_availability, set_warehouse_paused, write_transaction
 from protocols import AgentStatus, BreakerEvent, TrackingUpdate
 
 log = logging.getLogger(__name__)
 
-Transition = WarehouseUnavailable | WarehouseAvailable
+AvailabilityChange = WarehouseUnavailable | WarehouseAvailable
 
 
 @dataclass
@@ -74,7 +75,7 @@ class RerouteTiming:
 
 @dataclass
 class HandleResult:
-    transitions: list[Transition] = field(default_factory=list)
+    transitions: list[AvailabilityChange] = field(default_factory=list)
     rerouted: list[RerouteTiming] = field(default_factory=list)
 
 
@@ -90,8 +91,9 @@ class OpsCore:
         self.sweep_failures = 0
 
     def _reload(self) -> None:
-        self.tracker = state.load_tracker(self.db, self.tracker_config)
-        self.couriers = state.load_couriers(self.db, self.config.courier_silence.total_seconds())
+        self.tracker = tracker_store.load_tracker(self.db, self.tracker_config)
+        self.couriers = tracker_store.load_couriers(
+            self.db, self.config.courier_silence.total_seconds())
 
     # -- inputs ----------------------------------------------------------------------
     def handle(self, message: BreakerEvent | AgentStatus | TrackingUpdate,
@@ -122,7 +124,7 @@ class OpsCore:
         a range holding a late placement takes the write lock. At most ``PLACED_SWEEP_SPAN``
         events per tick, so a long backlog (ops off for a while) never holds the lock long.
         """
-        newest = self.db.execute("SELECT coalesce(max(id), 0) FROM order_events").fetchone()[0]
+        newest = queries.newest_order_event_id(self.db)
         after = self._placed_cursor
         if newest <= after:
             return
@@ -134,7 +136,7 @@ class OpsCore:
             queued = queue_placed_notices(self.db, after=after, upto=upto, at=now,
                                           config=self.config.notify.franchisee)
             if queued:
-                state.bump(self.db, "placed_notices", queued)
+                tracker_store.bump(self.db, "placed_notices", queued)
         self._placed_cursor = upto
 
     def pause(self, warehouse_id: str, *, actor: str, reason: str,
@@ -161,7 +163,7 @@ class OpsCore:
 
     def count_bad_payload(self) -> None:
         with write_transaction(self.db):
-            state.bump(self.db, "bad_payloads")
+            tracker_store.bump(self.db, "bad_payloads")
 
     # -- the one transaction ---------------------------------------------------------
     def _courier_actions(self, found: Sequence[CourierAction],
@@ -191,7 +193,7 @@ class OpsCore:
             # a reroute churns through many short-lived objects: collect once, after commit
             with gc_paused(), write_transaction(self.db):
                 actions = step()
-                state.persist(self.db, actions, now)
+                tracker_store.persist(self.db, actions, now)
                 touched = {a.warehouse_id for a in actions
                            if isinstance(a, WarehouseUnavailable | WarehouseAvailable)}
                 if audit is not None:
@@ -220,8 +222,7 @@ class OpsCore:
             raise NotFound("warehouse", warehouse_id)
 
     def _known(self, warehouse_id: str) -> bool:
-        row = self.db.execute("SELECT 1 FROM warehouses WHERE id = ?", [warehouse_id]).fetchone()
-        return row is not None
+        return warehouse_exists(self.db, warehouse_id)
 
     def _sync_flags(self, warehouse_id: str, now: datetime) -> None:
         """Mirror the tracker into the store's flags the allocation engine reads."""
@@ -239,19 +240,16 @@ class OpsCore:
 
     def _audit(self, action: str, warehouse_id: str, actor: str, reason: str,
                incident_id: str | None, now: datetime) -> None:
-        self.db.conn.execute(
-            "INSERT INTO ops_warehouse_audit (warehouse_id, action, actor, reason, incident_id, "
-            "at) VALUES (?,?,?,?,?,?)",
-            (warehouse_id, action, actor, reason, incident_id, iso(now)))
+        incident_store.audit(self.db, warehouse_id=warehouse_id, action=action, actor=actor,
+                             reason=reason, incident_id=incident_id, at=now)
 
     def _on_unavailable(self, down: WarehouseUnavailable, started: float,
                         audit: tuple[str, str, str, str] | None) -> RerouteTiming:
         wid, inc = down.warehouse_id, down.incident_id
         actor = audit[2] if audit else down.cause
         self._audit("unavailable", wid, actor, down.reason, inc, down.at)
-        self.db.conn.execute(
-            "INSERT OR IGNORE INTO ops_incidents (incident_id, warehouse_id, cause, reason, "
-            "opened_at) VALUES (?,?,?,?,?)", (inc, wid, down.cause, down.reason, iso(down.at)))
+        incident_store.open_incident(self.db, incident_id=inc, warehouse_id=wid,
+                                     cause=down.cause, reason=down.reason, at=down.at)
         if not self._known(wid):
             return RerouteTiming(inc, wid, 0, 0, 0, started, started)
         rerouted = reroute_warehouse(self.db, wid, incident_id=inc,
@@ -265,11 +263,10 @@ class OpsCore:
                                           timezone=self.config.notify.timezone)
         queued += outbox.queue(self.db, incident_notices(summary, self.config.notify), down.at)
         moved, stuck = len(summary.moved), len(summary.stuck)
-        self.db.conn.execute("UPDATE ops_incidents SET moved = ?, stuck = ? WHERE incident_id = ?",
-                             (moved, stuck, inc))
-        state.bump(self.db, "reroutes")
-        state.bump(self.db, "orders_rerouted", moved)
-        state.bump(self.db, "orders_needs_attention", stuck)
+        incident_store.count_incident(self.db, inc, moved=moved, stuck=stuck)
+        tracker_store.bump(self.db, "reroutes")
+        tracker_store.bump(self.db, "orders_rerouted", moved)
+        tracker_store.bump(self.db, "orders_needs_attention", stuck)
         log.warning("warehouse %s unavailable (%s, incident %s): %d orders moved, %d stuck",
                     wid, down.cause, inc, moved, stuck)
         return RerouteTiming(inc, wid, moved, stuck, queued, started, started)
@@ -278,8 +275,7 @@ class OpsCore:
                       audit: tuple[str, str, str, str] | None) -> None:
         self._audit("available", up.warehouse_id, audit[2] if audit else "tracker",
                     "all causes cleared", up.incident_id, up.at)
-        self.db.conn.execute("UPDATE ops_incidents SET closed_at = ? WHERE incident_id = ?",
-                             (iso(up.at), up.incident_id))
+        incident_store.close_incident(self.db, up.incident_id, up.at)
         info = self._warehouse_info(up.warehouse_id)
         if info is not None and up.incident_id:
             outbox.queue(self.db, recovery_notices(info, up.incident_id, up.at,
@@ -295,13 +291,7 @@ class OpsCore:
         left stuck (a backlog of older waiting orders must not crowd them out of the
         limit), then any. In a savepoint of the caller's transaction: a failed retry is
         logged and counted and costs nothing else, the warehouse still reopens."""
-        stuck = [r[0] for r in self.db.execute(
-            "SELECT DISTINCT o.id FROM incident_orders io "
-            "JOIN incidents i ON i.id = io.incident_id "
-            "JOIN orders o ON o.id = io.order_id "
-            "WHERE i.warehouse_id = ? AND io.outcome = 'stuck' "
-            "AND o.status = 'needs_attention' ORDER BY o.tier, o.received_at, o.id",
-            [up.warehouse_id]).fetchall()]
+        stuck = incident_store.stuck_by_incidents_of(self.db, up.warehouse_id)
         rules, limit = self.settings.allocation, self.settings.intake.retry_limit
         placed = 0
         passes = ([stuck[:limit]] if stuck else []) + [None]
@@ -317,22 +307,19 @@ class OpsCore:
                     raise
                 log.exception("retrying waiting orders after %s reopened failed",
                               up.warehouse_id)
-                state.bump(self.db, "retry_failures")
-        state.bump(self.db, "orders_retry_placed", placed)
+                tracker_store.bump(self.db, "retry_failures")
+        tracker_store.bump(self.db, "orders_retry_placed", placed)
         return placed
 
     def _warehouse_info(self, warehouse_id: str) -> WarehouseInfo | None:
-        row = self.db.execute("SELECT id, name, address, lat, lon FROM warehouses WHERE id = ?",
-                              [warehouse_id]).fetchone()
-        return None if row is None else WarehouseInfo(*row)
+        return incident_store.warehouse_info(self.db, warehouse_id)
 
     def _summary(self, down: WarehouseUnavailable, rerouted: RerouteResult) -> IncidentSummary:
         """What the reroute did, in the words of the notices."""
-        infos = {r[0]: WarehouseInfo(*r) for r in self.db.execute(
-            "SELECT id, name, address, lat, lon FROM warehouses").fetchall()}
+        infos = incident_store.warehouse_infos(self.db)
         old = infos[down.warehouse_id]
-        moved = [MovedOrder(m.order_id, infos[m.new_warehouse_id]) for m in rerouted.moved]
-        stuck = [StuckOrder(s.order_id, s.reason) for s in rerouted.stuck]
+        moved = [MovedNotice(m.order_id, infos[m.new_warehouse_id]) for m in rerouted.moved]
+        stuck = [StuckNotice(s.order_id, s.reason) for s in rerouted.stuck]
         # people read the trip's time (event time), not when head office rerouted
         trip = incident_log.trip_facts(self.db, down.warehouse_id, down.incident_id)
         return IncidentSummary(down.incident_id, old, down.cause, down.reason,

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlite_utils import Database
 
-from coordinator import store
+from coordinator import catalog, db, intake, ledger, queries
 from coordinator.catalog import (
     InventoryIn,
     SkuIn,
@@ -49,30 +49,30 @@ def _reserved_matches_held(db: Database) -> bool:
 
 def test_order_is_allocated_reserved_and_timelined(sample_db: Database,
                                                    rules: AllocationConfig) -> None:
-    (outcome,) = store.submit_orders(sample_db, [_order("A1", qty=3)], now=NOW, config=rules)
+    (outcome,) = intake.submit_orders(sample_db, [_order("A1", qty=3)], now=NOW, config=rules)
     assert outcome.created and outcome.status == "allocated" and outcome.warehouse_id
-    order = store.get_order(sample_db, outcome.order_id)
+    order = queries.get_order(sample_db, outcome.order_id)
     assert [e["kind"] for e in order["timeline"]] == ["received", "allocated"]
     assert order["timeline"][1]["label"] == "已分仓"
     reserved = sample_db.execute(
         "SELECT reserved FROM inventory WHERE warehouse_id = ? AND sku_id = 'SKU-0001'",
         [outcome.warehouse_id]).fetchone()[0]
     assert reserved == 3
-    (decision,) = store.decisions_of(sample_db, outcome.order_id)
+    (decision,) = queries.decisions_of(sample_db, outcome.order_id)
     assert decision["rule_set_version"] == rules.version
-    assert any(c["chosen"] for c in store.trace_candidates(decision["trace"]))
+    assert any(c["chosen"] for c in ledger.trace_candidates(decision["trace"]))
     assert _reserved_matches_held(sample_db)
 
 
 def test_same_channel_order_twice_is_stored_once(sample_db: Database,
                                                  rules: AllocationConfig) -> None:
-    first, again = store.submit_orders(sample_db, [_order("D1"), _order("D1")], now=NOW,
+    first, again = intake.submit_orders(sample_db, [_order("D1"), _order("D1")], now=NOW,
                                        config=rules)
-    later = store.submit_orders(sample_db, [_order("D1")], now=NOW, config=rules)[0]
+    later = intake.submit_orders(sample_db, [_order("D1")], now=NOW, config=rules)[0]
     assert first.created and not again.created and not later.created
     assert first.order_id == again.order_id == later.order_id
     assert sample_db.execute("SELECT count(*) FROM orders").fetchone()[0] == 1
-    other_channel = store.submit_orders(sample_db, [_order("D1", channel=Channel.DOUYIN)],
+    other_channel = intake.submit_orders(sample_db, [_order("D1", channel=Channel.DOUYIN)],
                                         now=NOW, config=rules)[0]
     assert other_channel.created
 
@@ -80,80 +80,80 @@ def test_same_channel_order_twice_is_stored_once(sample_db: Database,
 def test_unknown_sku_rejects_whole_batch_and_writes_nothing(sample_db: Database,
                                                             rules: AllocationConfig) -> None:
     with pytest.raises(NotFound) as caught:
-        store.submit_orders(sample_db, [_order("U1"), _order("U2", sku="NOPE")], now=NOW,
+        intake.submit_orders(sample_db, [_order("U1"), _order("U2", sku="NOPE")], now=NOW,
                             config=rules)
     assert caught.value.kind == "sku" and caught.value.ident == "NOPE"
     assert sample_db.execute("SELECT count(*) FROM orders").fetchone()[0] == 0
     with pytest.raises(NotFound, match="store"):
-        store.submit_orders(sample_db, [_order("U3", store_id="HZ-NOPE")], now=NOW, config=rules)
+        intake.submit_orders(sample_db, [_order("U3", store_id="HZ-NOPE")], now=NOW, config=rules)
 
 
 def test_client_clock_skew_beyond_threshold_is_flagged(sample_db: Database,
                                                        rules: AllocationConfig) -> None:
-    ok, skewed = store.submit_orders(
+    ok, skewed = intake.submit_orders(
         sample_db, [_order("K1", submitted_s_ago=1.0), _order("K2", submitted_s_ago=4.5)],
         now=NOW, config=rules, skew_threshold_s=3.0)
     assert not ok.skewed and skewed.skewed
-    assert store.skew_count(sample_db) == 1
-    assert store.get_order(sample_db, skewed.order_id)["skew_ms"] == 4500
+    assert queries.skew_count(sample_db) == 1
+    assert queries.get_order(sample_db, skewed.order_id)["skew_ms"] == 4500
 
 
 def test_status_events_follow_the_order_lifecycle(sample_db: Database,
                                                   rules: AllocationConfig) -> None:
-    (o,) = store.submit_orders(sample_db, [_order("E1", qty=2)], now=NOW, config=rules)
+    (o,) = intake.submit_orders(sample_db, [_order("E1", qty=2)], now=NOW, config=rules)
     with pytest.raises(Conflict):
-        store.record_status_event(sample_db, o.order_id, "delivered", NOW)
+        ledger.record_status_event(sample_db, o.order_id, "delivered", NOW)
     before = sample_db.execute(
         "SELECT on_hand, reserved FROM inventory WHERE warehouse_id = ? AND sku_id = 'SKU-0001'",
         [o.warehouse_id]).fetchone()
-    store.record_status_event(sample_db, o.order_id, "shipped", NOW)
+    ledger.record_status_event(sample_db, o.order_id, "shipped", NOW)
     after = sample_db.execute(
         "SELECT on_hand, reserved FROM inventory WHERE warehouse_id = ? AND sku_id = 'SKU-0001'",
         [o.warehouse_id]).fetchone()
     assert (after[0], after[1]) == (before[0] - 2, before[1] - 2)
-    store.record_status_event(sample_db, o.order_id, "in_transit", NOW)
-    store.record_status_event(sample_db, o.order_id, "delivered", NOW)
+    ledger.record_status_event(sample_db, o.order_id, "in_transit", NOW)
+    ledger.record_status_event(sample_db, o.order_id, "delivered", NOW)
     with pytest.raises(Conflict):
-        store.record_status_event(sample_db, o.order_id, "shipped", NOW)
-    kinds = [e["kind"] for e in store.get_order(sample_db, o.order_id)["timeline"]]
+        ledger.record_status_event(sample_db, o.order_id, "shipped", NOW)
+    kinds = [e["kind"] for e in queries.get_order(sample_db, o.order_id)["timeline"]]
     assert kinds == ["received", "allocated", "shipped", "in_transit", "delivered"]
-    assert store.unshipped_orders(sample_db, o.warehouse_id or "") == []
+    assert queries.unshipped_orders(sample_db, o.warehouse_id or "") == []
     assert _reserved_matches_held(sample_db)
 
 
 def test_cancel_releases_the_reservation(sample_db: Database, rules: AllocationConfig) -> None:
-    (o,) = store.submit_orders(sample_db, [_order("C1", qty=4)], now=NOW, config=rules)
-    store.record_status_event(sample_db, o.order_id, "cancelled", NOW)
+    (o,) = intake.submit_orders(sample_db, [_order("C1", qty=4)], now=NOW, config=rules)
+    ledger.record_status_event(sample_db, o.order_id, "cancelled", NOW)
     assert _reserved_matches_held(sample_db)
     assert sample_db.execute("SELECT sum(reserved) FROM inventory").fetchone()[0] == 0
 
 
 def test_timeline_is_append_only(sample_db: Database, rules: AllocationConfig) -> None:
-    (o,) = store.submit_orders(sample_db, [_order("T1")], now=NOW, config=rules)
+    (o,) = intake.submit_orders(sample_db, [_order("T1")], now=NOW, config=rules)
     with pytest.raises(Exception, match="append-only"):
         sample_db.execute("DELETE FROM order_events WHERE order_id = ?", [o.order_id])
-    store.append_order_event(sample_db, o.order_id, "notified", NOW, {"to": "franchisee"})
-    assert store.get_order(sample_db, o.order_id)["timeline"][-1]["kind"] == "notified"
+    ledger.append_order_event(sample_db, o.order_id, "notified", NOW, {"to": "franchisee"})
+    assert queries.get_order(sample_db, o.order_id)["timeline"][-1]["kind"] == "notified"
 
 
 def test_availability_change_is_reported_once(sample_db: Database) -> None:
-    assert store.set_warehouse_availability(sample_db, "WH-02", available=False,
+    assert catalog.set_warehouse_availability(sample_db, "WH-02", available=False,
                                             reason="breaker", now=NOW)
-    assert not store.set_warehouse_availability(sample_db, "WH-02", available=False,
+    assert not catalog.set_warehouse_availability(sample_db, "WH-02", available=False,
                                                 reason="breaker", now=NOW)
-    assert store.get_warehouse(sample_db, "WH-02")["unavailable_reason"] == "breaker"
+    assert queries.get_warehouse(sample_db, "WH-02")["unavailable_reason"] == "breaker"
     with pytest.raises(NotFound):
-        store.set_warehouse_availability(sample_db, "WH-404", available=True, reason=None,
+        catalog.set_warehouse_availability(sample_db, "WH-404", available=True, reason=None,
                                          now=NOW)
 
 
 def test_unavailable_warehouse_gets_no_new_orders(sample_db: Database,
                                                   rules: AllocationConfig) -> None:
-    (first,) = store.submit_orders(sample_db, [_order("N1")], now=NOW, config=rules)
+    (first,) = intake.submit_orders(sample_db, [_order("N1")], now=NOW, config=rules)
     assert first.warehouse_id is not None
-    store.set_warehouse_availability(sample_db, first.warehouse_id, available=False,
+    catalog.set_warehouse_availability(sample_db, first.warehouse_id, available=False,
                                      reason="breaker", now=NOW)
-    (second,) = store.submit_orders(sample_db, [_order("N2")], now=NOW, config=rules)
+    (second,) = intake.submit_orders(sample_db, [_order("N2")], now=NOW, config=rules)
     assert second.warehouse_id not in (None, first.warehouse_id)
 
 
@@ -182,7 +182,7 @@ def test_parallel_orders_for_scarce_stock_never_oversell(tmp_path: Path) -> None
                                 customer_id=f"c{n}", lines=[OrderLine(sku_id="RARE",
                                                                       qty=1 + (i % 3))],
                                 lat=30.27, lon=120.15)
-                store.submit_orders(db, [order], now=NOW, config=rules)
+                intake.submit_orders(db, [order], now=NOW, config=rules)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
         finally:
@@ -222,11 +222,11 @@ def test_stored_trace_is_the_json_of_the_whole_trace(
     decision = Decision(order_id="o", tier=2, need_cold_chain=False, rule_set_version="v",
                         parts=(), eta=None, reason="r", candidates=tuple(candidates),
                         examined=examined, farthest_examined_km=farthest, omitted=omitted)
-    text = store.trace_json(decision)
-    assert text == store.to_json({
-        "columns": store.TRACE_COLUMNS, "rows": candidates, "examined": examined,
+    text = ledger.trace_json(decision)
+    assert text == ledger.to_json({
+        "columns": ledger.TRACE_COLUMNS, "rows": candidates, "examined": examined,
         "farthest_examined_km": farthest, "omitted": omitted})
-    assert store.trace_candidates(json.loads(text)) == [c._asdict() for c in candidates]
+    assert ledger.trace_candidates(json.loads(text)) == [c._asdict() for c in candidates]
 
 
 def _one_unit_everywhere(db: Database, sku: str) -> None:
@@ -239,17 +239,17 @@ def _one_unit_everywhere(db: Database, sku: str) -> None:
 def test_next_batch_sees_stock_released_between_batches(
         sample_db: Database, db_path: Path, rules: AllocationConfig, who_cancels: str) -> None:
     _one_unit_everywhere(sample_db, "SKU-0001")
-    (first,) = store.submit_orders(sample_db, [_order("R1")], now=NOW, config=rules)
+    (first,) = intake.submit_orders(sample_db, [_order("R1")], now=NOW, config=rules)
     assert first.warehouse_id is not None
     other = open_database(db_path, migrate=False) if who_cancels != "same connection" \
         else sample_db
     try:
-        store.record_status_event(other, first.order_id, "cancelled", NOW)
+        ledger.record_status_event(other, first.order_id, "cancelled", NOW)
     finally:
         if other is not sample_db:
             other.conn.close()
     # the unit at the nearest warehouse is sellable again: the same spot gets it again
-    (second,) = store.submit_orders(sample_db, [_order("R2")], now=NOW, config=rules)
+    (second,) = intake.submit_orders(sample_db, [_order("R2")], now=NOW, config=rules)
     assert second.warehouse_id == first.warehouse_id
     assert _reserved_matches_held(sample_db)
 
@@ -257,13 +257,13 @@ def test_next_batch_sees_stock_released_between_batches(
 def test_next_batch_sees_stock_taken_by_another_connection(
         sample_db: Database, db_path: Path, rules: AllocationConfig) -> None:
     _one_unit_everywhere(sample_db, "SKU-0001")
-    (first,) = store.submit_orders(sample_db, [_order("S0")], now=NOW, config=rules)
+    (first,) = intake.submit_orders(sample_db, [_order("S0")], now=NOW, config=rules)
     other = open_database(db_path, migrate=False)
     try:
-        (taken,) = store.submit_orders(other, [_order("S1")], now=NOW, config=rules)
+        (taken,) = intake.submit_orders(other, [_order("S1")], now=NOW, config=rules)
     finally:
         other.conn.close()
-    (mine,) = store.submit_orders(sample_db, [_order("S2")], now=NOW, config=rules)
+    (mine,) = intake.submit_orders(sample_db, [_order("S2")], now=NOW, config=rules)
     assert mine.status == "allocated"
     assert mine.warehouse_id not in {first.warehouse_id, taken.warehouse_id}
     assert _reserved_matches_held(sample_db)
@@ -272,13 +272,13 @@ def test_next_batch_sees_stock_taken_by_another_connection(
 def test_batch_rolled_back_by_its_caller_leaves_no_stock_promised(
         sample_db: Database, rules: AllocationConfig) -> None:
     _one_unit_everywhere(sample_db, "SKU-0001")
-    (first,) = store.submit_orders(sample_db, [_order("U1")], now=NOW, config=rules)
-    with pytest.raises(RuntimeError), store.write_transaction(sample_db):
-        store.submit_orders(sample_db, [_order("U2")], now=NOW, config=rules)
+    (first,) = intake.submit_orders(sample_db, [_order("U1")], now=NOW, config=rules)
+    with pytest.raises(RuntimeError), db.write_transaction(sample_db):
+        intake.submit_orders(sample_db, [_order("U2")], now=NOW, config=rules)
         raise RuntimeError("the caller fails after the nested batch")
     count = sample_db.execute("SELECT count(*) FROM warehouses").fetchone()[0]
     # every warehouse but the first order's still has its one unit: all of them get one
-    placed = store.submit_orders(sample_db, [_order(f"U{3 + i}") for i in range(count - 1)],
+    placed = intake.submit_orders(sample_db, [_order(f"U{3 + i}") for i in range(count - 1)],
                                  now=NOW, config=rules)
     assert all(o.status == "allocated" for o in placed)
     assert len({o.warehouse_id for o in placed} | {first.warehouse_id}) == count
@@ -292,7 +292,7 @@ def test_a_sku_on_two_lines_needs_stock_for_both_at_one_warehouse(
                                              on_hand=1 if i < 8 else 2) for i in range(1, 9)],
                      NOW)
     two = [OrderLine(sku_id="SKU-0001", qty=1), OrderLine(sku_id="SKU-0001", qty=1)]
-    [placed, waiting] = store.submit_orders(sample_db, [
+    [placed, waiting] = intake.submit_orders(sample_db, [
         OrderIn(channel=Channel.WECHAT_MINI, channel_order_id="DUP-1", store_id="HZ-S001",
                 lines=two, lat=30.27, lon=120.15),
         OrderIn(channel=Channel.WECHAT_MINI, channel_order_id="DUP-2", store_id="HZ-S001",

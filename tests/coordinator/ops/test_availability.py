@@ -8,7 +8,7 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.ops.breakers import (
+from coordinator.ops.availability import (
     MANUAL_HOLD,
     AvailabilityTracker,
     DuplicateDropped,

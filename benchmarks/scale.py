@@ -1,0 +1,283 @@
+"""Scale benchmark: a fleet's reconnect storm after a broker restart.
+
+``storm_s``: ``gateways`` real edge agents (``EdgeAgent``, the agents' own uplink code, one
+state database each) are connected through a private Mosquitto to a real coordinator
+process (``python -m coordinator serve``, SQLite). The broker is stopped; while it is
+away every agent trips its cold-chain breaker from its own sensor readings (the event
+waits in its outbox); the broker is started again and the clock runs until the
+coordinator has applied every gateway's breaker event. Every agent reconnects with its
+birth and its event at once: the storm. ``lost`` (events never applied within the
+bound) and ``applied_twice`` (warehouses with more than one incident for their one trip)
+must be 0; ``redelivered`` counts the repeats the coordinator dropped by ``(agent, seq)``.
+Target: under the agents' jitter window (``uplink.reconnect_max_s``) + 5 s.
+
+Baseline, same run: ``calm_s``: the same number of breaker events (each gateway's clear)
+published back to back by one connected client, applied by the same coordinator: what
+applying costs without any reconnect.
+
+``nats_*``: the same storm on a private 3-node NATS cluster (JetStream + MQTT; each agent
+on one node, round robin; all three nodes restarted), bounded and reported as measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiomqtt
+
+from benchmarks.runner import Result
+from coordinator.db import open_database
+from coordinator.region import generate_region, load_region
+from edge_agent.agent import EdgeAgent
+from edge_agent.config import AgentConfig
+from protocols import BreakerEvent, BreakerState, SensorReading, Topics, encode
+from protocols.clock import ManualClock
+from simulators.brokers import MosquittoBroker, free_port, wait_for_port
+from simulators.nats_cluster import NatsCluster, find_nats_server
+
+SENSOR = "t1"
+ZONE = "cold"
+BREAKER = "cold_chain"
+JITTER_WINDOW_S = 10.0  # the agents' uplink reconnect_max_s (the default)
+BOUND_S = 120.0  # a storm not applied by then is reported as lost
+CALM_SEQ = 1_000_000  # the baseline's events: beyond any seq the agents reached
+
+
+def agent_config(directory: Path, index: int, warehouse: str, uplink: str,
+                 topics: Topics) -> AgentConfig:
+    agent_id = f"gw-{warehouse}"
+    return AgentConfig.model_validate({
+        "agent": {"agent_id": agent_id, "warehouse_id": warehouse,
+                  "state_db": str(directory / f"{agent_id}.sqlite"),
+                  # few wake-ups: two thousand agents share one event loop here
+                  "tick_interval_s": 30, "heartbeat_s": 0},
+        # no local broker: readings are handed to the agent directly (as its local loop
+        # would); the loop retries a closed port at its slowest pace
+        "local_mqtt": {"url": f"mqtt://127.0.0.1:{_closed_port()}", "reconnect_min_s": 30,
+                       "reconnect_max_s": 60},
+        "uplink_mqtt": {"url": uplink, "username": agent_id, "topic_root": topics.root,
+                        "reconnect_max_s": JITTER_WINDOW_S},
+        "sensors": [{"id": SENSOR, "zone": ZONE, "max_gap_s": 100_000}],
+        "rules": [{"id": "temp_high", "zone": ZONE, "breaker": BREAKER,
+                   "metric": "temperature_c", "above": 8.0, "for_s": 60, "min_readings": 2,
+                   "clear_below": 7.5, "clear_for_s": 60}],
+        "breakers": [{"name": BREAKER}],
+    })
+
+
+_CLOSED = 0
+
+
+def _closed_port() -> int:
+    global _CLOSED
+    if not _CLOSED:
+        _CLOSED = free_port()  # nothing listens there
+    return _CLOSED
+
+
+@contextmanager
+def coordinator(db_path: Path, urls: Sequence[str], topics: Topics,
+                workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real coordinator process subscribed to ``urls`` (its own session)."""
+    config = workdir / "coordinator.toml"
+    config.write_text(
+        "[ops]\ntick_interval_s = 1.0\nagent_offline_grace_s = 3600\n"
+        "[ops.mqtt]\nreconnect_max_s = 2.0\n"
+        f"[ops.notify.franchisee]\njsonl_path = \"{workdir / 'franchisee.jsonl'}\"\n",
+        encoding="utf-8")
+    port = free_port()
+    env = {**os.environ, "BREAKWATER_DB": str(db_path), "MQTT_URL": ",".join(urls),
+           "BREAKWATER_TOPIC_ROOT": topics.root, "BREAKWATER_PORT": str(port),
+           "BREAKWATER_INSTANCE": f"bench-{topics.root[-8:]}"}
+    log = (workdir / "coordinator.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coordinator", "--config", str(config), "serve"],
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port("127.0.0.1", port, timeout=60)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def query(db_path: Path, sql: str) -> int:
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    try:
+        return int(conn.execute(sql).fetchone()[0] or 0)
+    finally:
+        conn.close()
+
+
+def applied(db_path: Path, *, open_: bool) -> int:
+    return query(db_path, "SELECT count(DISTINCT agent_id) FROM ops_processed_events "
+                          f"WHERE outcome = 'applied' AND open = {int(open_)}")
+
+
+async def wait_until(check: Callable[[], bool], bound: float, every: float = 0.1) -> float:
+    """Seconds until ``check()`` holds, or ``bound`` if it never did."""
+    started = time.perf_counter()
+    while not check():
+        if time.perf_counter() - started > bound:
+            return bound
+        await asyncio.sleep(every)
+    return time.perf_counter() - started
+
+
+class Fleet:
+    """``gateways`` real edge agents in this process, on a shared manual clock."""
+
+    def __init__(self, warehouses: list[str], uplinks: Sequence[str], topics: Topics,
+                 workdir: Path) -> None:
+        self.clock = ManualClock(datetime.now(UTC))
+        self.topics = topics
+        self.agents = [
+            EdgeAgent(agent_config(workdir, i, wh, uplinks[i % len(uplinks)], topics),
+                      clock=self.clock, topics=topics)
+            for i, wh in enumerate(warehouses)
+        ]
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self.tasks = [asyncio.create_task(a.run()) for a in self.agents]
+
+    def connected(self) -> int:
+        return sum(a.stats.uplink_connected for a in self.agents)
+
+    def trip_all(self) -> None:
+        """Each agent's rule sees 20 °C twice, 61 s apart: its breaker trips."""
+        for step in range(2):
+            if step:
+                self.clock.advance(61)
+            for agent in self.agents:
+                reading = SensorReading(sensor_id=SENSOR, ts=self.clock.now(),
+                                        temperature_c=20.0)
+                agent.handle_sensor_message(self.topics.sensor(agent.warehouse_id, SENSOR),
+                                            encode(reading))
+
+    def tripped(self) -> int:
+        return sum(a.breaker_states().get(BREAKER, ("", False))[1] for a in self.agents)
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        while any(not t.done() for t in self.tasks):
+            # aiomqtt may swallow one cancel inside wait_for (Python 3.11): ask again
+            await asyncio.wait(self.tasks, timeout=2)
+            for task in self.tasks:
+                if not task.done():
+                    task.cancel()
+
+
+async def storm(broker_restart: Callable[[], None], broker_stop: Callable[[], None],
+                urls: list[str], gateways: int, workdir: Path) -> dict[str, float]:
+    topics = Topics(f"bwscale-{os.getpid()}-{int(time.time())}")
+    region = generate_region(warehouses=gateways, cold_warehouses=gateways, stores=20,
+                             skus=20, stock_share=0.2)
+    db_path = workdir / "coordinator.sqlite"
+    db = open_database(db_path)
+    load_region(db, region, datetime.now(UTC))
+    db.conn.close()
+    warehouses = [w.id for w in region.warehouses]
+    figures: dict[str, float] = {"gateways": gateways}
+    with coordinator(db_path, urls, topics, workdir):
+        fleet = Fleet(warehouses, urls, topics, workdir / "agents")
+        fleet.start()
+        births = "SELECT count(*) FROM ops_agent_sessions WHERE online = 1"
+        figures["connect_s"] = await wait_until(
+            lambda: fleet.connected() == gateways and query(db_path, births) == gateways,
+            BOUND_S)
+        broker_stop()
+        fleet.trip_all()
+        assert fleet.tripped() == gateways, "every agent trips on its own while away"
+        await asyncio.sleep(1.0)  # every agent has noticed the broker is gone
+        started = time.perf_counter()
+        broker_restart()
+        await wait_until(lambda: applied(db_path, open_=True) >= gateways,
+                         BOUND_S + JITTER_WINDOW_S, every=0.2)
+        figures["storm_s"] = time.perf_counter() - started  # the restart itself counts too
+        figures["lost"] = gateways - applied(db_path, open_=True)
+        figures["applied_twice"] = query(
+            db_path, "SELECT count(*) FROM (SELECT warehouse_id FROM ops_incidents "
+                     "GROUP BY warehouse_id HAVING count(*) > 1)")
+        figures["redelivered"] = query(
+            db_path, "SELECT coalesce(max(value), 0) FROM ops_counters "
+                     "WHERE name = 'duplicates_dropped'")
+        lifetimes = {a.agent_id: (a.stats.incarnation, a.stats.seq) for a in fleet.agents}
+        await fleet.stop()
+        figures["calm_s"] = await calm(db_path, urls[0], topics, warehouses, lifetimes)
+    return figures
+
+
+async def calm(db_path: Path, url: str, topics: Topics, warehouses: list[str],
+               lifetimes: dict[str, tuple[str | None, int]]) -> float:
+    """Baseline: every gateway's clear event (next seq of its lifetime) published back to
+    back by one connected client; seconds until the coordinator applied them all."""
+    host, port = url.removeprefix("mqtt://").split(":")
+    now = datetime.now(UTC)
+    async with aiomqtt.Client(host, int(port), identifier=f"calm-{topics.root}",
+                              timeout=60) as client:
+        started = time.perf_counter()
+        for wh in warehouses:
+            agent_id = f"gw-{wh}"
+            incarnation, seq = lifetimes[agent_id]
+            event = BreakerEvent(
+                warehouse_id=wh, agent_id=agent_id, breaker=BREAKER, state=BreakerState.OK,
+                open=False, reason="recovered", since=now, event_time=now, published_at=now,
+                seq=seq + CALM_SEQ, session_seq=CALM_SEQ, incarnation=incarnation)
+            await client.publish(topics.breaker(wh, BREAKER), encode(event), qos=1)
+        calm_sql = ("SELECT count(DISTINCT agent_id) FROM ops_processed_events WHERE "
+                    f"outcome = 'applied' AND open = 0 AND seq >= {CALM_SEQ}")
+        await wait_until(lambda: query(db_path, calm_sql) >= len(warehouses), BOUND_S, 0.2)
+        return time.perf_counter() - started
+
+
+def run(quick: bool) -> Result:
+    logging.basicConfig(level=logging.CRITICAL)  # thousands of reconnect warnings
+    gateways = 40 if quick else 2000
+    result = Result("scale")
+    with tempfile.TemporaryDirectory(prefix="bw-scale-") as tmp:
+        work = Path(tmp) / "mosquitto"
+        (work / "agents").mkdir(parents=True)
+        with MosquittoBroker() as broker:
+            figures = asyncio.run(storm(broker.start, broker.stop, [broker.url], gateways, work))
+        result.add("storm_s", figures["storm_s"], "s",
+                   f"{gateways} agents reconnect after a Mosquitto restart, until all applied",
+                   target=f"< {JITTER_WINDOW_S + 5:.0f}")
+        result.add("lost", figures["lost"], "", "breaker events never applied", "0")
+        result.add("applied_twice", figures["applied_twice"], "",
+                   "warehouses with a second incident for one trip", "0")
+        result.add("redelivered", figures["redelivered"], "", "repeats dropped by (agent, seq)")
+        result.add("calm_s", figures["calm_s"], "s",
+                   "baseline: the same number of events from one connected client")
+        result.add("connect_s", figures["connect_s"], "s", "first connect of the whole fleet")
+        if find_nats_server() is not None:
+            nats_gateways = 20 if quick else gateways
+            work = Path(tmp) / "nats"
+            (work / "agents").mkdir(parents=True)
+            with NatsCluster() as cluster:
+                figures = asyncio.run(storm(cluster.start, cluster.stop, cluster.urls,
+                                            nats_gateways, work))
+            result.add("nats_gateways", nats_gateways)
+            result.add("nats_storm_s", figures["storm_s"], "s",
+                       f"same storm on a 3-node NATS cluster (bound {BOUND_S:.0f} s)")
+            result.add("nats_lost", figures["lost"], "", "not applied within the bound")
+            result.add("nats_applied_twice", figures["applied_twice"])
+            result.add("nats_connect_s", figures["connect_s"], "s")
+    return result

@@ -1,0 +1,72 @@
+"""The ops side's records of warehouses going down and up: incidents (opened, counted,
+closed), the audit trail of pauses, resumes and availability changes, and the reads the
+handler needs around them. SQL only here; :mod:`coordinator.ops.handler` decides.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlite_utils import Database
+
+from coordinator.ops.notify.messages import WarehouseInfo
+from protocols.timestamps import stamp
+
+_AUDIT_COLUMNS = ("action", "actor", "reason", "incident_id", "at")
+
+
+def audit(db: Database, *, warehouse_id: str, action: str, actor: str, reason: str,
+          incident_id: str | None, at: datetime) -> None:
+    db.conn.execute(
+        "INSERT INTO ops_warehouse_audit (warehouse_id, action, actor, reason, incident_id, "
+        "at) VALUES (?,?,?,?,?,?)",
+        (warehouse_id, action, actor, reason, incident_id, stamp(at)))
+
+
+def audit_trail(db: Database, warehouse_id: str) -> list[dict[str, Any]]:
+    """Every pause, resume and availability change of a warehouse, oldest first."""
+    rows = db.execute(
+        f"SELECT {', '.join(_AUDIT_COLUMNS)} FROM ops_warehouse_audit "
+        "WHERE warehouse_id = ? ORDER BY id", [warehouse_id]).fetchall()
+    return [dict(zip(_AUDIT_COLUMNS, r, strict=True)) for r in rows]
+
+
+def open_incident(db: Database, *, incident_id: str, warehouse_id: str, cause: str,
+                  reason: str | None, at: datetime) -> None:
+    """Recorded once: a repeat of the same incident keeps the first opening."""
+    db.conn.execute(
+        "INSERT OR IGNORE INTO ops_incidents (incident_id, warehouse_id, cause, reason, "
+        "opened_at) VALUES (?,?,?,?,?)", (incident_id, warehouse_id, cause, reason, stamp(at)))
+
+
+def count_incident(db: Database, incident_id: str, *, moved: int, stuck: int) -> None:
+    db.conn.execute("UPDATE ops_incidents SET moved = ?, stuck = ? WHERE incident_id = ?",
+                    (moved, stuck, incident_id))
+
+
+def close_incident(db: Database, incident_id: str | None, at: datetime) -> None:
+    db.conn.execute("UPDATE ops_incidents SET closed_at = ? WHERE incident_id = ?",
+                    (stamp(at), incident_id))
+
+
+def stuck_by_incidents_of(db: Database, warehouse_id: str) -> list[str]:
+    """Orders this warehouse's incidents left stuck and still waiting, tier then age."""
+    return [r[0] for r in db.execute(
+        "SELECT DISTINCT o.id FROM incident_orders io "
+        "JOIN incidents i ON i.id = io.incident_id "
+        "JOIN orders o ON o.id = io.order_id "
+        "WHERE i.warehouse_id = ? AND io.outcome = 'stuck' "
+        "AND o.status = 'needs_attention' ORDER BY o.tier, o.received_at, o.id",
+        [warehouse_id]).fetchall()]
+
+
+def warehouse_info(db: Database, warehouse_id: str) -> WarehouseInfo | None:
+    row = db.execute("SELECT id, name, address, lat, lon FROM warehouses WHERE id = ?",
+                     [warehouse_id]).fetchone()
+    return None if row is None else WarehouseInfo(*row)
+
+
+def warehouse_infos(db: Database) -> dict[str, WarehouseInfo]:
+    return {r[0]: WarehouseInfo(*r) for r in db.execute(
+        "SELECT id, name, address, lat, lon FROM warehouses").fetchall()}

@@ -1,0 +1,318 @@
+"""Snapshots for the engine, read inside the caller's write transaction.
+
+One entry point, :func:`snapshot_for`, picks how to read: a complete snapshot (every
+warehouse, the stock of the SKUs asked about: reroute, retry) or, at intake, a partial
+one that loads the stock of the likely warehouses and grows when the engine asks for
+more (:class:`engine.IncompleteSnapshot`). Two caches sit behind it, both checked on
+every use so they can never serve stale data:
+
+- warehouses, their spatial index and the SKU flags, rebuilt when a trigger bumped the
+  ``meta`` versions;
+- in a small region (a few warehouses) the stock this connection committed with its last
+  intake batch, reused while SQLite's ``data_version`` and the connection's
+  ``total_changes`` show nobody wrote since.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlite_utils import Database
+
+from coordinator import engine
+from coordinator.engine import (
+    Decision,
+    IncompleteSnapshot,
+    OrderRequest,
+    Snapshot,
+    StockState,
+    WarehouseState,
+)
+from coordinator.settings import AllocationConfig
+from protocols.geo import SpatialIndex
+from protocols.timestamps import utc_day
+
+# up to this many warehouses, intake loads every warehouse's stock of a batch's SKUs
+_INITIAL_LOAD = 8
+
+
+@dataclass(slots=True)
+class _Cache:
+    version: tuple[int, int]
+    warehouses: dict[str, WarehouseState]
+    index: SpatialIndex
+    cold_skus: frozenset[str]
+    skus: frozenset[str]
+
+
+_caches: weakref.WeakKeyDictionary[Database, _Cache] = weakref.WeakKeyDictionary()
+
+
+def _versions(db: Database) -> tuple[int, int]:
+    rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    return int(rows.get("warehouses_version", 0)), int(rows.get("skus_version", 0))
+
+
+def _cache(db: Database) -> _Cache:
+    """Warehouses, spatial index and SKU flags, rebuilt only when a trigger bumped a version."""
+    version = _versions(db)
+    cached = _caches.get(db)
+    if cached is not None and cached.version == version:
+        return cached
+    warehouses = {
+        row[0]: WarehouseState(
+            id=row[0], name=row[1], lat=row[2], lon=row[3], cold_chain=bool(row[4]),
+            daily_capacity=row[5], capacity_override=bool(row[6]), available=bool(row[7]),
+            unavailable_reason=row[8], paused=bool(row[9]),
+        )
+        for row in db.execute(
+            "SELECT id, name, lat, lon, cold_chain, daily_capacity, capacity_override, "
+            "available, unavailable_reason, paused FROM warehouses"
+        ).fetchall()
+    }
+    index = SpatialIndex((w.id, w.lat, w.lon) for w in warehouses.values())
+    skus = db.execute("SELECT id, cold_chain FROM skus").fetchall()
+    cached = _Cache(
+        version, warehouses, index,
+        frozenset(s[0] for s in skus if s[1]), frozenset(s[0] for s in skus),
+    )
+    _caches[db] = cached
+    return cached
+
+
+@dataclass(slots=True)
+class _StockMemo:
+    """A small region's stock as this connection last committed it (see submit_orders)."""
+
+    token: tuple[int, int, tuple[int, int], str]
+    stock: dict[str, dict[str, StockState]]
+    skus: set[str]
+
+
+# Per connection; taken out while a batch runs, so a failed batch leaves none behind.
+_stock_memos: weakref.WeakKeyDictionary[Database, _StockMemo] = weakref.WeakKeyDictionary()
+
+
+@dataclass(slots=True)
+class SnapshotLoader:
+    """A snapshot for one transaction; a partial one grows on demand (stock per
+    (warehouse, sku) pair). Built only by :func:`snapshot_for`."""
+
+    db: Database
+    snapshot: Snapshot
+    day: str
+    handled_loaded: set[str] = field(default_factory=set)
+    memo: _StockMemo | None = None  # the small-region stock kept for the next batch
+
+    def load(self, warehouse_ids: Sequence[str], sku_ids: Iterable[str]) -> None:
+        """Make sure the stock of every (warehouse, sku) pair is in the snapshot."""
+        skus = sorted(set(sku_ids))
+        self.load_pairs([(w, s) for w in warehouse_ids for s in skus])
+
+    def load_all_warehouses(self, sku_ids: Iterable[str]) -> None:
+        """Every warehouse's stock of ``sku_ids``; the snapshot is then complete for them."""
+        skus = sorted(set(sku_ids))
+        stock = self.snapshot.stock
+        for start in range(0, len(skus), 900):
+            chunk = skus[start:start + 900]
+            for wid, sid, on_hand, reserved, safety in self.db.execute(
+                "SELECT warehouse_id, sku_id, on_hand, reserved, safety_stock FROM inventory "
+                f"WHERE sku_id IN ({','.join('?' * len(chunk))})", chunk,
+            ).fetchall():
+                stock.setdefault(wid, {})[sid] = StockState(on_hand, reserved, safety)
+        warehouses = self.snapshot.warehouses
+        for wh in warehouses.values():
+            wh.handled_today = 0
+        for wid, handled in self.db.execute(
+            "SELECT warehouse_id, handled FROM warehouse_load WHERE day = ?", [self.day]
+        ).fetchall():
+            if wid in warehouses:
+                warehouses[wid].handled_today = handled
+        self.snapshot.loaded = None
+
+    def load_pairs(self, pairs: Iterable[tuple[str, str]]) -> None:
+        loaded = self.snapshot.loaded
+        assert loaded is not None
+        missing = sorted({p for p in pairs if p not in loaded})
+        if not missing:
+            return
+        stock = self.snapshot.stock
+        for start in range(0, len(missing), 4000):
+            chunk = missing[start:start + 4000]
+            marks = ",".join(["(?, ?)"] * len(chunk))
+            # a join (CROSS JOIN keeps this order) looks each pair up by primary key;
+            # "(warehouse_id, sku_id) IN (VALUES ...)" would scan the table
+            rows = self.db.execute(
+                f"WITH p(w, s) AS (VALUES {marks}) SELECT i.warehouse_id, i.sku_id, i.on_hand, "
+                "i.reserved, i.safety_stock FROM p CROSS JOIN inventory i "
+                "ON i.warehouse_id = p.w AND i.sku_id = p.s",
+                [x for pair in chunk for x in pair],
+            ).fetchall()
+            for wid, sid, on_hand, reserved, safety in rows:
+                stock.setdefault(wid, {})[sid] = StockState(on_hand, reserved, safety)
+        loaded.update(missing)
+        fresh = sorted({w for w, _ in missing} - self.handled_loaded)
+        if fresh:
+            warehouses = self.snapshot.warehouses
+            for w in fresh:
+                warehouses[w].handled_today = 0
+            marks = ",".join("?" * len(fresh))
+            for wid, handled in self.db.execute(
+                f"SELECT warehouse_id, handled FROM warehouse_load "
+                f"WHERE day = ? AND warehouse_id IN ({marks})",
+                [self.day, *fresh],
+            ).fetchall():
+                warehouses[wid].handled_today = handled
+            self.handled_loaded.update(fresh)
+
+    def _candidates(self, order: OrderRequest, config: AllocationConfig,
+                    exclude: frozenset[str], want: int) -> tuple[list[str], int]:
+        """The ``want`` nearest warehouses the geofence could pass (available, cold chain
+        if needed): the engine decides; this only guesses what it will read."""
+        index = self.snapshot.index
+        assert index is not None
+        need_cold = engine.needs_cold_chain(order, self.snapshot, config)
+        warehouses = self.snapshot.warehouses
+        nearest: list[str] = []
+        seen = 0
+        for _, wid in index.nearest(order.lat, order.lon):
+            seen += 1
+            wh = warehouses[wid]
+            if (wid in exclude or wh.paused or not wh.available
+                    or (need_cold and not wh.cold_chain)):
+                continue
+            nearest.append(wid)
+            if len(nearest) >= want:
+                break
+        return nearest, seen
+
+    def preload(self, orders: Iterable[OrderRequest], config: AllocationConfig,
+                exclude: frozenset[str] = frozenset()) -> None:
+        """One query for the likely stock of a whole batch instead of one per order."""
+        if self.snapshot.loaded is None:
+            return
+        want = config.nearest + 1
+        pairs: list[tuple[str, str]] = []
+        for order in orders:
+            nearest, _ = self._candidates(order, config, exclude, want)
+            pairs.extend((w, line.sku_id) for w in nearest for line in order.lines)
+        self.load_pairs(pairs)
+
+    def allocate(self, order: OrderRequest, config: AllocationConfig,
+                 exclude: frozenset[str] = frozenset()) -> Decision:
+        if self.snapshot.loaded is None:
+            return engine.allocate(order, self.snapshot, config, exclude=exclude)
+        index = self.snapshot.index
+        assert index is not None
+        skus = [line.sku_id for line in order.lines]
+        want = config.nearest + 1
+        try:
+            return engine.allocate(order, self.snapshot, config, exclude=exclude)
+        except IncompleteSnapshot:
+            pass
+        while True:
+            nearest, seen = self._candidates(order, config, exclude, want)
+            self.load(nearest, skus)
+            try:
+                return engine.allocate(order, self.snapshot, config, exclude=exclude)
+            except IncompleteSnapshot:
+                if seen >= len(index):
+                    raise
+                want *= 4
+
+    def written(self) -> None:
+        """Every reservation of the batch is written (and applied to this snapshot)."""
+        if self.memo is not None:
+            self.memo.token = _memo_token(self.db, self.day)
+
+    def committed(self) -> None:
+        """The batch committed: the kept stock is the database's stock now."""
+        if self.memo is not None:
+            _stock_memos[self.db] = self.memo
+
+
+def _memo_token(db: Database, day: str) -> tuple[int, int, tuple[int, int], str]:
+    """What must be unchanged for a memo to still be the database's stock: no other
+    connection committed (``data_version``), this connection wrote nothing else
+    (``total_changes``), same warehouses/SKUs (meta versions) and the same day. Read inside
+    the write transaction, where no other connection can commit."""
+    data_version = db.conn.execute("PRAGMA data_version").fetchone()[0]
+    return int(data_version), db.conn.total_changes, _versions(db), day
+
+
+def snapshot_for(
+    db: Database,
+    orders: Sequence[OrderRequest],
+    *,
+    now: datetime,
+    config: AllocationConfig,
+    complete: bool = False,
+    reuse_stock: bool = False,
+) -> SnapshotLoader:
+    """The snapshot to allocate ``orders`` from, read in the caller's write transaction.
+
+    ``complete``: every warehouse's stock of the orders' SKUs (the warehouse objects are
+    fresh copies, callers may mutate them). Otherwise a partial snapshot preloaded with
+    the likely warehouses' stock; ``reuse_stock`` lets a small region start from the
+    stock this connection committed last (only for a batch that owns its transaction:
+    a nested one could still be rolled back by its caller). After writing, call
+    :meth:`SnapshotLoader.written`; after the commit, :meth:`SnapshotLoader.committed`.
+    """
+    day = utc_day(now)
+    cache = _cache(db)
+    skus = {line.sku_id for order in orders for line in order.lines}
+    if complete:
+        snapshot = _complete(db, cache, day, skus)
+        return SnapshotLoader(db, snapshot, day)
+    memo = _stock_memos.pop(db, None)  # taken out: a failed batch leaves none behind
+    snapshot = Snapshot(cache.warehouses, {}, cache.cold_skus, loaded=set(), index=cache.index)
+    loader = SnapshotLoader(db, snapshot, day)
+    if orders and len(cache.index) <= _INITIAL_LOAD:
+        # a small region: one query loads every warehouse's stock of the whole batch,
+        # after which the snapshot is complete for every SKU the batch asks about
+        if reuse_stock:
+            if memo is None or memo.token != _memo_token(db, day):
+                memo = _StockMemo(_memo_token(db, day), {}, set())
+            snapshot.stock = memo.stock
+            loader.load_all_warehouses(skus - memo.skus)
+            memo.skus |= skus
+            loader.memo = memo
+        else:
+            loader.load_all_warehouses(skus)
+    else:
+        loader.preload(orders, config)
+    return loader
+
+
+def known_skus(db: Database) -> frozenset[str]:
+    """Every SKU id (cached with the warehouses)."""
+    return _cache(db).skus
+
+
+def _complete(db: Database, cache: _Cache, day: str, sku_ids: Iterable[str]) -> Snapshot:
+    warehouses = {
+        w.id: WarehouseState(
+            id=w.id, lat=w.lat, lon=w.lon, cold_chain=w.cold_chain, available=w.available,
+            unavailable_reason=w.unavailable_reason, paused=w.paused,
+            daily_capacity=w.daily_capacity, capacity_override=w.capacity_override, name=w.name,
+        )
+        for w in cache.warehouses.values()
+    }
+    for wid, handled in db.execute(
+        "SELECT warehouse_id, handled FROM warehouse_load WHERE day = ?", [day]
+    ).fetchall():
+        if wid in warehouses:
+            warehouses[wid].handled_today = handled
+    stock: dict[str, dict[str, StockState]] = {}
+    params = sorted(set(sku_ids))
+    for start in range(0, len(params), 900):
+        chunk = params[start:start + 900]
+        for wid, sid, on_hand, reserved, safety in db.execute(
+            "SELECT warehouse_id, sku_id, on_hand, reserved, safety_stock FROM inventory "
+            f"WHERE sku_id IN ({','.join('?' * len(chunk))})", chunk,
+        ).fetchall():
+            stock.setdefault(wid, {})[sid] = StockState(on_hand, reserved, safety)
+    return Snapshot(warehouses, stock, cache.cold_skus, index=cache.index)
