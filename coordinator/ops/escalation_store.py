@@ -48,13 +48,16 @@ def _text(e: Escalate, db: Database, now: datetime, config: NotifyConfig) -> str
     row = db.conn.execute(
         "SELECT w.name, i.reason, i.opened_at FROM ops_incidents i LEFT JOIN warehouses w "
         "ON w.id = i.warehouse_id WHERE i.incident_id = :i", {"i": e.incident_id}).fetchone()
-    name, reason, opened = (row[0] or e.warehouse_id, row[1] or "", row[2])
-    minutes = int((now - datetime.fromisoformat(opened)).total_seconds() // 60)
+    name, reason = row[0] or e.warehouse_id, row[1] or ""
+    # the trip's time when a breaker tripped: the one time every message shows
+    trip = incident_log.trip_facts(db, e.warehouse_id, e.incident_id)
+    began = trip.at if trip else datetime.fromisoformat(row[2])
+    minutes = int((now - began).total_seconds() // 60)
     link = (f" {config.dashboard_url.rstrip('/')}/dashboard/incidents/{e.incident_id}"
             if config.dashboard_url else "")
     return (f"【升级提醒 第{e.level}次】{name} 事件 {short_ref(e.incident_id)} "
             f"已 {minutes} 分钟无人确认（{reason_zh(reason)}，"
-            f"开始于 {local_time(datetime.fromisoformat(opened), config.timezone)}），"
+            f"开始于 {local_time(began, config.timezone)}），"
             f"请立即处理并在看板上确认。{link}").rstrip()
 
 

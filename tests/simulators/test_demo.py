@@ -98,11 +98,19 @@ def test_demo_trips_at_0217_and_accounts_for_all_287_orders(
     # (its documented markdown JSON) and one SMS request for the incident, not one per order
     alerts = tmp_path / "notifications" / "ops-alerts.jsonl"
     entries = [json.loads(line) for line in alerts.read_text(encoding="utf-8").splitlines()]
-    wecom = [e["body"] for e in entries if e["channel"] == "wecom"]
-    sms = [e["body"] for e in entries if e["channel"] == "sms"]
+    # nobody acknowledges during the demo, so the incident also escalates (event time runs
+    # fast): once per level, WeCom first, then SMS
+    escalations = [e for e in entries if "升级提醒" in json.dumps(e, ensure_ascii=False)]
+    opened = [e for e in entries if e not in escalations]
+    wecom = [e["body"] for e in opened if e["channel"] == "wecom"]
+    sms = [e["body"] for e in opened if e["channel"] == "sms"]
     assert len(wecom) == 1 and len(sms) == 1, entries
     assert wecom[0]["msgtype"] == "markdown"
     assert "287" in wecom[0]["markdown"]["content"]
+    assert "> 熔断时间：2026-01-15 02:17:00 (Asia/Shanghai)" in wecom[0]["markdown"]["content"]
+    levels = [e["channel"] for e in escalations]
+    assert levels[:1] in ([], ["wecom"]) and set(levels[1:]) <= {"sms"}
+    assert len(levels) <= 3
 
     waiting = (tmp_path / "orders-waiting.jsonl").read_text().splitlines()
     assert len(waiting) == 287
