@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 BENCHMARKS = {
     "edge_ingest": "benchmarks.edge_ingest",
@@ -17,6 +18,8 @@ BENCHMARKS = {
     "e2e": "benchmarks.e2e",
     "cockpit": "benchmarks.cockpit",
     "scale": "benchmarks.scale",
+    "returns": "benchmarks.returns",
+    "import": "benchmarks.imports",
 }
 
 
@@ -29,6 +32,8 @@ class Result:
     units: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     targets: dict[str, str] = field(default_factory=dict)
+    # structured output beside the figures (e.g. a confusion table), under "details"
+    details: dict[str, Any] = field(default_factory=dict)
 
     def add(self, key: str, value: float, unit: str = "", note: str = "", target: str = "") -> None:
         self.figures[key] = value
@@ -69,9 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.quick)
     elapsed = time.perf_counter() - started
     print(_table(result, elapsed), flush=True)
+    for key, value in result.details.items():
+        print(f"{key}: {json.dumps(value, ensure_ascii=False)}", flush=True)
     if args.json:
-        payload = {k: round(v, 4) for k, v in result.figures.items()}
-        print(json.dumps({"benchmark": result.name, **payload}), flush=True)
+        payload: dict[str, Any] = {k: round(v, 4) for k, v in result.figures.items()}
+        if result.details:
+            payload["details"] = result.details
+        print(json.dumps({"benchmark": result.name, **payload}, ensure_ascii=False),
+              flush=True)
     return 0
 
 

@@ -3,6 +3,9 @@
     python -m coordinator serve [--db PATH] [--host H] [--port P] [--config FILE.toml]
     python -m coordinator import FILE.csv|FILE.json [--kind warehouses|skus|stores|inventory]
     python -m coordinator seed-sample [--db PATH]
+    python -m coordinator orders import FILE.xlsx|csv|json|jsonl [--mapping MAP.json]
+    python -m coordinator report health [--out report.html] [--json]
+    python -m coordinator returns retrain
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from coordinator.catalog import Kind, import_file
 from coordinator.db import open_database
 from coordinator.errors import CoordinatorError
+from coordinator.intel import cli as intel_cli
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
 from coordinator.settings import Settings
 from protocols.clock import SystemClock
@@ -87,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = sub.add_parser("seed-sample", help="load the shipped Hangzhou sample region")
     seed.add_argument("--db")
     seed.set_defaults(run=_seed)
+    intel_cli.add_commands(sub, _settings)
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)

@@ -755,11 +755,13 @@ def create_app(
     async def store_failed(request: Request, exc: StoreError) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": str(exc)})
 
+    # extensions first: they may claim a path the core's templates also match
+    # (``POST /import/orders`` before ``POST /import/{kind}``)
+    for router in extra_routers:
+        app.include_router(router)
     app.include_router(_orders_router())
     app.include_router(_catalog_router())
     observability.install(app)
-    for router in extra_routers:
-        app.include_router(router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -4,7 +4,9 @@
   unallocated ...), over the most recent orders;
 - status transparency: share of shipped orders whose allocated, shipped and in-transit
   nodes all carry a timestamp;
-- self-healing rate: exceptions resolved automatically / all exceptions. An exception
+- self-healing rate: exceptions resolved automatically / all exceptions, with the
+  breakdown by kind (``reroute``, and the intel adapters' ``address`` corrections and
+  ``parcel`` hand-overs, see :mod:`coordinator.intel.heal_store`). A reroute exception
   is an order caught at a warehouse that became unavailable; it is resolved
   automatically when the reroute moved it, or when it went to ``needs_attention`` and a
   retry the system set off itself (stock back, a warehouse reopening; not an operator's
@@ -23,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlite_utils import Database
 
+from coordinator.intel import heal_store
 from coordinator.ops import telemetry, tracker_store
 from coordinator.ops.notify import outbox
 
@@ -85,11 +88,15 @@ def self_healing(db: Database) -> dict[str, Any]:
         "  ORDER BY e.id LIMIT 1), 'operator') != 'operator') "
         "FROM incident_orders io JOIN incidents i ON i.id = io.incident_id").fetchone()
     moved, stuck, placed_later = int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
-    total = moved + stuck
-    healed = moved + placed_later
+    by_kind = {"reroute": {"exceptions": moved + stuck,
+                           "resolved_automatically": moved + placed_later}}
+    # corrected addresses and parcels handed to a backup carrier count the same way
+    by_kind.update(heal_store.heal_counts(db))
+    total = sum(k["exceptions"] for k in by_kind.values())
+    healed = sum(k["resolved_automatically"] for k in by_kind.values())
     return {"exceptions": total, "resolved_automatically": healed, "moved": moved,
-            "placed_later": placed_later, "needs_attention": stuck - placed_later,
-            "rate": healed / total if total else None}
+            "placed_later": placed_later, "needs_attention": total - healed,
+            "rate": healed / total if total else None, "by_kind": by_kind}
 
 
 def summary(db: Database) -> dict[str, Any]:

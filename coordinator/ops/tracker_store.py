@@ -218,10 +218,9 @@ def load_tracker(db: Database, config: TrackerConfig) -> AvailabilityTracker:
                    open_incidents=open_incidents, used_incidents=used, lifetimes=lifetimes)
 
 
-def load_couriers(db: Database, silence_s: float) -> CourierSilenceDetector:
-    from datetime import timedelta
-
-    shipments = [
+def open_shipments(db: Database) -> list[Shipment]:
+    """Shipments not delivered yet (also read by the stuck-parcel check of intel)."""
+    return [
         Shipment(shipment_id=r[0], carrier=r[1], warehouse_id=r[2], order_id=r[3], status=r[4],
                  open=bool(r[5]), first_update_at=parse_stamp(r[6]),
                  last_update_at=parse_stamp(r[7]))
@@ -229,6 +228,12 @@ def load_couriers(db: Database, silence_s: float) -> CourierSilenceDetector:
             "SELECT shipment_id, carrier, warehouse_id, order_id, status, open, "
             "first_update_at, last_update_at FROM ops_shipments WHERE open = 1")
     ]
+
+
+def load_couriers(db: Database, silence_s: float) -> CourierSilenceDetector:
+    from datetime import timedelta
+
+    shipments = open_shipments(db)
     stale = [
         (r[0], r[1][len(COURIER_STALE_PREFIX):])
         for r in db.conn.execute("SELECT warehouse_id, hold FROM ops_holds WHERE hold LIKE ?",

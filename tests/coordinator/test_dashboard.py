@@ -36,7 +36,7 @@ from coordinator.serving import serve_in_thread
 from coordinator.settings import Settings
 from protocols import Topics, encode
 from simulators.brokers import Broker
-from tests.coordinator.browser import chromium, console_errors, screenshot, wait_until
+from tests.browser import console_errors, screenshot, wait_until, webdriver
 from tests.coordinator.ops.factories import breaker_event
 from tests.coordinator.ops.helpers import ops_config, settings_for
 
@@ -246,7 +246,7 @@ def test_browser_renders_warehouses_and_an_orders_timeline_and_decision(site: Si
         decision = http.get(f"/orders/{site.rerouted_order}/decision",
                             params={"why_not": site.paused}).json()
     page = f"{site.url}/dashboard?order={site.rerouted_order}&why_not={site.paused}&lang=en"
-    with chromium(site.workdir) as driver:
+    with webdriver(site.workdir) as driver:
         driver.get(page)
         wait_until(driver, lambda d: _loaded(d) and d.execute_script(
             "return !!document.getElementById('why-not-answer')"), what="board and order")
@@ -296,7 +296,7 @@ def test_browser_renders_warehouses_and_an_orders_timeline_and_decision(site: Si
 def test_browser_defaults_to_chinese_and_the_switch_changes_every_label(site: Site) -> None:
     from selenium.webdriver.common.by import By
 
-    with chromium(site.workdir) as driver:
+    with webdriver(site.workdir) as driver:
         driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "UTC"})
         driver.get(f"{site.url}/dashboard")
         wait_until(driver, _loaded, what="the board")
@@ -327,7 +327,7 @@ def test_browser_defaults_to_chinese_and_the_switch_changes_every_label(site: Si
 
 @pytest.mark.broker
 def test_browser_shows_a_shipped_order_and_an_unknown_one_clearly(site: Site) -> None:
-    with chromium(site.workdir) as driver:
+    with webdriver(site.workdir) as driver:
         driver.get(f"{site.url}/dashboard?order={site.shipped_order}&why_not=WH-NOPE&lang=en")
         wait_until(driver, lambda d: d.execute_script(
             "return !!document.getElementById('why-not-answer')"), what="the order")
@@ -348,7 +348,7 @@ def test_browser_shows_a_shipped_order_and_an_unknown_one_clearly(site: Site) ->
 @pytest.mark.broker
 def test_at_phone_width_the_tripped_warehouse_shows_without_sideways_scrolling(
         site: Site) -> None:
-    with chromium(site.workdir, width=390, height=844) as driver:
+    with webdriver(site.workdir, width=390, height=844) as driver:
         # a desktop window has a minimum width: emulate the phone's screen instead
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
             "width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True})
@@ -381,7 +381,7 @@ def test_a_trip_through_the_broker_appears_live_without_polling(
         state = http.get("/dashboard/state").json()
     topics = site.topics
     calm = next(w["id"] for w in state["warehouses"] if w["state"] == "available")
-    with chromium(site.workdir) as driver:
+    with webdriver(site.workdir) as driver:
         driver.get(f"{site.url}/dashboard")
         wait_until(driver, _loaded, what="the board")
         assert driver.execute_script("return window.breakwaterSource.readyState") == 1
@@ -422,7 +422,7 @@ def test_without_the_ops_side_the_page_works_and_says_metrics_are_unavailable(
             [], {}, 0)
         assert state["notifications"] == {
             "by_status": {"pending": 0, "sent": 0, "failed": 0}, "by_kind": {}}
-        with chromium(tmp_path) as driver:
+        with webdriver(tmp_path) as driver:
             driver.get(url + "/dashboard?lang=en")
             wait_until(driver, lambda d: _loaded(d) and "unavailable" in d.execute_script(
                 "return document.getElementById('metrics').textContent"), what="the board")
@@ -476,7 +476,7 @@ def test_staff_find_an_order_by_the_channels_order_number(site: Site) -> None:
         assert http.get("/lookup/orders", params={"q": "nope"}).json()["count"] == 0
         bad = http.get("/lookup/orders", params={"limit": 0})
         assert bad.status_code == 422 and bad.json()["field"] == "query.limit"
-    with chromium(site.workdir) as driver:
+    with webdriver(site.workdir) as driver:
         driver.get(f"{site.url}/dashboard?lang=en")
         wait_until(driver, _loaded, what="the board")
         box = driver.find_element(By.ID, "order-id")

@@ -32,7 +32,7 @@ from protocols import (
     encode,
 )
 from simulators.brokers import Broker
-from tests.coordinator.browser import chromium, console_errors, screenshot, wait_until
+from tests.browser import console_errors, screenshot, wait_until, webdriver
 from tests.coordinator.ops.helpers import ops_config, settings_for
 
 WH = "WH-02"
@@ -160,7 +160,7 @@ def test_acting_needs_an_identity_and_an_unknown_incident_is_404(story: Story) -
 def test_the_page_shows_the_story_and_its_buttons_acknowledge_and_pause(story: Story) -> None:
     from selenium.webdriver.common.by import By
 
-    with chromium(story.workdir, width=1300, height=2200) as driver:
+    with webdriver(story.workdir, width=1300, height=2200) as driver:
         driver.get(f"{story.url}/dashboard/incidents/{EPISODE}?lang=en")
         wait_until(driver, lambda d: d.execute_script(
             "return !!(window.chartInfo && window.chartInfo.temperature_c)"), what="the chart")

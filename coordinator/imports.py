@@ -1,0 +1,401 @@
+"""The one streaming import reader: CSV, JSON, JSON lines and xlsx, in chunks.
+
+Every importer (order history, catalogue exports) reads through here, so every file gets
+the same rules:
+
+- the format comes from the file name or content type (:func:`detect_format`); a file
+  that is none of them is refused naming ``file``;
+- rows are read lazily and validated with a pydantic model in chunks
+  (:func:`read_chunks`); a header ``mapping`` renames export headers (``订单号``) to the
+  model's fields; a required field without a column is refused before anything is
+  written, naming the column;
+- a bad row is reported by row and column (the export's own header, so a person finds it
+  in Excel) and skipped; good rows are kept (:func:`import_rows`), or, for all-or-nothing
+  importers, the first bad row raises (:func:`load_all`);
+- :func:`import_rows` hands each chunk to a writer inside its own short
+  :func:`~coordinator.db.write_transaction`, so a 400,000-row file never holds the
+  write lock for more than one chunk and order intake goes on between chunks.
+
+Row numbers are what a person sees: in CSV and xlsx the header is row 1 and the first
+data row is row 2; in JSON lines the line number; in a JSON array the item's position
+(from 1).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import tempfile
+from collections.abc import AsyncIterable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from sqlite_utils import Database
+
+from coordinator.db import write_transaction
+from coordinator.errors import ImportFileError
+
+DEFAULT_CHUNK = 2000
+# errors listed in a report; all are counted
+MAX_LISTED_ERRORS = 200
+# a request body is kept in memory up to this size, then spooled to a temporary file
+SPOOL_MEMORY = 8 * 1024 * 1024
+# how much of a CSV is looked at to tell UTF-8 from GB18030 (Excel's "CSV" on a Chinese
+# Windows writes the ANSI code page, GBK; "CSV UTF-8" writes UTF-8 with a BOM)
+_SNIFF = 64 * 1024
+
+Source = Path | bytes | IO[bytes]
+M = TypeVar("M", bound=BaseModel)
+
+
+class ImportFormat(StrEnum):
+    CSV = "csv"
+    JSON = "json"
+    JSONL = "jsonl"
+    XLSX = "xlsx"
+
+
+_SUFFIXES = {".csv": ImportFormat.CSV, ".txt": ImportFormat.CSV, ".json": ImportFormat.JSON,
+             ".jsonl": ImportFormat.JSONL, ".ndjson": ImportFormat.JSONL,
+             ".xlsx": ImportFormat.XLSX}
+_CONTENT_TYPES = (("spreadsheetml", ImportFormat.XLSX), ("ndjson", ImportFormat.JSONL),
+                  ("jsonl", ImportFormat.JSONL), ("json", ImportFormat.JSON),
+                  ("csv", ImportFormat.CSV), ("text/plain", ImportFormat.CSV))
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def detect_format(*, name: str | None = None, content_type: str | None = None,
+                  explicit: str | None = None) -> ImportFormat:
+    """The format from an explicit choice, else the file suffix, else the content type."""
+    if explicit:
+        try:
+            return ImportFormat(explicit.lower().lstrip("."))
+        except ValueError as exc:
+            raise ImportFileError("format", _unsupported(explicit)) from exc
+    if name:
+        suffix = Path(name).suffix.lower()
+        if suffix in _SUFFIXES:
+            return _SUFFIXES[suffix]
+        raise ImportFileError("file", _unsupported(suffix or name))
+    ctype = (content_type or "").lower()
+    for marker, fmt in _CONTENT_TYPES:
+        if marker in ctype:
+            return fmt
+    raise ImportFileError("content-type", _unsupported(ctype or "(none)"))
+
+
+def _unsupported(what: str) -> str:
+    return (f"unsupported file type {what!r}: use .csv, .json, .jsonl or .xlsx "
+            "(an old .xls must be saved as .xlsx)")
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    row: int
+    column: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"row": self.row, "column": self.column, "message": self.message}
+
+
+@dataclass(slots=True)
+class Chunk(Generic[M]):
+    """Validated rows (with their row numbers) and the bad rows of one chunk."""
+
+    rows: list[tuple[int, M]] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def models(self) -> list[M]:
+        return [model for _, model in self.rows]
+
+
+@dataclass(slots=True)
+class ImportReport:
+    rows_read: int = 0
+    rows_written: int = 0
+    rows_rejected: int = 0
+    chunks: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+    def add_errors(self, errors: Sequence[RowError]) -> None:
+        self.rows_rejected += len({e.row for e in errors})
+        room = MAX_LISTED_ERRORS - len(self.errors)
+        if room > 0:
+            self.errors.extend(errors[:room])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rows_read": self.rows_read, "rows_written": self.rows_written,
+                "rows_rejected": self.rows_rejected, "chunks": self.chunks,
+                "errors": [e.as_dict() for e in self.errors],
+                "errors_listed": len(self.errors)}
+
+
+# -- raw rows ---------------------------------------------------------------------------
+def _binary(source: Source) -> IO[bytes]:
+    if isinstance(source, Path):
+        try:
+            return source.open("rb")
+        except OSError as exc:
+            raise ImportFileError("file", str(exc)) from exc
+    if isinstance(source, bytes):
+        return io.BytesIO(source)
+    return source
+
+
+def _text_encoding(stream: IO[bytes]) -> str:
+    """UTF-8 (with or without BOM) unless the head does not decode as UTF-8: then GB18030,
+    a superset of GBK that every byte sequence of a Chinese Excel export decodes in."""
+    start = stream.tell()
+    head = stream.read(_SNIFF)
+    stream.seek(start)
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # a multi-byte character cut by the sniff window is still UTF-8
+        if exc.start < len(head) - 4:
+            return "gb18030"
+    return "utf-8"
+
+
+def _csv_rows(stream: IO[bytes]) -> Iterator[tuple[int, list[str] | dict[str, Any]]]:
+    text = io.TextIOWrapper(stream, encoding=_text_encoding(stream), newline="")
+    reader = csv.reader(text)
+    try:
+        for values in reader:
+            yield reader.line_num, values
+    except csv.Error as exc:
+        raise ImportFileError(f"row {reader.line_num}", f"invalid CSV: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ImportFileError(f"row {reader.line_num + 1}",
+                              "the file mixes text encodings (not UTF-8 or GBK)") from exc
+    finally:
+        text.detach()  # the caller owns the binary stream and closes it
+
+
+def _jsonl_rows(stream: IO[bytes]) -> Iterator[tuple[int, list[str] | dict[str, Any]]]:
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise ImportFileError(f"row {number}", f"invalid JSON line: {exc}") from exc
+        yield number, item
+
+
+def _json_rows(stream: IO[bytes]) -> Iterator[tuple[int, list[str] | dict[str, Any]]]:
+    # a JSON array is parsed whole (the standard decoder cannot stream); exports too big
+    # for memory should use JSON lines, which stream line by line
+    try:
+        data = json.load(stream)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ImportFileError("file", f"invalid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ImportFileError("file", "invalid JSON: nested too deeply") from exc
+    if isinstance(data, dict):
+        data = data.get("rows")
+    if not isinstance(data, list):
+        raise ImportFileError("file", 'expected a JSON list of objects (or {"rows": [...]})')
+    yield from enumerate(data, start=1)
+
+
+def _cell(value: Any) -> Any:
+    # calamine gives floats for every number: 3.0 for a quantity typed as 3
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (date, time)):
+        return value.isoformat()
+    return value
+
+
+def _xlsx_rows(stream: IO[bytes]) -> Iterator[tuple[int, list[str] | dict[str, Any]]]:
+    from python_calamine import CalamineError, CalamineWorkbook
+
+    try:
+        book = CalamineWorkbook.from_filelike(stream)
+        sheet = book.get_sheet_by_index(0)
+        for number, values in enumerate(sheet.iter_rows(), start=1):
+            yield number, [_cell(v) for v in values]
+    except CalamineError as exc:
+        raise ImportFileError("file", f"not a readable xlsx workbook: {exc}") from exc
+    except (ValueError, OSError) as exc:  # zip or XML damage surfaces as these too
+        raise ImportFileError("file", f"not a readable xlsx workbook: {exc}") from exc
+
+
+_READERS: dict[ImportFormat, Callable[[IO[bytes]], Iterator[tuple[int, Any]]]] = {
+    ImportFormat.CSV: _csv_rows,
+    ImportFormat.JSONL: _jsonl_rows,
+    ImportFormat.JSON: _json_rows,
+    ImportFormat.XLSX: _xlsx_rows,
+}
+
+
+def raw_records(source: Source, fmt: ImportFormat) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(row number, {header: value})`` for every data row, lazily. Tabular formats take
+    the first non-empty row as the header; blank rows are skipped."""
+    stream = _binary(source)
+    try:
+        if fmt is ImportFormat.XLSX:
+            head = stream.read(4)
+            stream.seek(0)
+            if head != _ZIP_MAGIC:
+                raise ImportFileError("file", "not an xlsx workbook (xlsx files are zip archives)")
+        rows = _READERS[fmt](stream)
+        if fmt in (ImportFormat.JSON, ImportFormat.JSONL):
+            for number, item in rows:
+                yield number, item
+            return
+        header: list[str] | None = None
+        for number, values in rows:
+            assert isinstance(values, list)
+            if all(v is None or (isinstance(v, str) and not v.strip()) for v in values):
+                continue
+            if header is None:
+                header = [str(v).strip().lstrip("\ufeff") if v is not None else ""
+                          for v in values]
+                yield 0, {"__header__": header}
+                continue
+            yield number, {h: v for h, v in zip(header, values, strict=False) if h}
+    finally:
+        if isinstance(source, Path):
+            stream.close()
+
+
+# -- validation -------------------------------------------------------------------------
+def _blank_none(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        return text if text else None
+    return value
+
+
+class _Columns:
+    """Export header -> model field, and back for messages."""
+
+    def __init__(self, model: type[BaseModel], mapping: Mapping[str, str] | None) -> None:
+        self.model = model
+        self.mapping = {k.strip(): v for k, v in (mapping or {}).items()}
+        self.back = {v: k for k, v in self.mapping.items()}
+
+    def field_of(self, header: str) -> str:
+        return self.mapping.get(header, header)
+
+    def column_of(self, name: str) -> str:
+        return self.back.get(name, name)
+
+    def check_header(self, header: Sequence[str]) -> None:
+        present = {self.field_of(h) for h in header}
+        for name, info in self.model.model_fields.items():
+            key = info.alias or name
+            if info.is_required() and key not in present:
+                wanted = self.column_of(key)
+                raise ImportFileError(f"column {wanted}", "required column missing from the "
+                                      f"header (found: {', '.join(h for h in header if h)})")
+
+
+def _validate(columns: _Columns, model: type[M], number: int, raw: Any
+              ) -> tuple[M | None, list[RowError]]:
+    if not isinstance(raw, dict):
+        return None, [RowError(number, "row", "expected an object")]
+    cleaned: dict[str, Any] = {}
+    for key, value in raw.items():
+        blank = _blank_none(value)
+        if blank is not None:
+            cleaned[columns.field_of(str(key).strip())] = blank
+    try:
+        return model.model_validate(cleaned), []
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"]]
+            column = columns.column_of(loc[0]) if loc else "row"
+            if len(loc) > 1:
+                column += "." + ".".join(loc[1:])
+            errors.append(RowError(number, column, err["msg"]))
+        return None, errors
+
+
+def read_chunks(
+    source: Source, model: type[M], *, fmt: ImportFormat,
+    mapping: Mapping[str, str] | None = None, chunk_size: int = DEFAULT_CHUNK,
+) -> Iterator[Chunk[M]]:
+    """Validated rows in chunks of ``chunk_size`` read rows (good and bad)."""
+    columns = _Columns(model, mapping)
+    chunk: Chunk[M] = Chunk()
+    seen = 0
+    for number, raw in raw_records(source, fmt):
+        if number == 0:
+            columns.check_header(raw["__header__"])
+            continue
+        parsed, errors = _validate(columns, model, number, raw)
+        if parsed is not None:
+            chunk.rows.append((number, parsed))
+        chunk.errors.extend(errors)
+        seen += 1
+        if seen == chunk_size:
+            yield chunk
+            chunk, seen = Chunk(), 0
+    if seen:
+        yield chunk
+
+
+def load_all(source: Source, model: type[M], *, fmt: ImportFormat,
+                           mapping: Mapping[str, str] | None = None) -> list[M]:
+    """Every row or none: the first bad row raises :class:`ImportFileError` naming
+    ``row N.column`` (for importers whose file is one consistent set, e.g. a catalogue)."""
+    out: list[M] = []
+    for chunk in read_chunks(source, model, fmt=fmt, mapping=mapping):
+        if chunk.errors:
+            first = chunk.errors[0]
+            raise ImportFileError(f"row {first.row}.{first.column}", first.message)
+        out.extend(chunk.models)
+    return out
+
+
+def import_rows(
+    db: Database, source: Source, model: type[M], write: Callable[[Database, list[M]], int],
+    *, fmt: ImportFormat, mapping: Mapping[str, str] | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    on_chunk: Callable[[ImportReport], None] | None = None,
+) -> ImportReport:
+    """Read, validate and write chunk by chunk, each chunk in its own transaction; bad rows
+    are reported and skipped. A file-level error (type, header, broken CSV) raises
+    :class:`ImportFileError`; chunks written before it stay written (each is complete)."""
+    report = ImportReport()
+    for chunk in read_chunks(source, model, fmt=fmt, mapping=mapping, chunk_size=chunk_size):
+        report.rows_read += len(chunk.rows) + len({e.row for e in chunk.errors})
+        report.add_errors(chunk.errors)
+        if chunk.rows:
+            with write_transaction(db):
+                report.rows_written += write(db, chunk.models)
+        report.chunks += 1
+        if on_chunk is not None:
+            on_chunk(report)
+    return report
+
+
+async def spool(body: AsyncIterable[bytes], *, limit: int) -> IO[bytes]:
+    """A request body in a temporary file (in memory up to 8 MiB), refused past ``limit``
+    bytes naming ``body``: the reader then streams it like a file."""
+    out: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
+    size = 0
+    async for part in body:
+        size += len(part)
+        if size > limit:
+            out.close()
+            raise ImportFileError("body", f"larger than the {limit} byte import limit")
+        out.write(part)
+    out.seek(0)
+    return out

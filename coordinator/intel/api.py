@@ -1,0 +1,276 @@
+"""HTTP endpoints of the intel module: order-history import, the health report (JSON and
+the dashboard page), return reasons (classify, correct, retrain, root causes, page).
+
+Each endpoint takes the SQLite connection of its own thread from
+``app.state.connections`` inside a thread-pool function, like the core API.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime
+from typing import IO, Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlite_utils import Database
+from starlette.concurrency import run_in_threadpool
+
+from coordinator.errors import ImportFileError, NotFound
+from coordinator.imports import ImportFormat, detect_format, spool
+from coordinator.intel import (
+    addresses,
+    heal_store,
+    history,
+    report,
+    report_html,
+    returns,
+    returns_html,
+    returns_store,
+)
+from coordinator.intel.classifier import REASONS
+from coordinator.intel.config import IntelConfig
+from coordinator.intel.service import IntelService
+from coordinator.settings import Settings
+
+router = APIRouter(tags=["intel"])
+
+
+def db_of(request: Request) -> Database:
+    connections = request.app.state.connections
+    db: Database = connections.get()
+    return db
+
+
+def config_of(request: Request) -> IntelConfig:
+    settings: Settings = request.app.state.settings
+    return IntelConfig.of(settings)
+
+
+def now_of(request: Request) -> datetime:
+    moment: datetime = request.app.state.clock.now()
+    return moment
+
+
+def count(request: Request, key: str, n: int = 1) -> None:
+    counters: Counter[str] = request.app.state.counters
+    with request.app.state.counters_lock:
+        counters[key] += n
+
+
+def refuse(field: str, message: str, status: int = 422) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": f"{field}: {message}",
+                                                     "field": field})
+
+
+@router.post(
+    "/import/orders",
+    summary="Import past orders (xlsx, CSV, JSON, JSON lines) into the order history",
+    openapi_extra={"requestBody": {"content": {
+        "text/csv": {"schema": {"type": "string"}},
+        "application/x-ndjson": {"schema": {"type": "string"}},
+        "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {
+            "schema": {"type": "string", "format": "binary"}},
+    }, "required": True}},
+)
+async def import_orders(
+    request: Request,
+    format: Annotated[str | None, Query(description="csv, json, jsonl or xlsx "
+                                        "(default: from the content type)")] = None,
+    mapping: Annotated[str | None, Query(description='JSON {"export header": "field"} '
+                                         "on top of the usual Chinese headers")] = None,
+) -> Any:
+    """History only: nothing is reserved or allocated. Good rows are kept and bad rows
+    listed by row and column; a wrong file type or a missing required column is a 422
+    naming it, with nothing written."""
+    config = config_of(request)
+    try:
+        fmt = detect_format(content_type=request.headers.get("content-type"), explicit=format)
+        columns = history.check_mapping(json.loads(mapping)) if mapping else None
+        body = await spool(request.stream(), limit=config.import_max_bytes)
+    except json.JSONDecodeError as exc:
+        count(request, "history_import_refused")
+        return refuse("mapping", f"not JSON: {exc}")
+    except ImportFileError as exc:
+        count(request, "history_import_refused")
+        return refuse(exc.field, str(exc).split(": ", 1)[-1],
+                      413 if exc.field == "body" else 422)
+    with body:
+        try:
+            import_id, result = await run_in_threadpool(_import, request, body, fmt, columns)
+        except ImportFileError as exc:
+            count(request, "history_import_refused")
+            return refuse(exc.field, str(exc).split(": ", 1)[-1])
+    count(request, "history_rows_imported", result.rows_written)
+    count(request, "history_rows_rejected", result.rows_rejected)
+    return {"import_id": import_id, **result.as_dict()}
+
+
+def _import(request: Request, body: IO[bytes], fmt: ImportFormat,
+            columns: dict[str, str] | None) -> tuple[str, Any]:
+    return history.import_history(db_of(request), body, fmt=fmt, mapping=columns)
+
+
+def _report(request: Request, days: int | None) -> Any:
+    return report.build(db_of(request), config_of(request).report, days=days)
+
+
+@router.get("/report/health", summary="The order health report (radar and figures) as JSON")
+async def health_json(request: Request,
+                      days: Annotated[int | None, Query(ge=1, le=366)] = None) -> Any:
+    built = await run_in_threadpool(_report, request, days)
+    return built.as_dict()
+
+
+@router.get("/dashboard/health", response_class=HTMLResponse,
+            summary="The order health report page (the same self-contained HTML as the file)")
+async def health_page(request: Request,
+                      days: Annotated[int | None, Query(ge=1, le=366)] = None) -> HTMLResponse:
+    built = await run_in_threadpool(_report, request, days)
+    return HTMLResponse(report_html.render(built))
+
+
+# -- return reasons -----------------------------------------------------------------------
+class ReturnIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    order_id: str = Field(min_length=1, max_length=64)
+    kind: Literal["return", "exchange"] = "return"
+    text: str = Field(min_length=1, max_length=2000, description="the customer's own words")
+    sku_id: str | None = Field(default=None, min_length=1, max_length=64)
+    carrier: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class CorrectionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    reason: str = Field(description="one of the pool: " + ", ".join(REASONS))
+    actor: str = Field(min_length=1, max_length=128, description="who corrects")
+
+
+def _return_call(request: Request, call: Any) -> Any:
+    try:
+        return call(db_of(request), now_of(request))
+    except NotFound as exc:
+        count(request, "returns_refused")
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+    except returns.UnknownReason as exc:
+        count(request, "returns_refused")
+        return refuse(exc.field, str(exc))
+
+
+@router.post("/returns", status_code=201, summary="Classify a return or exchange request")
+def post_return(request: Request, body: ReturnIn) -> Any:
+    """The reason from the pool with a confidence and the model version; an unknown
+    order is a 404 naming it, with nothing written."""
+    out = _return_call(request, lambda db, now: returns.classify(
+        db, order_id=body.order_id, kind=body.kind, text=body.text, sku_id=body.sku_id,
+        carrier=body.carrier, now=now))
+    if not isinstance(out, JSONResponse):
+        count(request, "returns_classified")
+    return out
+
+
+@router.get("/returns", summary="Recent return requests with their current reason")
+def list_returns(request: Request,
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
+    return returns_store.recent(db_of(request), limit)
+
+
+@router.get("/returns/reasons", summary="The reason pool (code and Chinese label)")
+def reason_pool() -> dict[str, str]:
+    return dict(REASONS)
+
+
+@router.get("/returns/root-causes", summary="Returns by warehouse, SKU or carrier and reason")
+def root_causes(request: Request, by: Literal["warehouse", "sku", "carrier"] = "warehouse"
+                ) -> Any:
+    return returns_store.root_causes(db_of(request), by)
+
+
+@router.get("/returns/{return_id}", summary="One return request with its corrections")
+def get_return(request: Request, return_id: Annotated[int, Path(ge=1, le=2**62)]) -> Any:
+    return _return_call(request, lambda db, now: returns_store.get(db, return_id))
+
+
+@router.post("/returns/{return_id}/correction",
+             summary="Correct a return's reason (stored with who made it; used to retrain)")
+def correct_return(request: Request, return_id: Annotated[int, Path(ge=1, le=2**62)],
+                   body: CorrectionIn) -> Any:
+    out = _return_call(request, lambda db, now: returns.correct(
+        db, return_id, reason=body.reason, actor=body.actor, now=now))
+    if not isinstance(out, JSONResponse):
+        count(request, "returns_corrected")
+    return out
+
+
+@router.post("/returns/retrain", summary="Retrain the classifier with every correction now")
+def retrain(request: Request) -> dict[str, Any]:
+    trained = returns.retrain(db_of(request), now_of(request), trigger="on_demand")
+    count(request, "returns_retrained")
+    return {"version": trained.version, "examples": trained.examples,
+            "corrections": trained.corrections, "trained_at": trained.trained_at}
+
+
+@router.get("/dashboard/returns", response_class=HTMLResponse,
+            summary="Return reasons page: recent returns, one-click correction, root causes")
+def returns_page(request: Request) -> HTMLResponse:
+    db = db_of(request)
+    tables = {by: returns_store.root_causes(db, by) for by in ("warehouse", "sku", "carrier")}
+    return HTMLResponse(returns_html.render(returns_store.recent(db, 200), tables))
+
+
+# -- self-healing ------------------------------------------------------------------------
+class AddressIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    address: str = Field(min_length=1, max_length=500, description="delivery address text")
+
+
+def _service(request: Request) -> IntelService:
+    service: IntelService | None = getattr(request.app.state, "intel", None)
+    if service is None:
+        raise HTTPException(status_code=503, detail="the intel service is not running")
+    return service
+
+
+@router.post("/orders/{order_id}/address",
+             summary="Check an order's delivery address; correct it through the geocoders")
+def check_order_address(request: Request, order_id: str, body: AddressIn) -> Any:
+    """``as_given``, ``corrected`` (original and corrected kept in the timeline) or
+    ``failed`` (an alert for a person). Counts in the self-healing rate."""
+    service = _service(request)
+    try:
+        out = addresses.check_address(
+            db_of(request), service.geocoders, order_id=order_id, address=body.address,
+            city=service.config.geocoder.region, now=now_of(request))
+    except NotFound as exc:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+    count(request, f"address_{out['outcome']}")
+    return out
+
+
+@router.get("/orders/{order_id}/address", summary="The order's checked delivery address")
+def get_order_address(request: Request, order_id: str) -> Any:
+    try:
+        return addresses.current_address(db_of(request), order_id)
+    except NotFound as exc:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+
+@router.post("/parcels/check-stuck",
+             summary="Hand stuck parcels to the backup carrier now (also runs on schedule)")
+def check_stuck(request: Request) -> Any:
+    result = _service(request).tick()
+    count(request, "parcels_handed_over",
+          sum(1 for h in result["handovers"] if h["outcome"] == "handed_over"))
+    return result
+
+
+@router.get("/parcels/handovers", summary="Parcels handed (or not) to the backup carrier")
+def handovers(request: Request,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
+    return heal_store.recent_handovers(db_of(request), limit)

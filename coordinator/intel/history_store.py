@@ -1,0 +1,92 @@
+"""The store of ``history_orders``: imported past orders, one row per order line.
+
+Apart from the live ``orders`` on purpose: history never reserves stock nor enters
+allocation. (order_no, sku) is the key, so a re-import of the same export replaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlite_utils import Database
+
+from protocols.timestamps import parse_stamp, parse_stamp_or_none, stamp, stamp_or_none
+
+if TYPE_CHECKING:
+    from coordinator.intel.history import HistoryRow
+
+
+def writer(import_id: str) -> Callable[[Database, list[HistoryRow]], int]:
+    def write(db: Database, rows: list[HistoryRow]) -> int:
+        db.conn.executemany(
+            "INSERT INTO history_orders (order_no, sku, qty, ordered_at, paid_at, entered_at, "
+            "promised_at, delivered_at, channel, address, lat, lon, store, carrier, exception, "
+            "import_id) VALUES (:order_no, :sku, :qty, :ordered_at, :paid_at, :entered_at, "
+            ":promised_at, :delivered_at, :channel, :address, :lat, :lon, :store, :carrier, "
+            ":exception, :import_id) ON CONFLICT (order_no, sku) DO UPDATE SET "
+            "qty = excluded.qty, ordered_at = excluded.ordered_at, paid_at = excluded.paid_at, "
+            "entered_at = excluded.entered_at, promised_at = excluded.promised_at, "
+            "delivered_at = excluded.delivered_at, channel = excluded.channel, "
+            "address = excluded.address, lat = excluded.lat, lon = excluded.lon, "
+            "store = excluded.store, carrier = excluded.carrier, "
+            "exception = excluded.exception, import_id = excluded.import_id",
+            [{"order_no": r.order_no, "sku": r.sku, "qty": r.qty,
+              "ordered_at": stamp(r.ordered_at), "paid_at": stamp_or_none(r.paid_at),
+              "entered_at": stamp_or_none(r.entered_at),
+              "promised_at": stamp_or_none(r.promised_at),
+              "delivered_at": stamp_or_none(r.delivered_at), "channel": r.channel,
+              "address": r.address, "lat": r.lat, "lon": r.lon, "store": r.store,
+              "carrier": r.carrier, "exception": r.exception, "import_id": import_id}
+             for r in rows])
+        return len(rows)
+
+    return write
+
+
+@dataclass(slots=True)
+class PastOrder:
+    """One imported order (its lines folded together)."""
+
+    order_no: str
+    ordered_at: datetime
+    channel: str
+    paid_at: datetime | None = None
+    entered_at: datetime | None = None
+    promised_at: datetime | None = None
+    delivered_at: datetime | None = None
+    lat: float | None = None
+    lon: float | None = None
+    store: str = ""
+    carrier: str = ""
+    exception: str = ""
+    skus: dict[str, int] = field(default_factory=dict)
+
+
+def past_orders(db: Database, since: datetime, until: datetime) -> Iterator[PastOrder]:
+    """Orders placed in ``[since, until)``, lines folded, in order-number order."""
+    cursor = db.conn.execute(
+        "SELECT order_no, sku, qty, ordered_at, paid_at, entered_at, promised_at, "
+        "delivered_at, channel, lat, lon, store, carrier, exception FROM history_orders "
+        "WHERE ordered_at >= :since AND ordered_at < :until ORDER BY order_no",
+        {"since": stamp(since), "until": stamp(until)})
+    current: PastOrder | None = None
+    for (order_no, sku, qty, ordered, paid, entered, promised, delivered, channel, lat, lon,
+         store, carrier, exception) in cursor:
+        if current is None or current.order_no != order_no:
+            if current is not None:
+                yield current
+            current = PastOrder(
+                order_no, parse_stamp(ordered), channel, parse_stamp_or_none(paid),
+                parse_stamp_or_none(entered), parse_stamp_or_none(promised),
+                parse_stamp_or_none(delivered), lat, lon, store, carrier, exception)
+        current.skus[sku] = current.skus.get(sku, 0) + qty
+    if current is not None:
+        yield current
+
+
+def latest_order_time(db: Database) -> datetime | None:
+    row = db.execute("SELECT max(ordered_at) FROM history_orders").fetchone()
+    return parse_stamp_or_none(row[0])

@@ -1,0 +1,130 @@
+"""Return reasons: classify a request, correct a label, retrain (SQL in
+:mod:`coordinator.intel.returns_store`).
+
+The first classification trains version 1 from the shipped ``train`` part of the
+labelled set. Every retrain (on a schedule, on demand) trains a new version on that part
+plus the latest label of every corrected return (weighted ``correction_weight``); each
+classification records the version that made it, each correction who made it and which
+version first learned from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlite_utils import Database
+
+from coordinator.db import write_transaction
+from coordinator.errors import NotFound
+from coordinator.intel import returns_store
+from coordinator.intel.classifier import REASONS, Example, Model
+from coordinator.queries import get_order
+
+DATASET = Path(__file__).parent / "data" / "returns_labelled.csv"
+Split = Literal["train", "corrections", "test"]
+RootCauseBy = Literal["warehouse", "sku", "carrier"]
+
+
+class UnknownReason(ValueError):
+    """A reason that is not in the pool; ``field`` names where it came from."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        super().__init__(f"{reason!r} is not one of {', '.join(REASONS)}")
+
+
+def dataset(split: Split) -> list[Example]:
+    with DATASET.open(encoding="utf-8", newline="") as f:
+        return [Example(r["text"], r["label"]) for r in csv.DictReader(f)
+                if r["split"] == split]
+
+
+@dataclass(frozen=True, slots=True)
+class TrainedModel:
+    version: int
+    model: Model
+    examples: int
+    corrections: int
+    trained_at: str
+
+
+# parsed models by (database file, version): a version never changes once written
+_cache: dict[tuple[str, int], TrainedModel] = {}
+_cache_lock = threading.Lock()
+
+
+def _load(db: Database, version: int) -> TrainedModel:
+    key = (str(db.execute("PRAGMA database_list").fetchone()[2]), version)
+    with _cache_lock:
+        hit = _cache.get(key)
+    if hit is not None:
+        return hit
+    row = returns_store.model_row(db, version)
+    trained = TrainedModel(row[0], Model.from_params(json.loads(row[1])), row[2], row[3],
+                           row[4])
+    with _cache_lock:
+        _cache[key] = trained
+    return trained
+
+
+def current_model(db: Database, now: datetime) -> TrainedModel:
+    """The latest version; trains version 1 from the shipped set the first time."""
+    version = returns_store.latest_version(db)
+    if version is None:
+        return retrain(db, now, trigger="seed")
+    return _load(db, version)
+
+
+def retrain(db: Database, now: datetime, *, trigger: str) -> TrainedModel:
+    """Train a new version on the shipped train part plus every correction."""
+    with write_transaction(db):
+        if trigger == "seed":  # another thread may have seeded while this one waited
+            version = returns_store.latest_version(db)
+            if version is not None:
+                return _load(db, version)
+        weight = Model().correction_weight
+        corrections = returns_store.latest_corrections(db)
+        examples = dataset("train") + [Example(text, reason, weight)
+                                       for text, reason in corrections]
+        model = Model.train(examples)
+        version = returns_store.add_model(db, at=now, examples=len(examples),
+                                          corrections=len(corrections), trigger=trigger,
+                                          params=model.to_params())
+    return _load(db, version)
+
+
+def classify(db: Database, *, order_id: str, kind: str, text: str, sku_id: str | None,
+             carrier: str | None, now: datetime) -> dict[str, Any]:
+    """Classify and store a return request; an unknown order (or a SKU not on it) raises
+    :class:`NotFound` before anything is written."""
+    order = get_order(db, order_id)
+    skus = [str(item.get("sku_id")) for item in order["items"] if isinstance(item, dict)]
+    if sku_id is not None and sku_id not in skus:
+        raise NotFound("sku on this order", sku_id)
+    trained = current_model(db, now)
+    reason, confidence = trained.model.predict(text)
+    with write_transaction(db):
+        return_id = returns_store.add_request(db, {
+            "order_id": order_id, "kind": kind, "text": text, "predicted": reason,
+            "confidence": confidence, "model_version": trained.version, "reason": reason,
+            "warehouse_id": order["warehouse_id"],
+            "sku_id": sku_id or (skus[0] if skus else None), "carrier": carrier}, now)
+    return returns_store.get(db, return_id)
+
+
+def correct(db: Database, return_id: int, *, reason: str, actor: str,
+            now: datetime) -> dict[str, Any]:
+    if reason not in REASONS:
+        raise UnknownReason("reason", reason)
+    with write_transaction(db):
+        old = returns_store.current_reason(db, return_id)
+        if old is None:
+            raise NotFound("return", str(return_id))
+        returns_store.add_correction(db, return_id, old=old, new=reason, actor=actor, at=now)
+    return returns_store.get(db, return_id)
