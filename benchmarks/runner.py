@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocols.cli import add_version
+
 BENCHMARKS = {
     "edge_ingest": "benchmarks.edge_ingest",
     "allocate": "benchmarks.allocate",
@@ -62,12 +64,17 @@ def _table(result: Result, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("name", choices=sorted(BENCHMARKS))
+    add_version(parser)
+    parser.add_argument("name", choices=sorted(BENCHMARKS), help="which benchmark to run")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     parser.add_argument("--quick", action="store_true", help="smaller run (used by tests)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     module = importlib.import_module(BENCHMARKS[args.name])
     run: Callable[[bool], Result] = module.run
     started = time.perf_counter()

@@ -1,6 +1,6 @@
 """``python -m coordinator``: serve the API, import operator exports, load the sample region.
 
-    python -m coordinator serve [--db PATH] [--host H] [--port P] [--config FILE.toml]
+    python -m coordinator serve [--config FILE.toml] [--db PATH] [--host H] [--port P]
     python -m coordinator import FILE.csv|FILE.json [--kind warehouses|skus|stores|inventory]
     python -m coordinator seed-sample [--db PATH]
     python -m coordinator orders import FILE.xlsx|csv|json|jsonl [--mapping MAP.json]
@@ -20,6 +20,7 @@ from coordinator.errors import CoordinatorError
 from coordinator.intel import cli as intel_cli
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
 from coordinator.settings import Settings
+from protocols.cli import add_version, everywhere
 from protocols.clock import SystemClock
 
 
@@ -71,27 +72,38 @@ def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+DB_HELP = "SQLite path (default: the settings file's db_path or $BREAKWATER_DB)"
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m coordinator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="TOML settings file (default: $BREAKWATER_CONFIG)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the HTTP API")
-    serve.add_argument("--db", help="SQLite path (default: $BREAKWATER_DB)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    add_version(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the HTTP API, the ops side and the dashboard")
+    serve.add_argument("--db", help=DB_HELP)
+    serve.add_argument("--host", help="address to listen on (default: settings host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: settings port, 8000)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(run=_serve)
     imp = sub.add_parser("import", help="import CSV/JSON exports (all rows or none)")
-    imp.add_argument("files", nargs="+")
+    imp.add_argument("files", nargs="+", help="CSV or JSON files (warehouses, skus, ...)")
     imp.add_argument("--kind", choices=[k.value for k in Kind],
                      help="what the file holds (default: from its name)")
-    imp.add_argument("--db")
+    imp.add_argument("--db", help=DB_HELP)
     imp.set_defaults(run=_import)
     seed = sub.add_parser("seed-sample", help="load the shipped Hangzhou sample region")
-    seed.add_argument("--db")
+    seed.add_argument("--db", help=DB_HELP)
     seed.set_defaults(run=_seed)
     intel_cli.add_commands(sub, _settings)
+    # before or after the subcommand: `--config F serve` and `serve --config F` both work
+    everywhere(parser, "--config", default=None, metavar="FILE",
+               help="TOML settings file (default: $BREAKWATER_CONFIG)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)
