@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import os
 import socket
 import tempfile
@@ -664,6 +665,30 @@ async def _replay_part(
 DEFAULT_PORT = 8000
 
 
+def _log_to_file(path: Path) -> Path:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.set_name(f"breakwater-demo:{path}")
+    root = logging.getLogger()
+    _levels[path] = root.level
+    root.addHandler(handler)
+    root.setLevel(min(root.level, logging.INFO))
+    return path
+
+
+def _stop_logging_to_file(path: Path) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.get_name() == f"breakwater-demo:{path}":
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(_levels.pop(path, root.level))
+
+
+# the root logger's level before a demo run raised it (restored when the run ends)
+_levels: dict[Path, int] = {}
+
+
 def run_demo(
     *,
     scenario: str = "freezing_rain_night",
@@ -684,6 +709,10 @@ def run_demo(
     used_region = region or default_region()
     folder = workdir or Path(tempfile.mkdtemp(prefix="breakwater-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
+    # the progress lines and the report are the demo's voice: the components' log records
+    # (agents, coordinator, broker) go to a file, not between them
+    log_file = _log_to_file(folder / "demo.log")
+    print(f"component logs: {log_file}")
     if port is None:
         port = int(os.environ.get("BREAKWATER_DEMO_PORT", DEFAULT_PORT))
     url = os.environ.get("MQTT_URL")
@@ -716,3 +745,4 @@ def run_demo(
         if broker is not None:
             broker.close()
         print(f"demo finished in {time.perf_counter() - started:.1f} s")
+        _stop_logging_to_file(log_file)
