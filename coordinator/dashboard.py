@@ -32,13 +32,14 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlite_utils import Database
 from starlette.concurrency import run_in_threadpool
 
+from coordinator import auth
 from coordinator.dashboard_state import state
 from coordinator.live import Hub
 from coordinator.observability import Metrics
 from coordinator.ops.runner import ops_config_of
 from protocols.timestamps import stamp
 
-router = APIRouter(tags=["dashboard"])
+router = APIRouter(tags=["dashboard"], dependencies=[auth.requires(auth.ANY_ROLE)])
 
 PAGE_PACKAGE = "coordinator"
 PAGE_PATH = ("static", "dashboard.html")

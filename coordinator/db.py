@@ -31,6 +31,8 @@ MIGRATION_MODULES = (
     "coordinator.ops.telemetry",
     "coordinator.ops.incident_log",
     "coordinator.ops.notify.franchisee",
+    "coordinator.auth.schema",
+    "coordinator.gateways.schema",  # after ops: it registers the agents ops has seen
 )
 
 

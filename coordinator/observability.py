@@ -34,9 +34,12 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from coordinator import auth
+
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["operations"])
+# Prometheus scrapes with a viewer token as bearer (docs/metrics.md)
+router = APIRouter(tags=["operations"], dependencies=[auth.requires(auth.ANY_ROLE)])
 
 Refresher = Callable[[], Awaitable[None]]
 # HTTP: from a cached read (~1 ms) to a large batch or import (seconds)

@@ -14,7 +14,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from sqlite_utils import Database
 
-router = APIRouter(tags=["orders"])
+from coordinator import auth
+
+# store staff look orders up: any role (customer service, operators, viewers)
+router = APIRouter(tags=["orders"], dependencies=[auth.requires(auth.ANY_ROLE)])
 
 _COLUMNS = ("o.id, o.channel, o.channel_order_id, o.store_id, s.name AS store_name, o.status, "
             "o.status_reason, o.warehouse_id, w.name AS warehouse_name, o.eta, o.received_at")

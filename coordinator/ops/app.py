@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from coordinator import dashboard, order_search
 from coordinator.app import create_app
+from coordinator.gateways import api as gateways_api
 from coordinator.intel import api as intel_api
 from coordinator.intel.service import intel_lifespan
 from coordinator.observability import Metrics
@@ -63,6 +64,7 @@ def create_app_with_ops(settings: Settings | None = None, *, clock: Clock | None
     """The coordinator API plus the ops endpoints, background tasks and the dashboard."""
     # the dashboard claims GET /, so it goes last
     return create_app(settings, clock=clock,
-                      extra_routers=[router, intel_api.router, incident_api.router,
+                      extra_routers=[router, intel_api.router, gateways_api.router,
+                                     gateways_api.security_router, incident_api.router,
                                      order_search.router, dashboard.router],
                       lifespan_hooks=[ops_lifespan(config), intel_lifespan()])

@@ -247,6 +247,9 @@ class OpsConfig(_Config):
     # breaker's seq.
     dedupe_keep_per_agent: int = Field(default=1000, ge=1, le=1_000_000)
     dedupe_prune_interval_s: float = Field(default=60.0, gt=0)
+    # a gateway's event_time (status ts) further ahead of our clock than this is suspect:
+    # a trip applies at receive time, flagged; a clear is refused naming the field
+    max_event_skew_s: float = Field(default=300.0, gt=0, le=86_400)
     notify: NotifyConfig = NotifyConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     escalation: EscalationConfig = EscalationConfig()
@@ -254,6 +257,10 @@ class OpsConfig(_Config):
     @property
     def agent_offline_grace(self) -> timedelta:
         return timedelta(seconds=self.agent_offline_grace_s)
+
+    @property
+    def max_event_skew(self) -> timedelta:
+        return timedelta(seconds=self.max_event_skew_s)
 
     @property
     def courier_silence(self) -> timedelta:

@@ -22,6 +22,8 @@ from coordinator import queries
 from coordinator.catalog import set_warehouse_availability, set_warehouse_paused, warehouse_exists
 from coordinator.db import write_transaction
 from coordinator.errors import NotFound
+from coordinator.gateways import gate
+from coordinator.gateways import store as gateway_store
 from coordinator.gcpause import gc_paused
 from coordinator.ops import incident_log, incident_store, tracker_store
 from coordinator.ops.availability import (
@@ -101,7 +103,30 @@ class OpsCore:
         if isinstance(message, TrackingUpdate):
             return self._run(lambda: self._courier_actions(self.couriers.feed(message, now),
                                                            now), now)
-        return self._run(lambda: list(self.tracker.feed(message, now)), now)
+        # who may speak for the warehouse: refused and held messages never reach the tracker
+        verdict = gate.screen(self.db, message, now, max_skew=self.config.max_event_skew,
+                              notify=self.config.notify)
+        if not verdict.applies:
+            return HandleResult()
+        trusted = verdict.message
+        if isinstance(trusted, BreakerEvent):
+            # the incident's story (readings, limit, delivery delay) is told from these;
+            # only what the gate let through, before the reroute reads the trip from it
+            incident_log.log_breaker_event(self.db, trusted, now)
+        return self._run(lambda: list(self.tracker.feed(trusted, now)), now)
+
+    def confirm_incarnation(self, agent_id: str, *, actor: str, reason: str,
+                            now: datetime) -> HandleResult:
+        """An operator confirms a replaced gateway; what its new incarnation held back
+        (clears, online statuses) is applied now, in the order it arrived."""
+        _, held = gateway_store.confirm_incarnation(self.db, agent_id, actor=actor,
+                                                    reason=reason, now=now)
+        result = HandleResult()
+        for message in held:
+            step = self.handle(message, now)
+            result.transitions += step.transitions
+            result.rerouted += step.rerouted
+        return result
 
     def tick(self, now: datetime) -> HandleResult:
         def step() -> list[Action | CourierAction]:

@@ -3,8 +3,8 @@
 - ``GET /incidents/{id}``: :func:`coordinator.incident_view.incident_view` as JSON.
 - ``GET /dashboard/incidents/{id}``: the incident page (``static/incident.html``: timeline,
   tripping readings, a per-zone chart drawn with the vendored uPlot, the orders).
-- ``POST /incidents/{id}/acknowledge``, ``/assign``, ``/comments``: audited with the
-  acting identity (:mod:`coordinator.identity`); acknowledging stops escalation.
+- ``POST /incidents/{id}/acknowledge``, ``/assign``, ``/comments`` (operators): audited
+  with the authenticated caller; acknowledging stops escalation.
 
 The page loads the vendored uPlot from ``/static/vendor/uplot/`` (see
 :data:`coordinator.dashboard.STATIC_FILES`; no CDN: sites run offline).
@@ -19,15 +19,17 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlite_utils import Database
 
+from coordinator import auth
 from coordinator.dashboard import static_bytes
 from coordinator.errors import NotFound
-from coordinator.identity import Actor
 from coordinator.incident_view import incident_view
 from coordinator.ops import incident_log
 from coordinator.ops.api import Ops
 from coordinator.ops.handler import OpsCore
 
-router = APIRouter(tags=["incidents"])
+router = APIRouter(tags=["incidents"], dependencies=[auth.requires(auth.ANY_ROLE)])
+# acting on an incident is the on-duty operators' job
+OPERATE = auth.requires({auth.Role.OPERATOR})
 
 IncidentId = Annotated[str, Path(min_length=1, max_length=200)]
 
@@ -87,22 +89,24 @@ async def _act(request: Request, ops: Ops, incident_id: str,
             "detail": detail, "at": now.isoformat()}
 
 
-@router.post("/incidents/{incident_id}/acknowledge", status_code=201)
-async def acknowledge(request: Request, incident_id: IncidentId, actor: Actor, ops: Ops,
-                      body: Acknowledge | None = None) -> dict[str, Any]:
+@router.post("/incidents/{incident_id}/acknowledge", status_code=201,
+             dependencies=[OPERATE])
+async def acknowledge(request: Request, incident_id: IncidentId, caller: auth.Caller,
+                      ops: Ops, body: Acknowledge | None = None) -> dict[str, Any]:
     """I have seen it and I am on it: stops escalation. Audited with who and when."""
-    return await _act(request, ops, incident_id, "acknowledged", actor,
+    return await _act(request, ops, incident_id, "acknowledged", caller.actor,
                       {"note": body.note if body else ""})
 
 
-@router.post("/incidents/{incident_id}/assign", status_code=201)
-async def assign(request: Request, incident_id: IncidentId, body: Assign, actor: Actor,
-                 ops: Ops) -> dict[str, Any]:
-    return await _act(request, ops, incident_id, "assigned", actor,
+@router.post("/incidents/{incident_id}/assign", status_code=201, dependencies=[OPERATE])
+async def assign(request: Request, incident_id: IncidentId, body: Assign,
+                 caller: auth.Caller, ops: Ops) -> dict[str, Any]:
+    return await _act(request, ops, incident_id, "assigned", caller.actor,
                       {"assignee": body.assignee})
 
 
-@router.post("/incidents/{incident_id}/comments", status_code=201)
-async def comment(request: Request, incident_id: IncidentId, body: Comment, actor: Actor,
-                  ops: Ops) -> dict[str, Any]:
-    return await _act(request, ops, incident_id, "commented", actor, {"text": body.text})
+@router.post("/incidents/{incident_id}/comments", status_code=201, dependencies=[OPERATE])
+async def comment(request: Request, incident_id: IncidentId, body: Comment,
+                  caller: auth.Caller, ops: Ops) -> dict[str, Any]:
+    return await _act(request, ops, incident_id, "commented", caller.actor,
+                      {"text": body.text})

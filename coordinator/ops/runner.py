@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from types import TracebackType
 from typing import TypeVar
 
@@ -29,12 +29,13 @@ from coordinator.db import open_database, write_transaction
 from coordinator.errors import ConfigError
 from coordinator.live import Hub
 from coordinator.observability import Metrics
-from coordinator.ops import escalation_store, incident_log, telemetry, tracker_store
+from coordinator.ops import escalation_store, telemetry, tracker_store
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.escalation import Escalate
 from coordinator.ops.handler import HandleResult, OpsCore
 from coordinator.ops.notify.dispatcher import Dispatcher
 from coordinator.ops.watcher import OpsMessage, Watcher
+from coordinator.secret_source import OPS_SECRETS, with_secrets
 from coordinator.settings import Settings
 from protocols import AgentStatus, BreakerEvent, TelemetrySummary, Topics, TrackingUpdate
 from protocols.clock import Clock, SystemClock
@@ -44,12 +45,16 @@ T = TypeVar("T")
 STOP_TIMEOUT_S = 5.0
 
 
-def ops_config_of(settings: Settings) -> OpsConfig:
-    """The ``[ops]`` table of the settings file, validated (defaults when absent).
+def ops_config_of(settings: Settings, env: Mapping[str, str] | None = None) -> OpsConfig:
+    """The ``[ops]`` table of the settings file, validated (defaults when absent), with
+    the secrets the environment provides (``BREAKWATER_WECOM_URL``,
+    ``BREAKWATER_SMS_API_KEY``, ``BREAKWATER_MQTT_PASSWORD``, each also as ``..._FILE``).
 
     Raises :class:`ConfigError` naming the field, e.g. ``ops.notify.wecom.url``."""
+    raw = with_secrets(settings.section("ops"), os.environ if env is None else env,
+                       OPS_SECRETS)
     try:
-        return OpsConfig.model_validate(settings.section("ops"))
+        return OpsConfig.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in ("ops", *first["loc"]))
@@ -205,8 +210,8 @@ class OpsService:
         if not self.config.telemetry.store:
             outcome, stored = "ignored", False
         else:
-            stored = await self.call(lambda core: telemetry.record(core.db, [summary])) > 0
-            outcome = "stored" if stored else "duplicate"
+            outcome = await self.call(lambda core: telemetry.accept(core.db, summary))
+            stored = outcome == "stored"
         if self.metrics is not None:
             self.metrics.telemetry_summaries.labels(outcome).inc()
         if stored:
@@ -238,18 +243,10 @@ class OpsService:
             await self.store_telemetry(message)
             return
         now = self.clock.now()
-        result = await self.call(lambda core: self._logged(core, message, now))
+        result = await self.call(lambda core: core.handle(message, now))
         for timing in result.rerouted:
             timing.started = min(timing.started, received)
         self._after(result)
-
-    @staticmethod
-    def _logged(core: OpsCore, message: BreakerEvent | AgentStatus | TrackingUpdate,
-                now: datetime) -> HandleResult:
-        # the incident view tells the story from these (readings, limit, delivery delay)
-        if isinstance(message, BreakerEvent):
-            incident_log.log_breaker_event(core.db, message, now)
-        return core.handle(message, now)
 
     async def reject(self, topic: str, error: str) -> None:
         await self.call(lambda core: core.count_bad_payload())
@@ -262,6 +259,14 @@ class OpsService:
         result = await self.call(lambda core: core.handle(message, now))
         for timing in result.rerouted:
             timing.started = min(timing.started, started)
+        self._after(result)
+        return result
+
+    async def confirm_incarnation(self, agent_id: str, *, actor: str,
+                                  reason: str) -> HandleResult:
+        now = self.clock.now()
+        result = await self.call(lambda core: core.confirm_incarnation(
+            agent_id, actor=actor, reason=reason, now=now))
         self._after(result)
         return result
 

@@ -26,6 +26,7 @@ from typing import Any
 from sqlite_utils import Database, Migrations
 
 from coordinator.db import write_transaction
+from coordinator.gateways import store as gateway_store
 from protocols import TelemetrySummary
 from protocols.timestamps import stamp
 
@@ -186,6 +187,16 @@ def record(db: Database, summaries: Iterable[TelemetrySummary]) -> int:
                 newest[key] = r
         db.conn.executemany(_UPSERT_LATEST, list(newest.values()))
         return stored
+
+
+def accept(db: Database, summary: TelemetrySummary) -> str:
+    """Store a summary from a registered gateway of that warehouse: ``stored``,
+    ``duplicate`` (a redelivery) or ``refused`` (an agent the registry does not know for
+    that warehouse: charts show only what trusted gateways measured)."""
+    gateway = gateway_store.get_gateway(db, summary.agent_id)
+    if gateway is None or gateway.warehouse_id != summary.warehouse_id:
+        return "refused"
+    return "stored" if record(db, [summary]) else "duplicate"
 
 
 def _window(row: Sequence[Any]) -> Window:

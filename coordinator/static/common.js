@@ -46,10 +46,10 @@ const I18N = {
     chart_title: "各库区温湿度", chart_temperature: "温度 (°C)", chart_humidity: "湿度 (%)", limit: "阈值",
     trip: "熔断", clear: "恢复", destinations: "改派去向", orders: "事件订单", filter: "筛选",
     all_outcomes: "全部结果", all_destinations: "全部仓库", search_orders: "订单号 / 门店",
-    actions: "处置", your_name: "值班人", acknowledge: "确认接手", assign: "指派给", assignee: "姓名",
+    actions: "处置", acknowledge: "确认接手", assign: "指派给", assignee: "姓名",
     comment: "备注", add_comment: "添加备注", pause_wh: "暂停仓库", resume_wh: "恢复仓库",
     action_reason: "原因（必填）", confirm_pause: "确定暂停 {w}？其未出库订单将改派。原因：{r}",
-    confirm_resume: "确定恢复 {w}？原因：{r}", need_name: "请先填写值班人", need_reason: "请填写原因",
+    confirm_resume: "确定恢复 {w}？原因：{r}", need_reason: "请填写原因",
     acknowledged_by: "已确认：{who}", not_acknowledged: "尚未确认", assigned_to: "负责人：{who}",
     sensor: "传感器", value: "读数", duration: "持续", zone: "库区", outcome: "结果", moved: "已改派",
     stuck: "需人工", new_warehouse: "新仓库", store: "门店", channel_order: "渠道订单号", state_word: "状态",
@@ -60,6 +60,7 @@ const I18N = {
     closed: "事件结束", cleared: "断路器恢复", minutes: "{n} 分钟", seconds: "{n} 秒", above: "高于", below: "低于",
     for_word: "持续", actor_word: "操作人", several_found: "找到 {n} 笔订单：",
     meituan: "美团", wechat_mini: "微信小程序", douyin: "抖音", breaker_pending: "超过阈值，开始计时",
+    security: "安全告警", col_outcome: "处理", col_agent: "网关", no_security: "暂无安全告警",
   },
   en: {
     title: "Breakwater operations board", loading: "loading…", warehouses: "Warehouses",
@@ -107,10 +108,10 @@ const I18N = {
     chart_temperature: "Temperature (°C)", chart_humidity: "Humidity (%)", limit: "limit", trip: "trip",
     clear: "clear", destinations: "Moved to", orders: "The incident's orders", filter: "Filter",
     all_outcomes: "all outcomes", all_destinations: "all warehouses", search_orders: "order no. / store",
-    actions: "Actions", your_name: "On duty", acknowledge: "Acknowledge", assign: "Assign to", assignee: "name",
+    actions: "Actions", acknowledge: "Acknowledge", assign: "Assign to", assignee: "name",
     comment: "Comment", add_comment: "Add comment", pause_wh: "Pause warehouse", resume_wh: "Resume warehouse",
     action_reason: "reason (required)", confirm_pause: "Pause {w}? Its unshipped orders will move. Reason: {r}",
-    confirm_resume: "Resume {w}? Reason: {r}", need_name: "Fill in who is on duty first",
+    confirm_resume: "Resume {w}? Reason: {r}",
     need_reason: "A reason is required", acknowledged_by: "acknowledged by {who}", not_acknowledged: "not acknowledged",
     assigned_to: "assigned to {who}", sensor: "Sensor", value: "Value", duration: "For", zone: "Zone",
     outcome: "Outcome", moved: "moved", stuck: "stuck", new_warehouse: "New warehouse", store: "Store",
@@ -124,7 +125,8 @@ const I18N = {
     above: "above", below: "below", for_word: "for", actor_word: "by",
     several_found: "{n} orders match:", meituan: "Meituan", wechat_mini: "WeChat mini-program",
     douyin: "Douyin",
-    breaker_pending: "over the limit, counting down",
+    breaker_pending: "over the limit, counting down", security: "Security alerts",
+    col_outcome: "Outcome", col_agent: "Agent", no_security: "no security alerts",
   },
 };
 const UNITS = { temperature_c: " °C", humidity_pct: " %" };
@@ -132,6 +134,11 @@ let lang = new URLSearchParams(location.search).get("lang") || localStorage.getI
 if (!I18N[lang]) lang = "zh";
 let tz = "Asia/Shanghai";
 const FETCH_TIMEOUT_MS = 5000;
+/* The session's CSRF token (cookie bw_csrf), sent as X-CSRF-Token on every POST. */
+function csrfToken() {
+  const found = document.cookie.split("; ").find(c => c.startsWith("bw_csrf="));
+  return found ? decodeURIComponent(found.slice(8)) : "";
+}
 /* A reading as people write it: at most two decimals (9.3, not 9.299999999999999). */
 function num(v) { return v === null || v === undefined ? "—" : String(Math.round(v * 100) / 100); }
 function setLang(next) { lang = next; localStorage.setItem("breakwater.lang", lang); }

@@ -27,6 +27,8 @@ from sqlite_utils import Database
 
 from coordinator import dashboard, dashboard_state, order_search
 from coordinator.app import create_app
+from coordinator.auth.roles import Role, Scope
+from coordinator.auth.store import add_user
 from coordinator.catalog import import_file
 from coordinator.db import open_database
 from coordinator.ops.api import router as ops_router
@@ -36,12 +38,15 @@ from coordinator.serving import serve_in_thread
 from coordinator.settings import Settings
 from protocols import Topics, encode
 from simulators.brokers import Broker
-from tests.browser import console_errors, screenshot, wait_until, webdriver
+from tests.auth import ADMIN
+from tests.browser import console_errors, login, screenshot, wait_until, webdriver
 from tests.coordinator.ops.factories import breaker_event
-from tests.coordinator.ops.helpers import ops_config, settings_for
+from tests.coordinator.ops.helpers import ops_config, register_gateways, settings_for
 
 from .conftest import NOW
 
+VIEWER = "night-shift"
+PASSWORD = "dashboard test password"
 PAUSE_REASON = "roof leak over cold room 2 冷库漏水"
 
 
@@ -100,12 +105,14 @@ def site(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
     db = open_database(path)
     for name in SAMPLE_FILES:
         import_file(db, SAMPLE_DIR / f"{name}.csv", datetime.now(UTC))
+    add_user(db, username=VIEWER, password=PASSWORD, role=Role.VIEWER, scope=Scope(),
+             now=datetime.now(UTC))
     db.conn.close()
     topics = Topics(f"bwtest-dash-{uuid.uuid4().hex[:10]}")
     app = create_app(settings_for(path, mqtt_broker.url, topics),
                      extra_routers=[ops_router, order_search.router, dashboard.router],
                      lifespan_hooks=[ops_lifespan(ops_config(workdir))])
-    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=15) as http:
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, headers=ADMIN, timeout=15) as http:
         orders = []
         for i in range(6):
             r = http.post("/orders", json=_wechat(f"DASH-{i}", f"HZ-S00{i + 1}",
@@ -128,11 +135,12 @@ def site(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
             r = http.post(f"/orders/{shipped['order_id']}/events", json={"kind": kind})
             assert r.status_code == 200, r.text
         r = http.post(f"/warehouses/{paused}/pause",
-                      json={"actor": "duty-lead-wang", "reason": PAUSE_REASON})
+                      json={"reason": PAUSE_REASON})
         assert r.status_code == 200, r.text
         assert r.json()["incidents"][0]["moved"] >= 1, r.text
         tripped = next(w for w in ("WH-05", "WH-07", "WH-02")
                        if w not in (paused, shipped["warehouse_id"]))
+        register_gateways(path, {f"gw-{tripped.lower()}": tripped})
         event = breaker_event(seq=1, warehouse=tripped, agent=f"gw-{tripped.lower()}",
                               at=datetime.now(UTC))
         # retained, so the trip is delivered even if the coordinator subscribes after it
@@ -146,11 +154,11 @@ def site(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
 # -- the JSON -------------------------------------------------------------------------
 @pytest.mark.broker
 def test_state_shows_paused_and_tripped_warehouses_incidents_and_counts(site: Site) -> None:
-    with httpx.Client(base_url=site.url, timeout=15) as http:
+    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
         state = http.get("/dashboard/state").json()
         assert set(state) == {"warehouses", "incidents", "orders_by_status", "orders_total",
-                              "waiting_orders", "waiting_total", "notifications", "labels",
-                              "generated_at", "timezone", "down"}
+                              "waiting_orders", "waiting_total", "notifications", "security",
+                              "labels", "generated_at", "timezone", "down"}
         assert state["timezone"] == "Asia/Shanghai"
         assert sorted(state["down"]) == sorted([site.paused, site.tripped])
         warehouses = _by_id(state)
@@ -204,7 +212,7 @@ def test_state_shows_paused_and_tripped_warehouses_incidents_and_counts(site: Si
 
 @pytest.mark.broker
 def test_page_is_served_self_contained_at_root_and_dashboard(site: Site) -> None:
-    with httpx.Client(base_url=site.url, timeout=15) as http:
+    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
         pages = [http.get(p) for p in ("/", "/dashboard")]
     for page in pages:
         assert page.status_code == 200
@@ -242,11 +250,12 @@ def _state_fetches(driver: Any) -> int:
 
 @pytest.mark.broker
 def test_browser_renders_warehouses_and_an_orders_timeline_and_decision(site: Site) -> None:
-    with httpx.Client(base_url=site.url, timeout=15) as http:
+    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
         decision = http.get(f"/orders/{site.rerouted_order}/decision",
                             params={"why_not": site.paused}).json()
     page = f"{site.url}/dashboard?order={site.rerouted_order}&why_not={site.paused}&lang=en"
     with webdriver(site.workdir) as driver:
+        login(driver, site.url, VIEWER, PASSWORD)
         driver.get(page)
         wait_until(driver, lambda d: _loaded(d) and d.execute_script(
             "return !!document.getElementById('why-not-answer')"), what="board and order")
@@ -297,6 +306,7 @@ def test_browser_defaults_to_chinese_and_the_switch_changes_every_label(site: Si
     from selenium.webdriver.common.by import By
 
     with webdriver(site.workdir) as driver:
+        login(driver, site.url, VIEWER, PASSWORD)
         driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "UTC"})
         driver.get(f"{site.url}/dashboard")
         wait_until(driver, _loaded, what="the board")
@@ -308,7 +318,7 @@ def test_browser_defaults_to_chinese_and_the_switch_changes_every_label(site: Si
         # times are in the configured zone (Asia/Shanghai), not the browser's (UTC here)
         opened = driver.execute_script(
             "return document.querySelector('#incidents tbody td').textContent")
-        with httpx.Client(base_url=site.url, timeout=15) as http:
+        with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
             first = http.get("/dashboard/state").json()["incidents"][0]["opened_at"]
         local = datetime.fromisoformat(first).astimezone(ZoneInfo("Asia/Shanghai"))
         assert opened == local.strftime("%Y-%m-%d %H:%M:%S")
@@ -328,6 +338,7 @@ def test_browser_defaults_to_chinese_and_the_switch_changes_every_label(site: Si
 @pytest.mark.broker
 def test_browser_shows_a_shipped_order_and_an_unknown_one_clearly(site: Site) -> None:
     with webdriver(site.workdir) as driver:
+        login(driver, site.url, VIEWER, PASSWORD)
         driver.get(f"{site.url}/dashboard?order={site.shipped_order}&why_not=WH-NOPE&lang=en")
         wait_until(driver, lambda d: d.execute_script(
             "return !!document.getElementById('why-not-answer')"), what="the order")
@@ -349,6 +360,7 @@ def test_browser_shows_a_shipped_order_and_an_unknown_one_clearly(site: Site) ->
 def test_at_phone_width_the_tripped_warehouse_shows_without_sideways_scrolling(
         site: Site) -> None:
     with webdriver(site.workdir, width=390, height=844) as driver:
+        login(driver, site.url, VIEWER, PASSWORD)
         # a desktop window has a minimum width: emulate the phone's screen instead
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
             "width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True})
@@ -377,11 +389,13 @@ def test_at_phone_width_the_tripped_warehouse_shows_without_sideways_scrolling(
 @pytest.mark.broker
 def test_a_trip_through_the_broker_appears_live_without_polling(
         site: Site, mqtt_broker: Broker) -> None:
-    with httpx.Client(base_url=site.url, timeout=15) as http:
+    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
         state = http.get("/dashboard/state").json()
     topics = site.topics
     calm = next(w["id"] for w in state["warehouses"] if w["state"] == "available")
+    register_gateways(site.workdir / "coordinator.sqlite", {f"gw-{calm.lower()}": calm})
     with webdriver(site.workdir) as driver:
+        login(driver, site.url, VIEWER, PASSWORD)
         driver.get(f"{site.url}/dashboard")
         wait_until(driver, _loaded, what="the board")
         assert driver.execute_script("return window.breakwaterSource.readyState") == 1
@@ -412,10 +426,12 @@ def test_without_the_ops_side_the_page_works_and_says_metrics_are_unavailable(
     db = open_database(path)
     for name in SAMPLE_FILES:
         import_file(db, SAMPLE_DIR / f"{name}.csv", datetime.now(UTC))
+    add_user(db, username=VIEWER, password=PASSWORD, role=Role.VIEWER, scope=Scope(),
+             now=datetime.now(UTC))
     db.conn.close()
     app = create_app(Settings(db_path=str(path)), extra_routers=[dashboard.router])
     with serve_in_thread(app) as url:
-        state = httpx.get(url + "/dashboard/state", timeout=15).json()
+        state = httpx.get(url + "/dashboard/state", headers=ADMIN, timeout=15).json()
         assert [w["state"] for w in state["warehouses"]] == ["available"] * 8
         assert all(w["last_seen"] is None and w["agents"] == [] for w in state["warehouses"])
         assert (state["incidents"], state["orders_by_status"], state["orders_total"]) == (
@@ -423,6 +439,7 @@ def test_without_the_ops_side_the_page_works_and_says_metrics_are_unavailable(
         assert state["notifications"] == {
             "by_status": {"pending": 0, "sent": 0, "failed": 0}, "by_kind": {}}
         with webdriver(tmp_path) as driver:
+            login(driver, url, VIEWER, PASSWORD)
             driver.get(url + "/dashboard?lang=en")
             wait_until(driver, lambda d: _loaded(d) and "unavailable" in d.execute_script(
                 "return document.getElementById('metrics').textContent"), what="the board")
@@ -463,7 +480,7 @@ def test_waiting_panel_lists_the_oldest_and_counts_them_all(sample_db: Database)
 def test_staff_find_an_order_by_the_channels_order_number(site: Site) -> None:
     from selenium.webdriver.common.by import By
 
-    with httpx.Client(base_url=site.url, timeout=15) as http:
+    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
         found = http.get("/lookup/orders", params={"q": "DASH-1"}).json()
         [order] = found["orders"]
         assert (order["channel"], order["channel_order_id"]) == ("wechat_mini", "DASH-1")
@@ -477,6 +494,7 @@ def test_staff_find_an_order_by_the_channels_order_number(site: Site) -> None:
         bad = http.get("/lookup/orders", params={"limit": 0})
         assert bad.status_code == 422 and bad.json()["field"] == "query.limit"
     with webdriver(site.workdir) as driver:
+        login(driver, site.url, VIEWER, PASSWORD)
         driver.get(f"{site.url}/dashboard?lang=en")
         wait_until(driver, _loaded, what="the board")
         box = driver.find_element(By.ID, "order-id")
@@ -486,3 +504,11 @@ def test_staff_find_an_order_by_the_channels_order_number(site: Site) -> None:
                    what="the order found by its channel number")
         assert "DASH-1" in driver.find_element(By.ID, "order").text
         assert console_errors(driver) == []
+
+
+def test_every_translation_exists_in_both_languages() -> None:
+    text = (Path(dashboard.__file__).parent / "static" / "common.js").read_text("utf-8")
+    zh = text.partition("  zh: {")[2].partition("\n  },")[0]
+    en = text.partition("  en: {")[2].partition("\n  },")[0]
+    keys = [set(re.findall(r"(?:^\s*|[,{]\s*)(\w+): \"", block, re.M)) for block in (zh, en)]
+    assert len(keys[0]) > 150 and keys[0] == keys[1], keys[0] ^ keys[1]

@@ -16,6 +16,7 @@ from coordinator.ops.app import create_app_with_ops
 from coordinator.serving import serve_in_thread
 from protocols import Topics
 from protocols.clock import ManualClock
+from tests.auth import ADMIN
 from tests.coordinator.ops.helpers import ops_config, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +55,8 @@ def test_every_metric_is_documented_once_and_two_apps_in_one_process_each_serve_
                                 Topics(f"bwobs{n}"))
         app = create_app_with_ops(settings, clock=ManualClock(datetime.now(UTC)),
                                   config=config)
-        with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=15) as http:
+        with serve_in_thread(app) as url, \
+                httpx.Client(base_url=url, headers=ADMIN, timeout=15) as http:
             assert http.get("/orders/NOPE").status_code == 404
             r = http.get("/metrics")
             assert r.status_code == 200

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import aiomqtt
 import httpx
 import pytest
 
 from benchmarks.reroute import seed_orders_at
+from coordinator.auth.roles import Role
 from coordinator.db import open_database
 from coordinator.ops.app import create_app_with_ops
 from coordinator.serving import serve_in_thread
@@ -32,12 +32,14 @@ from protocols import (
     encode,
 )
 from simulators.brokers import Broker
-from tests.browser import console_errors, screenshot, wait_until, webdriver
-from tests.coordinator.ops.helpers import ops_config, settings_for
+from tests.auth import ADMIN, add_login, headers_for
+from tests.browser import console_errors, login, screenshot, wait_until, webdriver
+from tests.coordinator.ops.helpers import ops_config, register_gateways, settings_for
 
 WH = "WH-02"
 EPISODE = "ep-freezing-rain-1"
 ZONES = ("cold_room_1", "cold_room_2")
+OPERATOR = "duty-lead-wang"
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ def story(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iter
     db = open_database(path)
     held = seed_orders_at(db, WH, 30, now - timedelta(hours=1), stock_boost=100)
     db.conn.close()
+    register_gateways(path, {"gw-wh-02": WH})
+    add_login(path, OPERATOR, Role.OPERATOR)
     topics = Topics(f"bwtest-inc-{int(time.time() * 1000) % 10**9}")
     app = create_app_with_ops(settings_for(path, mqtt_broker.url, topics),
                               config=ops_config(workdir))
@@ -93,7 +97,7 @@ def story(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iter
             for topic, payload, retain in messages:
                 await agent.publish(topic, payload, qos=1, retain=retain)
 
-    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=15) as http:
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, headers=ADMIN, timeout=15) as http:
         deadline = time.monotonic() + 10
         while http.get("/metrics/summary").json()["watcher"]["connects"] < 1:
             assert time.monotonic() < deadline, "the watcher never connected"
@@ -114,7 +118,8 @@ def story(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.mark.broker
 def test_the_incident_json_tells_the_story_in_order(story: Story) -> None:
-    view: dict[str, Any] = httpx.get(f"{story.url}/incidents/{EPISODE}", timeout=15).json()
+    view: dict[str, Any] = httpx.get(f"{story.url}/incidents/{EPISODE}", headers=ADMIN,
+                                     timeout=15).json()
     head = view["incident"]
     assert (head["warehouse_id"], head["open"], head["moved"]) == (WH, True, story.moved)
     tripping = view["tripping"]
@@ -135,24 +140,33 @@ def test_the_incident_json_tells_the_story_in_order(story: Story) -> None:
     assert len(chart["zones"]["cold_room_1"]["temperature_c"]["t"]) == 60
     assert chart["limit"]["value"] == 8.0
     assert [m["kind"] for m in chart["markers"]] == ["trip"]
-    missing = httpx.get(f"{story.url}/incidents/NOPE", timeout=15)
+    missing = httpx.get(f"{story.url}/incidents/NOPE", headers=ADMIN, timeout=15)
     assert missing.status_code == 404 and "NOPE" in missing.text
 
 
 @pytest.mark.broker
-def test_acting_needs_an_identity_and_an_unknown_incident_is_404(story: Story) -> None:
+def test_acting_takes_the_callers_identity_and_operators_only(story: Story) -> None:
+    path = story.workdir / "coordinator.sqlite"
     with httpx.Client(base_url=story.url, timeout=15) as http:
         anonymous = http.post(f"/incidents/{EPISODE}/comments", json={"text": "hi"})
         assert anonymous.status_code == 401
-        assert "x-breakwater-actor" in anonymous.json()["detail"]
+        viewer = headers_for(path, Role.VIEWER, name="看板")
+        assert http.get(f"/incidents/{EPISODE}", headers=viewer).status_code == 200
+        refused = http.post(f"/incidents/{EPISODE}/comments", json={"text": "hi"},
+                            headers=viewer)
+        assert refused.status_code == 403
+        operator = headers_for(path, Role.OPERATOR, name="王值班")
         junk = http.post(f"/incidents/{EPISODE}/assign", json={"assignee": ""},
-                         headers={"X-Breakwater-Actor": quote("王值班")})
+                         headers=operator)
         assert junk.status_code == 422 and junk.json()["field"] == "body.assignee"
+        # the actor comes from the credential, never from the body
+        forged = http.post(f"/incidents/{EPISODE}/comments",
+                           json={"text": "冷库一断电", "actor": "someone-else"}, headers=operator)
+        assert forged.status_code == 422
         said = http.post(f"/incidents/{EPISODE}/comments", json={"text": "冷库一断电"},
-                         headers={"X-Breakwater-Actor": quote("王值班")})
-        assert said.status_code == 201 and said.json()["actor"] == "王值班"
-        unknown = http.post("/incidents/NOPE/acknowledge", json={},
-                            headers={"X-Breakwater-Actor": quote("王值班")})
+                         headers=operator)
+        assert said.status_code == 201 and said.json()["actor"] == "token:王值班"
+        unknown = http.post("/incidents/NOPE/acknowledge", json={}, headers=operator)
         assert unknown.status_code == 404
 
 
@@ -161,6 +175,7 @@ def test_the_page_shows_the_story_and_its_buttons_acknowledge_and_pause(story: S
     from selenium.webdriver.common.by import By
 
     with webdriver(story.workdir, width=1300, height=2200) as driver:
+        login(driver, story.url, OPERATOR, f"{OPERATOR}-test-password")
         driver.get(f"{story.url}/dashboard/incidents/{EPISODE}?lang=en")
         wait_until(driver, lambda d: d.execute_script(
             "return !!(window.chartInfo && window.chartInfo.temperature_c)"), what="the chart")
@@ -184,9 +199,8 @@ def test_the_page_shows_the_story_and_its_buttons_acknowledge_and_pause(story: S
         assert rows == story.moved
         screenshot(driver, "incident-view.png")
 
-        driver.find_element(By.ID, "actor").send_keys("duty-lead-wang")
         driver.find_element(By.ID, "ack").click()
-        wait_until(driver, lambda d: "acknowledged by duty-lead-wang" in d.find_element(
+        wait_until(driver, lambda d: f"acknowledged by user:{OPERATOR}" in d.find_element(
             By.ID, "summary").text, what="the acknowledgement")
         driver.find_element(By.ID, "switch-reason").send_keys("power cut in cold room 1")
         driver.find_element(By.ID, "pause").click()
@@ -197,10 +211,10 @@ def test_the_page_shows_the_story_and_its_buttons_acknowledge_and_pause(story: S
             "return [...document.querySelectorAll('#timeline li')].map(l => l.dataset.kind)"),
             what="the pause on the timeline")
         assert console_errors(driver) == []
-    with httpx.Client(base_url=story.url, timeout=15) as http:
+    with httpx.Client(base_url=story.url, headers=ADMIN, timeout=15) as http:
         actions = http.get(f"/incidents/{EPISODE}").json()["actions"]
         assert [(a["action"], a["actor"]) for a in actions] == [
-            ("commented", "王值班"), ("acknowledged", "duty-lead-wang")]
+            ("commented", "token:王值班"), ("acknowledged", f"user:{OPERATOR}")]
         audit = http.get(f"/warehouses/{WH}/audit").json()
-        assert audit[-1]["action"] == "pause" and audit[-1]["actor"] == "duty-lead-wang"
+        assert audit[-1]["action"] == "pause" and audit[-1]["actor"] == f"user:{OPERATOR}"
         assert audit[-1]["reason"] == "power cut in cold room 1"

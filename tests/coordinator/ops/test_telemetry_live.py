@@ -19,8 +19,9 @@ from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
 from protocols import TelemetrySummary, Topics, encode
 from protocols.clock import ManualClock
 from simulators.brokers import Broker
+from tests.auth import ADMIN
 from tests.coordinator.ops.app_server import ops_app, serving
-from tests.coordinator.ops.helpers import ops_config, settings_for
+from tests.coordinator.ops.helpers import ops_config, register_gateways, settings_for
 
 
 def reading(minute: int, value: float) -> TelemetrySummary:
@@ -51,9 +52,11 @@ async def test_a_summary_published_by_an_agent_is_stored_pushed_live_and_counted
     for name in SAMPLE_FILES:
         import_file(db, SAMPLE_DIR / f"{name}.csv", datetime.now(UTC))
     db.conn.close()
+    register_gateways(path, {"gw-wh-02": "WH-02"})
     app = ops_app(settings_for(path, broker.url, topics), ops_config(tmp_path),
                   ManualClock(datetime.now(UTC)))
-    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=15) as http:
+    async with serving(app) as url, \
+            httpx.AsyncClient(base_url=url, headers=ADMIN, timeout=15) as http:
         async with http.stream("GET", "/dashboard/events") as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
             lines = stream.aiter_lines()
@@ -69,6 +72,9 @@ async def test_a_summary_published_by_an_agent_is_stored_pushed_live_and_counted
                 # a redelivery is one row
                 await agent.publish(topics.telemetry("WH-02", "cold-1"),
                                     encode(reading(0, 9.4)), qos=1)
+                # an agent the registry does not know for WH-02 is not charted
+                stranger = reading(1, 30.0).model_copy(update={"agent_id": "gw-unknown"})
+                await agent.publish(topics.telemetry("WH-02", "cold-1"), encode(stranger), qos=1)
             async with asyncio.timeout(5):
                 pushed = await next_state(lines)
             assert pushed["changed"] == ["telemetry"]
@@ -83,6 +89,7 @@ async def test_a_summary_published_by_an_agent_is_stored_pushed_live_and_counted
                     break
                 await asyncio.sleep(0.05)
         assert 'breakwater_telemetry_summaries_total{outcome="stored"} 1.0' in text
+        assert 'breakwater_telemetry_summaries_total{outcome="refused"} 1.0' in text
         assert 'breakwater_ops_events_total{kind="bad_payloads"} 1.0' in text
         assert "# TYPE breakwater_http_request_duration_seconds histogram" in text
         assert ('breakwater_http_request_duration_seconds_count{method="GET",'
