@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 MIGRATION_MODULES = (
     "coordinator.schema",
     "coordinator.ops.schema",
+    "coordinator.ops.cluster_schema",
     "coordinator.intel.schema",
     "coordinator.ops.telemetry",
     "coordinator.ops.incident_log",

@@ -235,9 +235,31 @@ class EscalationConfig(_Config):
                       repeat_after=timedelta(minutes=self.repeat_after_min),
                       max_levels=self.max_levels)
 
+class ClusterConfig(_Config):
+    """Several coordinator instances on one database: one leader runs the ops loop under
+    a lease; every instance feeds the shared inbox (docs/scaling.md)."""
+
+    enabled: bool = False
+    # A standby takes over at most lease_ttl_s after the leader's last renewal; the TTL
+    # must also exceed the clock skew between instances by a wide margin.
+    lease_ttl_s: float = Field(default=4.0, gt=0, le=600)
+    renew_interval_s: float = Field(default=0.5, gt=0, le=60)
+    apply_interval_s: float = Field(default=0.05, gt=0, le=10)
+    apply_batch: int = Field(default=200, ge=1, le=10_000)
+    inbox_keep_s: float = Field(default=3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _renew_in_time(self) -> ClusterConfig:
+        if self.renew_interval_s >= self.lease_ttl_s / 2:
+            message = (f"renew_interval_s: must be below half of lease_ttl_s "
+                       f"({self.lease_ttl_s / 2:g}) so a live leader renews in time")
+            raise ValueError(message)
+        return self
+
 
 class OpsConfig(_Config):
     mqtt: MqttConfig = MqttConfig()
+    cluster: ClusterConfig = ClusterConfig()
     subscribe_mqtt: bool = True
     agent_offline_grace_s: float = Field(default=120.0, ge=0)
     courier_silence_min: float = Field(default=30.0, gt=0)

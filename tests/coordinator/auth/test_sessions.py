@@ -28,7 +28,7 @@ def _login(http: httpx.Client, username: str = "alice") -> str:
 
 def test_login_sets_a_strict_httponly_session_and_the_audit_names_the_person(
         site: Site) -> None:
-    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
+    with httpx.Client(base_url=site.url, timeout=15) as http:
         wrong = http.post("/auth/login", json={"username": "alice", "password": "guess"})
         assert wrong.status_code == 401 and "bw_session" not in wrong.cookies
         nobody = http.post("/auth/login", json={"username": "mallory", "password": "guess"})
@@ -53,14 +53,14 @@ def test_login_sets_a_strict_httponly_session_and_the_audit_names_the_person(
             "user:alice"}
         assert http.post("/auth/logout", headers={"X-CSRF-Token": csrf}).status_code == 200
     # the cookie of a closed session is worth nothing, even sent again by hand
-    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15,
+    with httpx.Client(base_url=site.url, timeout=15,
                       cookies={"bw_session": answer.cookies["bw_session"]}) as replay:
         assert replay.get("/auth/me").status_code == 401
 
 
 def test_a_cross_site_form_post_and_a_text_plain_import_are_refused(site: Site) -> None:
     csv_body = "id,name,cold_chain\nSKU-XSITE,forged,0\n"
-    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
+    with httpx.Client(base_url=site.url, timeout=15) as http:
         csrf = _login(http)
         # what a hostile page can make the operator's browser send without a preflight:
         # a form post (cookie attached, no header) and a text/plain body
@@ -86,7 +86,7 @@ def test_a_multipart_import_from_a_logged_in_page_needs_the_csrf_field(site: Sit
                                                "role": "integration"})
         assert made.status_code == 201, made.text
     files = {"file": ("skus.csv", b"id,name,cold_chain\nSKU-FORM,by form,0\n", "text/csv")}
-    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
+    with httpx.Client(base_url=site.url, timeout=15) as http:
         csrf = _login(http, integrator)
         without = http.post("/import/skus", files=files)
         assert without.status_code == 403
@@ -120,7 +120,7 @@ def test_tokens_are_shown_once_stored_hashed_and_revocable(site: Site) -> None:
 
 
 def test_any_coordinator_on_the_database_accepts_a_session(site: Site) -> None:
-    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
+    with httpx.Client(base_url=site.url, timeout=15) as http:
         _login(http)
         cookie = http.cookies["bw_session"]
     other = create_app(Settings(db_path=str(site.db_path)), clock=ManualClock(NOW))
@@ -130,14 +130,14 @@ def test_any_coordinator_on_the_database_accepts_a_session(site: Site) -> None:
 
 
 def test_a_browser_without_a_session_is_sent_to_the_login_page(site: Site) -> None:
-    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
+    with httpx.Client(base_url=site.url, timeout=15) as http:
         page = http.get("/", headers={"Accept": "text/html"})
         assert page.status_code == 303 and page.headers["location"] == "/login?next=%2F"
         assert "password" in http.get("/login").text
 
 
 def test_a_franchisee_sees_only_their_stores_orders(site: Site) -> None:
-    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
+    with httpx.Client(base_url=site.url, timeout=15) as http:
         _login(http, "franchisee-1")
         orders = http.get("/orders").json()
         assert orders and {o["store_id"] for o in orders} == {site.order_store}
