@@ -32,6 +32,7 @@ MIGRATION_MODULES = (
     "coordinator.ops.telemetry",
     "coordinator.ops.incident_log",
     "coordinator.ops.notify.franchisee",
+    "coordinator.ops.commands",
     "coordinator.auth.schema",
     "coordinator.gateways.schema",  # after ops: it registers the agents ops has seen
 )

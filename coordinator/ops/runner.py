@@ -24,13 +24,14 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TypeVar
 
+import aiomqtt
 from pydantic import ValidationError
 
 from coordinator.db import open_database, write_transaction
 from coordinator.errors import ConfigError
 from coordinator.live import Hub
 from coordinator.observability import Metrics
-from coordinator.ops import escalation_store, inbox_store, telemetry, tracker_store
+from coordinator.ops import commands, escalation_store, inbox_store, telemetry, tracker_store
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.escalation import Escalate
 from coordinator.ops.handler import HandleResult, OpsCore
@@ -39,7 +40,16 @@ from coordinator.ops.notify.dispatcher import Dispatcher
 from coordinator.ops.watcher import OpsMessage, Watcher
 from coordinator.secret_source import OPS_SECRETS, with_secrets
 from coordinator.settings import Settings
-from protocols import AgentStatus, BreakerEvent, TelemetrySummary, Topics, TrackingUpdate
+from protocols import (
+    AgentStatus,
+    AuditRecord,
+    BreakerEvent,
+    CommandKind,
+    TelemetrySummary,
+    Topics,
+    TrackingUpdate,
+    encode,
+)
 from protocols.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -203,6 +213,26 @@ class OpsService:
             except Exception:
                 log.exception("ops tick failed")
 
+    async def command(self, warehouse_id: str, breaker: str, kind: CommandKind, *, actor: str,
+                      reason: str, minutes: float | None) -> list[commands.Prepared]:
+        """Sign, record and publish a breaker command to every gateway of the warehouse
+        (see coordinator.ops.commands); the agents' audit records come back on their own."""
+        now = self.clock.now()
+        sent = await self.call(lambda core: commands.prepare(
+            core.db, warehouse_id, breaker, kind, actor=actor, reason=reason,
+            minutes=minutes, now=now))
+        try:
+            for p in sent:
+                await self.watcher.publish(self.topics.command(warehouse_id, breaker),
+                                           encode(p.command))
+        except (ConnectionError, aiomqtt.MqttError):
+            ids = [p.command.command_id for p in sent]
+            await self.call(lambda core: commands.mark_unsent(core.db, ids))
+            raise
+        finally:
+            self._announce("incidents")
+        return sent
+
     async def escalate(self) -> list[Escalate]:
         """Queue the escalations due now (see coordinator.ops.escalation)."""
         cfg = self.config.escalation
@@ -299,6 +329,11 @@ class OpsService:
         # and drops it (it was already acknowledged); the subscription never ends.
         if isinstance(message, TelemetrySummary):
             await self.store_telemetry(message)
+            return
+        if isinstance(message, AuditRecord):
+            # what an agent did with one of our breaker commands, onto its incident
+            if await self.call(lambda core: commands.record_audit(core.db, message)):
+                self._announce("incidents")
             return
         now = self.clock.now()
         if self.leadership is not None:

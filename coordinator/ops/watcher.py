@@ -29,6 +29,7 @@ from coordinator.errors import ConfigError
 from coordinator.ops.config import MqttConfig
 from protocols import (
     AgentStatus,
+    AuditRecord,
     BreakerEvent,
     PayloadError,
     TelemetrySummary,
@@ -49,7 +50,7 @@ from protocols.reconnect import BrokerRotation, Random
 
 log = logging.getLogger(__name__)
 
-OpsMessage = BreakerEvent | AgentStatus | TrackingUpdate | TelemetrySummary
+OpsMessage = BreakerEvent | AgentStatus | TrackingUpdate | TelemetrySummary | AuditRecord
 
 # aiomqtt passes on only the text of a connect error; these mark certificate failures.
 _TLS_FAILURE_MARKS = ("SSL", "certificate", "CERTIFICATE", "tlsv", "TLSV")
@@ -130,11 +131,20 @@ class Watcher:
         self.sink = sink
         self.stats = WatcherStats()
         self.connected = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
 
     def filters(self) -> list[str]:
         t = self.topics
         return [t.breaker_filter(), t.agent_status_filter(), t.tracking_filter(),
-                t.telemetry_filter()]
+                t.telemetry_filter(), t.audit_filter()]
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish (QoS 1) on the watcher's own connection: breaker commands go out the way
+        events come in. Raises :class:`ConnectionError` while no broker is connected."""
+        client = self._client
+        if client is None:
+            raise ConnectionError("the ops watcher is not connected to a broker")
+        await client.publish(topic, payload, qos=1)
 
     async def run(self) -> None:
         """Receive until cancelled; on :class:`aiomqtt.MqttError` move to the next broker
@@ -156,6 +166,7 @@ class Watcher:
                 ) as client:
                     for topic_filter in self.filters():
                         await client.subscribe(topic_filter, qos=1)
+                    self._client = client
                     self.rotation.connected(self.clock.now())
                     self.stats.connects += 1
                     self.stats.broker = _shown(address)
@@ -167,6 +178,7 @@ class Watcher:
                         raw = payload if isinstance(payload, bytes | bytearray | str) else b""
                         await self.handle(str(message.topic), raw, time.perf_counter())
             except aiomqtt.MqttError as exc:
+                self._client = None
                 self.connected.clear()
                 self.stats.broker = None
                 task = asyncio.current_task()
@@ -214,6 +226,9 @@ class Watcher:
                 message = decode(TelemetrySummary, raw)
                 _same(parsed.warehouse, message.warehouse_id, "warehouse_id")
                 _same(parsed.zone, message.zone, "zone")
+            elif parsed.kind == "audit":
+                message = decode(AuditRecord, raw)
+                _same(parsed.warehouse, message.warehouse_id, "warehouse_id")
             elif parsed.kind == "tracking":
                 message = decode(TrackingUpdate, raw)
                 _same(parsed.carrier, message.carrier, "carrier")

@@ -61,6 +61,10 @@ const I18N = {
     for_word: "持续", actor_word: "操作人", several_found: "找到 {n} 笔订单：",
     meituan: "美团", wechat_mini: "微信小程序", douyin: "抖音", breaker_pending: "超过阈值，开始计时",
     security: "安全告警", col_outcome: "处理", col_agent: "网关", no_security: "暂无安全告警",
+    cmd_inhibit: "抑制（保持闭合）", cmd_force_tripped: "强制熔断", cmd_release: "解除人工干预",
+    cmd_ack: "确认告警", cmd_minutes: "时长（分钟）", send_command: "发送指令",
+    confirm_command: "确定对 {w} 的断路器 {b} 执行「{c}」？原因：{r}", outcome_sent: "已发送",
+    outcome_applied: "网关已执行", outcome_refused: "网关拒绝", outcome_expired: "已过期",
   },
   en: {
     title: "Breakwater operations board", loading: "loading…", warehouses: "Warehouses",
@@ -127,6 +131,11 @@ const I18N = {
     douyin: "Douyin",
     breaker_pending: "over the limit, counting down", security: "Security alerts",
     col_outcome: "Outcome", col_agent: "Agent", no_security: "no security alerts",
+    cmd_inhibit: "inhibit (hold closed)", cmd_force_tripped: "force open", cmd_release: "release override",
+    cmd_ack: "acknowledge alarm", cmd_minutes: "minutes", send_command: "Send command",
+    confirm_command: "{c} breaker {b} of {w}? Reason: {r}", outcome_sent: "sent",
+    outcome_applied: "applied by the gateway", outcome_refused: "refused by the gateway",
+    outcome_expired: "expired",
   },
 };
 const UNITS = { temperature_c: " °C", humidity_pct: " %" };

@@ -6,6 +6,7 @@ destination counts), and acknowledge and pause done with the page's buttons, aud
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,9 +21,12 @@ import pytest
 from benchmarks.reroute import seed_orders_at
 from coordinator.auth.roles import Role
 from coordinator.db import open_database
+from coordinator.gateways import store as gateway_store
 from coordinator.ops.app import create_app_with_ops
 from coordinator.serving import serve_in_thread
 from protocols import (
+    AuditRecord,
+    BreakerCommand,
     BreakerEvent,
     BreakerState,
     TelemetrySummary,
@@ -31,6 +35,7 @@ from protocols import (
     TripValue,
     encode,
 )
+from protocols.command_auth import verify_command
 from simulators.brokers import Broker
 from tests.auth import ADMIN, add_login, headers_for
 from tests.browser import console_errors, login, screenshot, wait_until, webdriver
@@ -48,6 +53,7 @@ class Story:
     tripped_at: datetime
     moved: int
     workdir: Path
+    topic_root: str
 
 
 def _summaries(now: datetime) -> list[TelemetrySummary]:
@@ -112,7 +118,7 @@ def story(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 break
             assert time.monotonic() < deadline, f"no reroute: {r.text[:500]}"
             time.sleep(0.05)
-        yield Story(url, now, held, workdir)
+        yield Story(url, now, held, workdir, topics.root)
         asyncio.run(publish([(topics.breaker(WH, "cold_chain"), b"", True)]))
 
 
@@ -218,3 +224,84 @@ def test_the_page_shows_the_story_and_its_buttons_acknowledge_and_pause(story: S
         audit = http.get(f"/warehouses/{WH}/audit").json()
         assert audit[-1]["action"] == "pause" and audit[-1]["actor"] == f"user:{OPERATOR}"
         assert audit[-1]["reason"] == "power cut in cold room 1"
+
+
+@pytest.mark.broker
+def test_a_breaker_command_is_signed_for_the_gateway_and_its_audit_joins_the_timeline(
+        story: Story, mqtt_broker: Broker) -> None:
+    from selenium.webdriver.common.by import By
+
+    path = story.workdir / "coordinator.sqlite"
+    db = open_database(path)
+    key = gateway_store.command_key(db, "gw-wh-02").encode()
+    db.conn.close()
+    topics = Topics(story.topic_root)
+    received: list[BreakerCommand] = []
+
+    async def agent_side() -> None:
+        async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port) as agent:
+            await agent.subscribe(topics.command(WH, "cold_chain"), qos=1)
+            ready.set()
+            async for message in agent.messages:
+                assert isinstance(message.payload, bytes)
+                cmd = BreakerCommand.model_validate_json(message.payload)
+                # one command per registered gateway of the warehouse: this agent's is ours
+                if cmd.agent_id == "gw-wh-02":
+                    received.append(cmd)
+                    return
+
+    ready = threading.Event()
+    listener = threading.Thread(target=lambda: asyncio.run(agent_side()), daemon=True)
+    listener.start()
+    assert ready.wait(10)
+    with httpx.Client(base_url=story.url, timeout=15) as http:
+        viewer = headers_for(path, Role.VIEWER, name="看板2")
+        url = f"/warehouses/{WH}/breakers/cold_chain/commands"
+        body = {"command": "inhibit", "reason": "sensor t-cr1-a reads 5 °C high"}
+        assert http.post(url, json=body, headers=viewer).status_code == 403
+        no_minutes = http.post(url, json=body, headers=ADMIN)
+        assert no_minutes.status_code == 422 and no_minutes.json()["field"] == "body.minutes"
+    with webdriver(story.workdir) as driver:
+        login(driver, story.url, OPERATOR, f"{OPERATOR}-test-password")
+        driver.get(f"{story.url}/dashboard/incidents/{EPISODE}?lang=en")
+        wait_until(driver, lambda d: d.find_element(By.ID, "cmd-breaker").get_attribute("value")
+                   == "cold_chain", what="the tripped breaker preselected")
+        driver.find_element(By.ID, "cmd-reason").send_keys("sensor t-cr1-a reads 5 °C high")
+        driver.find_element(By.ID, "send-command").click()
+        alert = driver.switch_to.alert
+        assert "inhibit (hold closed) breaker cold_chain of WH-02?" in alert.text
+        alert.accept()
+        listener.join(10)
+        assert console_errors(driver) == []
+    [cmd] = received
+    assert (cmd.command.value, cmd.agent_id, cmd.actor) == ("inhibit", "gw-wh-02",
+                                                            f"user:{OPERATOR}")
+    assert cmd.expires_at is not None and cmd.expires_at - cmd.issued_at == timedelta(minutes=30)
+    # what the agent checks before applying it: signed with its key, for it, in time
+    verify_command(cmd, key, agent_id="gw-wh-02", now=datetime.now(UTC),
+                   max_ttl=timedelta(hours=12))
+    audit = AuditRecord(warehouse_id=WH, agent_id="gw-wh-02", breaker="cold_chain",
+                        command_id=cmd.command_id, command=cmd.command, actor=cmd.actor,
+                        reason=cmd.reason, outcome="applied", ts=datetime.now(UTC))
+
+    async def answer() -> None:
+        async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port) as agent:
+            await agent.publish(topics.audit(WH), encode(audit), qos=1)
+
+    asyncio.run(answer())
+    with httpx.Client(base_url=story.url, headers=ADMIN, timeout=15) as http:
+        deadline = time.monotonic() + 10
+        while True:
+            actions = [a for a in http.get(f"/incidents/{EPISODE}").json()["actions"]
+                       if a["action"] == "command"]
+            if any(a["detail"]["outcome"] == "applied" for a in actions):
+                break
+            assert time.monotonic() < deadline, actions
+            time.sleep(0.05)
+    # sent to each registered gateway of WH-02, then this agent's answer
+    sent = [a for a in actions if a["detail"]["outcome"] == "sent"]
+    assert cmd.command_id in {a["detail"]["command_id"] for a in sent}
+    assert all(a["actor"] == f"user:{OPERATOR}" for a in sent)
+    [applied] = [a for a in actions if a["detail"]["outcome"] == "applied"]
+    assert applied["detail"]["command_id"] == cmd.command_id
+    assert actions.index(applied) == len(actions) - 1
