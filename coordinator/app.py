@@ -315,11 +315,12 @@ def _normalise_all(items: Sequence[BaseModel], single: bool) -> list[OrderIn] | 
     return orders
 
 
-def _decision_view(row: dict[str, Any]) -> dict[str, Any]:
+def _decision_view(row: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     candidates = ledger.trace_candidates(row["trace"])
     lines = []
     for c in candidates:
-        head = f"{c['warehouse_id']} ({c['distance_km']} km)"
+        c["name"] = names.get(c["warehouse_id"])
+        head = f"{c['warehouse_id']} {c['name'] or ''} ({c['distance_km']} km)".replace("  ", " ")
         if c["chosen"]:
             lines.append(f"{head}: CHOSEN, score {c['score']}, reservation rate "
                          f"{c['reservation_rate']:.0%}, stock depth {c['stock_depth']}x")
@@ -500,8 +501,9 @@ def _orders_router() -> APIRouter:
         rows = queries.decisions_of(db, order_id)
         if not queries.order_exists(db, order_id):
             raise _not_found(NotFound("order", order_id))
+        names = queries.warehouse_names(db)
         out: dict[str, Any] = {"order_id": order_id,
-                               "decisions": [_decision_view(r) for r in rows]}
+                               "decisions": [_decision_view(r, names) for r in rows]}
         if why_not_warehouse is not None:
             try:
                 wh = queries.get_warehouse(db, why_not_warehouse)
@@ -509,11 +511,14 @@ def _orders_router() -> APIRouter:
                 raise _not_found(exc) from exc
             lat, lon = queries.order_position(db, order_id)
             distance = round(great_circle_km(lat, lon, wh["lat"], wh["lon"]), 3)
-            latest = rows[-1] if rows else None
-            answer = (why_not(_as_decision(latest), why_not_warehouse, distance)
-                      if latest is not None else "no allocation decision recorded yet")
-            out["why_not"] = {"warehouse_id": why_not_warehouse, "distance_km": distance,
-                              "answer": answer}
+            # every decision of the order: it may have been allocated there, then
+            # rerouted away; the latest answer first, the whole history beside it
+            history = [{"decision": n, "kind": r["kind"], "decided_at": r["decided_at"],
+                        "answer": why_not(_as_decision(r), why_not_warehouse, distance)}
+                       for n, r in enumerate(rows, 1)]
+            answer = history[-1]["answer"] if history else "no allocation decision recorded yet"
+            out["why_not"] = {"warehouse_id": why_not_warehouse, "name": wh["name"],
+                              "distance_km": distance, "answer": answer, "history": history}
         return out
 
     return router

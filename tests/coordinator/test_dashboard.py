@@ -299,6 +299,12 @@ def test_browser_renders_warehouses_and_an_orders_timeline_and_decision(site: Si
             assert line in unescape(dom)
     answer = _text(_element(dom, "p", 'id="why-not-answer"'))
     assert answer == f"Why not {site.paused}? {decision['why_not']['answer']}"
+    # asked across the whole history: allocated there first, then rerouted away
+    history = decision["why_not"]["history"]
+    assert [h["kind"] for h in history] == ["allocate", "reroute"]
+    assert re.findall(r'<li data-kind="(\w+)"', _element(dom, "ol", 'id="why-not-history"')) == [
+        "allocate", "reroute"]
+    assert all(c["name"] for d in decision["decisions"] for c in d["candidates"])
 
 
 @pytest.mark.broker
