@@ -7,7 +7,8 @@ demo's size.
   into a bare table without key, index or conflict check (SQLite's write floor here).
 - **Dashboard state**: the sample region (8 warehouses) with the demo's 287 orders at WH-02
   rerouted by a pause (100 with ``--quick``), and 24 h of minute telemetry for 3 zones x 2
-  metrics per warehouse (69,120 rows). ``state_*``: :func:`coordinator.dashboard.state` in process;
+  metrics per warehouse (69,120 rows). ``state_*``:
+  :func:`coordinator.dashboard_state.state` in process;
   ``push_*``: a change published on the live hub until the open server-sent event stream
   delivers the new state, over a real uvicorn on loopback; baseline in the same run:
   ``GET /healthz`` over the same HTTP client (the round trip with no work).
@@ -27,7 +28,9 @@ import httpx
 
 from benchmarks.reroute import seed_orders_at
 from benchmarks.runner import Result
-from coordinator import dashboard
+from coordinator import dashboard, dashboard_state
+from coordinator.auth.roles import Role, Scope
+from coordinator.auth.store import issue_token
 from coordinator.catalog import set_warehouse_paused
 from coordinator.db import open_database, write_transaction
 from coordinator.ops.app import create_app_with_ops
@@ -94,9 +97,10 @@ def _ms(samples: list[float], q: float) -> float:
     return 1000 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _push_latency(url: str, app: Any, rounds: int) -> list[float]:
+async def _push_latency(url: str, app: Any, rounds: int,
+                        headers: dict[str, str]) -> list[float]:
     samples = []
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http, \
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http, \
             http.stream("GET", "/dashboard/events") as stream:
         lines = stream.aiter_lines()
 
@@ -131,22 +135,26 @@ def state_latency(workdir: Path, quick: bool, result: Result) -> None:
     for i in range(0, len(rows), 5000):
         record(db, rows[i:i + 5000])
     result.add("telemetry_rows", len(rows), "rows", "stored for the state figures")
+    # the board is behind authentication: a viewer's token, as a scraper or page would hold
+    _, secret = issue_token(db, name="bench-viewer", role=Role.VIEWER, scope=Scope(), now=now,
+                            created_by="benchmark")
+    viewer = {"Authorization": f"Bearer {secret}"}
     runs = 10 if quick else 100
     samples = []
     for _ in range(runs):
         started = time.perf_counter()
-        dashboard.state(db)
+        dashboard_state.state(db)
         samples.append(time.perf_counter() - started)
     db.conn.close()
-    result.add("state_p50_ms", _ms(samples, 0.5), "ms", "dashboard.state in process")
+    result.add("state_p50_ms", _ms(samples, 0.5), "ms", "dashboard_state.state in process")
     result.add("state_p99_ms", _ms(samples, 0.99), "ms")
     settings = Settings(db_path=str(path), mqtt_url="mqtt://127.0.0.1:1")
     config = OpsConfig.model_validate({"subscribe_mqtt": False, "notify": {"franchisee": {
         "jsonl_path": str(workdir / "franchisee.jsonl")}}})
     app = create_app_with_ops(settings, config=config)
     with serve_in_thread(app) as url:
-        push = asyncio.run(_push_latency(url, app, 5 if quick else 50))
-        with httpx.Client(base_url=url, timeout=30) as http:
+        push = asyncio.run(_push_latency(url, app, 5 if quick else 50, viewer))
+        with httpx.Client(base_url=url, headers=viewer, timeout=30) as http:
             base = []
             for _ in range(5 if quick else 50):
                 started = time.perf_counter()

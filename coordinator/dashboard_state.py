@@ -14,7 +14,7 @@ from sqlite_utils import Database
 
 from coordinator.gateways.store import security_summary
 from coordinator.ledger import TIMELINE_LABELS
-from coordinator.ops import telemetry
+from coordinator.ops import incident_log, telemetry
 from protocols.timestamps import parse_stamp, stamp
 
 # the notification outbox's states, in the order an operator reads them
@@ -142,9 +142,13 @@ def incidents(db: Database, limit: int) -> list[dict[str, Any]]:
                 "new_warehouse_id", {f"i{n}": i for n, i in enumerate(ids)}):
             destinations.setdefault(incident_id, []).append(
                 {"warehouse_id": target, "name": names.get(target), "orders": n})
+    tripped = incident_log.trip_times(db, [r["incident_id"] for r in ordered])
     for r in ordered:
         r["warehouse_name"] = names.get(r["warehouse_id"])
         r["open"] = r["closed_at"] is None
+        # the trip's event time: what the notices and the demo report show (opened_at is
+        # when head office heard of it, later after an uplink outage)
+        r["tripped_at"] = tripped.get(r["incident_id"])
         # where the moved orders went: "287 moved" names its warehouses
         r["destinations"] = destinations.get(r["incident_id"], [])
     return ordered

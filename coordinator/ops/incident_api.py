@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import aiomqtt
-from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlite_utils import Database
@@ -125,9 +125,16 @@ class CommandRequest(BaseModel):
                                   "how long the override lasts")
 
 
+def _warehouse_in_scope(request: Request, warehouse_id: str, caller: auth.Caller) -> None:
+    # a dependency, so a caller outside the scope hears 403 before any body is judged
+    if not caller.scope.covers_warehouse(warehouse_id):
+        raise auth.forbid(request, f"warehouse {warehouse_id!r} is outside your scope")
+
+
 @router.post("/warehouses/{warehouse_id}/breakers/{breaker}/commands", status_code=201,
              response_model=dict[str, Any],
-             dependencies=[auth.requires({auth.Role.OPERATOR}, scoped=True)],
+             dependencies=[auth.requires({auth.Role.OPERATOR}, scoped=True),
+                           Depends(_warehouse_in_scope)],
              responses={409: {"description": "no active gateway for the warehouse"},
                         503: {"description": "no broker connection: nothing was sent"}})
 async def breaker_command(request: Request, warehouse_id: Annotated[str, Path(max_length=64)],
@@ -136,8 +143,6 @@ async def breaker_command(request: Request, warehouse_id: Annotated[str, Path(ma
     """Inhibit, force open, release or acknowledge a breaker on the agent: a signed
     ``BreakerCommand`` to each gateway of the warehouse, audited, on the incident's
     timeline; the agent's audit record (applied / refused / expired) follows there."""
-    if not caller.scope.covers_warehouse(warehouse_id):
-        raise auth.forbid(request, f"warehouse {warehouse_id!r} is outside your scope")
     try:
         sent = await ops.command(warehouse_id, breaker, body.command, actor=caller.actor,
                                  reason=body.reason, minutes=body.minutes)

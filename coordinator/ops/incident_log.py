@@ -151,6 +151,18 @@ def trip_facts(db: Database, warehouse_id: str, incident_id: str) -> TripFacts |
                      for_s=limit["for_s"] if limit else None)
 
 
+def trip_times(db: Database, incident_ids: list[str]) -> dict[str, str]:
+    """When each breaker incident's breaker tripped (event time), by incident id."""
+    if not incident_ids:
+        return {}
+    marks = ", ".join(f":i{n}" for n in range(len(incident_ids)))
+    rows = db.conn.execute(
+        f"SELECT episode_id, min(event_time) FROM ops_breaker_log WHERE open = 1 "
+        f"AND episode_id IN ({marks}) GROUP BY episode_id",
+        {f"i{n}": i for n, i in enumerate(incident_ids)}).fetchall()
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
 def breaker_log(db: Database, warehouse_id: str, since: str, until: str
                 ) -> list[dict[str, Any]]:
     """A warehouse's breaker events with event time in [since, until], oldest first."""

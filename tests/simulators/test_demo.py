@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -92,6 +94,15 @@ def test_demo_trips_at_0217_and_accounts_for_all_287_orders(
     assert all(f"订单 {o['channel_order_id']}：" in notice["text"] for o in notice["orders"])
     assert coupon.startswith("为补偿本次改派") and notice["coupon"]["code"] in coupon
     assert notice["tripped_at_local"] == "2026-01-15 02:17:00 (Asia/Shanghai)"
+    # the board shows the incident at the same local time (its `tripped_at`, in the zone)
+    from coordinator.dashboard_state import state
+    from coordinator.db import open_database
+
+    db = open_database(next(tmp_path.glob("*.sqlite")))
+    [incident] = state(db)["incidents"]
+    db.conn.close()
+    tripped = datetime.fromisoformat(incident["tripped_at"]).astimezone(ZoneInfo("Asia/Shanghai"))
+    assert f"{tripped:%Y-%m-%d %H:%M:%S}" == "2026-01-15 02:17:00"
     assert f"dashboard: http://127.0.0.1:{port}/" in out
 
     # operations alerts went over real HTTP to the demo's inbox: one WeCom robot message
