@@ -29,11 +29,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
-from sqlite_utils import Database
 from starlette.concurrency import run_in_threadpool
 
 from coordinator import auth
+from coordinator.coalesce import Coalescer
 from coordinator.dashboard_state import state
+from coordinator.db import Database
 from coordinator.live import Hub
 from coordinator.observability import Metrics
 from coordinator.ops.runner import ops_config_of
@@ -88,7 +89,11 @@ def timezone_of(request: Request) -> str:
 
 def current_state(request: Request, incidents_limit: int = 20) -> dict[str, Any]:
     db: Database = request.app.state.connections.get()
-    out = state(db, incident_limit=incidents_limit)
+    reads: Coalescer = request.app.state.reads
+    # identical reads in flight (every open page after one change) share one computation;
+    # the shared dict is copied, not changed
+    out = dict(reads.run(("dashboard.state", incidents_limit),
+                         lambda: state(db, incident_limit=incidents_limit)))
     out["generated_at"] = stamp(request.app.state.clock.now())
     out["timezone"] = timezone_of(request)
     out["down"] = [w["id"] for w in out["warehouses"] if w["state"] != "available"]

@@ -17,8 +17,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlite_utils import Database
-
+from coordinator.db import Database
 from coordinator.errors import NotFound
 from coordinator.ops import incident_log, telemetry
 from protocols.timestamps import stamp

@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from sqlite_utils import Database
 
 from coordinator import auth
+from coordinator.db import Database
 
 # store staff look orders up: any role (customer service, operators, viewers)
 router = APIRouter(tags=["orders"], dependencies=[auth.requires(auth.ANY_ROLE)])

@@ -17,8 +17,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from coordinator import dashboard, order_search
+from coordinator import dashboard, order_search, roster_api
 from coordinator.app import create_app
+from coordinator.customer import api as customer_api
+from coordinator.customer.service import customer_lifespan
 from coordinator.gateways import api as gateways_api
 from coordinator.intel import api as intel_api
 from coordinator.intel.service import intel_lifespan
@@ -61,10 +63,14 @@ def ops_lifespan(config: OpsConfig | None = None
 
 def create_app_with_ops(settings: Settings | None = None, *, clock: Clock | None = None,
                         config: OpsConfig | None = None) -> FastAPI:
-    """The coordinator API plus the ops endpoints, background tasks and the dashboard."""
-    # the dashboard claims GET /, so it goes last
+    """The coordinator API plus the ops endpoints, background tasks, the intel and
+    customer sides and the dashboard."""
+    # the dashboard claims GET /, so it goes last; the customer side needs the ops
+    # service (its dispatcher) running, so its hook comes after
     return create_app(settings, clock=clock,
                       extra_routers=[router, intel_api.router, gateways_api.router,
-                                     gateways_api.security_router, incident_api.router,
+                                     gateways_api.security_router, roster_api.router,
+                                     customer_api.router, incident_api.router,
                                      order_search.router, dashboard.router],
-                      lifespan_hooks=[ops_lifespan(config), intel_lifespan()])
+                      lifespan_hooks=[ops_lifespan(config), intel_lifespan(),
+                                      customer_lifespan()])

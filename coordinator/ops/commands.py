@@ -1,33 +1,24 @@
-"""Breaker commands from head office: an operator inhibits, forces, releases or
-acknowledges a breaker on the agent, through the documented ``BreakerCommand``.
-
-:func:`prepare` builds one command per active gateway of the warehouse, signed with that
-gateway's key (``protocols.command_auth``: HMAC over the canonical command, bound to the
-agent, with a nonce and an expiry), remembers it (``ops_commands``: who, why, for which
-incident) and puts it on the incident's timeline; the ops service publishes it on
-``<root>/v1/wh/<warehouse>/cmd/<breaker>`` (QoS 1). What the agent did with it comes back
-as an ``AuditRecord`` on ``wh/<warehouse>/audit``; :func:`record_audit` adds that outcome to
-the incident the command belongs to.
+"""Breaker commands on the incident's timeline: an operator's inhibit, force, release or
+acknowledge (signed and published per gateway by ``POST
+/warehouses/{id}/breakers/{breaker}/commands``, coordinator/gateways) is remembered here
+(``ops_commands``: who, why, for which incident) and shown on the warehouse's open
+incident; what the agent did with it comes back as an ``AuditRecord`` on
+``wh/<warehouse>/audit`` and :func:`record_audit` adds that outcome to the same incident.
 """
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import datetime
 
-from sqlite_utils import Database, Migrations
+from sqlite_utils import Migrations
 
-from coordinator.db import write_transaction
-from coordinator.gateways import store as gateway_store
+from coordinator.db import Database, write_transaction
 from coordinator.ops import incident_log
-from protocols import AuditRecord, BreakerCommand, CommandKind
-from protocols.command_auth import sign_command
+from protocols import AuditRecord, BreakerCommand
 from protocols.timestamps import stamp
 
 migrations = Migrations("coordinator_commands")
-# an override nobody releases ends by itself; the agent refuses longer ones (12 h default)
-MAX_OVERRIDE = timedelta(hours=12)
 
 
 @migrations()
@@ -50,17 +41,6 @@ def m001_commands(db: Database) -> None:
     )
 
 
-class NoGateway(LookupError):
-    """The warehouse has no active gateway to command."""
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    warehouse_id: str
-    breaker: str
-    command: BreakerCommand
-
-
 def _open_incident(db: Database, warehouse_id: str) -> str | None:
     row = db.conn.execute(
         "SELECT incident_id FROM ops_incidents WHERE warehouse_id = :w AND closed_at IS NULL "
@@ -68,45 +48,26 @@ def _open_incident(db: Database, warehouse_id: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-def prepare(db: Database, warehouse_id: str, breaker: str, kind: CommandKind, *, actor: str,
-            reason: str, minutes: float | None, now: datetime) -> list[Prepared]:
-    """Signed commands for every active gateway of ``warehouse_id``, recorded.
-
-    Raises :class:`NoGateway` when there is none, ``ValueError`` (naming the field) for
-    an override without a duration or longer than :data:`MAX_OVERRIDE`."""
-    expires = None
-    if kind in (CommandKind.FORCE_TRIPPED, CommandKind.INHIBIT):
-        if minutes is None:
-            raise ValueError(f"minutes: required for {kind.value}")
-        if timedelta(minutes=minutes) > MAX_OVERRIDE:
-            raise ValueError(f"minutes: at most {MAX_OVERRIDE.total_seconds() / 60:g}")
-        expires = now + timedelta(minutes=minutes)
-    gateways = gateway_store.list_gateways(db, warehouse_id)  # retired ones are gone
-    if not gateways:
-        raise NoGateway(f"warehouse {warehouse_id!r} has no active gateway")
-    out = []
+def record_sent(db: Database, warehouse_id: str, breaker: str,
+                sent: Sequence[BreakerCommand], now: datetime) -> str | None:
+    """Remember commands just published (one per gateway) and put them on the warehouse's
+    open incident's timeline; returns that incident's id (None: no open incident)."""
     with write_transaction(db):
         incident = _open_incident(db, warehouse_id)
-        for g in gateways:
-            agent = g.agent_id
-            key = gateway_store.command_key(db, agent).encode()
-            cmd = sign_command(BreakerCommand(
-                command_id=f"cmd-{uuid.uuid4().hex[:16]}", command=kind, actor=actor,
-                reason=reason, issued_at=now, expires_at=expires, agent_id=agent), key)
+        for cmd in sent:
             db.conn.execute(
                 "INSERT INTO ops_commands (command_id, agent_id, warehouse_id, breaker, "
                 "command, actor, reason, incident_id, issued_at) VALUES (:c, :a, :w, :b, :k, "
-                ":actor, :r, :i, :t)",
-                {"c": cmd.command_id, "a": agent, "w": warehouse_id, "b": breaker,
-                 "k": kind.value, "actor": actor, "r": reason, "i": incident,
-                 "t": stamp(now)})
+                ":actor, :r, :i, :t) ON CONFLICT (command_id) DO NOTHING",
+                {"c": cmd.command_id, "a": cmd.agent_id or "", "w": warehouse_id,
+                 "b": breaker, "k": cmd.command.value, "actor": cmd.actor, "r": cmd.reason,
+                 "i": incident, "t": stamp(now)})
             if incident is not None:
-                incident_log.add_action(db, incident, "command", actor,
-                                        {"command": kind.value, "breaker": breaker,
-                                         "command_id": cmd.command_id, "reason": reason,
-                                         "outcome": "sent", "agent_id": agent}, now)
-            out.append(Prepared(warehouse_id, breaker, cmd))
-    return out
+                incident_log.add_action(db, incident, "command", cmd.actor,
+                                        {"command": cmd.command.value, "breaker": breaker,
+                                         "command_id": cmd.command_id, "reason": cmd.reason,
+                                         "outcome": "sent", "agent_id": cmd.agent_id}, now)
+    return incident
 
 
 def record_audit(db: Database, record: AuditRecord) -> str | None:
@@ -123,10 +84,3 @@ def record_audit(db: Database, record: AuditRecord) -> str | None:
         if row[0] is not None:
             incident_log.log_command_audit(db, row[0], record)
         return None if row[0] is None else str(row[0])
-
-
-def mark_unsent(db: Database, command_ids: list[str]) -> None:
-    """The broker was unreachable: those commands never left head office."""
-    with write_transaction(db):
-        db.conn.executemany("UPDATE ops_commands SET outcome = 'unsent' WHERE command_id = :c",
-                            [{"c": c} for c in command_ids])

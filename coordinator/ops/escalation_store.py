@@ -10,9 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlite_utils import Database
-
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.ops import incident_log
 from coordinator.ops.config import NotifyConfig
 from coordinator.ops.escalation import Escalate, OpenIncident, Person, Policy, due, recipients

@@ -14,21 +14,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import aiomqtt
-from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlite_utils import Database
 
 from coordinator import auth
-from coordinator.app import invalid
 from coordinator.dashboard import static_bytes
+from coordinator.db import Database
 from coordinator.errors import NotFound
 from coordinator.incident_view import incident_view
-from coordinator.ops import commands, incident_log
+from coordinator.ops import incident_log
 from coordinator.ops.api import Ops
 from coordinator.ops.handler import OpsCore
-from protocols import CommandKind
 
 router = APIRouter(tags=["incidents"], dependencies=[auth.requires(auth.ANY_ROLE)])
 # acting on an incident is the on-duty operators' job
@@ -113,48 +110,3 @@ async def comment(request: Request, incident_id: IncidentId, body: Comment,
                   caller: auth.Caller, ops: Ops) -> dict[str, Any]:
     return await _act(request, ops, incident_id, "commented", caller.actor,
                       {"text": body.text})
-
-
-class CommandRequest(BaseModel):
-    """A breaker command; the actor is the authenticated caller."""
-
-    model_config = ConfigDict(extra="forbid")
-    command: CommandKind
-    reason: str = Field(min_length=1, max_length=500)
-    minutes: float | None = Field(default=None, gt=0, description="inhibit / force_tripped: "
-                                  "how long the override lasts")
-
-
-def _warehouse_in_scope(request: Request, warehouse_id: str, caller: auth.Caller) -> None:
-    # a dependency, so a caller outside the scope hears 403 before any body is judged
-    if not caller.scope.covers_warehouse(warehouse_id):
-        raise auth.forbid(request, f"warehouse {warehouse_id!r} is outside your scope")
-
-
-@router.post("/warehouses/{warehouse_id}/breakers/{breaker}/commands", status_code=201,
-             response_model=dict[str, Any],
-             dependencies=[auth.requires({auth.Role.OPERATOR}, scoped=True),
-                           Depends(_warehouse_in_scope)],
-             responses={409: {"description": "no active gateway for the warehouse"},
-                        503: {"description": "no broker connection: nothing was sent"}})
-async def breaker_command(request: Request, warehouse_id: Annotated[str, Path(max_length=64)],
-                          breaker: Annotated[str, Path(max_length=64)], body: CommandRequest,
-                          caller: auth.Caller, ops: Ops) -> Any:
-    """Inhibit, force open, release or acknowledge a breaker on the agent: a signed
-    ``BreakerCommand`` to each gateway of the warehouse, audited, on the incident's
-    timeline; the agent's audit record (applied / refused / expired) follows there."""
-    try:
-        sent = await ops.command(warehouse_id, breaker, body.command, actor=caller.actor,
-                                 reason=body.reason, minutes=body.minutes)
-    except commands.NoGateway as exc:
-        raise HTTPException(409, str(exc)) from exc
-    except ValueError as exc:
-        field, _, message = str(exc).partition(": ")
-        return invalid(f"body.{field}", message)
-    except (ConnectionError, aiomqtt.MqttError) as exc:
-        raise HTTPException(503, f"not sent: {exc}") from exc
-    return {"warehouse_id": warehouse_id, "breaker": breaker, "actor": caller.actor,
-            "commands": [{"command_id": p.command.command_id, "agent_id": p.command.agent_id,
-                          "command": p.command.command.value,
-                          "expires_at": p.command.expires_at.isoformat()
-                          if p.command.expires_at else None} for p in sent]}

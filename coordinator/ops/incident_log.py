@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlite_utils import Database, Migrations
+from sqlite_utils import Migrations
 
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.ops.notify.messages import TripFacts
 from protocols import AuditRecord, BreakerEvent
 from protocols.timestamps import stamp

@@ -24,7 +24,6 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TypeVar
 
-import aiomqtt
 from pydantic import ValidationError
 
 from coordinator.db import open_database, write_transaction
@@ -44,11 +43,9 @@ from protocols import (
     AgentStatus,
     AuditRecord,
     BreakerEvent,
-    CommandKind,
     TelemetrySummary,
     Topics,
     TrackingUpdate,
-    encode,
 )
 from protocols.clock import Clock, SystemClock
 
@@ -212,26 +209,6 @@ class OpsService:
                 await self.escalate()
             except Exception:
                 log.exception("ops tick failed")
-
-    async def command(self, warehouse_id: str, breaker: str, kind: CommandKind, *, actor: str,
-                      reason: str, minutes: float | None) -> list[commands.Prepared]:
-        """Sign, record and publish a breaker command to every gateway of the warehouse
-        (see coordinator.ops.commands); the agents' audit records come back on their own."""
-        now = self.clock.now()
-        sent = await self.call(lambda core: commands.prepare(
-            core.db, warehouse_id, breaker, kind, actor=actor, reason=reason,
-            minutes=minutes, now=now))
-        try:
-            for p in sent:
-                await self.watcher.publish(self.topics.command(warehouse_id, breaker),
-                                           encode(p.command))
-        except (ConnectionError, aiomqtt.MqttError):
-            ids = [p.command.command_id for p in sent]
-            await self.call(lambda core: commands.mark_unsent(core.db, ids))
-            raise
-        finally:
-            self._announce("incidents")
-        return sent
 
     async def escalate(self) -> list[Escalate]:
         """Queue the escalations due now (see coordinator.ops.escalation)."""

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlite_utils import Database, Migrations
+from sqlite_utils import Migrations
 
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.gateways import store as gateway_store
 from protocols import TelemetrySummary
 from protocols.timestamps import stamp

@@ -138,14 +138,6 @@ class Watcher:
         return [t.breaker_filter(), t.agent_status_filter(), t.tracking_filter(),
                 t.telemetry_filter(), t.audit_filter()]
 
-    async def publish(self, topic: str, payload: bytes) -> None:
-        """Publish (QoS 1) on the watcher's own connection: breaker commands go out the way
-        events come in. Raises :class:`ConnectionError` while no broker is connected."""
-        client = self._client
-        if client is None:
-            raise ConnectionError("the ops watcher is not connected to a broker")
-        await client.publish(topic, payload, qos=1)
-
     async def run(self) -> None:
         """Receive until cancelled; on :class:`aiomqtt.MqttError` move to the next broker
         after a jittered wait."""
@@ -189,6 +181,18 @@ class Watcher:
                 self.stats.connection_errors += 1
                 attempt = self.rotation.failed(self.clock.now())
                 self._log_failure(url, exc, attempt.url, attempt.delay_s)
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """QoS 1 on the watcher's own connection: the coordinator's broker user, the only
+        one the generated ACL lets publish commands. Raises ConnectionError when down."""
+        client = self._client
+        if client is None:
+            raise ConnectionError("the coordinator is not connected to the broker")
+        try:
+            await client.publish(topic, payload, qos=1)
+        except aiomqtt.MqttError as exc:
+            message = f"publish to the broker failed: {exc}"
+            raise ConnectionError(message) from exc
 
     def _log_failure(self, url: str, exc: aiomqtt.MqttError, following: str,
                      delay: float) -> None:

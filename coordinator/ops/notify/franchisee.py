@@ -18,8 +18,9 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlite_utils import Database, Migrations
+from sqlite_utils import Migrations
 
+from coordinator.db import Database, sqlite_connection
 from coordinator.ops.config import FranchiseeConfig
 from coordinator.ops.notify import outbox
 from coordinator.ops.notify.outbox import OutgoingNotice
@@ -209,7 +210,8 @@ def queue_placed_notices(db: Database, *, after: int, upto: int, at: datetime,
     moves the stored cursor to ``upto`` (caller's transaction).
 
     Returns how many notices were new (a repeated sweep queues nothing twice)."""
-    db.conn.create_function("bw_coupon_code", 3, coupon_code, deterministic=True)
+    sqlite_connection(db, "franchisee notices").create_function(
+        "bw_coupon_code", 3, coupon_code, deterministic=True)
     if upto <= after:
         return 0
     params = {"prefix": config.coupon_prefix, "now": stamp(at), "value": config.coupon_value_yuan,
