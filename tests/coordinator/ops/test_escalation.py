@@ -136,3 +136,24 @@ def test_without_a_roster_sms_goes_to_the_configured_numbers(tmp_path: Path) -> 
     escalation_store.run(db, POLICY, CONFIG, T0 + timedelta(minutes=20))
     sms = {n.dedupe_key: n.payload for n in outbox.listing(db)}["sms:ep-1:escalation:2"]
     assert sms["phone_numbers"] == ["13800000000"]
+
+
+def test_the_staff_roster_says_who_is_on_call_by_their_hours(tmp_path: Path) -> None:
+    from coordinator.roster import StaffIn, StaffMember
+    from coordinator.roster_store import on_duty, upsert_staff
+
+    db = _db(tmp_path)
+    upsert_staff(db, [
+        StaffIn(id="s1", warehouse_id="WH-02", name="夜班李", role="operator",
+                phone="13900000011", on_duty="20:00-08:00"),
+        StaffIn(id="s2", warehouse_id="WH-02", name="白班张", role="operator",
+                phone="13900000012", on_duty="08:00-20:00"),
+    ], T0)
+
+    def roster(db: Database, warehouse_id: str, at: datetime) -> list[StaffMember]:
+        return on_duty(db, warehouse_id, at)
+
+    escalation_store.run(db, POLICY, CONFIG, T0 + timedelta(minutes=10), roster)
+    wecom = {n.dedupe_key: n.payload for n in outbox.listing(db)}["wecom:ep-1:escalation:1"]
+    # 02:27 in Hangzhou: only the night shift is on duty
+    assert wecom["text"]["mentioned_mobile_list"] == ["13900000011"]
