@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlite_utils import Database
 from starlette.concurrency import run_in_threadpool
 
+from coordinator.app import invalid
 from coordinator.errors import ImportFileError, NotFound
 from coordinator.imports import ImportFormat, detect_format, spool
 from coordinator.intel import (
@@ -60,9 +61,13 @@ def count(request: Request, key: str, n: int = 1) -> None:
         counters[key] += n
 
 
-def refuse(field: str, message: str, status: int = 422) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": f"{field}: {message}",
-                                                     "field": field})
+def _refused(request: Request, exc: ImportFileError) -> JSONResponse:
+    """A whole import refused: counted, 422 naming the field (413 for an oversized body)."""
+    count(request, "history_import_refused")
+    answer = invalid(exc.field, exc.message)
+    if exc.field == "body":
+        answer.status_code = 413
+    return answer
 
 
 @router.post(
@@ -92,18 +97,14 @@ async def import_orders(
         columns = history.check_mapping(json.loads(mapping)) if mapping else None
         body = await spool(request.stream(), limit=config.import_max_bytes)
     except json.JSONDecodeError as exc:
-        count(request, "history_import_refused")
-        return refuse("mapping", f"not JSON: {exc}")
+        return _refused(request, ImportFileError("mapping", f"not JSON: {exc}"))
     except ImportFileError as exc:
-        count(request, "history_import_refused")
-        return refuse(exc.field, str(exc).split(": ", 1)[-1],
-                      413 if exc.field == "body" else 422)
+        return _refused(request, exc)
     with body:
         try:
             import_id, result = await run_in_threadpool(_import, request, body, fmt, columns)
         except ImportFileError as exc:
-            count(request, "history_import_refused")
-            return refuse(exc.field, str(exc).split(": ", 1)[-1])
+            return _refused(request, exc)
     count(request, "history_rows_imported", result.rows_written)
     count(request, "history_rows_rejected", result.rows_rejected)
     return {"import_id": import_id, **result.as_dict()}
@@ -159,7 +160,7 @@ def _return_call(request: Request, call: Any) -> Any:
         return JSONResponse(status_code=404, content={"detail": str(exc)})
     except returns.UnknownReason as exc:
         count(request, "returns_refused")
-        return refuse(exc.field, str(exc))
+        return invalid(exc.field, str(exc))
 
 
 @router.post("/returns", status_code=201, summary="Classify a return or exchange request")

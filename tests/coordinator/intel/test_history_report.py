@@ -244,3 +244,16 @@ def test_junk_rows_are_a_model_answer_or_a_validation_error(row: dict[str, objec
         assert exc.errors()[0]["loc"] or exc.errors()[0]["msg"]
     else:
         assert parsed.qty >= 1 and parsed.order_no
+
+
+def test_a_body_over_the_import_limit_is_refused_naming_body(region_db: Path) -> None:
+    settings = Settings(db_path=str(region_db),
+                        sections={"intel": {"import_max_bytes": 1024}})
+    app = create_app(settings, clock=ManualClock(NOW), extra_routers=[intel_api.router])
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        r = http.post("/import/orders", content=b"x" * 5000,
+                      headers={"content-type": "text/csv"})
+        bad_mapping = http.post("/import/orders", params={"mapping": "{oops"},
+                                content=b"a\n", headers={"content-type": "text/csv"})
+    assert r.status_code == 413 and r.json()["field"] == "body"
+    assert bad_mapping.status_code == 422 and bad_mapping.json()["field"] == "mapping"
