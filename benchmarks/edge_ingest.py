@@ -208,11 +208,14 @@ async def measure_bare_drain(port: int, publisher: Publisher, n: int) -> tuple[f
     return received / max(last - start, 1e-9), received
 
 
-def agent_config(state_dir: Path, port: int, *, persistent_session: bool = False) -> AgentConfig:
+def agent_config(
+    state_dir: Path, port: int, *, persistent_session: bool = False, sensors: int = SENSORS
+) -> AgentConfig:
     url = f"mqtt://127.0.0.1:{port}"
-    sensors = [
-        {"id": f"s{i:04d}", "zone": f"zone_{i % ZONES:03d}", "max_gap_s": 600}
-        for i in range(SENSORS)
+    zones = min(ZONES, sensors)
+    sensor_list = [
+        {"id": f"s{i:04d}", "zone": f"zone_{i % zones:03d}", "max_gap_s": 600}
+        for i in range(sensors)
     ]
     rules = [
         {
@@ -223,7 +226,7 @@ def agent_config(state_dir: Path, port: int, *, persistent_session: bool = False
             "above": 8.0,
             "for_s": 300,
         }
-        for z in range(ZONES)
+        for z in range(zones)
     ]
     return AgentConfig.model_validate(
         {
@@ -235,7 +238,7 @@ def agent_config(state_dir: Path, port: int, *, persistent_session: bool = False
             },
             "local_mqtt": {"url": url, "persistent_session": persistent_session},
             "uplink_mqtt": {"url": url, "username": AGENT_ID, "topic_root": ROOT},
-            "sensors": sensors,
+            "sensors": sensor_list,
             "rules": rules,
             "breakers": [{"name": "cold_chain"}],
         }
@@ -380,7 +383,80 @@ def run(quick: bool) -> Result:
         f"{SENSORS} sensors, {ZONES} rules",
     )
     result.add("messages", float(n), "", "per measurement, QoS 0, native JSON")
+    idle = measure_idle()
+    what = f"one agent, {IDLE_SENSORS} sensors, connected to its broker"
+    bare = "a bare process: Python + aiomqtt, one connection"
+    result.add("cold_start_s", idle["agent_start"], "s",
+               f"{what}: process spawn to both connections up; best of {IDLE_ROUNDS}")
+    result.add("cold_start_bare_s", idle["bare_start"], "s", f"{bare}; best of {IDLE_ROUNDS}")
+    result.add("rss_mb_idle", idle["agent_rss"], "MB", f"{what}, idle 1 s; VmRSS")
+    result.add("rss_mb_idle_bare", idle["bare_rss"], "MB", f"{bare}, idle 1 s; VmRSS")
     return result
+
+
+IDLE_SENSORS = 50
+IDLE_ROUNDS = 3
+
+
+def idle_probe(state_dir: Path, port: int) -> float:
+    """Run one 50-sensor agent until both its connections are up, idle 1 s; its RSS."""
+
+    async def main() -> float:
+        config = agent_config(state_dir, port, sensors=IDLE_SENSORS)
+        agent = EdgeAgent(config)
+        task = asyncio.create_task(agent.run())
+        while not (agent.stats.sensors_connected and agent.stats.uplink_connected):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        print("connected", flush=True)
+        await asyncio.sleep(1.0)
+        rss = rss_mb()
+        await stop(task)
+        return rss
+
+    return asyncio.run(main())
+
+
+def bare_probe(port: int) -> float:
+    async def main() -> float:
+        async with aiomqtt.Client("127.0.0.1", port, identifier="bench-idle-bare"):
+            print("connected", flush=True)
+            await asyncio.sleep(1.0)
+            return rss_mb()
+
+    return asyncio.run(main())
+
+
+def _timed_probe(args: list[str]) -> tuple[float, float]:
+    """(seconds from spawn to "connected", RSS MB it reports) of one probe process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.edge_ingest", *args],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "connected":
+        proc.kill()
+        raise RuntimeError(f"probe {args[0]} did not connect")
+    started = time.perf_counter() - start
+    out, _ = proc.communicate(timeout=60)
+    return started, float(out.strip().splitlines()[-1])
+
+
+def measure_idle() -> dict[str, float]:
+    broker = MosquittoBroker(persistence=False)
+    broker.start()
+    found: dict[str, list[float]] = {k: [] for k in ("agent_start", "agent_rss", "bare_start",
+                                                      "bare_rss")}
+    try:
+        for _ in range(IDLE_ROUNDS):  # interleaved, best of each: a shared machine
+            with tempfile.TemporaryDirectory(prefix="bw-bench-idle-") as tmp:
+                started, rss = _timed_probe(["--idle-probe", tmp, str(broker.port)])
+            found["agent_start"].append(started)
+            found["agent_rss"].append(rss)
+            started, rss = _timed_probe(["--bare-probe", str(broker.port)])
+            found["bare_start"].append(started)
+            found["bare_rss"].append(rss)
+    finally:
+        broker.close()
+    return {k: min(v) for k, v in found.items()}
 
 
 def rss_probe(state_dir: Path) -> float:
@@ -414,5 +490,9 @@ def measure_rss() -> float:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--rss-probe":
         print(rss_probe(Path(sys.argv[2])))
+    elif len(sys.argv) == 4 and sys.argv[1] == "--idle-probe":
+        print(idle_probe(Path(sys.argv[2]), int(sys.argv[3])))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--bare-probe":
+        print(bare_probe(int(sys.argv[2])))
     else:
         print(run("--quick" in sys.argv).figures)

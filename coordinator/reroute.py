@@ -102,16 +102,20 @@ def reroute_warehouse(
         if db.execute("SELECT 1 FROM warehouses WHERE id = ?", [warehouse_id]).fetchone() is None:
             raise NotFound("warehouse", warehouse_id)
         affected = _affected_orders(db, warehouse_id)
-        # the failed warehouse's held stock is given back (it is excluded from the search anyway)
-        requests = [
-            OrderRequest(a.order_id, a.channel, tuple(line for _, line in a.lines), a.lat, a.lon,
-                         a.received_at, tier=a.tier, handling_from=now)
-            for a in affected.values()
-        ]
-        snapshot = snapshots.snapshot_for(db, requests, now=now, config=rules,
-                                          complete=True).snapshot
-        decisions = engine.allocate_batch(requests, snapshot, rules,
-                                          exclude=frozenset([warehouse_id]))
+        decisions = []
+        if affected:
+            # Nothing held there (a whole fleet tripping after a broker restart is mostly
+            # such warehouses): no snapshot of every warehouse to load for nothing.
+            # The failed warehouse's held stock is given back (excluded from the search).
+            requests = [
+                OrderRequest(a.order_id, a.channel, tuple(line for _, line in a.lines),
+                             a.lat, a.lon, a.received_at, tier=a.tier, handling_from=now)
+                for a in affected.values()
+            ]
+            snapshot = snapshots.snapshot_for(db, requests, now=now, config=rules,
+                                              complete=True).snapshot
+            decisions = engine.allocate_batch(requests, snapshot, rules,
+                                              exclude=frozenset([warehouse_id]))
         result = _write(db, warehouse_id, incident_id, reason, now, rules, affected, decisions)
     seconds = time.perf_counter() - started
     return RerouteResult(result.incident_id, result.warehouse_id, result.reason,

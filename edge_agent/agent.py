@@ -50,6 +50,8 @@ from protocols import (
 )
 from protocols.clock import Clock, SystemClock
 from protocols.command_auth import load_command_key
+from protocols.mqtt_url import parse_mqtt_url
+from protocols.reconnect import Attempt, BrokerRotation
 
 log = logging.getLogger("edge_agent")
 
@@ -60,15 +62,18 @@ UNSAVED_MAX = 10_000  # beyond this, unsaved non-breaker messages are dropped
 
 def _client_kwargs(section: MqttSection, identifier: str) -> dict[str, Any]:
     """Called once per connection loop: the TLS context (CA and client certificate read
-    from disk) is built here and reused by every reconnect."""
+    from disk) is built here and reused by every reconnect, to whichever broker."""
     return {
-        "hostname": section.host,
-        "port": section.port,
         "identifier": section.client_id or identifier,
         "password": section.password,
         "keepalive": section.keepalive_s,
         "tls_context": section.tls_context(),
     }
+
+
+def _broker(url: str) -> dict[str, Any]:
+    address = parse_mqtt_url(url)
+    return {"hostname": address.host, "port": address.port}
 
 
 # What OpenSSL and paho say when a TLS connection is refused for its certificates; aiomqtt
@@ -77,7 +82,7 @@ _TLS_FAILURE_MARKS = ("SSL", "certificate", "CERTIFICATE", "tlsv", "TLSV")
 
 
 def _log_connect_failure(
-    what: str, section: MqttSection, exc: aiomqtt.MqttError, backoff: float
+    what: str, section: MqttSection, url: str, exc: aiomqtt.MqttError, attempt: Attempt
 ) -> None:
     text = str(exc)
     if section.tls and any(mark in text for mark in _TLS_FAILURE_MARKS):
@@ -85,12 +90,13 @@ def _log_connect_failure(
         # configuration fault that keeps every event in the outbox until someone acts.
         log.error(
             "%s %s: TLS failed: %s (check ca_file=%s, cert_file=%s, key_file=%s); "
-            "retrying in %.1fs",
-            what, section.url, text, section.ca_file or "<system trust store>",
-            section.cert_file, section.key_file, backoff,
+            "trying %s in %.1fs",
+            what, url, text, section.ca_file or "<system trust store>",
+            section.cert_file, section.key_file, attempt.url, attempt.delay_s,
         )
     else:
-        log.warning("%s %s: %s; retrying in %.1fs", what, section.url, text, backoff)
+        log.warning("%s %s: %s; trying %s in %.1fs", what, url, text, attempt.url,
+                    attempt.delay_s)
 
 
 class EdgeAgent:
@@ -123,6 +129,7 @@ class EdgeAgent:
         self._last_heartbeat: datetime | None = None  # ts of the last online status sent
         self._heartbeat_due = False
         self._connected = False
+        self._uplink_broker: str | None = None  # host:port of the current uplink session
         self._sensors_connected = False
         # Messages a failed commit could not save: they go first in the next commit.
         self._unsaved: list[OutgoingMessage] = []
@@ -159,6 +166,7 @@ class EdgeAgent:
             drops=MappingProxyType(dict(c.drops)),
             commands=MappingProxyType(dict(c.commands)),
             states_resent=self._states_resent,
+            uplink_broker=self._uplink_broker if self._connected else None,
         )
 
     def breaker_states(self) -> dict[str, tuple[str, bool]]:
@@ -303,16 +311,19 @@ class EdgeAgent:
     # -- sensors (hot path) ------------------------------------------------------
     async def _local_loop(self) -> None:
         section = self.config.local_mqtt
-        backoff = section.reconnect_min_s
+        rotation = BrokerRotation(section.broker_urls, section.backoff())
+        attempt = rotation.first()
         kwargs = _client_kwargs(section, f"{self.agent_id}-sensors")
         subscriptions = [*self.core.router.subscriptions]
         # A technician on site signs commands with the gateway's key and publishes them
         # here (python -m edge_agent command): no coordinator or uplink needed.
         command_filter = self.topics.command_filter(self.warehouse_id)
         while True:
+            await asyncio.sleep(attempt.delay_s)
             try:
                 queues: list[asyncio.Queue[aiomqtt.Message]] = []
                 async with aiomqtt.Client(
+                    **_broker(attempt.url),
                     username=section.username,
                     # A persistent session keeps the subscriptions and what arrives while
                     # the agent is away; its client_id is stable (config or agent id).
@@ -326,9 +337,9 @@ class EdgeAgent:
                         await client.subscribe([(t, qos) for t in batch])
                     if self.core.command_key is not None and not self._same_broker():
                         await client.subscribe(command_filter, qos=1)
-                    log.info("sensor broker %s connected", section.url)
+                    log.info("sensor broker %s connected", attempt.url)
+                    rotation.connected(self.clock.now())
                     self._sensors_connected = True
-                    backoff = section.reconnect_min_s
                     queue = queues[0]
                     take = self._take_local_message
                     # The iterator waits (and notices a lost connection); whatever else is
@@ -341,9 +352,9 @@ class EdgeAgent:
             except aiomqtt.MqttError as exc:
                 _reraise_if_cancelling(exc)
                 self._sensors_connected = False
-                _log_connect_failure("sensor broker", section, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, section.reconnect_max_s)
+                failed = attempt.url
+                attempt = rotation.failed(self.clock.now())
+                _log_connect_failure("sensor broker", section, failed, exc, attempt)
 
     def _same_broker(self) -> bool:
         local, uplink = self.config.local_mqtt, self.config.uplink_mqtt
@@ -443,7 +454,10 @@ class EdgeAgent:
 
     async def _uplink_loop(self) -> None:
         section = self.config.uplink_mqtt
-        backoff = section.reconnect_min_s
+        # One rotation for the life of the loop: 2,000 gateways losing one broker together
+        # come back spread over the jitter window, not in lockstep.
+        rotation = BrokerRotation(section.broker_urls, section.backoff())
+        attempt = rotation.first()
         status_topic = self._status_topic
         kwargs = _client_kwargs(section, f"{self.agent_id}-uplink")
         used = False  # the current session_seq has been used by an established session
@@ -458,8 +472,10 @@ class EdgeAgent:
             will = aiomqtt.Will(
                 status_topic, self._status(AgentState.OFFLINE, session), qos=1, retain=True
             )
+            await asyncio.sleep(attempt.delay_s)
             try:
                 async with aiomqtt.Client(
+                    **_broker(attempt.url),
                     # amqtt queues offline QoS 1 messages only for named clients
                     username=section.username or self.agent_id,
                     clean_session=False,
@@ -467,9 +483,9 @@ class EdgeAgent:
                     **kwargs,
                 ) as client:
                     used = True
-                    backoff = section.reconnect_min_s
+                    rotation.connected(self.clock.now())
                     try:
-                        await self._uplink_session(client, status_topic, session)
+                        await self._uplink_session(client, attempt.url, session)
                     except asyncio.CancelledError:
                         # Say goodbye so receivers need not wait for the keepalive to expire.
                         with contextlib.suppress(Exception):
@@ -486,19 +502,19 @@ class EdgeAgent:
             except aiomqtt.MqttError as exc:
                 _reraise_if_cancelling(exc)
                 self._connected = False
-                _log_connect_failure("uplink", section, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, section.reconnect_max_s)
+                failed = attempt.url
+                attempt = rotation.failed(self.clock.now())
+                _log_connect_failure("uplink", section, failed, exc, attempt)
             finally:
                 self._connected = False
 
-    async def _uplink_session(
-        self, client: aiomqtt.Client, status_topic: str, session: int
-    ) -> None:
+    async def _uplink_session(self, client: aiomqtt.Client, url: str, session: int) -> None:
         await client.subscribe(self.topics.command_filter(self.warehouse_id), qos=1)
         await self._publish_online(client, session)
         self._connected = True
-        log.info("uplink %s connected (session %d)", self.config.uplink_mqtt.url, session)
+        address = parse_mqtt_url(url)
+        self._uplink_broker = f"{address.host}:{address.port}"
+        log.info("uplink %s connected (session %d)", url, session)
         reader = asyncio.create_task(self._read_commands(client))
         writer = asyncio.create_task(self._drain_outbox(client))
         try:

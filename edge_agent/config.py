@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     AfterValidator,
@@ -34,6 +34,7 @@ from protocols.mqtt_url import (
     client_tls_context,
     parse_mqtt_url,
 )
+from protocols.reconnect import BackoffPolicy
 from protocols.topics import DEFAULT_ROOT, validate_level
 
 SensorFormat = Literal["native", "zigbee2mqtt", "tasmota", "plain"]
@@ -81,7 +82,11 @@ class AgentSection(_Section):
 
 class MqttSection(_Section):
     # ``url`` comes first: the TLS file validators read it from the already-validated data.
+    # One broker URL, or several of one cluster (a TOML list, or comma-separated): the
+    # agent moves to the next on failure with jittered backoff (protocols/reconnect.py).
+    # ``url`` is then the first of them and ``urls`` all of them, in order.
     url: str = "mqtt://127.0.0.1:1883"
+    urls: tuple[str, ...] = ()
     username: str | None = None
     password: str | None = None
     client_id: str | None = None
@@ -90,17 +95,61 @@ class MqttSection(_Section):
     qos: Literal[0, 1] = 0
     reconnect_min_s: PositiveSeconds = 0.2
     reconnect_max_s: PositiveSeconds = 10.0
+    # a connection that stayed up this long was a session: the backoff starts small again
+    reconnect_stable_s: Seconds = 10.0
     # TLS (mqtts:// only). Relative paths are resolved against the config file's folder.
     # No CA file = the system trust store; the broker's certificate is always verified.
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = Field(default=None, validate_default=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _broker_list(cls, data: Any) -> Any:
+        """``url`` may be a list (or comma-separated): the first becomes ``url``."""
+        if not isinstance(data, dict) or "url" not in data:
+            return data
+        value = data["url"]
+        if isinstance(value, str) and "," in value:
+            value = [part.strip() for part in value.split(",")]
+        if isinstance(value, list | tuple):
+            if not value:
+                raise ValueError("url: at least one broker URL is needed")
+            data = {**data, "url": value[0], "urls": tuple(value)}
+        return data
+
     @field_validator("url")
     @classmethod
     def _mqtt_url(cls, value: str) -> str:
         parse_mqtt_url(value)  # MqttUrlError is a ValueError: pydantic reports it
         return value
+
+    @field_validator("urls")
+    @classmethod
+    def _mqtt_urls(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        first = info.data.get("url")
+        tls = None if first is None else parse_mqtt_url(first).tls
+        for index, url in enumerate(value):
+            try:
+                address = parse_mqtt_url(url)
+            except ValueError as exc:
+                raise ValueError(f"URL {index + 1} of {len(value)}: {exc}") from exc
+            if tls is not None and address.tls != tls:
+                raise ValueError(f"URL {index + 1} of {len(value)}: all brokers of one "
+                                 "connection use the same scheme (mqtt:// or mqtts://)")
+        return value
+
+    @property
+    def broker_urls(self) -> tuple[str, ...]:
+        """Every broker of this connection, in order (one when ``url`` is a single URL)."""
+        return self.urls or (self.url,)
+
+    def backoff(self) -> BackoffPolicy:
+        return BackoffPolicy(
+            base_s=self.reconnect_min_s,
+            cap_s=max(self.reconnect_max_s, self.reconnect_min_s),
+            stable_after_s=self.reconnect_stable_s,
+        )
 
     @field_validator("ca_file", "cert_file", "key_file")
     @classmethod

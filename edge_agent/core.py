@@ -225,9 +225,11 @@ class AgentCore:
                     actions.extend(produced)
         if reading.clock_suspect:
             self._drop(reading.zone, reading.sensor_id, "clock_suspect")
-        drop = next(
-            (a.kind for a in actions if isinstance(a, Notice) and a.kind in DROP_CAUSES), None
-        )
+        drop = None
+        if actions:
+            drop = next(
+                (a.kind for a in actions if isinstance(a, Notice) and a.kind in DROP_CAUSES), None
+            )
         if drop is not None:
             # every rule of the zone says the same of one reading: counted once, per sensor
             self._drop(reading.zone, reading.sensor_id, drop)

@@ -69,3 +69,4 @@ class AgentStats:
     )
     commands: MappingProxyType[str, int] = field(default_factory=lambda: MappingProxyType({}))
     states_resent: int = 0
+    uplink_broker: str | None = None  # host:port of the current uplink session's broker

@@ -229,6 +229,8 @@ class RuleMachine:
 
     def _evaluate(self, reading: Reading, step: Step, actions: list[Action]) -> None:
         state = self.state
+        if state is OK and step == "none":
+            return  # the usual reading: nothing pending, nothing changes (the hot path)
         n = self.needed
         pending = self._pending_tracks()
         if state in (OK, UNKNOWN):

@@ -18,13 +18,14 @@ from benchmarks.runner import BENCHMARKS
 # the figures the README's benchmark table quotes, per benchmark
 QUOTED = {
     "edge_ingest": {"agent_per_s", "bare_per_s", "ratio", "agent_live_per_s",
-                    "bare_live_per_s", "rss_mb_per_1000_sensors"},
+                    "bare_live_per_s", "rss_mb_per_1000_sensors", "rss_mb_idle",
+                    "cold_start_s"},
     "allocate": {"in_process_per_s", "in_process_per_cpu_s", "in_process_per_s_100x",
                  "ratio_100x_to_seed", "naive_ratio", "naive_agreement", "http_p50_ms",
                  "http_p99_ms"},
     "reroute": {"reroute_287_s", "naive_287_s", "naive_ratio_287", "seed_ratio_287"},
     "e2e": {"p50_s", "p99_s", "mqtt_rtt_p50_ms", "rtt_ratio"},
-    "scale": {"storm_s", "lost", "applied_twice", "calm_s"},
+    "scale": {"storm_s", "lost", "applied_twice", "redelivered", "calm_s", "connect_s"},
     "returns": {"accuracy_before", "accuracy_after_corrections", "test_texts"},
     "import": {"csv_rows_per_s", "csv_s", "xlsx_calamine_s", "xlsx_openpyxl_s",
                "calamine_to_openpyxl"},
