@@ -39,10 +39,12 @@ def _options(current: str) -> str:
 
 
 def _root_table(by: str, rows: list[dict[str, Any]]) -> str:
+    """Per key: returns and every reason with its count, most first (a tie shows as one)."""
     body = "".join(
-        f'<tr><td>{escape(str(r[by]) or "–")}</td><td>{r["returns"]}</td>'
-        f'<td>{escape(REASONS[r["top_reason"]])} {r["top_reason"]}</td></tr>' for r in rows)
-    return (f'<table id="root-{by}"><tr><th>{by}</th><th>returns</th><th>top reason</th></tr>'
+        f'<tr><td>{escape(str(r[by]) or "–")}</td><td>{r["returns"]}</td><td>'
+        + " · ".join(f"{escape(REASONS[reason])} {n}" for reason, n in r["reasons"].items())
+        + "</td></tr>" for r in rows)
+    return (f'<table id="root-{by}"><tr><th>{by}</th><th>returns</th><th>reasons</th></tr>'
             f"{body}</table>")
 
 
