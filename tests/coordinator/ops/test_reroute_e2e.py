@@ -266,5 +266,7 @@ async def test_orders_nobody_can_take_go_to_needs_attention_and_count_against_se
     db.conn.close()
     assert healing == {"exceptions": held, "resolved_automatically": held - len(stuck),
                        "moved": held - len(stuck), "placed_later": 0,
-                       "needs_attention": len(stuck), "rate": (held - len(stuck)) / held}
+                       "needs_attention": len(stuck), "rate": (held - len(stuck)) / held,
+                       "by_kind": {"reroute": {"exceptions": held,
+                                               "resolved_automatically": held - len(stuck)}}}
     assert read(path, "SELECT count(*) FROM ops_coupons") == [(held - len(stuck),)]
