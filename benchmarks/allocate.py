@@ -34,6 +34,8 @@ import httpx
 
 from benchmarks.runner import Result
 from coordinator import engine, intake, snapshots
+from coordinator.auth.roles import Role, Scope
+from coordinator.auth.store import issue_token
 from coordinator.db import WalCheckpointer, open_database
 from coordinator.engine import Decision, Line, OrderRequest, Snapshot
 from coordinator.region import RegionCatalog, generate_region, load_region
@@ -197,15 +199,16 @@ class _Connection:
         return status
 
 
-def _request_bytes(host: str, body: dict[str, object]) -> bytes:
+def _request_bytes(host: str, body: dict[str, object], token: str) -> bytes:
     payload = json.dumps(body).encode()
     return (f"POST /orders HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {token}\r\n"
             f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
 
 
 async def _steady_load(host: str, port: int, bodies: list[dict[str, object]],
-                       rate: float) -> list[float]:
-    requests = [_request_bytes(host, b) for b in bodies]
+                       rate: float, token: str) -> list[float]:
+    requests = [_request_bytes(host, b, token) for b in bodies]
     idle: list[_Connection] = []
     latencies: list[float] = []
     errors = 0
@@ -218,7 +221,8 @@ async def _steady_load(host: str, port: int, bodies: list[dict[str, object]],
 
     warm = [await connection() for _ in range(8)]
     for i, conn in enumerate(warm):  # open connections and warm caches (not measured)
-        await conn.post(_request_bytes(host, {**bodies[i], "channel_order_id": f"warm-{i}"}))
+        await conn.post(_request_bytes(host, {**bodies[i], "channel_order_id": f"warm-{i}"},
+                                       token))
     idle.extend(warm)
 
     async def one(request: bytes, due: float) -> None:
@@ -250,6 +254,10 @@ async def _steady_load(host: str, port: int, bodies: list[dict[str, object]],
 
 def _http(path: Path, orders: list[OrderIn], rate: float) -> tuple[float, float, float]:
     port = _free_port()
+    db = open_database(path)  # the channel's integration token, as in production
+    _, token = issue_token(db, name="bench", role=Role.INTEGRATION, scope=Scope(),
+                           now=datetime.now(UTC), created_by="benchmark")
+    db.conn.close()
     env = {**os.environ, "BREAKWATER_DB": str(path)}
     server = subprocess.Popen(
         [sys.executable, "-m", "coordinator", "serve", "--host", "127.0.0.1", "--port",
@@ -270,7 +278,7 @@ def _http(path: Path, orders: list[OrderIn], rate: float) -> tuple[float, float,
                 raise RuntimeError(message)
             time.sleep(0.05)
         bodies = [o.model_dump(mode="json") for o in orders]
-        latencies = asyncio.run(_steady_load("127.0.0.1", port, bodies, rate))
+        latencies = asyncio.run(_steady_load("127.0.0.1", port, bodies, rate, token))
     finally:
         server.terminate()
         server.wait(timeout=10)

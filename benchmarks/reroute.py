@@ -27,6 +27,7 @@ from sqlite_utils import Database
 from benchmarks.runner import Result
 from coordinator.catalog import set_warehouse_availability
 from coordinator.db import open_database, write_transaction
+from coordinator.gateways.store import register
 from coordinator.intake import submit_orders
 from coordinator.ledger import record_status_event
 from coordinator.ops.config import FranchiseeConfig, NotifyConfig, OpsConfig
@@ -46,13 +47,16 @@ def seed_orders_at(db: Database, warehouse_id: str, count: int, now: datetime,
                    *, seed: int = 7, stock_boost: int = 0) -> int:
     """Load the sample region and place ``count`` orders whose stock is held at
     ``warehouse_id`` (the others are made unavailable during intake, then restored).
-    Returns how many orders ended up held there."""
+    Returns how many orders ended up held there. Each warehouse gets a registered gateway
+    ``gw-<warehouse id>`` (the coordinator refuses events from unregistered agents)."""
     region = generate_region()
     if stock_boost:
         region = type(region)(
             region.warehouses, region.skus, region.stores,
             [(w, s, on_hand + stock_boost, safety) for w, s, on_hand, safety in region.inventory])
     load_region(db, region, now)
+    for warehouse in region.warehouses:
+        register(db, f"gw-{warehouse.id}", warehouse.id, actor="seed", now=now)
     stocked = sorted(
         r[0] for r in db.execute(
             "SELECT sku_id FROM inventory WHERE warehouse_id = ? AND on_hand > safety_stock + 50",

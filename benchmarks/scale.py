@@ -204,31 +204,41 @@ async def storm(broker_restart: Callable[[], None], broker_stop: Callable[[], No
     with coordinator(db_path, urls, topics, workdir):
         fleet = Fleet(warehouses, urls, topics, workdir / "agents")
         fleet.start()
-        births = "SELECT count(*) FROM ops_agent_sessions WHERE online = 1"
-        figures["connect_s"] = await wait_until(
-            lambda: fleet.connected() == gateways and query(db_path, births) == gateways,
-            BOUND_S)
-        broker_stop()
-        fleet.trip_all()
-        assert fleet.tripped() == gateways, "every agent trips on its own while away"
-        await asyncio.sleep(1.0)  # every agent has noticed the broker is gone
-        started = time.perf_counter()
-        broker_restart()
-        await wait_until(fleet.delivered, BOUND_S + JITTER_WINDOW_S, every=0.2)
-        figures["delivered_s"] = time.perf_counter() - started  # the restart counts too
-        await wait_until(lambda: applied(db_path, open_=True) >= gateways,
-                         BOUND_S + JITTER_WINDOW_S, every=0.2)
-        figures["storm_s"] = time.perf_counter() - started
-        figures["lost"] = gateways - applied(db_path, open_=True)
-        figures["applied_twice"] = query(
-            db_path, "SELECT count(*) FROM (SELECT warehouse_id FROM ops_incidents "
-                     "GROUP BY warehouse_id HAVING count(*) > 1)")
-        figures["redelivered"] = query(
-            db_path, "SELECT coalesce(max(value), 0) FROM ops_counters "
-                     "WHERE name = 'duplicates_dropped'")
-        lifetimes = {a.agent_id: (a.stats.incarnation, a.stats.seq) for a in fleet.agents}
-        await fleet.stop()
+        try:
+            figures.update(await _storm(fleet, db_path, broker_stop, broker_restart,
+                                        gateways))
+            lifetimes = {a.agent_id: (a.stats.incarnation, a.stats.seq) for a in fleet.agents}
+        finally:
+            await fleet.stop()
         figures["calm_s"] = await calm(db_path, urls[0], topics, warehouses, lifetimes)
+    return figures
+
+
+async def _storm(fleet: Fleet, db_path: Path, broker_stop: Callable[[], None],
+                 broker_restart: Callable[[], None], gateways: int) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    births = "SELECT count(*) FROM ops_agent_sessions WHERE online = 1"
+    figures["connect_s"] = await wait_until(
+        lambda: fleet.connected() == gateways and query(db_path, births) == gateways,
+        BOUND_S)
+    broker_stop()
+    fleet.trip_all()
+    assert fleet.tripped() == gateways, "every agent trips on its own while away"
+    await asyncio.sleep(1.0)  # every agent has noticed the broker is gone
+    started = time.perf_counter()
+    broker_restart()
+    await wait_until(fleet.delivered, BOUND_S + JITTER_WINDOW_S, every=0.2)
+    figures["delivered_s"] = time.perf_counter() - started  # the restart counts too
+    await wait_until(lambda: applied(db_path, open_=True) >= gateways,
+                     BOUND_S + JITTER_WINDOW_S, every=0.2)
+    figures["storm_s"] = time.perf_counter() - started
+    figures["lost"] = gateways - applied(db_path, open_=True)
+    figures["applied_twice"] = query(
+        db_path, "SELECT count(*) FROM (SELECT warehouse_id FROM ops_incidents "
+                 "GROUP BY warehouse_id HAVING count(*) > 1)")
+    figures["redelivered"] = query(
+        db_path, "SELECT coalesce(max(value), 0) FROM ops_counters "
+                 "WHERE name = 'duplicates_dropped'")
     return figures
 
 
@@ -281,7 +291,8 @@ def run(quick: bool) -> Result:
             work = Path(tmp) / "nats"
             (work / "agents").mkdir(parents=True)
             with NatsCluster() as cluster:
-                figures = asyncio.run(storm(cluster.start, cluster.stop, cluster.urls,
+                figures = asyncio.run(storm(lambda: cluster.start(ready=False), cluster.stop,
+                                            cluster.urls,
                                             nats_gateways, work))
             result.add("nats_gateways", nats_gateways)
             result.add("nats_storm_s", figures["storm_s"], "s",

@@ -3,6 +3,9 @@
     python -m coordinator serve [--db PATH] [--host H] [--port P] [--config FILE.toml]
     python -m coordinator import FILE.csv|FILE.json [--kind warehouses|skus|stores|inventory]
     python -m coordinator seed-sample [--db PATH]
+    python -m coordinator token create NAME --role R [--store S] [--warehouse W] | list | revoke ID
+    python -m coordinator user add NAME --role R | list | password NAME | disable NAME
+    python -m coordinator gateway register AGENT WAREHOUSE | list | retire AGENT | import F.csv
     python -m coordinator orders import FILE.xlsx|csv|json|jsonl [--mapping MAP.json]
     python -m coordinator report health [--out report.html] [--json]
     python -m coordinator returns retrain
@@ -14,11 +17,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from sqlite_utils import Database
+
+from coordinator.auth import cli as auth_cli
 from coordinator.catalog import Kind, import_file
 from coordinator.db import open_database
 from coordinator.errors import CoordinatorError
+from coordinator.gateways import cli as gateway_cli
+from coordinator.gateways import store as gateway_store
 from coordinator.intel import cli as intel_cli
-from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
+from coordinator.region import SAMPLE_DIR, SAMPLE_FILES, SAMPLE_GATEWAYS
 from coordinator.settings import Settings
 from protocols.clock import SystemClock
 
@@ -52,11 +60,20 @@ def _import(args: argparse.Namespace) -> int:
     db = open_database(settings.db_path)
     total = 0
     for name in args.files:
+        if Path(name).stem == "gateways" and not args.kind:  # the registry rides along
+            written = _import_gateways(db, Path(name))
+            print(f"{name}: {written} gateways registered in {settings.db_path}")
+            continue
         kind, written = import_file(db, Path(name), SystemClock().now(),
                                     Kind(args.kind) if args.kind else None)
         print(f"{name}: {written} {kind.value} imported into {settings.db_path}")
         total += written
     return 0
+
+
+def _import_gateways(db: Database, path: Path) -> int:
+    rows = gateway_store.parse_gateways(path.read_text(encoding="utf-8-sig"))
+    return gateway_store.import_gateways(db, rows, actor="cli:import", now=SystemClock().now())
 
 
 def _seed(args: argparse.Namespace) -> int:
@@ -66,6 +83,7 @@ def _seed(args: argparse.Namespace) -> int:
     for name in SAMPLE_FILES:
         kind, written = import_file(db, SAMPLE_DIR / f"{name}.csv", now)
         print(f"sample {kind.value}: {written}")
+    print(f"sample gateways: {_import_gateways(db, SAMPLE_GATEWAYS)}")
     return 0
 
 
@@ -89,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     seed = sub.add_parser("seed-sample", help="load the shipped Hangzhou sample region")
     seed.add_argument("--db")
     seed.set_defaults(run=_seed)
+    auth_cli.add_commands(sub, _settings)
+    gateway_cli.add_commands(sub, _settings)
     intel_cli.add_commands(sub, _settings)
     args = parser.parse_args(argv)
     try:

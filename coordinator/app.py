@@ -41,7 +41,8 @@ from pydantic.json_schema import models_json_schema
 from sqlite_utils import Database
 from starlette.concurrency import run_in_threadpool
 
-from coordinator import ledger, queries
+from coordinator import auth, ledger, queries
+from coordinator.auth.config import auth_config_of
 from coordinator.catalog import (
     InventoryIn,
     Kind,
@@ -349,7 +350,7 @@ def _as_decision(row: dict[str, Any]) -> EngineDecision:
 
 # -- routers ------------------------------------------------------------------------
 def _orders_router() -> APIRouter:
-    router = APIRouter(tags=["orders"])
+    router = APIRouter(tags=["orders"], dependencies=[auth.requires(auth.ANY_ROLE)])
 
     @router.post(
         "/orders",
@@ -362,9 +363,11 @@ def _orders_router() -> APIRouter:
             503: {"model": Problem, "description": "the database cannot take the write"},
         },
         summary="Submit one order or a batch (any channel's payload); idempotent",
+        dependencies=[auth.requires({auth.Role.INTEGRATION}, scoped=True)],
     )
     async def post_orders(
         request: Request,
+        caller: auth.Caller,
         body: Annotated[
             OrderPayload | list[OrderPayload],
             Body(openapi_examples=_ORDER_EXAMPLES),
@@ -389,6 +392,10 @@ def _orders_router() -> APIRouter:
         if isinstance(orders, JSONResponse):
             _count(request, "orders_rejected")
             return orders
+        for number, order in enumerate(orders):
+            if not caller.scope.covers_store(order.store_id or ""):
+                raise auth.forbid(request, f"{'body' if single else f'body.{number}'}"
+                                           f".store: {order.store_id!r} is outside your scope")
         intake: GroupCommitter = request.app.state.intake
         try:
             outcomes = await intake.submit_async(orders)
@@ -406,17 +413,20 @@ def _orders_router() -> APIRouter:
         return BatchResult(results=results, created=len(created),
                            duplicates=len(results) - len(created))
 
-    @router.get("/orders", summary="List orders (newest first)")
+    @router.get("/orders", summary="List orders (newest first)",
+                dependencies=[auth.requires(auth.ANY_ROLE, scoped=True)])
     def list_orders(
         request: Request,
+        caller: auth.Caller,
         status: str | None = None,
         warehouse_id: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
         return queries.list_orders(_db(request), status=status, warehouse_id=warehouse_id,
-                                   limit=limit)
+                                   limit=limit, scope=caller.scope)
 
     @router.post("/orders/retry", tags=["operations"],
+                 dependencies=[auth.requires({auth.Role.OPERATOR})],
                  summary="Allocate waiting orders (unallocated, needs_attention) that now fit")
     def retry_orders(request: Request, body: RetryRequest | None = None) -> dict[str, Any]:
         """Runs by itself after stock or warehouses change (catalog writes, a breaker
@@ -432,21 +442,27 @@ def _orders_router() -> APIRouter:
                                     "reason": w.reason} for w in result.waiting]}
 
     @router.get("/orders/{order_id}", summary="Status and timeline of an order",
-                responses={404: {"model": Problem}})
-    def get_order(request: Request, order_id: str) -> dict[str, Any]:
+                responses={404: {"model": Problem}},
+                dependencies=[auth.requires(auth.ANY_ROLE, scoped=True)])
+    def get_order(request: Request, order_id: str, caller: auth.Caller) -> dict[str, Any]:
         """Timeline kinds: received, allocated (已分仓), rerouted, shipped (已出库),
         in_transit (在途), delivered (已送达), unallocated, needs_attention, cancelled."""
+        _check_order_scope(request, caller, order_id)
         try:
             return queries.get_order(_db(request), order_id)
         except NotFound as exc:
             raise _not_found(exc) from exc
 
     @router.post("/orders/{order_id}/events", summary="Warehouse or courier status update",
-                 responses={404: {"model": Problem}, 409: {"model": Problem}})
-    def post_event(request: Request, order_id: str, event: StatusEvent) -> dict[str, Any]:
+                 responses={404: {"model": Problem}, 409: {"model": Problem}},
+                 dependencies=[auth.requires({auth.Role.INTEGRATION, auth.Role.OPERATOR,
+                                              auth.Role.CUSTOMER_SERVICE}, scoped=True)])
+    def post_event(request: Request, order_id: str, event: StatusEvent,
+                   caller: auth.Caller) -> dict[str, Any]:
         """Allowed: allocated -> shipped | cancelled; shipped -> in_transit | delivered;
         in_transit -> in_transit | delivered; unallocated/needs_attention -> cancelled.
         Anything else is 409."""
+        _check_order_scope(request, caller, order_id)
         at = event.at or _now(request)
         try:
             status = ledger.record_status_event(_db(request), order_id, event.kind, at,
@@ -465,12 +481,15 @@ def _orders_router() -> APIRouter:
 
     @router.get("/orders/{order_id}/decision",
                 summary="Why the order went where it went (and why not warehouse X)",
-                responses={404: {"model": Problem}})
+                responses={404: {"model": Problem}},
+                dependencies=[auth.requires(auth.ANY_ROLE, scoped=True)])
     def get_decision(
         request: Request,
         order_id: str,
+        caller: auth.Caller,
         why_not_warehouse: Annotated[str | None, Query(alias="why_not")] = None,
     ) -> dict[str, Any]:
+        _check_order_scope(request, caller, order_id)
         db = _db(request)
         rows = queries.decisions_of(db, order_id)
         if not queries.order_exists(db, order_id):
@@ -495,7 +514,7 @@ def _orders_router() -> APIRouter:
 
 
 def _catalog_router() -> APIRouter:
-    router = APIRouter(tags=["catalog"])
+    router = APIRouter(tags=["catalog"], dependencies=[auth.requires(auth.ANY_ROLE)])
     models: dict[Kind, type[BaseModel]] = {
         Kind.WAREHOUSES: WarehouseIn, Kind.SKUS: SkuIn, Kind.STORES: StoreIn,
         Kind.INVENTORY: InventoryIn,
@@ -532,14 +551,23 @@ def _catalog_router() -> APIRouter:
         openapi_extra={"requestBody": {"content": {
             "text/csv": {"schema": {"type": "string"}},
             "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "file": {"type": "string", "format": "binary"},
+                "csrf_token": {"type": "string"}}}},
         }, "required": True}},
+        dependencies=[auth.requires({auth.Role.INTEGRATION})],
+        responses={415: {"model": Problem}},
     )
     async def import_rows(request: Request, kind: Kind) -> Any:
         """CSV needs a header row (Excel "CSV UTF-8" works); JSON is a list of objects.
-        A bad row rejects the file: 422 with ``field`` = ``row N.column``."""
-        raw = await request.body()
-        ctype = request.headers.get("content-type", "")
-        fmt = "csv" if ("csv" in ctype or "text/plain" in ctype) else "json"
+        A bad row rejects the file: 422 with ``field`` = ``row N.column``. Only
+        ``text/csv``, ``application/json`` or a multipart upload (field ``file``; from a
+        logged-in page also ``csrf_token``) are taken: ``text/plain`` and form posts are
+        what another site's page can send without the browser asking first."""
+        upload = await _import_body(request)
+        if isinstance(upload, JSONResponse):
+            return upload
+        raw, fmt = upload
         try:
             text = raw.decode("utf-8-sig")
             rows = parse_text(text, kind, fmt=fmt)
@@ -572,7 +600,7 @@ def _catalog_router() -> APIRouter:
         return {"orders_by_status": by_status, "orders_skewed_total": queries.skew_count(db),
                 "counters": counters, "wal_checkpointer": checkpointer.health()}
 
-    @router.get("/healthz", tags=["operations"])
+    @router.get("/healthz", tags=["operations"], dependencies=[auth.public()])
     def healthz(request: Request) -> dict[str, str]:
         queries.ping(_db(request))
         return {"status": "ok"}
@@ -603,10 +631,12 @@ def _add_kind_routes(
         return do_upsert(request, kind, rows)
 
     router.add_api_route(path, list_kind, methods=["GET"], summary=f"List {kind.value}")
+    writers = [auth.requires({auth.Role.INTEGRATION})]
     # the body type is the model (or a list of it), so FastAPI validates and documents it
     upsert_kind.__annotations__["body"] = model | list[model]  # type: ignore[valid-type]
     for method in ("POST", "PUT"):
         router.add_api_route(path, upsert_kind, methods=[method], response_model=dict[str, Any],
+                             dependencies=writers,
                              name=f"upsert_{kind.value}_{method.lower()}",
                              summary=f"Create or update {kind.value} (one object or a list)")
     if kind is not Kind.INVENTORY:
@@ -616,6 +646,40 @@ def _add_kind_routes(
         router.add_api_route(path + "/{item_id}", get_one, methods=["GET"],
                              summary=f"One of {kind.value}",
                              responses={404: {"model": Problem}})
+
+
+_IMPORT_TYPES = {"text/csv": "csv", "application/csv": "csv", "application/json": "json"}
+
+
+async def _import_body(request: Request) -> tuple[bytes, str] | JSONResponse:
+    """The file of an import and its format, or a 415 naming what is accepted."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in _IMPORT_TYPES:
+        return await request.body(), _IMPORT_TYPES[ctype]
+    if ctype == "multipart/form-data":
+        form = await request.form()
+        try:
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                return invalid("body.file", "a multipart import needs a file field 'file'")
+            name = (upload.filename or "").lower()
+            return await upload.read(), "json" if name.endswith(".json") else "csv"
+        finally:
+            await form.close()  # uploads are spooled temporary files
+    _count(request, "imports_refused_content_type")
+    return JSONResponse(status_code=415, content={
+        "detail": f"content-type {ctype or '(none)'} is not accepted: send text/csv, "
+                  "application/json or multipart/form-data", "field": "content-type"})
+
+
+def _check_order_scope(request: Request, caller: auth.Identity, order_id: str) -> None:
+    """403 when the order belongs to a store and warehouse outside the caller's scope
+    (an unknown order answers as before: 404 further on)."""
+    if caller.scope.unlimited:
+        return
+    owner = queries.order_owner(_db(request), order_id)
+    if owner is not None and not caller.scope.sees_order(*owner):
+        raise auth.forbid(request, f"order {order_id!r} is outside your scope")
 
 
 def _get_by_id(db: Database, kind: Kind, item_id: str) -> dict[str, Any]:
@@ -694,6 +758,7 @@ def create_app(
         open_database(chosen.db_path).conn.close()  # create and migrate once, at start
         connections = Connections(chosen.db_path)
         app.state.connections = connections
+        await auth.bootstrap(app)
         checkpointer = WalCheckpointer(chosen.db_path)
         checkpointer.start()
         app.state.checkpointer = checkpointer
@@ -719,6 +784,7 @@ def create_app(
             connections.close()
 
     app = FastAPI(
+        docs_url=None, redoc_url=None, openapi_url=None,  # served behind a login (auth)
         title="Breakwater coordinator",
         version="0.1.0",
         summary="Order intake, three-layer allocation with decision traces, and rerouting.",
@@ -728,6 +794,7 @@ def create_app(
     app.state.clock = clock if clock is not None else SystemClock()
     app.state.counters = Counter()
     app.state.counters_lock = threading.Lock()
+    app.state.auth_config = auth_config_of(chosen)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -758,4 +825,5 @@ def create_app(
         return FastAPI.openapi(app)
 
     app.openapi = openapi  # type: ignore[method-assign]
+    auth.install(app)  # last: it checks that every route included above declares its roles
     return app

@@ -25,10 +25,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from sqlite_utils import Database
 
+from coordinator import auth
 from coordinator.dashboard_state import state
 from protocols.timestamps import stamp
 
-router = APIRouter(tags=["dashboard"])
+router = APIRouter(tags=["dashboard"], dependencies=[auth.requires(auth.ANY_ROLE)])
 
 PAGE_PACKAGE = "coordinator"
 PAGE_PATH = ("static", "dashboard.html")

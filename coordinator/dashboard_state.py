@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from coordinator.gateways.store import security_summary
 from coordinator.ledger import TIMELINE_LABELS
 from protocols.timestamps import parse_stamp
 
@@ -154,6 +155,8 @@ def state(db: Database, *, incident_limit: int = 20, waiting_limit: int = 50) ->
             "waiting_orders": waiting_orders(db, waiting_limit),
             "waiting_total": by_status.get("unallocated", 0) + by_status.get("needs_attention", 0),
             "notifications": notifications(db),
+            # refused, held and flagged gateway messages: a refused real trip must be loud
+            "security": security_summary(db),
             "labels": {**TIMELINE_LABELS, **STATE_LABELS},
         }
     finally:

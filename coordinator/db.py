@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 MIGRATION_MODULES = (
     "coordinator.schema",
     "coordinator.ops.schema",
+    "coordinator.ops.cluster_schema",
     "coordinator.intel.schema",
+    "coordinator.auth.schema",
+    "coordinator.gateways.schema",  # after ops: it registers the agents ops has seen
 )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from coordinator.auth.roles import Scope
 from coordinator.catalog import Kind, get_row
 from coordinator.errors import NotFound
 from coordinator.ledger import TIMELINE_LABELS
@@ -112,8 +113,9 @@ def _dicts(db: Database, sql: str, params: Sequence[Any]) -> list[dict[str, Any]
 
 
 def list_orders(db: Database, *, status: str | None, warehouse_id: str | None,
-                limit: int) -> list[dict[str, Any]]:
-    """Orders, newest first, optionally of one status and/or warehouse."""
+                limit: int, scope: Scope | None = None) -> list[dict[str, Any]]:
+    """Orders, newest first, optionally of one status and/or warehouse; with a limited
+    ``scope`` only the orders of its stores or warehouses."""
     where: list[str] = []
     params: list[Any] = []
     if status is not None:
@@ -122,12 +124,25 @@ def list_orders(db: Database, *, status: str | None, warehouse_id: str | None,
     if warehouse_id is not None:
         where.append("warehouse_id = ?")
         params.append(warehouse_id)
+    if scope is not None and not scope.unlimited:
+        stores = sorted(scope.stores or ())
+        houses = sorted(scope.warehouses or ())
+        where.append(f"(store_id IN ({','.join('?' * len(stores)) or 'NULL'}) OR "
+                     f"warehouse_id IN ({','.join('?' * len(houses)) or 'NULL'}))")
+        params.extend([*stores, *houses])
     sql = ("SELECT id, channel, channel_order_id, store_id, status, warehouse_id, tier, eta, "
            "received_at, skewed FROM orders")
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY received_at DESC, id LIMIT ?"
     return _dicts(db, sql, [*params, limit])
+
+
+def order_owner(db: Database, order_id: str) -> tuple[str | None, str | None] | None:
+    """The order's store and warehouse (what scopes are about), None if unknown."""
+    row = db.execute("SELECT store_id, warehouse_id FROM orders WHERE id = ?",
+                     [order_id]).fetchone()
+    return None if row is None else (row[0], row[1])
 
 
 def order_exists(db: Database, order_id: str) -> bool:

@@ -168,3 +168,5 @@ def write_region(region: RegionCatalog, directory: Path) -> list[Path]:
 
 
 SAMPLE_FILES = ("warehouses", "skus", "stores", "inventory")
+# one registered gateway per sample warehouse, named as the simulators name their agents
+SAMPLE_GATEWAYS = SAMPLE_DIR / "gateways.csv"

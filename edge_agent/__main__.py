@@ -27,7 +27,8 @@ def summary(config: AgentConfig) -> str:
         f"agent {a.agent_id} for warehouse {a.warehouse_id}",
         f"  state db:   {config.state_db_path}",
         f"  local MQTT: {config.local_mqtt.url}",
-        f"  uplink:     {config.uplink_mqtt.url} (root {config.uplink_mqtt.topic_root!r})",
+        f"  uplink:     {', '.join(config.uplink_mqtt.broker_urls)}"
+        f" (root {config.uplink_mqtt.topic_root!r})",
         f"  sensors:    {len(config.sensors)} in zones "
         + ", ".join(sorted({s.zone for s in config.sensors})),
     ]
@@ -38,11 +39,18 @@ def summary(config: AgentConfig) -> str:
             if rule.silence_trips_after_s is not None
             else ""
         )
+        combine = rule.combine if rule.at_least is None else f"at least {rule.at_least}"
         lines.append(
             f"  rule {rule.id}: {rule.zone} {rule.metric} {limit} for {rule.for_s:g}s"
-            f" (>= {rule.min_readings} readings) -> breaker {rule.breaker}{silence}"
+            f" (>= {rule.min_readings} readings, {combine} sensor(s))"
+            f" -> breaker {rule.breaker}{silence}"
         )
     lines.append("  breakers:   " + ", ".join(b.name for b in config.breakers))
+    key = config.command_key_path
+    lines.append(
+        f"  commands:   signed, key file {key}" if key is not None
+        else "  commands:   signed if BREAKWATER_COMMAND_KEY is set, else NOT authenticated"
+    )
     return "\n".join(lines)
 
 

@@ -26,24 +26,28 @@ import os
 from collections import deque
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any
 
 import aiomqtt
 
-from edge_agent.config import AgentConfig, MqttSection
+from edge_agent.config import AgentConfig
 from edge_agent.core import AgentCore, Output, Saved
 from edge_agent.counters import AgentStats
 from edge_agent.errors import StoreError
 from edge_agent.local_command import COMMAND_KEY_ENV
-from edge_agent.messages import OutgoingMessage
+from edge_agent.messages import OutgoingMessage, agent_status, as_historical
+from edge_agent.mqtt_io import (
+    broker_address,
+    cancel_and_wait,
+    client_kwargs,
+    log_connect_failure,
+    owned_queue,
+    reraise_if_cancelling,
+)
 from edge_agent.store import OutboxRow, Store, open_store
 from protocols import (
     AgentState,
-    AgentStatus,
-    BreakerEvent,
     DeadLetter,
     RuleCountdown,
-    TelemetrySummary,
     TopicError,
     Topics,
     encode,
@@ -51,52 +55,12 @@ from protocols import (
 from protocols.clock import Clock, SystemClock
 from protocols.command_auth import load_command_key
 from protocols.mqtt_url import parse_mqtt_url
-from protocols.reconnect import Attempt, BrokerRotation
+from protocols.reconnect import BrokerRotation
 
 log = logging.getLogger("edge_agent")
 
-SOFTWARE = "breakwater-edge/0.1"
 SENSOR_BATCH = 256  # queued sensor messages handled per turn of the event loop
 UNSAVED_MAX = 10_000  # beyond this, unsaved non-breaker messages are dropped
-
-
-def _client_kwargs(section: MqttSection, identifier: str) -> dict[str, Any]:
-    """Called once per connection loop: the TLS context (CA and client certificate read
-    from disk) is built here and reused by every reconnect, to whichever broker."""
-    return {
-        "identifier": section.client_id or identifier,
-        "password": section.password,
-        "keepalive": section.keepalive_s,
-        "tls_context": section.tls_context(),
-    }
-
-
-def _broker(url: str) -> dict[str, Any]:
-    address = parse_mqtt_url(url)
-    return {"hostname": address.host, "port": address.port}
-
-
-# What OpenSSL and paho say when a TLS connection is refused for its certificates; aiomqtt
-# passes on only the text, so these mark the failures that retrying will not fix.
-_TLS_FAILURE_MARKS = ("SSL", "certificate", "CERTIFICATE", "tlsv", "TLSV")
-
-
-def _log_connect_failure(
-    what: str, section: MqttSection, url: str, exc: aiomqtt.MqttError, attempt: Attempt
-) -> None:
-    text = str(exc)
-    if section.tls and any(mark in text for mark in _TLS_FAILURE_MARKS):
-        # An error, not a warning: a wrong CA or a refused client certificate is a
-        # configuration fault that keeps every event in the outbox until someone acts.
-        log.error(
-            "%s %s: TLS failed: %s (check ca_file=%s, cert_file=%s, key_file=%s); "
-            "trying %s in %.1fs",
-            what, url, text, section.ca_file or "<system trust store>",
-            section.cert_file, section.key_file, attempt.url, attempt.delay_s,
-        )
-    else:
-        log.warning("%s %s: %s; trying %s in %.1fs", what, url, text, attempt.url,
-                    attempt.delay_s)
 
 
 class EdgeAgent:
@@ -200,7 +164,7 @@ class EdgeAgent:
             for task in done:
                 task.result()
         finally:
-            await _cancel_and_wait(tasks)
+            await cancel_and_wait(tasks)
             if health is not None:
                 await asyncio.to_thread(health.close)
             self._close()
@@ -313,7 +277,7 @@ class EdgeAgent:
         section = self.config.local_mqtt
         rotation = BrokerRotation(section.broker_urls, section.backoff())
         attempt = rotation.first()
-        kwargs = _client_kwargs(section, f"{self.agent_id}-sensors")
+        kwargs = client_kwargs(section, f"{self.agent_id}-sensors")
         subscriptions = [*self.core.router.subscriptions]
         # A technician on site signs commands with the gateway's key and publishes them
         # here (python -m edge_agent command): no coordinator or uplink needed.
@@ -323,19 +287,19 @@ class EdgeAgent:
             try:
                 queues: list[asyncio.Queue[aiomqtt.Message]] = []
                 async with aiomqtt.Client(
-                    **_broker(attempt.url),
+                    **broker_address(attempt.url),
                     username=section.username,
                     # A persistent session keeps the subscriptions and what arrives while
                     # the agent is away; its client_id is stable (config or agent id).
                     clean_session=not section.persistent_session,
-                    queue_type=_owned_queue(queues),
+                    queue_type=owned_queue(queues),
                     **kwargs,
                 ) as client:
                     for start in range(0, len(subscriptions), 100):
                         batch = subscriptions[start : start + 100]
                         qos: int = section.qos
                         await client.subscribe([(t, qos) for t in batch])
-                    if self.core.command_key is not None and not self._same_broker():
+                    if self.core.command_key is not None and not self._samebroker_address():
                         await client.subscribe(command_filter, qos=1)
                     log.info("sensor broker %s connected", attempt.url)
                     rotation.connected(self.clock.now())
@@ -350,13 +314,13 @@ class EdgeAgent:
                         for _ in range(min(queue.qsize(), SENSOR_BATCH)):
                             take(queue.get_nowait())
             except aiomqtt.MqttError as exc:
-                _reraise_if_cancelling(exc)
+                reraise_if_cancelling(exc)
                 self._sensors_connected = False
                 failed = attempt.url
                 attempt = rotation.failed(self.clock.now())
-                _log_connect_failure("sensor broker", section, failed, exc, attempt)
+                log_connect_failure("sensor broker", section, failed, exc, attempt)
 
-    def _same_broker(self) -> bool:
+    def _samebroker_address(self) -> bool:
         local, uplink = self.config.local_mqtt, self.config.uplink_mqtt
         return (local.host, local.port) == (uplink.host, uplink.port)
 
@@ -424,20 +388,10 @@ class EdgeAgent:
         graceful: bool = False,
         ts: datetime | None = None,
     ) -> bytes:
-        every = self.config.agent.heartbeat_s
-        return encode(
-            AgentStatus(
-                warehouse_id=self.warehouse_id,
-                agent_id=self.agent_id,
-                state=state,
-                session_seq=session_seq,
-                incarnation=self.core.me.incarnation,
-                ts=ts or self.clock.now(),
-                software=SOFTWARE,
-                breakers=list(self.core.breakers),
-                graceful=graceful,
-                heartbeat_s=every if every > 0 and state is AgentState.ONLINE else None,
-            )
+        return agent_status(
+            self.core.me, state, session_seq, ts or self.clock.now(),
+            breakers=list(self.core.breakers), heartbeat_s=self.config.agent.heartbeat_s,
+            graceful=graceful,
         )
 
     async def _publish_online(self, client: aiomqtt.Client, session: int) -> None:
@@ -459,7 +413,7 @@ class EdgeAgent:
         rotation = BrokerRotation(section.broker_urls, section.backoff())
         attempt = rotation.first()
         status_topic = self._status_topic
-        kwargs = _client_kwargs(section, f"{self.agent_id}-uplink")
+        kwargs = client_kwargs(section, f"{self.agent_id}-uplink")
         used = False  # the current session_seq has been used by an established session
         while True:
             store = self._store
@@ -475,7 +429,7 @@ class EdgeAgent:
             await asyncio.sleep(attempt.delay_s)
             try:
                 async with aiomqtt.Client(
-                    **_broker(attempt.url),
+                    **broker_address(attempt.url),
                     # amqtt queues offline QoS 1 messages only for named clients
                     username=section.username or self.agent_id,
                     clean_session=False,
@@ -500,11 +454,11 @@ class EdgeAgent:
                             )
                         raise
             except aiomqtt.MqttError as exc:
-                _reraise_if_cancelling(exc)
+                reraise_if_cancelling(exc)
                 self._connected = False
                 failed = attempt.url
                 attempt = rotation.failed(self.clock.now())
-                _log_connect_failure("uplink", section, failed, exc, attempt)
+                log_connect_failure("uplink", section, failed, exc, attempt)
             finally:
                 self._connected = False
 
@@ -522,7 +476,7 @@ class EdgeAgent:
             for task in done:
                 task.result()
         finally:
-            await _cancel_and_wait([reader, writer])
+            await cancel_and_wait([reader, writer])
 
     async def _read_commands(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
@@ -564,19 +518,8 @@ class EdgeAgent:
     async def _publish_row(
         self, client: aiomqtt.Client, store: Store, row: OutboxRow, *, historical: bool
     ) -> None:
-        payload = row.payload
+        payload = as_historical(row.kind, row.payload) if historical else row.payload
         retain = row.retain and not historical
-        if historical:
-            if row.kind == "breaker":
-                event = BreakerEvent.model_validate_json(payload)
-                payload = event.model_copy(update={"historical": True}).model_dump_json(
-                    exclude_none=True
-                )
-            elif row.kind == "telemetry":
-                summary = TelemetrySummary.model_validate_json(payload)
-                payload = summary.model_copy(update={"historical": True}).model_dump_json(
-                    exclude_none=True
-                )
         await client.publish(row.topic, payload.encode(), qos=row.qos, retain=retain)
         if row.id:
             store.delete_outbox(row.id)
@@ -610,42 +553,5 @@ class EdgeAgent:
 
 def _env_key_present() -> bool:
     return bool(os.environ.get(COMMAND_KEY_ENV, "").strip())
-
-
-async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel ``tasks`` and wait until they have ended. Python 3.11's ``wait_for`` (used
-    inside aiomqtt) can swallow a cancellation that races with a result, so a task that is
-    still running after a second is cancelled again rather than waited on forever."""
-    for task in tasks:
-        task.cancel()
-    pending = {t for t in tasks if not t.done()}
-    while pending:
-        _, pending = await asyncio.wait(pending, timeout=1.0)
-        for task in pending:
-            task.cancel()
-    for task in tasks:
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("task %s ended with %r", task.get_name(), task.exception())
-
-
-def _reraise_if_cancelling(exc: BaseException) -> None:
-    """A disconnect that fails while the task is being cancelled must not swallow the
-    cancellation (the reconnect loop would then run forever)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError from exc
-
-
-def _owned_queue(
-    holder: list[asyncio.Queue[aiomqtt.Message]],
-) -> type[asyncio.Queue[aiomqtt.Message]]:
-    """A queue class for aiomqtt's ``queue_type`` that hands us the instance it builds."""
-
-    class OwnedQueue(asyncio.Queue[aiomqtt.Message]):
-        def __init__(self, maxsize: int = 0) -> None:
-            super().__init__(maxsize)
-            holder.append(self)
-
-    return OwnedQueue
 
 

@@ -30,7 +30,7 @@ from edge_agent.messages import (
     dead_letter,
     telemetry_message,
 )
-from edge_agent.readings import Reading
+from edge_agent.readings import Metric, Reading
 from edge_agent.routing import SensorRouter
 from edge_agent.rules import Action, Notice, RuleMachine, RuleSpec, Transition
 from edge_agent.telemetry import Summary, TelemetryAggregator
@@ -208,10 +208,23 @@ class AgentCore:
                 self._feed(out, reading)
         return out
 
-    def feed_reading(self, reading: Reading) -> Output:
-        """Feed an already parsed reading (a data logger's export in a replay)."""
+    def feed_value(self, sensor_id: str, metric: Metric, value: float, ts: datetime) -> Output:
+        """Feed one value already in °C / %RH with its event time (a data logger's export
+        in a replay), checked like a payload's value. An unknown sensor is refused."""
         out = Output()
-        self.counters.accept(reading.sensor_id)
+        parser = self.router.parser_for(sensor_id)
+        source = f"logger/{sensor_id}"
+        if parser is None:
+            error = SensorPayloadError(f"no sensor {sensor_id!r} in the config",
+                                       field="sensor_id", reason="unknown_sensor")
+            self._dead_letter(out, source, str(value).encode(), error, ts, None)
+            return out
+        try:
+            reading = parser.reading(metric, value, ts)
+        except SensorPayloadError as exc:
+            self._dead_letter(out, source, str(value).encode(), exc, ts, sensor_id)
+            return out
+        self.counters.accept(sensor_id)
         self._feed(out, reading)
         return out
 

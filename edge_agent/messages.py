@@ -15,6 +15,8 @@ from edge_agent.errors import SensorPayloadError
 from edge_agent.rules import RuleMachine
 from edge_agent.telemetry import Summary
 from protocols import (
+    AgentState,
+    AgentStatus,
     AuditRecord,
     BreakerEvent,
     DeadLetter,
@@ -22,7 +24,10 @@ from protocols import (
     TelemetrySummary,
     Topics,
     TripValue,
+    encode,
 )
+
+SOFTWARE = "breakwater-edge/0.1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,3 +170,37 @@ def dead_letter(
         received_at=now,
         rejected_total=total,
     )
+
+
+def agent_status(
+    me: Identity, state: AgentState, session_seq: int, ts: datetime, *,
+    breakers: list[str], heartbeat_s: float, graceful: bool = False,
+) -> bytes:
+    """Birth, heartbeat (``online``) or last will / goodbye (``offline``) of a session."""
+    return encode(
+        AgentStatus(
+            warehouse_id=me.warehouse_id,
+            agent_id=me.agent_id,
+            state=state,
+            session_seq=session_seq,
+            incarnation=me.incarnation,
+            ts=ts,
+            software=SOFTWARE,
+            breakers=breakers,
+            graceful=graceful,
+            heartbeat_s=heartbeat_s if heartbeat_s > 0 and state is AgentState.ONLINE else None,
+        )
+    )
+
+
+def as_historical(kind: str, payload: str) -> str:
+    """An outbox payload re-sent after newer live state: marked so it never overwrites it."""
+    if kind == "breaker":
+        event = BreakerEvent.model_validate_json(payload)
+        return event.model_copy(update={"historical": True}).model_dump_json(exclude_none=True)
+    if kind == "telemetry":
+        summary = TelemetrySummary.model_validate_json(payload)
+        return summary.model_copy(update={"historical": True}).model_dump_json(
+            exclude_none=True
+        )
+    return payload

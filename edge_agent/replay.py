@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.core import AgentCore, Output, Saved
 from edge_agent.errors import ConfigError
-from edge_agent.readings import Metric, Reading
+from edge_agent.readings import Metric
 from edge_agent.rules import Transition
 from protocols import Topics
 
@@ -50,11 +50,18 @@ class ReplayError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class LoggedValue:
+    sensor_id: str
+    metric: Metric
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
-    """One recorded input: a reading (CSV) or a raw MQTT message (JSONL)."""
+    """One recorded input: a logged value (CSV) or a raw MQTT message (JSONL)."""
 
     at: datetime
-    reading: Reading | None = None
+    value: LoggedValue | None = None
     topic: str = ""
     payload: bytes = b""
 
@@ -63,8 +70,7 @@ class Step:
 class Replay:
     transitions: list[Transition] = field(default_factory=list)
     readings: int = 0
-    dead_letters: int = 0
-    unknown_sensors: dict[str, int] = field(default_factory=dict)
+    dead_letters: list[str] = field(default_factory=list)  # the errors, naming the field
 
 
 def read_steps(path: Path, tz: tzinfo) -> Iterator[Step]:
@@ -113,7 +119,7 @@ def _csv(file: Any, tz: tzinfo) -> Iterator[Step]:
                 value = float(text)
             except ValueError:
                 raise ReplayError(f"line {line}.{column}: {text!r} is not a number") from None
-            yield Step(at, Reading(sensor, "", metric, value, at, at))
+            yield Step(at, LoggedValue(sensor, metric, value))
 
 
 def _jsonl(file: Any, tz: tzinfo) -> Iterator[Step]:
@@ -135,7 +141,6 @@ def _jsonl(file: Any, tz: tzinfo) -> Iterator[Step]:
 def replay(config: AgentConfig, steps: Iterator[Step]) -> Replay:
     """Feed ``steps`` to a fresh core in event time, ticking between them."""
     core = AgentCore(config, Topics(config.uplink_mqtt.topic_root))
-    zones = {s.id: s.zone for s in config.sensors}
     tick = timedelta(seconds=max(1.0, config.agent.tick_interval_s))
     result = Replay()
     now: datetime | None = None
@@ -147,15 +152,10 @@ def replay(config: AgentConfig, steps: Iterator[Step]) -> Replay:
             now += tick
             _collect(result, core.tick(now))
         now = max(now, step.at)
-        if step.reading is not None:
-            reading = step.reading
-            zone = zones.get(reading.sensor_id)
-            if zone is None:
-                unknown = result.unknown_sensors
-                unknown[reading.sensor_id] = unknown.get(reading.sensor_id, 0) + 1
-                continue
-            reading.zone = zone
-            _collect(result, core.feed_reading(reading))
+        if step.value is not None:
+            logged = step.value
+            _collect(result, core.feed_value(logged.sensor_id, logged.metric, logged.value,
+                                             step.at))
         else:
             _collect(result, core.ingest(step.topic, step.payload, step.at))
         result.readings += 1
@@ -166,7 +166,7 @@ def replay(config: AgentConfig, steps: Iterator[Step]) -> Replay:
 
 def _collect(result: Replay, out: Output) -> None:
     result.transitions.extend(out.transitions)
-    result.dead_letters += len(out.deadletters)
+    result.dead_letters += [f"{d.sensor_id or d.source_topic}: {d.error}" for d in out.deadletters]
 
 
 def timeline(result: Replay, tz: tzinfo) -> list[str]:
@@ -204,7 +204,10 @@ def main(argv: list[str]) -> int:
     for line in timeline(result, tz):
         print(line)
     print(f"{result.readings} values, {len(result.transitions)} transitions, "
-          f"{result.dead_letters} dead letters")
-    for sensor, count in sorted(result.unknown_sensors.items()):
-        print(f"  {count} values of sensor {sensor!r}, not in {opts.config}: ignored")
+          f"{len(result.dead_letters)} dead letters")
+    counts: dict[str, int] = {}
+    for error in result.dead_letters:
+        counts[error] = counts.get(error, 0) + 1
+    for error, count in sorted(counts.items(), key=lambda c: -c[1])[:20]:
+        print(f"  {count} x {error}")
     return 0

@@ -15,12 +15,14 @@ class SensorRouter:
     def __init__(self, config: AgentConfig, topics: Topics) -> None:
         warehouse = config.agent.warehouse_id
         self._exact: dict[str, list[SensorParser]] = {}
+        self._by_id: dict[str, SensorParser] = {}
         self._wild: list[tuple[str, SensorParser]] = []
         self.subscriptions: list[str] = []
         default_topics: list[str] = []
         max_skew = config.agent.max_skew_s
         for sensor in config.sensors:
             parser = SensorParser(sensor, max_skew)
+            self._by_id[sensor.id] = parser
             topic = sensor.topic or topics.sensor(warehouse, sensor.id)
             if "+" in topic or "#" in topic:
                 self._wild.append((topic, parser))
@@ -42,3 +44,7 @@ class SensorRouter:
         if parsers is None:
             parsers = [p for flt, p in self._wild if topic_matches_sub(flt, topic)]
         return parsers
+
+    def parser_for(self, sensor_id: str) -> SensorParser | None:
+        """The parser of a configured sensor, by its id."""
+        return self._by_id.get(sensor_id)

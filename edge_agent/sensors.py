@@ -216,6 +216,14 @@ class SensorParser:
             )
         return Parsed(readings, errors)
 
+    def reading(self, metric: Metric, value: float, ts: datetime) -> Reading:
+        """A value already in °C / %RH with its event time (a data logger's export),
+        checked like a payload's: finite, no sentinel, within the possible range."""
+        if not math.isfinite(value):
+            raise SensorPayloadError(f"{metric} must be finite", field=metric,
+                                     reason="non_finite")
+        return self._reading(metric, value, ts, ts)
+
     def _reading(
         self,
         metric: Metric,

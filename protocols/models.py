@@ -177,8 +177,9 @@ class AgentState(StrEnum):
 class AgentStatus(WireModel):
     """Birth (``online``) and death (``offline``, the last will) of an agent session.
 
-    ``session_seq`` grows with every connection of the agent (Sparkplug's bdSeq); a
-    death whose ``session_seq`` is older than the latest birth is stale and ignored.
+    ``session_seq`` grows once per established connection of the agent and per process
+    start, never per failed attempt (Sparkplug's bdSeq); a death whose ``session_seq`` is
+    older than the latest birth is stale and ignored.
 
     Heartbeat: an agent that sets ``heartbeat_s`` re-publishes its online status
     (same ``session_seq``, newer ``ts``, retained) at least that often, so a receiver can

@@ -122,7 +122,7 @@ class Topics:
     def telemetry_filter(self, warehouse: str | None = None) -> str:
         return self._wh_filter(warehouse, "telemetry", "+")
 
-    def command_filter(self, warehouse: str) -> str:
+    def command_filter(self, warehouse: str | None = None) -> str:
         return self._wh_filter(warehouse, "cmd", "+")
 
     def deadletter_filter(self, warehouse: str | None = None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -144,7 +145,11 @@ def _cmd_orders(args: argparse.Namespace) -> int:
         print(f"wrote {written} orders to {args.out}")
         return 0
     try:
-        stats = asyncio.run(post_orders(orders, args.url, batch=args.batch, rate=args.rate))
+        # the credential from the environment, never a command-line argument (ps shows those)
+        token = os.environ.get("BREAKWATER_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        stats = asyncio.run(post_orders(orders, args.url, batch=args.batch, rate=args.rate,
+                                        headers=headers))
     except OrderPostError as exc:
         print(str(exc), file=sys.stderr)
         return 1

@@ -81,7 +81,10 @@ class MosquittoBroker:
         binary: str | None = None,
         tls: BrokerTls | None = None,
         autosave_interval_s: int = 1,
+        auth: tuple[Path, Path] | None = None,
     ) -> None:
+        """``auth``: a password file and an ACL file (``mqtt-auth`` output); then
+        anonymous clients are refused."""
         found = binary or find_mosquitto()
         if found is None:
             raise BrokerError("no mosquitto binary found (apt-get install mosquitto)")
@@ -95,7 +98,7 @@ class MosquittoBroker:
         self.log_path = self._dir / "mosquitto.log"
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            f"allow_anonymous {'false' if auth is not None else 'true'}",
             f"max_queued_messages {max_queued_messages}",
             "max_inflight_messages 100",
             f"persistence {'true' if persistence else 'false'}",
@@ -110,6 +113,12 @@ class MosquittoBroker:
         self.tls = tls
         if tls is not None:
             lines += self._tls_lines(tls)
+        if auth is not None:  # copied next to the config: mosquitto's user must read them
+            for name, source in zip(("password_file", "acl_file"), auth, strict=True):
+                target = self._dir / source.name
+                shutil.copyfile(source, target)
+                target.chmod(0o644)
+                lines.append(f"{name} {target}")
         self.config_path.write_text("\n".join(lines) + "\n")
         self._proc: subprocess.Popen[bytes] | None = None
 

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import importlib
 import os
+import secrets
 import socket
 import tempfile
 import time
@@ -35,7 +36,7 @@ import aiomqtt
 from protocols import BreakerEvent, Topics
 from protocols.clock import ManualClock
 from simulators.brokers import EmbeddedBroker, free_port
-from simulators.edge_configs import write_configs
+from simulators.edge_configs import agent_id_for, write_configs
 from simulators.harness import (
     AgentFactory,
     AgentLike,
@@ -108,6 +109,8 @@ class RunningCoordinator:
     app: Any  # the FastAPI app (``app.state.ops`` is the ops service while it runs)
     db_path: Path
     sink_path: Path | None  # the franchisee notice file sink (ops side only)
+    headers: dict[str, str]  # the demo's own admin token (Authorization: Bearer)
+    login: tuple[str, str]  # username and password of the demo's admin login
 
     def on_reroute(self, hook: Callable[[Any], None]) -> None:
         """Call ``hook(RerouteTiming)`` for each reroute the ops side commits."""
@@ -189,6 +192,8 @@ async def start_coordinator(
     db = db_module.open_database(str(db_path))
     for name in region_module.SAMPLE_FILES:
         catalog.import_file(db, region_module.SAMPLE_DIR / f"{name}.csv", clock.now())
+    headers, login = _demo_credentials(db, clock.now())
+    _register_gateways(db, clock.now())
     db.conn.close()
     chosen = port_or_free(port)
     settings = settings_module.Settings(
@@ -231,7 +236,29 @@ async def start_coordinator(
     async def wait() -> None:
         await asyncio.shield(task)
 
-    return RunningCoordinator(f"http://127.0.0.1:{chosen}", stop, wait, app, db_path, sink)
+    return RunningCoordinator(f"http://127.0.0.1:{chosen}", stop, wait, app, db_path, sink,
+                              headers, login)
+
+
+def _register_gateways(db: Any, now: datetime) -> None:
+    """One gateway per warehouse, named as the replayed agents are: the coordinator
+    refuses breaker events from agents it has not registered."""
+    gateways = importlib.import_module("coordinator.gateways.store")
+    for (warehouse_id,) in db.execute("SELECT id FROM warehouses").fetchall():
+        gateways.register(db, agent_id_for(warehouse_id), warehouse_id, actor="demo", now=now)
+
+
+def _demo_credentials(db: Any, now: datetime) -> tuple[dict[str, str], tuple[str, str]]:
+    """An admin login for the person watching (a fresh random password, printed) and an
+    admin token for the demo's own requests: every endpoint wants a credential."""
+    auth_store = importlib.import_module("coordinator.auth.store")
+    roles = importlib.import_module("coordinator.auth.roles")
+    password = secrets.token_urlsafe(12)
+    auth_store.add_user(db, username="admin", password=password, role=roles.Role.ADMIN,
+                        scope=roles.Scope(), now=now)
+    _, token = auth_store.issue_token(db, name="demo", role=roles.Role.ADMIN,
+                                      scope=roles.Scope(), now=now, created_by="demo")
+    return {"Authorization": f"Bearer {token}"}, ("admin", password)
 
 
 def edge_agent_factory() -> AgentFactory | None:
@@ -358,7 +385,10 @@ async def _demo(
             outcome.dashboard_url = f"{coordinator.url}/"
             outcome.sink_path = coordinator.sink_path
             print(f"coordinator + dashboard: {coordinator.url}/  (API docs {coordinator.url}/docs)")
-            await _load_orders(coordinator.url, coordinator.db_path, clock.now(), day, waiting)
+            print(f"log in as {coordinator.login[0]!r} with password "
+                  f"{coordinator.login[1]!r} (this demo's database only)", flush=True)
+            await _load_orders(coordinator.url, coordinator.headers, coordinator.db_path,
+                               clock.now(), day, waiting)
 
             def rerouted(timing: Any) -> None:
                 seen = RerouteSeen(
@@ -406,7 +436,7 @@ async def _demo(
         )
         if coordinator is not None:
             await _wait_for_reroutes(outcome)
-            await _coordinator_report(coordinator.url, waiting, outcome)
+            await _coordinator_report(coordinator.url, coordinator.headers, waiting, outcome)
         _report(scenario, workdir, outcome, hold=hold)
         if coordinator is not None and hold:
             print(f"\nserving {outcome.dashboard_url} until Ctrl-C", flush=True)
@@ -432,6 +462,7 @@ async def _wait_for_reroutes(
 
 async def _load_orders(
     base_url: str,
+    headers: dict[str, str],
     db_path: Path,
     at: datetime,
     day: list[GeneratedOrder],
@@ -440,14 +471,14 @@ async def _load_orders(
     """The day's orders are shipped and in transit before the night, so exactly the
     waiting orders sit unshipped at the incident warehouse."""
     started = time.perf_counter()
-    posted = await post_orders(day, base_url, batch=500)
+    posted = await post_orders(day, base_url, batch=500, headers=headers)
     ids = [
         str(r["order_id"])
         for r in posted.results
         if r.get("status") == "allocated" and r.get("order_id")
     ]
     moved_on = await asyncio.to_thread(_ship_in_store, db_path, ids, at)
-    held = await post_orders(waiting, base_url, batch=500)
+    held = await post_orders(waiting, base_url, batch=500, headers=headers)
     where: dict[str, int] = {}
     for row in held.results:
         key = str(row.get("warehouse_id"))
@@ -479,13 +510,13 @@ def _ship_in_store(db_path: Path, order_ids: list[str], at: datetime) -> int:
 
 
 async def _coordinator_report(
-    base_url: str, waiting: list[GeneratedOrder], outcome: DemoOutcome
+    base_url: str, headers: dict[str, str], waiting: list[GeneratedOrder], outcome: DemoOutcome
 ) -> None:
     """Where the waiting orders are now (re-posting is idempotent and answers with the
     order's current status and warehouse), the seed's metrics, notices and alerts."""
     import httpx
 
-    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60) as http:
         response = await http.post("/orders", json=[o.body() for o in waiting])
         if response.status_code == 200:
             for row in response.json().get("results", []):

@@ -104,12 +104,17 @@ class NatsCluster:
         """Every node's MQTT URL, in node order."""
         return [node.url for node in self.nodes]
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start every node that is not running; return when each serves MQTT sessions."""
+    def start(self, timeout: float = 60.0, *, ready: bool = True) -> None:
+        """Start every node that is not running; return when each serves MQTT sessions
+        (``ready``) or only listens (a storm measurement: its clients are the probe)."""
         for index, node in enumerate(self.nodes):
             if not node.running:
                 self._spawn(index)
-        self.wait_ready(timeout)
+        if ready:
+            self.wait_ready(timeout)
+        else:
+            for node in self.nodes:
+                wait_for_port(HOST, node.mqtt_port, timeout=timeout)
 
     def start_node(self, index: int, timeout: float = 60.0) -> None:
         """Bring node ``index`` back (same ports and store); return when it serves MQTT."""

@@ -358,11 +358,13 @@ async def post_orders(
     rate: float | None = None,
     client: httpx.AsyncClient | None = None,
     timeout_s: float = 30.0,
+    headers: dict[str, str] | None = None,
 ) -> PostStats:
     """POST orders to ``{base_url}/orders`` in batches (a JSON list), ``rate`` orders/s.
 
     HTTP error statuses are counted in the stats (the coordinator names the bad field);
-    only an unreachable coordinator raises :class:`OrderPostError`.
+    only an unreachable coordinator raises :class:`OrderPostError`. ``headers`` carry the
+    credential (``Authorization: Bearer <integration token>``).
     """
     if batch < 1:
         raise ValueError("batch must be at least 1")
@@ -381,7 +383,7 @@ async def post_orders(
                     await asyncio.sleep(delay)
             body: Any = chunk[0].body() if batch == 1 else [o.body() for o in chunk]
             try:
-                response = await http.post(url, json=body)
+                response = await http.post(url, json=body, headers=headers)
             except httpx.HTTPError as exc:
                 message = f"cannot POST {url}: {exc}"
                 raise OrderPostError(message) from exc

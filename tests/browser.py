@@ -1,15 +1,30 @@
-"""Headless Chromium for page tests: the binary (skip, or fail under CI, when missing) and
-one run of it against a URL."""
+"""Headless Chromium for page tests: the binary (skip, or fail under CI, when missing), one
+run of it against a URL, and :class:`Browser`, driven over the DevTools protocol (a
+websocket) for pages behind a login: a person's session is a cookie the login page sets,
+which no command-line flag of the browser can supply.
+
+    with Browser(workdir) as browser:
+        browser.login(base_url, "alice", password)
+        browser.goto(f"{base_url}/dashboard")
+        html = browser.settled_dom()
+"""
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
+import re
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 import pytest
+from websockets.sync.client import ClientConnection, connect
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
@@ -36,3 +51,114 @@ def run_chromium(workdir: Path, url: str, *extra: str) -> subprocess.CompletedPr
                           env={**os.environ, "HOME": str(workdir)})
     assert done.returncode == 0, done.stderr[-2000:]
     return done
+
+
+class Browser:
+    def __init__(self, workdir: Path, window: str = "1400,1000") -> None:
+        self._workdir = workdir
+        self._window = window
+        self._ids = itertools.count(1)
+        self._process: subprocess.Popen[str] | None = None
+        self._socket: ClientConnection | None = None
+        self._session = ""
+
+    def __enter__(self) -> Browser:
+        profile = self._workdir / f"chromium-{uuid.uuid4().hex[:8]}"
+        self._process = subprocess.Popen(
+            [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+             f"--window-size={self._window}", f"--user-data-dir={profile}",
+             "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "HOME": str(self._workdir)})
+        assert self._process.stderr is not None
+        deadline = time.monotonic() + 30
+        endpoint = None
+        while endpoint is None and time.monotonic() < deadline:
+            line = self._process.stderr.readline()
+            if not line and self._process.poll() is not None:
+                break
+            found = re.search(r"DevTools listening on (ws://\S+)", line)
+            endpoint = found.group(1) if found else None
+        if endpoint is None:
+            self.__exit__(None, None, None)
+            raise AssertionError("chromium did not open its DevTools endpoint")
+        self._socket = connect(endpoint, max_size=64 * 1024 * 1024, open_timeout=30)
+        target = self._call("Target.createTarget", url="about:blank")["targetId"]
+        self._session = self._call("Target.attachToTarget", targetId=target,
+                                   flatten=True)["sessionId"]
+        self._call("Page.enable", session=True)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if self._socket is not None:
+            self._socket.close()
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=10)
+            if self._process.stderr is not None:
+                self._process.stderr.close()
+
+    def _call(self, method: str, *, session: bool = False, **params: Any) -> Any:
+        assert self._socket is not None
+        ident = next(self._ids)
+        message: dict[str, Any] = {"id": ident, "method": method, "params": params}
+        if session:
+            message["sessionId"] = self._session
+        self._socket.send(json.dumps(message))
+        while True:  # events arrive in between: skip them
+            answer = json.loads(self._socket.recv(timeout=30))
+            if answer.get("id") == ident:
+                if "error" in answer:
+                    raise AssertionError(f"{method}: {answer['error']}")
+                return answer.get("result", {})
+
+    def evaluate(self, expression: str) -> Any:
+        result = self._call("Runtime.evaluate", session=True, expression=expression,
+                            awaitPromise=True, returnByValue=True)
+        if "exceptionDetails" in result:
+            raise AssertionError(f"{expression[:80]}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, within: float = 15.0) -> Any:
+        deadline = time.monotonic() + within
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {expression}")
+            time.sleep(0.05)
+
+    def goto(self, url: str) -> None:
+        """Navigate and wait for the new document (wherever redirects lead)."""
+        self.evaluate("window.__bwOldDocument = true")
+        self._call("Page.navigate", session=True, url=url)
+        self.wait_for("!window.__bwOldDocument && document.readyState === 'complete'")
+
+    def login(self, base_url: str, username: str, password: str) -> None:
+        """Through the login page, as a person does: type, press the button."""
+        self.goto(f"{base_url}/login")
+        self.evaluate(f"""(() => {{
+            document.getElementById('username').value = {json.dumps(username)};
+            document.getElementById('password').value = {json.dumps(password)};
+            document.getElementById('submit').click(); return true; }})()""")
+        self.wait_for("location.pathname !== '/login' && document.readyState === 'complete'")
+
+    def settled_dom(self, quiet_s: float = 1.5) -> str:
+        """The page's HTML once its scripts had time to fetch and render."""
+        self.wait_for("document.readyState === 'complete'")
+        time.sleep(quiet_s)
+        html: str = self.evaluate("document.documentElement.outerHTML")
+        return html
+
+    def screenshot(self, target: Path) -> None:
+        import base64
+        data = self._call("Page.captureScreenshot", session=True, format="png")["data"]
+        target.write_bytes(base64.b64decode(data))

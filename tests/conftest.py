@@ -12,7 +12,23 @@ import pytest
 from protocols import Topics
 from simulators.brokers import Broker, start_test_broker
 from simulators.nats_cluster import NatsCluster, find_nats_server
+from tests.auth import ADMIN_TOKEN
 from tests.postgres import PostgresServer, start_postgres
+
+
+@pytest.fixture(scope="session", autouse=True)
+def admin_token() -> Iterator[str]:
+    """Every coordinator a test starts knows this admin token (``tests.auth.ADMIN``);
+    subprocesses (the demo, scenario runs) inherit it."""
+    previous = os.environ.get("BREAKWATER_ADMIN_TOKEN")
+    os.environ["BREAKWATER_ADMIN_TOKEN"] = ADMIN_TOKEN
+    try:
+        yield ADMIN_TOKEN
+    finally:
+        if previous is None:
+            os.environ.pop("BREAKWATER_ADMIN_TOKEN", None)
+        else:
+            os.environ["BREAKWATER_ADMIN_TOKEN"] = previous
 
 
 @pytest.fixture(scope="session")

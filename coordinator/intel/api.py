@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlite_utils import Database
 from starlette.concurrency import run_in_threadpool
 
+from coordinator import auth
 from coordinator.app import invalid
 from coordinator.errors import ImportFileError, NotFound
 from coordinator.imports import ImportFormat, detect_format, spool
@@ -36,7 +37,10 @@ from coordinator.intel.config import IntelConfig
 from coordinator.intel.service import IntelService
 from coordinator.settings import Settings
 
-router = APIRouter(tags=["intel"])
+router = APIRouter(tags=["intel"], dependencies=[auth.requires(auth.ANY_ROLE)])
+CUSTOMER_FACING = [auth.requires({auth.Role.CUSTOMER_SERVICE, auth.Role.OPERATOR,
+                                  auth.Role.INTEGRATION})]
+OPERATE = [auth.requires({auth.Role.OPERATOR})]
 
 
 def db_of(request: Request) -> Database:
@@ -80,6 +84,7 @@ def _refused(request: Request, exc: ImportFileError) -> JSONResponse:
         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {
             "schema": {"type": "string", "format": "binary"}},
     }, "required": True}},
+    dependencies=[auth.requires({auth.Role.INTEGRATION})],
 )
 async def import_orders(
     request: Request,
@@ -163,7 +168,8 @@ def _return_call(request: Request, call: Any) -> Any:
         return invalid(exc.field, str(exc))
 
 
-@router.post("/returns", status_code=201, summary="Classify a return or exchange request")
+@router.post("/returns", status_code=201, summary="Classify a return or exchange request",
+             dependencies=CUSTOMER_FACING)
 def post_return(request: Request, body: ReturnIn) -> Any:
     """The reason from the pool with a confidence and the model version; an unknown
     order is a 404 naming it, with nothing written."""
@@ -198,7 +204,8 @@ def get_return(request: Request, return_id: Annotated[int, Path(ge=1, le=2**62)]
 
 
 @router.post("/returns/{return_id}/correction",
-             summary="Correct a return's reason (stored with who made it; used to retrain)")
+             summary="Correct a return's reason (stored with who made it; used to retrain)",
+             dependencies=CUSTOMER_FACING)
 def correct_return(request: Request, return_id: Annotated[int, Path(ge=1, le=2**62)],
                    body: CorrectionIn) -> Any:
     out = _return_call(request, lambda db, now: returns.correct(
@@ -208,7 +215,8 @@ def correct_return(request: Request, return_id: Annotated[int, Path(ge=1, le=2**
     return out
 
 
-@router.post("/returns/retrain", summary="Retrain the classifier with every correction now")
+@router.post("/returns/retrain", summary="Retrain the classifier with every correction now",
+             dependencies=OPERATE)
 def retrain(request: Request) -> dict[str, Any]:
     trained = returns.retrain(db_of(request), now_of(request), trigger="on_demand")
     count(request, "returns_retrained")
@@ -239,7 +247,8 @@ def _service(request: Request) -> IntelService:
 
 
 @router.post("/orders/{order_id}/address",
-             summary="Check an order's delivery address; correct it through the geocoders")
+             summary="Check an order's delivery address; correct it through the geocoders",
+             dependencies=CUSTOMER_FACING)
 def check_order_address(request: Request, order_id: str, body: AddressIn) -> Any:
     """``as_given``, ``corrected`` (original and corrected kept in the timeline) or
     ``failed`` (an alert for a person). Counts in the self-healing rate."""
@@ -263,7 +272,8 @@ def get_order_address(request: Request, order_id: str) -> Any:
 
 
 @router.post("/parcels/check-stuck",
-             summary="Hand stuck parcels to the backup carrier now (also runs on schedule)")
+             summary="Hand stuck parcels to the backup carrier now (also runs on schedule)",
+             dependencies=OPERATE)
 def check_stuck(request: Request) -> Any:
     result = _service(request).tick()
     count(request, "parcels_handed_over",

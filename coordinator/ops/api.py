@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from coordinator import auth
 from coordinator.app import SQLITE_INT_MAX, InvalidRequest, in_utc_range, invalid
 from coordinator.errors import NotFound
 from coordinator.ops import incident_store, metrics
@@ -18,7 +19,9 @@ from coordinator.ops.notify import outbox
 from coordinator.ops.runner import OpsService
 from protocols import TrackingUpdate
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], dependencies=[auth.requires(auth.ANY_ROLE)])
+OPERATE = auth.requires({auth.Role.OPERATOR}, scoped=True)
+WAREHOUSE_READ = auth.requires(auth.ANY_ROLE, scoped=True)
 
 
 def ops_service(request: Request) -> OpsService:
@@ -32,9 +35,10 @@ Ops = Annotated[OpsService, Depends(ops_service)]
 
 
 class SwitchRequest(BaseModel):
+    """The actor is the authenticated caller, never a field of the body."""
+
     model_config = ConfigDict(extra="forbid")
 
-    actor: str = Field(min_length=1, max_length=128)
     reason: str = Field(min_length=1, max_length=500)
 
 
@@ -73,46 +77,59 @@ def availability_view(core: OpsCore, warehouse_id: str) -> dict[str, Any]:
     }
 
 
+def _in_scope(request: Request, caller: auth.Identity, warehouse_id: str) -> None:
+    if not caller.scope.covers_warehouse(warehouse_id):
+        raise auth.forbid(request, f"warehouse {warehouse_id!r} is outside your scope")
+
+
 async def _switch(ops: OpsService, warehouse_id: str, body: SwitchRequest,
-                  pause: bool) -> dict[str, Any]:
+                  pause: bool, request: Request, caller: auth.Identity) -> dict[str, Any]:
+    _in_scope(request, caller, warehouse_id)
     try:
         if pause:
-            result = await ops.pause(warehouse_id, actor=body.actor, reason=body.reason)
+            result = await ops.pause(warehouse_id, actor=caller.actor, reason=body.reason)
         else:
-            result = await ops.resume(warehouse_id, actor=body.actor, reason=body.reason)
+            result = await ops.resume(warehouse_id, actor=caller.actor, reason=body.reason)
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     now_state = await ops.call(lambda core: availability_view(core, warehouse_id))
     return _result(warehouse_id, result, now_state)
 
 
-@router.post("/warehouses/{warehouse_id}/pause")
-async def pause_warehouse(warehouse_id: str, body: SwitchRequest, ops: Ops) -> dict[str, Any]:
+@router.post("/warehouses/{warehouse_id}/pause", dependencies=[OPERATE])
+async def pause_warehouse(warehouse_id: str, body: SwitchRequest, ops: Ops, request: Request,
+                          caller: auth.Caller) -> dict[str, Any]:
     """Operator pause: the warehouse stops taking orders and its unshipped orders move."""
-    return await _switch(ops, warehouse_id, body, pause=True)
+    return await _switch(ops, warehouse_id, body, True, request, caller)
 
 
-@router.post("/warehouses/{warehouse_id}/resume")
-async def resume_warehouse(warehouse_id: str, body: SwitchRequest, ops: Ops) -> dict[str, Any]:
+@router.post("/warehouses/{warehouse_id}/resume", dependencies=[OPERATE])
+async def resume_warehouse(warehouse_id: str, body: SwitchRequest, ops: Ops, request: Request,
+                           caller: auth.Caller) -> dict[str, Any]:
     """Lift an operator pause (other causes, e.g. a tripped breaker, still hold)."""
-    return await _switch(ops, warehouse_id, body, pause=False)
+    return await _switch(ops, warehouse_id, body, False, request, caller)
 
 
-@router.get("/warehouses/{warehouse_id}/availability")
-async def warehouse_availability(warehouse_id: str, ops: Ops) -> dict[str, Any]:
+@router.get("/warehouses/{warehouse_id}/availability", dependencies=[WAREHOUSE_READ])
+async def warehouse_availability(warehouse_id: str, ops: Ops, request: Request,
+                                 caller: auth.Caller) -> dict[str, Any]:
     """Why a warehouse is (un)available: open breakers, holds, agents."""
+    _in_scope(request, caller, warehouse_id)
     return {"warehouse_id": warehouse_id,
             **await ops.call(lambda core: availability_view(core, warehouse_id))}
 
 
-@router.get("/warehouses/{warehouse_id}/audit")
-async def warehouse_audit(warehouse_id: str, ops: Ops) -> list[dict[str, Any]]:
+@router.get("/warehouses/{warehouse_id}/audit", dependencies=[WAREHOUSE_READ])
+async def warehouse_audit(warehouse_id: str, ops: Ops, request: Request,
+                          caller: auth.Caller) -> list[dict[str, Any]]:
     """Every pause, resume and availability change of a warehouse, oldest first."""
+    _in_scope(request, caller, warehouse_id)
     return await ops.call(lambda core: incident_store.audit_trail(core.db, warehouse_id))
 
 
 @router.post("/tracking", status_code=202, response_model=dict[str, Any],
-             responses={422: {"model": InvalidRequest}})
+             responses={422: {"model": InvalidRequest}},
+             dependencies=[auth.requires({auth.Role.INTEGRATION})])
 async def post_tracking(update: TrackingUpdate, ops: Ops) -> Any:
     """A courier's tracking update for one shipment (same model as the MQTT topic)."""
     if not in_utc_range(update.ts):
@@ -123,21 +140,26 @@ async def post_tracking(update: TrackingUpdate, ops: Ops) -> Any:
             "transitions": [type(t).__name__ for t in result.transitions]}
 
 
-@router.get("/notifications")
+@router.get("/notifications", dependencies=[auth.requires(auth.ANY_ROLE, scoped=True)])
 async def list_notifications(
     ops: Ops,
+    caller: auth.Caller,
     status: Literal["pending", "sent", "failed"] | None = None,
     kind: Literal["franchisee", "wecom", "sms", "webhook"] | None = None,
     incident_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
-    """The outbox; ``status=failed`` lists dead notifications (retry with POST .../retry)."""
+    """The outbox; ``status=failed`` lists dead notifications (retry with POST .../retry).
+    A credential scoped to some stores sees only those stores' franchisee notices."""
+    stores = None if caller.scope.unlimited else sorted(caller.scope.stores or ())
     found = await ops.call(lambda core: outbox.listing(
-        core.db, status=status, kind=kind, incident_id=incident_id, limit=limit))
+        core.db, status=status, kind=kind, incident_id=incident_id, limit=limit,
+        stores=stores))
     return [n.as_json() for n in found]
 
 
-@router.post("/notifications/{notification_id}/retry")
+@router.post("/notifications/{notification_id}/retry",
+             dependencies=[auth.requires({auth.Role.OPERATOR})])
 async def retry_notification(
     notification_id: Annotated[int, Path(ge=1, le=SQLITE_INT_MAX)], ops: Ops
 ) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from coordinator import dashboard
 from coordinator.app import create_app
+from coordinator.gateways import api as gateways_api
 from coordinator.intel import api as intel_api
 from coordinator.intel.service import intel_lifespan
 from coordinator.ops.api import router
@@ -49,5 +50,6 @@ def create_app_with_ops(settings: Settings | None = None, *, clock: Clock | None
     """The coordinator API plus the ops endpoints, background tasks and the dashboard."""
     # the dashboard claims GET /, so it goes last
     return create_app(settings, clock=clock,
-                      extra_routers=[router, intel_api.router, dashboard.router],
+                      extra_routers=[router, intel_api.router, gateways_api.router,
+                                     gateways_api.security_router, dashboard.router],
                       lifespan_hooks=[ops_lifespan(config), intel_lifespan()])

@@ -187,8 +187,31 @@ class NotifyConfig(_Config):
         return value
 
 
+class ClusterConfig(_Config):
+    """Several coordinator instances on one database: one leader runs the ops loop under
+    a lease; every instance feeds the shared inbox (docs/scaling.md)."""
+
+    enabled: bool = False
+    # A standby takes over at most lease_ttl_s after the leader's last renewal; the TTL
+    # must also exceed the clock skew between instances by a wide margin.
+    lease_ttl_s: float = Field(default=4.0, gt=0, le=600)
+    renew_interval_s: float = Field(default=0.5, gt=0, le=60)
+    apply_interval_s: float = Field(default=0.05, gt=0, le=10)
+    apply_batch: int = Field(default=200, ge=1, le=10_000)
+    inbox_keep_s: float = Field(default=3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _renew_in_time(self) -> ClusterConfig:
+        if self.renew_interval_s >= self.lease_ttl_s / 2:
+            message = (f"renew_interval_s: must be below half of lease_ttl_s "
+                       f"({self.lease_ttl_s / 2:g}) so a live leader renews in time")
+            raise ValueError(message)
+        return self
+
+
 class OpsConfig(_Config):
     mqtt: MqttConfig = MqttConfig()
+    cluster: ClusterConfig = ClusterConfig()
     subscribe_mqtt: bool = True
     agent_offline_grace_s: float = Field(default=120.0, ge=0)
     courier_silence_min: float = Field(default=30.0, gt=0)
@@ -198,11 +221,18 @@ class OpsConfig(_Config):
     # breaker's seq.
     dedupe_keep_per_agent: int = Field(default=1000, ge=1, le=1_000_000)
     dedupe_prune_interval_s: float = Field(default=60.0, gt=0)
+    # a gateway's event_time (status ts) further ahead of our clock than this is suspect:
+    # a trip applies at receive time, flagged; a clear is refused naming the field
+    max_event_skew_s: float = Field(default=300.0, gt=0, le=86_400)
     notify: NotifyConfig = NotifyConfig()
 
     @property
     def agent_offline_grace(self) -> timedelta:
         return timedelta(seconds=self.agent_offline_grace_s)
+
+    @property
+    def max_event_skew(self) -> timedelta:
+        return timedelta(seconds=self.max_event_skew_s)
 
     @property
     def courier_silence(self) -> timedelta:

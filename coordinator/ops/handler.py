@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -22,6 +23,8 @@ from coordinator import queries
 from coordinator.catalog import set_warehouse_availability, set_warehouse_paused, warehouse_exists
 from coordinator.db import write_transaction
 from coordinator.errors import NotFound
+from coordinator.gateways import gate
+from coordinator.gateways import store as gateway_store
 from coordinator.gcpause import gc_paused
 from coordinator.ops import incident_store, tracker_store
 from coordinator.ops.availability import (
@@ -89,6 +92,9 @@ class OpsCore:
         self.last_reroute: RerouteTiming | None = None
         self._placed_cursor = placed_notices_cursor(db)
         self.sweep_failures = 0
+        # Several instances: raises (LeaseLost) unless this one still holds the ops lease;
+        # called first inside every ops transaction, so a deposed leader writes nothing.
+        self.guard: Callable[[Database, datetime], None] | None = None
 
     def _reload(self) -> None:
         self.tracker = tracker_store.load_tracker(self.db, self.tracker_config)
@@ -101,7 +107,26 @@ class OpsCore:
         if isinstance(message, TrackingUpdate):
             return self._run(lambda: self._courier_actions(self.couriers.feed(message, now),
                                                            now), now)
-        return self._run(lambda: list(self.tracker.feed(message, now)), now)
+        # who may speak for the warehouse: refused and held messages never reach the tracker
+        verdict = gate.screen(self.db, message, now, max_skew=self.config.max_event_skew,
+                              notify=self.config.notify)
+        if not verdict.applies:
+            return HandleResult()
+        trusted = verdict.message
+        return self._run(lambda: list(self.tracker.feed(trusted, now)), now)
+
+    def confirm_incarnation(self, agent_id: str, *, actor: str, reason: str,
+                            now: datetime) -> HandleResult:
+        """An operator confirms a replaced gateway; what its new incarnation held back
+        (clears, online statuses) is applied now, in the order it arrived."""
+        _, held = gateway_store.confirm_incarnation(self.db, agent_id, actor=actor,
+                                                    reason=reason, now=now)
+        result = HandleResult()
+        for message in held:
+            step = self.handle(message, now)
+            result.transitions += step.transitions
+            result.rerouted += step.rerouted
+        return result
 
     def tick(self, now: datetime) -> HandleResult:
         def step() -> list[Action | CourierAction]:
@@ -132,7 +157,7 @@ class OpsCore:
         if not has_placed_events(self.db, after=after, upto=upto):
             self._placed_cursor = upto  # in memory: a restart reads this range once more
             return
-        with write_transaction(self.db):
+        with self._transaction(now):
             queued = queue_placed_notices(self.db, after=after, upto=upto, at=now,
                                           config=self.config.notify.franchisee)
             if queued:
@@ -154,10 +179,23 @@ class OpsCore:
         return self._run(lambda: list(self.tracker.release(warehouse_id, MANUAL_HOLD, now)),
                          now, audit=("resume", warehouse_id, actor, reason))
 
+    @contextmanager
+    def _transaction(self, now: datetime) -> Iterator[None]:
+        """An ops write transaction: the lease guard first (when several instances run)."""
+        with write_transaction(self.db):
+            if self.guard is not None:
+                self.guard(self.db, now)
+            yield
+
+    def reload(self) -> None:
+        """Rebuild the machines from the database (a new leader: the previous one wrote)."""
+        self._reload()
+        self._placed_cursor = placed_notices_cursor(self.db)
+
     def resync(self, now: datetime) -> None:
         """Mirror the tracker into the store's flags for every warehouse it knows (at start:
         e.g. a warehouse imported after its breaker had tripped)."""
-        with write_transaction(self.db):
+        with self._transaction(now):
             for wid in sorted(self.tracker.warehouses()):
                 self._sync_flags(wid, now)
 
@@ -191,7 +229,7 @@ class OpsCore:
         result = HandleResult()
         try:
             # a reroute churns through many short-lived objects: collect once, after commit
-            with gc_paused(), write_transaction(self.db):
+            with gc_paused(), self._transaction(now):
                 actions = step()
                 tracker_store.persist(self.db, actions, now)
                 touched = {a.warehouse_id for a in actions

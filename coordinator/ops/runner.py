@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from types import TracebackType
 from typing import TypeVar
 
@@ -26,11 +28,13 @@ from pydantic import ValidationError
 
 from coordinator.db import open_database, write_transaction
 from coordinator.errors import ConfigError
-from coordinator.ops import tracker_store
+from coordinator.ops import inbox_store, tracker_store
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.handler import HandleResult, OpsCore
+from coordinator.ops.leadership import Leadership
 from coordinator.ops.notify.dispatcher import Dispatcher
 from coordinator.ops.watcher import OpsMessage, Watcher
+from coordinator.secret_source import OPS_SECRETS, with_secrets
 from coordinator.settings import Settings
 from protocols import Topics
 from protocols.clock import Clock, SystemClock
@@ -40,12 +44,16 @@ T = TypeVar("T")
 STOP_TIMEOUT_S = 5.0
 
 
-def ops_config_of(settings: Settings) -> OpsConfig:
-    """The ``[ops]`` table of the settings file, validated (defaults when absent).
+def ops_config_of(settings: Settings, env: Mapping[str, str] | None = None) -> OpsConfig:
+    """The ``[ops]`` table of the settings file, validated (defaults when absent), with
+    the secrets the environment provides (``BREAKWATER_WECOM_URL``,
+    ``BREAKWATER_SMS_API_KEY``, ``BREAKWATER_MQTT_PASSWORD``, each also as ``..._FILE``).
 
     Raises :class:`ConfigError` naming the field, e.g. ``ops.notify.wecom.url``."""
+    raw = with_secrets(settings.section("ops"), os.environ if env is None else env,
+                       OPS_SECRETS)
     try:
-        return OpsConfig.model_validate(settings.section("ops"))
+        return OpsConfig.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in ("ops", *first["loc"]))
@@ -62,30 +70,75 @@ class OpsService:
         self.topics = topics or Topics(settings.topic_root)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ops-core")
         self._core: OpsCore | None = None
-        self.dispatcher = Dispatcher(lambda: open_database(settings.db_path),
-                                     self.config.notify, self.clock)
+        self.dispatcher = self._new_dispatcher()
         self.watcher = Watcher(settings.mqtt_url, self.topics, self.config.mqtt, self,
                                instance=settings.instance, clock=self.clock)
         self._tasks: list[asyncio.Task[None]] = []
+        self._delivering: asyncio.Task[None] | None = None
         self.on_result: Callable[[HandleResult], None] | None = None
+        # Several instances on one database: only the lease holder runs the ops loop.
+        self.leadership: Leadership | None = None
+        if self.config.cluster.enabled:
+            self.leadership = Leadership(settings.instance, self.config.cluster, self.clock,
+                                         self.call)
+            self.leadership.on_elected = self._elected
+            self.leadership.on_deposed = self._deposed
+            self.leadership.on_result = self._after
+
+    def _new_dispatcher(self) -> Dispatcher:
+        return Dispatcher(lambda: open_database(self.settings.db_path), self.config.notify,
+                          self.clock)
+
+    def leading(self) -> bool:
+        """This instance runs the ops loop (always, with one instance)."""
+        return self.leadership is None or self.leadership.leading()
 
     # -- running ---------------------------------------------------------------------
     async def start(self) -> None:
-        # build the core (and migrate) before any input, and trust the persisted state
-        await self.call(lambda core: core.resync(self.clock.now()))
-        await self.call(lambda core: core.tick(self.clock.now()))
-        self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="ops-dispatcher"))
+        if self.leadership is not None:
+            # build the core (and migrate); the ops loop starts when this one is elected
+            await self.call(lambda core: None)
+            self._tasks.append(asyncio.create_task(self.leadership.run_lease(),
+                                                   name="ops-lease"))
+            self._tasks.append(asyncio.create_task(self.leadership.run_applier(),
+                                                   name="ops-inbox-applier"))
+        else:
+            # build the core (and migrate) before any input, and trust the persisted state
+            await self.call(lambda core: core.resync(self.clock.now()))
+            await self.call(lambda core: core.tick(self.clock.now()))
+            self._delivering = asyncio.create_task(self.dispatcher.run(),
+                                                   name="ops-dispatcher")
         self._tasks.append(asyncio.create_task(self._ticker(), name="ops-ticker"))
         self._tasks.append(asyncio.create_task(self._pruner(), name="ops-dedupe-pruner"))
         if self.config.subscribe_mqtt:
             self._tasks.append(asyncio.create_task(self.watcher.run(), name="ops-watcher"))
 
-    async def stop(self) -> None:
+    async def _elected(self) -> None:
+        now = self.clock.now()
+        await self.call(lambda core: core.resync(now))
+        if self._delivering is None:
+            self.dispatcher = self._new_dispatcher()
+            self._delivering = asyncio.create_task(self.dispatcher.run(),
+                                                   name="ops-dispatcher")
+
+    async def _deposed(self) -> None:
+        # Notices are delivered by the leader only (each once); a deposed one stops
+        # between batches, like at shutdown.
+        await self._stop_delivering()
+
+    async def _stop_delivering(self) -> None:
         # The dispatcher ends between batches, so a delivered notice is always marked sent.
+        delivering, self._delivering = self._delivering, None
+        if delivering is None:
+            return
         self.dispatcher.request_stop()
-        delivering = [t for t in self._tasks if t.get_name() == "ops-dispatcher"]
-        if delivering:
-            await asyncio.wait(delivering, timeout=STOP_TIMEOUT_S)
+        _, stuck = await asyncio.wait([delivering], timeout=STOP_TIMEOUT_S)
+        for task in stuck:
+            task.cancel()
+        await self.dispatcher.aclose()
+
+    async def stop(self) -> None:
+        await self._stop_delivering()
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -95,7 +148,6 @@ class OpsService:
                 log.warning("ops task %s did not stop within %.0f s", task.get_name(),
                             STOP_TIMEOUT_S)
         self._tasks.clear()
-        await self.dispatcher.aclose()
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_core)
         self._executor.shutdown(wait=True)
 
@@ -116,6 +168,8 @@ class OpsService:
         if self._core is None:
             self._core = OpsCore(open_database(self.settings.db_path), self.settings,
                                  self.config)
+            if self.leadership is not None:
+                self._core.guard = self.leadership.guard
         return fn(self._core)
 
     async def call(self, fn: Callable[[OpsCore], T]) -> T:
@@ -126,6 +180,8 @@ class OpsService:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(self.config.tick_interval_s)
+            if not self.leading():
+                continue
             try:
                 result = await self.call(lambda core: core.tick(self.clock.now()))
                 self._after(result)
@@ -136,6 +192,8 @@ class OpsService:
         # Its own loop: a prune scans the dedupe table, far too often at the tick rate.
         while True:
             await asyncio.sleep(self.config.dedupe_prune_interval_s)
+            if not self.leading():
+                continue
             try:
                 await self.prune_dedupe()
             except Exception:
@@ -147,7 +205,11 @@ class OpsService:
 
         def prune(core: OpsCore) -> int:
             with write_transaction(core.db):
-                return tracker_store.prune_processed(core.db, core.tracker, keep)
+                pruned = tracker_store.prune_processed(core.db, core.tracker, keep)
+            if self.leadership is not None:
+                keep_inbox = timedelta(seconds=self.config.cluster.inbox_keep_s)
+                pruned += inbox_store.prune(core.db, self.clock.now(), keep_inbox)
+            return pruned
 
         return await self.call(prune)
 
@@ -162,6 +224,12 @@ class OpsService:
         # A failure propagates: the watcher retries the message with backoff, then counts
         # and drops it (it was already acknowledged); the subscription never ends.
         now = self.clock.now()
+        if self.leadership is not None:
+            # every instance stores what it received; the leader applies it in order
+            instance = self.settings.instance
+            await self.call(lambda core: inbox_store.put(core.db, message, instance, now))
+            self.leadership.wake()
+            return
         result = await self.call(lambda core: core.handle(message, now))
         for timing in result.rerouted:
             timing.started = min(timing.started, received)
@@ -172,11 +240,24 @@ class OpsService:
 
     # -- for the API -----------------------------------------------------------------
     async def handle(self, message: OpsMessage) -> HandleResult:
+        """Apply ``message`` now; with several instances it goes to the shared inbox and
+        the leader applies it (the result then lists no transitions)."""
         now = self.clock.now()
+        if self.leadership is not None:
+            await self.accept(message, time.perf_counter())
+            return HandleResult()
         started = time.perf_counter()
         result = await self.call(lambda core: core.handle(message, now))
         for timing in result.rerouted:
             timing.started = min(timing.started, started)
+        self._after(result)
+        return result
+
+    async def confirm_incarnation(self, agent_id: str, *, actor: str,
+                                  reason: str) -> HandleResult:
+        now = self.clock.now()
+        result = await self.call(lambda core: core.confirm_incarnation(
+            agent_id, actor=actor, reason=reason, now=now))
         self._after(result)
         return result
 

@@ -21,6 +21,7 @@ from coordinator.app import create_app
 from coordinator.db import open_database
 from coordinator.settings import Settings
 from protocols.clock import ManualClock
+from tests.auth import ADMIN
 
 from .conftest import NOW
 
@@ -38,7 +39,8 @@ async def client(settings: Settings, sample_db: Database) -> AsyncIterator[httpx
     app = create_app(settings, clock=ManualClock(NOW))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://coordinator") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://coordinator",
+                                     headers=ADMIN) as c:
             yield c
 
 
@@ -46,13 +48,13 @@ async def client(settings: Settings, sample_db: Database) -> AsyncIterator[httpx
 
 @pytest.fixture(scope="module")
 def live_http(live: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live, timeout=10) as http:
+    with httpx.Client(base_url=live, headers=ADMIN, timeout=10) as http:
         yield http
 
 
 # -- through real uvicorn -------------------------------------------------------------
 def test_order_lifecycle_through_real_uvicorn(live: str) -> None:
-    with httpx.Client(base_url=live, timeout=10) as http:
+    with httpx.Client(base_url=live, headers=ADMIN, timeout=10) as http:
         created = http.post("/orders", json=_wechat("LIVE-1", num=2))
         assert created.status_code == 201, created.text
         order_id = created.json()["order_id"]
@@ -71,21 +73,21 @@ def test_order_lifecycle_through_real_uvicorn(live: str) -> None:
 
 
 def test_parallel_http_clients_never_oversell(live: str) -> None:
-    with httpx.Client(base_url=live, timeout=10) as http:
+    with httpx.Client(base_url=live, headers=ADMIN, timeout=10) as http:
         http.post("/skus", json={"id": "SCARCE-1", "name": "last units"})
         wh = http.get("/warehouses").json()
         http.post("/inventory", json=[{"warehouse_id": w["id"], "sku_id": "SCARCE-1",
                                        "on_hand": 3} for w in wh])
 
     def buy(n: int) -> int:
-        with httpx.Client(base_url=live, timeout=20) as http:
+        with httpx.Client(base_url=live, headers=ADMIN, timeout=20) as http:
             body = _wechat(f"SCARCE-{n}", sku="SCARCE-1", num=1)
             return http.post("/orders", json=body).status_code
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         codes = list(pool.map(buy, range(60)))
     assert set(codes) == {201}
-    with httpx.Client(base_url=live, timeout=10) as http:
+    with httpx.Client(base_url=live, headers=ADMIN, timeout=10) as http:
         stock = http.get("/inventory", params={"sku_id": "SCARCE-1"}).json()
         orders = http.get("/orders", params={"limit": 1000}).json()
     assert all(row["reserved"] <= row["on_hand"] for row in stock)
@@ -190,7 +192,7 @@ def test_junk_bodies_get_422_with_a_field_path_never_500(live_http: httpx.Client
 
 
 def test_malformed_json_is_rejected_with_a_clear_error(live: str) -> None:
-    with httpx.Client(base_url=live, timeout=10) as http:
+    with httpx.Client(base_url=live, headers=ADMIN, timeout=10) as http:
         malformed = http.post("/orders", content=b'{"channel": "meituan",',
                               headers={"content-type": "application/json"})
         not_utf8 = http.post("/orders", content=b"\xff{",

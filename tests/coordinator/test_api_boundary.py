@@ -18,6 +18,7 @@ from sqlite_utils import Database
 from coordinator.app import SQLITE_INT_MAX, create_app
 from coordinator.settings import Settings
 from protocols.clock import ManualClock
+from tests.auth import ADMIN
 
 from .conftest import NOW
 
@@ -32,7 +33,7 @@ MAX_EPOCH_MS = 253_402_300_799_999
 
 @pytest.fixture(scope="module")
 def http(live: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live, timeout=10) as client:
+    with httpx.Client(base_url=live, headers=ADMIN, timeout=10) as client:
         yield client
 
 
@@ -240,7 +241,8 @@ async def test_in_process_app_documents_and_sends_the_same_422(settings: Setting
     app = create_app(settings, clock=ManualClock(NOW))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://coordinator") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://coordinator",
+                                     headers=ADMIN) as c:
             bad = await c.get("/alerts", params={"limit": 0})
             spec = (await c.get("/openapi.json")).json()
     assert bad.status_code == 422 and bad.json()["field"] == "query.limit"

@@ -27,6 +27,8 @@ from sqlite_utils import Database
 
 from coordinator import dashboard, dashboard_state
 from coordinator.app import create_app
+from coordinator.auth.roles import Role, Scope
+from coordinator.auth.store import add_user
 from coordinator.catalog import import_file
 from coordinator.db import open_database
 from coordinator.ops.api import router as ops_router
@@ -36,12 +38,15 @@ from coordinator.serving import serve_in_thread
 from coordinator.settings import Settings
 from protocols import Topics, encode
 from simulators.brokers import Broker
-from tests.browser import run_chromium as _run_chromium
+from tests.auth import ADMIN
+from tests.browser import Browser
 from tests.coordinator.ops.factories import breaker_event
-from tests.coordinator.ops.helpers import ops_config, settings_for
+from tests.coordinator.ops.helpers import ops_config, register_gateways, settings_for
 
 from .conftest import NOW
 
+VIEWER = "night-shift"
+PASSWORD = "dashboard test password"
 PAUSE_REASON = "roof leak over cold room 2 冷库漏水"
 
 
@@ -99,12 +104,14 @@ def site(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
     db = open_database(path)
     for name in SAMPLE_FILES:
         import_file(db, SAMPLE_DIR / f"{name}.csv", datetime.now(UTC))
+    add_user(db, username=VIEWER, password=PASSWORD, role=Role.VIEWER, scope=Scope(),
+             now=datetime.now(UTC))
     db.conn.close()
     topics = Topics(f"bwtest-dash-{uuid.uuid4().hex[:10]}")
     app = create_app(settings_for(path, mqtt_broker.url, topics),
                      extra_routers=[ops_router, dashboard.router],
                      lifespan_hooks=[ops_lifespan(ops_config(workdir))])
-    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=15) as http:
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, headers=ADMIN, timeout=15) as http:
         orders = []
         for i in range(6):
             r = http.post("/orders", json=_wechat(f"DASH-{i}", f"HZ-S00{i + 1}",
@@ -127,11 +134,12 @@ def site(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
             r = http.post(f"/orders/{shipped['order_id']}/events", json={"kind": kind})
             assert r.status_code == 200, r.text
         r = http.post(f"/warehouses/{paused}/pause",
-                      json={"actor": "duty-lead-wang", "reason": PAUSE_REASON})
+                      json={"reason": PAUSE_REASON})
         assert r.status_code == 200, r.text
         assert r.json()["incidents"][0]["moved"] >= 1, r.text
         tripped = next(w for w in ("WH-05", "WH-07", "WH-02")
                        if w not in (paused, shipped["warehouse_id"]))
+        register_gateways(path, {f"gw-{tripped.lower()}": tripped})
         event = breaker_event(seq=1, warehouse=tripped, agent=f"gw-{tripped.lower()}",
                               at=datetime.now(UTC))
         # retained, so the trip is delivered even if the coordinator subscribes after it
@@ -145,11 +153,11 @@ def site(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
 # -- the JSON -------------------------------------------------------------------------
 @pytest.mark.broker
 def test_state_shows_paused_and_tripped_warehouses_incidents_and_counts(site: Site) -> None:
-    with httpx.Client(base_url=site.url, timeout=15) as http:
+    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
         state = http.get("/dashboard/state").json()
         assert set(state) == {"warehouses", "incidents", "orders_by_status", "orders_total",
-                              "waiting_orders", "waiting_total", "notifications", "labels",
-                              "generated_at"}
+                              "waiting_orders", "waiting_total", "notifications", "security",
+                              "labels", "generated_at"}
         warehouses = _by_id(state)
         assert sorted(warehouses) == [f"WH-0{i}" for i in range(1, 9)]
         paused = warehouses[site.paused]
@@ -195,7 +203,7 @@ def test_state_shows_paused_and_tripped_warehouses_incidents_and_counts(site: Si
 
 @pytest.mark.broker
 def test_page_is_served_self_contained_at_root_and_dashboard(site: Site) -> None:
-    with httpx.Client(base_url=site.url, timeout=15) as http:
+    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
         pages = [http.get(p) for p in ("/", "/dashboard")]
     for page in pages:
         assert page.status_code == 200
@@ -209,6 +217,14 @@ def test_page_is_served_self_contained_at_root_and_dashboard(site: Site) -> None
 
 
 # -- the page in a real browser -----------------------------------------------------------
+def _rendered(site: Site, url: str) -> str:
+    """The page as a logged-in person's browser renders it."""
+    with Browser(site.workdir) as browser:
+        browser.login(site.url, VIEWER, PASSWORD)
+        browser.goto(url)
+        return browser.settled_dom()
+
+
 def _text(fragment: str) -> str:
     """The visible text of an HTML fragment, whitespace collapsed."""
     return " ".join(unescape(re.sub(r"<[^>]+>", " ", fragment)).split())
@@ -222,11 +238,11 @@ def _element(dom: str, tag: str, attrs: str) -> str:
 
 @pytest.mark.broker
 def test_browser_renders_warehouses_and_an_orders_timeline_and_decision(site: Site) -> None:
-    with httpx.Client(base_url=site.url, timeout=15) as http:
+    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
         decision = http.get(f"/orders/{site.rerouted_order}/decision",
                             params={"why_not": site.paused}).json()
     page = f"{site.url}/dashboard?order={site.rerouted_order}&why_not={site.paused}"
-    dom = _run_chromium(site.workdir, page, "--dump-dom").stdout
+    dom = _rendered(site, page)
 
     rows = re.findall(r'<tr data-warehouse="(WH-\d+)" data-state="(\w+)"', dom)
     assert len(rows) == 8
@@ -276,9 +292,7 @@ def test_browser_renders_warehouses_and_an_orders_timeline_and_decision(site: Si
 
 @pytest.mark.broker
 def test_browser_shows_a_shipped_order_and_an_unknown_one_clearly(site: Site) -> None:
-    dom = _run_chromium(site.workdir,
-                        f"{site.url}/dashboard?order={site.shipped_order}&why_not=WH-NOPE",
-                        "--dump-dom").stdout
+    dom = _rendered(site, f"{site.url}/dashboard?order={site.shipped_order}&why_not=WH-NOPE")
     assert re.findall(r'<li class="done" data-step="(\w+)"', dom) == [
         "received", "allocated", "shipped", "in_transit"]
     assert 'data-step="rerouted"' not in dom  # never rerouted: no such step
@@ -288,8 +302,7 @@ def test_browser_shows_a_shipped_order_and_an_unknown_one_clearly(site: Site) ->
     assert re.findall(r'<div class="decision" data-outcome="(\w+)"', dom) == ["allocated"]
     shipped = _text(_element(dom, "li", 'class="done" data-step="shipped"'))
     assert "shipped 已出库" in shipped and "UTC" in shipped
-    dom = _run_chromium(site.workdir, f"{site.url}/dashboard?order=NO-SUCH-ORDER",
-                        "--dump-dom").stdout
+    dom = _rendered(site, f"{site.url}/dashboard?order=NO-SUCH-ORDER")
     error = _text(_element(dom, "p", 'class="error"'))
     assert error.startswith("Order NO-SUCH-ORDER: HTTP 404")
 
@@ -299,8 +312,11 @@ def test_browser_screenshot_is_taken(site: Site) -> None:
     """To look at it: DASHBOARD_SCREENSHOT=/tmp/d.png [DASHBOARD_WINDOW=1400,2600] pytest ..."""
     target = Path(os.environ.get("DASHBOARD_SCREENSHOT", site.workdir / "dashboard.png"))
     page = f"{site.url}/dashboard?order={site.rerouted_order}&why_not={site.paused}"
-    _run_chromium(site.workdir, page, f"--screenshot={target}",
-                  f"--window-size={os.environ.get('DASHBOARD_WINDOW', '1400,1000')}")
+    with Browser(site.workdir, os.environ.get("DASHBOARD_WINDOW", "1400,1000")) as browser:
+        browser.login(site.url, VIEWER, PASSWORD)
+        browser.goto(page)
+        browser.settled_dom()
+        browser.screenshot(target)
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -310,17 +326,22 @@ def test_without_the_ops_side_the_page_works_and_says_metrics_are_unavailable(
     db = open_database(path)
     for name in SAMPLE_FILES:
         import_file(db, SAMPLE_DIR / f"{name}.csv", datetime.now(UTC))
+    add_user(db, username=VIEWER, password=PASSWORD, role=Role.VIEWER, scope=Scope(),
+             now=datetime.now(UTC))
     db.conn.close()
     app = create_app(Settings(db_path=str(path)), extra_routers=[dashboard.router])
     with serve_in_thread(app) as url:
-        state = httpx.get(url + "/dashboard/state", timeout=15).json()
+        state = httpx.get(url + "/dashboard/state", headers=ADMIN, timeout=15).json()
         assert [w["state"] for w in state["warehouses"]] == ["available"] * 8
         assert all(w["last_seen"] is None and w["agents"] == [] for w in state["warehouses"])
         assert (state["incidents"], state["orders_by_status"], state["orders_total"]) == (
             [], {}, 0)
         assert state["notifications"] == {
             "by_status": {"pending": 0, "sent": 0, "failed": 0}, "by_kind": {}}
-        dom = _run_chromium(tmp_path, url + "/dashboard", "--dump-dom").stdout
+        with Browser(tmp_path) as browser:
+            browser.login(url, VIEWER, PASSWORD)
+            browser.goto(url + "/dashboard")
+            dom = browser.settled_dom()
     assert re.findall(r'data-state="(\w+)"', dom) == ["available"] * 8
     assert "no incidents 暂无事件" in dom and "no orders yet 暂无订单" in dom
     metrics = _text(_element(dom, "div", 'id="metrics"'))

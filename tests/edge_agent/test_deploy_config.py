@@ -25,6 +25,7 @@ def test_queue_and_persistence_are_set_deliberately() -> None:
     assert int(conf["max_queued_messages"]) > 1000
     assert int(conf["max_inflight_messages"]) >= 20
     assert conf["allow_anonymous"] == "false"
+    assert conf["acl_file"].endswith("mosquitto.acl")
     text = CONF.read_text()
     assert re.search(r"default max_queued_messages is 1000", text)
     assert "SILENTLY DROPS" in text and "QoS 1" in text
@@ -44,7 +45,10 @@ def check_config(tmp_path: Path) -> None:
     text = CONF.read_text()
     text = text.replace("listener 1883 127.0.0.1", f"listener {port} 127.0.0.1")
     text = text.replace("/var/lib/mosquitto/", f"{tmp_path}/")
-    text = text.replace("password_file /etc/mosquitto/breakwater.passwd", "")
+    # the generated password and ACL files are exercised by
+    # tests/coordinator/gateways/test_broker_auth.py with a real Mosquitto
+    text = text.replace("password_file /etc/mosquitto/breakwater/mosquitto.passwd", "")
+    text = text.replace("acl_file /etc/mosquitto/breakwater/mosquitto.acl", "")
     text = text.replace("allow_anonymous false", "allow_anonymous true")
     text = text.replace("log_dest syslog", "log_dest stderr")
     config = tmp_path / "mosquitto.conf"

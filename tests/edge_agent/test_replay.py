@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge_agent.__main__ import main as edge_main
+from edge_agent.config import load_config
+from edge_agent.replay import ReplayError, read_steps, replay
 from protocols import Topics
 from simulators.edge_configs import write_configs
 from simulators.logger_export import write_logger_csv
@@ -80,7 +84,7 @@ def test_replay_of_mqtt_messages_uses_the_parsers(
     assert edge_main(["replay", str(config), str(log), "--tz", "Asia/Shanghai"]) == 0
     out = capsys.readouterr().out
     assert "2026-01-15T02:17:00+08:00" in out and "-> tripped" in out
-    assert "1 dead letters" in out  # the one without ts
+    assert "1 dead letters" in out and "ts" in out  # the one without ts
 
 
 @pytest.mark.parametrize(
@@ -101,3 +105,40 @@ def test_a_bad_recording_is_refused_naming_the_line_and_field(
     bad.write_text(text)
     assert edge_main(["replay", str(config), str(bad)]) == 2
     assert message in capsys.readouterr().err
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=300) | st.lists(
+    st.sampled_from(["time,sensor_id,temperature_c", "2026-01-15T02:00:00,cr2-t1,5",
+                     '{"received_at": "2026-01-15T02:00:00Z", "topic": "t", "payload": 1}',
+                     "x,,", "", "{", "2026-13-01,a,b", "nan,cr2-t1,NaN"]),
+    max_size=6).map("\n".join))
+def test_property_any_recording_is_replayed_or_refused_naming_the_line(
+    tmp_path: Path, text: str
+) -> None:
+    path = tmp_path / "junk.txt"
+    path.write_text(text, encoding="utf-8")
+    try:
+        steps = list(read_steps(path, UTC))
+    except ReplayError as exc:
+        assert str(exc).startswith("line ")
+        return
+    config, _ = night(tmp_path)
+    replay(load_config(config), iter(steps))  # never raises on what it accepted
+
+
+def test_logged_sentinels_junk_and_strangers_are_dead_letters_naming_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = night(tmp_path)
+    log = tmp_path / "logger.csv"
+    log.write_text("time,sensor_id,temperature_c\n"
+                   "2026-01-15T02:00:00+08:00,cr2-t1,85.0\n"
+                   "2026-01-15T02:00:30+08:00,cr2-t1,nan\n"
+                   "2026-01-15T02:01:00+08:00,ghost,5\n"
+                   "2026-01-15T02:01:30+08:00,cr2-t1,5\n")
+    assert edge_main(["replay", str(config), str(log)]) == 0
+    out = capsys.readouterr().out
+    assert "3 dead letters" in out and "power-on" in out and "must be finite" in out
+    assert "no sensor 'ghost'" in out

@@ -32,6 +32,7 @@ from simulators.orders import post_orders, targeted_orders
 from simulators.reference import sustained_trips
 from simulators.region import builtin_region, default_region
 from simulators.scenario import Event, Outage, ScenarioReading, events, load_scenario
+from tests.auth import ADMIN
 
 agent_module = pytest.importorskip("edge_agent.agent")
 config_module = pytest.importorskip("edge_agent.config")
@@ -158,7 +159,7 @@ async def test_freezing_rain_moves_every_unshipped_order_to_a_feasible_backup(
         posted = await post_orders(waiting, coordinator.url, batch=500)
         held = [r["order_id"] for r in posted.results if r.get("warehouse_id") == INCIDENT]
         assert len(held) > 250, posted.results[:3]  # the engine puts them at WH-02
-        async with httpx.AsyncClient(base_url=coordinator.url, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=coordinator.url, headers=ADMIN, timeout=30) as http:
             shipped = held[:5]  # already left the building: they must stay where they are
             for order_id in shipped:
                 answer = await http.post(f"/orders/{order_id}/events", json={"kind": "shipped"})
@@ -288,7 +289,7 @@ async def test_courier_silence_trips_courier_stale_at_wh03(
         )  # fmt: skip
         assert run.replay.tracking > 0
         assert run.trips() == []  # no sensor breaker
-        async with httpx.AsyncClient(base_url=coordinator.url, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=coordinator.url, headers=ADMIN, timeout=30) as http:
 
             async def stale() -> bool:
                 body = (await http.get("/warehouses/WH-03/availability")).json()
@@ -331,7 +332,7 @@ async def test_trip_during_uplink_outage_reaches_the_coordinator_after_reconnect
         posted = await post_orders(waiting, coordinator.url, batch=100)
         held = [r["order_id"] for r in posted.results if r.get("warehouse_id") == INCIDENT]
         assert len(held) > 30, posted.results[:3]
-        async with httpx.AsyncClient(base_url=coordinator.url, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=coordinator.url, headers=ADMIN, timeout=30) as http:
 
             async def availability() -> dict[str, Any]:
                 body: dict[str, Any] = (

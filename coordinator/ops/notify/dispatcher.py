@@ -26,6 +26,13 @@ from coordinator.errors import NotificationError
 from coordinator.ops.config import NotifyConfig
 from coordinator.ops.notify import outbox
 from coordinator.ops.notify.outbox import Notification
+from coordinator.redact import (
+    URL_LOGGERS,
+    RedactingFilter,
+    header_secrets,
+    redact,
+    url_secrets,
+)
 from protocols.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -88,15 +95,24 @@ class HttpJsonAdapter:
         self.url = url
         self.headers = headers or {}
         self.check = check
+        # the URL's key and the headers' credentials: an error text (kept in last_error,
+        # logged, listed by GET /notifications) must carry none of them
+        self.secrets = [*url_secrets(url), *header_secrets(self.headers)]
 
     async def deliver(self, notification: Notification) -> None:
+        try:
+            await self._deliver(notification)
+        except NotificationError as exc:
+            raise NotificationError(redact(str(exc), self.secrets)) from None
+
+    async def _deliver(self, notification: Notification) -> None:
         headers = {"Idempotency-Key": notification.dedupe_key, **self.headers}
         try:
             response = await self.client.post(self.url, json=notification.payload,
                                               headers=headers)
         except httpx.HTTPError as exc:
             message = f"POST {self.url}: {type(exc).__name__}: {exc}"
-            raise NotificationError(message) from exc
+            raise NotificationError(message) from None
         if not response.is_success:
             message = f"POST {self.url}: HTTP {response.status_code} {response.text[:200]}"
             raise NotificationError(message)
@@ -154,6 +170,12 @@ class Dispatcher:
         self._own_client = client is None
         self.client = client or httpx.AsyncClient(timeout=config.dispatcher.timeout_s)
         self.adapters = build_adapters(config, self.client)
+        # httpx logs each request's URL (a WeCom key with it): masked while we run
+        self._log_filter = RedactingFilter(
+            s for a in self.adapters.values() if isinstance(a, HttpJsonAdapter)
+            for s in a.secrets)
+        for name in URL_LOGGERS:
+            logging.getLogger(name).addFilter(self._log_filter)
         self.wecom_bucket = TokenBucket(config.wecom.per_minute)
         self.stats = DispatchStats()
         self._wake = asyncio.Event()
@@ -240,6 +262,8 @@ class Dispatcher:
                 await asyncio.wait_for(self._wake.wait(), self.config.dispatcher.poll_interval_s)
 
     async def aclose(self) -> None:
+        for name in URL_LOGGERS:
+            logging.getLogger(name).removeFilter(self._log_filter)
         if self._own_client:
             await self.client.aclose()
         if self._db is not None:

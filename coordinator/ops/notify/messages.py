@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from coordinator.ops.config import NotifyConfig
+from coordinator.ops.notify.escape import sms_checked, sms_text, wecom_markdown
 from coordinator.ops.notify.outbox import OutgoingNotice
 from protocols.timestamps import stamp
 
@@ -88,6 +89,10 @@ def _incident_fields(summary: IncidentSummary, timezone: str) -> dict[str, Any]:
     }
 
 
+# fields whose text comes from people or channels, not from the coordinator itself
+UNTRUSTED_FIELDS = ("warehouse_name", "reason", "cause", "incident_id", "warehouse_id")
+
+
 def wecom_body(summary: IncidentSummary, msgtype: str, mentioned_mobile_list: list[str],
                timezone: str) -> dict[str, Any]:
     """The robot's documented JSON: ``{"msgtype": "markdown", "markdown": {"content"}}``."""
@@ -97,6 +102,12 @@ def wecom_body(summary: IncidentSummary, msgtype: str, mentioned_mobile_list: li
     if len(summary.stuck) > 10:
         stuck_ids += f" 等{len(summary.stuck)}单"
     if msgtype == "markdown":
+        # operator, catalogue and channel text must stay text in the robot's markdown
+        f = {**f, **{k: wecom_markdown(str(f[k])) for k in UNTRUSTED_FIELDS}}
+        where = "，".join(f"{wecom_markdown(name)} ×{n}"
+                         for name, n in _destinations(summary)) or "无"
+        stuck_ids = ", ".join(wecom_markdown(s.order_id) for s in summary.stuck[:10]) + (
+            f" 等{len(summary.stuck)}单" if len(summary.stuck) > 10 else "")
         lines = [
             f"## 仓库停止接单：{f['warehouse_name']}",
             f"> 事件：<font color=\"warning\">{f['incident_id']}</font>",
@@ -126,8 +137,9 @@ def wecom_body(summary: IncidentSummary, msgtype: str, mentioned_mobile_list: li
 
 def sms_body(summary: IncidentSummary, config: NotifyConfig) -> dict[str, Any]:
     sms = config.sms
-    params = {k: str(v) for k, v in _incident_fields(summary, config.timezone).items()}
-    content = sms.template.format(signature=sms.signature, **params)
+    # one line each, no control characters; the whole body within the gateways' limit
+    params = {k: sms_text(str(v)) for k, v in _incident_fields(summary, config.timezone).items()}
+    content = sms_checked(sms.template.format(signature=sms.signature, **params))
     return {
         "phone_numbers": list(sms.phone_numbers),
         "sign_name": sms.signature,

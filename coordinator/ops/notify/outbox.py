@@ -9,7 +9,7 @@ visible via ``GET /notifications?status=failed``).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -104,9 +104,15 @@ def due(db: Database, now: datetime, limit: int) -> list[Notification]:
 
 
 def listing(db: Database, *, status: Status | None = None, kind: Kind | None = None,
-            incident_id: str | None = None, limit: int = 100) -> list[Notification]:
+            incident_id: str | None = None, limit: int = 100,
+            stores: Sequence[str] | None = None) -> list[Notification]:
+    """``stores``: only the franchisee notices of these stores (a scoped caller)."""
     where: list[str] = []
     args: list[str] = []
+    if stores is not None:
+        where.append("kind = 'franchisee' AND json_extract(payload, '$.store_id') IN "
+                     f"({','.join('?' * len(stores)) or 'NULL'})")
+        args.extend(stores)
     if status is not None:
         where.append("status = ?")
         args.append(status)

@@ -27,7 +27,8 @@ from coordinator.serving import serve_in_thread
 from coordinator.settings import Settings
 from protocols.clock import ManualClock
 from simulators import history as export
-from tests.browser import run_chromium
+from tests.auth import ADMIN, add_login
+from tests.browser import Browser
 
 START = date(2026, 10, 1)
 DAYS, PER_DAY, BAD = 30, 20, 6  # 600 orders: every rule of the generator divides it
@@ -162,7 +163,7 @@ def test_xlsx_posted_to_the_api_gives_the_figures_and_the_page_renders_in_a_brow
         served: tuple[str, Path], tmp_path: Path) -> None:
     url, path = served
     book = export.write_xlsx(tmp_path / "orders.xlsx", _rows())
-    with httpx.Client(base_url=url, timeout=30) as http:
+    with httpx.Client(base_url=url, headers=ADMIN, timeout=30) as http:
         r = http.post("/import/orders", content=book.read_bytes(),
                       headers={"content-type": XLSX})
         assert r.status_code == 200, r.text
@@ -173,7 +174,11 @@ def test_xlsx_posted_to_the_api_gives_the_figures_and_the_page_renders_in_a_brow
     assert figures["radar"]["exception"] == pytest.approx(0.05)
     _check_figures(report.build(open_database(path), ReportConfig()))
 
-    dom = run_chromium(tmp_path, f"{url}/dashboard/health", "--dump-dom").stdout
+    password = add_login(path, "report-reader")
+    with Browser(tmp_path) as browser:  # the page is behind a login like every other
+        browser.login(url, "report-reader", password)
+        browser.goto(f"{url}/dashboard/health")
+        dom = browser.settled_dom()
     axes = dict(re.findall(r'data-axis="(\w+)" data-value="([^"]+)"', dom))
     assert set(axes) == {"timeout", "exception", "channel_mix", "on_time", "transparency",
                          "self_healing"}
@@ -192,7 +197,7 @@ def test_xlsx_posted_to_the_api_gives_the_figures_and_the_page_renders_in_a_brow
 def test_bad_files_are_refused_naming_what_is_wrong_and_nothing_is_written(
         served: tuple[str, Path], ctype: str, body: bytes, field: str) -> None:
     url, path = served
-    with httpx.Client(base_url=url, timeout=30) as http:
+    with httpx.Client(base_url=url, headers=ADMIN, timeout=30) as http:
         r = http.post("/import/orders", content=body, headers={"content-type": ctype})
     assert r.status_code == 422, r.text
     assert r.json()["field"] == field
@@ -202,7 +207,7 @@ def test_bad_files_are_refused_naming_what_is_wrong_and_nothing_is_written(
 def test_import_route_for_catalogue_kinds_still_works_beside_orders(
         served: tuple[str, Path]) -> None:
     url, _ = served
-    with httpx.Client(base_url=url, timeout=30) as http:
+    with httpx.Client(base_url=url, headers=ADMIN, timeout=30) as http:
         r = http.post("/import/skus", content="id,name\nSKU-NEW,新品\n",
                       headers={"content-type": "text/csv"})
     assert r.status_code == 200, r.text
@@ -219,7 +224,7 @@ JUNK_TYPES = ["text/csv", "application/json", "application/x-ndjson", XLSX, "tex
 def test_junk_bodies_get_a_named_refusal_or_a_row_report_never_a_crash(
         served: tuple[str, Path], body: bytes, ctype: str) -> None:
     url, _ = served
-    with httpx.Client(base_url=url, timeout=30) as http:
+    with httpx.Client(base_url=url, headers=ADMIN, timeout=30) as http:
         r = http.post("/import/orders", content=body, headers={"content-type": ctype})
         assert r.status_code in (200, 422), r.text
         answer = r.json()
@@ -250,7 +255,8 @@ def test_a_body_over_the_import_limit_is_refused_naming_body(region_db: Path) ->
     settings = Settings(db_path=str(region_db),
                         sections={"intel": {"import_max_bytes": 1024}})
     app = create_app(settings, clock=ManualClock(NOW), extra_routers=[intel_api.router])
-    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, headers=ADMIN,
+                                                   timeout=30) as http:
         r = http.post("/import/orders", content=b"x" * 5000,
                       headers={"content-type": "text/csv"})
         bad_mapping = http.post("/import/orders", params={"mapping": "{oops"},

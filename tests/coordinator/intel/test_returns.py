@@ -19,6 +19,7 @@ from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
 from coordinator.serving import serve_in_thread
 from coordinator.settings import Settings
 from protocols.clock import ManualClock
+from tests.auth import ADMIN
 
 NOW = datetime(2026, 11, 24, 2, 17, tzinfo=UTC)
 
@@ -48,7 +49,7 @@ def _order(http: httpx.Client, ref: str, sku: str = "SKU-0001") -> str:
 def test_a_return_is_classified_with_confidence_and_model_version(
         live: tuple[str, Path]) -> None:
     url, _ = live
-    with httpx.Client(base_url=url, timeout=15) as http:
+    with httpx.Client(base_url=url, headers=ADMIN, timeout=15) as http:
         order = _order(http, "RET-1")
         r = http.post("/returns", json={"order_id": order, "text": "猫不吃这个口味",
                                         "carrier": "ZTO"})
@@ -63,7 +64,7 @@ def test_a_correction_is_stored_with_its_actor_and_retraining_learns_it(
         live: tuple[str, Path]) -> None:
     url, _ = live
     odd = "主子嫌弃这一袋的颗粒太硬了咬不动"  # no lexicon word: hard for the seed model
-    with httpx.Client(base_url=url, timeout=15) as http:
+    with httpx.Client(base_url=url, headers=ADMIN, timeout=15) as http:
         order = _order(http, "RET-2")
         first = http.post("/returns", json={"order_id": order, "text": odd}).json()
         wanted = "taste_mismatch" if first["reason"] != "taste_mismatch" else "quality_defect"
@@ -85,7 +86,7 @@ def test_a_correction_is_stored_with_its_actor_and_retraining_learns_it(
 def test_root_causes_group_current_labels_by_warehouse_sku_and_carrier(
         live: tuple[str, Path]) -> None:
     url, _ = live
-    with httpx.Client(base_url=url, timeout=15) as http:
+    with httpx.Client(base_url=url, headers=ADMIN, timeout=15) as http:
         order = _order(http, "RET-3", sku="SKU-0002")
         for text in ("快递盒压扁了，饼干全碎", "箱子被压塌了"):
             assert http.post("/returns", json={"order_id": order, "text": text,
@@ -109,7 +110,7 @@ def test_bad_returns_are_refused_and_nothing_is_written(
     url, db_path = live
     db = open_database(db_path, migrate=False)
     before = db.execute("SELECT count(*) FROM return_requests").fetchone()[0]
-    with httpx.Client(base_url=url, timeout=15) as http:
+    with httpx.Client(base_url=url, headers=ADMIN, timeout=15) as http:
         r = http.post(path, json=body)
     assert r.status_code == status, r.text
     if field:
@@ -122,7 +123,7 @@ def test_bad_returns_are_refused_and_nothing_is_written(
 def test_a_correction_to_a_reason_outside_the_pool_names_the_field(
         live: tuple[str, Path]) -> None:
     url, _ = live
-    with httpx.Client(base_url=url, timeout=15) as http:
+    with httpx.Client(base_url=url, headers=ADMIN, timeout=15) as http:
         order = _order(http, "RET-4")
         made = http.post("/returns", json={"order_id": order, "text": "少发了一袋"}).json()
         r = http.post(f"/returns/{made['id']}/correction",
@@ -135,7 +136,7 @@ def test_a_correction_to_a_reason_outside_the_pool_names_the_field(
 
 def test_the_page_lists_returns_escaped_with_a_reason_picker(live: tuple[str, Path]) -> None:
     url, _ = live
-    with httpx.Client(base_url=url, timeout=15) as http:
+    with httpx.Client(base_url=url, headers=ADMIN, timeout=15) as http:
         order = _order(http, "RET-5")
         http.post("/returns", json={"order_id": order, "text": "<script>x()</script>发错货"})
         page = http.get("/dashboard/returns").text

@@ -32,6 +32,7 @@ from coordinator.settings import Settings
 from protocols import Topics
 from protocols.clock import ManualClock
 from simulators.brokers import Broker
+from tests.auth import ADMIN
 from tests.coordinator.intel.fakes import FakeAmap, amap_entry
 from tests.coordinator.ops.helpers import ops_config
 from tests.coordinator.ops.receiver import Receiver
@@ -93,7 +94,7 @@ def _timeline(http: httpx.Client, order_id: str) -> list[dict[str, Any]]:
 @pytest.mark.broker
 def test_addresses_are_corrected_through_amap_and_only_failures_reach_a_person(
         site: Site) -> None:
-    with httpx.Client(base_url=site.url, timeout=15) as http:
+    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
         fuzzy, exact, hopeless = (_order(http, f"ADDR-{k}") for k in range(3))
         r = http.post(f"/orders/{fuzzy}/address", json={"address": FUZZY})
         assert r.status_code == 200, r.text
@@ -119,7 +120,7 @@ def test_addresses_are_corrected_through_amap_and_only_failures_reach_a_person(
 def test_when_amap_is_down_the_gazetteer_completes_an_address_naming_a_district(
         site: Site) -> None:
     site.amap.fail = True
-    with httpx.Client(base_url=site.url, timeout=15) as http:
+    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
         order = _order(http, "ADDR-OFFLINE")
         r = http.post(f"/orders/{order}/address", json={"address": "滨江江南大道588号"})
     body = r.json()
@@ -140,7 +141,7 @@ def _track(http: httpx.Client, shipment: str, order_id: str, at: datetime,
 @pytest.mark.broker
 def test_a_stuck_parcel_is_handed_to_the_backup_carrier_while_its_carrier_is_alive(
         site: Site) -> None:
-    with httpx.Client(base_url=site.url, timeout=15) as http:
+    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
         stuck, moving = _order(http, "PARCEL-1"), _order(http, "PARCEL-2")
         _track(http, "ZTO-STUCK", stuck, T0, "picked_up")
         _track(http, "ZTO-MOVING", moving, T0, "picked_up")
@@ -166,7 +167,7 @@ def test_a_stuck_parcel_is_handed_to_the_backup_carrier_while_its_carrier_is_ali
 @pytest.mark.broker
 def test_a_failed_hand_over_reaches_a_person_and_counts_against_the_rate(site: Site) -> None:
     site.carrier.fail_first = 10
-    with httpx.Client(base_url=site.url, timeout=15) as http:
+    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
         stuck, other = _order(http, "PARCEL-3"), _order(http, "PARCEL-4")
         _track(http, "ZTO-STUCK-2", stuck, T0, "picked_up")
         site.clock.set(T0 + timedelta(hours=30))

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 
+from coordinator.catalog import WarehouseIn, upsert_warehouses
 from coordinator.db import open_database
+from coordinator.gateways.store import register, warehouse_exists
 from coordinator.ops.config import FranchiseeConfig, NotifyConfig, OpsConfig, WecomConfig
 from coordinator.settings import Settings
 from protocols import Topics
@@ -90,3 +92,20 @@ def strand_at(db: Database, warehouse_id: str, count: int, now: datetime,
                               now=now, config=AllocationConfig()).stuck
     assert len(stuck) == count
     return [s.order_id for s in stuck]
+
+
+def register_gateways(db_path: Path, gateways: dict[str, str],
+                      now: datetime | None = None) -> None:
+    """Register each agent for its warehouse (the coordinator refuses unregistered ones);
+    a warehouse the test's catalogue lacks is added first (at 0,0)."""
+    at = now or datetime.now(UTC)
+    db: Database = open_database(db_path)
+    try:
+        for warehouse in sorted(set(gateways.values())):
+            if not warehouse_exists(db, warehouse):
+                upsert_warehouses(db, [WarehouseIn(id=warehouse, name=warehouse, lat=0,
+                                                   lon=0)], at)
+        for agent, warehouse in gateways.items():
+            register(db, agent, warehouse, actor="test", now=at)
+    finally:
+        db.conn.close()

@@ -25,6 +25,9 @@ class Receiver:
     fail_first: int = 0
     fail_status: int = 500
     wecom_style: bool = False
+    # a failing answer echoes what it was sent (path with query, Authorization), as some
+    # gateways' error hints do: what a careless error message would then carry
+    echo_request: bool = False
     requests: list[Received] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -69,6 +72,9 @@ class Receiver:
                     # Success looks like the WeCom robot's answer; gateways ignore it.
                     answer = ({"errcode": 0, "errmsg": "ok"} if status == 200
                               else {"error": "unavailable"})
+                if failing and receiver.echo_request:
+                    answer["hint"] = (f"invalid request {self.path} "
+                                      f"{self.headers.get('Authorization', '')}")
                 data = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

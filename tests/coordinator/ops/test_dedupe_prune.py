@@ -8,7 +8,14 @@ from pathlib import Path
 from coordinator.ops.runner import OpsService
 from protocols import Topics
 from tests.coordinator.ops.factories import breaker_event
-from tests.coordinator.ops.helpers import counter, ops_config, read, settings_for, wait_for
+from tests.coordinator.ops.helpers import (
+    counter,
+    ops_config,
+    read,
+    register_gateways,
+    settings_for,
+    wait_for,
+)
 
 KEEP = 20
 INCARNATION = "5f0c9a7e2b3d4c1a8e6f7a9b0c1d2e3f"
@@ -27,6 +34,7 @@ async def test_processed_events_stay_bounded_and_recent_repeats_are_still_droppe
     config = ops_config(tmp_path).model_copy(update={
         "subscribe_mqtt": False, "dedupe_keep_per_agent": KEEP,
         "dedupe_prune_interval_s": 0.05})
+    register_gateways(path, {"gw-a": "wh-cc-2", "gw-b": "wh-cc-2"})
     async with OpsService(settings, config) as ops:
         for seq in range(1, 301):
             await ops.handle(breaker_event(seq=seq, open=False, agent="gw-a",

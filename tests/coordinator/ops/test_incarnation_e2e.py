@@ -112,8 +112,18 @@ async def test_wiped_gateway_restarts_from_seq_zero_and_the_coordinator_follows_
         async with running(new):
             assert new.stats.incarnation not in (None, old_incarnation)
             assert new.stats.seq < old_seq and new.stats.session_seq == 1
-            # Its first breaker state (not tripped) and birth are heard: the warehouse
-            # reopens although seq and session_seq went backwards.
+            # Its birth and first breaker state (not tripped) would reopen the warehouse:
+            # they wait until an operator confirms the replacement (an impostor with a
+            # made-up incarnation must not reopen it)
+            await wait_for(lambda: counter(path, "security_held") >= 2,
+                           what="the new incarnation's reopening messages held")
+            assert not warehouse_available(path, WH)
+            pending = read(path, "SELECT pending_incarnation FROM gateways "
+                                 "WHERE agent_id = ?", [AGENT])
+            assert pending == [(new.stats.incarnation,)]
+            await ops.confirm_incarnation(AGENT, actor="user:duty-lead",
+                                          reason="SD card re-imaged")
+            # ...then they apply, although seq and session_seq went backwards
             await wait_for(lambda: session(path) == (new.stats.incarnation, 1, 1),
                            what="the new birth")
             await wait_for(lambda: warehouse_available(path, WH),

@@ -20,6 +20,7 @@ from coordinator.serving import serve_in_thread
 from protocols import Topics
 from protocols.clock import ManualClock
 from simulators.brokers import Broker
+from tests.auth import ADMIN
 from tests.coordinator.ops.app_server import ops_app
 from tests.coordinator.ops.helpers import ops_config, read, settings_for
 
@@ -54,7 +55,8 @@ def http(mqtt_broker: Broker, db_path: Path,
     topics = Topics("bwtest-ops-boundary")
     config = ops_config(tmp_path_factory.mktemp("ops-boundary-notify"))
     app = ops_app(settings_for(db_path, mqtt_broker.url, topics), config, ManualClock(NOW))
-    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+    with serve_in_thread(app) as url, \
+            httpx.Client(base_url=url, headers=ADMIN, timeout=10) as client:
         yield client
 
 

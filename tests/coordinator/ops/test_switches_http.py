@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from benchmarks.reroute import seed_orders_at
+from coordinator.auth import Role
 from coordinator.db import open_database
 from coordinator.intake import submit_orders
 from coordinator.settings import AllocationConfig, IntakeConfig
@@ -19,6 +20,7 @@ from protocols import Topics
 from protocols.clock import ManualClock
 from protocols.orders import Channel, OrderIn, OrderLine
 from simulators.brokers import Broker
+from tests.auth import ADMIN, headers_for
 from tests.coordinator.ops.app_server import ops_app, serving
 from tests.coordinator.ops.helpers import assignments, ops_config, read, settings_for, wait_for
 from tests.coordinator.ops.receiver import Receiver
@@ -52,8 +54,9 @@ async def test_manual_pause_reroutes_like_a_trip_is_audited_and_resume_reopens(
     clock = ManualClock(datetime.now(UTC))
     config = ops_config(tmp_path, wecom_url=robot.url + "/wecom", max_attempts=2)
     app = ops_app(settings_for(seeded, broker.url, topics), config, clock)
-    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
-        body = {"actor": "duty-lead-wang", "reason": "roof leak over cold room 2"}
+    operator = headers_for(seeded, Role.OPERATOR, name="duty-lead-wang")
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, headers=operator) as http:
+        body = {"reason": "roof leak over cold room 2"}
         r = await http.post(f"/warehouses/{WH}/pause", json=body)
         assert r.status_code == 200, r.text
         [incident] = r.json()["incidents"]
@@ -64,14 +67,16 @@ async def test_manual_pause_reroutes_like_a_trip_is_audited_and_resume_reopens(
         assert not available(seeded)
         moved = assignments(seeded)
         r = await http.post(f"/warehouses/{WH}/resume",
-                            json={"actor": "duty-lead-wang", "reason": "fixed"})
+                            json={"reason": "fixed"})
         assert r.json()["available"] is True
         audit = (await http.get(f"/warehouses/{WH}/audit")).json()
         assert [a["action"] for a in audit] == ["pause", "unavailable", "pause", "resume",
                                                 "available"]
-        assert {a["actor"] for a in audit} == {"duty-lead-wang"}
+        # the audit names the authenticated caller, not anything the body says
+        assert {a["actor"] for a in audit} == {"token:duty-lead-wang"}
         assert (await http.post("/warehouses/NOPE/pause", json=body)).status_code == 404
-        bad = await http.post(f"/warehouses/{WH}/pause", json={"reason": "x"})
+        bad = await http.post(f"/warehouses/{WH}/pause",
+                              json={"actor": "someone-else", "reason": "x"})
         assert bad.status_code == 422 and "actor" in bad.text
         summary = (await http.get("/metrics/summary")).json()
         assert summary["self_healing"]["exceptions"] == 40
@@ -110,7 +115,7 @@ async def test_courier_silence_trips_courier_stale_and_clears_when_updates_resum
         return {"shipment_id": shipment, "carrier": "sf-express", "warehouse_id": WH,
                 "status": "in_transit", "ts": at.isoformat()}
 
-    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, headers=ADMIN) as http:
         for shipment in ("SF1", "SF2"):
             r = await http.post("/tracking", json=update(shipment, t0))
             assert r.status_code == 202, r.text
@@ -153,7 +158,7 @@ async def test_trip_over_mqtt_moves_orders_the_api_took_and_new_orders_avoid_the
         return {"channel": "manual", "channel_order_id": f"api-{n}", "store_id": "HZ-S001",
                 "lines": [{"sku_id": sku, "qty": 1}], "lat": wh02[0], "lon": wh02[1]}
 
-    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, headers=ADMIN) as http:
         taken = (await http.post("/orders", json=order(1))).json()
         assert taken["warehouse_id"] == WH  # at the warehouse's door
         async with aiomqtt.Client(broker.host, broker.port) as agent:
@@ -182,9 +187,9 @@ async def test_orders_stuck_during_a_pause_go_back_when_the_warehouse_resumes(
         db.conn.close()
     clock = ManualClock(datetime.now(UTC))
     app = ops_app(settings_for(seeded, broker.url, topics), ops_config(tmp_path), clock)
-    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, headers=ADMIN) as http:
         paused = await http.post(f"/warehouses/{WH}/pause",
-                                 json={"actor": "duty-lead-wang", "reason": "inspection"})
+                                 json={"reason": "inspection"})
         [incident] = paused.json()["incidents"]
         assert incident["needs_attention"] == 40 and incident["moved"] == 0
         stuck = read(seeded, "SELECT id FROM orders WHERE status = 'needs_attention'")
@@ -192,7 +197,7 @@ async def test_orders_stuck_during_a_pause_go_back_when_the_warehouse_resumes(
         clock.advance(3600)
 
         resumed = await http.post(f"/warehouses/{WH}/resume",
-                                  json={"actor": "duty-lead-wang", "reason": "done"})
+                                  json={"reason": "done"})
 
         assert resumed.status_code == 200, resumed.text
         assert set(assignments(seeded).values()) == {(WH, "allocated")}
@@ -238,8 +243,8 @@ async def test_a_failing_retry_still_lets_the_warehouse_reopen(
         db.conn.close()
     clock = ManualClock(datetime.now(UTC))
     app = ops_app(settings_for(seeded, broker.url, topics), ops_config(tmp_path), clock)
-    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
-        body = {"actor": "duty-lead-wang", "reason": "inspection"}
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, headers=ADMIN) as http:
+        body = {"reason": "inspection"}
         assert (await http.post(f"/warehouses/{WH}/pause", json=body)).status_code == 200
 
         resumed = await http.post(f"/warehouses/{WH}/resume", json=body)
@@ -273,8 +278,8 @@ async def test_reopening_retries_its_own_stuck_orders_ahead_of_an_older_backlog(
     settings = settings_for(seeded, broker.url, topics).model_copy(
         update={"intake": IntakeConfig(retry_limit=5)})
     app = ops_app(settings, ops_config(tmp_path), ManualClock(datetime.now(UTC)))
-    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
-        body = {"actor": "duty-lead-wang", "reason": "inspection"}
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, headers=ADMIN) as http:
+        body = {"reason": "inspection"}
         assert (await http.post(f"/warehouses/{WH}/pause", json=body)).status_code == 200
 
         await http.post(f"/warehouses/{WH}/resume", json=body)

@@ -1,0 +1,134 @@
+"""HTTP side of the gateway registry and the security dead letters.
+
+Registering, retiring and importing gateways is an admin's act; confirming a replaced
+gateway's new incarnation is an operator's (the running ops service then applies what
+that incarnation held back). Every change is audited under the caller's identity.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlite_utils import Database
+
+from coordinator import auth
+from coordinator.errors import Conflict, ImportFileError, NotFound
+from coordinator.gateways import store
+from coordinator.ops.api import Ops
+from protocols.models import Ident
+
+router = APIRouter(tags=["gateways"], dependencies=[auth.requires({auth.Role.OPERATOR})])
+ADMIN = [auth.requires({auth.Role.ADMIN})]
+AgentId = Annotated[str, Path(max_length=64)]
+
+
+def _db(request: Request) -> Database:
+    db: Database = request.app.state.connections.get()
+    return db
+
+
+def _now(request: Request) -> Any:
+    return request.app.state.clock.now()
+
+
+class GatewayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agent_id: Ident
+    warehouse_id: Ident
+
+
+class ActRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=500)
+
+
+@router.get("/gateways")
+def list_gateways(request: Request, warehouse_id: str | None = None) -> list[dict[str, Any]]:
+    """Registered gateways with their confirmed and pending incarnations (never a key)."""
+    return [g.as_json() for g in store.list_gateways(_db(request), warehouse_id)]
+
+
+@router.post("/gateways", status_code=201, dependencies=ADMIN,
+             responses={404: {"description": "unknown warehouse"},
+                        409: {"description": "registered for another warehouse"}})
+def register_gateway(request: Request, body: GatewayRequest,
+                     caller: auth.Caller) -> dict[str, Any]:
+    try:
+        return store.register(_db(request), body.agent_id, body.warehouse_id,
+                              actor=caller.actor, now=_now(request)).as_json()
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except Conflict as exc:
+        raise HTTPException(409, str(exc)) from exc
+
+
+@router.post("/gateways/{agent_id}/retire", dependencies=ADMIN)
+def retire_gateway(request: Request, agent_id: AgentId, body: ActRequest,
+                   caller: auth.Caller) -> dict[str, str]:
+    """A stolen or decommissioned gateway speaks for nobody from now on (its MQTT
+    credentials go with the next ``mqtt-auth`` run)."""
+    try:
+        store.retire(_db(request), agent_id, actor=caller.actor, reason=body.reason,
+                     now=_now(request))
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    return {"agent_id": agent_id, "status": "retired"}
+
+
+@router.post("/gateways/{agent_id}/confirm-incarnation",
+             responses={409: {"description": "no new incarnation awaits confirmation"}})
+async def confirm_incarnation(agent_id: AgentId, body: ActRequest, ops: Ops,
+                              caller: auth.Caller) -> dict[str, Any]:
+    """The gateway really was replaced (a re-imaged SD card): trust its new incarnation
+    and apply the clears and statuses it held back."""
+    try:
+        result = await ops.confirm_incarnation(agent_id, actor=caller.actor,
+                                               reason=body.reason)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except Conflict as exc:
+        raise HTTPException(409, str(exc)) from exc
+    return {"agent_id": agent_id, "status": "confirmed",
+            "transitions": [type(t).__name__ for t in result.transitions]}
+
+
+@router.get("/gateways/{agent_id}/audit")
+def gateway_audit(request: Request, agent_id: AgentId) -> list[dict[str, Any]]:
+    return store.audit_of(_db(request), agent_id)
+
+
+@router.post("/gateways/import", dependencies=ADMIN,
+             openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {
+                 "type": "string"}}}, "required": True}})
+async def import_gateways(request: Request, caller: auth.Caller) -> Any:
+    """CSV ``agent_id,warehouse_id`` (exported with the catalogue); all rows or none."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "text/csv":
+        return JSONResponse(status_code=415, content={
+            "detail": "send text/csv", "field": "content-type"})
+    try:
+        rows = store.parse_gateways((await request.body()).decode("utf-8-sig"))
+        written = store.import_gateways(_db(request), rows, actor=caller.actor,
+                                        now=_now(request))
+    except UnicodeDecodeError:
+        return JSONResponse(status_code=422, content={"detail": "body is not UTF-8",
+                                                      "field": "body"})
+    except ImportFileError as exc:
+        return JSONResponse(status_code=422, content={"detail": str(exc),
+                                                      "field": exc.field})
+    except (NotFound, Conflict) as exc:
+        return JSONResponse(status_code=422, content={"detail": str(exc), "field": "body"})
+    return {"kind": "gateways", "written": written}
+
+
+security_router = APIRouter(tags=["gateways"], dependencies=[auth.requires(auth.ANY_ROLE)])
+
+
+@security_router.get("/security/events")
+def security_events(request: Request,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                    warehouse_id: str | None = None) -> list[dict[str, Any]]:
+    """Refused, held and flagged gateway messages (the dead letters), newest first."""
+    return store.security_events(_db(request), limit=limit, warehouse_id=warehouse_id)

@@ -1,0 +1,105 @@
+"""SQL of the shared inbox: every instance writes what its MQTT session receives, the
+leader applies it in order.
+
+Why an inbox: with several instances, each subscribes with its own persistent session,
+so every message reaches every instance that is up. Writing them all into one table
+(the first copy wins on ``dedupe_key``) means that nothing an instance received is lost
+when it dies, whoever leads. The leader applies rows in id order and moves the
+``inbox`` cursor in the same transaction as the effects, so a row is applied at most
+once per commit; the tracker's dedupe by ``(agent, incarnation, seq)`` inside that
+transaction makes a message that arrives again after a failover change nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlite_utils import Database
+
+from coordinator.db import write_transaction
+from protocols import AgentStatus, BreakerEvent, TrackingUpdate, decode, encode
+from protocols.timestamps import stamp
+
+InboxMessage = BreakerEvent | AgentStatus | TrackingUpdate
+CURSOR = "inbox"
+KINDS: dict[str, type[InboxMessage]] = {
+    "breaker": BreakerEvent, "status": AgentStatus, "tracking": TrackingUpdate}
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    id: int
+    kind: str
+    payload: str
+
+
+def dedupe_key(message: InboxMessage) -> str:
+    """Two copies of one message (two instances, a redelivery, a retained replay) share
+    it; two different messages never do."""
+    if isinstance(message, BreakerEvent):
+        return f"breaker/{message.agent_id}/{message.incarnation or ''}/{message.seq}"
+    if isinstance(message, AgentStatus):
+        return (f"status/{message.agent_id}/{message.incarnation or ''}/"
+                f"{message.session_seq}/{message.state.value}/{stamp(message.ts)}")
+    digest = hashlib.sha256(encode(message)).hexdigest()
+    return f"tracking/{digest}"
+
+
+def kind_of(message: InboxMessage) -> str:
+    if isinstance(message, BreakerEvent):
+        return "breaker"
+    return "status" if isinstance(message, AgentStatus) else "tracking"
+
+
+def put(db: Database, message: InboxMessage, instance: str, now: datetime) -> bool:
+    """Store ``message`` unless a copy is there; True when this call stored it."""
+    with write_transaction(db):
+        cursor = db.execute(
+            "INSERT INTO ops_inbox (dedupe_key, kind, payload, received_by, received_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING",
+            [dedupe_key(message), kind_of(message), encode(message).decode(), instance,
+             stamp(now)])
+        return bool(cursor.rowcount == 1)
+
+
+def applied_up_to(db: Database) -> int:
+    row = db.execute("SELECT value FROM ops_cursors WHERE name = ?", [CURSOR]).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def pending(db: Database, limit: int) -> list[InboxRow]:
+    """The oldest rows not yet applied, in arrival order."""
+    rows = db.execute(
+        "SELECT id, kind, payload FROM ops_inbox WHERE id > ? ORDER BY id LIMIT ?",
+        [applied_up_to(db), limit]).fetchall()
+    return [InboxRow(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def decode_row(row: InboxRow) -> InboxMessage:
+    """The stored message (it was validated before it was stored)."""
+    return decode(KINDS[row.kind], row.payload)
+
+
+def mark_applied(db: Database, row_id: int) -> None:
+    """Move the cursor past ``row_id``; inside the transaction that applied it."""
+    db.execute(
+        "INSERT INTO ops_cursors (name, value) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        [CURSOR, row_id])
+
+
+def prune(db: Database, now: datetime, keep: timedelta) -> int:
+    """Delete applied rows older than ``keep`` (their dedupe keys are then forgotten;
+    the tracker's own dedupe still drops a late copy)."""
+    with write_transaction(db):
+        cursor = db.execute("DELETE FROM ops_inbox WHERE id <= ? AND received_at < ?",
+                            [applied_up_to(db), stamp(now - keep)])
+        return int(cursor.rowcount)
+
+
+def backlog(db: Database) -> int:
+    row = db.execute("SELECT count(*) FROM ops_inbox WHERE id > ?",
+                     [applied_up_to(db)]).fetchone()
+    return int(row[0])

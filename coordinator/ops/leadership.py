@@ -1,0 +1,137 @@
+"""Several instances on one database: the lease loop and the inbox applier of one.
+
+Every instance renews or contests the ops lease every ``renew_interval_s``
+(:mod:`coordinator.ops.lease_store`). The one that holds it is the leader: it rebuilds
+its machines from the database when it is elected (the previous leader wrote there),
+applies the shared inbox in order, and runs the ticks; the others only feed the inbox
+from their own MQTT sessions and serve HTTP. Every ops transaction starts with
+:meth:`Leadership.guard`, so a leader that was paused or cut off past its lease writes
+nothing, even before its own lease loop notices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from sqlite_utils import Database
+
+from coordinator.db import write_transaction
+from coordinator.ops import inbox_store, lease_store
+from coordinator.ops.config import ClusterConfig
+from coordinator.ops.handler import HandleResult, OpsCore
+from coordinator.ops.lease import LeaseKeeper, Take
+from protocols.clock import Clock
+
+log = logging.getLogger(__name__)
+Call = Callable[[Callable[[OpsCore], Any]], Awaitable[Any]]
+
+
+class Leadership:
+    def __init__(self, instance: str, config: ClusterConfig, clock: Clock,
+                 call: Call) -> None:
+        self.instance = instance
+        self.config = config
+        self.clock = clock
+        self.keeper = LeaseKeeper(instance, config.lease_ttl_s)
+        self._call = call
+        self._wake = asyncio.Event()
+        self.elected = asyncio.Event()  # set while this instance leads (as far as it knows)
+        self.on_elected: Callable[[], Awaitable[None]] | None = None
+        self.on_deposed: Callable[[], Awaitable[None]] | None = None
+        self.on_result: Callable[[HandleResult], None] | None = None
+        self.terms = 0  # how many times this instance was elected
+        self.applied = 0  # inbox rows applied by this instance
+        self.lease_errors = 0
+
+    # -- called on the ops thread, inside transactions ---------------------------------
+    def guard(self, db: Database, now: datetime) -> None:
+        lease_store.check(db, self.instance, self.keeper.epoch, now)
+
+    def leading(self) -> bool:
+        return self.keeper.leading(self.clock.now())
+
+    def wake(self) -> None:
+        """Something was put in the inbox: apply it now rather than at the next poll."""
+        self._wake.set()
+
+    # -- tasks -------------------------------------------------------------------------
+    async def run_lease(self) -> None:
+        while True:
+            try:
+                await self._lease_round()
+            except Exception:  # a database hiccup must not end the loop: retry next round
+                self.lease_errors += 1
+                log.exception("ops lease round failed")
+                await self._lost()
+            await asyncio.sleep(self.config.renew_interval_s)
+
+    async def _lease_round(self) -> None:
+        now = self.clock.now()
+
+        def step(core: OpsCore) -> Take | None:
+            action = lease_store.step(core.db, self.keeper, now)
+            if isinstance(action, Take):
+                # a new term: the previous leader's writes are the truth now
+                core.reload()
+                return action
+            return None
+
+        took = await self._call(step)
+        if isinstance(took, Take):
+            self.terms += 1
+            log.warning("%s leads the ops loop (epoch %d)", self.instance, took.epoch)
+            self.elected.set()
+            self.wake()
+            if self.on_elected is not None:
+                await self.on_elected()
+        elif not self.leading():
+            await self._lost()
+
+    async def _lost(self) -> None:
+        if not self.elected.is_set():
+            return
+        self.keeper.step_down()
+        self.elected.clear()
+        log.warning("%s no longer leads the ops loop", self.instance)
+        if self.on_deposed is not None:
+            await self.on_deposed()
+
+    async def run_applier(self) -> None:
+        while True:
+            applied = 0
+            if self.leading():
+                try:
+                    results: list[HandleResult] = await self._call(self._apply_batch)
+                    applied = len(results)
+                    if self.on_result is not None:
+                        for result in results:
+                            self.on_result(result)
+                except lease_store.LeaseLost as exc:
+                    log.warning("%s", exc)
+                    await self._lost()
+                except Exception:
+                    log.exception("applying the ops inbox failed; retrying")
+            if applied >= self.config.apply_batch:
+                continue  # a backlog: no pause between batches
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.apply_interval_s)
+
+    def _apply_batch(self, core: OpsCore) -> list[HandleResult]:
+        results = []
+        for row in inbox_store.pending(core.db, self.config.apply_batch):
+            now = self.clock.now()
+            # one transaction per message: the guard, the effects and the cursor commit
+            # together, so a row is applied exactly once whoever leads
+            with write_transaction(core.db):
+                self.guard(core.db, now)
+                result = core.handle(inbox_store.decode_row(row), now)
+                inbox_store.mark_applied(core.db, row.id)
+            self.applied += 1
+            results.append(result)
+        return results

@@ -1,0 +1,63 @@
+"""SQL of the ops lease (see :mod:`coordinator.ops.lease` for the rules).
+
+``step`` reads the row and writes the keeper's answer in one write transaction, so two
+instances can never both take the same epoch. ``check`` runs first inside every ops
+transaction of a leader: the transaction aborts (:class:`LeaseLost`) unless the row still
+names this instance, with this epoch, unexpired at ``now``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlite_utils import Database
+
+from coordinator.db import write_transaction
+from coordinator.errors import StoreError
+from coordinator.ops.lease import LeaseAction, LeaseKeeper, LeaseRow, Renew, Take
+from protocols.timestamps import parse_stamp, stamp
+
+OPS_LEASE = "ops"
+
+
+class LeaseLost(StoreError):
+    """This instance no longer holds the ops lease: the transaction must not commit."""
+
+
+def read(db: Database, name: str = OPS_LEASE) -> LeaseRow | None:
+    row = db.execute("SELECT holder, epoch, expires_at FROM ops_lease WHERE name = ?",
+                     [name]).fetchone()
+    if row is None:
+        return None
+    return LeaseRow(str(row[0]), int(row[1]), parse_stamp(str(row[2])))
+
+
+def step(db: Database, keeper: LeaseKeeper, now: datetime,
+         name: str = OPS_LEASE) -> LeaseAction:
+    """Read, decide, write; the keeper learns the outcome only after the commit."""
+    with write_transaction(db):
+        action = keeper.tick(now, read(db, name))
+        if isinstance(action, Take):
+            db.execute(
+                "INSERT INTO ops_lease (name, holder, epoch, expires_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                "epoch = excluded.epoch, expires_at = excluded.expires_at",
+                [name, keeper.instance, action.epoch, stamp(action.expires_at)])
+        elif isinstance(action, Renew):
+            db.execute("UPDATE ops_lease SET expires_at = ? WHERE name = ? AND holder = ? "
+                       "AND epoch = ?",
+                       [stamp(action.expires_at), name, keeper.instance, action.epoch])
+    keeper.written(action)
+    return action
+
+
+def check(db: Database, instance: str, epoch: int | None, now: datetime,
+          name: str = OPS_LEASE) -> None:
+    """Raise :class:`LeaseLost` unless ``instance`` holds the lease with ``epoch`` at
+    ``now``. Call it inside the write transaction it guards."""
+    row = read(db, name)
+    if epoch is None or row is None or row.holder != instance or row.epoch != epoch \
+            or row.expires_at <= now:
+        held = "nobody" if row is None else f"{row.holder} (epoch {row.epoch})"
+        message = f"ops lease lost: {instance} (epoch {epoch}) is not the holder; {held} is"
+        raise LeaseLost(message)

@@ -1,0 +1,192 @@
+"""Two coordinator processes on one database and one broker: the leader dies in the middle
+of a reroute (SIGKILL at several moments) or is paused past its lease (SIGSTOP, then
+resumed); the standby takes over, and nothing is lost or done twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from benchmarks.reroute import seed_orders_at
+from coordinator.db import open_database
+from protocols import Topics, encode
+from simulators.brokers import Broker, free_port, wait_for_port
+from tests.coordinator.ops.factories import breaker_event
+from tests.coordinator.ops.helpers import read, wait_for
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(180)]
+WH = "WH-02"
+AGENT = "gw-WH-02"
+ORDERS = 120
+TTL_S = 2.0
+
+
+def write_config(workdir: Path) -> Path:
+    path = workdir / "coordinator.toml"
+    path.write_text(
+        "[ops]\ntick_interval_s = 0.2\nagent_offline_grace_s = 3600\n"
+        f"[ops.cluster]\nenabled = true\nlease_ttl_s = {TTL_S}\nrenew_interval_s = 0.25\n"
+        "[ops.mqtt]\nreconnect_max_s = 1.0\n"
+        "[ops.notify.dispatcher]\npoll_interval_s = 0.1\n"
+        f"[ops.notify.franchisee]\njsonl_path = \"{workdir / 'franchisee.jsonl'}\"\n",
+        encoding="utf-8")
+    return path
+
+
+@contextmanager
+def instances(db_path: Path, broker: Broker, topics: Topics,
+              workdir: Path) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    """Coordinator processes ``a`` and ``b`` (``python -m coordinator serve``)."""
+    config = write_config(workdir)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    ports = {}
+    try:
+        for name in ("a", "b"):
+            ports[name] = free_port()
+            env = {**os.environ, "BREAKWATER_DB": str(db_path), "MQTT_URL": broker.url,
+                   "BREAKWATER_TOPIC_ROOT": topics.root, "BREAKWATER_PORT": str(ports[name]),
+                   "BREAKWATER_INSTANCE": f"{topics.root[-6:]}-{name}"}
+            log = (workdir / f"{name}.log").open("wb")
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "coordinator", "--config", str(config), "serve"],
+                env=env, stdout=log, stderr=subprocess.STDOUT)
+            log.close()
+        for port in ports.values():
+            wait_for_port("127.0.0.1", port, timeout=60)
+        yield procs
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a stopped process cannot handle TERM
+                proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def leader(db_path: Path) -> str | None:
+    rows = read(db_path, "SELECT holder, expires_at FROM ops_lease WHERE name = 'ops'")
+    if not rows:
+        return None
+    holder, expires_at = rows[0]
+    now = datetime.now(UTC)
+    return str(holder)[-1] if datetime.fromisoformat(str(expires_at)) > now else None
+
+
+def applied_seqs(db_path: Path) -> list[int]:
+    return [int(r[0]) for r in read(
+        db_path, "SELECT seq FROM ops_processed_events WHERE agent_id = ? ORDER BY seq",
+        [AGENT])]
+
+
+async def publish(broker: Broker, topics: Topics, seqs: range) -> None:
+    """What the agent's uplink does: QoS 1, retained live events."""
+    async with aiomqtt.Client(broker.host, broker.port, identifier=f"{AGENT}-{topics.root}",
+                              clean_session=False) as agent:
+        for seq in seqs:
+            breaker = "cold_chain" if seq == 1 else f"b{seq}"
+            event = breaker_event(seq=seq, open=True, agent=AGENT, warehouse=WH,
+                                  breaker=breaker, episode=f"ep-{seq}")
+            await agent.publish(topics.breaker(WH, breaker), encode(event), qos=1,
+                                retain=True)
+
+
+def seeded(tmp_path: Path) -> Path:
+    path = tmp_path / "coordinator.sqlite"
+    db = open_database(path)
+    held = seed_orders_at(db, WH, ORDERS, datetime.now(UTC), stock_boost=100)
+    db.conn.close()
+    assert held == ORDERS
+    return path
+
+
+def assert_consistent(db_path: Path, workdir: Path) -> None:
+    """Every unshipped order at exactly one feasible warehouse, reservations equal the
+    sum over orders, one incident, one coupon per order, each notice delivered once."""
+    where = read(db_path, "SELECT o.id, count(DISTINCT r.warehouse_id), min(r.warehouse_id) "
+                          "FROM orders o JOIN reservations r ON r.order_id = o.id "
+                          "AND r.status = 'held' WHERE o.status = 'allocated' GROUP BY o.id")
+    assert where and all(n == 1 and wh != WH for _, n, wh in where)
+    assert read(db_path, "SELECT count(*) FROM reservations WHERE warehouse_id = ? "
+                         "AND status = 'held'", [WH]) == [(0,)]
+    mismatched = read(db_path, """
+        SELECT i.warehouse_id, i.sku_id FROM inventory i
+        LEFT JOIN (SELECT warehouse_id, sku_id, sum(qty) AS held FROM reservations
+                   WHERE status = 'held' GROUP BY warehouse_id, sku_id) r
+          ON r.warehouse_id = i.warehouse_id AND r.sku_id = i.sku_id
+        WHERE i.reserved != coalesce(r.held, 0)""")
+    assert mismatched == []
+    assert read(db_path, "SELECT count(*) FROM ops_incidents WHERE warehouse_id = ?",
+                [WH]) == [(1,)]
+    assert read(db_path, "SELECT count(*) FROM (SELECT order_id FROM ops_coupons "
+                         "GROUP BY order_id HAVING count(*) > 1)") == [(0,)]
+    lines = (workdir / "franchisee.jsonl").read_text(encoding="utf-8").splitlines()
+    sent = read(db_path, "SELECT count(*) FROM ops_notifications "
+                         "WHERE kind = 'franchisee' AND status = 'sent'")
+    assert len(lines) == len({json.dumps(json.loads(x), sort_keys=True) for x in lines})
+    assert [(len(lines),)] == sent
+
+
+@pytest.mark.parametrize("kill_after_s", [0.0, 0.03, 0.15])
+async def test_leader_killed_mid_reroute_standby_finishes_and_nothing_is_done_twice(
+    tmp_path: Path, broker: Broker, topics: Topics, kill_after_s: float
+) -> None:
+    db_path = seeded(tmp_path)
+    with instances(db_path, broker, topics, tmp_path) as procs:
+        await wait_for(lambda: leader(db_path) is not None, 30, "a leader")
+        first = leader(db_path)
+        assert first is not None
+        await publish(broker, topics, range(1, 2))
+        await asyncio.sleep(kill_after_s)
+        procs[first].send_signal(signal.SIGKILL)
+        procs[first].wait()
+        # published while nobody leads: the standby's own session received them
+        await publish(broker, topics, range(2, 5))
+        other = "b" if first == "a" else "a"
+        await wait_for(lambda: leader(db_path) == other, 30, "the standby to take over")
+        await wait_for(lambda: applied_seqs(db_path) == [1, 2, 3, 4], 30,
+                       "every event applied")
+        await wait_for(lambda: read(db_path, "SELECT count(*) FROM ops_notifications "
+                                             "WHERE status = 'pending'") == [(0,)],
+                       30, "notices delivered")
+    assert_consistent(db_path, tmp_path)
+
+
+async def test_leader_paused_past_its_lease_writes_nothing_after_it_resumes(
+    tmp_path: Path, broker: Broker, topics: Topics
+) -> None:
+    db_path = seeded(tmp_path)
+    with instances(db_path, broker, topics, tmp_path) as procs:
+        await wait_for(lambda: leader(db_path) is not None, 30, "a leader")
+        first = leader(db_path)
+        assert first is not None
+        other = "b" if first == "a" else "a"
+        procs[first].send_signal(signal.SIGSTOP)
+        await wait_for(lambda: leader(db_path) == other, 30, "the standby to take over")
+        await publish(broker, topics, range(1, 3))
+        await wait_for(lambda: applied_seqs(db_path) == [1, 2], 30, "the trip applied")
+        epoch = read(db_path, "SELECT epoch FROM ops_lease")[0][0]
+        procs[first].send_signal(signal.SIGCONT)
+        await publish(broker, topics, range(3, 5))
+        await wait_for(lambda: applied_seqs(db_path) == [1, 2, 3, 4], 30, "later events")
+        await asyncio.sleep(TTL_S)  # the resumed one had time to try
+        assert leader(db_path) == other
+        assert read(db_path, "SELECT epoch FROM ops_lease")[0][0] == epoch
+        await wait_for(lambda: read(db_path, "SELECT count(*) FROM ops_notifications "
+                                             "WHERE status = 'pending'") == [(0,)],
+                       30, "notices delivered")
+    assert_consistent(db_path, tmp_path)
