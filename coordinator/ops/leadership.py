@@ -18,9 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from sqlite_utils import Database
-
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.ops import inbox_store, lease_store
 from coordinator.ops.config import ClusterConfig
 from coordinator.ops.handler import HandleResult, OpsCore

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -21,7 +17,8 @@ import pytest
 from benchmarks.reroute import seed_orders_at
 from coordinator.db import open_database
 from protocols import Topics, encode
-from simulators.brokers import Broker, free_port, wait_for_port
+from simulators.brokers import Broker
+from simulators.coordinators import CoordinatorProcess, coordinators
 from tests.coordinator.ops.factories import breaker_event
 from tests.coordinator.ops.helpers import read, wait_for
 
@@ -32,59 +29,22 @@ ORDERS = 120
 TTL_S = 2.0
 
 
-def write_config(workdir: Path) -> Path:
-    path = workdir / "coordinator.toml"
-    path.write_text(
-        "[ops]\ntick_interval_s = 0.2\nagent_offline_grace_s = 3600\n"
-        f"[ops.cluster]\nenabled = true\nlease_ttl_s = {TTL_S}\nrenew_interval_s = 0.25\n"
-        "[ops.mqtt]\nreconnect_max_s = 1.0\n"
-        "[ops.notify.dispatcher]\npoll_interval_s = 0.1\n"
-        f"[ops.notify.franchisee]\njsonl_path = \"{workdir / 'franchisee.jsonl'}\"\n",
-        encoding="utf-8")
-    return path
-
-
-@contextmanager
-def instances(db_path: Path, broker: Broker, topics: Topics,
-              workdir: Path) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
-    """Coordinator processes ``a`` and ``b`` (``python -m coordinator serve``)."""
-    config = write_config(workdir)
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    ports = {}
-    try:
-        for name in ("a", "b"):
-            ports[name] = free_port()
-            env = {**os.environ, "BREAKWATER_DB": str(db_path), "MQTT_URL": broker.url,
-                   "BREAKWATER_TOPIC_ROOT": topics.root, "BREAKWATER_PORT": str(ports[name]),
-                   "BREAKWATER_INSTANCE": f"{topics.root[-6:]}-{name}"}
-            log = (workdir / f"{name}.log").open("wb")
-            procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "coordinator", "--config", str(config), "serve"],
-                env=env, stdout=log, stderr=subprocess.STDOUT)
-            log.close()
-        for port in ports.values():
-            wait_for_port("127.0.0.1", port, timeout=60)
-        yield procs
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)  # a stopped process cannot handle TERM
-                proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def leader(db_path: Path) -> str | None:
+    """The name (``a``/``b``) of the instance holding an unexpired lease."""
     rows = read(db_path, "SELECT holder, expires_at FROM ops_lease WHERE name = 'ops'")
     if not rows:
         return None
     holder, expires_at = rows[0]
     now = datetime.now(UTC)
     return str(holder)[-1] if datetime.fromisoformat(str(expires_at)) > now else None
+
+
+@contextmanager
+def instances(db_path: Path, broker: Broker, topics: Topics,
+              workdir: Path) -> Iterator[dict[str, CoordinatorProcess]]:
+    with coordinators(str(db_path), [broker.url], topics.root, workdir,
+                      lease_ttl_s=TTL_S) as running:
+        yield running
 
 
 def applied_seqs(db_path: Path) -> list[int]:
@@ -152,8 +112,7 @@ async def test_leader_killed_mid_reroute_standby_finishes_and_nothing_is_done_tw
         assert first is not None
         await publish(broker, topics, range(1, 2))
         await asyncio.sleep(kill_after_s)
-        procs[first].send_signal(signal.SIGKILL)
-        procs[first].wait()
+        procs[first].kill()
         # published while nobody leads: the standby's own session received them
         await publish(broker, topics, range(2, 5))
         other = "b" if first == "a" else "a"
@@ -175,12 +134,12 @@ async def test_leader_paused_past_its_lease_writes_nothing_after_it_resumes(
         first = leader(db_path)
         assert first is not None
         other = "b" if first == "a" else "a"
-        procs[first].send_signal(signal.SIGSTOP)
+        procs[first].pause()
         await wait_for(lambda: leader(db_path) == other, 30, "the standby to take over")
         await publish(broker, topics, range(1, 3))
         await wait_for(lambda: applied_seqs(db_path) == [1, 2], 30, "the trip applied")
         epoch = read(db_path, "SELECT epoch FROM ops_lease")[0][0]
-        procs[first].send_signal(signal.SIGCONT)
+        procs[first].resume()
         await publish(broker, topics, range(3, 5))
         await wait_for(lambda: applied_seqs(db_path) == [1, 2, 3, 4], 30, "later events")
         await asyncio.sleep(TTL_S)  # the resumed one had time to try

@@ -1,0 +1,102 @@
+"""Failover figures of the scale benchmark: two coordinator processes on one database
+under the ops lease; the leader is SIGKILLed and the clock runs until the standby has
+applied the first breaker event published after the kill (``failover_s``).
+
+The lease TTL is the default of ``[ops.cluster]`` (4 s): the standby waits for the dead
+leader's lease to expire, takes it, rebuilds its machines from the database and applies
+what its own MQTT session received meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiomqtt
+
+from coordinator.db import open_database
+from coordinator.ops.config import ClusterConfig
+from coordinator.region import generate_region, load_region
+from protocols import BreakerEvent, BreakerState, Topics, encode
+from simulators.brokers import MosquittoBroker
+from simulators.coordinators import coordinators
+
+BOUND_S = 60.0
+
+
+def _one(db_path: Path, sql: str, args: tuple[str, ...] = ()) -> tuple[object, ...] | None:
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    try:
+        row = conn.execute(sql, args).fetchone()
+        return tuple(row) if row is not None else None
+    finally:
+        conn.close()
+
+
+def _holder(db_path: Path) -> str | None:
+    row = _one(db_path, "SELECT holder FROM ops_lease WHERE name = 'ops'")
+    return None if row is None else str(row[0])
+
+
+def _applied(db_path: Path, agent_id: str) -> bool:
+    return _one(db_path, "SELECT 1 FROM ops_processed_events WHERE agent_id = ?",
+                (agent_id,)) is not None
+
+
+def _trip(warehouse: str, seq: int) -> BreakerEvent:
+    now = datetime.now(UTC)
+    return BreakerEvent(
+        warehouse_id=warehouse, agent_id=f"gw-{warehouse}", breaker="cold_chain",
+        state=BreakerState.TRIPPED, open=True, reason="threshold_exceeded", since=now,
+        episode_id=f"ep-{warehouse}-{seq}", seq=seq, session_seq=1, event_time=now,
+        published_at=now)
+
+
+async def _wait(check: Callable[[], bool], bound: float) -> float:
+    started = time.perf_counter()
+    while not check():
+        if time.perf_counter() - started > bound:
+            return bound
+        await asyncio.sleep(0.02)
+    return time.perf_counter() - started
+
+
+async def _round(broker: MosquittoBroker, workdir: Path, round_no: int) -> float:
+    topics = Topics(f"bwfailover-{round_no}-{int(time.time())}")
+    region = generate_region(warehouses=8, stores=20, skus=20)
+    db_path = workdir / f"failover-{round_no}.sqlite"
+    db = open_database(db_path)
+    load_region(db, region, datetime.now(UTC))
+    db.conn.close()
+    first, second = region.warehouses[0].id, region.warehouses[1].id
+    run_dir = workdir / f"round-{round_no}"
+    run_dir.mkdir()
+    ttl = ClusterConfig().lease_ttl_s
+    with coordinators(str(db_path), [broker.url], topics.root, run_dir,
+                      lease_ttl_s=ttl) as running:
+        await _wait(lambda: _holder(db_path) is not None, BOUND_S)
+        async with aiomqtt.Client(broker.host, broker.port, timeout=30) as agent:
+            await agent.publish(topics.breaker(first, "cold_chain"), encode(_trip(first, 1)),
+                                qos=1)
+            await _wait(lambda: _applied(db_path, f"gw-{first}"), BOUND_S)
+            holder = _holder(db_path)
+            leader = next(p for p in running.values() if p.instance == holder)
+            leader.kill()
+            started = time.perf_counter()
+            await agent.publish(topics.breaker(second, "cold_chain"),
+                                encode(_trip(second, 1)), qos=1)
+            await _wait(lambda: _applied(db_path, f"gw-{second}"), BOUND_S)
+            return time.perf_counter() - started
+
+
+def measure(quick: bool, workdir: Path) -> dict[str, float]:
+    rounds = 1 if quick else 3
+    with MosquittoBroker() as broker:
+        times = [asyncio.run(_round(broker, workdir, i)) for i in range(rounds)]
+    return {"failover_s": statistics.median(times), "failover_max_s": max(times),
+            "lease_ttl_s": ClusterConfig().lease_ttl_s}
