@@ -47,10 +47,10 @@ def add_address_check(db: Database, order_id: str, check: dict[str, Any],
     cursor = db.conn.execute(
         "INSERT INTO address_checks (order_id, original, corrected, lat, lon, level, "
         "source, outcome, at) VALUES (:order_id, :original, :corrected, :lat, :lon, "
-        ":level, :source, :outcome, :at)",
+        ":level, :source, :outcome, :at) RETURNING id",
         {"order_id": order_id, **{k: check.get(k) for k in ADDRESS_COLUMNS[:-1]},
          "at": stamp(at)})
-    return int(cursor.lastrowid or 0)
+    return int(cursor.fetchone()[0])
 
 
 def latest_address_check(db: Database, order_id: str) -> dict[str, Any] | None:
