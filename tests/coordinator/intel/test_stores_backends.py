@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
-from coordinator.db import Database
+import pytest
+
+from coordinator.customer import store as customer_store
+from coordinator.customer.config import PaymentConfig
+from coordinator.db import Database, dialect
 from coordinator.imports import ImportFormat
 from coordinator.intake import submit_orders
 from coordinator.intel import addresses, heal_store, history, report, returns
-from coordinator.intel.config import ReportConfig
+from coordinator.intel.config import IntelConfig, ReportConfig
 from coordinator.intel.geocode import Gazetteer
+from coordinator.intel.service import IntelService
 from coordinator.settings import AllocationConfig
-from protocols.orders import OrderIn, OrderLine
+from protocols.clock import ManualClock
+from protocols.orders import CustomerContact, OrderIn, OrderLine
 from simulators import history as export
 
 NOW = datetime(2026, 11, 24, 2, 17, tzinfo=UTC)
@@ -64,3 +70,30 @@ def test_address_checks_and_heal_events(store_db: Database) -> None:
     assert addresses.current_address(store_db, order)["deliver_to"] == "浙江省杭州市西湖区文三路1号"
     assert heal_store.heal_counts(store_db) == {
         "address": {"exceptions": 1, "resolved_automatically": 1}}
+
+
+def test_new_delivery_addresses_are_checked_by_the_intel_round_and_erased_with_contacts(
+        store_db: Database) -> None:
+    if dialect(store_db) == "postgresql":
+        # customer_store.record_intake's many-row insert uses named parameters, which the
+        # PostgreSQL batch path refuses (customer side, reported in the shared notes)
+        pytest.skip("customer contacts are written on SQLite only for now")
+    order = OrderIn(channel="wechat_mini", channel_order_id="BACKEND-AUTO", store_id="HZ-S001",
+                    lines=[OrderLine(sku_id="SKU-0001", qty=1)], lat=30.26, lon=120.16,
+                    contact=CustomerContact(name="张三", address="滨江江南大道588号"))
+    order_id = submit_orders(
+        store_db, [order], now=NOW, config=AllocationConfig(),
+        on_stored=lambda db, created, now: customer_store.record_intake(
+            db, created, now, PaymentConfig()))[0].order_id
+    service = IntelService(IntelConfig(), ManualClock(NOW), lambda: store_db,
+                           [Gazetteer("杭州市")])
+    first, again = service.tick(), service.tick()
+    assert first["addresses"] == [{"order_id": order_id, "outcome": "corrected"}]
+    assert again["addresses"] == []  # checked once
+    assert addresses.current_address(store_db, order_id)["deliver_to"] == (
+        "浙江省杭州市滨江区江南大道588号")
+    customer_store.schedule_erasure(store_db, order_id, NOW, timedelta(0))
+    assert customer_store.erase_due(store_db, NOW + timedelta(seconds=1)) == [order_id]
+    erased = addresses.current_address(store_db, order_id)
+    assert erased["original"] == "" and erased["corrected"] is None
+    assert erased["outcome"] == "corrected"  # the self-healing figures keep the outcome
