@@ -35,7 +35,8 @@ import aiomqtt
 
 from benchmarks.failover import measure as measure_failover
 from benchmarks.runner import Result
-from coordinator.db import open_database
+from coordinator.db import open_database, write_transaction
+from coordinator.gateways.store import register
 from coordinator.region import generate_region, load_region
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig
@@ -165,9 +166,13 @@ async def storm(broker_restart: Callable[[], None], broker_stop: Callable[[], No
                              skus=20, stock_share=0.2)
     db_path = workdir / "coordinator.sqlite"
     db = open_database(db_path)
-    load_region(db, region, datetime.now(UTC))
-    db.conn.close()
+    now = datetime.now(UTC)
+    load_region(db, region, now)
     warehouses = [w.id for w in region.warehouses]
+    with write_transaction(db):  # the coordinator refuses events of unregistered gateways
+        for wh in warehouses:
+            register(db, f"gw-{wh}", wh, actor="benchmark", now=now)
+    db.conn.close()
     figures: dict[str, float] = {"gateways": gateways}
     with coordinators(str(db_path), urls, topics.root, workdir, names=("storm",),
                       cluster=False):
