@@ -183,6 +183,8 @@ async def metrics_summary(ops: Ops) -> dict[str, Any]:
                        "bad_payloads": ops.watcher.stats.bad_payloads,
                        "connects": ops.watcher.stats.connects,
                        "broker": ops.watcher.stats.broker}
+    if ops.leadership is not None:
+        data["cluster"] = await ops.call(ops.leadership.status)
     return data
 
 

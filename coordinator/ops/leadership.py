@@ -59,6 +59,15 @@ class Leadership:
         """Something was put in the inbox: apply it now rather than at the next poll."""
         self._wake.set()
 
+    def status(self, core: OpsCore) -> dict[str, Any]:
+        """For ``/metrics/summary`` (on the ops thread): who leads, this one's counts."""
+        row = lease_store.read(core.db)
+        return {"instance": self.instance, "leading": self.leading(),
+                "epoch": self.keeper.epoch, "holder": None if row is None else row.holder,
+                "terms": self.terms, "applied": self.applied,
+                "lease_errors": self.lease_errors,
+                "inbox_backlog": inbox_store.backlog(core.db)}
+
     # -- tasks -------------------------------------------------------------------------
     async def run_lease(self) -> None:
         while True:
