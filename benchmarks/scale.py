@@ -19,7 +19,7 @@ applying costs without any reconnect.
 MQTT; each agent given all three URLs, starting on a random one; all three nodes
 restarted), bounded and reported as measured.
 
-``failover_s``: see :mod:`benchmarks.failover`.
+``failover_s``: see :mod:`benchmarks.failover`; ``intake_*``: :mod:`benchmarks.instances`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from pathlib import Path
 import aiomqtt
 
 from benchmarks.failover import measure as measure_failover
+from benchmarks.instances import CLIENTS
+from benchmarks.instances import measure as measure_instances
 from benchmarks.runner import Result
 from coordinator.db import open_database, write_transaction
 from coordinator.gateways.store import register
@@ -271,6 +273,14 @@ def run(quick: bool) -> Result:
                    f"leader SIGKILLed -> standby applied the next breaker event (median of "
                    f"{1 if quick else 3}; lease TTL {failover['lease_ttl_s']:g} s)", "< 5")
         result.add("failover_max_s", failover["failover_max_s"], "s")
+        intake = measure_instances(quick, Path(tmp))
+        note = f"{CLIENTS} clients posting orders back to back, SQLite shared on one host"
+        result.add("intake_1_per_s", intake["intake_1_per_s"], "orders/s", f"1 instance; {note}")
+        result.add("intake_2_per_s", intake["intake_2_per_s"], "orders/s",
+                   "2 instances (lease on), the same clients spread over both")
+        result.add("instances_2_over_1", intake["instances_2_over_1"], "",
+                   "a second instance must not slow intake", ">= 1.0")
+        result.add("oversold", intake["oversold"], "", "held reservations above stock", "0")
         # --quick leaves NATS out: its first sessions alone take minutes on 2 cores, and
         # the suite covers the cluster with the node-loss tests
         if not quick and find_nats_server() is not None:
