@@ -18,30 +18,25 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
-import os
 import random
-import socket
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
-
+from benchmarks.http_load import coordinator_process, percentiles, request_bytes, steady_load
 from benchmarks.runner import Result
 from coordinator import engine, intake, snapshots
 from coordinator.auth.roles import Role, Scope
 from coordinator.auth.store import issue_token
 from coordinator.db import WalCheckpointer, open_database
 from coordinator.engine import Decision, Line, OrderRequest, Snapshot
+from coordinator.postgres import is_postgres_url
 from coordinator.region import RegionCatalog, generate_region, load_region
 from coordinator.settings import AllocationConfig
 from protocols.geo import great_circle_km
 from protocols.orders import Channel, OrderIn, OrderLine
+from simulators.pg_server import start_postgres
 
 NOW = datetime(2026, 11, 24, 2, 17, tzinfo=UTC)
 CHANNELS = [Channel.WECHAT_MINI, Channel.MEITUAN, Channel.DOUYIN]
@@ -67,22 +62,23 @@ def _orders(region: RegionCatalog, count: int, seed: int, prefix: str) -> list[O
     return out
 
 
-def _load(path: Path, region: RegionCatalog) -> None:
+def _load(path: Path | str, region: RegionCatalog) -> None:
     db = open_database(path)
     load_region(db, region, NOW)
     db.conn.close()
 
 
-def _in_process(path: Path, orders: list[OrderIn], batch: int,
+def _in_process(path: Path | str, orders: list[OrderIn], batch: int,
                 rules: AllocationConfig) -> tuple[float, float]:
     """(orders per wall-clock second, orders per CPU second of this process).
 
-    The database is set up as the app runs it: the writer never checkpoints inside a
-    commit, a :class:`WalCheckpointer` thread does (its CPU time is counted too).
+    The database is set up as the app runs it: on SQLite the writer never checkpoints
+    inside a commit, a :class:`WalCheckpointer` thread does (its CPU time is counted too).
     """
     db = open_database(path, migrate=False, autocheckpoint=False)
-    checkpointer = WalCheckpointer(path)
-    checkpointer.start()
+    checkpointer = None if is_postgres_url(str(path)) else WalCheckpointer(path)
+    if checkpointer is not None:
+        checkpointer.start()
     try:
         started = time.perf_counter()
         cpu = time.process_time()
@@ -96,7 +92,8 @@ def _in_process(path: Path, orders: list[OrderIn], batch: int,
             message = f"only {allocated} of {len(orders)} orders allocated: region too small"
             raise RuntimeError(message)
     finally:
-        checkpointer.stop()
+        if checkpointer is not None:
+            checkpointer.stop()
         db.conn.close()
     return len(orders) / elapsed, len(orders) / max(cpu_used, 1e-9)
 
@@ -169,126 +166,67 @@ def _naive_ratio(path: Path, orders: list[OrderIn], rules: AllocationConfig) -> 
 
 
 # -- HTTP ------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class _Connection:
-    """A keep-alive HTTP/1.1 connection speaking just enough to POST JSON.
-
-    A hand-rolled client on purpose: the load generator shares two cores with the server,
-    and a full client library would spend more CPU per request than the server does.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    async def post(self, request: bytes) -> int:
-        self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        await self.reader.readexactly(length)
-        return status
-
-
-def _request_bytes(host: str, body: dict[str, object], token: str) -> bytes:
-    payload = json.dumps(body).encode()
-    return (f"POST /orders HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Authorization: Bearer {token}\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
-
-
-async def _steady_load(host: str, port: int, bodies: list[dict[str, object]],
-                       rate: float, token: str) -> list[float]:
-    requests = [_request_bytes(host, b, token) for b in bodies]
-    idle: list[_Connection] = []
-    latencies: list[float] = []
-    errors = 0
-
-    async def connection() -> _Connection:
-        if idle:
-            return idle.pop()
-        reader, writer = await asyncio.open_connection(host, port)
-        return _Connection(reader, writer)
-
-    warm = [await connection() for _ in range(8)]
-    for i, conn in enumerate(warm):  # open connections and warm caches (not measured)
-        await conn.post(_request_bytes(host, {**bodies[i], "channel_order_id": f"warm-{i}"},
-                                       token))
-    idle.extend(warm)
-
-    async def one(request: bytes, due: float) -> None:
-        nonlocal errors
-        conn = await connection()
-        status = await conn.post(request)
-        # measured from when the request was due: a late send counts against us
-        latencies.append((time.perf_counter() - due) * 1000)
-        if status not in (200, 201):
-            errors += 1
-        idle.append(conn)
-
-    tasks = []
-    start = time.perf_counter()
-    for i, request in enumerate(requests):
-        due = start + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(request, due)))
-    await asyncio.gather(*tasks)
-    for conn in idle:
-        conn.writer.close()
-    if errors:
-        message = f"{errors} HTTP requests failed"
-        raise RuntimeError(message)
-    return latencies
-
-
 def _http(path: Path, orders: list[OrderIn], rate: float) -> tuple[float, float, float]:
-    port = _free_port()
     db = open_database(path)  # the channel's integration token, as in production
     _, token = issue_token(db, name="bench", role=Role.INTEGRATION, scope=Scope(),
                            now=datetime.now(UTC), created_by="benchmark")
     db.conn.close()
-    env = {**os.environ, "BREAKWATER_DB": str(path)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "coordinator", "serve", "--host", "127.0.0.1", "--port",
-         str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                err = server.stderr.read().decode() if server.stderr else ""
-                message = f"coordinator did not start: {err[-500:]}"
-                raise RuntimeError(message)
-            time.sleep(0.05)
+    with coordinator_process(path) as served:
+        host, port = "127.0.0.1", served.port
         bodies = [o.model_dump(mode="json") for o in orders]
-        latencies = asyncio.run(_steady_load("127.0.0.1", port, bodies, rate, token))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-    latencies.sort()
-    p50 = statistics.median(latencies)
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        warm = [request_bytes(host, "POST", "/orders", {**bodies[i],
+                                                         "channel_order_id": f"warm-{i}"},
+                              token=token)
+                for i in range(8)]
+        requests = [request_bytes(host, "POST", "/orders", b, token=token) for b in bodies]
+        latencies = asyncio.run(steady_load(host, port, requests, rate, warm=warm))
+    p50, p99 = percentiles(latencies)
     return p50, p99, len(latencies)
 
 
-def run(quick: bool) -> Result:
+def run_postgresql(quick: bool) -> Result:
+    """The in-process figures on PostgreSQL, SQLite measured in the same run as the
+    baseline (the 100x region and HTTP figures stay SQLite's: ``run``)."""
+    result = Result("allocate_postgresql")
+    rules = AllocationConfig()
+    n_seed = 1_000 if quick else 5_000
+    server = start_postgres()
+    if isinstance(server, str):
+        raise RuntimeError(server)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bw-allocate-pg-") as tmp:
+            region = generate_region(skus=2_000)
+            orders = _orders(region, n_seed, 1, "b")
+            rates: dict[str, tuple[float, float]] = {}
+            singles: dict[str, float] = {}
+            for backend in ("sqlite", "postgresql"):
+                targets = [str(Path(tmp) / f"{backend}-{i}.sqlite") if backend == "sqlite"
+                           else server.create_database() for i in range(3)]
+                for target in targets:
+                    _load(target, region)
+                # best of two runs on fresh databases: the machine is shared
+                rates[backend] = max(_in_process(t, orders, BATCH, rules)
+                                     for t in targets[:2])
+                singles[backend], _ = _in_process(targets[2], orders[: n_seed // 6], 1, rules)
+    finally:
+        server.stop()
+    note = f"127 stores, 8 warehouses, 2,000 SKUs; batches of {BATCH} per commit"
+    result.add("pg_in_process_per_s", rates["postgresql"][0], "orders/s", note, ">= 3,000")
+    result.add("pg_in_process_per_cpu_s", rates["postgresql"][1], "orders/CPU-s",
+               "this process only (the server's CPU is not counted)")
+    result.add("pg_in_process_single_per_s", singles["postgresql"], "orders/s",
+               "one order per commit")
+    result.add("sqlite_in_process_per_s", rates["sqlite"][0], "orders/s",
+               "baseline: the same orders on SQLite, same run")
+    result.add("sqlite_in_process_single_per_s", singles["sqlite"], "orders/s",
+               "baseline, one order per commit")
+    result.add("pg_to_sqlite", rates["postgresql"][0] / rates["sqlite"][0], "x")
+    return result
+
+
+def run(quick: bool, db: str = "sqlite") -> Result:
+    if db == "postgresql":
+        return run_postgresql(quick)
     result = Result("allocate")
     rules = AllocationConfig()
     n_seed = 1_000 if quick else 5_000

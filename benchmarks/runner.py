@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import sys
 import time
@@ -15,10 +16,12 @@ BENCHMARKS = {
     "edge_ingest": "benchmarks.edge_ingest",
     "allocate": "benchmarks.allocate",
     "reroute": "benchmarks.reroute",
+    "reroute_under_reads": "benchmarks.reroute_under_reads",
     "e2e": "benchmarks.e2e",
     "scale": "benchmarks.scale",
     "returns": "benchmarks.returns",
     "import": "benchmarks.imports",
+    "inquiries": "benchmarks.inquiries",
 }
 
 
@@ -66,11 +69,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=sorted(BENCHMARKS))
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     parser.add_argument("--quick", action="store_true", help="smaller run (used by tests)")
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="backend (postgresql: a private server from the installed "
+                             "binaries, SQLite measured in the same run as the baseline)")
     args = parser.parse_args(argv)
     module = importlib.import_module(BENCHMARKS[args.name])
-    run: Callable[[bool], Result] = module.run
+    run: Callable[..., Result] = module.run
     started = time.perf_counter()
-    result = run(args.quick)
+    if "db" in inspect.signature(run).parameters:
+        result = run(args.quick, db=args.db)
+    elif args.db != "sqlite":
+        parser.error(f"benchmark {args.name} runs on SQLite only")
+    else:
+        result = run(args.quick)
     elapsed = time.perf_counter() - started
     print(_table(result, elapsed), flush=True)
     for key, value in result.details.items():

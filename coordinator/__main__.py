@@ -1,8 +1,9 @@
 """``python -m coordinator``: serve the API, import operator exports, load the sample region.
 
     python -m coordinator serve [--db PATH] [--host H] [--port P] [--config FILE.toml]
-    python -m coordinator import FILE.csv|FILE.json [--kind warehouses|skus|stores|inventory]
+    python -m coordinator import FILE.csv|FILE.json [--kind warehouses|skus|stores|inventory|staff]
     python -m coordinator seed-sample [--db PATH]
+    python -m coordinator migrate-db SRC.sqlite postgresql://user@host:port/db
     python -m coordinator token create NAME --role R [--store S] [--warehouse W] | list | revoke ID
     python -m coordinator user add NAME --role R | list | password NAME | disable NAME
     python -m coordinator gateway register AGENT WAREHOUSE | list | retire AGENT | import F.csv
@@ -17,18 +18,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from sqlite_utils import Database
-
 from coordinator.auth import cli as auth_cli
 from coordinator.catalog import Kind, import_file
-from coordinator.db import open_database
+from coordinator.db import Database, open_database
 from coordinator.errors import CoordinatorError
 from coordinator.gateways import cli as gateway_cli
 from coordinator.gateways import store as gateway_store
 from coordinator.intel import cli as intel_cli
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES, SAMPLE_GATEWAYS
+from coordinator.roster_store import import_staff_file
 from coordinator.settings import Settings
 from protocols.clock import SystemClock
+
+STAFF = "staff"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -60,13 +62,20 @@ def _import(args: argparse.Namespace) -> int:
     db = open_database(settings.db_path)
     total = 0
     for name in args.files:
-        if Path(name).stem == "gateways" and not args.kind:  # the registry rides along
-            written = _import_gateways(db, Path(name))
+        path = Path(name)
+        if path.stem == "gateways" and not args.kind:  # the registry rides along
+            written = _import_gateways(db, path)
             print(f"{name}: {written} gateways registered in {settings.db_path}")
             continue
-        kind, written = import_file(db, Path(name), SystemClock().now(),
-                                    Kind(args.kind) if args.kind else None)
-        print(f"{name}: {written} {kind.value} imported into {settings.db_path}")
+        # the staff roster is imported like the catalogue but kept by its own module
+        if (args.kind or path.stem.lower()) == STAFF:
+            written = import_staff_file(db, path, SystemClock().now())
+            what = STAFF
+        else:
+            kind, written = import_file(db, path, SystemClock().now(),
+                                        Kind(args.kind) if args.kind else None)
+            what = kind.value
+        print(f"{name}: {written} {what} imported into {settings.db_path}")
         total += written
     return 0
 
@@ -84,6 +93,18 @@ def _seed(args: argparse.Namespace) -> int:
         kind, written = import_file(db, SAMPLE_DIR / f"{name}.csv", now)
         print(f"sample {kind.value}: {written}")
     print(f"sample gateways: {_import_gateways(db, SAMPLE_GATEWAYS)}")
+    print(f"sample staff: {import_staff_file(db, SAMPLE_DIR / 'staff.csv', now)}")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from coordinator.migrate_db import migrate_db
+
+    report = migrate_db(args.source, args.destination)
+    for table, count in report.rows.items():
+        print(f"{table}: {count} rows")
+    print(f"verified: row counts match; reserved stock matches the held reservations on "
+          f"{report.reservations_checked} stock rows")
     return 0
 
 
@@ -93,20 +114,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="TOML settings file (default: $BREAKWATER_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP API")
-    serve.add_argument("--db", help="SQLite path (default: $BREAKWATER_DB)")
+    serve.add_argument("--db", help="SQLite path or postgresql:// URL (default: $BREAKWATER_DB)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(run=_serve)
     imp = sub.add_parser("import", help="import CSV/JSON exports (all rows or none)")
     imp.add_argument("files", nargs="+")
-    imp.add_argument("--kind", choices=[k.value for k in Kind],
+    imp.add_argument("--kind", choices=[*(k.value for k in Kind), STAFF],
                      help="what the file holds (default: from its name)")
     imp.add_argument("--db")
     imp.set_defaults(run=_import)
     seed = sub.add_parser("seed-sample", help="load the shipped Hangzhou sample region")
     seed.add_argument("--db")
     seed.set_defaults(run=_seed)
+    migrate = sub.add_parser("migrate-db", help="copy a SQLite database into PostgreSQL")
+    migrate.add_argument("source", help="SQLite path (or sqlite:///path)")
+    migrate.add_argument("destination", help="postgresql://user@host:port/db (empty)")
+    migrate.set_defaults(run=_migrate)
     auth_cli.add_commands(sub, _settings)
     gateway_cli.add_commands(sub, _settings)
     intel_cli.add_commands(sub, _settings)

@@ -38,11 +38,11 @@ from pydantic import (
     field_validator,
 )
 from pydantic.json_schema import models_json_schema
-from sqlite_utils import Database
 from starlette.concurrency import run_in_threadpool
 
 from coordinator import auth, ledger, queries
 from coordinator.auth.config import auth_config_of
+from coordinator.body_limits import BodyLimitMiddleware
 from coordinator.catalog import (
     InventoryIn,
     Kind,
@@ -54,11 +54,13 @@ from coordinator.catalog import (
     parse_text,
     upsert,
 )
-from coordinator.db import WalCheckpointer, open_database
+from coordinator.coalesce import Coalescer
+from coordinator.db import Database, WalCheckpointer, open_database
 from coordinator.engine import CandidateTrace, why_not
 from coordinator.engine import Decision as EngineDecision
 from coordinator.errors import Conflict, ImportFileError, NotFound, StoreError
 from coordinator.intake import GroupCommitter
+from coordinator.postgres import is_postgres_url
 from coordinator.retry import RetryResult, retry_waiting
 from coordinator.settings import Settings
 from protocols.clock import Clock, SystemClock
@@ -95,7 +97,7 @@ def invalid(field: str, message: str, **extra: Any) -> JSONResponse:
 
 
 class Connections:
-    """One SQLite connection per thread, all closed at shutdown."""
+    """One database connection per thread, all closed at shutdown."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -596,9 +598,10 @@ def _catalog_router() -> APIRouter:
         by_status = queries.orders_by_status(db)
         with request.app.state.counters_lock:
             counters = dict(request.app.state.counters)
-        checkpointer: WalCheckpointer = request.app.state.checkpointer
+        checkpointer: WalCheckpointer | None = request.app.state.checkpointer
         return {"orders_by_status": by_status, "orders_skewed_total": queries.skew_count(db),
-                "counters": counters, "wal_checkpointer": checkpointer.health()}
+                "counters": counters,
+                "wal_checkpointer": checkpointer.health() if checkpointer else None}
 
     @router.get("/healthz", tags=["operations"], dependencies=[auth.public()])
     def healthz(request: Request) -> dict[str, str]:
@@ -700,7 +703,7 @@ def _is_label(part: Any) -> bool:
 
 
 _MODEL_LABELS = {"OrderIn", "WechatMiniOrder", "MeituanOrder", "DouyinOrder", "WarehouseIn",
-                 "SkuIn", "StoreIn", "InventoryIn"}
+                 "SkuIn", "StoreIn", "InventoryIn", "StaffIn"}
 
 
 def _field_path(loc: Iterable[Any]) -> str:
@@ -758,9 +761,13 @@ def create_app(
         open_database(chosen.db_path).conn.close()  # create and migrate once, at start
         connections = Connections(chosen.db_path)
         app.state.connections = connections
+        app.state.reads = Coalescer()  # identical reads in flight share one computation
         await auth.bootstrap(app)
-        checkpointer = WalCheckpointer(chosen.db_path)
-        checkpointer.start()
+        # SQLite's WAL is folded back on a thread of its own; PostgreSQL does that itself
+        checkpointer = None if is_postgres_url(chosen.db_path) else WalCheckpointer(
+            chosen.db_path)
+        if checkpointer is not None:
+            checkpointer.start()
         app.state.checkpointer = checkpointer
         # the intake writer commits most: it must not checkpoint inside its commits either
         intake = GroupCommitter(
@@ -780,7 +787,8 @@ def create_app(
                 yield
         finally:
             intake.stop()
-            checkpointer.stop()
+            if checkpointer is not None:
+                checkpointer.stop()
             connections.close()
 
     app = FastAPI(
@@ -795,6 +803,12 @@ def create_app(
     app.state.counters = Counter()
     app.state.counters_lock = threading.Lock()
     app.state.auth_config = auth_config_of(chosen)
+
+    def body_too_large() -> None:
+        with app.state.counters_lock:
+            app.state.counters["requests_body_too_large"] += 1
+
+    app.add_middleware(BodyLimitMiddleware, limits=chosen.limits, on_reject=body_too_large)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:

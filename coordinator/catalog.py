@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from sqlite_utils import Database
 
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.errors import Conflict, ImportFileError, NotFound
 from protocols.timestamps import stamp
 
@@ -138,13 +137,7 @@ def upsert_inventory(db: Database, rows: Sequence[InventoryIn], now: datetime) -
     """Set on-hand and safety stock (reservations are untouched; on hand may not drop below
     what is reserved)."""
     with write_transaction(db):
-        warehouses = {r[0] for r in db.execute("SELECT id FROM warehouses").fetchall()}
-        skus = {r[0] for r in db.execute("SELECT id FROM skus").fetchall()}
-        for r in rows:
-            if r.warehouse_id not in warehouses:
-                raise NotFound("warehouse", r.warehouse_id)
-            if r.sku_id not in skus:
-                raise NotFound("sku", r.sku_id)
+        _check_stock_references(db, rows)
         at = stamp(now)
         for r in rows:
             held = db.execute(
@@ -165,7 +158,36 @@ def upsert_inventory(db: Database, rows: Sequence[InventoryIn], now: datetime) -
     return len(rows)
 
 
+# rows per transaction of a bulk import: between two chunks the write lock is free, so
+# order intake and a reroute wait for one chunk at most, never for a whole large file
+IMPORT_CHUNK = 2000
+
+
 def upsert(db: Database, kind: Kind, rows: Sequence[BaseModel], now: datetime) -> int:
+    """Write validated rows; more than :data:`IMPORT_CHUNK` go in chunks of their own
+    transaction (unknown warehouses and SKUs are refused before the first one is written;
+    a chunk refused by a conflict, e.g. stock below what is reserved, leaves the chunks
+    before it written, and importing the same file again completes it)."""
+    if len(rows) > IMPORT_CHUNK and not db.conn.in_transaction:
+        if kind is Kind.INVENTORY:
+            _check_stock_references(db, [InventoryIn.model_validate(r) for r in rows])
+        return sum(_upsert_one(db, kind, rows[i:i + IMPORT_CHUNK], now)
+                   for i in range(0, len(rows), IMPORT_CHUNK))
+    return _upsert_one(db, kind, rows, now)
+
+
+def _check_stock_references(db: Database, rows: Sequence[InventoryIn]) -> None:
+    """:class:`NotFound` naming the first unknown warehouse or SKU of ``rows``."""
+    warehouses = {r[0] for r in db.execute("SELECT id FROM warehouses").fetchall()}
+    skus = {r[0] for r in db.execute("SELECT id FROM skus").fetchall()}
+    for r in rows:
+        if r.warehouse_id not in warehouses:
+            raise NotFound("warehouse", r.warehouse_id)
+        if r.sku_id not in skus:
+            raise NotFound("sku", r.sku_id)
+
+
+def _upsert_one(db: Database, kind: Kind, rows: Sequence[BaseModel], now: datetime) -> int:
     match kind:
         case Kind.WAREHOUSES:
             return upsert_warehouses(db, [WarehouseIn.model_validate(r) for r in rows], now)
@@ -303,7 +325,7 @@ def set_warehouse_availability(
         changed = bool(row[0]) != available
         db.execute(
             "UPDATE warehouses SET available = ?, unavailable_reason = ?, updated_at = ? "
-            "WHERE id = ? AND (available != ? OR unavailable_reason IS NOT ?)",
+            "WHERE id = ? AND (available != ? OR unavailable_reason IS DISTINCT FROM ?)",
             [int(available), None if available else reason, stamp(now), warehouse_id,
              int(available), None if available else reason],
         )
@@ -320,11 +342,13 @@ def set_warehouse_paused(
             raise NotFound("warehouse", warehouse_id)
         changed = bool(row[0]) != paused
         if changed:
-            db.execute(
-                "UPDATE warehouses SET paused = ?, unavailable_reason = "
-                "CASE WHEN ? THEN ? ELSE unavailable_reason END, updated_at = ? WHERE id = ?",
-                [int(paused), int(paused), reason, stamp(now), warehouse_id],
-            )
+            if paused:
+                db.execute(
+                    "UPDATE warehouses SET paused = 1, unavailable_reason = ?, updated_at = ? "
+                    "WHERE id = ?", [reason, stamp(now), warehouse_id])
+            else:
+                db.execute("UPDATE warehouses SET paused = 0, updated_at = ? WHERE id = ?",
+                           [stamp(now), warehouse_id])
     return changed
 
 

@@ -23,10 +23,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
-from sqlite_utils import Database
 
 from coordinator import auth
+from coordinator.coalesce import Coalescer
 from coordinator.dashboard_state import state
+from coordinator.db import Database
 from protocols.timestamps import stamp
 
 router = APIRouter(tags=["dashboard"], dependencies=[auth.requires(auth.ANY_ROLE)])
@@ -56,6 +57,9 @@ def dashboard_state(
     """Warehouses (state, reason, open breakers, holds, agents, last seen, open orders),
     recent incidents (moved / stuck), order counts by status, notifications by status."""
     db: Database = request.app.state.connections.get()
-    out = state(db, incident_limit=incidents_limit)
+    reads: Coalescer = request.app.state.reads
+    # identical polls in flight share one read; the shared dict is copied, not changed
+    out = dict(reads.run(("dashboard.state", incidents_limit),
+                         lambda: state(db, incident_limit=incidents_limit)))
     out["generated_at"] = stamp(request.app.state.clock.now())
     return out

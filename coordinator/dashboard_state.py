@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlite_utils import Database
-
+from coordinator.db import Database
 from coordinator.gateways.store import security_summary
 from coordinator.ledger import TIMELINE_LABELS
 from protocols.timestamps import parse_stamp

@@ -1,9 +1,13 @@
-"""Opening the coordinator's SQLite database, applying every module's migrations, and
-the write transaction every store module writes in.
+"""Opening the coordinator's database (SQLite or PostgreSQL), applying every module's
+migrations, and the write transaction every store module writes in.
+
+``BREAKWATER_DB`` is a path or ``sqlite:///path`` (SQLite, the embedded default) or
+``postgresql://user@host/db`` (:mod:`coordinator.postgres`). Both give a
+:class:`Database`: ``execute``/``executemany`` with ``?`` parameters, ``atomic()``.
 
 One connection per thread or task: call :func:`open_database` where the connection is
-used (FastAPI runs sync endpoints in a thread pool). WAL lets readers and the writer
-work at once.
+used (FastAPI runs sync endpoints in a thread pool). On SQLite, WAL lets readers and the
+writer work at once.
 """
 
 from __future__ import annotations
@@ -13,13 +17,62 @@ import logging
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any, Protocol
 
-from sqlite_utils import Database, Migrations
+import sqlite_utils
+from sqlite_utils import Migrations
 
 from coordinator.errors import StoreError
+from coordinator.postgres import WRITE_LOCK_KEY, PgDatabase, is_postgres_url
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+    @property
+    def lastrowid(self) -> int | None: ...
+    @property
+    def description(self) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    @property
+    def in_transaction(self) -> bool: ...
+    @property
+    def total_changes(self) -> int: ...
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor: ...
+    def close(self) -> None: ...
+
+
+class Database(Protocol):
+    """What store modules use: ``sqlite_utils.Database`` or :class:`PgDatabase`."""
+
+    @property
+    def conn(self) -> Connection: ...
+    def execute(self, sql: str, parameters: Any = None) -> Cursor: ...
+    def atomic(self) -> AbstractContextManager[Any]: ...
+
+
+def dialect(db: Database) -> str:
+    """``sqlite`` or ``postgresql``: for the few statements the two cannot share."""
+    return "postgresql" if isinstance(db, PgDatabase) else "sqlite"
+
+
+def sqlite_connection(db: Database, what: str) -> sqlite3.Connection:
+    """The SQLite connection under ``db``, for ``what`` only SQLite can do (e.g. functions
+    written in Python); :class:`StoreError` naming it on PostgreSQL."""
+    conn = db.conn
+    if not isinstance(conn, sqlite3.Connection):
+        message = f"{what} runs on SQLite only (not yet on PostgreSQL)"
+        raise StoreError(message)
+    return conn
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +84,8 @@ MIGRATION_MODULES = (
     "coordinator.intel.schema",
     "coordinator.auth.schema",
     "coordinator.gateways.schema",  # after ops: it registers the agents ops has seen
+    "coordinator.roster_store",
+    "coordinator.customer.schema",
 )
 
 
@@ -44,14 +99,24 @@ def migration_sets() -> list[Migrations]:
 
 def open_database(path: str | Path, *, migrate: bool = True,
                   autocheckpoint: bool = True) -> Database:
-    """Open (creating if needed) the database at ``path`` with WAL and migrations applied.
+    """Open (creating if needed) the database at ``path`` (a SQLite path or
+    ``sqlite:///path``, or a ``postgresql://`` URL) with migrations applied.
 
     ``autocheckpoint=False``: this connection's commits never fold the WAL back into the
     database file (an fsync and a few hundred random writes); a :class:`WalCheckpointer`
     must then run beside it, as it does in the app.
     """
+    target = str(path)
+    if is_postgres_url(target):
+        pg = PgDatabase(target)
+        if migrate:
+            from coordinator import pg_schema  # the translation needs the SQLite migrations
+
+            pg_schema.migrate(pg)
+        return pg
+    target = target.removeprefix("sqlite:///") if target.startswith("sqlite:///") else target
     try:
-        conn = sqlite3.connect(str(path), timeout=30, isolation_level=None,
+        conn = sqlite3.connect(target, timeout=30, isolation_level=None,
                                check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -63,7 +128,7 @@ def open_database(path: str | Path, *, migrate: bool = True,
         conn.execute("PRAGMA mmap_size=1073741824")
         if not autocheckpoint:
             conn.execute("PRAGMA wal_autocheckpoint=0")
-        db = Database(conn)
+        db = sqlite_utils.Database(conn)
         if migrate:
             for migrations in migration_sets():
                 migrations.apply(db)
@@ -78,8 +143,9 @@ def open_database(path: str | Path, *, migrate: bool = True,
 def write_transaction(db: Database) -> Iterator[Database]:
     """All-or-nothing with the write lock held; reentrant (nested calls use savepoints).
 
-    The outermost call issues ``BEGIN IMMEDIATE`` so what is read inside cannot be changed
-    by another connection before this one commits.
+    The outermost call issues ``BEGIN IMMEDIATE`` (on PostgreSQL: ``BEGIN`` and the
+    advisory write lock) so what is read inside cannot be changed by another connection
+    before this one commits.
     """
     conn = db.conn
     if conn.in_transaction:
@@ -89,6 +155,11 @@ def write_transaction(db: Database) -> Iterator[Database]:
     # Threads of this process queue on a lock instead of SQLite's busy handler, which
     # sleeps in steps of milliseconds; other processes still wait on the file lock.
     with _process_lock(db):
+        if isinstance(db, PgDatabase):
+            with db.atomic():
+                db.execute("SELECT pg_advisory_xact_lock(?)", [WRITE_LOCK_KEY])
+                yield db
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -112,8 +183,11 @@ _lock_of: weakref.WeakKeyDictionary[Database, threading.Lock] = weakref.WeakKeyD
 def _process_lock(db: Database) -> threading.Lock:
     lock = _lock_of.get(db)
     if lock is None:
-        row = db.conn.execute("PRAGMA database_list").fetchone()
-        name = row[2] if row and row[2] else f"memory:{id(db)}"
+        if isinstance(db, PgDatabase):
+            name = db.conn.url
+        else:
+            row = db.conn.execute("PRAGMA database_list").fetchone()
+            name = row[2] if row and row[2] else f"memory:{id(db)}"
         with _file_locks_guard:
             lock = _file_locks.setdefault(name, threading.Lock())
         _lock_of[db] = lock

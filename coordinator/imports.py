@@ -36,9 +36,8 @@ from pathlib import Path
 from typing import IO, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from sqlite_utils import Database
 
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.errors import ImportFileError
 
 DEFAULT_CHUNK = 2000

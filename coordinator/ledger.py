@@ -27,9 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlite_utils import Database
-
-from coordinator.db import write_transaction
+from coordinator.db import Database, dialect, write_transaction
 from coordinator.engine import CandidateTrace, Decision, Line
 from coordinator.errors import Conflict, NotFound, StoreError
 from protocols.timestamps import stamp, utc_day
@@ -44,6 +42,8 @@ TIMELINE_LABELS = {
     "unallocated": "待分仓",
     "needs_attention": "需人工处理",
     "cancelled": "已取消",
+    "awaiting_payment": "待支付",
+    "paid": "已支付",
 }
 # order status -> events that may follow it (warehouse and courier updates)
 TRANSITIONS: dict[str, tuple[str, ...]] = {
@@ -52,10 +52,14 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "in_transit": ("in_transit", "delivered"),
     "unallocated": ("cancelled",),
     "needs_attention": ("cancelled",),
+    "awaiting_payment": ("cancelled",),
     "delivered": (),
     "cancelled": (),
 }
 WAITING_STATUSES = ("unallocated", "needs_attention")
+# unpaid and holding no stock (customer.payment.unpaid_reserves_stock = false): no retry
+# places it until its payment makes it unallocated
+AWAITING_PAYMENT = "awaiting_payment"
 
 # one encoder built once: json.dumps with options builds a new encoder on every call
 to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -120,15 +124,21 @@ _INSERT_ALERT = (
     "INSERT INTO alerts (at, kind, order_id, warehouse_id, incident_id, message) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-_MOVED_EVENTS = (
-    # the order's timeline entry, built inside SQLite from the incident record just written
-    # (json_object keeps this key order): no per-order JSON encoding in Python
-    "INSERT INTO order_events (order_id, kind, at, detail) "
-    "SELECT order_id, 'rerouted', ?, json_object('incident_id', incident_id, "
-    "'from', old_warehouse_id, 'to', new_warehouse_id, 'distance_km', distance_km, "
-    "'eta', eta, 'tier', tier, 'reason', ?) "
-    "FROM incident_orders WHERE incident_id = ? AND outcome = 'moved'"
-)
+# the order's timeline entry, built inside the database from the incident record just
+# written (both functions keep this key order): no per-order JSON encoding in Python
+_MOVED_EVENTS = {
+    dialect_name: (
+        "INSERT INTO order_events (order_id, kind, at, detail) "
+        f"SELECT order_id, 'rerouted', ?, {function}('incident_id', incident_id, "
+        "'from', old_warehouse_id, 'to', new_warehouse_id, 'distance_km', distance_km, "
+        f"'eta', eta, 'tier', tier, 'reason', {reason}){cast} "
+        "FROM incident_orders WHERE incident_id = ? AND outcome = 'moved'"
+    )
+    for dialect_name, function, reason, cast in (
+        ("sqlite", "json_object", "?", ""),
+        ("postgresql", "json_build_object", "?::text", "::text"),
+    )
+}
 _MOVED_ORDERS = (
     "UPDATE orders SET warehouse_id = io.new_warehouse_id, distance_km = io.distance_km, "
     "eta = io.eta, updated_at = ? FROM incident_orders AS io "
@@ -275,13 +285,13 @@ class Ledger:
             conn.executemany(
                 "UPDATE inventory SET reserved = reserved - ?, updated_at = ? "
                 "WHERE warehouse_id = ? AND sku_id = ?",
-                [(qty, at, wid, sku) for (wid, sku), qty in self.release.items()])
+                [(qty, at, wid, sku) for (wid, sku), qty in sorted(self.release.items())])
         self._reserve_stock(db)
         if self.load:
             conn.executemany(
                 "INSERT INTO warehouse_load (warehouse_id, day, handled) VALUES (?, ?, ?) "
                 "ON CONFLICT (warehouse_id, day) "
-                "DO UPDATE SET handled = handled + excluded.handled",
+                "DO UPDATE SET handled = warehouse_load.handled + excluded.handled",
                 [(wid, self.day, n) for wid, n in self.load.items()])
         if self.reservations:
             conn.executemany(
@@ -321,7 +331,7 @@ class Ledger:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self.incident_orders)
         for incident_id, from_warehouse, reason in self.incident_moves:
             conn.execute(_MOVED_ORDERS, (at, incident_id, from_warehouse))
-            conn.execute(_MOVED_EVENTS, (at, reason, incident_id))
+            conn.execute(_MOVED_EVENTS[dialect(db)], (at, reason, incident_id))
         if self.events:
             conn.executemany(_INSERT_EVENT, self.events)
         if self.decisions:
@@ -331,7 +341,8 @@ class Ledger:
 
     def _reserve_stock(self, db: Database) -> None:
         """Add to ``reserved``, refusing (and so rolling back) anything beyond sellable."""
-        rows = [(qty, self.at, wid, sid, qty) for (wid, sid), qty in self.reserve.items()]
+        # rows in (warehouse, SKU) order: two writers never wait on each other's rows crosswise
+        rows = [(qty, self.at, wid, sid, qty) for (wid, sid), qty in sorted(self.reserve.items())]
         if not rows:
             return
         cur = db.conn.executemany(
@@ -353,11 +364,30 @@ def append_order_event(
     with write_transaction(db):
         if db.execute("SELECT 1 FROM orders WHERE id = ?", [order_id]).fetchone() is None:
             raise NotFound("order", order_id)
-        cur = db.conn.execute(
-            _INSERT_EVENT,
+        row = db.conn.execute(
+            _INSERT_EVENT + " RETURNING id",
             [order_id, kind, stamp(at), json.dumps(detail or {}, ensure_ascii=False, default=str)],
-        )
-    return int(cur.lastrowid or 0)
+        ).fetchone()
+    return int(row[0])
+
+
+def record_payment(db: Database, order_id: str, at: datetime,
+                   detail: dict[str, Any] | None = None) -> str:
+    """The order was paid: a ``paid`` timeline entry; an order that waited for it without
+    stock (``awaiting_payment``) becomes ``unallocated`` for the retry to place. Returns
+    the order's status before."""
+    at_text = stamp(at)
+    with write_transaction(db):
+        row = db.execute("SELECT status FROM orders WHERE id = ?", [order_id]).fetchone()
+        if row is None:
+            raise NotFound("order", order_id)
+        if row[0] == AWAITING_PAYMENT:
+            db.execute("UPDATE orders SET status = 'unallocated', status_reason = ?, "
+                       "updated_at = ? WHERE id = ?",
+                       ["paid: waiting for a warehouse", at_text, order_id])
+        db.conn.execute(_INSERT_EVENT, [order_id, "paid", at_text,
+                                        json.dumps(detail or {}, ensure_ascii=False, default=str)])
+    return str(row[0])
 
 
 def record_status_event(
@@ -369,7 +399,8 @@ def record_status_event(
     (on hand and reserved both drop); ``cancelled`` releases it.
     """
     if kind not in TIMELINE_LABELS or kind in ("received", "allocated", "rerouted",
-                                                "unallocated", "needs_attention"):
+                                                "unallocated", "needs_attention",
+                                                AWAITING_PAYMENT, "paid"):
         message = f"unknown event kind {kind!r}: expected shipped, in_transit, delivered, cancelled"
         raise Conflict(message)
     at_text = stamp(at)
@@ -383,7 +414,7 @@ def record_status_event(
             raise Conflict(message)
         held = db.execute(
             "SELECT id, warehouse_id, sku_id, qty FROM reservations "
-            "WHERE order_id = ? AND status = 'held'", [order_id],
+            "WHERE order_id = ? AND status = 'held' ORDER BY warehouse_id, sku_id", [order_id],
         ).fetchall()
         if kind == "shipped":
             db.conn.executemany(

@@ -8,45 +8,34 @@ connection the caller has.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlite_utils import Database
-
 from coordinator.auth.roles import Scope
 from coordinator.catalog import Kind, get_row
+from coordinator.db import Database
 from coordinator.errors import NotFound
 from coordinator.ledger import TIMELINE_LABELS
 
 
 def get_order(db: Database, order_id: str) -> dict[str, Any]:
     """The order row (items decoded) plus its ``lines`` and ``timeline`` (events in order)."""
-    db.conn.row_factory = sqlite3.Row
-    try:
-        row = db.conn.execute("SELECT * FROM orders WHERE id = ?", [order_id]).fetchone()
-        if row is None:
-            raise NotFound("order", order_id)
-        order = dict(row)
-        order["items"] = json.loads(order["items"])
-        order["skewed"] = bool(order["skewed"])
-        order["lines"] = [
-            dict(r) for r in db.conn.execute(
-                "SELECT line_no, sku_id, qty, warehouse_id FROM order_lines WHERE order_id = ? "
-                "ORDER BY line_no", [order_id],
-            ).fetchall()
-        ]
-        order["timeline"] = [
-            {"kind": r["kind"], "label": TIMELINE_LABELS.get(r["kind"], r["kind"]),
-             "at": r["at"], "detail": json.loads(r["detail"])}
-            for r in db.conn.execute(
-                "SELECT kind, at, detail FROM order_events WHERE order_id = ? ORDER BY id",
-                [order_id],
-            ).fetchall()
-        ]
-    finally:
-        db.conn.row_factory = None
+    found = _dicts(db, "SELECT * FROM orders WHERE id = ?", [order_id])
+    if not found:
+        raise NotFound("order", order_id)
+    order = found[0]
+    order["items"] = json.loads(order["items"])
+    order["skewed"] = bool(order["skewed"])
+    order["lines"] = _dicts(
+        db, "SELECT line_no, sku_id, qty, warehouse_id FROM order_lines WHERE order_id = ? "
+        "ORDER BY line_no", [order_id])
+    order["timeline"] = [
+        {"kind": r["kind"], "label": TIMELINE_LABELS.get(r["kind"], r["kind"]),
+         "at": r["at"], "detail": json.loads(r["detail"])}
+        for r in _dicts(db, "SELECT kind, at, detail FROM order_events WHERE order_id = ? "
+                        "ORDER BY id", [order_id])
+    ]
     return order
 
 
@@ -59,16 +48,11 @@ def get_warehouse(db: Database, warehouse_id: str) -> dict[str, Any]:
 
 def decisions_of(db: Database, order_id: str) -> list[dict[str, Any]]:
     """Every allocation decision of an order, oldest first, trace decoded."""
-    db.conn.row_factory = sqlite3.Row
-    try:
-        rows = db.conn.execute(
-            "SELECT * FROM allocation_decisions WHERE order_id = ? ORDER BY id", [order_id]
-        ).fetchall()
-    finally:
-        db.conn.row_factory = None
+    rows = _dicts(db, "SELECT * FROM allocation_decisions WHERE order_id = ? ORDER BY id",
+                  [order_id])
     out = []
     for row in rows:
-        item = dict(row)
+        item = row
         item["trace"] = json.loads(item["trace"])
         item["warehouse_ids"] = json.loads(item["warehouse_ids"])
         item["need_cold_chain"] = bool(item["need_cold_chain"])
@@ -161,7 +145,7 @@ def recent_alerts(db: Database, *, limit: int, open_only: bool) -> list[dict[str
     """Newest alerts first; ``open``: the alert's order still waits (null: no order)."""
     sql = ("SELECT a.id, a.at, a.kind, a.order_id, a.warehouse_id, a.incident_id, "
            "a.message, CASE WHEN a.order_id IS NULL THEN NULL "
-           "ELSE coalesce(o.status IN ('unallocated', 'needs_attention'), 0) END AS open "
+           "WHEN o.status IN ('unallocated', 'needs_attention') THEN 1 ELSE 0 END AS open "
            "FROM alerts a LEFT JOIN orders o ON o.id = a.order_id")
     if open_only:
         sql += " WHERE o.status IN ('unallocated', 'needs_attention')"

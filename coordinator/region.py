@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlite_utils import Database
-
 from coordinator.catalog import (
     InventoryIn,
     SkuIn,
@@ -26,7 +24,7 @@ from coordinator.catalog import (
     upsert_stores,
     upsert_warehouses,
 )
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from protocols.timestamps import stamp
 
 SAMPLE_DIR = Path(__file__).with_name("sample_region")

@@ -16,10 +16,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlite_utils import Database
-
 from coordinator import engine, snapshots
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.engine import Line, OrderRequest
 from coordinator.errors import NotFound
 from coordinator.gcpause import gc_paused

@@ -22,10 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlite_utils import Database
-
 from coordinator import engine, snapshots
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.engine import Line, OrderRequest, eta_for
 from coordinator.errors import StoreError
 from coordinator.ledger import WAITING_STATUSES, Ledger, line_warehouses, to_json

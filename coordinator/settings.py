@@ -3,7 +3,8 @@
 Environment variables (each overrides the file):
 
 - ``BREAKWATER_CONFIG``: path of a TOML file (same shape as :class:`Settings`)
-- ``BREAKWATER_DB``: SQLite database path
+- ``BREAKWATER_DB``: the database: a SQLite path (or ``sqlite:///path``), or
+  ``postgresql://user@host:port/dbname`` (PostgreSQL 15+)
 - ``BREAKWATER_HOST`` / ``BREAKWATER_PORT``: HTTP bind address
 - ``MQTT_URL``: broker URL, e.g. ``mqtt://127.0.0.1:1883`` or ``mqtts://mq.example.com`` (TLS);
   several, comma-separated, for a broker cluster (the coordinator moves to the next on failure)
@@ -135,6 +136,15 @@ class IntakeConfig(_Section):
                              description="most waiting orders one retry pass tries")
 
 
+class LimitsConfig(_Section):
+    """Request body limits (413 beyond them, see coordinator/body_limits.py)."""
+
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=1_073_741_824,
+                                description="any request body (orders, catalog rows, ...)")
+    max_import_bytes: int = Field(default=512 * 1_048_576, ge=1024, le=8 * 1_073_741_824,
+                                  description="bulk import bodies (paths under /import)")
+
+
 class Settings(_Section):
     db_path: str = "breakwater.sqlite"
     host: str = "127.0.0.1"
@@ -150,6 +160,7 @@ class Settings(_Section):
     topic_root: str = "breakwater"
     allocation: AllocationConfig = Field(default_factory=AllocationConfig)
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     sections: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="other modules' tables, e.g. [ops], kept raw for them to validate",

@@ -20,9 +20,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlite_utils import Database
-
 from coordinator import engine
+from coordinator.db import Database, dialect
 from coordinator.engine import (
     Decision,
     IncompleteSnapshot,
@@ -106,6 +105,7 @@ class SnapshotLoader:
     day: str
     handled_loaded: set[str] = field(default_factory=set)
     memo: _StockMemo | None = None  # the small-region stock kept for the next batch
+    sqlite: bool = True
 
     def load(self, warehouse_ids: Sequence[str], sku_ids: Iterable[str]) -> None:
         """Make sure the stock of every (warehouse, sku) pair is in the snapshot."""
@@ -143,11 +143,12 @@ class SnapshotLoader:
         for start in range(0, len(missing), 4000):
             chunk = missing[start:start + 4000]
             marks = ",".join(["(?, ?)"] * len(chunk))
-            # a join (CROSS JOIN keeps this order) looks each pair up by primary key;
-            # "(warehouse_id, sku_id) IN (VALUES ...)" would scan the table
+            # a join looks each pair up by primary key (on SQLite, CROSS JOIN keeps this
+            # order); "(warehouse_id, sku_id) IN (VALUES ...)" would scan the table
+            join = "CROSS JOIN" if self.sqlite else "JOIN"
             rows = self.db.execute(
                 f"WITH p(w, s) AS (VALUES {marks}) SELECT i.warehouse_id, i.sku_id, i.on_hand, "
-                "i.reserved, i.safety_stock FROM p CROSS JOIN inventory i "
+                f"i.reserved, i.safety_stock FROM p {join} inventory i "
                 "ON i.warehouse_id = p.w AND i.sku_id = p.s",
                 [x for pair in chunk for x in pair],
             ).fetchall()
@@ -266,10 +267,13 @@ def snapshot_for(
     skus = {line.sku_id for order in orders for line in order.lines}
     if complete:
         snapshot = _complete(db, cache, day, skus)
-        return SnapshotLoader(db, snapshot, day)
+        return SnapshotLoader(db, snapshot, day, sqlite=dialect(db) == "sqlite")
     memo = _stock_memos.pop(db, None)  # taken out: a failed batch leaves none behind
     snapshot = Snapshot(cache.warehouses, {}, cache.cold_skus, loaded=set(), index=cache.index)
-    loader = SnapshotLoader(db, snapshot, day)
+    sqlite = dialect(db) == "sqlite"
+    loader = SnapshotLoader(db, snapshot, day, sqlite=sqlite)
+    # the memo's token reads SQLite's data_version; on PostgreSQL every batch reads afresh
+    reuse_stock = reuse_stock and sqlite
     if orders and len(cache.index) <= _INITIAL_LOAD:
         # a small region: one query loads every warehouse's stock of the whole batch,
         # after which the snapshot is complete for every SKU the batch asks about

@@ -150,10 +150,16 @@ class EdgeAgent:
         if cfg.metrics_port:
             from edge_agent.health import HealthServer  # prometheus-client only when used
 
-            health = HealthServer(self, asyncio.get_running_loop(), cfg.metrics_host,
-                                  cfg.metrics_port)
-            health.start()
-            log.info("health and metrics on http://%s:%d/", cfg.metrics_host, health.port)
+            try:
+                health = HealthServer(self, asyncio.get_running_loop(), cfg.metrics_host,
+                                      cfg.metrics_port)
+            except OSError as exc:
+                # the cold room matters more than its metrics: run without them, loudly
+                log.error("health and metrics port %s:%d unavailable (%s): running without",
+                          cfg.metrics_host, cfg.metrics_port, exc)
+            else:
+                health.start()
+                log.info("health and metrics on http://%s:%d/", cfg.metrics_host, health.port)
         tasks = [
             asyncio.create_task(self._local_loop(), name=f"{self.agent_id}-local"),
             asyncio.create_task(self._uplink_loop(), name=f"{self.agent_id}-uplink"),
@@ -492,13 +498,11 @@ class EdgeAgent:
         # Current state first, every session: the newest event of each breaker, retained,
         # with its original seq, whether or not it was published (and acknowledged) before.
         current = store.current_rows()
-        queued = {row.seq: row for row in store.outbox_rows(upto_seq=replay_upto, limit=1_000_000)
-                  if row.kind == "breaker"}
         for row in current:
             await self._publish_row(client, store, row, historical=False)
             self._states_resent += 1
-            if row.seq in queued:
-                store.delete_outbox(queued[row.seq].id)
+        # those still queued were just sent: not again as historical
+        store.delete_outbox_seqs(row.seq for row in current)
         last_live = replay_upto
         while True:
             self._wake.clear()

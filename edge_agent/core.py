@@ -353,9 +353,6 @@ class AgentCore:
         return None
 
     # -- state -----------------------------------------------------------------
-    def current_changes(self, now: datetime) -> list[BreakerChange]:
-        return [b.current(now) for b in self.breakers.values()]
-
     def take_state(self, now: datetime) -> State:
         """What changed since the last call, for the shell to save (and give back with
         :meth:`keep_state` if the save failed)."""

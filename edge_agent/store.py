@@ -383,6 +383,20 @@ class Store:
             int(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), bool(r[5]), int(r[6]), r[7]
         )
 
+    def delete_outbox_seqs(self, seqs: Iterable[int]) -> None:
+        """Remove queued messages by ``seq`` (the current states just re-sent)."""
+        wanted = list(seqs)
+        if not wanted:
+            return
+        marks = ", ".join("?" for _ in wanted)
+        row = self.db.execute(
+            f"SELECT count(*), coalesce(sum(size), 0) FROM outbox WHERE seq IN ({marks})",
+            wanted,
+        ).fetchone()
+        self.db.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", wanted)
+        self.outbox_count -= int(row[0])
+        self.outbox_bytes -= int(row[1])
+
     def delete_outbox(self, row_id: int) -> None:
         row = self.db.execute("SELECT size FROM outbox WHERE id = ?", [row_id]).fetchone()
         if row is None:

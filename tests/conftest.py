@@ -12,8 +12,8 @@ import pytest
 from protocols import Topics
 from simulators.brokers import Broker, start_test_broker
 from simulators.nats_cluster import NatsCluster, find_nats_server
+from simulators.pg_server import PostgresServer, start_postgres
 from tests.auth import ADMIN_TOKEN
-from tests.postgres import PostgresServer, start_postgres
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -59,7 +59,7 @@ def topics() -> Topics:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    """A private PostgreSQL for the session (see tests/postgres.py). Skips with the reason
+    """A private PostgreSQL for the session (see simulators/pg_server.py). Skips with the reason
     when it cannot run here, unless BREAKWATER_REQUIRE_POSTGRES=1 (CI): then it fails."""
     server = start_postgres()
     if isinstance(server, str):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from tests.postgres import PostgresServer
+from simulators.pg_server import PostgresServer
 
 
 def test_each_test_gets_an_empty_database_of_its_own_on_the_private_server(

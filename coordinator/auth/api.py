@@ -17,7 +17,6 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlite_utils import Database
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -34,6 +33,7 @@ from coordinator.auth.guard import (
     requires,
 )
 from coordinator.auth.roles import ANY_ROLE, Role, Scope
+from coordinator.db import Database
 from coordinator.errors import Conflict, NotFound
 from protocols.timestamps import stamp
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlite_utils import Database
 
 from coordinator.auth.roles import Identity, Role, Scope
+from coordinator.db import Database
 from coordinator.errors import Conflict, NotFound
 from protocols.timestamps import parse_stamp, stamp
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlite_utils import Database
-
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.gateways import store
 from coordinator.gateways.alerts import security_notices
 from coordinator.gateways.policy import GatewayMessage, Outcome, Verdict, judge

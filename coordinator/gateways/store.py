@@ -19,8 +19,8 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from sqlite_utils import Database
 
+from coordinator.db import Database
 from coordinator.errors import Conflict, ImportFileError, NotFound
 from coordinator.gateways.policy import Gateway, GatewayMessage, Verdict
 from protocols import AgentStatus, BreakerEvent

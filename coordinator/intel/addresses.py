@@ -20,9 +20,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlite_utils import Database
-
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.errors import NotFound
 from coordinator.intel import heal_store
 from coordinator.intel.geocode import Geocoder, Place, chain

@@ -15,10 +15,10 @@ from typing import IO, Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlite_utils import Database
 from starlette.concurrency import run_in_threadpool
 
 from coordinator import auth
+from coordinator.db import Database
 from coordinator.errors import ImportFileError, NotFound
 from coordinator.imports import ImportFormat, detect_format, spool
 from coordinator.intel import (

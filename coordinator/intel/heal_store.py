@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlite_utils import Database
-
+from coordinator.db import Database
 from coordinator.ledger import to_json
 from protocols.timestamps import stamp
 

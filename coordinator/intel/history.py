@@ -29,8 +29,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlite_utils import Database
 
+from coordinator.db import Database
 from coordinator.errors import ImportFileError
 from coordinator.imports import ImportFormat, ImportReport, import_rows
 from coordinator.intel import history_store

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlite_utils import Database
-
+from coordinator.db import Database
 from protocols.timestamps import parse_stamp, parse_stamp_or_none, stamp, stamp_or_none
 
 if TYPE_CHECKING:

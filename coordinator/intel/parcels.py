@@ -19,9 +19,8 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import httpx
-from sqlite_utils import Database
 
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.intel import heal_store
 from coordinator.intel.config import ParcelsConfig
 from coordinator.ledger import Ledger

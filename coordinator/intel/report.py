@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlite_utils import Database
-
 from coordinator.catalog import Kind, list_rows
+from coordinator.db import Database
 from coordinator.intel import history_store
 from coordinator.intel.config import ReportConfig
 from coordinator.intel.health import HealthReport, StorePoint, compute

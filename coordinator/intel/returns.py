@@ -18,9 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlite_utils import Database
-
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.errors import NotFound
 from coordinator.intel import returns_store
 from coordinator.intel.classifier import REASONS, Example, Model

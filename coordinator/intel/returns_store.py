@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlite_utils import Database
-
+from coordinator.db import Database
 from coordinator.errors import NotFound
 from coordinator.intel.classifier import REASONS
 from coordinator.ledger import to_json
@@ -121,9 +119,9 @@ def recent(db: Database, limit: int) -> list[dict[str, Any]]:
 def root_causes(db: Database, by: str) -> list[dict[str, Any]]:
     """Returns per warehouse, SKU or carrier and reason (current labels), most first."""
     column = BY_COLUMN[by]
-    rows: Iterator[tuple[Any, ...]] = db.execute(
+    rows: list[tuple[Any, ...]] = db.execute(
         f"SELECT coalesce({column}, '') AS k, reason, count(*) AS n FROM return_requests "
-        "GROUP BY k, reason ORDER BY k, n DESC, reason")
+        "GROUP BY k, reason ORDER BY k, n DESC, reason").fetchall()
     grouped: dict[str, dict[str, int]] = {}
     for key, reason, n in rows:
         grouped.setdefault(key, {})[reason] = int(n)

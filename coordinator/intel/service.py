@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlite_utils import Database
 
+from coordinator.db import Database
 from coordinator.errors import StoreError
 from coordinator.intel import parcels, returns, returns_store
 from coordinator.intel.config import IntelConfig, ReturnsConfig

@@ -1,5 +1,11 @@
 """HTTP endpoints of the ops side. The app includes :data:`router` and puts the running
 :class:`~coordinator.ops.runner.OpsService` at ``app.state.ops``.
+
+Writes (switches, tracking, a notification retry) go through the ops service's single
+thread, in arrival order with the breaker events. Reads of stored state (metrics, the
+audit trail, the outbox) never queue there: they are plain ``def`` endpoints that run on
+a worker thread with that thread's own connection (``app.state.connections``), so a
+flood of ``GET /metrics`` cannot delay a reroute.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator import auth
 from coordinator.app import SQLITE_INT_MAX, InvalidRequest, in_utc_range, invalid
+from coordinator.coalesce import Coalescer
+from coordinator.db import Database
 from coordinator.errors import NotFound
 from coordinator.ops import incident_store, metrics
 from coordinator.ops.handler import HandleResult, OpsCore
@@ -32,6 +40,21 @@ def ops_service(request: Request) -> OpsService:
 
 
 Ops = Annotated[OpsService, Depends(ops_service)]
+
+
+def read_connection(request: Request) -> Database:
+    """The worker thread's own connection: reads never wait on the ops thread."""
+    db: Database = request.app.state.connections.get()
+    return db
+
+
+ReadDb = Annotated[Database, Depends(read_connection)]
+
+
+def _summary(request: Request, db: Database) -> dict[str, Any]:
+    """The metrics summary; identical requests in flight share one computation."""
+    reads: Coalescer = request.app.state.reads
+    return reads.run("metrics.summary", lambda: metrics.summary(db))
 
 
 class SwitchRequest(BaseModel):
@@ -120,11 +143,11 @@ async def warehouse_availability(warehouse_id: str, ops: Ops, request: Request,
 
 
 @router.get("/warehouses/{warehouse_id}/audit", dependencies=[WAREHOUSE_READ])
-async def warehouse_audit(warehouse_id: str, ops: Ops, request: Request,
-                          caller: auth.Caller) -> list[dict[str, Any]]:
+def warehouse_audit(warehouse_id: str, request: Request, caller: auth.Caller,
+                    db: ReadDb) -> list[dict[str, Any]]:
     """Every pause, resume and availability change of a warehouse, oldest first."""
     _in_scope(request, caller, warehouse_id)
-    return await ops.call(lambda core: incident_store.audit_trail(core.db, warehouse_id))
+    return incident_store.audit_trail(db, warehouse_id)
 
 
 @router.post("/tracking", status_code=202, response_model=dict[str, Any],
@@ -141,9 +164,10 @@ async def post_tracking(update: TrackingUpdate, ops: Ops) -> Any:
 
 
 @router.get("/notifications", dependencies=[auth.requires(auth.ANY_ROLE, scoped=True)])
-async def list_notifications(
+def list_notifications(
     ops: Ops,
     caller: auth.Caller,
+    db: ReadDb,
     status: Literal["pending", "sent", "failed"] | None = None,
     kind: Literal["franchisee", "wecom", "sms", "webhook"] | None = None,
     incident_id: str | None = None,
@@ -152,9 +176,8 @@ async def list_notifications(
     """The outbox; ``status=failed`` lists dead notifications (retry with POST .../retry).
     A credential scoped to some stores sees only those stores' franchisee notices."""
     stores = None if caller.scope.unlimited else sorted(caller.scope.stores or ())
-    found = await ops.call(lambda core: outbox.listing(
-        core.db, status=status, kind=kind, incident_id=incident_id, limit=limit,
-        stores=stores))
+    found = outbox.listing(db, status=status, kind=kind, incident_id=incident_id, limit=limit,
+                           stores=stores)
     return [n.as_json() for n in found]
 
 
@@ -176,21 +199,21 @@ async def retry_notification(
 
 
 @router.get("/metrics/summary")
-async def metrics_summary(ops: Ops) -> dict[str, Any]:
+def metrics_summary(request: Request, ops: Ops, db: ReadDb) -> dict[str, Any]:
     """First response time, status transparency, self-healing rate, counters."""
-    data = await ops.call(lambda core: metrics.summary(core.db))
+    data = dict(_summary(request, db))  # shared with other requests: copied before adding
     data["watcher"] = {"received": ops.watcher.stats.received,
                        "bad_payloads": ops.watcher.stats.bad_payloads,
                        "connects": ops.watcher.stats.connects,
                        "broker": ops.watcher.stats.broker}
     if ops.leadership is not None:
-        data["cluster"] = await ops.call(ops.leadership.status)
+        data["cluster"] = ops.leadership.status(db)
     return data
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-async def metrics_prometheus(ops: Ops) -> PlainTextResponse:
+def metrics_prometheus(request: Request, ops: Ops, db: ReadDb) -> PlainTextResponse:
     """The same figures in Prometheus text format."""
-    data = await ops.call(lambda core: metrics.summary(core.db))
+    data = _summary(request, db)
     return PlainTextResponse(metrics.prometheus(data),
                              media_type="text/plain; version=0.0.4; charset=utf-8")

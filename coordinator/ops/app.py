@@ -17,8 +17,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from coordinator import dashboard
+from coordinator import dashboard, roster_api
 from coordinator.app import create_app
+from coordinator.customer import api as customer_api
+from coordinator.customer.service import customer_lifespan
 from coordinator.gateways import api as gateways_api
 from coordinator.intel import api as intel_api
 from coordinator.intel.service import intel_lifespan
@@ -47,9 +49,13 @@ def ops_lifespan(config: OpsConfig | None = None
 
 def create_app_with_ops(settings: Settings | None = None, *, clock: Clock | None = None,
                         config: OpsConfig | None = None) -> FastAPI:
-    """The coordinator API plus the ops endpoints, background tasks and the dashboard."""
-    # the dashboard claims GET /, so it goes last
+    """The coordinator API plus the ops endpoints, background tasks, the intel and
+    customer sides and the dashboard."""
+    # the dashboard claims GET /, so it goes last; the customer side needs the ops
+    # service (its dispatcher) running, so its hook comes after
     return create_app(settings, clock=clock,
                       extra_routers=[router, intel_api.router, gateways_api.router,
-                                     gateways_api.security_router, dashboard.router],
-                      lifespan_hooks=[ops_lifespan(config), intel_lifespan()])
+                                     gateways_api.security_router, roster_api.router,
+                                     customer_api.router, dashboard.router],
+                      lifespan_hooks=[ops_lifespan(config), intel_lifespan(),
+                                      customer_lifespan()])

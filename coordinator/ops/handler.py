@@ -17,11 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlite_utils import Database
-
 from coordinator import queries
 from coordinator.catalog import set_warehouse_availability, set_warehouse_paused, warehouse_exists
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.errors import NotFound
 from coordinator.gateways import gate
 from coordinator.gateways import store as gateway_store

@@ -16,9 +16,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlite_utils import Database
-
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from protocols import AgentStatus, BreakerEvent, TrackingUpdate, decode, encode
 from protocols.timestamps import stamp
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlite_utils import Database
-
+from coordinator.db import Database
 from coordinator.ops.notify.messages import WarehouseInfo
 from protocols.timestamps import stamp
 

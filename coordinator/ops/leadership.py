@@ -18,9 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from sqlite_utils import Database
-
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.ops import inbox_store, lease_store
 from coordinator.ops.config import ClusterConfig
 from coordinator.ops.handler import HandleResult, OpsCore
@@ -59,14 +57,14 @@ class Leadership:
         """Something was put in the inbox: apply it now rather than at the next poll."""
         self._wake.set()
 
-    def status(self, core: OpsCore) -> dict[str, Any]:
-        """For ``/metrics/summary`` (on the ops thread): who leads, this one's counts."""
-        row = lease_store.read(core.db)
+    def status(self, db: Database) -> dict[str, Any]:
+        """For ``/metrics/summary`` (on a read connection): who leads, this one's counts."""
+        row = lease_store.read(db)
         return {"instance": self.instance, "leading": self.leading(),
                 "epoch": self.keeper.epoch, "holder": None if row is None else row.holder,
                 "terms": self.terms, "applied": self.applied,
                 "lease_errors": self.lease_errors,
-                "inbox_backlog": inbox_store.backlog(core.db)}
+                "inbox_backlog": inbox_store.backlog(db)}
 
     # -- tasks -------------------------------------------------------------------------
     async def run_lease(self) -> None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlite_utils import Database
-
-from coordinator.db import write_transaction
+from coordinator.db import Database, write_transaction
 from coordinator.errors import StoreError
 from coordinator.ops.lease import LeaseAction, LeaseKeeper, LeaseRow, Renew, Take
 from protocols.timestamps import parse_stamp, stamp

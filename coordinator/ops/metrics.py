@@ -1,7 +1,11 @@
 """The figures the seed system is judged by, computed from the store.
 
-- first response time: order received -> its first status message (allocated,
-  unallocated ...), over the most recent orders;
+- first response time (the customer's): a customer's question (its own timestamp at the
+  channel, ``POST /inquiries``' ``asked_at``) -> the first automatic reply carrying the
+  order's status acknowledged by the channel's receiver (the outbox's ``sent_at``), over
+  the most recent inquiries; replies not yet acknowledged are counted, not timed;
+- order to first status: order received -> its first status entry (allocated,
+  unallocated ...), over the most recent orders (an internal timing, named as such);
 - status transparency: share of shipped orders whose allocated, shipped and in-transit
   nodes all carry a timestamp;
 - self-healing rate: exceptions resolved automatically / all exceptions, with the
@@ -20,8 +24,8 @@ import statistics
 from datetime import datetime
 from typing import Any
 
-from sqlite_utils import Database
-
+from coordinator.customer import store as customer_store
+from coordinator.db import Database
 from coordinator.intel import heal_store
 from coordinator.ops import tracker_store
 from coordinator.ops.notify import outbox
@@ -38,6 +42,20 @@ def _quantile(sorted_values: list[float], q: float) -> float:
 
 
 def first_response(db: Database, recent: int = RECENT_ORDERS) -> dict[str, Any]:
+    """The customer's first response time (inquiry at the channel -> reply acknowledged)."""
+    inquiries, seconds = customer_store.first_response_samples(db, recent)
+    return {
+        "inquiries": inquiries,
+        "answered": len(seconds),
+        "mean_s": statistics.fmean(seconds) if seconds else None,
+        "p50_s": _quantile(seconds, 0.5) if seconds else None,
+        "p95_s": _quantile(seconds, 0.95) if seconds else None,
+        "max_s": seconds[-1] if seconds else None,
+    }
+
+
+def order_to_first_status(db: Database, recent: int = RECENT_ORDERS) -> dict[str, Any]:
+    """Order received -> its first status entry (what "first response" used to measure)."""
     rows = db.execute(
         "SELECT o.received_at, (SELECT min(e.at) FROM order_events e WHERE e.order_id = o.id "
         "AND e.kind != 'received') FROM (SELECT id, received_at FROM orders "
@@ -107,6 +125,7 @@ def summary(db: Database) -> dict[str, Any]:
         "SELECT count(*) FROM ops_incidents WHERE closed_at IS NULL").fetchone()[0]
     return {
         "first_response": first_response(db),
+        "order_to_first_status": order_to_first_status(db),
         "status_transparency": status_transparency(db),
         "self_healing": self_healing(db),
         "warehouses": {"total": int(warehouses[0] or 0),
@@ -130,8 +149,14 @@ def prometheus(data: dict[str, Any]) -> str:
     out: list[str] = []
     fr = data["first_response"]
     _line(out, "breakwater_first_response_seconds", "gauge",
-          "Order received to first status message, over recent orders.",
+          "Customer inquiry (channel timestamp) to the status reply acknowledged by the "
+          "channel, over recent inquiries.",
           [(f'{{quantile="{q}"}}', float(fr[k] or 0.0))
+           for q, k in (("0.5", "p50_s"), ("0.95", "p95_s"), ("1", "max_s"))])
+    of = data["order_to_first_status"]
+    _line(out, "breakwater_order_to_first_status_seconds", "gauge",
+          "Order received to its first status entry, over recent orders.",
+          [(f'{{quantile="{q}"}}', float(of[k] or 0.0))
            for q, k in (("0.5", "p50_s"), ("0.95", "p95_s"), ("1", "max_s"))])
     st = data["status_transparency"]
     _line(out, "breakwater_status_transparency_ratio", "gauge",

@@ -129,6 +129,7 @@ class Watcher:
         self.sink = sink
         self.stats = WatcherStats()
         self.connected = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
 
     def filters(self) -> list[str]:
         t = self.topics
@@ -154,6 +155,7 @@ class Watcher:
                 ) as client:
                     for topic_filter in self.filters():
                         await client.subscribe(topic_filter, qos=1)
+                    self._client = client
                     self.rotation.connected(self.clock.now())
                     self.stats.connects += 1
                     self.stats.broker = _shown(address)
@@ -165,6 +167,7 @@ class Watcher:
                         raw = payload if isinstance(payload, bytes | bytearray | str) else b""
                         await self.handle(str(message.topic), raw, time.perf_counter())
             except aiomqtt.MqttError as exc:
+                self._client = None
                 self.connected.clear()
                 self.stats.broker = None
                 task = asyncio.current_task()
@@ -175,6 +178,18 @@ class Watcher:
                 self.stats.connection_errors += 1
                 attempt = self.rotation.failed(self.clock.now())
                 self._log_failure(url, exc, attempt.url, attempt.delay_s)
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """QoS 1 on the watcher's own connection: the coordinator's broker user, the only
+        one the generated ACL lets publish commands. Raises ConnectionError when down."""
+        client = self._client
+        if client is None:
+            raise ConnectionError("the coordinator is not connected to the broker")
+        try:
+            await client.publish(topic, payload, qos=1)
+        except aiomqtt.MqttError as exc:
+            message = f"publish to the broker failed: {exc}"
+            raise ConnectionError(message) from exc
 
     def _log_failure(self, url: str, exc: aiomqtt.MqttError, following: str,
                      delay: float) -> None:

@@ -24,6 +24,7 @@ QUOTED = {
                  "ratio_100x_to_seed", "naive_ratio", "naive_agreement", "http_p50_ms",
                  "http_p99_ms"},
     "reroute": {"reroute_287_s", "naive_287_s", "naive_ratio_287", "seed_ratio_287"},
+    "reroute_under_reads": {"reroute_alone_s", "reroute_under_reads_s", "ratio"},
     "e2e": {"p50_s", "p99_s", "mqtt_rtt_p50_ms", "rtt_ratio"},
     "scale": {"storm_s", "delivered_s", "lost", "applied_twice", "redelivered", "calm_s",
               "connect_s", "failover_s", "failover_max_s", "intake_1_per_s",
@@ -31,6 +32,10 @@ QUOTED = {
     "returns": {"accuracy_before", "accuracy_after_corrections", "test_texts"},
     "import": {"csv_rows_per_s", "csv_s", "xlsx_calamine_s", "xlsx_openpyxl_s",
                "calamine_to_openpyxl"},
+    "inquiries": {"orders_loaded", "inquiry_p50_ms", "inquiry_p99_ms", "order_get_p50_ms",
+                  "order_get_p99_ms", "ratio_p99", "inquiry_cpu_ms", "order_get_cpu_ms",
+                  "first_response_p50_s",
+                  "first_response_p95_s"},
 }
 
 
@@ -56,3 +61,24 @@ def test_benchmark_runs_quick_and_prints_its_figures(name: str) -> None:
         assert isinstance(value, int | float) and math.isfinite(value) and value >= 0, key
     if "naive_agreement" in figures:  # the fast engine must decide as the naive one does
         assert figures["naive_agreement"] == 1.0
+
+
+# the PostgreSQL variants (--db postgresql) and the figures the README quotes from them
+QUOTED_POSTGRESQL = {
+    "allocate": {"pg_in_process_per_s", "sqlite_in_process_per_s", "pg_to_sqlite"},
+    "reroute": {"pg_reroute_287_tx_s", "sqlite_reroute_287_tx_s"},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(QUOTED_POSTGRESQL))
+def test_benchmark_runs_quick_on_postgresql(name: str, postgres_server: object) -> None:
+    """``postgres_server`` only for its skip/fail rule: the benchmark starts its own."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks", name, "--db", "postgresql",
+                           "--quick", "--json"],
+                          capture_output=True, text=True, timeout=110, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    missing = QUOTED_POSTGRESQL[name] - set(figures)
+    assert not missing, f"{name} --db postgresql no longer reports {sorted(missing)}"
+    assert all(math.isfinite(v) and v >= 0 for k, v in figures.items() if k != "benchmark")

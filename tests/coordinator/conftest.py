@@ -8,15 +8,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlite_utils import Database
 
 from coordinator.app import create_app
 from coordinator.catalog import import_file
-from coordinator.db import open_database
+from coordinator.db import Database, open_database
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
 from coordinator.serving import serve_in_thread
 from coordinator.settings import AllocationConfig, Settings
 from protocols.clock import ManualClock
+from simulators.pg_server import PostgresServer
 
 NOW = datetime(2026, 11, 24, 2, 17, tzinfo=UTC)
 
@@ -40,6 +40,28 @@ def sample_db(db_path: Path) -> Database:
     return db
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_target(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """An empty database on each backend: a SQLite path, or a fresh database on the
+    session's private PostgreSQL (skipped, or failed under CI, without one)."""
+    if request.param == "sqlite":
+        return str(db_path)
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database()
+
+
+@pytest.fixture
+def store_db(db_target: str) -> Iterator[Database]:
+    """The sample region on each backend (modules opt in by naming it ``sample_db``)."""
+    db = open_database(db_target)
+    try:
+        for name in SAMPLE_FILES:
+            import_file(db, SAMPLE_DIR / f"{name}.csv", NOW)
+        yield db
+    finally:
+        db.conn.close()
+
+
 @pytest.fixture
 def rules() -> AllocationConfig:
     return AllocationConfig()
@@ -50,15 +72,21 @@ def settings(db_path: Path) -> Settings:
     return Settings(db_path=str(db_path))
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real uvicorn on a free loopback port serving the sample region (one per module:
-    tests in a module share it, so each uses order ids and SKUs of its own)."""
-    path = tmp_path_factory.mktemp("live") / "live.sqlite"
-    db = open_database(path)
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[str]:
+    """A real uvicorn on a free loopback port serving the sample region, on each backend
+    (one per module and backend: tests in a module share it, so each uses order ids and
+    SKUs of its own)."""
+    if request.param == "sqlite":
+        target = str(tmp_path_factory.mktemp("live") / "live.sqlite")
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        target = server.create_database()
+    db = open_database(target)
     for name in SAMPLE_FILES:
         import_file(db, SAMPLE_DIR / f"{name}.csv", NOW)
     db.conn.close()
-    app = create_app(Settings(db_path=str(path)), clock=ManualClock(NOW))
+    app = create_app(Settings(db_path=target), clock=ManualClock(NOW))
     with serve_in_thread(app) as url:
         yield url

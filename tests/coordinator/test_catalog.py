@@ -8,9 +8,17 @@ from pathlib import Path
 import pytest
 
 from coordinator.__main__ import main
-from coordinator.catalog import Kind, import_file
-from coordinator.db import open_database
-from coordinator.errors import ImportFileError
+from coordinator.catalog import (
+    IMPORT_CHUNK,
+    InventoryIn,
+    Kind,
+    SkuIn,
+    import_file,
+    upsert,
+    upsert_skus,
+)
+from coordinator.db import Database, open_database
+from coordinator.errors import ImportFileError, NotFound
 from coordinator.region import SAMPLE_DIR, generate_region
 
 from .conftest import NOW
@@ -52,3 +60,37 @@ def test_unknown_kind_and_format_are_explained(tmp_path: Path) -> None:
     xml.write_text("<skus/>", encoding="utf-8")
     with pytest.raises(ImportFileError, match="unsupported format"):
         import_file(db, xml, NOW, Kind.SKUS)
+
+
+def _stock_rows(db: Database, count: int) -> list[InventoryIn]:
+    upsert_skus(db, [SkuIn(id=f"BULK-{i:04d}", name=f"bulk {i}") for i in range(count // 8 + 1)],
+                NOW)
+    warehouses = [r[0] for r in db.execute("SELECT id FROM warehouses ORDER BY id").fetchall()]
+    return [InventoryIn(warehouse_id=warehouses[i % len(warehouses)],
+                        sku_id=f"BULK-{i // len(warehouses):04d}", on_hand=7)
+            for i in range(count)]
+
+
+def test_a_large_import_is_written_in_short_transactions_between_which_intake_runs(
+        sample_db: Database) -> None:
+    rows = _stock_rows(sample_db, IMPORT_CHUNK * 2 + 1)
+    begun: list[str] = []
+    sample_db.conn.set_trace_callback(
+        lambda sql: begun.append(sql) if sql.startswith("BEGIN IMMEDIATE") else None)
+    try:
+        assert upsert(sample_db, Kind.INVENTORY, rows, NOW) == len(rows)
+    finally:
+        sample_db.conn.set_trace_callback(None)
+    assert len(begun) == 3  # three chunks, three commits: the write lock is free in between
+    assert sample_db.execute("SELECT count(*) FROM inventory WHERE sku_id LIKE 'BULK-%'"
+                             ).fetchone()[0] == len(rows)
+
+
+def test_an_unknown_warehouse_at_the_end_of_a_large_import_writes_nothing(
+        sample_db: Database) -> None:
+    rows = _stock_rows(sample_db, IMPORT_CHUNK * 2)
+    rows.append(InventoryIn(warehouse_id="WH-404", sku_id="BULK-0000", on_hand=1))
+    with pytest.raises(NotFound, match="WH-404"):
+        upsert(sample_db, Kind.INVENTORY, rows, NOW)
+    assert sample_db.execute("SELECT count(*) FROM inventory WHERE sku_id LIKE 'BULK-%'"
+                             ).fetchone()[0] == 0

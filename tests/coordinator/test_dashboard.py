@@ -275,6 +275,8 @@ def test_browser_renders_warehouses_and_an_orders_timeline_and_decision(site: Si
     assert "not yet" in _text(_element(dom, "li", 'class="" data-step="shipped"'))
     events = re.findall(r'<tr data-event="(\w+)"', dom)
     assert events == ["received", "allocated", "rerouted"]
+    # the button that reaches the on-duty staff near the delivery address
+    assert f'id="contacts-button" data-order="{site.rerouted_order}"' in dom
     assert "Allocation 分仓" in dom and "Reroute 改派" in dom
     rerouted = _text(_element(dom, "tr", 'data-event="rerouted"'))
     assert f"from {site.paused} to " in rerouted and PAUSE_REASON in rerouted

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import threading
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlite_utils import Database
 
 from coordinator import catalog, db, intake, ledger, queries
 from coordinator.catalog import (
@@ -21,7 +19,7 @@ from coordinator.catalog import (
     upsert_skus,
     upsert_warehouses,
 )
-from coordinator.db import open_database
+from coordinator.db import Database, open_database
 from coordinator.engine import CandidateTrace, Decision
 from coordinator.errors import Conflict, NotFound
 from coordinator.settings import AllocationConfig
@@ -29,6 +27,11 @@ from protocols.orders import Channel, OrderIn, OrderLine
 
 from .conftest import NOW
 
+
+@pytest.fixture
+def sample_db(store_db: Database) -> Database:
+    """These tests run on both backends."""
+    return store_db
 
 def _order(coid: str, sku: str = "SKU-0001", qty: int = 1, channel: Channel = Channel.WECHAT_MINI,
            store_id: str | None = "HZ-S001", submitted_s_ago: float | None = None) -> OrderIn:
@@ -157,7 +160,7 @@ def test_unavailable_warehouse_gets_no_new_orders(sample_db: Database,
     assert second.warehouse_id not in (None, first.warehouse_id)
 
 
-def _scarce_db(path: Path, units: int) -> None:
+def _scarce_db(path: str, units: int) -> None:
     db = open_database(path)
     upsert_warehouses(db, [WarehouseIn(id="W1", name="only", lat=30.27, lon=120.15)], NOW)
     upsert_skus(db, [SkuIn(id="RARE")], NOW)
@@ -165,9 +168,9 @@ def _scarce_db(path: Path, units: int) -> None:
     db.conn.close()
 
 
-def test_parallel_orders_for_scarce_stock_never_oversell(tmp_path: Path) -> None:
+def test_parallel_orders_for_scarce_stock_never_oversell(db_target: str) -> None:
     """8 threads, each with its own connection, race for 20 units in 1-3 unit orders."""
-    path = tmp_path / "scarce.sqlite"
+    path = db_target
     _scarce_db(path, units=20)
     rules = AllocationConfig(reservation_threshold=1.0)
     errors: list[BaseException] = []
@@ -195,11 +198,15 @@ def test_parallel_orders_for_scarce_stock_never_oversell(tmp_path: Path) -> None
         t.join()
     assert not errors
     db = open_database(path)
-    held = db.execute("SELECT coalesce(sum(qty), 0) FROM reservations WHERE status = 'held'"
-                      ).fetchone()[0]
-    on_hand, reserved = db.execute(
-        "SELECT on_hand, reserved FROM inventory WHERE sku_id = 'RARE'").fetchone()
-    statuses = dict(db.execute("SELECT status, count(*) FROM orders GROUP BY status").fetchall())
+    try:
+        held = db.execute("SELECT coalesce(sum(qty), 0) FROM reservations "
+                          "WHERE status = 'held'").fetchone()[0]
+        on_hand, reserved = db.execute(
+            "SELECT on_hand, reserved FROM inventory WHERE sku_id = 'RARE'").fetchone()
+        statuses = dict(db.execute(
+            "SELECT status, count(*) FROM orders GROUP BY status").fetchall())
+    finally:
+        db.conn.close()
     assert reserved == held <= on_hand == 20
     assert statuses.get("unallocated", 0) > 0  # demand (192 units) exceeded stock
     assert held >= 18  # stock was used up, save at most a remainder smaller than an order
@@ -237,11 +244,11 @@ def _one_unit_everywhere(db: Database, sku: str) -> None:
 
 @pytest.mark.parametrize("who_cancels", ["same connection", "another connection"])
 def test_next_batch_sees_stock_released_between_batches(
-        sample_db: Database, db_path: Path, rules: AllocationConfig, who_cancels: str) -> None:
+        sample_db: Database, db_target: str, rules: AllocationConfig, who_cancels: str) -> None:
     _one_unit_everywhere(sample_db, "SKU-0001")
     (first,) = intake.submit_orders(sample_db, [_order("R1")], now=NOW, config=rules)
     assert first.warehouse_id is not None
-    other = open_database(db_path, migrate=False) if who_cancels != "same connection" \
+    other = open_database(db_target, migrate=False) if who_cancels != "same connection" \
         else sample_db
     try:
         ledger.record_status_event(other, first.order_id, "cancelled", NOW)
@@ -255,10 +262,10 @@ def test_next_batch_sees_stock_released_between_batches(
 
 
 def test_next_batch_sees_stock_taken_by_another_connection(
-        sample_db: Database, db_path: Path, rules: AllocationConfig) -> None:
+        sample_db: Database, db_target: str, rules: AllocationConfig) -> None:
     _one_unit_everywhere(sample_db, "SKU-0001")
     (first,) = intake.submit_orders(sample_db, [_order("S0")], now=NOW, config=rules)
-    other = open_database(db_path, migrate=False)
+    other = open_database(db_target, migrate=False)
     try:
         (taken,) = intake.submit_orders(other, [_order("S1")], now=NOW, config=rules)
     finally:

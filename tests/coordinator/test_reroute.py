@@ -7,10 +7,10 @@ import random
 from datetime import datetime, timedelta
 
 import pytest
-from sqlite_utils import Database
 
 from coordinator import catalog, intake, queries
 from coordinator.catalog import InventoryIn, upsert_inventory
+from coordinator.db import Database
 from coordinator.errors import NotFound
 from coordinator.reroute import load_incident, reroute_warehouse
 from coordinator.settings import AllocationConfig
@@ -18,6 +18,11 @@ from protocols.orders import Channel, OrderIn, OrderLine
 
 from .conftest import NOW
 
+
+@pytest.fixture
+def sample_db(store_db: Database) -> Database:
+    """These tests run on both backends."""
+    return store_db
 
 def _orders_near(db: Database, warehouse_id: str, count: int, seed: int = 7) -> list[OrderIn]:
     wh = queries.get_warehouse(db, warehouse_id)

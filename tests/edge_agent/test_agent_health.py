@@ -76,3 +76,23 @@ async def test_metrics_and_health_report_sensors_drops_outbox_and_rule_states(
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
         with pytest.raises(httpx.ConnectError):
             await http.get("/healthz", timeout=1)
+
+
+async def test_a_taken_metrics_port_does_not_stop_the_agent(
+    tmp_path: Path, broker: Broker, topics: Topics
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        raw = config_dict(tmp_path, broker.url, broker.url, topics)
+        raw["agent"]["metrics_port"] = taken.getsockname()[1]
+        agent = EdgeAgent(AgentConfig.model_validate(raw), clock=ManualClock(T0),
+                          topics=topics)
+        task = asyncio.create_task(agent.run())
+        try:
+            await wait_until(lambda: agent.stats.uplink_connected or task.done(), what="up")
+            assert not task.done()
+        finally:
+            await cancel_and_wait(task)

@@ -116,3 +116,40 @@ async def test_late_and_duplicate_readings_are_counted_per_sensor_and_sent_upstr
     summary = TelemetrySummary.model_validate_json(charts.messages[0].payload)
     assert summary.drops == {SENSOR: {"duplicate": 1, "out_of_order": 1}}
     assert summary.count == 2  # the native reading and the plain one
+
+
+async def test_an_excursion_seen_only_by_a_sensor_behind_its_neighbours_clock_trips(
+    tmp_path: Path, broker: Broker, topics: Topics
+) -> None:
+    """One Zigbee2MQTT sensor timed on arrival reads normal; a native probe whose own clock
+    is 8 s behind sees the room warm. Its readings are never dropped as out of order, it is
+    never reported silent, and it trips at its first reading 300 s into the excursion."""
+    clock = ManualClock(T0)
+    agent = EdgeAgent(fleet(tmp_path, broker.url, topics), clock=clock, topics=topics)
+    breaker = topics.breaker(WH, "cold_chain")
+    async with (
+        Collector(broker.url, [breaker]) as events,
+        SensorPublisher(broker.url) as pub,
+        running(agent),
+    ):
+        first_bad = None
+        for step in range(13):
+            now = clock.now()
+            await pub.raw(f"z2m-{topics.root}/cr2_z2m", b'{"temperature": 4.0}')
+            value = 5.0 if step == 0 else 9.0
+            own_clock = now - timedelta(seconds=8)
+            if value > 8 and first_bad is None:
+                first_bad = own_clock
+            reading = SensorReading(sensor_id=SENSOR, ts=own_clock, temperature_c=value)
+            await pub.raw(topics.sensor(WH, SENSOR), encode(reading))
+            await wait_until(lambda s=step: agent.stats.readings_accepted == 2 * (s + 1),
+                             what="both readings")
+            await agent.tick()
+            clock.advance(30)
+        assert agent.breaker_states()["cold_chain"] == ("tripped", True)
+        await wait_until(lambda: any(e.open for e in events.events(breaker)), what="trip")
+    trip = next(e for e in events.events(breaker) if e.open)
+    assert first_bad is not None and trip.event_time == first_bad + timedelta(seconds=300)
+    assert trip.detail == f"sensors {SENSOR}"
+    assert dict(agent.stats.drops) == {}
+    assert agent.stats.notices.get("sensor_silent", 0) == 0

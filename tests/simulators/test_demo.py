@@ -75,6 +75,9 @@ def test_demo_trips_at_0217_and_accounts_for_all_287_orders(
     # the seed's three metrics, the notices in the file sink, the dashboard URL
     assert "self-healing rate:" in out and "status transparency: 100.0%" in out
     assert "first response time: p95" in out
+    # twenty customers asked; each reply reached the channel (the inbox) and was timed
+    assert re.search(r"first response time: p95 [\d.]+ s, p50 [\d.]+ s over 20 of 20 "
+                     r"inquiries", out), out
     sink = tmp_path / "notifications" / "franchisee.jsonl"
     assert f"franchisee notices (file sink): {sink}" in out
     notices = [json.loads(line) for line in sink.read_text(encoding="utf-8").splitlines()]
@@ -88,6 +91,9 @@ def test_demo_trips_at_0217_and_accounts_for_all_287_orders(
     wecom = [e["body"] for e in entries if e["channel"] == "wecom"]
     sms = [e["body"] for e in entries if e["channel"] == "sms"]
     assert len(wecom) == 1 and len(sms) == 1, entries
+    replies = [e["body"] for e in entries if e["channel"] == "customer"
+               and e["body"]["script"] == "inquiry_reply"]
+    assert len(replies) == 20 and all(r["text"].startswith("您好，订单") for r in replies)
     assert wecom[0]["msgtype"] == "markdown"
     assert "287" in wecom[0]["markdown"]["content"]
 

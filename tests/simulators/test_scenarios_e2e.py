@@ -156,7 +156,7 @@ async def test_freezing_rain_moves_every_unshipped_order_to_a_feasible_backup(
     waiting = targeted_orders(region, INCIDENT, 287, seed=11, start=scenario.start)
     async with _coordinator(tmp_path, broker, topics, clock) as coordinator:
         db_path = coordinator.db_path
-        posted = await post_orders(waiting, coordinator.url, batch=500)
+        posted = await post_orders(waiting, coordinator.url, batch=500, headers=ADMIN)
         held = [r["order_id"] for r in posted.results if r.get("warehouse_id") == INCIDENT]
         assert len(held) > 250, posted.results[:3]  # the engine puts them at WH-02
         async with httpx.AsyncClient(base_url=coordinator.url, headers=ADMIN, timeout=30) as http:
@@ -210,7 +210,7 @@ async def test_freezing_rain_moves_every_unshipped_order_to_a_feasible_backup(
             # New orders right next to the tripped warehouse, after the trip.
             clock.set(scenario.at("02:30"))
             late = targeted_orders(region, INCIDENT, 40, seed=12, start=scenario.at("02:30"))
-            after = await post_orders(late, coordinator.url, batch=100)
+            after = await post_orders(late, coordinator.url, batch=100, headers=ADMIN)
             assert len(after.results) == 40, after.errors
             assert all(r.get("warehouse_id") != INCIDENT for r in after.results)
             assert {r.get("status") for r in after.results} <= {
@@ -329,7 +329,7 @@ async def test_trip_during_uplink_outage_reaches_the_coordinator_after_reconnect
 
     async with _coordinator(tmp_path, broker, topics, clock) as coordinator:
         waiting = targeted_orders(region, INCIDENT, 40, seed=21, start=scenario.start)
-        posted = await post_orders(waiting, coordinator.url, batch=100)
+        posted = await post_orders(waiting, coordinator.url, batch=100, headers=ADMIN)
         held = [r["order_id"] for r in posted.results if r.get("warehouse_id") == INCIDENT]
         assert len(held) > 30, posted.results[:3]
         async with httpx.AsyncClient(base_url=coordinator.url, headers=ADMIN, timeout=30) as http:

@@ -3,7 +3,10 @@
 The dispatcher runs beside rerouting and never blocks it: it reads due notifications
 with its own SQLite connection, delivers them with httpx (or appends to a JSONL file),
 marks them sent, or schedules a retry with exponential backoff; after ``max_attempts``
-failures a notification is ``failed`` (dead). WeCom messages pass a token bucket so
+failures a notification is ``failed`` (dead). Delivery is at least once (a crash after
+delivering and before marking sends again): the file sink writes each notice exactly
+once anyway (it knows the keys it wrote), and HTTP receivers get the notice's key as
+``Idempotency-Key`` to drop a repeat. WeCom messages pass a token bucket so
 the robot's limit (~20 messages/min) is respected; a deferred message is not a failure.
 """
 
@@ -13,15 +16,16 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-from sqlite_utils import Database
 
+from coordinator.db import Database, write_transaction
 from coordinator.errors import NotificationError
 from coordinator.ops.config import NotifyConfig
 from coordinator.ops.notify import outbox
@@ -66,20 +70,58 @@ class Adapter(Protocol):
 
 
 class JsonlSink:
-    """Appends each notice as one JSON line (the demo's franchisee inbox)."""
+    """Appends each notice as one JSON line (the demo's franchisee inbox), exactly once.
+
+    The dispatcher marks a notice sent only after its line is written, so a crash in
+    between delivers it again after a restart. Each line carries its notice's key
+    (``notice_key``) and the sink remembers the keys in its file: a key already written
+    is not written again (the delivery still counts as done). A line cut short by a
+    crash (no newline) was never delivered: it is cut off before the next append.
+    Lines reach the file with one ``write`` each; a crash of the process loses none (a
+    power cut can lose what the OS had not flushed yet, as with any file).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock = threading.Lock()
+        self._written: set[str] | None = None
+        self.skipped = 0  # deliveries of a key the file already held
 
-    def _append(self, line: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+    def _load(self) -> set[str]:
+        keys: set[str] = set()
+        if not self.path.exists():
+            return keys
+        with self.path.open("rb+") as fh:
+            data = fh.read()
+            end = data.rfind(b"\n") + 1
+            if end < len(data):  # a line a crash cut short: never delivered
+                fh.truncate(end)
+        for raw in data[:end].splitlines():
+            try:
+                key = json.loads(raw).get("notice_key")
+            except (ValueError, AttributeError):
+                continue  # not one of ours (written by hand): kept as it is
+            if isinstance(key, str):
+                keys.add(key)
+        return keys
+
+    def _append(self, key: str, line: str) -> None:
+        with self._lock:  # deliveries run concurrently: one check-and-append at a time
+            if self._written is None:
+                self._written = self._load()
+            if key in self._written:
+                self.skipped += 1
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+            self._written.add(key)
 
     async def deliver(self, notification: Notification) -> None:
-        line = json.dumps(notification.payload, ensure_ascii=False, separators=(",", ":"))
+        line = json.dumps({**notification.payload, "notice_key": notification.dedupe_key},
+                          ensure_ascii=False, separators=(",", ":"))
         try:
-            await asyncio.to_thread(self._append, line)
+            await asyncio.to_thread(self._append, notification.dedupe_key, line)
         except OSError as exc:
             message = f"cannot append to {self.path}: {exc}"
             raise NotificationError(message) from exc
@@ -162,8 +204,12 @@ class Dispatcher:
     """Delivers due notifications. Own DB connection (``open_db``), own HTTP client."""
 
     def __init__(self, open_db: Callable[[], Database], config: NotifyConfig, clock: Clock,
-                 *, client: httpx.AsyncClient | None = None, concurrency: int = 8) -> None:
+                 *, client: httpx.AsyncClient | None = None, concurrency: int = 8,
+                 allowed: Callable[[], bool] | None = None) -> None:
         self.config = config
+        # Several instances: only the lease holder delivers. A leader paused mid-run
+        # resumes here and must not send what the new leader sends (each notice once).
+        self.allowed = allowed
         self.clock = clock
         self._open_db = open_db
         self._db: Database | None = None
@@ -192,19 +238,23 @@ class Dispatcher:
         """Something was queued: look now rather than at the next poll."""
         self._wake.set()
 
-    async def _attempt(self, n: Notification) -> str | None:
+    async def _attempt(self, n: Notification) -> tuple[str | None, datetime]:
+        """(error or None, when it ended): a notice counts as sent when its receiver
+        acknowledged it, not when the whole batch is done (first-response times)."""
         adapter = self.adapters.get(n.kind)
         if adapter is None:
-            return f"no {n.kind} channel is configured"
+            return f"no {n.kind} channel is configured", self.clock.now()
         async with self._limit:
             try:
                 await adapter.deliver(n)
             except NotificationError as exc:
-                return str(exc)
-        return None
+                return str(exc), self.clock.now()
+        return None, self.clock.now()
 
     async def run_once(self) -> int:
         """Deliver one batch of due notifications; return how many were attempted."""
+        if self.allowed is not None and not self.allowed():
+            return 0
         d = self.config.dispatcher
         now = self.clock.now()
         batch = outbox.due(self.db, now, d.batch_size)
@@ -217,10 +267,12 @@ class Dispatcher:
                     self.stats.deferred += 1
                     continue
             attempt.append(n)
-        errors = await asyncio.gather(*(self._attempt(n) for n in attempt))
-        done = self.clock.now()
-        with self.db.atomic():
-            for n, error in zip(attempt, errors, strict=True):
+        outcomes = await asyncio.gather(*(self._attempt(n) for n in attempt))
+        # through the process's write lock, like every other writer here: a bare
+        # transaction would make a request thread's BEGIN IMMEDIATE wait in SQLite's busy
+        # handler, which sleeps in growing steps (hundreds of ms under load)
+        with write_transaction(self.db):
+            for n, (error, done) in zip(attempt, outcomes, strict=True):
                 if error is None:
                     outbox.mark_sent(self.db, n.id, done)
                     self.stats.sent += 1
@@ -250,6 +302,9 @@ class Dispatcher:
     async def run(self) -> None:
         """Loop until :meth:`request_stop` (or cancelled)."""
         while not self._stopping:
+            # cleared before the round: a notice queued while it delivers wakes the next
+            # round at once instead of waiting for the poll interval
+            self._wake.clear()
             try:
                 attempted = await self.run_once()
             except Exception:  # a broken round must not end delivery for good
@@ -257,7 +312,6 @@ class Dispatcher:
                 attempted = 0
             if attempted >= self.config.dispatcher.batch_size or self._stopping:
                 continue
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.dispatcher.poll_interval_s)
 

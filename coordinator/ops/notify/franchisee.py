@@ -17,8 +17,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 
-from sqlite_utils import Database
-
+from coordinator.db import Database, sqlite_connection
 from coordinator.ops.config import FranchiseeConfig
 from protocols.timestamps import stamp
 
@@ -66,7 +65,8 @@ def queue_franchisee_notices(db: Database, incident_id: str, *, reason: str, at:
     """Record the coupons and queue one notice per moved order (caller's transaction).
 
     Returns how many notices were new (0 when the incident was queued before)."""
-    db.conn.create_function("bw_coupon_code", 3, coupon_code, deterministic=True)
+    sqlite_connection(db, "franchisee notices").create_function(
+        "bw_coupon_code", 3, coupon_code, deterministic=True)
     params = {"prefix": config.coupon_prefix, "incident": incident_id, "now": stamp(at),
               "reason": reason, "value": config.coupon_value_yuan}
     db.conn.execute(_COUPONS, params)
@@ -145,7 +145,8 @@ def queue_placed_notices(db: Database, *, after: int, upto: int, at: datetime,
     moves the stored cursor to ``upto`` (caller's transaction).
 
     Returns how many notices were new (a repeated sweep queues nothing twice)."""
-    db.conn.create_function("bw_coupon_code", 3, coupon_code, deterministic=True)
+    sqlite_connection(db, "franchisee notices").create_function(
+        "bw_coupon_code", 3, coupon_code, deterministic=True)
     if upto <= after:
         return 0
     params = {"prefix": config.coupon_prefix, "now": stamp(at), "value": config.coupon_value_yuan,

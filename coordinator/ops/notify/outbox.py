@@ -15,13 +15,13 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic_core import to_json
-from sqlite_utils import Database
 
+from coordinator.db import Database
 from protocols.timestamps import stamp
 
-Kind = Literal["franchisee", "wecom", "sms", "webhook"]
+Kind = Literal["franchisee", "wecom", "sms", "webhook", "customer"]
 Status = Literal["pending", "sent", "failed"]
-KINDS: tuple[Kind, ...] = ("franchisee", "wecom", "sms", "webhook")
+KINDS: tuple[Kind, ...] = ("franchisee", "wecom", "sms", "webhook", "customer")
 STATUSES: tuple[Status, ...] = ("pending", "sent", "failed")
 
 

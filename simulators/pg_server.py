@@ -1,4 +1,4 @@
-"""A private PostgreSQL server for tests, started from the installed server binaries.
+"""A private PostgreSQL server for tests and benchmarks, from the installed server binaries.
 
 Never the machine's own PostgreSQL: ``initdb`` makes a fresh cluster in a temporary
 directory, ``pg_ctl`` starts it on a free loopback port (durability off: a test cluster

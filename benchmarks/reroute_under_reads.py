@@ -1,0 +1,165 @@
+"""Reroute under reads: a breaker trip applied while 32 clients poll the read endpoints.
+
+The coordinator (real uvicorn, ops side, private Mosquitto) holds orders at one cold-chain
+warehouse; its breaker trips over MQTT. ``loaded``: meanwhile 32 HTTP clients (another
+process, so they share no interpreter with the server) poll ``GET /metrics`` and
+``GET /dashboard/state`` as fast as they are answered. ``ratio``: the reroute's
+arrival -> commit time under that load over the same trip without it, on fresh copies
+of the same database, in the same run (median of the trials). Reads run on their own
+connections and threads, never on the ops thread, so the ratio stays near 1.
+
+SQLite only for now: the ops side does not run on PostgreSQL yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiomqtt
+
+from benchmarks.reroute import TARGET, copy_sqlite, seed_orders_at, trip_event
+from benchmarks.runner import Result
+from coordinator.db import open_database
+from coordinator.ops.app import create_app_with_ops
+from coordinator.ops.config import FranchiseeConfig, NotifyConfig, OpsConfig
+from coordinator.ops.handler import HandleResult
+from coordinator.serving import serve_in_thread
+from coordinator.settings import Settings
+from protocols import Topics, encode
+from simulators.brokers import Broker, start_test_broker
+
+CLIENTS = 32
+
+# the pollers, in a process of their own: prints how many reads were answered
+_POLLER = r"""
+import asyncio, os, sys, httpx
+url, clients, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+done = 0
+started = 0
+async def client(n):
+    global done, started
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        paths = ["/metrics", "/dashboard/state"]
+        i = n
+        while not os.path.exists(stop):
+            r = await http.get(paths[i % 2])
+            r.raise_for_status()
+            done += 1
+            if i == n:
+                started += 1
+                if started == clients:  # every client has been answered once: polling
+                    print("ready", flush=True)
+            i += 1
+async def main():
+    await asyncio.gather(*(client(n) for n in range(clients)))
+asyncio.run(main())
+print(done, flush=True)
+"""
+
+
+def _wait_until(probe: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():
+            return
+        time.sleep(0.02)
+    message = "the coordinator did not get ready in time"
+    raise RuntimeError(message)
+
+
+async def _publish(broker: Broker, topic: str, payload: bytes) -> None:
+    async with aiomqtt.Client(broker.host, broker.port) as agent:
+        await agent.publish(topic, payload, qos=1, retain=True)
+
+
+def _trial(seeded: Path, work: Path, broker: Broker, loaded: bool, n: int) -> tuple[float, int]:
+    """(arrival -> commit seconds of the reroute, reads answered meanwhile)."""
+    path = copy_sqlite(seeded, work / f"trial-{n}.sqlite")
+    topics = Topics(f"bench-{uuid.uuid4().hex[:8]}")
+    settings = Settings(db_path=str(path), mqtt_url=(broker.url,), topic_root=topics.root)
+    config = OpsConfig(tick_interval_s=5.0, mqtt={"client_id": f"bench-{uuid.uuid4().hex[:8]}"},
+                       notify=NotifyConfig(franchisee=FranchiseeConfig(
+                           jsonl_path=path.with_suffix(".franchisee.jsonl"))))
+    app = create_app_with_ops(settings, config=config)
+    done = threading.Event()
+    results: list[HandleResult] = []
+
+    def seen(result: HandleResult) -> None:
+        if result.rerouted:
+            results.append(result)
+            done.set()
+
+    reads = 0
+    with serve_in_thread(app) as url:
+        ops = app.state.ops
+        ops.on_result = seen
+        _wait_until(lambda: ops.watcher.stats.connects > 0, 20)
+        stop = work / f"stop-{n}"
+        poller = None
+        if loaded:
+            poller = subprocess.Popen([sys.executable, "-c", _POLLER, url, str(CLIENTS),
+                                       str(stop)], stdout=subprocess.PIPE, text=True)
+            assert poller.stdout is not None
+            if poller.stdout.readline().strip() != "ready":
+                message = "the pollers failed before polling"
+                raise RuntimeError(message)
+        time.sleep(1.0)  # the readers are polling; the coordinator is past its start-up
+        try:
+            event = trip_event(TARGET, seq=1, episode=f"bench-{n}", now=datetime.now(UTC))
+            asyncio.run(_publish(broker, topics.breaker(TARGET, "cold_chain"), encode(event)))
+            if not done.wait(120):
+                message = "the reroute did not commit within 120 s"
+                raise RuntimeError(message)
+        finally:
+            stop.touch()
+            if poller is not None:
+                out, _ = poller.communicate(timeout=60)
+                if poller.returncode != 0:
+                    message = "the pollers failed while polling"
+                    raise RuntimeError(message)
+                reads = int(out.strip())
+            asyncio.run(_publish(broker, topics.breaker(TARGET, "cold_chain"), b""))
+    timing = results[0].rerouted[0]
+    return timing.committed - timing.started, reads
+
+
+def run(quick: bool) -> Result:
+    result = Result("reroute_under_reads")
+    count, trials = (287, 1) if quick else (2_000, 3)
+    broker = start_test_broker()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bw-reroute-reads-") as tmp:
+            work = Path(tmp)
+            seeded = work / "seeded.sqlite"
+            db = open_database(seeded)
+            held = seed_orders_at(db, TARGET, count, datetime.now(UTC), stock_boost=count * 2)
+            db.conn.close()
+            quiet: list[float] = []
+            loaded: list[float] = []
+            reads: list[int] = []
+            for n in range(trials):  # interleaved: drifting machine load hits both alike
+                quiet.append(_trial(seeded, work, broker, False, 2 * n)[0])
+                seconds, answered = _trial(seeded, work, broker, True, 2 * n + 1)
+                loaded.append(seconds)
+                reads.append(answered)
+    finally:
+        broker.close()
+    alone, busy = statistics.median(quiet), statistics.median(loaded)
+    result.add("reroute_alone_s", alone, "s",
+               f"{held} orders held; arrival -> commit, median of {trials}")
+    result.add("reroute_under_reads_s", busy, "s",
+               f"same trip while {CLIENTS} clients poll /metrics and /dashboard/state")
+    result.add("reads_answered", float(statistics.median(reads)), "requests",
+               "reads answered while the loaded trip ran (incl. 1 s before it)")
+    result.add("ratio", busy / alone, "x", "under reads / alone, SQLite", "< 1.5")
+    return result

@@ -1,0 +1,106 @@
+"""Each franchisee notice lands in the file sink exactly once, however the dispatcher dies:
+a real process is SIGKILLed after a chosen number of lines (between writing a batch and
+marking it sent, or anywhere else it happens to be), a new one finishes the outbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from coordinator.db import open_database
+from coordinator.ops.notify import outbox
+from coordinator.ops.notify.outbox import OutgoingNotice
+from protocols.timestamps import parse_stamp
+
+NOTICES = 120
+T0 = "2026-11-24T02:17:00.000Z"
+
+# one dispatcher process: delivers the whole outbox (batches of 10) to the file sink
+_DISPATCHER = r"""
+import asyncio, sys
+from pathlib import Path
+from coordinator.db import open_database
+from coordinator.ops.config import DispatcherConfig, FranchiseeConfig, NotifyConfig
+from coordinator.ops.notify.dispatcher import Dispatcher
+from protocols.clock import SystemClock
+db_path, sink = sys.argv[1], Path(sys.argv[2])
+config = NotifyConfig(franchisee=FranchiseeConfig(sink="jsonl", jsonl_path=sink),
+                      dispatcher=DispatcherConfig(batch_size=10))
+async def main():
+    d = Dispatcher(lambda: open_database(db_path, migrate=False), config, SystemClock())
+    while await d.run_once():
+        pass
+    await d.aclose()
+asyncio.run(main())
+"""
+
+
+@pytest.fixture(scope="module")
+def queued(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("outbox") / "queued.sqlite"
+    db = open_database(path)
+    with db.atomic():
+        outbox.queue(db, [OutgoingNotice("franchisee", f"franchisee:inc-1:o-{i}",
+                                         {"order_id": f"o-{i}", "coupon": f"C{i}"}, "inc-1")
+                          for i in range(NOTICES)], parse_stamp(T0))
+    db.conn.close()
+    return path
+
+
+def _lines(sink: Path) -> list[str]:
+    return sink.read_text(encoding="utf-8").splitlines() if sink.exists() else []
+
+
+def _dispatcher(db: Path, sink: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", _DISPATCHER, str(db), str(sink)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize("kill_after", [1, 9, 10, 37, 81, 119])
+def test_a_dispatcher_killed_mid_delivery_writes_no_notice_twice(
+        queued: Path, tmp_path: Path, kill_after: int) -> None:
+    db, sink = tmp_path / "coordinator.sqlite", tmp_path / "franchisee.jsonl"
+    shutil.copy(queued, db)
+    first = _dispatcher(db, sink)
+    deadline = time.monotonic() + 60
+    while len(_lines(sink)) < kill_after and first.poll() is None:
+        assert time.monotonic() < deadline, "the first dispatcher wrote too little"
+        time.sleep(0.002)
+    if first.poll() is None:
+        os.kill(first.pid, signal.SIGKILL)
+    first.communicate(timeout=10)
+
+    second = _dispatcher(db, sink)
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err.decode()[-2000:]
+
+    written = [json.loads(line) for line in _lines(sink)]
+    assert sorted(w["notice_key"] for w in written) == sorted(
+        f"franchisee:inc-1:o-{i}" for i in range(NOTICES))  # every notice, once
+    check = open_database(db, migrate=False)
+    try:
+        assert [n.status for n in outbox.listing(check, limit=1000)] == ["sent"] * NOTICES
+    finally:
+        check.conn.close()
+
+
+def test_a_line_cut_short_by_a_crash_is_replaced_not_glued_to(
+        queued: Path, tmp_path: Path) -> None:
+    db, sink = tmp_path / "coordinator.sqlite", tmp_path / "franchisee.jsonl"
+    shutil.copy(queued, db)
+    sink.write_text('{"order_id":"o-0","coupon":"C0","notice_key":"franchisee:inc-1:o-0"}\n'
+                    '{"order_id":"o-1","cou', encoding="utf-8")
+    done = _dispatcher(db, sink)
+    _, err = done.communicate(timeout=120)
+    assert done.returncode == 0, err.decode()[-2000:]
+    written = [json.loads(line) for line in _lines(sink)]  # every line parses
+    assert len(written) == NOTICES
+    assert [w["order_id"] for w in written].count("o-1") == 1
