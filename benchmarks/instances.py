@@ -106,7 +106,7 @@ def _database(path: Path) -> str:
 
 
 def measure(quick: bool, workdir: Path) -> dict[str, float]:
-    seconds = 1.0 if quick else 10.0
+    seconds = 0.5 if quick else 10.0
     figures: dict[str, float] = {}
     with MosquittoBroker() as broker:
         for instances in (1, 2):

@@ -249,7 +249,7 @@ async def calm(db_path: Path, url: str, topics: Topics, warehouses: list[str],
 
 def run(quick: bool) -> Result:
     logging.basicConfig(level=logging.CRITICAL)  # thousands of reconnect warnings
-    gateways = 40 if quick else 2000
+    gateways = 20 if quick else 2000
     result = Result("scale")
     with tempfile.TemporaryDirectory(prefix="bw-scale-") as tmp:
         work = Path(tmp) / "mosquitto"
