@@ -105,7 +105,7 @@ class OpsService:
 
     def _new_dispatcher(self) -> Dispatcher:
         return Dispatcher(lambda: open_database(self.settings.db_path), self.config.notify,
-                          self.clock)
+                          self.clock, allowed=self.leading)
 
     def leading(self) -> bool:
         """This instance runs the ops loop (always, with one instance)."""
