@@ -11,6 +11,7 @@ or, by hand, with coord's :func:`coordinator.app.create_app`::
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
@@ -21,6 +22,7 @@ from fastapi import FastAPI
 
 from coordinator import dashboard, order_search, roster_api
 from coordinator.app import create_app
+from coordinator.coalesce import Coalescer
 from coordinator.customer import api as customer_api
 from coordinator.customer.service import customer_lifespan
 from coordinator.db import Database
@@ -59,8 +61,15 @@ def ops_lifespan(config: OpsConfig | None = None
             figures = SummaryCollector()
             registry.registry.register(figures)
 
+            def read_summary() -> dict[str, Any]:
+                # on a worker thread's own connection, never on the ops thread: scrapes
+                # must not queue in front of breaker events; identical ones share a read
+                reads: Coalescer = app.state.reads
+                return reads.run("metrics.summary",
+                                 lambda: metrics.summary(app.state.connections.get()))
+
             async def refresh() -> None:
-                figures.data = await ops.call(lambda core: metrics.summary(core.db))
+                figures.data = await asyncio.to_thread(read_summary)
 
             remove = registry.add_refresher(refresh)
             try:
