@@ -15,8 +15,6 @@ from coordinator.db import Database, dialect, open_database, sqlite_connection
 from coordinator.errors import StoreError
 
 _CHUNK = 5000
-# written by a fresh schema itself (seed rows): replaced by the source's
-_SEEDED = ("meta", "ops_cursors")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +51,16 @@ def migrate_db(source: str, destination: str) -> MigrationReport:
             message = "migrate-db copies a SQLite database (SRC) into PostgreSQL (DST)"
             raise StoreError(message)
         tables = _tables(src)
+        seeded = _seeded_tables()
         rows: dict[str, int] = {}
         with dst.atomic():
             for table in tables:
                 count = int(dst.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-                if count and table not in _SEEDED:
+                if count and table not in seeded:
                     message = f"destination table {table} already holds {count} rows"
                     raise StoreError(message)
             for table in tables:
-                rows[table] = _copy(src, dst, table)
+                rows[table] = _copy(src, dst, table, replace=table in seeded)
             for table in tables:
                 copied = int(dst.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
                 if copied != rows[table]:
@@ -77,9 +76,20 @@ def migrate_db(source: str, destination: str) -> MigrationReport:
     return MigrationReport(rows, checked)
 
 
-def _copy(src: Database, dst: Database, table: str) -> int:
+def _seeded_tables() -> set[str]:
+    """Tables a fresh schema already fills (counters, cursors): the source's rows replace
+    them rather than counting as the destination's own data."""
+    scratch = open_database(":memory:")
+    try:
+        return {t for t in _tables(scratch)
+                if scratch.execute(f"SELECT count(*) FROM {t}").fetchone()[0]}
+    finally:
+        scratch.conn.close()
+
+
+def _copy(src: Database, dst: Database, table: str, *, replace: bool) -> int:
     columns = _columns(src, table)
-    if table in _SEEDED:
+    if replace:
         dst.execute(f"DELETE FROM {table}")
     insert = (f"INSERT INTO {table} ({', '.join(columns)}) "
               f"VALUES ({', '.join('?' * len(columns))})")
