@@ -15,7 +15,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ import sqlite_utils
 from edge_agent.errors import StoreError
 from edge_agent.messages import OutgoingMessage
 from edge_agent.readings import Reading
+from protocols.timestamps import parse_stamp, stamp
 
 if TYPE_CHECKING:
     from edge_agent.config import AgentConfig
@@ -272,7 +273,7 @@ class Store:
                             message.qos,
                             int(message.retain),
                             len(message.payload),
-                            now.isoformat(),
+                            stamp(now),  # compared with min(): the one sortable format
                         ],
                     )
                     if message.kind == "breaker":
@@ -286,7 +287,8 @@ class Store:
                 if nonces:
                     conn.executemany(
                         "INSERT OR REPLACE INTO nonces(nonce, expires_at) VALUES (?, ?)",
-                        [(n, t.isoformat()) for n, t in nonces.items()],
+                        # rounded up: a nonce is never forgotten before its command expires
+                        [(n, stamp(t + timedelta(milliseconds=1))) for n, t in nonces.items()],
                     )
                 self._set_meta("seq", str(self.seq))
                 self._set_meta("saved_at", now.isoformat())
@@ -362,7 +364,7 @@ class Store:
 
     def oldest_queued_at(self) -> datetime | None:
         row = self.db.execute("SELECT min(queued_at) FROM outbox").fetchone()
-        return None if row is None or row[0] is None else datetime.fromisoformat(row[0])
+        return None if row is None or row[0] is None else parse_stamp(row[0])
 
     # -- nonces ----------------------------------------------------------------
     def load_nonces(self, now: datetime) -> dict[str, datetime]:
@@ -370,7 +372,7 @@ class Store:
         try:
             with self.db.atomic():
                 rows = self.db.execute("SELECT nonce, expires_at FROM nonces").fetchall()
-                alive = {str(n): datetime.fromisoformat(t) for n, t in rows}
+                alive = {str(n): parse_stamp(t) for n, t in rows}
                 gone = [n for n, t in alive.items() if t <= now]
                 self.db.conn.executemany("DELETE FROM nonces WHERE nonce = ?", [(n,) for n in gone])
         except sqlite3.Error as exc:
