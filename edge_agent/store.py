@@ -175,7 +175,7 @@ class Store:
     @property
     def saved_at(self) -> datetime | None:
         value = self._meta("saved_at")
-        return None if value is None else datetime.fromisoformat(value)
+        return None if value is None else parse_stamp(value)
 
     def load_rules(self) -> dict[str, dict[str, Any]]:
         rows = self.db.execute("SELECT id, data FROM rules").fetchall()
@@ -197,8 +197,8 @@ class Store:
                 "",
                 r[1],
                 r[2],
-                datetime.fromisoformat(r[3]),
-                datetime.fromisoformat(r[4]),
+                parse_stamp(r[3]),
+                parse_stamp(r[4]),
                 bool(r[5]),
             )
             for r in reversed(rows)
@@ -240,8 +240,8 @@ class Store:
                         r.sensor_id,
                         r.metric,
                         r.value,
-                        r.ts.isoformat(),
-                        r.received_at.isoformat(),
+                        stamp(r.ts),
+                        stamp(r.received_at),
                         int(r.clock_suspect),
                     )
                     for r in readings
@@ -291,7 +291,7 @@ class Store:
                         [(n, stamp(t + timedelta(milliseconds=1))) for n, t in nonces.items()],
                     )
                 self._set_meta("seq", str(self.seq))
-                self._set_meta("saved_at", now.isoformat())
+                self._set_meta("saved_at", stamp(now))
         except sqlite3.Error as exc:
             self.outbox_bytes, self.outbox_count, self.dropped = mirrors
             message_text = f"cannot save state to {self.path}: {exc}"
