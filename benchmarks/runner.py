@@ -21,6 +21,7 @@ BENCHMARKS = {
     "scale": "benchmarks.scale",
     "returns": "benchmarks.returns",
     "import": "benchmarks.imports",
+    "auth": "benchmarks.auth",
 }
 
 
