@@ -18,20 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
-import os
 import random
-import socket
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
-
+from benchmarks.http_load import coordinator_process, percentiles, request_bytes, steady_load
 from benchmarks.runner import Result
 from coordinator import engine, intake, snapshots
 from coordinator.auth.roles import Role, Scope
@@ -173,122 +166,21 @@ def _naive_ratio(path: Path, orders: list[OrderIn], rules: AllocationConfig) -> 
 
 
 # -- HTTP ------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class _Connection:
-    """A keep-alive HTTP/1.1 connection speaking just enough to POST JSON.
-
-    A hand-rolled client on purpose: the load generator shares two cores with the server,
-    and a full client library would spend more CPU per request than the server does.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    async def post(self, request: bytes) -> int:
-        self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        await self.reader.readexactly(length)
-        return status
-
-
-def _request_bytes(host: str, body: dict[str, object], token: str) -> bytes:
-    payload = json.dumps(body).encode()
-    return (f"POST /orders HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Authorization: Bearer {token}\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
-
-
-async def _steady_load(host: str, port: int, bodies: list[dict[str, object]],
-                       rate: float, token: str) -> list[float]:
-    requests = [_request_bytes(host, b, token) for b in bodies]
-    idle: list[_Connection] = []
-    latencies: list[float] = []
-    errors = 0
-
-    async def connection() -> _Connection:
-        if idle:
-            return idle.pop()
-        reader, writer = await asyncio.open_connection(host, port)
-        return _Connection(reader, writer)
-
-    warm = [await connection() for _ in range(8)]
-    for i, conn in enumerate(warm):  # open connections and warm caches (not measured)
-        await conn.post(_request_bytes(host, {**bodies[i], "channel_order_id": f"warm-{i}"},
-                                       token))
-    idle.extend(warm)
-
-    async def one(request: bytes, due: float) -> None:
-        nonlocal errors
-        conn = await connection()
-        status = await conn.post(request)
-        # measured from when the request was due: a late send counts against us
-        latencies.append((time.perf_counter() - due) * 1000)
-        if status not in (200, 201):
-            errors += 1
-        idle.append(conn)
-
-    tasks = []
-    start = time.perf_counter()
-    for i, request in enumerate(requests):
-        due = start + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(request, due)))
-    await asyncio.gather(*tasks)
-    for conn in idle:
-        conn.writer.close()
-    if errors:
-        message = f"{errors} HTTP requests failed"
-        raise RuntimeError(message)
-    return latencies
-
-
 def _http(path: Path, orders: list[OrderIn], rate: float) -> tuple[float, float, float]:
-    port = _free_port()
     db = open_database(path)  # the channel's integration token, as in production
     _, token = issue_token(db, name="bench", role=Role.INTEGRATION, scope=Scope(),
                            now=datetime.now(UTC), created_by="benchmark")
     db.conn.close()
-    env = {**os.environ, "BREAKWATER_DB": str(path)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "coordinator", "serve", "--host", "127.0.0.1", "--port",
-         str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                err = server.stderr.read().decode() if server.stderr else ""
-                message = f"coordinator did not start: {err[-500:]}"
-                raise RuntimeError(message)
-            time.sleep(0.05)
+    with coordinator_process(path) as served:
+        host, port = "127.0.0.1", served.port
         bodies = [o.model_dump(mode="json") for o in orders]
-        latencies = asyncio.run(_steady_load("127.0.0.1", port, bodies, rate, token))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-    latencies.sort()
-    p50 = statistics.median(latencies)
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        warm = [request_bytes(host, "POST", "/orders", {**bodies[i],
+                                                         "channel_order_id": f"warm-{i}"},
+                              token=token)
+                for i in range(8)]
+        requests = [request_bytes(host, "POST", "/orders", b, token=token) for b in bodies]
+        latencies = asyncio.run(steady_load(host, port, requests, rate, warm=warm))
+    p50, p99 = percentiles(latencies)
     return p50, p99, len(latencies)
 
 

@@ -30,7 +30,7 @@ from coordinator import engine, snapshots
 from coordinator.db import Database, write_transaction
 from coordinator.engine import Decision, Line, OrderRequest
 from coordinator.errors import NotFound, StoreError
-from coordinator.ledger import Ledger, line_warehouses, to_json
+from coordinator.ledger import AWAITING_PAYMENT, Ledger, line_warehouses, to_json
 from coordinator.settings import AllocationConfig, Settings
 from protocols.clock import Clock
 from protocols.orders import OrderIn
@@ -81,6 +81,10 @@ def check_references(db: Database, orders: Sequence[OrderIn]) -> None:
                 raise NotFound("store", store_id)
 
 
+# (database, [(order id, order as received)] of the new orders, now) -> None
+StoredHook = Callable[[Database, Sequence[tuple[str, OrderIn]], datetime], None]
+
+
 def submit_orders(
     db: Database,
     orders: Sequence[OrderIn],
@@ -88,11 +92,18 @@ def submit_orders(
     now: datetime,
     config: AllocationConfig,
     skew_threshold_s: float = 3.0,
+    on_stored: StoredHook | None = None,
+    hold_unpaid: bool = False,
 ) -> list[OrderOutcome]:
     """Store and allocate ``orders`` in one transaction; idempotent per (channel, id).
 
     Unknown SKUs or stores reject the whole batch (:class:`NotFound`) before anything is
-    written. Returns one outcome per input order, in input order.
+    written. Returns one outcome per input order, in input order. ``on_stored`` writes
+    what other modules keep about the new orders (the customer's contact, payment
+    deadlines) inside the same transaction: all of it or none. ``hold_unpaid``: an unpaid
+    order is stored as ``awaiting_payment`` without allocating or reserving anything (the
+    customer side's ``unpaid_reserves_stock = false``); its payment makes it a waiting
+    order that the retry places.
     """
     ledger = Ledger(now)
     outcomes: dict[int, OrderOutcome] = {}
@@ -102,6 +113,7 @@ def submit_orders(
     with write_transaction(db):
         check_references(db, orders)
         requests: list[tuple[int, OrderIn, OrderRequest, int | None, bool]] = []
+        held: list[tuple[str, OrderIn]] = []  # unpaid, stored without allocation
         seen: dict[tuple[str, str], int] = {}
         repeats: list[tuple[int, int]] = []  # (position, position of its first copy)
         stored = _stored_orders(db, orders)
@@ -123,6 +135,11 @@ def submit_orders(
                 lines=tuple(Line(li.sku_id, li.qty) for li in order.lines),
                 lat=order.lat, lon=order.lon, received_at=now,
             )
+            if hold_unpaid and not order.paid:
+                outcomes[pos] = _stage_awaiting_payment(ledger, order, request, skew, skewed,
+                                                        config.tier_for(key[0]))
+                held.append((outcomes[pos].order_id, order))
+                continue
             requests.append((pos, order, request, skew, skewed))
         loader = snapshots.snapshot_for(db, [r[2] for r in requests], now=now, config=config,
                                         reuse_stock=owns_transaction)
@@ -134,6 +151,8 @@ def submit_orders(
             pos, order, _, skew, skewed = by_id[request.order_id]
             outcomes[pos] = _stage_new_order(ledger, order, request, decision, skew, skewed)
         ledger.flush(db)
+        if on_stored is not None and (requests or held):
+            on_stored(db, [(outcomes[r[0]].order_id, r[1]) for r in requests] + held, now)
         # the snapshot had every reservation of this batch applied, as the SQL did
         loader.written()
         for pos, first_pos in repeats:
@@ -207,6 +226,28 @@ def _stage_new_order(
                         decision.tier, eta, decision.reason, skewed)
 
 
+def _stage_awaiting_payment(ledger: Ledger, order: OrderIn, request: OrderRequest,
+                            skew: int | None, skewed: bool, tier: int) -> OrderOutcome:
+    """An unpaid order kept without stock: no decision yet, no reservation, no load."""
+    oid = request.order_id
+    received = ledger.at
+    reason = "unpaid: stock is reserved once it is paid"
+    items = to_json([{"sku_id": li.sku_id, "qty": li.qty} for li in request.lines])
+    submitted = stamp(order.client_submitted_at) if order.client_submitted_at else None
+    ledger.add_order((
+        oid, request.channel, order.channel_order_id, order.store_id, order.customer_id, items,
+        order.lat, order.lon, submitted, received, skew, int(skewed), tier, AWAITING_PAYMENT,
+        reason, None, None, None, None, received,
+    ))
+    for no, line in enumerate(request.lines):
+        ledger.add_line(oid, no, line.sku_id, line.qty, None)
+    ledger.event(oid, "received",
+                 {"skew_ms": skew, "skewed": skewed, "client_submitted_at": submitted})
+    ledger.event(oid, AWAITING_PAYMENT, {"reason": reason})
+    return OrderOutcome(oid, request.channel, order.channel_order_id, True, AWAITING_PAYMENT,
+                        None, tier, None, reason, skewed)
+
+
 @dataclass(slots=True)
 class _Pending:
     orders: Sequence[OrderIn]
@@ -224,6 +265,9 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="order-intake", daemon=True)
         self.groups = 0
         self.orders = 0
+        # set by a lifespan hook before orders arrive (the customer side's contacts)
+        self.on_stored: StoredHook | None = None
+        self.hold_unpaid = False
 
     def start(self) -> None:
         self._thread.start()
@@ -289,6 +333,7 @@ class GroupCommitter:
         return submit_orders(
             db, orders, now=self._clock.now(), config=self._settings.allocation,
             skew_threshold_s=self._settings.intake.skew_threshold_s,
+            on_stored=self.on_stored, hold_unpaid=self.hold_unpaid,
         )
 
     def _commit(self, db: Database, group: list[_Pending]) -> None:

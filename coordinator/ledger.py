@@ -42,6 +42,8 @@ TIMELINE_LABELS = {
     "unallocated": "待分仓",
     "needs_attention": "需人工处理",
     "cancelled": "已取消",
+    "awaiting_payment": "待支付",
+    "paid": "已支付",
 }
 # order status -> events that may follow it (warehouse and courier updates)
 TRANSITIONS: dict[str, tuple[str, ...]] = {
@@ -50,10 +52,14 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "in_transit": ("in_transit", "delivered"),
     "unallocated": ("cancelled",),
     "needs_attention": ("cancelled",),
+    "awaiting_payment": ("cancelled",),
     "delivered": (),
     "cancelled": (),
 }
 WAITING_STATUSES = ("unallocated", "needs_attention")
+# unpaid and holding no stock (customer.payment.unpaid_reserves_stock = false): no retry
+# places it until its payment makes it unallocated
+AWAITING_PAYMENT = "awaiting_payment"
 
 # one encoder built once: json.dumps with options builds a new encoder on every call
 to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -365,6 +371,25 @@ def append_order_event(
     return int(row[0])
 
 
+def record_payment(db: Database, order_id: str, at: datetime,
+                   detail: dict[str, Any] | None = None) -> str:
+    """The order was paid: a ``paid`` timeline entry; an order that waited for it without
+    stock (``awaiting_payment``) becomes ``unallocated`` for the retry to place. Returns
+    the order's status before."""
+    at_text = stamp(at)
+    with write_transaction(db):
+        row = db.execute("SELECT status FROM orders WHERE id = ?", [order_id]).fetchone()
+        if row is None:
+            raise NotFound("order", order_id)
+        if row[0] == AWAITING_PAYMENT:
+            db.execute("UPDATE orders SET status = 'unallocated', status_reason = ?, "
+                       "updated_at = ? WHERE id = ?",
+                       ["paid: waiting for a warehouse", at_text, order_id])
+        db.conn.execute(_INSERT_EVENT, [order_id, "paid", at_text,
+                                        json.dumps(detail or {}, ensure_ascii=False, default=str)])
+    return str(row[0])
+
+
 def record_status_event(
     db: Database, order_id: str, kind: str, at: datetime, detail: dict[str, Any] | None = None
 ) -> str:
@@ -374,7 +399,8 @@ def record_status_event(
     (on hand and reserved both drop); ``cancelled`` releases it.
     """
     if kind not in TIMELINE_LABELS or kind in ("received", "allocated", "rerouted",
-                                                "unallocated", "needs_attention"):
+                                                "unallocated", "needs_attention",
+                                                AWAITING_PAYMENT, "paid"):
         message = f"unknown event kind {kind!r}: expected shipped, in_transit, delivered, cancelled"
         raise Conflict(message)
     at_text = stamp(at)

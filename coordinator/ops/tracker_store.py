@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from coordinator.db import Database
+from coordinator.ops import carrier_progress
 from coordinator.ops.availability import (
     COURIER_STALE_PREFIX,
     Action,
@@ -47,6 +48,7 @@ COUNTERS = (
     "agent_lifetimes_replaced",
     "processed_events_pruned",
     "tracking_updates_received",
+    "orders_moved_by_tracking",
     "bad_payloads",
     "reroutes",
     "orders_rerouted",
@@ -121,6 +123,12 @@ def persist(db: Database, actions: Sequence[Action | CourierAction], now: dateti
                      int(s.open), stamp(s.first_update_at), stamp(s.last_update_at)),
                 )
                 bump(db, "tracking_updates_received")
+                if s.order_id is not None:
+                    moved = carrier_progress.advance(
+                        db, s.order_id, s.status, s.last_update_at, carrier=s.carrier,
+                        shipment_id=s.shipment_id)
+                    if moved:
+                        bump(db, "orders_moved_by_tracking")
             case _:
                 pass
 

@@ -26,13 +26,20 @@ QUOTED = {
     "reroute": {"reroute_287_s", "naive_287_s", "naive_ratio_287", "seed_ratio_287"},
     "reroute_under_reads": {"reroute_alone_s", "reroute_under_reads_s", "ratio"},
     "e2e": {"p50_s", "p99_s", "mqtt_rtt_p50_ms", "rtt_ratio"},
+    "cockpit": {"telemetry_single_per_s", "telemetry_batch_per_s", "bare_batch_per_s",
+                "state_p50_ms", "push_p50_ms", "http_state_p50_ms", "healthz_p50_ms"},
     "scale": {"storm_s", "delivered_s", "lost", "applied_twice", "redelivered", "calm_s",
-              "connect_s", "failover_s", "failover_max_s"},
+              "connect_s", "failover_s", "failover_max_s", "intake_1_per_s",
+              "intake_2_per_s", "instances_2_over_1", "oversold"},
     "returns": {"accuracy_before", "accuracy_after_corrections", "test_texts"},
     "import": {"csv_rows_per_s", "csv_s", "xlsx_calamine_s", "xlsx_openpyxl_s",
                "calamine_to_openpyxl"},
     "auth": {"public_p50_ms", "token_p50_ms", "token_overhead_ms", "token_uncached_p50_ms",
              "session_p50_ms", "login_ms"},
+    "inquiries": {"orders_loaded", "inquiry_p50_ms", "inquiry_p99_ms", "order_get_p50_ms",
+                  "order_get_p99_ms", "ratio_p99", "inquiry_cpu_ms", "order_get_cpu_ms",
+                  "first_response_p50_s",
+                  "first_response_p95_s"},
 }
 
 

@@ -19,13 +19,13 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 
-from coordinator.db import Database
+from coordinator.db import Database, write_transaction
 from coordinator.errors import NotificationError
 from coordinator.ops.config import NotifyConfig
 from coordinator.ops.notify import outbox
@@ -204,8 +204,12 @@ class Dispatcher:
     """Delivers due notifications. Own DB connection (``open_db``), own HTTP client."""
 
     def __init__(self, open_db: Callable[[], Database], config: NotifyConfig, clock: Clock,
-                 *, client: httpx.AsyncClient | None = None, concurrency: int = 8) -> None:
+                 *, client: httpx.AsyncClient | None = None, concurrency: int = 8,
+                 allowed: Callable[[], bool] | None = None) -> None:
         self.config = config
+        # Several instances: only the lease holder delivers. A leader paused mid-run
+        # resumes here and must not send what the new leader sends (each notice once).
+        self.allowed = allowed
         self.clock = clock
         self._open_db = open_db
         self._db: Database | None = None
@@ -234,19 +238,23 @@ class Dispatcher:
         """Something was queued: look now rather than at the next poll."""
         self._wake.set()
 
-    async def _attempt(self, n: Notification) -> str | None:
+    async def _attempt(self, n: Notification) -> tuple[str | None, datetime]:
+        """(error or None, when it ended): a notice counts as sent when its receiver
+        acknowledged it, not when the whole batch is done (first-response times)."""
         adapter = self.adapters.get(n.kind)
         if adapter is None:
-            return f"no {n.kind} channel is configured"
+            return f"no {n.kind} channel is configured", self.clock.now()
         async with self._limit:
             try:
                 await adapter.deliver(n)
             except NotificationError as exc:
-                return str(exc)
-        return None
+                return str(exc), self.clock.now()
+        return None, self.clock.now()
 
     async def run_once(self) -> int:
         """Deliver one batch of due notifications; return how many were attempted."""
+        if self.allowed is not None and not self.allowed():
+            return 0
         d = self.config.dispatcher
         now = self.clock.now()
         batch = outbox.due(self.db, now, d.batch_size)
@@ -259,10 +267,12 @@ class Dispatcher:
                     self.stats.deferred += 1
                     continue
             attempt.append(n)
-        errors = await asyncio.gather(*(self._attempt(n) for n in attempt))
-        done = self.clock.now()
-        with self.db.atomic():
-            for n, error in zip(attempt, errors, strict=True):
+        outcomes = await asyncio.gather(*(self._attempt(n) for n in attempt))
+        # through the process's write lock, like every other writer here: a bare
+        # transaction would make a request thread's BEGIN IMMEDIATE wait in SQLite's busy
+        # handler, which sleeps in growing steps (hundreds of ms under load)
+        with write_transaction(self.db):
+            for n, (error, done) in zip(attempt, outcomes, strict=True):
                 if error is None:
                     outbox.mark_sent(self.db, n.id, done)
                     self.stats.sent += 1
@@ -292,6 +302,9 @@ class Dispatcher:
     async def run(self) -> None:
         """Loop until :meth:`request_stop` (or cancelled)."""
         while not self._stopping:
+            # cleared before the round: a notice queued while it delivers wakes the next
+            # round at once instead of waiting for the poll interval
+            self._wake.clear()
             try:
                 attempted = await self.run_once()
             except Exception:  # a broken round must not end delivery for good
@@ -299,7 +312,6 @@ class Dispatcher:
                 attempted = 0
             if attempted >= self.config.dispatcher.batch_size or self._stopping:
                 continue
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.dispatcher.poll_interval_s)
 

@@ -19,9 +19,9 @@ from pydantic_core import to_json
 from coordinator.db import Database
 from protocols.timestamps import stamp
 
-Kind = Literal["franchisee", "wecom", "sms", "webhook"]
+Kind = Literal["franchisee", "wecom", "sms", "webhook", "customer"]
 Status = Literal["pending", "sent", "failed"]
-KINDS: tuple[Kind, ...] = ("franchisee", "wecom", "sms", "webhook")
+KINDS: tuple[Kind, ...] = ("franchisee", "wecom", "sms", "webhook", "customer")
 STATUSES: tuple[Status, ...] = ("pending", "sent", "failed")
 
 

@@ -42,8 +42,8 @@ async def test_reads_answer_while_the_ops_thread_is_busy(
         busy.set()
         release.wait(30)
 
-    async with serving(app) as url, httpx.AsyncClient(base_url=url, headers=ADMIN,
-                                                      timeout=10) as http:
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=10,
+                                                      headers=ADMIN) as http:
         held = asyncio.ensure_future(app.state.ops.call(hold))
         try:
             await asyncio.to_thread(busy.wait, 10)

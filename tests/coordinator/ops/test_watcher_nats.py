@@ -6,7 +6,7 @@ exactly once."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiomqtt
@@ -122,7 +122,9 @@ async def test_losing_the_agents_node_mid_incident_loses_and_repeats_nothing(
     raw = config_dict(tmp_path, broker.url, ",".join(nats_cluster.urls), topics)
     raw["agent"].update(agent_id=AGENT_2, warehouse_id=AGENT_WH, heartbeat_s=0)
     raw["uplink_mqtt"].update(username=AGENT_2, reconnect_max_s=2.0)
-    clock = ManualClock(datetime.now(UTC))
+    # readings 7 minutes apart in all: start in the past so none is ahead of the
+    # coordinator's clock (it refuses far-future events)
+    clock = ManualClock(datetime.now(UTC) - timedelta(minutes=10))
     agent = EdgeAgent(AgentConfig.model_validate(raw), clock=clock, topics=topics)
     sensor_topic = topics.sensor(AGENT_WH, SENSOR)
 

@@ -1,0 +1,138 @@
+"""The customer side at run time: a lifespan hook that wires it into the running app.
+
+It validates ``[customer]`` (templates included) at start, so a bad template stops the
+coordinator with an error naming it; lets the order intake write each new order's
+contact and payment deadlines in the order's own transaction; registers the delivery
+adapter of customer notices with the ops dispatcher; and runs :func:`customer_tick` every
+``ops.tick_interval_s`` on a thread of its own (its own connection), waking the
+dispatcher when something was queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from fastapi import FastAPI
+
+from coordinator.customer import store
+from coordinator.customer.config import CustomerConfig, check_templates, customer_config_of
+from coordinator.customer.delivery import CustomerAdapter
+from coordinator.customer.tick import TickResult, customer_tick
+from coordinator.db import Database, open_database
+from coordinator.intake import GroupCommitter
+from coordinator.ops.runner import OpsService, ops_config_of
+from coordinator.settings import Settings
+from coordinator.web import region_tz
+from protocols.clock import Clock
+from protocols.orders import OrderIn
+
+log = logging.getLogger(__name__)
+
+
+class CustomerService:
+    def __init__(self, settings: Settings, clock: Clock,
+                 config: CustomerConfig | None = None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.config = config if config is not None else customer_config_of(settings)
+        self.templates = check_templates(self.config)
+        self.tz = region_tz(settings)
+        self.interval_s = ops_config_of(settings).tick_interval_s
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="customer-tick")
+        self._db: Database | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._adapter: CustomerAdapter | None = None
+        self.ops: OpsService | None = None
+        self.last: TickResult | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- wiring ------------------------------------------------------------------------
+    def on_stored(self, db: Database, created: Sequence[tuple[str, OrderIn]],
+                  now: datetime) -> None:
+        store.record_intake(db, created, now, self.config.payment)
+
+    def start(self, app: FastAPI) -> None:
+        self._loop = asyncio.get_running_loop()
+        intake: GroupCommitter = app.state.intake
+        intake.on_stored = self.on_stored
+        intake.hold_unpaid = not self.config.payment.unpaid_reserves_stock
+        ops = getattr(app.state, "ops", None)
+        if isinstance(ops, OpsService):
+            self.ops = ops
+            path = self.settings.db_path
+            self._adapter = CustomerAdapter(ops.dispatcher.client, self.config,
+                                            lambda: open_database(path, migrate=False))
+            ops.dispatcher.adapters["customer"] = self._adapter
+        self._task = asyncio.create_task(self._ticker(), name="customer-tick")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.conn.close()
+            self._db = None
+        if self._adapter is not None:
+            self._adapter.close()
+
+    def wake_dispatcher(self) -> None:
+        """Callable from any thread (routes run in the thread pool): the dispatcher's
+        event belongs to the app's loop."""
+        if self.ops is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self.ops.dispatcher.wake)
+
+    # -- the tick ------------------------------------------------------------------------
+    def _tick_sync(self, now: datetime) -> TickResult:
+        if self._db is None:
+            self._db = open_database(self.settings.db_path, migrate=False)
+        return customer_tick(self._db, now, self.settings, self.config, self.templates, self.tz)
+
+    async def tick(self, now: datetime | None = None) -> TickResult:
+        """One tick at ``now`` (default: the clock's), on the tick thread."""
+        moment = now if now is not None else self.clock.now()
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._executor, self._tick_sync, moment)
+        self.last = result
+        if result.queued:
+            self.wake_dispatcher()
+        return result
+
+    async def _ticker(self) -> None:
+        while True:
+            try:
+                # with several coordinator instances only the ops leader ticks (each step
+                # is claimed in the database as well, so a late follower does nothing twice)
+                if self.ops is None or self.ops.leading():
+                    await self.tick()
+            except Exception:  # a failed round is retried at the next tick
+                log.exception("customer tick failed")
+            await asyncio.sleep(self.interval_s)
+
+
+def customer_lifespan(config: CustomerConfig | None = None
+                      ) -> Callable[[FastAPI], AbstractAsyncContextManager[Any]]:
+    """A lifespan hook (after the ops one): runs :class:`CustomerService` at
+    ``app.state.customer``."""
+
+    @asynccontextmanager
+    async def running(app: FastAPI) -> AsyncIterator[None]:
+        service = CustomerService(app.state.settings, app.state.clock, config)
+        service.start(app)
+        app.state.customer = service
+        try:
+            yield
+        finally:
+            app.state.customer = None
+            await service.stop()
+
+    return running
