@@ -80,7 +80,8 @@ class OpsService:
         self.leadership: Leadership | None = None
         if self.config.cluster.enabled:
             self.leadership = Leadership(settings.instance, self.config.cluster, self.clock,
-                                         self.call)
+                                         self.call,
+                                         handle_attempts=self.config.mqtt.handle_attempts)
             self.leadership.on_elected = self._elected
             self.leadership.on_deposed = self._deposed
             self.leadership.on_result = self._after
