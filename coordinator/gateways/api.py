@@ -19,6 +19,7 @@ from coordinator.db import Database
 from coordinator.errors import Conflict, ImportFileError, NotFound
 from coordinator.gateways import store
 from coordinator.gateways.commands import signed_commands
+from coordinator.ops import commands as command_log
 from coordinator.ops.api import Ops
 from protocols import CommandKind, TopicError, encode
 from protocols.models import Ident
@@ -160,6 +161,11 @@ async def command_breaker(request: Request, warehouse_id: Annotated[str, Path(ma
             await ops.watcher.publish(topic, encode(command))
     except ConnectionError as exc:
         raise HTTPException(503, str(exc)) from exc
+    # on the warehouse's open incident's timeline; the agents' audit records follow there
+    now = _now(request)
+    await ops.call(lambda core: command_log.record_sent(core.db, warehouse_id, breaker,
+                                                        commands, now))
+    request.app.state.live.publish("incidents")
     return {"warehouse_id": warehouse_id, "breaker": breaker,
             "sent": [{"agent_id": c.agent_id, "command_id": c.command_id} for c in commands]}
 

@@ -1,11 +1,11 @@
 """The MQTT shell: subscribe, decode, hand over; reconnect with backoff. Nothing else.
 
-Subscribes with QoS 1 to every warehouse's breaker and agent-status topics and to the
-courier tracking topics, under a client id stable per instance with ``clean_session=False``
-so QoS 1 messages published while the coordinator was away wait at the broker. Given
-several broker URLs (one cluster), it moves to the next on every failure with full-jitter
-backoff (:mod:`protocols.reconnect`), so coordinators and gateways do not return in
-lockstep after a broker restart. Retained
+Subscribes with QoS 1 to every warehouse's breaker, agent-status and telemetry topics and
+to the courier tracking topics, under a client id stable per instance with
+``clean_session=False`` so QoS 1 messages published while the coordinator was away wait at
+the broker. Given several broker URLs (one cluster), it moves to the next on every failure
+with full-jitter backoff (:mod:`protocols.reconnect`), so coordinators and gateways do not
+return in lockstep after a broker restart. Retained
 breaker and status messages arrive again on every (re)subscribe; the tracker drops
 what it already processed. A payload that does not decode is counted and logged with
 the field it broke, and the loop goes on. A sink that raises while handling a message is
@@ -29,8 +29,10 @@ from coordinator.errors import ConfigError
 from coordinator.ops.config import MqttConfig
 from protocols import (
     AgentStatus,
+    AuditRecord,
     BreakerEvent,
     PayloadError,
+    TelemetrySummary,
     TopicError,
     Topics,
     TrackingUpdate,
@@ -48,7 +50,7 @@ from protocols.reconnect import BrokerRotation, Random
 
 log = logging.getLogger(__name__)
 
-OpsMessage = BreakerEvent | AgentStatus | TrackingUpdate
+OpsMessage = BreakerEvent | AgentStatus | TrackingUpdate | TelemetrySummary | AuditRecord
 
 # aiomqtt passes on only the text of a connect error; these mark certificate failures.
 _TLS_FAILURE_MARKS = ("SSL", "certificate", "CERTIFICATE", "tlsv", "TLSV")
@@ -133,7 +135,8 @@ class Watcher:
 
     def filters(self) -> list[str]:
         t = self.topics
-        return [t.breaker_filter(), t.agent_status_filter(), t.tracking_filter()]
+        return [t.breaker_filter(), t.agent_status_filter(), t.tracking_filter(),
+                t.telemetry_filter(), t.audit_filter()]
 
     async def run(self) -> None:
         """Receive until cancelled; on :class:`aiomqtt.MqttError` move to the next broker
@@ -223,6 +226,13 @@ class Watcher:
                 message = decode(AgentStatus, raw)
                 _same(parsed.warehouse, message.warehouse_id, "warehouse_id")
                 _same(parsed.agent, message.agent_id, "agent_id")
+            elif parsed.kind == "telemetry":
+                message = decode(TelemetrySummary, raw)
+                _same(parsed.warehouse, message.warehouse_id, "warehouse_id")
+                _same(parsed.zone, message.zone, "zone")
+            elif parsed.kind == "audit":
+                message = decode(AuditRecord, raw)
+                _same(parsed.warehouse, message.warehouse_id, "warehouse_id")
             elif parsed.kind == "tracking":
                 message = decode(TrackingUpdate, raw)
                 _same(parsed.carrier, message.carrier, "carrier")

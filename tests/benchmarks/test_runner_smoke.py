@@ -26,6 +26,8 @@ QUOTED = {
     "reroute": {"reroute_287_s", "naive_287_s", "naive_ratio_287", "seed_ratio_287"},
     "reroute_under_reads": {"reroute_alone_s", "reroute_under_reads_s", "ratio"},
     "e2e": {"p50_s", "p99_s", "mqtt_rtt_p50_ms", "rtt_ratio"},
+    "cockpit": {"telemetry_single_per_s", "telemetry_batch_per_s", "bare_batch_per_s",
+                "state_p50_ms", "push_p50_ms", "http_state_p50_ms", "healthz_p50_ms"},
     "scale": {"storm_s", "delivered_s", "lost", "applied_twice", "redelivered", "calm_s",
               "connect_s", "failover_s", "failover_max_s", "intake_1_per_s",
               "intake_2_per_s", "instances_2_over_1", "oversold"},
