@@ -36,7 +36,7 @@ from coordinator.ops.escalation import Escalate
 from coordinator.ops.handler import HandleResult, OpsCore
 from coordinator.ops.leadership import Leadership
 from coordinator.ops.notify.dispatcher import Dispatcher
-from coordinator.ops.watcher import OpsMessage, Watcher
+from coordinator.ops.watcher import OpsMessage, Watcher, WatcherStats
 from coordinator.secret_source import OPS_SECRETS, with_secrets
 from coordinator.settings import Settings
 from protocols import (
@@ -107,6 +107,10 @@ class OpsService:
     def _new_dispatcher(self) -> Dispatcher:
         return Dispatcher(lambda: open_database(self.settings.db_path), self.config.notify,
                           self.clock, allowed=self.leading)
+
+    @property
+    def watcher_stats(self) -> WatcherStats:
+        return self.watcher.stats
 
     def leading(self) -> bool:
         """This instance runs the ops loop (always, with one instance)."""

@@ -126,6 +126,9 @@ async def test_leader_killed_mid_reroute_standby_finishes_and_nothing_is_done_tw
                        30, "notices delivered")
         async with httpx.AsyncClient(base_url=procs[other].url, headers=ADMIN) as client:
             cluster = (await client.get("/metrics/summary")).json()["cluster"]
+            scraped = (await client.get("/metrics")).text
+        assert "breakwater_ops_leader 1.0" in scraped
+        assert "breakwater_ops_lease_terms_total 1.0" in scraped
         assert cluster["leading"] and cluster["holder"] == procs[other].instance
         assert cluster["inbox_backlog"] == 0 and cluster["terms"] == 1
     assert_consistent(db_path, tmp_path)
