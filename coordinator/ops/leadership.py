@@ -53,6 +53,12 @@ class Leadership:
     def guard(self, db: Database, now: datetime) -> None:
         lease_store.check(db, self.instance, self.keeper.epoch, now)
 
+    def release(self, core: OpsCore) -> None:
+        """Give the lease up at shutdown (on the ops thread)."""
+        lease_store.release(core.db, self.instance, self.keeper.epoch, self.clock.now())
+        self.keeper.step_down()
+        self.elected.clear()
+
     def leading(self) -> bool:
         return self.keeper.leading(self.clock.now())
 

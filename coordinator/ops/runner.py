@@ -174,6 +174,13 @@ class OpsService:
                 log.warning("ops task %s did not stop within %.0f s", task.get_name(),
                             STOP_TIMEOUT_S)
         self._tasks.clear()
+        if self.leadership is not None and self.leadership.leading():
+            # hand over now instead of letting the standby wait out the TTL (a rolling
+            # restart); the ops tasks have ended, so nothing of ours writes after this
+            try:
+                await self.call(self.leadership.release)
+            except Exception:
+                log.exception("could not release the ops lease; the standby waits it out")
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_core)
         self._executor.shutdown(wait=True)
 
