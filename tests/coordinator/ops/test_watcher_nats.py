@@ -136,7 +136,9 @@ async def test_losing_the_agents_node_mid_incident_loses_and_repeats_nothing(
     settings = settings_for(path, nats_cluster.urls, topics)
     task = asyncio.create_task(agent.run())
     try:
-        async with OpsService(settings, ops_config(tmp_path)) as ops:
+        # the coordinator shares the agent's (fast-forwarded) clock: on the real clock the
+        # agent's event times would be minutes in the future, and a future clear is refused
+        async with OpsService(settings, ops_config(tmp_path), clock) as ops:
             await asyncio.wait_for(ops.watcher.connected.wait(), 60)
             await wait_for(lambda: agent.stats.uplink_connected, 60, "the agent's uplink")
             for value, gap in ((12.0, 0), (12.0, 150), (12.0, 151)):
