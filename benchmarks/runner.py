@@ -12,12 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocols.cli import add_version
+
 BENCHMARKS = {
     "edge_ingest": "benchmarks.edge_ingest",
     "allocate": "benchmarks.allocate",
     "reroute": "benchmarks.reroute",
     "reroute_under_reads": "benchmarks.reroute_under_reads",
     "e2e": "benchmarks.e2e",
+    "cockpit": "benchmarks.cockpit",
     "scale": "benchmarks.scale",
     "returns": "benchmarks.returns",
     "import": "benchmarks.imports",
@@ -64,14 +67,20 @@ def _table(result: Result, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("name", choices=sorted(BENCHMARKS))
+    add_version(parser)
+    parser.add_argument("name", choices=sorted(BENCHMARKS), help="which benchmark to run")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     parser.add_argument("--quick", action="store_true", help="smaller run (used by tests)")
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite",
                         help="backend (postgresql: a private server from the installed "
                              "binaries, SQLite measured in the same run as the baseline)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     module = importlib.import_module(BENCHMARKS[args.name])
     run: Callable[..., Result] = module.run

@@ -1,6 +1,6 @@
 """``python -m coordinator``: serve the API, import operator exports, load the sample region.
 
-    python -m coordinator serve [--db PATH] [--host H] [--port P] [--config FILE.toml]
+    python -m coordinator serve [--config FILE.toml] [--db PATH] [--host H] [--port P]
     python -m coordinator import FILE.csv|FILE.json [--kind warehouses|skus|stores|inventory|staff]
     python -m coordinator seed-sample [--db PATH]
     python -m coordinator migrate-db SRC.sqlite postgresql://user@host:port/db
@@ -28,6 +28,7 @@ from coordinator.intel import cli as intel_cli
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES, SAMPLE_GATEWAYS
 from coordinator.roster_store import import_staff_file
 from coordinator.settings import Settings
+from protocols.cli import add_version, everywhere
 from protocols.clock import SystemClock
 
 STAFF = "staff"
@@ -49,11 +50,13 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from coordinator.ops.app import create_app_with_ops
+    from coordinator.serving import SHUTDOWN_GRACE_S
 
     settings = _settings(args)
     # per-request access logging costs more than allocating the order: off unless asked
     uvicorn.run(create_app_with_ops(settings), host=settings.host, port=settings.port,
-                log_level="info", access_log=args.access_log)
+                log_level="info", access_log=args.access_log,
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     return 0
 
 
@@ -108,25 +111,28 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+DB_HELP = "SQLite path or postgresql:// URL (default: settings db_path or $BREAKWATER_DB)"
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m coordinator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="TOML settings file (default: $BREAKWATER_CONFIG)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the HTTP API")
-    serve.add_argument("--db", help="SQLite path or postgresql:// URL (default: $BREAKWATER_DB)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    add_version(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the HTTP API, the ops side and the dashboard")
+    serve.add_argument("--db", help=DB_HELP)
+    serve.add_argument("--host", help="address to listen on (default: settings host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: settings port, 8000)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(run=_serve)
     imp = sub.add_parser("import", help="import CSV/JSON exports (all rows or none)")
-    imp.add_argument("files", nargs="+")
+    imp.add_argument("files", nargs="+", help="CSV or JSON files (warehouses, skus, staff ...)")
     imp.add_argument("--kind", choices=[*(k.value for k in Kind), STAFF],
                      help="what the file holds (default: from its name)")
-    imp.add_argument("--db")
+    imp.add_argument("--db", help=DB_HELP)
     imp.set_defaults(run=_import)
     seed = sub.add_parser("seed-sample", help="load the shipped Hangzhou sample region")
-    seed.add_argument("--db")
+    seed.add_argument("--db", help=DB_HELP)
     seed.set_defaults(run=_seed)
     migrate = sub.add_parser("migrate-db", help="copy a SQLite database into PostgreSQL")
     migrate.add_argument("source", help="SQLite path (or sqlite:///path)")
@@ -135,6 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     auth_cli.add_commands(sub, _settings)
     gateway_cli.add_commands(sub, _settings)
     intel_cli.add_commands(sub, _settings)
+    # before or after the subcommand: `--config F serve` and `serve --config F` both work
+    everywhere(parser, "--config", default=None, metavar="FILE",
+               help="TOML settings file (default: $BREAKWATER_CONFIG)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)

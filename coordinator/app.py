@@ -14,6 +14,7 @@ notification outbox) live there. ``app.state`` holds ``settings``, ``clock``,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -40,7 +41,7 @@ from pydantic import (
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 
-from coordinator import auth, ledger, queries
+from coordinator import auth, ledger, observability, queries
 from coordinator.auth.config import auth_config_of
 from coordinator.body_limits import BodyLimitMiddleware
 from coordinator.catalog import (
@@ -60,6 +61,8 @@ from coordinator.engine import CandidateTrace, why_not
 from coordinator.engine import Decision as EngineDecision
 from coordinator.errors import Conflict, ImportFileError, NotFound, StoreError
 from coordinator.intake import GroupCommitter
+from coordinator.live import LocalHub
+from coordinator.observability import Metrics
 from coordinator.postgres import is_postgres_url
 from coordinator.retry import RetryResult, retry_waiting
 from coordinator.settings import Settings
@@ -314,11 +317,12 @@ def _normalise_all(items: Sequence[BaseModel], single: bool) -> list[OrderIn] | 
     return orders
 
 
-def _decision_view(row: dict[str, Any]) -> dict[str, Any]:
+def _decision_view(row: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     candidates = ledger.trace_candidates(row["trace"])
     lines = []
     for c in candidates:
-        head = f"{c['warehouse_id']} ({c['distance_km']} km)"
+        c["name"] = names.get(c["warehouse_id"])
+        head = f"{c['warehouse_id']} {c['name'] or ''} ({c['distance_km']} km)".replace("  ", " ")
         if c["chosen"]:
             lines.append(f"{head}: CHOSEN, score {c['score']}, reservation rate "
                          f"{c['reservation_rate']:.0%}, stock depth {c['stock_depth']}x")
@@ -405,6 +409,8 @@ def _orders_router() -> APIRouter:
             _count(request, "orders_rejected")
             return _unknown_reference(exc)
         created = [o for o in outcomes if o.created]
+        if created:
+            request.app.state.live.publish("orders")
         _count(request, "orders_created", len(created))
         _count(request, "orders_skewed", sum(1 for o in created if o.skewed))
         _count(request, "orders_unallocated", sum(1 for o in created if o.status == "unallocated"))
@@ -474,6 +480,7 @@ def _orders_router() -> APIRouter:
         except Conflict as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from exc
         out: dict[str, Any] = {"order_id": order_id, "status": status}
+        request.app.state.live.publish("orders")
         settings: Settings = request.app.state.settings
         if status == "cancelled" and settings.intake.retry_on_change:
             # the stock it held is free again: a waiting order of those SKUs may fit now
@@ -496,8 +503,9 @@ def _orders_router() -> APIRouter:
         rows = queries.decisions_of(db, order_id)
         if not queries.order_exists(db, order_id):
             raise _not_found(NotFound("order", order_id))
+        names = queries.warehouse_names(db)
         out: dict[str, Any] = {"order_id": order_id,
-                               "decisions": [_decision_view(r) for r in rows]}
+                               "decisions": [_decision_view(r, names) for r in rows]}
         if why_not_warehouse is not None:
             try:
                 wh = queries.get_warehouse(db, why_not_warehouse)
@@ -505,11 +513,14 @@ def _orders_router() -> APIRouter:
                 raise _not_found(exc) from exc
             lat, lon = queries.order_position(db, order_id)
             distance = round(great_circle_km(lat, lon, wh["lat"], wh["lon"]), 3)
-            latest = rows[-1] if rows else None
-            answer = (why_not(_as_decision(latest), why_not_warehouse, distance)
-                      if latest is not None else "no allocation decision recorded yet")
-            out["why_not"] = {"warehouse_id": why_not_warehouse, "distance_km": distance,
-                              "answer": answer}
+            # every decision of the order: it may have been allocated there, then
+            # rerouted away; the latest answer first, the whole history beside it
+            history = [{"decision": n, "kind": r["kind"], "decided_at": r["decided_at"],
+                        "answer": why_not(_as_decision(r), why_not_warehouse, distance)}
+                       for n, r in enumerate(rows, 1)]
+            answer = history[-1]["answer"] if history else "no allocation decision recorded yet"
+            out["why_not"] = {"warehouse_id": why_not_warehouse, "name": wh["name"],
+                              "distance_km": distance, "answer": answer, "history": history}
         return out
 
     return router
@@ -759,6 +770,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         open_database(chosen.db_path).conn.close()  # create and migrate once, at start
+        # per app, never process-wide: tests and benchmarks run many apps in one process
+        app.state.metrics = Metrics()
+        app.state.live = LocalHub(asyncio.get_running_loop())
         connections = Connections(chosen.db_path)
         app.state.connections = connections
         app.state.reads = Coalescer()  # identical reads in flight share one computation
@@ -786,6 +800,7 @@ def create_app(
                     await stack.enter_async_context(hook(app))
                 yield
         finally:
+            app.state.live.close()
             intake.stop()
             if checkpointer is not None:
                 checkpointer.stop()
@@ -832,6 +847,7 @@ def create_app(
         app.include_router(router)
     app.include_router(_orders_router())
     app.include_router(_catalog_router())
+    observability.install(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -13,7 +13,8 @@ from typing import Any
 from coordinator.db import Database
 from coordinator.gateways.store import security_summary
 from coordinator.ledger import TIMELINE_LABELS
-from protocols.timestamps import parse_stamp
+from coordinator.ops import incident_log, telemetry
+from protocols.timestamps import parse_stamp, stamp
 
 # the notification outbox's states, in the order an operator reads them
 NOTIFICATION_STATUSES = ("pending", "sent", "failed")
@@ -62,6 +63,11 @@ def warehouses(db: Database) -> list[dict[str, Any]]:
     open_orders = dict(db.conn.execute(
         "SELECT warehouse_id, count(*) FROM orders WHERE status = 'allocated' "
         "AND warehouse_id IS NOT NULL GROUP BY warehouse_id").fetchall())
+    readings: dict[str, list[dict[str, Any]]] = {}
+    for r in telemetry.latest(db):
+        readings.setdefault(r.warehouse_id, []).append(
+            {"zone": r.zone, "metric": r.metric, "last": r.last, "max": r.max,
+             "at": stamp(r.window_end)})
     out = []
     for w in _rows(db, "SELECT id, name, address, cold_chain, available, paused, "
                        "unavailable_reason, updated_at FROM warehouses ORDER BY id"):
@@ -83,11 +89,20 @@ def warehouses(db: Database) -> list[dict[str, Any]]:
         reasons += [f"paused: {h['reason']}" for h in manual]
         if not reasons and state != "available" and w["unavailable_reason"]:
             reasons.append(w["unavailable_reason"])
+        # the same causes as codes the page translates (the text above stays for the API)
+        causes = [{"kind": "breaker", "name": b["breaker"], "code": b["reason"],
+                   "since": b["since"]} for b in open_breakers]
+        causes += [{"kind": "hold", "name": h["hold"].partition(":")[0],
+                    "code": h["hold"].partition(":")[2] or None, "text": h["reason"],
+                    "since": h["since"]} for h in automatic]
+        causes += [{"kind": "paused", "name": "manual", "code": None, "text": h["reason"],
+                    "since": h["since"]} for h in manual]
         out.append({
             "id": wid, "name": w["name"], "address": w["address"],
             "cold_chain": bool(w["cold_chain"]), "available": bool(w["available"]),
             "paused": bool(w["paused"]), "state": state, "state_label": STATE_LABELS[state],
-            "reason": "; ".join(reasons) or None, "open_breakers": open_breakers,
+            "reason": "; ".join(reasons) or None, "causes": causes,
+            "readings": readings.get(wid, []), "open_breakers": open_breakers,
             "holds": wh_holds, "agents": agents.get(wid, []),
             "last_seen": last_seen.get(wid), "open_orders": int(open_orders.get(wid, 0)),
         })
@@ -115,9 +130,26 @@ def incidents(db: Database, limit: int) -> list[dict[str, Any]]:
     names = dict(db.conn.execute("SELECT id, name FROM warehouses").fetchall())
     ordered = sorted(merged.values(), key=lambda r: parse_stamp(r["opened_at"]),
                      reverse=True)[:limit]
+    destinations: dict[str, list[dict[str, Any]]] = {}
+    if ordered:
+        ids = [r["incident_id"] for r in ordered]
+        marks = ", ".join(f":i{n}" for n in range(len(ids)))
+        for incident_id, target, n in db.conn.execute(
+                "SELECT incident_id, new_warehouse_id, count(*) FROM incident_orders "
+                f"WHERE outcome = 'moved' AND incident_id IN ({marks}) "
+                "GROUP BY incident_id, new_warehouse_id ORDER BY incident_id, count(*) DESC, "
+                "new_warehouse_id", {f"i{n}": i for n, i in enumerate(ids)}):
+            destinations.setdefault(incident_id, []).append(
+                {"warehouse_id": target, "name": names.get(target), "orders": n})
+    tripped = incident_log.trip_times(db, [r["incident_id"] for r in ordered])
     for r in ordered:
         r["warehouse_name"] = names.get(r["warehouse_id"])
         r["open"] = r["closed_at"] is None
+        # the trip's event time: what the notices and the demo report show (opened_at is
+        # when head office heard of it, later after an uplink outage)
+        r["tripped_at"] = tripped.get(r["incident_id"])
+        # where the moved orders went: "287 moved" names its warehouses
+        r["destinations"] = destinations.get(r["incident_id"], [])
     return ordered
 
 

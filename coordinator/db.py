@@ -82,6 +82,10 @@ MIGRATION_MODULES = (
     "coordinator.ops.schema",
     "coordinator.ops.cluster_schema",
     "coordinator.intel.schema",
+    "coordinator.ops.telemetry",
+    "coordinator.ops.incident_log",
+    "coordinator.ops.notify.franchisee",
+    "coordinator.ops.commands",
     "coordinator.auth.schema",
     "coordinator.gateways.schema",  # after ops: it registers the agents ops has seen
     "coordinator.roster_store",

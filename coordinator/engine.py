@@ -111,7 +111,9 @@ class CandidateTrace(NamedTuple):
     stock_depth: float | None = None
     score: float | None = None
     chosen: bool = False
-    dropped_by: str | None = None  # geofence | inventory | capacity | ranking | excluded
+    # geofence (unavailable, paused, not cold chain) | stock (a line cannot be covered) |
+    # inventory (reservation rate) | capacity | ranking | excluded
+    dropped_by: str | None = None
     why: str | None = None
 
 
@@ -173,6 +175,7 @@ class _Feasible:
     distance_km: float
     rate: float = 0.0
     depth: float = 0.0
+    rate_sku: str | None = None  # the order's SKU whose reserved share set ``rate``
 
 
 @dataclass(slots=True)
@@ -289,7 +292,7 @@ def _walk(
                 covered += 1
         if short is not None:
             why = f"short of {short.sku_id}: {short_have} sellable < {short.qty} ordered"
-            drop(_trace((wid, d, None, None, None, False, "geofence", why)))
+            drop(_trace((wid, d, None, None, None, False, "stock", why)))
             if want_split and covered and len(walk.partial) < split_pool:
                 walk.partial.append(_Feasible(wh, distance))
             continue
@@ -306,20 +309,23 @@ def _rate_and_depth(f: _Feasible, lines: Sequence[Line],
     per = stock.get(f.warehouse.id) or {}
     rate = 0.0
     depth = math.inf
+    rate_sku = None
     for line in lines:
         st = per.get(line.sku_id)
         if st is None or st.on_hand <= 0:
-            rate = 1.0
+            if rate < 1.0:
+                rate, rate_sku = 1.0, line.sku_id
             depth = 0.0
             continue
         on_hand = st.on_hand
         line_rate = st.reserved / on_hand
         if line_rate > rate:
-            rate = line_rate
+            rate, rate_sku = line_rate, line.sku_id
         line_depth = (on_hand - st.reserved - st.safety_stock) / line.qty
         if line_depth < depth:
             depth = line_depth
     f.rate = rate
+    f.rate_sku = rate_sku
     f.depth = 0.0 if depth == math.inf else depth
 
 
@@ -349,7 +355,8 @@ def allocate(
         _rate_and_depth(f, lines, stock)
         wh = f.warehouse
         if f.rate > threshold:
-            why = f"reservation rate {f.rate:.0%} above {threshold:.0%}"
+            # the SKU that set it: the warehouse as a whole may look nearly empty
+            why = f"reservation rate of {f.rate_sku} {f.rate:.0%} above {threshold:.0%}"
             traces.append(_trace((wh.id, f.distance_km, round(f.rate, 4), round(f.depth, 3),
                                   None, False, "inventory", why)))
         elif _over_capacity(wh):
@@ -541,7 +548,8 @@ def why_not(decision: Decision, warehouse_id: str, distance_km: float | None) ->
     if decision.omitted and distance_km <= decision.farthest_examined_km:
         return (f"{warehouse_id} ({distance_km:.3f} km) failed the geofence; its detail was "
                 f"left out of the trace ({decision.omitted} candidates omitted)")
-    feasible = [c for c in decision.candidates if c.dropped_by not in ("geofence", "excluded")]
+    feasible = [c for c in decision.candidates
+                if c.dropped_by not in ("geofence", "stock", "excluded")]
     return (f"{warehouse_id} ({distance_km:.3f} km) was farther than the {len(feasible)} "
             f"nearest feasible warehouse(s); the search stopped at "
             f"{decision.farthest_examined_km} km")

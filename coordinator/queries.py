@@ -46,6 +46,11 @@ def get_warehouse(db: Database, warehouse_id: str) -> dict[str, Any]:
     return row
 
 
+def warehouse_names(db: Database) -> dict[str, str]:
+    """Every warehouse's name by id (traces show names beside ids)."""
+    return {str(i): str(n) for i, n in db.execute("SELECT id, name FROM warehouses")}
+
+
 def decisions_of(db: Database, order_id: str) -> list[dict[str, Any]]:
     """Every allocation decision of an order, oldest first, trace decoded."""
     rows = _dicts(db, "SELECT * FROM allocation_decisions WHERE order_id = ? ORDER BY id",

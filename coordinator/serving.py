@@ -17,6 +17,10 @@ import uvicorn
 
 from coordinator.errors import CoordinatorError
 
+# The dashboard's server-sent event streams never end by themselves: uvicorn waits this
+# long for open responses at shutdown, then cancels them.
+SHUTDOWN_GRACE_S = 3
+
 
 @contextmanager
 def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0,
@@ -26,7 +30,8 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0,
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
                               name=f"uvicorn-{bound_port}", daemon=True)

@@ -19,6 +19,7 @@ import sys
 
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.errors import ConfigError, EdgeError
+from protocols.cli import add_version
 
 
 def summary(config: AgentConfig) -> str:
@@ -96,23 +97,26 @@ def new_incarnation(path: str) -> int:
     return 0
 
 
-def command(argv: list[str]) -> int:
+def add_command_arguments(parser: argparse.ArgumentParser) -> None:
+    from protocols import CommandKind
+
+    parser.add_argument("site", metavar="CONFIG", help="the gateway's TOML file")
+    parser.add_argument("breaker", help="the breaker to command (as in the config)")
+    parser.add_argument("kind", choices=[k.value for k in CommandKind], help="what to do")
+    parser.add_argument("--actor", required=True, help="who acts (audited as local:NAME)")
+    parser.add_argument("--reason", required=True, help="why (audited)")
+    parser.add_argument("--minutes", type=float, help="how long an override lasts")
+    parser.add_argument("--uplink", action="store_true",
+                        help="send through the uplink broker instead of the local one")
+
+
+def command(opts: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from edge_agent.local_command import local_command, publish_command
     from protocols import CommandKind
 
-    parser = argparse.ArgumentParser(prog="python -m edge_agent command")
-    parser.add_argument("config")
-    parser.add_argument("breaker")
-    parser.add_argument("kind", choices=[k.value for k in CommandKind])
-    parser.add_argument("--actor", required=True, help="who acts (audited as local:NAME)")
-    parser.add_argument("--reason", required=True)
-    parser.add_argument("--minutes", type=float, help="how long an override lasts")
-    parser.add_argument("--uplink", action="store_true",
-                        help="send through the uplink broker instead of the local one")
-    opts = parser.parse_args(argv)
-    config = _load(opts.config)
+    config = _load(opts.site)
     if config is None:
         return 2
     try:
@@ -143,26 +147,44 @@ async def _serve(config: AgentConfig) -> None:
         await task
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "check":
-        parser = argparse.ArgumentParser(prog="python -m edge_agent check")
-        parser.add_argument("config")
-        return check(parser.parse_args(args[1:]).config)
-    if args and args[0] == "new-incarnation":
-        parser = argparse.ArgumentParser(prog="python -m edge_agent new-incarnation")
-        parser.add_argument("config")
-        return new_incarnation(parser.parse_args(args[1:]).config)
-    if args and args[0] == "command":
-        return command(args[1:])
-    if args and args[0] == "replay":
-        from edge_agent.replay import main as replay_main
+def build_parser() -> argparse.ArgumentParser:
+    from edge_agent import replay
 
-        return replay_main(args[1:])
-    parser = argparse.ArgumentParser(prog="python -m edge_agent", description=__doc__)
-    parser.add_argument("--config", required=True, help="the gateway's TOML file")
-    parser.add_argument("--log-level", default="INFO")
-    opts = parser.parse_args(args)
+    parser = argparse.ArgumentParser(prog="python -m edge_agent", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(parser)
+    parser.add_argument("--config", metavar="FILE",
+                        help="the gateway's TOML file: run the agent with it")
+    parser.add_argument("--log-level", default="INFO",
+                        help="DEBUG, INFO (default), WARNING or ERROR")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    check_cmd = sub.add_parser("check", help="validate a config; exit 2 naming the field")
+    check_cmd.add_argument("site", metavar="CONFIG", help="the gateway's TOML file")
+    fresh = sub.add_parser("new-incarnation",
+                           help="new incarnation for a restored state database (agent stopped)")
+    fresh.add_argument("site", metavar="CONFIG", help="the gateway's TOML file")
+    add_command_arguments(sub.add_parser(
+        "command", help="sign a breaker command and send it through the local broker"))
+    replay.add_arguments(sub.add_parser("replay", help="replay a recorded night through the "
+                                        "site's rules", description=replay.DESCRIPTION))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    opts = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if opts.command == "check":
+        return check(opts.site)
+    if opts.command == "new-incarnation":
+        return new_incarnation(opts.site)
+    if opts.command == "command":
+        return command(opts)
+    if opts.command == "replay":
+        from edge_agent import replay
+
+        return replay.run(opts)
+    if opts.config is None:
+        parser.error("--config FILE is required to run the agent (or give a COMMAND)")
     logging.basicConfig(
         level=opts.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

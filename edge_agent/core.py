@@ -29,6 +29,7 @@ from edge_agent.messages import (
     countdown,
     dead_letter,
     telemetry_message,
+    trip_limit,
 )
 from edge_agent.readings import Metric, Reading
 from edge_agent.routing import SensorRouter
@@ -404,7 +405,9 @@ class AgentCore:
     ) -> None:
         for change in changes:
             self.seq += 1
-            out.messages.append(breaker_message(self.me, change, self.seq, self.session_seq, now))
+            limit = trip_limit(self.machines.get(f"{change.zone}/{change.rule}"))
+            out.messages.append(
+                breaker_message(self.me, change, self.seq, self.session_seq, now, limit))
             self.counters.events_created += 1
         for summary in summaries:
             self.seq += 1

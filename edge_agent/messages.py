@@ -23,6 +23,7 @@ from protocols import (
     RuleCountdown,
     TelemetrySummary,
     Topics,
+    TripLimit,
     TripValue,
     encode,
 )
@@ -53,8 +54,23 @@ class Identity:
     incarnation: str | None
 
 
+def trip_limit(machine: RuleMachine | None) -> TripLimit | None:
+    """The limit of the rule behind a change (``above 8 °C for 300 s``), for the
+    coordinator's charts and the notices people read."""
+    if machine is None:
+        return None
+    spec = machine.spec
+    value = spec.above if spec.above is not None else spec.below
+    if value is None or spec.metric not in ("temperature_c", "humidity_pct"):
+        return None
+    return TripLimit(metric="humidity_pct" if spec.metric == "humidity_pct" else "temperature_c",
+                     op="above" if spec.above is not None else "below", value=value,
+                     for_s=spec.for_s)
+
+
 def breaker_message(
-    me: Identity, change: BreakerChange, seq: int, session_seq: int, now: datetime
+    me: Identity, change: BreakerChange, seq: int, session_seq: int, now: datetime,
+    limit: TripLimit | None = None,
 ) -> OutgoingMessage:
     event = BreakerEvent(
         warehouse_id=me.warehouse_id,
@@ -76,6 +92,7 @@ def breaker_message(
             TripValue(sensor_id=r.sensor_id, metric=r.metric, value=r.value, ts=r.ts)
             for r in change.values[-64:]
         ],
+        limit=limit,
         since=change.since,
         episode_id=change.episode_id,
         seq=seq,

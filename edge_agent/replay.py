@@ -179,21 +179,30 @@ def timeline(result: Replay, tz: tzinfo) -> list[str]:
     return lines
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edge_agent replay",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", help="the site's TOML file")
+DESCRIPTION = __doc__.split("\n\n")[0]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("site", metavar="CONFIG", help="the site's TOML file")
     parser.add_argument("readings", help="a data logger CSV or JSONL of MQTT messages")
     parser.add_argument("--tz", default="UTC",
                         help="time zone for times without offset and for the output")
-    opts = parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edge_agent replay", description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(opts: argparse.Namespace) -> int:
     try:
         tz = ZoneInfo(opts.tz)
     except (ZoneInfoNotFoundError, ValueError):
         print(f"invalid: --tz: unknown time zone {opts.tz!r}", file=sys.stderr)
         return 2
     try:
-        config = load_config(opts.config)
+        config = load_config(opts.site)
         result = replay(config, read_steps(Path(opts.readings), tz))
     except (ConfigError, ReplayError) as exc:
         print(f"invalid: {exc}", file=sys.stderr)

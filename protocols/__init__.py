@@ -22,6 +22,7 @@ from protocols.models import (
     SensorReading,
     TelemetrySummary,
     TrackingUpdate,
+    TripLimit,
     TripValue,
 )
 from protocols.mqtt_url import (
@@ -56,6 +57,7 @@ __all__ = [
     "TopicError",
     "Topics",
     "TrackingUpdate",
+    "TripLimit",
     "TripValue",
     "client_tls_context",
     "decode",

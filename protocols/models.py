@@ -110,6 +110,18 @@ class TripValue(BaseModel):
     ts: UtcDatetime
 
 
+class TripLimit(BaseModel):
+    """The rule a breaker follows: ``metric`` ``op`` ``value`` held for ``for_s`` seconds
+    trips it (what a person reads as "above 8 °C for 5 min")."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
+
+    metric: Literal["temperature_c", "humidity_pct"]
+    op: Literal["above", "below"]
+    value: float
+    for_s: float = Field(ge=0)
+
+
 class BreakerEvent(WireModel):
     """A breaker's state change, published by the agent that owns the breaker.
 
@@ -140,6 +152,8 @@ class BreakerEvent(WireModel):
     reason: str = Field(min_length=1, max_length=64)
     detail: str = ""
     values: list[TripValue] = Field(default_factory=list, max_length=64)
+    # optional (v1 agents omit it): the rule's limit, for charts and notices
+    limit: TripLimit | None = None
     since: UtcDatetime
     episode_id: str | None = None
     seq: int = Field(ge=0)

@@ -6,11 +6,12 @@ Each channel names its fields its own way; :func:`normalise` turns any of them i
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocols.models import UtcDatetime
 
@@ -120,13 +121,18 @@ class WechatMiniOrder(_Lenient):
 
 
 # -- Meituan ---------------------------------------------------------------------
+# a detail string this long holds far more than the 200 items an order may have
+MAX_DETAIL_TEXT = 100_000
+
 class MeituanFood(_Lenient):
     app_food_code: str = Field(min_length=1, max_length=64)
     quantity: Qty
 
 
 class MeituanOrder(_Lenient):
-    """Meituan push (``wm_order_id_view``; ``ctime`` in Unix seconds)."""
+    """Meituan push (``wm_order_id_view``; ``ctime`` in Unix seconds). Meituan sends
+    ``detail`` as a JSON *string* (``"[{\"app_food_code\": ...}]"``); a list is accepted
+    too."""
 
     channel: Literal["meituan"] = "meituan"
     wm_order_id_view: str = Field(min_length=1, max_length=64)
@@ -140,6 +146,18 @@ class MeituanOrder(_Lenient):
     ctime: int | None = Field(default=None, ge=0)
     # Meituan's order status: 1 = submitted, not paid yet; 2 and later = paid
     status: int | None = Field(default=None, ge=1, le=100)
+
+    @field_validator("detail", mode="before")
+    @classmethod
+    def _detail_as_sent(cls, value: object) -> object:
+        if isinstance(value, str | bytes):
+            if len(value) > MAX_DETAIL_TEXT:
+                raise ValueError(f"JSON text longer than {MAX_DETAIL_TEXT} characters")
+            try:
+                return json.loads(value)
+            except ValueError as exc:  # JSONDecodeError and bad UTF-8 bytes
+                raise ValueError(f"not a JSON array of items: {exc}") from exc
+        return value
 
 
 # -- Douyin ----------------------------------------------------------------------

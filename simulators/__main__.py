@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from protocols import Topics
+from protocols.cli import add_version
 from protocols.clock import ManualClock
 from simulators.edge_configs import EdgeConfigError, load_edge_configs, routing_table, write_configs
 from simulators.region import Region, RegionError, default_region, load_region
@@ -176,7 +177,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m simulators", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    add_version(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     scenario = sub.add_parser("scenario", help="scenario files")
     scenario_sub = scenario.add_subparsers(dest="scenario_command", required=True)
@@ -188,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=_cmd_list)
 
     sensors = sub.add_parser("sensors", help="replay a scenario's sensors onto MQTT")
-    sensors.add_argument("--scenario", required=True)
-    sensors.add_argument("--url", default="mqtt://127.0.0.1:1883")
+    sensors.add_argument("--scenario", required=True,
+                         help="a scenario file, or the name of a shipped one")
+    sensors.add_argument("--url", default="mqtt://127.0.0.1:1883", help="broker URL")
     sensors.add_argument("--speed", default="60", help="1, 60, ... or max")
     sensors.add_argument("--seed", type=int, default=None, help="override the file's seed")
     sensors.add_argument("--root", default="breakwater", help="contract topic root")
@@ -201,28 +204,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sensors.add_argument("--external-prefix", default="", help="prefix for non-native topics")
     sensors.add_argument("--junk-every", type=int, default=0, help="a bad payload every N messages")
-    sensors.add_argument("--qos", type=int, choices=(0, 1), default=0)
-    sensors.add_argument("--client-id", default=None)
+    sensors.add_argument("--qos", type=int, choices=(0, 1), default=0,
+                         help="QoS of the published readings")
+    sensors.add_argument("--client-id", default=None, help="MQTT client id (default: random)")
     _add_region(sensors)
     sensors.set_defaults(func=_cmd_sensors)
 
     orders = sub.add_parser("orders", help="generate orders; POST them or write JSONL")
     orders.add_argument("--url", default="http://127.0.0.1:8000", help="coordinator base URL")
-    orders.add_argument("--count", type=int, default=1000)
+    orders.add_argument("--count", type=int, default=1000, help="how many orders")
     orders.add_argument("--rate", type=float, default=None, help="orders per second")
     orders.add_argument("--batch", type=int, default=100, help="orders per request (1 = single)")
-    orders.add_argument("--per-day", type=int, default=14_000)
-    orders.add_argument("--seed", type=int, default=1)
-    orders.add_argument("--start", default="2026-01-15T00:00:00+08:00")
+    orders.add_argument("--per-day", type=int, default=14_000,
+                        help="daily volume the arrival times follow")
+    orders.add_argument("--seed", type=int, default=1, help="random seed (same seed, same orders)")
+    orders.add_argument("--start", default="2026-01-15T00:00:00+08:00",
+                        help="first order's time (ISO 8601 with offset)")
     orders.add_argument("--out", default=None, help="write JSONL here instead of posting")
     _add_region(orders)
     orders.set_defaults(func=_cmd_orders)
 
     configs = sub.add_parser("edge-configs", help="write one edge agent config per warehouse")
-    configs.add_argument("--scenario", default="freezing_rain_night")
-    configs.add_argument("--out", type=Path, default=Path("edge-configs"))
-    configs.add_argument("--root", default="breakwater")
-    configs.add_argument("--external-prefix", default="")
+    configs.add_argument("--scenario", default="freezing_rain_night",
+                         help="a scenario file, or the name of a shipped one")
+    configs.add_argument("--out", type=Path, default=Path("edge-configs"),
+                         help="directory for the TOML files")
+    configs.add_argument("--root", default="breakwater", help="contract topic root")
+    configs.add_argument("--external-prefix", default="", help="prefix for non-native topics")
     configs.add_argument(
         "--mqtt-url", default=None, help="add local_mqtt/uplink_mqtt sections for this broker"
     )
@@ -232,16 +240,19 @@ def build_parser() -> argparse.ArgumentParser:
     logger = sub.add_parser(
         "logger-csv", help="one warehouse's readings as a data logger's CSV export"
     )
-    logger.add_argument("--scenario", default="freezing_rain_night")
-    logger.add_argument("--warehouse", required=True)
-    logger.add_argument("--out", type=Path, required=True)
+    logger.add_argument("--scenario", default="freezing_rain_night",
+                        help="a scenario file, or the name of a shipped one")
+    logger.add_argument("--warehouse", required=True, help="whose readings, e.g. WH-02")
+    logger.add_argument("--out", type=Path, required=True, help="the CSV file to write")
     _add_region(logger)
     logger.set_defaults(func=_cmd_logger_csv)
 
     demo = sub.add_parser("demo", help="the freezing-rain night, end to end")
-    demo.add_argument("--scenario", default="freezing_rain_night")
-    demo.add_argument("--speed", default="max")
-    demo.add_argument("--workdir", type=Path, default=None)
+    demo.add_argument("--scenario", default="freezing_rain_night",
+                      help="a scenario file, or the name of a shipped one")
+    demo.add_argument("--speed", default="max", help="replay speed: 1, 60, ... or max")
+    demo.add_argument("--workdir", type=Path, default=None,
+                      help="where the database, configs and notices go (default: a temp dir)")
     demo.add_argument(
         "--port",
         type=int,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import os
 import secrets
 import socket
@@ -178,6 +179,7 @@ async def start_coordinator(
         region_module = importlib.import_module("coordinator.region")
         settings_module = importlib.import_module("coordinator.settings")
         app_module = importlib.import_module("coordinator.app")
+        serving_module = importlib.import_module("coordinator.serving")
     except ImportError:
         return None
     ops_app: ModuleType | None
@@ -223,7 +225,8 @@ async def start_coordinator(
     else:
         app = app_module.create_app(settings, clock=clock)
     server = _quiet_server_class()(
-        uvicorn.Config(app, host="127.0.0.1", port=chosen, log_level="warning", access_log=False)
+        uvicorn.Config(app, host="127.0.0.1", port=chosen, log_level="warning", access_log=False,
+                       timeout_graceful_shutdown=serving_module.SHUTDOWN_GRACE_S)
     )
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 30
@@ -716,6 +719,30 @@ async def _replay_part(
 DEFAULT_PORT = 8000
 
 
+def _log_to_file(path: Path) -> Path:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.set_name(f"breakwater-demo:{path}")
+    root = logging.getLogger()
+    _levels[path] = root.level
+    root.addHandler(handler)
+    root.setLevel(min(root.level, logging.INFO))
+    return path
+
+
+def _stop_logging_to_file(path: Path) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.get_name() == f"breakwater-demo:{path}":
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(_levels.pop(path, root.level))
+
+
+# the root logger's level before a demo run raised it (restored when the run ends)
+_levels: dict[Path, int] = {}
+
+
 def run_demo(
     *,
     scenario: str = "freezing_rain_night",
@@ -736,6 +763,10 @@ def run_demo(
     used_region = region or default_region()
     folder = workdir or Path(tempfile.mkdtemp(prefix="breakwater-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
+    # the progress lines and the report are the demo's voice: the components' log records
+    # (agents, coordinator, broker) go to a file, not between them
+    log_file = _log_to_file(folder / "demo.log")
+    print(f"component logs: {log_file}")
     if port is None:
         port = int(os.environ.get("BREAKWATER_DEMO_PORT", DEFAULT_PORT))
     url = os.environ.get("MQTT_URL")
@@ -768,3 +799,4 @@ def run_demo(
         if broker is not None:
             broker.close()
         print(f"demo finished in {time.perf_counter() - started:.1f} s")
+        _stop_logging_to_file(log_file)

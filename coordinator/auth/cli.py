@@ -78,17 +78,19 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                  settings_of: SettingsOf) -> None:
     """Adds ``token`` and ``user`` to the coordinator's CLI."""
     token = sub.add_parser("token", help="API tokens: create NAME --role R, list, revoke ID")
-    token.add_argument("action", choices=["create", "list", "revoke"])
+    token.add_argument("action", choices=["create", "list", "revoke"], help="what to do")
     token.add_argument("name", nargs="?", default="", help="token name (create) or id (revoke)")
     user = sub.add_parser("user", help="logins: add NAME --role R, list, password, disable")
-    user.add_argument("action", choices=["add", "list", "password", "disable"])
-    user.add_argument("name", nargs="?", default="")
+    user.add_argument("action", choices=["add", "list", "password", "disable"],
+                      help="what to do")
+    user.add_argument("name", nargs="?", default="", help="the person's login name")
     for parser, run in ((token, _token), (user, _user)):
-        parser.add_argument("--role", choices=ROLES, default="viewer")
+        parser.add_argument("--role", choices=ROLES, default="viewer",
+                            help="what the credential may do (default viewer)")
         parser.add_argument("--store", action="append", help="limit to this store (repeat)")
         parser.add_argument("--warehouse", action="append",
                             help="limit to this warehouse (repeat)")
-        parser.add_argument("--db")
+        parser.add_argument("--db", help="SQLite path (default: settings)")
         parser.set_defaults(run=_bound(run, settings_of))
 
 

@@ -11,8 +11,8 @@ from typing import Any
 from coordinator.gateways.policy import Outcome, Verdict
 from coordinator.ops.config import NotifyConfig
 from coordinator.ops.notify.escape import wecom_markdown
-from coordinator.ops.notify.messages import local_time
 from coordinator.ops.notify.outbox import OutgoingNotice
+from coordinator.ops.notify.wording import local_time
 from protocols.timestamps import stamp
 
 HEADLINES = {

@@ -7,6 +7,7 @@ that incarnation held back). Every change is audited under the caller's identity
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
@@ -17,7 +18,10 @@ from coordinator import auth
 from coordinator.db import Database
 from coordinator.errors import Conflict, ImportFileError, NotFound
 from coordinator.gateways import store
+from coordinator.gateways.commands import signed_commands
+from coordinator.ops import commands as command_log
 from coordinator.ops.api import Ops
+from protocols import CommandKind, TopicError, encode
 from protocols.models import Ident
 
 router = APIRouter(tags=["gateways"], dependencies=[auth.requires({auth.Role.OPERATOR})])
@@ -121,6 +125,49 @@ async def import_gateways(request: Request, caller: auth.Caller) -> Any:
     except (NotFound, Conflict) as exc:
         return JSONResponse(status_code=422, content={"detail": str(exc), "field": "body"})
     return {"kind": "gateways", "written": written}
+
+
+class CommandRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    command: CommandKind
+    reason: str = Field(min_length=1, max_length=500)
+    minutes: float | None = Field(default=None, gt=0, le=24 * 60,
+                                  description="how long an inhibit / force_tripped holds")
+
+
+@router.post("/warehouses/{warehouse_id}/breakers/{breaker}/commands", status_code=202,
+             dependencies=[auth.requires({auth.Role.OPERATOR}, scoped=True)],
+             responses={409: {"description": "no registered gateway"},
+                        503: {"description": "not connected to the broker"}})
+async def command_breaker(request: Request, warehouse_id: Annotated[str, Path(max_length=64)],
+                          breaker: Annotated[str, Path(max_length=64)], body: CommandRequest,
+                          ops: Ops, caller: auth.Caller) -> Any:
+    """Sends the command to each of the warehouse's gateways, signed with its own key;
+    the actor is the caller. What each agent did comes back on its audit topic."""
+    if not caller.scope.covers_warehouse(warehouse_id):
+        raise auth.forbid(request, f"warehouse {warehouse_id!r} is outside your scope")
+    lasts = timedelta(minutes=body.minutes) if body.minutes is not None else None
+    try:
+        commands = signed_commands(_db(request), warehouse_id, body.command,
+                                   actor=caller.actor, reason=body.reason,
+                                   now=_now(request), lasts=lasts)
+        topic = ops.topics.command(warehouse_id, breaker)
+    except Conflict as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except (ValueError, TopicError) as exc:  # a breaker name no topic level can carry
+        return JSONResponse(status_code=422, content={"detail": str(exc), "field": "breaker"})
+    try:
+        for command in commands:
+            await ops.watcher.publish(topic, encode(command))
+    except ConnectionError as exc:
+        raise HTTPException(503, str(exc)) from exc
+    # on the warehouse's open incident's timeline; the agents' audit records follow there
+    now = _now(request)
+    await ops.call(lambda core: command_log.record_sent(core.db, warehouse_id, breaker,
+                                                        commands, now))
+    request.app.state.live.publish("incidents")
+    return {"warehouse_id": warehouse_id, "breaker": breaker,
+            "sent": [{"agent_id": c.agent_id, "command_id": c.command_id} for c in commands]}
 
 
 security_router = APIRouter(tags=["gateways"], dependencies=[auth.requires(auth.ANY_ROLE)])

@@ -22,13 +22,16 @@ from fastapi import FastAPI
 
 from coordinator.db import Database
 from coordinator.errors import StoreError
-from coordinator.intel import parcels, returns, returns_store
+from coordinator.intel import addresses, heal_store, parcels, returns, returns_store
 from coordinator.intel.config import IntelConfig, ReturnsConfig
 from coordinator.intel.geocode import AmapGeocoder, Gazetteer, Geocoder
 from coordinator.intel.parcels import CarrierAdapter, WebhookCarrier
 from protocols.clock import Clock
 
 log = logging.getLogger(__name__)
+
+# addresses checked per round (each may cost a map-service call)
+ADDRESS_BATCH = 200
 
 
 def retrain_due(last: datetime | None, now: datetime, pending: int,
@@ -49,10 +52,18 @@ class IntelService:
     failures: int = 0
 
     def tick(self) -> dict[str, Any]:
-        """One round (blocking: run it in a thread): stuck parcels, then retraining."""
+        """One round (blocking: run it in a thread): new delivery addresses, stuck
+        parcels, then retraining."""
         db = self.connect()
         now = self.clock.now()
-        out: dict[str, Any] = {"handovers": [], "retrained": None}
+        out: dict[str, Any] = {"handovers": [], "retrained": None, "addresses": []}
+        # new delivery addresses (from the customer side's contacts) are checked here,
+        # off the intake path: a map service's latency never slows order intake
+        for order_id, address in heal_store.addresses_to_check(db, ADDRESS_BATCH):
+            checked = addresses.check_address(db, self.geocoders, order_id=order_id,
+                                              address=address,
+                                              city=self.config.geocoder.region, now=now)
+            out["addresses"].append({"order_id": order_id, "outcome": checked["outcome"]})
         if self.carrier is not None:
             out["handovers"] = parcels.handle_stuck(db, self.carrier, self.config.parcels,
                                                     now)

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator import auth
@@ -206,12 +205,6 @@ def metrics_summary(request: Request, ops: Ops, db: ReadDb) -> dict[str, Any]:
                        "bad_payloads": ops.watcher.stats.bad_payloads,
                        "connects": ops.watcher.stats.connects,
                        "broker": ops.watcher.stats.broker}
+    if ops.leadership is not None:
+        data["cluster"] = ops.leadership.status(db)
     return data
-
-
-@router.get("/metrics", response_class=PlainTextResponse)
-def metrics_prometheus(request: Request, ops: Ops, db: ReadDb) -> PlainTextResponse:
-    """The same figures in Prometheus text format."""
-    data = _summary(request, db)
-    return PlainTextResponse(metrics.prometheus(data),
-                             media_type="text/plain; version=0.0.4; charset=utf-8")

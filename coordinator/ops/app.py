@@ -13,20 +13,28 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
 
-from coordinator import dashboard, roster_api
+from coordinator import dashboard, order_search, roster_api
 from coordinator.app import create_app
 from coordinator.customer import api as customer_api
 from coordinator.customer.service import customer_lifespan
+from coordinator.db import Database
 from coordinator.gateways import api as gateways_api
 from coordinator.intel import api as intel_api
 from coordinator.intel.service import intel_lifespan
+from coordinator.observability import Metrics
+from coordinator.ops import incident_api, metrics
 from coordinator.ops.api import router
 from coordinator.ops.config import OpsConfig
-from coordinator.ops.runner import OpsService
+from coordinator.ops.metrics import SummaryCollector
+from coordinator.ops.runner import OpsService, ops_config_of
+from coordinator.roster import StaffMember
+from coordinator.roster_store import on_duty
 from coordinator.settings import Settings
 from protocols.clock import Clock
 
@@ -37,11 +45,29 @@ def ops_lifespan(config: OpsConfig | None = None
 
     @asynccontextmanager
     async def running(app: FastAPI) -> AsyncIterator[None]:
-        async with OpsService(app.state.settings, config, app.state.clock) as ops:
+        registry: Metrics = app.state.metrics
+        chosen = config or ops_config_of(app.state.settings)
+        zone = ZoneInfo(chosen.notify.timezone)
+
+        def roster(db: Database, warehouse_id: str, at: datetime) -> list[StaffMember]:
+            # who escalations reach: the staff roster's on-duty people of the warehouse
+            return on_duty(db, warehouse_id, at, zone)
+
+        async with OpsService(app.state.settings, chosen, app.state.clock,
+                              live=app.state.live, metrics=registry, roster=roster) as ops:
             app.state.ops = ops
+            figures = SummaryCollector()
+            registry.registry.register(figures)
+
+            async def refresh() -> None:
+                figures.data = await ops.call(lambda core: metrics.summary(core.db))
+
+            remove = registry.add_refresher(refresh)
             try:
                 yield
             finally:
+                remove()
+                registry.registry.unregister(figures)
                 app.state.ops = None
 
     return running
@@ -56,6 +82,7 @@ def create_app_with_ops(settings: Settings | None = None, *, clock: Clock | None
     return create_app(settings, clock=clock,
                       extra_routers=[router, intel_api.router, gateways_api.router,
                                      gateways_api.security_router, roster_api.router,
-                                     customer_api.router, dashboard.router],
+                                     customer_api.router, incident_api.router,
+                                     order_search.router, dashboard.router],
                       lifespan_hooks=[ops_lifespan(config), intel_lifespan(),
                                       customer_lifespan()])

@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from coordinator.ops.escalation import Policy
 from protocols.mqtt_url import TlsField, check_tls_setting
 from protocols.reconnect import BackoffPolicy
 
@@ -93,6 +94,8 @@ class FranchiseeConfig(_Config):
     webhook_url: str | None = None
     coupon_prefix: str = Field(default="BW", pattern=r"^[A-Z0-9]{1,8}$")
     coupon_value_yuan: float = Field(default=10.0, ge=0)
+    # a store's compensation coupon for an incident can be used this long
+    coupon_valid_days: int = Field(default=30, ge=1, le=3650)
 
     @model_validator(mode="after")
     def _url_for_webhook(self) -> FranchiseeConfig:
@@ -127,10 +130,11 @@ class SmsConfig(_Config):
     api_key: str | None = None
     signature: str = Field(default="Breakwater", min_length=1, max_length=32)
     template_code: str = "BW_INCIDENT"
-    # Rendered with str.format over the incident's fields.
+    # Rendered with str.format over the incident's fields (incident_ref, warehouse_name,
+    # zone, reading, reason_zh, at_local, moved, stuck, link ...).
     template: str = (
-        "【{signature}】{warehouse_name}停止接单（{reason}）：已改派{moved}单，"
-        "{stuck}单待人工处理。事件 {incident_id}"
+        "【{signature}】{warehouse_name}停止接单：{reason_zh} {reading}，{at_local}。"
+        "已改派{moved}单，{stuck}单待处理。{incident_ref} {link}"
     )
     phone_numbers: list[str] = Field(default_factory=list)
 
@@ -175,6 +179,10 @@ class NotifyConfig(_Config):
     # People read WeCom and SMS texts in their own wall-clock time; JSON payloads (webhook,
     # franchisee notices) keep ISO 8601 UTC.
     timezone: str = Field(default="Asia/Shanghai", min_length=1, max_length=64)
+    # where people open an incident from a WeCom or SMS message (the coordinator's public
+    # base URL, e.g. https://ops.example.cn); no link when unset
+    dashboard_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$",
+                                      max_length=200)
 
     @field_validator("timezone")
     @classmethod
@@ -186,6 +194,46 @@ class NotifyConfig(_Config):
             raise ValueError(message) from exc
         return value
 
+
+class TelemetryConfig(_Config):
+    """Agents' per-zone summaries kept at head office (see coordinator.ops.telemetry)."""
+
+    store: bool = True
+    # minute windows are kept this long, then merged into bucket_s buckets
+    raw_keep_h: float = Field(default=48.0, gt=0)
+    bucket_s: int = Field(default=900, ge=60, le=86_400)
+    retention_days: float = Field(default=90.0, gt=0)
+    maintenance_interval_s: float = Field(default=300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _raw_within_retention(self) -> TelemetryConfig:
+        if self.raw_keep_h > self.retention_days * 24:
+            raise ValueError("raw_keep_h must not exceed retention_days")
+        return self
+
+    @property
+    def raw_keep(self) -> timedelta:
+        return timedelta(hours=self.raw_keep_h)
+
+    @property
+    def retention(self) -> timedelta:
+        return timedelta(days=self.retention_days)
+
+
+class EscalationConfig(_Config):
+    """An open incident nobody acknowledged re-notifies: WeCom first, then SMS to the next
+    people on call, every ``repeat_after_min``, up to ``max_levels`` times."""
+
+    enabled: bool = True
+    first_after_min: float = Field(default=10.0, gt=0)
+    repeat_after_min: float = Field(default=10.0, gt=0)
+    max_levels: int = Field(default=3, ge=1, le=10)
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(first_after=timedelta(minutes=self.first_after_min),
+                      repeat_after=timedelta(minutes=self.repeat_after_min),
+                      max_levels=self.max_levels)
 
 class ClusterConfig(_Config):
     """Several coordinator instances on one database: one leader runs the ops loop under
@@ -225,6 +273,8 @@ class OpsConfig(_Config):
     # a trip applies at receive time, flagged; a clear is refused naming the field
     max_event_skew_s: float = Field(default=300.0, gt=0, le=86_400)
     notify: NotifyConfig = NotifyConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
+    escalation: EscalationConfig = EscalationConfig()
 
     @property
     def agent_offline_grace(self) -> timedelta:

@@ -24,7 +24,7 @@ from coordinator.errors import NotFound
 from coordinator.gateways import gate
 from coordinator.gateways import store as gateway_store
 from coordinator.gcpause import gc_paused
-from coordinator.ops import incident_store, tracker_store
+from coordinator.ops import incident_log, incident_store, tracker_store
 from coordinator.ops.availability import (
     COURIER_STALE_PREFIX,
     MANUAL_HOLD,
@@ -111,6 +111,10 @@ class OpsCore:
         if not verdict.applies:
             return HandleResult()
         trusted = verdict.message
+        if isinstance(trusted, BreakerEvent):
+            # the incident's story (readings, limit, delivery delay) is told from these;
+            # only what the gate let through, before the reroute reads the trip from it
+            incident_log.log_breaker_event(self.db, trusted, now)
         return self._run(lambda: list(self.tracker.feed(trusted, now)), now)
 
     def confirm_incarnation(self, agent_id: str, *, actor: str, reason: str,
@@ -293,8 +297,10 @@ class OpsCore:
                                      config=self.settings.allocation)
         summary = self._summary(down, rerouted)
         reason = down.reason or down.cause
-        queued = queue_franchisee_notices(self.db, inc, reason=reason, at=down.at,
-                                          config=self.config.notify.franchisee)
+        queued = queue_franchisee_notices(self.db, inc, reason=reason, at=summary.at,
+                                          config=self.config.notify.franchisee,
+                                          warehouse_name=summary.warehouse.name,
+                                          timezone=self.config.notify.timezone)
         queued += outbox.queue(self.db, incident_notices(summary, self.config.notify), down.at)
         moved, stuck = len(summary.moved), len(summary.stuck)
         incident_store.count_incident(self.db, inc, moved=moved, stuck=stuck)
@@ -354,5 +360,7 @@ class OpsCore:
         old = infos[down.warehouse_id]
         moved = [MovedNotice(m.order_id, infos[m.new_warehouse_id]) for m in rerouted.moved]
         stuck = [StuckNotice(s.order_id, s.reason) for s in rerouted.stuck]
-        return IncidentSummary(down.incident_id, old, down.cause, down.reason, down.at,
-                               moved, stuck)
+        # people read the trip's time (event time), not when head office rerouted
+        trip = incident_log.trip_facts(self.db, down.warehouse_id, down.incident_id)
+        return IncidentSummary(down.incident_id, old, down.cause, down.reason,
+                               trip.at if trip else down.at, moved, stuck, trip)

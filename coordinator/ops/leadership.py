@@ -57,6 +57,15 @@ class Leadership:
         """Something was put in the inbox: apply it now rather than at the next poll."""
         self._wake.set()
 
+    def status(self, db: Database) -> dict[str, Any]:
+        """For ``/metrics/summary`` (on a read connection): who leads, this one's counts."""
+        row = lease_store.read(db)
+        return {"instance": self.instance, "leading": self.leading(),
+                "epoch": self.keeper.epoch, "holder": None if row is None else row.holder,
+                "terms": self.terms, "applied": self.applied,
+                "lease_errors": self.lease_errors,
+                "inbox_backlog": inbox_store.backlog(db)}
+
     # -- tasks -------------------------------------------------------------------------
     async def run_lease(self) -> None:
         while True:

@@ -21,13 +21,17 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from coordinator.customer import store as customer_store
-from coordinator.db import Database
+from coordinator.db import Database, dialect
 from coordinator.intel import heal_store
-from coordinator.ops import tracker_store
+from coordinator.ops import telemetry, tracker_store
 from coordinator.ops.notify import outbox
 
 SHIPPED_STATUSES = ("shipped", "in_transit", "delivered")
@@ -94,13 +98,19 @@ def status_transparency(db: Database) -> dict[str, Any]:
 def self_healing(db: Database) -> dict[str, Any]:
     # a stuck order healed itself when the first placement out of needs_attention after
     # its incident began was set off by the system, not by an operator
+    # the same question on both backends: only reading a JSON field is spelled apart
+    if dialect(db) == "postgresql":
+        trigger, previous = "e.detail::json ->> 'trigger'", "e.detail::json ->> 'previous_status'"
+    else:
+        trigger = "json_extract(e.detail, '$.trigger')"
+        previous = "json_extract(e.detail, '$.previous_status')"
     row = db.execute(
-        "SELECT sum(io.outcome = 'moved'), sum(io.outcome = 'stuck'), "
-        "sum(io.outcome = 'stuck' AND coalesce((SELECT json_extract(e.detail, '$.trigger') "
+        "SELECT sum(CASE WHEN io.outcome = 'moved' THEN 1 ELSE 0 END), "
+        "sum(CASE WHEN io.outcome = 'stuck' THEN 1 ELSE 0 END), "
+        "sum(CASE WHEN io.outcome = 'stuck' AND coalesce((SELECT " + trigger +
         "  FROM order_events e WHERE e.order_id = io.order_id AND e.kind = 'allocated' "
-        "  AND e.at >= i.started_at "
-        "  AND json_extract(e.detail, '$.previous_status') = 'needs_attention' "
-        "  ORDER BY e.id LIMIT 1), 'operator') != 'operator') "
+        "  AND e.at >= i.started_at AND " + previous + " = 'needs_attention' "
+        "  ORDER BY e.id LIMIT 1), 'operator') != 'operator' THEN 1 ELSE 0 END) "
         "FROM incident_orders io JOIN incidents i ON i.id = io.incident_id").fetchone()
     moved, stuck, placed_later = int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
     by_kind = {"reroute": {"exceptions": moved + stuck,
@@ -133,53 +143,84 @@ def summary(db: Database) -> dict[str, Any]:
         "open_incidents": int(open_incidents),
         "counters": tracker_store.counters(db),
         "notifications": notifications,
+        "breakers": [{"warehouse_id": w, "breaker": b, "open": bool(o)} for w, b, o in db.execute(
+            "SELECT warehouse_id, breaker, open FROM ops_breaker_states "
+            "ORDER BY warehouse_id, breaker").fetchall()],
+        "readings": [{"warehouse_id": r.warehouse_id, "zone": r.zone, "metric": r.metric,
+                      "last": r.last} for r in telemetry.latest(db)],
     }
 
 
-def _line(out: list[str], name: str, kind: str, help_text: str,
-          samples: list[tuple[str, float]]) -> None:
-    out.append(f"# HELP {name} {help_text}")
-    out.append(f"# TYPE {name} {kind}")
-    for labels, value in samples:
-        out.append(f"{name}{labels} {value:g}")
+class SummaryCollector(Collector):
+    """The figures of :func:`summary` as Prometheus metric families. The ops lifespan
+    registers it in the app's registry and refreshes :attr:`data` before each scrape (the
+    queries run on the ops thread, not inside the synchronous ``collect``)."""
 
+    def __init__(self) -> None:
+        self.data: dict[str, Any] | None = None
 
-def prometheus(data: dict[str, Any]) -> str:
-    """Prometheus text exposition format 0.0.4 of :func:`summary`."""
-    out: list[str] = []
-    fr = data["first_response"]
-    _line(out, "breakwater_first_response_seconds", "gauge",
-          "Customer inquiry (channel timestamp) to the status reply acknowledged by the "
-          "channel, over recent inquiries.",
-          [(f'{{quantile="{q}"}}', float(fr[k] or 0.0))
-           for q, k in (("0.5", "p50_s"), ("0.95", "p95_s"), ("1", "max_s"))])
-    of = data["order_to_first_status"]
-    _line(out, "breakwater_order_to_first_status_seconds", "gauge",
-          "Order received to its first status entry, over recent orders.",
-          [(f'{{quantile="{q}"}}', float(of[k] or 0.0))
-           for q, k in (("0.5", "p50_s"), ("0.95", "p95_s"), ("1", "max_s"))])
-    st = data["status_transparency"]
-    _line(out, "breakwater_status_transparency_ratio", "gauge",
-          "Share of shipped orders with allocated, shipped and in-transit timestamps.",
-          [("", float(st["rate"] if st["rate"] is not None else 1.0))])
-    sh = data["self_healing"]
-    _line(out, "breakwater_self_healing_ratio", "gauge",
-          "Exceptions resolved automatically / all exceptions.",
-          [("", float(sh["rate"] if sh["rate"] is not None else 1.0))])
-    _line(out, "breakwater_exceptions_total", "counter", "Orders caught at a failed warehouse.",
-          [('{outcome="moved"}', sh["resolved_automatically"]),
-           ('{outcome="needs_attention"}', sh["needs_attention"])])
-    _line(out, "breakwater_warehouses_unavailable", "gauge",
-          "Warehouses not taking orders (breaker, hold or pause).",
-          [("", data["warehouses"]["unavailable"])])
-    _line(out, "breakwater_open_incidents", "gauge", "Unavailability incidents still open.",
-          [("", data["open_incidents"])])
-    _line(out, "breakwater_ops_events_total", "counter",
-          "Ops inputs by kind (events processed, duplicates dropped, bad payloads ...).",
-          [(f'{{kind="{name}"}}', value) for name, value in data["counters"].items()])
-    samples = [(f'{{kind="{kind}",status="{status}"}}', n)
-               for kind, by_status in data["notifications"].items()
-               for status, n in by_status.items()]
-    _line(out, "breakwater_notifications", "gauge", "Notifications in the outbox by status.",
-          samples)
-    return "\n".join(out) + "\n"
+    def describe(self) -> Iterable[Metric]:
+        return []  # names vary with the data (counters by kind): described at collect
+
+    def collect(self) -> Iterator[Metric]:
+        data = self.data
+        if data is None:
+            return
+        for name, key, help_text in (
+                ("breakwater_first_response_seconds", "first_response",
+                 "Customer inquiry (channel timestamp) to the status reply acknowledged by "
+                 "the channel, over recent inquiries."),
+                ("breakwater_order_to_first_status_seconds", "order_to_first_status",
+                 "Order received to its first status entry, over recent orders.")):
+            figures = data[key]
+            family = GaugeMetricFamily(name, help_text, labels=["quantile"])
+            for q, k in (("0.5", "p50_s"), ("0.95", "p95_s"), ("1", "max_s")):
+                family.add_metric([q], float(figures[k] or 0.0))
+            yield family
+        st, sh = data["status_transparency"], data["self_healing"]
+        yield GaugeMetricFamily(
+            "breakwater_status_transparency_ratio",
+            "Share of shipped orders with allocated, shipped and in-transit timestamps.",
+            value=float(st["rate"] if st["rate"] is not None else 1.0))
+        yield GaugeMetricFamily(
+            "breakwater_self_healing_ratio", "Exceptions resolved automatically / all exceptions.",
+            value=float(sh["rate"] if sh["rate"] is not None else 1.0))
+        exceptions = CounterMetricFamily(
+            "breakwater_exceptions", "Orders caught at a failed warehouse.", labels=["outcome"])
+        exceptions.add_metric(["moved"], sh["resolved_automatically"])
+        exceptions.add_metric(["needs_attention"], sh["needs_attention"])
+        yield exceptions
+        yield GaugeMetricFamily(
+            "breakwater_warehouses_unavailable",
+            "Warehouses not taking orders (breaker, hold or pause).",
+            value=data["warehouses"]["unavailable"])
+        yield GaugeMetricFamily(
+            "breakwater_open_incidents", "Unavailability incidents still open.",
+            value=data["open_incidents"])
+        ops_events = CounterMetricFamily(
+            "breakwater_ops_events",
+            "Ops inputs by kind (events processed, duplicates dropped, bad payloads ...).",
+            labels=["kind"])
+        for name, value in data["counters"].items():
+            ops_events.add_metric([name], value)
+        yield ops_events
+        notices = GaugeMetricFamily(
+            "breakwater_notifications", "Notifications in the outbox by kind and status.",
+            labels=["kind", "status"])
+        for kind, by_status in data["notifications"].items():
+            for status, n in by_status.items():
+                notices.add_metric([kind, status], n)
+        yield notices
+        breakers = GaugeMetricFamily(
+            "breakwater_breaker_open", "1 while an agent's breaker is open (tripped or forced).",
+            labels=["warehouse", "breaker"])
+        for b in data.get("breakers", []):
+            breakers.add_metric([b["warehouse_id"], b["breaker"]], 1.0 if b["open"] else 0.0)
+        yield breakers
+        readings = GaugeMetricFamily(
+            "breakwater_zone_reading",
+            "Last value of the newest telemetry summary per warehouse, zone and metric.",
+            labels=["warehouse", "zone", "metric"])
+        for r in data.get("readings", []):
+            readings.add_metric([r["warehouse_id"], r["zone"], r["metric"]], r["last"])
+        yield readings

@@ -28,15 +28,25 @@ from pydantic import ValidationError
 
 from coordinator.db import open_database, write_transaction
 from coordinator.errors import ConfigError
-from coordinator.ops import inbox_store, tracker_store
+from coordinator.live import Hub
+from coordinator.observability import Metrics
+from coordinator.ops import commands, escalation_store, inbox_store, telemetry, tracker_store
 from coordinator.ops.config import OpsConfig
+from coordinator.ops.escalation import Escalate
 from coordinator.ops.handler import HandleResult, OpsCore
 from coordinator.ops.leadership import Leadership
 from coordinator.ops.notify.dispatcher import Dispatcher
 from coordinator.ops.watcher import OpsMessage, Watcher
 from coordinator.secret_source import OPS_SECRETS, with_secrets
 from coordinator.settings import Settings
-from protocols import Topics
+from protocols import (
+    AgentStatus,
+    AuditRecord,
+    BreakerEvent,
+    TelemetrySummary,
+    Topics,
+    TrackingUpdate,
+)
 from protocols.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -63,7 +73,9 @@ def ops_config_of(settings: Settings, env: Mapping[str, str] | None = None) -> O
 
 class OpsService:
     def __init__(self, settings: Settings, config: OpsConfig | None = None,
-                 clock: Clock | None = None, *, topics: Topics | None = None) -> None:
+                 clock: Clock | None = None, *, topics: Topics | None = None,
+                 live: Hub | None = None, metrics: Metrics | None = None,
+                 roster: escalation_store.RosterLookup = escalation_store.no_roster) -> None:
         self.settings = settings
         self.config = config or ops_config_of(settings)
         self.clock: Clock = clock or SystemClock()
@@ -76,6 +88,12 @@ class OpsService:
         self._tasks: list[asyncio.Task[None]] = []
         self._delivering: asyncio.Task[None] | None = None
         self.on_result: Callable[[HandleResult], None] | None = None
+        # where changes are announced (the dashboard's live stream) and counted; the app
+        # passes its own, a bare service (benchmarks, tests) has neither
+        self.live = live
+        self.metrics = metrics
+        # who is on call, for escalations (the staff roster's on_duty)
+        self.roster = roster
         # Several instances on one database: only the lease holder runs the ops loop.
         self.leadership: Leadership | None = None
         if self.config.cluster.enabled:
@@ -87,7 +105,7 @@ class OpsService:
 
     def _new_dispatcher(self) -> Dispatcher:
         return Dispatcher(lambda: open_database(self.settings.db_path), self.config.notify,
-                          self.clock)
+                          self.clock, allowed=self.leading)
 
     def leading(self) -> bool:
         """This instance runs the ops loop (always, with one instance)."""
@@ -110,6 +128,9 @@ class OpsService:
                                                    name="ops-dispatcher")
         self._tasks.append(asyncio.create_task(self._ticker(), name="ops-ticker"))
         self._tasks.append(asyncio.create_task(self._pruner(), name="ops-dedupe-pruner"))
+        if self.config.telemetry.store:
+            self._tasks.append(asyncio.create_task(self._telemetry_maintainer(),
+                                                   name="ops-telemetry-maintenance"))
         if self.config.subscribe_mqtt:
             self._tasks.append(asyncio.create_task(self.watcher.run(), name="ops-watcher"))
 
@@ -185,8 +206,22 @@ class OpsService:
             try:
                 result = await self.call(lambda core: core.tick(self.clock.now()))
                 self._after(result)
+                await self.escalate()
             except Exception:
                 log.exception("ops tick failed")
+
+    async def escalate(self) -> list[Escalate]:
+        """Queue the escalations due now (see coordinator.ops.escalation)."""
+        cfg = self.config.escalation
+        if not cfg.enabled:
+            return []
+        now = self.clock.now()
+        queued = await self.call(lambda core: escalation_store.run(
+            core.db, cfg.policy, self.config.notify, now, self.roster))
+        if queued:
+            self.dispatcher.wake()
+            self._announce("incidents", "notifications")
+        return queued
 
     async def _pruner(self) -> None:
         # Its own loop: a prune scans the dedupe table, far too often at the tick rate.
@@ -213,9 +248,55 @@ class OpsService:
 
         return await self.call(prune)
 
+    async def _telemetry_maintainer(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.telemetry.maintenance_interval_s)
+            if not self.leading():
+                continue  # one instance merges and prunes for all
+            try:
+                await self.maintain_telemetry()
+            except Exception:
+                log.exception("telemetry maintenance failed")
+
+    async def maintain_telemetry(self) -> telemetry.Maintenance:
+        """Downsample old telemetry and drop what is past retention (see ops.telemetry)."""
+        cfg = self.config.telemetry
+        now = self.clock.now()
+        done = await self.call(lambda core: telemetry.maintain(
+            core.db, now, raw_keep=cfg.raw_keep, bucket_s=cfg.bucket_s,
+            retention=cfg.retention))
+        if self.metrics is not None:
+            self.metrics.telemetry_maintenance.labels("merged").inc(done.merged)
+            self.metrics.telemetry_maintenance.labels("pruned").inc(done.pruned)
+        return done
+
+    async def store_telemetry(self, summary: TelemetrySummary) -> bool:
+        """Store one summary; False when it was a redelivery (already stored)."""
+        if not self.config.telemetry.store:
+            outcome, stored = "ignored", False
+        else:
+            outcome = await self.call(lambda core: telemetry.accept(core.db, summary))
+            stored = outcome == "stored"
+        if self.metrics is not None:
+            self.metrics.telemetry_summaries.labels(outcome).inc()
+        if stored:
+            self._announce("telemetry")
+        return stored
+
+    def _announce(self, *topics: str) -> None:
+        if self.live is not None:
+            for topic in topics:
+                self.live.publish(topic)
+
     def _after(self, result: HandleResult) -> None:
         if result.rerouted or result.transitions:
             self.dispatcher.wake()
+            self._announce("warehouses", "incidents", "orders", "notifications")
+        if self.metrics is not None:
+            for timing in result.rerouted:
+                self.metrics.reroute_duration.observe(max(0.0, timing.committed - timing.started))
+                self.metrics.rerouted_orders.labels("moved").inc(timing.moved)
+                self.metrics.rerouted_orders.labels("needs_attention").inc(timing.stuck)
         if self.on_result is not None:
             self.on_result(result)
 
@@ -223,6 +304,14 @@ class OpsService:
     async def accept(self, message: OpsMessage, received: float) -> None:
         # A failure propagates: the watcher retries the message with backoff, then counts
         # and drops it (it was already acknowledged); the subscription never ends.
+        if isinstance(message, TelemetrySummary):
+            await self.store_telemetry(message)
+            return
+        if isinstance(message, AuditRecord):
+            # what an agent did with one of our breaker commands, onto its incident
+            if await self.call(lambda core: commands.record_audit(core.db, message)):
+                self._announce("incidents")
+            return
         now = self.clock.now()
         if self.leadership is not None:
             # every instance stores what it received; the leader applies it in order
@@ -239,7 +328,8 @@ class OpsService:
         await self.call(lambda core: core.count_bad_payload())
 
     # -- for the API -----------------------------------------------------------------
-    async def handle(self, message: OpsMessage) -> HandleResult:
+    async def handle(self, message: BreakerEvent | AgentStatus | TrackingUpdate
+                     ) -> HandleResult:
         """Apply ``message`` now; with several instances it goes to the shared inbox and
         the leader applies it (the result then lists no transitions)."""
         now = self.clock.now()

@@ -1,11 +1,11 @@
 """The MQTT shell: subscribe, decode, hand over; reconnect with backoff. Nothing else.
 
-Subscribes with QoS 1 to every warehouse's breaker and agent-status topics and to the
-courier tracking topics, under a client id stable per instance with ``clean_session=False``
-so QoS 1 messages published while the coordinator was away wait at the broker. Given
-several broker URLs (one cluster), it moves to the next on every failure with full-jitter
-backoff (:mod:`protocols.reconnect`), so coordinators and gateways do not return in
-lockstep after a broker restart. Retained
+Subscribes with QoS 1 to every warehouse's breaker, agent-status and telemetry topics and
+to the courier tracking topics, under a client id stable per instance with
+``clean_session=False`` so QoS 1 messages published while the coordinator was away wait at
+the broker. Given several broker URLs (one cluster), it moves to the next on every failure
+with full-jitter backoff (:mod:`protocols.reconnect`), so coordinators and gateways do not
+return in lockstep after a broker restart. Retained
 breaker and status messages arrive again on every (re)subscribe; the tracker drops
 what it already processed. A payload that does not decode is counted and logged with
 the field it broke, and the loop goes on. A sink that raises while handling a message is
@@ -29,8 +29,10 @@ from coordinator.errors import ConfigError
 from coordinator.ops.config import MqttConfig
 from protocols import (
     AgentStatus,
+    AuditRecord,
     BreakerEvent,
     PayloadError,
+    TelemetrySummary,
     TopicError,
     Topics,
     TrackingUpdate,
@@ -48,7 +50,7 @@ from protocols.reconnect import BrokerRotation, Random
 
 log = logging.getLogger(__name__)
 
-OpsMessage = BreakerEvent | AgentStatus | TrackingUpdate
+OpsMessage = BreakerEvent | AgentStatus | TrackingUpdate | TelemetrySummary | AuditRecord
 
 # aiomqtt passes on only the text of a connect error; these mark certificate failures.
 _TLS_FAILURE_MARKS = ("SSL", "certificate", "CERTIFICATE", "tlsv", "TLSV")
@@ -129,10 +131,12 @@ class Watcher:
         self.sink = sink
         self.stats = WatcherStats()
         self.connected = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
 
     def filters(self) -> list[str]:
         t = self.topics
-        return [t.breaker_filter(), t.agent_status_filter(), t.tracking_filter()]
+        return [t.breaker_filter(), t.agent_status_filter(), t.tracking_filter(),
+                t.telemetry_filter(), t.audit_filter()]
 
     async def run(self) -> None:
         """Receive until cancelled; on :class:`aiomqtt.MqttError` move to the next broker
@@ -154,6 +158,7 @@ class Watcher:
                 ) as client:
                     for topic_filter in self.filters():
                         await client.subscribe(topic_filter, qos=1)
+                    self._client = client
                     self.rotation.connected(self.clock.now())
                     self.stats.connects += 1
                     self.stats.broker = _shown(address)
@@ -165,6 +170,7 @@ class Watcher:
                         raw = payload if isinstance(payload, bytes | bytearray | str) else b""
                         await self.handle(str(message.topic), raw, time.perf_counter())
             except aiomqtt.MqttError as exc:
+                self._client = None
                 self.connected.clear()
                 self.stats.broker = None
                 task = asyncio.current_task()
@@ -175,6 +181,18 @@ class Watcher:
                 self.stats.connection_errors += 1
                 attempt = self.rotation.failed(self.clock.now())
                 self._log_failure(url, exc, attempt.url, attempt.delay_s)
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """QoS 1 on the watcher's own connection: the coordinator's broker user, the only
+        one the generated ACL lets publish commands. Raises ConnectionError when down."""
+        client = self._client
+        if client is None:
+            raise ConnectionError("the coordinator is not connected to the broker")
+        try:
+            await client.publish(topic, payload, qos=1)
+        except aiomqtt.MqttError as exc:
+            message = f"publish to the broker failed: {exc}"
+            raise ConnectionError(message) from exc
 
     def _log_failure(self, url: str, exc: aiomqtt.MqttError, following: str,
                      delay: float) -> None:
@@ -208,6 +226,13 @@ class Watcher:
                 message = decode(AgentStatus, raw)
                 _same(parsed.warehouse, message.warehouse_id, "warehouse_id")
                 _same(parsed.agent, message.agent_id, "agent_id")
+            elif parsed.kind == "telemetry":
+                message = decode(TelemetrySummary, raw)
+                _same(parsed.warehouse, message.warehouse_id, "warehouse_id")
+                _same(parsed.zone, message.zone, "zone")
+            elif parsed.kind == "audit":
+                message = decode(AuditRecord, raw)
+                _same(parsed.warehouse, message.warehouse_id, "warehouse_id")
             elif parsed.kind == "tracking":
                 message = decode(TrackingUpdate, raw)
                 _same(parsed.carrier, message.carrier, "carrier")

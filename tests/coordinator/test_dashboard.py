@@ -9,7 +9,6 @@ order is shipped. Chromium then loads ``/dashboard?order=...`` and the test read
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 import uuid
@@ -19,13 +18,14 @@ from datetime import UTC, datetime, timedelta
 from html import unescape
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiomqtt
 import httpx
 import pytest
 from sqlite_utils import Database
 
-from coordinator import dashboard, dashboard_state
+from coordinator import dashboard, dashboard_state, order_search
 from coordinator.app import create_app
 from coordinator.auth.roles import Role, Scope
 from coordinator.auth.store import add_user
@@ -39,7 +39,7 @@ from coordinator.settings import Settings
 from protocols import Topics, encode
 from simulators.brokers import Broker
 from tests.auth import ADMIN
-from tests.browser import Browser
+from tests.browser import console_errors, login, screenshot, wait_until, webdriver
 from tests.coordinator.ops.factories import breaker_event
 from tests.coordinator.ops.helpers import ops_config, register_gateways, settings_for
 
@@ -68,6 +68,7 @@ class Site:
     shipped_order: str
     waiting_order: str  # no warehouse has its SKU: unallocated
     workdir: Path
+    topics: Topics
 
 
 # two destinations far apart, so the orders land at more than one warehouse
@@ -109,7 +110,7 @@ def site(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
     db.conn.close()
     topics = Topics(f"bwtest-dash-{uuid.uuid4().hex[:10]}")
     app = create_app(settings_for(path, mqtt_broker.url, topics),
-                     extra_routers=[ops_router, dashboard.router],
+                     extra_routers=[ops_router, order_search.router, dashboard.router],
                      lifespan_hooks=[ops_lifespan(ops_config(workdir))])
     with serve_in_thread(app) as url, httpx.Client(base_url=url, headers=ADMIN, timeout=15) as http:
         orders = []
@@ -146,7 +147,7 @@ def site(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
         _publish_retained(mqtt_broker, topics.breaker(tripped, "cold_chain"), encode(event))
         _poll(http, "the breaker trip", lambda s: _by_id(s)[tripped]["state"] == "tripped")
         yield Site(url, paused, tripped, first["order_id"], shipped["order_id"], waiting,
-                   workdir)
+                   workdir, topics)
         _publish_retained(mqtt_broker, topics.breaker(tripped, "cold_chain"), b"")
 
 
@@ -157,7 +158,9 @@ def test_state_shows_paused_and_tripped_warehouses_incidents_and_counts(site: Si
         state = http.get("/dashboard/state").json()
         assert set(state) == {"warehouses", "incidents", "orders_by_status", "orders_total",
                               "waiting_orders", "waiting_total", "notifications", "security",
-                              "labels", "generated_at"}
+                              "labels", "generated_at", "timezone", "down"}
+        assert state["timezone"] == "Asia/Shanghai"
+        assert sorted(state["down"]) == sorted([site.paused, site.tripped])
         warehouses = _by_id(state)
         assert sorted(warehouses) == [f"WH-0{i}" for i in range(1, 9)]
         paused = warehouses[site.paused]
@@ -168,6 +171,8 @@ def test_state_shows_paused_and_tripped_warehouses_incidents_and_counts(site: Si
         tripped = warehouses[site.tripped]
         assert tripped["state"] == "tripped" and not tripped["available"]
         assert tripped["reason"] == "breaker cold_chain: threshold_exceeded"
+        assert [(c["kind"], c["name"], c["code"]) for c in tripped["causes"]] == [
+            ("breaker", "cold_chain", "threshold_exceeded")]
         [breaker] = tripped["open_breakers"]
         assert (breaker["breaker"], breaker["state"], breaker["open"]) == (
             "cold_chain", "tripped", True)
@@ -181,6 +186,10 @@ def test_state_shows_paused_and_tripped_warehouses_incidents_and_counts(site: Si
         assert pause_incident["moved"] >= 1 and pause_incident["stuck"] == 0
         assert pause_incident["open"] and pause_incident["closed_at"] is None
         assert pause_incident["warehouse_name"] == paused["name"]
+        # where the moved orders went, by warehouse
+        assert sum(d["orders"] for d in pause_incident["destinations"]) == pause_incident["moved"]
+        assert all(d["warehouse_id"] != site.paused and d["name"]
+                   for d in pause_incident["destinations"])
         assert by_warehouse[site.tripped]["open"]
 
         counts = state["orders_by_status"]
@@ -210,21 +219,13 @@ def test_page_is_served_self_contained_at_root_and_dashboard(site: Site) -> None
         assert page.headers["content-type"].startswith("text/html")
         assert page.text == pages[0].text
     html = pages[0].text
-    assert "<title>" in html and "/dashboard/state" in html
+    assert "<title>" in html and "/dashboard/events" in html and "EventSource" in html
     # works offline: no script, style or font fetched from anywhere else
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
     assert "@import" not in html
 
 
 # -- the page in a real browser -----------------------------------------------------------
-def _rendered(site: Site, url: str) -> str:
-    """The page as a logged-in person's browser renders it."""
-    with Browser(site.workdir) as browser:
-        browser.login(site.url, VIEWER, PASSWORD)
-        browser.goto(url)
-        return browser.settled_dom()
-
-
 def _text(fragment: str) -> str:
     """The visible text of an HTML fragment, whitespace collapsed."""
     return " ".join(unescape(re.sub(r"<[^>]+>", " ", fragment)).split())
@@ -236,90 +237,195 @@ def _element(dom: str, tag: str, attrs: str) -> str:
     return found.group(1)
 
 
+def _loaded(driver: Any) -> bool:
+    return bool(driver.execute_script(
+        "return document.querySelectorAll('#warehouses tr[data-warehouse]').length > 0"))
+
+
+def _state_fetches(driver: Any) -> int:
+    return int(driver.execute_script(
+        "return performance.getEntriesByType('resource')"
+        ".filter(e => e.name.includes('/dashboard/state')).length"))
+
+
 @pytest.mark.broker
 def test_browser_renders_warehouses_and_an_orders_timeline_and_decision(site: Site) -> None:
     with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
         decision = http.get(f"/orders/{site.rerouted_order}/decision",
                             params={"why_not": site.paused}).json()
-    page = f"{site.url}/dashboard?order={site.rerouted_order}&why_not={site.paused}"
-    dom = _rendered(site, page)
+    page = f"{site.url}/dashboard?order={site.rerouted_order}&why_not={site.paused}&lang=en"
+    with webdriver(site.workdir) as driver:
+        login(driver, site.url, VIEWER, PASSWORD)
+        driver.get(page)
+        wait_until(driver, lambda d: _loaded(d) and d.execute_script(
+            "return !!document.getElementById('why-not-answer')"), what="board and order")
+        dom = driver.page_source
+        assert console_errors(driver) == []
 
     rows = re.findall(r'<tr data-warehouse="(WH-\d+)" data-state="(\w+)"', dom)
     assert len(rows) == 8
     states = dict(rows)
     assert states[site.paused] == "paused" and states[site.tripped] == "tripped"
     paused_row = _text(_element(dom, "tr", f'data-warehouse="{site.paused}"'))
-    assert "paused 已暂停" in paused_row and PAUSE_REASON in paused_row
+    assert "paused" in paused_row and PAUSE_REASON in paused_row
     tripped_row = _text(_element(dom, "tr", f'data-warehouse="{site.tripped}"'))
-    assert "tripped 已熔断" in tripped_row
-    assert "breaker cold_chain: threshold_exceeded" in tripped_row
+    assert "breaker cold chain: above the limit for the whole delay" in tripped_row
     assert "cold_chain tripped" in tripped_row
     incidents = _text(_element(dom, "table", 'id="incidents"'))
     assert site.paused in incidents and PAUSE_REASON in incidents
+    assert re.search(r'data-destination="WH-\d+"', dom)  # where the moved orders went
     counts = _text(_element(dom, "table", 'id="order-counts"'))
-    assert "in transit 在途 1" in counts and "total 合计 7" in counts
+    assert "in transit 1" in counts and "total 7" in counts
     waiting = _text(_element(dom, "tr", f'data-order="{site.waiting_order}"'))
-    assert "unallocated 待分仓" in waiting and "SKU-0203" in waiting
+    assert "unallocated" in waiting and "SKU-0203" in waiting
     assert f'href="?order={site.waiting_order}"' in dom
-    metrics = _text(dom.partition('id="metrics"')[2].partition("</section>")[0])
-    assert "Self-healing 自愈率" in metrics and "unavailable" not in metrics
-    announced = _text(_element(dom, "p", 'id="announce-state"'))
-    assert announced == (f"unavailable 不可用: {site.paused} paused 已暂停, "
-                         f"{site.tripped} tripped 已熔断")
+    down = _text(_element(dom, "p", 'id="down"'))
+    assert down.startswith("down: ") and site.paused in down and site.tripped in down
 
-    # the order looked up from ?order=: the milestones and every event, with times
+    # the order looked up from ?order=: the milestones and every event, with local times
     done = re.findall(r'<li class="done" data-step="(\w+)"', dom)
     assert done == ["received", "allocated", "rerouted"]
     allocated = _text(_element(dom, "li", 'class="done" data-step="allocated"'))
-    assert "allocated 已分仓" in allocated and "UTC" in allocated
+    assert re.fullmatch(r"allocated \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", allocated)
     assert "not yet" in _text(_element(dom, "li", 'class="" data-step="shipped"'))
     events = re.findall(r'<tr data-event="(\w+)"', dom)
     assert events == ["received", "allocated", "rerouted"]
     # the button that reaches the on-duty staff near the delivery address
     assert f'id="contacts-button" data-order="{site.rerouted_order}"' in dom
-    assert "Allocation 分仓" in dom and "Reroute 改派" in dom
     rerouted = _text(_element(dom, "tr", 'data-event="rerouted"'))
     assert f"from {site.paused} to " in rerouted and PAUSE_REASON in rerouted
-    # the decision trace in words, both decisions, and the "why not" answer
     assert re.findall(r'<div class="decision" data-outcome="(\w+)"', dom) == [
         "allocated", "allocated"]
     for d in decision["decisions"]:
         for line in d["explanation"]:
             assert line in unescape(dom)
-    announced = _text(_element(dom, "p", 'id="announce-order"'))
-    assert announced.startswith(f"order {site.rerouted_order}: allocated 已分仓")
     answer = _text(_element(dom, "p", 'id="why-not-answer"'))
     assert answer == f"Why not {site.paused}? {decision['why_not']['answer']}"
+    # asked across the whole history: allocated there first, then rerouted away
+    history = decision["why_not"]["history"]
+    assert [h["kind"] for h in history] == ["allocate", "reroute"]
+    assert re.findall(r'<li data-kind="(\w+)"', _element(dom, "ol", 'id="why-not-history"')) == [
+        "allocate", "reroute"]
+    assert all(c["name"] for d in decision["decisions"] for c in d["candidates"])
+
+
+@pytest.mark.broker
+def test_browser_defaults_to_chinese_and_the_switch_changes_every_label(site: Site) -> None:
+    from selenium.webdriver.common.by import By
+
+    with webdriver(site.workdir) as driver:
+        login(driver, site.url, VIEWER, PASSWORD)
+        driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "UTC"})
+        driver.get(f"{site.url}/dashboard")
+        wait_until(driver, _loaded, what="the board")
+        labels = driver.execute_script(
+            "return [...document.querySelectorAll('[data-i18n]')].map(n => n.textContent)")
+        state = _text(_element(driver.page_source, "tr", f'data-warehouse="{site.tripped}"'))
+        assert "已熔断" in state and "超过阈值并持续" in state
+        assert "threshold_exceeded" not in state
+        # times are in the configured zone (Asia/Shanghai), not the browser's (UTC here)
+        opened = driver.execute_script(
+            "return document.querySelector('#incidents tbody td').textContent")
+        with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
+            first = http.get("/dashboard/state").json()["incidents"][0]["opened_at"]
+        local = datetime.fromisoformat(first).astimezone(ZoneInfo("Asia/Shanghai"))
+        assert opened == local.strftime("%Y-%m-%d %H:%M:%S")
+        driver.find_element(By.ID, "lang").click()
+        english = driver.execute_script(
+            "return [...document.querySelectorAll('[data-i18n]')].map(n => n.textContent)")
+        assert len(english) == len(labels) > 40
+        # every label changed language: none is the same text in both
+        assert [a for a, b in zip(labels, english, strict=True) if a == b] == []
+        assert not re.search(r"[\u4e00-\u9fff]", " ".join(english))
+        state = _text(_element(driver.page_source, "tr", f'data-warehouse="{site.tripped}"'))
+        assert "tripped" in state and "已熔断" not in state
+        assert driver.execute_script("return document.documentElement.lang") == "en"
+        assert console_errors(driver) == []
 
 
 @pytest.mark.broker
 def test_browser_shows_a_shipped_order_and_an_unknown_one_clearly(site: Site) -> None:
-    dom = _rendered(site, f"{site.url}/dashboard?order={site.shipped_order}&why_not=WH-NOPE")
-    assert re.findall(r'<li class="done" data-step="(\w+)"', dom) == [
-        "received", "allocated", "shipped", "in_transit"]
-    assert 'data-step="rerouted"' not in dom  # never rerouted: no such step
-    # an unknown "why not" warehouse is answered as such and hides nothing else
-    answer = _text(_element(dom, "p", 'id="why-not-answer"'))
-    assert answer.startswith("Why not WH-NOPE? HTTP 404") and "WH-NOPE" in answer[16:]
-    assert re.findall(r'<div class="decision" data-outcome="(\w+)"', dom) == ["allocated"]
-    shipped = _text(_element(dom, "li", 'class="done" data-step="shipped"'))
-    assert "shipped 已出库" in shipped and "UTC" in shipped
-    dom = _rendered(site, f"{site.url}/dashboard?order=NO-SUCH-ORDER")
-    error = _text(_element(dom, "p", 'class="error"'))
-    assert error.startswith("Order NO-SUCH-ORDER: HTTP 404")
+    with webdriver(site.workdir) as driver:
+        login(driver, site.url, VIEWER, PASSWORD)
+        driver.get(f"{site.url}/dashboard?order={site.shipped_order}&why_not=WH-NOPE&lang=en")
+        wait_until(driver, lambda d: d.execute_script(
+            "return !!document.getElementById('why-not-answer')"), what="the order")
+        dom = driver.page_source
+        assert re.findall(r'<li class="done" data-step="(\w+)"', dom) == [
+            "received", "allocated", "shipped", "in_transit"]
+        assert 'data-step="rerouted"' not in dom  # never rerouted: no such step
+        answer = _text(_element(dom, "p", 'id="why-not-answer"'))
+        assert answer.startswith("Why not WH-NOPE? HTTP 404") and "WH-NOPE" in answer[16:]
+        assert re.findall(r'<div class="decision" data-outcome="(\w+)"', dom) == ["allocated"]
+        driver.get(f"{site.url}/dashboard?order=NO-SUCH-ORDER&lang=en")
+        wait_until(driver, lambda d: d.execute_script(
+            "return !!document.querySelector('#order p.error')"), what="the error")
+        error = _text(_element(driver.page_source, "p", 'class="error"'))
+        assert error.startswith("Order NO-SUCH-ORDER: HTTP 404")
 
 
 @pytest.mark.broker
-def test_browser_screenshot_is_taken(site: Site) -> None:
-    """To look at it: DASHBOARD_SCREENSHOT=/tmp/d.png [DASHBOARD_WINDOW=1400,2600] pytest ..."""
-    target = Path(os.environ.get("DASHBOARD_SCREENSHOT", site.workdir / "dashboard.png"))
-    page = f"{site.url}/dashboard?order={site.rerouted_order}&why_not={site.paused}"
-    with Browser(site.workdir, os.environ.get("DASHBOARD_WINDOW", "1400,1000")) as browser:
-        browser.login(site.url, VIEWER, PASSWORD)
-        browser.goto(page)
-        browser.settled_dom()
-        browser.screenshot(target)
-    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_at_phone_width_the_tripped_warehouse_shows_without_sideways_scrolling(
+        site: Site) -> None:
+    with webdriver(site.workdir, width=390, height=844) as driver:
+        login(driver, site.url, VIEWER, PASSWORD)
+        # a desktop window has a minimum width: emulate the phone's screen instead
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True})
+        driver.get(f"{site.url}/dashboard")
+        wait_until(driver, _loaded, what="the board")
+        width = driver.execute_script("return document.documentElement.clientWidth")
+        assert width <= 390
+        assert driver.execute_script(
+            "return document.documentElement.scrollWidth") <= width  # nothing sideways
+        card = driver.execute_script(
+            "const r = document.querySelector('tr[data-warehouse=\"" + site.tripped +
+            "\"]').getBoundingClientRect(); return [r.left, r.right]")
+        assert card[0] >= 0 and card[1] <= width
+        # the state comes first on the card, and the header names what is down
+        first = driver.execute_script(
+            "const tr = document.querySelector('tr[data-warehouse=\"" + site.tripped + "\"]');"
+            "return [...tr.children].filter(c => c.getClientRects().length)"
+            ".sort((a, b) => a.getBoundingClientRect().top - b.getBoundingClientRect().top)"
+            "[0].className")
+        assert "state-cell" in first
+        down = driver.execute_script("return document.getElementById('down').textContent")
+        assert site.tripped in down and "已熔断" in down
+        screenshot(driver, "dashboard-phone.png")
+
+
+@pytest.mark.broker
+def test_a_trip_through_the_broker_appears_live_without_polling(
+        site: Site, mqtt_broker: Broker) -> None:
+    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
+        state = http.get("/dashboard/state").json()
+    topics = site.topics
+    calm = next(w["id"] for w in state["warehouses"] if w["state"] == "available")
+    register_gateways(site.workdir / "coordinator.sqlite", {f"gw-{calm.lower()}": calm})
+    with webdriver(site.workdir) as driver:
+        login(driver, site.url, VIEWER, PASSWORD)
+        driver.get(f"{site.url}/dashboard")
+        wait_until(driver, _loaded, what="the board")
+        assert driver.execute_script("return window.breakwaterSource.readyState") == 1
+        event = breaker_event(seq=1, warehouse=calm, agent=f"gw-{calm.lower()}",
+                              at=datetime.now(UTC))
+        started = time.monotonic()
+        _publish_retained(mqtt_broker, topics.breaker(calm, "cold_chain"), encode(event))
+        wait_until(driver, lambda d: d.execute_script(
+            f"return document.querySelector('tr[data-warehouse=\"{calm}\"]')"
+            ".dataset.state") == "tripped", within=2.0, what="the trip on the page")
+        assert time.monotonic() - started < 2.0
+        assert _state_fetches(driver) <= 1  # pushed, not polled
+        assert driver.execute_script("return window.breakwaterSource.readyState") == 1
+        assert console_errors(driver) == []
+        screenshot(driver, "dashboard-live-trip.png")
+        cleared = breaker_event(seq=2, open=False, warehouse=calm, agent=f"gw-{calm.lower()}",
+                                at=datetime.now(UTC))
+        _publish_retained(mqtt_broker, topics.breaker(calm, "cold_chain"), encode(cleared))
+        wait_until(driver, lambda d: d.execute_script(
+            f"return document.querySelector('tr[data-warehouse=\"{calm}\"]')"
+            ".dataset.state") == "available", within=5.0, what="the clear on the page")
+    _publish_retained(mqtt_broker, topics.breaker(calm, "cold_chain"), b"")
 
 
 def test_without_the_ops_side_the_page_works_and_says_metrics_are_unavailable(
@@ -340,16 +446,20 @@ def test_without_the_ops_side_the_page_works_and_says_metrics_are_unavailable(
             [], {}, 0)
         assert state["notifications"] == {
             "by_status": {"pending": 0, "sent": 0, "failed": 0}, "by_kind": {}}
-        with Browser(tmp_path) as browser:
-            browser.login(url, VIEWER, PASSWORD)
-            browser.goto(url + "/dashboard")
-            dom = browser.settled_dom()
-    assert re.findall(r'data-state="(\w+)"', dom) == ["available"] * 8
-    assert "no incidents 暂无事件" in dom and "no orders yet 暂无订单" in dom
+        with webdriver(tmp_path) as driver:
+            login(driver, url, VIEWER, PASSWORD)
+            driver.get(url + "/dashboard?lang=en")
+            wait_until(driver, lambda d: _loaded(d) and "unavailable" in d.execute_script(
+                "return document.getElementById('metrics').textContent"), what="the board")
+            dom = driver.page_source
+            assert console_errors(driver) == [] or all(
+                "metrics/summary" in e for e in console_errors(driver))
+    assert re.findall(r'<tr data-warehouse="[^"]+" data-state="(\w+)"', dom) == [
+        "available"] * 8
+    assert "no incidents" in dom and "no orders yet" in dom
     metrics = _text(_element(dom, "div", 'id="metrics"'))
     assert metrics.startswith("metrics unavailable (HTTP 404")
-    announced = _text(_element(dom, "p", 'id="announce-state"'))
-    assert announced == "all warehouses available 全部仓库可用"
+    assert _text(_element(dom, "p", 'id="down"')) == "all warehouses available"
 
 
 def test_waiting_panel_lists_the_oldest_and_counts_them_all(sample_db: Database) -> None:
@@ -372,3 +482,41 @@ def test_waiting_panel_lists_the_oldest_and_counts_them_all(sample_db: Database)
     assert shown["waiting_total"] == 3
     assert [o["status"] for o in shown["waiting_orders"]] == ["unallocated"] * 2
     assert shown["waiting_orders"][0]["received_at"] < shown["waiting_orders"][1]["received_at"]
+
+
+@pytest.mark.broker
+def test_staff_find_an_order_by_the_channels_order_number(site: Site) -> None:
+    from selenium.webdriver.common.by import By
+
+    with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
+        found = http.get("/lookup/orders", params={"q": "DASH-1"}).json()
+        [order] = found["orders"]
+        assert (order["channel"], order["channel_order_id"]) == ("wechat_mini", "DASH-1")
+        assert order["store_id"] == "HZ-S002" and order["store_name"]
+        assert order["warehouse_name"]  # names beside ids
+        by_id = http.get("/lookup/orders", params={"q": order["id"]}).json()
+        assert [o["id"] for o in by_id["orders"]] == [order["id"]]
+        waiting = http.get("/lookup/orders", params={"status": "unallocated"}).json()
+        assert [o["id"] for o in waiting["orders"]] == [site.waiting_order]
+        assert http.get("/lookup/orders", params={"q": "nope"}).json()["count"] == 0
+        bad = http.get("/lookup/orders", params={"limit": 0})
+        assert bad.status_code == 422 and bad.json()["field"] == "query.limit"
+    with webdriver(site.workdir) as driver:
+        login(driver, site.url, VIEWER, PASSWORD)
+        driver.get(f"{site.url}/dashboard?lang=en")
+        wait_until(driver, _loaded, what="the board")
+        box = driver.find_element(By.ID, "order-id")
+        box.send_keys("DASH-1")
+        box.submit()
+        wait_until(driver, lambda d: order["id"] in d.find_element(By.ID, "order").text,
+                   what="the order found by its channel number")
+        assert "DASH-1" in driver.find_element(By.ID, "order").text
+        assert console_errors(driver) == []
+
+
+def test_every_translation_exists_in_both_languages() -> None:
+    text = (Path(dashboard.__file__).parent / "static" / "common.js").read_text("utf-8")
+    zh = text.partition("  zh: {")[2].partition("\n  },")[0]
+    en = text.partition("  en: {")[2].partition("\n  },")[0]
+    keys = [set(re.findall(r"(?:^\s*|[,{]\s*)(\w+): \"", block, re.M)) for block in (zh, en)]
+    assert len(keys[0]) > 150 and keys[0] == keys[1], keys[0] ^ keys[1]

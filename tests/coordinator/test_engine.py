@@ -110,7 +110,8 @@ def test_safety_stock_is_never_promised() -> None:
     decision = engine.allocate(_order(("S", 3)), snap, RULES)
     assert decision.warehouse_id == "B"
     a = {c.warehouse_id: c for c in decision.candidates}["A"]
-    assert a.dropped_by == "geofence" and a.why is not None and "short of S" in a.why
+    # a stock shortfall says "stock", not "geofence"
+    assert a.dropped_by == "stock" and a.why is not None and "short of S" in a.why
 
 
 def test_reservation_rate_above_threshold_drops_warehouse() -> None:
@@ -120,6 +121,7 @@ def test_reservation_rate_above_threshold_drops_warehouse() -> None:
     assert decision.warehouse_id == "B"
     a = {c.warehouse_id: c for c in decision.candidates}["A"]
     assert a.dropped_by == "inventory" and a.reservation_rate == 0.9
+    assert a.why == "reservation rate of S 90% above 85%"  # names the SKU that set it
 
 
 def test_full_warehouse_is_skipped_unless_operator_overrides() -> None:

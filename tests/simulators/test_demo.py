@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -81,21 +83,51 @@ def test_demo_trips_at_0217_and_accounts_for_all_287_orders(
     sink = tmp_path / "notifications" / "franchisee.jsonl"
     assert f"franchisee notices (file sink): {sink}" in out
     notices = [json.loads(line) for line in sink.read_text(encoding="utf-8").splitlines()]
-    assert len(notices) == int(moved) + int(stuck)
+    # one message per store and incident (all 287 waiting orders are one store's), in
+    # Chinese, with the same local trip time as the report above and the dashboard
+    reroutes = [n for n in notices if n["type"] == "reroute_notice"]
+    assert len(reroutes) == len({n["store_id"] for n in reroutes}) == 1
+    [notice] = reroutes
+    assert len(notice["orders"]) == int(moved)
+    first, *listed, coupon = notice["text"].splitlines()
+    assert first.startswith(f"【改派通知】{notice['store_name']}您好：2026-01-15 02:17:00 "
+                            "(Asia/Shanghai)，")
+    assert "暂停发货" in first and f"{moved} 笔订单" in first
+    assert len(listed) == int(moved)
+    assert all(f"订单 {o['channel_order_id']}：" in notice["text"] for o in notice["orders"])
+    assert coupon.startswith("为补偿本次改派") and notice["coupon"]["code"] in coupon
+    assert notice["tripped_at_local"] == "2026-01-15 02:17:00 (Asia/Shanghai)"
+    # the board shows the incident at the same local time (its `tripped_at`, in the zone)
+    from coordinator.dashboard_state import state
+    from coordinator.db import open_database
+
+    db = open_database(next(tmp_path.glob("*.sqlite")))
+    [incident] = state(db)["incidents"]
+    db.conn.close()
+    tripped = datetime.fromisoformat(incident["tripped_at"]).astimezone(ZoneInfo("Asia/Shanghai"))
+    assert f"{tripped:%Y-%m-%d %H:%M:%S}" == "2026-01-15 02:17:00"
     assert f"dashboard: http://127.0.0.1:{port}/" in out
 
     # operations alerts went over real HTTP to the demo's inbox: one WeCom robot message
     # (its documented markdown JSON) and one SMS request for the incident, not one per order
     alerts = tmp_path / "notifications" / "ops-alerts.jsonl"
     entries = [json.loads(line) for line in alerts.read_text(encoding="utf-8").splitlines()]
-    wecom = [e["body"] for e in entries if e["channel"] == "wecom"]
-    sms = [e["body"] for e in entries if e["channel"] == "sms"]
+    # nobody acknowledges during the demo, so the incident also escalates (event time runs
+    # fast): once per level, WeCom first, then SMS
+    escalations = [e for e in entries if "升级提醒" in json.dumps(e, ensure_ascii=False)]
+    opened = [e for e in entries if e not in escalations]
+    wecom = [e["body"] for e in opened if e["channel"] == "wecom"]
+    sms = [e["body"] for e in opened if e["channel"] == "sms"]
     assert len(wecom) == 1 and len(sms) == 1, entries
     replies = [e["body"] for e in entries if e["channel"] == "customer"
                and e["body"]["script"] == "inquiry_reply"]
     assert len(replies) == 20 and all(r["text"].startswith("您好，订单") for r in replies)
     assert wecom[0]["msgtype"] == "markdown"
     assert "287" in wecom[0]["markdown"]["content"]
+    assert "> 熔断时间：2026-01-15 02:17:00 (Asia/Shanghai)" in wecom[0]["markdown"]["content"]
+    levels = [e["channel"] for e in escalations]
+    assert levels[:1] in ([], ["wecom"]) and set(levels[1:]) <= {"sms"}
+    assert len(levels) <= 3
 
     waiting = (tmp_path / "orders-waiting.jsonl").read_text().splitlines()
     assert len(waiting) == 287

@@ -1,9 +1,9 @@
 """Franchisee notices and coupons, queued set-wise inside SQLite.
 
-- :func:`queue_franchisee_notices`: one incident's moved orders (``reroute_notice``). One
-  ``INSERT ... SELECT`` for the coupons and one for the notices, built with SQLite's
-  ``json_object`` from the store's incident record (what moved where, the engine's ETA):
-  10,000 notices are queued in the reroute's transaction without a Python loop per order.
+- :func:`queue_franchisee_notices`: one incident's moved orders (``reroute_notice``): ONE
+  message per store (a Chinese text plus the structured orders), one coupon per store,
+  queued in the reroute's transaction; the outbox's dedupe key makes it once per store
+  and incident however often the reroute is replayed.
 - :func:`queue_placed_notices`: orders an incident left stuck (``needs_attention``) that a
   later retry placed (``placed_notice``: the warehouse, the new ETA and the coupon for the
   wait), found by a sweep over the order timeline past a cursor, so every way a retry runs
@@ -16,61 +16,126 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
+from typing import Any
+
+from sqlite_utils import Migrations
 
 from coordinator.db import Database, sqlite_connection
 from coordinator.ops.config import FranchiseeConfig
+from coordinator.ops.notify import outbox
+from coordinator.ops.notify.outbox import OutgoingNotice
+from coordinator.ops.notify.wording import (
+    NoticeOrder,
+    local_time,
+    short_ref,
+    store_notice_text,
+)
 from protocols.timestamps import stamp
 
-_COUPONS = """
-INSERT OR IGNORE INTO ops_coupons (order_id, incident_id, code, created_at)
-SELECT io.order_id, io.incident_id, bw_coupon_code(:prefix, io.order_id, io.incident_id), :now
-FROM incident_orders io
-WHERE io.incident_id = :incident AND io.outcome = 'moved'
-"""
+migrations = Migrations("coordinator_franchisee")
 
-_NOTICES = """
-INSERT OR IGNORE INTO ops_notifications
-    (kind, dedupe_key, incident_id, payload, status, attempts, next_attempt_at, created_at)
-SELECT 'franchisee', 'franchisee:' || io.incident_id || ':' || io.order_id, io.incident_id,
-    json_object(
-        'type', 'reroute_notice',
-        'order_id', io.order_id,
-        'store_id', o.store_id,
-        'incident_id', io.incident_id,
-        'reason', :reason,
-        'old_warehouse', json_object('id', ow.id, 'name', ow.name, 'address', ow.address),
-        'new_warehouse', json_object('id', nw.id, 'name', nw.name, 'address', nw.address),
-        'distance_km', round(io.distance_km, 2),
-        'new_eta', io.eta,
-        'coupon', json_object('code', c.code, 'value_yuan', :value),
-        'issued_at', :now),
-    'pending', 0, :now, :now
-FROM incident_orders io
-JOIN orders o ON o.id = io.order_id
-JOIN warehouses ow ON ow.id = io.old_warehouse_id
-JOIN warehouses nw ON nw.id = io.new_warehouse_id
-JOIN ops_coupons c ON c.order_id = io.order_id AND c.incident_id = io.incident_id
-WHERE io.incident_id = :incident AND io.outcome = 'moved'
-"""
+
+@migrations()
+def m001_store_coupons(db: Database) -> None:
+    """One compensation coupon per store and incident (the per-store notice names it)."""
+    db.execute(
+        """
+        CREATE TABLE ops_store_coupons (
+            incident_id TEXT NOT NULL,
+            store_id TEXT NOT NULL,
+            code TEXT NOT NULL UNIQUE,
+            value_yuan REAL NOT NULL,
+            orders INTEGER NOT NULL,
+            valid_until TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (incident_id, store_id)
+        )
+        """
+    )
 
 
 def coupon_code(prefix: str, order_id: str, incident_id: str) -> str:
-    """Deterministic, unique per (order, incident): a replay yields the same code."""
+    """Deterministic, unique per (order or store, incident): a replay yields the same code."""
     digest = hashlib.blake2b(f"{order_id}\x1f{incident_id}".encode(), digest_size=8)
     return f"{prefix}-{digest.hexdigest().upper()}"
 
 
-def queue_franchisee_notices(db: Database, incident_id: str, *, reason: str, at: datetime,
-                             config: FranchiseeConfig) -> int:
-    """Record the coupons and queue one notice per moved order (caller's transaction).
+_MOVED = """
+SELECT io.order_id, coalesce(o.store_id, '') AS store_id,
+    coalesce(s.name, o.store_id, '') AS store_name, o.channel, o.channel_order_id,
+    nw.id AS new_id, nw.name AS new_name, nw.address AS new_address, io.eta, io.distance_km
+FROM incident_orders io
+JOIN orders o ON o.id = io.order_id
+JOIN warehouses nw ON nw.id = io.new_warehouse_id
+LEFT JOIN stores s ON s.id = o.store_id
+WHERE io.incident_id = :incident AND io.outcome = 'moved'
+ORDER BY o.store_id, o.channel, o.channel_order_id
+"""
+_LINES = """
+SELECT l.order_id, coalesce(nullif(k.name, ''), l.sku_id), l.qty
+FROM order_lines l LEFT JOIN skus k ON k.id = l.sku_id
+WHERE l.order_id IN (SELECT order_id FROM incident_orders
+                     WHERE incident_id = :incident AND outcome = 'moved')
+ORDER BY l.order_id, l.line_no
+"""
+COUPON_PURPOSE = ("compensation for the delay of this incident's rerouted orders, usable on "
+                  "the store's next order")
 
-    Returns how many notices were new (0 when the incident was queued before)."""
-    sqlite_connection(db, "franchisee notices").create_function(
-        "bw_coupon_code", 3, coupon_code, deterministic=True)
-    params = {"prefix": config.coupon_prefix, "incident": incident_id, "now": stamp(at),
-              "reason": reason, "value": config.coupon_value_yuan}
-    db.conn.execute(_COUPONS, params)
-    return db.conn.execute(_NOTICES, params).rowcount
+
+def queue_franchisee_notices(db: Database, incident_id: str, *, reason: str, at: datetime,
+                             config: FranchiseeConfig, warehouse_name: str,
+                             timezone: str) -> int:
+    """Queue ONE notice per store for an incident's moved orders, with one compensation
+    coupon per store (caller's transaction). ``at`` is the trip time (event time).
+
+    Each notice carries ``text`` (a Chinese message for the franchisee: the orders with
+    their channel order numbers and items, the new warehouse and address, the local ETA,
+    the coupon, what it is for and until when) and the same facts as structured JSON for
+    integrations. Returns how many notices were new (0 when the incident was queued
+    before: the dedupe key is ``franchisee:<incident>:<store>``)."""
+    rows = db.conn.execute(_MOVED, {"incident": incident_id}).fetchall()
+    if not rows:
+        return 0
+    items: dict[str, list[tuple[str, int]]] = {}
+    for order_id, name, qty in db.conn.execute(_LINES, {"incident": incident_id}):
+        items.setdefault(order_id, []).append((str(name), int(qty)))
+    by_store: dict[str, list[Any]] = {}
+    for r in rows:
+        by_store.setdefault(r[1], []).append(r)
+    valid_until = at + timedelta(days=config.coupon_valid_days)
+    notices: list[OutgoingNotice] = []
+    for store_id, orders in by_store.items():
+        code = coupon_code(config.coupon_prefix, f"store:{store_id}", incident_id)
+        db.conn.execute(
+            "INSERT INTO ops_store_coupons (incident_id, store_id, code, value_yuan, orders, "
+            "valid_until, created_at) VALUES (:i, :s, :c, :v, :n, :u, :now) "
+            "ON CONFLICT (incident_id, store_id) DO NOTHING",
+            {"i": incident_id, "s": store_id, "c": code, "v": config.coupon_value_yuan,
+             "n": len(orders), "u": stamp(valid_until), "now": stamp(at)})
+        listed = [NoticeOrder(r[0], r[3], r[4], tuple(items.get(r[0], ())), r[6], r[7],
+                              datetime.fromisoformat(r[8]) if r[8] else None) for r in orders]
+        text = store_notice_text(
+            store_name=orders[0][2], warehouse_name=warehouse_name, reason=reason,
+            tripped_at=at, orders=listed, coupon_code=code,
+            coupon_value_yuan=config.coupon_value_yuan, valid_until=valid_until,
+            incident_ref=short_ref(incident_id), timezone=timezone)
+        payload = {
+            "type": "reroute_notice", "store_id": store_id, "store_name": orders[0][2],
+            "incident_id": incident_id, "incident_ref": short_ref(incident_id),
+            "reason": reason, "tripped_at": stamp(at),
+            "tripped_at_local": local_time(at, timezone), "text": text,
+            "orders": [{"order_id": r[0], "channel": r[3], "channel_order_id": r[4],
+                        "items": [{"name": n, "qty": q} for n, q in items.get(r[0], ())],
+                        "new_warehouse": {"id": r[5], "name": r[6], "address": r[7]},
+                        "distance_km": round(r[9], 2) if r[9] is not None else None,
+                        "new_eta": r[8]} for r in orders],
+            "coupon": {"code": code, "value_yuan": config.coupon_value_yuan,
+                       "purpose": COUPON_PURPOSE, "valid_until": stamp(valid_until)},
+            "issued_at": stamp(at),
+        }
+        notices.append(OutgoingNotice("franchisee", f"franchisee:{incident_id}:{store_id}",
+                                      payload, incident_id))
+    return outbox.queue(db, notices, at)
 
 
 # an allocation by a retry of an order some incident had left stuck, with that incident

@@ -32,7 +32,7 @@ def _path(template: str, site: Site, *, warehouse: str) -> str:
             .replace("{warehouse_id}", warehouse).replace("{item_id}", "WH-01")
             .replace("{kind}", "warehouses").replace("{notification_id}", "1")
             .replace("{token_id}", "tok_none").replace("{username}", "nobody")
-            .replace("{agent_id}", "gw-none"))
+            .replace("{agent_id}", "gw-none").replace("{breaker}", "cold_chain"))
 
 
 def _foreign_request(method: str, template: str, site: Site) -> dict[str, Any] | None:
@@ -45,6 +45,8 @@ def _foreign_request(method: str, template: str, site: Site) -> dict[str, Any] |
                          "lat": 30.25, "lon": 120.12}}
     if "{order_id}" in template:
         return {"json": {"kind": "cancelled"}} if method == "post" else {}
+    if template.endswith("/commands"):
+        return {"json": {"command": "ack", "reason": "scope test"}}
     if "{warehouse_id}" in template:
         return {"json": {"reason": "scope test"}} if method == "post" else {}
     if (method, template) in {("get", "/orders"), ("get", "/notifications"),

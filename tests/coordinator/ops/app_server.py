@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from coordinator.ops.app import create_app_with_ops
 from coordinator.ops.config import OpsConfig
+from coordinator.serving import SHUTDOWN_GRACE_S
 from coordinator.settings import Settings
 from protocols.clock import Clock
 
@@ -23,7 +24,8 @@ def ops_app(settings: Settings, config: OpsConfig, clock: Clock) -> FastAPI:
 @asynccontextmanager
 async def serving(app: FastAPI) -> AsyncIterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           lifespan="on"))
+                                           lifespan="on",
+                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
     task = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(10):

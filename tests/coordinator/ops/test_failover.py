@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiomqtt
+import httpx
 import pytest
 
 from benchmarks.reroute import seed_orders_at
@@ -19,6 +20,7 @@ from coordinator.db import open_database
 from protocols import Topics, encode
 from simulators.brokers import Broker
 from simulators.coordinators import CoordinatorProcess, coordinators
+from tests.auth import ADMIN
 from tests.coordinator.ops.factories import breaker_event
 from tests.coordinator.ops.helpers import read, wait_for
 
@@ -122,6 +124,10 @@ async def test_leader_killed_mid_reroute_standby_finishes_and_nothing_is_done_tw
         await wait_for(lambda: read(db_path, "SELECT count(*) FROM ops_notifications "
                                              "WHERE status = 'pending'") == [(0,)],
                        30, "notices delivered")
+        async with httpx.AsyncClient(base_url=procs[other].url, headers=ADMIN) as client:
+            cluster = (await client.get("/metrics/summary")).json()["cluster"]
+        assert cluster["leading"] and cluster["holder"] == procs[other].instance
+        assert cluster["inbox_backlog"] == 0 and cluster["terms"] == 1
     assert_consistent(db_path, tmp_path)
 
 

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, generate_latest
+
 from benchmarks.reroute import seed_orders_at
 from coordinator.catalog import set_warehouse_availability
 from coordinator.db import open_database
@@ -38,7 +40,11 @@ def test_transparency_counts_only_shipped_orders_with_every_node_timestamped(
     assert data["first_response"] == {"inquiries": 0, "answered": 0, "mean_s": None,
                                       "p50_s": None, "p95_s": None, "max_s": None}
     assert data["self_healing"]["rate"] is None  # no exception yet
-    text = metrics.prometheus(data)
+    figures = metrics.SummaryCollector()
+    figures.data = data
+    registry = CollectorRegistry()
+    registry.register(figures)
+    text = generate_latest(registry).decode()
     assert "breakwater_status_transparency_ratio 0.75" in text
     assert 'breakwater_first_response_seconds{quantile="0.5"}' in text
     assert 'breakwater_order_to_first_status_seconds{quantile="0.95"}' in text

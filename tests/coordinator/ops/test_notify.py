@@ -7,6 +7,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import BaseModel
@@ -28,11 +29,12 @@ from coordinator.ops.notify.messages import (
     IncidentSummary,
     MovedNotice,
     StuckNotice,
+    TripFacts,
     WarehouseInfo,
     incident_notices,
-    local_time,
 )
 from coordinator.ops.notify.outbox import OutgoingNotice
+from coordinator.ops.notify.wording import local_time, short_ref
 from protocols.clock import ManualClock
 from protocols.timestamps import stamp
 from tests.coordinator.ops.factories import T0
@@ -48,6 +50,8 @@ def summary(incident: str = "ep-1", moved: int = 3, stuck: int = 1) -> IncidentS
         reason="threshold_exceeded", at=T0,
         moved=[MovedNotice(f"o-{i}", NEW) for i in range(moved)],
         stuck=[StuckNotice(f"x-{i}", "no cold-chain stock nearby") for i in range(stuck)],
+        trip=TripFacts(at=T0, zone="cold_room_2", metric="temperature_c", value=9.6,
+                       op="above", limit=8.0, for_s=300),
     )
 
 
@@ -58,6 +62,7 @@ def config(receiver: Receiver, tmp_path: Path, **dispatcher: float) -> NotifyCon
         sms=SmsConfig(enabled=True, url=receiver.url + "/sms", phone_numbers=["13800000000"],
                       signature="冷链哨兵", api_key="k1"),
         webhook=WebhookConfig(enabled=True, url=receiver.url + "/hook"),
+        dashboard_url="https://ops.example.cn",
         dispatcher=DispatcherConfig(backoff_base_s=2, **dispatcher),
     )
 
@@ -149,11 +154,22 @@ async def test_payloads_match_the_wecom_robot_and_sms_gateway_formats(
     assert set(wecom.body) == {"msgtype", "markdown"}
     assert wecom.body["msgtype"] == "markdown"
     content = wecom.body["markdown"]["content"]
-    assert "杭州冷链二仓" in content and "ep-1" in content
+    assert "杭州冷链二仓（wh-cc-2）" in content
+    # a short reference instead of the machine id, the reading against its limit, the
+    # trip's local time and the incident page
+    assert "ep-1" not in content.replace("incidents/ep-1", "")
+    assert f'> 事件：<font color="warning">{short_ref("ep-1")}</font>' in content
+    assert "> 原因：超过阈值并持续" in content
+    assert "> 读数：cold_room_2 9.6°C（阈值 高于 8°C 持续 5 分钟）" in content
+    assert "[打开事件页面](https://ops.example.cn/dashboard/incidents/ep-1)" in content
     assert '<font color="info">5</font>' in content and "x-0, x-1" in content
     assert len(content.encode()) <= 4096
     # the people on duty read their own wall-clock time; machines get UTC
-    assert f"> 时间：{local_time(T0, 'Asia/Shanghai')}" in content
+    assert f"> 熔断时间：{local_time(T0, 'Asia/Shanghai')}" in content
+    assert sms.body["content"] == (
+        "【冷链哨兵】杭州冷链二仓停止接单：超过阈值并持续 cold_room_2 9.6°C（阈值 高于 8°C "
+        "持续 5 分钟），2026-11-24 10:17:00 (Asia/Shanghai)。已改派5单，2单待处理。"
+        f"{short_ref('ep-1')} https://ops.example.cn/dashboard/incidents/ep-1")
     assert hook.body["at"].endswith("Z")
     assert hook.body["at_local"] == sms.body["template_param"]["at_local"]
     assert sms.body["phone_numbers"] == ["13800000000"]
@@ -224,35 +240,59 @@ def test_coupon_codes_are_unique_per_order_and_incident_and_stable() -> None:
     assert coupon_code("BW", "o-1", "ep-1") == coupon_code("BW", "o-1", "ep-1")
 
 
-def test_franchisee_notices_name_old_and_new_warehouse_eta_coupon_once_per_order(
-        db: Database) -> None:
+def test_a_franchisee_gets_one_readable_message_per_store_and_incident(db: Database) -> None:
     from benchmarks.reroute import seed_orders_at
     from coordinator.reroute import reroute_warehouse
     from coordinator.settings import Settings
 
     seed_orders_at(db, "WH-02", 12, T0, stock_boost=50)
+    # a busy night: three stores with four orders each
+    db.execute("UPDATE orders SET store_id = 'HZ-S00' || (1 + rowid % 3)")
     result = reroute_warehouse(db, "WH-02", incident_id="ep-9", reason="threshold_exceeded",
                                now=T0, config=Settings().allocation)
-    cfg = FranchiseeConfig(coupon_prefix="HZ", coupon_value_yuan=15)
+    stores = {m.store_id for m in result.moved}
+    assert len(result.moved) == 12 and len(stores) == 3
+    cfg = FranchiseeConfig(coupon_prefix="HZ", coupon_value_yuan=15, coupon_valid_days=30)
+    names = dict(db.execute("SELECT id, name FROM warehouses").fetchall())
+    kwargs = {"reason": "breaker cold_chain: threshold_exceeded", "at": T0, "config": cfg,
+              "warehouse_name": names["WH-02"], "timezone": "Asia/Shanghai"}
     with db.atomic():
-        assert queue_franchisee_notices(db, "ep-9", reason="冷库超温", at=T0,
-                                        config=cfg) == len(result.moved) == 12
+        assert queue_franchisee_notices(db, "ep-9", **kwargs) == len(stores)
     with db.atomic():
-        assert queue_franchisee_notices(db, "ep-9", reason="冷库超温", at=T0, config=cfg) == 0
-    notices = {n.payload["order_id"]: n.payload for n in outbox.listing(db, kind="franchisee")}
-    for moved in result.moved:
-        p = notices[moved.order_id]
-        assert p["old_warehouse"]["id"] == "WH-02" and p["old_warehouse"]["name"]
-        assert p["old_warehouse"]["address"]
-        assert p["new_warehouse"]["id"] == moved.new_warehouse_id
-        assert p["new_eta"] == moved.eta
-        assert p["distance_km"] == round(moved.distance_km, 2)
-        assert p["reason"] == "冷库超温"
-        assert p["coupon"] == {"code": coupon_code("HZ", moved.order_id, "ep-9"),
-                               "value_yuan": 15.0}
-        assert p["store_id"] == moved.store_id
-    codes = db.execute("SELECT count(*), count(DISTINCT code) FROM ops_coupons").fetchone()
-    assert tuple(codes) == (12, 12)
+        assert queue_franchisee_notices(db, "ep-9", **kwargs) == 0  # once per store
+    notices = {n.payload["store_id"]: n.payload for n in outbox.listing(db, kind="franchisee")}
+    assert set(notices) == stores
+    store_id = sorted(stores)[0]
+    p = notices[store_id]
+    mine = sorted((m for m in result.moved if m.store_id == store_id),
+                  key=lambda m: m.order_id)
+    orders = {o["order_id"]: o for o in p["orders"]}
+    assert set(orders) == {m.order_id for m in mine}
+    store_name = db.execute("SELECT name FROM stores WHERE id = ?", [store_id]).fetchone()[0]
+    code = coupon_code("HZ", f"store:{store_id}", "ep-9")
+    assert p["coupon"]["code"] == code and p["coupon"]["value_yuan"] == 15.0
+    assert p["coupon"]["valid_until"] == "2026-12-24T02:17:00.000Z"
+    text = p["text"].splitlines()
+    # T0 is 02:17 UTC: 10:17 in Shanghai, the same clock the dashboard and the demo show
+    assert text[0] == (f"【改派通知】{store_name}您好：2026-11-24 10:17:00 (Asia/Shanghai)，"
+                       f"{names['WH-02']}因断路器 冷链: 超过阈值并持续暂停发货。"
+                       f"您门店的 {len(mine)} 笔订单已改由其他仓库发货，明细如下：")
+    assert len(text) == 2 + len(mine)
+    for n, line in enumerate(text[1:-1], 1):
+        o = next(o for o in p["orders"] if f"订单 {o['channel_order_id']}：" in line)
+        items = "、".join(f"{i['name']} ×{i['qty']}" for i in o["items"])
+        eta = datetime.fromisoformat(o["new_eta"]).astimezone(ZoneInfo("Asia/Shanghai"))
+        wh = o["new_warehouse"]
+        assert line == (f"{n}. 微信小程序订单 {o['channel_order_id']}：{items} → "
+                        f"{wh['name']}（{wh['address']}），"
+                        f"预计 {eta.month}月{eta.day}日 {eta:%H:%M} 送达")
+        assert "SKU-" not in items  # items by name
+    assert text[-1] == (f"为补偿本次改派可能造成的送达延迟，赠送门店补偿券 {code}（15 元），"
+                        f"可在下次订货时抵扣，有效期至 12月24日 10:17。"
+                        f"事件编号 {p['incident_ref']}。")
+    assert "ep-9" not in p["text"] and "UTC" not in p["text"]  # no machine ids or UTC
+    coupons = db.execute("SELECT count(*), count(DISTINCT code) FROM ops_store_coupons")
+    assert tuple(coupons.fetchone()) == (len(stores), len(stores))
 
 
 @pytest.mark.parametrize(

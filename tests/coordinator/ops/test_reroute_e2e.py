@@ -61,7 +61,7 @@ async def test_breaker_trip_reroutes_every_unshipped_order_once_even_after_resta
             await wait_for(lambda: len(robot.accepted("/wecom")) == 1, what="the WeCom alert")
             inbox = tmp_path / "franchisee.jsonl"
             await wait_for(lambda: inbox.exists() and len(inbox.read_text().splitlines())
-                           == counter(path, "orders_rerouted"), what="the franchisee notices")
+                           == moved_stores(path), what="the franchisee notices")
         # Restart: the retained event comes back and must change nothing.
         async with OpsService(settings, config) as ops:
             await asyncio.wait_for(ops.watcher.connected.wait(), 10)
@@ -83,18 +83,29 @@ async def test_breaker_trip_reroutes_every_unshipped_order_once_even_after_resta
     held_at_wh = read(path, "SELECT count(*) FROM reservations WHERE warehouse_id = ? "
                       "AND status = 'held'", [WH])
     assert held_at_wh == [(0,)]
-    coupons = read(path, "SELECT order_id, incident_id, code FROM ops_coupons")
-    assert sorted(c[0] for c in coupons) == sorted(moved)
+    # one coupon and one notice per store, naming every moved order of that store
+    stores = moved_stores(path)
+    coupons = read(path, "SELECT store_id, incident_id, code, orders FROM ops_store_coupons")
+    assert len(coupons) == stores and sum(c[3] for c in coupons) == len(moved)
     assert {c[1] for c in coupons} == {"ep-freezing-rain"}
     assert len({c[2] for c in coupons}) == len(coupons)
     notices = read(path, "SELECT kind, count(*) FROM ops_notifications GROUP BY kind")
-    assert dict(notices) == {"franchisee": len(moved), "wecom": 1}
+    assert dict(notices) == {"franchisee": stores, "wecom": 1}
     [alert] = robot.accepted("/wecom")
     assert f'<font color="info">{len(moved)}</font>' in alert.body["markdown"]["content"]
     assert read(path, "SELECT available FROM warehouses WHERE id = ?", [WH]) == [(0,)]
     delivered = [json.loads(line) for line in inbox.read_text().splitlines()]
-    assert sorted(d["order_id"] for d in delivered) == sorted(moved)  # each exactly once
+    # each moved order exactly once, in its store's one message
+    assert sorted(o["order_id"] for d in delivered for o in d["orders"]) == sorted(moved)
+    assert all(f"订单 {o['channel_order_id']}：" in d["text"]
+               for d in delivered for o in d["orders"])
     assert {d["coupon"]["code"] for d in delivered} == {c[2] for c in coupons}
+
+
+def moved_stores(path: Path) -> int:
+    """How many stores had an order moved away (one franchisee message each)."""
+    return int(read(path, "SELECT count(DISTINCT o.store_id) FROM incident_orders io "
+                          "JOIN orders o ON o.id = io.order_id WHERE io.outcome = 'moved'")[0][0])
 
 
 async def test_breaker_clear_reopens_warehouse_and_rerouted_orders_stay(
@@ -269,4 +280,4 @@ async def test_orders_nobody_can_take_go_to_needs_attention_and_count_against_se
                        "needs_attention": len(stuck), "rate": (held - len(stuck)) / held,
                        "by_kind": {"reroute": {"exceptions": held,
                                                "resolved_automatically": held - len(stuck)}}}
-    assert read(path, "SELECT count(*) FROM ops_coupons") == [(held - len(stuck),)]
+    assert read(path, "SELECT sum(orders) FROM ops_store_coupons") == [(held - len(stuck),)]

@@ -1,0 +1,186 @@
+"""What happened to an incident beyond availability: the breaker events behind it (with
+the readings that tripped it and the rule's limit) and what people did (acknowledge,
+assign, comment, breaker commands) and escalations. Append-only; every row says who and
+when. Read by the incident view (:mod:`coordinator.incident_view`).
+
+Portable SQL (named parameters) so it moves to PostgreSQL with the rest of the store.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlite_utils import Migrations
+
+from coordinator.db import Database, write_transaction
+from coordinator.ops.notify.messages import TripFacts
+from protocols import AuditRecord, BreakerEvent
+from protocols.timestamps import stamp
+
+migrations = Migrations("coordinator_incident_log")
+
+Action = Literal["acknowledged", "assigned", "commented", "escalated", "command"]
+ACTIONS: tuple[Action, ...] = ("acknowledged", "assigned", "commented", "escalated", "command")
+
+
+@migrations()
+def m001_incident_log(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE ops_breaker_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            warehouse_id TEXT NOT NULL,
+            breaker TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            state TEXT NOT NULL,
+            open INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            zone TEXT,
+            rule TEXT,
+            episode_id TEXT,
+            limit_json TEXT,
+            values_json TEXT NOT NULL,
+            historical INTEGER NOT NULL,
+            event_time TEXT NOT NULL,
+            published_at TEXT NOT NULL,
+            received_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX ops_breaker_log_wh ON ops_breaker_log (warehouse_id, event_time)")
+    db.execute(
+        """
+        CREATE TABLE ops_incident_actions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            incident_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX ops_incident_actions_inc ON ops_incident_actions (incident_id, id)")
+
+
+def log_breaker_event(db: Database, event: BreakerEvent, received_at: datetime) -> None:
+    """Keep a breaker event for its incident's timeline (a redelivery is deduplicated by
+    the watcher's tracker before it gets here only for state; here a repeat is harmless:
+    the view shows each state change once per ``(agent, event_time, state)``)."""
+    with write_transaction(db):
+        db.conn.execute(
+            "INSERT INTO ops_breaker_log (warehouse_id, breaker, agent_id, state, open, reason, "
+            "zone, rule, episode_id, limit_json, values_json, historical, event_time, "
+            "published_at, received_at) VALUES (:w, :b, :a, :s, :o, :r, :z, :rule, :e, :l, :v, "
+            ":h, :t, :p, :rec)",
+            {"w": event.warehouse_id, "b": event.breaker, "a": event.agent_id,
+             "s": event.state.value, "o": int(event.open), "r": event.reason, "z": event.zone,
+             "rule": event.rule, "e": event.episode_id,
+             "l": event.limit.model_dump_json() if event.limit else None,
+             "v": json.dumps([v.model_dump(mode="json") for v in event.values]),
+             "h": int(event.historical), "t": stamp(event.event_time),
+             "p": stamp(event.published_at), "rec": stamp(received_at)})
+
+
+def log_command_audit(db: Database, incident_id: str, record: AuditRecord) -> None:
+    """An agent's answer to a breaker command, on the incident's timeline."""
+    add_action(db, incident_id, "command", record.actor,
+               {"command": record.command.value, "breaker": record.breaker,
+                "outcome": record.outcome, "reason": record.reason,
+                "command_id": record.command_id}, record.ts)
+
+
+def add_action(db: Database, incident_id: str, action: Action, actor: str,
+               detail: dict[str, Any], at: datetime) -> int:
+    if action not in ACTIONS:
+        raise ValueError(f"action: {action!r} is not one of {ACTIONS}")
+    with write_transaction(db):
+        cur = db.conn.execute(
+            "INSERT INTO ops_incident_actions (incident_id, action, actor, detail, at) "
+            "VALUES (:i, :a, :actor, :d, :at)",
+            {"i": incident_id, "a": action, "actor": actor,
+             "d": json.dumps(detail, ensure_ascii=False), "at": stamp(at)})
+        return int(cur.lastrowid or 0)
+
+
+@dataclass(frozen=True)
+class ActionRow:
+    id: int
+    action: str
+    actor: str
+    detail: dict[str, Any]
+    at: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "action": self.action, "actor": self.actor,
+                "detail": self.detail, "at": self.at}
+
+
+def actions(db: Database, incident_id: str) -> list[ActionRow]:
+    rows = db.conn.execute(
+        "SELECT id, action, actor, detail, at FROM ops_incident_actions "
+        "WHERE incident_id = :i ORDER BY id", {"i": incident_id}).fetchall()
+    return [ActionRow(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+
+def acknowledged(db: Database, incident_id: str) -> ActionRow | None:
+    """The first acknowledgement, if any (escalation stops there)."""
+    return next((a for a in actions(db, incident_id) if a.action == "acknowledged"), None)
+
+
+def trip_facts(db: Database, warehouse_id: str, incident_id: str) -> TripFacts | None:
+    """The trip behind a breaker incident (its episode's first open event), or None."""
+    row = db.conn.execute(
+        "SELECT event_time, zone, limit_json, values_json FROM ops_breaker_log "
+        "WHERE warehouse_id = :w AND episode_id = :e AND open = 1 "
+        "ORDER BY event_time, id LIMIT 1", {"w": warehouse_id, "e": incident_id}).fetchone()
+    if row is None:
+        return None
+    limit = json.loads(row[2]) if row[2] else None
+    values = json.loads(row[3])
+    metric = limit["metric"] if limit else (values[0]["metric"] if values else None)
+    readings = [v["value"] for v in values if v["metric"] == metric]
+    below = limit is not None and limit["op"] == "below"
+    value = (min(readings) if below else max(readings)) if readings else None
+    return TripFacts(at=datetime.fromisoformat(row[0]), zone=row[1], metric=metric,
+                     value=value, op=limit["op"] if limit else None,
+                     limit=limit["value"] if limit else None,
+                     for_s=limit["for_s"] if limit else None)
+
+
+def trip_times(db: Database, incident_ids: list[str]) -> dict[str, str]:
+    """When each breaker incident's breaker tripped (event time), by incident id."""
+    if not incident_ids:
+        return {}
+    marks = ", ".join(f":i{n}" for n in range(len(incident_ids)))
+    rows = db.conn.execute(
+        f"SELECT episode_id, min(event_time) FROM ops_breaker_log WHERE open = 1 "
+        f"AND episode_id IN ({marks}) GROUP BY episode_id",
+        {f"i{n}": i for n, i in enumerate(incident_ids)}).fetchall()
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+def breaker_log(db: Database, warehouse_id: str, since: str, until: str
+                ) -> list[dict[str, Any]]:
+    """A warehouse's breaker events with event time in [since, until], oldest first."""
+    cur = db.conn.execute(
+        "SELECT breaker, agent_id, state, open, reason, zone, rule, episode_id, limit_json, "
+        "values_json, historical, event_time, published_at, received_at FROM ops_breaker_log "
+        "WHERE warehouse_id = :w AND event_time >= :since AND event_time <= :until "
+        "ORDER BY event_time, id", {"w": warehouse_id, "since": since, "until": until})
+    out = []
+    seen: set[tuple[str, str, str]] = set()
+    for r in cur.fetchall():
+        key = (r[1], r[11], r[2])
+        if key in seen:
+            continue  # a QoS 1 redelivery or a retained repeat: one line on the timeline
+        seen.add(key)
+        out.append({"breaker": r[0], "agent_id": r[1], "state": r[2], "open": bool(r[3]),
+                    "reason": r[4], "zone": r[5], "rule": r[6], "episode_id": r[7],
+                    "limit": json.loads(r[8]) if r[8] else None, "values": json.loads(r[9]),
+                    "historical": bool(r[10]), "event_time": r[11], "published_at": r[12],
+                    "received_at": r[13]})
+    return out
