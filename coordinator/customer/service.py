@@ -28,8 +28,9 @@ from coordinator.customer.tick import TickResult, customer_tick
 from coordinator.db import Database, open_database
 from coordinator.intake import GroupCommitter
 from coordinator.ops.config import OpsConfig
-from coordinator.ops.runner import OpsService, ops_config_of
+from coordinator.ops.runner import OpsService
 from coordinator.settings import Settings
+from coordinator.web import ops_config_in
 from protocols.clock import Clock
 from protocols.orders import OrderIn
 
@@ -37,18 +38,14 @@ log = logging.getLogger(__name__)
 
 
 class CustomerService:
-    def __init__(self, settings: Settings, clock: Clock,
-                 config: CustomerConfig | None = None, *,
-                 ops_config: OpsConfig | None = None) -> None:
+    def __init__(self, settings: Settings, clock: Clock, ops_config: OpsConfig,
+                 config: CustomerConfig | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self.config = config if config is not None else customer_config_of(settings)
         self.templates = check_templates(self.config)
-        # the ops side's own config when it runs (an app may be given one directly, not
-        # through [ops] in the settings): same timezone and tick as the notices it sends
-        ops = ops_config if ops_config is not None else ops_config_of(settings)
-        self.tz = ZoneInfo(ops.notify.timezone)
-        self.interval_s = ops.tick_interval_s
+        self.tz = ZoneInfo(ops_config.notify.timezone)
+        self.interval_s = ops_config.tick_interval_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="customer-tick")
         self._db: Database | None = None
         self._task: asyncio.Task[None] | None = None
@@ -131,9 +128,8 @@ def customer_lifespan(config: CustomerConfig | None = None
 
     @asynccontextmanager
     async def running(app: FastAPI) -> AsyncIterator[None]:
-        running_ops = getattr(app.state, "ops", None)
-        service = CustomerService(app.state.settings, app.state.clock, config,
-                                  ops_config=getattr(running_ops, "config", None))
+        service = CustomerService(app.state.settings, app.state.clock, ops_config_in(app),
+                                  config)
         service.start(app)
         app.state.customer = service
         try:

@@ -32,6 +32,7 @@ from coordinator.intel.service import intel_lifespan
 from coordinator.observability import Metrics
 from coordinator.ops import incident_api, metrics
 from coordinator.ops.api import router
+from coordinator.ops.cluster_metrics import ClusterCollector
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.metrics import SummaryCollector
 from coordinator.ops.runner import OpsService, ops_config_of
@@ -60,6 +61,8 @@ def ops_lifespan(config: OpsConfig | None = None
             app.state.ops = ops
             figures = SummaryCollector()
             registry.registry.register(figures)
+            instance = ClusterCollector(ops)
+            registry.registry.register(instance)
 
             def read_summary() -> dict[str, Any]:
                 # on a worker thread's own connection, never on the ops thread: scrapes
@@ -77,6 +80,7 @@ def ops_lifespan(config: OpsConfig | None = None
             finally:
                 remove()
                 registry.registry.unregister(figures)
+                registry.registry.unregister(instance)
                 app.state.ops = None
 
     return running

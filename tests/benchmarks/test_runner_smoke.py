@@ -34,6 +34,8 @@ QUOTED = {
     "returns": {"accuracy_before", "accuracy_after_corrections", "test_texts"},
     "import": {"csv_rows_per_s", "csv_s", "xlsx_calamine_s", "xlsx_openpyxl_s",
                "calamine_to_openpyxl"},
+    "auth": {"public_p50_ms", "token_p50_ms", "token_overhead_ms", "token_uncached_p50_ms",
+             "session_p50_ms", "login_ms"},
     "inquiries": {"orders_loaded", "inquiry_p50_ms", "inquiry_p99_ms", "order_get_p50_ms",
                   "order_get_p99_ms", "ratio_p99", "inquiry_cpu_ms", "order_get_cpu_ms",
                   "first_response_p50_s",
