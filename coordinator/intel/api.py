@@ -14,6 +14,7 @@ from typing import IO, Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import Counter as PromCounter
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -60,9 +61,13 @@ def now_of(request: Request) -> datetime:
 
 
 def count(request: Request, key: str, n: int = 1) -> None:
+    """In ``/stats`` (app.state.counters) and ``/metrics`` (``breakwater_intel_events``)."""
     counters: Counter[str] = request.app.state.counters
     with request.app.state.counters_lock:
         counters[key] += n
+    events: PromCounter | None = getattr(request.app.state, "intel_events", None)
+    if events is not None and n:
+        events.labels(key).inc(n)
 
 
 def _refused(request: Request, exc: ImportFileError) -> JSONResponse:

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from prometheus_client import Counter
 
 from coordinator.db import Database
 from coordinator.errors import StoreError
@@ -105,6 +106,12 @@ def intel_lifespan() -> Callable[[FastAPI], AbstractAsyncContextManager[Any]]:
     async def running(app: FastAPI) -> AsyncIterator[None]:
         config = IntelConfig.of(app.state.settings)
         timeout = max(config.geocoder.timeout_s, config.parcels.timeout_s)
+        metrics = getattr(app.state, "metrics", None)
+        if metrics is not None and getattr(app.state, "intel_events", None) is None:
+            app.state.intel_events = Counter(
+                "breakwater_intel_events",
+                "Order-history imports, return reasons and address checks, by event.",
+                ["event"], registry=metrics.registry)
         with httpx.Client(timeout=timeout) as client:
             service = build(config, app.state.clock, app.state.connections.get, client)
             app.state.intel = service

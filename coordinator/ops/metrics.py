@@ -185,11 +185,22 @@ class SummaryCollector(Collector):
         yield GaugeMetricFamily(
             "breakwater_self_healing_ratio", "Exceptions resolved automatically / all exceptions.",
             value=float(sh["rate"] if sh["rate"] is not None else 1.0))
+        reroute = sh["by_kind"]["reroute"]
         exceptions = CounterMetricFamily(
             "breakwater_exceptions", "Orders caught at a failed warehouse.", labels=["outcome"])
-        exceptions.add_metric(["moved"], sh["resolved_automatically"])
-        exceptions.add_metric(["needs_attention"], sh["needs_attention"])
+        exceptions.add_metric(["moved"], reroute["resolved_automatically"])
+        exceptions.add_metric(["needs_attention"],
+                              reroute["exceptions"] - reroute["resolved_automatically"])
         yield exceptions
+        by_kind = CounterMetricFamily(
+            "breakwater_self_healing_exceptions",
+            "Exceptions by kind (reroute, address, parcel) and who resolved them.",
+            labels=["kind", "outcome"])
+        for kind, figures in sorted(sh["by_kind"].items()):
+            healed = figures["resolved_automatically"]
+            by_kind.add_metric([kind, "resolved_automatically"], healed)
+            by_kind.add_metric([kind, "to_person"], figures["exceptions"] - healed)
+        yield by_kind
         yield GaugeMetricFamily(
             "breakwater_warehouses_unavailable",
             "Warehouses not taking orders (breaker, hold or pause).",

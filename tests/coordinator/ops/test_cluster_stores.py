@@ -103,3 +103,18 @@ def test_dedupe_keys_are_equal_exactly_for_the_same_message(
 
     assert (status(*a) == status(*b)) == (a == b)
     assert (event(a[0], a[1]) == event(b[0], b[1])) == (a[:2] == b[:2])
+
+
+def test_a_released_lease_is_taken_at_once_and_a_stale_release_changes_nothing(
+    db_path: Path,
+) -> None:
+    db = open_database(db_path)
+    a, b = LeaseKeeper("a", 4), LeaseKeeper("b", 4)
+    lease_store.step(db, a, T0)
+    lease_store.release(db, "a", a.epoch, T0 + timedelta(seconds=1))
+    lease_store.step(db, b, T0 + timedelta(seconds=1.1))  # no wait for the TTL
+    assert b.epoch == 2
+    lease_store.release(db, "a", 1, T0 + timedelta(seconds=2))  # a's old epoch: ignored
+    with write_transaction(db):
+        lease_store.check(db, "b", b.epoch, T0 + timedelta(seconds=2))
+    db.conn.close()
