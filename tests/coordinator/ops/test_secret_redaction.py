@@ -37,7 +37,7 @@ def gateway() -> Iterator[Receiver]:
 
 async def test_a_failing_wecom_and_sms_never_show_their_keys(
         broker: Broker, topics: Topics, tmp_path: Path, gateway: Receiver,
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "coordinator.sqlite"
     db = open_database(path)
     seed_orders_at(db, "WH-02", 5, datetime.now(UTC), stock_boost=100)
@@ -53,9 +53,11 @@ async def test_a_failing_wecom_and_sms_never_show_their_keys(
                                    "phone_numbers": ["13800000000"]},
                            "dispatcher": {"poll_interval_s": 0.05, "backoff_base_s": 0.05,
                                           "max_attempts": 2}}}})
-    config = ops_config_of(settings, env={
-        "BREAKWATER_WECOM_URL": f"{gateway.url}/cgi-bin/webhook/send?key={WECOM_KEY}",
-        "BREAKWATER_SMS_API_KEY_FILE": str(key_file)})
+    # in the process environment: every part of the app that reads [ops] sees them
+    monkeypatch.setenv("BREAKWATER_WECOM_URL",
+                       f"{gateway.url}/cgi-bin/webhook/send?key={WECOM_KEY}")
+    monkeypatch.setenv("BREAKWATER_SMS_API_KEY_FILE", str(key_file))
+    config = ops_config_of(settings)
     assert config.notify.sms.api_key == SMS_KEY
     caplog.set_level(logging.INFO)
     app = ops_app(settings, config, SystemClock())  # retries wait real (short) backoffs
