@@ -19,7 +19,8 @@ from pathlib import Path
 
 import aiomqtt
 
-from coordinator.db import open_database
+from coordinator.db import open_database, write_transaction
+from coordinator.gateways.store import register
 from coordinator.ops.config import ClusterConfig
 from coordinator.region import generate_region, load_region
 from protocols import BreakerEvent, BreakerState, Topics, encode
@@ -71,9 +72,13 @@ async def _round(broker: MosquittoBroker, workdir: Path, round_no: int) -> float
     region = generate_region(warehouses=8, stores=20, skus=20)
     db_path = workdir / f"failover-{round_no}.sqlite"
     db = open_database(db_path)
-    load_region(db, region, datetime.now(UTC))
-    db.conn.close()
+    now = datetime.now(UTC)
+    load_region(db, region, now)
     first, second = region.warehouses[0].id, region.warehouses[1].id
+    with write_transaction(db):  # the coordinator refuses events of unregistered gateways
+        for wh in (first, second):
+            register(db, f"gw-{wh}", wh, actor="benchmark", now=now)
+    db.conn.close()
     run_dir = workdir / f"round-{round_no}"
     run_dir.mkdir()
     ttl = ClusterConfig().lease_ttl_s

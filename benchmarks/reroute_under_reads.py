@@ -29,6 +29,8 @@ import aiomqtt
 
 from benchmarks.reroute import TARGET, copy_sqlite, seed_orders_at, trip_event
 from benchmarks.runner import Result
+from coordinator.auth.roles import Role, Scope
+from coordinator.auth.store import issue_token
 from coordinator.db import open_database
 from coordinator.ops.app import create_app_with_ops
 from coordinator.ops.config import FranchiseeConfig, NotifyConfig, OpsConfig
@@ -43,12 +45,13 @@ CLIENTS = 32
 # the pollers, in a process of their own: prints how many reads were answered
 _POLLER = r"""
 import asyncio, os, sys, httpx
-url, clients, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+url, clients, stop, token = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 done = 0
 started = 0
 async def client(n):
     global done, started
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=30,
+                                 headers={"Authorization": f"Bearer {token}"}) as http:
         paths = ["/metrics", "/dashboard/state"]
         i = n
         while not os.path.exists(stop):
@@ -85,6 +88,10 @@ async def _publish(broker: Broker, topic: str, payload: bytes) -> None:
 def _trial(seeded: Path, work: Path, broker: Broker, loaded: bool, n: int) -> tuple[float, int]:
     """(arrival -> commit seconds of the reroute, reads answered meanwhile)."""
     path = copy_sqlite(seeded, work / f"trial-{n}.sqlite")
+    db = open_database(path)  # the dashboards' read-only token, as in production
+    _, token = issue_token(db, name=f"wall-{n}", role=Role.VIEWER, scope=Scope(),
+                           now=datetime.now(UTC), created_by="benchmark")
+    db.conn.close()
     topics = Topics(f"bench-{uuid.uuid4().hex[:8]}")
     settings = Settings(db_path=str(path), mqtt_url=(broker.url,), topic_root=topics.root)
     config = OpsConfig(tick_interval_s=5.0, mqtt={"client_id": f"bench-{uuid.uuid4().hex[:8]}"},
@@ -108,7 +115,7 @@ def _trial(seeded: Path, work: Path, broker: Broker, loaded: bool, n: int) -> tu
         poller = None
         if loaded:
             poller = subprocess.Popen([sys.executable, "-c", _POLLER, url, str(CLIENTS),
-                                       str(stop)], stdout=subprocess.PIPE, text=True)
+                                       str(stop), token], stdout=subprocess.PIPE, text=True)
             assert poller.stdout is not None
             if poller.stdout.readline().strip() != "ready":
                 message = "the pollers failed before polling"

@@ -75,6 +75,8 @@ def run(quick: bool) -> Result:
                f"({len(corrections) - agreed} changed)", ">= 0.89")
     result.add("corrections_part_agreement", agreed / len(corrections), "",
                "the corrections part as first classified")
+    result.add("mean_confidence_after", sum(after.model.predict(ex.text)[1] for ex in test)
+               / len(test), "", "calibration: compare with accuracy_after_corrections")
     result.add("test_texts", float(len(test)), "texts")
     result.add("classify_store_ms", classify_ms, "ms", "classify + store one request")
     result.add("retrain_ms", retrain_ms, "ms", "retrain on train + corrections")

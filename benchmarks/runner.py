@@ -24,6 +24,7 @@ BENCHMARKS = {
     "scale": "benchmarks.scale",
     "returns": "benchmarks.returns",
     "import": "benchmarks.imports",
+    "auth": "benchmarks.auth",
     "inquiries": "benchmarks.inquiries",
 }
 

@@ -58,6 +58,7 @@ class BodyLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > limit:
                     over = True  # the route reads a disconnect and stops reading
+                    await _drain(receive, message, limit)
                     return {"type": "http.disconnect"}
             return message
 
@@ -90,6 +91,18 @@ class BodyLimitMiddleware:
                                 (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive: Receive, message: Message, limit: int) -> None:
+    """Read (and drop) the rest of a cut-off body, up to as much again as the limit, so a
+    client still sending gets the 413 instead of a reset connection; past that the
+    connection is closed on it."""
+    drained = 0
+    while message.get("more_body", False) and drained <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        drained += len(message.get("body", b""))
 
 
 def _content_length(scope: MutableMapping[str, Any]) -> int | None:

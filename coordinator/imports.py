@@ -7,8 +7,9 @@ the same rules:
   that is none of them is refused naming ``file``;
 - rows are read lazily and validated with a pydantic model in chunks
   (:func:`read_chunks`); a header ``mapping`` renames export headers (``订单号``) to the
-  model's fields; a required field without a column is refused before anything is
-  written, naming the column;
+  model's fields; the header is the first row holding every required column (title rows
+  above it are skipped); a required field without a column is refused before anything
+  is written, naming the column;
 - a bad row is reported by row and column (the export's own header, so a person finds it
   in Excel) and skipped; good rows are kept (:func:`import_rows`), or, for all-or-nothing
   importers, the first bad row raises (:func:`load_all`);
@@ -41,6 +42,8 @@ from coordinator.db import Database, write_transaction
 from coordinator.errors import ImportFileError
 
 DEFAULT_CHUNK = 2000
+# rows searched for the header row (a title, a date range or a note may sit above it)
+HEADER_SEARCH = 10
 # errors listed in a report; all are counted
 MAX_LISTED_ERRORS = 200
 # a request body is kept in memory up to this size, then spooled to a temporary file
@@ -241,9 +244,17 @@ _READERS: dict[ImportFormat, Callable[[IO[bytes]], Iterator[tuple[int, Any]]]] =
 }
 
 
-def raw_records(source: Source, fmt: ImportFormat) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(row number, {header: value})`` for every data row, lazily. Tabular formats take
-    the first non-empty row as the header; blank rows are skipped."""
+def _header(values: list[Any]) -> list[str]:
+    return [str(v).strip().lstrip("\ufeff") if v is not None else "" for v in values]
+
+
+def raw_records(source: Source, fmt: ImportFormat, *,
+                is_header: Callable[[list[str]], bool] | None = None,
+                ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(row number, {header: value})`` for every data row, lazily; blank rows are
+    skipped. Tabular formats first yield ``(0, {"__header__": [...]})``: the first of the
+    first :data:`HEADER_SEARCH` non-empty rows that ``is_header`` accepts (exports often
+    put a title or a date range above the header), else the first non-empty row."""
     stream = _binary(source)
     try:
         if fmt is ImportFormat.XLSX:
@@ -257,16 +268,33 @@ def raw_records(source: Source, fmt: ImportFormat) -> Iterator[tuple[int, dict[s
                 yield number, item
             return
         header: list[str] | None = None
+        leading: list[tuple[int, list[Any]]] = []  # non-empty rows before the header
         for number, values in rows:
             assert isinstance(values, list)
             if all(v is None or (isinstance(v, str) and not v.strip()) for v in values):
                 continue
             if header is None:
-                header = [str(v).strip().lstrip("\ufeff") if v is not None else ""
-                          for v in values]
+                candidate = _header(values)
+                if is_header is None or is_header(candidate):
+                    header = candidate
+                    yield 0, {"__header__": header}
+                    continue
+                leading.append((number, values))
+                if len(leading) < HEADER_SEARCH:
+                    continue
+                # no row looks like the header: the first one is, and the caller's check
+                # names what it lacks; the others are data
+                header = _header(leading[0][1])
                 yield 0, {"__header__": header}
+                for early, data in leading[1:]:
+                    yield early, {h: v for h, v in zip(header, data, strict=False) if h}
                 continue
             yield number, {h: v for h, v in zip(header, values, strict=False) if h}
+        if header is None and leading:  # a short file whose header was never accepted
+            header = _header(leading[0][1])
+            yield 0, {"__header__": header}
+            for early, data in leading[1:]:
+                yield early, {h: v for h, v in zip(header, data, strict=False) if h}
     finally:
         if isinstance(source, Path):
             stream.close()
@@ -293,6 +321,11 @@ class _Columns:
 
     def column_of(self, name: str) -> str:
         return self.back.get(name, name)
+
+    def has_required(self, header: Sequence[str]) -> bool:
+        present = {self.field_of(h) for h in header}
+        return all(not info.is_required() or (info.alias or name) in present
+                   for name, info in self.model.model_fields.items())
 
     def check_header(self, header: Sequence[str]) -> None:
         present = {self.field_of(h) for h in header}
@@ -334,7 +367,7 @@ def read_chunks(
     columns = _Columns(model, mapping)
     chunk: Chunk[M] = Chunk()
     seen = 0
-    for number, raw in raw_records(source, fmt):
+    for number, raw in raw_records(source, fmt, is_header=columns.has_required):
         if number == 0:
             columns.check_header(raw["__header__"])
             continue

@@ -20,7 +20,6 @@ from coordinator.imports import detect_format
 from coordinator.personal import phone_for
 from coordinator.roster import StaffIn, StaffMember
 from coordinator.roster_store import on_duty_of, parse_staff, staff, upsert_staff
-from coordinator.settings import Settings
 from coordinator.web import region_tz, request_db, request_now, request_role
 
 # anyone signed in may read the roster (phones masked by role); operators and the HR
@@ -93,8 +92,7 @@ def staff_on_duty(
 ) -> Any:
     if at is not None and (at.tzinfo is None or not in_utc_range(at)):
         return invalid("at", "needs a time zone (e.g. 2026-11-24T02:17:00Z)")
-    settings: Settings = request.app.state.settings
     moment = at if at is not None else request_now(request)
-    members = on_duty_of(request_db(request), warehouse_id, moment, region_tz(settings))
+    members = on_duty_of(request_db(request), warehouse_id, moment, region_tz(request.app))
     role = request_role(request)
     return [staff_view(m, role) for m in members]

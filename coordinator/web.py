@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 
 from coordinator import auth
 from coordinator.app import Connections
 from coordinator.db import Database
-from coordinator.ops.runner import ops_config_of
+from coordinator.ops.config import OpsConfig
+from coordinator.ops.runner import OpsService, ops_config_of
 from coordinator.settings import Settings
 from protocols.clock import Clock
 
@@ -33,6 +34,16 @@ def request_role(request: Request) -> str | None:
     return identity.role.value if isinstance(identity, auth.Identity) else None
 
 
-def region_tz(settings: Settings) -> ZoneInfo:
+def ops_config_in(app: FastAPI) -> OpsConfig:
+    """The ops configuration the app runs with: the running ops service's (it may have
+    been given one, with secrets from the environment), else the settings file's."""
+    ops = getattr(app.state, "ops", None)
+    if isinstance(ops, OpsService):
+        return ops.config
+    settings: Settings = app.state.settings
+    return ops_config_of(settings)
+
+
+def region_tz(app: FastAPI) -> ZoneInfo:
     """The region's wall clock, the one people read notices in (``ops.notify.timezone``)."""
-    return ZoneInfo(ops_config_of(settings).notify.timezone)
+    return ZoneInfo(ops_config_in(app).notify.timezone)

@@ -22,6 +22,8 @@ class Reading:
     clock_suspect: bool = False
 
     def to_json(self) -> dict[str, Any]:
+        # Rule state, not a stored column: event times keep their microseconds, because a
+        # duplicate is an exact repeat of a sensor's event time (stamp() keeps only ms).
         return {
             "sensor_id": self.sensor_id,
             "zone": self.zone,

@@ -15,7 +15,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ import sqlite_utils
 from edge_agent.errors import StoreError
 from edge_agent.messages import OutgoingMessage
 from edge_agent.readings import Reading
+from protocols.timestamps import parse_stamp, stamp
 
 if TYPE_CHECKING:
     from edge_agent.config import AgentConfig
@@ -174,7 +175,7 @@ class Store:
     @property
     def saved_at(self) -> datetime | None:
         value = self._meta("saved_at")
-        return None if value is None else datetime.fromisoformat(value)
+        return None if value is None else parse_stamp(value)
 
     def load_rules(self) -> dict[str, dict[str, Any]]:
         rows = self.db.execute("SELECT id, data FROM rules").fetchall()
@@ -196,8 +197,8 @@ class Store:
                 "",
                 r[1],
                 r[2],
-                datetime.fromisoformat(r[3]),
-                datetime.fromisoformat(r[4]),
+                parse_stamp(r[3]),
+                parse_stamp(r[4]),
                 bool(r[5]),
             )
             for r in reversed(rows)
@@ -239,8 +240,8 @@ class Store:
                         r.sensor_id,
                         r.metric,
                         r.value,
-                        r.ts.isoformat(),
-                        r.received_at.isoformat(),
+                        stamp(r.ts),
+                        stamp(r.received_at),
                         int(r.clock_suspect),
                     )
                     for r in readings
@@ -272,7 +273,7 @@ class Store:
                             message.qos,
                             int(message.retain),
                             len(message.payload),
-                            now.isoformat(),
+                            stamp(now),  # compared with min(): the one sortable format
                         ],
                     )
                     if message.kind == "breaker":
@@ -286,10 +287,11 @@ class Store:
                 if nonces:
                     conn.executemany(
                         "INSERT OR REPLACE INTO nonces(nonce, expires_at) VALUES (?, ?)",
-                        [(n, t.isoformat()) for n, t in nonces.items()],
+                        # rounded up: a nonce is never forgotten before its command expires
+                        [(n, stamp(t + timedelta(milliseconds=1))) for n, t in nonces.items()],
                     )
                 self._set_meta("seq", str(self.seq))
-                self._set_meta("saved_at", now.isoformat())
+                self._set_meta("saved_at", stamp(now))
         except sqlite3.Error as exc:
             self.outbox_bytes, self.outbox_count, self.dropped = mirrors
             message_text = f"cannot save state to {self.path}: {exc}"
@@ -362,7 +364,7 @@ class Store:
 
     def oldest_queued_at(self) -> datetime | None:
         row = self.db.execute("SELECT min(queued_at) FROM outbox").fetchone()
-        return None if row is None or row[0] is None else datetime.fromisoformat(row[0])
+        return None if row is None or row[0] is None else parse_stamp(row[0])
 
     # -- nonces ----------------------------------------------------------------
     def load_nonces(self, now: datetime) -> dict[str, datetime]:
@@ -370,7 +372,7 @@ class Store:
         try:
             with self.db.atomic():
                 rows = self.db.execute("SELECT nonce, expires_at FROM nonces").fetchall()
-                alive = {str(n): datetime.fromisoformat(t) for n, t in rows}
+                alive = {str(n): parse_stamp(t) for n, t in rows}
                 gone = [n for n, t in alive.items() if t <= now]
                 self.db.conn.executemany("DELETE FROM nonces WHERE nonce = ?", [(n,) for n in gone])
         except sqlite3.Error as exc:

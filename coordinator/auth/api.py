@@ -26,6 +26,7 @@ from coordinator.auth.guard import (
     CSRF_COOKIE,
     SESSION_COOKIE,
     Caller,
+    TokenCache,
     api_routes,
     check_declared,
     public,
@@ -157,10 +158,12 @@ def create_token(request: Request, body: TokenRequest, caller: Caller) -> dict[s
 @admin_router.delete("/auth/tokens/{token_id}")
 def revoke_token(request: Request, token_id: TokenId) -> dict[str, Any]:
     try:
-        return store.revoke_token(_db(request), token_id,
-                                  request.app.state.clock.now()).as_json()
+        revoked = store.revoke_token(_db(request), token_id,
+                                     request.app.state.clock.now()).as_json()
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from exc
+    request.app.state.token_cache.clear()  # refused from the next request on
+    return revoked
 
 
 @admin_router.get("/auth/users")
@@ -293,8 +296,9 @@ def install(app: FastAPI) -> None:
 
 
 async def bootstrap(app: FastAPI) -> None:
-    """At start: the admin token from the environment, if one is given."""
+    """At start: the token cache, and the admin token from the environment if given."""
     config: AuthConfig = app.state.auth_config
+    app.state.token_cache = TokenCache(config.token_cache_s)
     if config.admin_token is None:
         return
     secret = config.admin_token.get_secret_value()

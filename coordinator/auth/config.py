@@ -18,6 +18,10 @@ class AuthConfig(BaseModel):
 
     session_ttl_s: float = Field(default=12 * 3600, gt=0, le=30 * 86400,
                                  description="a login lasts this long")
+    token_cache_s: float = Field(
+        default=2.0, ge=0, le=60,
+        description="a token's identity is reused this long (a revocation elsewhere takes "
+                    "effect within it); 0: read the database on every request")
     cookie_secure: bool = Field(
         default=False, description="send session cookies only over HTTPS (set it behind TLS)")
     admin_token_file: str | None = Field(

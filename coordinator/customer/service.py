@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
 
@@ -26,9 +27,10 @@ from coordinator.customer.delivery import CustomerAdapter
 from coordinator.customer.tick import TickResult, customer_tick
 from coordinator.db import Database, open_database
 from coordinator.intake import GroupCommitter
-from coordinator.ops.runner import OpsService, ops_config_of
+from coordinator.ops.config import OpsConfig
+from coordinator.ops.runner import OpsService
 from coordinator.settings import Settings
-from coordinator.web import region_tz
+from coordinator.web import ops_config_in
 from protocols.clock import Clock
 from protocols.orders import OrderIn
 
@@ -36,14 +38,14 @@ log = logging.getLogger(__name__)
 
 
 class CustomerService:
-    def __init__(self, settings: Settings, clock: Clock,
+    def __init__(self, settings: Settings, clock: Clock, ops_config: OpsConfig,
                  config: CustomerConfig | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self.config = config if config is not None else customer_config_of(settings)
         self.templates = check_templates(self.config)
-        self.tz = region_tz(settings)
-        self.interval_s = ops_config_of(settings).tick_interval_s
+        self.tz = ZoneInfo(ops_config.notify.timezone)
+        self.interval_s = ops_config.tick_interval_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="customer-tick")
         self._db: Database | None = None
         self._task: asyncio.Task[None] | None = None
@@ -126,7 +128,8 @@ def customer_lifespan(config: CustomerConfig | None = None
 
     @asynccontextmanager
     async def running(app: FastAPI) -> AsyncIterator[None]:
-        service = CustomerService(app.state.settings, app.state.clock, config)
+        service = CustomerService(app.state.settings, app.state.clock, ops_config_in(app),
+                                  config)
         service.start(app)
         app.state.customer = service
         try:

@@ -14,6 +14,7 @@ from typing import Any
 
 from coordinator.customer.config import PaymentConfig
 from coordinator.db import Database
+from coordinator.intel import heal_store
 from coordinator.personal import is_phone, normalise_phone
 from protocols.orders import OrderIn
 from protocols.timestamps import stamp
@@ -102,6 +103,7 @@ def erase_due(db: Database, now: datetime, limit: int = 500) -> list[str]:
         db.conn.execute(
             "INSERT INTO customer_pii_audit (at, action, order_id, reason) "
             "VALUES (:now, 'erased', :o, 'retention period ended')", {"now": at_now, "o": order_id})
+    heal_store.erase_addresses(db, ids)  # the copies the address check kept
     return ids
 
 

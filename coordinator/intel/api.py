@@ -14,10 +14,12 @@ from typing import IO, Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import Counter as PromCounter
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from coordinator import auth
+from coordinator.app import invalid
 from coordinator.db import Database
 from coordinator.errors import ImportFileError, NotFound
 from coordinator.imports import ImportFormat, detect_format, spool
@@ -59,14 +61,22 @@ def now_of(request: Request) -> datetime:
 
 
 def count(request: Request, key: str, n: int = 1) -> None:
+    """In ``/stats`` (app.state.counters) and ``/metrics`` (``breakwater_intel_events``)."""
     counters: Counter[str] = request.app.state.counters
     with request.app.state.counters_lock:
         counters[key] += n
+    events: PromCounter | None = getattr(request.app.state, "intel_events", None)
+    if events is not None and n:
+        events.labels(key).inc(n)
 
 
-def refuse(field: str, message: str, status: int = 422) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": f"{field}: {message}",
-                                                     "field": field})
+def _refused(request: Request, exc: ImportFileError) -> JSONResponse:
+    """A whole import refused: counted, 422 naming the field (413 for an oversized body,
+    415 for a content type that is not an import format, as the catalogue imports do)."""
+    count(request, "history_import_refused")
+    answer = invalid(exc.field, exc.message)
+    answer.status_code = {"body": 413, "content-type": 415}.get(exc.field, 422)
+    return answer
 
 
 @router.post(
@@ -78,6 +88,8 @@ def refuse(field: str, message: str, status: int = 422) -> JSONResponse:
         "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {
             "schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {"schema": {"type": "object", "properties": {
+            "file": {"type": "string", "format": "binary"}}}},
     }, "required": True}},
     dependencies=[auth.requires({auth.Role.INTEGRATION})],
 )
@@ -90,25 +102,39 @@ async def import_orders(
 ) -> Any:
     """History only: nothing is reserved or allocated. Good rows are kept and bad rows
     listed by row and column; a wrong file type or a missing required column is a 422
-    naming it, with nothing written."""
+    naming it (415 for a content type that is no import format), with nothing written."""
     config = config_of(request)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    form = None
     try:
-        fmt = detect_format(content_type=request.headers.get("content-type"), explicit=format)
         columns = history.check_mapping(json.loads(mapping)) if mapping else None
-        body = await spool(request.stream(), limit=config.import_max_bytes)
+        if ctype == "multipart/form-data":  # a browser upload: the file field "file"
+            form = await request.form()
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise ImportFileError("body.file", "a multipart import needs a file field 'file'")
+            if (upload.size or 0) > config.import_max_bytes:
+                raise ImportFileError("body", f"larger than the {config.import_max_bytes} "
+                                      "byte import limit")
+            fmt = detect_format(name=upload.filename or "upload", explicit=format)
+            body: IO[bytes] = upload.file
+        else:
+            fmt = detect_format(content_type=ctype, explicit=format)
+            body = await spool(request.stream(), limit=config.import_max_bytes)
     except json.JSONDecodeError as exc:
-        count(request, "history_import_refused")
-        return refuse("mapping", f"not JSON: {exc}")
+        return _refused(request, ImportFileError("mapping", f"not JSON: {exc}"))
     except ImportFileError as exc:
-        count(request, "history_import_refused")
-        return refuse(exc.field, str(exc).split(": ", 1)[-1],
-                      413 if exc.field == "body" else 422)
-    with body:
-        try:
+        if form is not None:
+            await form.close()
+        return _refused(request, exc)
+    try:
+        with body:
             import_id, result = await run_in_threadpool(_import, request, body, fmt, columns)
-        except ImportFileError as exc:
-            count(request, "history_import_refused")
-            return refuse(exc.field, str(exc).split(": ", 1)[-1])
+    except ImportFileError as exc:
+        return _refused(request, exc)
+    finally:
+        if form is not None:
+            await form.close()  # uploads are spooled temporary files
     count(request, "history_rows_imported", result.rows_written)
     count(request, "history_rows_rejected", result.rows_rejected)
     return {"import_id": import_id, **result.as_dict()}
@@ -153,7 +179,6 @@ class CorrectionIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     reason: str = Field(description="one of the pool: " + ", ".join(REASONS))
-    actor: str = Field(min_length=1, max_length=128, description="who corrects")
 
 
 def _return_call(request: Request, call: Any) -> Any:
@@ -164,7 +189,7 @@ def _return_call(request: Request, call: Any) -> Any:
         return JSONResponse(status_code=404, content={"detail": str(exc)})
     except returns.UnknownReason as exc:
         count(request, "returns_refused")
-        return refuse(exc.field, str(exc))
+        return invalid(exc.field, str(exc))
 
 
 @router.post("/returns", status_code=201, summary="Classify a return or exchange request",
@@ -206,9 +231,10 @@ def get_return(request: Request, return_id: Annotated[int, Path(ge=1, le=2**62)]
              summary="Correct a return's reason (stored with who made it; used to retrain)",
              dependencies=CUSTOMER_FACING)
 def correct_return(request: Request, return_id: Annotated[int, Path(ge=1, le=2**62)],
-                   body: CorrectionIn) -> Any:
+                   body: CorrectionIn, caller: auth.Caller) -> Any:
+    """Who corrected is the authenticated caller (``user:name`` / ``token:name``)."""
     out = _return_call(request, lambda db, now: returns.correct(
-        db, return_id, reason=body.reason, actor=body.actor, now=now))
+        db, return_id, reason=body.reason, actor=caller.actor, now=now))
     if not isinstance(out, JSONResponse):
         count(request, "returns_corrected")
     return out

@@ -12,7 +12,8 @@ counted once per text (a repeated word is not more evidence); digits fold to ``0
 concept features from :data:`LEXICON`. Alpha, n-gram orders and the lexicon weight were
 chosen by 5-fold cross-validation on the train part only (0.84 there).
 Corrections carry ``correction_weight`` (an operator's label is recent and
-deliberate). Confidence is the posterior probability of the chosen reason.
+deliberate). Confidence is the posterior probability of the chosen reason, tempered (see
+``temperature``).
 """
 
 from __future__ import annotations
@@ -107,6 +108,11 @@ class Model:
 
     alpha: float = 1.0
     correction_weight: float = 2.0
+    # naive Bayes multiplies dozens of n-gram likelihoods as if independent, so its raw
+    # posteriors say 100 % for nearly everything; dividing the log scores by 2 (chosen
+    # by cross-validated log loss on the train part) makes the confidence mean what it
+    # says (mean confidence 0.78 at 0.84 accuracy there). The ranking is unchanged.
+    temperature: float = 2.0
     doc_counts: dict[str, float] = field(default_factory=dict)
     gram_counts: dict[str, dict[str, float]] = field(default_factory=dict)
     totals: dict[str, float] = field(default_factory=dict)
@@ -148,7 +154,7 @@ class Model:
                 total += math.log(counts.get(g, 0.0) + self.alpha) - denominator
             logs[reason] = total
         top = max(logs.values())
-        exp = {r: math.exp(s - top) for r, s in logs.items()}
+        exp = {r: math.exp((s - top) / self.temperature) for r, s in logs.items()}
         norm = sum(exp.values())
         return {r: e / norm for r, e in exp.items()}
 
@@ -159,6 +165,7 @@ class Model:
 
     def to_params(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "correction_weight": self.correction_weight,
+                "temperature": self.temperature,
                 "doc_counts": self.doc_counts, "gram_counts": self.gram_counts,
                 "totals": self.totals, "vocabulary": self.vocabulary}
 
@@ -166,5 +173,6 @@ class Model:
     def from_params(cls, params: dict[str, Any]) -> Model:
         return cls(alpha=float(params["alpha"]),
                    correction_weight=float(params["correction_weight"]),
+                   temperature=float(params.get("temperature", 2.0)),
                    doc_counts=params["doc_counts"], gram_counts=params["gram_counts"],
                    totals=params["totals"], vocabulary=int(params["vocabulary"]))

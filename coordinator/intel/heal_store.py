@@ -47,10 +47,28 @@ def add_address_check(db: Database, order_id: str, check: dict[str, Any],
     cursor = db.conn.execute(
         "INSERT INTO address_checks (order_id, original, corrected, lat, lon, level, "
         "source, outcome, at) VALUES (:order_id, :original, :corrected, :lat, :lon, "
-        ":level, :source, :outcome, :at)",
+        ":level, :source, :outcome, :at) RETURNING id",
         {"order_id": order_id, **{k: check.get(k) for k in ADDRESS_COLUMNS[:-1]},
          "at": stamp(at)})
-    return int(cursor.lastrowid or 0)
+    return int(cursor.fetchone()[0])
+
+
+def addresses_to_check(db: Database, limit: int) -> list[tuple[str, str]]:
+    """(order_id, delivery address) of orders whose address (the customer side's
+    ``customer_contacts``) has not been checked yet, oldest first."""
+    return [(r[0], r[1]) for r in db.execute(
+        "SELECT c.order_id, c.address FROM customer_contacts c WHERE c.address IS NOT NULL "
+        "AND c.address != '' AND NOT EXISTS (SELECT 1 FROM address_checks a "
+        "WHERE a.order_id = c.order_id) ORDER BY c.created_at, c.order_id LIMIT :n",
+        {"n": limit}).fetchall()]
+
+
+def erase_addresses(db: Database, order_ids: Sequence[str]) -> None:
+    """Blank the address texts of these orders' checks (the customer side's retention
+    ended); the outcome, level and source stay for the self-healing figures."""
+    db.conn.executemany(
+        "UPDATE address_checks SET original = '', corrected = NULL, lat = NULL, lon = NULL "
+        "WHERE order_id = ?", [(o,) for o in order_ids])
 
 
 def latest_address_check(db: Database, order_id: str) -> dict[str, Any] | None:

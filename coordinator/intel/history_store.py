@@ -18,28 +18,23 @@ if TYPE_CHECKING:
     from coordinator.intel.history import HistoryRow
 
 
+_COLUMNS = ("order_no", "sku", "qty", "ordered_at", "paid_at", "entered_at", "promised_at",
+            "delivered_at", "channel", "address", "lat", "lon", "store", "carrier",
+            "exception", "import_id")
+# positional parameters: a many-row batch becomes one statement on PostgreSQL
+_UPSERT = (
+    f"INSERT INTO history_orders ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_COLUMNS))}) ON CONFLICT (order_no, sku) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[2:]))
+
+
 def writer(import_id: str) -> Callable[[Database, list[HistoryRow]], int]:
     def write(db: Database, rows: list[HistoryRow]) -> int:
-        db.conn.executemany(
-            "INSERT INTO history_orders (order_no, sku, qty, ordered_at, paid_at, entered_at, "
-            "promised_at, delivered_at, channel, address, lat, lon, store, carrier, exception, "
-            "import_id) VALUES (:order_no, :sku, :qty, :ordered_at, :paid_at, :entered_at, "
-            ":promised_at, :delivered_at, :channel, :address, :lat, :lon, :store, :carrier, "
-            ":exception, :import_id) ON CONFLICT (order_no, sku) DO UPDATE SET "
-            "qty = excluded.qty, ordered_at = excluded.ordered_at, paid_at = excluded.paid_at, "
-            "entered_at = excluded.entered_at, promised_at = excluded.promised_at, "
-            "delivered_at = excluded.delivered_at, channel = excluded.channel, "
-            "address = excluded.address, lat = excluded.lat, lon = excluded.lon, "
-            "store = excluded.store, carrier = excluded.carrier, "
-            "exception = excluded.exception, import_id = excluded.import_id",
-            [{"order_no": r.order_no, "sku": r.sku, "qty": r.qty,
-              "ordered_at": stamp(r.ordered_at), "paid_at": stamp_or_none(r.paid_at),
-              "entered_at": stamp_or_none(r.entered_at),
-              "promised_at": stamp_or_none(r.promised_at),
-              "delivered_at": stamp_or_none(r.delivered_at), "channel": r.channel,
-              "address": r.address, "lat": r.lat, "lon": r.lon, "store": r.store,
-              "carrier": r.carrier, "exception": r.exception, "import_id": import_id}
-             for r in rows])
+        db.conn.executemany(_UPSERT, [
+            (r.order_no, r.sku, r.qty, stamp(r.ordered_at), stamp_or_none(r.paid_at),
+             stamp_or_none(r.entered_at), stamp_or_none(r.promised_at),
+             stamp_or_none(r.delivered_at), r.channel, r.address, r.lat, r.lon, r.store,
+             r.carrier, r.exception, import_id) for r in rows])
         return len(rows)
 
     return write

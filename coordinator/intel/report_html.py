@@ -11,7 +11,8 @@ from html import escape
 
 from coordinator.intel.health import AXES, AXIS_LABELS, HealthReport, HeatMap
 
-_SIZE = 360
+_WIDTH = 520  # wide enough for the side labels (Chinese and English)
+_HEIGHT = 360
 _R = 120
 
 
@@ -20,10 +21,11 @@ def _pct(value: float | None) -> str:
 
 
 def radar_svg(radar: dict[str, float | None]) -> str:
-    cx = cy = _SIZE / 2
+    cx, cy = _WIDTH / 2, _HEIGHT / 2
     n = len(AXES)
-    parts = [f'<svg id="radar" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_SIZE} {_SIZE}"'
-             f' width="{_SIZE}" height="{_SIZE}" role="img" aria-label="health radar">']
+    parts = [f'<svg id="radar" xmlns="http://www.w3.org/2000/svg" '
+             f'viewBox="0 0 {_WIDTH} {_HEIGHT}" width="{_WIDTH}" height="{_HEIGHT}" '
+             'role="img" aria-label="health radar">']
     for ring in (0.25, 0.5, 0.75, 1.0):
         pts = " ".join(
             f"{cx + _R * ring * math.sin(2 * math.pi * i / n):.1f},"

@@ -52,13 +52,13 @@ class TrainedModel:
     trained_at: str
 
 
-# parsed models by (database file, version): a version never changes once written
-_cache: dict[tuple[str, int], TrainedModel] = {}
+# parsed models by model_id: a stored model never changes (ids are random, so two
+# databases never share one)
+_cache: dict[str, TrainedModel] = {}
 _cache_lock = threading.Lock()
 
 
-def _load(db: Database, version: int) -> TrainedModel:
-    key = (str(db.execute("PRAGMA database_list").fetchone()[2]), version)
+def _load(db: Database, version: int, key: str) -> TrainedModel:
     with _cache_lock:
         hit = _cache.get(key)
     if hit is not None:
@@ -73,28 +73,28 @@ def _load(db: Database, version: int) -> TrainedModel:
 
 def current_model(db: Database, now: datetime) -> TrainedModel:
     """The latest version; trains version 1 from the shipped set the first time."""
-    version = returns_store.latest_version(db)
-    if version is None:
+    latest = returns_store.latest_model(db)
+    if latest is None:
         return retrain(db, now, trigger="seed")
-    return _load(db, version)
+    return _load(db, *latest)
 
 
 def retrain(db: Database, now: datetime, *, trigger: str) -> TrainedModel:
     """Train a new version on the shipped train part plus every correction."""
     with write_transaction(db):
         if trigger == "seed":  # another thread may have seeded while this one waited
-            version = returns_store.latest_version(db)
-            if version is not None:
-                return _load(db, version)
+            latest = returns_store.latest_model(db)
+            if latest is not None:
+                return _load(db, *latest)
         weight = Model().correction_weight
         corrections = returns_store.latest_corrections(db)
         examples = dataset("train") + [Example(text, reason, weight)
                                        for text, reason in corrections]
         model = Model.train(examples)
-        version = returns_store.add_model(db, at=now, examples=len(examples),
-                                          corrections=len(corrections), trigger=trigger,
-                                          params=model.to_params())
-    return _load(db, version)
+        version, model_id = returns_store.add_model(
+            db, at=now, examples=len(examples), corrections=len(corrections),
+            trigger=trigger, params=model.to_params())
+    return _load(db, version, model_id)
 
 
 def classify(db: Database, *, order_id: str, kind: str, text: str, sku_id: str | None,

@@ -3,7 +3,8 @@ correction per row (choosing another reason in its list saves it), and the root-
 tables per warehouse, SKU and carrier.
 
 Customer text is untrusted: every value is HTML-escaped; the script reads ids from
-``data-`` attributes and sends JSON, never builds markup from text.
+``data-`` attributes and sends JSON, never builds markup from text. The correction is
+recorded under the logged-in person (the session), with the CSRF header trust asks for.
 """
 
 from __future__ import annotations
@@ -14,23 +15,22 @@ from typing import Any
 from coordinator.intel.classifier import REASONS
 
 _SCRIPT = """
-const actor = document.getElementById('actor');
-actor.value = localStorage.getItem('breakwater-actor') || '';
-actor.addEventListener('change', () => localStorage.setItem('breakwater-actor', actor.value));
+// the session's CSRF token (cookie bw_csrf) goes back as a header on every change
+const csrf = (document.cookie.split('; ').find(c => c.startsWith('bw_csrf=')) || '')
+  .slice('bw_csrf='.length);
 document.querySelectorAll('select.reason').forEach(select => {
   select.addEventListener('change', async () => {
     const row = select.closest('tr');
     const status = row.querySelector('.saved');
-    if (!actor.value.trim()) { status.textContent = '请先填写操作人 actor'; return; }
     const r = await fetch('/returns/' + row.dataset.returnId + '/correction', {
-      method: 'POST', headers: {'content-type': 'application/json'},
-      body: JSON.stringify({reason: select.value, actor: actor.value.trim()})});
-    status.textContent = r.ok ? '已纠正 saved' : '失败 ' + r.status;
-    row.dataset.reason = r.ok ? select.value : row.dataset.reason;
+      method: 'POST', credentials: 'same-origin',
+      headers: {'content-type': 'application/json', 'X-CSRF-Token': decodeURIComponent(csrf)},
+      body: JSON.stringify({reason: select.value})});
+    status.textContent = r.ok ? '已纠正 saved' : '失败 failed ' + r.status;
+    if (r.ok) { row.dataset.reason = select.value; } else { select.value = row.dataset.reason; }
   });
 });
 """
-
 
 def _options(current: str) -> str:
     return "".join(
@@ -39,10 +39,12 @@ def _options(current: str) -> str:
 
 
 def _root_table(by: str, rows: list[dict[str, Any]]) -> str:
+    """Per key: returns and every reason with its count, most first (a tie shows as one)."""
     body = "".join(
-        f'<tr><td>{escape(str(r[by]) or "–")}</td><td>{r["returns"]}</td>'
-        f'<td>{escape(REASONS[r["top_reason"]])} {r["top_reason"]}</td></tr>' for r in rows)
-    return (f'<table id="root-{by}"><tr><th>{by}</th><th>returns</th><th>top reason</th></tr>'
+        f'<tr><td>{escape(str(r[by]) or "–")}</td><td>{r["returns"]}</td><td>'
+        + " · ".join(f"{escape(REASONS[reason])} {n}" for reason, n in r["reasons"].items())
+        + "</td></tr>" for r in rows)
+    return (f'<table id="root-{by}"><tr><th>{by}</th><th>returns</th><th>reasons</th></tr>'
             f"{body}</table>")
 
 
@@ -61,7 +63,8 @@ def render(recent: list[dict[str, Any]], roots: dict[str, list[dict[str, Any]]])
 table{{border-collapse:collapse}}td,th{{border:1px solid #ddd;padding:3px 8px}}
 section{{display:inline-block;vertical-align:top;margin-right:24px}}</style></head><body>
 <h1>退货原因 Return reasons</h1>
-<label>操作人 actor <input id="actor" maxlength="128"></label>
+<p>改选原因即保存纠正(记录操作人)。
+Picking another reason saves the correction, under your login.</p>
 <table id="returns"><tr><th>#</th><th>order</th><th>text</th><th>confidence</th>
 <th>model</th><th>reason</th></tr>{rows}</table>
 <h1>根因 Root causes</h1>{roots_html}

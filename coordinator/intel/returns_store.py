@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -17,12 +18,15 @@ COLUMNS = ("id", "order_id", "kind", "text", "predicted", "confidence", "model_v
 BY_COLUMN = {"warehouse": "warehouse_id", "sku": "sku_id", "carrier": "carrier"}
 
 
-def latest_version(db: Database) -> int | None:
-    row = db.execute("SELECT max(version) FROM return_models").fetchone()
-    return None if row[0] is None else int(row[0])
+def latest_model(db: Database) -> tuple[int, str] | None:
+    """(version, model_id) of the newest model."""
+    row = db.execute("SELECT version, model_id FROM return_models "
+                     "ORDER BY version DESC LIMIT 1").fetchone()
+    return None if row is None else (int(row[0]), str(row[1]))
 
 
 def model_row(db: Database, version: int) -> tuple[Any, ...]:
+    """version, params (JSON), examples, corrections, trained_at."""
     row: tuple[Any, ...] = db.execute(
         "SELECT version, params, examples, corrections, trained_at FROM return_models "
         "WHERE version = :v", {"v": version}).fetchone()
@@ -38,18 +42,21 @@ def latest_corrections(db: Database) -> list[tuple[str, str]]:
 
 
 def add_model(db: Database, *, at: datetime, examples: int, corrections: int, trigger: str,
-              params: dict[str, Any]) -> int:
-    """Store a new version (in the caller's transaction) and mark the corrections it used."""
+              params: dict[str, Any]) -> tuple[int, str]:
+    """Store a new version (in the caller's transaction) and mark the corrections it used;
+    returns (version, model_id)."""
     version = int(db.execute(
         "SELECT coalesce(max(version), 0) + 1 FROM return_models").fetchone()[0])
+    model_id = uuid.uuid4().hex
     db.conn.execute(
-        "INSERT INTO return_models (version, trained_at, examples, corrections, trigger, "
-        "params) VALUES (:version, :at, :examples, :corrections, :trigger, :params)",
-        {"version": version, "at": stamp(at), "examples": examples,
+        "INSERT INTO return_models (version, model_id, trained_at, examples, corrections, "
+        "trigger, params) VALUES (:version, :model_id, :at, :examples, :corrections, "
+        ":trigger, :params)",
+        {"version": version, "model_id": model_id, "at": stamp(at), "examples": examples,
          "corrections": corrections, "trigger": trigger, "params": to_json(params)})
     db.conn.execute("UPDATE return_corrections SET used_in_version = :v "
                     "WHERE used_in_version IS NULL", {"v": version})
-    return version
+    return version, model_id
 
 
 def pending_corrections(db: Database) -> int:
@@ -69,8 +76,9 @@ def add_request(db: Database, row: dict[str, Any], at: datetime) -> int:
         "INSERT INTO return_requests (order_id, kind, text, predicted, confidence, "
         "model_version, reason, warehouse_id, sku_id, carrier, created_at) VALUES "
         "(:order_id, :kind, :text, :predicted, :confidence, :model_version, :reason, "
-        ":warehouse_id, :sku_id, :carrier, :created_at)", {**row, "created_at": stamp(at)})
-    return int(cursor.lastrowid or 0)
+        ":warehouse_id, :sku_id, :carrier, :created_at) RETURNING id",
+        {**row, "created_at": stamp(at)})
+    return int(cursor.fetchone()[0])
 
 
 def current_reason(db: Database, return_id: int) -> str | None:

@@ -7,7 +7,8 @@
   reason, its confidence and the model version that classified it; ``reason`` is the
   current label (the prediction or the latest correction).
 - ``return_corrections``: who changed a label, from what to what, when (append-only).
-- ``return_models``: each trained classifier (version, parameters as JSON, training size).
+- ``return_models``: each trained classifier (version, parameters as JSON, training size,
+  ``model_id``: random, the cache key of the parsed model).
 - ``heal_events``: exceptions the self-healing adapters met (kind ``address`` or
   ``parcel``) and whether the system resolved them alone (``healed``) or handed them to a
   person; the self-healing rate counts them beside the reroute incidents.
@@ -68,3 +69,11 @@ def m001_intel(db: Database) -> None:
     """History, returns, classifier versions, self-healing events, addresses, parcels."""
     for statement in _M001:
         db.conn.execute(statement)
+
+
+@migrations()
+def m002_model_id(db: Database) -> None:
+    """A random id per trained model: parsed models are cached by it, the same in every
+    process and on every backend (a version number repeats across databases)."""
+    db.conn.execute("ALTER TABLE return_models ADD COLUMN model_id TEXT")
+    db.conn.execute("UPDATE return_models SET model_id = 'v' || version")

@@ -19,16 +19,20 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from prometheus_client import Counter
 
 from coordinator.db import Database
 from coordinator.errors import StoreError
-from coordinator.intel import parcels, returns, returns_store
+from coordinator.intel import addresses, heal_store, parcels, returns, returns_store
 from coordinator.intel.config import IntelConfig, ReturnsConfig
 from coordinator.intel.geocode import AmapGeocoder, Gazetteer, Geocoder
 from coordinator.intel.parcels import CarrierAdapter, WebhookCarrier
 from protocols.clock import Clock
 
 log = logging.getLogger(__name__)
+
+# addresses checked per round (each may cost a map-service call)
+ADDRESS_BATCH = 200
 
 
 def retrain_due(last: datetime | None, now: datetime, pending: int,
@@ -49,10 +53,18 @@ class IntelService:
     failures: int = 0
 
     def tick(self) -> dict[str, Any]:
-        """One round (blocking: run it in a thread): stuck parcels, then retraining."""
+        """One round (blocking: run it in a thread): new delivery addresses, stuck
+        parcels, then retraining."""
         db = self.connect()
         now = self.clock.now()
-        out: dict[str, Any] = {"handovers": [], "retrained": None}
+        out: dict[str, Any] = {"handovers": [], "retrained": None, "addresses": []}
+        # new delivery addresses (from the customer side's contacts) are checked here,
+        # off the intake path: a map service's latency never slows order intake
+        for order_id, address in heal_store.addresses_to_check(db, ADDRESS_BATCH):
+            checked = addresses.check_address(db, self.geocoders, order_id=order_id,
+                                              address=address,
+                                              city=self.config.geocoder.region, now=now)
+            out["addresses"].append({"order_id": order_id, "outcome": checked["outcome"]})
         if self.carrier is not None:
             out["handovers"] = parcels.handle_stuck(db, self.carrier, self.config.parcels,
                                                     now)
@@ -94,6 +106,12 @@ def intel_lifespan() -> Callable[[FastAPI], AbstractAsyncContextManager[Any]]:
     async def running(app: FastAPI) -> AsyncIterator[None]:
         config = IntelConfig.of(app.state.settings)
         timeout = max(config.geocoder.timeout_s, config.parcels.timeout_s)
+        metrics = getattr(app.state, "metrics", None)
+        if metrics is not None and getattr(app.state, "intel_events", None) is None:
+            app.state.intel_events = Counter(
+                "breakwater_intel_events",
+                "Order-history imports, return reasons and address checks, by event.",
+                ["event"], registry=metrics.registry)
         with httpx.Client(timeout=timeout) as client:
             service = build(config, app.state.clock, app.state.connections.get, client)
             app.state.intel = service

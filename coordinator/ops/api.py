@@ -205,4 +205,6 @@ def metrics_summary(request: Request, ops: Ops, db: ReadDb) -> dict[str, Any]:
                        "bad_payloads": ops.watcher.stats.bad_payloads,
                        "connects": ops.watcher.stats.connects,
                        "broker": ops.watcher.stats.broker}
+    if ops.leadership is not None:
+        data["cluster"] = ops.leadership.status(db)
     return data

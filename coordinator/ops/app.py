@@ -11,6 +11,7 @@ or, by hand, with coord's :func:`coordinator.app.create_app`::
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
@@ -21,6 +22,7 @@ from fastapi import FastAPI
 
 from coordinator import dashboard, order_search, roster_api
 from coordinator.app import create_app
+from coordinator.coalesce import Coalescer
 from coordinator.customer import api as customer_api
 from coordinator.customer.service import customer_lifespan
 from coordinator.db import Database
@@ -30,6 +32,7 @@ from coordinator.intel.service import intel_lifespan
 from coordinator.observability import Metrics
 from coordinator.ops import incident_api, metrics
 from coordinator.ops.api import router
+from coordinator.ops.cluster_metrics import ClusterCollector
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.metrics import SummaryCollector
 from coordinator.ops.runner import OpsService, ops_config_of
@@ -58,9 +61,18 @@ def ops_lifespan(config: OpsConfig | None = None
             app.state.ops = ops
             figures = SummaryCollector()
             registry.registry.register(figures)
+            instance = ClusterCollector(ops)
+            registry.registry.register(instance)
+
+            def read_summary() -> dict[str, Any]:
+                # on a worker thread's own connection, never on the ops thread: scrapes
+                # must not queue in front of breaker events; identical ones share a read
+                reads: Coalescer = app.state.reads
+                return reads.run("metrics.summary",
+                                 lambda: metrics.summary(app.state.connections.get()))
 
             async def refresh() -> None:
-                figures.data = await ops.call(lambda core: metrics.summary(core.db))
+                figures.data = await asyncio.to_thread(read_summary)
 
             remove = registry.add_refresher(refresh)
             try:
@@ -68,6 +80,7 @@ def ops_lifespan(config: OpsConfig | None = None
             finally:
                 remove()
                 registry.registry.unregister(figures)
+                registry.registry.unregister(instance)
                 app.state.ops = None
 
     return running

@@ -31,7 +31,7 @@ Call = Callable[[Callable[[OpsCore], Any]], Awaitable[Any]]
 
 class Leadership:
     def __init__(self, instance: str, config: ClusterConfig, clock: Clock,
-                 call: Call) -> None:
+                 call: Call, *, handle_attempts: int = 3) -> None:
         self.instance = instance
         self.config = config
         self.clock = clock
@@ -44,11 +44,20 @@ class Leadership:
         self.on_result: Callable[[HandleResult], None] | None = None
         self.terms = 0  # how many times this instance was elected
         self.applied = 0  # inbox rows applied by this instance
+        self.dropped = 0  # inbox rows skipped after every attempt failed
         self.lease_errors = 0
+        self.handle_attempts = handle_attempts
+        self._failures: dict[int, int] = {}
 
     # -- called on the ops thread, inside transactions ---------------------------------
     def guard(self, db: Database, now: datetime) -> None:
         lease_store.check(db, self.instance, self.keeper.epoch, now)
+
+    def release(self, core: OpsCore) -> None:
+        """Give the lease up at shutdown (on the ops thread)."""
+        lease_store.release(core.db, self.instance, self.keeper.epoch, self.clock.now())
+        self.keeper.step_down()
+        self.elected.clear()
 
     def leading(self) -> bool:
         return self.keeper.leading(self.clock.now())
@@ -56,6 +65,15 @@ class Leadership:
     def wake(self) -> None:
         """Something was put in the inbox: apply it now rather than at the next poll."""
         self._wake.set()
+
+    def status(self, db: Database) -> dict[str, Any]:
+        """For ``/metrics/summary`` (on a read connection): who leads, this one's counts."""
+        row = lease_store.read(db)
+        return {"instance": self.instance, "leading": self.leading(),
+                "epoch": self.keeper.epoch, "holder": None if row is None else row.holder,
+                "terms": self.terms, "applied": self.applied, "dropped": self.dropped,
+                "lease_errors": self.lease_errors,
+                "inbox_backlog": inbox_store.backlog(db)}
 
     # -- tasks -------------------------------------------------------------------------
     async def run_lease(self) -> None:
@@ -124,12 +142,36 @@ class Leadership:
         results = []
         for row in inbox_store.pending(core.db, self.config.apply_batch):
             now = self.clock.now()
-            # one transaction per message: the guard, the effects and the cursor commit
-            # together, so a row is applied exactly once whoever leads
-            with write_transaction(core.db):
-                self.guard(core.db, now)
-                result = core.handle(inbox_store.decode_row(row), now)
-                inbox_store.mark_applied(core.db, row.id)
+            try:
+                # one transaction per message: the guard, the effects and the cursor
+                # commit together, so a row is applied exactly once whoever leads
+                with write_transaction(core.db):
+                    self.guard(core.db, now)
+                    result = core.handle(inbox_store.decode_row(row), now)
+                    inbox_store.mark_applied(core.db, row.id)
+            except lease_store.LeaseLost:
+                raise
+            except Exception:
+                self._give_up_or_retry(core, row.id, now)
+                break  # in order: the rows after it wait for the next round
+            self._failures.pop(row.id, None)
             self.applied += 1
             results.append(result)
         return results
+
+    def _give_up_or_retry(self, core: OpsCore, row_id: int, now: datetime) -> None:
+        """A row whose handling raises (e.g. the database is locked) is retried in order
+        ``handle_attempts`` times, like the watcher does; then it is skipped, counted
+        and logged, so one poisoned row cannot stop every breaker event behind it."""
+        failures = self._failures.get(row_id, 0) + 1
+        self._failures[row_id] = failures
+        if failures < self.handle_attempts:
+            log.warning("applying inbox row %d failed (attempt %d); retrying", row_id,
+                        failures, exc_info=True)
+            return
+        with write_transaction(core.db):
+            self.guard(core.db, now)
+            inbox_store.mark_applied(core.db, row_id)
+        del self._failures[row_id]
+        self.dropped += 1
+        log.exception("inbox row %d dropped after %d failed attempts", row_id, failures)

@@ -59,3 +59,14 @@ def check(db: Database, instance: str, epoch: int | None, now: datetime,
         held = "nobody" if row is None else f"{row.holder} (epoch {row.epoch})"
         message = f"ops lease lost: {instance} (epoch {epoch}) is not the holder; {held} is"
         raise LeaseLost(message)
+
+
+def release(db: Database, instance: str, epoch: int | None, now: datetime,
+            name: str = OPS_LEASE) -> None:
+    """End our lease at ``now`` (a clean shutdown): a standby takes it at its next round
+    instead of waiting for the expiry. Nothing happens if it is no longer ours."""
+    if epoch is None:
+        return
+    with write_transaction(db):
+        db.execute("UPDATE ops_lease SET expires_at = ? WHERE name = ? AND holder = ? "
+                   "AND epoch = ?", [stamp(now), name, instance, epoch])

@@ -29,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from coordinator.customer import store as customer_store
-from coordinator.db import Database
+from coordinator.db import Database, dialect
 from coordinator.intel import heal_store
 from coordinator.ops import telemetry, tracker_store
 from coordinator.ops.notify import outbox
@@ -98,13 +98,19 @@ def status_transparency(db: Database) -> dict[str, Any]:
 def self_healing(db: Database) -> dict[str, Any]:
     # a stuck order healed itself when the first placement out of needs_attention after
     # its incident began was set off by the system, not by an operator
+    # the same question on both backends: only reading a JSON field is spelled apart
+    if dialect(db) == "postgresql":
+        trigger, previous = "e.detail::json ->> 'trigger'", "e.detail::json ->> 'previous_status'"
+    else:
+        trigger = "json_extract(e.detail, '$.trigger')"
+        previous = "json_extract(e.detail, '$.previous_status')"
     row = db.execute(
-        "SELECT sum(io.outcome = 'moved'), sum(io.outcome = 'stuck'), "
-        "sum(io.outcome = 'stuck' AND coalesce((SELECT json_extract(e.detail, '$.trigger') "
+        "SELECT sum(CASE WHEN io.outcome = 'moved' THEN 1 ELSE 0 END), "
+        "sum(CASE WHEN io.outcome = 'stuck' THEN 1 ELSE 0 END), "
+        "sum(CASE WHEN io.outcome = 'stuck' AND coalesce((SELECT " + trigger +
         "  FROM order_events e WHERE e.order_id = io.order_id AND e.kind = 'allocated' "
-        "  AND e.at >= i.started_at "
-        "  AND json_extract(e.detail, '$.previous_status') = 'needs_attention' "
-        "  ORDER BY e.id LIMIT 1), 'operator') != 'operator') "
+        "  AND e.at >= i.started_at AND " + previous + " = 'needs_attention' "
+        "  ORDER BY e.id LIMIT 1), 'operator') != 'operator' THEN 1 ELSE 0 END) "
         "FROM incident_orders io JOIN incidents i ON i.id = io.incident_id").fetchone()
     moved, stuck, placed_later = int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
     by_kind = {"reroute": {"exceptions": moved + stuck,
@@ -179,11 +185,22 @@ class SummaryCollector(Collector):
         yield GaugeMetricFamily(
             "breakwater_self_healing_ratio", "Exceptions resolved automatically / all exceptions.",
             value=float(sh["rate"] if sh["rate"] is not None else 1.0))
+        reroute = sh["by_kind"]["reroute"]
         exceptions = CounterMetricFamily(
             "breakwater_exceptions", "Orders caught at a failed warehouse.", labels=["outcome"])
-        exceptions.add_metric(["moved"], sh["resolved_automatically"])
-        exceptions.add_metric(["needs_attention"], sh["needs_attention"])
+        exceptions.add_metric(["moved"], reroute["resolved_automatically"])
+        exceptions.add_metric(["needs_attention"],
+                              reroute["exceptions"] - reroute["resolved_automatically"])
         yield exceptions
+        by_kind = CounterMetricFamily(
+            "breakwater_self_healing_exceptions",
+            "Exceptions by kind (reroute, address, parcel) and who resolved them.",
+            labels=["kind", "outcome"])
+        for kind, figures in sorted(sh["by_kind"].items()):
+            healed = figures["resolved_automatically"]
+            by_kind.add_metric([kind, "resolved_automatically"], healed)
+            by_kind.add_metric([kind, "to_person"], figures["exceptions"] - healed)
+        yield by_kind
         yield GaugeMetricFamily(
             "breakwater_warehouses_unavailable",
             "Warehouses not taking orders (breaker, hold or pause).",

@@ -36,7 +36,7 @@ from coordinator.ops.escalation import Escalate
 from coordinator.ops.handler import HandleResult, OpsCore
 from coordinator.ops.leadership import Leadership
 from coordinator.ops.notify.dispatcher import Dispatcher
-from coordinator.ops.watcher import OpsMessage, Watcher
+from coordinator.ops.watcher import OpsMessage, Watcher, WatcherStats
 from coordinator.secret_source import OPS_SECRETS, with_secrets
 from coordinator.settings import Settings
 from protocols import (
@@ -98,14 +98,19 @@ class OpsService:
         self.leadership: Leadership | None = None
         if self.config.cluster.enabled:
             self.leadership = Leadership(settings.instance, self.config.cluster, self.clock,
-                                         self.call)
+                                         self.call,
+                                         handle_attempts=self.config.mqtt.handle_attempts)
             self.leadership.on_elected = self._elected
             self.leadership.on_deposed = self._deposed
             self.leadership.on_result = self._after
 
     def _new_dispatcher(self) -> Dispatcher:
         return Dispatcher(lambda: open_database(self.settings.db_path), self.config.notify,
-                          self.clock)
+                          self.clock, allowed=self.leading)
+
+    @property
+    def watcher_stats(self) -> WatcherStats:
+        return self.watcher.stats
 
     def leading(self) -> bool:
         """This instance runs the ops loop (always, with one instance)."""
@@ -169,6 +174,13 @@ class OpsService:
                 log.warning("ops task %s did not stop within %.0f s", task.get_name(),
                             STOP_TIMEOUT_S)
         self._tasks.clear()
+        if self.leadership is not None and self.leadership.leading():
+            # hand over now instead of letting the standby wait out the TTL (a rolling
+            # restart); the ops tasks have ended, so nothing of ours writes after this
+            try:
+                await self.call(self.leadership.release)
+            except Exception:
+                log.exception("could not release the ops lease; the standby waits it out")
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_core)
         self._executor.shutdown(wait=True)
 

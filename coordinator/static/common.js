@@ -41,6 +41,8 @@ const I18N = {
     current_state: "当前状态", restored: "重启后恢复", started: "启动", recovered: "已恢复",
     temperature_c: "温度", humidity_pct: "湿度", cold_chain: "冷链", franchisee: "加盟商", wecom: "企业微信",
     sms: "短信", webhook: "Webhook",
+    // links to the intel pages
+    nav_health: "订单健康报告", nav_returns: "退货原因",
     // the incident page
     incident_title: "事件", back_to_board: "返回看板", timeline: "时间线", tripping: "熔断读数",
     chart_title: "各库区温湿度", chart_temperature: "温度 (°C)", chart_humidity: "湿度 (%)", limit: "阈值",
@@ -108,6 +110,7 @@ const I18N = {
     restored: "restored after a restart", started: "started", recovered: "recovered",
     temperature_c: "temperature", humidity_pct: "humidity", cold_chain: "cold chain", franchisee: "franchisee",
     wecom: "WeCom", sms: "SMS", webhook: "webhook",
+    nav_health: "Order health report", nav_returns: "Return reasons",
     incident_title: "Incident", back_to_board: "Back to the board", timeline: "Timeline",
     tripping: "Tripping readings", chart_title: "Temperature and humidity per zone",
     chart_temperature: "Temperature (°C)", chart_humidity: "Humidity (%)", limit: "limit", trip: "trip",

@@ -189,3 +189,22 @@ def test_between_chunks_another_writer_gets_the_lock_at_once(tmp_path: Path) -> 
                 on_chunk=between)
     other.close()
     assert intake_writes == [1, 2, 3]
+
+
+def test_title_rows_above_the_header_are_skipped_and_rows_keep_their_numbers() -> None:
+    data = _csv(["订单导出,,", "2026-10-01 至 2026-10-31,,", ",,", "订单号,数量,note",
+                 "A1,2,x", "A2,0,y"])
+    chunk, = read_chunks(data, Line, fmt=ImportFormat.CSV, mapping=MAPPING)
+    assert chunk.models == [Line(order_no="A1", qty=2, note="x")]
+    assert [(e.row, e.column) for e in chunk.errors] == [(6, "数量")]
+
+
+def test_a_file_without_a_header_row_names_the_missing_column() -> None:
+    with pytest.raises(ImportFileError) as err:
+        list(read_chunks(_csv(["订单号,备注"] + [f"A{i},x" for i in range(20)]), Line,
+                         fmt=ImportFormat.CSV, mapping=MAPPING))
+    assert err.value.field == "column 数量"
+    with pytest.raises(ImportFileError) as short:
+        list(read_chunks(_csv(["订单号,备注", "A1,x"]), Line, fmt=ImportFormat.CSV,
+                         mapping=MAPPING))
+    assert short.value.field == "column 数量"

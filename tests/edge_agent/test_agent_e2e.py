@@ -46,7 +46,12 @@ T0 = datetime(2026, 1, 15, 2, 0, tzinfo=UTC)
 async def running(agent: EdgeAgent) -> AsyncIterator[asyncio.Task[None]]:
     task = asyncio.create_task(agent.run())
     try:
-        await wait_until(lambda: agent.stats.uplink_connected or task.done(), what="uplink")
+        # both: a reading published before the sensor subscription is in place is lost
+        await wait_until(
+            lambda: (agent.stats.uplink_connected and agent.stats.sensors_connected)
+            or task.done(),
+            what="uplink and sensor broker",
+        )
         if task.done():
             task.result()
         yield task

@@ -15,6 +15,7 @@ from edge_agent.config import AgentConfig
 from protocols import Topics
 from protocols.clock import ManualClock
 from simulators.brokers import Broker, free_port
+from tests.coordinator.test_observability import documented
 from tests.edge_agent.conftest import (
     SENSOR,
     SensorPublisher,
@@ -59,6 +60,11 @@ async def test_metrics_and_health_report_sensors_drops_outbox_and_rule_states(
     finally:
         await cancel_and_wait(task)
     assert metrics.status_code == 200
+    # exactly the agent metrics docs/metrics.md defines, no more, no fewer
+    families = set()
+    for family in text_string_to_metric_families(metrics.text):
+        families.add(family.name + "_total" if family.type == "counter" else family.name)
+    assert families == set(documented("breakwater_edge_"))
     got = samples(metrics.text)
     assert got[("breakwater_edge_readings_total", (("sensor", SENSOR),))] == 2
     assert got[("breakwater_edge_dead_letters_total", (("sensor", SENSOR),))] == 1

@@ -150,3 +150,31 @@ def test_outbox_budget_drops_telemetry_first_and_never_breaker_events(tmp_path: 
     assert store.outbox_count == store.outbox_depth() == 6  # the audit record went too
     store.delete_outbox(store.outbox_rows(limit=1)[0].id)
     assert store.outbox_count == store.outbox_depth() == 5
+
+
+def test_a_state_database_from_before_the_resend_and_nonces_opens_and_gains_them(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY, seq INTEGER, kind TEXT, "
+                 "breaker TEXT, topic TEXT, payload TEXT, qos INTEGER, retain INTEGER, "
+                 "size INTEGER)")
+    conn.execute("INSERT INTO outbox (seq, kind, breaker, topic, payload, qos, retain, size) "
+                 "VALUES (1, 'breaker', 'cold_chain', 't', '{}', 1, 1, 2)")
+    conn.commit()
+    conn.close()
+    store = Store(path, outbox_max_bytes=100_000, readings_keep=10)
+    try:
+        assert store.outbox_count == 1 and store.oldest_queued_at() is None
+        store.commit(T0, outgoing=[msg("breaker", 2)], nonces={"ab" * 8: T0})
+        assert [r.seq for r in store.current_rows()] == [2]
+        assert store.oldest_queued_at() == T0
+        # kept (rounded up to the millisecond) until the command expires, then forgotten
+        kept_until = T0 + timedelta(milliseconds=1)
+        assert store.load_nonces(T0) == {"ab" * 8: kept_until}
+        assert store.load_nonces(kept_until) == {}
+    finally:
+        store.close()

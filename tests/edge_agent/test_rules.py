@@ -488,3 +488,17 @@ def test_late_and_duplicate_readings_name_their_sensor() -> None:
         ("out_of_order", "s2"),
         ("duplicate", "s2"),
     ]
+
+
+def test_a_snapshot_from_before_per_sensor_tracking_keeps_its_trip() -> None:
+    old_tripped = {"state": "tripped", "since": at(310).isoformat(),
+                   "tripped_since": at(310).isoformat(), "episode": "gw-1/cold_room_2/x",
+                   "last_ts": at(310).isoformat(), "latest": {"s1": [at(310).isoformat(), 9.0]}}
+    back = RuleMachine.restore(make_spec(), "gw-1", old_tripped, saved_at=at(310),
+                               now=at(320), outage_tolerance_s=900)
+    assert back.state is TRIPPED and back.episode == "gw-1/cold_room_2/x"
+    old_pending = {"state": "pending", "since": at(10).isoformat(),
+                   "pending_since": at(10).isoformat(), "bad_count": 2}
+    back = RuleMachine.restore(make_spec(), "gw-1", old_pending, saved_at=at(100),
+                               now=at(110), outage_tolerance_s=900)
+    assert back.state is UNKNOWN  # its excursion cannot be rebuilt per sensor: start again

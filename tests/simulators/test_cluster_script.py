@@ -24,6 +24,7 @@ from simulators.cluster import (
     haproxy_config,
 )
 from simulators.coordinators import seed_command, serve_command
+from tests.auth import ADMIN
 from tests.coordinator.ops.factories import breaker_event
 from tests.coordinator.ops.helpers import wait_for
 
@@ -58,7 +59,8 @@ async def test_cluster_script_serves_a_trip_end_to_end_and_stops_cleanly(
         info = json.loads(line)
         assert len(info["coordinators"]) == 2
         host, port = info["mqtt"].removeprefix("mqtt://").split(":")
-        async with httpx.AsyncClient(base_url=info["proxy"], timeout=10) as client:
+        async with httpx.AsyncClient(base_url=info["proxy"], timeout=10,
+                                     headers=ADMIN) as client:
             order = {"channel": "manual", "channel_order_id": "cluster-1",
                      "customer_id": "walk-in", "lines": [{"sku_id": "SKU-0002", "qty": 1}],
                      "lat": 30.12, "lon": 120.22}
@@ -67,7 +69,8 @@ async def test_cluster_script_serves_a_trip_end_to_end_and_stops_cleanly(
             result = placed.json()
             first = result["warehouse_id"]
             assert first is not None
-            trip = breaker_event(seq=1, agent=f"gw-{first}", warehouse=first)
+            # seed-sample registers the sample's gateways as agent-<warehouse>
+            trip = breaker_event(seq=1, agent=f"agent-{first}", warehouse=first)
             async with aiomqtt.Client(host, int(port)) as agent:
                 await agent.publish(Topics("breakwater").breaker(first, "cold_chain"),
                                     encode(trip), qos=1, retain=True)

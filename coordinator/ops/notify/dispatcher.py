@@ -204,8 +204,12 @@ class Dispatcher:
     """Delivers due notifications. Own DB connection (``open_db``), own HTTP client."""
 
     def __init__(self, open_db: Callable[[], Database], config: NotifyConfig, clock: Clock,
-                 *, client: httpx.AsyncClient | None = None, concurrency: int = 8) -> None:
+                 *, client: httpx.AsyncClient | None = None, concurrency: int = 8,
+                 allowed: Callable[[], bool] | None = None) -> None:
         self.config = config
+        # Several instances: only the lease holder delivers. A leader paused mid-run
+        # resumes here and must not send what the new leader sends (each notice once).
+        self.allowed = allowed
         self.clock = clock
         self._open_db = open_db
         self._db: Database | None = None
@@ -249,6 +253,8 @@ class Dispatcher:
 
     async def run_once(self) -> int:
         """Deliver one batch of due notifications; return how many were attempted."""
+        if self.allowed is not None and not self.allowed():
+            return 0
         d = self.config.dispatcher
         now = self.clock.now()
         batch = outbox.due(self.db, now, d.batch_size)

@@ -3,12 +3,20 @@ through a real uvicorn."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import httpx
 import pytest
 
 from coordinator.app import create_app
 from coordinator.auth.roles import Role, Scope
-from coordinator.auth.store import ensure_bootstrap_token, identify_token
+from coordinator.auth.store import (
+    ensure_bootstrap_token,
+    identify_token,
+    list_tokens,
+    revoke_token,
+)
 from coordinator.db import open_database
 from coordinator.serving import serve_in_thread
 from coordinator.settings import Settings
@@ -156,3 +164,19 @@ def test_the_bootstrap_admin_token_rotates_with_the_environment(tmp_path: object
     ensure_bootstrap_token(db, second, NOW)
     assert identify_token(db, first) is None and identify_token(db, second) is not None
     assert db.execute("SELECT count(*) FROM auth_tokens").fetchone()[0] == 2
+
+
+def test_a_token_revoked_by_another_instance_is_refused_within_the_cache_time(
+        tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    token = headers_for(path, Role.VIEWER)
+    settings = Settings.parse({"db_path": str(path), "auth": {"token_cache_s": 0.3}})
+    with serve_in_thread(create_app(settings, clock=ManualClock(NOW))) as url, \
+            httpx.Client(base_url=url, headers=token, timeout=15) as http:
+        assert http.get("/auth/me").status_code == 200  # now cached
+        db = open_database(path)  # another instance (or the CLI) revokes it
+        [info] = [t for t in list_tokens(db) if t.name == "test"]
+        revoke_token(db, info.id, NOW)
+        db.conn.close()
+        time.sleep(0.4)  # the cache time: a fraction of a second here, 2 s by default
+        assert http.get("/auth/me").status_code == 401

@@ -189,19 +189,33 @@ def test_xlsx_posted_to_the_api_gives_the_figures_and_the_page_renders_in_a_brow
     assert re.search(r'id="near-share">72.0%<', dom)
 
 
-@pytest.mark.parametrize(("ctype", "body", "field"), [
-    ("image/png", b"\x89PNG....", "content-type"),
-    (XLSX, "订单号,数量\nA,1\n".encode(), "file"),
-    ("text/csv", "订单号,渠道,SKU,数量\nA1,美团,S,1\n".encode(), "column 下单时间"),
+@pytest.mark.parametrize(("ctype", "body", "status", "field"), [
+    ("image/png", b"\x89PNG....", 415, "content-type"),
+    (XLSX, "订单号,数量\nA,1\n".encode(), 422, "file"),
+    ("text/csv", "订单号,渠道,SKU,数量\nA1,美团,S,1\n".encode(), 422, "column 下单时间"),
 ])
 def test_bad_files_are_refused_naming_what_is_wrong_and_nothing_is_written(
-        served: tuple[str, Path], ctype: str, body: bytes, field: str) -> None:
+        served: tuple[str, Path], ctype: str, body: bytes, status: int, field: str) -> None:
     url, path = served
     with httpx.Client(base_url=url, headers=ADMIN, timeout=30) as http:
         r = http.post("/import/orders", content=body, headers={"content-type": ctype})
-    assert r.status_code == 422, r.text
+    assert r.status_code == status, r.text
     assert r.json()["field"] == field
     assert open_database(path).execute("SELECT count(*) FROM history_orders").fetchone()[0] == 0
+
+
+def test_a_browser_upload_is_read_by_its_file_name(served: tuple[str, Path],
+                                                   tmp_path: Path) -> None:
+    url, _ = served
+    book = export.write_xlsx(tmp_path / "十月订单.xlsx", _rows())
+    with httpx.Client(base_url=url, headers=ADMIN, timeout=30) as http:
+        r = http.post("/import/orders", files={"file": (book.name, book.read_bytes())})
+        pdf = http.post("/import/orders", files={"file": ("orders.pdf", b"%PDF-1.4")})
+        none = http.post("/import/orders", files={"other": ("x.csv", b"a")})
+    assert r.status_code == 200, r.text
+    assert r.json()["rows_written"] > 0 and r.json()["rows_rejected"] == BAD
+    assert pdf.status_code == 422 and pdf.json()["field"] == "file"
+    assert none.status_code == 422 and none.json()["field"] == "body.file"
 
 
 def test_import_route_for_catalogue_kinds_still_works_beside_orders(
@@ -249,3 +263,17 @@ def test_junk_rows_are_a_model_answer_or_a_validation_error(row: dict[str, objec
         assert exc.errors()[0]["loc"] or exc.errors()[0]["msg"]
     else:
         assert parsed.qty >= 1 and parsed.order_no
+
+
+def test_a_body_over_the_import_limit_is_refused_naming_body(region_db: Path) -> None:
+    settings = Settings(db_path=str(region_db),
+                        sections={"intel": {"import_max_bytes": 1024}})
+    app = create_app(settings, clock=ManualClock(NOW), extra_routers=[intel_api.router])
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, headers=ADMIN,
+                                                   timeout=30) as http:
+        r = http.post("/import/orders", content=b"x" * 5000,
+                      headers={"content-type": "text/csv"})
+        bad_mapping = http.post("/import/orders", params={"mapping": "{oops"},
+                                content=b"a\n", headers={"content-type": "text/csv"})
+    assert r.status_code == 413 and r.json()["field"] == "body"
+    assert bad_mapping.status_code == 422 and bad_mapping.json()["field"] == "mapping"

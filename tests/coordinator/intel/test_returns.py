@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from coordinator.app import create_app
+from coordinator.auth import Role
 from coordinator.catalog import import_file
 from coordinator.db import open_database
 from coordinator.intel import api as intel_api
@@ -19,7 +20,8 @@ from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
 from coordinator.serving import serve_in_thread
 from coordinator.settings import Settings
 from protocols.clock import ManualClock
-from tests.auth import ADMIN
+from tests.auth import ADMIN, add_login, headers_for
+from tests.browser import Browser
 
 NOW = datetime(2026, 11, 24, 2, 17, tzinfo=UTC)
 
@@ -62,18 +64,19 @@ def test_a_return_is_classified_with_confidence_and_model_version(
 
 def test_a_correction_is_stored_with_its_actor_and_retraining_learns_it(
         live: tuple[str, Path]) -> None:
-    url, _ = live
+    url, path = live
+    service = headers_for(path, Role.CUSTOMER_SERVICE, name="客服小王")
     odd = "主子嫌弃这一袋的颗粒太硬了咬不动"  # no lexicon word: hard for the seed model
     with httpx.Client(base_url=url, headers=ADMIN, timeout=15) as http:
         order = _order(http, "RET-2")
         first = http.post("/returns", json={"order_id": order, "text": odd}).json()
         wanted = "taste_mismatch" if first["reason"] != "taste_mismatch" else "quality_defect"
-        r = http.post(f"/returns/{first['id']}/correction",
-                      json={"reason": wanted, "actor": "客服小王"})
+        r = http.post(f"/returns/{first['id']}/correction", json={"reason": wanted},
+                      headers=service)
         assert r.status_code == 200, r.text
         corrected = r.json()
         assert corrected["reason"] == wanted and corrected["predicted"] == first["reason"]
-        assert corrected["corrections"][0]["actor"] == "客服小王"
+        assert corrected["corrections"][0]["actor"] == "token:客服小王"
         trained = http.post("/returns/retrain").json()
         assert trained["version"] > first["model_version"] and trained["corrections"] >= 1
         again = http.post("/returns", json={"order_id": order, "text": odd}).json()
@@ -127,9 +130,9 @@ def test_a_correction_to_a_reason_outside_the_pool_names_the_field(
         order = _order(http, "RET-4")
         made = http.post("/returns", json={"order_id": order, "text": "少发了一袋"}).json()
         r = http.post(f"/returns/{made['id']}/correction",
-                      json={"reason": "bad_vibes", "actor": "ops"})
+                      json={"reason": "bad_vibes"})
         assert r.status_code == 422 and r.json()["field"] == "reason"
-        r = http.post("/returns/999999/correction", json={"reason": "other", "actor": "ops"})
+        r = http.post("/returns/999999/correction", json={"reason": "other"})
         assert r.status_code == 404
         assert http.get(f"/returns/{made['id']}").json()["corrections"] == []
 
@@ -159,3 +162,29 @@ def test_model_round_trips_through_its_params() -> None:
     again = Model.from_params(model.to_params())
     assert again.scores("太慢") == model.scores("太慢")
     assert set(model.scores("太慢")) <= set(REASONS)
+
+
+def test_one_click_on_the_page_corrects_a_label_under_the_persons_login(
+        live: tuple[str, Path], tmp_path: Path) -> None:
+    url, path = live
+    with httpx.Client(base_url=url, headers=ADMIN, timeout=15) as http:
+        order = _order(http, "RET-CLICK")
+        made = http.post("/returns", json={"order_id": order, "text": "少发了一袋猫粮"}).json()
+    assert made["reason"] == "missing_item"
+    password = add_login(path, "kefu-li", Role.CUSTOMER_SERVICE)
+    with Browser(tmp_path) as browser:
+        browser.login(url, "kefu-li", password)
+        browser.goto(f"{url}/dashboard/returns")
+        return_id = made["id"]
+        row = f'tr[data-return-id="{return_id}"]'
+        # what choosing another entry of the row's list does: one change, saved at once
+        browser.evaluate(f"""(() => {{
+            const select = document.querySelector('{row} select.reason');
+            select.value = 'wrong_item';
+            select.dispatchEvent(new Event('change')); return true; }})()""")
+        saved = browser.wait_for(f"document.querySelector('{row} .saved').textContent")
+    assert saved == "已纠正 saved"
+    with httpx.Client(base_url=url, headers=ADMIN, timeout=15) as http:
+        stored = http.get(f"/returns/{made['id']}").json()
+    assert stored["reason"] == "wrong_item"
+    assert stored["corrections"][-1]["actor"] == "user:kefu-li"

@@ -110,6 +110,10 @@ def test_addresses_are_corrected_through_amap_and_only_failures_reach_a_person(
         assert not [e for e in _timeline(http, exact) if e["kind"].startswith("address")]
         alerts = http.get("/alerts").json()
         assert http.post("/orders/NO-SUCH/address", json={"address": "x"}).status_code == 404
+        scraped = http.get("/metrics").text
+    assert ('breakwater_self_healing_exceptions_total{kind="address",'
+            'outcome="resolved_automatically"} 1.0') in scraped
+    assert 'breakwater_intel_events_total{event="address_corrected"} 1.0' in scraped
     assert [a["order_id"] for a in alerts if a["kind"] == "address_unplaced"] == [hopeless]
     assert all(q["key"] == "test-amap-key" for q in site.amap.queries)
     healing = self_healing(open_database(site.db_path, migrate=False))

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiomqtt
+import httpx
 import pytest
 
 from benchmarks.reroute import seed_orders_at
@@ -19,6 +20,7 @@ from coordinator.db import open_database
 from protocols import Topics, encode
 from simulators.brokers import Broker
 from simulators.coordinators import CoordinatorProcess, coordinators
+from tests.auth import ADMIN
 from tests.coordinator.ops.factories import breaker_event
 from tests.coordinator.ops.helpers import read, wait_for
 
@@ -122,6 +124,13 @@ async def test_leader_killed_mid_reroute_standby_finishes_and_nothing_is_done_tw
         await wait_for(lambda: read(db_path, "SELECT count(*) FROM ops_notifications "
                                              "WHERE status = 'pending'") == [(0,)],
                        30, "notices delivered")
+        async with httpx.AsyncClient(base_url=procs[other].url, headers=ADMIN) as client:
+            cluster = (await client.get("/metrics/summary")).json()["cluster"]
+            scraped = (await client.get("/metrics")).text
+        assert "breakwater_ops_leader 1.0" in scraped
+        assert "breakwater_ops_lease_terms_total 1.0" in scraped
+        assert cluster["leading"] and cluster["holder"] == procs[other].instance
+        assert cluster["inbox_backlog"] == 0 and cluster["terms"] == 1
     assert_consistent(db_path, tmp_path)
 
 
@@ -149,3 +158,20 @@ async def test_leader_paused_past_its_lease_writes_nothing_after_it_resumes(
                                              "WHERE status = 'pending'") == [(0,)],
                        30, "notices delivered")
     assert_consistent(db_path, tmp_path)
+
+
+async def test_a_leader_stopped_cleanly_hands_over_without_waiting_out_its_lease(
+    tmp_path: Path, broker: Broker, topics: Topics
+) -> None:
+    db_path = seeded(tmp_path)
+    long_ttl = 30.0  # a standby that waited it out would fail the bound below
+    with coordinators(str(db_path), [broker.url], topics.root, tmp_path,
+                      lease_ttl_s=long_ttl) as procs:
+        await wait_for(lambda: leader(db_path) is not None, 30, "a leader")
+        first = leader(db_path)
+        assert first is not None
+        other = "b" if first == "a" else "a"
+        procs[first].stop()  # SIGTERM: a rolling restart
+        await wait_for(lambda: leader(db_path) == other, 10, "the standby, at once")
+        await publish(broker, topics, range(1, 2))
+        await wait_for(lambda: applied_seqs(db_path) == [1], 30, "the trip")

@@ -16,6 +16,7 @@ from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
 from protocols import Topics
 from protocols.clock import ManualClock
 from simulators.brokers import Broker
+from tests.auth import ADMIN
 from tests.coordinator.ops.app_server import ops_app, serving
 from tests.coordinator.ops.helpers import ops_config, settings_for
 
@@ -41,7 +42,8 @@ async def test_reads_answer_while_the_ops_thread_is_busy(
         busy.set()
         release.wait(30)
 
-    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=10,
+                                                      headers=ADMIN) as http:
         held = asyncio.ensure_future(app.state.ops.call(hold))
         try:
             await asyncio.to_thread(busy.wait, 10)

@@ -6,7 +6,7 @@ exactly once."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiomqtt
@@ -122,7 +122,9 @@ async def test_losing_the_agents_node_mid_incident_loses_and_repeats_nothing(
     raw = config_dict(tmp_path, broker.url, ",".join(nats_cluster.urls), topics)
     raw["agent"].update(agent_id=AGENT_2, warehouse_id=AGENT_WH, heartbeat_s=0)
     raw["uplink_mqtt"].update(username=AGENT_2, reconnect_max_s=2.0)
-    clock = ManualClock(datetime.now(UTC))
+    # readings 7 minutes apart in all: start in the past so none is ahead of the
+    # coordinator's clock (it refuses far-future events)
+    clock = ManualClock(datetime.now(UTC) - timedelta(minutes=10))
     agent = EdgeAgent(AgentConfig.model_validate(raw), clock=clock, topics=topics)
     sensor_topic = topics.sensor(AGENT_WH, SENSOR)
 
@@ -134,7 +136,9 @@ async def test_losing_the_agents_node_mid_incident_loses_and_repeats_nothing(
     settings = settings_for(path, nats_cluster.urls, topics)
     task = asyncio.create_task(agent.run())
     try:
-        async with OpsService(settings, ops_config(tmp_path)) as ops:
+        # the coordinator shares the agent's (fast-forwarded) clock: on the real clock the
+        # agent's event times would be minutes in the future, and a future clear is refused
+        async with OpsService(settings, ops_config(tmp_path), clock) as ops:
             await asyncio.wait_for(ops.watcher.connected.wait(), 60)
             await wait_for(lambda: agent.stats.uplink_connected, 60, "the agent's uplink")
             for value, gap in ((12.0, 0), (12.0, 150), (12.0, 151)):

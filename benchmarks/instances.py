@@ -1,0 +1,129 @@
+"""Intake figures of the scale benchmark: the same closed-loop HTTP load on one
+coordinator instance, then spread over two instances of the cluster topology (lease on)
+sharing the database (``intake_1_per_s``, ``intake_2_per_s``, ``instances_2_over_1``),
+and ``oversold``: (warehouse, SKU) pairs whose held reservations exceed the stock on hand.
+
+The database is one SQLite file (the ops side does not run on PostgreSQL yet), so both
+instances queue on its one write lock: the figure says what a second instance costs or
+gains on one host, not what PostgreSQL would do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from coordinator.auth.roles import Role, Scope
+from coordinator.auth.store import issue_token
+from coordinator.db import open_database
+from simulators.brokers import MosquittoBroker
+from simulators.coordinators import coordinators, seed_command
+
+CLIENTS = 16
+
+
+def _orders(count: int, prefix: str, seed: int) -> list[dict[str, object]]:
+    rng = random.Random(seed)
+    return [{"channel": "manual", "channel_order_id": f"{prefix}-{i}",
+             "customer_id": f"c-{i % 97}",
+             "lines": [{"sku_id": f"SKU-{rng.randint(1, 240):04d}", "qty": 1}],
+             "lat": round(30.25 + rng.uniform(-0.1, 0.1), 5),
+             "lon": round(120.16 + rng.uniform(-0.1, 0.1), 5)} for i in range(count)]
+
+
+async def _load(urls: list[str], token: str, seconds: float, prefix: str) -> float:
+    """Orders accepted per second by ``CLIENTS`` clients posting back to back, spread
+    evenly over ``urls``."""
+    bodies = _orders(100_000, prefix, seed=len(urls))
+    done = 0
+    failed = 0
+    stop_at = time.perf_counter() + seconds
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def client(n: int) -> None:
+        nonlocal done, failed
+        async with httpx.AsyncClient(base_url=urls[n % len(urls)], headers=headers,
+                                     timeout=30) as http:
+            i = n
+            while time.perf_counter() < stop_at:
+                response = await http.post("/orders", json=bodies[i % len(bodies)])
+                if response.status_code in (200, 201):
+                    done += 1
+                else:
+                    failed += 1
+                i += CLIENTS
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(n) for n in range(CLIENTS)))
+    if failed:
+        raise RuntimeError(f"{failed} orders refused")
+    return done / (time.perf_counter() - started)
+
+
+def _wait_for_leader(db_path: Path, bound: float = 30.0) -> None:
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+        try:
+            if conn.execute("SELECT 1 FROM ops_lease").fetchone() is not None:
+                return
+        finally:
+            conn.close()
+        time.sleep(0.1)
+    raise RuntimeError("no instance took the ops lease")
+
+
+def _oversold(db_path: Path) -> int:
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    try:
+        row = conn.execute(
+            "SELECT count(*) FROM inventory i JOIN (SELECT warehouse_id, sku_id, "
+            "sum(qty) AS held FROM reservations WHERE status = 'held' "
+            "GROUP BY warehouse_id, sku_id) r ON r.warehouse_id = i.warehouse_id "
+            "AND r.sku_id = i.sku_id WHERE r.held > i.on_hand").fetchone()
+        return int(row[0])
+    finally:
+        conn.close()
+
+
+def _database(path: Path) -> str:
+    """The sample region (the coordinator's own CLI) and a channel's integration token."""
+    subprocess.run(seed_command(sys.executable, str(path)), check=True,
+                   stdout=subprocess.DEVNULL)
+    db = open_database(path)
+    _, token = issue_token(db, name="bench", role=Role.INTEGRATION, scope=Scope(),
+                           now=datetime.now(UTC), created_by="benchmark")
+    db.conn.close()
+    return token
+
+
+def measure(quick: bool, workdir: Path) -> dict[str, float]:
+    seconds = 0.5 if quick else 10.0
+    figures: dict[str, float] = {}
+    with MosquittoBroker() as broker:
+        for instances in (1, 2):
+            run_dir = workdir / f"intake-{instances}"
+            run_dir.mkdir()
+            db_path = run_dir / "coordinator.sqlite"
+            token = _database(db_path)
+            names = ("a", "b")[:instances]
+            with coordinators(str(db_path), [broker.url], f"bwintake{instances}", run_dir,
+                              names=names, cluster=True, lease_ttl_s=4.0) as running:
+                urls = [p.url for p in running.values()]
+                _wait_for_leader(db_path)
+                # warm-up, not measured: connections, caches, the leader's first ticks
+                asyncio.run(_load(urls, token, seconds / 2, f"w{instances}"))
+                figures[f"intake_{instances}_per_s"] = asyncio.run(
+                    _load(urls, token, seconds, f"i{instances}"))
+            figures[f"oversold_{instances}"] = _oversold(db_path)
+    figures["instances_2_over_1"] = figures["intake_2_per_s"] / figures["intake_1_per_s"]
+    figures["oversold"] = figures.pop("oversold_1") + figures.pop("oversold_2")
+    return figures

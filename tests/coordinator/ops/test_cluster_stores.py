@@ -1,0 +1,120 @@
+"""The lease and inbox tables on a real database file: what two instances see."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coordinator.db import open_database, write_transaction
+from coordinator.ops import inbox_store, lease_store
+from coordinator.ops.lease import LeaseKeeper
+from tests.coordinator.ops.factories import T0, agent_status, breaker_event, tracking
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    open_database(tmp_path / "c.sqlite").conn.close()
+    return tmp_path / "c.sqlite"
+
+
+def test_two_instances_on_one_file_one_leads_and_the_other_is_refused(db_path: Path) -> None:
+    first, second = open_database(db_path), open_database(db_path)
+    a, b = LeaseKeeper("a", 4), LeaseKeeper("b", 4)
+    lease_store.step(first, a, T0)
+    lease_store.step(second, b, T0 + timedelta(seconds=1))
+    assert (a.epoch, b.epoch) == (1, None)
+    with write_transaction(first):
+        lease_store.check(first, "a", a.epoch, T0 + timedelta(seconds=2))
+    with pytest.raises(lease_store.LeaseLost, match="a \\(epoch 1\\)"), \
+            write_transaction(second):
+        lease_store.check(second, "b", b.epoch, T0 + timedelta(seconds=2))
+    # a stops renewing: b takes epoch 2, and a's next transaction is refused
+    lease_store.step(second, b, T0 + timedelta(seconds=5))
+    assert b.epoch == 2
+    with pytest.raises(lease_store.LeaseLost), write_transaction(first):
+        lease_store.check(first, "a", a.epoch, T0 + timedelta(seconds=5))
+    first.conn.close()
+    second.conn.close()
+
+
+def test_an_expired_lease_refuses_even_its_holder_until_renewed(db_path: Path) -> None:
+    db = open_database(db_path)
+    a = LeaseKeeper("a", 4)
+    lease_store.step(db, a, T0)
+    with pytest.raises(lease_store.LeaseLost), write_transaction(db):
+        lease_store.check(db, "a", a.epoch, T0 + timedelta(seconds=4))
+    lease_store.step(db, a, T0 + timedelta(seconds=5))  # nobody took it: a new epoch
+    assert a.epoch == 2
+    db.conn.close()
+
+
+def test_the_first_copy_of_a_message_wins_and_rows_come_back_in_arrival_order(
+    db_path: Path,
+) -> None:
+    db = open_database(db_path)
+    trip, clear = breaker_event(seq=1), breaker_event(seq=2, open=False, episode=None)
+    assert inbox_store.put(db, trip, "a", T0)
+    assert not inbox_store.put(db, trip, "b", T0)  # the other instance's copy
+    assert inbox_store.put(db, clear, "b", T0)
+    assert inbox_store.put(db, agent_status(online=True, session_seq=1), "a", T0)
+    assert inbox_store.put(db, tracking("s-1", at=T0), "a", T0)
+    rows = inbox_store.pending(db, 10)
+    assert [r.kind for r in rows] == ["breaker", "breaker", "status", "tracking"]
+    assert inbox_store.decode_row(rows[0]) == trip
+    with write_transaction(db):
+        inbox_store.mark_applied(db, rows[1].id)
+    assert [r.id for r in inbox_store.pending(db, 10)] == [r.id for r in rows[2:]]
+    assert inbox_store.backlog(db) == 2
+    db.conn.close()
+
+
+def test_pruning_drops_only_applied_rows_older_than_kept(db_path: Path) -> None:
+    db = open_database(db_path)
+    for seq in range(1, 4):
+        inbox_store.put(db, breaker_event(seq=seq), "a", T0)
+    first = inbox_store.pending(db, 10)[0]
+    with write_transaction(db):
+        inbox_store.mark_applied(db, first.id)
+    assert inbox_store.prune(db, T0 + timedelta(minutes=30), timedelta(hours=1)) == 0
+    assert inbox_store.prune(db, T0 + timedelta(hours=2), timedelta(hours=1)) == 1
+    assert inbox_store.backlog(db) == 2
+    db.conn.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(a=st.tuples(st.integers(0, 5), st.sampled_from([None, "a" * 32, "b" * 32]),
+                   st.booleans(), st.integers(0, 3)),
+       b=st.tuples(st.integers(0, 5), st.sampled_from([None, "a" * 32, "b" * 32]),
+                   st.booleans(), st.integers(0, 3)))
+def test_dedupe_keys_are_equal_exactly_for_the_same_message(
+    a: tuple[int, str | None, bool, int], b: tuple[int, str | None, bool, int]
+) -> None:
+    def status(seq: int, inc: str | None, online: bool, minute: int) -> str:
+        return inbox_store.dedupe_key(agent_status(
+            online=online, session_seq=seq, incarnation=inc,
+            at=T0 + timedelta(minutes=minute)))
+
+    def event(seq: int, inc: str | None) -> str:
+        return inbox_store.dedupe_key(breaker_event(seq=seq, incarnation=inc))
+
+    assert (status(*a) == status(*b)) == (a == b)
+    assert (event(a[0], a[1]) == event(b[0], b[1])) == (a[:2] == b[:2])
+
+
+def test_a_released_lease_is_taken_at_once_and_a_stale_release_changes_nothing(
+    db_path: Path,
+) -> None:
+    db = open_database(db_path)
+    a, b = LeaseKeeper("a", 4), LeaseKeeper("b", 4)
+    lease_store.step(db, a, T0)
+    lease_store.release(db, "a", a.epoch, T0 + timedelta(seconds=1))
+    lease_store.step(db, b, T0 + timedelta(seconds=1.1))  # no wait for the TTL
+    assert b.epoch == 2
+    lease_store.release(db, "a", 1, T0 + timedelta(seconds=2))  # a's old epoch: ignored
+    with write_transaction(db):
+        lease_store.check(db, "b", b.epoch, T0 + timedelta(seconds=2))
+    db.conn.close()

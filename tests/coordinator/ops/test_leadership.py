@@ -1,0 +1,53 @@
+"""One instance in cluster mode, in process: it takes the lease, applies the shared inbox
+in order, and a row it cannot apply is retried, then skipped and counted, never blocking
+the breaker events behind it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks.reroute import seed_orders_at
+from coordinator.db import open_database, write_transaction
+from coordinator.ops import inbox_store
+from coordinator.ops.config import ClusterConfig
+from coordinator.ops.runner import OpsService
+from coordinator.settings import Settings
+from protocols import Topics
+from tests.coordinator.ops.factories import breaker_event
+from tests.coordinator.ops.helpers import ops_config, read, wait_for
+
+WH = "WH-02"
+AGENT = "gw-WH-02"
+
+
+async def test_a_row_that_cannot_be_applied_is_skipped_after_its_attempts_and_counted(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.sqlite"
+    db = open_database(path)
+    seed_orders_at(db, WH, 3, datetime.now(UTC), stock_boost=100)
+    config = ops_config(tmp_path).model_copy(update={
+        "subscribe_mqtt": False,
+        "cluster": ClusterConfig(enabled=True, lease_ttl_s=2.0, renew_interval_s=0.1,
+                                 apply_interval_s=0.02)})
+    settings = Settings(db_path=str(path), instance_id="solo", topic_root=Topics("t").root)
+    async with OpsService(settings, config) as ops:
+        assert ops.leadership is not None
+        await wait_for(ops.leading, 10, "the lease")
+        with write_transaction(db):  # a row no instance could have written: junk payload
+            db.execute("INSERT INTO ops_inbox (dedupe_key, kind, payload, received_by, "
+                       "received_at) VALUES ('junk', 'breaker', '{not json', 'x', "
+                       "'2026-01-01T00:00:00.000Z')")
+        trip = breaker_event(seq=1, agent=AGENT, warehouse=WH)
+        assert inbox_store.put(db, trip, "other", datetime.now(UTC))
+        ops.leadership.wake()
+        await wait_for(lambda: read(path, "SELECT seq FROM ops_processed_events "
+                                          "WHERE agent_id = ?", [AGENT]) == [(1,)],
+                       15, "the trip behind the junk row")
+        assert ops.leadership.dropped == 1
+        assert ops.leadership.applied == 1
+        assert inbox_store.backlog(db) == 0
+    db.conn.close()
+    assert read(path, "SELECT count(*) FROM ops_incidents WHERE warehouse_id = ?",
+                [WH]) == [(1,)]
