@@ -37,7 +37,8 @@ from coordinator.dashboard_state import state
 from coordinator.db import Database
 from coordinator.live import Hub
 from coordinator.observability import Metrics
-from coordinator.ops.runner import ops_config_of
+from coordinator.ops.config import OpsConfig
+from coordinator.roster import DEFAULT_TIMEZONE
 from protocols.timestamps import stamp
 
 router = APIRouter(tags=["dashboard"], dependencies=[auth.requires(auth.ANY_ROLE)])
@@ -82,9 +83,12 @@ def dashboard_page() -> HTMLResponse:
 
 
 def timezone_of(request: Request) -> str:
-    """The one time zone people read times in (``ops.notify.timezone``): the page, the
-    notices and the demo report all show times in it."""
-    return ops_config_of(request.app.state.settings).notify.timezone
+    """The one time zone people read times in (``ops.notify.timezone``, as the running ops
+    service validated it, secrets and all): the page, the notices and the demo report all
+    show times in it. Without the ops side: the region's default."""
+    ops = getattr(request.app.state, "ops", None)
+    config: OpsConfig | None = getattr(ops, "config", None)
+    return config.notify.timezone if config is not None else DEFAULT_TIMEZONE
 
 
 def current_state(request: Request, incidents_limit: int = 20) -> dict[str, Any]:
