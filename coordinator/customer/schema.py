@@ -13,7 +13,9 @@
 - ``customer_payments``: unpaid orders and their deadlines (remind_at, cancel_at) as data;
   ``reminded_at`` / ``cancelled_at`` / ``paid_at`` say what fired, so each fires once,
   across restarts.
-- ``customer_cursors``: how far the node sweep read ``order_events``.
+- ``customer_cursors``: how far the node sweep read ``order_events`` (started by the
+  customer service at the events that exist then, so upgrading never messages history;
+  no seed row, so a copy to another database starts from empty tables).
 
 The notification outbox (``ops_notifications``) gains the kind ``customer`` (messages to
 customers: channel webhook, WeChat subscribe message, SMS).
@@ -136,9 +138,4 @@ def m001_customer(db: Database) -> None:
             value INTEGER NOT NULL
         )
         """
-    )
-    # start at the events that exist now: upgrading never messages history
-    conn.execute(
-        "INSERT INTO customer_cursors (name, value) "
-        "SELECT 'status_nodes', coalesce(max(id), 0) FROM order_events"
     )

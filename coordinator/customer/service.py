@@ -24,8 +24,8 @@ from fastapi import FastAPI
 from coordinator.customer import store
 from coordinator.customer.config import CustomerConfig, check_templates, customer_config_of
 from coordinator.customer.delivery import CustomerAdapter
-from coordinator.customer.tick import TickResult, customer_tick
-from coordinator.db import Database, open_database
+from coordinator.customer.tick import NODE_CURSOR, TickResult, customer_tick
+from coordinator.db import Database, open_database, write_transaction
 from coordinator.intake import GroupCommitter
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.runner import OpsService
@@ -71,6 +71,13 @@ class CustomerService:
             self._adapter = CustomerAdapter(ops.dispatcher.client, self.config,
                                             lambda: open_database(path, migrate=False))
             ops.dispatcher.adapters["customer"] = self._adapter
+        # before the app serves: the node sweep starts at the events that exist now
+        db = open_database(self.settings.db_path, migrate=False)
+        try:
+            with write_transaction(db):
+                store.start_cursor(db, NODE_CURSOR)
+        finally:
+            db.conn.close()
         self._task = asyncio.create_task(self._ticker(), name="customer-tick")
 
     async def stop(self) -> None:

@@ -196,6 +196,14 @@ def cursor(db: Database, name: str) -> int:
     return 0 if row is None else int(row[0])
 
 
+def start_cursor(db: Database, name: str) -> None:
+    """A cursor that does not exist yet starts at the newest order event."""
+    db.conn.execute(
+        # WHERE true: SQLite's upsert after a SELECT needs it to parse ON CONFLICT
+        "INSERT INTO customer_cursors (name, value) SELECT :n, coalesce(max(id), 0) "
+        "FROM order_events WHERE true ON CONFLICT (name) DO NOTHING", {"n": name})
+
+
 def set_cursor(db: Database, name: str, value: int) -> None:
     db.conn.execute("INSERT INTO customer_cursors (name, value) VALUES (:n, :v) "
                     "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
