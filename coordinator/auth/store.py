@@ -21,7 +21,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from coordinator.auth.roles import Identity, Role, Scope
-from coordinator.db import Database
+from coordinator.db import Database, write_transaction
 from coordinator.errors import Conflict, NotFound
 from protocols.timestamps import parse_stamp, stamp
 
@@ -77,7 +77,7 @@ def issue_token(db: Database, *, name: str, role: Role, scope: Scope, now: datet
     gets a fresh random one."""
     value = secret if secret is not None else TOKEN_PREFIX + secrets.token_urlsafe(32)
     token_id = "tok_" + uuid.uuid4().hex[:12]
-    with db.atomic():
+    with write_transaction(db):
         db.execute(
             "INSERT INTO auth_tokens (id, name, role, stores, warehouses, token_hash, "
             "created_at, created_by) VALUES (:id, :name, :role, :stores, :warehouses, "
@@ -101,7 +101,7 @@ def list_tokens(db: Database) -> list[TokenInfo]:
 
 
 def revoke_token(db: Database, token_id: str, now: datetime) -> TokenInfo:
-    with db.atomic():
+    with write_transaction(db):
         found = get_token(db, token_id)
         if found.revoked_at is None:
             db.execute("UPDATE auth_tokens SET revoked_at = :now WHERE id = :id",
@@ -113,7 +113,7 @@ def ensure_bootstrap_token(db: Database, secret: str, now: datetime) -> TokenInf
     """The admin token given through the environment: issued when its hash is unknown,
     and any other bootstrap token revoked, so changing the variable rotates it."""
     hashed = digest(secret)
-    with db.atomic():
+    with write_transaction(db):
         row = db.execute("SELECT id FROM auth_tokens WHERE token_hash = :h AND revoked_at "
                          "IS NULL", {"h": hashed}).fetchone()
         if row is not None:
@@ -160,7 +160,7 @@ _USER_COLUMNS = "username, role, stores, warehouses, created_at, disabled_at"
 
 def add_user(db: Database, *, username: str, password: str, role: Role, scope: Scope,
              now: datetime) -> UserInfo:
-    with db.atomic():
+    with write_transaction(db):
         if db.execute("SELECT 1 FROM auth_users WHERE username = :u",
                       {"u": username}).fetchone() is not None:
             message = f"user {username!r} already exists"
@@ -187,7 +187,7 @@ def list_users(db: Database) -> list[UserInfo]:
 
 def set_password(db: Database, username: str, password: str) -> None:
     """A new password ends every session of that user."""
-    with db.atomic():
+    with write_transaction(db):
         get_user(db, username)
         db.execute("UPDATE auth_users SET password_hash = :h WHERE username = :u",
                    {"h": _hasher.hash(password), "u": username})
@@ -195,7 +195,7 @@ def set_password(db: Database, username: str, password: str) -> None:
 
 
 def disable_user(db: Database, username: str, now: datetime) -> UserInfo:
-    with db.atomic():
+    with write_transaction(db):
         get_user(db, username)
         db.execute("UPDATE auth_users SET disabled_at = :now WHERE username = :u "
                    "AND disabled_at IS NULL", {"now": stamp(now), "u": username})
@@ -224,7 +224,7 @@ class NewSession:
 
 def open_session(db: Database, username: str, now: datetime, ttl: timedelta) -> NewSession:
     session = NewSession(secrets.token_urlsafe(32), secrets.token_urlsafe(24), now + ttl)
-    with db.atomic():
+    with write_transaction(db):
         # expired sessions go when someone logs in: the table stays small without a sweeper
         db.execute("DELETE FROM auth_sessions WHERE expires_at <= :now",
                    {"now": stamp(now)})
@@ -252,5 +252,5 @@ def identify_session(db: Database, session_id: str, now: datetime
 
 
 def close_session(db: Database, session_id: str) -> None:
-    with db.atomic():
+    with write_transaction(db):
         db.execute("DELETE FROM auth_sessions WHERE id_hash = :h", {"h": digest(session_id)})

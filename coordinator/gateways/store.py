@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from coordinator.db import Database
+from coordinator.db import Database, write_transaction
 from coordinator.errors import Conflict, ImportFileError, NotFound
 from coordinator.gateways.policy import Gateway, GatewayMessage, Verdict
 from protocols import AgentStatus, BreakerEvent
@@ -88,7 +88,7 @@ def register(db: Database, agent_id: str, warehouse_id: str, *, actor: str,
              now: datetime) -> GatewayInfo:
     """Registers a gateway for a warehouse (again: nothing changes). A gateway registered
     for another warehouse is a 409: retire it first, an explicit act."""
-    with db.atomic():
+    with write_transaction(db):
         if not warehouse_exists(db, warehouse_id):
             raise NotFound("warehouse", warehouse_id)
         found = get_gateway(db, agent_id)
@@ -108,7 +108,7 @@ def register(db: Database, agent_id: str, warehouse_id: str, *, actor: str,
 
 def retire(db: Database, agent_id: str, *, actor: str, reason: str, now: datetime) -> None:
     """A stolen or decommissioned gateway: from now on it speaks for nobody."""
-    with db.atomic():
+    with write_transaction(db):
         found = gateway_info(db, agent_id)
         db.execute("DELETE FROM gateways WHERE agent_id = :a", {"a": agent_id})
         db.execute("DELETE FROM gateway_held_messages WHERE agent_id = :a", {"a": agent_id})
@@ -125,7 +125,7 @@ def command_key(db: Database, agent_id: str) -> str:
 
 
 def rotate_key(db: Database, agent_id: str, *, actor: str, now: datetime) -> str:
-    with db.atomic():
+    with write_transaction(db):
         found = gateway_info(db, agent_id)
         key = secrets.token_hex(32)
         db.execute("UPDATE gateways SET command_key = :k WHERE agent_id = :a",
@@ -156,7 +156,7 @@ def confirm_incarnation(db: Database, agent_id: str, *, actor: str, reason: str,
                         now: datetime) -> tuple[GatewayInfo, list[GatewayMessage]]:
     """An operator confirms the gateway was replaced: its pending incarnation becomes
     the trusted one, and the messages it held are handed back to be applied in order."""
-    with db.atomic():
+    with write_transaction(db):
         found = gateway_info(db, agent_id)
         if found.pending_incarnation is None:
             message = f"gateway {agent_id!r} has no new incarnation awaiting confirmation"
@@ -253,7 +253,7 @@ def parse_gateways(text: str) -> list[GatewayIn]:
 
 def import_gateways(db: Database, rows: list[GatewayIn], *, actor: str,
                     now: datetime) -> int:
-    with db.atomic():
+    with write_transaction(db):
         for row in rows:
             register(db, row.agent_id, row.warehouse_id, actor=actor, now=now)
     return len(rows)

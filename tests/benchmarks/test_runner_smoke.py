@@ -62,7 +62,10 @@ def test_benchmark_runs_quick_and_prints_its_figures(name: str) -> None:
     missing = QUOTED[name] - set(figures)
     assert not missing, f"{name} no longer reports {sorted(missing)}"
     for key, value in figures.items():
-        assert isinstance(value, int | float) and math.isfinite(value) and value >= 0, key
+        assert isinstance(value, int | float) and math.isfinite(value), key
+        # an overhead is a difference of two timed medians: in a --quick run on a busy
+        # machine the noise can put it below zero; every other figure is a count or time
+        assert value >= 0 or "overhead" in key, key
     if "naive_agreement" in figures:  # the fast engine must decide as the naive one does
         assert figures["naive_agreement"] == 1.0
 
