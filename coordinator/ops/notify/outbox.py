@@ -74,9 +74,9 @@ def queue(db: Database, notices: Iterable[OutgoingNotice], now: datetime) -> int
         return 0
     before = db.conn.total_changes
     db.conn.executemany(
-        "INSERT OR IGNORE INTO ops_notifications "
+        "INSERT INTO ops_notifications "
         "(kind, dedupe_key, incident_id, payload, status, attempts, next_attempt_at, created_at) "
-        "VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)",
+        "VALUES (?, ?, ?, ?, 'pending', 0, ?, ?) ON CONFLICT DO NOTHING",
         rows,
     )
     return db.conn.total_changes - before
