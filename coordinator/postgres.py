@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -215,12 +215,15 @@ class PgConnection:
         self._changes += changed
         return PgCursor(cur, cur.rowcount)
 
-    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> PgCursor:
-        rows = [tuple(r) for r in parameters]
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> PgCursor:
+        given = list(parameters)
         cur = self.raw.cursor()
-        if not rows:
+        if not given:
             return PgCursor(cur, 0)
-        plan = multi_row(sql, rows) if len(rows) >= MULTI_ROW_MIN else None
+        # rows of named parameters (:name) stay mappings: tuple() would keep only the names
+        named = isinstance(given[0], Mapping)
+        rows = given if named else [tuple(r) for r in given]
+        plan = multi_row(sql, rows) if len(rows) >= MULTI_ROW_MIN and not named else None
         if plan is None:
             cur.executemany(to_pg(sql), rows)
             count = cur.rowcount
