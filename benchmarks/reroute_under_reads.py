@@ -185,4 +185,7 @@ def run(quick: bool, db: str = "sqlite") -> Result:
     result.add("reads_answered", float(statistics.median(reads)), "requests",
                "reads answered while the loaded trip ran (incl. 1 s before it)")
     result.add("ratio", busy / alone, "x", f"under reads / alone, {backend}", "< 1.5")
+    # every trial, so a reader can tell a ratio from the noise of a shared machine
+    result.details["trials_s"] = {"alone": [round(t, 3) for t in quiet],
+                                  "under_reads": [round(t, 3) for t in loaded]}
     return result

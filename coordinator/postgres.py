@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -217,13 +217,17 @@ class PgConnection:
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> PgCursor:
         given = list(parameters)
+        if given and isinstance(given[0], Mapping):
+            # rows of named parameters (:name): tuple() of a mapping would keep only its keys
+            cur = self.raw.cursor()
+            cur.executemany(to_pg(sql), given)
+            self._changes += max(cur.rowcount, 0)
+            return PgCursor(cur, cur.rowcount)
+        rows = [tuple(r) for r in given]
         cur = self.raw.cursor()
-        if not given:
+        if not rows:
             return PgCursor(cur, 0)
-        # rows of named parameters (:name) stay mappings: tuple() would keep only the names
-        named = isinstance(given[0], Mapping)
-        rows = given if named else [tuple(r) for r in given]
-        plan = multi_row(sql, rows) if len(rows) >= MULTI_ROW_MIN and not named else None
+        plan = multi_row(sql, rows) if len(rows) >= MULTI_ROW_MIN else None
         if plan is None:
             cur.executemany(to_pg(sql), rows)
             count = cur.rowcount
