@@ -215,7 +215,8 @@ class PgConnection:
         self._changes += changed
         return PgCursor(cur, cur.rowcount)
 
-    def executemany(self, sql: str, parameters: Iterable[Any], /) -> PgCursor:
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any] | Mapping[str, Any]],
+                   /) -> PgCursor:
         given = list(parameters)
         if given and isinstance(given[0], Mapping):
             # rows of named parameters (:name): tuple() of a mapping would keep only its keys
