@@ -80,7 +80,7 @@ def sqlite_connection(db: Database, what: str) -> sqlite3.Connection:
     written in Python); :class:`StoreError` naming it on PostgreSQL."""
     conn = db.conn
     if not isinstance(conn, sqlite3.Connection):
-        message = f"{what} runs on SQLite only (not yet on PostgreSQL)"
+        message = f"{what} needs a SQLite database"
         raise StoreError(message)
     return conn
 
