@@ -19,7 +19,7 @@ from coordinator.customer.config import PaymentConfig
 from coordinator.db import Database, dialect, write_transaction
 from coordinator.imports import ImportFormat
 from coordinator.intake import submit_orders
-from coordinator.intel import addresses, heal_store, history, report, returns
+from coordinator.intel import addresses, heal_store, history, report, returns, returns_store
 from coordinator.intel.config import IntelConfig, ParcelsConfig, ReportConfig
 from coordinator.intel.geocode import Gazetteer
 from coordinator.intel.parcels import WebhookCarrier
@@ -70,6 +70,14 @@ def test_returns_classified_corrected_and_retrained(store_db: Database) -> None:
     assert fixed["corrections"][0]["actor"] == "user:li"
     trained = returns.retrain(store_db, NOW, trigger="test")
     assert trained.version == 2 and trained.corrections == 1
+    assert returns_store.pending_corrections(store_db) == 0
+    assert returns_store.last_trained_at(store_db) == NOW
+    returns.classify(store_db, order_id=order, kind="exchange", text="快递盒压扁了，饼干全碎",
+                     sku_id=None, carrier="ZTO", now=NOW)
+    assert returns_store.root_causes(store_db, "carrier") == [
+        {"carrier": "ZTO", "returns": 2, "top_reason": "damaged_in_transit",
+         "reasons": {"damaged_in_transit": 1, "wrong_item": 1}}]
+    assert [r["kind"] for r in returns_store.recent(store_db, 10)] == ["exchange", "return"]
 
 
 def test_address_checks_and_heal_events(store_db: Database) -> None:
@@ -80,6 +88,11 @@ def test_address_checks_and_heal_events(store_db: Database) -> None:
     assert addresses.current_address(store_db, order)["deliver_to"] == "浙江省杭州市西湖区文三路1号"
     assert heal_store.heal_counts(store_db) == {
         "address": {"exceptions": 1, "resolved_automatically": 1}}
+    with write_transaction(store_db):
+        heal_store.erase_addresses(store_db, [order])  # the customer side's retention
+    erased = addresses.current_address(store_db, order)
+    assert erased["original"] == "" and erased["corrected"] is None
+    assert erased["outcome"] == "corrected"
 
 
 def test_new_delivery_addresses_are_checked_by_the_intel_round_and_erased_with_contacts(
