@@ -7,7 +7,8 @@ whole model must fit in one JSON row with its version. Character n-grams need no
 segmenter (Chinese has no spaces) and tolerate typos and new product names; naive Bayes
 learns from a few examples per reason and retrains by counting. scikit-learn would add
 ~40 MB of wheels (numpy, scipy) for the same counting; a softmax regression written
-here did no better in cross-validation (0.87 against 0.88 then) and trained 50x slower.
+here did no better in cross-validation (0.87 against 0.88 then) and trained over
+10x slower (an experiment during the design, not kept).
 
 Features (:func:`features`): character 1- to 3-grams of the text with punctuation and
 spaces removed, counted once per text (a repeated word is not more evidence), digits
