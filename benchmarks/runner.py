@@ -23,6 +23,7 @@ BENCHMARKS = {
     "cockpit": "benchmarks.cockpit",
     "scale": "benchmarks.scale",
     "returns": "benchmarks.returns",
+    "returns_cv": "benchmarks.returns_cv",
     "import": "benchmarks.imports",
     "auth": "benchmarks.auth",
     "inquiries": "benchmarks.inquiries",

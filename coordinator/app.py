@@ -60,6 +60,7 @@ from coordinator.db import Database, WalCheckpointer, open_database
 from coordinator.engine import CandidateTrace, why_not
 from coordinator.engine import Decision as EngineDecision
 from coordinator.errors import Conflict, ImportFileError, NotFound, StoreError
+from coordinator.imports import form_file, media_type
 from coordinator.intake import GroupCommitter
 from coordinator.live import LocalHub
 from coordinator.observability import Metrics
@@ -667,15 +668,16 @@ _IMPORT_TYPES = {"text/csv": "csv", "application/csv": "csv", "application/json"
 
 async def _import_body(request: Request) -> tuple[bytes, str] | JSONResponse:
     """The file of an import and its format, or a 415 naming what is accepted."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    ctype = media_type(request.headers.get("content-type"))
     if ctype in _IMPORT_TYPES:
         return await request.body(), _IMPORT_TYPES[ctype]
     if ctype == "multipart/form-data":
         form = await request.form()
         try:
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                return invalid("body.file", "a multipart import needs a file field 'file'")
+            try:
+                upload = form_file(form)
+            except ImportFileError as exc:
+                return invalid(exc.field, exc.message)
             name = (upload.filename or "").lower()
             return await upload.read(), "json" if name.endswith(".json") else "csv"
         finally:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData, UploadFile
 
 from coordinator.db import Database, write_transaction
 from coordinator.errors import ImportFileError
@@ -416,6 +417,21 @@ def import_rows(
         if on_chunk is not None:
             on_chunk(report)
     return report
+
+
+def media_type(content_type: str | None) -> str:
+    """A ``Content-Type`` header's media type, lower case, without its parameters
+    (``text/csv; charset=gbk`` -> ``text/csv``): what every import endpoint decides on."""
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def form_file(form: FormData) -> UploadFile:
+    """The file of a browser upload (``multipart/form-data``, field ``file``), or
+    :class:`ImportFileError` naming ``body.file``."""
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise ImportFileError("body.file", "a multipart import needs a file field 'file'")
+    return upload
 
 
 async def spool(body: AsyncIterable[bytes], *, limit: int) -> IO[bytes]:

@@ -1,15 +1,15 @@
 """HTTP endpoints of the intel module: order-history import, the health report (JSON and
 the dashboard page), return reasons (classify, correct, retrain, root causes, page).
 
-Each endpoint takes the SQLite connection of its own thread from
-``app.state.connections`` inside a thread-pool function, like the core API.
+Each endpoint takes the database connection of its own thread (:mod:`coordinator.web`)
+inside a thread-pool function, like the core API; content types and uploads are read by
+the helpers every import endpoint shares (:mod:`coordinator.imports`).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime
 from typing import IO, Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
@@ -20,9 +20,8 @@ from starlette.concurrency import run_in_threadpool
 
 from coordinator import auth
 from coordinator.app import invalid
-from coordinator.db import Database
 from coordinator.errors import ImportFileError, NotFound
-from coordinator.imports import ImportFormat, detect_format, spool
+from coordinator.imports import ImportFormat, detect_format, form_file, media_type, spool
 from coordinator.intel import (
     addresses,
     heal_store,
@@ -37,6 +36,7 @@ from coordinator.intel.classifier import REASONS
 from coordinator.intel.config import IntelConfig
 from coordinator.intel.service import IntelService
 from coordinator.settings import Settings
+from coordinator.web import request_db, request_now
 
 router = APIRouter(tags=["intel"], dependencies=[auth.requires(auth.ANY_ROLE)])
 CUSTOMER_FACING = [auth.requires({auth.Role.CUSTOMER_SERVICE, auth.Role.OPERATOR,
@@ -44,20 +44,9 @@ CUSTOMER_FACING = [auth.requires({auth.Role.CUSTOMER_SERVICE, auth.Role.OPERATOR
 OPERATE = [auth.requires({auth.Role.OPERATOR})]
 
 
-def db_of(request: Request) -> Database:
-    connections = request.app.state.connections
-    db: Database = connections.get()
-    return db
-
-
 def config_of(request: Request) -> IntelConfig:
     settings: Settings = request.app.state.settings
     return IntelConfig.of(settings)
-
-
-def now_of(request: Request) -> datetime:
-    moment: datetime = request.app.state.clock.now()
-    return moment
 
 
 def count(request: Request, key: str, n: int = 1) -> None:
@@ -104,15 +93,13 @@ async def import_orders(
     listed by row and column; a wrong file type or a missing required column is a 422
     naming it (415 for a content type that is no import format), with nothing written."""
     config = config_of(request)
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    ctype = media_type(request.headers.get("content-type"))
     form = None
     try:
         columns = history.check_mapping(json.loads(mapping)) if mapping else None
         if ctype == "multipart/form-data":  # a browser upload: the file field "file"
             form = await request.form()
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                raise ImportFileError("body.file", "a multipart import needs a file field 'file'")
+            upload = form_file(form)
             if (upload.size or 0) > config.import_max_bytes:
                 raise ImportFileError("body", f"larger than the {config.import_max_bytes} "
                                       "byte import limit")
@@ -142,11 +129,11 @@ async def import_orders(
 
 def _import(request: Request, body: IO[bytes], fmt: ImportFormat,
             columns: dict[str, str] | None) -> tuple[str, Any]:
-    return history.import_history(db_of(request), body, fmt=fmt, mapping=columns)
+    return history.import_history(request_db(request), body, fmt=fmt, mapping=columns)
 
 
 def _report(request: Request, days: int | None) -> Any:
-    return report.build(db_of(request), config_of(request).report, days=days)
+    return report.build(request_db(request), config_of(request).report, days=days)
 
 
 @router.get("/report/health", summary="The order health report (radar and figures) as JSON")
@@ -183,7 +170,7 @@ class CorrectionIn(BaseModel):
 
 def _return_call(request: Request, call: Any) -> Any:
     try:
-        return call(db_of(request), now_of(request))
+        return call(request_db(request), request_now(request))
     except NotFound as exc:
         count(request, "returns_refused")
         return JSONResponse(status_code=404, content={"detail": str(exc)})
@@ -208,7 +195,7 @@ def post_return(request: Request, body: ReturnIn) -> Any:
 @router.get("/returns", summary="Recent return requests with their current reason")
 def list_returns(request: Request,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
-    return returns_store.recent(db_of(request), limit)
+    return returns_store.recent(request_db(request), limit)
 
 
 @router.get("/returns/reasons", summary="The reason pool (code and Chinese label)")
@@ -219,7 +206,7 @@ def reason_pool() -> dict[str, str]:
 @router.get("/returns/root-causes", summary="Returns by warehouse, SKU or carrier and reason")
 def root_causes(request: Request, by: Literal["warehouse", "sku", "carrier"] = "warehouse"
                 ) -> Any:
-    return returns_store.root_causes(db_of(request), by)
+    return returns_store.root_causes(request_db(request), by)
 
 
 @router.get("/returns/{return_id}", summary="One return request with its corrections")
@@ -243,7 +230,7 @@ def correct_return(request: Request, return_id: Annotated[int, Path(ge=1, le=2**
 @router.post("/returns/retrain", summary="Retrain the classifier with every correction now",
              dependencies=OPERATE)
 def retrain(request: Request) -> dict[str, Any]:
-    trained = returns.retrain(db_of(request), now_of(request), trigger="on_demand")
+    trained = returns.retrain(request_db(request), request_now(request), trigger="on_demand")
     count(request, "returns_retrained")
     return {"version": trained.version, "examples": trained.examples,
             "corrections": trained.corrections, "trained_at": trained.trained_at}
@@ -252,7 +239,7 @@ def retrain(request: Request) -> dict[str, Any]:
 @router.get("/dashboard/returns", response_class=HTMLResponse,
             summary="Return reasons page: recent returns, one-click correction, root causes")
 def returns_page(request: Request) -> HTMLResponse:
-    db = db_of(request)
+    db = request_db(request)
     tables = {by: returns_store.root_causes(db, by) for by in ("warehouse", "sku", "carrier")}
     return HTMLResponse(returns_html.render(returns_store.recent(db, 200), tables))
 
@@ -280,8 +267,8 @@ def check_order_address(request: Request, order_id: str, body: AddressIn) -> Any
     service = _service(request)
     try:
         out = addresses.check_address(
-            db_of(request), service.geocoders, order_id=order_id, address=body.address,
-            city=service.config.geocoder.region, now=now_of(request))
+            request_db(request), service.geocoders, order_id=order_id, address=body.address,
+            city=service.config.geocoder.region, now=request_now(request))
     except NotFound as exc:
         return JSONResponse(status_code=404, content={"detail": str(exc)})
     count(request, f"address_{out['outcome']}")
@@ -291,7 +278,7 @@ def check_order_address(request: Request, order_id: str, body: AddressIn) -> Any
 @router.get("/orders/{order_id}/address", summary="The order's checked delivery address")
 def get_order_address(request: Request, order_id: str) -> Any:
     try:
-        return addresses.current_address(db_of(request), order_id)
+        return addresses.current_address(request_db(request), order_id)
     except NotFound as exc:
         return JSONResponse(status_code=404, content={"detail": str(exc)})
 
@@ -309,4 +296,4 @@ def check_stuck(request: Request) -> Any:
 @router.get("/parcels/handovers", summary="Parcels handed (or not) to the backup carrier")
 def handovers(request: Request,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
-    return heal_store.recent_handovers(db_of(request), limit)
+    return heal_store.recent_handovers(request_db(request), limit)

@@ -1,16 +1,23 @@
-"""The return-reason classifier: character n-grams and multinomial naive Bayes, pure Python.
+"""The return-reason classifier: character n-grams, a cue lexicon and multinomial naive
+Bayes, pure Python.
 
 Why this and not a library: the set is a few hundred short Chinese texts, retraining
 must take milliseconds inside a request on a head-office box without a GPU, and the
 whole model must fit in one JSON row with its version. Character n-grams need no word
 segmenter (Chinese has no spaces) and tolerate typos and new product names; naive Bayes
 learns from a few examples per reason and retrains by counting. scikit-learn would add
-~40 MB of wheels (numpy, scipy) for the same counting.
+~40 MB of wheels (numpy, scipy) for the same counting; a softmax regression written
+here did no better in cross-validation (0.87 against 0.88 then) and trained over
+10x slower (an experiment during the design, not kept).
 
-Features: character 1- to 3-grams of the text with punctuation and spaces removed,
-counted once per text (a repeated word is not more evidence); digits fold to ``0``; plus
-concept features from :data:`LEXICON`. Alpha, n-gram orders and the lexicon weight were
-chosen by 5-fold cross-validation on the train part only (0.84 there).
+Features (:func:`features`): character 1- to 3-grams of the text with punctuation and
+spaces removed, counted once per text (a repeated word is not more evidence), digits
+folded to ``0``; plus, per reason of :data:`coordinator.intel.lexicon.LEXICON` with a
+cue in the text, the concept feature ``@reason`` counted ``lexicon_weight`` times, or
+``!reason`` once when every cue found is negated (没坏, 不是质量问题, 没有过期).
+Alpha, the lexicon weight, negation and the correction weight were chosen by k-fold
+cross-validation on the train and corrections parts only (``python -m benchmarks
+returns_cv``); the test part chose nothing.
 Corrections carry ``correction_weight`` (an operator's label is recent and
 deliberate). Confidence is the posterior probability of the chosen reason, tempered (see
 ``temperature``).
@@ -25,6 +32,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordinator.intel.lexicon import LEXICON
+
 REASONS: dict[str, str] = {
     "packaging_damaged": "包装破损",
     "damaged_in_transit": "物流损毁",
@@ -37,46 +46,6 @@ REASONS: dict[str, str] = {
     "changed_mind": "不想要",
     "other": "其他",
 }
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(text.split())
-
-
-# Words a person uses for each reason, from how Chinese customer-service tickets read (not
-# from the labelled set's test part). A text containing one gets the reason's concept
-# feature ``lexicon_weight`` times: a handful of labelled examples cannot teach that
-# 临期, 保质期 and 过期 all mean the same, this tells it once; the counts still decide how
-# much each concept is worth.
-LEXICON: dict[str, tuple[str, ...]] = {
-    "packaging_damaged": _words(
-        "包装 袋子 盒子 封口 漏气 破了 破损 裂 密封 封条 开胶 撕 瓶盖 "
-        "外箱 塑封 拉链"),
-    "damaged_in_transit": _words(
-        "压 摔 碎 化了 化成 化冻 解冻 洒 翻了 颠 变形 运输 路上 物流 "
-        "快递员 冷链 冰袋 瘪 扁 塌"),
-    "quality_defect": _words(
-        "霉 变质 异物 虫 头发 怪味 异味 坏了 臭 酸了 发黑 不新鲜 拉肚子 "
-        "肚子疼 吐 沉淀 结块 质量 烂 哈喇 生的 没熟 瑕疵"),
-    "taste_mismatch": _words(
-        "口味 味道 不吃 不爱 好吃 太甜 太咸 太辣 太酸 太淡 口感 适口 喜欢 "
-        "挑食 腻 苦 香精"),
-    "wrong_item": _words(
-        "发错 错了 不是我 不对 不符 发成 送错 规格 型号 别人 对不上 收到的是 "
-        "来的是 发来"),
-    "missing_item": _words(
-        "少 漏发 漏放 漏了 没给 没放 没收到 只有 只收到 只来 缺 赠品 没有 "
-        "补发 数量"),
-    "near_expiry": _words(
-        "过期 临期 保质期 到期 日期 效期 生产 老货 新鲜度"),
-    "late_delivery": _words(
-        "晚 慢 超时 迟 等了 还没到 才到 才送 延误 次日达 小时 准时 约定时间 "
-        "预计"),
-    "changed_mind": _words(
-        "不想要 不需要 不要了 拍错 买多 误拍 改主意 无理由 重复购买 用不上 "
-        "用不到 便宜 手滑 冲动 不用了"),
-    "other": _words(
-        "发票 地址 客服 投诉 积分 扣款 扣了 退款 会员 咨询 电话 价保 补差价 "
-        "优惠券 态度 专票 收据 驿站"),
-}
 _DROP = re.compile(r"[\s\W_]+", re.UNICODE)
 _DIGITS = re.compile(r"\d")
 
@@ -88,39 +57,78 @@ class Example:
     weight: float = 1.0
 
 
-def features(text: str, *, lexicon_weight: int = 3,
-             orders: Sequence[int] = (1, 2, 3)) -> set[str]:
+# a cue right after one of these is negated; cues that are themselves negative phrases
+# (不想要, 没收到, 不新鲜) keep their meaning after a single 没/不 is taken as theirs
+_NEGATORS = "没未无非别"
+_NEGATING_PAIRS = ("没有", "不是", "并不", "没什", "并没", "也没", "都没", "从没")
+# chosen by cross-validation on the train and corrections parts (``returns_cv``)
+ALPHA = 3.0
+LEXICON_WEIGHT = 6
+CORRECTION_WEIGHT = 2.0
+TEMPERATURE = 3.0
+# bumped whenever :func:`features` changes: a stored model counted other features, so
+# :func:`coordinator.intel.returns.current_model` retrains instead of using it
+FEATURES_VERSION = 2
+
+
+def _negated(clean: str, at: int, cue: str) -> bool:
+    if clean[max(0, at - 2):at] in _NEGATING_PAIRS:
+        return True
+    return at > 0 and clean[at - 1] in _NEGATORS and cue[0] not in _NEGATORS + "不"
+
+
+def features(text: str, *, lexicon_weight: int = LEXICON_WEIGHT, negation: bool = True,
+             orders: Sequence[int] = (1, 2, 3)) -> dict[str, int]:
+    """Feature -> count (see the module docstring)."""
     clean = _DIGITS.sub("0", _DROP.sub("", text.lower()))
-    grams: set[str] = set()
+    out: dict[str, int] = {}
     for n in orders:
-        grams.update(clean[i:i + n] for i in range(len(clean) - n + 1))
-    for reason, terms in LEXICON.items():
-        hits = [t for t in terms if t in clean]
-        if hits:
-            grams.update(f"@{reason}#{k}" for k in range(lexicon_weight))
-            grams.update(f"@{t}" for t in hits)
-    return grams
+        for i in range(len(clean) - n + 1):
+            out[clean[i:i + n]] = 1
+    for reason, cues in LEXICON.items():
+        plain = negated = False
+        for cue in cues:
+            at = clean.find(cue)
+            while at >= 0 and not plain:
+                if negation and _negated(clean, at, cue):
+                    negated = True
+                else:
+                    plain = True
+                at = clean.find(cue, at + 1)
+            if plain:
+                break
+        if plain:
+            out[f"@{reason}"] = lexicon_weight
+        elif negated:
+            out[f"!{reason}"] = 1
+    return out
 
 
 @dataclass(slots=True)
 class Model:
-    """Counts per reason; ``predict`` is pure, ``train`` builds a new model."""
+    """Counts per reason; ``predict`` is pure, ``train`` builds a new model. The feature
+    settings travel with the counts, so a stored version classifies as it was trained."""
 
-    alpha: float = 1.0
-    correction_weight: float = 2.0
+    alpha: float = ALPHA
+    correction_weight: float = CORRECTION_WEIGHT
+    lexicon_weight: int = LEXICON_WEIGHT
+    negation: bool = True
     # naive Bayes multiplies dozens of n-gram likelihoods as if independent, so its raw
-    # posteriors say 100 % for nearly everything; dividing the log scores by 2 (chosen
-    # by cross-validated log loss on the train part) makes the confidence mean what it
-    # says (mean confidence 0.78 at 0.84 accuracy there). The ranking is unchanged.
-    temperature: float = 2.0
+    # posteriors say 100 % for nearly everything; dividing the log scores by the
+    # temperature (chosen by cross-validated log loss, ``returns_cv``) makes the
+    # confidence mean what it says. The ranking is unchanged.
+    temperature: float = TEMPERATURE
+    features_version: int = FEATURES_VERSION
     doc_counts: dict[str, float] = field(default_factory=dict)
     gram_counts: dict[str, dict[str, float]] = field(default_factory=dict)
     totals: dict[str, float] = field(default_factory=dict)
     vocabulary: int = 0
 
     @classmethod
-    def train(cls, examples: Iterable[Example], *, alpha: float = 1.0,
-              correction_weight: float = 2.0) -> Model:
+    def train(cls, examples: Iterable[Example], *, alpha: float = ALPHA,
+              correction_weight: float = CORRECTION_WEIGHT,
+              lexicon_weight: int = LEXICON_WEIGHT, negation: bool = True,
+              temperature: float = TEMPERATURE) -> Model:
         docs: defaultdict[str, float] = defaultdict(float)
         grams: defaultdict[str, defaultdict[str, float]] = defaultdict(
             lambda: defaultdict(float))
@@ -129,32 +137,40 @@ class Model:
             if ex.reason not in REASONS:
                 raise ValueError(f"reason {ex.reason!r} is not in the pool")
             docs[ex.reason] += ex.weight
-            for g in features(ex.text):
-                grams[ex.reason][g] += ex.weight
+            seen = features(ex.text, lexicon_weight=lexicon_weight, negation=negation)
+            for g, n in seen.items():
+                grams[ex.reason][g] += ex.weight * n
                 vocab.add(g)
         return cls(alpha=alpha, correction_weight=correction_weight,
-                   doc_counts=dict(docs),
+                   lexicon_weight=lexicon_weight, negation=negation,
+                   temperature=temperature, doc_counts=dict(docs),
                    gram_counts={r: dict(c) for r, c in grams.items()},
                    totals={r: sum(c.values()) for r, c in grams.items()},
                    vocabulary=len(vocab))
 
-    def scores(self, text: str) -> dict[str, float]:
-        """Posterior probability per reason (sums to 1)."""
-        grams = features(text)
+    def log_scores(self, text: str) -> dict[str, float]:
+        """Unnormalised log posterior per reason (before tempering)."""
+        grams = features(text, lexicon_weight=self.lexicon_weight, negation=self.negation)
         all_docs = sum(self.doc_counts.values())
-        if not all_docs:
-            return {"other": 1.0}
         v = self.vocabulary + 1
         logs: dict[str, float] = {}
         for reason, docs in self.doc_counts.items():
             counts = self.gram_counts.get(reason, {})
             denominator = math.log(self.totals.get(reason, 0.0) + self.alpha * v)
             total = math.log(docs / all_docs)
-            for g in grams:
-                total += math.log(counts.get(g, 0.0) + self.alpha) - denominator
+            for g, n in grams.items():
+                total += n * (math.log(counts.get(g, 0.0) + self.alpha) - denominator)
             logs[reason] = total
+        return logs
+
+    def scores(self, text: str, *, temperature: float | None = None) -> dict[str, float]:
+        """Posterior probability per reason (sums to 1)."""
+        if not sum(self.doc_counts.values()):
+            return {"other": 1.0}
+        logs = self.log_scores(text)
+        t = self.temperature if temperature is None else temperature
         top = max(logs.values())
-        exp = {r: math.exp((s - top) / self.temperature) for r, s in logs.items()}
+        exp = {r: math.exp((s - top) / t) for r, s in logs.items()}
         norm = sum(exp.values())
         return {r: e / norm for r, e in exp.items()}
 
@@ -165,14 +181,19 @@ class Model:
 
     def to_params(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "correction_weight": self.correction_weight,
-                "temperature": self.temperature,
+                "lexicon_weight": self.lexicon_weight, "negation": self.negation,
+                "temperature": self.temperature, "features_version": self.features_version,
                 "doc_counts": self.doc_counts, "gram_counts": self.gram_counts,
                 "totals": self.totals, "vocabulary": self.vocabulary}
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Model:
+        # versions stored before features_version existed counted version 1's features
         return cls(alpha=float(params["alpha"]),
                    correction_weight=float(params["correction_weight"]),
+                   lexicon_weight=int(params.get("lexicon_weight", 3)),
+                   negation=bool(params.get("negation", False)),
                    temperature=float(params.get("temperature", 2.0)),
+                   features_version=int(params.get("features_version", 1)),
                    doc_counts=params["doc_counts"], gram_counts=params["gram_counts"],
                    totals=params["totals"], vocabulary=int(params["vocabulary"]))

@@ -21,7 +21,13 @@ from typing import Any, Literal
 from coordinator.db import Database, write_transaction
 from coordinator.errors import NotFound
 from coordinator.intel import returns_store
-from coordinator.intel.classifier import REASONS, Example, Model
+from coordinator.intel.classifier import (
+    CORRECTION_WEIGHT,
+    FEATURES_VERSION,
+    REASONS,
+    Example,
+    Model,
+)
 from coordinator.queries import get_order
 
 DATASET = Path(__file__).parent / "data" / "returns_labelled.csv"
@@ -72,21 +78,27 @@ def _load(db: Database, version: int, key: str) -> TrainedModel:
 
 
 def current_model(db: Database, now: datetime) -> TrainedModel:
-    """The latest version; trains version 1 from the shipped set the first time."""
+    """The latest version; trains version 1 from the shipped set the first time, and a
+    new version when the latest one counted another release's features."""
     latest = returns_store.latest_model(db)
     if latest is None:
         return retrain(db, now, trigger="seed")
-    return _load(db, *latest)
+    trained = _load(db, *latest)
+    if trained.model.features_version != FEATURES_VERSION:
+        return retrain(db, now, trigger="features")
+    return trained
 
 
 def retrain(db: Database, now: datetime, *, trigger: str) -> TrainedModel:
     """Train a new version on the shipped train part plus every correction."""
     with write_transaction(db):
-        if trigger == "seed":  # another thread may have seeded while this one waited
+        if trigger in ("seed", "features"):  # another thread may have done it meanwhile
             latest = returns_store.latest_model(db)
             if latest is not None:
-                return _load(db, *latest)
-        weight = Model().correction_weight
+                current = _load(db, *latest)
+                if current.model.features_version == FEATURES_VERSION:
+                    return current
+        weight = CORRECTION_WEIGHT
         corrections = returns_store.latest_corrections(db)
         examples = dataset("train") + [Example(text, reason, weight)
                                        for text, reason in corrections]

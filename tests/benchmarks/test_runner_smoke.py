@@ -32,6 +32,8 @@ QUOTED = {
               "connect_s", "failover_s", "failover_max_s", "intake_1_per_s",
               "intake_2_per_s", "instances_2_over_1", "oversold"},
     "returns": {"accuracy_before", "accuracy_after_corrections", "test_texts"},
+    "returns_cv": {"cv_before", "cv_after", "cv_after_shipped", "chosen_alpha",
+                   "chosen_lexicon_weight", "chosen_temperature", "shipped_is_best"},
     "import": {"csv_rows_per_s", "csv_s", "xlsx_calamine_s", "xlsx_openpyxl_s",
                "calamine_to_openpyxl"},
     "auth": {"public_p50_ms", "token_p50_ms", "token_overhead_ms", "token_uncached_p50_ms",

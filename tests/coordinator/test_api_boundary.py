@@ -209,6 +209,15 @@ def test_csv_field_over_the_csv_limit_is_a_422_and_writes_nothing(http: httpx.Cl
     assert _count(http, "/skus") == before
 
 
+def test_an_upload_without_its_file_field_names_it_and_a_charset_is_no_other_type(
+        http: httpx.Client) -> None:
+    answer = http.post("/import/skus", files={"other": ("skus.csv", b"id,name\n")})
+    assert "field 'file'" in assert_invalid(answer, "body.file")["detail"]
+    taken = http.post("/import/skus", content="id,name\nCHARSET-1,有参数\n".encode(),
+                      headers={"content-type": "Text/CSV; charset=utf-8"})
+    assert taken.status_code == 200, taken.text
+
+
 @PROPERTY
 @given(text=st.text(max_size=300) | st.builds(
     lambda depth: "[" * depth + "]" * depth, st.integers(min_value=1, max_value=50_000)),

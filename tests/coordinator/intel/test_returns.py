@@ -13,9 +13,17 @@ import pytest
 from coordinator.app import create_app
 from coordinator.auth import Role
 from coordinator.catalog import import_file
-from coordinator.db import open_database
+from coordinator.db import open_database, write_transaction
 from coordinator.intel import api as intel_api
-from coordinator.intel.classifier import REASONS, Example, Model, features
+from coordinator.intel import returns, returns_store
+from coordinator.intel.classifier import (
+    FEATURES_VERSION,
+    LEXICON_WEIGHT,
+    REASONS,
+    Example,
+    Model,
+    features,
+)
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
 from coordinator.serving import serve_in_thread
 from coordinator.settings import Settings
@@ -149,6 +157,31 @@ def test_the_page_lists_returns_escaped_with_a_reason_picker(live: tuple[str, Pa
 
 def test_features_ignore_punctuation_and_fold_digits() -> None:
     assert features("少了 2 袋！") == features("少了3袋")
+
+
+def test_a_negated_cue_is_no_evidence_for_its_reason_but_a_negative_phrase_is() -> None:
+    fine = features("东西没坏也没过期，就是想退")
+    assert "!near_expiry" in fine and "@near_expiry" not in fine
+    assert "@changed_mind" in fine
+    assert "@quality_defect" not in features("不是质量问题")
+    assert "@taste_mismatch" in features("不合口味")  # 不 is part of the cue here
+    assert "@missing_item" in features("赠品没收到")
+    assert features("过期了", negation=False)["@near_expiry"] == LEXICON_WEIGHT
+
+
+def test_a_model_counted_with_older_features_is_retrained_before_it_classifies(
+        tmp_path: Path) -> None:
+    db = open_database(tmp_path / "old.sqlite")
+    old = Model.train([Example("少发一袋", "missing_item")]).to_params()
+    del old["features_version"]  # as versions stored by the previous release
+    with write_transaction(db):
+        returns_store.add_model(db, at=NOW, examples=1, corrections=0, trigger="seed",
+                                params=old)
+    current = returns.current_model(db, NOW)
+    assert current.version == 2 and current.model.features_version == FEATURES_VERSION
+    assert returns.current_model(db, NOW).version == 2  # once
+    assert db.execute("SELECT trigger FROM return_models WHERE version = 2").fetchone()[
+        0] == "features"
 
 
 def test_training_rejects_a_reason_outside_the_pool() -> None:

@@ -1,11 +1,11 @@
-"""Self-healing through loopback fakes: address correction (AMap fake, gazetteer) and a
-stuck parcel handed to the backup carrier (a real webhook receiver); both count in the
-self-healing rate, by kind."""
+"""Self-healing through loopback receivers: address correction (AMap's geocoding answers,
+the gazetteer) and a stuck parcel handed to the backup carrier (a real webhook
+receiver); both count in the self-healing rate, by kind."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,13 +33,38 @@ from protocols import Topics
 from protocols.clock import ManualClock
 from simulators.brokers import Broker
 from tests.auth import ADMIN
-from tests.coordinator.intel.fakes import FakeAmap, amap_entry
 from tests.coordinator.ops.helpers import ops_config
-from tests.coordinator.ops.receiver import Receiver
+from tests.coordinator.ops.receiver import Received, Receiver
 
 T0 = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 FUZZY = "文三路100号华星科技大厦"  # no city, no district
 PRECISE = "浙江省杭州市西湖区文三路100号华星科技大厦"
+AMAP_PATH = "/v3/geocode/geo"
+EVERY_REQUEST = 10**6  # fail_first: a map service that is down
+
+
+@dataclass
+class Amap:
+    """AMap's geocoding web service as it documents its answers: ``places`` maps an
+    address to its ``geocodes`` entry; others get ``count: 0``; a wrong key is refused."""
+
+    places: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def answer(self, request: Received) -> dict[str, Any]:
+        if request.query.get("key") != "test-amap-key":
+            return {"status": "0", "info": "INVALID_USER_KEY", "infocode": "10001"}
+        entry = self.places.get(request.query.get("address", ""))
+        return {"status": "1", "info": "OK", "infocode": "10000",
+                "count": "1" if entry else "0", "geocodes": [entry] if entry else []}
+
+
+def amap_entry(formatted: str, district: str, location: str, level: str) -> dict[str, Any]:
+    """One ``geocodes`` item as AMap documents it (empty fields come as [])."""
+    return {"formatted_address": formatted, "country": "中国", "province": "浙江省",
+            "citycode": "0571", "city": "杭州市", "district": district, "township": [],
+            "neighborhood": {"name": [], "type": []}, "building": {"name": [], "type": []},
+            "adcode": "330106", "street": [], "number": [], "location": location,
+            "level": level}
 
 
 @dataclass
@@ -47,7 +72,7 @@ class Site:
     url: str
     db_path: Path
     clock: ManualClock
-    amap: FakeAmap
+    amap: Receiver
     carrier: Receiver
 
 
@@ -60,13 +85,14 @@ def site(broker: Broker, tmp_path: Path) -> Iterator[Site]:
     db.conn.close()
     clock = ManualClock(T0)
     topics = Topics(f"bwtest-intel-{tmp_path.name[-8:]}")
-    with FakeAmap() as amap, Receiver() as carrier:
-        amap.places[FUZZY] = amap_entry(PRECISE, "西湖区", "120.118,30.280", "兴趣点")
-        amap.places[PRECISE] = amap.places[FUZZY]
+    places = Amap()
+    places.places[FUZZY] = amap_entry(PRECISE, "西湖区", "120.118,30.280", "兴趣点")
+    places.places[PRECISE] = places.places[FUZZY]
+    with Receiver(respond=places.answer) as amap, Receiver() as carrier:
         settings = Settings(db_path=str(path), mqtt_url=broker.url, topic_root=topics.root,
                             sections={"intel": {
                                 "geocoder": {"amap_key": "test-amap-key",
-                                             "amap_url": amap.url},
+                                             "amap_url": amap.url + AMAP_PATH},
                                 "parcels": {"backup_carrier": "jd-express",
                                             "backup_webhook_url": carrier.url + "/handover",
                                             "stuck_after_h": 24, "feed_alive_within_h": 2,
@@ -115,7 +141,8 @@ def test_addresses_are_corrected_through_amap_and_only_failures_reach_a_person(
             'outcome="resolved_automatically"} 1.0') in scraped
     assert 'breakwater_intel_events_total{event="address_corrected"} 1.0' in scraped
     assert [a["order_id"] for a in alerts if a["kind"] == "address_unplaced"] == [hopeless]
-    assert all(q["key"] == "test-amap-key" for q in site.amap.queries)
+    assert site.amap.requests and all(
+        r.method == "GET" and r.query["key"] == "test-amap-key" for r in site.amap.requests)
     healing = self_healing(open_database(site.db_path, migrate=False))
     assert healing["by_kind"]["address"] == {"exceptions": 2, "resolved_automatically": 1}
 
@@ -123,7 +150,7 @@ def test_addresses_are_corrected_through_amap_and_only_failures_reach_a_person(
 @pytest.mark.broker
 def test_when_amap_is_down_the_gazetteer_completes_an_address_naming_a_district(
         site: Site) -> None:
-    site.amap.fail = True
+    site.amap.fail_first = EVERY_REQUEST
     with httpx.Client(base_url=site.url, headers=ADMIN, timeout=15) as http:
         order = _order(http, "ADDR-OFFLINE")
         r = http.post(f"/orders/{order}/address", json={"address": "滨江江南大道588号"})

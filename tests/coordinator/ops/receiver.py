@@ -1,26 +1,34 @@
-"""A real HTTP receiver on 127.0.0.1 that records requests and fails the first N."""
+"""The one loopback JSON HTTP fake of the tests: a real server on 127.0.0.1 that records
+every request (POST and GET), fails the first N per path, and answers the rest with a
+WeCom-style ``ok`` or with what ``respond`` makes of the request (a map service's
+geocoding answer, say). Used by the ops, customer, gateway and intel tests."""
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 
 @dataclass
 class Received:
-    path: str
+    path: str  # as requested, query string included
     headers: dict[str, str]
-    body: Any
+    body: Any  # the JSON body (None for a GET)
     accepted: bool
+    method: str = "POST"
+    query: dict[str, str] = field(default_factory=dict)  # first value of each parameter
 
 
 @dataclass
 class Receiver:
-    """``fail_first`` requests per path get ``fail_status`` (or a WeCom error body)."""
+    """``fail_first`` requests per path get ``fail_status`` (or a WeCom error body);
+    ``respond``, when set, makes the JSON answer (HTTP 200) to every other request."""
 
     fail_first: int = 0
     fail_status: int = 500
@@ -28,6 +36,7 @@ class Receiver:
     # a failing answer echoes what it was sent (path with query, Authorization), as some
     # gateways' error hints do: what a careless error message would then carry
     echo_request: bool = False
+    respond: Callable[[Received], Any] | None = None
     requests: list[Received] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -55,19 +64,28 @@ class Receiver:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
-                raw = self.rfile.read(length)
+                self._answer("POST", json.loads(self.rfile.read(length) or b"null"))
+
+            def do_GET(self) -> None:
+                self._answer("GET", None)
+
+            def _answer(self, method: str, body: Any) -> None:
+                query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
                 with receiver._lock:
                     seen = sum(1 for r in receiver.requests if r.path == self.path)
                     failing = seen < receiver.fail_first
                     status = 200
                     if failing and not receiver.wecom_style:
                         status = receiver.fail_status
-                    receiver.requests.append(Received(
-                        self.path, dict(self.headers.items()), json.loads(raw or b"null"),
-                        accepted=not failing))
+                    received = Received(self.path, dict(self.headers.items()), body,
+                                        accepted=not failing, method=method, query=query)
+                    receiver.requests.append(received)
+                answer: Any
                 if receiver.wecom_style:
                     answer = ({"errcode": 45009, "errmsg": "api freq out of limit"} if failing
                               else {"errcode": 0, "errmsg": "ok"})
+                elif not failing and receiver.respond is not None:
+                    answer = receiver.respond(received)
                 else:
                     # Success looks like the WeCom robot's answer; gateways ignore it.
                     answer = ({"errcode": 0, "errmsg": "ok"} if status == 200
