@@ -275,6 +275,11 @@ class PgConnection:
             message = f"cannot open database {_safe(url)}: {exc}"
             raise StoreError(message) from exc
         self._changes = 0
+        # write transactions begun on this connection, and the number of the one running
+        # (None outside one): what was read under this write lock is told apart from what
+        # an earlier one read (the snapshot cache checks catalogue versions once in each)
+        self.write_transactions = 0
+        self.write_lock_held: int | None = None
 
     @property
     def in_transaction(self) -> bool:
@@ -312,13 +317,35 @@ class PgConnection:
             # ten thousand rows, and per-row statements cost a round of the protocol each
             count = 0
             for statement, values in plan:
-                cur.execute(statement, values)
+                self._execute_by_key(cur, statement, values)
                 count += max(cur.rowcount, 0)
         self._changes += max(count, 0)
         return PgCursor(cur, count)
 
+    def _execute_by_key(self, cur: psycopg.Cursor[Any], statement: str,
+                        values: list[Any]) -> None:
+        """One multi-row statement; an UPDATE is planned as a key lookup per row.
+
+        Over a table of some thousands of rows the planner hashes the whole table to
+        update a few hundred of them (measured: 9-11 ms against 5-7 ms for the index
+        lookups, per 400-row batch of stock reservations). The switches are local to the
+        transaction, set and reset in the same round trip (a pipeline)."""
+        if not statement.startswith("UPDATE ") or not self.in_transaction:
+            cur.execute(statement, values)
+            return
+        raw = self.raw
+        with raw.pipeline():
+            for setting in _KEY_LOOKUP:
+                raw.execute(f"SET LOCAL {setting} = off")
+            cur.execute(statement, values)
+            for setting in _KEY_LOOKUP:
+                raw.execute(f"SET LOCAL {setting} TO DEFAULT")
+
     def close(self) -> None:
         self.raw.close()
+
+
+_KEY_LOOKUP = ("enable_hashjoin", "enable_mergejoin")
 
 
 class PgDatabase:
@@ -355,6 +382,28 @@ class PgDatabase:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def write_atomic(self) -> Iterator[PgDatabase]:
+        """A transaction holding the advisory write lock (see
+        :func:`coordinator.db.write_transaction`); ``BEGIN`` and the lock go to the server
+        in one round trip. Inside a transaction: a savepoint (the lock is held already)."""
+        conn = self.conn
+        if conn.in_transaction:
+            with self.atomic():
+                yield self
+            return
+        conn.raw.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY:d})")
+        conn.write_transactions += 1
+        conn.write_lock_held = conn.write_transactions
+        try:
+            yield self
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.write_lock_held = None
         conn.execute("COMMIT")
 
 

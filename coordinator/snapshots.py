@@ -31,6 +31,7 @@ from coordinator.engine import (
     StockState,
     WarehouseState,
 )
+from coordinator.postgres import PgConnection
 from coordinator.settings import AllocationConfig
 from protocols.geo import SpatialIndex
 from protocols.timestamps import utc_day
@@ -46,6 +47,9 @@ class _Cache:
     index: SpatialIndex
     cold_skus: frozenset[str]
     skus: frozenset[str]
+    # PostgreSQL: the write transaction in which the versions were last checked (inside
+    # it no writer can change them: the check is not repeated, one round trip per use)
+    checked_in: int | None = None
 
 
 _caches: weakref.WeakKeyDictionary[Database, _Cache] = weakref.WeakKeyDictionary()
@@ -56,11 +60,21 @@ def _versions(db: Database) -> tuple[int, int]:
     return int(rows.get("warehouses_version", 0)), int(rows.get("skus_version", 0))
 
 
+def _write_transaction_no(db: Database) -> int | None:
+    """On PostgreSQL inside a write transaction, its number on this connection; else None."""
+    conn = db.conn
+    return conn.write_lock_held if isinstance(conn, PgConnection) else None
+
+
 def _cache(db: Database) -> _Cache:
     """Warehouses, spatial index and SKU flags, rebuilt only when a trigger bumped a version."""
-    version = _versions(db)
     cached = _caches.get(db)
+    transaction = _write_transaction_no(db)
+    if cached is not None and transaction is not None and cached.checked_in == transaction:
+        return cached
+    version = _versions(db)
     if cached is not None and cached.version == version:
+        cached.checked_in = transaction
         return cached
     warehouses = {
         row[0]: WarehouseState(
@@ -77,7 +91,7 @@ def _cache(db: Database) -> _Cache:
     skus = db.execute("SELECT id, cold_chain FROM skus").fetchall()
     cached = _Cache(
         version, warehouses, index,
-        frozenset(s[0] for s in skus if s[1]), frozenset(s[0] for s in skus),
+        frozenset(s[0] for s in skus if s[1]), frozenset(s[0] for s in skus), transaction,
     )
     _caches[db] = cached
     return cached
