@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request
@@ -52,7 +53,7 @@ from coordinator.catalog import (
     WarehouseIn,
     get_row,
     list_rows,
-    parse_text,
+    read_rows,
     upsert,
 )
 from coordinator.coalesce import Coalescer
@@ -60,7 +61,7 @@ from coordinator.db import Database, WalCheckpointer, open_database
 from coordinator.engine import CandidateTrace, why_not
 from coordinator.engine import Decision as EngineDecision
 from coordinator.errors import Conflict, ImportFileError, NotFound, StoreError
-from coordinator.imports import form_file, media_type
+from coordinator.imports import ImportFormat, detect_format, form_file, media_type
 from coordinator.intake import GroupCommitter
 from coordinator.live import LocalHub
 from coordinator.observability import Metrics
@@ -561,10 +562,13 @@ def _catalog_router() -> APIRouter:
 
     @router.post(
         "/import/{kind}",
-        summary="Bulk import a CSV or JSON export (all rows or none)",
+        summary="Bulk import an export: CSV, JSON, JSON lines or xlsx (all rows or none)",
         openapi_extra={"requestBody": {"content": {
             "text/csv": {"schema": {"type": "string"}},
             "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {
+                "schema": {"type": "string", "format": "binary"}},
             "multipart/form-data": {"schema": {"type": "object", "properties": {
                 "file": {"type": "string", "format": "binary"},
                 "csrf_token": {"type": "string"}}}},
@@ -573,21 +577,20 @@ def _catalog_router() -> APIRouter:
         responses={415: {"model": Problem}},
     )
     async def import_rows(request: Request, kind: Kind) -> Any:
-        """CSV needs a header row (Excel "CSV UTF-8" works); JSON is a list of objects.
-        A bad row rejects the file: 422 with ``field`` = ``row N.column``. Only
-        ``text/csv``, ``application/json`` or a multipart upload (field ``file``; from a
-        logged-in page also ``csrf_token``) are taken: ``text/plain`` and form posts are
-        what another site's page can send without the browser asking first."""
+        """Read by the one import reader: CSV needs a header row (UTF-8 or GBK, as Excel
+        saves it); JSON is a list of objects; JSON lines; xlsx (first sheet). A bad row
+        rejects the file: 422 with ``field`` = ``row N.column``, the row as the export
+        shows it (the CSV/xlsx header is row 1). Only ``text/csv``, ``application/json``,
+        ``application/x-ndjson``, the xlsx type or a multipart upload (field ``file``,
+        format from its suffix; from a logged-in page also ``csrf_token``) are taken:
+        ``text/plain`` and form posts are what another site's page can send without the
+        browser asking first."""
         upload = await _import_body(request)
         if isinstance(upload, JSONResponse):
             return upload
         raw, fmt = upload
-        try:
-            text = raw.decode("utf-8-sig")
-            rows = parse_text(text, kind, fmt=fmt)
-        except UnicodeDecodeError:
-            return JSONResponse(status_code=422, content={"detail": "body is not UTF-8",
-                                                          "field": "body"})
+        try:  # the one import reader (coordinator.imports), as for the order history
+            rows = await run_in_threadpool(read_rows, raw, kind, fmt)
         except ImportFileError as exc:
             return JSONResponse(status_code=422, content={"detail": str(exc),
                                                           "field": exc.field})
@@ -663,10 +666,15 @@ def _add_kind_routes(
                              responses={404: {"model": Problem}})
 
 
-_IMPORT_TYPES = {"text/csv": "csv", "application/csv": "csv", "application/json": "json"}
+_IMPORT_TYPES = {
+    "text/csv": ImportFormat.CSV, "application/csv": ImportFormat.CSV,
+    "application/json": ImportFormat.JSON, "application/x-ndjson": ImportFormat.JSONL,
+    "application/jsonl": ImportFormat.JSONL,
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ImportFormat.XLSX,
+}
 
 
-async def _import_body(request: Request) -> tuple[bytes, str] | JSONResponse:
+async def _import_body(request: Request) -> tuple[bytes, ImportFormat] | JSONResponse:
     """The file of an import and its format, or a 415 naming what is accepted."""
     ctype = media_type(request.headers.get("content-type"))
     if ctype in _IMPORT_TYPES:
@@ -678,14 +686,19 @@ async def _import_body(request: Request) -> tuple[bytes, str] | JSONResponse:
                 upload = form_file(form)
             except ImportFileError as exc:
                 return invalid(exc.field, exc.message)
-            name = (upload.filename or "").lower()
-            return await upload.read(), "json" if name.endswith(".json") else "csv"
+            name = upload.filename or ""
+            try:  # the format from the file's suffix; a name without one is read as CSV
+                fmt = detect_format(name=name) if Path(name).suffix else ImportFormat.CSV
+            except ImportFileError as exc:
+                return invalid("body.file", exc.message)
+            return await upload.read(), fmt
         finally:
             await form.close()  # uploads are spooled temporary files
     _count(request, "imports_refused_content_type")
     return JSONResponse(status_code=415, content={
         "detail": f"content-type {ctype or '(none)'} is not accepted: send text/csv, "
-                  "application/json or multipart/form-data", "field": "content-type"})
+                  "application/json, application/x-ndjson, the xlsx type or "
+                  "multipart/form-data", "field": "content-type"})
 
 
 def _check_order_scope(request: Request, caller: auth.Identity, order_id: str) -> None:

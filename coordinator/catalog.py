@@ -1,26 +1,26 @@
-"""Reference data: warehouses, SKUs, stores and inventory (models, upserts, CSV/JSON import).
+"""Reference data: warehouses, SKUs, stores and inventory (models, upserts, import).
 
-Operators export these from Excel, so the importer takes CSV (header row; booleans as
-1/0/true/false/yes/no/是/否) or JSON (a list of objects, or ``{"rows": [...]}``). A whole
-file is validated first and written in one transaction: a bad row rejects the file with
-its row number and field, and nothing is half-written.
+Operators export these from Excel; files are read by the one import reader,
+:mod:`coordinator.imports` (CSV with a header row, UTF-8 or GBK; JSON, a list of objects
+or ``{"rows": [...]}``; JSON lines; xlsx), booleans as 1/0/true/false/yes/no/是/否. A
+whole file is validated first: a bad row rejects the file naming its row and column
+(``row 3.lat``: the header is row 1), and nothing is written. Large files are then
+written in chunks of their own transaction (:func:`upsert`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from coordinator.db import Database, write_transaction
 from coordinator.errors import Conflict, ImportFileError, NotFound
+from coordinator.imports import ImportFormat, Source, detect_format, load_all
 from protocols.timestamps import stamp
 
 
@@ -32,10 +32,6 @@ def _flag(value: Any) -> Any:
         if text in ("0", "false", "no", "n", "否", "off", ""):
             return False
     return value
-
-
-def _blank_none(value: Any) -> Any:
-    return None if isinstance(value, str) and not value.strip() else value
 
 
 Flag = Annotated[bool, BeforeValidator(_flag)]
@@ -199,62 +195,26 @@ def _upsert_one(db: Database, kind: Kind, rows: Sequence[BaseModel], now: dateti
             return upsert_inventory(db, [InventoryIn.model_validate(r) for r in rows], now)
 
 
-def parse_rows(kind: Kind, raw: Iterable[Mapping[str, Any]]) -> list[BaseModel]:
-    """Validate every row; the first bad one raises :class:`ImportFileError` (row and field)."""
-    model = MODELS[kind]
-    out: list[BaseModel] = []
-    for number, row in enumerate(raw, start=1):
-        if not isinstance(row, Mapping):
-            raise ImportFileError(f"row {number}", "expected an object")
-        cleaned = {str(k).strip(): _blank_none(v) for k, v in row.items() if k is not None}
-        cleaned = {k: v for k, v in cleaned.items() if v is not None}
-        try:
-            out.append(model.model_validate(cleaned))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "row"
-            raise ImportFileError(f"row {number}.{where}", first["msg"]) from exc
-    return out
+def read_rows(source: Source, kind: Kind, fmt: ImportFormat) -> list[BaseModel]:
+    """Every row of a catalogue export, validated, through the one import reader
+    (:mod:`coordinator.imports`: CSV in UTF-8 or GBK, JSON, JSON lines, xlsx; a title
+    above the header is skipped). All or nothing: the first bad row raises
+    :class:`ImportFileError` naming ``row N.column`` as a person sees it in the export
+    (in CSV and xlsx the header is row 1)."""
+    return list(load_all(source, MODELS[kind], fmt=fmt))
 
 
 def read_file(path: Path, kind: Kind | None = None) -> tuple[Kind, list[BaseModel]]:
-    """Read a CSV or JSON export; the kind defaults to the file's stem (``warehouses.csv``)."""
+    """Read an export; the kind defaults to the file's stem (``warehouses.csv``), the
+    format comes from its suffix."""
     if kind is None:
         try:
             kind = Kind(path.stem.lower())
         except ValueError as exc:
             message = (f"cannot tell what {path.name} holds: name it "
-                       f"{'/'.join(k.value for k in Kind)}.csv|json or pass --kind")
+                       f"{'/'.join(k.value for k in Kind)}.csv|json|jsonl|xlsx or pass --kind")
             raise ImportFileError("file", message) from exc
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ImportFileError("file", str(exc)) from exc
-    return kind, parse_text(text, kind, fmt=path.suffix.lower().lstrip("."))
-
-
-def parse_text(text: str, kind: Kind, *, fmt: str) -> list[BaseModel]:
-    if fmt == "json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ImportFileError("file", f"invalid JSON: {exc}") from exc
-        except RecursionError as exc:
-            # arrays nested thousands deep exhaust the decoder's stack: no export is like that
-            raise ImportFileError("file", "invalid JSON: nested too deeply") from exc
-        if isinstance(data, dict):
-            data = data.get("rows", data.get(kind.value))
-        if not isinstance(data, list):
-            raise ImportFileError("file", "expected a JSON list of objects (or {\"rows\": [...]})")
-        return parse_rows(kind, data)
-    if fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text))
-        try:
-            return parse_rows(kind, reader)
-        except csv.Error as exc:
-            # e.g. a field over the csv module's 128 KiB limit: no column allows that much
-            raise ImportFileError(f"line {reader.line_num}", f"invalid CSV: {exc}") from exc
-    raise ImportFileError("file", f"unsupported format {fmt!r}: use .csv or .json")
+    return kind, read_rows(path, kind, detect_format(name=path.name))
 
 
 def import_file(

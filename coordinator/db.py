@@ -26,7 +26,7 @@ import sqlite_utils
 from sqlite_utils import Migrations
 
 from coordinator.errors import StoreError
-from coordinator.postgres import WRITE_LOCK_KEY, PgDatabase, is_postgres_url
+from coordinator.postgres import PgDatabase, is_postgres_url
 
 
 class Cursor(Protocol):
@@ -178,8 +178,7 @@ def write_transaction(db: Database) -> Iterator[Database]:
     # sleeps in steps of milliseconds; other processes still wait on the file lock.
     with _process_lock(db):
         if isinstance(db, PgDatabase):
-            with db.atomic():
-                db.execute("SELECT pg_advisory_xact_lock(?)", [WRITE_LOCK_KEY])
+            with db.write_atomic():
                 yield db
             return
         try:

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from coordinator import engine, snapshots
-from coordinator.db import Database, write_transaction
+from coordinator.db import Database, dialect, write_transaction
 from coordinator.engine import Decision, Line, OrderRequest
 from coordinator.errors import NotFound, StoreError
 from coordinator.ledger import AWAITING_PAYMENT, Ledger, line_warehouses, to_json
@@ -71,11 +71,13 @@ def check_references(db: Database, orders: Sequence[OrderIn]) -> None:
             stores.add(order.store_id)
     if stores:
         wanted = sorted(stores)
-        found = {
-            r[0] for r in db.execute(
+        if dialect(db) == "postgresql":  # one statement text whatever the count: prepared
+            rows = db.execute("SELECT id FROM stores WHERE id = ANY(?)", [wanted]).fetchall()
+        else:
+            rows = db.execute(
                 f"SELECT id FROM stores WHERE id IN ({','.join('?' * len(wanted))})", wanted
             ).fetchall()
-        }
+        found = {r[0] for r in rows}
         for store_id in wanted:
             if store_id not in found:
                 raise NotFound("store", store_id)
@@ -168,7 +170,17 @@ def submit_orders(
 def _stored_orders(
     db: Database, orders: Sequence[OrderIn]
 ) -> dict[tuple[str, str], tuple[Any, ...]]:
-    """Already stored orders among ``orders`` (idempotency), one query per channel and chunk."""
+    """Already stored orders among ``orders`` (idempotency), one query per channel and chunk
+    (on PostgreSQL one query, the keys as two arrays)."""
+    if dialect(db) == "postgresql":
+        return {
+            (row[0], row[1]): tuple(row[2:]) for row in db.execute(
+                "SELECT o.channel, o.channel_order_id, o.id, o.status, o.warehouse_id, o.tier, "
+                "o.eta, o.status_reason, o.skewed FROM unnest(?::text[], ?::text[]) AS k(c, i) "
+                "JOIN orders o ON o.channel = k.c AND o.channel_order_id = k.i",
+                [[o.channel.value for o in orders], [o.channel_order_id for o in orders]],
+            ).fetchall()
+        }
     by_channel: dict[str, list[str]] = defaultdict(list)
     for order in orders:
         by_channel[order.channel.value].append(order.channel_order_id)

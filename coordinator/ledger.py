@@ -139,6 +139,22 @@ _MOVED_EVENTS = {
         ("postgresql", "json_build_object", "?::text", "::text"),
     )
 }
+# a moved order's held reservations at the failed warehouse, and their lines, go where
+# the incident record says: set-based, as the orders are (a split's lines are then put
+# where their part says, row by row)
+_MOVED_LINES = (
+    "UPDATE order_lines SET warehouse_id = io.new_warehouse_id "
+    "FROM incident_orders AS io, reservations AS r "
+    "WHERE io.incident_id = ? AND io.outcome = 'moved' AND r.order_id = io.order_id "
+    "AND r.warehouse_id = ? AND r.status = 'held' "
+    "AND order_lines.order_id = r.order_id AND order_lines.line_no = r.line_no"
+)
+_MOVED_RESERVATIONS = (
+    "UPDATE reservations SET warehouse_id = io.new_warehouse_id, updated_at = ? "
+    "FROM incident_orders AS io WHERE io.incident_id = ? AND io.outcome = 'moved' "
+    "AND reservations.order_id = io.order_id AND reservations.warehouse_id = ? "
+    "AND reservations.status = 'held'"
+)
 _MOVED_ORDERS = (
     "UPDATE orders SET warehouse_id = io.new_warehouse_id, distance_km = io.distance_km, "
     "eta = io.eta, updated_at = ? FROM incident_orders AS io "
@@ -174,7 +190,7 @@ class Ledger:
     stuck: list[tuple[Any, ...]] = field(default_factory=list)
     incidents: list[tuple[Any, ...]] = field(default_factory=list)
     incident_orders: list[tuple[Any, ...]] = field(default_factory=list)
-    incident_moves: list[tuple[str, str, str]] = field(default_factory=list)
+    incident_moves: list[tuple[str, str, str, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.at = stamp(self.now)
@@ -212,10 +228,16 @@ class Ledger:
                                 order_id))
 
     # -- moving and releasing -------------------------------------------------------
+    def take_stock(self, warehouse_id: str, sku_id: str, qty: int) -> None:
+        """``qty`` more units of ``sku_id`` are held at ``warehouse_id`` (guarded), by a
+        reservation that :meth:`move_incident_orders` moves there."""
+        self.reserve[(warehouse_id, sku_id)] += qty
+
     def move_reservation(self, reservation_id: int, order_id: str, line_no: int,
                          sku_id: str, qty: int, to_warehouse: str) -> None:
         """A held reservation (and its line) moves to ``to_warehouse``; the stock there
-        is taken (guarded). Release the old warehouse's units with :meth:`release_stock`."""
+        is taken (guarded). Release the old warehouse's units with :meth:`release_stock`.
+        Written after :meth:`move_incident_orders` (it corrects a split's lines)."""
         self.reservation_moves.append((to_warehouse, self.at, reservation_id))
         self.line_moves.append((to_warehouse, order_id, line_no))
         self.reserve[(to_warehouse, sku_id)] += qty
@@ -242,10 +264,15 @@ class Ledger:
         distance_km, eta, tier, reason)``"""
         self.incident_orders.append(row)
 
-    def move_incident_orders(self, incident_id: str, from_warehouse: str, reason: str) -> None:
+    def move_incident_orders(self, incident_id: str, from_warehouse: str, reason: str,
+                             held_lines: int) -> None:
         """Every ``moved`` order of the incident gets its new warehouse, distance and ETA
-        and a ``rerouted`` timeline entry, in two statements (see :data:`_MOVED_ORDERS`)."""
-        self.incident_moves.append((incident_id, from_warehouse, reason))
+        and a ``rerouted`` timeline entry, and its ``held_lines`` held reservations at
+        ``from_warehouse`` and their order lines move to the new warehouse, in four
+        set-based statements (a different count rolls everything back). The stock they
+        take is recorded with :meth:`take_stock`; lines of a split that go elsewhere with
+        :meth:`move_reservation`."""
+        self.incident_moves.append((incident_id, from_warehouse, reason, held_lines))
 
     # -- timeline, decisions, alerts -------------------------------------------------
     def event(self, order_id: str, kind: str, detail: dict[str, Any]) -> None:
@@ -287,6 +314,20 @@ class Ledger:
                 "WHERE warehouse_id = ? AND sku_id = ?",
                 [(qty, at, wid, sku) for (wid, sku), qty in sorted(self.release.items())])
         self._reserve_stock(db)
+        if self.incident_orders:
+            conn.executemany(
+                "INSERT INTO incident_orders (incident_id, order_id, outcome, "
+                "old_warehouse_id, new_warehouse_id, distance_km, eta, tier, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self.incident_orders)
+        for incident_id, from_warehouse, reason, held_lines in self.incident_moves:
+            lines = conn.execute(_MOVED_LINES, (incident_id, from_warehouse)).rowcount
+            held = conn.execute(_MOVED_RESERVATIONS, (at, incident_id, from_warehouse)).rowcount
+            if lines != held_lines or held != held_lines:
+                message = (f"reroute of {from_warehouse}: {held} held reservations and "
+                           f"{lines} lines moved, {held_lines} expected: rolled back")
+                raise StoreError(message)
+            conn.execute(_MOVED_ORDERS, (at, incident_id, from_warehouse))
+            conn.execute(_MOVED_EVENTS[dialect(db)], (at, reason, incident_id))
         if self.load:
             conn.executemany(
                 "INSERT INTO warehouse_load (warehouse_id, day, handled) VALUES (?, ?, ?) "
@@ -324,14 +365,6 @@ class Ledger:
                 "UPDATE orders SET status = 'needs_attention', status_reason = ?, "
                 "warehouse_id = NULL, distance_km = NULL, eta = NULL, updated_at = ? "
                 "WHERE id = ?", self.stuck)
-        if self.incident_orders:
-            conn.executemany(
-                "INSERT INTO incident_orders (incident_id, order_id, outcome, "
-                "old_warehouse_id, new_warehouse_id, distance_km, eta, tier, reason) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self.incident_orders)
-        for incident_id, from_warehouse, reason in self.incident_moves:
-            conn.execute(_MOVED_ORDERS, (at, incident_id, from_warehouse))
-            conn.execute(_MOVED_EVENTS[dialect(db)], (at, reason, incident_id))
         if self.events:
             conn.executemany(_INSERT_EVENT, self.events)
         if self.decisions:

@@ -156,6 +156,7 @@ def _write(
     moved: list[MovedOrder] = []
     stuck: list[StuckOrder] = []
     parts_json: dict[tuple[str, ...], str] = {}  # warehouse_ids column, one text per choice
+    held_lines = 0  # held reservations of the moved orders (moved set-based, counted)
     for decision in decisions:
         a = affected[decision.order_id]
         oid = a.order_id
@@ -164,10 +165,10 @@ def _write(
         parts = decision.parts
         if parts:
             new_wh = parts[0].warehouse_id
+            held_lines += len(a.lines)
             if len(parts) == 1:
-                for no, line in a.lines:
-                    ledger.move_reservation(a.reservation_ids[no], oid, no, line.sku_id,
-                                            line.qty, new_wh)
+                for _, line in a.lines:
+                    ledger.take_stock(new_wh, line.sku_id, line.qty)
             else:
                 # lines of a split land where the engine put them
                 placed: dict[int, tuple[str, Line]] = {}
@@ -213,7 +214,7 @@ def _write(
     ledger.open_incident(incident_id, warehouse_id, reason, rules.version, len(moved),
                          len(stuck))
     if moved:
-        ledger.move_incident_orders(incident_id, warehouse_id, reason)
+        ledger.move_incident_orders(incident_id, warehouse_id, reason, held_lines)
     ledger.flush(db)
     return RerouteResult(incident_id, warehouse_id, reason, at, moved, stuck)
 

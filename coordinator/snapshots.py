@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from coordinator import engine
 from coordinator.db import Database, dialect
@@ -30,6 +31,7 @@ from coordinator.engine import (
     StockState,
     WarehouseState,
 )
+from coordinator.postgres import PgConnection
 from coordinator.settings import AllocationConfig
 from protocols.geo import SpatialIndex
 from protocols.timestamps import utc_day
@@ -45,6 +47,9 @@ class _Cache:
     index: SpatialIndex
     cold_skus: frozenset[str]
     skus: frozenset[str]
+    # PostgreSQL: the write transaction in which the versions were last checked (inside
+    # it no writer can change them: the check is not repeated, one round trip per use)
+    checked_in: int | None = None
 
 
 _caches: weakref.WeakKeyDictionary[Database, _Cache] = weakref.WeakKeyDictionary()
@@ -55,11 +60,21 @@ def _versions(db: Database) -> tuple[int, int]:
     return int(rows.get("warehouses_version", 0)), int(rows.get("skus_version", 0))
 
 
+def _write_transaction_no(db: Database) -> int | None:
+    """On PostgreSQL inside a write transaction, its number on this connection; else None."""
+    conn = db.conn
+    return conn.write_lock_held if isinstance(conn, PgConnection) else None
+
+
 def _cache(db: Database) -> _Cache:
     """Warehouses, spatial index and SKU flags, rebuilt only when a trigger bumped a version."""
-    version = _versions(db)
     cached = _caches.get(db)
+    transaction = _write_transaction_no(db)
+    if cached is not None and transaction is not None and cached.checked_in == transaction:
+        return cached
+    version = _versions(db)
     if cached is not None and cached.version == version:
+        cached.checked_in = transaction
         return cached
     warehouses = {
         row[0]: WarehouseState(
@@ -76,7 +91,7 @@ def _cache(db: Database) -> _Cache:
     skus = db.execute("SELECT id, cold_chain FROM skus").fetchall()
     cached = _Cache(
         version, warehouses, index,
-        frozenset(s[0] for s in skus if s[1]), frozenset(s[0] for s in skus),
+        frozenset(s[0] for s in skus if s[1]), frozenset(s[0] for s in skus), transaction,
     )
     _caches[db] = cached
     return cached
@@ -114,15 +129,7 @@ class SnapshotLoader:
 
     def load_all_warehouses(self, sku_ids: Iterable[str]) -> None:
         """Every warehouse's stock of ``sku_ids``; the snapshot is then complete for them."""
-        skus = sorted(set(sku_ids))
-        stock = self.snapshot.stock
-        for start in range(0, len(skus), 900):
-            chunk = skus[start:start + 900]
-            for wid, sid, on_hand, reserved, safety in self.db.execute(
-                "SELECT warehouse_id, sku_id, on_hand, reserved, safety_stock FROM inventory "
-                f"WHERE sku_id IN ({','.join('?' * len(chunk))})", chunk,
-            ).fetchall():
-                stock.setdefault(wid, {})[sid] = StockState(on_hand, reserved, safety)
+        _read_stock(self.db, sorted(set(sku_ids)), self.snapshot.stock)
         warehouses = self.snapshot.warehouses
         for wh in warehouses.values():
             wh.handled_today = 0
@@ -140,19 +147,24 @@ class SnapshotLoader:
         if not missing:
             return
         stock = self.snapshot.stock
-        for start in range(0, len(missing), 4000):
-            chunk = missing[start:start + 4000]
-            marks = ",".join(["(?, ?)"] * len(chunk))
-            # a join looks each pair up by primary key (on SQLite, CROSS JOIN keeps this
-            # order); "(warehouse_id, sku_id) IN (VALUES ...)" would scan the table
-            join = "CROSS JOIN" if self.sqlite else "JOIN"
-            rows = self.db.execute(
-                f"WITH p(w, s) AS (VALUES {marks}) SELECT i.warehouse_id, i.sku_id, i.on_hand, "
-                f"i.reserved, i.safety_stock FROM p {join} inventory i "
-                "ON i.warehouse_id = p.w AND i.sku_id = p.s",
+        queries: list[tuple[str, list[Any]]]
+        if self.sqlite:
+            # a join looks each pair up by primary key (CROSS JOIN keeps this order);
+            # "(warehouse_id, sku_id) IN (VALUES ...)" would scan the table
+            queries = [(
+                f"WITH p(w, s) AS (VALUES {','.join(['(?, ?)'] * len(chunk))}) "
+                "SELECT i.warehouse_id, i.sku_id, i.on_hand, i.reserved, i.safety_stock "
+                "FROM p CROSS JOIN inventory i ON i.warehouse_id = p.w AND i.sku_id = p.s",
                 [x for pair in chunk for x in pair],
-            ).fetchall()
-            for wid, sid, on_hand, reserved, safety in rows:
+            ) for chunk in (missing[i:i + 4000] for i in range(0, len(missing), 4000))]
+        else:  # the pairs as two arrays: one statement text whatever the count, prepared
+            queries = [(
+                "SELECT i.warehouse_id, i.sku_id, i.on_hand, i.reserved, i.safety_stock "
+                "FROM unnest(?::text[], ?::text[]) AS p(w, s) JOIN inventory i "
+                "ON i.warehouse_id = p.w AND i.sku_id = p.s",
+                [[w for w, _ in missing], [s for _, s in missing]])]
+        for sql, params in queries:
+            for wid, sid, on_hand, reserved, safety in self.db.execute(sql, params).fetchall():
                 stock.setdefault(wid, {})[sid] = StockState(on_hand, reserved, safety)
         loaded.update(missing)
         fresh = sorted({w for w, _ in missing} - self.handled_loaded)
@@ -291,6 +303,24 @@ def snapshot_for(
     return loader
 
 
+def _read_stock(db: Database, skus: list[str], stock: dict[str, dict[str, StockState]]) -> None:
+    """Every warehouse's stock of ``skus`` into ``stock``."""
+    chunks: list[tuple[str, list[Any]]]
+    if dialect(db) == "postgresql":  # one statement text whatever the count: prepared
+        chunks = [("SELECT warehouse_id, sku_id, on_hand, reserved, safety_stock "
+                   "FROM inventory WHERE sku_id = ANY(?)", [skus])] if skus else []
+    else:
+        chunks = [("SELECT warehouse_id, sku_id, on_hand, reserved, safety_stock FROM inventory "
+                   f"WHERE sku_id IN ({','.join('?' * len(chunk))})", chunk)
+                  for chunk in (skus[i:i + 900] for i in range(0, len(skus), 900))]
+    for sql, params in chunks:
+        for wid, sid, on_hand, reserved, safety in db.execute(sql, params).fetchall():
+            per = stock.get(wid)
+            if per is None:
+                per = stock[wid] = {}
+            per[sid] = StockState(on_hand, reserved, safety)
+
+
 def known_skus(db: Database) -> frozenset[str]:
     """Every SKU id (cached with the warehouses)."""
     return _cache(db).skus
@@ -311,12 +341,5 @@ def _complete(db: Database, cache: _Cache, day: str, sku_ids: Iterable[str]) -> 
         if wid in warehouses:
             warehouses[wid].handled_today = handled
     stock: dict[str, dict[str, StockState]] = {}
-    params = sorted(set(sku_ids))
-    for start in range(0, len(params), 900):
-        chunk = params[start:start + 900]
-        for wid, sid, on_hand, reserved, safety in db.execute(
-            "SELECT warehouse_id, sku_id, on_hand, reserved, safety_stock FROM inventory "
-            f"WHERE sku_id IN ({','.join('?' * len(chunk))})", chunk,
-        ).fetchall():
-            stock.setdefault(wid, {})[sid] = StockState(on_hand, reserved, safety)
+    _read_stock(db, sorted(set(sku_ids)), stock)
     return Snapshot(warehouses, stock, cache.cold_skus, index=cache.index)

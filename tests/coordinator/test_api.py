@@ -271,6 +271,23 @@ async def test_decision_explains_choice_and_why_not(client: httpx.AsyncClient) -
     assert unknown.status_code == 404
 
 
+async def test_catalog_import_takes_json_lines_and_a_gbk_csv_from_excel(
+        client: httpx.AsyncClient) -> None:
+    lines = b'{"id": "SKU-L1", "name": "a"}\n{"id": "SKU-L2", "name": "b", "cold_chain": 1}\n'
+    imported = await client.post("/import/skus", content=lines,
+                                 headers={"content-type": "application/x-ndjson"})
+    assert imported.status_code == 200 and imported.json()["written"] == 2
+    gbk = "id,name,cold_chain\nSKU-L3,冻品,是\n".encode("gbk")
+    imported = await client.post("/import/skus", content=gbk,
+                                 headers={"content-type": "text/csv"})
+    assert imported.status_code == 200 and imported.json()["written"] == 1
+    assert (await client.get("/skus/SKU-L3")).json()["name"] == "冻品"
+    bad = await client.post("/import/skus", content=b'{"id": "SKU-L4"}\n{"name": "x"}\n',
+                            headers={"content-type": "application/x-ndjson"})
+    assert bad.status_code == 422 and bad.json()["field"] == "row 2.id"
+    assert (await client.get("/skus/SKU-L4")).status_code == 404  # nothing half-written
+
+
 async def test_catalog_crud_and_bulk_import(client: httpx.AsyncClient, tmp_path: Path) -> None:
     created = await client.put("/warehouses", json={"id": "WH-09", "name": "新仓", "lat": 30.3,
                                                     "lon": 120.2, "cold_chain": True})
@@ -285,7 +302,8 @@ async def test_catalog_crud_and_bulk_import(client: httpx.AsyncClient, tmp_path:
     bad_csv = "warehouse_id,sku_id,on_hand\nWH-09,SKU-N1,5\nWH-09,SKU-N2,-1\n"
     rejected = await client.post("/import/inventory", content=bad_csv.encode(),
                                  headers={"content-type": "text/csv"})
-    assert rejected.status_code == 422 and rejected.json()["field"] == "row 2.on_hand"
+    # the row as the export shows it: the header is row 1
+    assert rejected.status_code == 422 and rejected.json()["field"] == "row 3.on_hand"
     assert (await client.get("/inventory", params={"warehouse_id": "WH-09"})).json() == []
     unknown = await client.post("/import/inventory", content=json.dumps(
         [{"warehouse_id": "WH-404", "sku_id": "SKU-N1", "on_hand": 1}]).encode(),

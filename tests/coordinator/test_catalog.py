@@ -1,4 +1,4 @@
-"""Importing operator exports (CSV/JSON) and the command line."""
+"""Importing operator exports (CSV, JSON, JSON lines, xlsx) and the command line."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from openpyxl import Workbook
 
 from coordinator.__main__ import main
 from coordinator.catalog import (
@@ -13,12 +14,15 @@ from coordinator.catalog import (
     InventoryIn,
     Kind,
     SkuIn,
+    WarehouseIn,
     import_file,
+    read_rows,
     upsert,
     upsert_skus,
 )
 from coordinator.db import Database, open_database
 from coordinator.errors import ImportFileError, NotFound
+from coordinator.imports import ImportFormat
 from coordinator.region import SAMPLE_DIR, generate_region
 
 from .conftest import NOW
@@ -46,7 +50,7 @@ def test_cli_seed_and_import(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     bad = tmp_path / "warehouses.csv"
     bad.write_text("id,name,lat,lon\nWH-90,ok,30.1,120.1\nWH-91,bad,91,120\n", encoding="utf-8")
     assert main(["import", str(bad), "--db", str(db_path)]) == 2
-    assert "row 2.lat" in capsys.readouterr().err
+    assert "row 3.lat" in capsys.readouterr().err  # the header is row 1, as in Excel
     assert db.execute("SELECT count(*) FROM warehouses WHERE id = 'WH-90'").fetchone()[0] == 0
 
 
@@ -58,7 +62,7 @@ def test_unknown_kind_and_format_are_explained(tmp_path: Path) -> None:
         import_file(db, odd, NOW)
     xml = tmp_path / "skus.xml"
     xml.write_text("<skus/>", encoding="utf-8")
-    with pytest.raises(ImportFileError, match="unsupported format"):
+    with pytest.raises(ImportFileError, match=r"unsupported file type '\.xml'"):
         import_file(db, xml, NOW, Kind.SKUS)
 
 
@@ -94,3 +98,47 @@ def test_an_unknown_warehouse_at_the_end_of_a_large_import_writes_nothing(
         upsert(sample_db, Kind.INVENTORY, rows, NOW)
     assert sample_db.execute("SELECT count(*) FROM inventory WHERE sku_id LIKE 'BULK-%'"
                              ).fetchone()[0] == 0
+
+
+def test_a_catalogue_export_from_excel_is_read_in_any_of_the_import_formats(
+        tmp_path: Path) -> None:
+    db = open_database(tmp_path / "formats.sqlite")
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["仓库导出 2026-11"])  # a title above the header, as exports have
+    sheet.append(["id", "name", "lat", "lon", "cold_chain", "daily_capacity"])
+    sheet.append(["WH-X1", "杭州冷库", 30.1, 120.1, "是", 500])
+    book.save(tmp_path / "warehouses.xlsx")
+    (tmp_path / "skus.csv").write_bytes("id,name,cold_chain\nSKU-G1,冻饺子,是\n".encode("gbk"))
+    (tmp_path / "stores.jsonl").write_text(
+        '{"id": "S-J1", "name": "西湖店", "lat": 30.2, "lon": 120.2}\n\n'
+        '{"id": "S-J2", "name": "滨江店", "lat": 30.3, "lon": 120.3}\n', encoding="utf-8")
+    assert import_file(db, tmp_path / "warehouses.xlsx", NOW) == (Kind.WAREHOUSES, 1)
+    assert import_file(db, tmp_path / "skus.csv", NOW) == (Kind.SKUS, 1)
+    assert import_file(db, tmp_path / "stores.jsonl", NOW) == (Kind.STORES, 2)
+    assert db.execute("SELECT name, cold_chain, daily_capacity FROM warehouses "
+                      "WHERE id = 'WH-X1'").fetchone() == ("杭州冷库", 1, 500)
+    assert db.execute("SELECT name, cold_chain FROM skus WHERE id = 'SKU-G1'"
+                      ).fetchone() == ("冻饺子", 1)
+
+
+@pytest.mark.parametrize(("fmt", "body", "field"), [
+    (ImportFormat.CSV, b"id,name,lat,lon\nWH-1,a,30,120\n\nWH-2,b,30,999\n", "row 4.lon"),
+    (ImportFormat.JSONL, b'{"id":"WH-1","name":"a","lat":30,"lon":120}\n'
+                         b'{"id":"WH-2","name":"b","lat":30}\n', "row 2.lon"),
+    (ImportFormat.JSON, b'{"rows": [{"id":"WH-1","name":"a","lat":30,"lon":120,"x":1}]}',
+     "row 1.x"),
+    (ImportFormat.CSV, b"name,lat,lon\na,30,120\n", "column id"),
+])
+def test_a_bad_catalogue_row_is_named_by_row_and_column_and_rejects_the_file(
+        fmt: ImportFormat, body: bytes, field: str) -> None:
+    with pytest.raises(ImportFileError) as refused:
+        read_rows(body, Kind.WAREHOUSES, fmt)
+    assert refused.value.field == field
+
+
+def test_catalogue_rows_read_are_the_models_the_upserts_take() -> None:
+    rows = read_rows(b"id,name,lat,lon,capacity_override\nWH-1,a,30,120,yes\n",
+                     Kind.WAREHOUSES, ImportFormat.CSV)
+    assert rows == [WarehouseIn(id="WH-1", name="a", lat=30, lon=120, capacity_override=True)]

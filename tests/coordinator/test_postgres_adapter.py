@@ -3,11 +3,12 @@ row counts as one statement per row; parameter markers outside quotes only."""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.postgres import MULTI_ROW_MIN, PgDatabase, multi_row, to_pg
+from coordinator.postgres import MULTI_ROW_MIN, PgDatabase, copy_plan, multi_row, to_pg
 
 ROWS = MULTI_ROW_MIN * 3
 
@@ -53,6 +54,40 @@ def test_the_same_row_twice_is_applied_twice(pg: PgDatabase) -> None:
         assert _rows(pg)[0][3] == ROWS
     finally:
         pg.conn.close()
+
+
+def test_a_plain_insert_of_awkward_text_is_copied_as_written(pg: PgDatabase) -> None:
+    awkward = ["tab\there", "new\nline", "back\\slash \\N", "quote ' \" 冷链", "", "\\."]
+    rows = [(f"W{i}", text, i, bool(i % 2), None)
+            for i, text in enumerate(awkward * 2)]
+    sql = "INSERT INTO stock (w, s, on_hand, reserved, km, note) VALUES (?, ?, ?, ?, ?, 'kept')"
+    try:
+        assert copy_plan(sql) is not None
+        pg.conn.executemany(sql, rows)
+        stored = _rows(pg)
+        assert sorted((r[0], r[1], r[2], r[3], r[4], r[5]) for r in stored) == sorted(
+            (w, s, n, int(b), None, "kept") for w, s, n, b, _ in rows)
+    finally:
+        pg.conn.close()
+
+
+def test_a_copied_insert_that_breaks_a_key_writes_nothing(pg: PgDatabase) -> None:
+    sql = "INSERT INTO stock (w, s, on_hand, reserved, km, note) VALUES (?, ?, ?, 0, 0, NULL)"
+    try:
+        with pytest.raises(psycopg.errors.UniqueViolation), pg.atomic():
+            pg.conn.executemany(sql, [("W", f"S{i}", 1) for i in range(10)] + [("W", "S3", 1)])
+        assert _rows(pg) == []
+    finally:
+        pg.conn.close()
+
+
+@pytest.mark.parametrize("sql", [
+    "INSERT INTO stock (w, s) VALUES (?, ?) ON CONFLICT (w, s) DO NOTHING",
+    "INSERT INTO stock (w, s) VALUES (?, lower(?))",
+    "INSERT INTO stock (w, s) VALUES (?, ?) RETURNING w",
+])
+def test_an_insert_that_copy_cannot_express_keeps_its_statement(sql: str) -> None:
+    assert copy_plan(sql) is None
 
 
 @given(st.text(alphabet="?%:'ab ", max_size=12))

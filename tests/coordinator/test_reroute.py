@@ -8,10 +8,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from coordinator import catalog, intake, queries
+from coordinator import catalog, intake, ledger, queries
 from coordinator.catalog import InventoryIn, upsert_inventory
-from coordinator.db import Database
-from coordinator.errors import NotFound
+from coordinator.db import Database, write_transaction
+from coordinator.errors import NotFound, StoreError
 from coordinator.reroute import load_incident, reroute_warehouse
 from coordinator.settings import AllocationConfig
 from protocols.orders import Channel, OrderIn, OrderLine
@@ -200,3 +200,35 @@ def test_rerouted_order_eta_counts_from_the_reroute_not_from_arrival(
     for moved in result.moved:
         handling = rules.tiers[moved.tier].handling_minutes
         assert datetime.fromisoformat(moved.eta) >= later + timedelta(minutes=handling)
+
+
+def test_a_set_based_move_that_touches_other_rows_than_counted_writes_nothing(
+        sample_db: Database, rules: AllocationConfig) -> None:
+    intake.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 5), now=NOW, config=rules)
+    held = sample_db.execute(
+        "SELECT r.order_id, count(*) FROM reservations r JOIN orders o ON o.id = r.order_id "
+        "WHERE r.warehouse_id = 'WH-02' AND r.status = 'held' GROUP BY r.order_id "
+        "ORDER BY r.order_id").fetchall()
+    assert held
+    lines = sum(n for _, n in held)
+
+    def move(counted: int) -> None:
+        book = ledger.Ledger(NOW)
+        for order_id, _ in held:
+            book.incident_order(("inc-count", order_id, "moved", "WH-02", "WH-01", 1.0,
+                                 "2026-11-24T03:00:00Z", 1, None))
+        book.open_incident("inc-count", "WH-02", "test", rules.version, len(held), 0)
+        book.move_incident_orders("inc-count", "WH-02", "test", counted)
+        with write_transaction(sample_db):
+            book.flush(sample_db)
+
+    with pytest.raises(StoreError, match="expected: rolled back"):
+        move(lines + 1)
+    assert sample_db.execute("SELECT count(*) FROM incident_orders").fetchone()[0] == 0
+    assert sample_db.execute(
+        "SELECT count(*) FROM reservations WHERE warehouse_id = 'WH-02' AND status = 'held'"
+    ).fetchone()[0] == lines
+    move(lines)
+    assert sample_db.execute(
+        "SELECT count(*) FROM order_lines WHERE warehouse_id = 'WH-01' AND order_id IN "
+        "(SELECT order_id FROM incident_orders)").fetchone()[0] == lines
