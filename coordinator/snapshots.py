@@ -106,6 +106,8 @@ class SnapshotLoader:
     handled_loaded: set[str] = field(default_factory=set)
     memo: _StockMemo | None = None  # the small-region stock kept for the next batch
     sqlite: bool = True
+    # load warehouse-wide stock totals (reservation_scope = warehouse) beside the stock
+    totals: bool = False
 
     def load(self, warehouse_ids: Sequence[str], sku_ids: Iterable[str]) -> None:
         """Make sure the stock of every (warehouse, sku) pair is in the snapshot."""
@@ -131,6 +133,10 @@ class SnapshotLoader:
         ).fetchall():
             if wid in warehouses:
                 warehouses[wid].handled_today = handled
+        if self.totals:
+            # read afresh every batch: correct even when the stock came from the memo
+            self.snapshot.totals = {}
+            _load_totals(self.db, self.snapshot.totals, list(warehouses))
         self.snapshot.loaded = None
 
     def load_pairs(self, pairs: Iterable[tuple[str, str]]) -> None:
@@ -168,6 +174,12 @@ class SnapshotLoader:
             ).fetchall():
                 warehouses[wid].handled_today = handled
             self.handled_loaded.update(fresh)
+            if self.totals:
+                # only warehouses met for the first time: a batch's own reservations
+                # are applied to the totals in memory (engine.apply), not re-read
+                if self.snapshot.totals is None:
+                    self.snapshot.totals = {}
+                _load_totals(self.db, self.snapshot.totals, fresh)
 
     def _candidates(self, order: OrderRequest, config: AllocationConfig,
                     exclude: frozenset[str], want: int) -> tuple[list[str], int]:
@@ -265,13 +277,17 @@ def snapshot_for(
     day = utc_day(now)
     cache = _cache(db)
     skus = {line.sku_id for order in orders for line in order.lines}
+    totals = config.reservation_scope == "warehouse"
     if complete:
         snapshot = _complete(db, cache, day, skus)
+        if totals:
+            snapshot.totals = {}
+            _load_totals(db, snapshot.totals, sorted(snapshot.stock))
         return SnapshotLoader(db, snapshot, day, sqlite=dialect(db) == "sqlite")
     memo = _stock_memos.pop(db, None)  # taken out: a failed batch leaves none behind
     snapshot = Snapshot(cache.warehouses, {}, cache.cold_skus, loaded=set(), index=cache.index)
     sqlite = dialect(db) == "sqlite"
-    loader = SnapshotLoader(db, snapshot, day, sqlite=sqlite)
+    loader = SnapshotLoader(db, snapshot, day, sqlite=sqlite, totals=totals)
     # the memo's token reads SQLite's data_version; on PostgreSQL every batch reads afresh
     reuse_stock = reuse_stock and sqlite
     if orders and len(cache.index) <= _INITIAL_LOAD:
@@ -289,6 +305,22 @@ def snapshot_for(
     else:
         loader.preload(orders, config)
     return loader
+
+
+def _load_totals(db: Database, into: dict[str, list[int]], warehouse_ids: Sequence[str]) -> None:
+    """Warehouse-wide [on hand, reserved] over every SKU (the ``warehouse`` reservation
+    scope). An aggregate over those warehouses' inventory rows (the primary key starts with
+    the warehouse): read only in that scope, never on the default path."""
+    for start in range(0, len(warehouse_ids), 900):
+        chunk = warehouse_ids[start:start + 900]
+        for wid, on_hand, reserved in db.execute(
+            "SELECT warehouse_id, SUM(on_hand), SUM(reserved) FROM inventory "
+            f"WHERE warehouse_id IN ({','.join('?' * len(chunk))}) GROUP BY warehouse_id",
+            list(chunk),
+        ).fetchall():
+            into[wid] = [int(on_hand), int(reserved)]
+        for wid in chunk:  # no inventory rows: nothing held, nothing reserved
+            into.setdefault(wid, [0, 0])
 
 
 def known_skus(db: Database) -> frozenset[str]:
