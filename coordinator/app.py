@@ -61,7 +61,7 @@ from coordinator.engine import CandidateTrace, why_not
 from coordinator.engine import Decision as EngineDecision
 from coordinator.errors import Conflict, ImportFileError, NotFound, StoreError
 from coordinator.intake import GroupCommitter
-from coordinator.live import LocalHub
+from coordinator.live import hub_for
 from coordinator.observability import Metrics
 from coordinator.postgres import is_postgres_url
 from coordinator.retry import RetryResult, retry_waiting
@@ -775,7 +775,8 @@ def create_app(
         open_database(chosen.db_path).conn.close()  # create and migrate once, at start
         # per app, never process-wide: tests and benchmarks run many apps in one process
         app.state.metrics = Metrics()
-        app.state.live = LocalHub(asyncio.get_running_loop())
+        # in-process on SQLite; through LISTEN/NOTIFY on PostgreSQL (several instances)
+        app.state.live = hub_for(chosen.db_path, asyncio.get_running_loop())
         connections = Connections(chosen.db_path)
         app.state.connections = connections
         app.state.reads = Coalescer()  # identical reads in flight share one computation
