@@ -41,7 +41,7 @@ from pydantic import (
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 
-from coordinator import auth, ledger, observability, queries
+from coordinator import auth, ledger, observability, queries, security_metrics
 from coordinator.auth.config import auth_config_of
 from coordinator.body_limits import BodyLimitMiddleware
 from coordinator.catalog import (
@@ -779,6 +779,7 @@ def create_app(
         app.state.live = hub_for(chosen.db_path, asyncio.get_running_loop())
         connections = Connections(chosen.db_path)
         app.state.connections = connections
+        security_metrics.install(app)  # auth and gateway refusals on /metrics
         app.state.reads = Coalescer()  # identical reads in flight share one computation
         await auth.bootstrap(app)
         # SQLite's WAL is folded back on a thread of its own; PostgreSQL does that itself
