@@ -4,8 +4,8 @@ Two sources, both already kept for ``/stats`` and the security page:
 
 - the app's in-memory request counters (``app.state.counters``): failed logins, requests
   refused for a missing or bad credential (401) or a role or scope (403), logins refused
-  while locked out, and boundary refusals (422 bodies, 413 sizes, import content types);
-  read at collect time (no I/O);
+  while locked out and the lockouts started, and boundary refusals (422 bodies, 413
+  sizes, import content types); read at collect time (no I/O);
 - the gateway registry's ``security_events`` (never pruned): messages from gateways
   refused, held for confirmation, or applied but flagged, by reason and kind; and the
   messages held now. Read from the store before each scrape, on a worker thread.
@@ -31,6 +31,8 @@ AUTH_KINDS = {
     "auth_forbidden": "forbidden",
     "auth_login_locked": "login_locked",
 }
+# app.state.counters key -> by label of breakwater_login_lockouts_total
+LOCKOUTS = {"auth_lockouts_user": "user", "auth_lockouts_address": "address"}
 # app.state.counters key -> reason label of breakwater_requests_refused_total
 REFUSAL_REASONS = {
     "requests_invalid": "invalid",
@@ -58,6 +60,13 @@ class SecurityCollector(Collector):
         for key, kind in AUTH_KINDS.items():
             auth.add_metric([kind], counts.get(key, 0))
         yield auth
+        lockouts = CounterMetricFamily(
+            "breakwater_login_lockouts",
+            "Login lockouts started (too many failures), by username or source address.",
+            labels=["by"])
+        for key, by in LOCKOUTS.items():
+            lockouts.add_metric([by], counts.get(key, 0))
+        yield lockouts
         refused = CounterMetricFamily(
             "breakwater_requests_refused",
             "Requests refused at the boundary before anything was written, by reason.",
