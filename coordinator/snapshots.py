@@ -10,7 +10,8 @@ every use so they can never serve stale data:
   ``meta`` versions;
 - in a small region (a few warehouses) the stock this connection committed with its last
   intake batch, reused while SQLite's ``data_version`` and the connection's
-  ``total_changes`` show nobody wrote since.
+  ``total_changes`` show nobody wrote since; and the same way, in any region, the
+  warehouse-wide stock totals (only read under ``reservation_scope = "warehouse"``).
 """
 
 from __future__ import annotations
@@ -96,6 +97,18 @@ _stock_memos: weakref.WeakKeyDictionary[Database, _StockMemo] = weakref.WeakKeyD
 
 
 @dataclass(slots=True)
+class _TotalsMemo:
+    """Warehouse-wide stock totals as this connection last committed them (any region size:
+    a batch meets hundreds of warehouses in a large one, each an aggregate to read)."""
+
+    token: tuple[int, int, tuple[int, int], str] | None
+    totals: dict[str, list[int]]
+
+
+_totals_memos: weakref.WeakKeyDictionary[Database, _TotalsMemo] = weakref.WeakKeyDictionary()
+
+
+@dataclass(slots=True)
 class SnapshotLoader:
     """A snapshot for one transaction; a partial one grows on demand (stock per
     (warehouse, sku) pair). Built only by :func:`snapshot_for`."""
@@ -108,6 +121,7 @@ class SnapshotLoader:
     sqlite: bool = True
     # load warehouse-wide stock totals (reservation_scope = warehouse) beside the stock
     totals: bool = False
+    totals_memo: _TotalsMemo | None = None  # the totals kept for the next batch
 
     def load(self, warehouse_ids: Sequence[str], sku_ids: Iterable[str]) -> None:
         """Make sure the stock of every (warehouse, sku) pair is in the snapshot."""
@@ -134,9 +148,7 @@ class SnapshotLoader:
             if wid in warehouses:
                 warehouses[wid].handled_today = handled
         if self.totals:
-            # read afresh every batch: correct even when the stock came from the memo
-            self.snapshot.totals = {}
-            _load_totals(self.db, self.snapshot.totals, list(warehouses))
+            _load_totals(self.db, self._totals(), list(warehouses))
         self.snapshot.loaded = None
 
     def load_pairs(self, pairs: Iterable[tuple[str, str]]) -> None:
@@ -177,9 +189,13 @@ class SnapshotLoader:
             if self.totals:
                 # only warehouses met for the first time: a batch's own reservations
                 # are applied to the totals in memory (engine.apply), not re-read
-                if self.snapshot.totals is None:
-                    self.snapshot.totals = {}
-                _load_totals(self.db, self.snapshot.totals, fresh)
+                _load_totals(self.db, self._totals(), fresh)
+
+    def _totals(self) -> dict[str, list[int]]:
+        totals = self.snapshot.totals
+        if totals is None:
+            totals = self.snapshot.totals = {}
+        return totals
 
     def _candidates(self, order: OrderRequest, config: AllocationConfig,
                     exclude: frozenset[str], want: int) -> tuple[list[str], int]:
@@ -240,11 +256,15 @@ class SnapshotLoader:
         """Every reservation of the batch is written (and applied to this snapshot)."""
         if self.memo is not None:
             self.memo.token = _memo_token(self.db, self.day)
+        if self.totals_memo is not None:
+            self.totals_memo.token = _memo_token(self.db, self.day)
 
     def committed(self) -> None:
         """The batch committed: the kept stock is the database's stock now."""
         if self.memo is not None:
             _stock_memos[self.db] = self.memo
+        if self.totals_memo is not None:
+            _totals_memos[self.db] = self.totals_memo
 
 
 def _memo_token(db: Database, day: str) -> tuple[int, int, tuple[int, int], str]:
@@ -290,6 +310,12 @@ def snapshot_for(
     loader = SnapshotLoader(db, snapshot, day, sqlite=sqlite, totals=totals)
     # the memo's token reads SQLite's data_version; on PostgreSQL every batch reads afresh
     reuse_stock = reuse_stock and sqlite
+    if totals:
+        kept = _totals_memos.pop(db, None)  # taken out, as the stock memo
+        if not reuse_stock or kept is None or kept.token != _memo_token(db, day):
+            kept = _TotalsMemo(None, {})
+        snapshot.totals = kept.totals
+        loader.totals_memo = kept if reuse_stock else None
     if orders and len(cache.index) <= _INITIAL_LOAD:
         # a small region: one query loads every warehouse's stock of the whole batch,
         # after which the snapshot is complete for every SKU the batch asks about
@@ -309,8 +335,10 @@ def snapshot_for(
 
 def _load_totals(db: Database, into: dict[str, list[int]], warehouse_ids: Sequence[str]) -> None:
     """Warehouse-wide [on hand, reserved] over every SKU (the ``warehouse`` reservation
-    scope). An aggregate over those warehouses' inventory rows (the primary key starts with
-    the warehouse): read only in that scope, never on the default path."""
+    scope) of the warehouses ``into`` lacks. An aggregate over those warehouses' inventory
+    rows (the primary key starts with the warehouse): read only in that scope, never on
+    the default path."""
+    warehouse_ids = [w for w in warehouse_ids if w not in into]
     for start in range(0, len(warehouse_ids), 900):
         chunk = warehouse_ids[start:start + 900]
         for wid, on_hand, reserved in db.execute(

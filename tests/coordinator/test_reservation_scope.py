@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from coordinator import intake, queries
 from coordinator.catalog import InventoryIn, upsert_inventory
-from coordinator.db import Database
+from coordinator.db import Database, open_database
 from coordinator.ledger import trace_candidates
 from coordinator.retry import retry_waiting
 from coordinator.settings import AllocationConfig
@@ -36,13 +36,7 @@ def _busy_wh04(db: Database) -> tuple[str, str]:
     """WH-04 keeps two SKUs: ``bulk`` (1,000, of which 950 get reserved by one order) and
     ``other`` (50, none reserved): 90 % of the warehouse is reserved, 0 % of ``other``."""
     bulk, other = _ambient(db, 2)
-    held = [str(r[0]) for r in db.execute(
-        "SELECT sku_id FROM inventory WHERE warehouse_id = 'WH-04'").fetchall()]
-    upsert_inventory(db, [InventoryIn(warehouse_id="WH-04", sku_id=s, on_hand=0) for s in held
-                          if s not in (bulk, other)]
-                     + [InventoryIn(warehouse_id="WH-04", sku_id=bulk, on_hand=1000),
-                        InventoryIn(warehouse_id="WH-04", sku_id=other, on_hand=50)], NOW)
-    upsert_inventory(db, [InventoryIn(warehouse_id="WH-03", sku_id=other, on_hand=500)], NOW)
+    _busy_wh04_empty(db)
     [big] = intake.submit_orders(db, [_order("BULK-1", bulk, 950)], now=NOW, config=PER_SKU)
     assert big.warehouse_id == "WH-04"
     return bulk, other
@@ -95,3 +89,35 @@ def _candidates(decision: dict[str, object]) -> list[dict[str, object]]:
     trace = decision["trace"]
     assert isinstance(trace, dict)
     return trace_candidates(trace)
+
+
+def test_warehouse_totals_kept_between_batches_see_another_writers_reservations(
+        store_db: Database, db_target: str) -> None:
+    """The totals a connection keeps from its last batch are dropped once anybody else
+    wrote: here another coordinator connection reserves 95 % of WH-04 in between."""
+    _busy_wh04_empty(store_db)
+    bulk, other = _ambient(store_db, 2)
+    [first] = intake.submit_orders(store_db, [_order("K-1", other)], now=NOW, config=WAREHOUSE)
+    assert first.warehouse_id == "WH-04"  # 1 of 1,050 reserved
+    elsewhere = open_database(db_target)
+    try:
+        [big] = intake.submit_orders(elsewhere, [_order("K-BULK", bulk, 1000)], now=NOW,
+                                     config=PER_SKU)
+        assert big.warehouse_id == "WH-04"
+    finally:
+        elsewhere.conn.close()
+    [second] = intake.submit_orders(store_db, [_order("K-2", other)], now=NOW,
+                                    config=WAREHOUSE)
+    assert second.warehouse_id not in (None, "WH-04")  # 1,001 of 1,050: 95 %
+
+
+def _busy_wh04_empty(db: Database) -> None:
+    """WH-04 holds only ``bulk`` (1,000) and ``other`` (50), nothing reserved."""
+    bulk, other = _ambient(db, 2)
+    held = [str(r[0]) for r in db.execute(
+        "SELECT sku_id FROM inventory WHERE warehouse_id = 'WH-04'").fetchall()]
+    upsert_inventory(db, [InventoryIn(warehouse_id="WH-04", sku_id=s, on_hand=0) for s in held
+                          if s not in (bulk, other)]
+                     + [InventoryIn(warehouse_id="WH-04", sku_id=bulk, on_hand=1000),
+                        InventoryIn(warehouse_id="WH-04", sku_id=other, on_hand=50)], NOW)
+    upsert_inventory(db, [InventoryIn(warehouse_id="WH-03", sku_id=other, on_hand=500)], NOW)
