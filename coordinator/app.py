@@ -42,7 +42,7 @@ from pydantic import (
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 
-from coordinator import auth, ledger, observability, queries
+from coordinator import auth, ledger, observability, queries, security_metrics
 from coordinator.auth.config import auth_config_of
 from coordinator.body_limits import BodyLimitMiddleware
 from coordinator.catalog import (
@@ -63,11 +63,12 @@ from coordinator.engine import Decision as EngineDecision
 from coordinator.errors import Conflict, ImportFileError, NotFound, StoreError
 from coordinator.imports import ImportFormat, detect_format, form_file, media_type
 from coordinator.intake import GroupCommitter
-from coordinator.live import LocalHub
+from coordinator.live import hub_for
 from coordinator.observability import Metrics
 from coordinator.postgres import is_postgres_url
 from coordinator.retry import RetryResult, retry_waiting
 from coordinator.settings import Settings
+from coordinator.trace_names import Names
 from protocols.clock import Clock, SystemClock
 from protocols.geo import great_circle_km
 from protocols.orders import DouyinOrder, MeituanOrder, OrderIn, WechatMiniOrder, normalise
@@ -319,21 +320,22 @@ def _normalise_all(items: Sequence[BaseModel], single: bool) -> list[OrderIn] | 
     return orders
 
 
-def _decision_view(row: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+def _decision_view(row: dict[str, Any], names: Names) -> dict[str, Any]:
     candidates = ledger.trace_candidates(row["trace"])
     lines = []
     for c in candidates:
-        c["name"] = names.get(c["warehouse_id"])
+        c["name"] = names.warehouses.get(c["warehouse_id"])
         head = f"{c['warehouse_id']} {c['name'] or ''} ({c['distance_km']} km)".replace("  ", " ")
+        why = names.named(c["why"] or "")
         if c["chosen"]:
             lines.append(f"{head}: CHOSEN, score {c['score']}, reservation rate "
                          f"{c['reservation_rate']:.0%}, stock depth {c['stock_depth']}x")
         elif c["dropped_by"] == "ranking":
-            lines.append(f"{head}: feasible but {c['why']} (score {c['score']})")
+            lines.append(f"{head}: feasible but {why} (score {c['score']})")
         else:
-            lines.append(f"{head}: dropped by {c['dropped_by']}: {c['why']}")
+            lines.append(f"{head}: dropped by {c['dropped_by']}: {why}")
     if row["outcome"] != "allocated":
-        lines.append(f"not allocated: {row['reason']}")
+        lines.append(f"not allocated: {names.named(row['reason'] or '')}")
     return {
         "kind": row["kind"], "decided_at": row["decided_at"], "incident_id": row["incident_id"],
         "rule_set_version": row["rule_set_version"], "outcome": row["outcome"],
@@ -505,7 +507,7 @@ def _orders_router() -> APIRouter:
         rows = queries.decisions_of(db, order_id)
         if not queries.order_exists(db, order_id):
             raise _not_found(NotFound("order", order_id))
-        names = queries.warehouse_names(db)
+        names = Names(queries.warehouse_names(db), queries.sku_names_of_order(db, order_id))
         out: dict[str, Any] = {"order_id": order_id,
                                "decisions": [_decision_view(r, names) for r in rows]}
         if why_not_warehouse is not None:
@@ -518,7 +520,8 @@ def _orders_router() -> APIRouter:
             # every decision of the order: it may have been allocated there, then
             # rerouted away; the latest answer first, the whole history beside it
             history = [{"decision": n, "kind": r["kind"], "decided_at": r["decided_at"],
-                        "answer": why_not(_as_decision(r), why_not_warehouse, distance)}
+                        "answer": names.named(why_not(_as_decision(r), why_not_warehouse,
+                                                      distance))}
                        for n, r in enumerate(rows, 1)]
             answer = history[-1]["answer"] if history else "no allocation decision recorded yet"
             out["why_not"] = {"warehouse_id": why_not_warehouse, "name": wh["name"],
@@ -787,9 +790,11 @@ def create_app(
         open_database(chosen.db_path).conn.close()  # create and migrate once, at start
         # per app, never process-wide: tests and benchmarks run many apps in one process
         app.state.metrics = Metrics()
-        app.state.live = LocalHub(asyncio.get_running_loop())
+        # in-process on SQLite; through LISTEN/NOTIFY on PostgreSQL (several instances)
+        app.state.live = hub_for(chosen.db_path, asyncio.get_running_loop())
         connections = Connections(chosen.db_path)
         app.state.connections = connections
+        security_metrics.install(app)  # auth and gateway refusals on /metrics
         app.state.reads = Coalescer()  # identical reads in flight share one computation
         await auth.bootstrap(app)
         # SQLite's WAL is folded back on a thread of its own; PostgreSQL does that itself

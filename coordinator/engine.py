@@ -71,6 +71,9 @@ class Snapshot:
     cold_skus: frozenset[str]
     loaded: set[tuple[str, str]] | None = None
     index: SpatialIndex | None = None
+    # warehouse -> [on hand, reserved] summed over every SKU it holds: only the
+    # ``warehouse`` reservation scope reads it (None: not loaded)
+    totals: dict[str, list[int]] | None = None
 
     def __post_init__(self) -> None:
         if self.index is None:
@@ -329,6 +332,38 @@ def _rate_and_depth(f: _Feasible, lines: Sequence[Line],
     f.depth = 0.0 if depth == math.inf else depth
 
 
+def totals_of(stock: dict[str, dict[str, StockState]]) -> dict[str, list[int]]:
+    """Warehouse-wide [on hand, reserved] of a complete stock map (tests, benchmarks)."""
+    return {wid: [sum(s.on_hand for s in per.values()), sum(s.reserved for s in per.values())]
+            for wid, per in stock.items()}
+
+
+def _reservation_why(f: _Feasible, snapshot: Snapshot, config: AllocationConfig) -> str | None:
+    """Why layer 2 drops ``f`` for its reservation rate, or None. In the ``warehouse``
+    scope this sets ``f.rate`` to the warehouse-wide rate (the trace shows what was tested)."""
+    threshold = config.reservation_threshold
+    if config.reservation_scope == "warehouse":
+        totals = snapshot.totals
+        held = None if totals is None else totals.get(f.warehouse.id)
+        if held is None:
+            raise AllocationError(f"snapshot lacks the stock totals of {f.warehouse.id!r} "
+                                  "(reservation_scope = warehouse)")
+        on_hand, reserved = held
+        f.rate = reserved / on_hand if on_hand > 0 else 1.0
+        if f.rate <= threshold:
+            return None
+        return (f"warehouse-wide reservation rate {f.rate:.0%} ({reserved} of {on_hand} "
+                f"units reserved, all SKUs) above {threshold:.0%} (scope: warehouse)")
+    if f.rate <= threshold:
+        return None
+    # the SKU that set it: the warehouse as a whole may look nearly empty
+    st = snapshot.stock_of(f.warehouse.id, f.rate_sku or "")
+    numbers = "none on hand" if st is None or st.on_hand <= 0 else (
+        f"{st.reserved} of {st.on_hand} reserved")
+    return (f"reservation rate of {f.rate_sku} {f.rate:.0%} ({numbers}) above "
+            f"{threshold:.0%} (scope: per_sku)")
+
+
 def _over_capacity(wh: WarehouseState) -> bool:
     return (not wh.capacity_override and wh.daily_capacity > 0
             and wh.handled_today >= wh.daily_capacity)
@@ -349,14 +384,14 @@ def allocate(
     traces: list[CandidateTrace] = []
     kept: list[_Feasible] = []
     threshold = config.reservation_threshold
+    warehouse_scope = config.reservation_scope == "warehouse"
     lines = _demand(order.lines)
     stock = snapshot.stock
     for f in walk.feasible:
         _rate_and_depth(f, lines, stock)
         wh = f.warehouse
-        if f.rate > threshold:
-            # the SKU that set it: the warehouse as a whole may look nearly empty
-            why = f"reservation rate of {f.rate_sku} {f.rate:.0%} above {threshold:.0%}"
+        if (f.rate > threshold or warehouse_scope) and (
+                why := _reservation_why(f, snapshot, config)) is not None:
             traces.append(_trace((wh.id, f.distance_km, round(f.rate, 4), round(f.depth, 3),
                                   None, False, "inventory", why)))
         elif _over_capacity(wh):
@@ -446,9 +481,12 @@ def _split(
     pool: list[_Feasible] = []
     traces: list[CandidateTrace] = []
     demand = _demand(order.lines)
+    per_sku = config.reservation_scope == "per_sku"
     for f in walk.partial:
         _rate_and_depth(f, demand, snapshot.stock)
         if _over_capacity(f.warehouse):
+            continue
+        if not per_sku and _reservation_why(f, snapshot, config) is not None:
             continue
         pool.append(f)
     remaining = list(order.lines)
@@ -463,7 +501,7 @@ def _split(
                 st = per.get(line.sku_id)
                 need = taken.get(line.sku_id, 0) + line.qty
                 if st is not None and st.on_hand > 0 and st.sellable >= need and (
-                    st.reserved / st.on_hand <= config.reservation_threshold
+                    not per_sku or st.reserved / st.on_hand <= config.reservation_threshold
                 ):
                     covers.append(line)
                     taken[line.sku_id] = need
@@ -492,14 +530,18 @@ def _split(
 
 def apply(decision: Decision, snapshot: Snapshot) -> None:
     """Reserve the decision's stock in the (in-memory) snapshot, as the store does in SQL."""
+    totals = snapshot.totals
     for part in decision.parts:
         per = snapshot.stock.setdefault(part.warehouse_id, {})
+        held = None if totals is None else totals.get(part.warehouse_id)
         for line in part.lines:
             st = per.get(line.sku_id)
             if st is None or st.sellable < line.qty:
                 message = f"cannot reserve {line.qty} x {line.sku_id} at {part.warehouse_id}"
                 raise AllocationError(message)
             st.reserved += line.qty
+            if held is not None:
+                held[1] += line.qty
         snapshot.warehouses[part.warehouse_id].handled_today += 1
 
 
@@ -508,10 +550,14 @@ def release(warehouse_id: str, lines: Iterable[Line], snapshot: Snapshot) -> Non
     per = snapshot.stock.get(warehouse_id)
     if per is None:
         return
+    held = None if snapshot.totals is None else snapshot.totals.get(warehouse_id)
     for line in lines:
         st = per.get(line.sku_id)
         if st is not None:
-            st.reserved = max(0, st.reserved - line.qty)
+            given = min(st.reserved, line.qty)
+            st.reserved -= given
+            if held is not None:
+                held[1] -= given
 
 
 def batch_order(orders: Iterable[OrderRequest], config: AllocationConfig) -> list[OrderRequest]:

@@ -5,7 +5,8 @@ incident and orders it as a timeline: the first reading over the limit, pending,
 (event time) and when its event reached head office (late after an uplink outage?), the
 warehouse leaving service, the reroute with counts per destination warehouse, notices
 sent and failed, acknowledgements, assignments, comments, escalations and breaker
-commands (with who), the breaker clearing, the warehouse back, the incident closed. Also
+commands (with who), the agent's uplink lost and regained, the breaker clearing, the
+warehouse back, the incident closed. Also
 the readings that tripped it (zone, value, limit, how long), a per-zone chart series for
 the hours around it with the limit and trip/clear markers, and the incident's orders.
 
@@ -134,7 +135,8 @@ def _notices(db: Database, incident_id: str) -> list[dict[str, Any]]:
 def _timeline(head: dict[str, Any], events: list[dict[str, Any]],
               tripping: dict[str, Any] | None, audit: list[dict[str, Any]],
               destinations: list[dict[str, Any]], notices: list[dict[str, Any]],
-              actions: list[incident_log.ActionRow]) -> list[dict[str, Any]]:
+              actions: list[incident_log.ActionRow],
+              uplink: list[dict[str, Any]]) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
 
     def add(at: str | None, kind: str, **detail: Any) -> None:
@@ -173,6 +175,9 @@ def _timeline(head: dict[str, Any], events: list[dict[str, Any]],
             f"notices_{n['status']}", channel=n["kind"], count=n["n"], error=n["error"])
     for act in actions:
         add(act.at, act.action, actor=act.actor, detail=act.detail)
+    for u in uplink:  # the agent offline and back: why events reached head office late
+        add(u["at"], "uplink_regained" if u["online"] else "uplink_lost",
+            agent_id=u["agent_id"], how=u["how"])
     add(head.get("closed_at"), "closed")
     items.sort(key=lambda i: datetime.fromisoformat(i["at"]))
     return items
@@ -191,6 +196,7 @@ def incident_view(db: Database, incident_id: str, now: datetime) -> dict[str, An
         until = min(now, (closed or now) + CHART_AFTER)
         wid = head["warehouse_id"]
         events = incident_log.breaker_log(db, wid, stamp(since), stamp(closed or now))
+        uplink = incident_log.uplink_log(db, wid, stamp(since), stamp(closed or now))
         # the trip before the incident opened and the first clear after it: this story
         trip = _trip(events, incident_id)
         tripping = _tripping(trip)
@@ -215,7 +221,7 @@ def incident_view(db: Database, incident_id: str, now: datetime) -> dict[str, An
             "incident": head,
             "tripping": tripping,
             "timeline": _timeline(head, events, tripping, audit, destinations, notices,
-                                  actions),
+                                  actions, uplink),
             "chart": {**_chart(db, wid, since, until),
                       "limit": tripping["limit"] if tripping else None,
                       "markers": markers},

@@ -9,11 +9,12 @@ server-sent event streams) iterate a :class:`Subscription` on the event loop.
 Implementations:
 
 - :class:`LocalHub` (here): in-process, for one coordinator on SQLite;
-- with several coordinator instances on PostgreSQL, a hub whose ``publish`` runs
-  ``NOTIFY breakwater_live, '<topic>'`` and whose listener (one connection per instance
-  doing ``LISTEN breakwater_live``) fans out to its own subscribers exactly as
-  :class:`LocalHub` does: pages on every instance hear what the ops leader changed.
-  Nothing else changes: publishers and the SSE endpoint see only :class:`Hub`.
+- :class:`coordinator.live_pg.PgHub`: on PostgreSQL (several coordinator instances), a
+  hub whose ``publish`` also runs ``NOTIFY breakwater_live, '<topic>'`` and whose listener
+  (one connection per instance doing ``LISTEN breakwater_live``) fans out to its own
+  subscribers exactly as :class:`LocalHub` does: pages on every instance hear what the
+  ops leader changed. Nothing else changes: publishers and the SSE endpoint see only
+  :class:`Hub`. :func:`hub_for` picks one from the database URL.
 
 Changes coalesce: a subscriber that has not read yet keeps one pending mark per topic,
 so a burst (a reroute touching 287 orders) costs one re-read, and a slow page never
@@ -72,6 +73,18 @@ class Hub(Protocol):
     def close(self) -> None:
         """End every subscription (shutdown)."""
         ...
+
+
+def hub_for(db_target: str, loop: asyncio.AbstractEventLoop) -> Hub:
+    """The hub for an app on ``db_target``: through PostgreSQL when it is one (other
+    instances may share it), in-process on SQLite (one coordinator per file)."""
+    from coordinator.postgres import is_postgres_url
+
+    if is_postgres_url(db_target):
+        from coordinator.live_pg import PgHub  # imports this module: not at the top
+
+        return PgHub(db_target, loop)
+    return LocalHub(loop)
 
 
 class LocalHub:

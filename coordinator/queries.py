@@ -51,6 +51,13 @@ def warehouse_names(db: Database) -> dict[str, str]:
     return {str(i): str(n) for i, n in db.execute("SELECT id, name FROM warehouses")}
 
 
+def sku_names_of_order(db: Database, order_id: str) -> dict[str, str]:
+    """The names of an order's SKUs by id (its traces show names beside ids)."""
+    return {str(i): str(n) for i, n in db.execute(
+        "SELECT DISTINCT s.id, s.name FROM order_lines l JOIN skus s ON s.id = l.sku_id "
+        "WHERE l.order_id = ?", [order_id])}
+
+
 def decisions_of(db: Database, order_id: str) -> list[dict[str, Any]]:
     """Every allocation decision of an order, oldest first, trace decoded."""
     rows = _dicts(db, "SELECT * FROM allocation_decisions WHERE order_id = ? ORDER BY id",

@@ -29,7 +29,7 @@ import tomllib
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -82,6 +82,11 @@ class AllocationConfig(_Section):
     reservation_threshold: float = Field(
         default=0.85, gt=0, le=1, description="drop a warehouse above this reservation rate"
     )
+    # per_sku: the rate of the order's SKUs at the warehouse (worst line);
+    # warehouse: the rate of everything the warehouse holds (docs/coordinator.md)
+    reservation_scope: Literal["per_sku", "warehouse"] = Field(
+        default="per_sku", description="what the reservation rate is measured over"
+    )
     weight_distance: float = Field(default=0.6, ge=0, le=1)
     weight_depth: float = Field(default=0.4, ge=0, le=1)
     default_tier: int = Field(default=2, ge=1)
@@ -106,7 +111,11 @@ class AllocationConfig(_Section):
     @cached_property
     def version(self) -> str:
         """``name+hash``: two configs with the same name but other numbers differ."""
-        body = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        dumped = self.model_dump(mode="json")
+        if dumped["reservation_scope"] == "per_sku":
+            # the behaviour before the setting existed: the same rules keep their version
+            del dumped["reservation_scope"]
+        body = json.dumps(dumped, sort_keys=True)
         digest = hashlib.sha256(body.encode()).hexdigest()[:8]
         return f"{self.rule_set_name}+{digest}"
 

@@ -10,7 +10,8 @@ every use so they can never serve stale data:
   ``meta`` versions;
 - in a small region (a few warehouses) the stock this connection committed with its last
   intake batch, reused while SQLite's ``data_version`` and the connection's
-  ``total_changes`` show nobody wrote since.
+  ``total_changes`` show nobody wrote since; and the same way, in any region, the
+  warehouse-wide stock totals (only read under ``reservation_scope = "warehouse"``).
 """
 
 from __future__ import annotations
@@ -111,6 +112,18 @@ _stock_memos: weakref.WeakKeyDictionary[Database, _StockMemo] = weakref.WeakKeyD
 
 
 @dataclass(slots=True)
+class _TotalsMemo:
+    """Warehouse-wide stock totals as this connection last committed them (any region size:
+    a batch meets hundreds of warehouses in a large one, each an aggregate to read)."""
+
+    token: tuple[int, int, tuple[int, int], str] | None
+    totals: dict[str, list[int]]
+
+
+_totals_memos: weakref.WeakKeyDictionary[Database, _TotalsMemo] = weakref.WeakKeyDictionary()
+
+
+@dataclass(slots=True)
 class SnapshotLoader:
     """A snapshot for one transaction; a partial one grows on demand (stock per
     (warehouse, sku) pair). Built only by :func:`snapshot_for`."""
@@ -121,6 +134,9 @@ class SnapshotLoader:
     handled_loaded: set[str] = field(default_factory=set)
     memo: _StockMemo | None = None  # the small-region stock kept for the next batch
     sqlite: bool = True
+    # load warehouse-wide stock totals (reservation_scope = warehouse) beside the stock
+    totals: bool = False
+    totals_memo: _TotalsMemo | None = None  # the totals kept for the next batch
 
     def load(self, warehouse_ids: Sequence[str], sku_ids: Iterable[str]) -> None:
         """Make sure the stock of every (warehouse, sku) pair is in the snapshot."""
@@ -138,6 +154,8 @@ class SnapshotLoader:
         ).fetchall():
             if wid in warehouses:
                 warehouses[wid].handled_today = handled
+        if self.totals:
+            _load_totals(self.db, self._totals(), list(warehouses))
         self.snapshot.loaded = None
 
     def load_pairs(self, pairs: Iterable[tuple[str, str]]) -> None:
@@ -180,6 +198,16 @@ class SnapshotLoader:
             ).fetchall():
                 warehouses[wid].handled_today = handled
             self.handled_loaded.update(fresh)
+            if self.totals:
+                # only warehouses met for the first time: a batch's own reservations
+                # are applied to the totals in memory (engine.apply), not re-read
+                _load_totals(self.db, self._totals(), fresh)
+
+    def _totals(self) -> dict[str, list[int]]:
+        totals = self.snapshot.totals
+        if totals is None:
+            totals = self.snapshot.totals = {}
+        return totals
 
     def _candidates(self, order: OrderRequest, config: AllocationConfig,
                     exclude: frozenset[str], want: int) -> tuple[list[str], int]:
@@ -240,11 +268,15 @@ class SnapshotLoader:
         """Every reservation of the batch is written (and applied to this snapshot)."""
         if self.memo is not None:
             self.memo.token = _memo_token(self.db, self.day)
+        if self.totals_memo is not None:
+            self.totals_memo.token = _memo_token(self.db, self.day)
 
     def committed(self) -> None:
         """The batch committed: the kept stock is the database's stock now."""
         if self.memo is not None:
             _stock_memos[self.db] = self.memo
+        if self.totals_memo is not None:
+            _totals_memos[self.db] = self.totals_memo
 
 
 def _memo_token(db: Database, day: str) -> tuple[int, int, tuple[int, int], str]:
@@ -277,15 +309,25 @@ def snapshot_for(
     day = utc_day(now)
     cache = _cache(db)
     skus = {line.sku_id for order in orders for line in order.lines}
+    totals = config.reservation_scope == "warehouse"
     if complete:
         snapshot = _complete(db, cache, day, skus)
+        if totals:
+            snapshot.totals = {}
+            _load_totals(db, snapshot.totals, sorted(snapshot.stock))
         return SnapshotLoader(db, snapshot, day, sqlite=dialect(db) == "sqlite")
     memo = _stock_memos.pop(db, None)  # taken out: a failed batch leaves none behind
     snapshot = Snapshot(cache.warehouses, {}, cache.cold_skus, loaded=set(), index=cache.index)
     sqlite = dialect(db) == "sqlite"
-    loader = SnapshotLoader(db, snapshot, day, sqlite=sqlite)
+    loader = SnapshotLoader(db, snapshot, day, sqlite=sqlite, totals=totals)
     # the memo's token reads SQLite's data_version; on PostgreSQL every batch reads afresh
     reuse_stock = reuse_stock and sqlite
+    if totals:
+        kept = _totals_memos.pop(db, None)  # taken out, as the stock memo
+        if not reuse_stock or kept is None or kept.token != _memo_token(db, day):
+            kept = _TotalsMemo(None, {})
+        snapshot.totals = kept.totals
+        loader.totals_memo = kept if reuse_stock else None
     if orders and len(cache.index) <= _INITIAL_LOAD:
         # a small region: one query loads every warehouse's stock of the whole batch,
         # after which the snapshot is complete for every SKU the batch asks about
@@ -319,6 +361,24 @@ def _read_stock(db: Database, skus: list[str], stock: dict[str, dict[str, StockS
             if per is None:
                 per = stock[wid] = {}
             per[sid] = StockState(on_hand, reserved, safety)
+
+
+def _load_totals(db: Database, into: dict[str, list[int]], warehouse_ids: Sequence[str]) -> None:
+    """Warehouse-wide [on hand, reserved] over every SKU (the ``warehouse`` reservation
+    scope) of the warehouses ``into`` lacks. An aggregate over those warehouses' inventory
+    rows (the primary key starts with the warehouse): read only in that scope, never on
+    the default path."""
+    warehouse_ids = [w for w in warehouse_ids if w not in into]
+    for start in range(0, len(warehouse_ids), 900):
+        chunk = warehouse_ids[start:start + 900]
+        for wid, on_hand, reserved in db.execute(
+            "SELECT warehouse_id, SUM(on_hand), SUM(reserved) FROM inventory "
+            f"WHERE warehouse_id IN ({','.join('?' * len(chunk))}) GROUP BY warehouse_id",
+            list(chunk),
+        ).fetchall():
+            into[wid] = [int(on_hand), int(reserved)]
+        for wid in chunk:  # no inventory rows: nothing held, nothing reserved
+            into.setdefault(wid, [0, 0])
 
 
 def known_skus(db: Database) -> frozenset[str]:

@@ -34,6 +34,7 @@ from coordinator.auth.guard import (
     requires,
 )
 from coordinator.auth.roles import ANY_ROLE, Role, Scope
+from coordinator.auth.throttle import LoginThrottle
 from coordinator.db import Database
 from coordinator.errors import Conflict, NotFound
 from protocols.timestamps import stamp
@@ -92,20 +93,41 @@ def _config(request: Request) -> AuthConfig:
 session_router = APIRouter(tags=["auth"])
 
 
+def _bump(request: Request, *keys: str) -> None:
+    with request.app.state.counters_lock:
+        for key in keys:
+            request.app.state.counters[key] += 1
+
+
 @session_router.post("/auth/login", dependencies=[public()],
-                     responses={401: {"description": "wrong username or password"}})
-def login(request: Request, body: LoginRequest, response: Response) -> dict[str, Any]:
+                     responses={401: {"description": "wrong username or password"},
+                                429: {"description": "too many failed logins: locked out "
+                                                     "for a while (Retry-After)"}})
+def login(request: Request, body: LoginRequest, response: Response) -> Any:
     """A person's login: sets the session cookie (HttpOnly, SameSite=Strict) and returns
     the CSRF token every state-changing request of this session must send
-    (``X-CSRF-Token``; also readable by the page from the ``bw_csrf`` cookie)."""
+    (``X-CSRF-Token``; also readable by the page from the ``bw_csrf`` cookie).
+
+    Too many failures for a username or from an address lock it out for a while: 429 with
+    ``Retry-After``, and the password is not even checked (``auth`` settings)."""
     db = _db(request)
+    throttle: LoginThrottle = request.app.state.login_throttle
+    now = request.app.state.clock.now()
+    address = request.client.host if request.client else "unknown"
+    lockout = throttle.locked(body.username, address, now)
+    if lockout is not None:
+        _bump(request, "auth_login_locked")
+        return JSONResponse({"detail": lockout.message(now), "locked": lockout.by,
+                             "retry_after_s": lockout.retry_after_s(now)}, status_code=429,
+                            headers={"Retry-After": str(lockout.retry_after_s(now))})
     user = store.check_password(db, body.username, body.password)
     if user is None:
-        with request.app.state.counters_lock:
-            request.app.state.counters["auth_login_failed"] += 1
+        started = throttle.failed(body.username, address, now)
+        _bump(request, "auth_login_failed", *(f"auth_lockouts_{by}" for by in started))
         raise HTTPException(401, "wrong username or password")
+    throttle.succeeded(user.username)
     config = _config(request)
-    session = store.open_session(db, user.username, request.app.state.clock.now(),
+    session = store.open_session(db, user.username, now,
                                  timedelta(seconds=config.session_ttl_s))
     max_age = int(config.session_ttl_s)
     response.set_cookie(SESSION_COOKIE, session.session_id, max_age=max_age, httponly=True,
@@ -299,6 +321,11 @@ async def bootstrap(app: FastAPI) -> None:
     """At start: the token cache, and the admin token from the environment if given."""
     config: AuthConfig = app.state.auth_config
     app.state.token_cache = TokenCache(config.token_cache_s)
+    app.state.login_throttle = LoginThrottle(
+        max_per_user=config.login_max_failures_per_user,
+        max_per_address=config.login_max_failures_per_address,
+        window=timedelta(seconds=config.login_failure_window_s),
+        lockout=timedelta(seconds=config.login_lockout_s))
     if config.admin_token is None:
         return
     secret = config.admin_token.get_secret_value()

@@ -24,6 +24,16 @@ class AuthConfig(BaseModel):
                     "effect within it); 0: read the database on every request")
     cookie_secure: bool = Field(
         default=False, description="send session cookies only over HTTPS (set it behind TLS)")
+    login_max_failures_per_user: int = Field(
+        default=5, ge=1, le=1000,
+        description="failed logins of one username within the window that lock it out")
+    login_max_failures_per_address: int = Field(
+        default=20, ge=1, le=100_000,
+        description="failed logins from one source address within the window that lock it out")
+    login_failure_window_s: float = Field(
+        default=900, gt=0, le=86_400, description="failures older than this are forgotten")
+    login_lockout_s: float = Field(
+        default=900, gt=0, le=86_400, description="how long a lockout lasts")
     admin_token_file: str | None = Field(
         default=None, description="file holding the bootstrap admin token")
     admin_token: SecretStr | None = Field(

@@ -223,6 +223,16 @@ def security_summary(db: Database, limit: int = 10) -> dict[str, Any]:
     return {"by_outcome": by_outcome, "recent": recent}
 
 
+def security_counts(db: Database) -> tuple[list[tuple[str, str, str, int]], int]:
+    """For /metrics: security events by (outcome, reason, kind) since the store began (the
+    table is never pruned, so these only grow), and the messages held right now."""
+    counts = [(str(o), str(r), str(k), int(n)) for o, r, k, n in db.execute(
+        "SELECT outcome, reason, kind, count(*) FROM security_events "
+        "GROUP BY outcome, reason, kind ORDER BY outcome, reason, kind").fetchall()]
+    held = db.execute("SELECT count(*) FROM gateway_held_messages").fetchone()
+    return counts, int(held[0]) if held else 0
+
+
 def audit_of(db: Database, agent_id: str) -> list[dict[str, Any]]:
     cursor = db.execute("SELECT at, action, actor, warehouse_id, detail FROM gateway_audit "
                         "WHERE agent_id = :a ORDER BY id", {"a": agent_id})

@@ -234,6 +234,7 @@ class OpsCore:
             with gc_paused(), self._transaction(now):
                 actions = step()
                 tracker_store.persist(self.db, actions, now)
+                incident_log.log_uplink(self.db, actions, now)  # incident timelines
                 touched = {a.warehouse_id for a in actions
                            if isinstance(a, WarehouseUnavailable | WarehouseAvailable)}
                 if audit is not None:

@@ -9,6 +9,7 @@ Portable SQL (named parameters) so it moves to PostgreSQL with the rest of the s
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from typing import Any, Literal
 from sqlite_utils import Migrations
 
 from coordinator.db import Database, write_transaction
+from coordinator.ops.availability import AGENT_OFFLINE_PREFIX, AgentRecorded, HoldSet
 from coordinator.ops.notify.messages import TripFacts
 from protocols import AuditRecord, BreakerEvent
 from protocols.timestamps import stamp
@@ -64,6 +66,68 @@ def m001_incident_log(db: Database) -> None:
         """
     )
     db.execute("CREATE INDEX ops_incident_actions_inc ON ops_incident_actions (incident_id, id)")
+
+
+@migrations()
+def m002_uplink_log(db: Database) -> None:
+    # an agent's uplink going and coming back, for the timelines of incidents around it
+    db.execute(
+        """
+        CREATE TABLE ops_uplink_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            warehouse_id TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            online INTEGER NOT NULL,
+            how TEXT NOT NULL,
+            at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX ops_uplink_log_wh ON ops_uplink_log (warehouse_id, at)")
+    db.execute("CREATE INDEX ops_uplink_log_agent ON ops_uplink_log (agent_id, id)")
+
+
+def log_uplink(db: Database, actions: Iterable[object], now: datetime) -> None:
+    """Keep an agent's uplink changes from the tracker's actions (inside the caller's
+    transaction): lost when its last will arrives or its heartbeats stop (the silence
+    hold), regained at its next online status after that. Heartbeats of a live session
+    and a second sign of the same loss change nothing and write nothing."""
+    for action in actions:
+        if isinstance(action, AgentRecorded):
+            r = action.record
+            if r.online:
+                _uplink_change(db, r.warehouse_id, r.agent_id, True, "online_status", now)
+            else:
+                _uplink_change(db, r.warehouse_id, r.agent_id, False, "last_will",
+                               r.offline_since or now)
+        elif isinstance(action, HoldSet) and action.hold.name.startswith(AGENT_OFFLINE_PREFIX):
+            agent = action.hold.name.removeprefix(AGENT_OFFLINE_PREFIX)
+            _uplink_change(db, action.hold.warehouse_id, agent, False, "heartbeats_stopped",
+                           action.hold.since)
+
+
+def _uplink_change(db: Database, warehouse_id: str, agent_id: str, online: bool, how: str,
+                   at: datetime) -> None:
+    last = db.conn.execute(
+        "SELECT online FROM ops_uplink_log WHERE agent_id = :a ORDER BY id DESC LIMIT 1",
+        {"a": agent_id}).fetchone()
+    if (last is None and online) or (last is not None and bool(last[0]) == online):
+        return  # a first birth regains nothing; a repeat is no change
+    db.conn.execute(
+        "INSERT INTO ops_uplink_log (warehouse_id, agent_id, online, how, at) "
+        "VALUES (:w, :a, :o, :h, :at)",
+        {"w": warehouse_id, "a": agent_id, "o": int(online), "h": how, "at": stamp(at)})
+
+
+def uplink_log(db: Database, warehouse_id: str, since: str, until: str
+               ) -> list[dict[str, Any]]:
+    """A warehouse's agents' uplink changes with ``at`` in [since, until], oldest first."""
+    cur = db.conn.execute(
+        "SELECT agent_id, online, how, at FROM ops_uplink_log WHERE warehouse_id = :w "
+        "AND at >= :since AND at <= :until ORDER BY at, id",
+        {"w": warehouse_id, "since": since, "until": until})
+    return [{"agent_id": r[0], "online": bool(r[1]), "how": r[2], "at": r[3]}
+            for r in cur.fetchall()]
 
 
 def log_breaker_event(db: Database, event: BreakerEvent, received_at: datetime) -> None:

@@ -288,6 +288,29 @@ async def test_catalog_import_takes_json_lines_and_a_gbk_csv_from_excel(
     assert (await client.get("/skus/SKU-L4")).status_code == 404  # nothing half-written
 
 
+async def test_decision_names_warehouses_and_skus_beside_their_ids(
+        client: httpx.AsyncClient) -> None:
+    """The nearest warehouse (WH-04) has none of the SKU: the explanation and the answer to
+    "why not WH-04" say it was a stock shortfall, with the warehouse's and the SKU's names."""
+    emptied = await client.put("/inventory", json={"warehouse_id": "WH-04",
+                                                   "sku_id": "SKU-0001", "on_hand": 0})
+    assert emptied.status_code == 200
+    order = (await client.post("/orders", json=_wechat("N1"))).json()
+    assert order["warehouse_id"] not in (None, "WH-04")
+    body = (await client.get(f"/orders/{order['order_id']}/decision",
+                             params={"why_not": "WH-04"})).json()
+    (decision,) = body["decisions"]
+    [line] = [x for x in decision["explanation"] if x.startswith("WH-04 ")]
+    assert line.startswith("WH-04 杭州滨江仓 (")
+    assert line.endswith("dropped by stock: short of SKU-0001 (酸奶1): 0 sellable < 1 ordered")
+    [wh04] = [c for c in decision["candidates"] if c["warehouse_id"] == "WH-04"]
+    assert wh04["dropped_by"] == "stock" and wh04["name"] == "杭州滨江仓"
+    answer = body["why_not"]["answer"]
+    assert answer.startswith("WH-04 杭州滨江仓 (") and "dropped by stock" in answer
+    assert "short of SKU-0001 (酸奶1)" in answer
+    assert [h["answer"] for h in body["why_not"]["history"]] == [answer]
+
+
 async def test_catalog_crud_and_bulk_import(client: httpx.AsyncClient, tmp_path: Path) -> None:
     created = await client.put("/warehouses", json={"id": "WH-09", "name": "新仓", "lat": 30.3,
                                                     "lon": 120.2, "cold_chain": True})

@@ -121,7 +121,72 @@ def test_reservation_rate_above_threshold_drops_warehouse() -> None:
     assert decision.warehouse_id == "B"
     a = {c.warehouse_id: c for c in decision.candidates}["A"]
     assert a.dropped_by == "inventory" and a.reservation_rate == 0.9
-    assert a.why == "reservation rate of S 90% above 85%"  # names the SKU that set it
+    # names the SKU that set it, the numbers and the scope
+    assert a.why == "reservation rate of S 90% (90 of 100 reserved) above 85% (scope: per_sku)"
+
+
+WAREHOUSE_SCOPE = AllocationConfig(reservation_scope="warehouse")
+
+
+def _busy_a_snapshot() -> Snapshot:
+    """A holds a little of S, barely reserved, and a lot of T, nearly all reserved:
+    per SKU A is fine for S (10 %), as a whole it is 90 % reserved (900 of 1,000)."""
+    stock = {"A": {"S": StockState(100, reserved=10), "T": StockState(900, reserved=890)},
+             "B": {"S": StockState(100)}}
+    snap = _snap([_wh("A", 0.01), _wh("B", 0.05)], stock)
+    snap.totals = engine.totals_of(stock)
+    return snap
+
+
+def test_per_sku_scope_looks_only_at_the_ordered_sku() -> None:
+    decision = engine.allocate(_order(("S", 1)), _busy_a_snapshot(), RULES)
+    assert decision.warehouse_id == "A"
+    a = {c.warehouse_id: c for c in decision.candidates}["A"]
+    assert a.chosen and a.reservation_rate == 0.1
+
+
+def test_warehouse_scope_drops_a_warehouse_reserved_as_a_whole() -> None:
+    decision = engine.allocate(_order(("S", 1)), _busy_a_snapshot(), WAREHOUSE_SCOPE)
+    assert decision.warehouse_id == "B"
+    a = {c.warehouse_id: c for c in decision.candidates}["A"]
+    assert a.dropped_by == "inventory" and a.reservation_rate == 0.9
+    assert a.why == ("warehouse-wide reservation rate 90% (900 of 1000 units reserved, "
+                     "all SKUs) above 85% (scope: warehouse)")
+    assert WAREHOUSE_SCOPE.version != RULES.version  # the scope is part of the rule set
+    assert RULES.version == AllocationConfig(reservation_scope="per_sku").version
+
+
+def test_warehouse_scope_totals_follow_reservations_in_a_batch() -> None:
+    """Each reservation raises the warehouse total it is tested against next."""
+    stock = {"A": {"S": StockState(100, reserved=84)}, "B": {"S": StockState(100)}}
+    snap = _snap([_wh("A", 0.01), _wh("B", 0.05)], stock)
+    snap.totals = engine.totals_of(stock)
+    orders = [_order(("S", 1), oid=f"o{i}") for i in range(3)]
+    decisions = engine.allocate_batch(orders, snap, WAREHOUSE_SCOPE)
+    # 84 -> 85 (85 % is not above 85 %) -> 86: the third order goes to B
+    assert [d.warehouse_id for d in decisions] == ["A", "A", "B"]
+    assert snap.totals["A"] == [100, 86]
+    engine.release("A", [Line("S", 2)], snap)
+    assert snap.totals["A"] == [100, 84] and stock["A"]["S"].reserved == 84
+
+
+def test_warehouse_scope_without_totals_is_refused_not_guessed() -> None:
+    stock = {"A": {"S": StockState(100)}}
+    with pytest.raises(AllocationError, match="stock totals of 'A'"):
+        engine.allocate(_order(("S", 1)), _snap([_wh("A", 0.01)], stock), WAREHOUSE_SCOPE)
+
+
+def test_warehouse_scope_applies_to_split_shipments_too() -> None:
+    stock = {"A": {"S": StockState(100, reserved=10), "T": StockState(900, reserved=890),
+                   "U": StockState(5)},
+             "B": {"S": StockState(100)}, "C": {"U": StockState(100)}}
+    snap = _snap([_wh("A", 0.01), _wh("B", 0.05), _wh("C", 0.08)], stock)
+    snap.totals = engine.totals_of(stock)
+    split = WAREHOUSE_SCOPE.model_copy(update={"split_shipments": True})
+    decision = engine.allocate(_order(("S", 1), ("U", 1)), snap, split)
+    assert sorted(p.warehouse_id for p in decision.parts) == ["B", "C"]
+    per_sku = RULES.model_copy(update={"split_shipments": True})
+    assert engine.allocate(_order(("S", 1), ("U", 1)), snap, per_sku).warehouse_id == "A"
 
 
 def test_full_warehouse_is_skipped_unless_operator_overrides() -> None:
