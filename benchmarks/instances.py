@@ -3,16 +3,16 @@ coordinator instance, then spread over two instances of the cluster topology (le
 sharing the database (``intake_1_per_s``, ``intake_2_per_s``, ``instances_2_over_1``),
 and ``oversold``: (warehouse, SKU) pairs whose held reservations exceed the stock on hand.
 
-The database is one SQLite file (the ops side does not run on PostgreSQL yet), so both
-instances queue on its one write lock: the figure says what a second instance costs or
-gains on one host, not what PostgreSQL would do.
+``--db``: one SQLite file (both instances queue on its one write lock: the figure says
+what a second instance costs or gains on one host) or one PostgreSQL database (the
+instances' intake transactions still take the one advisory write lock, so the gain is
+what the second process adds in HTTP, validation and allocation work beside it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.databases import Databases, count, one
 from coordinator.auth.roles import Role, Scope
 from coordinator.auth.store import issue_token
 from coordinator.db import open_database
@@ -68,35 +69,26 @@ async def _load(urls: list[str], token: str, seconds: float, prefix: str) -> flo
     return done / (time.perf_counter() - started)
 
 
-def _wait_for_leader(db_path: Path, bound: float = 30.0) -> None:
+def _wait_for_leader(db_path: str, bound: float = 30.0) -> None:
     deadline = time.monotonic() + bound
     while time.monotonic() < deadline:
-        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
-        try:
-            if conn.execute("SELECT 1 FROM ops_lease").fetchone() is not None:
-                return
-        finally:
-            conn.close()
+        if one(db_path, "SELECT 1 FROM ops_lease") is not None:
+            return
         time.sleep(0.1)
     raise RuntimeError("no instance took the ops lease")
 
 
-def _oversold(db_path: Path) -> int:
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
-    try:
-        row = conn.execute(
-            "SELECT count(*) FROM inventory i JOIN (SELECT warehouse_id, sku_id, "
-            "sum(qty) AS held FROM reservations WHERE status = 'held' "
-            "GROUP BY warehouse_id, sku_id) r ON r.warehouse_id = i.warehouse_id "
-            "AND r.sku_id = i.sku_id WHERE r.held > i.on_hand").fetchone()
-        return int(row[0])
-    finally:
-        conn.close()
+def _oversold(db_path: str) -> int:
+    return count(db_path,
+                 "SELECT count(*) FROM inventory i JOIN (SELECT warehouse_id, sku_id, "
+                 "sum(qty) AS held FROM reservations WHERE status = 'held' "
+                 "GROUP BY warehouse_id, sku_id) r ON r.warehouse_id = i.warehouse_id "
+                 "AND r.sku_id = i.sku_id WHERE r.held > i.on_hand")
 
 
-def _database(path: Path) -> str:
+def _database(path: str) -> str:
     """The sample region (the coordinator's own CLI) and a channel's integration token."""
-    subprocess.run(seed_command(sys.executable, str(path)), check=True,
+    subprocess.run(seed_command(sys.executable, path), check=True,
                    stdout=subprocess.DEVNULL)
     db = open_database(path)
     _, token = issue_token(db, name="bench", role=Role.INTEGRATION, scope=Scope(),
@@ -105,17 +97,17 @@ def _database(path: Path) -> str:
     return token
 
 
-def measure(quick: bool, workdir: Path) -> dict[str, float]:
+def measure(quick: bool, workdir: Path, db: str = "sqlite") -> dict[str, float]:
     seconds = 0.5 if quick else 10.0
     figures: dict[str, float] = {}
-    with MosquittoBroker() as broker:
+    with MosquittoBroker() as broker, Databases(db, workdir) as databases:
         for instances in (1, 2):
             run_dir = workdir / f"intake-{instances}"
             run_dir.mkdir()
-            db_path = run_dir / "coordinator.sqlite"
+            db_path = databases.new(f"intake-{instances}")
             token = _database(db_path)
             names = ("a", "b")[:instances]
-            with coordinators(str(db_path), [broker.url], f"bwintake{instances}", run_dir,
+            with coordinators(db_path, [broker.url], f"bwintake{instances}", run_dir,
                               names=names, cluster=True, lease_ttl_s=4.0) as running:
                 urls = [p.url for p in running.values()]
                 _wait_for_leader(db_path)
