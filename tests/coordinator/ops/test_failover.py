@@ -21,7 +21,7 @@ from benchmarks.reroute import seed_orders_at
 from coordinator.db import open_database
 from protocols import Topics, encode
 from simulators.brokers import Broker
-from simulators.coordinators import CoordinatorProcess, coordinators
+from simulators.coordinators import CoordinatorError, CoordinatorProcess, coordinators
 from simulators.pg_server import PostgresServer
 from tests.auth import ADMIN
 from tests.coordinator.ops.factories import breaker_event
@@ -43,7 +43,9 @@ def read(target: str, sql: str, args: list[Any] | None = None) -> list[tuple[Any
         db.conn.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.xfail(
+    reason="the ops side does not start on PostgreSQL yet (branch pgops)", strict=True,
+    raises=CoordinatorError))])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
