@@ -65,6 +65,16 @@ def dialect(db: Database) -> str:
     return "postgresql" if isinstance(db, PgDatabase) else "sqlite"
 
 
+def json_text(db: Database, column: str, key: str) -> str:
+    """SQL for the value of top-level ``key`` of the JSON text in ``column``, as text:
+    the one expression the two backends spell apart. Meant for strings (and numbers,
+    converted in Python); JSON booleans read ``1`` on SQLite, ``true`` on PostgreSQL.
+    ``column`` and ``key`` are identifiers written in the code, never input."""
+    if dialect(db) == "postgresql":
+        return f"({column}::json ->> '{key}')"
+    return f"CAST(json_extract({column}, '$.{key}') AS TEXT)"
+
+
 def sqlite_connection(db: Database, what: str) -> sqlite3.Connection:
     """The SQLite connection under ``db``, for ``what`` only SQLite can do (e.g. functions
     written in Python); :class:`StoreError` naming it on PostgreSQL."""

@@ -1,7 +1,8 @@
 """Delivering the outbox: adapters per channel and the dispatcher task.
 
 The dispatcher runs beside rerouting and never blocks it: it reads due notifications
-with its own SQLite connection, delivers them with httpx (or appends to a JSONL file),
+with its own database connection (on PostgreSQL it claims them, so any instance may
+deliver: see :func:`outbox.claim`), delivers them with httpx (or appends to a JSONL file),
 marks them sent, or schedules a retry with exponential backoff; after ``max_attempts``
 failures a notification is ``failed`` (dead). Delivery is at least once (a crash after
 delivering and before marking sends again): the file sink writes each notice exactly
@@ -257,7 +258,7 @@ class Dispatcher:
             return 0
         d = self.config.dispatcher
         now = self.clock.now()
-        batch = outbox.due(self.db, now, d.batch_size)
+        batch = outbox.claim(self.db, now, d.batch_size, timedelta(seconds=d.claim_lease_s))
         attempt: list[Notification] = []
         for n in batch:
             if n.kind == "wecom":
