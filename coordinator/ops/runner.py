@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from coordinator.db import open_database, write_transaction
+from coordinator.db import Database, open_database, write_transaction
 from coordinator.errors import ConfigError
 from coordinator.live import Hub
 from coordinator.observability import Metrics
@@ -119,8 +119,18 @@ class OpsService:
             self.leadership.on_result = self._after
 
     def _new_dispatcher(self) -> Dispatcher:
-        return Dispatcher(lambda: open_database(self.settings.db_path), self.config.notify,
-                          self.clock, allowed=self.leading)
+        return Dispatcher(self._open_db, self.config.notify, self.clock,
+                          allowed=self.leading)
+
+    def _open_db(self) -> Database:
+        """A connection of the ops loop (the core's, the dispatcher's). With several
+        instances on PostgreSQL, one stopped inside a transaction (holding the write
+        lock) is ended by the server after the lease TTL (``lease_store.fence_session``),
+        so the standby is never held behind it."""
+        db = open_database(self.settings.db_path)
+        if self.leadership is not None:
+            lease_store.fence_session(db, self.config.cluster.lease_ttl_s)
+        return db
 
     @property
     def watcher_stats(self) -> WatcherStats:
@@ -219,10 +229,7 @@ class OpsService:
             log.warning("the ops database connection was lost; reconnecting")
             self._close_core()
         if self._core is None:
-            db = open_database(self.settings.db_path)
-            if self.leadership is not None:
-                lease_store.fence_session(db, self.config.cluster.lease_ttl_s)
-            self._core = OpsCore(db, self.settings, self.config)
+            self._core = OpsCore(self._open_db(), self.settings, self.config)
             if self.leadership is not None:
                 self._core.guard = self.leadership.guard
         return fn(self._core)
