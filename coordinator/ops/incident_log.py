@@ -98,12 +98,13 @@ def add_action(db: Database, incident_id: str, action: Action, actor: str,
     if action not in ACTIONS:
         raise ValueError(f"action: {action!r} is not one of {ACTIONS}")
     with write_transaction(db):
-        cur = db.conn.execute(
+        # RETURNING, not lastrowid: PostgreSQL's cursor has none
+        row = db.conn.execute(
             "INSERT INTO ops_incident_actions (incident_id, action, actor, detail, at) "
-            "VALUES (:i, :a, :actor, :d, :at)",
+            "VALUES (:i, :a, :actor, :d, :at) RETURNING id",
             {"i": incident_id, "a": action, "actor": actor,
-             "d": json.dumps(detail, ensure_ascii=False), "at": stamp(at)})
-        return int(cur.lastrowid or 0)
+             "d": json.dumps(detail, ensure_ascii=False), "at": stamp(at)}).fetchone()
+        return int(row[0])
 
 
 @dataclass(frozen=True)

@@ -105,14 +105,11 @@ def queue_franchisee_notices(db: Database, incident_id: str, *, reason: str, at:
         by_store.setdefault(r[1], []).append(r)
     valid_until = at + timedelta(days=config.coupon_valid_days)
     notices: list[OutgoingNotice] = []
+    coupons: list[tuple[str, str, str, float, int, str, str]] = []
     for store_id, orders in by_store.items():
         code = coupon_code(config.coupon_prefix, f"store:{store_id}", incident_id)
-        db.conn.execute(
-            "INSERT INTO ops_store_coupons (incident_id, store_id, code, value_yuan, orders, "
-            "valid_until, created_at) VALUES (:i, :s, :c, :v, :n, :u, :now) "
-            "ON CONFLICT (incident_id, store_id) DO NOTHING",
-            {"i": incident_id, "s": store_id, "c": code, "v": config.coupon_value_yuan,
-             "n": len(orders), "u": stamp(valid_until), "now": stamp(at)})
+        coupons.append((incident_id, store_id, code, config.coupon_value_yuan, len(orders),
+                        stamp(valid_until), stamp(at)))
         listed = [NoticeOrder(r[0], r[3], r[4], tuple(items.get(r[0], ())), r[6], r[7],
                               datetime.fromisoformat(r[8]) if r[8] else None) for r in orders]
         text = store_notice_text(
@@ -136,6 +133,11 @@ def queue_franchisee_notices(db: Database, incident_id: str, *, reason: str, at:
         }
         notices.append(OutgoingNotice("franchisee", f"franchisee:{incident_id}:{store_id}",
                                       payload, incident_id))
+    # one statement for every store (PostgreSQL: one round trip, not one per store)
+    db.conn.executemany(
+        "INSERT INTO ops_store_coupons (incident_id, store_id, code, value_yuan, orders, "
+        "valid_until, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (incident_id, store_id) DO NOTHING", coupons)
     return outbox.queue(db, notices, at)
 
 

@@ -270,6 +270,8 @@ def test_a_franchisee_gets_one_readable_message_per_store_and_incident(db: Datab
         assert queue_franchisee_notices(db, "ep-9", **kwargs) == 0  # once per store
     notices = {n.payload["store_id"]: n.payload for n in outbox.listing(db, kind="franchisee")}
     assert set(notices) == stores
+    one = sorted(stores)[1]  # a caller scoped to one store sees that store's notice only
+    assert [n.payload["store_id"] for n in outbox.listing(db, stores=[one])] == [one]
     store_id = sorted(stores)[0]
     p = notices[store_id]
     mine = sorted((m for m in result.moved if m.store_id == store_id),
