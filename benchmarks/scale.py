@@ -214,7 +214,7 @@ async def _storm(fleet: Fleet, db_path: str, broker_stop: Callable[[], None],
     figures["lost"] = gateways - applied(db_path, open_=True)
     figures["applied_twice"] = query(
         db_path, "SELECT count(*) FROM (SELECT warehouse_id FROM ops_incidents "
-                 "GROUP BY warehouse_id HAVING count(*) > 1)")
+                 "GROUP BY warehouse_id HAVING count(*) > 1) AS twice")
     figures["redelivered"] = query(
         db_path, "SELECT coalesce(max(value), 0) FROM ops_counters "
                  "WHERE name = 'duplicates_dropped'")
