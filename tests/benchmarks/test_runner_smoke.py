@@ -74,6 +74,8 @@ def test_benchmark_runs_quick_and_prints_its_figures(name: str) -> None:
 QUOTED_POSTGRESQL = {
     "allocate": {"pg_in_process_per_s", "sqlite_in_process_per_s", "pg_to_sqlite"},
     "reroute": {"pg_reroute_287_tx_s", "sqlite_reroute_287_tx_s"},
+    "scale": {"storm_s", "lost", "applied_twice", "failover_s", "intake_1_per_s",
+              "intake_2_per_s", "instances_2_over_1", "oversold"},
 }
 
 
