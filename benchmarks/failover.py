@@ -1,6 +1,7 @@
 """Failover figures of the scale benchmark: two coordinator processes on one database
-under the ops lease; the leader is SIGKILLed and the clock runs until the standby has
-applied the first breaker event published after the kill (``failover_s``).
+(SQLite file or PostgreSQL, ``--db``) under the ops lease; the leader is SIGKILLed and
+the clock runs until the standby has applied the first breaker event published after
+the kill (``failover_s``).
 
 The lease TTL is the default of ``[ops.cluster]`` (4 s): the standby waits for the dead
 leader's lease to expire, takes it, rebuilds its machines from the database and applies
@@ -10,7 +11,6 @@ what its own MQTT session received meanwhile.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import statistics
 import time
 from collections.abc import Callable
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiomqtt
 
+from benchmarks.databases import Databases, one
 from coordinator.db import open_database, write_transaction
 from coordinator.gateways.store import register
 from coordinator.ops.config import ClusterConfig
@@ -30,22 +31,13 @@ from simulators.coordinators import coordinators
 BOUND_S = 60.0
 
 
-def _one(db_path: Path, sql: str, args: tuple[str, ...] = ()) -> tuple[object, ...] | None:
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
-    try:
-        row = conn.execute(sql, args).fetchone()
-        return tuple(row) if row is not None else None
-    finally:
-        conn.close()
-
-
-def _holder(db_path: Path) -> str | None:
-    row = _one(db_path, "SELECT holder FROM ops_lease WHERE name = 'ops'")
+def _holder(db_path: str) -> str | None:
+    row = one(db_path, "SELECT holder FROM ops_lease WHERE name = 'ops'")
     return None if row is None else str(row[0])
 
 
-def _applied(db_path: Path, agent_id: str) -> bool:
-    return _one(db_path, "SELECT 1 FROM ops_processed_events WHERE agent_id = ?",
+def _applied(db_path: str, agent_id: str) -> bool:
+    return one(db_path, "SELECT 1 FROM ops_processed_events WHERE agent_id = ?",
                 (agent_id,)) is not None
 
 
@@ -67,10 +59,11 @@ async def _wait(check: Callable[[], bool], bound: float) -> float:
     return time.perf_counter() - started
 
 
-async def _round(broker: MosquittoBroker, workdir: Path, round_no: int) -> float:
+async def _round(broker: MosquittoBroker, databases: Databases, workdir: Path,
+                 round_no: int) -> float:
     topics = Topics(f"bwfailover-{round_no}-{int(time.time())}")
     region = generate_region(warehouses=8, stores=20, skus=20)
-    db_path = workdir / f"failover-{round_no}.sqlite"
+    db_path = databases.new(f"failover-{round_no}")
     db = open_database(db_path)
     now = datetime.now(UTC)
     load_region(db, region, now)
@@ -82,7 +75,7 @@ async def _round(broker: MosquittoBroker, workdir: Path, round_no: int) -> float
     run_dir = workdir / f"round-{round_no}"
     run_dir.mkdir()
     ttl = ClusterConfig().lease_ttl_s
-    with coordinators(str(db_path), [broker.url], topics.root, run_dir,
+    with coordinators(db_path, [broker.url], topics.root, run_dir,
                       lease_ttl_s=ttl) as running:
         await _wait(lambda: _holder(db_path) is not None, BOUND_S)
         async with aiomqtt.Client(broker.host, broker.port, timeout=30) as agent:
@@ -99,9 +92,9 @@ async def _round(broker: MosquittoBroker, workdir: Path, round_no: int) -> float
             return time.perf_counter() - started
 
 
-def measure(quick: bool, workdir: Path) -> dict[str, float]:
+def measure(quick: bool, workdir: Path, db: str = "sqlite") -> dict[str, float]:
     rounds = 1 if quick else 3
-    with MosquittoBroker() as broker:
-        times = [asyncio.run(_round(broker, workdir, i)) for i in range(rounds)]
+    with MosquittoBroker() as broker, Databases(db, workdir) as databases:
+        times = [asyncio.run(_round(broker, databases, workdir, i)) for i in range(rounds)]
     return {"failover_s": statistics.median(times), "failover_max_s": max(times),
             "lease_ttl_s": ClusterConfig().lease_ttl_s}

@@ -1,18 +1,20 @@
 """Intake figures of the scale benchmark: the same closed-loop HTTP load on one
 coordinator instance, then spread over two instances of the cluster topology (lease on)
-sharing the database (``intake_1_per_s``, ``intake_2_per_s``, ``instances_2_over_1``),
-and ``oversold``: (warehouse, SKU) pairs whose held reservations exceed the stock on hand.
+sharing the database (``intake_1_per_s``, ``intake_2_per_s``, ``instances_2_over_1``;
+alternated, medians: see :func:`measure`), and ``oversold``: (warehouse, SKU) pairs whose
+held reservations exceed the stock on hand.
 
-The database is one SQLite file (the ops side does not run on PostgreSQL yet), so both
-instances queue on its one write lock: the figure says what a second instance costs or
-gains on one host, not what PostgreSQL would do.
+``--db``: one SQLite file (both instances queue on its one write lock: the figure says
+what a second instance costs or gains on one host) or one PostgreSQL database (the
+instances' intake transactions still take the one advisory write lock, so the gain is
+what the second process adds in HTTP, validation and allocation work beside it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.databases import Databases, count, one
 from coordinator.auth.roles import Role, Scope
 from coordinator.auth.store import issue_token
 from coordinator.db import open_database
@@ -42,7 +45,7 @@ def _orders(count: int, prefix: str, seed: int) -> list[dict[str, object]]:
 async def _load(urls: list[str], token: str, seconds: float, prefix: str) -> float:
     """Orders accepted per second by ``CLIENTS`` clients posting back to back, spread
     evenly over ``urls``."""
-    bodies = _orders(100_000, prefix, seed=len(urls))
+    bodies = _orders(100_000, prefix, seed=7)  # the same orders whatever the spread
     done = 0
     failed = 0
     stop_at = time.perf_counter() + seconds
@@ -68,35 +71,26 @@ async def _load(urls: list[str], token: str, seconds: float, prefix: str) -> flo
     return done / (time.perf_counter() - started)
 
 
-def _wait_for_leader(db_path: Path, bound: float = 30.0) -> None:
+def _wait_for_leader(db_path: str, bound: float = 30.0) -> None:
     deadline = time.monotonic() + bound
     while time.monotonic() < deadline:
-        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
-        try:
-            if conn.execute("SELECT 1 FROM ops_lease").fetchone() is not None:
-                return
-        finally:
-            conn.close()
+        if one(db_path, "SELECT 1 FROM ops_lease") is not None:
+            return
         time.sleep(0.1)
     raise RuntimeError("no instance took the ops lease")
 
 
-def _oversold(db_path: Path) -> int:
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
-    try:
-        row = conn.execute(
-            "SELECT count(*) FROM inventory i JOIN (SELECT warehouse_id, sku_id, "
-            "sum(qty) AS held FROM reservations WHERE status = 'held' "
-            "GROUP BY warehouse_id, sku_id) r ON r.warehouse_id = i.warehouse_id "
-            "AND r.sku_id = i.sku_id WHERE r.held > i.on_hand").fetchone()
-        return int(row[0])
-    finally:
-        conn.close()
+def _oversold(db_path: str) -> int:
+    return count(db_path,
+                 "SELECT count(*) FROM inventory i JOIN (SELECT warehouse_id, sku_id, "
+                 "sum(qty) AS held FROM reservations WHERE status = 'held' "
+                 "GROUP BY warehouse_id, sku_id) r ON r.warehouse_id = i.warehouse_id "
+                 "AND r.sku_id = i.sku_id WHERE r.held > i.on_hand")
 
 
-def _database(path: Path) -> str:
+def _database(path: str) -> str:
     """The sample region (the coordinator's own CLI) and a channel's integration token."""
-    subprocess.run(seed_command(sys.executable, str(path)), check=True,
+    subprocess.run(seed_command(sys.executable, path), check=True,
                    stdout=subprocess.DEVNULL)
     db = open_database(path)
     _, token = issue_token(db, name="bench", role=Role.INTEGRATION, scope=Scope(),
@@ -105,25 +99,37 @@ def _database(path: Path) -> str:
     return token
 
 
-def measure(quick: bool, workdir: Path) -> dict[str, float]:
+def measure(quick: bool, workdir: Path, db: str = "sqlite") -> dict[str, float]:
+    """Two instances of the cluster topology on one database; the same clients post to
+    instance ``a`` only (``b`` up as the standby it would be anyway), then spread over
+    both, alternating ``rounds`` times: the machine is shared, and its load drifts over
+    minutes, so the two figures are medians of rounds taken side by side."""
     seconds = 0.5 if quick else 10.0
-    figures: dict[str, float] = {}
-    with MosquittoBroker() as broker:
-        for instances in (1, 2):
-            run_dir = workdir / f"intake-{instances}"
-            run_dir.mkdir()
-            db_path = run_dir / "coordinator.sqlite"
-            token = _database(db_path)
-            names = ("a", "b")[:instances]
-            with coordinators(str(db_path), [broker.url], f"bwintake{instances}", run_dir,
-                              names=names, cluster=True, lease_ttl_s=4.0) as running:
-                urls = [p.url for p in running.values()]
-                _wait_for_leader(db_path)
-                # warm-up, not measured: connections, caches, the leader's first ticks
-                asyncio.run(_load(urls, token, seconds / 2, f"w{instances}"))
-                figures[f"intake_{instances}_per_s"] = asyncio.run(
-                    _load(urls, token, seconds, f"i{instances}"))
-            figures[f"oversold_{instances}"] = _oversold(db_path)
-    figures["instances_2_over_1"] = figures["intake_2_per_s"] / figures["intake_1_per_s"]
-    figures["oversold"] = figures.pop("oversold_1") + figures.pop("oversold_2")
-    return figures
+    rounds = 1 if quick else 3
+    one: list[float] = []
+    two: list[float] = []
+    with MosquittoBroker() as broker, Databases(db, workdir) as databases:
+        run_dir = workdir / "intake"
+        run_dir.mkdir()
+        db_path = databases.new("intake")
+        token = _database(db_path)
+        with coordinators(db_path, [broker.url], "bwintake", run_dir, names=("a", "b"),
+                          cluster=True, lease_ttl_s=4.0) as running:
+            urls = [p.url for p in running.values()]
+            _wait_for_leader(db_path)
+            # warm-up, not measured: connections, caches, the leader's first ticks
+            asyncio.run(_load(urls, token, seconds / 2, "w"))
+            for n in range(rounds):
+                # ABBA: neither side always runs later (the stock the orders take drains)
+                order = (1, 2) if n % 2 == 0 else (2, 1)
+                for instances in order:
+                    rate = asyncio.run(_load(urls[:instances], token, seconds,
+                                             f"i{instances}-{n}"))
+                    (one if instances == 1 else two).append(rate)
+        oversold = _oversold(db_path)
+    intake_1, intake_2 = statistics.median(one), statistics.median(two)
+    return {"intake_1_per_s": intake_1, "intake_2_per_s": intake_2,
+            "instances_2_over_1": intake_2 / intake_1, "oversold": oversold,
+            "intake_rounds": rounds, "intake_1_min_per_s": min(one),
+            "intake_1_max_per_s": max(one), "intake_2_min_per_s": min(two),
+            "intake_2_max_per_s": max(two)}

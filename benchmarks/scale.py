@@ -2,7 +2,8 @@
 
 ``storm_s``: ``gateways`` real edge agents (``EdgeAgent``, the agents' own uplink code, one
 state database each) are connected through a private Mosquitto to a real coordinator
-process (``python -m coordinator serve``, SQLite). The broker is stopped; while it is
+process (``python -m coordinator serve``; its database a SQLite file, or PostgreSQL
+with ``--db postgresql``, as for every figure here). The broker is stopped; while it is
 away every agent trips its cold-chain breaker from its own sensor readings (the event
 waits in its outbox); the broker is started again and the clock runs until the
 coordinator has applied every gateway's breaker event. Every agent reconnects with its
@@ -27,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +36,7 @@ from pathlib import Path
 
 import aiomqtt
 
+from benchmarks.databases import Databases, count
 from benchmarks.failover import measure as measure_failover
 from benchmarks.instances import CLIENTS
 from benchmarks.instances import measure as measure_instances
@@ -91,15 +92,11 @@ def _closed_port() -> int:
     return _CLOSED
 
 
-def query(db_path: Path, sql: str) -> int:
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
-    try:
-        return int(conn.execute(sql).fetchone()[0] or 0)
-    finally:
-        conn.close()
+def query(db_path: str, sql: str) -> int:
+    return count(db_path, sql)
 
 
-def applied(db_path: Path, *, open_: bool) -> int:
+def applied(db_path: str, *, open_: bool) -> int:
     return query(db_path, "SELECT count(DISTINCT agent_id) FROM ops_processed_events "
                           f"WHERE outcome = 'applied' AND open = {int(open_)}")
 
@@ -165,11 +162,11 @@ class Fleet:
 
 
 async def storm(broker_restart: Callable[[], None], broker_stop: Callable[[], None],
-                urls: list[str], gateways: int, workdir: Path) -> dict[str, float]:
+                urls: list[str], gateways: int, workdir: Path,
+                db_path: str) -> dict[str, float]:
     topics = Topics(f"bwscale-{os.getpid()}-{int(time.time())}")
     region = generate_region(warehouses=gateways, cold_warehouses=gateways, stores=20,
                              skus=20, stock_share=0.2)
-    db_path = workdir / "coordinator.sqlite"
     db = open_database(db_path)
     now = datetime.now(UTC)
     load_region(db, region, now)
@@ -179,7 +176,7 @@ async def storm(broker_restart: Callable[[], None], broker_stop: Callable[[], No
             register(db, f"gw-{wh}", wh, actor="benchmark", now=now)
     db.conn.close()
     figures: dict[str, float] = {"gateways": gateways}
-    with coordinators(str(db_path), urls, topics.root, workdir, names=("storm",),
+    with coordinators(db_path, urls, topics.root, workdir, names=("storm",),
                       cluster=False):
         fleet = Fleet(warehouses, urls, topics, workdir / "agents")
         fleet.start()
@@ -196,7 +193,7 @@ async def storm(broker_restart: Callable[[], None], broker_stop: Callable[[], No
     return figures
 
 
-async def _storm(fleet: Fleet, db_path: Path, broker_stop: Callable[[], None],
+async def _storm(fleet: Fleet, db_path: str, broker_stop: Callable[[], None],
                  broker_restart: Callable[[], None], gateways: int) -> dict[str, float]:
     figures: dict[str, float] = {}
     births = "SELECT count(*) FROM ops_agent_sessions WHERE online = 1"
@@ -217,14 +214,14 @@ async def _storm(fleet: Fleet, db_path: Path, broker_stop: Callable[[], None],
     figures["lost"] = gateways - applied(db_path, open_=True)
     figures["applied_twice"] = query(
         db_path, "SELECT count(*) FROM (SELECT warehouse_id FROM ops_incidents "
-                 "GROUP BY warehouse_id HAVING count(*) > 1)")
+                 "GROUP BY warehouse_id HAVING count(*) > 1) AS twice")
     figures["redelivered"] = query(
         db_path, "SELECT coalesce(max(value), 0) FROM ops_counters "
                  "WHERE name = 'duplicates_dropped'")
     return figures
 
 
-async def calm(db_path: Path, url: str, topics: Topics, warehouses: list[str],
+async def calm(db_path: str, url: str, topics: Topics, warehouses: list[str],
                lifetimes: dict[str, tuple[str | None, int]]) -> float:
     """Baseline: every gateway's clear event (next seq of its lifetime) published back to
     back by one connected client; seconds until the coordinator applied them all."""
@@ -247,15 +244,16 @@ async def calm(db_path: Path, url: str, topics: Topics, warehouses: list[str],
         return time.perf_counter() - started
 
 
-def run(quick: bool) -> Result:
+def run(quick: bool, db: str = "sqlite") -> Result:
     logging.basicConfig(level=logging.CRITICAL)  # thousands of reconnect warnings
     gateways = 20 if quick else 2000
-    result = Result("scale")
+    result = Result("scale" if db == "sqlite" else f"scale_{db}")
     with tempfile.TemporaryDirectory(prefix="bw-scale-") as tmp:
         work = Path(tmp) / "mosquitto"
         (work / "agents").mkdir(parents=True)
-        with MosquittoBroker() as broker:
-            figures = asyncio.run(storm(broker.start, broker.stop, [broker.url], gateways, work))
+        with MosquittoBroker() as broker, Databases(db, work) as databases:
+            figures = asyncio.run(storm(broker.start, broker.stop, [broker.url], gateways, work,
+                                        databases.new("storm")))
         result.add("storm_s", figures["storm_s"], "s",
                    f"{gateways} agents reconnect after a Mosquitto restart, until all applied",
                    target=f"< {JITTER_WINDOW_S + 5:.0f}")
@@ -268,16 +266,22 @@ def run(quick: bool) -> Result:
         result.add("calm_s", figures["calm_s"], "s",
                    "baseline: the same number of events from one connected client")
         result.add("connect_s", figures["connect_s"], "s", "first connect of the whole fleet")
-        failover = measure_failover(quick, Path(tmp))
+        failover = measure_failover(quick, Path(tmp), db)
         result.add("failover_s", failover["failover_s"], "s",
                    f"leader SIGKILLed -> standby applied the next breaker event (median of "
                    f"{1 if quick else 3}; lease TTL {failover['lease_ttl_s']:g} s)", "< 5")
         result.add("failover_max_s", failover["failover_max_s"], "s")
-        intake = measure_instances(quick, Path(tmp))
-        note = f"{CLIENTS} clients posting orders back to back, SQLite shared on one host"
-        result.add("intake_1_per_s", intake["intake_1_per_s"], "orders/s", f"1 instance; {note}")
+        intake = measure_instances(quick, Path(tmp), db)
+        shared = "SQLite shared on one host" if db == "sqlite" else "one PostgreSQL database"
+        note = f"{CLIENTS} clients posting orders back to back, {shared}"
+        result.add("intake_1_per_s", intake["intake_1_per_s"], "orders/s",
+                   f"clients on instance a only (b up as standby); {note}; median of "
+                   f"{intake['intake_rounds']:g} rounds alternated with the next "
+                   f"(range {intake['intake_1_min_per_s']:.0f}-"
+                   f"{intake['intake_1_max_per_s']:.0f})")
         result.add("intake_2_per_s", intake["intake_2_per_s"], "orders/s",
-                   "2 instances (lease on), the same clients spread over both")
+                   f"the same clients spread over both instances (range "
+                   f"{intake['intake_2_min_per_s']:.0f}-{intake['intake_2_max_per_s']:.0f})")
         result.add("instances_2_over_1", intake["instances_2_over_1"], "",
                    "a second instance must not slow intake", ">= 1.0")
         result.add("oversold", intake["oversold"], "", "held reservations above stock", "0")
@@ -287,10 +291,10 @@ def run(quick: bool) -> Result:
             nats_gateways = gateways
             work = Path(tmp) / "nats"
             (work / "agents").mkdir(parents=True)
-            with NatsCluster() as cluster:
+            with NatsCluster() as cluster, Databases(db, work) as databases:
                 figures = asyncio.run(storm(lambda: cluster.start(ready=False), cluster.stop,
-                                            cluster.urls,
-                                            nats_gateways, work))
+                                            cluster.urls, nats_gateways, work,
+                                            databases.new("nats-storm")))
             result.add("nats_gateways", nats_gateways)
             result.add("nats_storm_s", figures["storm_s"], "s",
                        f"same storm on a 3-node NATS cluster (bound {BOUND_S:.0f} s)")

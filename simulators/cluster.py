@@ -6,11 +6,13 @@
 - HAProxy in front of both (round robin, health-checked on ``/healthz``): clients use
   one address and never notice which instance answers or which one leads.
 
-The database is one SQLite file shared by both processes on this host (the ops side does
-not run on PostgreSQL yet). ``deploy/compose.yaml`` describes the same topology with
-container images and the same commands.
+The database is PostgreSQL (``--db postgresql``, the default: a private server from the
+installed binaries, ``simulators.pg_server``, durability off as for tests), which is what
+instances on several hosts share; ``--db sqlite`` puts both on one SQLite file instead
+(one host only). ``deploy/compose.yaml`` describes the same topology with container
+images and the same commands.
 
-    scripts/cluster [--workdir DIR] [--port 8080] [--hold]
+    scripts/cluster [--workdir DIR] [--port 8080] [--db postgresql|sqlite] [--hold]
 
 Prints one JSON line (``{"proxy": ..., "mqtt": ..., "coordinators": {...}, "pids": [...]}``)
 when everything serves; with ``--hold`` it then waits for Ctrl-C or SIGTERM and stops
@@ -33,6 +35,7 @@ from pathlib import Path
 
 from simulators.brokers import BrokerError, MosquittoBroker, free_port, wait_for_port
 from simulators.coordinators import HOST, CoordinatorProcess, coordinators, seed_command
+from simulators.pg_server import start_postgres
 
 COORDINATOR_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "cluster" / "coordinator.toml"
 
@@ -97,12 +100,26 @@ def seed_sample(db: str) -> None:
     subprocess.run(seed_command(sys.executable, db), check=True, stdout=subprocess.DEVNULL)
 
 
+def database(stack: ExitStack, backend: str, workdir: Path) -> str:
+    """Where both instances keep their data: a database on a private PostgreSQL (stopped
+    with ``stack``) or a SQLite file in ``workdir``."""
+    if backend == "sqlite":
+        return str(workdir / "coordinator.sqlite")
+    server = start_postgres()
+    if isinstance(server, str):
+        message = f"{server} (or run with --db sqlite)"
+        raise BrokerError(message)
+    stack.callback(server.stop)
+    return server.create_database(prefix="breakwater")
+
+
 @contextmanager
-def cluster(workdir: Path, port: int | None = None) -> Iterator[dict[str, object]]:
+def cluster(workdir: Path, port: int | None = None,
+            backend: str = "postgresql") -> Iterator[dict[str, object]]:
     """Start the topology; yield what ``scripts/cluster`` prints."""
-    db = str(workdir / "coordinator.sqlite")
-    seed_sample(db)
     with ExitStack() as stack:
+        db = database(stack, backend, workdir)
+        seed_sample(db)
         broker = stack.enter_context(MosquittoBroker())
         running = stack.enter_context(coordinators(
             db, [broker.url], "breakwater", workdir, names=("a", "b"), prefix="coord",
@@ -121,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, help="keep files here (default: a temp dir)")
     parser.add_argument("--port", type=int, help="the proxy's port (default: a free one)")
+    parser.add_argument("--db", choices=("postgresql", "sqlite"), default="postgresql",
+                        help="the shared database: a private PostgreSQL (default) or one "
+                             "SQLite file (both instances on this host)")
     parser.add_argument("--hold", action="store_true", help="serve until Ctrl-C / SIGTERM")
     args = parser.parse_args(argv)
     stop = threading.Event()
@@ -130,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bw-cluster-")))
         workdir.mkdir(parents=True, exist_ok=True)
-        info = stack.enter_context(cluster(workdir, args.port))
+        info = stack.enter_context(cluster(workdir, args.port, args.db))
         print(json.dumps(info), flush=True)
         if args.hold:
             with suppress(KeyboardInterrupt):

@@ -8,17 +8,19 @@ one (SIGSTOP) never leaves it behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulators.brokers import free_port, wait_for_port
+from simulators.brokers import BrokerError, free_port, wait_for_port
 
 HOST = "127.0.0.1"
 
@@ -83,6 +85,27 @@ def seed_command(python: str, db: str) -> list[str]:
     return [python, "-m", "coordinator", "seed-sample", "--db", db]
 
 
+def _wait_until_serving(process: CoordinatorProcess, timeout: float) -> None:
+    """Its port answers; a process that exits first (e.g. its startup failed) is reported
+    at once with the end of its log instead of after the whole timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            tail = process.log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+            message = (f"coordinator {process.name} exited with {process.proc.returncode} "
+                       f"before serving; its log ends:\n{tail}")
+            raise CoordinatorError(message)
+        with contextlib.suppress(BrokerError):
+            wait_for_port(HOST, process.port, timeout=0.5)
+            return
+    message = f"coordinator {process.name}: nothing listens on port {process.port} after {timeout}s"
+    raise CoordinatorError(message)
+
+
+class CoordinatorError(RuntimeError):
+    """A coordinator process did not come up."""
+
+
 @contextmanager
 def coordinators(db: str, mqtt_urls: Sequence[str], topic_root: str, workdir: Path, *,
                  names: Sequence[str] = ("a", "b"), cluster: bool = True,
@@ -112,7 +135,7 @@ def coordinators(db: str, mqtt_urls: Sequence[str], topic_root: str, workdir: Pa
                                         cwd=workdir)
             running[name] = CoordinatorProcess(name, instance, port, proc, log_path)
         for process in running.values():
-            wait_for_port(HOST, process.port, timeout=60)
+            _wait_until_serving(process, timeout=60)
         yield running
     finally:
         for process in running.values():

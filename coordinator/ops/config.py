@@ -249,6 +249,8 @@ class ClusterConfig(_Config):
     renew_interval_s: float = Field(default=0.5, gt=0, le=60)
     apply_interval_s: float = Field(default=0.05, gt=0, le=10)
     apply_batch: int = Field(default=200, ge=1, le=10_000)
+    # one apply transaction holds the write lock at most about this long (intake waits)
+    apply_budget_s: float = Field(default=0.2, gt=0, le=10)
     inbox_keep_s: float = Field(default=3600.0, gt=0)
 
     @model_validator(mode="after")

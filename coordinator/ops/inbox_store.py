@@ -13,15 +13,19 @@ transaction makes a message that arrives again after a failover change nothing.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from coordinator.db import Database, write_transaction
+from coordinator.db import Database, dialect, write_transaction
 from protocols import AgentStatus, BreakerEvent, TrackingUpdate, decode, encode
 from protocols.timestamps import stamp
 
 InboxMessage = BreakerEvent | AgentStatus | TrackingUpdate
 CURSOR = "inbox"
+# PostgreSQL: the lock puts take among themselves (not the one write lock of every store)
+INBOX_LOCK_KEY = 0x6277_696E_626F_78  # "bwinbox"
 KINDS: dict[str, type[InboxMessage]] = {
     "breaker": BreakerEvent, "status": AgentStatus, "tracking": TrackingUpdate}
 
@@ -53,13 +57,30 @@ def kind_of(message: InboxMessage) -> str:
 
 def put(db: Database, message: InboxMessage, instance: str, now: datetime) -> bool:
     """Store ``message`` unless a copy is there; True when this call stored it."""
-    with write_transaction(db):
+    with _put_lock(db):
         cursor = db.execute(
             "INSERT INTO ops_inbox (dedupe_key, kind, payload, received_by, received_at) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING",
             [dedupe_key(message), kind_of(message), encode(message).decode(), instance,
              stamp(now)])
         return bool(cursor.rowcount == 1)
+
+
+@contextmanager
+def _put_lock(db: Database) -> Iterator[None]:
+    """The applier's cursor skips every id up to the last applied one, so ids must become
+    visible in increasing order: a row that committed after a higher id was applied
+    would never be applied. Puts are therefore serialised. On SQLite that is the write
+    lock; on PostgreSQL a lock of their own (ids are drawn from the sequence under it,
+    so commit order is id order), which leaves the leader's apply transactions and the
+    intake free of an uplink storm's inserts."""
+    if dialect(db) != "postgresql":
+        with write_transaction(db):
+            yield
+        return
+    with db.atomic():
+        db.execute("SELECT pg_advisory_xact_lock(?)", [INBOX_LOCK_KEY])
+        yield
 
 
 def applied_up_to(db: Database) -> int:

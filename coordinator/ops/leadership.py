@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -119,11 +120,10 @@ class Leadership:
 
     async def run_applier(self) -> None:
         while True:
-            applied = 0
+            more = False
             if self.leading():
                 try:
-                    results: list[HandleResult] = await self._call(self._apply_batch)
-                    applied = len(results)
+                    results, more = await self._call(self._apply_batch)
                     if self.on_result is not None:
                         for result in results:
                             self.on_result(result)
@@ -132,32 +132,54 @@ class Leadership:
                     await self._lost()
                 except Exception:
                     log.exception("applying the ops inbox failed; retrying")
-            if applied >= self.config.apply_batch:
+            if more:
                 continue  # a backlog: no pause between batches
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.apply_interval_s)
 
-    def _apply_batch(self, core: OpsCore) -> list[HandleResult]:
-        results = []
-        for row in inbox_store.pending(core.db, self.config.apply_batch):
-            now = self.clock.now()
-            try:
-                # one transaction per message: the guard, the effects and the cursor
-                # commit together, so a row is applied exactly once whoever leads
-                with write_transaction(core.db):
-                    self.guard(core.db, now)
-                    result = core.handle(inbox_store.decode_row(row), now)
-                    inbox_store.mark_applied(core.db, row.id)
-            except lease_store.LeaseLost:
-                raise
-            except Exception:
-                self._give_up_or_retry(core, row.id, now)
-                break  # in order: the rows after it wait for the next round
+    def _apply_batch(self, core: OpsCore) -> tuple[list[HandleResult], bool]:
+        """Apply pending rows in order in one transaction: the guard once, then each row
+        in a savepoint with its effects and the cursor, so a storm of thousands of
+        events costs a commit per batch, not per event, and the tracker's dedupe runs
+        inside the same transaction. The batch ends at ``apply_batch`` rows, after
+        ``apply_budget_s`` (the write lock is not held longer: intake waits on it), or
+        at a row whose handling raises: the rows before it commit, it is retried alone.
+        Returns the results and whether rows are left for an immediate next batch."""
+        rows = inbox_store.pending(core.db, self.config.apply_batch)
+        if not rows:
+            return [], False
+        results: list[HandleResult] = []
+        failed: int | None = None
+        started = time.perf_counter()
+        try:
+            with write_transaction(core.db):
+                self.guard(core.db, self.clock.now())
+                for row in rows:
+                    if results and time.perf_counter() - started > self.config.apply_budget_s:
+                        break
+                    try:
+                        with core.db.atomic():
+                            result = core.handle(inbox_store.decode_row(row),
+                                                 self.clock.now())
+                            inbox_store.mark_applied(core.db, row.id)
+                    except lease_store.LeaseLost:
+                        raise
+                    except Exception:
+                        failed = row.id
+                        break
+                    results.append(result)
+        except BaseException:
+            # nothing of the batch committed: the machines must not keep its effects
+            core.reload()
+            raise
+        self.applied += len(results)
+        for row in rows[:len(results)]:
             self._failures.pop(row.id, None)
-            self.applied += 1
-            results.append(result)
-        return results
+        if failed is not None:
+            self._give_up_or_retry(core, failed, self.clock.now())
+            return results, False  # the failed row is retried after the apply interval
+        return results, len(results) < len(rows) or len(rows) == self.config.apply_batch
 
     def _give_up_or_retry(self, core: OpsCore, row_id: int, now: datetime) -> None:
         """A row whose handling raises (e.g. the database is locked) is retried in order

@@ -4,13 +4,20 @@
 instances can never both take the same epoch. ``check`` runs first inside every ops
 transaction of a leader: the transaction aborts (:class:`LeaseLost`) unless the row still
 names this instance, with this epoch, unexpired at ``now``.
+
+On PostgreSQL the write transaction holds the one advisory write lock, so a leader
+stopped (SIGSTOP, a VM freeze) in the middle of a transaction would hold every other
+writer, the standby's lease round included, until it resumed. :func:`fence_session`
+makes the server end such a session once it has been idle inside a transaction for the
+lease TTL: its transaction rolls back, the lock is free, the standby takes the lease, and
+the resumed leader finds its connection gone (it reconnects and follows).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from coordinator.db import Database, write_transaction
+from coordinator.db import Database, dialect, write_transaction
 from coordinator.errors import StoreError
 from coordinator.ops.lease import LeaseAction, LeaseKeeper, LeaseRow, Renew, Take
 from protocols.timestamps import parse_stamp, stamp
@@ -20,6 +27,18 @@ OPS_LEASE = "ops"
 
 class LeaseLost(StoreError):
     """This instance no longer holds the ops lease: the transaction must not commit."""
+
+
+def fence_session(db: Database, ttl_s: float) -> None:
+    """Let the server end this connection's session when it sits idle inside a
+    transaction for ``ttl_s`` (PostgreSQL; nothing to do on SQLite, where the instances
+    share one host and a stopped writer holds the file lock until it resumes)."""
+    if dialect(db) != "postgresql":
+        return
+    if not ttl_s > 0:
+        raise ValueError(f"ttl_s: must be > 0, got {ttl_s!r}")
+    # SET takes no parameters; the value is a number we computed
+    db.execute(f"SET idle_in_transaction_session_timeout = {max(1, round(ttl_s * 1000))}")
 
 
 def read(db: Database, name: str = OPS_LEASE) -> LeaseRow | None:

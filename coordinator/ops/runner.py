@@ -15,6 +15,7 @@ Usage (inside FastAPI's lifespan)::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -26,11 +27,18 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from coordinator.db import open_database, write_transaction
+from coordinator.db import Database, open_database, write_transaction
 from coordinator.errors import ConfigError
 from coordinator.live import Hub
 from coordinator.observability import Metrics
-from coordinator.ops import commands, escalation_store, inbox_store, telemetry, tracker_store
+from coordinator.ops import (
+    commands,
+    escalation_store,
+    inbox_store,
+    lease_store,
+    telemetry,
+    tracker_store,
+)
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.escalation import Escalate
 from coordinator.ops.handler import HandleResult, OpsCore
@@ -52,6 +60,12 @@ from protocols.clock import Clock, SystemClock
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STOP_TIMEOUT_S = 5.0
+
+
+def _connection_lost(core: OpsCore) -> bool:
+    """The core's PostgreSQL connection was closed under it (SQLite's never is)."""
+    raw = getattr(core.db.conn, "raw", None)
+    return bool(getattr(raw, "closed", False))
 
 
 def ops_config_of(settings: Settings, env: Mapping[str, str] | None = None) -> OpsConfig:
@@ -105,8 +119,18 @@ class OpsService:
             self.leadership.on_result = self._after
 
     def _new_dispatcher(self) -> Dispatcher:
-        return Dispatcher(lambda: open_database(self.settings.db_path), self.config.notify,
-                          self.clock, allowed=self.leading)
+        return Dispatcher(self._open_db, self.config.notify, self.clock,
+                          allowed=self.leading)
+
+    def _open_db(self) -> Database:
+        """A connection of the ops loop (the core's, the dispatcher's). With several
+        instances on PostgreSQL, one stopped inside a transaction (holding the write
+        lock) is ended by the server after the lease TTL (``lease_store.fence_session``),
+        so the standby is never held behind it."""
+        db = open_database(self.settings.db_path)
+        if self.leadership is not None:
+            lease_store.fence_session(db, self.config.cluster.lease_ttl_s)
+        return db
 
     @property
     def watcher_stats(self) -> WatcherStats:
@@ -194,13 +218,18 @@ class OpsService:
 
     def _close_core(self) -> None:
         if self._core is not None:
-            self._core.db.conn.close()
+            with contextlib.suppress(Exception):  # a lost connection may refuse to close
+                self._core.db.conn.close()
             self._core = None
 
     def _with_core(self, fn: Callable[[OpsCore], T]) -> T:
+        if self._core is not None and _connection_lost(self._core):
+            # e.g. PostgreSQL ended the session of a leader stopped inside a transaction
+            # (lease_store.fence_session): start over from what the database holds
+            log.warning("the ops database connection was lost; reconnecting")
+            self._close_core()
         if self._core is None:
-            self._core = OpsCore(open_database(self.settings.db_path), self.settings,
-                                 self.config)
+            self._core = OpsCore(self._open_db(), self.settings, self.config)
             if self.leadership is not None:
                 self._core.guard = self.leadership.guard
         return fn(self._core)

@@ -78,6 +78,8 @@ QUOTED_POSTGRESQL = {
     "reroute": {"pg_reroute_287_tx_s", "sqlite_reroute_287_tx_s", "pg_reroute_287_s",
                 "sqlite_reroute_287_s"},
     "reroute_under_reads": {"reroute_alone_s", "reroute_under_reads_s", "ratio"},
+    "scale": {"storm_s", "lost", "applied_twice", "failover_s", "intake_1_per_s",
+              "intake_2_per_s", "instances_2_over_1", "oversold"},
 }
 
 

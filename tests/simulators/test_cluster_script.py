@@ -1,5 +1,5 @@
-"""``scripts/cluster`` starts Mosquitto, two coordinators and HAProxy, serves a trip end
-to end through the proxy, and stops everything it started on SIGTERM."""
+"""``scripts/cluster`` starts PostgreSQL, Mosquitto, two coordinators and HAProxy, serves
+a trip end to end through the proxy, and stops everything it started on SIGTERM."""
 
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ async def test_cluster_script_serves_a_trip_end_to_end_and_stops_cleanly(
         line = await asyncio.wait_for(asyncio.to_thread(script.stdout.readline), 90)
         info = json.loads(line)
         assert len(info["coordinators"]) == 2
+        assert info["database"].startswith("postgresql://")  # the ops side on PG too
         host, port = info["mqtt"].removeprefix("mqtt://").split(":")
         async with httpx.AsyncClient(base_url=info["proxy"], timeout=10,
                                      headers=ADMIN) as client:
@@ -103,7 +104,10 @@ def test_compose_runs_the_commands_and_files_the_script_runs() -> None:
         assert "./cluster/coordinator.toml:" + config + ":ro" in services[name]["volumes"]
         env = services[name]["environment"]
         assert env["BREAKWATER_INSTANCE"] == f"coord-{name[-1]}"
-    assert services["seed"]["command"] == seed_command("python", "/data/coordinator.sqlite")
+    for name in ("seed", "coordinator-a", "coordinator-b"):
+        assert services[name]["environment"]["BREAKWATER_DB"] == compose["x-database"]
+    assert services["seed"]["command"] == seed_command("python", compose["x-database"])
+    assert compose["x-database"].startswith("postgresql://")
     haproxy_cfg = "/usr/local/etc/haproxy/haproxy.cfg"
     assert services["proxy"]["command"] == haproxy_command("haproxy", haproxy_cfg)
     shipped = (ROOT / "deploy" / "cluster" / "haproxy.cfg").read_text(encoding="utf-8")

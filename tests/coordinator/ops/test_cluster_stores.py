@@ -1,10 +1,13 @@
-"""The lease and inbox tables on a real database file: what two instances see."""
+"""The lease and inbox tables on a real database (a SQLite file and the private
+PostgreSQL): what two instances see."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
-from pathlib import Path
 
+import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,13 +19,14 @@ from tests.coordinator.ops.factories import T0, agent_status, breaker_event, tra
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    open_database(tmp_path / "c.sqlite").conn.close()
-    return tmp_path / "c.sqlite"
+def target(db_target: str) -> str:
+    """The migrated tables on each backend."""
+    open_database(db_target).conn.close()
+    return db_target
 
 
-def test_two_instances_on_one_file_one_leads_and_the_other_is_refused(db_path: Path) -> None:
-    first, second = open_database(db_path), open_database(db_path)
+def test_two_instances_on_one_database_one_leads_and_the_other_is_refused(target: str) -> None:
+    first, second = open_database(target), open_database(target)
     a, b = LeaseKeeper("a", 4), LeaseKeeper("b", 4)
     lease_store.step(first, a, T0)
     lease_store.step(second, b, T0 + timedelta(seconds=1))
@@ -41,8 +45,8 @@ def test_two_instances_on_one_file_one_leads_and_the_other_is_refused(db_path: P
     second.conn.close()
 
 
-def test_an_expired_lease_refuses_even_its_holder_until_renewed(db_path: Path) -> None:
-    db = open_database(db_path)
+def test_an_expired_lease_refuses_even_its_holder_until_renewed(target: str) -> None:
+    db = open_database(target)
     a = LeaseKeeper("a", 4)
     lease_store.step(db, a, T0)
     with pytest.raises(lease_store.LeaseLost), write_transaction(db):
@@ -53,9 +57,9 @@ def test_an_expired_lease_refuses_even_its_holder_until_renewed(db_path: Path) -
 
 
 def test_the_first_copy_of_a_message_wins_and_rows_come_back_in_arrival_order(
-    db_path: Path,
+    target: str,
 ) -> None:
-    db = open_database(db_path)
+    db = open_database(target)
     trip, clear = breaker_event(seq=1), breaker_event(seq=2, open=False, episode=None)
     assert inbox_store.put(db, trip, "a", T0)
     assert not inbox_store.put(db, trip, "b", T0)  # the other instance's copy
@@ -72,8 +76,8 @@ def test_the_first_copy_of_a_message_wins_and_rows_come_back_in_arrival_order(
     db.conn.close()
 
 
-def test_pruning_drops_only_applied_rows_older_than_kept(db_path: Path) -> None:
-    db = open_database(db_path)
+def test_pruning_drops_only_applied_rows_older_than_kept(target: str) -> None:
+    db = open_database(target)
     for seq in range(1, 4):
         inbox_store.put(db, breaker_event(seq=seq), "a", T0)
     first = inbox_store.pending(db, 10)[0]
@@ -106,9 +110,9 @@ def test_dedupe_keys_are_equal_exactly_for_the_same_message(
 
 
 def test_a_released_lease_is_taken_at_once_and_a_stale_release_changes_nothing(
-    db_path: Path,
+    target: str,
 ) -> None:
-    db = open_database(db_path)
+    db = open_database(target)
     a, b = LeaseKeeper("a", 4), LeaseKeeper("b", 4)
     lease_store.step(db, a, T0)
     lease_store.release(db, "a", a.epoch, T0 + timedelta(seconds=1))
@@ -118,3 +122,66 @@ def test_a_released_lease_is_taken_at_once_and_a_stale_release_changes_nothing(
     with write_transaction(db):
         lease_store.check(db, "b", b.epoch, T0 + timedelta(seconds=2))
     db.conn.close()
+
+
+def test_a_leader_stopped_inside_a_transaction_is_ended_by_the_server_so_the_standby_leads(
+    postgres_url: str,
+) -> None:
+    # two instances: two processes in production; here two clients of one database (the
+    # second URL differs only in its application name, so this process's own queue for
+    # the write lock, which is per URL, does not stand in for the server's lock)
+    leader = open_database(postgres_url)
+    standby = open_database(f"{postgres_url}?application_name=standby")
+    lease_store.fence_session(leader, 0.3)
+    a, b = LeaseKeeper("a", 4), LeaseKeeper("b", 4)
+    lease_store.step(leader, a, T0)
+    waited = 0.0
+    with pytest.raises(psycopg.Error, match="idle-in-transaction"), \
+            write_transaction(leader):
+        lease_store.check(leader, "a", a.epoch, T0 + timedelta(seconds=1))
+        leader.execute("INSERT INTO ops_cursors (name, value) VALUES ('from-a', 1)")
+        # a stops here (SIGSTOP) holding the write lock; b's round waits for the lock
+        # until the server ends a's session, then takes the lease a did not renew
+        started = time.monotonic()
+        lease_store.step(standby, b, T0 + timedelta(seconds=5))
+        waited = time.monotonic() - started
+    assert b.epoch == 2
+    assert 0.2 < waited < 10
+    assert leader.conn.raw.closed  # type: ignore[attr-defined]
+    assert standby.execute("SELECT count(*) FROM ops_cursors WHERE name = 'from-a'"
+                           ).fetchone()[0] == 0
+    leader.conn.close()
+    standby.conn.close()
+
+
+def test_a_put_waits_for_an_earlier_uncommitted_put_so_ids_appear_in_order(
+    postgres_url: str,
+) -> None:
+    # were the second put's higher id visible first, the applier's cursor would pass
+    # the first one's id before it committed, and never apply it
+    first = open_database(postgres_url)
+    second = open_database(f"{postgres_url}?application_name=second")
+    reader = open_database(f"{postgres_url}?application_name=reader")
+    done = threading.Event()
+
+    def put_second() -> None:
+        inbox_store.put(second, breaker_event(seq=2, agent="gw-2"), "b", T0)
+        done.set()
+
+    with first.atomic():  # the first instance's put, not yet committed
+        inbox_store.put(first, breaker_event(seq=1, agent="gw-1"), "a", T0)
+        worker = threading.Thread(target=put_second)
+        worker.start()
+        assert not done.wait(0.3)  # it waits for the first put's commit
+        assert inbox_store.pending(reader, 10) == []
+    worker.join(10)
+    assert done.is_set()
+    rows = inbox_store.pending(second, 10)
+    assert [inbox_store.decode_row(r).agent_id for r in rows] == ["gw-1", "gw-2"]
+    assert rows[0].id < rows[1].id
+    # the applier's transactions do not wait for the puts' lock (only the puts do)
+    with write_transaction(first):
+        inbox_store.mark_applied(first, rows[0].id)
+        assert inbox_store.put(second, breaker_event(seq=3, agent="gw-3"), "b", T0)
+    for db in (first, second, reader):
+        db.conn.close()

@@ -1,6 +1,7 @@
-"""Two coordinator processes on one database and one broker: the leader dies in the middle
-of a reroute (SIGKILL at several moments) or is paused past its lease (SIGSTOP, then
-resumed); the standby takes over, and nothing is lost or done twice."""
+"""Two coordinator processes on one database (a SQLite file, or the private PostgreSQL) and
+one broker: the leader dies in the middle of a reroute (SIGKILL at several moments) or is
+paused past its lease (SIGSTOP, then resumed); the standby takes over, and nothing is lost
+or done twice."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import httpx
@@ -20,9 +22,10 @@ from coordinator.db import open_database
 from protocols import Topics, encode
 from simulators.brokers import Broker
 from simulators.coordinators import CoordinatorProcess, coordinators
+from simulators.pg_server import PostgresServer
 from tests.auth import ADMIN
 from tests.coordinator.ops.factories import breaker_event
-from tests.coordinator.ops.helpers import read, wait_for
+from tests.coordinator.ops.helpers import wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(180)]
 WH = "WH-02"
@@ -31,7 +34,21 @@ ORDERS = 120
 TTL_S = 2.0
 
 
-def leader(db_path: Path) -> str | None:
+def read(target: str, sql: str, args: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` as committed, on either backend (a path or a URL)."""
+    db = open_database(target, migrate=False)
+    try:
+        return [tuple(r) for r in db.execute(sql, args or []).fetchall()]
+    finally:
+        db.conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def leader(db_path: str) -> str | None:
     """The name (``a``/``b``) of the instance holding an unexpired lease."""
     rows = read(db_path, "SELECT holder, expires_at FROM ops_lease WHERE name = 'ops'")
     if not rows:
@@ -42,14 +59,14 @@ def leader(db_path: Path) -> str | None:
 
 
 @contextmanager
-def instances(db_path: Path, broker: Broker, topics: Topics,
+def instances(db_path: str, broker: Broker, topics: Topics,
               workdir: Path) -> Iterator[dict[str, CoordinatorProcess]]:
-    with coordinators(str(db_path), [broker.url], topics.root, workdir,
+    with coordinators(db_path, [broker.url], topics.root, workdir,
                       lease_ttl_s=TTL_S) as running:
         yield running
 
 
-def applied_seqs(db_path: Path) -> list[int]:
+def applied_seqs(db_path: str) -> list[int]:
     return [int(r[0]) for r in read(
         db_path, "SELECT seq FROM ops_processed_events WHERE agent_id = ? ORDER BY seq",
         [AGENT])]
@@ -67,8 +84,14 @@ async def publish(broker: Broker, topics: Topics, seqs: range) -> None:
                                 retain=True)
 
 
-def seeded(tmp_path: Path) -> Path:
-    path = tmp_path / "coordinator.sqlite"
+def seeded(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> str:
+    """The sample region with ``ORDERS`` orders held at ``WH``, on ``backend``: a SQLite
+    file, or a fresh database on the session's private PostgreSQL."""
+    if backend == "sqlite":
+        path = str(tmp_path / "coordinator.sqlite")
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        path = server.create_database()
     db = open_database(path)
     held = seed_orders_at(db, WH, ORDERS, datetime.now(UTC), stock_boost=100)
     db.conn.close()
@@ -76,7 +99,7 @@ def seeded(tmp_path: Path) -> Path:
     return path
 
 
-def assert_consistent(db_path: Path, workdir: Path) -> None:
+def assert_consistent(db_path: str, workdir: Path) -> None:
     """Every unshipped order at exactly one feasible warehouse, reservations equal the
     sum over orders, one incident, one coupon per order, each notice delivered once."""
     where = read(db_path, "SELECT o.id, count(DISTINCT r.warehouse_id), min(r.warehouse_id) "
@@ -95,7 +118,7 @@ def assert_consistent(db_path: Path, workdir: Path) -> None:
     assert read(db_path, "SELECT count(*) FROM ops_incidents WHERE warehouse_id = ?",
                 [WH]) == [(1,)]
     assert read(db_path, "SELECT count(*) FROM (SELECT order_id FROM ops_coupons "
-                         "GROUP BY order_id HAVING count(*) > 1)") == [(0,)]
+                         "GROUP BY order_id HAVING count(*) > 1) AS twice") == [(0,)]
     lines = (workdir / "franchisee.jsonl").read_text(encoding="utf-8").splitlines()
     sent = read(db_path, "SELECT count(*) FROM ops_notifications "
                          "WHERE kind = 'franchisee' AND status = 'sent'")
@@ -103,11 +126,15 @@ def assert_consistent(db_path: Path, workdir: Path) -> None:
     assert [(len(lines),)] == sent
 
 
-@pytest.mark.parametrize("kill_after_s", [0.0, 0.03, 0.15])
+# Every timing on PostgreSQL (what instances on several hosts share); one on SQLite,
+# where the same code runs under the file lock: the suite's time goes where it matters.
+@pytest.mark.parametrize(("backend", "kill_after_s"), [
+    ("postgresql", 0.0), ("postgresql", 0.03), ("postgresql", 0.15), ("sqlite", 0.03)])
 async def test_leader_killed_mid_reroute_standby_finishes_and_nothing_is_done_twice(
-    tmp_path: Path, broker: Broker, topics: Topics, kill_after_s: float
+    tmp_path: Path, broker: Broker, topics: Topics, kill_after_s: float, backend: str,
+    request: pytest.FixtureRequest,
 ) -> None:
-    db_path = seeded(tmp_path)
+    db_path = seeded(tmp_path, backend, request)
     with instances(db_path, broker, topics, tmp_path) as procs:
         await wait_for(lambda: leader(db_path) is not None, 30, "a leader")
         first = leader(db_path)
@@ -134,26 +161,47 @@ async def test_leader_killed_mid_reroute_standby_finishes_and_nothing_is_done_tw
     assert_consistent(db_path, tmp_path)
 
 
-async def test_leader_paused_past_its_lease_writes_nothing_after_it_resumes(
-    tmp_path: Path, broker: Broker, topics: Topics
+@pytest.mark.parametrize(("backend", "pause_after_s"), [
+    ("postgresql", 0.0), ("postgresql", 0.03), ("sqlite", 0.03)])
+async def test_leader_paused_mid_reroute_past_its_lease_writes_nothing_after_it_resumes(
+    tmp_path: Path, broker: Broker, topics: Topics, backend: str,
+    request: pytest.FixtureRequest, pause_after_s: float,
 ) -> None:
-    db_path = seeded(tmp_path)
+    db_path = seeded(tmp_path, backend, request)
     with instances(db_path, broker, topics, tmp_path) as procs:
         await wait_for(lambda: leader(db_path) is not None, 30, "a leader")
         first = leader(db_path)
         assert first is not None
         other = "b" if first == "a" else "a"
-        procs[first].pause()
-        await wait_for(lambda: leader(db_path) == other, 30, "the standby to take over")
-        await publish(broker, topics, range(1, 3))
-        await wait_for(lambda: applied_seqs(db_path) == [1, 2], 30, "the trip applied")
-        epoch = read(db_path, "SELECT epoch FROM ops_lease")[0][0]
+        await publish(broker, topics, range(1, 2))
+        await asyncio.sleep(pause_after_s)
+        procs[first].pause()  # SIGSTOP: before, inside or after its reroute transaction
+        await publish(broker, topics, range(2, 4))
+        if backend == "postgresql":
+            # stopped inside its transaction, it holds the write lock: the server ends
+            # its session after the lease TTL, so the standby leads while it is stopped
+            await wait_for(lambda: leader(db_path) == other, 30,
+                           "the standby, while the leader is stopped")
+            await wait_for(lambda: applied_seqs(db_path) == [1, 2, 3], 30,
+                           "the events, while the leader is stopped")
+        else:
+            # a SQLite writer stopped inside its transaction keeps the file lock until it
+            # resumes (instances share one host there): it then commits what it checked
+            # before anyone else could write, finds its lease expired and, first to the
+            # lock, may take it again under a new epoch; past its lease either way
+            await asyncio.sleep(TTL_S * 1.5)
         procs[first].resume()
-        await publish(broker, topics, range(3, 5))
-        await wait_for(lambda: applied_seqs(db_path) == [1, 2, 3, 4], 30, "later events")
+        await wait_for(lambda: leader(db_path) is not None, 30, "a leader again")
+        await wait_for(lambda: applied_seqs(db_path) == [1, 2, 3], 30, "the events")
+        # epoch 1 wrote its last: whoever leads now does so under a later epoch
+        holder, epoch = read(db_path, "SELECT holder, epoch FROM ops_lease")[0]
+        assert epoch > 1
+        if backend == "postgresql":
+            assert str(holder).endswith(f"-{other}")
+        await publish(broker, topics, range(4, 5))
+        await wait_for(lambda: applied_seqs(db_path) == [1, 2, 3, 4], 30, "a later event")
         await asyncio.sleep(TTL_S)  # the resumed one had time to try
-        assert leader(db_path) == other
-        assert read(db_path, "SELECT epoch FROM ops_lease")[0][0] == epoch
+        assert read(db_path, "SELECT holder, epoch FROM ops_lease") == [(holder, epoch)]
         await wait_for(lambda: read(db_path, "SELECT count(*) FROM ops_notifications "
                                              "WHERE status = 'pending'") == [(0,)],
                        30, "notices delivered")
@@ -161,11 +209,12 @@ async def test_leader_paused_past_its_lease_writes_nothing_after_it_resumes(
 
 
 async def test_a_leader_stopped_cleanly_hands_over_without_waiting_out_its_lease(
-    tmp_path: Path, broker: Broker, topics: Topics
+    tmp_path: Path, broker: Broker, topics: Topics, backend: str,
+    request: pytest.FixtureRequest,
 ) -> None:
-    db_path = seeded(tmp_path)
+    db_path = seeded(tmp_path, backend, request)
     long_ttl = 30.0  # a standby that waited it out would fail the bound below
-    with coordinators(str(db_path), [broker.url], topics.root, tmp_path,
+    with coordinators(db_path, [broker.url], topics.root, tmp_path,
                       lease_ttl_s=long_ttl) as procs:
         await wait_for(lambda: leader(db_path) is not None, 30, "a leader")
         first = leader(db_path)
