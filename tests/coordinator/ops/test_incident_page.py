@@ -25,6 +25,8 @@ from coordinator.gateways import store as gateway_store
 from coordinator.ops.app import create_app_with_ops
 from coordinator.serving import serve_in_thread
 from protocols import (
+    AgentState,
+    AgentStatus,
     AuditRecord,
     BreakerCommand,
     BreakerEvent,
@@ -83,6 +85,13 @@ def _trip(now: datetime) -> BreakerEvent:
         since=now, episode_id=EPISODE, seq=1, session_seq=1, event_time=now, published_at=now)
 
 
+def _uplink_drop(now: datetime) -> list[AgentStatus]:
+    return [AgentStatus(warehouse_id=WH, agent_id="gw-wh-02", state=state, session_seq=seq,
+                        ts=now + timedelta(seconds=seq))
+            for state, seq in ((AgentState.ONLINE, 1), (AgentState.OFFLINE, 1),
+                               (AgentState.ONLINE, 2))]
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def story(request: pytest.FixtureRequest, mqtt_broker: Broker,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
@@ -123,6 +132,14 @@ def story(request: pytest.FixtureRequest, mqtt_broker: Broker,
                 break
             assert time.monotonic() < deadline, f"no reroute: {r.text[:500]}"
             time.sleep(0.05)
+        # the gateway's link drops (the broker publishes its last will) and comes back
+        asyncio.run(publish([(topics.agent_status(WH, "gw-wh-02"), encode(status), True)
+                             for status in _uplink_drop(now)]))
+        deadline = time.monotonic() + 15
+        while "uplink_regained" not in [i["kind"] for i in http.get(
+                f"/incidents/{EPISODE}").json()["timeline"]]:
+            assert time.monotonic() < deadline, "the uplink never came back on the timeline"
+            time.sleep(0.05)
         yield Story(url, now, held, workdir, topics.root, path)
         asyncio.run(publish([(topics.breaker(WH, "cold_chain"), b"", True)]))
 
@@ -142,6 +159,11 @@ def test_the_incident_json_tells_the_story_in_order(story: Story) -> None:
     assert kinds[:3] == ["first_over_limit", "tripped", "event_delivered"]
     assert kinds.index("unavailable") < kinds.index("rerouted")
     assert "notices_pending" in kinds or "notices_sent" in kinds
+    # the gateway's last will, then its next birth: after the trip, in that order
+    assert kinds.count("uplink_lost") == 1 and kinds.count("uplink_regained") == 1
+    assert kinds.index("tripped") < kinds.index("uplink_lost") < kinds.index("uplink_regained")
+    lost = next(i for i in view["timeline"] if i["kind"] == "uplink_lost")
+    assert (lost["agent_id"], lost["how"]) == ("gw-wh-02", "last_will")
     rerouted = next(i for i in view["timeline"] if i["kind"] == "rerouted")
     assert sum(d["orders"] for d in rerouted["destinations"]) == story.moved
     assert sum(d["orders"] for d in view["destinations"]) == story.moved
@@ -203,6 +225,10 @@ def test_the_page_shows_the_story_and_its_buttons_acknowledge_and_pause(story: S
         assert kinds[:2] == ["first_over_limit", "tripped"] and "rerouted" in kinds
         first = driver.find_element(By.CSS_SELECTOR, '#timeline li[data-kind="first_over_limit"]')
         assert "temperature above 8 °C for 5 min" in first.text
+        lost = driver.find_element(By.CSS_SELECTOR, '#timeline li[data-kind="uplink_lost"]')
+        assert lost.text.endswith("uplink lost · gw-wh-02 (last will)")
+        back = driver.find_element(By.CSS_SELECTOR, '#timeline li[data-kind="uplink_regained"]')
+        assert back.text.endswith("uplink regained · gw-wh-02 (online status)")
         summary = driver.find_element(By.ID, "tripping-summary").text
         assert "cold_room_1" in summary and "9.6 °C" in summary and "6 min" in summary
         counts = driver.execute_script(
