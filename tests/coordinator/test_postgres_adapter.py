@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.postgres import MULTI_ROW_MIN, PgDatabase, copy_plan, multi_row, to_pg
+from coordinator.pg_sql import MULTI_ROW_MIN, copy_plan, multi_row, to_pg
+from coordinator.postgres import PgDatabase
 
 ROWS = MULTI_ROW_MIN * 3
 
