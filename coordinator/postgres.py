@@ -200,7 +200,12 @@ class PgDatabase:
             with self.atomic():
                 yield self
             return
-        conn.raw.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY:d})")
+        try:
+            conn.raw.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY:d})")
+        except BaseException:
+            if conn.in_transaction:  # e.g. the wait for the lock was cancelled
+                conn.execute("ROLLBACK")
+            raise
         conn.write_transactions += 1
         conn.write_lock_held = conn.write_transactions
         try:
