@@ -3,8 +3,9 @@
 Placing an order (intake, retry), moving it (reroute), marking it stuck, releasing or
 shipping its stock, its timeline events, its allocation decisions and the alerts they
 raise: callers decide *what* happens (pure engine decisions), a :class:`Ledger` collects
-the rows and :meth:`Ledger.flush` writes them with one ``executemany`` per statement, in
-an order that keeps stock honest:
+the rows and :meth:`Ledger.flush` writes them with one ``executemany`` per statement (a
+reroute's moves as set-based statements from its incident record), in an order that
+keeps stock honest:
 
 1. stock given back (``release``) before stock taken (``reserve``), so a reroute may move
    an order's units within one warehouse's sellable stock;

@@ -48,9 +48,10 @@ class _Cache:
     index: SpatialIndex
     cold_skus: frozenset[str]
     skus: frozenset[str]
-    # PostgreSQL: the write transaction in which the versions were last checked (inside
-    # it no writer can change them: the check is not repeated, one round trip per use)
-    checked_in: int | None = None
+    # PostgreSQL: (write transaction, rows this connection had changed) when the versions
+    # were last checked: while both are the same, no other writer (they wait for the
+    # lock) nor this connection changed them, and the check is not repeated
+    checked_in: tuple[int, int] | None = None
 
 
 _caches: weakref.WeakKeyDictionary[Database, _Cache] = weakref.WeakKeyDictionary()
@@ -61,10 +62,13 @@ def _versions(db: Database) -> tuple[int, int]:
     return int(rows.get("warehouses_version", 0)), int(rows.get("skus_version", 0))
 
 
-def _write_transaction_no(db: Database) -> int | None:
-    """On PostgreSQL inside a write transaction, its number on this connection; else None."""
+def _write_transaction_no(db: Database) -> tuple[int, int] | None:
+    """On PostgreSQL inside a write transaction, its number on this connection and the
+    rows the connection has changed so far; else None."""
     conn = db.conn
-    return conn.write_lock_held if isinstance(conn, PgConnection) else None
+    if not isinstance(conn, PgConnection) or conn.write_lock_held is None:
+        return None
+    return conn.write_lock_held, conn.total_changes
 
 
 def _cache(db: Database) -> _Cache:

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.postgres import MULTI_ROW_MIN, PgDatabase, copy_plan, multi_row, to_pg
+from coordinator.pg_sql import MULTI_ROW_MIN, copy_plan, multi_row, to_pg
+from coordinator.postgres import PgDatabase
 
 ROWS = MULTI_ROW_MIN * 3
 
@@ -40,6 +41,25 @@ def test_many_rows_insert_and_update_as_one_statement_each(pg: PgDatabase) -> No
         assert len(rows) == ROWS
         assert {r[3] for r in rows} == {0, 2} and {r[5] for r in rows} == {None, "held"}
         assert all(isinstance(r[4], float) for r in rows)
+    finally:
+        pg.conn.close()
+
+
+def test_a_guarded_many_row_update_in_a_transaction_counts_only_the_rows_it_took(
+        pg: PgDatabase) -> None:
+    try:
+        pg.conn.executemany("INSERT INTO stock (w, s, on_hand, reserved) VALUES (?, ?, 5, 0)",
+                            [("W", f"S{i:03d}") for i in range(ROWS)])
+        with pg.atomic():  # inside a transaction the UPDATE is planned as key lookups
+            taken = pg.conn.executemany(
+                "UPDATE stock SET reserved = reserved + ? WHERE w = ? AND s = ? "
+                "AND on_hand - reserved >= ?",
+                [(q, "W", f"S{i:03d}", q) for i, q in
+                 ((i, 9 if i % 4 == 0 else 1) for i in range(ROWS))])
+            assert taken.rowcount == ROWS - len(range(0, ROWS, 4))
+            # the planner switches were local to that statement
+            assert pg.execute("SHOW enable_hashjoin").fetchone()[0] == "on"
+        assert sum(r[3] for r in _rows(pg)) == ROWS - len(range(0, ROWS, 4))
     finally:
         pg.conn.close()
 
