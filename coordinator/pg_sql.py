@@ -157,6 +157,31 @@ def copy_rows(cur: psycopg.Cursor[Any], sql: str, rows: list[tuple[Any, ...]]) -
     return True
 
 
+_CONFLICT_TARGET = re.compile(r"ON CONFLICT\s*\(([^)]*)\)\s*DO UPDATE", re.I)
+
+
+def _conflicting_keys(head: str, row: str, tail: str, rows: list[tuple[Any, ...]]) -> bool:
+    """Whether an ``INSERT ... ON CONFLICT (key) DO UPDATE`` names one key twice in
+    ``rows``: PostgreSQL refuses that in one statement ("cannot affect row a second
+    time"), while SQLite and row-by-row upserts let the last row win."""
+    target = _CONFLICT_TARGET.search(tail)
+    if target is None:
+        return False
+    columns = [c.strip() for c in head[head.index("(") + 1:head.rindex(")")].split(",")]
+    values = [v.strip() for v in row[1:-1].split(",")]
+    if len(columns) != len(values):
+        return True  # cannot tell which parameter is which column: do not risk it
+    position, slots = 0, {}
+    for column, value in zip(columns, values, strict=True):
+        if value == "?":
+            slots[column] = position
+        position += value.count("?")
+    key = [slots[c.strip()] for c in target[1].split(",") if c.strip() in slots]
+    if not key:
+        return False
+    return len({tuple(r[i] for i in key) for r in rows}) != len(rows)
+
+
 def multi_row(sql: str, rows: list[tuple[Any, ...]]) -> list[tuple[str, list[Any]]] | None:
     """``executemany`` of an ``INSERT ... VALUES (...)`` or of an ``UPDATE`` whose
     parameters are all plain ``?``, as one statement over ``unnest`` of one array per
@@ -185,6 +210,8 @@ def multi_row(sql: str, rows: list[tuple[Any, ...]]) -> list[tuple[str, list[Any
     if inserted is not None:
         if inserted["row"].count("?") != width:
             return None
+        if _conflicting_keys(inserted["head"], inserted["row"], inserted["tail"], rows):
+            return None  # one statement may not upsert a row twice; row by row may
         select = re.sub(r"\?", lambda _: next(counter), inserted["row"][1:-1])
         return [(f"INSERT INTO {inserted['head']} SELECT {to_pg(select)} FROM {source}"
                  f"{to_pg(inserted['tail'])}", arrays)]

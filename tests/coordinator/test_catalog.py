@@ -142,3 +142,19 @@ def test_catalogue_rows_read_are_the_models_the_upserts_take() -> None:
     rows = read_rows(b"id,name,lat,lon,capacity_override\nWH-1,a,30,120,yes\n",
                      Kind.WAREHOUSES, ImportFormat.CSV)
     assert rows == [WarehouseIn(id="WH-1", name="a", lat=30, lon=120, capacity_override=True)]
+
+
+def test_a_stock_file_naming_one_row_twice_keeps_the_last_on_both_backends(
+        store_db: Database) -> None:
+    """Exports repeat rows; past 32 rows PostgreSQL upserts in one statement, which may not
+    touch a row twice: it must end as row by row does (the last one wins), not fail."""
+    skus = [f"SKU-{i:04d}" for i in range(1, 41)]
+    rows = [InventoryIn(warehouse_id="WH-01", sku_id=s, on_hand=100, safety_stock=0)
+            for s in skus]
+    rows.append(InventoryIn(warehouse_id="WH-01", sku_id="SKU-0003", on_hand=777, safety_stock=5))
+    assert upsert(store_db, Kind.INVENTORY, rows, NOW) == len(rows)
+    held = store_db.execute("SELECT on_hand, safety_stock FROM inventory "
+                            "WHERE warehouse_id = 'WH-01' AND sku_id = 'SKU-0003'").fetchone()
+    assert tuple(held) == (777, 5)
+    assert store_db.execute("SELECT on_hand FROM inventory WHERE warehouse_id = 'WH-01' "
+                            "AND sku_id = 'SKU-0040'").fetchone()[0] == 100
