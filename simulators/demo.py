@@ -38,6 +38,8 @@ from protocols import BreakerEvent, Topics
 from protocols.clock import ManualClock
 from simulators.brokers import EmbeddedBroker, free_port
 from simulators.edge_configs import agent_id_for, write_configs
+from simulators.event_stream import events
+from simulators.events import Event, Marker, Outage, ScenarioReading
 from simulators.harness import (
     AgentFactory,
     AgentLike,
@@ -55,17 +57,10 @@ from simulators.orders import (
 )
 from simulators.reference import Trip, sustained_trips
 from simulators.region import Region, default_region
-from simulators.scenario import (
-    Event,
-    Marker,
-    Outage,
-    Scenario,
-    ScenarioReading,
-    events,
-    load_scenario,
-    sites,
-)
+from simulators.scenario import Scenario
+from simulators.scenario_files import load_scenario
 from simulators.sensors import MqttPublisher, Replayer, parse_speed
+from simulators.sites import sites
 
 StopFn = Callable[[], Awaitable[None]]
 UplinkHook = Callable[[UplinkOutageRun], Awaitable[None]]

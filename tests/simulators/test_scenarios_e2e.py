@@ -27,11 +27,13 @@ from protocols import Topics
 from protocols.clock import ManualClock
 from simulators.brokers import Broker
 from simulators.demo import RunningCoordinator, start_coordinator
+from simulators.event_stream import events
+from simulators.events import Event, Outage, ScenarioReading
 from simulators.harness import AgentLike, UplinkOutageRun, run_scenario
 from simulators.orders import post_orders, targeted_orders
 from simulators.reference import sustained_trips
 from simulators.region import builtin_region, default_region
-from simulators.scenario import Event, Outage, ScenarioReading, events, load_scenario
+from simulators.scenario_files import load_scenario
 from tests.auth import ADMIN
 
 agent_module = pytest.importorskip("edge_agent.agent")
