@@ -10,7 +10,6 @@ from protocols.models import TrackingUpdate
 from simulators.scenario import Metric, SensorFormat
 
 
-# -- events ---------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ScenarioReading:
     """One sensor reading at event time ``at``; ``values`` maps metric to °C / %RH."""
@@ -57,7 +56,6 @@ class Marker:
 
 
 Event = ScenarioReading | Tracking | Outage | Marker
-_KIND_ORDER = {Marker: 0, Outage: 1, Tracking: 2, ScenarioReading: 3}
 
 
 def event_key(event: Event) -> tuple[datetime, int, str, str]:

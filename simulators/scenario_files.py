@@ -29,7 +29,6 @@ class ScenarioError(ValueError):
         super().__init__(text)
 
 
-
 # -- loading with line numbers --------------------------------------------------------
 Path_ = tuple[str | int, ...]
 
