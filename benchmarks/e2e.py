@@ -31,11 +31,12 @@ from benchmarks.runner import Result
 from coordinator.ops.handler import RerouteTiming
 from protocols import Topics
 from protocols.clock import ManualClock
-from simulators.demo import start_coordinator
+from simulators.events import Event, ScenarioReading
 from simulators.harness import AgentLike, run_scenario
+from simulators.inprocess_coordinator import start_coordinator
 from simulators.orders import post_orders, targeted_orders
 from simulators.region import default_region
-from simulators.scenario import Event, ScenarioReading, load_scenario
+from simulators.scenario_files import load_scenario
 from simulators.sensors import parse_mqtt_url
 
 INCIDENT = "WH-02"

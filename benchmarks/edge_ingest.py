@@ -15,35 +15,40 @@ rules + telemetry + batched state persistence) with ``[local_mqtt] persistent_se
 ``*_live_per_s`` keep the earlier measurement: the subscriber connects (clock started before
 connecting, as aiomqtt buffers what arrives before iteration) and the publisher runs at the
 same time, so on 2 cores both figures are bound by the publisher and CPU contention.
+
+The footprint figures (cold start, idle and per-sensor RSS) are measured by
+:mod:`benchmarks.edge_footprint`; the agent's configuration is :mod:`benchmarks.edge_bench_agent`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import resource
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 from collections.abc import Coroutine
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
+from benchmarks.edge_bench_agent import (
+    AGENT_ID,
+    ROOT,
+    SENSORS,
+    WAREHOUSE,
+    ZONES,
+    agent_config,
+    stop,
+)
+from benchmarks.edge_footprint import IDLE_ROUNDS, IDLE_SENSORS, measure_idle, measure_rss
 from benchmarks.runner import Result
 from edge_agent.agent import EdgeAgent
-from edge_agent.config import AgentConfig
 from protocols import Topics
 from simulators.brokers import MosquittoBroker
-
-SENSORS = 1000
-ZONES = 100
-WAREHOUSE = "wh-bench"
-ROOT = "bench"
 
 PUBLISHER = textwrap.dedent(
     """
@@ -122,18 +127,7 @@ class Publisher:
             self.proc.kill()
 
 
-def rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 BARE_ID = "bench-bare"
-AGENT_ID = "gw-bench"
 SENSOR_CLIENT_ID = f"{AGENT_ID}-sensors"  # the agent's default local client id
 
 
@@ -207,51 +201,6 @@ async def measure_bare_drain(port: int, publisher: Publisher, n: int) -> tuple[f
     await forget_session(port, BARE_ID)
     return received / max(last - start, 1e-9), received
 
-
-def agent_config(
-    state_dir: Path, port: int, *, persistent_session: bool = False, sensors: int = SENSORS
-) -> AgentConfig:
-    url = f"mqtt://127.0.0.1:{port}"
-    zones = min(ZONES, sensors)
-    sensor_list = [
-        {"id": f"s{i:04d}", "zone": f"zone_{i % zones:03d}", "max_gap_s": 600}
-        for i in range(sensors)
-    ]
-    rules = [
-        {
-            "id": "temp_high",
-            "zone": f"zone_{z:03d}",
-            "breaker": "cold_chain",
-            "metric": "temperature_c",
-            "above": 8.0,
-            "for_s": 300,
-        }
-        for z in range(zones)
-    ]
-    return AgentConfig.model_validate(
-        {
-            "agent": {
-                "agent_id": AGENT_ID,
-                "warehouse_id": WAREHOUSE,
-                "state_db": str(state_dir / "edge.sqlite"),
-                "max_skew_s": 60,
-            },
-            "local_mqtt": {"url": url, "persistent_session": persistent_session},
-            "uplink_mqtt": {"url": url, "username": AGENT_ID, "topic_root": ROOT},
-            "sensors": sensor_list,
-            "rules": rules,
-            "breakers": [{"name": "cold_chain"}],
-        }
-    )
-
-
-async def stop(task: asyncio.Task[None]) -> None:
-    """Cancel until it ends: Python 3.11's wait_for (inside aiomqtt) can swallow a cancel."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=1.0)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def wait_connected(agent: EdgeAgent) -> None:
@@ -394,105 +343,5 @@ def run(quick: bool) -> Result:
     return result
 
 
-IDLE_SENSORS = 50
-IDLE_ROUNDS = 3
-
-
-def idle_probe(state_dir: Path, port: int) -> float:
-    """Run one 50-sensor agent until both its connections are up, idle 1 s; its RSS."""
-
-    async def main() -> float:
-        config = agent_config(state_dir, port, sensors=IDLE_SENSORS)
-        agent = EdgeAgent(config)
-        task = asyncio.create_task(agent.run())
-        while not (agent.stats.sensors_connected and agent.stats.uplink_connected):  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-        print("connected", flush=True)
-        await asyncio.sleep(1.0)
-        rss = rss_mb()
-        await stop(task)
-        return rss
-
-    return asyncio.run(main())
-
-
-def bare_probe(port: int) -> float:
-    async def main() -> float:
-        async with aiomqtt.Client("127.0.0.1", port, identifier="bench-idle-bare"):
-            print("connected", flush=True)
-            await asyncio.sleep(1.0)
-            return rss_mb()
-
-    return asyncio.run(main())
-
-
-def _timed_probe(args: list[str]) -> tuple[float, float]:
-    """(seconds from spawn to "connected", RSS MB it reports) of one probe process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.edge_ingest", *args],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    if proc.stdout.readline().strip() != "connected":
-        proc.kill()
-        raise RuntimeError(f"probe {args[0]} did not connect")
-    started = time.perf_counter() - start
-    out, _ = proc.communicate(timeout=60)
-    return started, float(out.strip().splitlines()[-1])
-
-
-def measure_idle() -> dict[str, float]:
-    broker = MosquittoBroker(persistence=False)
-    broker.start()
-    found: dict[str, list[float]] = {k: [] for k in ("agent_start", "agent_rss", "bare_start",
-                                                      "bare_rss")}
-    try:
-        for _ in range(IDLE_ROUNDS):  # interleaved, best of each: a shared machine
-            with tempfile.TemporaryDirectory(prefix="bw-bench-idle-") as tmp:
-                started, rss = _timed_probe(["--idle-probe", tmp, str(broker.port)])
-            found["agent_start"].append(started)
-            found["agent_rss"].append(rss)
-            started, rss = _timed_probe(["--bare-probe", str(broker.port)])
-            found["bare_start"].append(started)
-            found["bare_rss"].append(rss)
-    finally:
-        broker.close()
-    return {k: min(v) for k, v in found.items()}
-
-
-def rss_probe(state_dir: Path) -> float:
-    """RSS growth of one agent with SENSORS sensors that has seen 10 readings from each
-    (run in a fresh process so the other measurements' buffers do not blur it)."""
-    before = rss_mb()
-    agent = EdgeAgent(agent_config(state_dir, 1883))
-    agent.breaker_states()  # opens the store and builds the machines
-    base = datetime.now(UTC)
-    for i in range(SENSORS * 10):
-        sensor = f"s{i % SENSORS:04d}"
-        ts = (base + timedelta(microseconds=10 * i)).isoformat()
-        payload = f'{{"v":1,"sensor_id":"{sensor}","ts":"{ts}","temperature_c":5.0}}'
-        agent.handle_sensor_message(Topics(ROOT).sensor(WAREHOUSE, sensor), payload.encode())
-    asyncio.run(agent.tick())
-    return rss_mb() - before
-
-
-def measure_rss() -> float:
-    with tempfile.TemporaryDirectory(prefix="bw-bench-rss-") as tmp:
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.edge_ingest", "--rss-probe", tmp],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-    return float(out.stdout.strip().splitlines()[-1])
-
-
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--rss-probe":
-        print(rss_probe(Path(sys.argv[2])))
-    elif len(sys.argv) == 4 and sys.argv[1] == "--idle-probe":
-        print(idle_probe(Path(sys.argv[2]), int(sys.argv[3])))
-    elif len(sys.argv) == 3 and sys.argv[1] == "--bare-probe":
-        print(bare_probe(int(sys.argv[2])))
-    else:
-        print(run("--quick" in sys.argv).figures)
+    print(run("--quick" in sys.argv).figures)

@@ -4,14 +4,10 @@ Two connections: the gateway's local sensor broker and the uplink broker (they m
 same URL). This module only moves bytes: sensor messages go to ``core.ingest``, commands
 to ``core.command``, ticks to ``core.tick``; what the core returns is committed to SQLite
 (state first, with the outbox, in one transaction) before anything is published. The
-uplink task drains the outbox with QoS 1 on a persistent session.
-
-On every new uplink session the agent first re-publishes the current state of each
-breaker (its newest event, retained, with its original ``seq``), as a Sparkplug birth
-carries current values: a broker that acknowledged an event and then lost it (killed
-before it saved it to disk) is healed by the next connection, and the coordinator's
-``(agent_id, seq)`` dedupe absorbs the repeats on a flapping link. Then the rest of the
-outbox follows in sequence order as ``historical`` (not retained).
+uplink task drains the outbox with QoS 1 on a persistent session; what a session
+publishes and in which order (current breaker states first, then the outbox, birth and
+heartbeats, the QoS 0 extras) is :mod:`edge_agent.uplink_publisher`. Which messages are
+commands is :mod:`edge_agent.command_topics`.
 
 Every time decision uses the injected :class:`~protocols.clock.Clock`.
 """
@@ -20,22 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import logging
 import os
-from collections import deque
 from datetime import datetime
 from types import MappingProxyType
 
 import aiomqtt
 
+from edge_agent.command_topics import CommandTopics
 from edge_agent.config import AgentConfig
 from edge_agent.core import AgentCore, Output, Saved
 from edge_agent.counters import AgentStats
 from edge_agent.errors import StoreError
 from edge_agent.local_command import COMMAND_KEY_ENV
-from edge_agent.messages import OutgoingMessage, agent_status, as_historical
+from edge_agent.messages import OutgoingMessage
 from edge_agent.mqtt_io import (
     broker_address,
     cancel_and_wait,
@@ -44,15 +39,9 @@ from edge_agent.mqtt_io import (
     owned_queue,
     reraise_if_cancelling,
 )
-from edge_agent.store import OutboxRow, Store, open_store
-from protocols import (
-    AgentState,
-    DeadLetter,
-    RuleCountdown,
-    TopicError,
-    Topics,
-    encode,
-)
+from edge_agent.store import Store, open_store
+from edge_agent.uplink_publisher import UplinkPublisher
+from protocols import AgentState, Topics
 from protocols.clock import Clock, SystemClock
 from protocols.command_auth import load_command_key
 from protocols.mqtt_url import parse_mqtt_url
@@ -86,41 +75,33 @@ class EdgeAgent:
             # read once at start; a missing or short key stops the agent naming the file
             command_key = load_command_key(config.command_key_path, COMMAND_KEY_ENV)
         self.core = AgentCore(config, self.topics, command_key=command_key)
-        self._deadletters: deque[DeadLetter] = deque()
-        self._countdowns: dict[tuple[str, str], RuleCountdown] = {}
-        self._wake = asyncio.Event()
+        self.publisher = UplinkPublisher(config, self.core, self.topics, clock)
+        self._commands = CommandTopics(self.topics, self.warehouse_id)
         self._store: Store | None = None
-        self._status_topic = self.topics.agent_status(self.warehouse_id, self.agent_id)
-        self._last_heartbeat: datetime | None = None  # ts of the last online status sent
-        self._heartbeat_due = False
         self._connected = False
         self._uplink_broker: str | None = None  # host:port of the current uplink session
         self._sensors_connected = False
         # Messages a failed commit could not save: they go first in the next commit.
         self._unsaved: list[OutgoingMessage] = []
         self._final_outbox = 0
-        self._published = 0
-        self._events_published = 0
-        self._deadletters_published = 0
-        self._deadletters_dropped = 0
         self._store_errors = 0
-        self._states_resent = 0
 
     # -- public surface ----------------------------------------------------------
     @property
     def stats(self) -> AgentStats:
         c = self.core.counters
         store = self._store
+        pub = self.publisher
         return AgentStats(
             readings_accepted=c.accepted,
             readings_rejected=MappingProxyType(dict(c.rejected)),
-            events_published=self._events_published,
+            events_published=pub.events_published,
             events_created=c.events_created,
-            messages_published=self._published,
+            messages_published=pub.published,
             outbox_depth=self._final_outbox if store is None else store.outbox_count,
             outbox_dropped=MappingProxyType(dict(store.dropped if store else {})),
-            deadletters_published=self._deadletters_published,
-            deadletters_dropped=self._deadletters_dropped,
+            deadletters_published=pub.deadletters_published,
+            deadletters_dropped=pub.deadletters_dropped,
             notices=MappingProxyType(dict(c.notices)),
             uplink_connected=self._connected,
             sensors_connected=self._sensors_connected,
@@ -130,7 +111,7 @@ class EdgeAgent:
             incarnation=self.core.me.incarnation,
             drops=MappingProxyType(dict(c.drops)),
             commands=MappingProxyType(dict(c.commands)),
-            states_resent=self._states_resent,
+            states_resent=pub.states_resent,
             uplink_broker=self._uplink_broker if self._connected else None,
         )
 
@@ -237,17 +218,9 @@ class EdgeAgent:
 
     # -- core output -> store -> uplink --------------------------------------------
     def _apply(self, out: Output, now: datetime) -> None:
-        for letter in out.deadletters:
-            if len(self._deadletters) >= self.config.agent.deadletter_queue_max:
-                self._deadletters.popleft()  # a junk flood keeps only the newest letters
-                self._deadletters_dropped += 1
-            self._deadletters.append(letter)
-        for cd in out.countdowns:
-            self._countdowns[(cd.zone, cd.rule)] = cd
+        self.publisher.keep(out.deadletters, out.countdowns)
         if out.messages or out.persist:
             self._commit(now, out.messages)
-        if out.deadletters or out.countdowns:
-            self._wake.set()
 
     def _commit(
         self, now: datetime, messages: list[OutgoingMessage], *, store: Store | None = None
@@ -277,7 +250,7 @@ class EdgeAgent:
         for message in refused:
             log.warning("outbox full: dropped %s message seq %d", message.kind, message.seq)
         if outgoing:
-            self._wake.set()
+            self.publisher.wake.set()
 
     # -- sensors (hot path) ------------------------------------------------------
     async def _local_loop(self) -> None:
@@ -337,7 +310,7 @@ class EdgeAgent:
             payload = str(payload).encode()
         topic = message.topic.value
         try:
-            if self._command_breaker(topic) is not None:
+            if self._commands.breaker(topic) is not None:
                 self._take_command(topic, payload)
             else:
                 self.handle_sensor_message(topic, payload)
@@ -345,28 +318,8 @@ class EdgeAgent:
             self.core.counters.reject("internal")
             log.exception("error handling a message on %s", topic)
 
-    @functools.cached_property
-    def _command_prefix(self) -> str:
-        # every command topic of this warehouse starts so (the filter ends in "+"): a
-        # sensor reading is told apart by one string compare, not by a parse that raises
-        # TopicError for each reading (measured: that cost the ingest drain 14 %)
-        return self.topics.command_filter(self.warehouse_id).removesuffix("+")
-
-    def _command_breaker(self, topic: str) -> str | None:
-        if not topic.startswith(self._command_prefix):
-            return None
-        try:
-            parsed = self.topics.parse(topic)
-        except TopicError:
-            return None
-        if parsed.kind != "command" or parsed.breaker is None:
-            return None
-        if parsed.warehouse != self.warehouse_id:
-            return None
-        return parsed.breaker
-
     def _take_command(self, topic: str, payload: bytes) -> None:
-        breaker = self._command_breaker(topic)
+        breaker = self._commands.breaker(topic)
         if breaker is not None:
             self.handle_command(breaker, payload, topic)
 
@@ -381,54 +334,18 @@ class EdgeAgent:
         self._ensure_started()
         now = self.clock.now()
         self._apply(self.core.tick(now), now)
-        if self._countdowns:
-            self._wake.set()
-        self._check_heartbeat(now)
-
-    def _check_heartbeat(self, now: datetime) -> None:
-        # Driven by ticks on the injected clock: a hung loop sends none, and a replay on a
-        # ManualClock heartbeats in event time like the coordinator judges it.
-        every = self.config.agent.heartbeat_s
-        last = self._last_heartbeat
-        due = last is not None and (now - last).total_seconds() >= every
-        if every > 0 and self._connected and due:
-            self._heartbeat_due = True
-            self._wake.set()
+        if self.publisher.countdowns:
+            self.publisher.wake.set()
+        self.publisher.check_heartbeat(now, connected=self._connected)
 
     # -- uplink ----------------------------------------------------------------------
-    def _status(
-        self,
-        state: AgentState,
-        session_seq: int,
-        *,
-        graceful: bool = False,
-        ts: datetime | None = None,
-    ) -> bytes:
-        return agent_status(
-            self.core.me, state, session_seq, ts or self.clock.now(),
-            breakers=list(self.core.breakers), heartbeat_s=self.config.agent.heartbeat_s,
-            graceful=graceful,
-        )
-
-    async def _publish_online(self, client: aiomqtt.Client, session: int) -> None:
-        """Birth and heartbeat: the retained online status of this session, fresh ``ts``."""
-        now = self.clock.now()
-        self._heartbeat_due = False
-        await client.publish(
-            self._status_topic,
-            self._status(AgentState.ONLINE, session, ts=now),
-            qos=1,
-            retain=True,
-        )
-        self._last_heartbeat = now
-
     async def _uplink_loop(self) -> None:
         section = self.config.uplink_mqtt
         # One rotation for the life of the loop: 2,000 gateways losing one broker together
         # come back spread over the jitter window, not in lockstep.
         rotation = BrokerRotation(section.broker_urls, section.backoff())
         attempt = rotation.first()
-        status_topic = self._status_topic
+        status_topic = self.publisher.status_topic
         kwargs = client_kwargs(section, f"{self.agent_id}-uplink")
         used = False  # the current session_seq has been used by an established session
         while True:
@@ -440,7 +357,10 @@ class EdgeAgent:
                 used = False
             session = self.core.session_seq
             will = aiomqtt.Will(
-                status_topic, self._status(AgentState.OFFLINE, session), qos=1, retain=True
+                status_topic,
+                self.publisher.status(AgentState.OFFLINE, session),
+                qos=1,
+                retain=True,
             )
             await asyncio.sleep(attempt.delay_s)
             try:
@@ -462,7 +382,9 @@ class EdgeAgent:
                             await asyncio.wait_for(
                                 client.publish(
                                     status_topic,
-                                    self._status(AgentState.OFFLINE, session, graceful=True),
+                                    self.publisher.status(
+                                        AgentState.OFFLINE, session, graceful=True
+                                    ),
                                     qos=1,
                                     retain=True,
                                 ),
@@ -480,13 +402,15 @@ class EdgeAgent:
 
     async def _uplink_session(self, client: aiomqtt.Client, url: str, session: int) -> None:
         await client.subscribe(self.topics.command_filter(self.warehouse_id), qos=1)
-        await self._publish_online(client, session)
+        await self.publisher.publish_online(client, session)
         self._connected = True
         address = parse_mqtt_url(url)
         self._uplink_broker = f"{address.host}:{address.port}"
         log.info("uplink %s connected (session %d)", url, session)
+        store = self._store
+        assert store is not None
         reader = asyncio.create_task(self._read_commands(client))
-        writer = asyncio.create_task(self._drain_outbox(client))
+        writer = asyncio.create_task(self.publisher.drain_outbox(client, store))
         try:
             done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -500,69 +424,6 @@ class EdgeAgent:
             if not isinstance(payload, bytes):
                 payload = str(payload).encode()
             self._take_command(message.topic.value, payload)
-
-    async def _drain_outbox(self, client: aiomqtt.Client) -> None:
-        store = self._store
-        assert store is not None
-        replay_upto = store.outbox_max_seq()
-        # Current state first, every session: the newest event of each breaker, retained,
-        # with its original seq, whether or not it was published (and acknowledged) before.
-        current = store.current_rows()
-        for row in current:
-            await self._publish_row(client, store, row, historical=False)
-            self._states_resent += 1
-        # those still queued were just sent: not again as historical
-        store.delete_outbox_seqs(row.seq for row in current)
-        last_live = replay_upto
-        while True:
-            self._wake.clear()
-            live = store.outbox_rows(after_seq=last_live, limit=100)
-            for row in live:
-                await self._publish_row(client, store, row, historical=False)
-                last_live = max(last_live, row.seq)
-            backlog: list[OutboxRow] = []
-            if not live:
-                backlog = store.outbox_rows(upto_seq=replay_upto, limit=100)
-                for row in backlog:
-                    await self._publish_row(client, store, row, historical=True)
-            await self._drain_best_effort(client)
-            if not live and not backlog:
-                await self._wake.wait()
-
-    async def _publish_row(
-        self, client: aiomqtt.Client, store: Store, row: OutboxRow, *, historical: bool
-    ) -> None:
-        payload = as_historical(row.kind, row.payload) if historical else row.payload
-        retain = row.retain and not historical
-        await client.publish(row.topic, payload.encode(), qos=row.qos, retain=retain)
-        if row.id:
-            store.delete_outbox(row.id)
-        self._published += 1
-        if row.kind == "breaker":
-            self._events_published += 1
-
-    async def _drain_best_effort(self, client: aiomqtt.Client) -> None:
-        """Heartbeat, then QoS 0 extras: countdowns (latest only, retained) and dead letters."""
-        if self._heartbeat_due:
-            await self._publish_online(client, self.core.session_seq)
-        if self._countdowns:
-            countdowns, self._countdowns = self._countdowns, {}
-            for (zone, rule), countdown in countdowns.items():
-                await client.publish(
-                    self.topics.countdown(self.warehouse_id, zone, rule),
-                    encode(countdown),
-                    qos=0,
-                    retain=True,
-                )
-                self._published += 1
-        topic = self.topics.deadletter(self.warehouse_id)
-        for _ in range(min(200, len(self._deadletters))):
-            letter = self._deadletters.popleft()
-            await client.publish(topic, encode(letter), qos=0)
-            self._deadletters_published += 1
-            self._published += 1
-        if self._deadletters:
-            self._wake.set()  # more to send; let live events interleave first
 
 
 def _env_key_present() -> bool:

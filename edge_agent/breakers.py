@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from edge_agent.readings import Reading
-from edge_agent.rules import Transition
+from edge_agent.rule_types import Transition
 from protocols.models import BreakerCommand, BreakerState, CommandKind, Override
 
 SEVERITY = {

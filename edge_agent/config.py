@@ -26,7 +26,7 @@ from pydantic import (
 
 from edge_agent.errors import ConfigError
 from edge_agent.readings import Metric
-from edge_agent.rules import Combine
+from edge_agent.rule_types import Combine
 from protocols.mqtt_url import (
     MqttAddress,
     TlsField,

@@ -33,7 +33,8 @@ from edge_agent.messages import (
 )
 from edge_agent.readings import Metric, Reading
 from edge_agent.routing import SensorRouter
-from edge_agent.rules import Action, Notice, RuleMachine, RuleSpec, Transition
+from edge_agent.rule_types import Action, Notice, RuleSpec, Transition
+from edge_agent.rules import RuleMachine
 from edge_agent.telemetry import Summary, TelemetryAggregator
 from protocols import (
     AuditRecord,

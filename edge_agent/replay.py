@@ -32,7 +32,7 @@ from edge_agent.config import AgentConfig, load_config
 from edge_agent.core import AgentCore, Output, Saved
 from edge_agent.errors import ConfigError
 from edge_agent.readings import Metric
-from edge_agent.rules import Transition
+from edge_agent.rule_types import Transition
 from protocols import Topics
 
 TIME_COLUMNS = ("time", "timestamp", "ts")

@@ -2,7 +2,8 @@
 
 A :class:`RuleMachine` knows nothing of MQTT, SQLite or wall clocks. It is fed readings
 (``feed(reading) -> actions``) and told the time (``tick(now) -> actions``); every deadline
-is data in its state. The same inputs always give the same outputs.
+is data in its state. The same inputs always give the same outputs. Its spec and the
+actions it returns are :mod:`edge_agent.rule_types`.
 
 Semantics (see docs/edge.md). Each sensor's excursion is its own
 (:class:`~edge_agent.excursion.SensorTrack`): ordering, duplicates and staleness are per
@@ -33,10 +34,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from edge_agent.excursion import SensorTrack, Step
 from edge_agent.readings import Metric, Reading
+from edge_agent.rule_types import (
+    Action,
+    Countdown,
+    Notice,
+    RuleSpec,
+    Transition,
+    episode_id,
+)
 from protocols.models import BreakerState
 
 OK = BreakerState.OK
@@ -47,101 +56,7 @@ UNKNOWN = BreakerState.UNKNOWN
 
 MAX_VALUES = 64
 
-Combine = Literal["any", "all", "at_least"]
-
 __all__ = ["Metric", "Reading"]  # re-exported: rules are where readings go
-
-
-@dataclass(frozen=True, slots=True)
-class RuleSpec:
-    """What a rule needs to know, independent of the config file format."""
-
-    id: str
-    zone: str
-    breaker: str
-    metric: str
-    above: float | None
-    below: float | None
-    for_s: float
-    min_readings: int
-    dip_grace_s: float
-    clear_threshold: float
-    clear_for_s: float
-    min_tripped_s: float
-    silence_trips_after_s: float | None
-    max_gap_s: dict[str, float]  # sensor id -> max gap, for the sensors feeding this rule
-    # How the zone's sensors combine (docs/edge.md): ``any`` one sensor's excursion trips
-    # (the default: safety first), ``all`` live sensors, or ``at_least`` N of them.
-    combine: Combine = "any"
-    at_least: int = 1
-
-    @property
-    def key(self) -> str:
-        """Rule ids are unique per zone; ``zone/id`` is unique per agent."""
-        return f"{self.zone}/{self.id}"
-
-    def breaching(self, value: float) -> bool:
-        if self.above is not None:
-            return value > self.above
-        assert self.below is not None
-        return value < self.below
-
-    def clear_side(self, value: float) -> bool:
-        if self.above is not None:
-            return value < self.clear_threshold
-        return value > self.clear_threshold
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """The rule changed state."""
-
-    rule: str
-    zone: str
-    breaker: str
-    previous: BreakerState
-    state: BreakerState
-    reason: str
-    event_time: datetime
-    since: datetime
-    episode_id: str | None
-    values: tuple[Reading, ...] = ()
-    clock_suspect: bool = False
-    detail: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.zone}/{self.rule}"
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """Something worth logging and counting that is not a state change."""
-
-    rule: str
-    zone: str
-    kind: str  # sensor_silent | sensor_back | dip_tolerated | out_of_order | duplicate
-    event_time: datetime
-    sensor_id: str | None = None
-    detail: str = ""
-
-
-Action = Transition | Notice
-
-
-@dataclass(frozen=True, slots=True)
-class Countdown:
-    state: BreakerState
-    pending_since: datetime | None
-    trips_at: datetime | None
-    seconds_left: float | None
-    readings_in_window: int
-
-
-def episode_id(agent_id: str, zone: str, rule: str, start: datetime) -> str:
-    """Stable incident id: gateway, zone, rule and start in event time."""
-    return f"{agent_id}/{zone}/{rule}/{start.strftime('%Y%m%dT%H%M%S.%fZ')}"
-
 
 
 @dataclass(slots=True)

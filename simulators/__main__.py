@@ -14,16 +14,11 @@ from protocols import Topics
 from protocols.cli import add_version
 from protocols.clock import ManualClock
 from simulators.edge_configs import EdgeConfigError, load_edge_configs, routing_table, write_configs
+from simulators.event_stream import events, summary
 from simulators.region import Region, RegionError, default_region, load_region
-from simulators.scenario import (
-    Scenario,
-    ScenarioError,
-    events,
-    load_scenario,
-    shipped_scenarios,
-    sites,
-    summary,
-)
+from simulators.scenario import Scenario
+from simulators.scenario_files import ScenarioError, load_scenario, shipped_scenarios
+from simulators.sites import sites
 
 EXIT_INVALID = 2
 

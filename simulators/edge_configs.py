@@ -28,7 +28,8 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from protocols.topics import Topics
-from simulators.scenario import Metric, SensorFormat, SensorSpec, Site
+from simulators.scenario import Metric, SensorFormat, SensorSpec
+from simulators.sites import Site
 
 COLD_BREAKER = "cold_chain"
 DRY_BREAKER = "dry_goods"

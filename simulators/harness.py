@@ -41,9 +41,11 @@ from protocols import BreakerEvent, PayloadError, Topics, decode
 from protocols.clock import ManualClock
 from simulators.brokers import UplinkRelay
 from simulators.edge_configs import write_configs
+from simulators.events import Event, Outage
 from simulators.region import Region
-from simulators.scenario import Event, Outage, Scenario, sites
+from simulators.scenario import Scenario
 from simulators.sensors import MqttPublisher, Replayer, ReplayStats, parse_mqtt_url
+from simulators.sites import sites
 
 
 class HarnessError(RuntimeError):

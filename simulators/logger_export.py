@@ -11,7 +11,7 @@ import csv
 from collections.abc import Iterable
 from typing import TextIO
 
-from simulators.scenario import Event, ScenarioReading
+from simulators.events import Event, ScenarioReading
 
 COLUMNS = ("time", "sensor_id", "temperature_c", "humidity_pct")
 

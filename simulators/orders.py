@@ -36,8 +36,8 @@ from protocols.orders import (
     WechatLocation,
     WechatMiniOrder,
 )
+from simulators.random_streams import rng_for
 from simulators.region import Region, Sku, Store, Warehouse
-from simulators.scenario import rng_for
 
 ORDERS_PER_DAY = 14_000
 CHANNEL_MIX: tuple[tuple[Channel, float], ...] = (

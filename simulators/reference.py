@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from simulators.edge_configs import rule_for_zone
-from simulators.scenario import Event, Metric, ScenarioReading
+from simulators.events import Event, ScenarioReading
+from simulators.scenario import Metric
 
 
 @dataclass(frozen=True, slots=True)

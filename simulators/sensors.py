@@ -30,18 +30,12 @@ from tqdm import tqdm
 from protocols import SensorReading, Topics, encode
 from protocols.clock import ManualClock
 from simulators.edge_configs import RouteKey, SensorRoute, default_routes
+from simulators.event_stream import events
+from simulators.events import Event, Marker, Outage, ScenarioReading, Tracking
+from simulators.random_streams import rng_for
 from simulators.region import Region
-from simulators.scenario import (
-    Event,
-    Marker,
-    Outage,
-    Scenario,
-    ScenarioReading,
-    Tracking,
-    events,
-    rng_for,
-    sites,
-)
+from simulators.scenario import Scenario
+from simulators.sites import sites
 
 DEFAULT_USERNAME = "breakwater-sim"
 

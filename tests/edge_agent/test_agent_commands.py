@@ -68,8 +68,8 @@ def test_property_any_command_payload_is_audited_or_dead_lettered(
     rejected = agent.stats.readings_rejected.get("command", 0)
     # Every command either produced an audit record in the outbox or a dead letter.
     assert rejected + _audits(agent) == len(commands)
-    assert len(agent._deadletters) == rejected  # the queue the uplink drains
-    for letter in agent._deadletters:
+    assert len(agent.publisher.deadletters) == rejected  # the queue the uplink drains
+    for letter in agent.publisher.deadletters:
         assert letter.field  # names the field (or "$" for the whole payload)
 
 

@@ -64,6 +64,6 @@ async def test_no_heartbeat_when_it_is_off(
             await agent.tick()
         await wait_until(lambda: agent.stats.outbox_depth == 0, what="the outbox drained")
         # the online status was last published at the birth (set only when it is sent)
-        assert agent._last_heartbeat == T0
+        assert agent.publisher.last_heartbeat == T0
         born = statuses(hq, topics)
     assert len(born) == 1 and born[0].heartbeat_s is None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edge_agent.breakers import Breaker
 from edge_agent.messages import OutgoingMessage
-from edge_agent.rules import Transition
+from edge_agent.rule_types import Transition
 from edge_agent.store import Store
 from protocols.models import BreakerCommand, BreakerState, CommandKind, Override
 

@@ -16,10 +16,12 @@ from edge_agent.config import load_config
 from edge_agent.replay import ReplayError, read_steps, replay
 from protocols import Topics
 from simulators.edge_configs import write_configs
+from simulators.event_stream import events
 from simulators.logger_export import write_logger_csv
 from simulators.reference import sustained_trips
 from simulators.region import default_region
-from simulators.scenario import events, load_scenario, shipped_path, sites
+from simulators.scenario_files import load_scenario, shipped_path
+from simulators.sites import sites
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

@@ -9,7 +9,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.rules import Notice, Reading, RuleMachine, RuleSpec, Transition
+from edge_agent.rule_types import Notice, RuleSpec, Transition
+from edge_agent.rules import Reading, RuleMachine
 from protocols.models import BreakerState
 
 T0 = datetime(2026, 1, 15, 2, 0, tzinfo=UTC)

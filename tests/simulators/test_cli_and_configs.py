@@ -12,7 +12,8 @@ from protocols import Topics
 from simulators.__main__ import main
 from simulators.edge_configs import EdgeConfigError, load_edge_config, to_toml
 from simulators.region import builtin_region
-from simulators.scenario import load_scenario, shipped_path, sites
+from simulators.scenario_files import load_scenario, shipped_path
+from simulators.sites import sites
 
 
 def test_scenario_check_prints_a_summary(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,15 +10,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from simulators.event_stream import events
+from simulators.events import ScenarioReading, Tracking
 from simulators.region import builtin_region
-from simulators.scenario import (
-    ScenarioError,
-    ScenarioReading,
-    Tracking,
-    events,
-    parse_scenario,
-    resolve_time,
-)
+from simulators.scenario import resolve_time
+from simulators.scenario_files import ScenarioError, parse_scenario
 
 GOOD = textwrap.dedent(
     """\

@@ -1,7 +1,7 @@
 """Shipped scenarios through the real MQTT path: the test broker, one real edge agent per
 warehouse (in-process, sharing the replay's ManualClock) and, where the outcome is the
 coordinator's, the real coordinator with its ops side served by uvicorn on 127.0.0.1
-(``simulators.demo.start_coordinator``) on a SQLite file in tmp_path.
+(``simulators.inprocess_coordinator.start_coordinator``) on a SQLite file in tmp_path.
 
 Windows are cut with ``start=``/``until=`` so the whole file runs in seconds; each cut
 keeps what the assertion needs (e.g. the freezing-rain replay starts at 02:05, well
@@ -26,12 +26,14 @@ import pytest
 from protocols import Topics
 from protocols.clock import ManualClock
 from simulators.brokers import Broker
-from simulators.demo import RunningCoordinator, start_coordinator
+from simulators.event_stream import events
+from simulators.events import Event, Outage, ScenarioReading
 from simulators.harness import AgentLike, UplinkOutageRun, run_scenario
+from simulators.inprocess_coordinator import RunningCoordinator, start_coordinator
 from simulators.orders import post_orders, targeted_orders
 from simulators.reference import sustained_trips
 from simulators.region import builtin_region, default_region
-from simulators.scenario import Event, Outage, ScenarioReading, events, load_scenario
+from simulators.scenario_files import load_scenario
 from tests.auth import ADMIN
 
 agent_module = pytest.importorskip("edge_agent.agent")

@@ -16,8 +16,11 @@ from protocols import SensorReading, Topics, TrackingUpdate, decode
 from protocols.clock import ManualClock
 from simulators.brokers import Broker
 from simulators.edge_configs import load_edge_configs, routing_table, write_configs
-from simulators.scenario import ScenarioReading, events, parse_scenario, sites
+from simulators.event_stream import events
+from simulators.events import ScenarioReading
+from simulators.scenario_files import parse_scenario
 from simulators.sensors import JUNK_PAYLOADS, MqttPublisher, Replayer, encode_reading, parse_speed
+from simulators.sites import sites
 
 pytestmark = pytest.mark.broker
 

@@ -7,17 +7,12 @@ from datetime import timedelta
 
 import pytest
 
+from simulators.event_stream import events
+from simulators.events import Outage, ScenarioReading, Tracking
 from simulators.reference import longest_run_s, sustained_trips
 from simulators.region import builtin_region
-from simulators.scenario import (
-    Outage,
-    Scenario,
-    ScenarioReading,
-    Tracking,
-    events,
-    load_scenario,
-    shipped_scenarios,
-)
+from simulators.scenario import Scenario
+from simulators.scenario_files import load_scenario, shipped_scenarios
 
 REGION = builtin_region()
 
