@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coordinator.db import Database
+from coordinator.db import Database, begin_read
 from coordinator.gateways.store import security_summary
 from coordinator.ledger import TIMELINE_LABELS
 from coordinator.ops import incident_log, telemetry
@@ -174,7 +174,7 @@ def notifications(db: Database) -> dict[str, Any]:
 def state(db: Database, *, incident_limit: int = 20, waiting_limit: int = 50) -> dict[str, Any]:
     """Everything the page shows except the metrics and one order: one read transaction,
     so the panels agree with each other."""
-    db.conn.execute("BEGIN")
+    begin_read(db)
     try:
         by_status = dict(db.conn.execute(
             "SELECT status, count(*) FROM orders GROUP BY status ORDER BY status").fetchall())

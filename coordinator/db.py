@@ -65,12 +65,30 @@ def dialect(db: Database) -> str:
     return "postgresql" if isinstance(db, PgDatabase) else "sqlite"
 
 
+def begin_read(db: Database) -> None:
+    """Open a read transaction whose statements all see one snapshot (the caller rolls it
+    back): SQLite's read transaction does; PostgreSQL's default isolation (read
+    committed) takes a new snapshot per statement, so it asks for repeatable read."""
+    db.conn.execute("BEGIN" if dialect(db) == "sqlite"
+                    else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+
+def json_text(db: Database, column: str, key: str) -> str:
+    """SQL for the value of top-level ``key`` of the JSON text in ``column``, as text:
+    the one expression the two backends spell apart. Meant for strings (and numbers,
+    converted in Python); JSON booleans read ``1`` on SQLite, ``true`` on PostgreSQL.
+    ``column`` and ``key`` are identifiers written in the code, never input."""
+    if dialect(db) == "postgresql":
+        return f"({column}::json ->> '{key}')"
+    return f"CAST(json_extract({column}, '$.{key}') AS TEXT)"
+
+
 def sqlite_connection(db: Database, what: str) -> sqlite3.Connection:
     """The SQLite connection under ``db``, for ``what`` only SQLite can do (e.g. functions
     written in Python); :class:`StoreError` naming it on PostgreSQL."""
     conn = db.conn
     if not isinstance(conn, sqlite3.Connection):
-        message = f"{what} runs on SQLite only (not yet on PostgreSQL)"
+        message = f"{what} needs a SQLite database"
         raise StoreError(message)
     return conn
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from coordinator.db import Database
+from coordinator.db import Database, begin_read
 from coordinator.errors import NotFound
 from coordinator.ops import incident_log, telemetry
 from protocols.timestamps import stamp
@@ -182,7 +182,7 @@ def incident_view(db: Database, incident_id: str, now: datetime) -> dict[str, An
     """Everything the incident page shows, in one read transaction.
 
     Raises :class:`NotFound` for an unknown incident."""
-    db.conn.execute("BEGIN")
+    begin_read(db)
     try:
         head = _header(db, incident_id)
         opened = datetime.fromisoformat(head["opened_at"])

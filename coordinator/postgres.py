@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -215,8 +215,16 @@ class PgConnection:
         self._changes += changed
         return PgCursor(cur, cur.rowcount)
 
-    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> PgCursor:
-        rows = [tuple(r) for r in parameters]
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any] | Mapping[str, Any]],
+                   /) -> PgCursor:
+        given = list(parameters)
+        if given and isinstance(given[0], Mapping):
+            # rows of named parameters (:name): tuple() of a mapping would keep only its keys
+            cur = self.raw.cursor()
+            cur.executemany(to_pg(sql), given)
+            self._changes += max(cur.rowcount, 0)
+            return PgCursor(cur, cur.rowcount)
+        rows = [tuple(r) for r in given]
         cur = self.raw.cursor()
         if not rows:
             return PgCursor(cur, 0)

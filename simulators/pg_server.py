@@ -89,11 +89,13 @@ class PostgresServer:
         message = f"PostgreSQL did not start: see {self.root / 'server.log'}"
         raise RuntimeError(message)
 
-    def create_database(self, prefix: str = "bw") -> str:
-        """A fresh empty database; returns its URL."""
+    def create_database(self, prefix: str = "bw", *, template: str | None = None) -> str:
+        """A fresh database, empty or a copy of ``template`` (the URL of a database
+        nobody is connected to: benchmarks seed once and copy per trial); its URL."""
         name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        copy = "" if template is None else f' TEMPLATE "{template.rsplit("/", 1)[-1]}"'
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"{copy}')
         return self.url(name)
 
     def stop(self) -> None:

@@ -98,12 +98,21 @@ def add_action(db: Database, incident_id: str, action: Action, actor: str,
     if action not in ACTIONS:
         raise ValueError(f"action: {action!r} is not one of {ACTIONS}")
     with write_transaction(db):
-        cur = db.conn.execute(
+        # RETURNING, not lastrowid: PostgreSQL's cursor has none
+        row = db.conn.execute(
             "INSERT INTO ops_incident_actions (incident_id, action, actor, detail, at) "
-            "VALUES (:i, :a, :actor, :d, :at)",
+            "VALUES (:i, :a, :actor, :d, :at) RETURNING id",
             {"i": incident_id, "a": action, "actor": actor,
-             "d": json.dumps(detail, ensure_ascii=False), "at": stamp(at)})
-        return int(cur.lastrowid or 0)
+             "d": json.dumps(detail, ensure_ascii=False), "at": stamp(at)}).fetchone()
+        return int(row[0])
+
+
+def incident_known(db: Database, incident_id: str) -> bool:
+    """Whether the ops side or the reroute record knows the incident (actions need one)."""
+    row = db.conn.execute(
+        "SELECT 1 FROM ops_incidents WHERE incident_id = :i UNION "
+        "SELECT 1 FROM incidents WHERE id = :i", {"i": incident_id}).fetchone()
+    return row is not None
 
 
 @dataclass(frozen=True)

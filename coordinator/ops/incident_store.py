@@ -35,8 +35,9 @@ def open_incident(db: Database, *, incident_id: str, warehouse_id: str, cause: s
                   reason: str | None, at: datetime) -> None:
     """Recorded once: a repeat of the same incident keeps the first opening."""
     db.conn.execute(
-        "INSERT OR IGNORE INTO ops_incidents (incident_id, warehouse_id, cause, reason, "
-        "opened_at) VALUES (?,?,?,?,?)", (incident_id, warehouse_id, cause, reason, stamp(at)))
+        "INSERT INTO ops_incidents (incident_id, warehouse_id, cause, reason, "
+        "opened_at) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+        (incident_id, warehouse_id, cause, reason, stamp(at)))
 
 
 def count_incident(db: Database, incident_id: str, *, moved: int, stuck: int) -> None:
@@ -52,11 +53,11 @@ def close_incident(db: Database, incident_id: str | None, at: datetime) -> None:
 def stuck_by_incidents_of(db: Database, warehouse_id: str) -> list[str]:
     """Orders this warehouse's incidents left stuck and still waiting, tier then age."""
     return [r[0] for r in db.execute(
-        "SELECT DISTINCT o.id FROM incident_orders io "
-        "JOIN incidents i ON i.id = io.incident_id "
-        "JOIN orders o ON o.id = io.order_id "
-        "WHERE i.warehouse_id = ? AND io.outcome = 'stuck' "
-        "AND o.status = 'needs_attention' ORDER BY o.tier, o.received_at, o.id",
+        # IN, not DISTINCT over the join: PostgreSQL sorts a DISTINCT only by its columns
+        "SELECT o.id FROM orders o WHERE o.status = 'needs_attention' AND o.id IN ("
+        "SELECT io.order_id FROM incident_orders io JOIN incidents i ON i.id = io.incident_id "
+        "WHERE i.warehouse_id = ? AND io.outcome = 'stuck') "
+        "ORDER BY o.tier, o.received_at, o.id",
         [warehouse_id]).fetchall()]
 
 

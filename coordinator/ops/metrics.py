@@ -29,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from coordinator.customer import store as customer_store
-from coordinator.db import Database, dialect
+from coordinator.db import Database, json_text
 from coordinator.intel import heal_store
 from coordinator.ops import telemetry, tracker_store
 from coordinator.ops.notify import outbox
@@ -99,11 +99,8 @@ def self_healing(db: Database) -> dict[str, Any]:
     # a stuck order healed itself when the first placement out of needs_attention after
     # its incident began was set off by the system, not by an operator
     # the same question on both backends: only reading a JSON field is spelled apart
-    if dialect(db) == "postgresql":
-        trigger, previous = "e.detail::json ->> 'trigger'", "e.detail::json ->> 'previous_status'"
-    else:
-        trigger = "json_extract(e.detail, '$.trigger')"
-        previous = "json_extract(e.detail, '$.previous_status')"
+    trigger = json_text(db, "e.detail", "trigger")
+    previous = json_text(db, "e.detail", "previous_status")
     row = db.execute(
         "SELECT sum(CASE WHEN io.outcome = 'moved' THEN 1 ELSE 0 END), "
         "sum(CASE WHEN io.outcome = 'stuck' THEN 1 ELSE 0 END), "
@@ -130,7 +127,9 @@ def summary(db: Database) -> dict[str, Any]:
     for (kind, status), n in sorted(by.items()):
         notifications.setdefault(kind, {})[status] = n
     warehouses = db.execute(
-        "SELECT count(*), sum(available = 0 OR paused = 1) FROM warehouses").fetchone()
+        # CASE, not sum() of a comparison: PostgreSQL does not add booleans
+        "SELECT count(*), sum(CASE WHEN available = 0 OR paused = 1 THEN 1 ELSE 0 END) "
+        "FROM warehouses").fetchone()
     open_incidents = db.execute(
         "SELECT count(*) FROM ops_incidents WHERE closed_at IS NULL").fetchone()[0]
     return {

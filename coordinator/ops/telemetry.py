@@ -259,7 +259,8 @@ def series(db: Database, warehouse_id: str, since: datetime, until: datetime,
     rows = db.conn.execute(
         f"SELECT {', '.join(_COLUMNS)} FROM ops_telemetry WHERE warehouse_id = :w "
         "AND window_end >= :since AND window_start <= :until "
-        "AND (:zone IS NULL OR zone = :zone) ORDER BY zone, metric, window_start",
+        # typed: PostgreSQL cannot tell the type of a parameter only tested for NULL
+        "AND (CAST(:zone AS TEXT) IS NULL OR zone = :zone) ORDER BY zone, metric, window_start",
         {"w": warehouse_id, "since": stamp(since), "until": stamp(until), "zone": zone})
     return [_window(r) for r in rows.fetchall()]
 

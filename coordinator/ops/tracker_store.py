@@ -59,7 +59,7 @@ COUNTERS = (
 def bump(db: Database, name: str, by: int = 1) -> None:
     db.conn.execute(
         "INSERT INTO ops_counters (name, value) VALUES (?, ?) "
-        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+        "ON CONFLICT (name) DO UPDATE SET value = ops_counters.value + excluded.value",
         (name, by),
     )
 
@@ -75,18 +75,31 @@ def persist(db: Database, actions: Sequence[Action | CourierAction], now: dateti
         match action:
             case BreakerRecorded(record=r):
                 db.conn.execute(
-                    "INSERT OR REPLACE INTO ops_breaker_states (warehouse_id, breaker, agent_id, "
+                    "INSERT INTO ops_breaker_states (warehouse_id, breaker, agent_id, "
                     "state, open, episode_id, reason, seq, session_seq, since, event_time, "
-                    "last_seen, incarnation) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "last_seen, incarnation) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT (warehouse_id, breaker) DO UPDATE SET "
+                    "agent_id = excluded.agent_id, state = excluded.state, "
+                    "open = excluded.open, episode_id = excluded.episode_id, "
+                    "reason = excluded.reason, seq = excluded.seq, "
+                    "session_seq = excluded.session_seq, since = excluded.since, "
+                    "event_time = excluded.event_time, last_seen = excluded.last_seen, "
+                    "incarnation = excluded.incarnation",
                     (r.warehouse_id, r.breaker, r.agent_id, r.state.value, int(r.open),
                      r.episode_id, r.reason, r.seq, r.session_seq, stamp(r.since),
                      stamp(r.event_time), stamp(r.last_seen), r.incarnation),
                 )
             case AgentRecorded(record=a):
                 db.conn.execute(
-                    "INSERT OR REPLACE INTO ops_agent_sessions (agent_id, warehouse_id, "
+                    "INSERT INTO ops_agent_sessions (agent_id, warehouse_id, "
                     "session_seq, online, offline_since, last_birth_at, last_death_at, last_seen,"
-                    " incarnation) VALUES (?,?,?,?,?,?,?,?,?)",
+                    " incarnation) VALUES (?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT (agent_id) DO UPDATE SET warehouse_id = excluded.warehouse_id, "
+                    "session_seq = excluded.session_seq, online = excluded.online, "
+                    "offline_since = excluded.offline_since, "
+                    "last_birth_at = excluded.last_birth_at, "
+                    "last_death_at = excluded.last_death_at, last_seen = excluded.last_seen, "
+                    "incarnation = excluded.incarnation",
                     (a.agent_id, a.warehouse_id, a.session_seq, int(a.online),
                      stamp_or_none(a.offline_since), stamp_or_none(a.last_birth_at),
                      stamp_or_none(a.last_death_at), stamp(a.last_seen), a.incarnation),
@@ -96,9 +109,9 @@ def persist(db: Database, actions: Sequence[Action | CourierAction], now: dateti
                 _lifetime_started(db, t, previous, replaced, now)
             case EventProcessed() as e:
                 db.conn.execute(
-                    "INSERT OR IGNORE INTO ops_processed_events (agent_id, incarnation, seq, "
+                    "INSERT INTO ops_processed_events (agent_id, incarnation, seq, "
                     "warehouse_id, breaker, open, historical, outcome, received_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?)",
+                    "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                     (e.agent_id, e.incarnation or "", e.seq, e.warehouse_id, e.breaker,
                      int(e.open), int(e.historical), e.outcome, stamp(now)),
                 )
@@ -107,8 +120,10 @@ def persist(db: Database, actions: Sequence[Action | CourierAction], now: dateti
                 bump(db, "duplicates_dropped")
             case HoldSet(hold=h):
                 db.conn.execute(
-                    "INSERT OR REPLACE INTO ops_holds (warehouse_id, hold, incident_hint, "
-                    "reason, since) VALUES (?,?,?,?,?)",
+                    "INSERT INTO ops_holds (warehouse_id, hold, incident_hint, "
+                    "reason, since) VALUES (?,?,?,?,?) ON CONFLICT (warehouse_id, hold) "
+                    "DO UPDATE SET incident_hint = excluded.incident_hint, "
+                    "reason = excluded.reason, since = excluded.since",
                     (h.warehouse_id, h.name, h.incident_hint, h.reason, stamp(h.since)),
                 )
             case HoldLifted(warehouse_id=wh, name=name):
@@ -116,9 +131,13 @@ def persist(db: Database, actions: Sequence[Action | CourierAction], now: dateti
                                 (wh, name))
             case ShipmentRecorded(shipment=s):
                 db.conn.execute(
-                    "INSERT OR REPLACE INTO ops_shipments (shipment_id, carrier, warehouse_id, "
+                    "INSERT INTO ops_shipments (shipment_id, carrier, warehouse_id, "
                     "order_id, status, open, first_update_at, last_update_at) "
-                    "VALUES (?,?,?,?,?,?,?,?)",
+                    "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (shipment_id) DO UPDATE SET "
+                    "carrier = excluded.carrier, warehouse_id = excluded.warehouse_id, "
+                    "order_id = excluded.order_id, status = excluded.status, "
+                    "open = excluded.open, first_update_at = excluded.first_update_at, "
+                    "last_update_at = excluded.last_update_at",
                     (s.shipment_id, s.carrier, s.warehouse_id, s.order_id, s.status,
                      int(s.open), stamp(s.first_update_at), stamp(s.last_update_at)),
                 )
@@ -136,8 +155,10 @@ def persist(db: Database, actions: Sequence[Action | CourierAction], now: dateti
 def _lifetime_started(db: Database, lifetime: Lifetime, previous: str | None,
                       replaced: bool, now: datetime) -> None:
     db.conn.execute(
-        "INSERT OR REPLACE INTO ops_agent_lifetimes (agent_id, warehouse_id, incarnation, "
-        "retired, since) VALUES (?,?,?,?,?)",
+        "INSERT INTO ops_agent_lifetimes (agent_id, warehouse_id, incarnation, "
+        "retired, since) VALUES (?,?,?,?,?) ON CONFLICT (agent_id) DO UPDATE SET "
+        "warehouse_id = excluded.warehouse_id, incarnation = excluded.incarnation, "
+        "retired = excluded.retired, since = excluded.since",
         (lifetime.agent_id, lifetime.warehouse_id, lifetime.incarnation,
          json.dumps(list(lifetime.retired)), stamp(lifetime.since)),
     )
@@ -166,9 +187,11 @@ def prune_processed(db: Database, tracker: AvailabilityTracker, keep: int) -> in
     event is stale by its breaker's seq anyway."""
     tracker.prune_processed(keep)
     deleted = db.conn.execute(
-        "DELETE FROM ops_processed_events WHERE rowid IN (SELECT rowid FROM ("
-        "SELECT rowid, row_number() OVER (PARTITION BY agent_id, incarnation "
-        "ORDER BY seq DESC) AS newer FROM ops_processed_events) WHERE newer > ?)",
+        # rows named by their key (agent, incarnation, seq): PostgreSQL has no rowid
+        "DELETE FROM ops_processed_events WHERE (agent_id, incarnation, seq) IN ("
+        "SELECT agent_id, incarnation, seq FROM (SELECT agent_id, incarnation, seq, "
+        "row_number() OVER (PARTITION BY agent_id, incarnation ORDER BY seq DESC) AS newer "
+        "FROM ops_processed_events) AS ranked WHERE newer > ?)",
         (keep,),
     ).rowcount
     if deleted:
@@ -215,8 +238,10 @@ def load_tracker(db: Database, config: TrackerConfig) -> AvailabilityTracker:
     # (counted as stale rather than duplicate), so the set need not grow without bound.
     processed: Iterable[tuple[str, str | None, int]] = (
         (r[0], r[1] or None, r[2]) for r in db.conn.execute(
+            # newest first by the time received (the one fixed-width stamp format), not
+            # by rowid: PostgreSQL has none; ties (one instant) go by seq
             "SELECT agent_id, incarnation, seq FROM ops_processed_events "
-            "ORDER BY rowid DESC LIMIT ?", [PROCESSED_KEYS_LOADED])
+            "ORDER BY received_at DESC, seq DESC LIMIT ?", [PROCESSED_KEYS_LOADED])
     )
     open_incidents = dict(db.conn.execute(
         "SELECT warehouse_id, incident_id FROM ops_incidents WHERE closed_at IS NULL").fetchall())

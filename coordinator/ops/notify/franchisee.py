@@ -1,4 +1,4 @@
-"""Franchisee notices and coupons, queued set-wise inside SQLite.
+"""Franchisee notices and coupons, queued in the caller's transaction (either backend).
 
 - :func:`queue_franchisee_notices`: one incident's moved orders (``reroute_notice``): ONE
   message per store (a Chinese text plus the structured orders), one coupon per store,
@@ -9,18 +9,19 @@
   wait), found by a sweep over the order timeline past a cursor, so every way a retry runs
   (a breaker clearing, a restock over HTTP, an operator) is covered.
 
-Coupon codes come from :func:`coupon_code` (registered as a deterministic SQL function).
+Coupon codes come from :func:`coupon_code` (deterministic: a replay yields the same code).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlite_utils import Migrations
 
-from coordinator.db import Database, sqlite_connection
+from coordinator.db import Database, json_text
 from coordinator.ops.config import FranchiseeConfig
 from coordinator.ops.notify import outbox
 from coordinator.ops.notify.outbox import OutgoingNotice
@@ -104,14 +105,11 @@ def queue_franchisee_notices(db: Database, incident_id: str, *, reason: str, at:
         by_store.setdefault(r[1], []).append(r)
     valid_until = at + timedelta(days=config.coupon_valid_days)
     notices: list[OutgoingNotice] = []
+    coupons: list[tuple[str, str, str, float, int, str, str]] = []
     for store_id, orders in by_store.items():
         code = coupon_code(config.coupon_prefix, f"store:{store_id}", incident_id)
-        db.conn.execute(
-            "INSERT INTO ops_store_coupons (incident_id, store_id, code, value_yuan, orders, "
-            "valid_until, created_at) VALUES (:i, :s, :c, :v, :n, :u, :now) "
-            "ON CONFLICT (incident_id, store_id) DO NOTHING",
-            {"i": incident_id, "s": store_id, "c": code, "v": config.coupon_value_yuan,
-             "n": len(orders), "u": stamp(valid_until), "now": stamp(at)})
+        coupons.append((incident_id, store_id, code, config.coupon_value_yuan, len(orders),
+                        stamp(valid_until), stamp(at)))
         listed = [NoticeOrder(r[0], r[3], r[4], tuple(items.get(r[0], ())), r[6], r[7],
                               datetime.fromisoformat(r[8]) if r[8] else None) for r in orders]
         text = store_notice_text(
@@ -135,57 +133,42 @@ def queue_franchisee_notices(db: Database, incident_id: str, *, reason: str, at:
         }
         notices.append(OutgoingNotice("franchisee", f"franchisee:{incident_id}:{store_id}",
                                       payload, incident_id))
+    # one statement for every store (PostgreSQL: one round trip, not one per store)
+    db.conn.executemany(
+        "INSERT INTO ops_store_coupons (incident_id, store_id, code, value_yuan, orders, "
+        "valid_until, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (incident_id, store_id) DO NOTHING", coupons)
     return outbox.queue(db, notices, at)
 
-
-# an allocation by a retry of an order some incident had left stuck, with that incident
-# (the latest one that left it stuck before the retry)
-_PLACED = """
-SELECT e.id AS event_id, e.order_id, e.at,
-    json_extract(e.detail, '$.warehouse_id') AS warehouse_id,
-    json_extract(e.detail, '$.distance_km') AS distance_km,
-    json_extract(e.detail, '$.eta') AS eta,
-    (SELECT io.incident_id FROM incident_orders io JOIN incidents i ON i.id = io.incident_id
-     WHERE io.order_id = e.order_id AND io.outcome = 'stuck' AND i.started_at <= e.at
-     ORDER BY i.started_at DESC LIMIT 1) AS incident_id
-FROM order_events e
-WHERE e.id > :after AND e.id <= :upto AND e.kind = 'allocated'
-    AND json_extract(e.detail, '$.previous_status') = 'needs_attention'
-    AND e.at >= :since
-"""
 
 # events a sweep reads per tick at most, and how old a late placement may be to be told
 PLACED_SWEEP_SPAN = 50_000
 PLACED_NOTICE_MAX_AGE = timedelta(days=1)
 
-_PLACED_COUPONS = f"""
-INSERT OR IGNORE INTO ops_coupons (order_id, incident_id, code, created_at)
-SELECT p.order_id, p.incident_id, bw_coupon_code(:prefix, p.order_id, p.incident_id), :now
-FROM ({_PLACED}) p WHERE p.incident_id IS NOT NULL
-"""
 
-_PLACED_NOTICES = f"""
-INSERT OR IGNORE INTO ops_notifications
-    (kind, dedupe_key, incident_id, payload, status, attempts, next_attempt_at, created_at)
-SELECT 'franchisee', 'franchisee:' || p.incident_id || ':' || p.order_id || ':placed',
-    p.incident_id,
-    json_object(
-        'type', 'placed_notice',
-        'order_id', p.order_id,
-        'store_id', o.store_id,
-        'incident_id', p.incident_id,
-        'new_warehouse', json_object('id', w.id, 'name', w.name, 'address', w.address),
-        'distance_km', round(p.distance_km, 2),
-        'new_eta', p.eta,
-        'placed_at', p.at,
-        'coupon', json_object('code', c.code, 'value_yuan', :value),
-        'issued_at', :now),
-    'pending', 0, :now, :now
-FROM ({_PLACED}) p
+def _placed_sql(db: Database) -> str:
+    """Allocations by a retry of an order some incident had left stuck, with that incident
+    (the latest one that left it stuck before the retry), the order's store, the new
+    warehouse and the coupon already issued for it (NULL when none)."""
+    field = functools.partial(json_text, db, "e.detail")
+    return f"""
+SELECT p.event_id, p.order_id, p.at, p.incident_id, p.distance_km, p.eta, o.store_id,
+    w.id, w.name, w.address, c.code
+FROM (SELECT e.id AS event_id, e.order_id, e.at,
+        {field("warehouse_id")} AS warehouse_id, {field("distance_km")} AS distance_km,
+        {field("eta")} AS eta,
+        (SELECT io.incident_id FROM incident_orders io
+         JOIN incidents i ON i.id = io.incident_id
+         WHERE io.order_id = e.order_id AND io.outcome = 'stuck' AND i.started_at <= e.at
+         ORDER BY i.started_at DESC LIMIT 1) AS incident_id
+    FROM order_events e
+    WHERE e.id > :after AND e.id <= :upto AND e.kind = 'allocated'
+        AND {field("previous_status")} = 'needs_attention' AND e.at >= :since) AS p
 JOIN orders o ON o.id = p.order_id
 JOIN warehouses w ON w.id = p.warehouse_id
-JOIN ops_coupons c ON c.order_id = p.order_id AND c.incident_id = p.incident_id
+LEFT JOIN ops_coupons c ON c.order_id = p.order_id AND c.incident_id = p.incident_id
 WHERE p.incident_id IS NOT NULL
+ORDER BY p.event_id
 """
 
 
@@ -198,7 +181,7 @@ def has_placed_events(db: Database, *, after: int, upto: int) -> bool:
     """Whether order events ``after < id <= upto`` hold a late placement (read only)."""
     row = db.execute(
         "SELECT 1 FROM order_events WHERE id > ? AND id <= ? AND kind = 'allocated' "
-        "AND json_extract(detail, '$.previous_status') = 'needs_attention' LIMIT 1",
+        f"AND {json_text(db, 'detail', 'previous_status')} = 'needs_attention' LIMIT 1",
         [after, upto]).fetchone()
     return row is not None
 
@@ -209,17 +192,29 @@ def queue_placed_notices(db: Database, *, after: int, upto: int, at: datetime,
     events ``after < id <= upto`` (placements older than a day are not told any more);
     moves the stored cursor to ``upto`` (caller's transaction).
 
-    Returns how many notices were new (a repeated sweep queues nothing twice)."""
-    sqlite_connection(db, "franchisee notices").create_function(
-        "bw_coupon_code", 3, coupon_code, deterministic=True)
+    Coupon codes are computed here (:func:`coupon_code`), not in SQL, so both backends
+    run the same statements; an order's coupon issued before (a repeated sweep) keeps
+    its code. Returns how many notices were new (a repeated sweep queues nothing twice)."""
     if upto <= after:
         return 0
-    params = {"prefix": config.coupon_prefix, "now": stamp(at), "value": config.coupon_value_yuan,
-              "after": after, "upto": upto,
-              # compared as text with order_events.at: the store's format, not the outbox's
-              "since": stamp(at - PLACED_NOTICE_MAX_AGE)}
-    db.conn.execute(_PLACED_COUPONS, params)
-    queued = db.conn.execute(_PLACED_NOTICES, params).rowcount
+    now = stamp(at)
+    rows = db.conn.execute(_placed_sql(db), {
+        "after": after, "upto": upto,
+        # compared as text with order_events.at: the store's format, not the outbox's
+        "since": stamp(at - PLACED_NOTICE_MAX_AGE)}).fetchall()
+    codes = {(r[1], r[3]): r[10] or coupon_code(config.coupon_prefix, r[1], r[3]) for r in rows}
+    db.conn.executemany(
+        "INSERT INTO ops_coupons (order_id, incident_id, code, created_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
+        [(order_id, incident_id, code, now) for (order_id, incident_id), code in codes.items()])
+    notices = [OutgoingNotice("franchisee", f"franchisee:{r[3]}:{r[1]}:placed", {
+        "type": "placed_notice", "order_id": r[1], "store_id": r[6], "incident_id": r[3],
+        "new_warehouse": {"id": r[7], "name": r[8], "address": r[9]},
+        "distance_km": round(float(r[4]), 2) if r[4] is not None else None,
+        "new_eta": r[5], "placed_at": r[2],
+        "coupon": {"code": codes[(r[1], r[3])], "value_yuan": config.coupon_value_yuan},
+        "issued_at": now}, r[3]) for r in rows]
+    queued = outbox.queue(db, notices, at)
     db.conn.execute(
         "INSERT INTO ops_cursors (name, value) VALUES ('placed_notices', ?) "
         "ON CONFLICT (name) DO UPDATE SET value = excluded.value", [upto])

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic_core import to_json
 
-from coordinator.db import Database
+from coordinator.db import Database, dialect, json_text
 from protocols.timestamps import stamp
 
 Kind = Literal["franchisee", "wecom", "sms", "webhook", "customer"]
@@ -74,9 +74,9 @@ def queue(db: Database, notices: Iterable[OutgoingNotice], now: datetime) -> int
         return 0
     before = db.conn.total_changes
     db.conn.executemany(
-        "INSERT OR IGNORE INTO ops_notifications "
+        "INSERT INTO ops_notifications "
         "(kind, dedupe_key, incident_id, payload, status, attempts, next_attempt_at, created_at) "
-        "VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)",
+        "VALUES (?, ?, ?, ?, 'pending', 0, ?, ?) ON CONFLICT DO NOTHING",
         rows,
     )
     return db.conn.total_changes - before
@@ -103,6 +103,29 @@ def due(db: Database, now: datetime, limit: int) -> list[Notification]:
     return [_row(r) for r in cursor.fetchall()]
 
 
+def claim(db: Database, now: datetime, limit: int, lease: timedelta) -> list[Notification]:
+    """The due notifications this dispatcher delivers now, oldest due first.
+
+    On PostgreSQL any instance may run a dispatcher: the due rows are locked with
+    ``FOR UPDATE SKIP LOCKED`` (a row another instance is claiming is passed over, never
+    waited for) and claimed for ``lease`` by moving their ``next_attempt_at`` past it, in
+    one statement. Another instance takes a claimed notice again only when the lease ran
+    out (its claimant died or hung): at least once, and the sinks drop a repeat (the file
+    sink knows the keys it wrote, HTTP receivers get the ``Idempotency-Key``). On SQLite
+    (one file, one writer, one dispatcher: the ops leader's) the due rows are read."""
+    if dialect(db) != "postgresql":
+        return due(db, now, limit)
+    rows = db.conn.execute(
+        "WITH picked AS (SELECT id, next_attempt_at AS was FROM ops_notifications "
+        "WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id "
+        "LIMIT ? FOR UPDATE SKIP LOCKED) "
+        "UPDATE ops_notifications AS n SET next_attempt_at = ? FROM picked "
+        f"WHERE n.id = picked.id RETURNING picked.was, "
+        f"{', '.join(f'n.{c}' for c in _COLUMNS.split(', '))}",
+        (stamp(now), limit, stamp(now + lease))).fetchall()
+    return [_row(r[1:]) for r in sorted(rows, key=lambda r: (r[0], r[1]))]
+
+
 def listing(db: Database, *, status: Status | None = None, kind: Kind | None = None,
             incident_id: str | None = None, limit: int = 100,
             stores: Sequence[str] | None = None) -> list[Notification]:
@@ -110,7 +133,7 @@ def listing(db: Database, *, status: Status | None = None, kind: Kind | None = N
     where: list[str] = []
     args: list[str] = []
     if stores is not None:
-        where.append("kind = 'franchisee' AND json_extract(payload, '$.store_id') IN "
+        where.append(f"kind = 'franchisee' AND {json_text(db, 'payload', 'store_id')} IN "
                      f"({','.join('?' * len(stores)) or 'NULL'})")
         args.extend(stores)
     if status is not None:
@@ -150,7 +173,8 @@ def mark_failed(db: Database, notification: Notification, now: datetime, error: 
     next_at = now + backoff_delay(attempts, backoff_base_s, backoff_max_s)
     db.conn.execute(
         "UPDATE ops_notifications SET status = ?, attempts = ?, next_attempt_at = ?, "
-        "last_error = ? WHERE id = ?",
+        # a notice another instance delivered meanwhile (its claim ran out) stays sent
+        "last_error = ? WHERE id = ? AND status = 'pending'",
         (status, attempts, stamp(next_at), error[:500], notification.id),
     )
     return status
@@ -159,7 +183,7 @@ def mark_failed(db: Database, notification: Notification, now: datetime, error: 
 def defer(db: Database, notification_id: int, until: datetime) -> None:
     """Push a notification back without counting an attempt (rate limit)."""
     db.conn.execute(
-        "UPDATE ops_notifications SET next_attempt_at = ? WHERE id = ?",
+        "UPDATE ops_notifications SET next_attempt_at = ? WHERE id = ? AND status = 'pending'",
         (stamp(until), notification_id),
     )
 

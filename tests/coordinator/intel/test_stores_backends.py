@@ -7,11 +7,9 @@ import csv
 import io
 from datetime import UTC, date, datetime, timedelta
 
-import pytest
-
 from coordinator.customer import store as customer_store
 from coordinator.customer.config import PaymentConfig
-from coordinator.db import Database, dialect
+from coordinator.db import Database
 from coordinator.imports import ImportFormat
 from coordinator.intake import submit_orders
 from coordinator.intel import addresses, heal_store, history, report, returns
@@ -74,10 +72,6 @@ def test_address_checks_and_heal_events(store_db: Database) -> None:
 
 def test_new_delivery_addresses_are_checked_by_the_intel_round_and_erased_with_contacts(
         store_db: Database) -> None:
-    if dialect(store_db) == "postgresql":
-        # customer_store.record_intake's many-row insert uses named parameters, which the
-        # PostgreSQL batch path refuses (customer side, reported in the shared notes)
-        pytest.skip("customer contacts are written on SQLite only for now")
     order = OrderIn(channel="wechat_mini", channel_order_id="BACKEND-AUTO", store_id="HZ-S001",
                     lines=[OrderLine(sku_id="SKU-0001", qty=1)], lat=30.26, lon=120.16,
                     contact=CustomerContact(name="张三", address="滨江江南大道588号"))

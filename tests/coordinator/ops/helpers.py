@@ -9,10 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
 from coordinator.catalog import WarehouseIn, upsert_warehouses
-from coordinator.db import open_database
+from coordinator.db import Database, open_database
 from coordinator.gateways.store import register, warehouse_exists
 from coordinator.ops.config import FranchiseeConfig, NotifyConfig, OpsConfig, WecomConfig
 from coordinator.settings import Settings
@@ -30,8 +28,9 @@ async def wait_for(predicate: Callable[[], bool], within: float = 15.0,
         raise AssertionError(f"timed out waiting for {what}") from None
 
 
-def settings_for(db_path: Path, broker_url: str, topics: Topics) -> Settings:
-    return Settings(db_path=str(db_path), mqtt_url=broker_url, topic_root=topics.root)
+def settings_for(target: str | Path, broker_url: str, topics: Topics) -> Settings:
+    """``target``: a SQLite path or a ``postgresql://`` URL (the ``db_target`` fixture)."""
+    return Settings(db_path=str(target), mqtt_url=broker_url, topic_root=topics.root)
 
 
 def ops_config(tmp_path: Path, *, wecom_url: str | None = None, grace_s: float = 120,
@@ -51,27 +50,29 @@ def ops_config(tmp_path: Path, *, wecom_url: str | None = None, grace_s: float =
     )
 
 
-def read(db_path: Path, sql: str, args: list[Any] | None = None) -> list[tuple[Any, ...]]:
-    db: Database = open_database(db_path, migrate=False)
+def read(target: str | Path, sql: str, args: list[Any] | None = None
+         ) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` as committed, on either backend (``target``: path or URL)."""
+    db = open_database(target, migrate=False)
     try:
         return [tuple(r) for r in db.execute(sql, args or []).fetchall()]
     finally:
         db.conn.close()
 
 
-def assignments(db_path: Path) -> dict[str, tuple[str | None, str]]:
-    rows = read(db_path, "SELECT id, warehouse_id, status FROM orders")
+def assignments(target: str | Path) -> dict[str, tuple[str | None, str]]:
+    rows = read(target, "SELECT id, warehouse_id, status FROM orders")
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
-def counter(db_path: Path, name: str) -> int:
+def counter(target: str | Path, name: str) -> int:
     """An ops counter as committed (0 when never bumped)."""
-    rows = read(db_path, "SELECT value FROM ops_counters WHERE name = ?", [name])
+    rows = read(target, "SELECT value FROM ops_counters WHERE name = ?", [name])
     return int(rows[0][0]) if rows else 0
 
 
-def warehouse_available(db_path: Path, warehouse_id: str) -> bool:
-    return read(db_path, "SELECT available FROM warehouses WHERE id = ?",
+def warehouse_available(target: str | Path, warehouse_id: str) -> bool:
+    return read(target, "SELECT available FROM warehouses WHERE id = ?",
                 [warehouse_id]) == [(1,)]
 
 
@@ -94,12 +95,12 @@ def strand_at(db: Database, warehouse_id: str, count: int, now: datetime,
     return [s.order_id for s in stuck]
 
 
-def register_gateways(db_path: Path, gateways: dict[str, str],
+def register_gateways(target: str | Path, gateways: dict[str, str],
                       now: datetime | None = None) -> None:
     """Register each agent for its warehouse (the coordinator refuses unregistered ones);
     a warehouse the test's catalogue lacks is added first (at 0,0)."""
     at = now or datetime.now(UTC)
-    db: Database = open_database(db_path)
+    db = open_database(target)
     try:
         for warehouse in sorted(set(gateways.values())):
             if not warehouse_exists(db, warehouse):

@@ -1,5 +1,6 @@
 """ops_processed_events stays bounded: the ops service prunes it per agent lifetime on a
-periodic task, and dedupe still refuses a recent repeat afterwards (real SQLite file)."""
+periodic task, and dedupe still refuses a recent repeat afterwards (a real SQLite file
+and a real PostgreSQL database)."""
 
 from __future__ import annotations
 
@@ -21,15 +22,15 @@ KEEP = 20
 INCARNATION = "5f0c9a7e2b3d4c1a8e6f7a9b0c1d2e3f"
 
 
-def rows(path: Path) -> dict[tuple[str, str], int]:
+def rows(path: str) -> dict[tuple[str, str], int]:
     found = read(path, "SELECT agent_id, incarnation, count(*) FROM ops_processed_events "
                        "GROUP BY agent_id, incarnation")
     return {(r[0], r[1]): int(r[2]) for r in found}
 
 
 async def test_processed_events_stay_bounded_and_recent_repeats_are_still_dropped(
-        tmp_path: Path) -> None:
-    path = tmp_path / "coordinator.sqlite"
+        tmp_path: Path, db_target: str) -> None:
+    path = db_target
     settings = settings_for(path, "mqtt://127.0.0.1:1", Topics("bwprune"))
     config = ops_config(tmp_path).model_copy(update={
         "subscribe_mqtt": False, "dedupe_keep_per_agent": KEEP,

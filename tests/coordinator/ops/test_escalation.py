@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlite_utils import Database
 
-from coordinator.db import open_database
+from coordinator.db import Database
 from coordinator.ops import escalation_store, incident_log
 from coordinator.ops.config import NotifyConfig, SmsConfig, WecomConfig
 from coordinator.ops.escalation import OpenIncident, Policy, due, recipients
@@ -76,8 +74,8 @@ def test_never_past_the_limit_and_never_after_an_acknowledgement(
             levels, last = e.level, now
 
 
-def _db(tmp_path: Path) -> Database:
-    db = open_database(tmp_path / "c.sqlite")
+def _db(db: Database) -> Database:
+    """``db`` (the ``ops_db`` fixture) holding WH-02 and its open incident ep-1."""
     db.conn.execute(
         "INSERT INTO warehouses (id, name, address, lat, lon, cold_chain, available, paused, "
         "updated_at) VALUES ('WH-02', '杭州冷链一号仓', '余杭区 1 号', 30.3, 120.1, 1, 0, 0, :t)",
@@ -86,7 +84,6 @@ def _db(tmp_path: Path) -> Database:
         "INSERT INTO ops_incidents (incident_id, warehouse_id, cause, reason, opened_at) "
         "VALUES ('ep-1', 'WH-02', 'breaker:cold_chain', 'breaker cold_chain: "
         "threshold_exceeded', :t)", {"t": T0.isoformat()})
-    db.conn.commit()
     return db
 
 
@@ -97,8 +94,8 @@ CONFIG = NotifyConfig(wecom=WecomConfig(enabled=True, url="http://127.0.0.1:9/we
 
 
 def test_the_shell_queues_wecom_then_sms_once_per_level_until_acknowledged(
-        tmp_path: Path) -> None:
-    db = _db(tmp_path)
+        ops_db: Database) -> None:
+    db = _db(ops_db)
 
     def roster(_: Database, warehouse_id: str, at: datetime) -> list[Staff]:
         assert warehouse_id == "WH-02"
@@ -130,19 +127,20 @@ def test_the_shell_queues_wecom_then_sms_once_per_level_until_acknowledged(
                      ("acknowledged", "钱操作", None)]
 
 
-def test_without_a_roster_sms_goes_to_the_configured_numbers(tmp_path: Path) -> None:
-    db = _db(tmp_path)
+def test_without_a_roster_sms_goes_to_the_configured_numbers(
+        ops_db: Database) -> None:
+    db = _db(ops_db)
     escalation_store.run(db, POLICY, CONFIG, T0 + timedelta(minutes=10))
     escalation_store.run(db, POLICY, CONFIG, T0 + timedelta(minutes=20))
     sms = {n.dedupe_key: n.payload for n in outbox.listing(db)}["sms:ep-1:escalation:2"]
     assert sms["phone_numbers"] == ["13800000000"]
 
 
-def test_the_staff_roster_says_who_is_on_call_by_their_hours(tmp_path: Path) -> None:
+def test_the_staff_roster_says_who_is_on_call_by_their_hours(ops_db: Database) -> None:
     from coordinator.roster import StaffIn, StaffMember
     from coordinator.roster_store import on_duty, upsert_staff
 
-    db = _db(tmp_path)
+    db = _db(ops_db)
     upsert_staff(db, [
         StaffIn(id="s1", warehouse_id="WH-02", name="夜班李", role="operator",
                 phone="13900000011", on_duty="20:00-08:00"),

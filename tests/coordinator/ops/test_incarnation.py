@@ -176,8 +176,8 @@ def test_pruned_dedupe_keys_still_refuse_repeats() -> None:
     assert outcomes(older) == ["stale"] and t.available(WH)
 
 
-def test_incarnations_survive_a_coordinator_restart(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "coordinator.sqlite")
+def test_incarnations_survive_a_coordinator_restart(db_target: str) -> None:
+    db = open_database(db_target)
     t = tracker()
     feed = [
         (agent_status(online=True, session_seq=57, incarnation=OLD)),

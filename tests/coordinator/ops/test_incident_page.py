@@ -54,6 +54,7 @@ class Story:
     moved: int
     workdir: Path
     topic_root: str
+    target: str  # the database: a SQLite path or a PostgreSQL URL
 
 
 def _summaries(now: datetime) -> list[TelemetrySummary]:
@@ -82,12 +83,16 @@ def _trip(now: datetime) -> BreakerEvent:
         since=now, episode_id=EPISODE, seq=1, session_seq=1, event_time=now, published_at=now)
 
 
-@pytest.fixture(scope="module")
-def story(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def story(request: pytest.FixtureRequest, mqtt_broker: Broker,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
+    """The story on each backend (one per module and backend, shared by its tests)."""
     if not mqtt_broker.running:
         mqtt_broker.start()
     workdir = tmp_path_factory.mktemp("incident")
-    path = workdir / "coordinator.sqlite"
+    path = str(workdir / "coordinator.sqlite")
+    if request.param == "postgresql":
+        path = request.getfixturevalue("postgres_server").create_database()
     now = datetime.now(UTC).replace(microsecond=0)
     db = open_database(path)
     held = seed_orders_at(db, WH, 30, now - timedelta(hours=1), stock_boost=100)
@@ -118,7 +123,7 @@ def story(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 break
             assert time.monotonic() < deadline, f"no reroute: {r.text[:500]}"
             time.sleep(0.05)
-        yield Story(url, now, held, workdir, topics.root)
+        yield Story(url, now, held, workdir, topics.root, path)
         asyncio.run(publish([(topics.breaker(WH, "cold_chain"), b"", True)]))
 
 
@@ -152,7 +157,7 @@ def test_the_incident_json_tells_the_story_in_order(story: Story) -> None:
 
 @pytest.mark.broker
 def test_acting_takes_the_callers_identity_and_operators_only(story: Story) -> None:
-    path = story.workdir / "coordinator.sqlite"
+    path = story.target
     with httpx.Client(base_url=story.url, timeout=15) as http:
         anonymous = http.post(f"/incidents/{EPISODE}/comments", json={"text": "hi"})
         assert anonymous.status_code == 401
@@ -172,6 +177,9 @@ def test_acting_takes_the_callers_identity_and_operators_only(story: Story) -> N
         said = http.post(f"/incidents/{EPISODE}/comments", json={"text": "冷库一断电"},
                          headers=operator)
         assert said.status_code == 201 and said.json()["actor"] == "token:王值班"
+        # the id is the stored row's (RETURNING on both backends, no lastrowid on PG)
+        timeline = http.get(f"/incidents/{EPISODE}", headers=viewer).json()
+        assert said.json()["id"] in {a["id"] for a in timeline["actions"]}
         unknown = http.post("/incidents/NOPE/acknowledge", json={}, headers=operator)
         assert unknown.status_code == 404
 
@@ -231,7 +239,7 @@ def test_a_breaker_command_is_signed_for_the_gateway_and_its_audit_joins_the_tim
         story: Story, mqtt_broker: Broker) -> None:
     from selenium.webdriver.common.by import By
 
-    path = story.workdir / "coordinator.sqlite"
+    path = story.target
     db = open_database(path)
     key = gateway_store.command_key(db, "gw-wh-02").encode()
     db.conn.close()

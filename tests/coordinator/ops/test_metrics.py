@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
 from benchmarks.reroute import seed_orders_at
 from coordinator.catalog import set_warehouse_availability
-from coordinator.db import open_database
+from coordinator.db import Database
 from coordinator.ledger import record_status_event
 from coordinator.ops import metrics
 from coordinator.queries import unshipped_orders
@@ -20,8 +19,8 @@ from tests.coordinator.ops.helpers import strand_at
 
 
 def test_transparency_counts_only_shipped_orders_with_every_node_timestamped(
-        tmp_path: Path) -> None:
-    db = open_database(tmp_path / "c.sqlite")
+        ops_db: Database) -> None:
+    db = ops_db
     now = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
     seed_orders_at(db, "WH-01", 6, now, stock_boost=50)
     ids = [o.order_id for o in unshipped_orders(db, "WH-01")]
@@ -53,8 +52,8 @@ def test_transparency_counts_only_shipped_orders_with_every_node_timestamped(
 
 
 def test_stuck_orders_placed_later_by_the_system_count_as_healed_by_an_operator_not(
-        tmp_path: Path) -> None:
-    db = open_database(tmp_path / "c.sqlite")
+        ops_db: Database) -> None:
+    db = ops_db
     now = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
     rules = AllocationConfig()
     ids = strand_at(db, "WH-01", 6, now, "inc-m")
@@ -68,7 +67,7 @@ def test_stuck_orders_placed_later_by_the_system_count_as_healed_by_an_operator_
     assert (healing["exceptions"], healing["moved"], healing["placed_later"]) == (6, 0, 3)
     assert (healing["resolved_automatically"], healing["needs_attention"]) == (3, 3)
     assert healing["rate"] == 0.5
-    triggers = [json.loads(r[0])["trigger"] for r in db.execute(
-        "SELECT detail FROM order_events WHERE kind = 'allocated' "
-        "AND json_extract(detail, '$.retry') ORDER BY id")]
+    allocated = [json.loads(r[0]) for r in db.execute(
+        "SELECT detail FROM order_events WHERE kind = 'allocated' ORDER BY id")]
+    triggers = [d["trigger"] for d in allocated if d.get("retry")]
     assert triggers == ["operator"] * 2 + ["warehouse_available"] * 3

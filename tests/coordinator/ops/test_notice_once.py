@@ -23,52 +23,75 @@ from protocols.timestamps import parse_stamp
 NOTICES = 120
 T0 = "2026-11-24T02:17:00.000Z"
 
-# one dispatcher process: delivers the whole outbox (batches of 10) to the file sink
+# one dispatcher process: delivers the whole outbox (batches of 10) to the file sink, and
+# waits out the claim lease of a batch a killed one had claimed (PostgreSQL) until
+# nothing is pending
 _DISPATCHER = r"""
 import asyncio, sys
 from pathlib import Path
 from coordinator.db import open_database
 from coordinator.ops.config import DispatcherConfig, FranchiseeConfig, NotifyConfig
+from coordinator.ops.notify import outbox
 from coordinator.ops.notify.dispatcher import Dispatcher
 from protocols.clock import SystemClock
-db_path, sink = sys.argv[1], Path(sys.argv[2])
+db_path, sink, lease = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
 config = NotifyConfig(franchisee=FranchiseeConfig(sink="jsonl", jsonl_path=sink),
-                      dispatcher=DispatcherConfig(batch_size=10))
+                      dispatcher=DispatcherConfig(batch_size=10, claim_lease_s=lease))
 async def main():
     d = Dispatcher(lambda: open_database(db_path, migrate=False), config, SystemClock())
-    while await d.run_once():
-        pass
+    while await d.run_once() or outbox.counts(d.db).get(("franchisee", "pending")):
+        await asyncio.sleep(0.01)
     await d.aclose()
 asyncio.run(main())
 """
 
 
-@pytest.fixture(scope="module")
-def queued(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("outbox") / "queued.sqlite"
-    db = open_database(path)
+def _queue(target: str) -> None:
+    db = open_database(target)
     with db.atomic():
         outbox.queue(db, [OutgoingNotice("franchisee", f"franchisee:inc-1:o-{i}",
                                          {"order_id": f"o-{i}", "coupon": f"C{i}"}, "inc-1")
                           for i in range(NOTICES)], parse_stamp(T0))
     db.conn.close()
+
+
+@pytest.fixture(scope="module")
+def queued(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("outbox") / "queued.sqlite"
+    _queue(str(path))
     return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def outbox_db(request: pytest.FixtureRequest, queued: Path, tmp_path: Path) -> str:
+    """The queued outbox on each backend: a copy of the SQLite file, or a fresh
+    PostgreSQL database queued the same way."""
+    if request.param == "sqlite":
+        shutil.copy(queued, tmp_path / "coordinator.sqlite")
+        return str(tmp_path / "coordinator.sqlite")
+    target: str = request.getfixturevalue("postgres_url")
+    _queue(target)
+    return target
 
 
 def _lines(sink: Path) -> list[str]:
     return sink.read_text(encoding="utf-8").splitlines() if sink.exists() else []
 
 
-def _dispatcher(db: Path, sink: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", _DISPATCHER, str(db), str(sink)],
+def _dispatcher(db: str, sink: Path, lease_s: float = 0.5) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", _DISPATCHER, db, str(sink), str(lease_s)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-@pytest.mark.parametrize("kill_after", [1, 9, 10, 37, 81, 119])
+# every kill point on SQLite; on PostgreSQL (one claim path whatever the point) the
+# first line, one inside a batch and the last
+@pytest.mark.parametrize(("outbox_db", "kill_after"),
+                         [*(("sqlite", k) for k in (1, 9, 10, 37, 81, 119)),
+                          *(("postgresql", k) for k in (1, 37, 119))],
+                         indirect=["outbox_db"])
 def test_a_dispatcher_killed_mid_delivery_writes_no_notice_twice(
-        queued: Path, tmp_path: Path, kill_after: int) -> None:
-    db, sink = tmp_path / "coordinator.sqlite", tmp_path / "franchisee.jsonl"
-    shutil.copy(queued, db)
+        outbox_db: str, tmp_path: Path, kill_after: int) -> None:
+    db, sink = outbox_db, tmp_path / "franchisee.jsonl"
     first = _dispatcher(db, sink)
     deadline = time.monotonic() + 60
     while len(_lines(sink)) < kill_after and first.poll() is None:
@@ -93,9 +116,8 @@ def test_a_dispatcher_killed_mid_delivery_writes_no_notice_twice(
 
 
 def test_a_line_cut_short_by_a_crash_is_replaced_not_glued_to(
-        queued: Path, tmp_path: Path) -> None:
-    db, sink = tmp_path / "coordinator.sqlite", tmp_path / "franchisee.jsonl"
-    shutil.copy(queued, db)
+        outbox_db: str, tmp_path: Path) -> None:
+    db, sink = outbox_db, tmp_path / "franchisee.jsonl"
     sink.write_text('{"order_id":"o-0","coupon":"C0","notice_key":"franchisee:inc-1:o-0"}\n'
                     '{"order_id":"o-1","cou', encoding="utf-8")
     done = _dispatcher(db, sink)
@@ -104,3 +126,22 @@ def test_a_line_cut_short_by_a_crash_is_replaced_not_glued_to(
     written = [json.loads(line) for line in _lines(sink)]  # every line parses
     assert len(written) == NOTICES
     assert [w["order_id"] for w in written].count("o-1") == 1
+
+
+def test_two_dispatchers_on_postgresql_split_the_outbox_and_send_each_notice_once(
+        postgres_url: str, tmp_path: Path) -> None:
+    # two instances at once, each with a sink of its own: a notice both claimed would
+    # be in both files (the lease is long: neither dies, nothing is taken back)
+    _queue(postgres_url)
+    sinks = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    running = [_dispatcher(postgres_url, sink, lease_s=60) for sink in sinks]
+    for process in running:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err.decode()[-2000:]
+    keys = [json.loads(line)["notice_key"] for sink in sinks for line in _lines(sink)]
+    assert sorted(keys) == sorted(f"franchisee:inc-1:o-{i}" for i in range(NOTICES))
+    check = open_database(postgres_url, migrate=False)
+    try:
+        assert outbox.counts(check) == {("franchisee", "sent"): NOTICES}
+    finally:
+        check.conn.close()

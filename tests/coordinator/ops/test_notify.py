@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import BaseModel
-from sqlite_utils import Database
 
-from coordinator.db import open_database
+from coordinator.db import Database, open_database
 from coordinator.ops.config import (
     DispatcherConfig,
     FranchiseeConfig,
@@ -68,8 +68,13 @@ def config(receiver: Receiver, tmp_path: Path, **dispatcher: float) -> NotifyCon
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Database:
-    return open_database(tmp_path / "coordinator.db")
+def db(db_target: str) -> Iterator[Database]:
+    """The outbox on each backend; dispatchers open ``db_target`` themselves."""
+    db = open_database(db_target)
+    try:
+        yield db
+    finally:
+        db.conn.close()
 
 
 def queue(db: Database, cfg: NotifyConfig, s: IncidentSummary) -> int:
@@ -88,12 +93,12 @@ async def drain(dispatcher: Dispatcher, clock: ManualClock, rounds: int = 12) ->
 
 
 async def test_failed_deliveries_are_retried_and_each_notice_arrives_once(
-        db: Database, tmp_path: Path) -> None:
+        db: Database, db_target: str, tmp_path: Path) -> None:
     clock = ManualClock(T0)
     with Receiver(fail_first=2) as receiver:
         cfg = config(receiver, tmp_path)
         assert queue(db, cfg, summary()) == 6  # 3 franchisee + wecom + sms + webhook
-        dispatcher = Dispatcher(lambda: open_database(tmp_path / "coordinator.db"), cfg, clock)
+        dispatcher = Dispatcher(lambda: open_database(db_target), cfg, clock)
         await dispatcher.run_once()
         assert {r.path for r in receiver.requests} == {"/wecom", "/sms", "/hook"}
         assert len(outbox.listing(db, status="pending")) == 3
@@ -114,12 +119,12 @@ async def test_failed_deliveries_are_retried_and_each_notice_arrives_once(
 
 
 async def test_backoff_is_exponential_and_failed_notices_are_dead_after_max_attempts(
-        db: Database, tmp_path: Path) -> None:
+        db: Database, db_target: str, tmp_path: Path) -> None:
     clock = ManualClock(T0)
     with Receiver(fail_first=100, fail_status=503) as receiver:
         cfg = config(receiver, tmp_path, max_attempts=3)
         queue(db, cfg, summary(moved=0))
-        dispatcher = Dispatcher(lambda: open_database(tmp_path / "coordinator.db"), cfg, clock)
+        dispatcher = Dispatcher(lambda: open_database(db_target), cfg, clock)
         await dispatcher.run_once()
         [sms] = outbox.listing(db, kind="sms")
         assert sms.next_attempt_at == stamp(T0 + outbox.backoff_delay(1, 2, 600))
@@ -140,12 +145,12 @@ async def test_backoff_is_exponential_and_failed_notices_are_dead_after_max_atte
 
 
 async def test_payloads_match_the_wecom_robot_and_sms_gateway_formats(
-        db: Database, tmp_path: Path) -> None:
+        db: Database, db_target: str, tmp_path: Path) -> None:
     clock = ManualClock(T0)
     with Receiver() as receiver:
         cfg = config(receiver, tmp_path)
         queue(db, cfg, summary(moved=5, stuck=2))
-        dispatcher = Dispatcher(lambda: open_database(tmp_path / "coordinator.db"), cfg, clock)
+        dispatcher = Dispatcher(lambda: open_database(db_target), cfg, clock)
         await dispatcher.run_once()
         await dispatcher.aclose()
         [wecom] = receiver.on("/wecom")
@@ -183,7 +188,7 @@ async def test_payloads_match_the_wecom_robot_and_sms_gateway_formats(
 
 
 async def test_wecom_text_message_and_robot_error_codes_are_retried(
-        db: Database, tmp_path: Path) -> None:
+        db: Database, db_target: str, tmp_path: Path) -> None:
     clock = ManualClock(T0)
     with Receiver(fail_first=1, wecom_style=True) as receiver:
         cfg = NotifyConfig(
@@ -192,7 +197,7 @@ async def test_wecom_text_message_and_robot_error_codes_are_retried(
                               mentioned_mobile_list=["13900000000"]),
         )
         queue(db, cfg, summary(moved=1, stuck=0))
-        dispatcher = Dispatcher(lambda: open_database(tmp_path / "coordinator.db"), cfg, clock)
+        dispatcher = Dispatcher(lambda: open_database(db_target), cfg, clock)
         await drain(dispatcher, clock, rounds=3)
         await dispatcher.aclose()
         first, second = receiver.on("/wecom")
@@ -203,7 +208,8 @@ async def test_wecom_text_message_and_robot_error_codes_are_retried(
     assert (wecom.status, wecom.attempts) == ("sent", 2)
 
 
-async def test_wecom_rate_limit_defers_instead_of_failing(db: Database, tmp_path: Path) -> None:
+async def test_wecom_rate_limit_defers_instead_of_failing(
+        db: Database, db_target: str, tmp_path: Path) -> None:
     clock = ManualClock(T0)
     with Receiver() as receiver:
         cfg = NotifyConfig(
@@ -212,7 +218,7 @@ async def test_wecom_rate_limit_defers_instead_of_failing(db: Database, tmp_path
         )
         for i in range(25):
             queue(db, cfg, summary(incident=f"ep-{i}", moved=0, stuck=0))
-        dispatcher = Dispatcher(lambda: open_database(tmp_path / "coordinator.db"), cfg, clock)
+        dispatcher = Dispatcher(lambda: open_database(db_target), cfg, clock)
         await dispatcher.run_once()
         assert len(receiver.on("/wecom")) == 20
         assert dispatcher.stats.deferred == 5
@@ -247,7 +253,9 @@ def test_a_franchisee_gets_one_readable_message_per_store_and_incident(db: Datab
 
     seed_orders_at(db, "WH-02", 12, T0, stock_boost=50)
     # a busy night: three stores with four orders each
-    db.execute("UPDATE orders SET store_id = 'HZ-S00' || (1 + rowid % 3)")
+    ids = [r[0] for r in db.execute("SELECT id FROM orders ORDER BY id").fetchall()]
+    db.conn.executemany("UPDATE orders SET store_id = ? WHERE id = ?",
+                        [(f"HZ-S00{1 + n % 3}", oid) for n, oid in enumerate(ids)])
     result = reroute_warehouse(db, "WH-02", incident_id="ep-9", reason="threshold_exceeded",
                                now=T0, config=Settings().allocation)
     stores = {m.store_id for m in result.moved}
@@ -262,6 +270,8 @@ def test_a_franchisee_gets_one_readable_message_per_store_and_incident(db: Datab
         assert queue_franchisee_notices(db, "ep-9", **kwargs) == 0  # once per store
     notices = {n.payload["store_id"]: n.payload for n in outbox.listing(db, kind="franchisee")}
     assert set(notices) == stores
+    one = sorted(stores)[1]  # a caller scoped to one store sees that store's notice only
+    assert [n.payload["store_id"] for n in outbox.listing(db, stores=[one])] == [one]
     store_id = sorted(stores)[0]
     p = notices[store_id]
     mine = sorted((m for m in result.moved if m.store_id == store_id),
@@ -316,14 +326,14 @@ def test_bad_notification_config_names_the_field(model: type[BaseModel], data: d
 
 
 async def test_a_requested_stop_ends_between_batches_so_a_restart_sends_nothing_twice(
-        db: Database, tmp_path: Path) -> None:
+        db: Database, db_target: str, tmp_path: Path) -> None:
     clock = ManualClock(T0)
     with Receiver() as receiver:
         cfg = config(receiver, tmp_path)
         s = summary(moved=150, stuck=0)
         queue(db, cfg, s)
         sink = tmp_path / "franchisee.jsonl"
-        first = Dispatcher(lambda: open_database(tmp_path / "coordinator.db"), cfg, clock)
+        first = Dispatcher(lambda: open_database(db_target), cfg, clock)
         task = asyncio.create_task(first.run())
         for _ in range(500):  # stop as soon as the first notice has been written
             if sink.exists() and sink.read_text():
@@ -336,7 +346,7 @@ async def test_a_requested_stop_ends_between_batches_so_a_restart_sends_nothing_
         sent = {n.dedupe_key.rsplit(":", 1)[1] for n in outbox.listing(db, status="sent")
                 if n.kind == "franchisee"}
         assert written and sorted(written) == sorted(sent)  # written <=> marked sent
-        second = Dispatcher(lambda: open_database(tmp_path / "coordinator.db"), cfg, clock)
+        second = Dispatcher(lambda: open_database(db_target), cfg, clock)
         await drain(second, clock, rounds=3)
         await second.aclose()
     written = [json.loads(line)["order_id"] for line in sink.read_text().splitlines()]

@@ -6,11 +6,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlite_utils import Database
-
 from coordinator.catalog import set_warehouse_availability
-from coordinator.db import open_database
+from coordinator.db import Database, dialect, open_database
 from coordinator.ops.handler import OpsCore
+from coordinator.ops.notify.franchisee import coupon_code
 from coordinator.retry import retry_waiting
 from coordinator.settings import AllocationConfig, Settings
 from tests.coordinator.ops.helpers import ops_config, strand_at
@@ -34,9 +33,10 @@ def _placed_notices(db: Database) -> list[dict[str, object]]:
         if json.loads(r[0])["type"] == "placed_notice"]
 
 
-def test_each_late_placement_is_told_once_with_warehouse_eta_and_coupon(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "c.sqlite")
-    core = OpsCore(db, Settings(db_path=str(tmp_path / "c.sqlite")), ops_config(tmp_path))
+def test_each_late_placement_is_told_once_with_warehouse_eta_and_coupon(
+        db_target: str, tmp_path: Path) -> None:
+    db = open_database(db_target)
+    core = OpsCore(db, Settings(db_path=db_target), ops_config(tmp_path))
     ids = _stuck_then_placed(db, NOW + timedelta(hours=1))
 
     core.tick(NOW + timedelta(hours=1, seconds=1))
@@ -46,28 +46,43 @@ def test_each_late_placement_is_told_once_with_warehouse_eta_and_coupon(tmp_path
     assert sorted(str(n["order_id"]) for n in notices) == sorted(ids)
     assert {str(n["incident_id"]) for n in notices} == {"inc-p"}
     assert all(n["new_eta"] and n["coupon"] and n["new_warehouse"] for n in notices)
+    coupons = dict(db.execute("SELECT order_id, code FROM ops_coupons").fetchall())
+    assert {str(n["order_id"]): n["coupon"]["code"] for n in notices} == {  # type: ignore[index]
+        oid: coupon_code("BW", oid, "inc-p") for oid in ids} == coupons
+    db.conn.close()
 
 
-def test_a_placement_older_than_a_day_is_not_told_any_more(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "c.sqlite")
-    core = OpsCore(db, Settings(db_path=str(tmp_path / "c.sqlite")), ops_config(tmp_path))
+def test_a_placement_older_than_a_day_is_not_told_any_more(
+        db_target: str, tmp_path: Path) -> None:
+    db = open_database(db_target)
+    core = OpsCore(db, Settings(db_path=db_target), ops_config(tmp_path))
     _stuck_then_placed(db, NOW + timedelta(hours=1))
 
     core.tick(NOW + timedelta(days=3))  # the ops side was off for days
 
     assert _placed_notices(db) == []
+    db.conn.close()
 
 
-def test_a_failing_sweep_never_costs_the_tick(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "c.sqlite")
-    core = OpsCore(db, Settings(db_path=str(tmp_path / "c.sqlite")), ops_config(tmp_path))
+def test_a_failing_sweep_never_costs_the_tick(db_target: str, tmp_path: Path) -> None:
+    db = open_database(db_target)
+    core = OpsCore(db, Settings(db_path=db_target), ops_config(tmp_path))
     _stuck_then_placed(db, NOW + timedelta(hours=1))
-    db.execute("CREATE TRIGGER refuse_notices BEFORE INSERT ON ops_notifications "
-               "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+    if dialect(db) == "postgresql":
+        db.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                   "$$ BEGIN RAISE EXCEPTION 'disk says no'; END $$")
+        db.execute("CREATE TRIGGER refuse_notices BEFORE INSERT ON ops_notifications "
+                   "FOR EACH ROW EXECUTE FUNCTION refuse()")
+        drop = "DROP TRIGGER refuse_notices ON ops_notifications"
+    else:
+        db.execute("CREATE TRIGGER refuse_notices BEFORE INSERT ON ops_notifications "
+                   "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+        drop = "DROP TRIGGER refuse_notices"
 
     core.tick(NOW + timedelta(hours=1, seconds=1))  # does not raise
 
     assert core.sweep_failures == 1
-    db.execute("DROP TRIGGER refuse_notices")
+    db.execute(drop)
     core.tick(NOW + timedelta(hours=1, seconds=2))  # the next tick tries the same range again
     assert len(_placed_notices(db)) == 6
+    db.conn.close()

@@ -25,10 +25,10 @@ READS = ["/metrics", "/metrics/summary", "/dashboard/state", "/notifications",
 
 
 async def test_reads_answer_while_the_ops_thread_is_busy(
-        broker: Broker, topics: Topics, tmp_path: Path) -> None:
+        broker: Broker, topics: Topics, tmp_path: Path, db_target: str) -> None:
     from coordinator.catalog import import_file
 
-    path = tmp_path / "coordinator.sqlite"
+    path = db_target
     db = open_database(path)
     for name in SAMPLE_FILES:
         import_file(db, SAMPLE_DIR / f"{name}.csv", datetime.now(UTC))

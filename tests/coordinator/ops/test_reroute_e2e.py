@@ -30,8 +30,9 @@ WH = "WH-02"
 
 
 @pytest.fixture
-def seeded(tmp_path: Path) -> tuple[Path, int]:
-    path = tmp_path / "coordinator.sqlite"
+def seeded(db_target: str) -> tuple[str, int]:
+    """WH-02 holding 60 orders, on each backend (a SQLite path or a PostgreSQL URL)."""
+    path = db_target
     db = open_database(path)
     held = seed_orders_at(db, WH, 60, datetime.now(UTC), stock_boost=100)
     db.conn.close()
@@ -45,7 +46,7 @@ async def publish(broker: Broker, topic: str, payload: bytes) -> None:
 
 
 async def test_breaker_trip_reroutes_every_unshipped_order_once_even_after_restart(
-        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[Path, int]) -> None:
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[str, int]) -> None:
     path, held = seeded
     settings = settings_for(path, broker.url, topics)
     with Receiver() as robot:
@@ -102,14 +103,14 @@ async def test_breaker_trip_reroutes_every_unshipped_order_once_even_after_resta
     assert {d["coupon"]["code"] for d in delivered} == {c[2] for c in coupons}
 
 
-def moved_stores(path: Path) -> int:
+def moved_stores(path: str) -> int:
     """How many stores had an order moved away (one franchisee message each)."""
     return int(read(path, "SELECT count(DISTINCT o.store_id) FROM incident_orders io "
                           "JOIN orders o ON o.id = io.order_id WHERE io.outcome = 'moved'")[0][0])
 
 
 async def test_breaker_clear_reopens_warehouse_and_rerouted_orders_stay(
-        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[Path, int]) -> None:
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[str, int]) -> None:
     path, _ = seeded
     settings = settings_for(path, broker.url, topics)
     now = datetime.now(UTC)
@@ -134,7 +135,7 @@ async def test_breaker_clear_reopens_warehouse_and_rerouted_orders_stay(
 
 
 async def test_junk_payloads_are_counted_and_never_stop_the_watcher(
-        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[Path, int]) -> None:
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[str, int]) -> None:
     path, _ = seeded
     settings = settings_for(path, broker.url, topics)
     async with OpsService(settings, ops_config(tmp_path)) as ops:
@@ -155,7 +156,7 @@ async def test_junk_payloads_are_counted_and_never_stop_the_watcher(
 
 
 async def test_agent_offline_past_grace_pauses_warehouse_and_stale_will_is_ignored(
-        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[Path, int]) -> None:
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[str, int]) -> None:
     from protocols.clock import ManualClock
     from tests.coordinator.ops.factories import agent_status
 
@@ -194,7 +195,7 @@ async def test_agent_offline_past_grace_pauses_warehouse_and_stale_will_is_ignor
 
 
 async def test_watcher_reconnects_after_broker_restart_and_gets_what_was_published_meanwhile(
-        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[Path, int]) -> None:
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[str, int]) -> None:
     path, _ = seeded
     settings = settings_for(path, broker.url, topics)
     async with OpsService(settings, ops_config(tmp_path)) as ops:
@@ -213,7 +214,7 @@ async def test_watcher_reconnects_after_broker_restart_and_gets_what_was_publish
 
 
 async def test_tracking_updates_over_mqtt_are_recorded_like_http_ones(
-        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[Path, int]) -> None:
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[str, int]) -> None:
     from tests.coordinator.ops.factories import tracking
 
     path, _ = seeded
@@ -231,7 +232,7 @@ async def test_tracking_updates_over_mqtt_are_recorded_like_http_ones(
 
 
 async def test_retained_trip_published_before_the_coordinator_started_is_honoured(
-        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[Path, int]) -> None:
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[str, int]) -> None:
     path, held = seeded
     await publish(broker, topics.breaker(WH, "cold_chain"),
                   encode(trip_event(WH, seq=3, episode="ep-while-down", now=datetime.now(UTC))))
@@ -245,7 +246,7 @@ async def test_retained_trip_published_before_the_coordinator_started_is_honoure
 
 
 async def test_orders_nobody_can_take_go_to_needs_attention_and_count_against_self_healing(
-        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[Path, int]) -> None:
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: tuple[str, int]) -> None:
     from coordinator.catalog import set_warehouse_availability
     from coordinator.ops import metrics
 

@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.reroute import seed_orders_at
 from coordinator.auth import Role
-from coordinator.db import open_database
+from coordinator.db import dialect, open_database
 from coordinator.intake import submit_orders
 from coordinator.settings import AllocationConfig, IntakeConfig
 from protocols import Topics
@@ -29,15 +29,16 @@ WH = "WH-02"
 
 
 @pytest.fixture
-def seeded(tmp_path: Path) -> Path:
-    path = tmp_path / "coordinator.sqlite"
+def seeded(db_target: str) -> str:
+    """WH-02 holding 40 orders, on each backend (a SQLite path or a PostgreSQL URL)."""
+    path = db_target
     db = open_database(path)
     assert seed_orders_at(db, WH, 40, datetime.now(UTC), stock_boost=100) == 40
     db.conn.close()
     return path
 
 
-def available(path: Path) -> bool:
+def available(path: str) -> bool:
     return read(path, "SELECT available = 1 AND paused = 0 FROM warehouses WHERE id = ?",
                 [WH]) == [(1,)]
 
@@ -50,7 +51,7 @@ def robot() -> Iterator[Receiver]:
 
 
 async def test_manual_pause_reroutes_like_a_trip_is_audited_and_resume_reopens(
-        broker: Broker, topics: Topics, tmp_path: Path, seeded: Path, robot: Receiver) -> None:
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: str, robot: Receiver) -> None:
     clock = ManualClock(datetime.now(UTC))
     config = ops_config(tmp_path, wecom_url=robot.url + "/wecom", max_attempts=2)
     app = ops_app(settings_for(seeded, broker.url, topics), config, clock)
@@ -106,7 +107,7 @@ async def test_manual_pause_reroutes_like_a_trip_is_audited_and_resume_reopens(
 
 
 async def test_courier_silence_trips_courier_stale_and_clears_when_updates_resume(
-        broker: Broker, topics: Topics, tmp_path: Path, seeded: Path) -> None:
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: str) -> None:
     t0 = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
     clock = ManualClock(t0)
     app = ops_app(settings_for(seeded, broker.url, topics), ops_config(tmp_path), clock)
@@ -142,7 +143,7 @@ async def test_courier_silence_trips_courier_stale_and_clears_when_updates_resum
 
 
 async def test_trip_over_mqtt_moves_orders_the_api_took_and_new_orders_avoid_the_warehouse(
-        broker: Broker, topics: Topics, tmp_path: Path, seeded: Path) -> None:
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: str) -> None:
     import aiomqtt
 
     from benchmarks.reroute import trip_event
@@ -178,11 +179,10 @@ async def test_trip_over_mqtt_moves_orders_the_api_took_and_new_orders_avoid_the
 
 
 async def test_orders_stuck_during_a_pause_go_back_when_the_warehouse_resumes(
-        broker: Broker, topics: Topics, tmp_path: Path, seeded: Path) -> None:
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: str) -> None:
     db = open_database(seeded, migrate=False)
     try:  # nobody else holds what the orders at WH-02 need: a pause strands them all
         db.execute("UPDATE inventory SET on_hand = reserved WHERE warehouse_id != ?", [WH])
-        db.conn.commit()
     finally:
         db.conn.close()
     clock = ManualClock(datetime.now(UTC))
@@ -232,13 +232,19 @@ async def test_orders_stuck_during_a_pause_go_back_when_the_warehouse_resumes(
 
 
 async def test_a_failing_retry_still_lets_the_warehouse_reopen(
-        broker: Broker, topics: Topics, tmp_path: Path, seeded: Path) -> None:
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: str) -> None:
     db = open_database(seeded, migrate=False)
     try:
         db.execute("UPDATE inventory SET on_hand = reserved WHERE warehouse_id != ?", [WH])
         # the database refuses the retry's decision rows: the retry fails as a whole
-        db.execute("CREATE TRIGGER refuse_retry BEFORE INSERT ON allocation_decisions "
-                   "WHEN NEW.kind = 'retry' BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+        if dialect(db) == "postgresql":
+            db.execute("CREATE FUNCTION refuse_retry() RETURNS trigger LANGUAGE plpgsql AS "
+                       "$$ BEGIN RAISE EXCEPTION 'disk says no'; END $$")
+            db.execute("CREATE TRIGGER refuse_retry BEFORE INSERT ON allocation_decisions "
+                       "FOR EACH ROW WHEN (NEW.kind = 'retry') EXECUTE FUNCTION refuse_retry()")
+        else:
+            db.execute("CREATE TRIGGER refuse_retry BEFORE INSERT ON allocation_decisions "
+                       "WHEN NEW.kind = 'retry' BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
     finally:
         db.conn.close()
     clock = ManualClock(datetime.now(UTC))
@@ -261,7 +267,7 @@ async def test_a_failing_retry_still_lets_the_warehouse_reopen(
 
 
 async def test_reopening_retries_its_own_stuck_orders_ahead_of_an_older_backlog(
-        broker: Broker, topics: Topics, tmp_path: Path, seeded: Path) -> None:
+        broker: Broker, topics: Topics, tmp_path: Path, seeded: str) -> None:
     db = open_database(seeded, migrate=False)
     try:  # a day-old backlog waiting on a SKU nobody stocks any more
         gone = db.execute("SELECT id FROM skus WHERE cold_chain = 0 ORDER BY id DESC"

@@ -4,13 +4,12 @@ retention; on a real SQLite file."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.db import open_database
+from coordinator.db import Database
 from coordinator.ops import telemetry
 from coordinator.ops.config import TelemetryConfig
 from protocols import TelemetrySummary
@@ -29,8 +28,9 @@ def summary(minute: int, *, zone: str = "cold-1", value: float = 4.0, spread: fl
         "seq": abs(minute)})
 
 
-def test_a_redelivered_summary_is_stored_once_and_series_reads_a_window(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "c.sqlite")
+def test_a_redelivered_summary_is_stored_once_and_series_reads_a_window(
+        ops_db: Database) -> None:
+    db = ops_db
     assert telemetry.record(db, [summary(m, value=3.0 + m) for m in range(5)]) == 5
     assert telemetry.record(db, [summary(2, value=99.0)]) == 0  # QoS 1 redelivery
     found = telemetry.series(db, "WH-02", T0 + timedelta(minutes=1, seconds=30),
@@ -43,8 +43,9 @@ def test_a_redelivered_summary_is_stored_once_and_series_reads_a_window(tmp_path
     assert telemetry.series(db, "WH-02", T0, T0 + timedelta(hours=1), zone="dry") == []
 
 
-def test_old_minutes_merge_into_buckets_and_retention_drops_the_oldest(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "c.sqlite")
+def test_old_minutes_merge_into_buckets_and_retention_drops_the_oldest(
+        ops_db: Database) -> None:
+    db = ops_db
     # two hours of minutes in one zone, 10 of them above 8 °C, plus one far older minute
     minutes = [summary(m, value=9.0 if 30 <= m < 40 else 4.0) for m in range(120)]
     telemetry.record(db, [*minutes, summary(-60 * 24 * 100)])
