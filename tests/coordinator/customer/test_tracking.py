@@ -1,5 +1,7 @@
 """Carrier tracking through the real API moves the order to 在途 and 已送达 with the
-carrier's times, and the customer hears about each node once."""
+carrier's times, and the customer hears about each node once (on SQLite only, to keep the
+suite quick: what it adds on top of the other customer tests is the ops side's carrier
+progress, not customer SQL)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,9 @@ from .harness import NOW, customer_app, meituan_order, rows, running
 
 
 async def test_tracking_updates_complete_the_timeline_with_the_carriers_times(
-        customer_db: str, tmp_path: Path, receiver: Receiver) -> None:
+        customer_sqlite: str, tmp_path: Path, receiver: Receiver) -> None:
     clock = ManualClock(NOW)
-    async with running(customer_app(customer_db, tmp_path, receiver, clock)) as http:
+    async with running(customer_app(customer_sqlite, tmp_path, receiver, clock)) as http:
         placed = (await http.post("/orders", json=meituan_order("MT-T1"))).json()
         oid, warehouse = placed["order_id"], placed["warehouse_id"]
         clock.advance(3600)
@@ -39,7 +41,7 @@ async def test_tracking_updates_complete_the_timeline_with_the_carriers_times(
                              ("delivered", "2026-11-24T03:02:00.000Z")]
         assert order["timeline"][-1]["detail"]["carrier"] == "sf"
         await wait_for(lambda: len(receiver.accepted("/meituan")) == 4, what="four nodes")
-    assert rows(customer_db, "SELECT value FROM ops_counters WHERE name = ?",
+    assert rows(customer_sqlite, "SELECT value FROM ops_counters WHERE name = ?",
                 ["orders_moved_by_tracking"]) == [(2,)]
     # delivered concurrently, so in any order; each once, stamped with the carrier's time
     by_script = {r.body["script"]: r.body for r in receiver.accepted("/meituan")}
