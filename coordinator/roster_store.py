@@ -51,15 +51,17 @@ def upsert_staff(db: Database, rows: Sequence[StaffIn], now: datetime) -> int:
         for row in rows:
             if row.warehouse_id not in known:
                 raise NotFound("warehouse", row.warehouse_id)
+        # positional rows: both backends take them in executemany
         db.conn.executemany(
             "INSERT INTO staff (id, warehouse_id, name, role, phone, on_duty, active, "
-            "updated_at) VALUES (:id, :warehouse_id, :name, :role, :phone, :on_duty, "
-            ":active, :updated_at) ON CONFLICT (id) DO UPDATE SET "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
             "warehouse_id = excluded.warehouse_id, name = excluded.name, role = excluded.role, "
             "phone = excluded.phone, on_duty = excluded.on_duty, active = excluded.active, "
             "updated_at = excluded.updated_at",
-            [row.model_dump() | {"active": int(row.active), "updated_at": stamp(now)}
-             for row in rows],
+            # one row per id, the last given: PostgreSQL's multi-row upsert refuses to
+            # update a row twice in one statement
+            [(row.id, row.warehouse_id, row.name, row.role, row.phone, row.on_duty,
+              int(row.active), stamp(now)) for row in {r.id: r for r in rows}.values()],
         )
     return len(rows)
 

@@ -11,8 +11,9 @@ import uuid
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import to_json
 
 from coordinator import auth, ledger
 from coordinator.app import InvalidRequest, Problem
@@ -124,7 +125,8 @@ def post_inquiry(request: Request, body: InquiryIn) -> Any:
         if not orders:
             return _missing("phone", "no orders for this phone number")
     inquiry_id = body.inquiry_id or f"q_{uuid.uuid4().hex[:20]}"
-    with_nodes = [(o, store.node_times(db, o.order_id)) for o in orders]
+    nodes_of = store.nodes_of(db, [o.order_id for o in orders])
+    with_nodes = [(o, nodes_of[o.order_id]) for o in orders]
     route = service.config.route_of(body.channel).route
     text = inquiry_reply(with_nodes, service.config, service.templates, service.tz,
                          channel=body.channel, sms=route == "sms")
@@ -143,7 +145,8 @@ def post_inquiry(request: Request, body: InquiryIn) -> Any:
             outbox.queue(db, [notice], now)
     service.wake_dispatcher()
     tz = service.tz
-    return {
+    # serialised here, once: FastAPI would walk the answer through jsonable_encoder first
+    return Response(to_json({
         "inquiry_id": inquiry_id, "reply": text, "route": route,
         "orders": [{
             "order_no": o.channel_order_id, "order_id": o.order_id, "status": o.status,
@@ -152,7 +155,7 @@ def post_inquiry(request: Request, body: InquiryIn) -> Any:
             "nodes": [{"node": k, "label": NODE_LABELS.get(k, k), "at": at,
                        "at_local": local(at, tz)} for k, at in nodes],
         } for o, nodes in with_nodes],
-    }
+    }), media_type="application/json")
 
 
 @router.post("/payments", summary="A payment event: the order is paid (deadlines stop)",

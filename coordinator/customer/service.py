@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -35,6 +36,7 @@ from protocols.clock import Clock
 from protocols.orders import OrderIn
 
 log = logging.getLogger(__name__)
+WAKE_DELAY_S = 0.02  # replies queued within this are delivered in one dispatcher round
 
 
 class CustomerService:
@@ -53,6 +55,8 @@ class CustomerService:
         self.ops: OpsService | None = None
         self.last: TickResult | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake_lock = threading.Lock()
+        self._wake_pending = False
 
     # -- wiring ------------------------------------------------------------------------
     def on_stored(self, db: Database, created: Sequence[tuple[str, OrderIn]],
@@ -68,8 +72,9 @@ class CustomerService:
         if isinstance(ops, OpsService):
             self.ops = ops
             path = self.settings.db_path
-            self._adapter = CustomerAdapter(ops.dispatcher.client, self.config,
-                                            lambda: open_database(path, migrate=False))
+            self._adapter = CustomerAdapter(
+                ops.dispatcher.client, self.config, lambda: open_database(path, migrate=False),
+                timeout_s=ops.config.notify.dispatcher.timeout_s)
             ops.dispatcher.adapters["customer"] = self._adapter
         # before the app serves: the node sweep starts at the events that exist now
         db = open_database(self.settings.db_path, migrate=False)
@@ -96,9 +101,25 @@ class CustomerService:
 
     def wake_dispatcher(self) -> None:
         """Callable from any thread (routes run in the thread pool): the dispatcher's
-        event belongs to the app's loop."""
-        if self.ops is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(self.ops.dispatcher.wake)
+        event belongs to the app's loop.
+
+        Wakes are gathered for ``WAKE_DELAY_S``: at 200 inquiries a second a wake per
+        reply made a dispatcher round (a read of the outbox, a write transaction on the
+        event loop) per reply; gathered, one round takes several. The reply waits that
+        much longer to leave (the first-response target is 90 s)."""
+        if self.ops is None or self._loop is None:
+            return
+        with self._wake_lock:
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        self._loop.call_soon_threadsafe(self._loop.call_later, WAKE_DELAY_S, self._wake)
+
+    def _wake(self) -> None:
+        with self._wake_lock:
+            self._wake_pending = False
+        if self.ops is not None:
+            self.ops.dispatcher.wake()
 
     # -- the tick ------------------------------------------------------------------------
     def _tick_sync(self, now: datetime) -> TickResult:

@@ -27,8 +27,8 @@ def record_intake(db: Database, created: Sequence[tuple[str, OrderIn]], now: dat
                   payment: PaymentConfig) -> None:
     """The contact and, for an unpaid order, its payment deadlines, of new orders."""
     at_now = stamp(now)
-    contacts = []
-    unpaid = []
+    contacts: list[tuple[object, ...]] = []
+    unpaid: list[tuple[object, ...]] = []
     for order_id, order in created:
         contact = order.contact
         if contact is not None:
@@ -36,27 +36,24 @@ def record_intake(db: Database, created: Sequence[tuple[str, OrderIn]], now: dat
             # a masked or virtual number cannot find the customer's other orders
             key = (normalise_phone(phone) if phone is not None and not contact.masked
                    and is_phone(phone) else None)
-            contacts.append({
-                "order_id": order_id, "channel": order.channel.value, "phone": phone,
-                "phone_key": key, "name": contact.name, "address": contact.address,
-                "consent": None if contact.consent is None else int(contact.consent),
-                "masked": int(contact.masked), "created_at": at_now})
+            contacts.append((
+                order_id, order.channel.value, phone, key, contact.name, contact.address,
+                None if contact.consent is None else int(contact.consent),
+                int(contact.masked), at_now))
         if not order.paid:
-            unpaid.append({
-                "order_id": order_id, "store_id": order.store_id, "received_at": at_now,
-                "remind_at": stamp(now + payment.remind_after),
-                "cancel_at": stamp(now + payment.cancel_after)})
+            unpaid.append((order_id, order.store_id, at_now, stamp(now + payment.remind_after),
+                           stamp(now + payment.cancel_after)))
+    # positional rows: both backends take them, and PostgreSQL writes a big batch as one
+    # multi-row statement
     if contacts:
         db.conn.executemany(
             "INSERT INTO customer_contacts (order_id, channel, phone, phone_key, name, address, "
-            "consent, masked, created_at) VALUES (:order_id, :channel, :phone, :phone_key, "
-            ":name, :address, :consent, :masked, :created_at) ON CONFLICT (order_id) DO NOTHING",
-            contacts)
+            "consent, masked, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (order_id) DO NOTHING", contacts)
     if unpaid:
         db.conn.executemany(
             "INSERT INTO customer_payments (order_id, store_id, received_at, remind_at, "
-            "cancel_at) VALUES (:order_id, :store_id, :received_at, :remind_at, :cancel_at) "
-            "ON CONFLICT (order_id) DO NOTHING", unpaid)
+            "cancel_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING", unpaid)
 
 
 # -- contacts and retention --------------------------------------------------------------
@@ -173,11 +170,15 @@ def orders_by_phone(db: Database, phone_key: str, limit: int) -> list[OrderFacts
     return [OrderFacts(*r) for r in rows.fetchall()]
 
 
-def node_times(db: Database, order_id: str) -> list[tuple[str, str]]:
-    """(kind, at) of the order's timeline, oldest first."""
-    return [(r[0], r[1]) for r in db.conn.execute(
-        "SELECT kind, at FROM order_events WHERE order_id = :o ORDER BY id",
-        {"o": order_id}).fetchall()]
+def nodes_of(db: Database, order_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    """(kind, at) of each order's timeline, oldest first: one query for a few orders."""
+    marks = ", ".join(f":o{i}" for i in range(len(order_ids)))
+    found: dict[str, list[tuple[str, str]]] = {o: [] for o in order_ids}
+    for order_id, kind, at in db.conn.execute(
+            f"SELECT order_id, kind, at FROM order_events WHERE order_id IN ({marks}) "
+            "ORDER BY order_id, id", {f"o{i}": o for i, o in enumerate(order_ids)}):
+        found[order_id].append((kind, at))
+    return found
 
 
 # -- the node sweep --------------------------------------------------------------------

@@ -84,7 +84,8 @@ def test_phone_is_checked_and_named() -> None:
         StaffIn(id="S", warehouse_id="WH-01", name="x", role="r", phone="12345")
 
 
-def test_store_upserts_and_answers_who_is_on_duty(sample_db: Database) -> None:
+def test_store_upserts_and_answers_who_is_on_duty(store_db: Database) -> None:
+    sample_db = store_db  # each backend
     rows = [StaffIn(id="A", warehouse_id="WH-01", name="甲", role="仓管", phone="13900000001",
                     on_duty="08:00-20:00"),
             StaffIn(id="B", warehouse_id="WH-01", name="乙", role="夜班", phone="13900000002",
@@ -101,12 +102,24 @@ def test_store_upserts_and_answers_who_is_on_duty(sample_db: Database) -> None:
     assert staff(sample_db, warehouse_ids=[]) == []
 
 
-def test_unknown_warehouse_writes_nothing(sample_db: Database) -> None:
+def test_unknown_warehouse_writes_nothing(store_db: Database) -> None:
     rows = [StaffIn(id="A", warehouse_id="WH-01", name="甲", role="r", phone="13900000001"),
             StaffIn(id="B", warehouse_id="WH-99", name="乙", role="r", phone="13900000002")]
     with pytest.raises(NotFound, match="WH-99"):
-        upsert_staff(sample_db, rows, NOW)
-    assert staff(sample_db) == []
+        upsert_staff(store_db, rows, NOW)
+    assert staff(store_db) == []
+
+
+def test_a_big_roster_with_a_repeated_id_keeps_its_last_row(store_db: Database) -> None:
+    """40 rows (PostgreSQL writes them as one multi-row upsert, which may not touch a row
+    twice), one id given twice: the last one wins, as a row-by-row import does."""
+    rows = [StaffIn(id=f"S{i:02d}", warehouse_id="WH-01", name=f"员工{i}", role="仓管",
+                    phone=f"139000001{i:02d}") for i in range(39)]
+    rows.append(rows[5].model_copy(update={"warehouse_id": "WH-02", "name": "调岗"}))
+    assert upsert_staff(store_db, rows, NOW) == 40
+    members = {m.id: m for m in staff(store_db)}
+    assert len(members) == 39
+    assert (members["S05"].warehouse_id, members["S05"].name) == ("WH-02", "调岗")
 
 
 def test_import_file_rejects_a_bad_row_by_number(sample_db: Database, tmp_path: Path) -> None:

@@ -29,12 +29,24 @@ from tests.coordinator.ops.receiver import Receiver
 NOW = datetime(2026, 11, 24, 2, 17, tzinfo=UTC)  # 10:17 in Hangzhou: the day shift
 
 
-def seed(path: Path) -> None:
-    db = open_database(path)
-    for name in SAMPLE_FILES:
-        import_file(db, SAMPLE_DIR / f"{name}.csv", NOW)
-    import_staff_file(db, SAMPLE_DIR / "staff.csv", NOW)
-    db.conn.close()
+def seed(target: str | Path) -> None:
+    """The sample region and roster in a database (a SQLite path or a PostgreSQL URL)."""
+    db = open_database(target)
+    try:
+        for name in SAMPLE_FILES:
+            import_file(db, SAMPLE_DIR / f"{name}.csv", NOW)
+        import_staff_file(db, SAMPLE_DIR / "staff.csv", NOW)
+    finally:
+        db.conn.close()
+
+
+def rows(target: str, sql: str, args: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    """What a query returns, committed, on either backend (its own connection)."""
+    db = open_database(target, migrate=False)
+    try:
+        return [tuple(r) for r in db.execute(sql, args or []).fetchall()]
+    finally:
+        db.conn.close()
 
 
 def customer_section(receiver: Receiver, **overrides: Any) -> dict[str, Any]:
@@ -51,9 +63,9 @@ def customer_section(receiver: Receiver, **overrides: Any) -> dict[str, Any]:
     return section
 
 
-def customer_app(path: Path, tmp_path: Path, receiver: Receiver, clock: ManualClock,
+def customer_app(target: str | Path, tmp_path: Path, receiver: Receiver, clock: ManualClock,
                  **overrides: Any) -> FastAPI:
-    settings = Settings(db_path=str(path),
+    settings = Settings(db_path=str(target),
                         sections={"customer": customer_section(receiver, **overrides)})
     config = ops_config(tmp_path, wecom_url=receiver.url + "/wecom").model_copy(
         update={"subscribe_mqtt": False})

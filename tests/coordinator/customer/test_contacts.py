@@ -4,47 +4,31 @@ when none is near. GET /orders/{id}/customer masks the contact the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from coordinator.auth import Role
 from protocols.clock import ManualClock
 from tests.auth import headers_for
 from tests.coordinator.ops.receiver import Receiver
 
-from .harness import NOW, customer_app, running, seed, wechat_order
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as r:
-        yield r
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    path = tmp_path / "customer.sqlite"
-    seed(path)
-    return path
+from .harness import NOW, customer_app, running, wechat_order
 
 
 async def test_contacts_are_the_on_duty_staff_within_3_km_masked_for_a_viewer(
-        db_path: Path, tmp_path: Path, receiver: Receiver) -> None:
+        customer_db: str, tmp_path: Path, receiver: Receiver) -> None:
     clock = ManualClock(NOW)
-    async with running(customer_app(db_path, tmp_path, receiver, clock)) as http:
+    async with running(customer_app(customer_db, tmp_path, receiver, clock)) as http:
         # delivered near WH-06 (0.7 km); WH-01 is 4 km away, outside the radius
         oid = (await http.post("/orders", json=wechat_order("WX-C1"))).json()["order_id"]
         viewer = (await http.get(f"/orders/{oid}/contacts",
-                                 headers=headers_for(db_path, Role.VIEWER))).json()
+                                 headers=headers_for(customer_db, Role.VIEWER))).json()
         assert viewer["radius_km"] == 3.0 and viewer["fallback"] is False
         assert [w["warehouse_id"] for w in viewer["warehouses"]] == ["WH-06"]
         assert viewer["warehouses"][0]["distance_km"] < 1.0
         day = viewer["warehouses"][0]["staff"]
         assert [(s["id"], s["phone"]) for s in day] == [("ST-061", "139****0601")]
         service = (await http.get(f"/orders/{oid}/contacts",
-                                  headers=headers_for(db_path, Role.CUSTOMER_SERVICE))).json()
+                                  headers=headers_for(customer_db, Role.CUSTOMER_SERVICE))).json()
         assert service["warehouses"][0]["staff"][0]["phone"] == "13900000601"
         # 22:17 in Hangzhou: the night shift answers
         clock.advance(12 * 3600)
@@ -52,10 +36,10 @@ async def test_contacts_are_the_on_duty_staff_within_3_km_masked_for_a_viewer(
         assert [s["id"] for s in night["warehouses"][0]["staff"]] == ["ST-062"]
         # the customer's own data: whole for customer service, masked for a viewer
         masked = (await http.get(f"/orders/{oid}/customer",
-                                 headers=headers_for(db_path, Role.VIEWER))).json()["contact"]
+                                 headers=headers_for(customer_db, Role.VIEWER))).json()["contact"]
         assert masked["phone"] == "138****5678" and masked["name"] == "李*"
         assert masked["address"] == "浙江省杭州市***" and masked["consent"] is True
-        service_desk = headers_for(db_path, Role.CUSTOMER_SERVICE)
+        service_desk = headers_for(customer_db, Role.CUSTOMER_SERVICE)
         whole = (await http.get(f"/orders/{oid}/customer",
                                 headers=service_desk)).json()["contact"]
         assert whole["phone"] == "13812345678"
@@ -63,9 +47,9 @@ async def test_contacts_are_the_on_duty_staff_within_3_km_masked_for_a_viewer(
 
 
 async def test_no_active_warehouse_near_falls_back_to_the_orders_own(
-        db_path: Path, tmp_path: Path, receiver: Receiver) -> None:
+        customer_db: str, tmp_path: Path, receiver: Receiver) -> None:
     clock = ManualClock(NOW)
-    async with running(customer_app(db_path, tmp_path, receiver, clock)) as http:
+    async with running(customer_app(customer_db, tmp_path, receiver, clock)) as http:
         answer = await http.post("/orders", json=wechat_order("WX-C2"))
         oid = answer.json()["order_id"]
         paused = await http.post("/warehouses/WH-06/pause", json={"reason": "inspection"})
@@ -73,7 +57,7 @@ async def test_no_active_warehouse_near_falls_back_to_the_orders_own(
         moved_to = (await http.get(f"/orders/{oid}")).json()["warehouse_id"]
         assert moved_to != "WH-06"
         contacts = (await http.get(f"/orders/{oid}/contacts",
-                                   headers=headers_for(db_path, Role.VIEWER))).json()
+                                   headers=headers_for(customer_db, Role.VIEWER))).json()
         assert contacts["fallback"] is True
         assert [w["warehouse_id"] for w in contacts["warehouses"]] == [moved_to]
         assert contacts["warehouses"][0]["staff"][0]["phone"].count("*") == 4

@@ -4,48 +4,33 @@ inquiry's own timestamp to the receiver's acknowledgement."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coordinator.personal import is_phone
 from protocols.clock import ManualClock
-from tests.coordinator.ops.helpers import read, wait_for
+from tests.coordinator.ops.helpers import wait_for
 from tests.coordinator.ops.receiver import Receiver
 
-from .harness import NOW, customer_app, meituan_order, running, seed, wechat_order
+from .harness import NOW, customer_app, meituan_order, rows, running, wechat_order
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as r:
-        yield r
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    path = tmp_path / "customer.sqlite"
-    seed(path)
-    return path
-
-
-def _acknowledged(db_path: Path) -> int:
-    return int(read(db_path, "SELECT count(*) FROM ops_notifications WHERE dedupe_key LIKE "
+def _acknowledged(db: str) -> int:
+    return int(rows(db, "SELECT count(*) FROM ops_notifications WHERE dedupe_key LIKE "
                     "'inquiry:%' AND status = 'sent'")[0][0])
 
 
-def _inquiries(db_path: Path) -> int:
-    return int(read(db_path, "SELECT count(*) FROM customer_inquiries")[0][0])
+def _inquiries(db: str) -> int:
+    return int(rows(db, "SELECT count(*) FROM customer_inquiries")[0][0])
 
 
 async def test_inquiry_by_order_number_and_by_phone_gets_the_status_reply(
-        db_path: Path, tmp_path: Path, receiver: Receiver) -> None:
+        customer_db: str, tmp_path: Path, receiver: Receiver) -> None:
     clock = ManualClock(NOW)
-    app = customer_app(db_path, tmp_path, receiver, clock)
+    app = customer_app(customer_db, tmp_path, receiver, clock)
     async with running(app) as http:
         first = (await http.post("/orders", json=meituan_order("MT-Q1"))).json()
         await http.post(f"/orders/{first['order_id']}/events", json={"kind": "shipped"})
@@ -65,7 +50,7 @@ async def test_inquiry_by_order_number_and_by_phone_gets_the_status_reply(
         delivered = [r.body for r in receiver.accepted("/meituan")
                      if r.body.get("script") == "inquiry_reply"]
         assert delivered[0]["text"] == body["reply"]
-        await wait_for(lambda: _acknowledged(db_path) == 1, what="the reply marked sent")
+        await wait_for(lambda: _acknowledged(customer_db) == 1, what="the reply marked sent")
         # two orders of one (unmasked) phone: the most recent first
         older = (await http.post("/orders", json=wechat_order("WX-P1"))).json()
         clock.advance(60)
@@ -75,7 +60,7 @@ async def test_inquiry_by_order_number_and_by_phone_gets_the_status_reply(
         assert [o["order_id"] for o in by_phone["orders"]] == [newer["order_id"],
                                                                older["order_id"]]
         assert by_phone["reply"].count("您好，订单WX-P") == 2
-        await wait_for(lambda: _acknowledged(db_path) == 2, what="both replies sent")
+        await wait_for(lambda: _acknowledged(customer_db) == 2, what="both replies sent")
         summary = (await http.get("/metrics/summary")).json()
     fr = summary["first_response"]
     # the first was asked 2 s before it reached us (the figure starts at the channel, not
@@ -83,12 +68,12 @@ async def test_inquiry_by_order_number_and_by_phone_gets_the_status_reply(
     assert fr["inquiries"] == fr["answered"] == 2
     assert fr["max_s"] == fr["p95_s"] == 2.0 and fr["p50_s"] == 0.0
     assert summary["order_to_first_status"]["orders"] == 3
-    assert _inquiries(db_path) == 2
+    assert _inquiries(customer_db) == 2
 
 
 async def test_bad_inquiries_are_4xx_naming_the_field_and_record_nothing(
-        db_path: Path, tmp_path: Path, receiver: Receiver) -> None:
-    app = customer_app(db_path, tmp_path, receiver, ManualClock(NOW))
+        customer_sqlite: str, tmp_path: Path, receiver: Receiver) -> None:
+    app = customer_app(customer_sqlite, tmp_path, receiver, ManualClock(NOW))
     async with running(app) as http:
         unknown = await http.post("/inquiries", json={"channel": "meituan",
                                                       "channel_order_id": "MT-NOPE"})
@@ -104,8 +89,8 @@ async def test_bad_inquiries_are_4xx_naming_the_field_and_record_nothing(
         naive = await http.post("/inquiries", json={"channel": "meituan", "phone": "13700000000",
                                                     "asked_at": "2026-11-24T02:00:00"})
         assert naive.status_code == 422 and naive.json()["field"] == "body.asked_at"
-    assert _inquiries(db_path) == 0
-    assert read(db_path, "SELECT count(*) FROM ops_notifications WHERE kind = 'customer'"
+    assert _inquiries(customer_sqlite) == 0
+    assert rows(customer_sqlite, "SELECT count(*) FROM ops_notifications WHERE kind = 'customer'"
                 ) == [(0,)]
 
 

@@ -4,47 +4,33 @@ survive a coordinator restart. A payment stops them; bad payment events write no
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from coordinator.errors import ConfigError
 from protocols.clock import ManualClock
-from tests.coordinator.ops.helpers import read, wait_for
+from tests.coordinator.ops.helpers import wait_for
 from tests.coordinator.ops.receiver import Receiver
 
-from .harness import NOW, customer_app, running, seed, wechat_order
+from .harness import NOW, customer_app, rows, running, wechat_order
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as r:
-        yield r
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    path = tmp_path / "customer.sqlite"
-    seed(path)
-    return path
-
-
-def _reserved(db_path: Path, warehouse: str, sku: str) -> int:
-    return int(read(db_path, "SELECT reserved FROM inventory WHERE warehouse_id = ? AND "
+def _reserved(db: str, warehouse: str, sku: str) -> int:
+    return int(rows(db, "SELECT reserved FROM inventory WHERE warehouse_id = ? AND "
                     "sku_id = ?", [warehouse, sku])[0][0])
 
 
 async def test_unpaid_order_is_reminded_once_at_2h_and_cancelled_later_across_a_restart(
-        db_path: Path, tmp_path: Path, receiver: Receiver) -> None:
+        customer_db: str, tmp_path: Path, receiver: Receiver) -> None:
     clock = ManualClock(NOW)
     sku = "SKU-0002"
-    async with running(customer_app(db_path, tmp_path, receiver, clock)) as http:
+    async with running(customer_app(customer_db, tmp_path, receiver, clock)) as http:
         placed = (await http.post("/orders", json=wechat_order(
             "WX-UNPAID", sku=sku, trade_state="NOTPAY"))).json()
         oid, warehouse = placed["order_id"], placed["warehouse_id"]
         # the default: an unpaid order reserves its stock
-        held = _reserved(db_path, warehouse, sku)
+        held = _reserved(customer_db, warehouse, sku)
         assert held >= 2
         customer = (await http.get(f"/orders/{oid}/customer")).json()
         assert customer["paid"] is False
@@ -61,13 +47,13 @@ async def test_unpaid_order_is_reminded_once_at_2h_and_cancelled_later_across_a_
         assert "订单WX-UNPAID已下单120分钟仍未支付" in store_text
     # a restart: the deadlines are in the database, the reminder is not sent again
     clock.advance(60)
-    async with running(customer_app(db_path, tmp_path, receiver, clock)) as http:
-        await wait_for(lambda: read(db_path, "SELECT count(*) FROM customer_payments WHERE "
+    async with running(customer_app(customer_db, tmp_path, receiver, clock)) as http:
+        await wait_for(lambda: rows(customer_db, "SELECT count(*) FROM customer_payments WHERE "
                                     "reminded_at IS NOT NULL")[0][0] == 1, what="state")
         clock.advance(2 * 3600)  # 4 h: the cancellation deadline
-        await wait_for(lambda: read(db_path, "SELECT status FROM orders WHERE id = ?",
+        await wait_for(lambda: rows(customer_db, "SELECT status FROM orders WHERE id = ?",
                                     [oid])[0][0] == "cancelled", what="the cancellation")
-        assert _reserved(db_path, warehouse, sku) == held - 2
+        assert _reserved(customer_db, warehouse, sku) == held - 2
         timeline = (await http.get(f"/orders/{oid}")).json()["timeline"]
         assert timeline[-1]["kind"] == "cancelled"
         assert timeline[-1]["detail"] == {"reason": "unpaid", "by": "system"}
@@ -75,19 +61,19 @@ async def test_unpaid_order_is_reminded_once_at_2h_and_cancelled_later_across_a_
                                                   "channel_order_id": "WX-UNPAID"})
         assert late.status_code == 409
         clock.advance(3600)
-        await wait_for(lambda: app_idle(db_path), what="quiet")
+        await wait_for(lambda: app_idle(customer_db), what="quiet")
     assert len(receiver.accepted("/sms")) == 1 and len(receiver.accepted("/wecom")) == 1
 
 
-def app_idle(db_path: Path) -> bool:
-    return read(db_path, "SELECT count(*) FROM ops_notifications WHERE status = 'pending'"
+def app_idle(db: str) -> bool:
+    return rows(db, "SELECT count(*) FROM ops_notifications WHERE status = 'pending'"
                 ) == [(0,)]
 
 
 async def test_a_payment_stops_the_deadlines_and_bad_events_write_nothing(
-        db_path: Path, tmp_path: Path, receiver: Receiver) -> None:
+        customer_db: str, tmp_path: Path, receiver: Receiver) -> None:
     clock = ManualClock(NOW)
-    async with running(customer_app(db_path, tmp_path, receiver, clock)) as http:
+    async with running(customer_app(customer_db, tmp_path, receiver, clock)) as http:
         oid = (await http.post("/orders", json=wechat_order(
             "WX-PAYS", trade_state="NOTPAY"))).json()["order_id"]
         unknown = await http.post("/payments", json={"channel": "wechat_mini",
@@ -95,7 +81,7 @@ async def test_a_payment_stops_the_deadlines_and_bad_events_write_nothing(
         assert unknown.status_code == 404 and unknown.json()["field"] == "channel_order_id"
         junk = await http.post("/payments", json={"channel": "fax", "channel_order_id": "1"})
         assert junk.status_code == 422 and junk.json()["field"] == "body.channel"
-        assert read(db_path, "SELECT paid_at FROM customer_payments") == [(None,)]
+        assert rows(customer_db, "SELECT paid_at FROM customer_payments") == [(None,)]
         paid = await http.post("/payments", json={"channel": "wechat_mini",
                                                   "channel_order_id": "WX-PAYS",
                                                   "payment_ref": "4200001"})
@@ -105,25 +91,25 @@ async def test_a_payment_stops_the_deadlines_and_bad_events_write_nothing(
                                                    "channel_order_id": "WX-PAYS"})
         assert again.json()["changed"] is False
         clock.advance(5 * 3600)
-        await wait_for(lambda: app_idle(db_path) and receiver.accepted("/wechat") != [],
+        await wait_for(lambda: app_idle(customer_db) and receiver.accepted("/wechat") != [],
                        what="quiet")
         assert (await http.get(f"/orders/{oid}")).json()["status"] == "allocated"
     assert receiver.accepted("/sms") == [] and receiver.accepted("/wecom") == []
 
 
 async def test_unpaid_orders_hold_no_stock_when_the_setting_says_so(
-        db_path: Path, tmp_path: Path, receiver: Receiver) -> None:
+        customer_db: str, tmp_path: Path, receiver: Receiver) -> None:
     clock = ManualClock(NOW)
     sku = "SKU-0003"
-    before = read(db_path, "SELECT sum(reserved) FROM inventory WHERE sku_id = ?", [sku])[0][0]
-    app = customer_app(db_path, tmp_path, receiver, clock,
+    before = rows(customer_db, "SELECT sum(reserved) FROM inventory WHERE sku_id = ?", [sku])[0][0]
+    app = customer_app(customer_db, tmp_path, receiver, clock,
                        payment={"unpaid_reserves_stock": False})
     async with running(app) as http:
         waiting = (await http.post("/orders", json=wechat_order(
             "WX-HOLD", sku=sku, trade_state="NOTPAY"))).json()
         assert waiting["status"] == "awaiting_payment" and waiting["warehouse_id"] is None
         oid = waiting["order_id"]
-        assert read(db_path, "SELECT sum(reserved) FROM inventory WHERE sku_id = ?",
+        assert rows(customer_db, "SELECT sum(reserved) FROM inventory WHERE sku_id = ?",
                     [sku])[0][0] == before
         # a retry set off by anything else leaves it alone: it is not paid
         await http.post("/orders/retry", json={})
@@ -135,15 +121,15 @@ async def test_unpaid_orders_hold_no_stock_when_the_setting_says_so(
         assert order["status"] == "allocated" and order["warehouse_id"] is not None
         assert [e["kind"] for e in order["timeline"]] == [
             "received", "awaiting_payment", "paid", "allocated"]
-        assert read(db_path, "SELECT sum(reserved) FROM inventory WHERE sku_id = ?",
+        assert rows(customer_db, "SELECT sum(reserved) FROM inventory WHERE sku_id = ?",
                     [sku])[0][0] == before + 2
         # another one never paid: cancelled at the deadline, nothing to release
         other = (await http.post("/orders", json=wechat_order(
             "WX-HOLD2", sku=sku, trade_state="NOTPAY"))).json()["order_id"]
         clock.advance(4 * 3600)
-        await wait_for(lambda: read(db_path, "SELECT status FROM orders WHERE id = ?",
+        await wait_for(lambda: rows(customer_db, "SELECT status FROM orders WHERE id = ?",
                                     [other])[0][0] == "cancelled", what="cancellation")
-    assert read(db_path, "SELECT sum(reserved) FROM inventory WHERE sku_id = ?",
+    assert rows(customer_db, "SELECT sum(reserved) FROM inventory WHERE sku_id = ?",
                 [sku])[0][0] == before + 2
 
 
@@ -155,9 +141,9 @@ async def test_unpaid_orders_hold_no_stock_when_the_setting_says_so(
     ({"delivered": {"default": "送达 {time"}}, "customer.templates.delivered.default"),
 ])
 async def test_template_errors_stop_the_start_naming_the_template(
-        db_path: Path, tmp_path: Path, receiver: Receiver, templates: dict[str, object],
+        customer_sqlite: str, tmp_path: Path, receiver: Receiver, templates: dict[str, object],
         named: str) -> None:
-    app = customer_app(db_path, tmp_path, receiver, ManualClock(NOW), templates=templates)
+    app = customer_app(customer_sqlite, tmp_path, receiver, ManualClock(NOW), templates=templates)
     # the app's own start (its lifespan) refuses, before it serves anything
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         async with app.router.lifespan_context(app):

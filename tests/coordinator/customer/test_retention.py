@@ -4,32 +4,24 @@ retention after delivery has passed, audited, and never written to a log."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from protocols.clock import ManualClock
 from tests.auth import ADMIN
-from tests.coordinator.ops.helpers import read, wait_for
+from tests.coordinator.ops.helpers import wait_for
 from tests.coordinator.ops.receiver import Receiver
 
-from .harness import NOW, customer_app, running, seed, wechat_order
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as r:
-        yield r
+from .harness import NOW, customer_app, rows, running, wechat_order
 
 
 async def test_contact_is_erased_after_retention_audited_and_never_logged(
-        tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+        customer_db: str, tmp_path: Path, receiver: Receiver,
+        caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    db_path = tmp_path / "customer.sqlite"
-    seed(db_path)
     clock = ManualClock(NOW)
-    app = customer_app(db_path, tmp_path, receiver, clock, retention_days=90)
+    app = customer_app(customer_db, tmp_path, receiver, clock, retention_days=90)
     async with running(app) as http:
         oid = (await http.post("/orders", json=wechat_order("WX-R1"))).json()["order_id"]
         asked = await http.post("/inquiries", json={"channel": "wechat_mini",
@@ -40,17 +32,17 @@ async def test_contact_is_erased_after_retention_audited_and_never_logged(
                 ).json()["order_id"]
         await http.post(f"/orders/{oid}/events", json={"kind": "shipped"})
         await http.post(f"/orders/{oid}/events", json={"kind": "delivered"})
-        await wait_for(lambda: read(db_path, "SELECT erase_after FROM customer_contacts WHERE "
+        await wait_for(lambda: rows(customer_db, "SELECT erase_after FROM customer_contacts WHERE "
                                     "order_id = ?", [oid])[0][0] is not None, what="scheduled")
-        assert read(db_path, "SELECT erase_after FROM customer_contacts WHERE order_id = ?",
+        assert rows(customer_db, "SELECT erase_after FROM customer_contacts WHERE order_id = ?",
                     [oid]) == [("2027-02-22T02:17:00.000Z",)]
         clock.advance(90 * 86400 - 60)
         await wait_for(lambda: app.state.customer.last is not None
                        and app.state.customer.last.erased == 0, what="a tick before")
-        assert read(db_path, "SELECT erased_at FROM customer_contacts WHERE order_id = ?",
+        assert rows(customer_db, "SELECT erased_at FROM customer_contacts WHERE order_id = ?",
                     [oid]) == [(None,)]
         clock.advance(120)
-        await wait_for(lambda: read(db_path, "SELECT erased_at FROM customer_contacts WHERE "
+        await wait_for(lambda: rows(customer_db, "SELECT erased_at FROM customer_contacts WHERE "
                                     "order_id = ?", [oid])[0][0] is not None, what="erasure")
         contact = (await http.get(f"/orders/{oid}/customer",
                                   headers=ADMIN)).json()["contact"]
@@ -64,8 +56,8 @@ async def test_contact_is_erased_after_retention_audited_and_never_logged(
                                headers=ADMIN)).json()["contact"]
         assert kept["phone"] == "13912345678"
     # the inquiry, older than the retention period, keeps its reply but not who asked
-    assert read(db_path, "SELECT phone_key, question FROM customer_inquiries") == [(None, "")]
-    audit = read(db_path, "SELECT action, order_id, reason FROM customer_pii_audit")
+    assert rows(customer_db, "SELECT phone_key, question FROM customer_inquiries") == [(None, "")]
+    audit = rows(customer_db, "SELECT action, order_id, reason FROM customer_pii_audit")
     assert audit == [("erased", oid, "retention period ended")]
     logged = "\n".join(r.getMessage() for r in caplog.records)
     for secret in ("13812345678", "13912345678", "李四", "莫干山路"):

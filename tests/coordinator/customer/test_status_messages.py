@@ -3,44 +3,28 @@ each node once, with the rendered text, in local time; a repeat event sends noth
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from coordinator.customer.templates import STATUS_NODES
 from protocols.clock import ManualClock
-from tests.coordinator.ops.helpers import read, wait_for
+from tests.coordinator.ops.helpers import wait_for
 from tests.coordinator.ops.receiver import Receiver
 
-from .harness import NOW, customer_app, meituan_order, running, seed, wechat_order
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as r:
-        yield r
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    path = tmp_path / "customer.sqlite"
-    seed(path)
-    return path
+from .harness import NOW, customer_app, meituan_order, rows, running, wechat_order
 
 
 async def test_each_node_is_messaged_once_with_its_text_and_repeats_send_nothing(
-        db_path: Path, tmp_path: Path, receiver: Receiver) -> None:
+        customer_db: str, tmp_path: Path, receiver: Receiver) -> None:
     clock = ManualClock(NOW)
-    app = customer_app(db_path, tmp_path, receiver, clock)
+    app = customer_app(customer_db, tmp_path, receiver, clock)
     async with running(app) as http:
         placed = (await http.post("/orders", json=meituan_order("MT-1001"))).json()
         oid, warehouse = placed["order_id"], placed["warehouse_id"]
-        name = read(db_path, "SELECT name FROM warehouses WHERE id = ?", [warehouse])[0][0]
+        name = rows(customer_db, "SELECT name FROM warehouses WHERE id = ?", [warehouse])[0][0]
         await wait_for(lambda: len(receiver.accepted("/meituan")) == 1, what="allocated")
         first = receiver.accepted("/meituan")[0].body
         # the ETA in the text is Hangzhou's wall clock, the payload keeps UTC too
-        eta = read(db_path, "SELECT eta FROM orders WHERE id = ?", [oid])[0][0]
+        eta = rows(customer_db, "SELECT eta FROM orders WHERE id = ?", [oid])[0][0]
         assert first["script"] == "allocated" and first["order_no"] == "MT-1001"
         assert first["text"].startswith(f"您的订单MT-1001已分仓，由{name}为您备货，预计11-24 ")
         assert eta.startswith("2026-11-24T0")
@@ -60,7 +44,7 @@ async def test_each_node_is_messaged_once_with_its_text_and_repeats_send_nothing
         await wait_for(lambda: app.state.customer.last is not None
                        and app.state.customer.last.messages == 0, what="an idle tick")
     assert len(receiver.accepted("/meituan")) == 4
-    nodes = read(db_path, "SELECT node FROM customer_messages WHERE order_id = ? ORDER BY node",
+    nodes = rows(customer_db, "SELECT node FROM customer_messages WHERE order_id = ? ORDER BY node",
                  [oid])
     assert [n[0] for n in nodes] == sorted(["allocated", "shipped", "in_transit", "delivered"])
     keys = {r.headers["Idempotency-Key"] for r in receiver.accepted("/meituan")}
@@ -70,9 +54,9 @@ async def test_each_node_is_messaged_once_with_its_text_and_repeats_send_nothing
 
 
 async def test_wechat_subscribe_message_and_sms_shapes(
-        db_path: Path, tmp_path: Path, receiver: Receiver) -> None:
+        customer_db: str, tmp_path: Path, receiver: Receiver) -> None:
     clock = ManualClock(NOW)
-    app = customer_app(db_path, tmp_path, receiver, clock)
+    app = customer_app(customer_db, tmp_path, receiver, clock)
     douyin = {"channel": "douyin", "shop_order_id": "DY-1", "shop_id": "HZ-S002",
               "sku_order_list": [{"out_sku_id": "SKU-0001", "item_num": 1}],
               "post_addr": {"lat": 30.36, "lng": 120.19}, "mask_post_tel": "13900001111"}
@@ -87,16 +71,16 @@ async def test_wechat_subscribe_message_and_sms_shapes(
         assert body["data"]["time3"]["value"] == "11-24 10:17"
         assert len(body["data"]["thing4"]["value"]) <= 20
         # Douyin masks its numbers: the SMS route cannot reach them, and says so
-        await wait_for(lambda: read(db_path, "SELECT count(*) FROM ops_notifications WHERE "
+        await wait_for(lambda: rows(customer_db, "SELECT count(*) FROM ops_notifications WHERE "
                                     "kind = 'customer' AND last_error LIKE '%masked%'")[0][0] >= 1,
                        what="masked number refused")
     assert receiver.accepted("/sms") == []
 
 
 async def test_delayed_orders_get_one_message_when_the_eta_has_passed(
-        db_path: Path, tmp_path: Path, receiver: Receiver) -> None:
+        customer_db: str, tmp_path: Path, receiver: Receiver) -> None:
     clock = ManualClock(NOW)
-    app = customer_app(db_path, tmp_path, receiver, clock)
+    app = customer_app(customer_db, tmp_path, receiver, clock)
     async with running(app) as http:
         oid = (await http.post("/orders", json=meituan_order("MT-LATE"))).json()["order_id"]
         await wait_for(lambda: len(receiver.accepted("/meituan")) == 1, what="allocated")
@@ -106,5 +90,5 @@ async def test_delayed_orders_get_one_message_when_the_eta_has_passed(
         await wait_for(lambda: app.state.customer.last is not None
                        and app.state.customer.last.delayed == 0, what="an idle tick")
     assert [r.body["script"] for r in receiver.accepted("/meituan")] == ["allocated", "delayed"]
-    assert read(db_path, "SELECT count(*) FROM customer_messages WHERE order_id = ? AND "
+    assert rows(customer_db, "SELECT count(*) FROM customer_messages WHERE order_id = ? AND "
                 "node = 'delayed'", [oid])[0][0] == 1
