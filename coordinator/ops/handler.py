@@ -1,6 +1,6 @@
 """The synchronous heart of the ops side: feed the pure machines, commit what follows.
 
-One :class:`OpsCore` owns one SQLite connection and is used from one thread (the
+One :class:`OpsCore` owns one database connection and is used from one thread (the
 service runs it in a single-worker executor). Every input is handled in ONE write
 transaction: the machines' records, the warehouse flags, the reroute of the
 warehouse's unshipped orders, the incident row, the coupons and the queued

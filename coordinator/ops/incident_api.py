@@ -73,10 +73,7 @@ async def _act(request: Request, ops: Ops, incident_id: str,
     now = ops.clock.now()
 
     def write(core: OpsCore) -> int:
-        known = core.db.conn.execute(
-            "SELECT 1 FROM ops_incidents WHERE incident_id = :i UNION "
-            "SELECT 1 FROM incidents WHERE id = :i", {"i": incident_id}).fetchone()
-        if known is None:
+        if not incident_log.incident_known(core.db, incident_id):
             raise NotFound("incident", incident_id)
         return incident_log.add_action(core.db, incident_id, action, actor, detail, now)
 

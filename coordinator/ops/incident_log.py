@@ -107,6 +107,14 @@ def add_action(db: Database, incident_id: str, action: Action, actor: str,
         return int(row[0])
 
 
+def incident_known(db: Database, incident_id: str) -> bool:
+    """Whether the ops side or the reroute record knows the incident (actions need one)."""
+    row = db.conn.execute(
+        "SELECT 1 FROM ops_incidents WHERE incident_id = :i UNION "
+        "SELECT 1 FROM incidents WHERE id = :i", {"i": incident_id}).fetchone()
+    return row is not None
+
+
 @dataclass(frozen=True)
 class ActionRow:
     id: int

@@ -1,7 +1,7 @@
 """The ops service the app's lifespan runs: watcher, ticker and dispatcher tasks.
 
 All database work of the ops side goes through one single-thread executor that owns
-the :class:`OpsCore` and its SQLite connection, so inputs (MQTT, HTTP, ticks) are
+the :class:`OpsCore` and its database connection, so inputs (MQTT, HTTP, ticks) are
 applied one at a time in arrival order and a long reroute never blocks the event loop.
 The dispatcher has its own connection and delivers beside it.
 

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from coordinator.db import Database, write_transaction
+from coordinator.db import Database, dialect, write_transaction
 from coordinator.errors import NotificationError
 from coordinator.ops.config import NotifyConfig
 from coordinator.ops.notify import outbox
@@ -269,10 +269,14 @@ class Dispatcher:
                     continue
             attempt.append(n)
         outcomes = await asyncio.gather(*(self._attempt(n) for n in attempt))
-        # through the process's write lock, like every other writer here: a bare
+        # SQLite: through the process's write lock, like every other writer here: a bare
         # transaction would make a request thread's BEGIN IMMEDIATE wait in SQLite's busy
-        # handler, which sleeps in growing steps (hundreds of ms under load)
-        with write_transaction(self.db):
+        # handler, which sleeps in growing steps (hundreds of ms under load). PostgreSQL:
+        # these rows are this dispatcher's claim, so a plain transaction; the database-wide
+        # write lock would queue the marks behind a long reroute on any instance
+        marking = (write_transaction(self.db) if dialect(self.db) == "sqlite"
+                   else self.db.atomic())
+        with marking:
             for n, (error, done) in zip(attempt, outcomes, strict=True):
                 if error is None:
                     outbox.mark_sent(self.db, n.id, done)

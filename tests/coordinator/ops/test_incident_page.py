@@ -177,6 +177,9 @@ def test_acting_takes_the_callers_identity_and_operators_only(story: Story) -> N
         said = http.post(f"/incidents/{EPISODE}/comments", json={"text": "冷库一断电"},
                          headers=operator)
         assert said.status_code == 201 and said.json()["actor"] == "token:王值班"
+        # the id is the stored row's (RETURNING on both backends, no lastrowid on PG)
+        timeline = http.get(f"/incidents/{EPISODE}", headers=viewer).json()
+        assert said.json()["id"] in {a["id"] for a in timeline["actions"]}
         unknown = http.post("/incidents/NOPE/acknowledge", json={}, headers=operator)
         assert unknown.status_code == 404
 

@@ -83,7 +83,12 @@ def _dispatcher(db: str, sink: Path, lease_s: float = 0.5) -> subprocess.Popen[b
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-@pytest.mark.parametrize("kill_after", [1, 9, 10, 37, 81, 119])
+# every kill point on SQLite; on PostgreSQL (one claim path whatever the point) the
+# first line, one inside a batch and the last
+@pytest.mark.parametrize(("outbox_db", "kill_after"),
+                         [*(("sqlite", k) for k in (1, 9, 10, 37, 81, 119)),
+                          *(("postgresql", k) for k in (1, 37, 119))],
+                         indirect=["outbox_db"])
 def test_a_dispatcher_killed_mid_delivery_writes_no_notice_twice(
         outbox_db: str, tmp_path: Path, kill_after: int) -> None:
     db, sink = outbox_db, tmp_path / "franchisee.jsonl"

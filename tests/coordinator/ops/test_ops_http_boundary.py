@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import httpx
 import pytest
@@ -36,9 +35,12 @@ AWARE = st.builds(
     st.integers(min_value=-23 * 60 - 59, max_value=23 * 60 + 59))
 
 
-@pytest.fixture(scope="module")
-def db_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ops-boundary") / "coordinator.sqlite"
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def db_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The sample region on each backend (a SQLite path or a PostgreSQL URL)."""
+    path = str(tmp_path_factory.mktemp("ops-boundary") / "coordinator.sqlite")
+    if request.param == "postgresql":
+        path = request.getfixturevalue("postgres_server").create_database()
     db = open_database(path)
     for name in SAMPLE_FILES:
         import_file(db, SAMPLE_DIR / f"{name}.csv", NOW)
@@ -47,7 +49,7 @@ def db_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def http(mqtt_broker: Broker, db_path: Path,
+def http(mqtt_broker: Broker, db_path: str,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     """The coordinator with the ops side wired in, under a real uvicorn."""
     if not mqtt_broker.running:
@@ -73,7 +75,7 @@ def _assert_invalid(response: httpx.Response, field: str) -> None:
 
 @pytest.mark.parametrize("ts", ["0001-01-01T00:00:00+01:00", "0001-01-01T05:00:00+05:01"])
 def test_tracking_time_without_a_utc_form_is_a_422_and_ops_keeps_going(
-        http: httpx.Client, db_path: Path, ts: str) -> None:
+        http: httpx.Client, db_path: str, ts: str) -> None:
     _assert_invalid(http.post("/tracking", json=_update("SF-ANCIENT", ts)), "body.ts")
     assert read(db_path, "SELECT 1 FROM ops_shipments WHERE shipment_id = 'SF-ANCIENT'") == []
     fine = http.post("/tracking", json=_update("SF-FINE", NOW.isoformat()))

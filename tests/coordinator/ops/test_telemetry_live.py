@@ -46,8 +46,8 @@ async def next_state(lines: Any) -> dict[str, Any]:
 
 @pytest.mark.broker
 async def test_a_summary_published_by_an_agent_is_stored_pushed_live_and_counted(
-        broker: Broker, topics: Topics, tmp_path: Path) -> None:
-    path = tmp_path / "coordinator.sqlite"
+        broker: Broker, topics: Topics, tmp_path: Path, db_target: str) -> None:
+    path = db_target
     db = open_database(path)
     for name in SAMPLE_FILES:
         import_file(db, SAMPLE_DIR / f"{name}.csv", datetime.now(UTC))
