@@ -248,10 +248,11 @@ def run(quick: bool, db: str = "sqlite") -> Result:
     logging.basicConfig(level=logging.CRITICAL)  # thousands of reconnect warnings
     gateways = 20 if quick else 2000
     result = Result("scale" if db == "sqlite" else f"scale_{db}")
-    with tempfile.TemporaryDirectory(prefix="bw-scale-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bw-scale-") as tmp, \
+            Databases(db, Path(tmp)) as databases:  # one PostgreSQL server for the run
         work = Path(tmp) / "mosquitto"
         (work / "agents").mkdir(parents=True)
-        with MosquittoBroker() as broker, Databases(db, work) as databases:
+        with MosquittoBroker() as broker:
             figures = asyncio.run(storm(broker.start, broker.stop, [broker.url], gateways, work,
                                         databases.new("storm")))
         result.add("storm_s", figures["storm_s"], "s",
@@ -266,12 +267,12 @@ def run(quick: bool, db: str = "sqlite") -> Result:
         result.add("calm_s", figures["calm_s"], "s",
                    "baseline: the same number of events from one connected client")
         result.add("connect_s", figures["connect_s"], "s", "first connect of the whole fleet")
-        failover = measure_failover(quick, Path(tmp), db)
+        failover = measure_failover(quick, Path(tmp), db, databases)
         result.add("failover_s", failover["failover_s"], "s",
                    f"leader SIGKILLed -> standby applied the next breaker event (median of "
                    f"{1 if quick else 3}; lease TTL {failover['lease_ttl_s']:g} s)", "< 5")
         result.add("failover_max_s", failover["failover_max_s"], "s")
-        intake = measure_instances(quick, Path(tmp), db)
+        intake = measure_instances(quick, Path(tmp), db, databases)
         shared = "SQLite shared on one host" if db == "sqlite" else "one PostgreSQL database"
         note = f"{CLIENTS} clients posting orders back to back, {shared}"
         result.add("intake_1_per_s", intake["intake_1_per_s"], "orders/s",
@@ -291,7 +292,7 @@ def run(quick: bool, db: str = "sqlite") -> Result:
             nats_gateways = gateways
             work = Path(tmp) / "nats"
             (work / "agents").mkdir(parents=True)
-            with NatsCluster() as cluster, Databases(db, work) as databases:
+            with NatsCluster() as cluster:
                 figures = asyncio.run(storm(lambda: cluster.start(ready=False), cluster.stop,
                                             cluster.urls, nats_gateways, work,
                                             databases.new("nats-storm")))
