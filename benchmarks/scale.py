@@ -244,6 +244,44 @@ async def calm(db_path: str, url: str, topics: Topics, warehouses: list[str],
         return time.perf_counter() - started
 
 
+async def trips(url: str, db_path: str, workdir: Path, gateways: int, *,
+                cluster: bool) -> float:
+    """``gateways`` trips (one per warehouse of a fresh region) published back to back by
+    one connected client to one coordinator process, with the lease off (handled as they
+    arrive) or on (written to the shared inbox, applied by the leader in batches);
+    seconds until all are applied."""
+    topics = Topics(f"bwtrips{int(cluster)}-{os.getpid()}-{int(time.time())}")
+    region = generate_region(warehouses=gateways, cold_warehouses=gateways, stores=20,
+                             skus=20, stock_share=0.2)
+    db = open_database(db_path)
+    now = datetime.now(UTC)
+    load_region(db, region, now)
+    warehouses = [w.id for w in region.warehouses]
+    with write_transaction(db):
+        for wh in warehouses:
+            register(db, f"gw-{wh}", wh, actor="benchmark", now=now)
+    db.conn.close()
+    run_dir = workdir / f"trips-{int(cluster)}"
+    run_dir.mkdir()
+    host, port = url.removeprefix("mqtt://").split(":")
+    with coordinators(db_path, [url], topics.root, run_dir, names=("t",), cluster=cluster):
+        if cluster:
+            await wait_until(lambda: query(db_path, "SELECT count(*) FROM ops_lease") > 0,
+                             BOUND_S)
+        async with aiomqtt.Client(host, int(port), identifier=f"trips-{topics.root}",
+                                  timeout=60) as client:
+            started = time.perf_counter()
+            for wh in warehouses:
+                event = BreakerEvent(
+                    warehouse_id=wh, agent_id=f"gw-{wh}", breaker=BREAKER,
+                    state=BreakerState.TRIPPED, open=True, reason="threshold_exceeded",
+                    since=now, episode_id=f"ep-{wh}", seq=1, session_seq=1, event_time=now,
+                    published_at=now)
+                await client.publish(topics.breaker(wh, BREAKER), encode(event), qos=1)
+            await wait_until(lambda: applied(db_path, open_=True) >= gateways, BOUND_S, 0.2)
+            return time.perf_counter() - started
+
+
 def run(quick: bool, db: str = "sqlite") -> Result:
     logging.basicConfig(level=logging.CRITICAL)  # thousands of reconnect warnings
     gateways = 20 if quick else 2000
@@ -267,6 +305,15 @@ def run(quick: bool, db: str = "sqlite") -> Result:
         result.add("calm_s", figures["calm_s"], "s",
                    "baseline: the same number of events from one connected client")
         result.add("connect_s", figures["connect_s"], "s", "first connect of the whole fleet")
+        with MosquittoBroker() as broker:
+            alone = asyncio.run(trips(broker.url, databases.new("trips"), Path(tmp),
+                                      gateways, cluster=False))
+            shared = asyncio.run(trips(broker.url, databases.new("trips-cluster"),
+                                       Path(tmp), gateways, cluster=True))
+        result.add("trips_s", alone, "s",
+                   f"{gateways} trips from one client, one instance, lease off (baseline)")
+        result.add("trips_cluster_s", shared, "s",
+                   "the same with the lease on: shared inbox, applied in batches by the leader")
         failover = measure_failover(quick, Path(tmp), db, databases)
         result.add("failover_s", failover["failover_s"], "s",
                    f"leader SIGKILLed -> standby applied the next breaker event (median of "
