@@ -45,6 +45,7 @@ from coordinator.ops.handler import HandleResult, OpsCore
 from coordinator.ops.leadership import Leadership
 from coordinator.ops.notify.dispatcher import Dispatcher
 from coordinator.ops.watcher import OpsMessage, Watcher, WatcherStats
+from coordinator.postgres import is_postgres_url
 from coordinator.secret_source import OPS_SECRETS, with_secrets
 from coordinator.settings import Settings
 from protocols import (
@@ -95,10 +96,11 @@ class OpsService:
         self.clock: Clock = clock or SystemClock()
         self.topics = topics or Topics(settings.topic_root)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ops-core")
-        # Several instances: what the watcher receives goes to the shared inbox on a
-        # thread and connection of its own, so a storm's inserts run beside the leader's
-        # applier instead of taking turns with it on the ops thread (which left a batch
-        # of one row per wake-up: one transaction per event again)
+        # Several instances on PostgreSQL: what the watcher receives goes to the shared
+        # inbox on a thread and connection of its own, so a storm's inserts (under their
+        # own lock) run beside the leader's applier instead of taking turns with it on
+        # the ops thread (which left a batch of one row per wake-up). Not on SQLite: one
+        # write lock for both, and a put thread re-taking it starved the lease renewal.
         self._inbox_executor: ThreadPoolExecutor | None = None
         self._inbox_db: Database | None = None
         self._core: OpsCore | None = None
@@ -116,9 +118,10 @@ class OpsService:
         self.roster = roster
         # Several instances on one database: only the lease holder runs the ops loop.
         self.leadership: Leadership | None = None
-        if self.config.cluster.enabled:
+        if self.config.cluster.enabled and is_postgres_url(settings.db_path):
             self._inbox_executor = ThreadPoolExecutor(max_workers=1,
                                                       thread_name_prefix="ops-inbox")
+        if self.config.cluster.enabled:
             self.leadership = Leadership(settings.instance, self.config.cluster, self.clock,
                                          self.call,
                                          handle_attempts=self.config.mqtt.handle_attempts)
@@ -382,8 +385,12 @@ class OpsService:
         now = self.clock.now()
         if self.leadership is not None:
             # every instance stores what it received; the leader applies it in order
-            await asyncio.get_running_loop().run_in_executor(
-                self._inbox_executor, self._put, message, now)
+            if self._inbox_executor is not None:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._inbox_executor, self._put, message, now)
+            else:
+                instance = self.settings.instance
+                await self.call(lambda core: inbox_store.put(core.db, message, instance, now))
             self.leadership.wake()
             return
         result = await self.call(lambda core: core.handle(message, now))
