@@ -14,6 +14,7 @@ import asyncio
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -92,9 +93,13 @@ async def _round(broker: MosquittoBroker, databases: Databases, workdir: Path,
             return time.perf_counter() - started
 
 
-def measure(quick: bool, workdir: Path, db: str = "sqlite") -> dict[str, float]:
+def measure(quick: bool, workdir: Path, db: str = "sqlite",
+            databases: Databases | None = None) -> dict[str, float]:
+    """``databases``: where to create them (one server for a whole run), else our own."""
     rounds = 1 if quick else 3
-    with MosquittoBroker() as broker, Databases(db, workdir) as databases:
+    with MosquittoBroker() as broker, ExitStack() as stack:
+        if databases is None:
+            databases = stack.enter_context(Databases(db, workdir))
         times = [asyncio.run(_round(broker, databases, workdir, i)) for i in range(rounds)]
     return {"failover_s": statistics.median(times), "failover_max_s": max(times),
             "lease_ttl_s": ClusterConfig().lease_ttl_s}

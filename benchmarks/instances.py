@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -99,7 +100,8 @@ def _database(path: str) -> str:
     return token
 
 
-def measure(quick: bool, workdir: Path, db: str = "sqlite") -> dict[str, float]:
+def measure(quick: bool, workdir: Path, db: str = "sqlite",
+            databases: Databases | None = None) -> dict[str, float]:
     """Two instances of the cluster topology on one database; the same clients post to
     instance ``a`` only (``b`` up as the standby it would be anyway), then spread over
     both, alternating ``rounds`` times: the machine is shared, and its load drifts over
@@ -108,7 +110,9 @@ def measure(quick: bool, workdir: Path, db: str = "sqlite") -> dict[str, float]:
     rounds = 1 if quick else 3
     one: list[float] = []
     two: list[float] = []
-    with MosquittoBroker() as broker, Databases(db, workdir) as databases:
+    with MosquittoBroker() as broker, ExitStack() as stack:
+        if databases is None:  # one server for a whole run, else our own
+            databases = stack.enter_context(Databases(db, workdir))
         run_dir = workdir / "intake"
         run_dir.mkdir()
         db_path = databases.new("intake")

@@ -244,14 +244,53 @@ async def calm(db_path: str, url: str, topics: Topics, warehouses: list[str],
         return time.perf_counter() - started
 
 
+async def trips(url: str, db_path: str, workdir: Path, gateways: int, *,
+                cluster: bool) -> float:
+    """``gateways`` trips (one per warehouse of a fresh region) published back to back by
+    one connected client to one coordinator process, with the lease off (handled as they
+    arrive) or on (written to the shared inbox, applied by the leader in batches);
+    seconds until all are applied."""
+    topics = Topics(f"bwtrips{int(cluster)}-{os.getpid()}-{int(time.time())}")
+    region = generate_region(warehouses=gateways, cold_warehouses=gateways, stores=20,
+                             skus=20, stock_share=0.2)
+    db = open_database(db_path)
+    now = datetime.now(UTC)
+    load_region(db, region, now)
+    warehouses = [w.id for w in region.warehouses]
+    with write_transaction(db):
+        for wh in warehouses:
+            register(db, f"gw-{wh}", wh, actor="benchmark", now=now)
+    db.conn.close()
+    run_dir = workdir / f"trips-{int(cluster)}"
+    run_dir.mkdir()
+    host, port = url.removeprefix("mqtt://").split(":")
+    with coordinators(db_path, [url], topics.root, run_dir, names=("t",), cluster=cluster):
+        if cluster:
+            await wait_until(lambda: query(db_path, "SELECT count(*) FROM ops_lease") > 0,
+                             BOUND_S)
+        async with aiomqtt.Client(host, int(port), identifier=f"trips-{topics.root}",
+                                  timeout=60) as client:
+            started = time.perf_counter()
+            for wh in warehouses:
+                event = BreakerEvent(
+                    warehouse_id=wh, agent_id=f"gw-{wh}", breaker=BREAKER,
+                    state=BreakerState.TRIPPED, open=True, reason="threshold_exceeded",
+                    since=now, episode_id=f"ep-{wh}", seq=1, session_seq=1, event_time=now,
+                    published_at=now)
+                await client.publish(topics.breaker(wh, BREAKER), encode(event), qos=1)
+            await wait_until(lambda: applied(db_path, open_=True) >= gateways, BOUND_S, 0.2)
+            return time.perf_counter() - started
+
+
 def run(quick: bool, db: str = "sqlite") -> Result:
     logging.basicConfig(level=logging.CRITICAL)  # thousands of reconnect warnings
     gateways = 20 if quick else 2000
     result = Result("scale" if db == "sqlite" else f"scale_{db}")
-    with tempfile.TemporaryDirectory(prefix="bw-scale-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bw-scale-") as tmp, \
+            Databases(db, Path(tmp)) as databases:  # one PostgreSQL server for the run
         work = Path(tmp) / "mosquitto"
         (work / "agents").mkdir(parents=True)
-        with MosquittoBroker() as broker, Databases(db, work) as databases:
+        with MosquittoBroker() as broker:
             figures = asyncio.run(storm(broker.start, broker.stop, [broker.url], gateways, work,
                                         databases.new("storm")))
         result.add("storm_s", figures["storm_s"], "s",
@@ -266,12 +305,21 @@ def run(quick: bool, db: str = "sqlite") -> Result:
         result.add("calm_s", figures["calm_s"], "s",
                    "baseline: the same number of events from one connected client")
         result.add("connect_s", figures["connect_s"], "s", "first connect of the whole fleet")
-        failover = measure_failover(quick, Path(tmp), db)
+        with MosquittoBroker() as broker:
+            alone = asyncio.run(trips(broker.url, databases.new("trips"), Path(tmp),
+                                      gateways, cluster=False))
+            shared = asyncio.run(trips(broker.url, databases.new("trips-cluster"),
+                                       Path(tmp), gateways, cluster=True))
+        result.add("trips_s", alone, "s",
+                   f"{gateways} trips from one client, one instance, lease off (baseline)")
+        result.add("trips_cluster_s", shared, "s",
+                   "the same with the lease on: shared inbox, applied in batches by the leader")
+        failover = measure_failover(quick, Path(tmp), db, databases)
         result.add("failover_s", failover["failover_s"], "s",
                    f"leader SIGKILLed -> standby applied the next breaker event (median of "
                    f"{1 if quick else 3}; lease TTL {failover['lease_ttl_s']:g} s)", "< 5")
         result.add("failover_max_s", failover["failover_max_s"], "s")
-        intake = measure_instances(quick, Path(tmp), db)
+        intake = measure_instances(quick, Path(tmp), db, databases)
         shared = "SQLite shared on one host" if db == "sqlite" else "one PostgreSQL database"
         note = f"{CLIENTS} clients posting orders back to back, {shared}"
         result.add("intake_1_per_s", intake["intake_1_per_s"], "orders/s",
@@ -291,7 +339,7 @@ def run(quick: bool, db: str = "sqlite") -> Result:
             nats_gateways = gateways
             work = Path(tmp) / "nats"
             (work / "agents").mkdir(parents=True)
-            with NatsCluster() as cluster, Databases(db, work) as databases:
+            with NatsCluster() as cluster:
                 figures = asyncio.run(storm(lambda: cluster.start(ready=False), cluster.stop,
                                             cluster.urls, nats_gateways, work,
                                             databases.new("nats-storm")))

@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TypeVar
 
@@ -45,6 +45,7 @@ from coordinator.ops.handler import HandleResult, OpsCore
 from coordinator.ops.leadership import Leadership
 from coordinator.ops.notify.dispatcher import Dispatcher
 from coordinator.ops.watcher import OpsMessage, Watcher, WatcherStats
+from coordinator.postgres import is_postgres_url
 from coordinator.secret_source import OPS_SECRETS, with_secrets
 from coordinator.settings import Settings
 from protocols import (
@@ -62,9 +63,9 @@ T = TypeVar("T")
 STOP_TIMEOUT_S = 5.0
 
 
-def _connection_lost(core: OpsCore) -> bool:
-    """The core's PostgreSQL connection was closed under it (SQLite's never is)."""
-    raw = getattr(core.db.conn, "raw", None)
+def _connection_lost(db: Database) -> bool:
+    """The PostgreSQL connection was closed under us (a SQLite one never is)."""
+    raw = getattr(db.conn, "raw", None)
     return bool(getattr(raw, "closed", False))
 
 
@@ -95,6 +96,13 @@ class OpsService:
         self.clock: Clock = clock or SystemClock()
         self.topics = topics or Topics(settings.topic_root)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ops-core")
+        # Several instances on PostgreSQL: what the watcher receives goes to the shared
+        # inbox on a thread and connection of its own, so a storm's inserts (under their
+        # own lock) run beside the leader's applier instead of taking turns with it on
+        # the ops thread (which left a batch of one row per wake-up). Not on SQLite: one
+        # write lock for both, and a put thread re-taking it starved the lease renewal.
+        self._inbox_executor: ThreadPoolExecutor | None = None
+        self._inbox_db: Database | None = None
         self._core: OpsCore | None = None
         self.dispatcher = self._new_dispatcher()
         self.watcher = Watcher(settings.mqtt_url, self.topics, self.config.mqtt, self,
@@ -110,6 +118,9 @@ class OpsService:
         self.roster = roster
         # Several instances on one database: only the lease holder runs the ops loop.
         self.leadership: Leadership | None = None
+        if self.config.cluster.enabled and is_postgres_url(settings.db_path):
+            self._inbox_executor = ThreadPoolExecutor(max_workers=1,
+                                                      thread_name_prefix="ops-inbox")
         if self.config.cluster.enabled:
             self.leadership = Leadership(settings.instance, self.config.cluster, self.clock,
                                          self.call,
@@ -205,8 +216,12 @@ class OpsService:
                 await self.call(self.leadership.release)
             except Exception:
                 log.exception("could not release the ops lease; the standby waits it out")
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_core)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close_core)
         self._executor.shutdown(wait=True)
+        if self._inbox_executor is not None:
+            await loop.run_in_executor(self._inbox_executor, self._close_inbox)
+            self._inbox_executor.shutdown(wait=True)
 
     async def __aenter__(self) -> OpsService:
         await self.start()
@@ -216,6 +231,20 @@ class OpsService:
                         tb: TracebackType | None) -> None:
         await self.stop()
 
+    def _put(self, message: inbox_store.InboxMessage, now: datetime) -> bool:
+        """Into the shared inbox (on the inbox thread, its only user of the connection)."""
+        if self._inbox_db is not None and _connection_lost(self._inbox_db):
+            self._close_inbox()
+        if self._inbox_db is None:
+            self._inbox_db = self._open_db()
+        return inbox_store.put(self._inbox_db, message, self.settings.instance, now)
+
+    def _close_inbox(self) -> None:
+        if self._inbox_db is not None:
+            with contextlib.suppress(Exception):
+                self._inbox_db.conn.close()
+            self._inbox_db = None
+
     def _close_core(self) -> None:
         if self._core is not None:
             with contextlib.suppress(Exception):  # a lost connection may refuse to close
@@ -223,7 +252,7 @@ class OpsService:
             self._core = None
 
     def _with_core(self, fn: Callable[[OpsCore], T]) -> T:
-        if self._core is not None and _connection_lost(self._core):
+        if self._core is not None and _connection_lost(self._core.db):
             # e.g. PostgreSQL ended the session of a leader stopped inside a transaction
             # (lease_store.fence_session): start over from what the database holds
             log.warning("the ops database connection was lost; reconnecting")
@@ -356,8 +385,12 @@ class OpsService:
         now = self.clock.now()
         if self.leadership is not None:
             # every instance stores what it received; the leader applies it in order
-            instance = self.settings.instance
-            await self.call(lambda core: inbox_store.put(core.db, message, instance, now))
+            if self._inbox_executor is not None:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._inbox_executor, self._put, message, now)
+            else:
+                instance = self.settings.instance
+                await self.call(lambda core: inbox_store.put(core.db, message, instance, now))
             self.leadership.wake()
             return
         result = await self.call(lambda core: core.handle(message, now))
