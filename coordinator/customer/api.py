@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from coordinator import auth, ledger
-from coordinator.app import InvalidRequest, Problem
+from coordinator.api_models import InvalidRequest, Problem
 from coordinator.customer import store
 from coordinator.customer.contacts import fallback_contact, nearest_contacts, within
 from coordinator.customer.messages import (
