@@ -65,7 +65,7 @@ _ORDER_EXAMPLES = {
 
 
 def run_retry(request: Request, trigger: str, order_ids: Sequence[str] | None = None,
-           limit: int | None = None, sku_ids: Collection[str] | None = None) -> RetryResult:
+              limit: int | None = None, sku_ids: Collection[str] | None = None) -> RetryResult:
     settings: Settings = request.app.state.settings
     result = retry_waiting(request_db(request), now=request_now(request),
                            config=settings.allocation, order_ids=order_ids, sku_ids=sku_ids,
