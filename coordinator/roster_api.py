@@ -14,12 +14,13 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from coordinator import auth
-from coordinator.app import InvalidRequest, in_utc_range, invalid
+from coordinator.api_models import InvalidRequest, in_utc_range
 from coordinator.errors import ImportFileError, NotFound
 from coordinator.imports import detect_format
 from coordinator.personal import phone_for
 from coordinator.roster import StaffIn, StaffMember
 from coordinator.roster_store import on_duty_of, parse_staff, staff, upsert_staff
+from coordinator.validation_errors import invalid
 from coordinator.web import region_tz, request_db, request_now, request_role
 
 # anyone signed in may read the roster (phones masked by role); operators and the HR

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import to_json
 
 from coordinator import auth, ledger
-from coordinator.app import InvalidRequest, Problem
+from coordinator.api_models import InvalidRequest, Problem
 from coordinator.customer import store
 from coordinator.customer.contacts import fallback_contact, nearest_contacts, within
 from coordinator.customer.messages import (

@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from coordinator import auth
-from coordinator.app import invalid
 from coordinator.errors import ImportFileError, NotFound
 from coordinator.imports import ImportFormat, detect_format, form_file, media_type, spool
 from coordinator.intel import (
@@ -36,6 +35,7 @@ from coordinator.intel.classifier import REASONS
 from coordinator.intel.config import IntelConfig
 from coordinator.intel.service import IntelService
 from coordinator.settings import Settings
+from coordinator.validation_errors import invalid
 from coordinator.web import request_db, request_now
 
 router = APIRouter(tags=["intel"], dependencies=[auth.requires(auth.ANY_ROLE)])

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator import auth
-from coordinator.app import SQLITE_INT_MAX, InvalidRequest, in_utc_range, invalid
+from coordinator.api_models import SQLITE_INT_MAX, InvalidRequest, in_utc_range
 from coordinator.coalesce import Coalescer
 from coordinator.db import Database
 from coordinator.errors import NotFound
@@ -24,6 +24,7 @@ from coordinator.ops import incident_store, metrics
 from coordinator.ops.handler import HandleResult, OpsCore
 from coordinator.ops.notify import outbox
 from coordinator.ops.runner import OpsService
+from coordinator.validation_errors import invalid
 from protocols import TrackingUpdate
 
 router = APIRouter(tags=["operations"], dependencies=[auth.requires(auth.ANY_ROLE)])

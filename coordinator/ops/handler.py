@@ -25,7 +25,7 @@ from coordinator.gateways import gate
 from coordinator.gateways import store as gateway_store
 from coordinator.gcpause import gc_paused
 from coordinator.ops import incident_log, incident_store, tracker_store
-from coordinator.ops.availability import (
+from coordinator.ops.availability_state import (
     COURIER_STALE_PREFIX,
     MANUAL_HOLD,
     Action,

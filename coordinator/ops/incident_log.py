@@ -17,7 +17,7 @@ from typing import Any, Literal
 from sqlite_utils import Migrations
 
 from coordinator.db import Database, write_transaction
-from coordinator.ops.availability import AGENT_OFFLINE_PREFIX, AgentRecorded, HoldSet
+from coordinator.ops.availability_state import AGENT_OFFLINE_PREFIX, AgentRecorded, HoldSet
 from coordinator.ops.notify.messages import TripFacts
 from protocols import AuditRecord, BreakerEvent
 from protocols.timestamps import stamp

@@ -9,12 +9,12 @@ from datetime import datetime
 
 from coordinator.db import Database
 from coordinator.ops import carrier_progress
-from coordinator.ops.availability import (
+from coordinator.ops.availability import AvailabilityTracker, restore
+from coordinator.ops.availability_state import (
     COURIER_STALE_PREFIX,
     Action,
     AgentRecord,
     AgentRecorded,
-    AvailabilityTracker,
     BreakerRecord,
     BreakerRecorded,
     DuplicateDropped,
@@ -25,7 +25,6 @@ from coordinator.ops.availability import (
     Lifetime,
     LifetimeStarted,
     TrackerConfig,
-    restore,
 )
 from coordinator.ops.couriers import (
     CourierAction,

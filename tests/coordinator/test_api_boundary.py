@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlite_utils import Database
 
-from coordinator.app import SQLITE_INT_MAX, create_app
+from coordinator.api_models import SQLITE_INT_MAX
+from coordinator.app import create_app
 from coordinator.settings import Settings
 from protocols.clock import ManualClock
 from tests.auth import ADMIN

@@ -6,14 +6,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 
-from coordinator.ops.availability import (
+from coordinator.ops.availability import AvailabilityTracker, restore
+from coordinator.ops.availability_state import (
     AGENT_OFFLINE_PREFIX,
     AgentRecorded,
-    AvailabilityTracker,
     TrackerConfig,
     WarehouseAvailable,
     WarehouseUnavailable,
-    restore,
 )
 from protocols import AgentStatus
 from tests.coordinator.ops.factories import T0, agent_status, breaker_event

@@ -8,15 +8,14 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.ops.availability import (
+from coordinator.ops.availability import AvailabilityTracker, restore
+from coordinator.ops.availability_state import (
     MANUAL_HOLD,
-    AvailabilityTracker,
     DuplicateDropped,
     EventProcessed,
     TrackerConfig,
     WarehouseAvailable,
     WarehouseUnavailable,
-    restore,
 )
 from protocols import AgentStatus, BreakerEvent
 from tests.coordinator.ops.factories import T0, agent_status, breaker_event

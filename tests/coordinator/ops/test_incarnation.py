@@ -15,9 +15,9 @@ from sqlite_utils import Migrations
 
 from coordinator.db import open_database, write_transaction
 from coordinator.ops import schema, tracker_store
-from coordinator.ops.availability import (
+from coordinator.ops.availability import AvailabilityTracker
+from coordinator.ops.availability_state import (
     AGENT_OFFLINE_PREFIX,
-    AvailabilityTracker,
     DuplicateDropped,
     EventProcessed,
     LifetimeStarted,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coordinator.app import SQLITE_INT_MAX
+from coordinator.api_models import SQLITE_INT_MAX
 from coordinator.catalog import import_file
 from coordinator.db import open_database
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
