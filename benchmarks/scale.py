@@ -277,7 +277,11 @@ async def trips(url: str, db_path: str, workdir: Path, gateways: int, *,
                     state=BreakerState.TRIPPED, open=True, reason="threshold_exceeded",
                     since=now, episode_id=f"ep-{wh}", seq=1, session_seq=1, event_time=now,
                     published_at=now)
-                await client.publish(topics.breaker(wh, BREAKER), encode(event), qos=1)
+                # retained, as agents publish breaker events: the instance serves HTTP
+                # (and leads) before its watcher's first subscription is in place, and a
+                # trip published in between would otherwise never reach it
+                await client.publish(topics.breaker(wh, BREAKER), encode(event), qos=1,
+                                     retain=True)
             await wait_until(lambda: applied(db_path, open_=True) >= gateways, BOUND_S, 0.2)
             return time.perf_counter() - started
 
