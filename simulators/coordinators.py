@@ -69,7 +69,9 @@ def write_config(workdir: Path, *, cluster: bool, lease_ttl_s: float = 2.0,
         f"[ops.cluster]\nenabled = {json.dumps(cluster)}\nlease_ttl_s = {lease_ttl_s}\n"
         f"renew_interval_s = {renew_interval_s}\n"
         "[ops.mqtt]\nreconnect_max_s = 1.0\n"
-        "[ops.notify.dispatcher]\npoll_interval_s = 0.1\n"
+        # a short claim lease: notices claimed by a killed leader go out again within
+        # seconds (the production default, 60 s, covers slow HTTP receivers)
+        "[ops.notify.dispatcher]\npoll_interval_s = 0.1\nclaim_lease_s = 4.0\n"
         f"[ops.notify.franchisee]\njsonl_path = {json.dumps(str(workdir / 'franchisee.jsonl'))}\n",
         encoding="utf-8")
     return path
