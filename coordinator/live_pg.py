@@ -44,6 +44,8 @@ class PgHub:
         self.published = 0  # announced by this instance
         self.received = 0  # heard from other instances
         self.reconnects = 0
+        self.refused = 0  # notifications on the channel naming no topic (junk, or a newer
+        # version's topic): counted and logged, never passed to the pages
         self.send_failures = 0
         self._listening = threading.Event()
         self._threads = [
@@ -133,7 +135,12 @@ class PgHub:
                     attempt = 0
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=POLL_S):
-                            if note.pid == self._sender_pid or note.payload not in TOPICS:
+                            if note.pid == self._sender_pid:
+                                continue
+                            if note.payload not in TOPICS:
+                                self.refused += 1
+                                log.warning("live: refused a notification naming no topic "
+                                            "(%d characters)", len(note.payload))
                                 continue
                             self.received += 1
                             self._local.publish(note.payload)

@@ -109,3 +109,30 @@ def test_an_unknown_topic_is_refused_before_it_reaches_the_database(
             hub.close()
 
     asyncio.run(publish())
+
+
+def test_junk_on_the_channel_is_counted_and_the_hub_goes_on_hearing_changes(
+        postgres_url: str) -> None:
+    """Anyone with database access can NOTIFY the channel: a payload naming no topic is
+    counted and dropped, and a real change sent after it still arrives."""
+    async def run() -> tuple[int, int]:
+        hub = PgHub(postgres_url, asyncio.get_running_loop())
+        try:
+            assert await asyncio.to_thread(hub.wait_listening, 10)
+            other = open_database(postgres_url, migrate=False)
+            try:
+                for junk in ("", "ORDERS", "x" * 7000, "{\"topic\": \"orders\"}"):
+                    other.execute("SELECT pg_notify('breakwater_live', ?)", [junk])
+                other.execute("SELECT pg_notify('breakwater_live', 'orders')")
+            finally:
+                other.conn.close()
+            deadline = time.monotonic() + 10
+            while hub.received < 1:
+                assert time.monotonic() < deadline, "the real change never arrived"
+                await asyncio.sleep(0.05)
+            return hub.refused, hub.received
+        finally:
+            hub.close()
+
+    refused, received = asyncio.run(run())
+    assert (refused, received) == (4, 1)
