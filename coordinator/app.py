@@ -39,7 +39,7 @@ from coordinator.db import WalCheckpointer, open_database
 from coordinator.errors import StoreError
 from coordinator.intake import GroupCommitter
 from coordinator.live import hub_for
-from coordinator.observability import Metrics
+from coordinator.observability import LiveCollector, Metrics
 from coordinator.orders_api import orders_router
 from coordinator.postgres import is_postgres_url
 from coordinator.settings import Settings
@@ -66,6 +66,7 @@ def create_app(
         app.state.metrics = Metrics()
         # in-process on SQLite; through LISTEN/NOTIFY on PostgreSQL (several instances)
         app.state.live = hub_for(chosen.db_path, asyncio.get_running_loop())
+        app.state.metrics.registry.register(LiveCollector(app))
         connections = Connections(chosen.db_path)
         app.state.connections = connections
         security_metrics.install(app)  # auth and gateway refusals on /metrics

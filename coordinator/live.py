@@ -62,6 +62,9 @@ class Subscription:
 
 
 class Hub(Protocol):
+    # notifications from outside this process refused for naming no topic (on /metrics)
+    refused: int
+
     def publish(self, topic: str) -> None:
         """Tell every subscriber ``topic`` changed; thread-safe, never blocks."""
         ...
@@ -95,6 +98,7 @@ class LocalHub:
         self._subscribers: set[Subscription] = set()
         self._lock = threading.Lock()
         self.published = 0
+        self.refused = 0  # nothing reaches this hub from outside the process: stays 0
 
     def publish(self, topic: str) -> None:
         if topic not in TOPICS:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import (
@@ -32,6 +32,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coordinator import auth
@@ -125,6 +127,24 @@ def observe(scope: Scope, status: int, seconds: float) -> None:
     template = str(getattr(route, "path", "unmatched"))
     metrics.http_duration.labels(scope["method"], template, f"{status // 100}xx").observe(
         seconds)
+
+
+class LiveCollector(Collector):
+    """Reads the live hub's own count at scrape time: the hub is built in the lifespan,
+    after :class:`Metrics`, and a count kept in two places would drift."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self._app = app
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        hub = getattr(self._app.state, "live", None)
+        yield CounterMetricFamily(
+            "breakwater_live_notifications_refused",
+            "Notifications on the live-update channel refused for naming no topic.",
+            value=0 if hub is None else hub.refused)
 
 
 def install(app: FastAPI) -> None:

@@ -136,3 +136,26 @@ def test_junk_on_the_channel_is_counted_and_the_hub_goes_on_hearing_changes(
 
     refused, received = asyncio.run(run())
     assert (refused, received) == (4, 1)
+
+
+def test_junk_on_the_channel_shows_on_metrics_of_the_instance_that_heard_it(
+        postgres_url: str) -> None:
+    app = create_app(Settings(db_path=postgres_url))
+    with serve_in_thread(app) as url, \
+            httpx.Client(base_url=url, headers=ADMIN, timeout=10) as client:
+        hub = app.state.live
+        assert isinstance(hub, PgHub) and hub.wait_listening(10)
+        other = open_database(postgres_url, migrate=False)
+        try:
+            for junk in ("", "x" * 300):
+                other.execute("SELECT pg_notify('breakwater_live', ?)", [junk])
+        finally:
+            other.conn.close()
+        deadline = time.monotonic() + 10
+        line = ""
+        while line != "breakwater_live_notifications_refused_total 2.0":
+            assert time.monotonic() < deadline, f"last seen: {line!r}"
+            time.sleep(0.05)
+            text = client.get("/metrics").text
+            line = next(ln for ln in text.splitlines()
+                        if ln.startswith("breakwater_live_notifications_refused_total"))
