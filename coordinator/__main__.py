@@ -50,13 +50,14 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from coordinator.ops.app import create_app_with_ops
-    from coordinator.serving import SHUTDOWN_GRACE_S
+    from coordinator.serving import SHUTDOWN_GRACE_S, proxy_options
 
     settings = _settings(args)
+    app = create_app_with_ops(settings)
     # per-request access logging costs more than allocating the order: off unless asked
-    uvicorn.run(create_app_with_ops(settings), host=settings.host, port=settings.port,
+    uvicorn.run(app, host=settings.host, port=settings.port,
                 log_level="info", access_log=args.access_log,
-                timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S, **proxy_options(app))
     return 0
 
 

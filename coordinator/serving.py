@@ -22,6 +22,15 @@ from coordinator.errors import CoordinatorError
 SHUTDOWN_GRACE_S = 3
 
 
+def proxy_options(app: Any) -> dict[str, Any]:
+    """uvicorn's proxy-header options from the app's ``trusted_proxies`` setting: only
+    those peers' X-Forwarded-For replaces the client address (a client elsewhere could
+    otherwise name any address and slip past the login limit per address)."""
+    settings = getattr(getattr(app, "state", None), "settings", None)
+    trusted = list(getattr(settings, "trusted_proxies", ()))
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or None}
+
+
 @contextmanager
 def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0,
                     startup_timeout: float = 20.0) -> Iterator[str]:
@@ -34,7 +43,7 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0,
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S, **proxy_options(app))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
                               name=f"uvicorn-{bound_port}", daemon=True)

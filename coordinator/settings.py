@@ -21,6 +21,7 @@ table to validate with its own model.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -162,6 +163,11 @@ class Settings(_Section):
         default=("mqtt://127.0.0.1:1883",),
         description="one broker URL, or several (a list, or comma-separated) of one cluster",
     )
+    trusted_proxies: tuple[str, ...] = Field(
+        default=("127.0.0.1",),
+        description="addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For "
+                    "names the client (login limits per address); '*' trusts any",
+    )
     instance_id: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_-]{1,40}$",
         description="names this instance (MQTT client id, lease); default <hostname>-<port>",
@@ -191,6 +197,24 @@ class Settings(_Section):
         if sections:
             out["sections"] = sections
         return out
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: Any) -> Any:
+        """Comma-separated in ``BREAKWATER_TRUSTED_PROXIES``; each one an address, a
+        network or ``*``, checked here so a typo fails at start, not per request."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            for index, entry in enumerate(value):
+                if str(entry) == "*":
+                    continue
+                try:
+                    ipaddress.ip_network(str(entry), strict=False)
+                except ValueError as exc:
+                    message = f"entry {index + 1} ({entry!r}) is not an address or network"
+                    raise ValueError(message) from exc
+        return value
 
     @field_validator("mqtt_url", mode="before")
     @classmethod
@@ -262,6 +286,7 @@ _ENV = {
     "BREAKWATER_PORT": "port",
     "MQTT_URL": "mqtt_url",
     "BREAKWATER_INSTANCE": "instance_id",
+    "BREAKWATER_TRUSTED_PROXIES": "trusted_proxies",
     "BREAKWATER_TOPIC_ROOT": "topic_root",
     "BREAKWATER_SKEW_THRESHOLD_S": "intake.skew_threshold_s",
 }

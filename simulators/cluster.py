@@ -60,6 +60,9 @@ def haproxy_config(bind: str, servers: Sequence[tuple[str, str]]) -> str:
         "global\n    maxconn 4096\n"
         "defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n"
         "    timeout server 30s\n    retries 2\n    option redispatch\n"
+        # the client's address reaches the coordinators (its login limit per address);
+        # they trust the header from the proxy only (``trusted_proxies``)
+        "    option forwardfor\n"
         f"frontend breakwater\n    bind {bind}\n    default_backend coordinators\n"
         "backend coordinators\n    balance roundrobin\n    option httpchk GET /healthz\n"
         f"{lines}\n"

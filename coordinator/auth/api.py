@@ -114,7 +114,7 @@ def login(request: Request, body: LoginRequest, response: Response) -> Any:
     throttle: LoginThrottle = request.app.state.login_throttle
     now = request.app.state.clock.now()
     address = request.client.host if request.client else "unknown"
-    lockout = throttle.locked(body.username, address, now)
+    lockout = throttle.locked(db, body.username, address, now)
     if lockout is not None:
         _bump(request, "auth_login_locked")
         return JSONResponse({"detail": lockout.message(now), "locked": lockout.by,
@@ -122,10 +122,10 @@ def login(request: Request, body: LoginRequest, response: Response) -> Any:
                             headers={"Retry-After": str(lockout.retry_after_s(now))})
     user = store.check_password(db, body.username, body.password)
     if user is None:
-        started = throttle.failed(body.username, address, now)
+        started = throttle.failed(db, body.username, address, now)
         _bump(request, "auth_login_failed", *(f"auth_lockouts_{by}" for by in started))
         raise HTTPException(401, "wrong username or password")
-    throttle.succeeded(user.username)
+    throttle.succeeded(db, user.username)
     config = _config(request)
     session = store.open_session(db, user.username, now,
                                  timedelta(seconds=config.session_ttl_s))

@@ -55,3 +55,31 @@ def m001_auth_tables(db: Database) -> None:
         """
     )
     db.execute("CREATE INDEX auth_sessions_expiry ON auth_sessions (expires_at)")
+
+
+@migrations()
+def m002_login_failures(db: Database) -> None:
+    # in the database, not in a process: every coordinator instance behind the proxy sees
+    # the same failures, and a restart does not lift a lockout
+    db.execute(
+        """
+        CREATE TABLE auth_login_failures (
+            kind TEXT NOT NULL,
+            login_key TEXT NOT NULL,
+            failed_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX auth_login_failures_key "
+               "ON auth_login_failures (kind, login_key, failed_at)")
+    db.execute("CREATE INDEX auth_login_failures_time ON auth_login_failures (failed_at)")
+    db.execute(
+        """
+        CREATE TABLE auth_lockouts (
+            kind TEXT NOT NULL,
+            login_key TEXT NOT NULL,
+            locked_until TEXT NOT NULL,
+            PRIMARY KEY (kind, login_key)
+        )
+        """
+    )

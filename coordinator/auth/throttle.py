@@ -5,21 +5,24 @@ Per username: stops guessing one person's password from many addresses. Per addr
 stops trying many usernames from one place. A locked login is refused (429, with
 ``Retry-After``) before its password is checked, so nothing more is learnt while locked;
 a success clears that username's failures (not the address's: the address may be guessing
-others). The state is per process, in memory and bounded (the oldest keys are forgotten
-first); each coordinator instance counts its own (docs/security.md).
+others).
+
+The failures and lockouts live in the database (:mod:`coordinator.auth.throttle_store`),
+not in the process: several coordinator instances behind one proxy count together, so
+spreading guesses over instances gains nothing, and restarting a coordinator does not
+lift a lockout. Rows older than the window are deleted as failures arrive, so a flood of
+made-up usernames holds at most one window's worth of rows.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
 
-By = Literal["user", "address"]
-MAX_KEYS = 10_000  # per kind: a flood of made-up usernames cannot grow memory beyond it
+from coordinator.auth import throttle_store
+from coordinator.auth.throttle_store import By
+from coordinator.db import Database
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,60 +39,27 @@ class Lockout:
                 f"{self.retry_after_s(now)} s")
 
 
-@dataclass(slots=True)
-class _Key:
-    failures: deque[datetime]
-    locked_until: datetime | None = None
-
-
 class LoginThrottle:
     def __init__(self, *, max_per_user: int, max_per_address: int, window: timedelta,
                  lockout: timedelta) -> None:
         self._limits: dict[By, int] = {"user": max_per_user, "address": max_per_address}
         self._window = window
         self._lockout = lockout
-        self._keys: dict[By, OrderedDict[str, _Key]] = {"user": OrderedDict(),
-                                                        "address": OrderedDict()}
-        self._lock = threading.Lock()
 
-    def locked(self, username: str, address: str, now: datetime) -> Lockout | None:
+    def locked(self, db: Database, username: str, address: str,
+               now: datetime) -> Lockout | None:
         """The lockout in force for this login, if any (the username's first)."""
-        with self._lock:
-            for by, key in self._both(username, address):
-                entry = self._keys[by].get(key)
-                if entry is not None and entry.locked_until is not None:
-                    if now < entry.locked_until:
-                        return Lockout(by, entry.locked_until)
-                    entry.locked_until = None
-                    entry.failures.clear()
+        active = throttle_store.active_lockouts(db, username, address, now)
+        for by in ("user", "address"):
+            if by in active:
+                return Lockout(by, active[by])
         return None
 
-    def failed(self, username: str, address: str, now: datetime) -> list[By]:
+    def failed(self, db: Database, username: str, address: str, now: datetime) -> list[By]:
         """Count a failure; returns the kinds of lockout it started (for the counters)."""
-        started: list[By] = []
-        with self._lock:
-            for by, key in self._both(username, address):
-                keys = self._keys[by]
-                entry = keys.get(key)
-                if entry is None:
-                    entry = keys[key] = _Key(deque())
-                    if len(keys) > MAX_KEYS:
-                        keys.popitem(last=False)
-                else:
-                    keys.move_to_end(key)
-                failures = entry.failures
-                failures.append(now)
-                while failures and failures[0] <= now - self._window:
-                    failures.popleft()
-                if len(failures) >= self._limits[by] and entry.locked_until is None:
-                    entry.locked_until = now + self._lockout
-                    started.append(by)
-        return started
+        return throttle_store.record_failure(
+            db, username, address, now, window_start=now - self._window,
+            lock_until=now + self._lockout, limits=self._limits)
 
-    @staticmethod
-    def _both(username: str, address: str) -> tuple[tuple[By, str], tuple[By, str]]:
-        return ("user", username), ("address", address)
-
-    def succeeded(self, username: str) -> None:
-        with self._lock:
-            self._keys["user"].pop(username, None)
+    def succeeded(self, db: Database, username: str) -> None:
+        throttle_store.clear_user(db, username)

@@ -104,6 +104,9 @@ def test_compose_runs_the_commands_and_files_the_script_runs() -> None:
         assert "./cluster/coordinator.toml:" + config + ":ro" in services[name]["volumes"]
         env = services[name]["environment"]
         assert env["BREAKWATER_INSTANCE"] == f"coord-{name[-1]}"
+        # only the proxy's X-Forwarded-For is believed, and that is the proxy's address
+        proxy_address = services["proxy"]["networks"]["default"]["ipv4_address"]
+        assert env["BREAKWATER_TRUSTED_PROXIES"] == proxy_address
     for name in ("seed", "coordinator-a", "coordinator-b"):
         assert services[name]["environment"]["BREAKWATER_DB"] == compose["x-database"]
     assert services["seed"]["command"] == seed_command("python", compose["x-database"])
