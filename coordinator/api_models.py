@@ -7,15 +7,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
     Tag,
-    field_validator,
 )
 
+from protocols.models import EventDatetime
 from protocols.orders import DouyinOrder, MeituanOrder, OrderIn, WechatMiniOrder
 
 # SQLite's INTEGER is 64-bit: a larger number in a query (an offset, an id) raised
@@ -80,15 +79,8 @@ class BatchResult(BaseModel):
 class StatusEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["shipped", "in_transit", "delivered", "cancelled"]
-    at: AwareDatetime | None = Field(default=None, description="event time; default: now")
+    at: EventDatetime | None = Field(default=None, description="event time; default: now")
     detail: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("at")
-    @classmethod
-    def _has_utc_form(cls, value: datetime | None) -> datetime | None:
-        if value is not None and not in_utc_range(value):
-            raise ValueError("must fall between years 1 and 9999 in UTC")
-        return value
 
 
 class RetryRequest(BaseModel):

@@ -53,6 +53,23 @@ def _has_utc_form(value: datetime) -> datetime:
 # An aware time that converts to UTC: what every time field of the contract is.
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_has_utc_form)]
 
+# When an order, a payment or a parcel event can really have happened. A status event in
+# year 3 or 5639 was accepted before and acted on: an order "delivered" in 1970 had its
+# customer's data scheduled for erasure at once.
+EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_EVENT = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _plausible_event_time(value: datetime) -> datetime:
+    value = _has_utc_form(value)
+    if not EARLIEST_EVENT <= value < LATEST_EVENT:
+        message = "must fall between 2000-01-01 and 2099-12-31 (UTC)"
+        raise ValueError(message)
+    return value
+
+
+EventDatetime = Annotated[AwareDatetime, AfterValidator(_plausible_event_time)]
+
 
 Ident = Annotated[str, AfterValidator(_level)]
 
@@ -344,7 +361,7 @@ class TrackingUpdate(WireModel):
     warehouse_id: Ident
     order_id: str | None = None
     status: Literal["picked_up", "in_transit", "out_for_delivery", "delivered", "exception"]
-    ts: UtcDatetime
+    ts: EventDatetime
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
 

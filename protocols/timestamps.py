@@ -17,7 +17,9 @@ SQLITE_STAMP = "%Y-%m-%dT%H:%M:%fZ"
 def stamp(moment: datetime) -> str:
     """``moment`` (timezone-aware) as stored: UTC, milliseconds (truncated), ``Z``."""
     utc = moment.astimezone(UTC)
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+    # the year by hand: strftime's %Y does not pad years before 1000 ("3-03-01T..."),
+    # which broke both the fixed width and parsing it back (seen from a fuzzed API body)
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
 
 
 def stamp_or_none(moment: datetime | None) -> str | None:

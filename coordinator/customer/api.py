@@ -43,7 +43,7 @@ from coordinator.roster_api import staff_view
 from coordinator.roster_store import on_duty_of, staff
 from coordinator.settings import Settings
 from coordinator.web import request_db, request_now, request_role
-from protocols.models import UtcDatetime
+from protocols.models import EventDatetime
 from protocols.orders import Channel
 from protocols.timestamps import stamp
 
@@ -75,7 +75,7 @@ class InquiryIn(BaseModel):
     channel_order_id: str | None = Field(default=None, min_length=1, max_length=64)
     phone: PhoneNumber | None = None
     question: str = Field(default="", max_length=1000)
-    asked_at: UtcDatetime | None = Field(
+    asked_at: EventDatetime | None = Field(
         default=None, description="the inquiry's own timestamp at the channel (default: now)")
     inquiry_id: str | None = Field(default=None, min_length=1, max_length=64,
                                    pattern=r"^[A-Za-z0-9_.:\-]+$",
@@ -96,7 +96,7 @@ class PaymentIn(BaseModel):
     channel: Channel
     channel_order_id: str = Field(min_length=1, max_length=64)
     status: Literal["paid"] = "paid"
-    paid_at: UtcDatetime | None = None
+    paid_at: EventDatetime | None = None
     payment_ref: str | None = Field(default=None, max_length=128)
 
 

@@ -36,6 +36,7 @@ from coordinator.ops.notify import outbox
 from coordinator.ops.notify.outbox import OutgoingNotice
 from coordinator.retry import retry_waiting
 from coordinator.settings import Settings
+from protocols.timestamps import parse_stamp
 
 log = logging.getLogger(__name__)
 NODE_CURSOR = "status_nodes"
@@ -49,6 +50,7 @@ class TickResult:
     reminded: int = 0
     cancelled: int = 0
     erased: int = 0
+    unreadable: int = 0  # order events whose stored time could not be read
     notices: list[str] = field(default_factory=list)
 
     @property
@@ -82,7 +84,15 @@ def sweep_nodes(db: Database, now: datetime, config: CustomerConfig,
     with write_transaction(db):
         events = store.events_after(db, store.cursor(db, NODE_CURSOR), SWEEP_BATCH)
         for event in events:
-            at = datetime.fromisoformat(event.at)
+            try:
+                at = parse_stamp(event.at)
+            except ValueError:
+                # one unreadable row (written before stamps padded years < 1000) must not
+                # stop every later order's messages: skipped, counted and logged
+                result.unreadable += 1
+                log.warning("customer: order event %d of %s has an unreadable time %r; "
+                            "skipped", event.id, event.order_id, event.at)
+                continue
             if event.kind in config.message_nodes and node_message(
                     db, event.order_id, event.kind, at, config, templates, tz, now):
                 result.messages += 1

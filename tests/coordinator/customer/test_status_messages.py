@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from coordinator.customer.templates import STATUS_NODES
+from coordinator.db import open_database, write_transaction
 from protocols.clock import ManualClock
 from tests.coordinator.ops.helpers import wait_for
 from tests.coordinator.ops.receiver import Receiver
@@ -92,3 +93,43 @@ async def test_delayed_orders_get_one_message_when_the_eta_has_passed(
     assert [r.body["script"] for r in receiver.accepted("/meituan")] == ["allocated", "delayed"]
     assert rows(customer_db, "SELECT count(*) FROM customer_messages WHERE order_id = ? AND "
                 "node = 'delayed'", [oid])[0][0] == 1
+
+
+async def test_an_event_time_no_order_can_have_is_refused_naming_the_field(
+        customer_sqlite: str, tmp_path: Path, receiver: Receiver) -> None:
+    app = customer_app(customer_sqlite, tmp_path, receiver, ManualClock(NOW))
+    async with running(app) as http:
+        oid = (await http.post("/orders", json=meituan_order("MT-ODD"))).json()["order_id"]
+        for at in ("0003-03-01T20:59:57Z", "1970-01-01T00:00:00Z", "5639-12-22T19:56:59Z"):
+            answer = await http.post(f"/orders/{oid}/events",
+                                     json={"kind": "shipped", "at": at})
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["field"] == "body.at"
+            assert "between 2000-01-01 and 2099-12-31" in answer.json()["detail"]
+            paid = await http.post("/payments", json={
+                "channel": "meituan", "channel_order_id": "MT-ODD", "paid_at": at})
+            assert (paid.status_code, paid.json()["field"]) == (422, "body.paid_at")
+    assert rows(customer_sqlite, "SELECT kind FROM order_events WHERE order_id = ? "
+                "AND kind IN ('shipped', 'paid')", [oid]) == []
+
+
+async def test_an_unreadable_stored_event_time_does_not_stop_later_messages(
+        customer_sqlite: str, tmp_path: Path, receiver: Receiver) -> None:
+    clock = ManualClock(NOW)
+    app = customer_app(customer_sqlite, tmp_path, receiver, clock)
+    async with running(app) as http:
+        first = (await http.post("/orders", json=meituan_order("MT-OLD"))).json()["order_id"]
+        await wait_for(lambda: len(receiver.accepted("/meituan")) == 1, what="allocated")
+        # a row as the code before padded years wrote it ("3-03-01T..."): unreadable
+        db = open_database(customer_sqlite)
+        with write_transaction(db):
+            db.execute("INSERT INTO order_events (order_id, kind, at, detail) "
+                       "VALUES (?, 'shipped', '3-03-01T20:59:57.000Z', '{}')", [first])
+        db.conn.close()
+        await http.post("/orders", json=meituan_order("MT-NEW"))
+        clock.advance(60)
+        await wait_for(lambda: {r.body["order_no"] for r in receiver.accepted("/meituan")}
+                       == {"MT-OLD", "MT-NEW"}, what="the later order's message")
+        await wait_for(lambda: app.state.customer.last is not None, what="a tick")
+    assert rows(customer_sqlite, "SELECT count(*) FROM customer_messages WHERE "
+                "order_id = ? AND node = 'shipped'", [first])[0][0] == 0
