@@ -43,6 +43,7 @@ from coordinator.observability import LiveCollector, Metrics
 from coordinator.orders_api import orders_router
 from coordinator.postgres import is_postgres_url
 from coordinator.settings import Settings
+from coordinator.text_guard import TextGuardMiddleware
 from coordinator.validation_errors import document_invalid_requests, invalid_body
 from protocols.clock import Clock, SystemClock
 
@@ -118,6 +119,12 @@ def create_app(
         with app.state.counters_lock:
             app.state.counters["requests_body_too_large"] += 1
 
+    def invalid_text() -> None:
+        with app.state.counters_lock:
+            app.state.counters["requests_invalid"] += 1
+
+    # inside the body limit (added first = inner): it reads bodies already bounded
+    app.add_middleware(TextGuardMiddleware, on_reject=invalid_text)
     app.add_middleware(BodyLimitMiddleware, limits=chosen.limits, on_reject=body_too_large)
 
     app.exception_handler(RequestValidationError)(invalid_body)

@@ -41,6 +41,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from coordinator.db import Database, write_transaction
 from coordinator.errors import ImportFileError
+from protocols.text import MESSAGE, NUL, nul_path
 
 DEFAULT_CHUNK = 2000
 # rows searched for the header row (a title, a date range or a note may sit above it)
@@ -344,6 +345,11 @@ def _validate(columns: _Columns, model: type[M], number: int, raw: Any
         return None, [RowError(number, "row", "expected an object")]
     cleaned: dict[str, Any] = {}
     for key, value in raw.items():
+        where = nul_path(value)
+        if where is not None or NUL in str(key):
+            # PostgreSQL cannot store it (a 500 there); refused on both backends alike
+            column = str(key).replace(NUL, "?") + (f".{where}" if where else "")
+            return None, [RowError(number, column, MESSAGE)]
         blank = _blank_none(value)
         if blank is not None:
             cleaned[columns.field_of(str(key).strip())] = blank

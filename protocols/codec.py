@@ -7,6 +7,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from protocols.errors import PayloadError
+from protocols.text import MESSAGE, nul_in_json
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -18,6 +19,11 @@ def encode(model: BaseModel) -> bytes:
 
 def decode(model: type[M], raw: bytes | bytearray | str) -> M:
     """Parse ``raw`` JSON into ``model``; raise :class:`PayloadError` naming the field."""
+    where = nul_in_json(raw)
+    if where is not None:
+        field = where or "$"
+        message = f"{model.__name__}.{field}: {MESSAGE}"
+        raise PayloadError(message, field=field, model=model.__name__)
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:

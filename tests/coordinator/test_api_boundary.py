@@ -258,3 +258,40 @@ async def test_in_process_app_documents_and_sends_the_same_422(settings: Setting
     assert bad.status_code == 422 and bad.json()["field"] == "query.limit"
     required = set(spec["components"]["schemas"]["InvalidRequest"]["required"])
     assert required <= set(bad.json())
+
+
+# -- NUL characters (PostgreSQL text cannot hold U+0000: once a 500 there) -------------
+def test_a_nul_in_a_body_path_or_query_is_a_422_naming_where_and_writes_nothing(
+        http: httpx.Client) -> None:
+    skus = len(http.get("/skus", params={"limit": 1000}).json())
+    answer = http.post("/skus", json=[{"id": "NUL-OK"}, {"id": "NUL-1", "name": "酸奶\u0000"}])
+    assert_invalid(answer, "body.1.name")
+    assert "NUL" in answer.json()["detail"]
+    assert len(http.get("/skus", params={"limit": 1000}).json()) == skus
+    assert_invalid(http.post("/auth/login", json={"username": "a\u0000", "password": "x"}),
+                   "body.username")
+    assert_invalid(http.get("/orders/o_%00"), "path")
+    assert_invalid(http.get("/orders", params={"warehouse_id": "WH-01\u0000"}),
+                   "query.warehouse_id")
+    # the six characters \u0000 as text are no NUL: taken as they are
+    text = http.post("/skus", json=[{"id": "NUL-2", "name": "a\\u0000b"}])
+    assert text.status_code == 200, text.text
+    assert {s["id"]: s["name"] for s in http.get(
+        "/skus", params={"limit": 1000}).json()}["NUL-2"] == "a\\u0000b"
+
+
+NUL_TEXT = st.text(max_size=6).map(lambda t: t[:3] + "\u0000" + t[3:])
+
+
+@PROPERTY
+@given(path=st.sampled_from(["/skus", "/stores", "/warehouses", "/orders", "/auth/login",
+                             "/inventory"]),
+       body=st.recursive(NUL_TEXT, lambda inner: st.lists(inner, min_size=1, max_size=3)
+                         | st.dictionaries(st.sampled_from(["id", "name", "username",
+                                                            "store_code", "sku_id"]),
+                                           inner, min_size=1, max_size=3), max_leaves=6))
+def test_any_body_holding_a_nul_is_a_422_never_a_500(
+        http: httpx.Client, path: str, body: Any) -> None:
+    answer = http.post(path, json=body)
+    assert_invalid(answer)
+    assert answer.json()["field"].startswith("body")

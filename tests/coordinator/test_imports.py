@@ -208,3 +208,13 @@ def test_a_file_without_a_header_row_names_the_missing_column() -> None:
         list(read_chunks(_csv(["订单号,备注", "A1,x"]), Line, fmt=ImportFormat.CSV,
                          mapping=MAPPING))
     assert short.value.field == "column 数量"
+
+
+def test_a_nul_in_a_cell_names_its_row_and_column_and_the_rest_is_kept() -> None:
+    # PostgreSQL cannot store U+0000 (the catalog import answered 500 there)
+    data = _csv(["订单号,数量,note", "A1,2,ok", "A\x002,3,", "A3,4,x\x00y"])
+    chunks = list(read_chunks(data, Line, fmt=ImportFormat.CSV, mapping=MAPPING))
+    assert [m.order_no for c in chunks for m in c.models] == ["A1"]
+    errors = [(e.row, e.column, e.message) for c in chunks for e in c.errors]
+    assert [(row, column) for row, column, _ in errors] == [(3, "订单号"), (4, "note")]
+    assert all("NUL" in message for _, _, message in errors)

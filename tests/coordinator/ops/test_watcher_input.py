@@ -73,3 +73,17 @@ def test_rejection_names_the_field_and_a_topic_payload_mismatch() -> None:
     assert "BreakerEvent.seq" in sink.rejected[0]
     assert "agent_id" in sink.rejected[1]
     assert sink.accepted == []
+
+
+def test_a_nul_in_any_text_of_a_message_is_refused_naming_the_field() -> None:
+    # PostgreSQL cannot store U+0000: refused at the boundary, before any store sees it
+    w, sink = watcher()
+    tracking = {"shipment_id": "SF\u0000X", "carrier": "sf-express", "warehouse_id": "WH-01",
+                "status": "picked_up", "ts": "2026-11-30T10:00:00Z"}
+    asyncio.run(w.handle(TOPICS.tracking("sf-express"), json.dumps(tracking), 0.0))
+    event = json.loads(valid)
+    event["detail"] = "door\u0000open"
+    asyncio.run(w.handle(TOPICS.breaker("wh-cc-2", "cold_chain"), json.dumps(event), 0.0))
+    assert sink.accepted == [] and w.stats.bad_payloads == 2
+    assert "TrackingUpdate.shipment_id: text must not contain NUL" in sink.rejected[0]
+    assert "BreakerEvent.detail: text must not contain NUL" in sink.rejected[1]
