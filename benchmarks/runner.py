@@ -24,6 +24,7 @@ BENCHMARKS = {
     "scale": "benchmarks.scale",
     "returns": "benchmarks.returns",
     "returns_cv": "benchmarks.returns_cv",
+    "returns_fresh": "benchmarks.returns_fresh",
     "import": "benchmarks.imports",
     "auth": "benchmarks.auth",
     "inquiries": "benchmarks.inquiries",

@@ -1,26 +1,29 @@
-"""The return-reason classifier: character n-grams, a cue lexicon and multinomial naive
-Bayes, pure Python.
+"""The return-reason classifier: character n-grams and a cue lexicon, scored by
+multinomial naive Bayes and a softmax regression averaged, pure Python.
 
 Why this and not a library: the set is a few hundred short Chinese texts, retraining
-must take milliseconds inside a request on a head-office box without a GPU, and the
+must take about a second inside a request on a head-office box without a GPU, and the
 whole model must fit in one JSON row with its version. Character n-grams need no word
 segmenter (Chinese has no spaces) and tolerate typos and new product names; naive Bayes
 learns from a few examples per reason and retrains by counting. scikit-learn would add
-~40 MB of wheels (numpy, scipy) for the same counting; a softmax regression written
-here did no better in cross-validation (0.87 against 0.88 then) and trained over
-10x slower (an experiment during the design, not kept).
+~40 MB of wheels (numpy, scipy) for two linear models this size.
 
 Features (:func:`features`): character 1- to 3-grams of the text with punctuation and
 spaces removed, counted once per text (a repeated word is not more evidence), digits
 folded to ``0``; plus, per reason of :data:`coordinator.intel.lexicon.LEXICON` with a
 cue in the text, the concept feature ``@reason`` counted ``lexicon_weight`` times, or
 ``!reason`` once when every cue found is negated (没坏, 不是质量问题, 没有过期).
-Alpha, the lexicon weight, negation and the correction weight were chosen by k-fold
-cross-validation on the train and corrections parts only (``python -m benchmarks
-returns_cv``); the test part chose nothing.
-Corrections carry ``correction_weight`` (an operator's label is recent and
-deliberate). Confidence is the posterior probability of the chosen reason, tempered (see
-``temperature``).
+
+Scores: naive Bayes' posterior (log scores divided by ``nb_temperature``) and the
+posterior of a softmax regression over the same features
+(:mod:`coordinator.intel.softmax`; the lexicon's concepts are features whose worth it
+learns, not overrides) are averaged with the share ``mix``, and the average is tempered
+by ``temperature`` so the confidence means what it says. Naive Bayes alone
+cross-validated best with the whole lexicon; the average did better when the lexicon's
+cues had to be ones the training texts use, which is what new wording looks like.
+Every setting was chosen by k-fold cross-validation on the train and corrections parts
+only (``python -m benchmarks returns_cv``); the test part chose nothing.
+Corrections carry ``correction_weight`` (an operator's label is recent and deliberate).
 """
 
 from __future__ import annotations
@@ -28,11 +31,14 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from coordinator.intel.lexicon import LEXICON
+from coordinator.intel.softmax import Softmax, unit_vector
+
+Lexicon = Mapping[str, Sequence[str]]
 
 REASONS: dict[str, str] = {
     "packaging_damaged": "包装破损",
@@ -65,10 +71,17 @@ _NEGATING_PAIRS = ("没有", "不是", "并不", "没什", "并没", "也没", "
 ALPHA = 3.0
 LEXICON_WEIGHT = 6
 CORRECTION_WEIGHT = 2.0
-TEMPERATURE = 3.0
-# bumped whenever :func:`features` changes: a stored model counted other features, so
-# :func:`coordinator.intel.returns.current_model` retrains instead of using it
-FEATURES_VERSION = 2
+NB_TEMPERATURE = 3.0
+MIX = 0.7
+TEMPERATURE = 0.5
+# bumped whenever :func:`features` or the scoring changes: a stored model counted other
+# features, so :func:`coordinator.intel.returns.current_model` retrains instead of using it
+FEATURES_VERSION = 3
+
+
+def cleaned(text: str) -> str:
+    """The text as features see it: lower case, no punctuation or spaces, digits 0."""
+    return _DIGITS.sub("0", _DROP.sub("", text.lower()))
 
 
 def _negated(clean: str, at: int, cue: str) -> bool:
@@ -78,14 +91,18 @@ def _negated(clean: str, at: int, cue: str) -> bool:
 
 
 def features(text: str, *, lexicon_weight: int = LEXICON_WEIGHT, negation: bool = True,
-             orders: Sequence[int] = (1, 2, 3)) -> dict[str, int]:
-    """Feature -> count (see the module docstring)."""
-    clean = _DIGITS.sub("0", _DROP.sub("", text.lower()))
+             orders: Sequence[int] = (1, 2, 3), lexicon: Lexicon | None = None
+             ) -> dict[str, int]:
+    """Feature -> count (see the module docstring). ``lexicon`` replaces the shipped
+    one (cross-validation restricts it to the cues its training texts use)."""
+    clean = cleaned(text)
     out: dict[str, int] = {}
     for n in orders:
         for i in range(len(clean) - n + 1):
             out[clean[i:i + n]] = 1
-    for reason, cues in LEXICON.items():
+    if not lexicon_weight:  # no lexicon: no concept features at all
+        return out
+    for reason, cues in (LEXICON if lexicon is None else lexicon).items():
         plain = negated = False
         for cue in cues:
             at = clean.find(cue)
@@ -104,53 +121,87 @@ def features(text: str, *, lexicon_weight: int = LEXICON_WEIGHT, negation: bool 
     return out
 
 
+def combine(nb_logs: Mapping[str, float], lr: Mapping[str, float] | None, *,
+            nb_temperature: float, mix: float, temperature: float) -> dict[str, float]:
+    """The posterior per reason from naive Bayes' log scores and the regression's
+    probabilities (see the module docstring); cross-validation calls it as
+    :meth:`Model.scores` does."""
+    top = max(nb_logs.values())
+    nb = {r: math.exp((s - top) / nb_temperature) for r, s in nb_logs.items()}
+    norm = sum(nb.values())
+    mixed = {r: e / norm for r, e in nb.items()}
+    if lr is not None and mix < 1:
+        mixed = {r: mix * p + (1 - mix) * lr.get(r, 0.0) for r, p in mixed.items()}
+    tempered = {r: p ** (1 / temperature) for r, p in mixed.items()}
+    norm = sum(tempered.values())
+    return {r: p / norm for r, p in tempered.items()}
+
+
 @dataclass(slots=True)
 class Model:
-    """Counts per reason; ``predict`` is pure, ``train`` builds a new model. The feature
-    settings travel with the counts, so a stored version classifies as it was trained."""
+    """Counts per reason and regression weights; ``predict`` is pure, ``train`` builds a
+    new model. The settings travel with the parameters, so a stored version classifies
+    as it was trained."""
 
     alpha: float = ALPHA
     correction_weight: float = CORRECTION_WEIGHT
     lexicon_weight: int = LEXICON_WEIGHT
     negation: bool = True
     # naive Bayes multiplies dozens of n-gram likelihoods as if independent, so its raw
-    # posteriors say 100 % for nearly everything; dividing the log scores by the
-    # temperature (chosen by cross-validated log loss, ``returns_cv``) makes the
-    # confidence mean what it says. The ranking is unchanged.
+    # posteriors say 100 % for nearly everything; its log scores are divided by
+    # nb_temperature before they are averaged with the regression's
+    nb_temperature: float = NB_TEMPERATURE
+    mix: float = MIX  # naive Bayes' share of the average; 1 = naive Bayes alone
+    # the average is raised to 1 / temperature and normalised (chosen by cross-validated
+    # log loss, ``returns_cv``): the ranking is unchanged
     temperature: float = TEMPERATURE
     features_version: int = FEATURES_VERSION
     doc_counts: dict[str, float] = field(default_factory=dict)
     gram_counts: dict[str, dict[str, float]] = field(default_factory=dict)
     totals: dict[str, float] = field(default_factory=dict)
     vocabulary: int = 0
+    softmax: Softmax | None = None
+    # cross-validation only (never stored): the lexicon this model was trained with
+    lexicon: Lexicon | None = None
 
     @classmethod
     def train(cls, examples: Iterable[Example], *, alpha: float = ALPHA,
               correction_weight: float = CORRECTION_WEIGHT,
               lexicon_weight: int = LEXICON_WEIGHT, negation: bool = True,
-              temperature: float = TEMPERATURE) -> Model:
+              nb_temperature: float = NB_TEMPERATURE, mix: float = MIX,
+              temperature: float = TEMPERATURE, lexicon: Lexicon | None = None) -> Model:
         docs: defaultdict[str, float] = defaultdict(float)
         grams: defaultdict[str, defaultdict[str, float]] = defaultdict(
             lambda: defaultdict(float))
         vocab: set[str] = set()
+        rows: list[tuple[dict[str, float], str, float]] = []
         for ex in examples:
             if ex.reason not in REASONS:
                 raise ValueError(f"reason {ex.reason!r} is not in the pool")
             docs[ex.reason] += ex.weight
-            seen = features(ex.text, lexicon_weight=lexicon_weight, negation=negation)
+            seen = features(ex.text, lexicon_weight=lexicon_weight, negation=negation,
+                            lexicon=lexicon)
             for g, n in seen.items():
                 grams[ex.reason][g] += ex.weight * n
                 vocab.add(g)
+            rows.append((unit_vector(seen), ex.reason, ex.weight))
+        softmax = Softmax.train(rows, list(REASONS)) if mix < 1 and rows else None
         return cls(alpha=alpha, correction_weight=correction_weight,
                    lexicon_weight=lexicon_weight, negation=negation,
-                   temperature=temperature, doc_counts=dict(docs),
+                   nb_temperature=nb_temperature, mix=mix, temperature=temperature,
+                   doc_counts=dict(docs),
                    gram_counts={r: dict(c) for r, c in grams.items()},
                    totals={r: sum(c.values()) for r, c in grams.items()},
-                   vocabulary=len(vocab))
+                   vocabulary=len(vocab), softmax=softmax, lexicon=lexicon)
 
-    def log_scores(self, text: str) -> dict[str, float]:
-        """Unnormalised log posterior per reason (before tempering)."""
-        grams = features(text, lexicon_weight=self.lexicon_weight, negation=self.negation)
+    def features_of(self, text: str) -> dict[str, int]:
+        return features(text, lexicon_weight=self.lexicon_weight, negation=self.negation,
+                        lexicon=self.lexicon)
+
+    def log_scores(self, text: str, grams: Mapping[str, int] | None = None
+                   ) -> dict[str, float]:
+        """Naive Bayes' unnormalised log posterior per reason (before tempering)."""
+        grams = self.features_of(text) if grams is None else grams
         all_docs = sum(self.doc_counts.values())
         v = self.vocabulary + 1
         logs: dict[str, float] = {}
@@ -167,12 +218,12 @@ class Model:
         """Posterior probability per reason (sums to 1)."""
         if not sum(self.doc_counts.values()):
             return {"other": 1.0}
-        logs = self.log_scores(text)
-        t = self.temperature if temperature is None else temperature
-        top = max(logs.values())
-        exp = {r: math.exp((s - top) / t) for r, s in logs.items()}
-        norm = sum(exp.values())
-        return {r: e / norm for r, e in exp.items()}
+        grams = self.features_of(text)
+        logs = self.log_scores(text, grams)
+        lr = (self.softmax.probabilities(unit_vector(grams))
+              if self.softmax is not None and self.mix < 1 else None)
+        return combine(logs, lr, nb_temperature=self.nb_temperature, mix=self.mix,
+                       temperature=self.temperature if temperature is None else temperature)
 
     def predict(self, text: str) -> tuple[str, float]:
         scores = self.scores(text)
@@ -182,18 +233,28 @@ class Model:
     def to_params(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "correction_weight": self.correction_weight,
                 "lexicon_weight": self.lexicon_weight, "negation": self.negation,
+                "nb_temperature": self.nb_temperature, "mix": self.mix,
                 "temperature": self.temperature, "features_version": self.features_version,
                 "doc_counts": self.doc_counts, "gram_counts": self.gram_counts,
-                "totals": self.totals, "vocabulary": self.vocabulary}
+                "totals": self.totals, "vocabulary": self.vocabulary,
+                "softmax": None if self.softmax is None else self.softmax.to_params()}
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Model:
-        # versions stored before features_version existed counted version 1's features
+        # versions stored before features_version existed counted version 1's features;
+        # before version 3 the temperature divided naive Bayes' log scores, with no mix
+        version = int(params.get("features_version", 1))
+        old = version < 3
+        softmax = params.get("softmax")
         return cls(alpha=float(params["alpha"]),
                    correction_weight=float(params["correction_weight"]),
                    lexicon_weight=int(params.get("lexicon_weight", 3)),
                    negation=bool(params.get("negation", False)),
-                   temperature=float(params.get("temperature", 2.0)),
-                   features_version=int(params.get("features_version", 1)),
+                   nb_temperature=float(params.get("temperature", 2.0)) if old
+                   else float(params["nb_temperature"]),
+                   mix=1.0 if old else float(params["mix"]),
+                   temperature=1.0 if old else float(params["temperature"]),
+                   features_version=version,
                    doc_counts=params["doc_counts"], gram_counts=params["gram_counts"],
-                   totals=params["totals"], vocabulary=int(params["vocabulary"]))
+                   totals=params["totals"], vocabulary=int(params["vocabulary"]),
+                   softmax=None if softmax is None else Softmax.from_params(softmax))
