@@ -107,6 +107,15 @@ class CandidateTrace(NamedTuple):
     why: str | None = None
 
 
+def trace_row(fields: tuple[str, float, float | None, float | None, float | None, bool,
+                         str | None, str | None]) -> CandidateTrace:
+    """Build a trace row without NamedTuple's keyword machinery (hot path)."""
+    return _tuple_new(CandidateTrace, fields)
+
+
+_tuple_new = tuple.__new__
+
+
 @dataclass(frozen=True, slots=True)
 class Part:
     warehouse_id: str

@@ -36,30 +36,23 @@ from coordinator.allocation_model import (
     apply,
     release,
     totals_of,
+    trace_row,
     why_not,
 )
 from coordinator.errors import AllocationError
+from coordinator.geofence import Route, Routes
 from coordinator.settings import AllocationConfig
 
 # the engine's inputs and outputs live in coordinator.allocation_model; callers may keep
 # importing them from here
 __all__ = [
     "CandidateTrace", "Decision", "IncompleteSnapshot", "Line", "OrderRequest", "Part",
-    "Snapshot", "StockState", "WarehouseState", "allocate", "allocate_batch", "apply",
+    "Routes", "Snapshot", "StockState", "WarehouseState", "allocate", "allocate_batch", "apply",
     "batch_order", "eta_for", "needs_cold_chain", "release", "tier_of", "totals_of",
     "why_not",
 ]
 
 _BY_DISTANCE = operator.itemgetter(1, 0)  # CandidateTrace: distance, then warehouse id
-
-
-def _trace(fields: tuple[str, float, float | None, float | None, float | None, bool,
-                         str | None, str | None]) -> CandidateTrace:
-    """Build a trace row without NamedTuple's keyword machinery (hot path)."""
-    return _tuple_new(CandidateTrace, fields)
-
-
-_tuple_new = tuple.__new__
 
 
 @dataclass(slots=True)
@@ -119,48 +112,29 @@ def eta_for(
 
 
 def _walk(
-    order: OrderRequest,
+    lines: tuple[Line, ...],
     snapshot: Snapshot,
     config: AllocationConfig,
-    need_cold: bool,
-    exclude: frozenset[str],
+    route: Route,
     want_split: bool,
 ) -> _Walk:
+    """``lines``: the order's demand (:func:`_demand`)."""
     walk = _Walk()
-    index = snapshot.index
-    if index is None:  # pragma: no cover - __post_init__ builds it
-        raise AllocationError("snapshot has no warehouse index")
-    warehouses = snapshot.warehouses
     stock = snapshot.stock
     loaded = snapshot.loaded
     limit = config.trace_limit
     wanted = config.nearest
     split_pool = max(wanted, config.max_parts * 4)
-    lines = _demand(order.lines)
+    dropped_rows = walk.dropped
 
-    def drop(trace: CandidateTrace) -> None:
-        if len(walk.dropped) < limit:
-            walk.dropped.append(trace)
-        else:
-            walk.omitted += 1
-
-    for distance, wid in index.nearest(order.lat, order.lon):
-        wh = warehouses[wid]
+    for distance, wid, wh, dropped in route:
         walk.examined += 1
-        walk.farthest = distance
-        d = distance  # the index yields distances rounded to the metre
-        if wid in exclude:
-            drop(_trace((wid, d, None, None, None, False, "excluded",
-                         "warehouse being rerouted")))
-            continue
-        if wh.paused or not wh.available:
-            why = "paused by operator" if wh.paused else "unavailable"
-            if wh.unavailable_reason:
-                why = f"{why}: {wh.unavailable_reason}"
-            drop(_trace((wid, d, None, None, None, False, "geofence", why)))
-            continue
-        if need_cold and not wh.cold_chain:
-            drop(_trace((wid, d, None, None, None, False, "geofence", "not cold-chain capable")))
+        walk.farthest = d = distance
+        if dropped is not None:
+            if len(dropped_rows) < limit:
+                dropped_rows.append(dropped)
+            else:
+                walk.omitted += 1
             continue
         if loaded is not None:
             for line in lines:
@@ -185,7 +159,10 @@ def _walk(
                 covered += 1
         if short is not None:
             why = f"short of {short.sku_id}: {short_have} sellable < {short.qty} ordered"
-            drop(_trace((wid, d, None, None, None, False, "stock", why)))
+            if len(dropped_rows) < limit:
+                dropped_rows.append(trace_row((wid, d, None, None, None, False, "stock", why)))
+            else:
+                walk.omitted += 1
             if want_split and covered and len(walk.partial) < split_pool:
                 walk.partial.append(_Feasible(wh, distance))
             continue
@@ -259,28 +236,31 @@ def allocate(
     config: AllocationConfig,
     *,
     exclude: frozenset[str] = frozenset(),
+    routes: Routes | None = None,
 ) -> Decision:
-    """Decide where ``order`` goes. Never mutates the snapshot (see :func:`apply`)."""
+    """Decide where ``order`` goes. Never mutates the snapshot (see :func:`apply`).
+    ``routes``: the batch's memo of destinations (:class:`Routes`), if it keeps one."""
     tier = tier_of(order, config)
     need_cold = needs_cold_chain(order, snapshot, config)
     version = config.version
-    walk = _walk(order, snapshot, config, need_cold, exclude, False)
+    route = (routes or Routes()).of(order, snapshot, need_cold, exclude)
+    lines = _demand(order.lines)
+    walk = _walk(lines, snapshot, config, route, False)
     traces: list[CandidateTrace] = []
     kept: list[_Feasible] = []
     threshold = config.reservation_threshold
     warehouse_scope = config.reservation_scope == "warehouse"
-    lines = _demand(order.lines)
     stock = snapshot.stock
     for f in walk.feasible:
         _rate_and_depth(f, lines, stock)
         wh = f.warehouse
         if (f.rate > threshold or warehouse_scope) and (
                 why := _reservation_why(f, snapshot, config)) is not None:
-            traces.append(_trace((wh.id, f.distance_km, round(f.rate, 4), round(f.depth, 3),
+            traces.append(trace_row((wh.id, f.distance_km, round(f.rate, 4), round(f.depth, 3),
                                   None, False, "inventory", why)))
         elif _over_capacity(wh):
             why = f"daily handling capacity reached ({wh.handled_today}/{wh.daily_capacity})"
-            traces.append(_trace((wh.id, f.distance_km, round(f.rate, 4), round(f.depth, 3),
+            traces.append(trace_row((wh.id, f.distance_km, round(f.rate, 4), round(f.depth, 3),
                                   None, False, "capacity", why)))
         else:
             kept.append(f)
@@ -290,15 +270,15 @@ def allocate(
         scored = _rank(kept, config)
         best = scored[0][1]
         best_id = best.warehouse.id
-        traces.append(_trace((best_id, best.distance_km, round(best.rate, 4),
+        traces.append(trace_row((best_id, best.distance_km, round(best.rate, 4),
                               round(best.depth, 3), scored[0][0], True, None, None)))
         for rank, (score, f) in enumerate(scored[1:], start=2):
-            traces.append(_trace((f.warehouse.id, f.distance_km, round(f.rate, 4),
+            traces.append(trace_row((f.warehouse.id, f.distance_km, round(f.rate, 4),
                                   round(f.depth, 3), score, False, "ranking",
                                   f"ranked {rank}: lower score than {best_id}")))
         parts = (Part(best.warehouse.id, best.distance_km, order.lines),)
     elif config.split_shipments and len(order.lines) > 1:
-        parts, split_traces, reason = _split(order, snapshot, config, need_cold, exclude)
+        parts, split_traces, reason = _split(order, snapshot, config, route)
         traces.extend(split_traces)
     else:
         reason = _unallocated_reason(walk, need_cold, snapshot, config)
@@ -357,14 +337,13 @@ def _split(
     order: OrderRequest,
     snapshot: Snapshot,
     config: AllocationConfig,
-    need_cold: bool,
-    exclude: frozenset[str],
+    route: Route,
 ) -> tuple[tuple[Part, ...], list[CandidateTrace], str | None]:
     """Greedy split: repeatedly take the warehouse covering the most remaining lines."""
-    walk = _walk(order, snapshot, config, need_cold, exclude, True)
+    demand = _demand(order.lines)
+    walk = _walk(demand, snapshot, config, route, True)
     pool: list[_Feasible] = []
     traces: list[CandidateTrace] = []
-    demand = _demand(order.lines)
     per_sku = config.reservation_scope == "per_sku"
     for f in walk.partial:
         _rate_and_depth(f, demand, snapshot.stock)
@@ -423,11 +402,14 @@ def allocate_batch(
     config: AllocationConfig,
     *,
     exclude: frozenset[str] = frozenset(),
+    routes: Routes | None = None,
 ) -> list[Decision]:
-    """Allocate in tier/age order, reserving in the snapshot as it goes (mutates it)."""
+    """Allocate in tier/age order, reserving in the snapshot as it goes (mutates it).
+    ``routes``: the memo of a batch decided in several calls (same snapshot, same flags)."""
     decisions = []
+    routes = routes or Routes()
     for order in batch_order(orders, config):
-        decision = allocate(order, snapshot, config, exclude=exclude)
+        decision = allocate(order, snapshot, config, exclude=exclude, routes=routes)
         if decision.allocated:
             apply(decision, snapshot)
         decisions.append(decision)

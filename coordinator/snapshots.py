@@ -141,6 +141,9 @@ class SnapshotLoader:
     # load warehouse-wide stock totals (reservation_scope = warehouse) beside the stock
     totals: bool = False
     totals_memo: _TotalsMemo | None = None  # the totals kept for the next batch
+    # the batch's destinations, nearest warehouses first with their geofence verdicts:
+    # warehouses' flags do not change within one transaction's snapshot
+    routes: engine.Routes = field(default_factory=engine.Routes)
 
     def load(self, warehouse_ids: Sequence[str], sku_ids: Iterable[str]) -> None:
         """Make sure the stock of every (warehouse, sku) pair is in the snapshot."""
@@ -249,20 +252,23 @@ class SnapshotLoader:
     def allocate(self, order: OrderRequest, config: AllocationConfig,
                  exclude: frozenset[str] = frozenset()) -> Decision:
         if self.snapshot.loaded is None:
-            return engine.allocate(order, self.snapshot, config, exclude=exclude)
+            return engine.allocate(order, self.snapshot, config, exclude=exclude,
+                                   routes=self.routes)
         index = self.snapshot.index
         assert index is not None
         skus = [line.sku_id for line in order.lines]
         want = config.nearest + 1
         try:
-            return engine.allocate(order, self.snapshot, config, exclude=exclude)
+            return engine.allocate(order, self.snapshot, config, exclude=exclude,
+                                   routes=self.routes)
         except IncompleteSnapshot:
             pass
         while True:
             nearest, seen = self._candidates(order, config, exclude, want)
             self.load(nearest, skus)
             try:
-                return engine.allocate(order, self.snapshot, config, exclude=exclude)
+                return engine.allocate(order, self.snapshot, config, exclude=exclude,
+                                   routes=self.routes)
             except IncompleteSnapshot:
                 if seen >= len(index):
                     raise

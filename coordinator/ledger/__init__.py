@@ -25,7 +25,7 @@ transaction and their flush), :mod:`~coordinator.ledger.statements` (its SQL),
 Import from ``coordinator.ledger``.
 """
 
-from coordinator.ledger.batch import Ledger
+from coordinator.ledger.batch import Ledger, MovesInFlight
 from coordinator.ledger.encoding import (
     TRACE_COLUMNS,
     line_warehouses,
@@ -46,6 +46,6 @@ from coordinator.ledger.status import (
 
 __all__ = [
     "AWAITING_PAYMENT", "ORDER_COLUMNS", "TIMELINE_LABELS", "TRACE_COLUMNS", "TRANSITIONS",
-    "WAITING_STATUSES", "Ledger", "append_order_event", "line_warehouses", "record_payment",
-    "record_status_event", "to_json", "trace_candidates", "trace_json",
+    "WAITING_STATUSES", "Ledger", "MovesInFlight", "append_order_event", "line_warehouses",
+    "record_payment", "record_status_event", "to_json", "trace_candidates", "trace_json",
 ]

@@ -3,6 +3,7 @@ an order that keeps stock honest (see :mod:`coordinator.ledger`)."""
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,7 +44,8 @@ class Ledger:
     stuck: list[tuple[Any, ...]] = field(default_factory=list)
     incidents: list[tuple[Any, ...]] = field(default_factory=list)
     incident_orders: list[tuple[Any, ...]] = field(default_factory=list)
-    incident_moves: list[tuple[str, str, str, int]] = field(default_factory=list)
+    incident_moves: list[tuple[str, str, str, int, list[str] | None]] = field(
+        default_factory=list)
 
     def __post_init__(self) -> None:
         self.at = stamp(self.now)
@@ -118,14 +120,15 @@ class Ledger:
         self.incident_orders.append(row)
 
     def move_incident_orders(self, incident_id: str, from_warehouse: str, reason: str,
-                             held_lines: int) -> None:
+                             held_lines: int, share: list[str] | None = None) -> None:
         """Every ``moved`` order of the incident gets its new warehouse, distance and ETA
         and a ``rerouted`` timeline entry, and its ``held_lines`` held reservations at
         ``from_warehouse`` and their order lines move to the new warehouse, in four
         set-based statements (a different count rolls everything back). The stock they
         take is recorded with :meth:`take_stock`; lines of a split that go elsewhere with
-        :meth:`move_reservation`."""
-        self.incident_moves.append((incident_id, from_warehouse, reason, held_lines))
+        :meth:`move_reservation`. ``share``: only these orders of the incident (a reroute
+        written in shares, see :meth:`start_moves`); ``held_lines`` then counts theirs."""
+        self.incident_moves.append((incident_id, from_warehouse, reason, held_lines, share))
 
     # -- timeline, decisions, alerts -------------------------------------------------
     def event(self, order_id: str, kind: str, detail: dict[str, Any]) -> None:
@@ -149,6 +152,37 @@ class Ledger:
     # -- writing ---------------------------------------------------------------------
     def flush(self, db: Database) -> None:
         """Write everything collected (see the module doc for the order)."""
+        self.write_before_moves(db)
+        self.write_moves(db)
+        self.write_after_moves(db)
+
+    def start_moves(self, db: Database) -> MovesInFlight:
+        """Write the rows the moves need now, then the moves themselves on a writer
+        thread; :meth:`MovesInFlight.finish` waits for them and writes the rest.
+
+        Why: each move is one long statement that the database runs with the GIL
+        released (SQLite in this process, PostgreSQL in its own), while deciding and
+        encoding the next share of a reroute is pure Python: side by side instead of one
+        after the other. Until ``finish`` nothing else may use ``db`` (the writer thread
+        has the connection; still this transaction). Nothing row by row runs on that
+        thread: a statement per row would wait for the GIL after each row."""
+        self.write_before_moves(db)
+        return MovesInFlight(self, db)
+
+    def hand_stock_to(self, other: Ledger) -> None:
+        """Leave the stock taken and released, and the daily load, to ``other``: written
+        once by its flush however many shares a reroute is written in."""
+        for key, qty in self.release.items():
+            other.release[key] += qty
+        for key, qty in self.reserve.items():
+            other.reserve[key] += qty
+        for wid, n in self.load.items():
+            other.load[wid] += n
+        self.release.clear()
+        self.reserve.clear()
+        self.load.clear()
+
+    def write_before_moves(self, db: Database) -> None:
         conn = db.conn
         at = self.at
         if self.incidents:
@@ -172,15 +206,28 @@ class Ledger:
                 "INSERT INTO incident_orders (incident_id, order_id, outcome, "
                 "old_warehouse_id, new_warehouse_id, distance_km, eta, tier, reason) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self.incident_orders)
-        for incident_id, from_warehouse, reason, held_lines in self.incident_moves:
-            lines = conn.execute(sql.MOVED_LINES, (incident_id, from_warehouse)).rowcount
-            held = conn.execute(sql.MOVED_RESERVATIONS, (at, incident_id, from_warehouse)).rowcount
+
+    def write_moves(self, db: Database) -> None:
+        conn = db.conn
+        at = self.at
+        name = dialect(db)
+        for incident_id, from_warehouse, reason, held_lines, share in self.incident_moves:
+            lines_sql, held_sql, orders_sql, events_sql = sql.MOVED[(name, share is not None)]
+            params: dict[str, Any] = {"incident": incident_id, "at": at,
+                                      "from_wh": from_warehouse, "reason": reason}
+            if share is not None:
+                params["share"] = to_json(share) if name == "sqlite" else share
+            lines = conn.execute(lines_sql, params).rowcount
+            held = conn.execute(held_sql, params).rowcount
             if lines != held_lines or held != held_lines:
                 message = (f"reroute of {from_warehouse}: {held} held reservations and "
                            f"{lines} lines moved, {held_lines} expected: rolled back")
                 raise StoreError(message)
-            conn.execute(sql.MOVED_ORDERS, (at, incident_id, from_warehouse))
-            conn.execute(sql.MOVED_EVENTS[dialect(db)], (at, reason, incident_id))
+            conn.execute(orders_sql, params)
+            conn.execute(events_sql, params)
+
+    def write_after_moves(self, db: Database) -> None:
+        conn = db.conn
         if self.load:
             conn.executemany(
                 "INSERT INTO warehouse_load (warehouse_id, day, handled) VALUES (?, ?, ?) "
@@ -240,3 +287,32 @@ class Ledger:
         if cur.rowcount != len(rows):
             message = "stock changed under the allocation: refusing to oversell"
             raise StoreError(message)
+
+
+class MovesInFlight:
+    """A ledger's moves being written on a writer thread (:meth:`Ledger.start_moves`)."""
+
+    def __init__(self, ledger: Ledger, db: Database) -> None:
+        self._ledger = ledger
+        self._db = db
+        self._failed: list[BaseException] = []
+        self._thread = threading.Thread(target=self._write, name="ledger-moves", daemon=True)
+        self._thread.start()
+
+    def _write(self) -> None:
+        try:
+            self._ledger.write_moves(self._db)
+        except BaseException as exc:  # raised in the caller's thread by finish()
+            self._failed.append(exc)
+
+    def wait(self) -> None:
+        """Wait for the moves (also when the caller is failing: the connection must be
+        free again before its transaction rolls back)."""
+        self._thread.join()
+
+    def finish(self) -> None:
+        """Wait for the moves, raise what they raised, then write the rest."""
+        self.wait()
+        if self._failed:
+            raise self._failed[0]
+        self._ledger.write_after_moves(self._db)

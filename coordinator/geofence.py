@@ -1,0 +1,83 @@
+"""The geofence's fixed part, kept per destination within one batch (layer 1 of
+:mod:`coordinator.engine`): the warehouses nearest first, each with its verdict
+(excluded, paused, unavailable, not cold-chain capable: the trace row that drops it) or
+none. Stock is the engine's to check, order by order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from coordinator.allocation_model import (
+    CandidateTrace,
+    OrderRequest,
+    Snapshot,
+    WarehouseState,
+    trace_row,
+)
+from coordinator.errors import AllocationError
+
+
+class Routes:
+    """Within one batch, each destination's warehouses nearest first with the geofence's
+    verdict on each (``None``: passes; else the trace row that drops it: excluded,
+    paused, unavailable, not cold-chain), read lazily from the spatial index and kept for
+    the next order to the same spot (a reroute's 10,000 orders come from a few hundred
+    stores). Only valid while no warehouse's flags change: one per batch, never kept
+    across batches. Stock is never memoised here: it changes with every order."""
+
+    __slots__ = ("_routes",)
+
+    def __init__(self) -> None:
+        self._routes: dict[tuple[float, float, bool, frozenset[str]], Route] = {}
+
+    def of(self, order: OrderRequest, snapshot: Snapshot, need_cold: bool,
+           exclude: frozenset[str]) -> Route:
+        key = (order.lat, order.lon, need_cold, exclude)
+        route = self._routes.get(key)
+        if route is None:
+            route = self._routes[key] = Route(order, snapshot, need_cold, exclude)
+        return route
+
+
+_Stop = tuple[float, str, WarehouseState, CandidateTrace | None]
+
+
+class Route:
+    """One destination's stops (see :class:`Routes`); iterate to walk it nearest first."""
+
+    __slots__ = ("cold", "exclude", "source", "stops", "warehouses")
+
+    def __init__(self, order: OrderRequest, snapshot: Snapshot, need_cold: bool,
+                 exclude: frozenset[str]) -> None:
+        index = snapshot.index
+        if index is None:  # pragma: no cover - __post_init__ builds it
+            raise AllocationError("snapshot has no warehouse index")
+        self.stops: list[_Stop] = []
+        self.source: Iterator[tuple[float, str]] | None = index.nearest(order.lat, order.lon)
+        self.warehouses = snapshot.warehouses
+        self.cold = need_cold
+        self.exclude = exclude
+
+    def __iter__(self) -> Iterator[_Stop]:
+        yield from self.stops
+        source = self.source
+        if source is None:
+            return
+        for distance, wid in source:  # the index yields distances rounded to the metre
+            wh = self.warehouses[wid]
+            dropped = None
+            if wid in self.exclude:
+                dropped = trace_row((wid, distance, None, None, None, False, "excluded",
+                                  "warehouse being rerouted"))
+            elif wh.paused or not wh.available:
+                why = "paused by operator" if wh.paused else "unavailable"
+                if wh.unavailable_reason:
+                    why = f"{why}: {wh.unavailable_reason}"
+                dropped = trace_row((wid, distance, None, None, None, False, "geofence", why))
+            elif self.cold and not wh.cold_chain:
+                dropped = trace_row((wid, distance, None, None, None, False, "geofence",
+                                  "not cold-chain capable"))
+            stop = (distance, wid, wh, dropped)
+            self.stops.append(stop)
+            yield stop
+        self.source = None
