@@ -2,8 +2,10 @@
 
 :func:`reroute_warehouse` reads one snapshot (every warehouse, stock of the SKUs involved),
 re-allocates with the same engine (the failed warehouse excluded) highest tier and oldest
-first, updating the snapshot in memory as it goes, then writes everything through the
-:class:`~coordinator.ledger.Ledger` (one ``executemany`` per statement). It runs inside
+first, updating the snapshot in memory as it goes, and writes through the
+:class:`~coordinator.ledger.Ledger`: in shares of :data:`SHARE` orders, each share's
+moves written on a writer thread while the next share is decided (the same decisions as
+one batch: one snapshot, one order), stock and the incident row once at the end. It runs inside
 ``db.atomic()`` (a savepoint when the caller already holds a transaction, so
 notifications can be queued in the same commit).
 
@@ -94,8 +96,10 @@ def reroute_warehouse(
     reason: str,
     now: datetime,
     config: AllocationConfig | Settings,
+    share_size: int = SHARE,
 ) -> RerouteResult:
-    """Re-allocate every unshipped order held at ``warehouse_id``; see the module doc."""
+    """Re-allocate every unshipped order held at ``warehouse_id``; see the module doc.
+    ``share_size``: orders decided and written per step (:func:`_reroute`)."""
     rules = config.allocation if isinstance(config, Settings) else config
     started = time.perf_counter()
     with gc_paused(), write_transaction(db):
@@ -105,7 +109,7 @@ def reroute_warehouse(
         if db.execute("SELECT 1 FROM warehouses WHERE id = ?", [warehouse_id]).fetchone() is None:
             raise NotFound("warehouse", warehouse_id)
         result = _reroute(db, warehouse_id, incident_id, reason, now, rules,
-                          _affected_orders(db, warehouse_id))
+                          _affected_orders(db, warehouse_id), max(1, share_size))
     seconds = time.perf_counter() - started
     return RerouteResult(result.incident_id, result.warehouse_id, result.reason,
                          result.started_at, result.moved, result.stuck, False, seconds)
@@ -144,8 +148,9 @@ def _reroute(
     now: datetime,
     rules: AllocationConfig,
     affected: dict[str, _Affected],
+    share_size: int,
 ) -> RerouteResult:
-    """Decide and write in shares of :data:`SHARE` orders, highest tier and oldest first:
+    """Decide and write in shares of ``share_size`` orders, highest tier and oldest first:
     share *n*'s moves are written while share *n+1* is decided. The stock taken and given
     back, the daily load and the incident row are written once, last (stock rows in
     (warehouse, SKU) order, the guarded take may still roll everything back)."""
@@ -168,8 +173,8 @@ def _reroute(
         etas: dict[datetime, str] = {}  # orders of one store share their ETA: stamped once
         writing: MovesInFlight | None = None
         try:
-            for start in range(0, len(requests), SHARE):
-                decisions = engine.allocate_batch(requests[start:start + SHARE], snapshot,
+            for start in range(0, len(requests), share_size):
+                decisions = engine.allocate_batch(requests[start:start + share_size], snapshot,
                                                   rules, exclude=exclude, routes=routes)
                 share = Ledger(now)
                 _record(share, warehouse_id, incident_id, reason, affected, decisions,
