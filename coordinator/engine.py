@@ -127,7 +127,7 @@ def _walk(
     split_pool = max(wanted, config.max_parts * 4)
     dropped_rows = walk.dropped
 
-    for distance, wid, wh, dropped in route:
+    for distance, wid, wh, dropped in (route.stops if route.source is None else route):
         walk.examined += 1
         walk.farthest = d = distance
         if dropped is not None:
@@ -236,14 +236,16 @@ def allocate(
     config: AllocationConfig,
     *,
     exclude: frozenset[str] = frozenset(),
-    routes: Routes | None = None,
 ) -> Decision:
-    """Decide where ``order`` goes. Never mutates the snapshot (see :func:`apply`).
-    ``routes``: the batch's memo of destinations (:class:`Routes`), if it keeps one."""
+    """Decide where ``order`` goes. Never changes the snapshot's state (see :func:`apply`);
+    keeps the destination's geofence walk in its memo (``snapshot.routes``)."""
     tier = tier_of(order, config)
     need_cold = needs_cold_chain(order, snapshot, config)
     version = config.version
-    route = (routes or Routes()).of(order, snapshot, need_cold, exclude)
+    routes = snapshot.routes
+    if routes is None:
+        routes = snapshot.routes = Routes()
+    route = routes.of(order, snapshot, need_cold, exclude)
     lines = _demand(order.lines)
     walk = _walk(lines, snapshot, config, route, False)
     traces: list[CandidateTrace] = []
@@ -402,14 +404,11 @@ def allocate_batch(
     config: AllocationConfig,
     *,
     exclude: frozenset[str] = frozenset(),
-    routes: Routes | None = None,
 ) -> list[Decision]:
-    """Allocate in tier/age order, reserving in the snapshot as it goes (mutates it).
-    ``routes``: the memo of a batch decided in several calls (same snapshot, same flags)."""
+    """Allocate in tier/age order, reserving in the snapshot as it goes (mutates it)."""
     decisions = []
-    routes = routes or Routes()
     for order in batch_order(orders, config):
-        decision = allocate(order, snapshot, config, exclude=exclude, routes=routes)
+        decision = allocate(order, snapshot, config, exclude=exclude)
         if decision.allocated:
             apply(decision, snapshot)
         decisions.append(decision)

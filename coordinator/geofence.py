@@ -16,14 +16,18 @@ from coordinator.allocation_model import (
 )
 from coordinator.errors import AllocationError
 
+_MEMO = 8192  # destinations kept; beyond, the memo starts again (orders from anywhere)
+_EAGER = 32  # up to this many warehouses a route is worked out whole when first asked
+
 
 class Routes:
-    """Within one batch, each destination's warehouses nearest first with the geofence's
-    verdict on each (``None``: passes; else the trace row that drops it: excluded,
-    paused, unavailable, not cold-chain), read lazily from the spatial index and kept for
-    the next order to the same spot (a reroute's 10,000 orders come from a few hundred
-    stores). Only valid while no warehouse's flags change: one per batch, never kept
-    across batches. Stock is never memoised here: it changes with every order."""
+    """Each destination's warehouses nearest first with the geofence's verdict on each
+    (``None``: passes; else the trace row that drops it: excluded, paused, unavailable,
+    not cold-chain), kept for the next order to the same spot (orders come from a few
+    hundred stores). Valid only while no warehouse's flags change, so it lives with one
+    set of :class:`~coordinator.allocation_model.WarehouseState` objects: a batch's, or
+    the snapshot cache's, which is rebuilt when any warehouse row changes. Stock is never
+    memoised here: it changes with every order."""
 
     __slots__ = ("_routes",)
 
@@ -34,7 +38,9 @@ class Routes:
            exclude: frozenset[str]) -> Route:
         key = (order.lat, order.lon, need_cold, exclude)
         route = self._routes.get(key)
-        if route is None:
+        if route is None or route.warehouses is not snapshot.warehouses:
+            if len(self._routes) >= _MEMO:
+                self._routes.clear()
             route = self._routes[key] = Route(order, snapshot, need_cold, exclude)
         return route
 
@@ -43,7 +49,9 @@ _Stop = tuple[float, str, WarehouseState, CandidateTrace | None]
 
 
 class Route:
-    """One destination's stops (see :class:`Routes`); iterate to walk it nearest first."""
+    """One destination's stops (see :class:`Routes`), nearest first: ``stops`` when
+    ``source`` is None (a small region: all of them, worked out at once), else iterate
+    (a large one: read from the spatial index as far as some order walks)."""
 
     __slots__ = ("cold", "exclude", "source", "stops", "warehouses")
 
@@ -57,6 +65,9 @@ class Route:
         self.warehouses = snapshot.warehouses
         self.cold = need_cold
         self.exclude = exclude
+        if len(index) <= _EAGER:
+            for _ in self:
+                pass
 
     def __iter__(self) -> Iterator[_Stop]:
         yield from self.stops

@@ -52,6 +52,8 @@ class _Cache:
     # were last checked: while both are the same, no other writer (they wait for the
     # lock) nor this connection changed them, and the check is not repeated
     checked_in: tuple[int, int] | None = None
+    # each destination's geofence walk, for these warehouse objects (engine.Routes)
+    routes: engine.Routes = field(default_factory=engine.Routes)
 
 
 _caches: weakref.WeakKeyDictionary[Database, _Cache] = weakref.WeakKeyDictionary()
@@ -141,9 +143,6 @@ class SnapshotLoader:
     # load warehouse-wide stock totals (reservation_scope = warehouse) beside the stock
     totals: bool = False
     totals_memo: _TotalsMemo | None = None  # the totals kept for the next batch
-    # the batch's destinations, nearest warehouses first with their geofence verdicts:
-    # warehouses' flags do not change within one transaction's snapshot
-    routes: engine.Routes = field(default_factory=engine.Routes)
 
     def load(self, warehouse_ids: Sequence[str], sku_ids: Iterable[str]) -> None:
         """Make sure the stock of every (warehouse, sku) pair is in the snapshot."""
@@ -252,23 +251,20 @@ class SnapshotLoader:
     def allocate(self, order: OrderRequest, config: AllocationConfig,
                  exclude: frozenset[str] = frozenset()) -> Decision:
         if self.snapshot.loaded is None:
-            return engine.allocate(order, self.snapshot, config, exclude=exclude,
-                                   routes=self.routes)
+            return engine.allocate(order, self.snapshot, config, exclude=exclude)
         index = self.snapshot.index
         assert index is not None
         skus = [line.sku_id for line in order.lines]
         want = config.nearest + 1
         try:
-            return engine.allocate(order, self.snapshot, config, exclude=exclude,
-                                   routes=self.routes)
+            return engine.allocate(order, self.snapshot, config, exclude=exclude)
         except IncompleteSnapshot:
             pass
         while True:
             nearest, seen = self._candidates(order, config, exclude, want)
             self.load(nearest, skus)
             try:
-                return engine.allocate(order, self.snapshot, config, exclude=exclude,
-                                   routes=self.routes)
+                return engine.allocate(order, self.snapshot, config, exclude=exclude)
             except IncompleteSnapshot:
                 if seen >= len(index):
                     raise
@@ -327,7 +323,8 @@ def snapshot_for(
             _load_totals(db, snapshot.totals, sorted(snapshot.stock))
         return SnapshotLoader(db, snapshot, day, sqlite=dialect(db) == "sqlite")
     memo = _stock_memos.pop(db, None)  # taken out: a failed batch leaves none behind
-    snapshot = Snapshot(cache.warehouses, {}, cache.cold_skus, loaded=set(), index=cache.index)
+    snapshot = Snapshot(cache.warehouses, {}, cache.cold_skus, loaded=set(), index=cache.index,
+                        routes=cache.routes)
     sqlite = dialect(db) == "sqlite"
     loader = SnapshotLoader(db, snapshot, day, sqlite=sqlite, totals=totals)
     # the memo's token reads SQLite's data_version; on PostgreSQL every batch reads afresh
