@@ -12,13 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from coordinator.errors import AllocationError
 from protocols.geo import SpatialIndex
-
-if TYPE_CHECKING:
-    from coordinator.geofence import Routes
 
 
 # -- snapshot ----------------------------------------------------------------------
@@ -64,10 +61,6 @@ class Snapshot:
     # warehouse -> [on hand, reserved] summed over every SKU it holds: only the
     # ``warehouse`` reservation scope reads it (None: not loaded)
     totals: dict[str, list[int]] | None = None
-    # the engine's memo of each destination's geofence walk (coordinator.geofence): valid
-    # for these warehouse objects, whose flags are never changed in place (a change in
-    # the database builds new ones); None: the engine starts one on first use
-    routes: Routes | None = None
 
     def __post_init__(self) -> None:
         if self.index is None:

@@ -236,16 +236,16 @@ def allocate(
     config: AllocationConfig,
     *,
     exclude: frozenset[str] = frozenset(),
+    routes: Routes | None = None,
 ) -> Decision:
-    """Decide where ``order`` goes. Never changes the snapshot's state (see :func:`apply`);
-    keeps the destination's geofence walk in its memo (``snapshot.routes``)."""
+    """Decide where ``order`` goes. Never mutates the snapshot (see :func:`apply`).
+    ``routes``: a batch's memo of destinations (:func:`allocate_batch`); without one the
+    geofence is walked afresh (nothing is kept: one order, or orders from everywhere)."""
     tier = tier_of(order, config)
     need_cold = needs_cold_chain(order, snapshot, config)
     version = config.version
-    routes = snapshot.routes
-    if routes is None:
-        routes = snapshot.routes = Routes()
-    route = routes.of(order, snapshot, need_cold, exclude)
+    route = (Route(order, snapshot, need_cold, exclude, keep=False) if routes is None
+             else routes.of(order, snapshot, need_cold, exclude))
     lines = _demand(order.lines)
     walk = _walk(lines, snapshot, config, route, False)
     traces: list[CandidateTrace] = []
@@ -280,6 +280,8 @@ def allocate(
                                   f"ranked {rank}: lower score than {best_id}")))
         parts = (Part(best.warehouse.id, best.distance_km, order.lines),)
     elif config.split_shipments and len(order.lines) > 1:
+        if not route.keep:  # walked once already, and nothing kept of it
+            route = Route(order, snapshot, need_cold, exclude, keep=False)
         parts, split_traces, reason = _split(order, snapshot, config, route)
         traces.extend(split_traces)
     else:
@@ -404,11 +406,15 @@ def allocate_batch(
     config: AllocationConfig,
     *,
     exclude: frozenset[str] = frozenset(),
+    routes: Routes | None = None,
 ) -> list[Decision]:
-    """Allocate in tier/age order, reserving in the snapshot as it goes (mutates it)."""
+    """Allocate in tier/age order, reserving in the snapshot as it goes (mutates it).
+    Each destination's geofence walk is kept for the batch (:class:`Routes`; pass one to
+    keep it across the calls of one batch decided in parts)."""
     decisions = []
+    routes = routes if routes is not None else Routes()
     for order in batch_order(orders, config):
-        decision = allocate(order, snapshot, config, exclude=exclude)
+        decision = allocate(order, snapshot, config, exclude=exclude, routes=routes)
         if decision.allocated:
             apply(decision, snapshot)
         decisions.append(decision)

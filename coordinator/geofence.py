@@ -23,11 +23,12 @@ _EAGER = 32  # up to this many warehouses a route is worked out whole when first
 class Routes:
     """Each destination's warehouses nearest first with the geofence's verdict on each
     (``None``: passes; else the trace row that drops it: excluded, paused, unavailable,
-    not cold-chain), kept for the next order to the same spot (orders come from a few
-    hundred stores). Valid only while no warehouse's flags change, so it lives with one
-    set of :class:`~coordinator.allocation_model.WarehouseState` objects: a batch's, or
-    the snapshot cache's, which is rebuilt when any warehouse row changes. Stock is never
-    memoised here: it changes with every order."""
+    not cold-chain), kept for the next order to the same spot within one batch (a
+    reroute's 10,000 orders come from a few hundred stores). Valid only while no
+    warehouse's flags change: one batch, one snapshot. Stock is never memoised here: it
+    changes with every order. Not kept across intake batches: 200 orders from as many
+    stores rarely share one, and a memo that lives long keeps every route it ever made
+    for the garbage collector to walk (the engine alone measured slower with one)."""
 
     __slots__ = ("_routes",)
 
@@ -38,7 +39,7 @@ class Routes:
            exclude: frozenset[str]) -> Route:
         key = (order.lat, order.lon, need_cold, exclude)
         route = self._routes.get(key)
-        if route is None or route.warehouses is not snapshot.warehouses:
+        if route is None or route.warehouses is not snapshot.warehouses:  # another snapshot
             if len(self._routes) >= _MEMO:
                 self._routes.clear()
             route = self._routes[key] = Route(order, snapshot, need_cold, exclude)
@@ -53,10 +54,11 @@ class Route:
     ``source`` is None (a small region: all of them, worked out at once), else iterate
     (a large one: read from the spatial index as far as some order walks)."""
 
-    __slots__ = ("cold", "exclude", "source", "stops", "warehouses")
+    __slots__ = ("cold", "exclude", "keep", "source", "stops", "warehouses")
 
     def __init__(self, order: OrderRequest, snapshot: Snapshot, need_cold: bool,
-                 exclude: frozenset[str]) -> None:
+                 exclude: frozenset[str], *, keep: bool = True) -> None:
+        """``keep=False``: one walk only, nothing stored (no memo to serve)."""
         index = snapshot.index
         if index is None:  # pragma: no cover - __post_init__ builds it
             raise AllocationError("snapshot has no warehouse index")
@@ -65,7 +67,8 @@ class Route:
         self.warehouses = snapshot.warehouses
         self.cold = need_cold
         self.exclude = exclude
-        if len(index) <= _EAGER:
+        self.keep = keep
+        if keep and len(index) <= _EAGER:
             for _ in self:
                 pass
 
@@ -89,6 +92,7 @@ class Route:
                 dropped = trace_row((wid, distance, None, None, None, False, "geofence",
                                   "not cold-chain capable"))
             stop = (distance, wid, wh, dropped)
-            self.stops.append(stop)
+            if self.keep:
+                self.stops.append(stop)
             yield stop
         self.source = None

@@ -168,13 +168,14 @@ def _reroute(
         snapshot = snapshots.snapshot_for(db, requests, now=now, config=rules,
                                           complete=True).snapshot
         exclude = frozenset([warehouse_id])
+        routes = engine.Routes()  # one batch decided in shares: one memo
         names: dict[tuple[str, ...], str] = {}  # warehouse_ids column, one text per choice
         etas: dict[datetime, str] = {}  # orders of one store share their ETA: stamped once
         writing: MovesInFlight | None = None
         try:
             for start in range(0, len(requests), share_size):
                 decisions = engine.allocate_batch(requests[start:start + share_size], snapshot,
-                                                  rules, exclude=exclude)
+                                                  rules, exclude=exclude, routes=routes)
                 share = Ledger(now)
                 _record(share, warehouse_id, incident_id, reason, affected, decisions,
                         moved, stuck, names, etas)

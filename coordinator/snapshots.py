@@ -52,8 +52,6 @@ class _Cache:
     # were last checked: while both are the same, no other writer (they wait for the
     # lock) nor this connection changed them, and the check is not repeated
     checked_in: tuple[int, int] | None = None
-    # each destination's geofence walk, for these warehouse objects (engine.Routes)
-    routes: engine.Routes = field(default_factory=engine.Routes)
 
 
 _caches: weakref.WeakKeyDictionary[Database, _Cache] = weakref.WeakKeyDictionary()
@@ -323,8 +321,7 @@ def snapshot_for(
             _load_totals(db, snapshot.totals, sorted(snapshot.stock))
         return SnapshotLoader(db, snapshot, day, sqlite=dialect(db) == "sqlite")
     memo = _stock_memos.pop(db, None)  # taken out: a failed batch leaves none behind
-    snapshot = Snapshot(cache.warehouses, {}, cache.cold_skus, loaded=set(), index=cache.index,
-                        routes=cache.routes)
+    snapshot = Snapshot(cache.warehouses, {}, cache.cold_skus, loaded=set(), index=cache.index)
     sqlite = dialect(db) == "sqlite"
     loader = SnapshotLoader(db, snapshot, day, sqlite=sqlite, totals=totals)
     # the memo's token reads SQLite's data_version; on PostgreSQL every batch reads afresh
