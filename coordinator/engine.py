@@ -22,154 +22,37 @@ import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import NamedTuple
 
+from coordinator.allocation_model import (
+    CandidateTrace,
+    Decision,
+    IncompleteSnapshot,
+    Line,
+    OrderRequest,
+    Part,
+    Snapshot,
+    StockState,
+    WarehouseState,
+    apply,
+    release,
+    totals_of,
+    trace_row,
+    why_not,
+)
 from coordinator.errors import AllocationError
+from coordinator.geofence import Route, Routes
 from coordinator.settings import AllocationConfig
-from protocols.geo import SpatialIndex
+
+# the engine's inputs and outputs live in coordinator.allocation_model; callers may keep
+# importing them from here
+__all__ = [
+    "CandidateTrace", "Decision", "IncompleteSnapshot", "Line", "OrderRequest", "Part",
+    "Routes", "Snapshot", "StockState", "WarehouseState", "allocate", "allocate_batch", "apply",
+    "batch_order", "eta_for", "needs_cold_chain", "release", "tier_of", "totals_of",
+    "why_not",
+]
 
 _BY_DISTANCE = operator.itemgetter(1, 0)  # CandidateTrace: distance, then warehouse id
-
-
-# -- snapshot ----------------------------------------------------------------------
-@dataclass(slots=True)
-class WarehouseState:
-    id: str
-    lat: float
-    lon: float
-    cold_chain: bool = False
-    available: bool = True
-    unavailable_reason: str | None = None
-    paused: bool = False
-    daily_capacity: int = 0  # 0 = unlimited
-    capacity_override: bool = False
-    handled_today: int = 0
-    name: str = ""
-
-
-@dataclass(slots=True)
-class StockState:
-    on_hand: int
-    reserved: int = 0
-    safety_stock: int = 0
-
-    @property
-    def sellable(self) -> int:
-        return self.on_hand - self.reserved - self.safety_stock
-
-
-@dataclass(slots=True)
-class Snapshot:
-    """What the engine may look at. ``stock[warehouse][sku]``; a missing entry is zero stock.
-
-    ``loaded`` is the set of (warehouse, sku) pairs whose stock is included, or ``None``
-    when the snapshot holds all stock.
-    """
-
-    warehouses: dict[str, WarehouseState]
-    stock: dict[str, dict[str, StockState]]
-    cold_skus: frozenset[str]
-    loaded: set[tuple[str, str]] | None = None
-    index: SpatialIndex | None = None
-    # warehouse -> [on hand, reserved] summed over every SKU it holds: only the
-    # ``warehouse`` reservation scope reads it (None: not loaded)
-    totals: dict[str, list[int]] | None = None
-
-    def __post_init__(self) -> None:
-        if self.index is None:
-            self.index = SpatialIndex((w.id, w.lat, w.lon) for w in self.warehouses.values())
-
-    def stock_of(self, warehouse_id: str, sku_id: str) -> StockState | None:
-        per = self.stock.get(warehouse_id)
-        return None if per is None else per.get(sku_id)
-
-
-# -- orders and decisions -------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Line:
-    sku_id: str
-    qty: int
-
-
-@dataclass(frozen=True, slots=True)
-class OrderRequest:
-    order_id: str
-    channel: str
-    lines: tuple[Line, ...]
-    lat: float
-    lon: float
-    received_at: datetime
-    tier: int | None = None  # None: the channel rule decides
-    # when a warehouse can start handling it: a reroute or a retry places the order now,
-    # so its ETA counts from then; None: from received_at
-    handling_from: datetime | None = None
-
-
-class CandidateTrace(NamedTuple):
-    """One warehouse the engine looked at (a tuple: cheap to build, stored as a JSON row)."""
-
-    warehouse_id: str
-    distance_km: float
-    reservation_rate: float | None = None
-    stock_depth: float | None = None
-    score: float | None = None
-    chosen: bool = False
-    # geofence (unavailable, paused, not cold chain) | stock (a line cannot be covered) |
-    # inventory (reservation rate) | capacity | ranking | excluded
-    dropped_by: str | None = None
-    why: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Part:
-    warehouse_id: str
-    distance_km: float
-    lines: tuple[Line, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    order_id: str
-    tier: int
-    need_cold_chain: bool
-    rule_set_version: str
-    parts: tuple[Part, ...] = ()
-    eta: datetime | None = None
-    reason: str | None = None
-    candidates: tuple[CandidateTrace, ...] = ()
-    examined: int = 0
-    farthest_examined_km: float = 0.0
-    omitted: int = 0  # dropped candidates left out of the trace (trace_limit)
-
-    @property
-    def allocated(self) -> bool:
-        return bool(self.parts)
-
-    @property
-    def warehouse_id(self) -> str | None:
-        return self.parts[0].warehouse_id if self.parts else None
-
-    @property
-    def distance_km(self) -> float | None:
-        return max(p.distance_km for p in self.parts) if self.parts else None
-
-
-def _trace(fields: tuple[str, float, float | None, float | None, float | None, bool,
-                         str | None, str | None]) -> CandidateTrace:
-    """Build a trace row without NamedTuple's keyword machinery (hot path)."""
-    return _tuple_new(CandidateTrace, fields)
-
-
-_tuple_new = tuple.__new__
-
-
-class IncompleteSnapshot(AllocationError):
-    """The engine reached a warehouse whose stock the snapshot does not hold."""
-
-    def __init__(self, warehouse_id: str, examined: int) -> None:
-        self.warehouse_id = warehouse_id
-        self.examined = examined
-        super().__init__(f"snapshot lacks stock of warehouse {warehouse_id!r}")
 
 
 @dataclass(slots=True)
@@ -229,48 +112,29 @@ def eta_for(
 
 
 def _walk(
-    order: OrderRequest,
+    lines: tuple[Line, ...],
     snapshot: Snapshot,
     config: AllocationConfig,
-    need_cold: bool,
-    exclude: frozenset[str],
+    route: Route,
     want_split: bool,
 ) -> _Walk:
+    """``lines``: the order's demand (:func:`_demand`)."""
     walk = _Walk()
-    index = snapshot.index
-    if index is None:  # pragma: no cover - __post_init__ builds it
-        raise AllocationError("snapshot has no warehouse index")
-    warehouses = snapshot.warehouses
     stock = snapshot.stock
     loaded = snapshot.loaded
     limit = config.trace_limit
     wanted = config.nearest
     split_pool = max(wanted, config.max_parts * 4)
-    lines = _demand(order.lines)
+    dropped_rows = walk.dropped
 
-    def drop(trace: CandidateTrace) -> None:
-        if len(walk.dropped) < limit:
-            walk.dropped.append(trace)
-        else:
-            walk.omitted += 1
-
-    for distance, wid in index.nearest(order.lat, order.lon):
-        wh = warehouses[wid]
+    for distance, wid, wh, dropped in (route.stops if route.source is None else route):
         walk.examined += 1
-        walk.farthest = distance
-        d = distance  # the index yields distances rounded to the metre
-        if wid in exclude:
-            drop(_trace((wid, d, None, None, None, False, "excluded",
-                         "warehouse being rerouted")))
-            continue
-        if wh.paused or not wh.available:
-            why = "paused by operator" if wh.paused else "unavailable"
-            if wh.unavailable_reason:
-                why = f"{why}: {wh.unavailable_reason}"
-            drop(_trace((wid, d, None, None, None, False, "geofence", why)))
-            continue
-        if need_cold and not wh.cold_chain:
-            drop(_trace((wid, d, None, None, None, False, "geofence", "not cold-chain capable")))
+        walk.farthest = d = distance
+        if dropped is not None:
+            if len(dropped_rows) < limit:
+                dropped_rows.append(dropped)
+            else:
+                walk.omitted += 1
             continue
         if loaded is not None:
             for line in lines:
@@ -295,7 +159,10 @@ def _walk(
                 covered += 1
         if short is not None:
             why = f"short of {short.sku_id}: {short_have} sellable < {short.qty} ordered"
-            drop(_trace((wid, d, None, None, None, False, "stock", why)))
+            if len(dropped_rows) < limit:
+                dropped_rows.append(trace_row((wid, d, None, None, None, False, "stock", why)))
+            else:
+                walk.omitted += 1
             if want_split and covered and len(walk.partial) < split_pool:
                 walk.partial.append(_Feasible(wh, distance))
             continue
@@ -330,12 +197,6 @@ def _rate_and_depth(f: _Feasible, lines: Sequence[Line],
     f.rate = rate
     f.rate_sku = rate_sku
     f.depth = 0.0 if depth == math.inf else depth
-
-
-def totals_of(stock: dict[str, dict[str, StockState]]) -> dict[str, list[int]]:
-    """Warehouse-wide [on hand, reserved] of a complete stock map (tests, benchmarks)."""
-    return {wid: [sum(s.on_hand for s in per.values()), sum(s.reserved for s in per.values())]
-            for wid, per in stock.items()}
 
 
 def _reservation_why(f: _Feasible, snapshot: Snapshot, config: AllocationConfig) -> str | None:
@@ -375,28 +236,33 @@ def allocate(
     config: AllocationConfig,
     *,
     exclude: frozenset[str] = frozenset(),
+    routes: Routes | None = None,
 ) -> Decision:
-    """Decide where ``order`` goes. Never mutates the snapshot (see :func:`apply`)."""
+    """Decide where ``order`` goes. Never mutates the snapshot (see :func:`apply`).
+    ``routes``: a batch's memo of destinations (:func:`allocate_batch`); without one the
+    geofence is walked afresh (nothing is kept: one order, or orders from everywhere)."""
     tier = tier_of(order, config)
     need_cold = needs_cold_chain(order, snapshot, config)
     version = config.version
-    walk = _walk(order, snapshot, config, need_cold, exclude, False)
+    route = (Route(order, snapshot, need_cold, exclude, keep=False) if routes is None
+             else routes.of(order, snapshot, need_cold, exclude))
+    lines = _demand(order.lines)
+    walk = _walk(lines, snapshot, config, route, False)
     traces: list[CandidateTrace] = []
     kept: list[_Feasible] = []
     threshold = config.reservation_threshold
     warehouse_scope = config.reservation_scope == "warehouse"
-    lines = _demand(order.lines)
     stock = snapshot.stock
     for f in walk.feasible:
         _rate_and_depth(f, lines, stock)
         wh = f.warehouse
         if (f.rate > threshold or warehouse_scope) and (
                 why := _reservation_why(f, snapshot, config)) is not None:
-            traces.append(_trace((wh.id, f.distance_km, round(f.rate, 4), round(f.depth, 3),
+            traces.append(trace_row((wh.id, f.distance_km, round(f.rate, 4), round(f.depth, 3),
                                   None, False, "inventory", why)))
         elif _over_capacity(wh):
             why = f"daily handling capacity reached ({wh.handled_today}/{wh.daily_capacity})"
-            traces.append(_trace((wh.id, f.distance_km, round(f.rate, 4), round(f.depth, 3),
+            traces.append(trace_row((wh.id, f.distance_km, round(f.rate, 4), round(f.depth, 3),
                                   None, False, "capacity", why)))
         else:
             kept.append(f)
@@ -406,15 +272,17 @@ def allocate(
         scored = _rank(kept, config)
         best = scored[0][1]
         best_id = best.warehouse.id
-        traces.append(_trace((best_id, best.distance_km, round(best.rate, 4),
+        traces.append(trace_row((best_id, best.distance_km, round(best.rate, 4),
                               round(best.depth, 3), scored[0][0], True, None, None)))
         for rank, (score, f) in enumerate(scored[1:], start=2):
-            traces.append(_trace((f.warehouse.id, f.distance_km, round(f.rate, 4),
+            traces.append(trace_row((f.warehouse.id, f.distance_km, round(f.rate, 4),
                                   round(f.depth, 3), score, False, "ranking",
                                   f"ranked {rank}: lower score than {best_id}")))
         parts = (Part(best.warehouse.id, best.distance_km, order.lines),)
     elif config.split_shipments and len(order.lines) > 1:
-        parts, split_traces, reason = _split(order, snapshot, config, need_cold, exclude)
+        if not route.keep:  # walked once already, and nothing kept of it
+            route = Route(order, snapshot, need_cold, exclude, keep=False)
+        parts, split_traces, reason = _split(order, snapshot, config, route)
         traces.extend(split_traces)
     else:
         reason = _unallocated_reason(walk, need_cold, snapshot, config)
@@ -473,14 +341,13 @@ def _split(
     order: OrderRequest,
     snapshot: Snapshot,
     config: AllocationConfig,
-    need_cold: bool,
-    exclude: frozenset[str],
+    route: Route,
 ) -> tuple[tuple[Part, ...], list[CandidateTrace], str | None]:
     """Greedy split: repeatedly take the warehouse covering the most remaining lines."""
-    walk = _walk(order, snapshot, config, need_cold, exclude, True)
+    demand = _demand(order.lines)
+    walk = _walk(demand, snapshot, config, route, True)
     pool: list[_Feasible] = []
     traces: list[CandidateTrace] = []
-    demand = _demand(order.lines)
     per_sku = config.reservation_scope == "per_sku"
     for f in walk.partial:
         _rate_and_depth(f, demand, snapshot.stock)
@@ -528,38 +395,6 @@ def _split(
     return tuple(parts), traces, None
 
 
-def apply(decision: Decision, snapshot: Snapshot) -> None:
-    """Reserve the decision's stock in the (in-memory) snapshot, as the store does in SQL."""
-    totals = snapshot.totals
-    for part in decision.parts:
-        per = snapshot.stock.setdefault(part.warehouse_id, {})
-        held = None if totals is None else totals.get(part.warehouse_id)
-        for line in part.lines:
-            st = per.get(line.sku_id)
-            if st is None or st.sellable < line.qty:
-                message = f"cannot reserve {line.qty} x {line.sku_id} at {part.warehouse_id}"
-                raise AllocationError(message)
-            st.reserved += line.qty
-            if held is not None:
-                held[1] += line.qty
-        snapshot.warehouses[part.warehouse_id].handled_today += 1
-
-
-def release(warehouse_id: str, lines: Iterable[Line], snapshot: Snapshot) -> None:
-    """Give back a reservation in the snapshot (the reverse of :func:`apply`)."""
-    per = snapshot.stock.get(warehouse_id)
-    if per is None:
-        return
-    held = None if snapshot.totals is None else snapshot.totals.get(warehouse_id)
-    for line in lines:
-        st = per.get(line.sku_id)
-        if st is not None:
-            given = min(st.reserved, line.qty)
-            st.reserved -= given
-            if held is not None:
-                held[1] -= given
-
-
 def batch_order(orders: Iterable[OrderRequest], config: AllocationConfig) -> list[OrderRequest]:
     """Highest tier (lowest number) first, then oldest; ties keep the given order (stable)."""
     return sorted(orders, key=lambda o: (tier_of(o, config), o.received_at))
@@ -571,31 +406,16 @@ def allocate_batch(
     config: AllocationConfig,
     *,
     exclude: frozenset[str] = frozenset(),
+    routes: Routes | None = None,
 ) -> list[Decision]:
-    """Allocate in tier/age order, reserving in the snapshot as it goes (mutates it)."""
+    """Allocate in tier/age order, reserving in the snapshot as it goes (mutates it).
+    Each destination's geofence walk is kept for the batch (:class:`Routes`; pass one to
+    keep it across the calls of one batch decided in parts)."""
     decisions = []
+    routes = routes if routes is not None else Routes()
     for order in batch_order(orders, config):
-        decision = allocate(order, snapshot, config, exclude=exclude)
+        decision = allocate(order, snapshot, config, exclude=exclude, routes=routes)
         if decision.allocated:
             apply(decision, snapshot)
         decisions.append(decision)
     return decisions
-
-
-def why_not(decision: Decision, warehouse_id: str, distance_km: float | None) -> str:
-    """Answer "why not warehouse X" from a stored decision."""
-    for c in decision.candidates:
-        if c.warehouse_id == warehouse_id:
-            if c.chosen:
-                return f"{warehouse_id} was chosen"
-            return f"{warehouse_id} ({c.distance_km} km) was dropped by {c.dropped_by}: {c.why}"
-    if distance_km is None:
-        return f"{warehouse_id} is not a known warehouse"
-    if decision.omitted and distance_km <= decision.farthest_examined_km:
-        return (f"{warehouse_id} ({distance_km:.3f} km) failed the geofence; its detail was "
-                f"left out of the trace ({decision.omitted} candidates omitted)")
-    feasible = [c for c in decision.candidates
-                if c.dropped_by not in ("geofence", "stock", "excluded")]
-    return (f"{warehouse_id} ({distance_km:.3f} km) was farther than the {len(feasible)} "
-            f"nearest feasible warehouse(s); the search stopped at "
-            f"{decision.farthest_examined_km} km")

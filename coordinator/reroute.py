@@ -2,8 +2,10 @@
 
 :func:`reroute_warehouse` reads one snapshot (every warehouse, stock of the SKUs involved),
 re-allocates with the same engine (the failed warehouse excluded) highest tier and oldest
-first, updating the snapshot in memory as it goes, then writes everything through the
-:class:`~coordinator.ledger.Ledger` (one ``executemany`` per statement). It runs inside
+first, updating the snapshot in memory as it goes, and writes through the
+:class:`~coordinator.ledger.Ledger`: in shares of :data:`SHARE` orders, each share's
+moves written on a writer thread while the next share is decided (the same decisions as
+one batch: one snapshot, one order), stock and the incident row once at the end. It runs inside
 ``db.atomic()`` (a savepoint when the caller already holds a transaction, so
 notifications can be queued in the same commit).
 
@@ -21,7 +23,7 @@ from coordinator.db import Database, write_transaction
 from coordinator.engine import Line, OrderRequest
 from coordinator.errors import NotFound
 from coordinator.gcpause import gc_paused
-from coordinator.ledger import Ledger, to_json
+from coordinator.ledger import Ledger, MovesInFlight, to_json
 from coordinator.settings import AllocationConfig, Settings
 from protocols.timestamps import parse_stamp, stamp
 
@@ -81,6 +83,11 @@ class _Affected:
     reservation_ids: dict[int, int]  # line_no -> reservation row id
 
 
+# Orders decided and written per step: while one share's moves are written (one long
+# statement each, on a writer thread), the next share is decided and its traces encoded.
+SHARE = 2_000
+
+
 def reroute_warehouse(
     db: Database,
     warehouse_id: str,
@@ -89,8 +96,10 @@ def reroute_warehouse(
     reason: str,
     now: datetime,
     config: AllocationConfig | Settings,
+    share_size: int = SHARE,
 ) -> RerouteResult:
-    """Re-allocate every unshipped order held at ``warehouse_id``; see the module doc."""
+    """Re-allocate every unshipped order held at ``warehouse_id``; see the module doc.
+    ``share_size``: orders decided and written per step (:func:`_reroute`)."""
     rules = config.allocation if isinstance(config, Settings) else config
     started = time.perf_counter()
     with gc_paused(), write_transaction(db):
@@ -99,22 +108,8 @@ def reroute_warehouse(
             return previous
         if db.execute("SELECT 1 FROM warehouses WHERE id = ?", [warehouse_id]).fetchone() is None:
             raise NotFound("warehouse", warehouse_id)
-        affected = _affected_orders(db, warehouse_id)
-        decisions = []
-        if affected:
-            # Nothing held there (a whole fleet tripping after a broker restart is mostly
-            # such warehouses): no snapshot of every warehouse to load for nothing.
-            # The failed warehouse's held stock is given back (excluded from the search).
-            requests = [
-                OrderRequest(a.order_id, a.channel, tuple(line for _, line in a.lines),
-                             a.lat, a.lon, a.received_at, tier=a.tier, handling_from=now)
-                for a in affected.values()
-            ]
-            snapshot = snapshots.snapshot_for(db, requests, now=now, config=rules,
-                                              complete=True).snapshot
-            decisions = engine.allocate_batch(requests, snapshot, rules,
-                                              exclude=frozenset([warehouse_id]))
-        result = _write(db, warehouse_id, incident_id, reason, now, rules, affected, decisions)
+        result = _reroute(db, warehouse_id, incident_id, reason, now, rules,
+                          _affected_orders(db, warehouse_id), max(1, share_size))
     seconds = time.perf_counter() - started
     return RerouteResult(result.incident_id, result.warehouse_id, result.reason,
                          result.started_at, result.moved, result.stuck, False, seconds)
@@ -130,18 +125,22 @@ def _affected_orders(db: Database, warehouse_id: str) -> dict[str, _Affected]:
         [warehouse_id],
     ).fetchall()
     affected: dict[str, _Affected] = {}
+    received_at: dict[str, datetime] = {}  # orders of one batch share their arrival
     for (oid, channel, store, customer, lat, lon, received, tier, owh, line_no, sku, qty,
          rid) in rows:
         item = affected.get(oid)
         if item is None:
+            arrived = received_at.get(received)
+            if arrived is None:
+                arrived = received_at[received] = parse_stamp(received)
             item = affected[oid] = _Affected(oid, channel, store, customer, lat, lon,
-                                             parse_stamp(received), tier, owh, [], {})
+                                             arrived, tier, owh, [], {})
         item.lines.append((line_no, Line(sku, qty)))
         item.reservation_ids[line_no] = rid
     return affected
 
 
-def _write(
+def _reroute(
     db: Database,
     warehouse_id: str,
     incident_id: str,
@@ -149,14 +148,69 @@ def _write(
     now: datetime,
     rules: AllocationConfig,
     affected: dict[str, _Affected],
-    decisions: list[engine.Decision],
+    share_size: int,
 ) -> RerouteResult:
-    ledger = Ledger(now)
-    at = ledger.at
+    """Decide and write in shares of ``share_size`` orders, highest tier and oldest first:
+    share *n*'s moves are written while share *n+1* is decided. The stock taken and given
+    back, the daily load and the incident row are written once, last (stock rows in
+    (warehouse, SKU) order, the guarded take may still roll everything back)."""
+    last = Ledger(now)
     moved: list[MovedOrder] = []
     stuck: list[StuckOrder] = []
-    parts_json: dict[tuple[str, ...], str] = {}  # warehouse_ids column, one text per choice
-    held_lines = 0  # held reservations of the moved orders (moved set-based, counted)
+    if affected:
+        # Nothing held there (a whole fleet tripping after a broker restart is mostly
+        # such warehouses): no snapshot of every warehouse to load for nothing.
+        # The failed warehouse's held stock is given back (excluded from the search).
+        requests = engine.batch_order(
+            [OrderRequest(a.order_id, a.channel, tuple(line for _, line in a.lines),
+                          a.lat, a.lon, a.received_at, tier=a.tier, handling_from=now)
+             for a in affected.values()], rules)
+        snapshot = snapshots.snapshot_for(db, requests, now=now, config=rules,
+                                          complete=True).snapshot
+        exclude = frozenset([warehouse_id])
+        routes = engine.Routes()  # one batch decided in shares: one memo
+        names: dict[tuple[str, ...], str] = {}  # warehouse_ids column, one text per choice
+        etas: dict[datetime, str] = {}  # orders of one store share their ETA: stamped once
+        writing: MovesInFlight | None = None
+        try:
+            for start in range(0, len(requests), share_size):
+                decisions = engine.allocate_batch(requests[start:start + share_size], snapshot,
+                                                  rules, exclude=exclude, routes=routes)
+                share = Ledger(now)
+                _record(share, warehouse_id, incident_id, reason, affected, decisions,
+                        moved, stuck, names, etas)
+                share.hand_stock_to(last)
+                if writing is not None:
+                    writing.finish()
+                writing = share.start_moves(db)
+        except BaseException:
+            if writing is not None:
+                writing.wait()  # the connection is free again before the rollback
+            raise
+        if writing is not None:
+            writing.finish()
+    last.open_incident(incident_id, warehouse_id, reason, rules.version, len(moved),
+                       len(stuck))
+    last.flush(db)
+    return RerouteResult(incident_id, warehouse_id, reason, last.at, moved, stuck)
+
+
+def _record(
+    ledger: Ledger,
+    warehouse_id: str,
+    incident_id: str,
+    reason: str,
+    affected: dict[str, _Affected],
+    decisions: list[engine.Decision],
+    moved: list[MovedOrder],
+    stuck: list[StuckOrder],
+    names: dict[tuple[str, ...], str],
+    etas: dict[datetime, str],
+) -> None:
+    """One share's rows: moves, stuck orders, decisions (appended to ``moved``/``stuck``)."""
+    at = ledger.at
+    share: list[str] = []  # the share's moved orders
+    held_lines = 0  # their held reservations (moved set-based, counted)
     for decision in decisions:
         a = affected[decision.order_id]
         oid = a.order_id
@@ -166,6 +220,7 @@ def _write(
         if parts:
             new_wh = parts[0].warehouse_id
             held_lines += len(a.lines)
+            share.append(oid)
             if len(parts) == 1:
                 for _, line in a.lines:
                     ledger.take_stock(new_wh, line.sku_id, line.qty)
@@ -183,7 +238,10 @@ def _write(
             for part in parts:
                 ledger.count_load(part.warehouse_id)
             distance = decision.distance_km or 0.0
-            eta = stamp(decision.eta) if decision.eta is not None else at
+            eta = at
+            if decision.eta is not None:
+                eta = etas.get(decision.eta) or etas.setdefault(decision.eta,
+                                                                  stamp(decision.eta))
             ledger.incident_order((incident_id, oid, "moved", warehouse_id, new_wh,
                                    distance, eta, decision.tier, None))
             moved.append(MovedOrder(oid, a.channel, a.store_id, a.customer_id,
@@ -206,17 +264,13 @@ def _write(
                                     warehouse_id, decision.tier, why))
             outcome = "unallocated"
             key = ()
-        wids = parts_json.get(key)
+        wids = names.get(key)
         if wids is None:
-            wids = parts_json[key] = to_json(key)
+            wids = names[key] = to_json(key)
         ledger.decision(oid, "reroute", decision, outcome, incident_id=incident_id,
                         warehouse_ids=wids)
-    ledger.open_incident(incident_id, warehouse_id, reason, rules.version, len(moved),
-                         len(stuck))
-    if moved:
-        ledger.move_incident_orders(incident_id, warehouse_id, reason, held_lines)
-    ledger.flush(db)
-    return RerouteResult(incident_id, warehouse_id, reason, at, moved, stuck)
+    if share:
+        ledger.move_incident_orders(incident_id, warehouse_id, reason, held_lines, share)
 
 
 def load_incident(db: Database, incident_id: str) -> RerouteResult | None:

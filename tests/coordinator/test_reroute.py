@@ -232,3 +232,73 @@ def test_a_set_based_move_that_touches_other_rows_than_counted_writes_nothing(
     assert sample_db.execute(
         "SELECT count(*) FROM order_lines WHERE warehouse_id = 'WH-01' AND order_id IN "
         "(SELECT order_id FROM incident_orders)").fetchone()[0] == lines
+
+
+class _Undo(Exception):
+    """Rolls a reroute back after its result is read."""
+
+
+def test_a_reroute_written_in_shares_decides_as_one_batch(sample_db: Database,
+                                                          rules: AllocationConfig) -> None:
+    # Nine orders of one cold SKU, all from one spot next to WH-02; the two cold backups
+    # hold a few units: the first orders (in tier and age order) take them, the later
+    # ones, in later shares, must see that stock gone and get stuck, exactly as when the
+    # whole reroute is decided as one batch.
+    sku = sample_db.execute("SELECT id FROM skus WHERE cold_chain = 1 ORDER BY id").fetchone()[0]
+    upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-02", sku_id=sku, on_hand=50)]
+                     + [InventoryIn(warehouse_id=w, sku_id=sku, on_hand=0)
+                        for w in ("WH-05", "WH-07")], NOW)
+    wh = queries.get_warehouse(sample_db, "WH-02")
+    orders = [OrderIn(channel=Channel.WECHAT_MINI, channel_order_id=f"share-{i}",
+                      store_id="HZ-S001", lines=[OrderLine(sku_id=sku, qty=1)],
+                      lat=wh["lat"], lon=wh["lon"]) for i in range(9)]
+    for i, order in enumerate(orders):  # one by one: each a little older than the next
+        intake.submit_orders(sample_db, [order], now=NOW + timedelta(seconds=i), config=rules)
+    assert len(queries.unshipped_orders(sample_db, "WH-02")) == 9
+    upsert_inventory(sample_db, [InventoryIn(warehouse_id=w, sku_id=sku, on_hand=3)
+                                 for w in ("WH-05", "WH-07")], NOW)
+
+    def outcome(share_size: int) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+        done = reroute_warehouse(sample_db, "WH-02", incident_id=f"inc-share-{share_size}",
+                                 reason="breaker", now=NOW, config=rules,
+                                 share_size=share_size)
+        return ([(m.order_id, m.new_warehouse_id, m.eta) for m in done.moved],
+                [(s.order_id, s.reason) for s in done.stuck])
+
+    with pytest.raises(_Undo), sample_db.atomic():
+        whole = outcome(10_000)
+        raise _Undo
+    assert len(queries.unshipped_orders(sample_db, "WH-02")) == 9  # rolled back
+    in_shares = outcome(2)  # five shares
+    assert in_shares == whole
+    moved, stuck = in_shares
+    assert moved and stuck  # the stock ran out part way
+    assert [m[0] for m in moved] == [
+        r[0] for r in sample_db.execute(
+            "SELECT id FROM orders WHERE channel_order_id IN "
+            f"({', '.join('?' * len(moved))}) ORDER BY received_at",
+            [f"share-{i}" for i in range(len(moved))]).fetchall()]  # oldest moved first
+    assert sample_db.execute(
+        "SELECT count(*) FROM order_events WHERE kind = 'rerouted'").fetchone()[0] == len(moved)
+    _consistent(sample_db)
+
+
+def test_moves_written_on_the_writer_thread_fail_in_the_caller_and_roll_back(
+        sample_db: Database, rules: AllocationConfig) -> None:
+    intake.submit_orders(sample_db, _orders_near(sample_db, "WH-02", 4), now=NOW, config=rules)
+    held = sample_db.execute(
+        "SELECT order_id, count(*) FROM reservations WHERE warehouse_id = 'WH-02' "
+        "AND status = 'held' GROUP BY order_id ORDER BY order_id").fetchall()
+    lines = sum(n for _, n in held)
+    book = ledger.Ledger(NOW)
+    for order_id, _ in held:
+        book.incident_order(("inc-thread", order_id, "moved", "WH-02", "WH-01", 1.0,
+                             "2026-11-24T03:00:00Z", 1, None))
+    book.move_incident_orders("inc-thread", "WH-02", "test", lines + 1,
+                              [order_id for order_id, _ in held])
+    with pytest.raises(StoreError, match="expected: rolled back"), write_transaction(sample_db):
+        book.start_moves(sample_db).finish()
+    assert sample_db.execute("SELECT count(*) FROM incident_orders").fetchone()[0] == 0
+    assert sample_db.execute(
+        "SELECT count(*) FROM reservations WHERE warehouse_id = 'WH-02' AND status = 'held'"
+    ).fetchone()[0] == lines
