@@ -131,22 +131,22 @@ def uplink_log(db: Database, warehouse_id: str, since: str, until: str
 
 
 def log_breaker_event(db: Database, event: BreakerEvent, received_at: datetime) -> None:
-    """Keep a breaker event for its incident's timeline (a redelivery is deduplicated by
-    the watcher's tracker before it gets here only for state; here a repeat is harmless:
-    the view shows each state change once per ``(agent, event_time, state)``)."""
-    with write_transaction(db):
-        db.conn.execute(
-            "INSERT INTO ops_breaker_log (warehouse_id, breaker, agent_id, state, open, reason, "
-            "zone, rule, episode_id, limit_json, values_json, historical, event_time, "
-            "published_at, received_at) VALUES (:w, :b, :a, :s, :o, :r, :z, :rule, :e, :l, :v, "
-            ":h, :t, :p, :rec)",
-            {"w": event.warehouse_id, "b": event.breaker, "a": event.agent_id,
-             "s": event.state.value, "o": int(event.open), "r": event.reason, "z": event.zone,
-             "rule": event.rule, "e": event.episode_id,
-             "l": event.limit.model_dump_json() if event.limit else None,
-             "v": json.dumps([v.model_dump(mode="json") for v in event.values]),
-             "h": int(event.historical), "t": stamp(event.event_time),
-             "p": stamp(event.published_at), "rec": stamp(received_at)})
+    """Keep a breaker event for its incident's timeline (inside the caller's transaction:
+    the one applying the event; the tracker's duplicates are not logged, and a repeat
+    would be harmless: the view shows each state change once per
+    ``(agent, event_time, state)``)."""
+    db.conn.execute(
+        "INSERT INTO ops_breaker_log (warehouse_id, breaker, agent_id, state, open, reason, "
+        "zone, rule, episode_id, limit_json, values_json, historical, event_time, "
+        "published_at, received_at) VALUES (:w, :b, :a, :s, :o, :r, :z, :rule, :e, :l, :v, "
+        ":h, :t, :p, :rec)",
+        {"w": event.warehouse_id, "b": event.breaker, "a": event.agent_id,
+         "s": event.state.value, "o": int(event.open), "r": event.reason, "z": event.zone,
+         "rule": event.rule, "e": event.episode_id,
+         "l": event.limit.model_dump_json() if event.limit else None,
+         "v": json.dumps([v.model_dump(mode="json") for v in event.values]),
+         "h": int(event.historical), "t": stamp(event.event_time),
+         "p": stamp(event.published_at), "rec": stamp(received_at)})
 
 
 def log_command_audit(db: Database, incident_id: str, record: AuditRecord) -> None:

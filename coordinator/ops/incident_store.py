@@ -5,6 +5,7 @@ handler needs around them. SQL only here; :mod:`coordinator.ops.handler` decides
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -67,6 +68,18 @@ def warehouse_info(db: Database, warehouse_id: str) -> WarehouseInfo | None:
     return None if row is None else WarehouseInfo(*row)
 
 
-def warehouse_infos(db: Database) -> dict[str, WarehouseInfo]:
-    return {r[0]: WarehouseInfo(*r) for r in db.execute(
-        "SELECT id, name, address, lat, lon FROM warehouses").fetchall()}
+def warehouse_infos(db: Database, warehouse_ids: Sequence[str] | None = None
+                    ) -> dict[str, WarehouseInfo]:
+    """Every warehouse, or only those of ``warehouse_ids`` (a reroute names a few of
+    thousands: reading all of them per trip made a storm quadratic)."""
+    if warehouse_ids is None:
+        return {r[0]: WarehouseInfo(*r) for r in db.execute(
+            "SELECT id, name, address, lat, lon FROM warehouses").fetchall()}
+    found: dict[str, WarehouseInfo] = {}
+    ids = sorted(set(warehouse_ids))
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        found.update({r[0]: WarehouseInfo(*r) for r in db.execute(
+            "SELECT id, name, address, lat, lon FROM warehouses "
+            f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk).fetchall()})
+    return found
