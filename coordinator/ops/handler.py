@@ -29,7 +29,7 @@ from coordinator.errors import NotFound
 from coordinator.gateways import gate
 from coordinator.gateways import store as gateway_store
 from coordinator.gcpause import gc_paused
-from coordinator.ops import incident_log, tracker_store, transitions
+from coordinator.ops import incident_log, incident_store, tracker_store, transitions
 from coordinator.ops.availability_state import (
     COURIER_STALE_PREFIX,
     MANUAL_HOLD,
@@ -47,6 +47,7 @@ from coordinator.ops.notify.franchisee import (
     placed_notices_cursor,
     queue_placed_notices,
 )
+from coordinator.ops.notify.messages import WarehouseInfo
 from coordinator.ops.tracker_writes import Deferred
 from coordinator.ops.transitions import RerouteTiming
 from coordinator.settings import Settings
@@ -276,7 +277,7 @@ class OpsCore:
             # the incident's story (readings, limit, delivery delay) is told from these;
             # only what the gate let through, before the reroute reads the trip from it;
             # a duplicate writes nothing but its count
-            incident_log.log_breaker_event(self.db, trusted, now)
+            batch.deferred.breaker_log.append(incident_log.breaker_log_row(trusted, now))
         self._effects(found, now, result, started)
 
     def _open_batch(self) -> _Batch:
@@ -294,7 +295,8 @@ class OpsCore:
                    if isinstance(a, WarehouseUnavailable | WarehouseAvailable)}
         if audit is not None:
             touched.add(audit[1])
-            transitions.audit(self.db, audit[0], audit[1], audit[2], audit[3], None, now)
+            transitions.audit(batch.deferred, audit[0], audit[1], audit[2], audit[3], None,
+                              now)
         for wid in sorted(touched):
             self._sync_flags(wid, now)
         for action in actions:
@@ -303,12 +305,13 @@ class OpsCore:
                 result.rerouted.append(transitions.went_down(
                     self.db, action, known=self._known(action.warehouse_id),
                     actor=audit[2] if audit else action.cause, started=started,
-                    settings=self.settings, config=self.config, counts=batch.deferred))
+                    settings=self.settings, config=self.config, counts=batch.deferred,
+                    infos=batch.infos))
             elif isinstance(action, WarehouseAvailable):
                 result.transitions.append(action)
                 transitions.came_up(self.db, action, actor=audit[2] if audit else "tracker",
                                     settings=self.settings, config=self.config,
-                                    counts=batch.deferred)
+                                    counts=batch.deferred, infos=batch.infos)
 
     def _require_warehouse(self, warehouse_id: str) -> None:
         if not self._known(warehouse_id):
@@ -354,6 +357,7 @@ class _Batch:
 
     registry: gate.Registry
     flags: dict[str, WarehouseFlags | None]
+    infos: dict[str, WarehouseInfo] = field(default_factory=dict)
     deferred: Deferred = field(default_factory=Deferred)
 
     @classmethod
@@ -367,7 +371,8 @@ class _Batch:
             {w: w in found for w in warehouses})
         for agent in agents:
             registry.gateways.setdefault(agent, None)
-        return cls(registry, {w: found.get(w) for w in warehouses})
+        infos = incident_store.warehouse_infos(db, warehouses) if warehouses else {}
+        return cls(registry, {w: found.get(w) for w in warehouses}, infos)
 
     def flags_of(self, db: Database, warehouse_id: str) -> WarehouseFlags | None:
         if warehouse_id not in self.flags:

@@ -16,12 +16,26 @@ from protocols.timestamps import stamp
 _AUDIT_COLUMNS = ("action", "actor", "reason", "incident_id", "at")
 
 
+_AUDIT = ("INSERT INTO ops_warehouse_audit (warehouse_id, action, actor, reason, "
+          "incident_id, at) VALUES (?,?,?,?,?,?)")
+
+
+def audit_row(*, warehouse_id: str, action: str, actor: str, reason: str,
+              incident_id: str | None, at: datetime) -> tuple[Any, ...]:
+    """One audit row, for :func:`audit_many` (the ops batch writes them at its end)."""
+    return (warehouse_id, action, actor, reason, incident_id, stamp(at))
+
+
 def audit(db: Database, *, warehouse_id: str, action: str, actor: str, reason: str,
           incident_id: str | None, at: datetime) -> None:
-    db.conn.execute(
-        "INSERT INTO ops_warehouse_audit (warehouse_id, action, actor, reason, incident_id, "
-        "at) VALUES (?,?,?,?,?,?)",
-        (warehouse_id, action, actor, reason, incident_id, stamp(at)))
+    db.conn.execute(_AUDIT, audit_row(warehouse_id=warehouse_id, action=action, actor=actor,
+                                      reason=reason, incident_id=incident_id, at=at))
+
+
+def audit_many(db: Database, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Rows of :func:`audit_row`, in order (one statement on PostgreSQL)."""
+    if rows:
+        db.conn.executemany(_AUDIT, list(rows))
 
 
 def audit_trail(db: Database, warehouse_id: str) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from coordinator.db import Database
-from coordinator.ops import carrier_progress, tracker_writes
+from coordinator.ops import carrier_progress, incident_store, tracker_writes
 from coordinator.ops.availability import AvailabilityTracker, restore
 from coordinator.ops.availability_state import (
     COURIER_STALE_PREFIX,
@@ -140,11 +140,9 @@ def _lifetime_started(db: Database, lifetime: Lifetime, previous: str | None,
     reason = (f"agent {lifetime.agent_id} started a new lifetime (incarnation "
               f"{lifetime.incarnation or 'none'}, was {previous or 'none'}): its seq and "
               "session ordering start over")
-    db.conn.execute(
-        "INSERT INTO ops_warehouse_audit (warehouse_id, action, actor, reason, incident_id, at)"
-        " VALUES (?,?,?,?,?,?)",
-        (lifetime.warehouse_id, "agent_incarnation", lifetime.agent_id, reason, None, stamp(now)),
-    )
+    pending.audits.append(incident_store.audit_row(
+        warehouse_id=lifetime.warehouse_id, action="agent_incarnation",
+        actor=lifetime.agent_id, reason=reason, incident_id=None, at=now))
     pending.bump("agent_lifetimes_replaced")
     log.warning("%s", reason)
 

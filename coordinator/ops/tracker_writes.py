@@ -1,14 +1,16 @@
-"""The tracker's frequent records, written set-based once per applied batch.
+"""The ops records a batch writes once, set-based, at its end.
 
 A reconnect storm brings thousands of breaker events and births; written one statement
-each (a breaker state, a dedupe mark, a counter or two, an agent session), they cost a
-round trip per row on PostgreSQL. :class:`Deferred` collects them while a batch is
-applied and :meth:`Deferred.flush` writes each table with one ``executemany`` (one
-multi-row statement on PostgreSQL) inside the same transaction, so they commit with
-the batch's other effects or not at all. Nothing read while the batch is applied comes
-from these tables (the tracker keeps them in memory), which is what allows the delay.
-A later record of the same breaker or agent replaces an earlier one (only the last
-state is kept, as row by row upserts would leave it); counters add up.
+each (a breaker state, a dedupe mark, a counter or two, an agent session, the event's
+timeline row, an audit row), they cost a round trip per row on PostgreSQL.
+:class:`Deferred` collects them while a batch is applied and :meth:`Deferred.flush`
+writes each table with one ``executemany`` (one multi-row statement on PostgreSQL)
+inside the same transaction, so they commit with the batch's other effects or not at
+all. Nothing read while the batch is applied comes from these tables (the tracker keeps
+its records in memory), except a trip's facts, read from the breaker log by its reroute:
+that log is written first (:meth:`Deferred.flush_breaker_log`). A later record of the
+same breaker or agent replaces an earlier one (only the last state is kept, as row by
+row upserts would leave it); counters add up; log and audit rows keep their order.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from coordinator.db import Database
+from coordinator.ops import incident_log, incident_store
 from coordinator.ops.availability_state import AgentRecord, BreakerRecord, EventProcessed
 from protocols.timestamps import stamp, stamp_or_none
 
@@ -60,6 +63,10 @@ class Deferred:
     agents: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     processed: dict[tuple[str, str, int], tuple[Any, ...]] = field(default_factory=dict)
     counters: Counter[str] = field(default_factory=Counter)
+    # insert-only rows, kept in order: the incident timeline's breaker events and the
+    # warehouses' audit trail
+    breaker_log: list[tuple[Any, ...]] = field(default_factory=list)
+    audits: list[tuple[Any, ...]] = field(default_factory=list)
 
     def breaker(self, r: BreakerRecord) -> None:
         self.breakers[(r.warehouse_id, r.breaker)] = (
@@ -88,8 +95,16 @@ class Deferred:
         for key in [k for k in self.processed if k[0] == agent_id]:
             del self.processed[key]
 
+    def flush_breaker_log(self, db: Database) -> None:
+        """Now, before a trip's facts are read from the log."""
+        incident_log.log_breaker_events(db, self.breaker_log)
+        self.breaker_log.clear()
+
     def flush(self, db: Database) -> None:
         """Write and forget everything collected (a statement per table at most)."""
+        self.flush_breaker_log(db)
+        incident_store.audit_many(db, self.audits)
+        self.audits.clear()
         if self.breakers:
             db.conn.executemany(_BREAKER_STATE, list(self.breakers.values()))
         if self.agents:

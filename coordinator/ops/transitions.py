@@ -6,6 +6,7 @@ Called by :class:`coordinator.ops.handler.OpsCore`; the decisions are the tracke
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,6 +20,7 @@ from coordinator.ops.notify.messages import (
     IncidentSummary,
     MovedNotice,
     StuckNotice,
+    WarehouseInfo,
     incident_notices,
     recovery_notices,
 )
@@ -43,18 +45,30 @@ class RerouteTiming:
     committed: float
 
 
-def audit(db: Database, action: str, warehouse_id: str, actor: str, reason: str,
+def audit(counts: Deferred, action: str, warehouse_id: str, actor: str, reason: str,
           incident_id: str | None, now: datetime) -> None:
-    incident_store.audit(db, warehouse_id=warehouse_id, action=action, actor=actor,
-                         reason=reason, incident_id=incident_id, at=now)
+    """Onto the warehouse's audit trail, written with the batch's other records."""
+    counts.audits.append(incident_store.audit_row(
+        warehouse_id=warehouse_id, action=action, actor=actor, reason=reason,
+        incident_id=incident_id, at=now))
+
+
+def infos_of(db: Database, infos: dict[str, WarehouseInfo],
+             warehouse_ids: Iterable[str]) -> dict[str, WarehouseInfo]:
+    """Name, address and place of the warehouses, from ``infos`` (the batch read those
+    of its warehouses) or read now and kept there."""
+    missing = sorted(set(warehouse_ids) - set(infos))
+    if missing:
+        infos.update(incident_store.warehouse_infos(db, missing))
+    return infos
 
 
 def went_down(db: Database, down: WarehouseUnavailable, *, known: bool, actor: str,
               started: float, settings: Settings, config: OpsConfig,
-              counts: Deferred) -> RerouteTiming:
+              counts: Deferred, infos: dict[str, WarehouseInfo]) -> RerouteTiming:
     """Open the incident and reroute the warehouse's unshipped orders."""
     wid, inc = down.warehouse_id, down.incident_id
-    audit(db, "unavailable", wid, actor, down.reason, inc, down.at)
+    audit(counts, "unavailable", wid, actor, down.reason, inc, down.at)
     incident_store.open_incident(db, incident_id=inc, warehouse_id=wid,
                                  cause=down.cause, reason=down.reason, at=down.at)
     if not known:
@@ -62,12 +76,15 @@ def went_down(db: Database, down: WarehouseUnavailable, *, known: bool, actor: s
     rerouted = reroute_warehouse(db, wid, incident_id=inc,
                                  reason=down.reason or down.cause, now=down.at,
                                  config=settings.allocation)
-    summary = _summary(db, down, rerouted)
+    counts.flush_breaker_log(db)  # the trip's facts are read from there
+    summary = _summary(db, down, rerouted, infos)
     reason = down.reason or down.cause
-    queued = queue_franchisee_notices(db, inc, reason=reason, at=summary.at,
-                                      config=config.notify.franchisee,
-                                      warehouse_name=summary.warehouse.name,
-                                      timezone=config.notify.timezone)
+    queued = 0
+    if rerouted.moved or rerouted.stuck:  # franchisees hear of their orders only
+        queued = queue_franchisee_notices(db, inc, reason=reason, at=summary.at,
+                                          config=config.notify.franchisee,
+                                          warehouse_name=summary.warehouse.name,
+                                          timezone=config.notify.timezone)
     queued += outbox.queue(db, incident_notices(summary, config.notify), down.at)
     moved, stuck = len(summary.moved), len(summary.stuck)
     incident_store.count_incident(db, inc, moved=moved, stuck=stuck)
@@ -80,12 +97,12 @@ def went_down(db: Database, down: WarehouseUnavailable, *, known: bool, actor: s
 
 
 def came_up(db: Database, up: WarehouseAvailable, *, actor: str, settings: Settings,
-            config: OpsConfig, counts: Deferred) -> None:
+            config: OpsConfig, counts: Deferred, infos: dict[str, WarehouseInfo]) -> None:
     """Close the incident, tell who was told, place what waited for room."""
-    audit(db, "available", up.warehouse_id, actor, "all causes cleared", up.incident_id,
-          up.at)
+    audit(counts, "available", up.warehouse_id, actor, "all causes cleared",
+          up.incident_id, up.at)
     incident_store.close_incident(db, up.incident_id, up.at)
-    info = incident_store.warehouse_info(db, up.warehouse_id)
+    info = infos_of(db, infos, [up.warehouse_id]).get(up.warehouse_id)
     if info is not None and up.incident_id:
         outbox.queue(db, recovery_notices(info, up.incident_id, up.at, config.notify), up.at)
     placed = 0
@@ -122,11 +139,11 @@ def _retry_waiting(db: Database, up: WarehouseAvailable, settings: Settings,
     return placed
 
 
-def _summary(db: Database, down: WarehouseUnavailable,
-             rerouted: RerouteResult) -> IncidentSummary:
+def _summary(db: Database, down: WarehouseUnavailable, rerouted: RerouteResult,
+             known: dict[str, WarehouseInfo]) -> IncidentSummary:
     """What the reroute did, in the words of the notices."""
     named = {down.warehouse_id, *(m.new_warehouse_id for m in rerouted.moved)}
-    infos = incident_store.warehouse_infos(db, sorted(named))
+    infos = infos_of(db, known, named)
     old = infos[down.warehouse_id]
     moved = [MovedNotice(m.order_id, infos[m.new_warehouse_id]) for m in rerouted.moved]
     stuck = [StuckNotice(s.order_id, s.reason) for s in rerouted.stuck]
