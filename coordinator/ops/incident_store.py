@@ -46,18 +46,26 @@ def audit_trail(db: Database, warehouse_id: str) -> list[dict[str, Any]]:
     return [dict(zip(_AUDIT_COLUMNS, r, strict=True)) for r in rows]
 
 
-def open_incident(db: Database, *, incident_id: str, warehouse_id: str, cause: str,
-                  reason: str | None, at: datetime) -> None:
-    """Recorded once: a repeat of the same incident keeps the first opening."""
-    db.conn.execute(
-        "INSERT INTO ops_incidents (incident_id, warehouse_id, cause, reason, "
-        "opened_at) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
-        (incident_id, warehouse_id, cause, reason, stamp(at)))
+_OPEN = ("INSERT INTO ops_incidents (incident_id, warehouse_id, cause, reason, opened_at, "
+         "closed_at, moved, stuck) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING")
 
 
-def count_incident(db: Database, incident_id: str, *, moved: int, stuck: int) -> None:
-    db.conn.execute("UPDATE ops_incidents SET moved = ?, stuck = ? WHERE incident_id = ?",
-                    (moved, stuck, incident_id))
+def incident_row(*, incident_id: str, warehouse_id: str, cause: str, reason: str | None,
+                 at: datetime) -> list[Any]:
+    """An opened incident for :func:`open_incidents` (``closed_at``, ``moved`` and
+    ``stuck`` at 5, 6, 7: the batch fills them in while the row waits)."""
+    return [incident_id, warehouse_id, cause, reason, stamp(at), None, 0, 0]
+
+
+def closed_at(at: datetime) -> str:
+    return stamp(at)
+
+
+def open_incidents(db: Database, rows: Sequence[Sequence[Any]]) -> None:
+    """Rows of :func:`incident_row` (one statement on PostgreSQL). Recorded once: a
+    repeat of the same incident keeps the first opening."""
+    if rows:
+        db.conn.executemany(_OPEN, [tuple(r) for r in rows])
 
 
 def close_incident(db: Database, incident_id: str | None, at: datetime) -> None:

@@ -2,7 +2,7 @@
 
 A reconnect storm brings thousands of breaker events and births; written one statement
 each (a breaker state, a dedupe mark, a counter or two, an agent session, the event's
-timeline row, an audit row), they cost a round trip per row on PostgreSQL.
+timeline row, an audit row, the incident), they cost a round trip per row on PostgreSQL.
 :class:`Deferred` collects them while a batch is applied and :meth:`Deferred.flush`
 writes each table with one ``executemany`` (one multi-row statement on PostgreSQL)
 inside the same transaction, so they commit with the batch's other effects or not at
@@ -67,6 +67,8 @@ class Deferred:
     # warehouses' audit trail
     breaker_log: list[tuple[Any, ...]] = field(default_factory=list)
     audits: list[tuple[Any, ...]] = field(default_factory=list)
+    # incidents opened in this batch (counted and maybe closed before they are written)
+    incidents: dict[str, list[Any]] = field(default_factory=dict)
 
     def breaker(self, r: BreakerRecord) -> None:
         self.breakers[(r.warehouse_id, r.breaker)] = (
@@ -95,6 +97,20 @@ class Deferred:
         for key in [k for k in self.processed if k[0] == agent_id]:
             del self.processed[key]
 
+    def open_incident(self, row: list[Any]) -> None:
+        self.incidents.setdefault(str(row[0]), row)  # the first opening is kept
+
+    def count_incident(self, incident_id: str, *, moved: int, stuck: int) -> None:
+        """Only for an incident this batch opened (its reroute follows its opening)."""
+        row = self.incidents[incident_id]
+        row[6], row[7] = moved, stuck
+
+    def close_incident(self, db: Database, incident_id: str | None, at: datetime) -> None:
+        if incident_id is not None and incident_id in self.incidents:
+            self.incidents[incident_id][5] = incident_store.closed_at(at)
+        else:
+            incident_store.close_incident(db, incident_id, at)
+
     def flush_breaker_log(self, db: Database) -> None:
         """Now, before a trip's facts are read from the log."""
         incident_log.log_breaker_events(db, self.breaker_log)
@@ -105,6 +121,8 @@ class Deferred:
         self.flush_breaker_log(db)
         incident_store.audit_many(db, self.audits)
         self.audits.clear()
+        incident_store.open_incidents(db, list(self.incidents.values()))
+        self.incidents.clear()
         if self.breakers:
             db.conn.executemany(_BREAKER_STATE, list(self.breakers.values()))
         if self.agents:

@@ -69,8 +69,8 @@ def went_down(db: Database, down: WarehouseUnavailable, *, known: bool, actor: s
     """Open the incident and reroute the warehouse's unshipped orders."""
     wid, inc = down.warehouse_id, down.incident_id
     audit(counts, "unavailable", wid, actor, down.reason, inc, down.at)
-    incident_store.open_incident(db, incident_id=inc, warehouse_id=wid,
-                                 cause=down.cause, reason=down.reason, at=down.at)
+    counts.open_incident(incident_store.incident_row(
+        incident_id=inc, warehouse_id=wid, cause=down.cause, reason=down.reason, at=down.at))
     if not known:
         return RerouteTiming(inc, wid, 0, 0, 0, started, started)
     rerouted = reroute_warehouse(db, wid, incident_id=inc,
@@ -87,7 +87,7 @@ def went_down(db: Database, down: WarehouseUnavailable, *, known: bool, actor: s
                                           timezone=config.notify.timezone)
     queued += outbox.queue(db, incident_notices(summary, config.notify), down.at)
     moved, stuck = len(summary.moved), len(summary.stuck)
-    incident_store.count_incident(db, inc, moved=moved, stuck=stuck)
+    counts.count_incident(inc, moved=moved, stuck=stuck)
     counts.bump("reroutes")
     counts.bump("orders_rerouted", moved)
     counts.bump("orders_needs_attention", stuck)
@@ -101,7 +101,7 @@ def came_up(db: Database, up: WarehouseAvailable, *, actor: str, settings: Setti
     """Close the incident, tell who was told, place what waited for room."""
     audit(counts, "available", up.warehouse_id, actor, "all causes cleared",
           up.incident_id, up.at)
-    incident_store.close_incident(db, up.incident_id, up.at)
+    counts.close_incident(db, up.incident_id, up.at)
     info = infos_of(db, infos, [up.warehouse_id]).get(up.warehouse_id)
     if info is not None and up.incident_id:
         outbox.queue(db, recovery_notices(info, up.incident_id, up.at, config.notify), up.at)
