@@ -1,10 +1,12 @@
 """The synchronous heart of the ops side: feed the pure machines, commit what follows.
 
 One :class:`OpsCore` owns one database connection and is used from one thread (the
-service runs it in a single-worker executor). Every input is handled in ONE write
-transaction: the machines' records, the warehouse flags, the reroute of the
-warehouse's unshipped orders, the incident row, the coupons and the queued
-notifications commit together or not at all. If the transaction fails, the machines
+service runs it in a single-worker executor). Every input, or burst of inputs
+(:meth:`OpsCore.handle_many`), is handled in ONE write transaction: the machines'
+records, the warehouse flags, the reroute of the warehouse's unshipped orders, the
+incident row, the coupons and the queued notifications commit together or not at all.
+What happens when a warehouse goes down or comes back is in
+:mod:`coordinator.ops.transitions`. If the transaction fails, the machines
 are rebuilt from the database so memory never runs ahead of what was committed.
 """
 

@@ -2,8 +2,11 @@
 
 All database work of the ops side goes through one single-thread executor that owns
 the :class:`OpsCore` and its database connection, so inputs (MQTT, HTTP, ticks) are
-applied one at a time in arrival order and a long reroute never blocks the event loop.
-The dispatcher has its own connection and delivers beside it.
+applied one call at a time in arrival order (a burst of MQTT messages in one call, see
+:meth:`OpsService.accept_batch`) and a long reroute never blocks the event loop. The
+dispatcher has its own connection and delivers beside it; the periodic loops are in
+:mod:`coordinator.ops.periodic`, the cluster's inbox puts in
+:mod:`coordinator.ops.inbox_writer`.
 
 Usage (inside FastAPI's lifespan)::
 
