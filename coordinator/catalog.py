@@ -312,6 +312,33 @@ def set_warehouse_paused(
     return changed
 
 
+# (available, unavailable_reason, paused): the flags the allocation engine reads
+WarehouseFlags = tuple[bool, str | None, bool]
+
+
+def warehouse_flags(db: Database, warehouse_ids: Sequence[str]) -> dict[str, WarehouseFlags]:
+    """The flags of those of ``warehouse_ids`` that exist (one statement per 500 ids):
+    the ops loop reads them once per applied batch, then writes only what changes."""
+    found: dict[str, WarehouseFlags] = {}
+    ids = sorted(set(warehouse_ids))
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        rows = db.execute(
+            "SELECT id, available, unavailable_reason, paused FROM warehouses "
+            f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk).fetchall()
+        found.update({str(r[0]): (bool(r[1]), r[2], bool(r[3])) for r in rows})
+    return found
+
+
+def set_warehouse_flags(db: Database, warehouse_id: str, flags: WarehouseFlags,
+                        now: datetime) -> None:
+    """Write all three flags at once (the caller read them and knows they change)."""
+    available, reason, paused = flags
+    db.execute("UPDATE warehouses SET available = ?, unavailable_reason = ?, paused = ?, "
+               "updated_at = ? WHERE id = ?",
+               [int(available), reason, int(paused), stamp(now), warehouse_id])
+
+
 def warehouse_exists(db: Database, warehouse_id: str) -> bool:
     row = db.execute("SELECT 1 FROM warehouses WHERE id = ?", [warehouse_id]).fetchone()
     return row is not None

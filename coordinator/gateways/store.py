@@ -54,6 +54,20 @@ def get_gateway(db: Database, agent_id: str) -> Gateway | None:
     return None if row is None else Gateway(*row)
 
 
+def get_gateways(db: Database, agent_ids: list[str]) -> dict[str, Gateway]:
+    """The registered ones of ``agent_ids`` (one statement per 500 ids)."""
+    found: dict[str, Gateway] = {}
+    ids = sorted(set(agent_ids))
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        marks = ", ".join(f":a{n}" for n in range(len(chunk)))
+        rows = db.execute("SELECT agent_id, warehouse_id, incarnation, pending_incarnation "
+                          f"FROM gateways WHERE agent_id IN ({marks})",
+                          {f"a{n}": a for n, a in enumerate(chunk)}).fetchall()
+        found.update({str(r[0]): Gateway(*r) for r in rows})
+    return found
+
+
 def gateway_info(db: Database, agent_id: str) -> GatewayInfo:
     row = db.execute(f"SELECT {_COLUMNS} FROM gateways WHERE agent_id = :a",
                      {"a": agent_id}).fetchone()

@@ -248,8 +248,10 @@ class ClusterConfig(_Config):
     lease_ttl_s: float = Field(default=4.0, gt=0, le=600)
     renew_interval_s: float = Field(default=0.5, gt=0, le=60)
     apply_interval_s: float = Field(default=0.05, gt=0, le=10)
+    # messages per apply transaction: inbox rows, or a single instance's burst
     apply_batch: int = Field(default=200, ge=1, le=10_000)
-    # one apply transaction holds the write lock at most about this long (intake waits)
+    # one apply transaction holds the write lock at most about this long (intake waits);
+    # both also bound a single instance's batches (cluster off)
     apply_budget_s: float = Field(default=0.2, gt=0, le=10)
     inbox_keep_s: float = Field(default=3600.0, gt=0)
 

@@ -1,10 +1,12 @@
 """The synchronous heart of the ops side: feed the pure machines, commit what follows.
 
 One :class:`OpsCore` owns one database connection and is used from one thread (the
-service runs it in a single-worker executor). Every input is handled in ONE write
-transaction: the machines' records, the warehouse flags, the reroute of the
-warehouse's unshipped orders, the incident row, the coupons and the queued
-notifications commit together or not at all. If the transaction fails, the machines
+service runs it in a single-worker executor). Every input, or burst of inputs
+(:meth:`OpsCore.handle_many`), is handled in ONE write transaction: the machines'
+records, the warehouse flags, the reroute of the warehouse's unshipped orders, the
+incident row, the coupons and the queued notifications commit together or not at all.
+What happens when a warehouse goes down or comes back is in
+:mod:`coordinator.ops.transitions`. If the transaction fails, the machines
 are rebuilt from the database so memory never runs ahead of what was committed.
 """
 
@@ -18,60 +20,46 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from coordinator import queries
-from coordinator.catalog import set_warehouse_availability, set_warehouse_paused, warehouse_exists
+from coordinator.catalog import (
+    WarehouseFlags,
+    set_warehouse_flags,
+    warehouse_exists,
+    warehouse_flags,
+)
 from coordinator.db import Database, write_transaction
 from coordinator.errors import NotFound
 from coordinator.gateways import gate
 from coordinator.gateways import store as gateway_store
 from coordinator.gcpause import gc_paused
-from coordinator.ops import incident_log, incident_store, tracker_store
+from coordinator.ops import incident_log, incident_store, tracker_store, transitions
 from coordinator.ops.availability_state import (
     COURIER_STALE_PREFIX,
     MANUAL_HOLD,
     Action,
+    DuplicateDropped,
     TrackerConfig,
     WarehouseAvailable,
     WarehouseUnavailable,
 )
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.couriers import CourierAction, CourierResumed, CourierStale
-from coordinator.ops.notify import outbox
 from coordinator.ops.notify.franchisee import (
     PLACED_SWEEP_SPAN,
     has_placed_events,
     placed_notices_cursor,
-    queue_franchisee_notices,
     queue_placed_notices,
 )
-from coordinator.ops.notify.messages import (
-    IncidentSummary,
-    MovedNotice,
-    StuckNotice,
-    WarehouseInfo,
-    incident_notices,
-    recovery_notices,
-)
-from coordinator.reroute import RerouteResult, reroute_warehouse
-from coordinator.retry import retry_waiting
+from coordinator.ops.notify.messages import WarehouseInfo
+from coordinator.ops.tracker_writes import Deferred
+from coordinator.ops.transitions import RerouteTiming
 from coordinator.settings import Settings
 from protocols import AgentStatus, BreakerEvent, TrackingUpdate
 
 log = logging.getLogger(__name__)
 
 AvailabilityChange = WarehouseUnavailable | WarehouseAvailable
-
-
-@dataclass
-class RerouteTiming:
-    """When the last reroute's input arrived and when its transaction committed."""
-
-    incident_id: str
-    warehouse_id: str
-    moved: int
-    stuck: int
-    queued: int
-    started: float  # time.perf_counter()
-    committed: float
+CoreMessage = BreakerEvent | AgentStatus | TrackingUpdate
+__all__ = ["CoreMessage", "HandleResult", "OpsCore", "RerouteTiming"]
 
 
 @dataclass
@@ -93,6 +81,7 @@ class OpsCore:
         # Several instances: raises (LeaseLost) unless this one still holds the ops lease;
         # called first inside every ops transaction, so a deposed leader writes nothing.
         self.guard: Callable[[Database, datetime], None] | None = None
+        self._current: _Batch | None = None  # the ops transaction under way
 
     def _reload(self) -> None:
         self.tracker = tracker_store.load_tracker(self.db, self.tracker_config)
@@ -100,22 +89,37 @@ class OpsCore:
             self.db, self.config.courier_silence.total_seconds())
 
     # -- inputs ----------------------------------------------------------------------
-    def handle(self, message: BreakerEvent | AgentStatus | TrackingUpdate,
-               now: datetime) -> HandleResult:
-        if isinstance(message, TrackingUpdate):
-            return self._run(lambda: self._courier_actions(self.couriers.feed(message, now),
-                                                           now), now)
-        # who may speak for the warehouse: refused and held messages never reach the tracker
-        verdict = gate.screen(self.db, message, now, max_skew=self.config.max_event_skew,
-                              notify=self.config.notify)
-        if not verdict.applies:
-            return HandleResult()
-        trusted = verdict.message
-        if isinstance(trusted, BreakerEvent):
-            # the incident's story (readings, limit, delivery delay) is told from these;
-            # only what the gate let through, before the reroute reads the trip from it
-            incident_log.log_breaker_event(self.db, trusted, now)
-        return self._run(lambda: list(self.tracker.feed(trusted, now)), now)
+    def handle(self, message: CoreMessage, now: datetime) -> HandleResult:
+        return self.handle_many([message], now)[0]
+
+    def handle_many(self, messages: Sequence[CoreMessage], now: datetime, *,
+                    budget_s: float | None = None,
+                    then: Callable[[int], None] | None = None) -> tuple[HandleResult, int]:
+        """Apply ``messages`` in order in ONE transaction; return the result and how many
+        were applied (all, unless ``budget_s`` ran out first: at least one always is).
+
+        A reconnect storm is thousands of these: the gateway registry and the flags of
+        the warehouses they name are read once, the tracker's records are written once
+        per table at the end (:mod:`coordinator.ops.tracker_writes`), a flag is written
+        only when it changes, and a duplicate writes nothing but its count. Dedupe (the
+        tracker's) and the lease guard run inside this transaction. ``then(applied)``
+        runs last inside it (the inbox cursor). If anything raises, nothing of the batch
+        commits and the machines are rebuilt from the database; the caller may then
+        apply the messages one at a time to isolate the one that fails."""
+        result = HandleResult()
+        started = time.perf_counter()
+        done = 0
+        with self._batch(now, messages):
+            for message in messages:
+                if done and budget_s is not None and \
+                        time.perf_counter() - started > budget_s:
+                    break
+                self._apply(message, now, result, started)
+                done += 1
+            if then is not None:
+                then(done)
+        self._committed(result)
+        return result, done
 
     def confirm_incarnation(self, agent_id: str, *, actor: str, reason: str,
                             now: datetime) -> HandleResult:
@@ -123,12 +127,7 @@ class OpsCore:
         (clears, online statuses) is applied now, in the order it arrived."""
         _, held = gateway_store.confirm_incarnation(self.db, agent_id, actor=actor,
                                                     reason=reason, now=now)
-        result = HandleResult()
-        for message in held:
-            step = self.handle(message, now)
-            result.transitions += step.transitions
-            result.rerouted += step.rerouted
-        return result
+        return self.handle_many(held, now)[0]
 
     def tick(self, now: datetime) -> HandleResult:
         def step() -> list[Action | CourierAction]:
@@ -197,7 +196,7 @@ class OpsCore:
     def resync(self, now: datetime) -> None:
         """Mirror the tracker into the store's flags for every warehouse it knows (at start:
         e.g. a warehouse imported after its breaker had tripped)."""
-        with self._transaction(now):
+        with self._batch(now):
             for wid in sorted(self.tracker.warehouses()):
                 self._sync_flags(wid, now)
 
@@ -227,141 +226,157 @@ class OpsCore:
 
     def _run(self, step: Callable[[], list[Action | CourierAction]], now: datetime,
              audit: tuple[str, str, str, str] | None = None) -> HandleResult:
-        started = time.perf_counter()
         result = HandleResult()
+        started = time.perf_counter()
+        with self._batch(now):
+            self._effects(step(), now, result, started, audit)
+        self._committed(result)
+        return result
+
+    @contextmanager
+    def _batch(self, now: datetime,
+               messages: Sequence[CoreMessage] = ()) -> Iterator[_Batch]:
+        """One ops transaction (the lease guard first) with what a batch reads once and
+        writes at its end; nested calls share the outer one."""
+        if self._current is not None:
+            yield self._current
+            return
         try:
             # a reroute churns through many short-lived objects: collect once, after commit
             with gc_paused(), self._transaction(now):
-                actions = step()
-                tracker_store.persist(self.db, actions, now)
-                incident_log.log_uplink(self.db, actions, now)  # incident timelines
-                touched = {a.warehouse_id for a in actions
-                           if isinstance(a, WarehouseUnavailable | WarehouseAvailable)}
-                if audit is not None:
-                    touched.add(audit[1])
-                    self._audit(audit[0], audit[1], audit[2], audit[3], None, now)
-                for wid in sorted(touched):
-                    self._sync_flags(wid, now)
-                for action in actions:
-                    if isinstance(action, WarehouseUnavailable):
-                        result.transitions.append(action)
-                        result.rerouted.append(self._on_unavailable(action, started, audit))
-                    elif isinstance(action, WarehouseAvailable):
-                        result.transitions.append(action)
-                        self._on_available(action, audit)
+                batch = self._current = _Batch.read(self.db, messages)
+                yield batch
+                batch.deferred.flush(self.db)
         except BaseException:
-            self._reload()
+            self._reload()  # memory must not run ahead of what was committed
             raise
+        finally:
+            self._current = None
+
+    def _committed(self, result: HandleResult) -> None:
         committed = time.perf_counter()
         for timing in result.rerouted:
             timing.committed = committed
             self.last_reroute = timing
-        return result
+
+    def _apply(self, message: CoreMessage, now: datetime, result: HandleResult,
+               started: float) -> None:
+        """One message inside the batch's transaction."""
+        if isinstance(message, TrackingUpdate):
+            actions = self._courier_actions(self.couriers.feed(message, now), now)
+            self._effects(actions, now, result, started)
+            return
+        batch = self._open_batch()
+        # who may speak for the warehouse: refused and held messages never reach the tracker
+        verdict = gate.screen(self.db, message, now, max_skew=self.config.max_event_skew,
+                              notify=self.config.notify, registry=batch.registry)
+        if not verdict.applies:
+            return
+        trusted = verdict.message
+        found: list[Action | CourierAction] = list(self.tracker.feed(trusted, now))
+        if isinstance(trusted, BreakerEvent) and not any(
+                isinstance(a, DuplicateDropped) for a in found):
+            # the incident's story (readings, limit, delivery delay) is told from these;
+            # only what the gate let through, before the reroute reads the trip from it;
+            # a duplicate writes nothing but its count
+            batch.deferred.breaker_log.append(incident_log.breaker_log_row(trusted, now))
+        self._effects(found, now, result, started)
+
+    def _open_batch(self) -> _Batch:
+        if self._current is None:
+            raise RuntimeError("ops effects outside an ops transaction")
+        return self._current
+
+    def _effects(self, actions: list[Action | CourierAction], now: datetime,
+                 result: HandleResult, started: float,
+                 audit: tuple[str, str, str, str] | None = None) -> None:
+        batch = self._open_batch()
+        tracker_store.persist(self.db, actions, now, batch.deferred)
+        incident_log.log_uplink(self.db, actions, now)  # incident timelines
+        touched = {a.warehouse_id for a in actions
+                   if isinstance(a, WarehouseUnavailable | WarehouseAvailable)}
+        if audit is not None:
+            touched.add(audit[1])
+            transitions.audit(batch.deferred, audit[0], audit[1], audit[2], audit[3], None,
+                              now)
+        for wid in sorted(touched):
+            self._sync_flags(wid, now)
+        for action in actions:
+            if isinstance(action, WarehouseUnavailable):
+                result.transitions.append(action)
+                result.rerouted.append(transitions.went_down(
+                    self.db, action, known=self._known(action.warehouse_id),
+                    actor=audit[2] if audit else action.cause, started=started,
+                    settings=self.settings, config=self.config, counts=batch.deferred,
+                    infos=batch.infos))
+            elif isinstance(action, WarehouseAvailable):
+                result.transitions.append(action)
+                transitions.came_up(self.db, action, actor=audit[2] if audit else "tracker",
+                                    settings=self.settings, config=self.config,
+                                    counts=batch.deferred, infos=batch.infos)
 
     def _require_warehouse(self, warehouse_id: str) -> None:
         if not self._known(warehouse_id):
             raise NotFound("warehouse", warehouse_id)
 
     def _known(self, warehouse_id: str) -> bool:
-        return warehouse_exists(self.db, warehouse_id)
+        if self._current is None:
+            return warehouse_exists(self.db, warehouse_id)
+        return self._current.flags_of(self.db, warehouse_id) is not None
 
     def _sync_flags(self, warehouse_id: str, now: datetime) -> None:
-        """Mirror the tracker into the store's flags the allocation engine reads."""
-        if not self._known(warehouse_id):
+        """Mirror the tracker into the store's flags the allocation engine reads; written
+        only when they change (one statement), from the flags read once per batch."""
+        batch = self._open_batch()
+        flags = batch.flags_of(self.db, warehouse_id)
+        if flags is None:
             log.warning("availability of unknown warehouse %s: recorded only", warehouse_id)
             return
         causes = [f"breaker {r.breaker}: {r.reason}"
                   for r in self.tracker.open_breakers(warehouse_id)]
         causes += [h.reason for h in self.tracker.holds(warehouse_id) if h.name != MANUAL_HOLD]
         manual = [h for h in self.tracker.holds(warehouse_id) if h.name == MANUAL_HOLD]
-        set_warehouse_availability(self.db, warehouse_id, available=not causes,
-                                   reason="; ".join(causes) or None, now=now)
-        set_warehouse_paused(self.db, warehouse_id, paused=bool(manual),
-                             reason=manual[0].reason if manual else None, now=now)
+        available, reason, paused = flags
+        # what the availability flag, then the pause flag, each set when it changed: a
+        # pause's reason shows as the reason while it is the only cause
+        wanted_reason = None if not causes else "; ".join(causes)
+        if available != (not causes) or reason != wanted_reason:
+            available, reason = not causes, wanted_reason
+        if paused != bool(manual):
+            paused = bool(manual)
+            if manual:
+                reason = manual[0].reason
+        new: WarehouseFlags = (available, reason, paused)
+        if new != flags:
+            set_warehouse_flags(self.db, warehouse_id, new, now)
+            batch.flags[warehouse_id] = new
 
-    def _audit(self, action: str, warehouse_id: str, actor: str, reason: str,
-               incident_id: str | None, now: datetime) -> None:
-        incident_store.audit(self.db, warehouse_id=warehouse_id, action=action, actor=actor,
-                             reason=reason, incident_id=incident_id, at=now)
 
-    def _on_unavailable(self, down: WarehouseUnavailable, started: float,
-                        audit: tuple[str, str, str, str] | None) -> RerouteTiming:
-        wid, inc = down.warehouse_id, down.incident_id
-        actor = audit[2] if audit else down.cause
-        self._audit("unavailable", wid, actor, down.reason, inc, down.at)
-        incident_store.open_incident(self.db, incident_id=inc, warehouse_id=wid,
-                                     cause=down.cause, reason=down.reason, at=down.at)
-        if not self._known(wid):
-            return RerouteTiming(inc, wid, 0, 0, 0, started, started)
-        rerouted = reroute_warehouse(self.db, wid, incident_id=inc,
-                                     reason=down.reason or down.cause, now=down.at,
-                                     config=self.settings.allocation)
-        summary = self._summary(down, rerouted)
-        reason = down.reason or down.cause
-        queued = queue_franchisee_notices(self.db, inc, reason=reason, at=summary.at,
-                                          config=self.config.notify.franchisee,
-                                          warehouse_name=summary.warehouse.name,
-                                          timezone=self.config.notify.timezone)
-        queued += outbox.queue(self.db, incident_notices(summary, self.config.notify), down.at)
-        moved, stuck = len(summary.moved), len(summary.stuck)
-        incident_store.count_incident(self.db, inc, moved=moved, stuck=stuck)
-        tracker_store.bump(self.db, "reroutes")
-        tracker_store.bump(self.db, "orders_rerouted", moved)
-        tracker_store.bump(self.db, "orders_needs_attention", stuck)
-        log.warning("warehouse %s unavailable (%s, incident %s): %d orders moved, %d stuck",
-                    wid, down.cause, inc, moved, stuck)
-        return RerouteTiming(inc, wid, moved, stuck, queued, started, started)
+@dataclass
+class _Batch:
+    """What one ops transaction reads once (the gateway registry and warehouse flags of
+    the warehouses its messages name) and the records it writes at its end."""
 
-    def _on_available(self, up: WarehouseAvailable,
-                      audit: tuple[str, str, str, str] | None) -> None:
-        self._audit("available", up.warehouse_id, audit[2] if audit else "tracker",
-                    "all causes cleared", up.incident_id, up.at)
-        incident_store.close_incident(self.db, up.incident_id, up.at)
-        info = self._warehouse_info(up.warehouse_id)
-        if info is not None and up.incident_id:
-            outbox.queue(self.db, recovery_notices(info, up.incident_id, up.at,
-                                                   self.config.notify), up.at)
-        placed = 0
-        if info is not None and self.settings.intake.retry_on_change:
-            placed = self._retry_waiting(up)
-        log.warning("warehouse %s available again (incident %s closed); %d waiting orders "
-                    "placed", up.warehouse_id, up.incident_id, placed)
+    registry: gate.Registry
+    flags: dict[str, WarehouseFlags | None]
+    infos: dict[str, WarehouseInfo] = field(default_factory=dict)
+    deferred: Deferred = field(default_factory=Deferred)
 
-    def _retry_waiting(self, up: WarehouseAvailable) -> int:
-        """Orders that found no backup may fit now: first those this warehouse's incidents
-        left stuck (a backlog of older waiting orders must not crowd them out of the
-        limit), then any. In a savepoint of the caller's transaction: a failed retry is
-        logged and counted and costs nothing else, the warehouse still reopens."""
-        stuck = incident_store.stuck_by_incidents_of(self.db, up.warehouse_id)
-        rules, limit = self.settings.allocation, self.settings.intake.retry_limit
-        placed = 0
-        passes = ([stuck[:limit]] if stuck else []) + [None]
-        for order_ids in passes:
-            try:
-                placed += len(retry_waiting(self.db, now=up.at, config=rules,
-                                            order_ids=order_ids, limit=limit,
-                                            trigger="warehouse_available").placed)
-            except Exception:
-                if not self.db.conn.in_transaction:
-                    # the error took the whole transaction with it, not only the retry's
-                    # savepoint: nothing of the reopen is left to save
-                    raise
-                log.exception("retrying waiting orders after %s reopened failed",
-                              up.warehouse_id)
-                tracker_store.bump(self.db, "retry_failures")
-        tracker_store.bump(self.db, "orders_retry_placed", placed)
-        return placed
+    @classmethod
+    def read(cls, db: Database, messages: Sequence[CoreMessage]) -> _Batch:
+        agents = sorted({m.agent_id for m in messages if not isinstance(m, TrackingUpdate)})
+        warehouses = sorted({m.warehouse_id for m in messages
+                             if not isinstance(m, TrackingUpdate)})
+        found = warehouse_flags(db, warehouses) if warehouses else {}
+        registry = gate.Registry(
+            dict(gateway_store.get_gateways(db, agents)) if agents else {},
+            {w: w in found for w in warehouses})
+        for agent in agents:
+            registry.gateways.setdefault(agent, None)
+        infos = incident_store.warehouse_infos(db, warehouses) if warehouses else {}
+        return cls(registry, {w: found.get(w) for w in warehouses}, infos)
 
-    def _warehouse_info(self, warehouse_id: str) -> WarehouseInfo | None:
-        return incident_store.warehouse_info(self.db, warehouse_id)
-
-    def _summary(self, down: WarehouseUnavailable, rerouted: RerouteResult) -> IncidentSummary:
-        """What the reroute did, in the words of the notices."""
-        infos = incident_store.warehouse_infos(self.db)
-        old = infos[down.warehouse_id]
-        moved = [MovedNotice(m.order_id, infos[m.new_warehouse_id]) for m in rerouted.moved]
-        stuck = [StuckNotice(s.order_id, s.reason) for s in rerouted.stuck]
-        # people read the trip's time (event time), not when head office rerouted
-        trip = incident_log.trip_facts(self.db, down.warehouse_id, down.incident_id)
-        return IncidentSummary(down.incident_id, old, down.cause, down.reason,
-                               trip.at if trip else down.at, moved, stuck, trip)
+    def flags_of(self, db: Database, warehouse_id: str) -> WarehouseFlags | None:
+        if warehouse_id not in self.flags:
+            self.flags[warehouse_id] = warehouse_flags(db, [warehouse_id]).get(warehouse_id)
+        return self.flags[warehouse_id]

@@ -13,7 +13,7 @@ transaction makes a message that arrives again after a failover change nothing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -64,6 +64,21 @@ def put(db: Database, message: InboxMessage, instance: str, now: datetime) -> bo
             [dedupe_key(message), kind_of(message), encode(message).decode(), instance,
              stamp(now)])
         return bool(cursor.rowcount == 1)
+
+
+def put_many(db: Database, messages: Sequence[InboxMessage], instance: str,
+             now: datetime) -> int:
+    """Store those of ``messages`` no copy of is there, in order, in one transaction and
+    one statement (a reconnect storm's burst); return how many were stored."""
+    if not messages:
+        return 0
+    rows = [(dedupe_key(m), kind_of(m), encode(m).decode(), instance, stamp(now))
+            for m in messages]
+    with _put_lock(db):
+        cursor = db.conn.executemany(
+            "INSERT INTO ops_inbox (dedupe_key, kind, payload, received_by, received_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING", rows)
+        return max(int(cursor.rowcount), 0)
 
 
 @contextmanager

@@ -9,7 +9,7 @@ Portable SQL (named parameters) so it moves to PostgreSQL with the rest of the s
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -130,23 +130,31 @@ def uplink_log(db: Database, warehouse_id: str, since: str, until: str
             for r in cur.fetchall()]
 
 
-def log_breaker_event(db: Database, event: BreakerEvent, received_at: datetime) -> None:
-    """Keep a breaker event for its incident's timeline (a redelivery is deduplicated by
-    the watcher's tracker before it gets here only for state; here a repeat is harmless:
-    the view shows each state change once per ``(agent, event_time, state)``)."""
-    with write_transaction(db):
-        db.conn.execute(
-            "INSERT INTO ops_breaker_log (warehouse_id, breaker, agent_id, state, open, reason, "
-            "zone, rule, episode_id, limit_json, values_json, historical, event_time, "
-            "published_at, received_at) VALUES (:w, :b, :a, :s, :o, :r, :z, :rule, :e, :l, :v, "
-            ":h, :t, :p, :rec)",
-            {"w": event.warehouse_id, "b": event.breaker, "a": event.agent_id,
-             "s": event.state.value, "o": int(event.open), "r": event.reason, "z": event.zone,
-             "rule": event.rule, "e": event.episode_id,
-             "l": event.limit.model_dump_json() if event.limit else None,
-             "v": json.dumps([v.model_dump(mode="json") for v in event.values]),
-             "h": int(event.historical), "t": stamp(event.event_time),
-             "p": stamp(event.published_at), "rec": stamp(received_at)})
+_BREAKER_LOG = (
+    "INSERT INTO ops_breaker_log (warehouse_id, breaker, agent_id, state, open, reason, "
+    "zone, rule, episode_id, limit_json, values_json, historical, event_time, "
+    "published_at, received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+
+
+def breaker_log_row(event: BreakerEvent, received_at: datetime) -> tuple[Any, ...]:
+    """A breaker event as kept for its incident's timeline (:func:`log_breaker_events`)."""
+    return (event.warehouse_id, event.breaker, event.agent_id, event.state.value,
+            int(event.open), event.reason, event.zone, event.rule, event.episode_id,
+            event.limit.model_dump_json() if event.limit else None,
+            json.dumps([v.model_dump(mode="json") for v in event.values]),
+            int(event.historical), stamp(event.event_time), stamp(event.published_at),
+            stamp(received_at))
+
+
+def log_breaker_events(db: Database, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Rows of :func:`breaker_log_row`, in order (the ops batch writes those of its
+    events at once, before a trip's facts are read and at its end). The tracker's
+    duplicates are not logged; a repeat would be harmless: the view shows each state
+    change once per ``(agent, event_time, state)``."""
+    if len(rows) == 1:
+        db.conn.execute(_BREAKER_LOG, rows[0])
+    elif rows:
+        db.conn.executemany(_BREAKER_LOG, list(rows))
 
 
 def log_command_audit(db: Database, incident_id: str, record: AuditRecord) -> None:

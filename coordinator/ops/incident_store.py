@@ -5,6 +5,7 @@ handler needs around them. SQL only here; :mod:`coordinator.ops.handler` decides
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,12 +16,26 @@ from protocols.timestamps import stamp
 _AUDIT_COLUMNS = ("action", "actor", "reason", "incident_id", "at")
 
 
+_AUDIT = ("INSERT INTO ops_warehouse_audit (warehouse_id, action, actor, reason, "
+          "incident_id, at) VALUES (?,?,?,?,?,?)")
+
+
+def audit_row(*, warehouse_id: str, action: str, actor: str, reason: str,
+              incident_id: str | None, at: datetime) -> tuple[Any, ...]:
+    """One audit row, for :func:`audit_many` (the ops batch writes them at its end)."""
+    return (warehouse_id, action, actor, reason, incident_id, stamp(at))
+
+
 def audit(db: Database, *, warehouse_id: str, action: str, actor: str, reason: str,
           incident_id: str | None, at: datetime) -> None:
-    db.conn.execute(
-        "INSERT INTO ops_warehouse_audit (warehouse_id, action, actor, reason, incident_id, "
-        "at) VALUES (?,?,?,?,?,?)",
-        (warehouse_id, action, actor, reason, incident_id, stamp(at)))
+    db.conn.execute(_AUDIT, audit_row(warehouse_id=warehouse_id, action=action, actor=actor,
+                                      reason=reason, incident_id=incident_id, at=at))
+
+
+def audit_many(db: Database, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Rows of :func:`audit_row`, in order (one statement on PostgreSQL)."""
+    if rows:
+        db.conn.executemany(_AUDIT, list(rows))
 
 
 def audit_trail(db: Database, warehouse_id: str) -> list[dict[str, Any]]:
@@ -31,18 +46,26 @@ def audit_trail(db: Database, warehouse_id: str) -> list[dict[str, Any]]:
     return [dict(zip(_AUDIT_COLUMNS, r, strict=True)) for r in rows]
 
 
-def open_incident(db: Database, *, incident_id: str, warehouse_id: str, cause: str,
-                  reason: str | None, at: datetime) -> None:
-    """Recorded once: a repeat of the same incident keeps the first opening."""
-    db.conn.execute(
-        "INSERT INTO ops_incidents (incident_id, warehouse_id, cause, reason, "
-        "opened_at) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
-        (incident_id, warehouse_id, cause, reason, stamp(at)))
+_OPEN = ("INSERT INTO ops_incidents (incident_id, warehouse_id, cause, reason, opened_at, "
+         "closed_at, moved, stuck) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING")
 
 
-def count_incident(db: Database, incident_id: str, *, moved: int, stuck: int) -> None:
-    db.conn.execute("UPDATE ops_incidents SET moved = ?, stuck = ? WHERE incident_id = ?",
-                    (moved, stuck, incident_id))
+def incident_row(*, incident_id: str, warehouse_id: str, cause: str, reason: str | None,
+                 at: datetime) -> list[Any]:
+    """An opened incident for :func:`open_incidents` (``closed_at``, ``moved`` and
+    ``stuck`` at 5, 6, 7: the batch fills them in while the row waits)."""
+    return [incident_id, warehouse_id, cause, reason, stamp(at), None, 0, 0]
+
+
+def closed_at(at: datetime) -> str:
+    return stamp(at)
+
+
+def open_incidents(db: Database, rows: Sequence[Sequence[Any]]) -> None:
+    """Rows of :func:`incident_row` (one statement on PostgreSQL). Recorded once: a
+    repeat of the same incident keeps the first opening."""
+    if rows:
+        db.conn.executemany(_OPEN, [tuple(r) for r in rows])
 
 
 def close_incident(db: Database, incident_id: str | None, at: datetime) -> None:
@@ -67,6 +90,18 @@ def warehouse_info(db: Database, warehouse_id: str) -> WarehouseInfo | None:
     return None if row is None else WarehouseInfo(*row)
 
 
-def warehouse_infos(db: Database) -> dict[str, WarehouseInfo]:
-    return {r[0]: WarehouseInfo(*r) for r in db.execute(
-        "SELECT id, name, address, lat, lon FROM warehouses").fetchall()}
+def warehouse_infos(db: Database, warehouse_ids: Sequence[str] | None = None
+                    ) -> dict[str, WarehouseInfo]:
+    """Every warehouse, or only those of ``warehouse_ids`` (a reroute names a few of
+    thousands: reading all of them per trip made a storm quadratic)."""
+    if warehouse_ids is None:
+        return {r[0]: WarehouseInfo(*r) for r in db.execute(
+            "SELECT id, name, address, lat, lon FROM warehouses").fetchall()}
+    found: dict[str, WarehouseInfo] = {}
+    ids = sorted(set(warehouse_ids))
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        found.update({r[0]: WarehouseInfo(*r) for r in db.execute(
+            "SELECT id, name, address, lat, lon FROM warehouses "
+            f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk).fetchall()})
+    return found

@@ -139,16 +139,38 @@ class Leadership:
                 await asyncio.wait_for(self._wake.wait(), self.config.apply_interval_s)
 
     def _apply_batch(self, core: OpsCore) -> tuple[list[HandleResult], bool]:
-        """Apply pending rows in order in one transaction: the guard once, then each row
-        in a savepoint with its effects and the cursor, so a storm of thousands of
-        events costs a commit per batch, not per event, and the tracker's dedupe runs
-        inside the same transaction. The batch ends at ``apply_batch`` rows, after
-        ``apply_budget_s`` (the write lock is not held longer: intake waits on it), or
-        at a row whose handling raises: the rows before it commit, it is retried alone.
-        Returns the results and whether rows are left for an immediate next batch."""
+        """Apply pending rows in order in one transaction: the guard first, then the rows
+        (:meth:`OpsCore.handle_many`: registry and flags read once, records written
+        set-based), then the cursor, so a storm of thousands of events costs a commit and
+        a few statements per batch, and the tracker's dedupe runs inside the same
+        transaction. The batch ends at ``apply_batch`` rows or after ``apply_budget_s``
+        (the write lock is not held longer: intake waits on it). If it raises, nothing
+        of it committed and the rows are applied one at a time (:meth:`_apply_rows`) to
+        isolate the one that fails. Returns the results and whether rows are left for
+        an immediate next batch."""
         rows = inbox_store.pending(core.db, self.config.apply_batch)
         if not rows:
             return [], False
+        try:
+            messages = [inbox_store.decode_row(row) for row in rows]
+            result, done = core.handle_many(
+                messages, self.clock.now(), budget_s=self.config.apply_budget_s,
+                then=lambda applied: inbox_store.mark_applied(core.db, rows[applied - 1].id))
+        except lease_store.LeaseLost:
+            raise
+        except Exception:
+            log.warning("applying %d inbox rows together failed; one at a time now",
+                        len(rows), exc_info=True)
+            return self._apply_rows(core, rows)
+        self.applied += done
+        for row in rows[:done]:
+            self._failures.pop(row.id, None)
+        return [result], done < len(rows) or len(rows) == self.config.apply_batch
+
+    def _apply_rows(self, core: OpsCore,
+                    rows: list[inbox_store.InboxRow]) -> tuple[list[HandleResult], bool]:
+        """Each row in a savepoint with its effects and the cursor; stops at a row whose
+        handling raises: the rows before it commit, it is retried alone."""
         results: list[HandleResult] = []
         failed: int | None = None
         started = time.perf_counter()

@@ -2,8 +2,11 @@
 
 All database work of the ops side goes through one single-thread executor that owns
 the :class:`OpsCore` and its database connection, so inputs (MQTT, HTTP, ticks) are
-applied one at a time in arrival order and a long reroute never blocks the event loop.
-The dispatcher has its own connection and delivers beside it.
+applied one call at a time in arrival order (a burst of MQTT messages in one call, see
+:meth:`OpsService.accept_batch`) and a long reroute never blocks the event loop. The
+dispatcher has its own connection and delivers beside it; the periodic loops are in
+:mod:`coordinator.ops.periodic`, the cluster's inbox puts in
+:mod:`coordinator.ops.inbox_writer`.
 
 Usage (inside FastAPI's lifespan)::
 
@@ -16,35 +19,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TypeVar
 
 from pydantic import ValidationError
 
-from coordinator.db import Database, open_database, write_transaction
+from coordinator.db import Database, open_database
 from coordinator.errors import ConfigError
 from coordinator.live import Hub
 from coordinator.observability import Metrics
 from coordinator.ops import (
     commands,
     escalation_store,
-    inbox_store,
     lease_store,
     telemetry,
-    tracker_store,
 )
 from coordinator.ops.config import OpsConfig
-from coordinator.ops.escalation import Escalate
 from coordinator.ops.handler import HandleResult, OpsCore
+from coordinator.ops.inbox_writer import InboxWriter, connection_lost
 from coordinator.ops.leadership import Leadership
 from coordinator.ops.notify.dispatcher import Dispatcher
-from coordinator.ops.watcher import OpsMessage, Watcher, WatcherStats
+from coordinator.ops.periodic import Periodic
+from coordinator.ops.watcher import BatchMessage, OpsMessage, Watcher, WatcherStats
 from coordinator.postgres import is_postgres_url
 from coordinator.secret_source import OPS_SECRETS, with_secrets
 from coordinator.settings import Settings
@@ -61,12 +63,6 @@ from protocols.clock import Clock, SystemClock
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STOP_TIMEOUT_S = 5.0
-
-
-def _connection_lost(db: Database) -> bool:
-    """The PostgreSQL connection was closed under us (a SQLite one never is)."""
-    raw = getattr(db.conn, "raw", None)
-    return bool(getattr(raw, "closed", False))
 
 
 def ops_config_of(settings: Settings, env: Mapping[str, str] | None = None) -> OpsConfig:
@@ -86,7 +82,7 @@ def ops_config_of(settings: Settings, env: Mapping[str, str] | None = None) -> O
         raise ConfigError(message) from exc
 
 
-class OpsService:
+class OpsService(Periodic):
     def __init__(self, settings: Settings, config: OpsConfig | None = None,
                  clock: Clock | None = None, *, topics: Topics | None = None,
                  live: Hub | None = None, metrics: Metrics | None = None,
@@ -96,15 +92,8 @@ class OpsService:
         self.clock: Clock = clock or SystemClock()
         self.topics = topics or Topics(settings.topic_root)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ops-core")
-        # Several instances on PostgreSQL: what the watcher receives goes to the shared
-        # inbox on a thread and connection of its own, so a storm's inserts (under their
-        # own lock) run beside the leader's applier instead of taking turns with it on
-        # the ops thread (which left a batch of one row per wake-up). Not on SQLite: one
-        # write lock for both, and a put thread re-taking it starved the lease renewal.
-        self._inbox_executor: ThreadPoolExecutor | None = None
-        self._inbox_db: Database | None = None
+        self.inbox: InboxWriter | None = None  # with several instances
         self._core: OpsCore | None = None
-        self.dispatcher = self._new_dispatcher()
         self.watcher = Watcher(settings.mqtt_url, self.topics, self.config.mqtt, self,
                                instance=settings.instance, clock=self.clock)
         self._tasks: list[asyncio.Task[None]] = []
@@ -118,20 +107,35 @@ class OpsService:
         self.roster = roster
         # Several instances on one database: only the lease holder runs the ops loop.
         self.leadership: Leadership | None = None
-        if self.config.cluster.enabled and is_postgres_url(settings.db_path):
-            self._inbox_executor = ThreadPoolExecutor(max_workers=1,
-                                                      thread_name_prefix="ops-inbox")
         if self.config.cluster.enabled:
+            self.inbox = InboxWriter(settings.instance, self._open_db, self.call,
+                                     own_thread=is_postgres_url(settings.db_path))
             self.leadership = Leadership(settings.instance, self.config.cluster, self.clock,
                                          self.call,
                                          handle_attempts=self.config.mqtt.handle_attempts)
             self.leadership.on_elected = self._elected
             self.leadership.on_deposed = self._deposed
             self.leadership.on_result = self._after
+        self.dispatcher = self._new_dispatcher()
+
+    def _delivers_unled(self) -> bool:
+        """Whether this instance delivers notices whoever leads. On PostgreSQL each
+        dispatcher claims due notices with ``FOR UPDATE SKIP LOCKED`` and a claim lease
+        (:func:`coordinator.ops.notify.outbox.claim`): any number of instances deliver
+        side by side and each notice goes out once, so delivery survives a leader busy
+        with a storm or a failover. SQLite has no such claim (a dispatcher reads the due
+        rows): two instances would send the same notices, so only the leader delivers."""
+        return self.leadership is None or is_postgres_url(self.settings.db_path)
 
     def _new_dispatcher(self) -> Dispatcher:
         return Dispatcher(self._open_db, self.config.notify, self.clock,
-                          allowed=self.leading)
+                          allowed=None if self._delivers_unled() else self.leading)
+
+    def _start_delivering(self) -> None:
+        if self._delivering is None:
+            self.dispatcher = self._new_dispatcher()
+            self._delivering = asyncio.create_task(self.dispatcher.run(),
+                                                   name="ops-dispatcher")
 
     def _open_db(self) -> Database:
         """A connection of the ops loop (the core's, the dispatcher's). With several
@@ -160,12 +164,13 @@ class OpsService:
                                                    name="ops-lease"))
             self._tasks.append(asyncio.create_task(self.leadership.run_applier(),
                                                    name="ops-inbox-applier"))
+            if self._delivers_unled():
+                self._start_delivering()
         else:
             # build the core (and migrate) before any input, and trust the persisted state
             await self.call(lambda core: core.resync(self.clock.now()))
             await self.call(lambda core: core.tick(self.clock.now()))
-            self._delivering = asyncio.create_task(self.dispatcher.run(),
-                                                   name="ops-dispatcher")
+            self._start_delivering()
         self._tasks.append(asyncio.create_task(self._ticker(), name="ops-ticker"))
         self._tasks.append(asyncio.create_task(self._pruner(), name="ops-dedupe-pruner"))
         if self.config.telemetry.store:
@@ -177,15 +182,13 @@ class OpsService:
     async def _elected(self) -> None:
         now = self.clock.now()
         await self.call(lambda core: core.resync(now))
-        if self._delivering is None:
-            self.dispatcher = self._new_dispatcher()
-            self._delivering = asyncio.create_task(self.dispatcher.run(),
-                                                   name="ops-dispatcher")
+        self._start_delivering()
 
     async def _deposed(self) -> None:
-        # Notices are delivered by the leader only (each once); a deposed one stops
-        # between batches, like at shutdown.
-        await self._stop_delivering()
+        # On SQLite notices are delivered by the leader only (each once); a deposed one
+        # stops between batches, like at shutdown. On PostgreSQL it goes on delivering.
+        if not self._delivers_unled():
+            await self._stop_delivering()
 
     async def _stop_delivering(self) -> None:
         # The dispatcher ends between batches, so a delivered notice is always marked sent.
@@ -219,9 +222,8 @@ class OpsService:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._close_core)
         self._executor.shutdown(wait=True)
-        if self._inbox_executor is not None:
-            await loop.run_in_executor(self._inbox_executor, self._close_inbox)
-            self._inbox_executor.shutdown(wait=True)
+        if self.inbox is not None:
+            await self.inbox.aclose()
 
     async def __aenter__(self) -> OpsService:
         await self.start()
@@ -231,20 +233,6 @@ class OpsService:
                         tb: TracebackType | None) -> None:
         await self.stop()
 
-    def _put(self, message: inbox_store.InboxMessage, now: datetime) -> bool:
-        """Into the shared inbox (on the inbox thread, its only user of the connection)."""
-        if self._inbox_db is not None and _connection_lost(self._inbox_db):
-            self._close_inbox()
-        if self._inbox_db is None:
-            self._inbox_db = self._open_db()
-        return inbox_store.put(self._inbox_db, message, self.settings.instance, now)
-
-    def _close_inbox(self) -> None:
-        if self._inbox_db is not None:
-            with contextlib.suppress(Exception):
-                self._inbox_db.conn.close()
-            self._inbox_db = None
-
     def _close_core(self) -> None:
         if self._core is not None:
             with contextlib.suppress(Exception):  # a lost connection may refuse to close
@@ -252,7 +240,7 @@ class OpsService:
             self._core = None
 
     def _with_core(self, fn: Callable[[OpsCore], T]) -> T:
-        if self._core is not None and _connection_lost(self._core.db):
+        if self._core is not None and connection_lost(self._core.db):
             # e.g. PostgreSQL ended the session of a leader stopped inside a transaction
             # (lease_store.fence_session): start over from what the database holds
             log.warning("the ops database connection was lost; reconnecting")
@@ -267,78 +255,6 @@ class OpsService:
         """Run ``fn(core)`` on the ops thread (the only user of the core's connection)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._with_core, fn)
-
-    async def _ticker(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.tick_interval_s)
-            if not self.leading():
-                continue
-            try:
-                result = await self.call(lambda core: core.tick(self.clock.now()))
-                self._after(result)
-                await self.escalate()
-            except Exception:
-                log.exception("ops tick failed")
-
-    async def escalate(self) -> list[Escalate]:
-        """Queue the escalations due now (see coordinator.ops.escalation)."""
-        cfg = self.config.escalation
-        if not cfg.enabled:
-            return []
-        now = self.clock.now()
-        queued = await self.call(lambda core: escalation_store.run(
-            core.db, cfg.policy, self.config.notify, now, self.roster))
-        if queued:
-            self.dispatcher.wake()
-            self._announce("incidents", "notifications")
-        return queued
-
-    async def _pruner(self) -> None:
-        # Its own loop: a prune scans the dedupe table, far too often at the tick rate.
-        while True:
-            await asyncio.sleep(self.config.dedupe_prune_interval_s)
-            if not self.leading():
-                continue
-            try:
-                await self.prune_dedupe()
-            except Exception:
-                log.exception("ops dedupe prune failed")
-
-    async def prune_dedupe(self) -> int:
-        """Drop the dedupe keys no agent lifetime needs any more; return how many rows."""
-        keep = self.config.dedupe_keep_per_agent
-
-        def prune(core: OpsCore) -> int:
-            with write_transaction(core.db):
-                pruned = tracker_store.prune_processed(core.db, core.tracker, keep)
-            if self.leadership is not None:
-                keep_inbox = timedelta(seconds=self.config.cluster.inbox_keep_s)
-                pruned += inbox_store.prune(core.db, self.clock.now(), keep_inbox)
-            return pruned
-
-        return await self.call(prune)
-
-    async def _telemetry_maintainer(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.telemetry.maintenance_interval_s)
-            if not self.leading():
-                continue  # one instance merges and prunes for all
-            try:
-                await self.maintain_telemetry()
-            except Exception:
-                log.exception("telemetry maintenance failed")
-
-    async def maintain_telemetry(self) -> telemetry.Maintenance:
-        """Downsample old telemetry and drop what is past retention (see ops.telemetry)."""
-        cfg = self.config.telemetry
-        now = self.clock.now()
-        done = await self.call(lambda core: telemetry.maintain(
-            core.db, now, raw_keep=cfg.raw_keep, bucket_s=cfg.bucket_s,
-            retention=cfg.retention))
-        if self.metrics is not None:
-            self.metrics.telemetry_maintenance.labels("merged").inc(done.merged)
-            self.metrics.telemetry_maintenance.labels("pruned").inc(done.pruned)
-        return done
 
     async def store_telemetry(self, summary: TelemetrySummary) -> bool:
         """Store one summary; False when it was a redelivery (already stored)."""
@@ -383,20 +299,47 @@ class OpsService:
                 self._announce("incidents")
             return
         now = self.clock.now()
-        if self.leadership is not None:
+        if self.leadership is not None and self.inbox is not None:
             # every instance stores what it received; the leader applies it in order
-            if self._inbox_executor is not None:
-                await asyncio.get_running_loop().run_in_executor(
-                    self._inbox_executor, self._put, message, now)
-            else:
-                instance = self.settings.instance
-                await self.call(lambda core: inbox_store.put(core.db, message, instance, now))
+            await self.inbox.put([message], now)
             self.leadership.wake()
             return
         result = await self.call(lambda core: core.handle(message, now))
         for timing in result.rerouted:
             timing.started = min(timing.started, received)
         self._after(result)
+
+    async def accept_batch(self, messages: list[BatchMessage], received: float) -> int:
+        """A burst the watcher took at once (:class:`coordinator.ops.watcher.BatchSink`):
+        with several instances into the shared inbox in one statement; alone, applied
+        in transactions of up to ``ops.cluster.apply_batch`` messages that hold the write
+        lock for about ``apply_budget_s`` at most (intake waits on it). Returns how many
+        were applied: after a failed transaction the watcher hands the rest over one by
+        one, with its retries, so the one that fails is isolated."""
+        now = self.clock.now()
+        if self.leadership is not None and self.inbox is not None:
+            await self.inbox.put(messages, now)
+            self.leadership.wake()
+            return len(messages)
+        cluster = self.config.cluster
+        done = 0
+        while done < len(messages):
+            chunk = messages[done:done + cluster.apply_batch]
+            try:
+                result, applied = await self.call(functools.partial(
+                    OpsCore.handle_many, messages=chunk, now=now,
+                    budget_s=cluster.apply_budget_s))
+            except Exception:
+                if done == 0:
+                    raise
+                log.warning("applying a burst failed after %d of %d messages", done,
+                            len(messages), exc_info=True)
+                return done
+            done += applied
+            for timing in result.rerouted:
+                timing.started = min(timing.started, received)
+            self._after(result)
+        return done
 
     async def reject(self, topic: str, error: str) -> None:
         await self.call(lambda core: core.count_bad_payload())

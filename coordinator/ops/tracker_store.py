@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from coordinator.db import Database
-from coordinator.ops import carrier_progress
+from coordinator.ops import carrier_progress, incident_store, tracker_writes
 from coordinator.ops.availability import AvailabilityTracker, restore
 from coordinator.ops.availability_state import (
     COURIER_STALE_PREFIX,
@@ -32,8 +32,9 @@ from coordinator.ops.couriers import (
     Shipment,
     ShipmentRecorded,
 )
+from coordinator.ops.tracker_writes import Deferred
 from protocols import BreakerState
-from protocols.timestamps import parse_stamp, parse_stamp_or_none, stamp, stamp_or_none
+from protocols.timestamps import parse_stamp, parse_stamp_or_none, stamp
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,7 @@ COUNTERS = (
 
 
 def bump(db: Database, name: str, by: int = 1) -> None:
-    db.conn.execute(
-        "INSERT INTO ops_counters (name, value) VALUES (?, ?) "
-        "ON CONFLICT (name) DO UPDATE SET value = ops_counters.value + excluded.value",
-        (name, by),
-    )
+    tracker_writes.bump(db, name, by)
 
 
 def counters(db: Database) -> dict[str, int]:
@@ -68,55 +65,27 @@ def counters(db: Database) -> dict[str, int]:
     return {name: int(found.get(name, 0)) for name in sorted(set(COUNTERS) | set(found))}
 
 
-def persist(db: Database, actions: Sequence[Action | CourierAction], now: datetime) -> None:
-    """Write the record actions (inside the caller's transaction)."""
+def persist(db: Database, actions: Sequence[Action | CourierAction], now: datetime,
+            deferred: Deferred | None = None) -> None:
+    """Write the record actions (inside the caller's transaction). With ``deferred`` the
+    frequent records (breaker states, agent sessions, dedupe marks, counters) wait there
+    for the batch's one set-based flush; without, they are written before returning."""
+    pending = deferred if deferred is not None else Deferred()
     for action in actions:
         match action:
             case BreakerRecorded(record=r):
-                db.conn.execute(
-                    "INSERT INTO ops_breaker_states (warehouse_id, breaker, agent_id, "
-                    "state, open, episode_id, reason, seq, session_seq, since, event_time, "
-                    "last_seen, incarnation) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT (warehouse_id, breaker) DO UPDATE SET "
-                    "agent_id = excluded.agent_id, state = excluded.state, "
-                    "open = excluded.open, episode_id = excluded.episode_id, "
-                    "reason = excluded.reason, seq = excluded.seq, "
-                    "session_seq = excluded.session_seq, since = excluded.since, "
-                    "event_time = excluded.event_time, last_seen = excluded.last_seen, "
-                    "incarnation = excluded.incarnation",
-                    (r.warehouse_id, r.breaker, r.agent_id, r.state.value, int(r.open),
-                     r.episode_id, r.reason, r.seq, r.session_seq, stamp(r.since),
-                     stamp(r.event_time), stamp(r.last_seen), r.incarnation),
-                )
+                pending.breaker(r)
             case AgentRecorded(record=a):
-                db.conn.execute(
-                    "INSERT INTO ops_agent_sessions (agent_id, warehouse_id, "
-                    "session_seq, online, offline_since, last_birth_at, last_death_at, last_seen,"
-                    " incarnation) VALUES (?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT (agent_id) DO UPDATE SET warehouse_id = excluded.warehouse_id, "
-                    "session_seq = excluded.session_seq, online = excluded.online, "
-                    "offline_since = excluded.offline_since, "
-                    "last_birth_at = excluded.last_birth_at, "
-                    "last_death_at = excluded.last_death_at, last_seen = excluded.last_seen, "
-                    "incarnation = excluded.incarnation",
-                    (a.agent_id, a.warehouse_id, a.session_seq, int(a.online),
-                     stamp_or_none(a.offline_since), stamp_or_none(a.last_birth_at),
-                     stamp_or_none(a.last_death_at), stamp(a.last_seen), a.incarnation),
-                )
-                bump(db, "agent_status_received")
+                pending.agent(a)
+                pending.bump("agent_status_received")
             case LifetimeStarted(lifetime=t, previous=previous, replaced=replaced):
-                _lifetime_started(db, t, previous, replaced, now)
+                pending.forget_agent(t.agent_id)
+                _lifetime_started(db, t, previous, replaced, now, pending)
             case EventProcessed() as e:
-                db.conn.execute(
-                    "INSERT INTO ops_processed_events (agent_id, incarnation, seq, "
-                    "warehouse_id, breaker, open, historical, outcome, received_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                    (e.agent_id, e.incarnation or "", e.seq, e.warehouse_id, e.breaker,
-                     int(e.open), int(e.historical), e.outcome, stamp(now)),
-                )
-                bump(db, f"breaker_events_{e.outcome}")
+                pending.processed_event(e, now)
+                pending.bump(f"breaker_events_{e.outcome}")
             case DuplicateDropped():
-                bump(db, "duplicates_dropped")
+                pending.bump("duplicates_dropped")
             case HoldSet(hold=h):
                 db.conn.execute(
                     "INSERT INTO ops_holds (warehouse_id, hold, incident_hint, "
@@ -140,19 +109,21 @@ def persist(db: Database, actions: Sequence[Action | CourierAction], now: dateti
                     (s.shipment_id, s.carrier, s.warehouse_id, s.order_id, s.status,
                      int(s.open), stamp(s.first_update_at), stamp(s.last_update_at)),
                 )
-                bump(db, "tracking_updates_received")
+                pending.bump("tracking_updates_received")
                 if s.order_id is not None:
                     moved = carrier_progress.advance(
                         db, s.order_id, s.status, s.last_update_at, carrier=s.carrier,
                         shipment_id=s.shipment_id)
                     if moved:
-                        bump(db, "orders_moved_by_tracking")
+                        pending.bump("orders_moved_by_tracking")
             case _:
                 pass
+    if deferred is None:
+        pending.flush(db)
 
 
 def _lifetime_started(db: Database, lifetime: Lifetime, previous: str | None,
-                      replaced: bool, now: datetime) -> None:
+                      replaced: bool, now: datetime, pending: Deferred) -> None:
     db.conn.execute(
         "INSERT INTO ops_agent_lifetimes (agent_id, warehouse_id, incarnation, "
         "retired, since) VALUES (?,?,?,?,?) ON CONFLICT (agent_id) DO UPDATE SET "
@@ -169,12 +140,10 @@ def _lifetime_started(db: Database, lifetime: Lifetime, previous: str | None,
     reason = (f"agent {lifetime.agent_id} started a new lifetime (incarnation "
               f"{lifetime.incarnation or 'none'}, was {previous or 'none'}): its seq and "
               "session ordering start over")
-    db.conn.execute(
-        "INSERT INTO ops_warehouse_audit (warehouse_id, action, actor, reason, incident_id, at)"
-        " VALUES (?,?,?,?,?,?)",
-        (lifetime.warehouse_id, "agent_incarnation", lifetime.agent_id, reason, None, stamp(now)),
-    )
-    bump(db, "agent_lifetimes_replaced")
+    pending.audits.append(incident_store.audit_row(
+        warehouse_id=lifetime.warehouse_id, action="agent_incarnation",
+        actor=lifetime.agent_id, reason=reason, incident_id=None, at=now))
+    pending.bump("agent_lifetimes_replaced")
     log.warning("%s", reason)
 
 

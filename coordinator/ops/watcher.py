@@ -21,7 +21,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import aiomqtt
 
@@ -63,6 +63,19 @@ class MessageSink(Protocol):
 
     async def reject(self, topic: str, error: str) -> None:
         """Count a payload that could not be used."""
+        ...
+
+
+BatchMessage = BreakerEvent | AgentStatus | TrackingUpdate
+# Messages taken from the client's queue at once (when that many are waiting).
+BURST_MAX = 500
+
+
+@runtime_checkable
+class BatchSink(Protocol):
+    async def accept_batch(self, messages: list[BatchMessage], received: float) -> int:
+        """Process the leading messages in order; return how many (the watcher hands the
+        rest over one at a time, with its retries). Raising means none was processed."""
         ...
 
 
@@ -166,9 +179,15 @@ class Watcher:
                     log.info("ops watcher subscribed on %s as %s", _shown(address),
                              self.client_id)
                     async for message in client.messages:
-                        payload = message.payload
-                        raw = payload if isinstance(payload, bytes | bytearray | str) else b""
-                        await self.handle(str(message.topic), raw, time.perf_counter())
+                        received = time.perf_counter()
+                        burst = [message]
+                        # A storm piles messages up in the client's queue (acknowledged
+                        # already: QoS 1 is acknowledged on receipt). Taken together, a
+                        # batch sink applies them in one transaction instead of one each.
+                        while len(burst) < BURST_MAX and len(client.messages) > 0:
+                            burst.append(await anext(client.messages))
+                        await self.handle_burst([(str(m.topic), _raw(m)) for m in burst],
+                                                received)
             except aiomqtt.MqttError as exc:
                 self._client = None
                 self.connected.clear()
@@ -212,9 +231,43 @@ class Watcher:
 
     async def handle(self, topic: str, raw: bytes | bytearray | str, received: float) -> None:
         """Parse one message and hand it to the sink; never raises for bad input."""
+        await self.handle_burst([(topic, raw)], received)
+
+    async def handle_burst(self, items: Sequence[tuple[str, bytes | bytearray | str]],
+                           received: float) -> None:
+        """Parse messages and hand them over in order: runs of breaker events, statuses
+        and tracking updates together to a :class:`BatchSink`, the rest one by one."""
+        run: list[tuple[str, BatchMessage]] = []
+        batching = isinstance(self.sink, BatchSink)
+        for topic, raw in items:
+            message = await self._decode(topic, raw)
+            if message is None:
+                continue
+            if batching and isinstance(message, BatchMessage):
+                run.append((topic, message))
+                continue
+            await self._deliver_run(run, received)
+            run = []
+            await self._deliver(topic, message, received)
+        await self._deliver_run(run, received)
+
+    async def _deliver_run(self, run: list[tuple[str, BatchMessage]], received: float) -> None:
+        done = 0
+        if len(run) > 1 and isinstance(self.sink, BatchSink):
+            try:
+                done = await self.sink.accept_batch([m for _, m in run], received)
+            except Exception:  # none of them was applied: one at a time, with retries
+                self.stats.handle_failures += 1
+                log.warning("handling %d messages together failed; one at a time now",
+                            len(run), exc_info=True)
+        for topic, message in run[done:]:
+            await self._deliver(topic, message, received)
+
+    async def _decode(self, topic: str, raw: bytes | bytearray | str) -> OpsMessage | None:
+        """The message, or None (counted and logged) when there is none to use."""
         self.stats.received += 1
         if len(raw) == 0:
-            return  # a cleared retained message
+            return None  # a cleared retained message
         try:
             parsed = self.topics.parse(topic)
             message: OpsMessage
@@ -240,8 +293,8 @@ class Watcher:
                 raise TopicError(f"topic {topic!r} is not one the coordinator handles")
         except (PayloadError, TopicError) as exc:
             await self._reject(topic, str(exc))
-            return
-        await self._deliver(topic, message, received)
+            return None
+        return message
 
     async def _deliver(self, topic: str, message: OpsMessage, received: float) -> None:
         delay = self.config.handle_retry_s
@@ -275,6 +328,11 @@ class Watcher:
 
     def _remember(self, topic: str, error: str) -> None:
         self.stats.last_errors = [*self.stats.last_errors[-9:], f"{topic}: {error}"]
+
+
+def _raw(message: aiomqtt.Message) -> bytes | bytearray | str:
+    payload = message.payload
+    return payload if isinstance(payload, bytes | bytearray | str) else b""
 
 
 def _shown(address: MqttAddress) -> str:

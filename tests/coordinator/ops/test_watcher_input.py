@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator.ops.config import MqttConfig
-from coordinator.ops.watcher import OpsMessage, Watcher
-from protocols import Topics, encode
+from coordinator.ops.watcher import BatchMessage, OpsMessage, Watcher
+from protocols import BreakerEvent, Topics, encode
 from tests.coordinator.ops.factories import agent_status, breaker_event
 
 TOPICS = Topics("bwjunk")
@@ -87,3 +87,62 @@ def test_a_nul_in_any_text_of_a_message_is_refused_naming_the_field() -> None:
     assert sink.accepted == [] and w.stats.bad_payloads == 2
     assert "TrackingUpdate.shipment_id: text must not contain NUL" in sink.rejected[0]
     assert "BreakerEvent.detail: text must not contain NUL" in sink.rejected[1]
+
+
+class BatchRecorder(Recorder):
+    """A sink that takes runs of breaker events, statuses and tracking updates at once;
+    ``fail_batches``: its first batches raise (nothing of them applied)."""
+
+    def __init__(self, fail_batches: int = 0) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+        self.fail_batches = fail_batches
+
+    async def accept_batch(self, messages: list[BatchMessage], received: float) -> int:
+        if self.fail_batches:
+            self.fail_batches -= 1
+            raise RuntimeError("the database is away")
+        self.batches.append(len(messages))
+        self.accepted.extend(messages)
+        return len(messages)
+
+
+burst_item = st.one_of(
+    st.integers(1, 10_000).map(lambda seq: (TOPICS.breaker("wh-cc-2", "cold_chain"),
+                                            encode(breaker_event(seq=seq)))),
+    st.integers(1, 100).map(lambda s: (TOPICS.agent_status("wh-cc-2", "gw-cc-2"),
+                                       encode(agent_status(online=True, session_seq=s)))),
+    st.tuples(topic, payload),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(burst_item, max_size=30), st.integers(0, 1))
+def test_a_burst_hands_over_every_usable_message_once_in_order_and_counts_the_junk(
+        items: list[tuple[str, bytes]], fail_batches: int) -> None:
+    one_by_one, alone = watcher()
+    for t, raw in items:
+        asyncio.run(one_by_one.handle(t, raw, 0.0))
+    sink = BatchRecorder(fail_batches)
+    burst = Watcher("mqtt://127.0.0.1:1", TOPICS, MqttConfig(), sink)
+    asyncio.run(burst.handle_burst(items, 0.0))
+    # the same messages in the same order as one at a time, however they were grouped,
+    # also when a batch failed (then handed over one by one)
+    assert sink.accepted == alone.accepted
+    assert sink.rejected == alone.rejected
+    assert burst.stats.bad_payloads == one_by_one.stats.bad_payloads
+    assert burst.stats.dropped == 0
+
+
+def test_junk_in_the_middle_of_a_burst_splits_nothing_it_is_counted_beside_the_batch() -> None:
+    sink = BatchRecorder()
+    w = Watcher("mqtt://127.0.0.1:1", TOPICS, MqttConfig(), sink)
+    breaker = TOPICS.breaker("wh-cc-2", "cold_chain")
+    items = [(breaker, encode(breaker_event(seq=1))), (breaker, b"{not json"),
+             (breaker, encode(breaker_event(seq=2))), ("bwjunk/v1/nowhere", b"{}"),
+             (breaker, encode(breaker_event(seq=3)))]
+    asyncio.run(w.handle_burst(items, 0.0))
+    assert [m.seq for m in sink.accepted if isinstance(m, BreakerEvent)] == [1, 2, 3]
+    assert sink.batches == [3]
+    assert w.stats.bad_payloads == 2
+    assert len(sink.rejected) == 2

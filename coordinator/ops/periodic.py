@@ -1,0 +1,120 @@
+"""The ops service's periodic work: ticks (courier silence, agent liveness, placed-order
+notices, escalations), the dedupe and inbox pruner, telemetry maintenance. With several
+instances only the leader runs them. A mixin of :class:`coordinator.ops.runner.OpsService`
+(the loops need its ops thread, clock, leadership and announcements, nothing else)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TypeVar
+
+from coordinator.db import write_transaction
+from coordinator.observability import Metrics
+from coordinator.ops import escalation_store, inbox_store, telemetry, tracker_store
+from coordinator.ops.config import OpsConfig
+from coordinator.ops.escalation import Escalate
+from coordinator.ops.handler import HandleResult, OpsCore
+from coordinator.ops.leadership import Leadership
+from coordinator.ops.notify.dispatcher import Dispatcher
+from protocols.clock import Clock
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Periodic:
+    config: OpsConfig
+    clock: Clock
+    metrics: Metrics | None
+    roster: escalation_store.RosterLookup
+    leadership: Leadership | None
+    dispatcher: Dispatcher
+
+    # provided by the service
+    def leading(self) -> bool:
+        raise NotImplementedError
+
+    async def call(self, fn: Callable[[OpsCore], T]) -> T:
+        raise NotImplementedError
+
+    def _after(self, result: HandleResult) -> None:
+        raise NotImplementedError
+
+    def _announce(self, *topics: str) -> None:
+        raise NotImplementedError
+
+    # -- loops -------------------------------------------------------------------------
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tick_interval_s)
+            if not self.leading():
+                continue
+            try:
+                result = await self.call(lambda core: core.tick(self.clock.now()))
+                self._after(result)
+                await self.escalate()
+            except Exception:
+                log.exception("ops tick failed")
+
+    async def escalate(self) -> list[Escalate]:
+        """Queue the escalations due now (see coordinator.ops.escalation)."""
+        cfg = self.config.escalation
+        if not cfg.enabled:
+            return []
+        now = self.clock.now()
+        queued = await self.call(lambda core: escalation_store.run(
+            core.db, cfg.policy, self.config.notify, now, self.roster))
+        if queued:
+            self.dispatcher.wake()
+            self._announce("incidents", "notifications")
+        return queued
+
+    async def _pruner(self) -> None:
+        # Its own loop: a prune scans the dedupe table, far too often at the tick rate.
+        while True:
+            await asyncio.sleep(self.config.dedupe_prune_interval_s)
+            if not self.leading():
+                continue
+            try:
+                await self.prune_dedupe()
+            except Exception:
+                log.exception("ops dedupe prune failed")
+
+    async def prune_dedupe(self) -> int:
+        """Drop the dedupe keys no agent lifetime needs any more; return how many rows."""
+        keep = self.config.dedupe_keep_per_agent
+
+        def prune(core: OpsCore) -> int:
+            with write_transaction(core.db):
+                pruned = tracker_store.prune_processed(core.db, core.tracker, keep)
+            if self.leadership is not None:
+                keep_inbox = timedelta(seconds=self.config.cluster.inbox_keep_s)
+                pruned += inbox_store.prune(core.db, self.clock.now(), keep_inbox)
+            return pruned
+
+        return await self.call(prune)
+
+    async def _telemetry_maintainer(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.telemetry.maintenance_interval_s)
+            if not self.leading():
+                continue  # one instance merges and prunes for all
+            try:
+                await self.maintain_telemetry()
+            except Exception:
+                log.exception("telemetry maintenance failed")
+
+    async def maintain_telemetry(self) -> telemetry.Maintenance:
+        """Downsample old telemetry and drop what is past retention (see ops.telemetry)."""
+        cfg = self.config.telemetry
+        now = self.clock.now()
+        done = await self.call(lambda core: telemetry.maintain(
+            core.db, now, raw_keep=cfg.raw_keep, bucket_s=cfg.bucket_s,
+            retention=cfg.retention))
+        if self.metrics is not None:
+            self.metrics.telemetry_maintenance.labels("merged").inc(done.merged)
+            self.metrics.telemetry_maintenance.labels("pruned").inc(done.pruned)
+        return done
