@@ -4,7 +4,6 @@ line of a (split) decision, and the one JSON encoder."""
 from __future__ import annotations
 
 import json
-import math
 from _json import make_encoder  # CPython's C encoder, the one JSONEncoder.encode uses
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,58 +33,6 @@ def _values_encoder() -> Callable[[Any], str]:
 
 _values_json = _values_encoder()
 
-# Texts of the floats and strings of recent traces. Why: the C encoder spells each float
-# with repr, most of a trace's cost, and a reroute's traces repeat the same distances,
-# rates, depths and reasons order after order. Keys are values of one type each (a float
-# never meets an int or a bool equal to it there, see _rows_json); zeros are not kept
-# (0.0 == -0.0). Cleared when full: memory stays bounded in a long-running service.
-_FLOATS: dict[float, str] = {}
-_TEXTS: dict[str, str] = {}
-_KEPT = 50_000
-_NUMBER = frozenset({float, type(None)})
-_TEXT = frozenset({str, type(None)})
-
-
-def _float_json(value: float) -> str:
-    if value == 0.0:
-        return "0.0" if math.copysign(1.0, value) > 0 else "-0.0"
-    if len(_FLOATS) >= _KEPT:
-        _FLOATS.clear()
-    # finite: repr, as the C encoder spells it (NaN and infinities: its own words)
-    text = _FLOATS[value] = repr(value) if value - value == 0.0 else _values_json(value)
-    return text
-
-
-def _text_json(value: str) -> str:
-    if len(_TEXTS) >= _KEPT:
-        _TEXTS.clear()
-    text = _TEXTS[value] = _values_json(value)
-    return text
-
-
-def _rows_json(rows: tuple[CandidateTrace, ...]) -> str:
-    """``to_json(rows)``, the same text, with the spelling of repeated values looked up."""
-    floats, texts, number, text = _FLOATS, _TEXTS, _NUMBER, _TEXT
-    out = []
-    for row in rows:
-        wid, dist, rate, depth, score, chosen, by, why = row
-        if (type(wid) is not str or type(dist) is not float or type(rate) not in number
-                or type(depth) not in number or type(score) not in number
-                or type(chosen) is not bool or type(by) not in text
-                or type(why) not in text):
-            out.append(_values_json(row))  # not the declared types: the plain encoder
-            continue
-        out.append(
-            f"[{texts.get(wid) or _text_json(wid)},"
-            f"{floats.get(dist) or _float_json(dist)},"
-            f"{'null' if rate is None else floats.get(rate) or _float_json(rate)},"
-            f"{'null' if depth is None else floats.get(depth) or _float_json(depth)},"
-            f"{'null' if score is None else floats.get(score) or _float_json(score)},"
-            f"{'true' if chosen else 'false'},"
-            f"{'null' if by is None else texts.get(by) or _text_json(by)},"
-            f"{'null' if why is None else texts.get(why) or _text_json(why)}]")
-    return f"[{','.join(out)}]"
-
 TRACE_COLUMNS = CandidateTrace._fields
 
 
@@ -99,7 +46,7 @@ def trace_json(decision: Decision) -> str:
     ``{"columns", "rows", "examined", "farthest_examined_km", "omitted"}``, the same text
     ``to_json`` gives for that dict, built without re-encoding the constant column names.
     """
-    return (f"{_TRACE_HEAD}{_rows_json(decision.candidates)},"
+    return (f"{_TRACE_HEAD}{_values_json(decision.candidates)},"
             f"\"examined\":{decision.examined:d},"
             f"\"farthest_examined_km\":{_values_json(decision.farthest_examined_km)},"
             f"\"omitted\":{decision.omitted:d}}}")

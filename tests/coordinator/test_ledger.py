@@ -237,8 +237,9 @@ def test_stored_trace_is_the_json_of_the_whole_trace(
 
 
 def test_stored_trace_spells_repeated_and_odd_values_as_the_json_encoder_does() -> None:
-    # the trace text memoizes floats and strings: values equal across types (5 and 5.0,
-    # True and 1.0, 0.0 and -0.0) and NaN / infinities must still be spelled each their way
+    # the trace text comes from an encoder built once with to_json's options: values
+    # equal across types (5 and 5.0, True and 1.0, 0.0 and -0.0), NaN, infinities and
+    # escapes spelled as to_json does, also when the same rows come again
     nan, inf = float("nan"), float("inf")
     rows = [CandidateTrace("WH-1", 5.0, 1.0, 0.0, 1.0, True, None, None),
             CandidateTrace("WH-1", 5, True, -0.0, 1, False, "x", "why"),  # type: ignore[arg-type]
