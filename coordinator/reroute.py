@@ -207,15 +207,21 @@ def _record(
     names: dict[tuple[str, ...], str],
     etas: dict[datetime, str],
 ) -> None:
-    """One share's rows: moves, stuck orders, decisions (appended to ``moved``/``stuck``)."""
+    """One share's rows: moves, stuck orders, decisions (appended to ``moved``/``stuck``).
+    The stock given back and taken and the daily load are summed here and handed to the
+    ledger once per key: the same sums, not a ledger call per line."""
     at = ledger.at
     share: list[str] = []  # the share's moved orders
     held_lines = 0  # their held reservations (moved set-based, counted)
+    given_back: dict[str, int] = {}  # SKU -> units released at the failed warehouse
+    taken: dict[tuple[str, str], int] = {}  # (warehouse, SKU) -> units of a whole move
+    load: dict[str, int] = {}  # warehouse -> orders (parts) it now handles
     for decision in decisions:
         a = affected[decision.order_id]
         oid = a.order_id
         for _, line in a.lines:
-            ledger.release_stock(warehouse_id, line.sku_id, line.qty)
+            sku = line.sku_id
+            given_back[sku] = given_back.get(sku, 0) + line.qty
         parts = decision.parts
         if parts:
             new_wh = parts[0].warehouse_id
@@ -223,7 +229,10 @@ def _record(
             share.append(oid)
             if len(parts) == 1:
                 for _, line in a.lines:
-                    ledger.take_stock(new_wh, line.sku_id, line.qty)
+                    into = (new_wh, line.sku_id)
+                    taken[into] = taken.get(into, 0) + line.qty
+                load[new_wh] = load.get(new_wh, 0) + 1
+                key: tuple[str, ...] = (new_wh,)
             else:
                 # lines of a split land where the engine put them
                 placed: dict[int, tuple[str, Line]] = {}
@@ -235,8 +244,9 @@ def _record(
                 for no, (wid, line) in placed.items():
                     ledger.move_reservation(a.reservation_ids[no], oid, no, line.sku_id,
                                             line.qty, wid)
-            for part in parts:
-                ledger.count_load(part.warehouse_id)
+                for part in parts:
+                    load[part.warehouse_id] = load.get(part.warehouse_id, 0) + 1
+                key = tuple(p.warehouse_id for p in parts)
             distance = decision.distance_km or 0.0
             eta = at
             if decision.eta is not None:
@@ -247,7 +257,6 @@ def _record(
             moved.append(MovedOrder(oid, a.channel, a.store_id, a.customer_id,
                                     warehouse_id, new_wh, distance, eta, decision.tier))
             outcome = "allocated"
-            key = tuple(p.warehouse_id for p in parts)
         else:
             why = decision.reason or "no backup warehouse can serve it"
             for no, _ in a.lines:
@@ -269,6 +278,12 @@ def _record(
             wids = names[key] = to_json(key)
         ledger.decision(oid, "reroute", decision, outcome, incident_id=incident_id,
                         warehouse_ids=wids)
+    for sku, qty in given_back.items():
+        ledger.release_stock(warehouse_id, sku, qty)
+    for (wid, sku), qty in taken.items():
+        ledger.take_stock(wid, sku, qty)
+    for wid, orders in load.items():
+        ledger.count_load(wid, orders)
     if share:
         ledger.move_incident_orders(incident_id, warehouse_id, reason, held_lines, share)
 

@@ -67,9 +67,9 @@ class Ledger:
                                   self.at))
         self.reserve[(warehouse_id, sku_id)] += qty
 
-    def count_load(self, warehouse_id: str) -> None:
-        """One more order handled today at ``warehouse_id`` (daily capacity)."""
-        self.load[warehouse_id] += 1
+    def count_load(self, warehouse_id: str, orders: int = 1) -> None:
+        """``orders`` more orders handled today at ``warehouse_id`` (daily capacity)."""
+        self.load[warehouse_id] += orders
 
     def place_line(self, order_id: str, line_no: int, warehouse_id: str) -> None:
         """An existing line now ships from ``warehouse_id``."""

@@ -236,6 +236,25 @@ def test_stored_trace_is_the_json_of_the_whole_trace(
     assert ledger.trace_candidates(json.loads(text)) == [c._asdict() for c in candidates]
 
 
+def test_stored_trace_spells_repeated_and_odd_values_as_the_json_encoder_does() -> None:
+    # the trace text comes from an encoder built once with to_json's options: values
+    # equal across types (5 and 5.0, True and 1.0, 0.0 and -0.0), NaN, infinities and
+    # escapes spelled as to_json does, also when the same rows come again
+    nan, inf = float("nan"), float("inf")
+    rows = [CandidateTrace("WH-1", 5.0, 1.0, 0.0, 1.0, True, None, None),
+            CandidateTrace("WH-1", 5, True, -0.0, 1, False, "x", "why"),  # type: ignore[arg-type]
+            CandidateTrace("W\"\\é\u2028\x01", -0.0, nan, -inf, inf, False, "é", "é \"q\""),
+            CandidateTrace("WH-1", 1e16, 1e-05, 0.0, -0.0, True, "x", "why")]
+    for _ in range(2):  # a cold memo, then a warm one
+        for candidates in ([row] for row in rows + rows[::-1]):
+            decision = Decision(order_id="o", tier=2, need_cold_chain=False,
+                                rule_set_version="v", candidates=tuple(candidates),
+                                farthest_examined_km=-0.0)
+            assert ledger.trace_json(decision) == ledger.to_json({
+                "columns": ledger.TRACE_COLUMNS, "rows": candidates, "examined": 0,
+                "farthest_examined_km": -0.0, "omitted": 0})
+
+
 def _one_unit_everywhere(db: Database, sku: str) -> None:
     warehouses = [r[0] for r in db.execute("SELECT id FROM warehouses")]
     upsert_inventory(db, [InventoryIn(warehouse_id=w, sku_id=sku, on_hand=1, safety_stock=0)
