@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from simulators.pg_server import PostgresServer
-from tests.coordinator.ops.receiver import Receiver
+from simulators.receiver import Receiver
 
 from .harness import seed
 
