@@ -51,13 +51,17 @@ def sample_db(db_path: Path, copies: Copies) -> Database:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_target(request: pytest.FixtureRequest, db_path: Path) -> str:
+def db_target(request: pytest.FixtureRequest, db_path: Path) -> Iterator[str]:
     """An empty database on each backend: a SQLite path, or a fresh database on the
-    session's private PostgreSQL (skipped, or failed under CI, without one)."""
+    session's private PostgreSQL (skipped, or failed under CI, without one; dropped
+    after the test)."""
     if request.param == "sqlite":
-        return str(db_path)
+        yield str(db_path)
+        return
     server: PostgresServer = request.getfixturevalue("postgres_server")
-    return server.create_database()
+    url = server.create_database()
+    yield url
+    server.drop_database(url)
 
 
 @pytest.fixture
@@ -88,11 +92,15 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     """A real uvicorn on a free loopback port serving the sample region, on each backend
     (one per module and backend: tests in a module share it, so each uses order ids and
     SKUs of its own)."""
+    server: PostgresServer | None
     if request.param == "sqlite":
         target = copies.sqlite(seed_sample, tmp_path_factory.mktemp("live") / "live.sqlite")
+        server = None
     else:
-        server: PostgresServer = request.getfixturevalue("postgres_server")
+        server = request.getfixturevalue("postgres_server")
         target = copies.postgres(seed_sample, server)
     app = create_app(Settings(db_path=target), clock=ManualClock(NOW))
     with serve_in_thread(app) as url:
         yield url
+    if server is not None:
+        server.drop_database(target)

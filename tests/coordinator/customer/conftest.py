@@ -24,13 +24,17 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def customer_db(request: pytest.FixtureRequest, tmp_path: Path, copies: Copies) -> str:
+def customer_db(request: pytest.FixtureRequest, tmp_path: Path, copies: Copies
+                ) -> Iterator[str]:
     """The seeded database on each backend: a SQLite path, or a fresh database on the
-    session's private PostgreSQL (copies of the session's seeded one)."""
+    session's private PostgreSQL (copies of the session's seeded one; dropped after)."""
     if request.param == "sqlite":
-        return copies.sqlite(seed, tmp_path / "customer.sqlite")
+        yield copies.sqlite(seed, tmp_path / "customer.sqlite")
+        return
     server: PostgresServer = request.getfixturevalue("postgres_server")
-    return copies.postgres(seed, server)
+    url = copies.postgres(seed, server)
+    yield url
+    server.drop_database(url)
 
 
 @pytest.fixture
