@@ -197,7 +197,7 @@ class EdgeAgent:
         # Config, parsers and machines live as long as the process: keep them out of the
         # cyclic collector's full passes (measured: ~20% of ingest time at 1000 sensors).
         gc.freeze()
-        if self.core.command_key is None:
+        if self.core.commands.key is None:
             log.warning("no command key configured: commands are not authenticated "
                         "(set command_key_file or %s)", COMMAND_KEY_ENV)
         log.info(
@@ -279,7 +279,7 @@ class EdgeAgent:
                         batch = subscriptions[start : start + 100]
                         qos: int = section.qos
                         await client.subscribe([(t, qos) for t in batch])
-                    if self.core.command_key is not None and not self._samebroker_address():
+                    if self.core.commands.key is not None and not self._samebroker_address():
                         await client.subscribe(command_filter, qos=1)
                     log.info("sensor broker %s connected", attempt.url)
                     rotation.connected(self.clock.now())
