@@ -5,7 +5,8 @@ running, no MQTT) holds 14,000 orders of the day, each with its customer's conta
 phone numbers, so a phone finds one to three orders). Inquiries arrive open loop at a
 steady 200/s, half by the channel's order number and half by phone; each answer carries
 status, node times and ETA, is recorded, and its reply is queued to the channel's webhook
-(a loopback receiver in this process). Status-node messages are switched off
+(simulators.receiver, the loopback fake of the tests, in this process, keeping
+connections alive as a channel's gateway does). Status-node messages are switched off
 (``customer.message_nodes = []``): 14,000 orders' worth of them would be the dispatcher's
 load, not the inquiries'.
 
@@ -26,12 +27,8 @@ from __future__ import annotations
 import asyncio
 import random
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -48,37 +45,11 @@ from coordinator.db import open_database
 from coordinator.region import generate_region, load_region
 from coordinator.settings import AllocationConfig
 from protocols.orders import Channel, CustomerContact, OrderIn, OrderLine
+from simulators.receiver import Receiver
 
 NOW = datetime.now(UTC)  # "orders of the day": the server's clock is the real one
 RATE = 200.0
 PHONES = 6_000
-
-
-@contextmanager
-def _receiver() -> Iterator[str]:
-    """A channel webhook that acknowledges everything (200)."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as a channel's gateway does
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"{}")
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        host, port = server.server_address[:2]
-        yield f"http://{host!s}:{port}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _phone(i: int) -> str:
@@ -141,7 +112,8 @@ def run(quick: bool) -> Result:
     result = Result("inquiries")
     count = 1_000 if quick else 14_000
     asked = 100 if quick else 2_000
-    with tempfile.TemporaryDirectory(prefix="bw-inquiries-") as tmp, _receiver() as hook:
+    with (tempfile.TemporaryDirectory(prefix="bw-inquiries-") as tmp,
+          Receiver(keep_alive=True) as receiver):
         root = Path(tmp)
         db_path = root / "inquiries.sqlite"
         placed = _load(db_path, count)
@@ -163,7 +135,7 @@ def run(quick: bool) -> Result:
                               token=token) for _ in range(asked)]
         warm = [request_bytes(host, "GET", f"/orders/{placed[i][0]}", token=token)
                 for i in range(8)]
-        with coordinator_process(db_path, config=_config(root, hook)) as served:
+        with coordinator_process(db_path, config=_config(root, receiver.url)) as served:
             port = served.port
             cpu = served.cpu_s()
             baseline = asyncio.run(steady_load(host, port, gets, RATE, warm=warm))

@@ -1,13 +1,13 @@
 """The agent's thin MQTT shell (aiomqtt) around the pure core (:mod:`edge_agent.core`).
 
-Two connections: the gateway's local sensor broker and the uplink broker (they may be the
-same URL). This module only moves bytes: sensor messages go to ``core.ingest``, commands
-to ``core.command``, ticks to ``core.tick``; what the core returns is committed to SQLite
-(state first, with the outbox, in one transaction) before anything is published. The
-uplink task drains the outbox with QoS 1 on a persistent session; what a session
-publishes and in which order (current breaker states first, then the outbox, birth and
-heartbeats, the QoS 0 extras) is :mod:`edge_agent.uplink_publisher`. Which messages are
-commands is :mod:`edge_agent.command_topics`.
+Two connections (:mod:`edge_agent.broker_links`): the gateway's local sensor broker and
+the uplink broker (they may be the same URL). This module only moves bytes: sensor
+messages go to ``core.ingest``, commands to ``core.command``, ticks to ``core.tick``; what
+the core returns is committed to SQLite (state first, with the outbox, in one transaction)
+before anything is published. The uplink drains the outbox with QoS 1 on a persistent
+session; what a session publishes and in which order (current breaker states first, then
+the outbox, birth and heartbeats, the QoS 0 extras) is :mod:`edge_agent.uplink_publisher`.
+Which messages are commands is :mod:`edge_agent.command_topics`.
 
 Every time decision uses the injected :class:`~protocols.clock.Clock`.
 """
@@ -24,6 +24,7 @@ from types import MappingProxyType
 
 import aiomqtt
 
+from edge_agent.broker_links import SensorLink, UplinkLink
 from edge_agent.command_topics import CommandTopics
 from edge_agent.config import AgentConfig
 from edge_agent.core import AgentCore, Output, Saved
@@ -32,24 +33,16 @@ from edge_agent.errors import StoreError
 from edge_agent.local_command import COMMAND_KEY_ENV
 from edge_agent.messages import OutgoingMessage
 from edge_agent.mqtt_io import (
-    broker_address,
     cancel_and_wait,
-    client_kwargs,
-    log_connect_failure,
-    owned_queue,
-    reraise_if_cancelling,
 )
 from edge_agent.store import Store, open_store
 from edge_agent.uplink_publisher import UplinkPublisher
-from protocols import AgentState, Topics
+from protocols import Topics
 from protocols.clock import Clock, SystemClock
 from protocols.command_auth import load_command_key
-from protocols.mqtt_url import parse_mqtt_url
-from protocols.reconnect import BrokerRotation
 
 log = logging.getLogger("edge_agent")
 
-SENSOR_BATCH = 256  # queued sensor messages handled per turn of the event loop
 UNSAVED_MAX = 10_000  # beyond this, unsaved non-breaker messages are dropped
 
 
@@ -78,9 +71,15 @@ class EdgeAgent:
         self.publisher = UplinkPublisher(config, self.core, self.topics, clock)
         self._commands = CommandTopics(self.topics, self.warehouse_id)
         self._store: Store | None = None
-        self._connected = False
-        self._uplink_broker: str | None = None  # host:port of the current uplink session
-        self._sensors_connected = False
+        # Commands signed on site arrive on the sensor broker when it is not the uplink's.
+        on_site = self.topics.command_filter(self.warehouse_id)
+        self._sensors = SensorLink(
+            config, [*self.core.router.subscriptions],
+            on_site if self.core.commands.key is not None and not self._samebroker_address()
+            else None,
+            self._take_local_message, clock)
+        self._uplink = UplinkLink(config, self.core, self.publisher, self.topics,
+                                  lambda: self._store, self._take_command, clock)
         # Messages a failed commit could not save: they go first in the next commit.
         self._unsaved: list[OutgoingMessage] = []
         self._final_outbox = 0
@@ -103,8 +102,8 @@ class EdgeAgent:
             deadletters_published=pub.deadletters_published,
             deadletters_dropped=pub.deadletters_dropped,
             notices=MappingProxyType(dict(c.notices)),
-            uplink_connected=self._connected,
-            sensors_connected=self._sensors_connected,
+            uplink_connected=self._uplink.connected,
+            sensors_connected=self._sensors.connected,
             session_seq=self.core.session_seq,
             seq=self.core.seq,
             store_errors=self._store_errors,
@@ -112,7 +111,7 @@ class EdgeAgent:
             drops=MappingProxyType(dict(c.drops)),
             commands=MappingProxyType(dict(c.commands)),
             states_resent=pub.states_resent,
-            uplink_broker=self._uplink_broker if self._connected else None,
+            uplink_broker=self._uplink.broker if self._uplink.connected else None,
         )
 
     def breaker_states(self) -> dict[str, tuple[str, bool]]:
@@ -143,8 +142,8 @@ class EdgeAgent:
                 health.start()
                 log.info("health and metrics on http://%s:%d/", cfg.metrics_host, health.port)
         tasks = [
-            asyncio.create_task(self._local_loop(), name=f"{self.agent_id}-local"),
-            asyncio.create_task(self._uplink_loop(), name=f"{self.agent_id}-uplink"),
+            asyncio.create_task(self._sensors.run(), name=f"{self.agent_id}-local"),
+            asyncio.create_task(self._uplink.run(), name=f"{self.agent_id}-uplink"),
             asyncio.create_task(self._tick_loop(), name=f"{self.agent_id}-tick"),
         ]
         try:
@@ -197,7 +196,7 @@ class EdgeAgent:
         # Config, parsers and machines live as long as the process: keep them out of the
         # cyclic collector's full passes (measured: ~20% of ingest time at 1000 sensors).
         gc.freeze()
-        if self.core.command_key is None:
+        if self.core.commands.key is None:
             log.warning("no command key configured: commands are not authenticated "
                         "(set command_key_file or %s)", COMMAND_KEY_ENV)
         log.info(
@@ -252,54 +251,7 @@ class EdgeAgent:
         if outgoing:
             self.publisher.wake.set()
 
-    # -- sensors (hot path) ------------------------------------------------------
-    async def _local_loop(self) -> None:
-        section = self.config.local_mqtt
-        rotation = BrokerRotation(section.broker_urls, section.backoff())
-        attempt = rotation.first()
-        kwargs = client_kwargs(section, f"{self.agent_id}-sensors")
-        subscriptions = [*self.core.router.subscriptions]
-        # A technician on site signs commands with the gateway's key and publishes them
-        # here (python -m edge_agent command): no coordinator or uplink needed.
-        command_filter = self.topics.command_filter(self.warehouse_id)
-        while True:
-            await asyncio.sleep(attempt.delay_s)
-            try:
-                queues: list[asyncio.Queue[aiomqtt.Message]] = []
-                async with aiomqtt.Client(
-                    **broker_address(attempt.url),
-                    username=section.username,
-                    # A persistent session keeps the subscriptions and what arrives while
-                    # the agent is away; its client_id is stable (config or agent id).
-                    clean_session=not section.persistent_session,
-                    queue_type=owned_queue(queues),
-                    **kwargs,
-                ) as client:
-                    for start in range(0, len(subscriptions), 100):
-                        batch = subscriptions[start : start + 100]
-                        qos: int = section.qos
-                        await client.subscribe([(t, qos) for t in batch])
-                    if self.core.command_key is not None and not self._samebroker_address():
-                        await client.subscribe(command_filter, qos=1)
-                    log.info("sensor broker %s connected", attempt.url)
-                    rotation.connected(self.clock.now())
-                    self._sensors_connected = True
-                    queue = queues[0]
-                    take = self._take_local_message
-                    # The iterator waits (and notices a lost connection); whatever else is
-                    # already queued is taken without a task per message, in bounded batches
-                    # so the uplink and tick tasks still get their turn.
-                    async for message in client.messages:
-                        take(message)
-                        for _ in range(min(queue.qsize(), SENSOR_BATCH)):
-                            take(queue.get_nowait())
-            except aiomqtt.MqttError as exc:
-                reraise_if_cancelling(exc)
-                self._sensors_connected = False
-                failed = attempt.url
-                attempt = rotation.failed(self.clock.now())
-                log_connect_failure("sensor broker", section, failed, exc, attempt)
-
+    # -- messages from the links ---------------------------------------------------
     def _samebroker_address(self) -> bool:
         local, uplink = self.config.local_mqtt, self.config.uplink_mqtt
         return (local.host, local.port) == (uplink.host, uplink.port)
@@ -336,94 +288,7 @@ class EdgeAgent:
         self._apply(self.core.tick(now), now)
         if self.publisher.countdowns:
             self.publisher.wake.set()
-        self.publisher.check_heartbeat(now, connected=self._connected)
-
-    # -- uplink ----------------------------------------------------------------------
-    async def _uplink_loop(self) -> None:
-        section = self.config.uplink_mqtt
-        # One rotation for the life of the loop: 2,000 gateways losing one broker together
-        # come back spread over the jitter window, not in lockstep.
-        rotation = BrokerRotation(section.broker_urls, section.backoff())
-        attempt = rotation.first()
-        status_topic = self.publisher.status_topic
-        kwargs = client_kwargs(section, f"{self.agent_id}-uplink")
-        used = False  # the current session_seq has been used by an established session
-        while True:
-            store = self._store
-            assert store is not None
-            if used:
-                # once per established session, not per attempt (Sparkplug's bdSeq)
-                self.core.session_seq = store.bump_session()
-                used = False
-            session = self.core.session_seq
-            will = aiomqtt.Will(
-                status_topic,
-                self.publisher.status(AgentState.OFFLINE, session),
-                qos=1,
-                retain=True,
-            )
-            await asyncio.sleep(attempt.delay_s)
-            try:
-                async with aiomqtt.Client(
-                    **broker_address(attempt.url),
-                    # amqtt queues offline QoS 1 messages only for named clients
-                    username=section.username or self.agent_id,
-                    clean_session=False,
-                    will=will,
-                    **kwargs,
-                ) as client:
-                    used = True
-                    rotation.connected(self.clock.now())
-                    try:
-                        await self._uplink_session(client, attempt.url, session)
-                    except asyncio.CancelledError:
-                        # Say goodbye so receivers need not wait for the keepalive to expire.
-                        with contextlib.suppress(Exception):
-                            await asyncio.wait_for(
-                                client.publish(
-                                    status_topic,
-                                    self.publisher.status(
-                                        AgentState.OFFLINE, session, graceful=True
-                                    ),
-                                    qos=1,
-                                    retain=True,
-                                ),
-                                1.0,
-                            )
-                        raise
-            except aiomqtt.MqttError as exc:
-                reraise_if_cancelling(exc)
-                self._connected = False
-                failed = attempt.url
-                attempt = rotation.failed(self.clock.now())
-                log_connect_failure("uplink", section, failed, exc, attempt)
-            finally:
-                self._connected = False
-
-    async def _uplink_session(self, client: aiomqtt.Client, url: str, session: int) -> None:
-        await client.subscribe(self.topics.command_filter(self.warehouse_id), qos=1)
-        await self.publisher.publish_online(client, session)
-        self._connected = True
-        address = parse_mqtt_url(url)
-        self._uplink_broker = f"{address.host}:{address.port}"
-        log.info("uplink %s connected (session %d)", url, session)
-        store = self._store
-        assert store is not None
-        reader = asyncio.create_task(self._read_commands(client))
-        writer = asyncio.create_task(self.publisher.drain_outbox(client, store))
-        try:
-            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-        finally:
-            await cancel_and_wait([reader, writer])
-
-    async def _read_commands(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            payload = message.payload
-            if not isinstance(payload, bytes):
-                payload = str(payload).encode()
-            self._take_command(message.topic.value, payload)
+        self.publisher.check_heartbeat(now, connected=self._uplink.connected)
 
 
 def _env_key_present() -> bool:

@@ -5,7 +5,9 @@ return an :class:`Output` (durable messages for the outbox, best-effort countdow
 dead letters); ``take_state()`` hands the shell what must be persisted with them. No MQTT,
 no SQLite, no clock: the shell (:mod:`edge_agent.agent`) owns those, as
 ``coordinator/ops/watcher.py`` does for the coordinator. A replay
-(:mod:`edge_agent.replay`) drives the same core in event time.
+(:mod:`edge_agent.replay`) drives the same core in event time. Whether a command may be
+acted on (signature, replayed nonces) is :mod:`edge_agent.command_gate`; the rule specs
+built from the configuration, :mod:`edge_agent.rule_specs`.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from edge_agent.breakers import Breaker, BreakerChange
+from edge_agent.command_gate import CommandGate
 from edge_agent.config import AgentConfig
 from edge_agent.counters import Counters
 from edge_agent.errors import SensorPayloadError
@@ -33,7 +36,8 @@ from edge_agent.messages import (
 )
 from edge_agent.readings import Metric, Reading
 from edge_agent.routing import SensorRouter
-from edge_agent.rule_types import Action, Notice, RuleSpec, Transition
+from edge_agent.rule_specs import rule_specs
+from edge_agent.rule_types import Action, Notice, Transition
 from edge_agent.rules import RuleMachine
 from edge_agent.telemetry import Summary, TelemetryAggregator
 from protocols import (
@@ -47,7 +51,6 @@ from protocols import (
     Topics,
     decode,
 )
-from protocols.command_auth import CommandRejected, replay_window_end, verify_command
 
 log = logging.getLogger("edge_agent")
 
@@ -90,28 +93,6 @@ class Saved:
     nonces: dict[str, datetime] = field(default_factory=dict)
 
 
-def rule_specs(config: AgentConfig) -> list[RuleSpec]:
-    specs = []
-    for r in config.rules:
-        gaps = {
-            s.id: s.max_gap_s
-            for s in config.sensors
-            if s.zone == r.zone and (s.format != "plain" or s.metric == r.metric)
-        }
-        specs.append(
-            RuleSpec(
-                id=r.id, zone=r.zone, breaker=r.breaker, metric=r.metric,
-                above=r.above, below=r.below, for_s=r.for_s, min_readings=r.min_readings,
-                dip_grace_s=r.dip_grace_s,
-                clear_threshold=_clear_threshold(r.above, r.below, r.clear_below, r.clear_above),
-                clear_for_s=r.clear_for_s, min_tripped_s=r.min_tripped_s,
-                silence_trips_after_s=r.silence_trips_after_s, max_gap_s=gaps,
-                combine=r.combine, at_least=r.at_least or 1,
-            )
-        )
-    return specs
-
-
 class AgentCore:
     """One gateway's rules, breakers, telemetry and commands, fed payloads and times."""
 
@@ -123,8 +104,8 @@ class AgentCore:
         self.router = SensorRouter(config, topics)
         self.specs = rule_specs(config)
         self.counters = Counters()
-        self.command_key = command_key
-        self.max_ttl = timedelta(seconds=config.agent.command_max_ttl_s)
+        self.commands = CommandGate(command_key, config.agent.agent_id,
+                                    config.agent.command_max_ttl_s)
         self.me = Identity(config.agent.warehouse_id, config.agent.agent_id, topics, None)
         self.seq = 0
         self.session_seq = 0
@@ -135,8 +116,6 @@ class AgentCore:
         self._telemetry = TelemetryAggregator(config.agent.telemetry_window_s)
         # The readings log is a bounded sample between commits: never a per-reading write.
         self._readings: deque[Reading] = deque(maxlen=max(500, 2 * len(config.sensors)))
-        self._nonces: dict[str, datetime] = {}
-        self._new_nonces: dict[str, datetime] = {}
         self._window_drops: dict[str, dict[str, dict[str, int]]] = {}  # zone -> sensor -> cause
         self._logged_at: dict[str, datetime] = {}
 
@@ -148,7 +127,7 @@ class AgentCore:
         self.seq, self.session_seq = saved.seq, saved.session_seq
         self.me = Identity(self.me.warehouse_id, self.me.agent_id, self.topics,
                            saved.incarnation)
-        self._nonces = {n: t for n, t in saved.nonces.items() if t > now}
+        self.commands.load(saved.nonces, now)
         self.machines.clear()
         self._by_key.clear()
         self.breakers.clear()
@@ -311,7 +290,7 @@ class AgentCore:
             error = SensorPayloadError(f"command: {exc}", field=exc.field, reason="command")
             self._dead_letter(out, topic, payload, error, now, None)
             return out
-        refusal = self._authenticate(cmd, now)
+        refusal = self.commands.refusal(cmd, now)
         breaker = self.breakers.get(breaker_name)
         changes: list[BreakerChange] = []
         if refusal is not None:
@@ -337,23 +316,6 @@ class AgentCore:
         self._messages(out, now, changes=changes, audits=[audit])
         return out
 
-    def _authenticate(self, cmd: BreakerCommand, now: datetime) -> str | None:
-        """None if the command may be acted on, else the reason it is refused."""
-        key = self.command_key
-        if key is None:
-            return None  # no key configured: commands are not authenticated (see docs)
-        try:
-            verify_command(cmd, key, agent_id=self.me.agent_id, now=now, max_ttl=self.max_ttl)
-        except CommandRejected as exc:
-            return exc.reason
-        assert cmd.nonce is not None
-        if cmd.nonce in self._nonces:
-            return "replayed"
-        # remembered until the command could no longer be accepted anyway
-        until = replay_window_end(cmd, self.max_ttl)
-        self._nonces[cmd.nonce] = self._new_nonces[cmd.nonce] = until
-        return None
-
     # -- state -----------------------------------------------------------------
     def take_state(self, now: datetime) -> State:
         """What changed since the last call, for the shell to save (and give back with
@@ -367,15 +329,13 @@ class AgentCore:
         self._dirty_breakers.clear()
         readings = list(self._readings)
         self._readings.clear()
-        nonces, self._new_nonces = self._new_nonces, {}
-        self._nonces = {n: t for n, t in self._nonces.items() if t > now}
-        return State(rules, breakers, readings, nonces)
+        return State(rules, breakers, readings, self.commands.take_new(now))
 
     def keep_state(self, state: State) -> None:
         for key in state.rules:
             self.machines[key].dirty = True
         self._dirty_breakers.update(state.breakers)
-        self._new_nonces.update(state.nonces)
+        self.commands.keep_new(state.nonces)
 
     # -- actions -> messages ---------------------------------------------------
     def _handle(
@@ -433,12 +393,3 @@ class AgentCore:
         self._logged_at[key] = now
         return True
 
-
-def _clear_threshold(
-    above: float | None, below: float | None, clear_below: float | None,
-    clear_above: float | None,
-) -> float:
-    if above is not None:
-        return above if clear_below is None else clear_below
-    assert below is not None
-    return below if clear_above is None else clear_above

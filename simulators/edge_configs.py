@@ -161,7 +161,7 @@ def mqtt_sections(
     """``local_mqtt`` and ``uplink_mqtt`` for an agent on one broker (the demo's layout).
 
     ``uplink`` overrides keys of ``uplink_mqtt`` (replays point the uplink of a site with
-    uplink outages at a :class:`simulators.brokers.UplinkRelay` to cut it). Each
+    uplink outages at a :class:`simulators.uplink_relay.UplinkRelay` to cut it). Each
     connection logs in with a username: the embedded amqtt broker keeps the persistent
     session's queue only for clients that have one.
     """

@@ -13,7 +13,7 @@ silence limit trips at the first event time at or after 01:19:30, and the freezi
 reading of 02:17:00 trips cold_chain at 02:17:00, whether the replay takes 2 hours or 3 s.
 
 Uplink outages are enacted, not just narrated. The agent of a site with ``uplink_outages``
-gets its uplink through an :class:`~simulators.brokers.UplinkRelay` (its sensors stay on
+gets its uplink through an :class:`~simulators.uplink_relay.UplinkRelay` (its sensors stay on
 the broker directly). When an outage starts in event time the relay is cut: the agent
 loses its uplink connection, new connections are refused, and the harness waits until
 the agent has noticed (having first let it deliver what it decided before the outage),
@@ -39,13 +39,13 @@ import aiomqtt
 
 from protocols import BreakerEvent, PayloadError, Topics, decode
 from protocols.clock import ManualClock
-from simulators.brokers import UplinkRelay
 from simulators.edge_configs import write_configs
 from simulators.events import Event, Outage
 from simulators.region import Region
 from simulators.scenario import Scenario
 from simulators.sensors import MqttPublisher, Replayer, ReplayStats, parse_mqtt_url
 from simulators.sites import sites
+from simulators.uplink_relay import UplinkRelay
 
 
 class HarnessError(RuntimeError):

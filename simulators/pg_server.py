@@ -98,6 +98,21 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"{copy}')
         return self.url(name)
 
+    def drop_database(self, url: str) -> bool:
+        """Drop a database made by :meth:`create_database` (gone already is fine); False,
+        and the database left for :meth:`stop`, while somebody is still connected to it.
+
+        A test session makes hundreds of databases of ~10 MB each: dropped as each test
+        ends (~10 ms), rather than all removed with the server at the end (~50 ms each,
+        minutes on a loaded disk)."""
+        name = url.rsplit("/", 1)[-1]
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            try:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            except psycopg.errors.ObjectInUse:
+                return False
+        return True
+
     def stop(self) -> None:
         try:
             self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.root / "data"), "-m",

@@ -106,12 +106,19 @@ async def test_a_trip_lost_by_a_killed_broker_reaches_head_office_and_flapping_a
             await wait_for(lambda: not warehouse_available(path, WH), what="warehouse tripped")
             assert counter(path, "reroutes") == 1
             applied = counter(path, "breaker_events_applied")
-            # A flapping link: every new session re-sends the same event, same seq.
+            # A flapping link: every new session re-sends the same event, same seq, and the
+            # coordinator drops each repeat. The next flap waits for the repeat to arrive:
+            # a restart before the coordinator's watcher is back would wipe the re-sent
+            # (in-memory retained) event unseen, and the test would race the watcher's
+            # reconnect instead of testing the repeats (seen failing under load).
             for _ in range(3):
                 resent = agent.stats.states_resent
+                dropped = counter(path, "duplicates_dropped")
                 fragile_uplink.restart()
                 await wait_until(lambda r=resent: agent.stats.states_resent > r,  # type: ignore[misc]
                                  what="state re-sent after a flap")
+                await wait_for(lambda d=dropped: counter(path, "duplicates_dropped") > d,  # type: ignore[misc]
+                               what="the repeat dropped")
             await wait_for(lambda: counter(path, "duplicates_dropped") >= 3, what="repeats")
             await asyncio.sleep(0.3)  # several coordinator ticks
             assert counter(path, "breaker_events_applied") == applied

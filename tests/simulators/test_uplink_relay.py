@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import aiomqtt
 import pytest
 
-from simulators.brokers import Broker, EmbeddedBroker, UplinkRelay
+from simulators.brokers import Broker, EmbeddedBroker
+from simulators.uplink_relay import UplinkRelay
 
 
 @pytest.fixture(params=["test-broker", "embedded"])

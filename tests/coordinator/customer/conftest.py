@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from simulators.pg_server import PostgresServer
-from tests.coordinator.ops.receiver import Receiver
+from simulators.receiver import Receiver
+from tests.coordinator.copies import Copies
 
 from .harness import seed
 
@@ -23,20 +24,19 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def customer_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def customer_db(request: pytest.FixtureRequest, tmp_path: Path, copies: Copies
+                ) -> Iterator[str]:
     """The seeded database on each backend: a SQLite path, or a fresh database on the
-    session's private PostgreSQL."""
+    session's private PostgreSQL (copies of the session's seeded one; dropped after)."""
     if request.param == "sqlite":
-        target = str(tmp_path / "customer.sqlite")
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        target = server.create_database()
-    seed(target)
-    return target
+        yield copies.sqlite(seed, tmp_path / "customer.sqlite")
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = copies.postgres(seed, server)
+    yield url
+    server.drop_database(url)
 
 
 @pytest.fixture
-def customer_sqlite(tmp_path: Path) -> str:
-    target = str(tmp_path / "customer.sqlite")
-    seed(target)
-    return target
+def customer_sqlite(tmp_path: Path, copies: Copies) -> str:
+    return copies.sqlite(seed, tmp_path / "customer.sqlite")

@@ -21,10 +21,10 @@ from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
 from coordinator.roster_store import import_staff_file
 from coordinator.settings import Settings
 from protocols.clock import ManualClock
+from simulators.receiver import Receiver
 from tests.auth import ADMIN
 from tests.coordinator.ops.app_server import serving
 from tests.coordinator.ops.helpers import ops_config
-from tests.coordinator.ops.receiver import Receiver
 
 NOW = datetime(2026, 11, 24, 2, 17, tzinfo=UTC)  # 10:17 in Hangzhou: the day shift
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from coordinator.auth import Role
 from protocols.clock import ManualClock
+from simulators.receiver import Receiver
 from tests.auth import headers_for
-from tests.coordinator.ops.receiver import Receiver
 
 from .harness import NOW, customer_app, running, wechat_order
 

@@ -10,9 +10,9 @@ import httpx
 from coordinator.auth.roles import Role
 from coordinator.serving import serve_in_thread
 from protocols.clock import ManualClock
+from simulators.receiver import Receiver
 from tests.auth import ADMIN, add_login
 from tests.browser import console_errors, login, screenshot, wait_until, webdriver
-from tests.coordinator.ops.receiver import Receiver
 
 from .harness import NOW, customer_app, wechat_order
 

@@ -1,18 +1,13 @@
 """Customer deliveries over kept-alive connections (coordinator.customer.poster) against
-real loopback receivers: a connection is reused while the receiver keeps it, one the
-receiver closed is replaced (the POST is not lost), failures are errors without secrets."""
+the real loopback receiver (simulators.receiver): a connection is reused while the receiver
+keeps it, one the receiver closed is replaced (the POST is not lost), failures are errors
+without secrets."""
 
 from __future__ import annotations
 
 import base64
 import json
 import socket
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import httpx
 import pytest
@@ -23,98 +18,48 @@ from coordinator.customer.poster import KeepAlivePoster, proxied
 from coordinator.db import Database
 from coordinator.errors import NotificationError
 from coordinator.ops.notify.outbox import Notification
-from tests.coordinator.ops.receiver import Receiver
+from simulators.receiver import Receiver
 
 SECRET = "tok-5ecret-abcdef"
 
 
-@dataclass
-class KeepAliveReceiver:
-    """HTTP/1.1 with keep-alive; ``drop_second`` closes each connection on its second
-    request without answering (a receiver that timed the idle connection out)."""
-
-    drop_second: bool = False
-    bodies: list[Any] = field(default_factory=list)
-    headers: list[dict[str, str]] = field(default_factory=list)
-    connections: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-@contextmanager
-def keep_alive(state: KeepAliveReceiver) -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def setup(self) -> None:
-            super().setup()
-            self.served = 0
-            with state.lock:
-                state.connections += 1
-
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            self.served += 1
-            if state.drop_second and self.served == 2:
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
-                return
-            with state.lock:
-                state.bodies.append(json.loads(raw))
-                state.headers.append(dict(self.headers.items()))
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"{}")
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        host, port = server.server_address[:2]
-        yield f"http://{host!s}:{port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_one_connection_carries_many_posts_while_the_receiver_keeps_it() -> None:
-    state = KeepAliveReceiver()
     poster = KeepAlivePoster(5.0)
-    with keep_alive(state) as url:
+    with Receiver(keep_alive=True) as receiver:
         for i in range(5):
-            answer = poster.post_json(url + "/hook?x=1", json.dumps({"n": i}).encode(),
+            answer = poster.post_json(receiver.url + "/hook?x=1",
+                                      json.dumps({"n": i}).encode(),
                                       {"Idempotency-Key": f"k{i}"})
-            assert answer.ok and answer.body == b"{}"
+            assert answer.ok and json.loads(answer.body) == {"errcode": 0, "errmsg": "ok"}
     poster.close()
-    assert [b["n"] for b in state.bodies] == [0, 1, 2, 3, 4]
-    assert poster.opened == 1 and state.connections == 1
-    assert state.headers[0]["Content-Type"] == "application/json"
-    assert [h["Idempotency-Key"] for h in state.headers] == ["k0", "k1", "k2", "k3", "k4"]
+    assert [r.body["n"] for r in receiver.accepted()] == [0, 1, 2, 3, 4]
+    assert poster.opened == 1 and receiver.connections == 1
+    headers = [r.headers for r in receiver.accepted()]
+    assert headers[0]["Content-Type"] == "application/json"
+    assert [h["Idempotency-Key"] for h in headers] == ["k0", "k1", "k2", "k3", "k4"]
 
 
 def test_a_connection_the_receiver_dropped_is_replaced_and_the_post_arrives() -> None:
-    state = KeepAliveReceiver(drop_second=True)
     poster = KeepAlivePoster(5.0)
-    with keep_alive(state) as url:
-        answers = [poster.post_json(url, json.dumps({"n": i}).encode(), {}) for i in range(3)]
+    with Receiver(keep_alive=True, drop_on_request=2) as receiver:
+        answers = [poster.post_json(receiver.url, json.dumps({"n": i}).encode(), {})
+                   for i in range(3)]
     poster.close()
     assert all(a.ok for a in answers)
     # every connection is dropped on its second POST, which goes again on a fresh one:
     # 0 and (dropped) 1 on the first, 1 and (dropped) 2 on the second, 2 on the third
-    assert [b["n"] for b in state.bodies] == [0, 1, 2]
-    assert poster.opened == state.connections == 3
+    assert [r.body["n"] for r in receiver.requests] == [0, 1, 2]
+    assert poster.opened == receiver.connections == 3
 
 
 def test_user_info_in_the_url_is_sent_as_basic_credentials() -> None:
-    state = KeepAliveReceiver()
     poster = KeepAlivePoster(5.0)
-    with keep_alive(state) as url:
-        assert poster.post_json(url.replace("http://", "http://bw:p%40ss@"), b"{}", {}).ok
+    with Receiver(keep_alive=True) as receiver:
+        assert poster.post_json(receiver.url.replace("http://", "http://bw:p%40ss@"),
+                                b"{}", {}).ok
     poster.close()
     expected = "Basic " + base64.b64encode(b"bw:p@ss").decode()
-    assert state.headers[0]["Authorization"] == expected
+    assert receiver.requests[0].headers["Authorization"] == expected
 
 
 def test_transport_failures_raise_and_a_silent_receiver_times_out() -> None:

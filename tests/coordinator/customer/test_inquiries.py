@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from coordinator.personal import is_phone
 from protocols.clock import ManualClock
+from simulators.receiver import Receiver
 from tests.coordinator.ops.helpers import wait_for
-from tests.coordinator.ops.receiver import Receiver
 
 from .harness import NOW, customer_app, meituan_order, rows, running, wechat_order
 

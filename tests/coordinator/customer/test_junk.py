@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from coordinator.serving import serve_in_thread
 from protocols.clock import ManualClock
+from simulators.receiver import Receiver
 from tests.auth import ADMIN
 from tests.coordinator.ops.helpers import read
-from tests.coordinator.ops.receiver import Receiver
 
 from .harness import NOW, customer_app, seed
 

@@ -10,8 +10,8 @@ import pytest
 
 from coordinator.errors import ConfigError
 from protocols.clock import ManualClock
+from simulators.receiver import Receiver
 from tests.coordinator.ops.helpers import wait_for
-from tests.coordinator.ops.receiver import Receiver
 
 from .harness import NOW, customer_app, rows, running, wechat_order
 

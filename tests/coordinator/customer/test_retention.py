@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from protocols.clock import ManualClock
+from simulators.receiver import Receiver
 from tests.auth import ADMIN
 from tests.coordinator.ops.helpers import wait_for
-from tests.coordinator.ops.receiver import Receiver
 
 from .harness import NOW, customer_app, rows, running, wechat_order
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from coordinator.customer.templates import STATUS_NODES
 from coordinator.db import open_database, write_transaction
 from protocols.clock import ManualClock
+from simulators.receiver import Receiver
 from tests.coordinator.ops.helpers import wait_for
-from tests.coordinator.ops.receiver import Receiver
 
 from .harness import NOW, customer_app, meituan_order, rows, running, wechat_order
 

@@ -9,8 +9,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from protocols.clock import ManualClock
+from simulators.receiver import Receiver
 from tests.coordinator.ops.helpers import wait_for
-from tests.coordinator.ops.receiver import Receiver
 
 from .harness import NOW, customer_app, meituan_order, rows, running
 

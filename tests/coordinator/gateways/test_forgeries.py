@@ -22,9 +22,9 @@ from coordinator.ops.runner import OpsService
 from protocols import Topics, encode
 from protocols.clock import ManualClock
 from simulators.brokers import Broker
+from simulators.receiver import Receiver
 from tests.coordinator.ops.factories import agent_status, breaker_event
 from tests.coordinator.ops.helpers import counter, ops_config, read, settings_for, wait_for
-from tests.coordinator.ops.receiver import Receiver
 
 pytestmark = pytest.mark.broker
 

@@ -32,9 +32,9 @@ from coordinator.settings import Settings
 from protocols import Topics
 from protocols.clock import ManualClock
 from simulators.brokers import Broker
+from simulators.receiver import Received, Receiver
 from tests.auth import ADMIN
 from tests.coordinator.ops.helpers import ops_config
-from tests.coordinator.ops.receiver import Received, Receiver
 
 T0 = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 FUZZY = "文三路100号华星科技大厦"  # no city, no district

@@ -29,7 +29,7 @@ from coordinator.settings import AllocationConfig
 from protocols.clock import ManualClock
 from protocols.orders import CustomerContact, OrderIn, OrderLine
 from simulators import history as export
-from tests.coordinator.ops.receiver import Receiver
+from simulators.receiver import Receiver
 
 NOW = datetime(2026, 11, 24, 2, 17, tzinfo=UTC)
 

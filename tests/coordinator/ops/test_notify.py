@@ -37,8 +37,8 @@ from coordinator.ops.notify.outbox import OutgoingNotice
 from coordinator.ops.notify.wording import local_time, short_ref
 from protocols.clock import ManualClock
 from protocols.timestamps import stamp
+from simulators.receiver import Receiver
 from tests.coordinator.ops.factories import T0
-from tests.coordinator.ops.receiver import Receiver
 
 OLD = WarehouseInfo("wh-cc-2", "杭州冷链二仓", "余杭区仓前街道 8 号", 30.29, 120.01)
 NEW = WarehouseInfo("wh-cc-1", "杭州冷链一仓", "萧山区新街 1 号", 30.20, 120.26)

@@ -15,6 +15,7 @@ from coordinator.db import open_database
 from coordinator.ops.runner import OpsService
 from protocols import Topics, encode
 from simulators.brokers import Broker
+from simulators.receiver import Receiver
 from tests.coordinator.ops.helpers import (
     assignments,
     counter,
@@ -23,7 +24,6 @@ from tests.coordinator.ops.helpers import (
     settings_for,
     wait_for,
 )
-from tests.coordinator.ops.receiver import Receiver
 
 pytestmark = pytest.mark.broker
 WH = "WH-02"

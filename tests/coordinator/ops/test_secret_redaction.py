@@ -19,10 +19,10 @@ from coordinator.settings import Settings
 from protocols import Topics
 from protocols.clock import SystemClock
 from simulators.brokers import Broker
+from simulators.receiver import Receiver
 from tests.auth import ADMIN
 from tests.coordinator.ops.app_server import ops_app, serving
 from tests.coordinator.ops.helpers import read, wait_for
-from tests.coordinator.ops.receiver import Receiver
 
 pytestmark = pytest.mark.broker
 WECOM_KEY = "693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa"

@@ -20,10 +20,10 @@ from protocols import Topics
 from protocols.clock import ManualClock
 from protocols.orders import Channel, OrderIn, OrderLine
 from simulators.brokers import Broker
+from simulators.receiver import Receiver
 from tests.auth import ADMIN, headers_for
 from tests.coordinator.ops.app_server import ops_app, serving
 from tests.coordinator.ops.helpers import assignments, ops_config, read, settings_for, wait_for
-from tests.coordinator.ops.receiver import Receiver
 
 WH = "WH-02"
 

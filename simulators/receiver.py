@@ -1,11 +1,15 @@
-"""The one loopback JSON HTTP fake of the tests: a real server on 127.0.0.1 that records
-every request (POST and GET), fails the first N per path, and answers the rest with a
-WeCom-style ``ok`` or with what ``respond`` makes of the request (a map service's
-geocoding answer, say). Used by the ops, customer, gateway and intel tests."""
+"""The one loopback JSON HTTP fake of the tests and benchmarks: a real server on 127.0.0.1
+that records every request (POST and GET), fails the first N per path, and answers the rest
+with a WeCom-style ``ok`` or with what ``respond`` makes of the request (a map service's
+geocoding answer, say). With ``keep_alive`` it speaks HTTP/1.1 and keeps connections open,
+as a channel's gateway does, and can drop a connection on its Nth request without answering
+(a receiver that timed the idle connection out). Used by the ops, customer, gateway and
+intel tests and by the inquiry benchmark (here, not under tests/, so both can import it)."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +41,13 @@ class Receiver:
     # gateways' error hints do: what a careless error message would then carry
     echo_request: bool = False
     respond: Callable[[Received], Any] | None = None
+    # HTTP/1.1 with kept-alive connections (HTTP/1.0, one request a connection, without)
+    keep_alive: bool = False
+    # with keep_alive: each connection's Nth request (1-based) is read, not recorded and not
+    # answered, and the connection is shut; 0 never drops
+    drop_on_request: int = 0
     requests: list[Received] = field(default_factory=list)
+    connections: int = 0  # connections accepted
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -59,12 +69,26 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if receiver.keep_alive else "HTTP/1.0"
+            served = 0  # requests on this connection
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                with receiver._lock:
+                    receiver.connections += 1
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
-                self._answer("POST", json.loads(self.rfile.read(length) or b"null"))
+                raw = self.rfile.read(length)
+                self.served += 1
+                if receiver.drop_on_request and self.served == receiver.drop_on_request:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self._answer("POST", json.loads(raw or b"null"))
 
             def do_GET(self) -> None:
                 self._answer("GET", None)
