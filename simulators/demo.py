@@ -48,9 +48,9 @@ from simulators.harness import (
     UplinkOutageRun,
     run_scenario,
 )
-from simulators.inbox import LocalInbox
 from simulators.inprocess_coordinator import start_coordinator
 from simulators.orders import write_jsonl
+from simulators.receiver import Receiver
 from simulators.reference import sustained_trips
 from simulators.region import Region, default_region
 from simulators.scenario import Scenario
@@ -137,7 +137,7 @@ async def _demo(
 
     factory = edge_agent_factory()
     clock = ManualClock(scenario.start)
-    inbox = LocalInbox(workdir / "notifications" / "ops-alerts.jsonl").start()
+    inbox = Receiver(journal=workdir / "notifications" / "ops-alerts.jsonl").start()
     outcome.inbox = inbox
     try:
         coordinator = await start_coordinator(

@@ -12,8 +12,8 @@ from typing import Any
 
 from protocols import BreakerEvent
 from simulators.harness import UplinkOutageRun
-from simulators.inbox import LocalInbox
 from simulators.orders import GeneratedOrder
+from simulators.receiver import Receiver
 from simulators.reference import Trip
 from simulators.scenario import Scenario
 
@@ -45,7 +45,7 @@ class DemoOutcome:
     sink_lines: int = 0
     dashboard_url: str | None = None
     replay_line: str = ""
-    inbox: LocalInbox | None = None
+    inbox: Receiver | None = None
     uplink_outages: list[UplinkOutageRun] = field(default_factory=list)
     # enacted uplink outages as narrated: (warehouse, cut wall, back event time, back wall)
     uplink_windows: list[tuple[str, float, datetime | None, float | None]] = field(
@@ -198,10 +198,10 @@ def print_report(
     if outcome.inbox is not None:
         counts = ", ".join(f"{k}: {n}" for k, n in sorted(outcome.inbox.by_channel().items()))
         print(f"operations alerts (local HTTP inbox standing in for WeCom, SMS, webhook):"
-              f" {counts or 'none'} -> {outcome.inbox.path}")  # fmt: skip
-        for entry in outcome.inbox.received:
-            body = entry["body"]
-            if entry["channel"] == "wecom" and isinstance(body, dict):
+              f" {counts or 'none'} -> {outcome.inbox.journal}")  # fmt: skip
+        for entry in outcome.inbox.accepted():
+            body = entry.body
+            if entry.path.startswith("/wecom") and isinstance(body, dict):
                 content = (body.get("markdown") or body.get("text") or {}).get("content", "")
                 for line in str(content).splitlines()[:6]:
                     print(f"  | {line}")

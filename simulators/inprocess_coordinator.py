@@ -96,8 +96,9 @@ async def start_coordinator(
     SQLite file and notification sink live in ``workdir``; the sample region is loaded;
     the coordinator shares the replay's clock, so courier silence and "received" times
     are in event time too. ``port``: that port if free, else (or when None) a free one.
-    ``alerts_url``: an HTTP receiver (:class:`simulators.inbox.LocalInbox`) that gets the
-    operations alerts on ``/wecom``, ``/sms`` and ``/webhook`` in their real formats.
+    ``alerts_url``: an HTTP receiver (:class:`simulators.receiver.Receiver` with a
+    journal) that gets the operations alerts on ``/wecom``, ``/sms`` and ``/webhook`` in
+    their real formats.
     """
     try:
         import uvicorn

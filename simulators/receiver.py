@@ -3,8 +3,10 @@ that records every request (POST and GET), fails the first N per path, and answe
 with a WeCom-style ``ok`` or with what ``respond`` makes of the request (a map service's
 geocoding answer, say). With ``keep_alive`` it speaks HTTP/1.1 and keeps connections open,
 as a channel's gateway does, and can drop a connection on its Nth request without answering
-(a receiver that timed the idle connection out). Used by the ops, customer, gateway and
-intel tests and by the inquiry benchmark (here, not under tests/, so both can import it)."""
+(a receiver that timed the idle connection out). With ``journal`` it also appends each
+request to a JSONL file a person can read: the demo's stand-in for the WeCom robot, the
+SMS gateway and a webhook. Used by the ops, customer, gateway and intel tests, the inquiry
+benchmark and the demo (here, not under tests/, so all of them can import it)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -46,6 +49,8 @@ class Receiver:
     # with keep_alive: each connection's Nth request (1-based) is read, not recorded and not
     # answered, and the connection is shut; 0 never drops
     drop_on_request: int = 0
+    # each request appended as {"channel": the path's first part, "body": ...} (JSONL)
+    journal: Path | None = None
     requests: list[Received] = field(default_factory=list)
     connections: int = 0  # connections accepted
     _server: ThreadingHTTPServer | None = None
@@ -64,6 +69,28 @@ class Receiver:
     def on(self, path: str) -> list[Received]:
         with self._lock:
             return [r for r in self.requests if r.path == path]
+
+    def by_channel(self) -> dict[str, int]:
+        """Requests per channel (the path's first part: ``/wecom`` -> ``wecom``)."""
+        counts: dict[str, int] = {}
+        with self._lock:
+            for r in self.requests:
+                counts[_channel(r.path)] = counts.get(_channel(r.path), 0) + 1
+        return counts
+
+    def _write_journal(self, received: Received) -> None:
+        if self.journal is None:
+            return
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        entry = {"channel": _channel(received.path), "body": received.body}
+        with self.journal.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    def start(self) -> Receiver:
+        return self.__enter__()
+
+    def close(self) -> None:
+        self.__exit__(None, None, None)
 
     def __enter__(self) -> Receiver:
         receiver = self
@@ -88,7 +115,11 @@ class Receiver:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                self._answer("POST", json.loads(raw or b"null"))
+                try:
+                    body: Any = json.loads(raw or b"null")
+                except ValueError:
+                    body = raw.decode("utf-8", "replace")  # kept, as a gateway would log it
+                self._answer("POST", body)
 
             def do_GET(self) -> None:
                 self._answer("GET", None)
@@ -104,6 +135,7 @@ class Receiver:
                     received = Received(self.path, dict(self.headers.items()), body,
                                         accepted=not failing, method=method, query=query)
                     receiver.requests.append(received)
+                    receiver._write_journal(received)
                 answer: Any
                 if receiver.wecom_style:
                     answer = ({"errcode": 45009, "errmsg": "api freq out of limit"} if failing
@@ -133,3 +165,7 @@ class Receiver:
         assert self._server is not None
         self._server.shutdown()
         self._server.server_close()
+
+
+def _channel(path: str) -> str:
+    return urlsplit(path).path.strip("/").split("/")[0]
