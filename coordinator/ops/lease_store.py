@@ -29,16 +29,36 @@ class LeaseLost(StoreError):
     """This instance no longer holds the ops lease: the transaction must not commit."""
 
 
-def fence_session(db: Database, ttl_s: float) -> None:
+def session_name(instance: str) -> str:
+    """The ``application_name`` of an instance's ops connections on PostgreSQL."""
+    return f"breakwater-ops-{instance}"[:63]
+
+
+def fence_session(db: Database, ttl_s: float, instance: str | None = None) -> None:
     """Let the server end this connection's session when it sits idle inside a
     transaction for ``ttl_s`` (PostgreSQL; nothing to do on SQLite, where the instances
-    share one host and a stopped writer holds the file lock until it resumes)."""
+    share one host and a stopped writer holds the file lock until it resumes). With
+    ``instance``, the session is named after it, so whoever takes the lease over can end
+    the sessions a stopped holder left (:func:`step`)."""
     if dialect(db) != "postgresql":
         return
     if not ttl_s > 0:
         raise ValueError(f"ttl_s: must be > 0, got {ttl_s!r}")
     # SET takes no parameters; the value is a number we computed
     db.execute(f"SET idle_in_transaction_session_timeout = {max(1, round(ttl_s * 1000))}")
+    if instance is not None:
+        db.execute("SELECT set_config('application_name', ?, false)", [session_name(instance)])
+
+
+def _end_sessions_of(db: Database, holder: str) -> None:
+    """End the previous holder's ops sessions. The idle-in-transaction timeout does not
+    cover a session stopped in the middle of the protocol (a COPY, a pipeline without its
+    Sync): the server counts it active and it kept its locks (the shared inbox's among
+    them) for as long as the process stayed stopped. Its lease has expired: it must not
+    write again, and on resuming it reconnects and finds that out."""
+    db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+               "WHERE application_name = ? AND pid <> pg_backend_pid()",
+               [session_name(holder)])
 
 
 def read(db: Database, name: str = OPS_LEASE) -> LeaseRow | None:
@@ -53,8 +73,12 @@ def step(db: Database, keeper: LeaseKeeper, now: datetime,
          name: str = OPS_LEASE) -> LeaseAction:
     """Read, decide, write; the keeper learns the outcome only after the commit."""
     with write_transaction(db):
-        action = keeper.tick(now, read(db, name))
+        before = read(db, name)
+        action = keeper.tick(now, before)
         if isinstance(action, Take):
+            if (before is not None and before.holder != keeper.instance
+                    and dialect(db) == "postgresql"):
+                _end_sessions_of(db, before.holder)
             db.execute(
                 "INSERT INTO ops_lease (name, holder, epoch, expires_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "

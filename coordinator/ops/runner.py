@@ -144,7 +144,8 @@ class OpsService(Periodic):
         so the standby is never held behind it."""
         db = open_database(self.settings.db_path)
         if self.leadership is not None:
-            lease_store.fence_session(db, self.config.cluster.lease_ttl_s)
+            lease_store.fence_session(db, self.config.cluster.lease_ttl_s,
+                                      self.settings.instance)
         return db
 
     @property

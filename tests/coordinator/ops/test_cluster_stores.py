@@ -3,6 +3,7 @@ PostgreSQL): what two instances see."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from datetime import timedelta
@@ -185,3 +186,40 @@ def test_a_put_waits_for_an_earlier_uncommitted_put_so_ids_appear_in_order(
         assert inbox_store.put(second, breaker_event(seq=3, agent="gw-3"), "b", T0)
     for db in (first, second, reader):
         db.conn.close()
+
+
+def test_a_leader_stopped_mid_copy_holding_the_inbox_lock_is_ended_by_whoever_takes_over(
+    postgres_url: str,
+) -> None:
+    # stopped in the middle of a COPY the server counts the session active, not idle in a
+    # transaction: no timeout ends it, and the shared inbox's lock stayed held for as long
+    # as the process stayed stopped (the standby's puts waited behind it: a failover test
+    # failed that way). The instance taking the lease over ends the holder's sessions.
+    leader = open_database(postgres_url)
+    standby = open_database(f"{postgres_url}?application_name=standby")
+    lease_store.fence_session(leader, 60, "a")
+    lease_store.fence_session(standby, 60, "b")
+    a, b = LeaseKeeper("a", 4), LeaseKeeper("b", 4)
+    lease_store.step(leader, a, T0)
+    raw = leader.conn.raw  # type: ignore[attr-defined]
+    raw.execute("BEGIN")
+    raw.execute("SELECT pg_advisory_xact_lock(%s)", [inbox_store.INBOX_LOCK_KEY])
+    cursor = raw.cursor()
+    # a resumes at the end of the block and finishes its COPY: its session is gone
+    with pytest.raises(psycopg.Error), \
+            cursor.copy("COPY ops_cursors (name, value) FROM STDIN") as copy:
+        copy.write_row(("from-a", 1))
+        # a stops here (SIGSTOP), inside the COPY, holding the inbox lock
+        lease_store.step(standby, b, T0 + timedelta(seconds=5))
+        assert b.epoch == 2
+        put = threading.Thread(target=lambda: inbox_store.put_many(
+            standby, [breaker_event(seq=7)], "b", T0 + timedelta(seconds=5)))
+        put.start()
+        put.join(10)
+        assert not put.is_alive(), "the standby's put still waits for the stopped leader"
+    assert len(inbox_store.pending(standby, 10)) == 1
+    assert standby.execute("SELECT count(*) FROM ops_cursors WHERE name = 'from-a'"
+                           ).fetchone()[0] == 0
+    with contextlib.suppress(psycopg.Error):
+        leader.conn.close()
+    standby.conn.close()
