@@ -161,20 +161,30 @@ class Fleet:
                     task.cancel()
 
 
-async def storm(broker_restart: Callable[[], None], broker_stop: Callable[[], None],
-                urls: list[str], gateways: int, workdir: Path,
-                db_path: str) -> dict[str, float]:
-    topics = Topics(f"bwscale-{os.getpid()}-{int(time.time())}")
+def seed_fleet(db_path: str, gateways: int) -> tuple[list[str], datetime]:
+    """A fresh region of ``gateways`` cold-chain warehouses, each with its gateway
+    registered (the coordinator refuses events of unregistered gateways); their ids, and
+    the time they were written at."""
     region = generate_region(warehouses=gateways, cold_warehouses=gateways, stores=20,
                              skus=20, stock_share=0.2)
     db = open_database(db_path)
     now = datetime.now(UTC)
-    load_region(db, region, now)
-    warehouses = [w.id for w in region.warehouses]
-    with write_transaction(db):  # the coordinator refuses events of unregistered gateways
-        for wh in warehouses:
-            register(db, f"gw-{wh}", wh, actor="benchmark", now=now)
-    db.conn.close()
+    try:
+        load_region(db, region, now)
+        warehouses = [w.id for w in region.warehouses]
+        with write_transaction(db):
+            for wh in warehouses:
+                register(db, f"gw-{wh}", wh, actor="benchmark", now=now)
+    finally:
+        db.conn.close()
+    return warehouses, now
+
+
+async def storm(broker_restart: Callable[[], None], broker_stop: Callable[[], None],
+                urls: list[str], gateways: int, workdir: Path,
+                db_path: str) -> dict[str, float]:
+    topics = Topics(f"bwscale-{os.getpid()}-{int(time.time())}")
+    warehouses, _ = seed_fleet(db_path, gateways)
     figures: dict[str, float] = {"gateways": gateways}
     with coordinators(db_path, urls, topics.root, workdir, names=("storm",),
                       cluster=False):
@@ -251,16 +261,7 @@ async def trips(url: str, db_path: str, workdir: Path, gateways: int, *,
     arrive) or on (written to the shared inbox, applied by the leader in batches);
     seconds until all are applied."""
     topics = Topics(f"bwtrips{int(cluster)}-{os.getpid()}-{int(time.time())}")
-    region = generate_region(warehouses=gateways, cold_warehouses=gateways, stores=20,
-                             skus=20, stock_share=0.2)
-    db = open_database(db_path)
-    now = datetime.now(UTC)
-    load_region(db, region, now)
-    warehouses = [w.id for w in region.warehouses]
-    with write_transaction(db):
-        for wh in warehouses:
-            register(db, f"gw-{wh}", wh, actor="benchmark", now=now)
-    db.conn.close()
+    warehouses, now = seed_fleet(db_path, gateways)
     run_dir = workdir / f"trips-{int(cluster)}"
     run_dir.mkdir()
     host, port = url.removeprefix("mqtt://").split(":")
