@@ -15,18 +15,13 @@ Bulk imports (``/import``, streamed CSV and xlsx) are left to their own row chec
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from coordinator.body_limits import IMPORT_PREFIX
 from protocols.text import MESSAGE, NUL, nul_in_json
-
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
-
-IMPORT_PREFIX = "/import"
 
 
 class TextGuardMiddleware:
@@ -34,7 +29,7 @@ class TextGuardMiddleware:
         self.app = app
         self.on_reject = on_reject
 
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive,
+    async def __call__(self, scope: Scope, receive: Receive,
                        send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -82,7 +77,7 @@ class TextGuardMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def _nul_in_address(scope: MutableMapping[str, Any]) -> str | None:
+def _nul_in_address(scope: Scope) -> str | None:
     if NUL in scope["path"]:
         return "path"
     query: bytes = scope.get("query_string", b"")
@@ -93,7 +88,7 @@ def _nul_in_address(scope: MutableMapping[str, Any]) -> str | None:
     return None
 
 
-def _is_json(scope: MutableMapping[str, Any]) -> bool:
+def _is_json(scope: Scope) -> bool:
     """As FastAPI decides: a JSON media type, or none at all (it parses JSON then)."""
     for name, value in scope.get("headers", ()):
         if name == b"content-type":
