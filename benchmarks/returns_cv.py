@@ -1,11 +1,12 @@
 """Choosing the return-reason classifier's settings by k-fold cross-validation on the
-labelled set's ``train`` and ``corrections`` parts only: the ``test`` part is never read
-here (``python -m benchmarks returns`` scores it once the design is fixed).
+labelled set's ``train`` and ``corrections`` parts and the extra texts
+(``returns_extra.csv``) only: the ``test`` part is never read here (``python -m
+benchmarks returns`` scores it once the design is fixed).
 
 Each fold is held out in turn; the model is trained on the rest as the benchmark trains
-it: ``train``-part texts with weight 1 (``before``: those only), ``corrections``-part
-texts with the correction weight (``after``). Folds are stratified by reason and drawn
-with fixed seeds, so a run is reproducible.
+it: ``train``-part and extra texts with weight 1 (``before``: those only),
+``corrections``-part texts with the correction weight (``after``). Folds are stratified
+by reason and drawn with fixed seeds, so a run is reproducible.
 
 Two estimates, because the lexicon (:mod:`coordinator.intel.lexicon`) was written by
 someone who had read all of these texts, so a held-out fold's cue words are in it
@@ -47,8 +48,8 @@ Probs = dict[str, float]
 
 
 def folds(k: int, seed: int) -> list[list[Tagged]]:
-    """The train and corrections parts in ``k`` folds, stratified by reason."""
-    tagged = ([(e, False) for e in returns.dataset("train")]
+    """The shipped texts and the corrections part in ``k`` folds, stratified by reason."""
+    tagged = ([(e, False) for e in returns.shipped()]
               + [(e, True) for e in returns.dataset("corrections")])
     by_reason: defaultdict[str, list[Tagged]] = defaultdict(list)
     for item in tagged:

@@ -1,9 +1,10 @@
 """Return reasons: classify a request, correct a label, retrain (SQL in
 :mod:`coordinator.intel.returns_store`).
 
-The first classification trains version 1 from the shipped ``train`` part of the
-labelled set. Every retrain (on a schedule, on demand) trains a new version on that part
-plus the latest label of every corrected return (weighted ``correction_weight``); each
+The first classification trains version 1 from the shipped training texts: the ``train``
+part of the labelled set plus ``returns_extra.csv`` (:func:`shipped`). Every retrain (on a
+schedule, on demand) trains a new version on those plus the latest label of every
+corrected return (weighted ``correction_weight``); each
 classification records the version that made it, each correction who made it and which
 version first learned from it.
 """
@@ -31,6 +32,8 @@ from coordinator.intel.classifier import (
 from coordinator.queries import get_order
 
 DATASET = Path(__file__).parent / "data" / "returns_labelled.csv"
+# more training texts, written apart from the labelled set's test part (see the README)
+EXTRA = Path(__file__).parent / "data" / "returns_extra.csv"
 Split = Literal["train", "corrections", "test"]
 RootCauseBy = Literal["warehouse", "sku", "carrier"]
 
@@ -47,6 +50,17 @@ def dataset(split: Split) -> list[Example]:
     with DATASET.open(encoding="utf-8", newline="") as f:
         return [Example(r["text"], r["label"]) for r in csv.DictReader(f)
                 if r["split"] == split]
+
+
+def extra() -> list[Example]:
+    with EXTRA.open(encoding="utf-8", newline="") as f:
+        return [Example(r["text"], r["label"]) for r in csv.DictReader(f)]
+
+
+def shipped() -> list[Example]:
+    """What every version learns from before corrections: the ``train`` part and the
+    extra texts (never the ``test`` part)."""
+    return dataset("train") + extra()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +104,7 @@ def current_model(db: Database, now: datetime) -> TrainedModel:
 
 
 def retrain(db: Database, now: datetime, *, trigger: str) -> TrainedModel:
-    """Train a new version on the shipped train part plus every correction."""
+    """Train a new version on the shipped texts plus every correction."""
     with write_transaction(db):
         if trigger in ("seed", "features"):  # another thread may have done it meanwhile
             latest = returns_store.latest_model(db)
@@ -100,7 +114,7 @@ def retrain(db: Database, now: datetime, *, trigger: str) -> TrainedModel:
                     return current
         weight = CORRECTION_WEIGHT
         corrections = returns_store.latest_corrections(db)
-        examples = dataset("train") + [Example(text, reason, weight)
+        examples = shipped() + [Example(text, reason, weight)
                                        for text, reason in corrections]
         model = Model.train(examples)
         version, model_id = returns_store.add_model(

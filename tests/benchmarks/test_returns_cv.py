@@ -1,5 +1,6 @@
 """Cross-validation of the return classifier: the restricted-lexicon estimate keeps only
-the cues its training texts use, and the folds never hold a test-part text."""
+the cues its training texts use, and the folds hold the extra texts but never a
+test-part text."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ def test_a_restricted_lexicon_keeps_only_the_cues_its_texts_use() -> None:
     assert "@near_expiry" not in features("临期", lexicon=lexicon)
 
 
-def test_the_folds_hold_the_train_and_corrections_parts_and_no_test_text() -> None:
+def test_the_folds_hold_the_train_corrections_and_extra_texts_and_no_test_text() -> None:
     parts = folds(5, seed=0)
     texts = [e.text for part in parts for e, _ in part]
-    allowed = {e.text for e in returns.dataset("train") + returns.dataset("corrections")}
+    allowed = {e.text for e in returns.shipped() + returns.dataset("corrections")}
+    assert len(returns.extra()) >= 500 and set(returns.extra()) <= set(returns.shipped())
     assert len(texts) == len(allowed) and set(texts) == allowed
     assert not set(texts) & {e.text for e in returns.dataset("test")}
