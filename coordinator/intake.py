@@ -96,6 +96,7 @@ def submit_orders(
     skew_threshold_s: float = 3.0,
     on_stored: StoredHook | None = None,
     hold_unpaid: bool = False,
+    joining: Callable[[], Sequence[OrderIn]] | None = None,
 ) -> list[OrderOutcome]:
     """Store and allocate ``orders`` in one transaction; idempotent per (channel, id).
 
@@ -105,7 +106,8 @@ def submit_orders(
     deadlines) inside the same transaction: all of it or none. ``hold_unpaid``: an unpaid
     order is stored as ``awaiting_payment`` without allocating or reserving anything (the
     customer side's ``unpaid_reserves_stock = false``); its payment makes it a waiting
-    order that the retry places.
+    order that the retry places. ``joining``: called once the write lock is held, the
+    orders it returns join the batch (outcomes follow ``orders``'s, in its order).
     """
     ledger = Ledger(now)
     outcomes: dict[int, OrderOutcome] = {}
@@ -113,6 +115,8 @@ def submit_orders(
     # (a nested one could still be rolled back by its caller, so it never does).
     owns_transaction = not db.conn.in_transaction
     with write_transaction(db):
+        if joining is not None:
+            orders = [*orders, *joining()]
         check_references(db, orders)
         requests: list[tuple[int, OrderIn, OrderRequest, int | None, bool]] = []
         held: list[tuple[str, OrderIn]] = []  # unpaid, stored without allocation
@@ -282,6 +286,7 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="order-intake", daemon=True)
         self.groups = 0
         self.orders = 0
+        self._stopping = False
         # set by a lifespan hook before orders arrive (the customer side's contacts)
         self.on_stored: StoredHook | None = None
         self.hold_unpaid = False
@@ -319,23 +324,11 @@ class GroupCommitter:
             db.conn.close()
 
     def _serve(self, db: Database) -> None:
-        stopping = False
-        while not stopping:
+        while not self._stopping:
             first = self._queue.get()
             if first is None:
                 break
-            group = [first]
-            count = len(first.orders)
-            while count < self._max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stopping = True
-                    break
-                group.append(nxt)
-                count += len(nxt.orders)
+            group = [first, *self._take(self._max_batch - len(first.orders))]
             self._commit(db, group)
         # answer anything still queued so no request waits forever
         while True:
@@ -346,11 +339,36 @@ class GroupCommitter:
             if left is not None:
                 left.future.set_exception(StoreError("order intake stopped"))
 
-    def _store(self, db: Database, orders: Sequence[OrderIn]) -> list[OrderOutcome]:
+    def _take(self, room: int) -> list[_Pending]:
+        """What is queued now, up to ``room`` orders (the stop marker ends the writer)."""
+        taken: list[_Pending] = []
+        while room > 0 and not self._stopping:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                self._stopping = True
+                break
+            taken.append(nxt)
+            room -= len(nxt.orders)
+        return taken
+
+    def _store(self, db: Database, orders: Sequence[OrderIn],
+               group: list[_Pending] | None = None) -> list[OrderOutcome]:
+        """``group``: requests queued while the write lock was awaited join it (and this
+        batch): another instance holding the lock for a few milliseconds then costs one
+        transaction, not one per request that arrived meanwhile."""
+        joining = None
+        if group is not None:
+            def joining() -> list[OrderIn]:
+                late = self._take(self._max_batch - sum(len(p.orders) for p in group))
+                group.extend(late)
+                return [o for p in late for o in p.orders]
         return submit_orders(
             db, orders, now=self._clock.now(), config=self._settings.allocation,
             skew_threshold_s=self._settings.intake.skew_threshold_s,
-            on_stored=self.on_stored, hold_unpaid=self.hold_unpaid,
+            on_stored=self.on_stored, hold_unpaid=self.hold_unpaid, joining=joining,
         )
 
     def _commit(self, db: Database, group: list[_Pending]) -> None:
@@ -368,13 +386,13 @@ class GroupCommitter:
             group = valid
             if not group:
                 return
-        if len(group) == 1:
-            self._settle(db, group[0])
-            return
         try:
-            outcomes = self._store(db, [o for p in group for o in p.orders])
-        except Exception:  # isolate the culprit: every request on its own
-            for pending in group:
+            outcomes = self._store(db, [o for p in group for o in p.orders], group)
+        except Exception as exc:
+            if len(group) == 1:  # handed to the waiting request, which maps it to a status
+                group[0].future.set_exception(exc)
+                return
+            for pending in group:  # isolate the culprit: every request on its own
                 self._settle(db, pending)
             return
         start = 0
