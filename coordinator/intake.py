@@ -364,7 +364,9 @@ class GroupCommitter:
             def joining() -> list[OrderIn]:
                 late = self._take(self._max_batch - sum(len(p.orders) for p in group))
                 group.extend(late)
-                return [o for p in late for o in p.orders]
+                joined = [o for p in late for o in p.orders]
+                self.orders += len(joined)
+                return joined
         return submit_orders(
             db, orders, now=self._clock.now(), config=self._settings.allocation,
             skew_threshold_s=self._settings.intake.skew_threshold_s,
