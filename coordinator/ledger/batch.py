@@ -178,10 +178,11 @@ class Ledger:
             _check(cur, expected, message)
 
     def _pipelinable(self, db: Database) -> bool:
-        """PostgreSQL, no moves (their counts decide what follows), and few enough rows
+        """PostgreSQL inside a transaction (a refused guard must undo the statements
+        sent after it), no moves (their counts decide what follows), and few enough rows
         per statement that one statement per row costs less than COPY or multi-row
         statements, each a round trip of its own."""
-        if dialect(db) != "postgresql" or self.incident_moves:
+        if dialect(db) != "postgresql" or self.incident_moves or not db.conn.in_transaction:
             return False
         return all(len(rows) < _PIPELINE_MAX for rows in (
             self.incidents, self.orders, self.lines, self.release, self.reserve,
