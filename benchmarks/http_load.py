@@ -29,7 +29,7 @@ def free_port() -> int:
         return port
 
 
-class _Connection:
+class Connection:
     """A keep-alive HTTP/1.1 connection speaking just enough to send JSON.
 
     A hand-rolled client on purpose: the load generator shares two cores with the server,
@@ -41,6 +41,11 @@ class _Connection:
         self.writer = writer
 
     async def send(self, request: bytes) -> int:
+        status, _ = await self.exchange(request)
+        return status
+
+    async def exchange(self, request: bytes) -> tuple[int, bytes]:
+        """The response's status and body."""
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
@@ -48,8 +53,12 @@ class _Connection:
         for line in head.split(b"\r\n"):
             if line[:15].lower() == b"content-length:":
                 length = int(line[15:])
-        await self.reader.readexactly(length)
-        return status
+        return status, await self.reader.readexactly(length)
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer)
 
 
 def request_bytes(host: str, method: str, path: str, body: object | None = None, *,
@@ -68,15 +77,14 @@ async def steady_load(host: str, port: int, requests: Sequence[bytes], rate: flo
                       ) -> list[float]:
     """Send ``requests`` at ``rate`` per second; latencies in ms (from when each was due).
     ``warm`` requests open the connections and warm caches first (not measured)."""
-    idle: list[_Connection] = []
+    idle: list[Connection] = []
     latencies: list[float] = []
     errors = 0
 
-    async def connection() -> _Connection:
+    async def connection() -> Connection:
         if idle:
             return idle.pop()
-        reader, writer = await asyncio.open_connection(host, port)
-        return _Connection(reader, writer)
+        return await Connection.open(host, port)
 
     opened = [await connection() for _ in range(max(8, len(warm)))]
     for conn, request in zip(opened, warm, strict=False):
@@ -92,8 +100,7 @@ async def steady_load(host: str, port: int, requests: Sequence[bytes], rate: flo
             # the server closed a connection that sat idle past its keep-alive timeout
             # before reading this request: send it again on a fresh one (the time counts)
             conn.writer.close()
-            reader, writer = await asyncio.open_connection(host, port)
-            conn = _Connection(reader, writer)
+            conn = await Connection.open(host, port)
             status = await conn.send(request)
         # measured from when the request was due: a late send counts against us
         latencies.append((time.perf_counter() - due) * 1000)

@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,7 +26,7 @@ import sqlite_utils
 from sqlite_utils import Migrations
 
 from coordinator.errors import StoreError
-from coordinator.postgres import PgDatabase, is_postgres_url
+from coordinator.postgres import PgConnection, PgDatabase, is_postgres_url
 
 
 class Cursor(Protocol):
@@ -63,6 +63,14 @@ class Database(Protocol):
 def dialect(db: Database) -> str:
     """``sqlite`` or ``postgresql``: for the few statements the two cannot share."""
     return "postgresql" if isinstance(db, PgDatabase) else "sqlite"
+
+
+def pipelined(db: Database) -> AbstractContextManager[None]:
+    """Writes inside sent to PostgreSQL together, in one round trip, their row counts
+    known (and their errors raised) at the end; on SQLite (in process, no round trips)
+    each runs as it comes."""
+    conn = db.conn
+    return conn.pipeline() if isinstance(conn, PgConnection) else nullcontext()
 
 
 def begin_read(db: Database) -> None:

@@ -37,13 +37,20 @@ def is_postgres_url(target: str) -> bool:
 
 
 class PgCursor:
-    """What callers read from a statement: rows, ``rowcount``, ``description``."""
+    """What callers read from a statement: rows, ``rowcount``, ``description``.
 
-    __slots__ = ("_cur", "rowcount")
+    A statement sent inside :meth:`PgConnection.pipeline` has no count yet (None here):
+    ``rowcount`` then reads the driver's, known once the pipeline has been synced."""
 
-    def __init__(self, cur: psycopg.Cursor[Any], rowcount: int) -> None:
+    __slots__ = ("_count", "_cur")
+
+    def __init__(self, cur: psycopg.Cursor[Any], rowcount: int | None) -> None:
         self._cur = cur
-        self.rowcount = rowcount
+        self._count = rowcount
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount if self._count is None else self._count
 
     @property
     def lastrowid(self) -> int | None:
@@ -78,6 +85,8 @@ class PgConnection:
         # an earlier one read (the snapshot cache checks catalogue versions once in each)
         self.write_transactions = 0
         self.write_lock_held: int | None = None
+        # inside pipeline(): the statements sent, counted into _changes at its end
+        self._pipelined: list[psycopg.Cursor[Any]] | None = None
 
     @property
     def in_transaction(self) -> bool:
@@ -88,12 +97,31 @@ class PgConnection:
         """Rows changed by INSERT/UPDATE/DELETE on this connection (like SQLite's)."""
         return self._changes
 
+    @contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """Writes inside go to the server together and are answered in one round trip at
+        the end, when their row counts become known (an error, e.g. a unique key, is
+        raised there too). For writes whose results nobody reads before the end."""
+        if self._pipelined is not None:
+            yield
+            return
+        self._pipelined = []
+        try:
+            with self.raw.pipeline():
+                yield
+        finally:
+            sent, self._pipelined = self._pipelined, None
+        self._changes += sum(max(cur.rowcount, 0) for cur in sent)
+
     def execute(self, sql: str, parameters: Any = (), /) -> PgCursor:
         cur = self.raw.cursor()
         if parameters:
             cur.execute(to_pg(sql), parameters)
         else:  # psycopg reads no placeholders (and no %% escapes) without parameters
             cur.execute(sql)
+        if self._pipelined is not None:
+            self._pipelined.append(cur)
+            return PgCursor(cur, None)
         changed = max(cur.rowcount, 0) if cur.description is None else 0
         self._changes += changed
         return PgCursor(cur, cur.rowcount)
@@ -111,6 +139,10 @@ class PgConnection:
         cur = self.raw.cursor()
         if not rows:
             return PgCursor(cur, 0)
+        if self._pipelined is not None:  # COPY cannot run in a pipeline; rows per INSERT
+            cur.executemany(to_pg(sql), rows)
+            self._pipelined.append(cur)
+            return PgCursor(cur, None)
         if len(rows) >= COPY_MIN and copy_rows(cur, sql, rows):
             self._changes += len(rows)
             return PgCursor(cur, len(rows))

@@ -10,10 +10,11 @@ from datetime import datetime
 from typing import Any
 
 from coordinator.allocation_model import Decision
-from coordinator.db import Database, dialect
+from coordinator.db import Cursor, Database, dialect, pipelined
 from coordinator.errors import StoreError
 from coordinator.ledger import statements as sql
 from coordinator.ledger.encoding import to_json, trace_json
+from coordinator.pg_sql import MULTI_ROW_MIN
 from protocols.timestamps import stamp, utc_day
 
 
@@ -46,6 +47,8 @@ class Ledger:
     incident_orders: list[tuple[Any, ...]] = field(default_factory=list)
     incident_moves: list[tuple[str, str, str, int, list[str] | None]] = field(
         default_factory=list)
+    # guarded writes whose row counts are checked when the pipeline is synced (flush)
+    _guards: list[tuple[Cursor, int, str]] | None = None
 
     def __post_init__(self) -> None:
         self.at = stamp(self.now)
@@ -151,10 +154,49 @@ class Ledger:
 
     # -- writing ---------------------------------------------------------------------
     def flush(self, db: Database) -> None:
-        """Write everything collected (see the module doc for the order)."""
-        self.write_before_moves(db)
-        self.write_moves(db)
-        self.write_after_moves(db)
+        """Write everything collected (see the module doc for the order).
+
+        A small ledger (an intake batch) on PostgreSQL goes in one round trip instead of
+        one per statement: the writer holds the write lock meanwhile, and on a shared
+        machine each round trip waits for the server and then for this process to be
+        scheduled again (measured: 0.3-0.8 ms each, seven of them per batch). The
+        guarded statements' counts are checked after it, before anything commits."""
+        if not self._pipelinable(db):
+            self.write_before_moves(db)
+            self.write_moves(db)
+            self.write_after_moves(db)
+            return
+        self._guards = []
+        try:
+            with pipelined(db):
+                self.write_before_moves(db)
+                self.write_after_moves(db)
+            guards = self._guards
+        finally:
+            self._guards = None
+        for cur, expected, message in guards:
+            _check(cur, expected, message)
+
+    def _pipelinable(self, db: Database) -> bool:
+        """PostgreSQL inside a transaction (a refused guard must undo the statements
+        sent after it), no moves (their counts decide what follows), and few enough rows
+        per statement that one statement per row costs less than COPY or multi-row
+        statements, each a round trip of its own."""
+        if dialect(db) != "postgresql" or self.incident_moves or not db.conn.in_transaction:
+            return False
+        return all(len(rows) < _PIPELINE_MAX for rows in (
+            self.incidents, self.orders, self.lines, self.release, self.reserve,
+            self.incident_orders, self.load, self.reservations, self.reservation_moves,
+            self.reservation_releases, self.line_moves, self.placements, self.stuck,
+            self.events, self.decisions, self.alerts))
+
+    def _guard(self, cur: Cursor, expected: int, message: str) -> None:
+        """Raise :class:`StoreError` (rolling back) unless ``cur`` changed ``expected``
+        rows; in a pipeline, once it has been synced."""
+        if self._guards is None:
+            _check(cur, expected, message)
+        else:
+            self._guards.append((cur, expected, message))
 
     def start_moves(self, db: Database) -> MovesInFlight:
         """Write the rows the moves need now, then the moves themselves on a writer
@@ -257,9 +299,8 @@ class Ledger:
                 "warehouse_id = ?, distance_km = ?, eta = ?, tier = ?, allocated_at = ?, "
                 "updated_at = ? WHERE id = ? AND status IN ('unallocated', 'needs_attention')",
                 self.placements)
-            if cur.rowcount != len(self.placements):
-                message = "a waiting order changed status during its retry: rolled back"
-                raise StoreError(message)
+            self._guard(cur, len(self.placements),
+                        "a waiting order changed status during its retry: rolled back")
         if self.stuck:
             conn.executemany(
                 "UPDATE orders SET status = 'needs_attention', status_reason = ?, "
@@ -284,9 +325,17 @@ class Ledger:
             "AND on_hand - reserved - safety_stock >= ?",
             rows,
         )
-        if cur.rowcount != len(rows):
-            message = "stock changed under the allocation: refusing to oversell"
-            raise StoreError(message)
+        self._guard(cur, len(rows), "stock changed under the allocation: refusing to oversell")
+
+
+# fewer rows than this in every statement: a ledger flushes in one pipeline (see flush);
+# more go as COPY or multi-row statements, fewer statements than rows
+_PIPELINE_MAX = MULTI_ROW_MIN
+
+
+def _check(cur: Cursor, expected: int, message: str) -> None:
+    if cur.rowcount != expected:
+        raise StoreError(message)
 
 
 class MovesInFlight:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from sqlite_utils import Database
 
-from coordinator.db import open_database
+from coordinator.db import open_database, write_transaction
 from coordinator.errors import NotFound
 from coordinator.intake import GroupCommitter
 from coordinator.settings import Settings
@@ -60,3 +61,38 @@ def test_stopped_intake_refuses_instead_of_hanging(db_path: Path, sample_db: Dat
                                Settings(db_path=str(db_path)), ManualClock(NOW))
     with pytest.raises(Exception, match="not running"):
         committer.submit([_order("X1")])
+
+
+def test_requests_queued_while_the_write_lock_is_awaited_join_that_batch(
+    sample_db: Database, db_path: Path
+) -> None:
+    """Another writer holds the lock: the writer takes the first request and waits; the
+    three that queue meanwhile are stored in the same transaction once it gets the lock."""
+    committer = GroupCommitter(lambda: open_database(db_path, migrate=False),
+                               Settings(db_path=str(db_path)), ManualClock(NOW))
+    other = open_database(db_path, migrate=False)
+    results: dict[int, object] = {}
+
+    def request(n: int) -> None:
+        results[n] = committer.submit([_order(f"J{n}")])
+
+    committer.start()
+    try:
+        with write_transaction(other):
+            first = threading.Thread(target=request, args=(0,))
+            first.start()
+            deadline = time.monotonic() + 10
+            while committer.groups == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert committer.groups == 1  # taken, now waiting for the lock
+            later = [threading.Thread(target=request, args=(n,)) for n in (1, 2, 3)]
+            for t in later:
+                t.start()
+            time.sleep(0.2)  # queued behind the waiting writer
+        for t in (first, *later):
+            t.join()
+    finally:
+        committer.stop()
+        other.conn.close()
+    assert all(isinstance(r, list) and r[0].status == "allocated" for r in results.values())
+    assert (committer.groups, committer.orders, len(results)) == (1, 4, 4)
