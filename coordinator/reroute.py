@@ -269,7 +269,9 @@ def _record(
                 for part in parts:
                     load[part.warehouse_id] = load.get(part.warehouse_id, 0) + 1
                 key = tuple(p.warehouse_id for p in parts)
-            distance = decision.distance_km or 0.0
+            # Decision.distance_km (the farthest part) without its generator: one part
+            distance = (parts[0].distance_km if len(parts) == 1 else decision.distance_km
+                        ) or 0.0
             eta = at
             if decision.eta is not None:
                 eta = etas.get(decision.eta) or etas.setdefault(decision.eta,
