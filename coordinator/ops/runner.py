@@ -110,9 +110,9 @@ class OpsService(Periodic):
         # On SQLite the ops connections never fold the WAL back inside their commits (a
         # 10,000-order reroute's commit spent ~0.06 s of ~0.5 s on it): a checkpointer
         # thread does, beside them, the host app's or, for a service on its own, this one
-        self._checkpointer: WalCheckpointer | None = None
+        self.checkpointer: WalCheckpointer | None = None
         if checkpointer is None and not is_postgres_url(settings.db_path):
-            self._checkpointer = WalCheckpointer(settings.db_path)
+            self.checkpointer = WalCheckpointer(settings.db_path)
         # Several instances on one database: only the lease holder runs the ops loop.
         self.leadership: Leadership | None = None
         if self.config.cluster.enabled:
@@ -166,8 +166,8 @@ class OpsService(Periodic):
 
     # -- running ---------------------------------------------------------------------
     async def start(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.start()
+        if self.checkpointer is not None:
+            self.checkpointer.start()
         if self.leadership is not None:
             # build the core (and migrate); the ops loop starts when this one is elected
             await self.call(lambda core: None)
@@ -235,8 +235,8 @@ class OpsService(Periodic):
         self._executor.shutdown(wait=True)
         if self.inbox is not None:
             await self.inbox.aclose()
-        if self._checkpointer is not None:  # after the last ops commit: a final checkpoint
-            await asyncio.to_thread(self._checkpointer.stop)
+        if self.checkpointer is not None:  # after the last ops commit: a final checkpoint
+            await asyncio.to_thread(self.checkpointer.stop)
 
     async def __aenter__(self) -> OpsService:
         await self.start()
