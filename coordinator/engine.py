@@ -293,8 +293,7 @@ def allocate(
     eta = None
     if parts:
         start = order.handling_from or order.received_at
-        far = parts[0].distance_km if len(parts) == 1 else max(p.distance_km for p in parts)
-        eta = eta_for(start, tier, far, config)
+        eta = eta_for(start, tier, max(p.distance_km for p in parts), config)
     return Decision(
         order_id=order.order_id, tier=tier, need_cold_chain=need_cold,
         rule_set_version=version, parts=parts, eta=eta, reason=reason,
