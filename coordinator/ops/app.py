@@ -57,7 +57,8 @@ def ops_lifespan(config: OpsConfig | None = None
             return on_duty(db, warehouse_id, at, zone)
 
         async with OpsService(app.state.settings, chosen, app.state.clock,
-                              live=app.state.live, metrics=registry, roster=roster) as ops:
+                              live=app.state.live, metrics=registry, roster=roster,
+                              checkpointer=getattr(app.state, "checkpointer", None)) as ops:
             app.state.ops = ops
             figures = SummaryCollector()
             registry.registry.register(figures)
