@@ -7,6 +7,7 @@ ISO 8601 UTC; only the ``text`` fields are for people.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -47,7 +48,16 @@ def local_time(at: datetime, timezone: str) -> str:
 
 def short_time(at: datetime, timezone: str) -> str:
     """``11月24日 10:30``: an ETA in a sentence."""
-    local = at.astimezone(ZoneInfo(timezone))
+    # a reroute words thousands of ETAs (10,000 orders: 45 ms with the zone conversion
+    # each time), most within a few hundred minutes; the local minute follows from the
+    # UTC minute alone (every zone's offset is whole minutes since 1972)
+    return _short_minute(int(at.timestamp()) // 60, timezone)
+
+
+@functools.lru_cache(maxsize=4096)
+def _short_minute(minute: int, timezone: str) -> str:
+    """``minute``: minutes since the epoch (UTC)."""
+    local = datetime.fromtimestamp(minute * 60, ZoneInfo(timezone))
     return f"{local.month}月{local.day}日 {local:%H:%M}"
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from coordinator.db import Database, open_database
@@ -34,7 +36,7 @@ from coordinator.ops.notify.messages import (
     incident_notices,
 )
 from coordinator.ops.notify.outbox import OutgoingNotice
-from coordinator.ops.notify.wording import local_time, short_ref
+from coordinator.ops.notify.wording import local_time, short_ref, short_time
 from protocols.clock import ManualClock
 from protocols.timestamps import stamp
 from simulators.receiver import Receiver
@@ -357,3 +359,16 @@ def test_local_time_is_the_wall_clock_of_the_zone() -> None:
     at = datetime(2026, 1, 14, 18, 17, 30, tzinfo=UTC)  # 02:17:30 the next day in Hangzhou
     assert local_time(at, "Asia/Shanghai") == "2026-01-15 02:17:30 (Asia/Shanghai)"
     assert local_time(at, "UTC") == "2026-01-14 18:17:30 (UTC)"
+
+
+@given(at=st.datetimes(min_value=datetime(1972, 1, 1), max_value=datetime(2099, 12, 31),
+                       timezones=st.just(UTC)),
+       zone=st.sampled_from(["Asia/Shanghai", "America/New_York", "Europe/London",
+                             "Asia/Kolkata", "Australia/Lord_Howe", "Asia/Kathmandu"]))
+def test_an_eta_in_a_sentence_reads_the_local_minute_of_any_instant(at: datetime,
+                                                                      zone: str) -> None:
+    """The wording caches the local minute per UTC minute (a reroute words thousands of
+    ETAs): it must read exactly as the zone conversion of the instant itself, across
+    daylight-saving changes and half-hour and 45-minute offsets."""
+    local = at.astimezone(ZoneInfo(zone))
+    assert short_time(at, zone) == f"{local.month}月{local.day}日 {local:%H:%M}"
