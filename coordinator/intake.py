@@ -298,6 +298,11 @@ class GroupCommitter:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for the writer (not yet taken into a batch)."""
+        return self._queue.qsize()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._queue.put(None)
         self._thread.join(timeout)

@@ -88,7 +88,9 @@ def test_requests_queued_while_the_write_lock_is_awaited_join_that_batch(
             later = [threading.Thread(target=request, args=(n,)) for n in (1, 2, 3)]
             for t in later:
                 t.start()
-            time.sleep(0.2)  # queued behind the waiting writer
+            while committer.queued < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)  # until all three are queued behind the waiting writer
+            assert committer.queued == 3
         for t in (first, *later):
             t.join()
     finally:
