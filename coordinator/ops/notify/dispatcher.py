@@ -6,8 +6,9 @@ deliver: see :func:`outbox.claim`), delivers them with httpx (or appends to a JS
 marks them sent, or schedules a retry with exponential backoff; after ``max_attempts``
 failures a notification is ``failed`` (dead). Delivery is at least once (a crash after
 delivering and before marking sends again): the file sink writes each notice exactly
-once anyway (it knows the keys it wrote), and HTTP receivers get the notice's key as
-``Idempotency-Key`` to drop a repeat. WeCom messages pass a token bucket so
+once anyway (it knows the keys in its file, whichever process wrote them), and HTTP
+receivers get the notice's key as ``Idempotency-Key`` to drop a repeat. A leader that
+lost its lease mid-batch delivers no more of it. WeCom messages pass a token bucket so
 the robot's limit (~20 messages/min) is respected; a deferred message is not a failure.
 """
 
@@ -15,14 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import httpx
 
@@ -74,48 +77,61 @@ class JsonlSink:
     """Appends each notice as one JSON line (the demo's franchisee inbox), exactly once.
 
     The dispatcher marks a notice sent only after its line is written, so a crash in
-    between delivers it again after a restart. Each line carries its notice's key
-    (``notice_key``) and the sink remembers the keys in its file: a key already written
-    is not written again (the delivery still counts as done). A line cut short by a
-    crash (no newline) was never delivered: it is cut off before the next append.
-    Lines reach the file with one ``write`` each; a crash of the process loses none (a
-    power cut can lose what the OS had not flushed yet, as with any file).
+    between delivers it again after a restart, and a leader paused mid-batch past its
+    lease may resume and deliver what its successor already sent. Each line carries its
+    notice's key (``notice_key``), and a key already in the file is not written again
+    (the delivery still counts as done), whichever process wrote it: every check and
+    append holds an exclusive ``flock`` on the file and first reads what other processes
+    appended since this one last looked. A line cut short by a crash (no newline, found
+    while holding the lock, so no writer is midway) was never delivered: it is cut off
+    before the next append. Lines reach the file with one ``write`` each; a crash of the
+    process loses none (a power cut can lose what the OS had not flushed yet, as with
+    any file).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._written: set[str] | None = None
+        self._written: set[str] = set()
+        self._file: tuple[int, int] | None = None  # (device, inode) read up to _offset
+        self._offset = 0
         self.skipped = 0  # deliveries of a key the file already held
 
-    def _load(self) -> set[str]:
-        keys: set[str] = set()
-        if not self.path.exists():
-            return keys
-        with self.path.open("rb+") as fh:
-            data = fh.read()
-            end = data.rfind(b"\n") + 1
-            if end < len(data):  # a line a crash cut short: never delivered
-                fh.truncate(end)
+    def _catch_up(self, fh: BinaryIO) -> None:
+        """Under the file lock: take in the keys of the lines appended since the last
+        look (by any process); drop a line a crash cut short."""
+        st = os.fstat(fh.fileno())
+        if self._file != (st.st_dev, st.st_ino) or st.st_size < self._offset:
+            # a new file (first look, or rotated or truncated by hand): read it whole;
+            # keys this process already knows stay known
+            self._file, self._offset = (st.st_dev, st.st_ino), 0
+        fh.seek(self._offset)
+        data = fh.read()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            fh.truncate(self._offset + end)
         for raw in data[:end].splitlines():
             try:
                 key = json.loads(raw).get("notice_key")
             except (ValueError, AttributeError):
                 continue  # not one of ours (written by hand): kept as it is
             if isinstance(key, str):
-                keys.add(key)
-        return keys
+                self._written.add(key)
+        self._offset += end
 
     def _append(self, key: str, line: str) -> None:
         with self._lock:  # deliveries run concurrently: one check-and-append at a time
-            if self._written is None:
-                self._written = self._load()
-            if key in self._written:
-                self.skipped += 1
-                return
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
+            with self.path.open("a+b") as fh:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # released when fh closes
+                self._catch_up(fh)
+                if key in self._written:
+                    self.skipped += 1
+                    return
+                data = (line + "\n").encode("utf-8")
+                fh.write(data)
+                fh.flush()
+                self._offset += len(data)
             self._written.add(key)
 
     async def deliver(self, notification: Notification) -> None:
@@ -181,6 +197,7 @@ class DispatchStats:
     retried: int = 0
     dead: int = 0
     deferred: int = 0
+    yielded: int = 0  # picked, then left to the next leader (this one lost its lease)
 
 
 def build_adapters(config: NotifyConfig, client: httpx.AsyncClient) -> dict[str, Adapter]:
@@ -199,6 +216,9 @@ def build_adapters(config: NotifyConfig, client: httpx.AsyncClient) -> dict[str,
         adapters["webhook"] = HttpJsonAdapter(client, config.webhook.url,
                                               headers=dict(config.webhook.headers))
     return adapters
+
+
+_NOT_LEADING = "no longer leading"  # an attempt not made: neither sent nor failed
 
 
 class Dispatcher:
@@ -246,6 +266,10 @@ class Dispatcher:
         if adapter is None:
             return f"no {n.kind} channel is configured", self.clock.now()
         async with self._limit:
+            # a leader paused mid-batch (SIGSTOP, a VM frozen) resumes here past its lease:
+            # what it has not delivered yet is its successor's to send
+            if self.allowed is not None and not self.allowed():
+                return _NOT_LEADING, self.clock.now()
             try:
                 await adapter.deliver(n)
             except NotificationError as exc:
@@ -278,6 +302,11 @@ class Dispatcher:
                    else self.db.atomic())
         with marking:
             for n, (error, done) in zip(attempt, outcomes, strict=True):
+                if error is _NOT_LEADING:
+                    # due at once again: the successor need not wait out this claim
+                    outbox.release(self.db, n, done)
+                    self.stats.yielded += 1
+                    continue
                 if error is None:
                     outbox.mark_sent(self.db, n.id, done)
                     self.stats.sent += 1

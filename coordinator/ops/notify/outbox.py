@@ -188,6 +188,16 @@ def defer(db: Database, notification_id: int, until: datetime) -> None:
     )
 
 
+def release(db: Database, notification: Notification, now: datetime) -> None:
+    """Hand a picked notice back undelivered, due ``now``: only while it is still as it
+    was picked (a claim that ran out and was taken by another instance stays theirs)."""
+    db.conn.execute(
+        "UPDATE ops_notifications SET next_attempt_at = ? "
+        "WHERE id = ? AND status = 'pending' AND next_attempt_at = ?",
+        (stamp(now), notification.id, notification.next_attempt_at),
+    )
+
+
 def retry(db: Database, notification_id: int, now: datetime) -> bool:
     """Give a dead notification another round of attempts (operator action)."""
     cursor = db.conn.execute(

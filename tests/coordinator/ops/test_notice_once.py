@@ -128,6 +128,20 @@ def test_a_line_cut_short_by_a_crash_is_replaced_not_glued_to(
     assert [w["order_id"] for w in written].count("o-1") == 1
 
 
+def test_two_dispatchers_sharing_a_sink_file_write_each_notice_once(
+        outbox_db: str, tmp_path: Path) -> None:
+    # a paused SQLite leader that resumes mid-batch delivers what its successor already
+    # sent (SQLite reads due rows, it does not claim them): both processes deliver the
+    # whole outbox into one file at once, and the file still holds each notice once
+    sink = tmp_path / "franchisee.jsonl"
+    running = [_dispatcher(outbox_db, sink, lease_s=0.01) for _ in range(2)]
+    for process in running:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err.decode()[-2000:]
+    keys = [json.loads(line)["notice_key"] for line in _lines(sink)]
+    assert sorted(keys) == sorted(f"franchisee:inc-1:o-{i}" for i in range(NOTICES))
+
+
 def test_two_dispatchers_on_postgresql_split_the_outbox_and_send_each_notice_once(
         postgres_url: str, tmp_path: Path) -> None:
     # two instances at once, each with a sink of its own: a notice both claimed would

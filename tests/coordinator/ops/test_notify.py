@@ -372,3 +372,28 @@ def test_an_eta_in_a_sentence_reads_the_local_minute_of_any_instant(at: datetime
     daylight-saving changes and half-hour and 45-minute offsets."""
     local = at.astimezone(ZoneInfo(zone))
     assert short_time(at, zone) == f"{local.month}月{local.day}日 {local:%H:%M}"
+
+
+async def test_a_leader_that_lost_its_lease_mid_batch_leaves_the_rest_to_its_successor(
+        db: Database, db_target: str, tmp_path: Path) -> None:
+    # leading when the batch is picked, no longer when it comes to deliver (it was paused
+    # past its lease): nothing goes out, nothing is marked, the next leader sends it all
+    clock = ManualClock(T0)
+    with Receiver() as receiver:
+        cfg = config(receiver, tmp_path)
+        queue(db, cfg, summary())
+        answers = iter([True])
+        paused = Dispatcher(lambda: open_database(db_target), cfg, clock,
+                            allowed=lambda: next(answers, False))
+        assert await paused.run_once() == 6
+        await paused.aclose()
+        assert paused.stats.yielded == 6 and paused.stats.sent == 0
+        assert receiver.requests == [] and not (tmp_path / "franchisee.jsonl").exists()
+        assert len(outbox.listing(db, status="pending")) == 6
+        successor = Dispatcher(lambda: open_database(db_target), cfg, clock,
+                               allowed=lambda: True)
+        await drain(successor, clock, rounds=1)
+        await successor.aclose()
+        assert successor.stats.sent == 6
+        for path in ("/wecom", "/sms", "/hook"):
+            assert len(receiver.accepted(path)) == 1
