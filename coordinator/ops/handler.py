@@ -4,7 +4,11 @@ One :class:`OpsCore` owns one database connection and is used from one thread (t
 service runs it in a single-worker executor). Every input, or burst of inputs
 (:meth:`OpsCore.handle_many`), is handled in ONE write transaction: the machines'
 records, the warehouse flags, the reroute of the warehouse's unshipped orders, the
-incident row, the coupons and the queued notifications commit together or not at all.
+incident row, the on-duty team's notices and the record that the stores' notices are
+owed commit together or not at all. The stores' notices (megabytes of text for a large
+reroute) are composed right after that commit, outside any write transaction, and
+queued with their coupons in a short one of their own (:meth:`OpsCore.queue_owed_notices`;
+each tick does it too, for what a crash or a deposed leader left owed).
 What happens when a warehouse goes down or comes back is in
 :mod:`coordinator.ops.transitions`. If the transaction fails, the machines
 are rebuilt from the database so memory never runs ahead of what was committed.
@@ -45,9 +49,12 @@ from coordinator.ops.config import OpsConfig
 from coordinator.ops.couriers import CourierAction, CourierResumed, CourierStale
 from coordinator.ops.notify.franchisee import (
     PLACED_SWEEP_SPAN,
+    compose_store_notices,
     has_placed_events,
+    pending_store_notices,
     placed_notices_cursor,
     queue_placed_notices,
+    queue_store_notices,
 )
 from coordinator.ops.notify.messages import WarehouseInfo
 from coordinator.ops.tracker_writes import Deferred
@@ -119,6 +126,7 @@ class OpsCore:
             if then is not None:
                 then(done)
         self._committed(result)
+        self._queue_notices_of(result, now)
         return result, done
 
     def confirm_incarnation(self, agent_id: str, *, actor: str, reason: str,
@@ -136,12 +144,47 @@ class OpsCore:
             return actions
 
         result = self._run(step, now)
-        try:
-            self._notify_late_placements(now)
-        except Exception:  # a notice sweep must never cost the tick its transitions
-            self.sweep_failures += 1
-            log.exception("placed-notice sweep failed; the next tick tries again")
+        for sweep in (self.queue_owed_notices, self._notify_late_placements):
+            try:
+                sweep(now)
+            except Exception:  # a notice sweep must never cost the tick its transitions
+                self.sweep_failures += 1
+                log.exception("notice sweep failed; the next tick tries again")
         return result
+
+    def _queue_notices_of(self, result: HandleResult, now: datetime) -> None:
+        """Right after a commit that moved orders: their stores' notices."""
+        if not any(t.moved for t in result.rerouted):
+            return
+        try:
+            self.queue_owed_notices(now)
+        except Exception:  # owed, not lost: the next tick composes them again
+            self.sweep_failures += 1
+            log.exception("store notices not queued yet; the next tick tries again")
+            return
+        queued = time.perf_counter()
+        for timing in result.rerouted:
+            if timing.moved:
+                timing.notices_queued = queued
+
+    def queue_owed_notices(self, now: datetime) -> int:
+        """Compose and queue the store notices committed reroutes owe; return how many
+        were queued. Each incident's are composed from the committed incident on this
+        connection outside any transaction (reads: intake keeps the write lock), then
+        queued with their coupons in a short ops transaction (the lease guard first: a
+        deposed leader queues nothing). Composing twice is harmless (dedupe keys)."""
+        queued = 0
+        notify = self.config.notify
+        for pending in pending_store_notices(self.db):
+            with gc_paused():  # tens of thousands of short-lived rows, dicts and strings
+                composed = compose_store_notices(self.db, pending, config=notify.franchisee,
+                                                 timezone=notify.timezone)
+                with self._transaction(now):
+                    new = queue_store_notices(self.db, composed)
+                    if new:
+                        tracker_store.bump(self.db, "store_notices", new)
+            queued += new
+        return queued
 
     def _notify_late_placements(self, now: datetime) -> None:
         """Tell franchisees about stuck orders a retry has placed since the last tick.
@@ -231,6 +274,7 @@ class OpsCore:
         with self._batch(now):
             self._effects(step(), now, result, started, audit)
         self._committed(result)
+        self._queue_notices_of(result, now)
         return result
 
     @contextmanager

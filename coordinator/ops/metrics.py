@@ -132,6 +132,7 @@ def summary(db: Database) -> dict[str, Any]:
         "FROM warehouses").fetchone()
     open_incidents = db.execute(
         "SELECT count(*) FROM ops_incidents WHERE closed_at IS NULL").fetchone()[0]
+    owed = db.execute("SELECT count(*) FROM ops_pending_store_notices").fetchone()[0]
     return {
         "first_response": first_response(db),
         "order_to_first_status": order_to_first_status(db),
@@ -142,6 +143,7 @@ def summary(db: Database) -> dict[str, Any]:
         "open_incidents": int(open_incidents),
         "counters": tracker_store.counters(db),
         "notifications": notifications,
+        "store_notices_owed": int(owed),
         "breakers": [{"warehouse_id": w, "breaker": b, "open": bool(o)} for w, b, o in db.execute(
             "SELECT warehouse_id, breaker, open FROM ops_breaker_states "
             "ORDER BY warehouse_id, breaker").fetchall()],
@@ -221,6 +223,11 @@ class SummaryCollector(Collector):
             for status, n in by_status.items():
                 notices.add_metric([kind, status], n)
         yield notices
+        yield GaugeMetricFamily(
+            "breakwater_store_notices_owed",
+            "Incidents whose store notices a committed reroute owes, not yet queued "
+            "(composed right after the commit; stays above 0 only if that fails).",
+            value=data.get("store_notices_owed", 0))
         breakers = GaugeMetricFamily(
             "breakwater_breaker_open", "1 while an agent's breaker is open (tripped or forced).",
             labels=["warehouse", "breaker"])

@@ -15,7 +15,7 @@ from coordinator.ops import incident_log, incident_store
 from coordinator.ops.availability_state import WarehouseAvailable, WarehouseUnavailable
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.notify import outbox
-from coordinator.ops.notify.franchisee import queue_franchisee_notices
+from coordinator.ops.notify.franchisee import defer_store_notices
 from coordinator.ops.notify.messages import (
     IncidentSummary,
     MovedNotice,
@@ -43,6 +43,8 @@ class RerouteTiming:
     queued: int
     started: float  # time.perf_counter()
     committed: float
+    # when the stores' notices of its moved orders were queued (after the commit)
+    notices_queued: float | None = None
 
 
 def audit(counts: Deferred, action: str, warehouse_id: str, actor: str, reason: str,
@@ -79,13 +81,12 @@ def went_down(db: Database, down: WarehouseUnavailable, *, known: bool, actor: s
     counts.flush_breaker_log(db)  # the trip's facts are read from there
     summary = _summary(db, down, rerouted, infos)
     reason = down.reason or down.cause
-    queued = 0
-    if rerouted.moved or rerouted.stuck:  # franchisees hear of their orders only
-        queued = queue_franchisee_notices(db, inc, reason=reason, at=summary.at,
-                                          config=config.notify.franchisee,
-                                          warehouse_name=summary.warehouse.name,
-                                          timezone=config.notify.timezone)
-    queued += outbox.queue(db, incident_notices(summary, config.notify), down.at)
+    # franchisees hear of their moved orders: composed after the commit (a replayed
+    # incident owed them from its first run, in the same commit as its moves)
+    if rerouted.moved and not rerouted.already_done:
+        defer_store_notices(db, inc, reason=reason, at=summary.at,
+                            warehouse_name=summary.warehouse.name, now=down.at)
+    queued = outbox.queue(db, incident_notices(summary, config.notify), down.at)
     moved, stuck = len(summary.moved), len(summary.stuck)
     counts.count_incident(inc, moved=moved, stuck=stuck)
     counts.bump("reroutes")

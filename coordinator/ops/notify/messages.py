@@ -211,7 +211,7 @@ def webhook_body(summary: IncidentSummary, timezone: str,
 
 def incident_notices(summary: IncidentSummary, config: NotifyConfig) -> list[OutgoingNotice]:
     """The operations messages of one incident (franchisee notices are queued set-wise by
-    :func:`coordinator.ops.notify.franchisee.queue_franchisee_notices`)."""
+    :func:`coordinator.ops.notify.franchisee.compose_store_notices`)."""
     notices: list[OutgoingNotice] = []
     inc = summary.incident_id
     if config.wecom.enabled:

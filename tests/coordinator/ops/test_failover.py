@@ -99,6 +99,13 @@ def seeded(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> str:
     return path
 
 
+def delivered(db_path: str) -> bool:
+    """Nothing owed (store notices composed) and nothing pending (delivered)."""
+    return read(db_path, "SELECT (SELECT count(*) FROM ops_pending_store_notices) + "
+                         "(SELECT count(*) FROM ops_notifications WHERE status = 'pending')"
+                ) == [(0,)]
+
+
 def assert_consistent(db_path: str, workdir: Path) -> None:
     """Every unshipped order at exactly one feasible warehouse, reservations equal the
     sum over orders, one incident, one coupon per order, each notice delivered once."""
@@ -124,6 +131,10 @@ def assert_consistent(db_path: str, workdir: Path) -> None:
                          "WHERE kind = 'franchisee' AND status = 'sent'")
     assert len(lines) == len({json.dumps(json.loads(x), sort_keys=True) for x in lines})
     assert [(len(lines),)] == sent
+    # every store with an order moved heard of it, once
+    assert read(db_path, "SELECT count(DISTINCT o.store_id) FROM incident_orders io "
+                         "JOIN orders o ON o.id = io.order_id WHERE io.outcome = 'moved'"
+                ) == sent
 
 
 # Every timing on PostgreSQL (what instances on several hosts share); one on SQLite,
@@ -148,9 +159,7 @@ async def test_leader_killed_mid_reroute_standby_finishes_and_nothing_is_done_tw
         await wait_for(lambda: leader(db_path) == other, 30, "the standby to take over")
         await wait_for(lambda: applied_seqs(db_path) == [1, 2, 3, 4], 30,
                        "every event applied")
-        await wait_for(lambda: read(db_path, "SELECT count(*) FROM ops_notifications "
-                                             "WHERE status = 'pending'") == [(0,)],
-                       30, "notices delivered")
+        await wait_for(lambda: delivered(db_path), 30, "notices composed and delivered")
         async with httpx.AsyncClient(base_url=procs[other].url, headers=ADMIN) as client:
             cluster = (await client.get("/metrics/summary")).json()["cluster"]
             scraped = (await client.get("/metrics")).text
@@ -202,9 +211,7 @@ async def test_leader_paused_mid_reroute_past_its_lease_writes_nothing_after_it_
         await wait_for(lambda: applied_seqs(db_path) == [1, 2, 3, 4], 30, "a later event")
         await asyncio.sleep(TTL_S)  # the resumed one had time to try
         assert read(db_path, "SELECT holder, epoch FROM ops_lease") == [(holder, epoch)]
-        await wait_for(lambda: read(db_path, "SELECT count(*) FROM ops_notifications "
-                                             "WHERE status = 'pending'") == [(0,)],
-                       30, "notices delivered")
+        await wait_for(lambda: delivered(db_path), 30, "notices composed and delivered")
     assert_consistent(db_path, tmp_path)
 
 

@@ -26,7 +26,14 @@ from coordinator.ops.config import (
 )
 from coordinator.ops.notify import outbox
 from coordinator.ops.notify.dispatcher import Dispatcher, TokenBucket
-from coordinator.ops.notify.franchisee import coupon_code, queue_franchisee_notices
+from coordinator.ops.notify.franchisee import (
+    PendingStoreNotices,
+    compose_store_notices,
+    coupon_code,
+    defer_store_notices,
+    pending_store_notices,
+    queue_store_notices,
+)
 from coordinator.ops.notify.messages import (
     IncidentSummary,
     MovedNotice,
@@ -264,12 +271,18 @@ def test_a_franchisee_gets_one_readable_message_per_store_and_incident(db: Datab
     assert len(result.moved) == 12 and len(stores) == 3
     cfg = FranchiseeConfig(coupon_prefix="HZ", coupon_value_yuan=15, coupon_valid_days=30)
     names = dict(db.execute("SELECT id, name FROM warehouses").fetchall())
-    kwargs = {"reason": "breaker cold_chain: threshold_exceeded", "at": T0, "config": cfg,
-              "warehouse_name": names["WH-02"], "timezone": "Asia/Shanghai"}
+    reason = "breaker cold_chain: threshold_exceeded"
+    with db.atomic():  # owed in the reroute's transaction
+        defer_store_notices(db, "ep-9", reason=reason, at=T0,
+                            warehouse_name=names["WH-02"], now=T0)
+    owed = pending_store_notices(db)
+    assert owed == [PendingStoreNotices("ep-9", reason, T0, names["WH-02"])]
+    composed = compose_store_notices(db, owed[0], config=cfg, timezone="Asia/Shanghai")
     with db.atomic():
-        assert queue_franchisee_notices(db, "ep-9", **kwargs) == len(stores)
-    with db.atomic():
-        assert queue_franchisee_notices(db, "ep-9", **kwargs) == 0  # once per store
+        assert queue_store_notices(db, composed) == len(stores)
+    assert pending_store_notices(db) == []  # settled with the queueing
+    with db.atomic():  # composed twice (a crash before the owed row was settled)
+        assert queue_store_notices(db, composed) == 0  # once per store
     notices = {n.payload["store_id"]: n.payload for n in outbox.listing(db, kind="franchisee")}
     assert set(notices) == stores
     one = sorted(stores)[1]  # a caller scoped to one store sees that store's notice only

@@ -1,0 +1,81 @@
+"""The stores' notices of a reroute are owed in its commit and composed after it: a
+reroute whose notices cannot be queued still moves its orders, and the notices follow
+on the next tick (or the next leader's), each store once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from benchmarks.reroute import seed_orders_at
+from coordinator.db import dialect, open_database
+from coordinator.ops.handler import OpsCore
+from coordinator.ops.metrics import summary
+from coordinator.ops.notify import outbox
+from coordinator.settings import Settings
+from tests.coordinator.ops.factories import T0, breaker_event
+from tests.coordinator.ops.helpers import ops_config
+
+WH = "WH-02"
+
+
+def _count(db_target: str, sql: str) -> int:
+    db = open_database(db_target, migrate=False)  # what was committed, on its own connection
+    try:
+        return int(db.execute(sql).fetchone()[0])
+    finally:
+        db.conn.close()
+
+
+def test_a_reroute_whose_store_notices_fail_still_commits_and_owes_them_to_the_next_tick(
+        db_target: str, tmp_path: Path) -> None:
+    db = open_database(db_target)
+    held = seed_orders_at(db, WH, 40, T0, stock_boost=50)
+    stores = _count(db_target, "SELECT count(DISTINCT store_id) FROM orders")
+    if dialect(db) == "postgresql":
+        db.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                   "$$ BEGIN RAISE EXCEPTION 'disk says no'; END $$")
+        db.execute("CREATE TRIGGER refuse_coupons BEFORE INSERT ON ops_store_coupons "
+                   "FOR EACH ROW EXECUTE FUNCTION refuse()")
+        drop = "DROP TRIGGER refuse_coupons ON ops_store_coupons"
+    else:
+        db.execute("CREATE TRIGGER refuse_coupons BEFORE INSERT ON ops_store_coupons "
+                   "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+        drop = "DROP TRIGGER refuse_coupons"
+    core = OpsCore(db, Settings(db_path=db_target), ops_config(tmp_path))
+
+    result = core.handle(breaker_event(seq=1, warehouse=WH, agent=f"gw-{WH}"), T0)
+
+    timing = result.rerouted[0]
+    assert timing.moved == held == 40 and timing.notices_queued is None
+    assert _count(db_target, "SELECT count(*) FROM reservations "
+                             f"WHERE warehouse_id = '{WH}' AND status = 'held'") == 0
+    assert _count(db_target, "SELECT count(*) FROM ops_pending_store_notices") == 1
+    assert outbox.counts(db).get(("franchisee", "pending"), 0) == 0
+    assert core.sweep_failures == 1
+    assert summary(db)["store_notices_owed"] == 1  # visible on /metrics
+
+    db.execute(drop)
+    core.tick(T0 + timedelta(seconds=1))
+    core.tick(T0 + timedelta(seconds=2))  # nothing owed any more: nothing twice
+
+    assert _count(db_target, "SELECT count(*) FROM ops_pending_store_notices") == 0
+    assert outbox.counts(db)[("franchisee", "pending")] == stores
+    assert _count(db_target, "SELECT count(*) FROM ops_store_coupons") == stores
+    db.conn.close()
+
+
+def test_store_notices_are_queued_right_after_the_reroute_commits(
+        db_target: str, tmp_path: Path) -> None:
+    db = open_database(db_target)
+    seed_orders_at(db, WH, 12, T0, stock_boost=50)
+    core = OpsCore(db, Settings(db_path=db_target), ops_config(tmp_path))
+
+    result = core.handle(breaker_event(seq=1, warehouse=WH, agent=f"gw-{WH}"), T0)
+
+    timing = result.rerouted[0]
+    assert timing.notices_queued is not None and timing.notices_queued >= timing.committed
+    assert _count(db_target, "SELECT count(*) FROM ops_pending_store_notices") == 0
+    assert outbox.counts(db)[("franchisee", "pending")] == _count(
+        db_target, "SELECT count(DISTINCT store_id) FROM orders")
+    db.conn.close()
