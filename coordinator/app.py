@@ -37,7 +37,7 @@ from coordinator.coalesce import Coalescer
 from coordinator.connections import Connections
 from coordinator.db import WalCheckpointer, open_database
 from coordinator.errors import StoreError
-from coordinator.intake import GroupCommitter
+from coordinator.group_commit import GroupCommitter
 from coordinator.live import hub_for
 from coordinator.observability import LiveCollector, Metrics
 from coordinator.orders_api import orders_router

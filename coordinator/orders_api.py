@@ -26,7 +26,7 @@ from coordinator.api_models import (
 from coordinator.engine import CandidateTrace, why_not
 from coordinator.engine import Decision as EngineDecision
 from coordinator.errors import Conflict, NotFound, StoreError
-from coordinator.intake import GroupCommitter
+from coordinator.group_commit import GroupCommitter
 from coordinator.retry import RetryResult, retry_waiting
 from coordinator.settings import Settings
 from coordinator.trace_names import Names

@@ -27,7 +27,7 @@ from coordinator.customer.config import CustomerConfig, check_templates, custome
 from coordinator.customer.delivery import CustomerAdapter
 from coordinator.customer.tick import NODE_CURSOR, TickResult, customer_tick
 from coordinator.db import Database, open_database, write_transaction
-from coordinator.intake import GroupCommitter
+from coordinator.group_commit import GroupCommitter
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.runner import OpsService
 from coordinator.settings import Settings

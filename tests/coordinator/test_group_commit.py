@@ -11,7 +11,7 @@ from sqlite_utils import Database
 
 from coordinator.db import open_database, write_transaction
 from coordinator.errors import NotFound
-from coordinator.intake import GroupCommitter
+from coordinator.group_commit import GroupCommitter
 from coordinator.settings import Settings
 from protocols.clock import ManualClock
 from protocols.orders import Channel, OrderIn, OrderLine
