@@ -157,23 +157,24 @@ class OpsCore:
         if not any(t.moved for t in result.rerouted):
             return
         try:
-            self.queue_owed_notices(now)
+            queued = self.queue_owed_notices(now)
         except Exception:  # owed, not lost: the next tick composes them again
             self.sweep_failures += 1
             log.exception("store notices not queued yet; the next tick tries again")
             return
-        queued = time.perf_counter()
+        done = time.perf_counter()
         for timing in result.rerouted:
             if timing.moved:
-                timing.notices_queued = queued
+                timing.notices_queued = done
+                timing.queued += queued.get(timing.incident_id, 0)
 
-    def queue_owed_notices(self, now: datetime) -> int:
+    def queue_owed_notices(self, now: datetime) -> dict[str, int]:
         """Compose and queue the store notices committed reroutes owe; return how many
-        were queued. Each incident's are composed from the committed incident on this
+        were queued per incident. Each incident's are composed from the committed incident on this
         connection outside any transaction (reads: intake keeps the write lock), then
         queued with their coupons in a short ops transaction (the lease guard first: a
         deposed leader queues nothing). Composing twice is harmless (dedupe keys)."""
-        queued = 0
+        queued: dict[str, int] = {}
         notify = self.config.notify
         for pending in pending_store_notices(self.db):
             with gc_paused():  # tens of thousands of short-lived rows, dicts and strings
@@ -183,7 +184,7 @@ class OpsCore:
                     new = queue_store_notices(self.db, composed)
                     if new:
                         tracker_store.bump(self.db, "store_notices", new)
-            queued += new
+            queued[pending.incident_id] = new
         return queued
 
     def _notify_late_placements(self, now: datetime) -> None:
