@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.catalog import WarehouseIn, upsert_warehouses
-from coordinator.db import Database, open_database
+from coordinator.db import Database, dialect, open_database
 from coordinator.gateways.store import register, warehouse_exists
 from coordinator.ops.config import FranchiseeConfig, NotifyConfig, OpsConfig, WecomConfig
 from coordinator.settings import Settings
@@ -110,3 +110,17 @@ def register_gateways(target: str | Path, gateways: dict[str, str],
             register(db, agent, warehouse, actor="test", now=at)
     finally:
         db.conn.close()
+
+
+def refuse_inserts(db: Database, table: str) -> str:
+    """Make every insert into ``table`` fail ('disk says no'), on either backend; returns
+    the statement that lifts it again (a store failing mid-transaction, for real)."""
+    if dialect(db) == "postgresql":
+        db.execute("CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                   "$$ BEGIN RAISE EXCEPTION 'disk says no'; END $$")
+        db.execute(f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
+                   "FOR EACH ROW EXECUTE FUNCTION refuse()")
+        return f"DROP TRIGGER refuse_{table} ON {table}"
+    db.execute(f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
+               "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+    return f"DROP TRIGGER refuse_{table}"

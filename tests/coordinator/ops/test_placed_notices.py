@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from coordinator.catalog import set_warehouse_availability
-from coordinator.db import Database, dialect, open_database
+from coordinator.db import Database, open_database
 from coordinator.ops.handler import OpsCore
 from coordinator.ops.notify.franchisee import coupon_code
 from coordinator.retry import retry_waiting
 from coordinator.settings import AllocationConfig, Settings
-from tests.coordinator.ops.helpers import ops_config, strand_at
+from tests.coordinator.ops.helpers import ops_config, refuse_inserts, strand_at
 
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 
@@ -68,16 +68,7 @@ def test_a_failing_sweep_never_costs_the_tick(db_target: str, tmp_path: Path) ->
     db = open_database(db_target)
     core = OpsCore(db, Settings(db_path=db_target), ops_config(tmp_path))
     _stuck_then_placed(db, NOW + timedelta(hours=1))
-    if dialect(db) == "postgresql":
-        db.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                   "$$ BEGIN RAISE EXCEPTION 'disk says no'; END $$")
-        db.execute("CREATE TRIGGER refuse_notices BEFORE INSERT ON ops_notifications "
-                   "FOR EACH ROW EXECUTE FUNCTION refuse()")
-        drop = "DROP TRIGGER refuse_notices ON ops_notifications"
-    else:
-        db.execute("CREATE TRIGGER refuse_notices BEFORE INSERT ON ops_notifications "
-                   "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
-        drop = "DROP TRIGGER refuse_notices"
+    drop = refuse_inserts(db, "ops_notifications")
 
     core.tick(NOW + timedelta(hours=1, seconds=1))  # does not raise
 

@@ -8,13 +8,13 @@ from datetime import timedelta
 from pathlib import Path
 
 from benchmarks.reroute import seed_orders_at
-from coordinator.db import dialect, open_database
+from coordinator.db import open_database
 from coordinator.ops.handler import OpsCore
 from coordinator.ops.metrics import summary
 from coordinator.ops.notify import outbox
 from coordinator.settings import Settings
 from tests.coordinator.ops.factories import T0, breaker_event
-from tests.coordinator.ops.helpers import ops_config
+from tests.coordinator.ops.helpers import ops_config, refuse_inserts
 
 WH = "WH-02"
 
@@ -32,16 +32,7 @@ def test_a_reroute_whose_store_notices_fail_still_commits_and_owes_them_to_the_n
     db = open_database(db_target)
     held = seed_orders_at(db, WH, 40, T0, stock_boost=50)
     stores = _count(db_target, "SELECT count(DISTINCT store_id) FROM orders")
-    if dialect(db) == "postgresql":
-        db.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                   "$$ BEGIN RAISE EXCEPTION 'disk says no'; END $$")
-        db.execute("CREATE TRIGGER refuse_coupons BEFORE INSERT ON ops_store_coupons "
-                   "FOR EACH ROW EXECUTE FUNCTION refuse()")
-        drop = "DROP TRIGGER refuse_coupons ON ops_store_coupons"
-    else:
-        db.execute("CREATE TRIGGER refuse_coupons BEFORE INSERT ON ops_store_coupons "
-                   "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
-        drop = "DROP TRIGGER refuse_coupons"
+    drop = refuse_inserts(db, "ops_store_coupons")
     core = OpsCore(db, Settings(db_path=db_target), ops_config(tmp_path))
 
     result = core.handle(breaker_event(seq=1, warehouse=WH, agent=f"gw-{WH}"), T0)
