@@ -170,10 +170,11 @@ class OpsCore:
 
     def queue_owed_notices(self, now: datetime) -> dict[str, int]:
         """Compose and queue the store notices committed reroutes owe; return how many
-        were queued per incident. Each incident's are composed from the committed incident on this
-        connection outside any transaction (reads: intake keeps the write lock), then
-        queued with their coupons in a short ops transaction (the lease guard first: a
-        deposed leader queues nothing). Composing twice is harmless (dedupe keys)."""
+        were queued per incident. Each incident's are composed from the committed
+        incident on this connection outside any transaction (reads: intake keeps the
+        write lock), then queued with their coupons in a short ops transaction (the
+        lease guard first: a deposed leader queues nothing). Composing twice is
+        harmless (dedupe keys)."""
         queued: dict[str, int] = {}
         notify = self.config.notify
         for pending in pending_store_notices(self.db):
