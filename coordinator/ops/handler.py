@@ -28,14 +28,13 @@ from coordinator.catalog import (
     WarehouseFlags,
     set_warehouse_flags,
     warehouse_exists,
-    warehouse_flags,
 )
 from coordinator.db import Database, write_transaction
 from coordinator.errors import NotFound
 from coordinator.gateways import gate
 from coordinator.gateways import store as gateway_store
 from coordinator.gcpause import gc_paused
-from coordinator.ops import incident_log, incident_store, tracker_store, transitions
+from coordinator.ops import incident_log, tracker_store, transitions
 from coordinator.ops.availability_state import (
     COURIER_STALE_PREFIX,
     MANUAL_HOLD,
@@ -45,6 +44,7 @@ from coordinator.ops.availability_state import (
     WarehouseAvailable,
     WarehouseUnavailable,
 )
+from coordinator.ops.batch import CoreMessage, OpsBatch
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.couriers import CourierAction, CourierResumed, CourierStale
 from coordinator.ops.notify.franchisee import (
@@ -56,16 +56,13 @@ from coordinator.ops.notify.franchisee import (
     queue_placed_notices,
     queue_store_notices,
 )
-from coordinator.ops.notify.messages import WarehouseInfo
-from coordinator.ops.tracker_writes import Deferred
 from coordinator.ops.transitions import RerouteTiming
 from coordinator.settings import Settings
-from protocols import AgentStatus, BreakerEvent, TrackingUpdate
+from protocols import BreakerEvent, TrackingUpdate
 
 log = logging.getLogger(__name__)
 
 AvailabilityChange = WarehouseUnavailable | WarehouseAvailable
-CoreMessage = BreakerEvent | AgentStatus | TrackingUpdate
 __all__ = ["CoreMessage", "HandleResult", "OpsCore", "RerouteTiming"]
 
 
@@ -88,7 +85,7 @@ class OpsCore:
         # Several instances: raises (LeaseLost) unless this one still holds the ops lease;
         # called first inside every ops transaction, so a deposed leader writes nothing.
         self.guard: Callable[[Database, datetime], None] | None = None
-        self._current: _Batch | None = None  # the ops transaction under way
+        self._current: OpsBatch | None = None  # the ops transaction under way
 
     def _reload(self) -> None:
         self.tracker = tracker_store.load_tracker(self.db, self.tracker_config)
@@ -281,7 +278,7 @@ class OpsCore:
 
     @contextmanager
     def _batch(self, now: datetime,
-               messages: Sequence[CoreMessage] = ()) -> Iterator[_Batch]:
+               messages: Sequence[CoreMessage] = ()) -> Iterator[OpsBatch]:
         """One ops transaction (the lease guard first) with what a batch reads once and
         writes at its end; nested calls share the outer one."""
         if self._current is not None:
@@ -290,7 +287,7 @@ class OpsCore:
         try:
             # a reroute churns through many short-lived objects: collect once, after commit
             with gc_paused(), self._transaction(now):
-                batch = self._current = _Batch.read(self.db, messages)
+                batch = self._current = OpsBatch.read(self.db, messages)
                 yield batch
                 batch.deferred.flush(self.db)
         except BaseException:
@@ -328,7 +325,7 @@ class OpsCore:
             batch.deferred.breaker_log.append(incident_log.breaker_log_row(trusted, now))
         self._effects(found, now, result, started)
 
-    def _open_batch(self) -> _Batch:
+    def _open_batch(self) -> OpsBatch:
         if self._current is None:
             raise RuntimeError("ops effects outside an ops transaction")
         return self._current
@@ -396,33 +393,3 @@ class OpsCore:
         if new != flags:
             set_warehouse_flags(self.db, warehouse_id, new, now)
             batch.flags[warehouse_id] = new
-
-
-@dataclass
-class _Batch:
-    """What one ops transaction reads once (the gateway registry and warehouse flags of
-    the warehouses its messages name) and the records it writes at its end."""
-
-    registry: gate.Registry
-    flags: dict[str, WarehouseFlags | None]
-    infos: dict[str, WarehouseInfo] = field(default_factory=dict)
-    deferred: Deferred = field(default_factory=Deferred)
-
-    @classmethod
-    def read(cls, db: Database, messages: Sequence[CoreMessage]) -> _Batch:
-        agents = sorted({m.agent_id for m in messages if not isinstance(m, TrackingUpdate)})
-        warehouses = sorted({m.warehouse_id for m in messages
-                             if not isinstance(m, TrackingUpdate)})
-        found = warehouse_flags(db, warehouses) if warehouses else {}
-        registry = gate.Registry(
-            dict(gateway_store.get_gateways(db, agents)) if agents else {},
-            {w: w in found for w in warehouses})
-        for agent in agents:
-            registry.gateways.setdefault(agent, None)
-        infos = incident_store.warehouse_infos(db, warehouses) if warehouses else {}
-        return cls(registry, {w: found.get(w) for w in warehouses}, infos)
-
-    def flags_of(self, db: Database, warehouse_id: str) -> WarehouseFlags | None:
-        if warehouse_id not in self.flags:
-            self.flags[warehouse_id] = warehouse_flags(db, [warehouse_id]).get(warehouse_id)
-        return self.flags[warehouse_id]
