@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +42,9 @@ from coordinator.redact import (
     url_secrets,
 )
 from protocols.clock import Clock
+
+if sys.platform != "win32":  # POSIX file locks; on Windows one process owns the file
+    import fcntl
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +126,8 @@ class JsonlSink:
         with self._lock:  # deliveries run concurrently: one check-and-append at a time
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a+b") as fh:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # released when fh closes
+                if sys.platform != "win32":
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # released when fh closes
                 self._catch_up(fh)
                 if key in self._written:
                     self.skipped += 1
