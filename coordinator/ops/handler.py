@@ -47,6 +47,7 @@ from coordinator.ops.availability_state import (
 from coordinator.ops.batch import CoreMessage, OpsBatch
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.couriers import CourierAction, CourierResumed, CourierStale
+from coordinator.ops.lease_store import LeaseLost
 from coordinator.ops.notify.franchisee import (
     PLACED_SWEEP_SPAN,
     compose_store_notices,
@@ -70,6 +71,7 @@ __all__ = ["CoreMessage", "HandleResult", "OpsCore", "RerouteTiming"]
 class HandleResult:
     transitions: list[AvailabilityChange] = field(default_factory=list)
     rerouted: list[RerouteTiming] = field(default_factory=list)
+    notices_queued: int = 0  # by a tick's sweeps (owed store notices, late placements)
 
 
 class OpsCore:
@@ -141,12 +143,16 @@ class OpsCore:
             return actions
 
         result = self._run(step, now)
-        for sweep in (self.queue_owed_notices, self._notify_late_placements):
-            try:
-                sweep(now)
-            except Exception:  # a notice sweep must never cost the tick its transitions
-                self.sweep_failures += 1
-                log.exception("notice sweep failed; the next tick tries again")
+        try:
+            result.notices_queued += sum(self.queue_owed_notices(now).values())
+        except Exception:  # a notice sweep must never cost the tick its transitions
+            self.sweep_failures += 1
+            log.exception("owed store notices not queued; the next tick tries again")
+        try:
+            result.notices_queued += self._notify_late_placements(now)
+        except Exception:
+            self.sweep_failures += 1
+            log.exception("placed-notice sweep failed; the next tick tries again")
         return result
 
     def _queue_notices_of(self, result: HandleResult, now: datetime) -> None:
@@ -161,9 +167,9 @@ class OpsCore:
             return
         done = time.perf_counter()
         for timing in result.rerouted:
-            if timing.moved:
+            if timing.incident_id in queued:
                 timing.notices_queued = done
-                timing.queued += queued.get(timing.incident_id, 0)
+                timing.queued += queued[timing.incident_id]
 
     def queue_owed_notices(self, now: datetime) -> dict[str, int]:
         """Compose and queue the store notices committed reroutes owe; return how many
@@ -175,18 +181,28 @@ class OpsCore:
         queued: dict[str, int] = {}
         notify = self.config.notify
         for pending in pending_store_notices(self.db):
-            with gc_paused():  # tens of thousands of short-lived rows, dicts and strings
-                composed = compose_store_notices(self.db, pending, config=notify.franchisee,
-                                                 timezone=notify.timezone)
-                with self._transaction(now):
-                    new = queue_store_notices(self.db, composed)
-                    if new:
-                        tracker_store.bump(self.db, "store_notices", new)
+            try:
+                with gc_paused():  # tens of thousands of short-lived rows, dicts, strings
+                    composed = compose_store_notices(self.db, pending,
+                                                     config=notify.franchisee,
+                                                     timezone=notify.timezone)
+                    with self._transaction(now):
+                        new = queue_store_notices(self.db, composed)
+                        if new:
+                            tracker_store.bump(self.db, "store_notices", new)
+            except LeaseLost:
+                raise  # deposed: none of them is this instance's to queue any more
+            except Exception:  # one incident that fails must not hold up the others
+                self.sweep_failures += 1
+                log.exception("store notices of incident %s not queued yet; the next "
+                              "tick tries again", pending.incident_id)
+                continue
             queued[pending.incident_id] = new
         return queued
 
-    def _notify_late_placements(self, now: datetime) -> None:
-        """Tell franchisees about stuck orders a retry has placed since the last tick.
+    def _notify_late_placements(self, now: datetime) -> int:
+        """Tell franchisees about stuck orders a retry has placed since the last tick;
+        return how many notices were queued.
 
         Intake writes order events all the time, so the sweep looks before it writes: only
         a range holding a late placement takes the write lock. At most ``PLACED_SWEEP_SPAN``
@@ -195,17 +211,18 @@ class OpsCore:
         newest = queries.newest_order_event_id(self.db)
         after = self._placed_cursor
         if newest <= after:
-            return
+            return 0
         upto = min(newest, after + PLACED_SWEEP_SPAN)
         if not has_placed_events(self.db, after=after, upto=upto):
             self._placed_cursor = upto  # in memory: a restart reads this range once more
-            return
+            return 0
         with self._transaction(now):
             queued = queue_placed_notices(self.db, after=after, upto=upto, at=now,
                                           config=self.config.notify.franchisee)
             if queued:
                 tracker_store.bump(self.db, "placed_notices", queued)
         self._placed_cursor = upto
+        return queued
 
     def pause(self, warehouse_id: str, *, actor: str, reason: str,
               now: datetime) -> HandleResult:

@@ -291,6 +291,9 @@ class OpsService(Periodic):
         if result.rerouted or result.transitions:
             self.dispatcher.wake()
             self._announce("warehouses", "incidents", "orders", "notifications")
+        elif result.notices_queued:  # a tick queued notices: delivered now, not next poll
+            self.dispatcher.wake()
+            self._announce("notifications")
         if self.metrics is not None:
             for timing in result.rerouted:
                 self.metrics.reroute_duration.observe(max(0.0, timing.committed - timing.started))

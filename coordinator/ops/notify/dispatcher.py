@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -92,11 +93,15 @@ class JsonlSink:
     any file).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, lock_wait_s: float = 2.0) -> None:
         self.path = path
+        # another process holding the file lock (stopped, its VM frozen) fails a delivery
+        # after this long (retried later) instead of holding a worker thread indefinitely
+        self.lock_wait_s = lock_wait_s
         self._lock = threading.Lock()
         self._written: set[str] = set()
         self._file: tuple[int, int] | None = None  # (device, inode) read up to _offset
+        self._head = b""  # the file's first bytes when read from its start
         self._offset = 0
         self.skipped = 0  # deliveries of a key the file already held
 
@@ -104,15 +109,21 @@ class JsonlSink:
         """Under the file lock: take in the keys of the lines appended since the last
         look (by any process); drop a line a crash cut short."""
         st = os.fstat(fh.fileno())
-        if self._file != (st.st_dev, st.st_ino) or st.st_size < self._offset:
-            # a new file (first look, or rotated or truncated by hand): read it whole;
-            # keys this process already knows stay known
+        if self._file != (st.st_dev, st.st_ino) or st.st_size < self._offset or (
+                self._head and os.pread(fh.fileno(), len(self._head), 0) != self._head):
+            # a new file (first look; rotated, truncated, or deleted and made again,
+            # perhaps under the same inode number): read it whole; keys this process
+            # already knows stay known
             self._file, self._offset = (st.st_dev, st.st_ino), 0
         fh.seek(self._offset)
         data = fh.read()
+        if self._offset == 0:
+            self._head = data[:256]
         end = data.rfind(b"\n") + 1
         if end < len(data):
             fh.truncate(self._offset + end)
+            if self._offset == 0:
+                self._head = data[:min(256, end)]
         for raw in data[:end].splitlines():
             try:
                 key = json.loads(raw).get("notice_key")
@@ -126,8 +137,7 @@ class JsonlSink:
         with self._lock:  # deliveries run concurrently: one check-and-append at a time
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a+b") as fh:
-                if sys.platform != "win32":
-                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # released when fh closes
+                self._lock_file(fh)  # released when fh closes
                 self._catch_up(fh)
                 if key in self._written:
                     self.skipped += 1
@@ -135,8 +145,26 @@ class JsonlSink:
                 data = (line + "\n").encode("utf-8")
                 fh.write(data)
                 fh.flush()
+                if self._offset == 0 and not self._head:
+                    self._head = data[:256]
                 self._offset += len(data)
             self._written.add(key)
+
+    def _lock_file(self, fh: BinaryIO) -> None:
+        """The exclusive lock on the file, waiting at most ``lock_wait_s``."""
+        if sys.platform == "win32":
+            return
+        deadline = time.monotonic() + self.lock_wait_s
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    message = (f"another process has held the file lock for over "
+                               f"{self.lock_wait_s:g} s")
+                    raise OSError(message) from None
+                time.sleep(0.01)
 
     async def deliver(self, notification: Notification) -> None:
         line = json.dumps({**notification.payload, "notice_key": notification.dedupe_key},

@@ -124,3 +124,19 @@ def refuse_inserts(db: Database, table: str) -> str:
     db.execute(f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
                "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
     return f"DROP TRIGGER refuse_{table}"
+
+
+def refuse_deletes_of(db: Database, incident_id: str) -> str:
+    """Make settling one incident's owed store notices fail, on either backend; returns
+    the statement that lifts it again."""
+    quoted = incident_id.replace("'", "''")
+    if dialect(db) == "postgresql":
+        db.execute("CREATE OR REPLACE FUNCTION refuse_owed() RETURNS trigger LANGUAGE "
+                   "plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk says no'; END $$")
+        db.execute("CREATE TRIGGER refuse_owed BEFORE DELETE ON ops_pending_store_notices "
+                   f"FOR EACH ROW WHEN (OLD.incident_id = '{quoted}') "
+                   "EXECUTE FUNCTION refuse_owed()")
+        return "DROP TRIGGER refuse_owed ON ops_pending_store_notices"
+    db.execute("CREATE TRIGGER refuse_owed BEFORE DELETE ON ops_pending_store_notices "
+               f"WHEN OLD.incident_id = '{quoted}' BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+    return "DROP TRIGGER refuse_owed"

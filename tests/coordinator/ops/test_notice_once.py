@@ -4,6 +4,7 @@ marking it sent, or anywhere else it happens to be), a new one finishes the outb
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -16,8 +17,10 @@ from pathlib import Path
 import pytest
 
 from coordinator.db import open_database
+from coordinator.errors import NotificationError
 from coordinator.ops.notify import outbox
-from coordinator.ops.notify.outbox import OutgoingNotice
+from coordinator.ops.notify.dispatcher import JsonlSink
+from coordinator.ops.notify.outbox import Notification, OutgoingNotice
 from protocols.timestamps import parse_stamp
 
 NOTICES = 120
@@ -159,3 +162,51 @@ def test_two_dispatchers_on_postgresql_split_the_outbox_and_send_each_notice_onc
         assert outbox.counts(check) == {("franchisee", "sent"): NOTICES}
     finally:
         check.conn.close()
+
+
+def _notice(key: str, filler: str = "") -> Notification:
+    return Notification(id=0, kind="franchisee", dedupe_key=key, incident_id="inc-1",
+                        payload={"order_id": key, "note": filler}, status="pending",
+                        attempts=0, next_attempt_at=T0, last_error=None, created_at=T0,
+                        sent_at=None)
+
+
+def _keys(sink: Path) -> list[str]:
+    return [json.loads(line)["notice_key"] for line in _lines(sink)]
+
+
+def test_a_sink_file_another_process_keeps_locked_fails_the_delivery_in_bounded_time(
+        tmp_path: Path) -> None:
+    # a process stopped (or its VM frozen) while it holds the lock must not hold this
+    # one's worker thread for good: the delivery fails, is retried later, then succeeds
+    path = tmp_path / "franchisee.jsonl"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time\n"
+         "f = open(sys.argv[1], 'ab'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+         "print('held', flush=True); time.sleep(60)", str(path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        sink = JsonlSink(path, lock_wait_s=0.2)
+        started = time.monotonic()
+        with pytest.raises(NotificationError, match="file lock"):
+            asyncio.run(sink.deliver(_notice("k-1")))
+        assert time.monotonic() - started < 5
+    finally:
+        holder.kill()
+        holder.communicate(timeout=10)  # reaped, and its pipe closed
+    asyncio.run(sink.deliver(_notice("k-1")))  # the lock is free again
+    assert _keys(path) == ["k-1"]
+
+
+def test_a_sink_file_deleted_and_made_again_is_read_from_its_start(tmp_path: Path) -> None:
+    # the new file may get the old one's inode number (ext4 reuses it at once): another
+    # process writes a key and more than the old file's length before this one looks
+    path = tmp_path / "franchisee.jsonl"
+    first, second = JsonlSink(path), JsonlSink(path)
+    asyncio.run(first.deliver(_notice("k-1")))
+    path.unlink()
+    asyncio.run(second.deliver(_notice("k-2")))
+    asyncio.run(second.deliver(_notice("k-3", filler="x" * 200)))
+    asyncio.run(first.deliver(_notice("k-2")))  # already in the new file: not again
+    assert _keys(path) == ["k-2", "k-3"]

@@ -12,9 +12,10 @@ from coordinator.db import open_database
 from coordinator.ops.handler import OpsCore
 from coordinator.ops.metrics import summary
 from coordinator.ops.notify import outbox
+from coordinator.ops.notify.franchisee import defer_store_notices
 from coordinator.settings import Settings
 from tests.coordinator.ops.factories import T0, breaker_event
-from tests.coordinator.ops.helpers import ops_config, refuse_inserts
+from tests.coordinator.ops.helpers import ops_config, refuse_deletes_of, refuse_inserts
 
 WH = "WH-02"
 
@@ -47,7 +48,8 @@ def test_a_reroute_whose_store_notices_fail_still_commits_and_owes_them_to_the_n
     assert summary(db)["store_notices_owed"] == 1  # visible on /metrics
 
     db.execute(drop)
-    core.tick(T0 + timedelta(seconds=1))
+    ticked = core.tick(T0 + timedelta(seconds=1))
+    assert ticked.notices_queued == stores  # the service wakes the dispatcher for them
     core.tick(T0 + timedelta(seconds=2))  # nothing owed any more: nothing twice
 
     assert _count(db_target, "SELECT count(*) FROM ops_pending_store_notices") == 0
@@ -70,4 +72,29 @@ def test_store_notices_are_queued_right_after_the_reroute_commits(
     stores = _count(db_target, "SELECT count(DISTINCT store_id) FROM orders")
     assert outbox.counts(db)[("franchisee", "pending")] == stores
     assert timing.queued == stores  # what the pause API reports as notifications_queued
+    db.conn.close()
+
+
+def test_one_incident_whose_notices_keep_failing_does_not_hold_up_another(
+        db_target: str, tmp_path: Path) -> None:
+    db = open_database(db_target)
+    seed_orders_at(db, WH, 12, T0, stock_boost=50)
+    core = OpsCore(db, Settings(db_path=db_target), ops_config(tmp_path))
+    names = dict(db.execute("SELECT id, name FROM warehouses").fetchall())
+    with db.atomic():  # owed by an incident whose orders are gone (composes to nothing)
+        defer_store_notices(db, "ep-0-stale", reason="r", at=T0 - timedelta(hours=1),
+                            warehouse_name=names[WH], now=T0 - timedelta(hours=1))
+    # the stale incident's row is refused when it is settled: it keeps failing
+    drop = refuse_deletes_of(db, "ep-0-stale")
+
+    result = core.handle(breaker_event(seq=1, warehouse=WH, agent=f"gw-{WH}"), T0)
+
+    assert result.rerouted[0].notices_queued is not None  # queued, after the stale one
+    assert core.sweep_failures == 1
+    assert _count(db_target, "SELECT count(*) FROM ops_pending_store_notices") == 1
+    assert outbox.counts(db)[("franchisee", "pending")] == _count(
+        db_target, "SELECT count(DISTINCT store_id) FROM orders")
+    db.execute(drop)
+    assert sum(core.queue_owed_notices(T0).values()) == 0  # nothing of it to tell
+    assert _count(db_target, "SELECT count(*) FROM ops_pending_store_notices") == 0
     db.conn.close()
