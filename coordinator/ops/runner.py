@@ -115,6 +115,7 @@ class OpsService(Periodic):
             self.checkpointer = WalCheckpointer(settings.db_path)
         # Several instances on one database: only the lease holder runs the ops loop.
         self.leadership: Leadership | None = None
+        self._migrated = False  # by this service's first connection (see _open_db)
         if self.config.cluster.enabled:
             self.inbox = InboxWriter(settings.instance, self._open_db, self.call,
                                      own_thread=is_postgres_url(settings.db_path))
@@ -150,7 +151,12 @@ class OpsService(Periodic):
         instances on PostgreSQL, one stopped inside a transaction (holding the write
         lock) is ended by the server after the lease TTL (``lease_store.fence_session``),
         so the standby is never held behind it."""
-        db = open_database(self.settings.db_path, autocheckpoint=False)
+        # Migrated by the first connection only. A reconnect (after the server ended a
+        # session, or a new dispatcher's) must not take the migration lock: an instance
+        # stopped while holding it would hold every later one behind it.
+        db = open_database(self.settings.db_path, migrate=not self._migrated,
+                           autocheckpoint=False)
+        self._migrated = True
         if self.leadership is not None:
             lease_store.fence_session(db, self.config.cluster.lease_ttl_s,
                                       self.settings.instance)
