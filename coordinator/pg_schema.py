@@ -64,11 +64,9 @@ def migrate(db: PgDatabase) -> None:
     scratch = _scratch()
     try:
         with db.atomic():
-            # a migrator stopped (SIGSTOP, a frozen VM) while holding the lock below is
-            # ended by the server, so the lock cannot hold other instances for good; the
-            # statements here follow each other at once, never idle for that long
-            db.execute("SET LOCAL idle_in_transaction_session_timeout = '10s'")
-            # one migrator at a time (several coordinator instances may start together)
+            # one migrator at a time (several coordinator instances may start together);
+            # one stopped while holding it is ended by the server (every connection's
+            # idle_in_transaction_session_timeout, coordinator.postgres.PgConnection)
             db.execute("SELECT pg_advisory_xact_lock(?)", [0x62776D6967])
             db.execute("CREATE TABLE IF NOT EXISTS breakwater_migrations ("
                        "migration_set TEXT NOT NULL, name TEXT NOT NULL, "

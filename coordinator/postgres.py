@@ -29,6 +29,7 @@ from coordinator.errors import StoreError
 from coordinator.pg_sql import COPY_MIN, MULTI_ROW_MIN, copy_rows, multi_row, to_pg
 
 # the advisory lock every write transaction takes (one writer at a time, like SQLite)
+IDLE_IN_TRANSACTION_MS = 10_000  # see PgConnection
 WRITE_LOCK_KEY = 0x6277_6C65_6467_6572 & 0x7FFF_FFFF_FFFF_FFFF  # "bwledger"
 
 
@@ -79,6 +80,12 @@ class PgConnection:
         except psycopg.Error as exc:
             message = f"cannot open database {_safe(url)}: {exc}"
             raise StoreError(message) from exc
+        # Every transaction here issues its statements back to back. A session idle
+        # inside one is a process stopped or frozen mid-transaction (SIGSTOP, a paused
+        # VM), perhaps holding the write lock every instance needs: the server ends it.
+        # The ops sessions of a cluster set a shorter limit (the lease TTL).
+        self.raw.execute(
+            f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS:d}")
         self._changes = 0
         # write transactions begun on this connection, and the number of the one running
         # (None outside one): what was read under this write lock is told apart from what
