@@ -6,7 +6,9 @@ process, so they share no interpreter with the server) poll ``GET /metrics`` and
 ``GET /dashboard/state`` as fast as they are answered. ``ratio``: the reroute's
 arrival -> commit time under that load over the same trip without it, on fresh copies
 of the same database, in the same run (median of the trials). Reads run on their own
-connections and threads, never on the ops thread, so the ratio stays near 1.
+connections and threads, never on the ops thread, and while the trip is applied they give
+way to it (``coordinator/read_yield.py``): ``read_wait_s`` is what that cost a read.
+``ratio_reads_never_wait``: the same loaded trip with ``[reads] max_yield_s = 0``.
 
 ``--db postgresql``: the same on a private PostgreSQL (seeded once, each trial on a
 copy made with ``CREATE DATABASE ... TEMPLATE``); the ratio compares PostgreSQL with
@@ -24,6 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,7 +41,7 @@ from coordinator.ops.app import create_app_with_ops
 from coordinator.ops.config import FranchiseeConfig, NotifyConfig, OpsConfig
 from coordinator.ops.handler import HandleResult
 from coordinator.serving import serve_in_thread
-from coordinator.settings import Settings
+from coordinator.settings import ReadsConfig, Settings
 from protocols import Topics, encode
 from simulators.brokers import Broker, start_test_broker
 from simulators.pg_server import start_postgres
@@ -47,29 +50,33 @@ CLIENTS = 32
 
 # the pollers, in a process of their own: prints how many reads were answered
 _POLLER = r"""
-import asyncio, os, sys, httpx
+import asyncio, os, sys, time, httpx
 url, clients, stop, token = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 done = 0
 started = 0
+slowest = 0.0
 async def client(n):
-    global done, started
+    global done, started, slowest
     async with httpx.AsyncClient(base_url=url, timeout=30,
                                  headers={"Authorization": f"Bearer {token}"}) as http:
         paths = ["/metrics", "/dashboard/state"]
         i = n
         while not os.path.exists(stop):
+            asked = time.perf_counter()
             r = await http.get(paths[i % 2])
             r.raise_for_status()
+            slowest = max(slowest, time.perf_counter() - asked)
             done += 1
             if i == n:
                 started += 1
                 if started == clients:  # every client has been answered once: polling
+                    slowest = 0.0  # from here on: the first answers waited for start-up
                     print("ready", flush=True)
             i += 1
 async def main():
     await asyncio.gather(*(client(n) for n in range(clients)))
 asyncio.run(main())
-print(done, flush=True)
+print(done, slowest, flush=True)
 """
 
 
@@ -88,15 +95,26 @@ async def _publish(broker: Broker, topic: str, payload: bytes) -> None:
         await agent.publish(topic, payload, qos=1, retain=True)
 
 
-def _trial(target: str, work: Path, broker: Broker, loaded: bool, n: int) -> tuple[float, int]:
-    """(arrival -> commit seconds of the reroute, reads answered meanwhile) on ``target``,
-    a fresh copy of the seeded database (a SQLite path or a PostgreSQL URL)."""
+@dataclass
+class Trial:
+    seconds: float  # the reroute's arrival -> commit
+    reads: int = 0  # answered while the trip ran (and 1 s before it)
+    slowest_s: float = 0.0  # the slowest of them, as its client saw it
+    deferred: int = 0  # reads that gave way to it
+    waited_s: float = 0.0  # their waits, summed
+
+
+def _trial(target: str, work: Path, broker: Broker, loaded: bool, n: int, *,
+           yield_s: float = 1.0) -> Trial:
+    """The trip on ``target``, a fresh copy of the seeded database (a SQLite path or a
+    PostgreSQL URL); ``yield_s``: ``[reads] max_yield_s``."""
     db = open_database(target)  # the dashboards' read-only token, as in production
     _, token = issue_token(db, name=f"wall-{n}", role=Role.VIEWER, scope=Scope(),
                            now=datetime.now(UTC), created_by="benchmark")
     db.conn.close()
     topics = Topics(f"bench-{uuid.uuid4().hex[:8]}")
-    settings = Settings(db_path=target, mqtt_url=(broker.url,), topic_root=topics.root)
+    settings = Settings(db_path=target, mqtt_url=(broker.url,), topic_root=topics.root,
+                        reads=ReadsConfig(max_yield_s=yield_s))
     config = OpsConfig(tick_interval_s=5.0, mqtt={"client_id": f"bench-{uuid.uuid4().hex[:8]}"},
                        notify=NotifyConfig(franchisee=FranchiseeConfig(
                            jsonl_path=work / f"trial-{n}.franchisee.jsonl")))
@@ -109,7 +127,7 @@ def _trial(target: str, work: Path, broker: Broker, loaded: bool, n: int) -> tup
             results.append(result)
             done.set()
 
-    reads = 0
+    reads, slowest = 0, 0.0
     with serve_in_thread(app) as url:
         ops = app.state.ops
         ops.on_result = seen
@@ -137,10 +155,13 @@ def _trial(target: str, work: Path, broker: Broker, loaded: bool, n: int) -> tup
                 if poller.returncode != 0:
                     message = "the pollers failed while polling"
                     raise RuntimeError(message)
-                reads = int(out.strip())
+                answered, slowest_text = out.split()
+                reads, slowest = int(answered), float(slowest_text)
             asyncio.run(_publish(broker, topics.breaker(TARGET, "cold_chain"), b""))
+        stats = app.state.read_yield.stats
     timing = results[0].rerouted[0]
-    return timing.committed - timing.started, reads
+    return Trial(timing.committed - timing.started, reads, slowest, stats.deferred,
+                 stats.waited_s)
 
 
 def run(quick: bool, db: str = "sqlite") -> Result:
@@ -165,27 +186,36 @@ def run(quick: bool, db: str = "sqlite") -> Result:
                 return server.create_database(template=seeded)
 
             quiet: list[float] = []
-            loaded: list[float] = []
-            reads: list[int] = []
-            for n in range(trials):  # interleaved: drifting machine load hits both alike
-                quiet.append(_trial(fresh(2 * n), work, broker, False, 2 * n)[0])
-                seconds, answered = _trial(fresh(2 * n + 1), work, broker, True, 2 * n + 1)
-                loaded.append(seconds)
-                reads.append(answered)
+            loaded: list[Trial] = []
+            unyielding: list[float] = []
+            for n in range(trials):  # interleaved: drifting machine load hits all alike
+                quiet.append(_trial(fresh(3 * n), work, broker, False, 3 * n).seconds)
+                loaded.append(_trial(fresh(3 * n + 1), work, broker, True, 3 * n + 1))
+                unyielding.append(_trial(fresh(3 * n + 2), work, broker, True, 3 * n + 2,
+                                         yield_s=0.0).seconds)
     finally:
         broker.close()
         if server is not None:
             server.stop()
     backend = "PostgreSQL" if server is not None else "SQLite"
-    alone, busy = statistics.median(quiet), statistics.median(loaded)
+    alone = statistics.median(quiet)
+    busy = statistics.median(t.seconds for t in loaded)
+    deferred = sum(t.deferred for t in loaded)
     result.add("reroute_alone_s", alone, "s",
                f"{held} orders held; arrival -> commit, median of {trials}; {backend}")
     result.add("reroute_under_reads_s", busy, "s",
                f"same trip while {CLIENTS} clients poll /metrics and /dashboard/state")
-    result.add("reads_answered", float(statistics.median(reads)), "requests",
-               "reads answered while the loaded trip ran (incl. 1 s before it)")
+    result.add("reads_answered", float(statistics.median(t.reads for t in loaded)),
+               "requests", "reads answered while the loaded trip ran (incl. 1 s before it)")
+    result.add("read_wait_s", sum(t.waited_s for t in loaded) / max(1, deferred), "s",
+               f"mean wait of the {deferred} reads admitted when the trips began")
+    result.add("slowest_read_s", statistics.median(t.slowest_s for t in loaded), "s",
+               "the slowest read of a loaded trial, as its client saw it (median)")
     result.add("ratio", busy / alone, "x", f"under reads / alone, {backend}", "< 1.5")
+    result.add("ratio_reads_never_wait", statistics.median(unyielding) / alone, "x",
+               "the same with [reads] max_yield_s = 0 (reads never give way)")
     # every trial, so a reader can tell a ratio from the noise of a shared machine
     result.details["trials_s"] = {"alone": [round(t, 3) for t in quiet],
-                                  "under_reads": [round(t, 3) for t in loaded]}
+                                  "under_reads": [round(t.seconds, 3) for t in loaded],
+                                  "reads_never_wait": [round(t, 3) for t in unyielding]}
     return result

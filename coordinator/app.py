@@ -42,6 +42,7 @@ from coordinator.live import hub_for
 from coordinator.observability import LiveCollector, Metrics
 from coordinator.orders_api import orders_router
 from coordinator.postgres import is_postgres_url
+from coordinator.read_yield import ReadYield, ReadYieldCollector, ReadYieldMiddleware
 from coordinator.settings import Settings
 from coordinator.text_guard import TextGuardMiddleware
 from coordinator.validation_errors import document_invalid_requests, invalid_body
@@ -68,6 +69,7 @@ def create_app(
         # in-process on SQLite; through LISTEN/NOTIFY on PostgreSQL (several instances)
         app.state.live = hub_for(chosen.db_path, asyncio.get_running_loop())
         app.state.metrics.registry.register(LiveCollector(app))
+        app.state.metrics.registry.register(ReadYieldCollector(app.state.read_yield))
         connections = Connections(chosen.db_path)
         app.state.connections = connections
         security_metrics.install(app)  # auth and gateway refusals on /metrics
@@ -114,6 +116,9 @@ def create_app(
     app.state.counters = Counter()
     app.state.counters_lock = threading.Lock()
     app.state.auth_config = auth_config_of(chosen)
+    # the ops loop's priority over reads while it applies a transition (the ops service
+    # holds it); per app, like every other long-lived part
+    app.state.read_yield = ReadYield(chosen.reads.max_yield_s, chosen.reads.max_active)
 
     def body_too_large() -> None:
         with app.state.counters_lock:
@@ -126,6 +131,9 @@ def create_app(
     # inside the body limit (added first = inner): it reads bodies already bounded
     app.add_middleware(TextGuardMiddleware, on_reject=invalid_text)
     app.add_middleware(BodyLimitMiddleware, limits=chosen.limits, on_reject=body_too_large)
+    # outside the body limit, inside the timing (added in observability.install): a
+    # read's wait is part of its measured latency
+    app.add_middleware(ReadYieldMiddleware, gate=app.state.read_yield)
 
     app.exception_handler(RequestValidationError)(invalid_body)
 

@@ -155,6 +155,19 @@ class LimitsConfig(_Section):
                                   description="bulk import bodies (paths under /import)")
 
 
+class ReadsConfig(_Section):
+    """Reads during a warehouse's transition (see coordinator/read_yield.py)."""
+
+    max_yield_s: float = Field(
+        default=1.0, ge=0, le=30,
+        description="longest a read (GET) waits while the ops loop applies a warehouse "
+                    "going down or coming back; 0: reads never wait")
+    max_active: int = Field(
+        default=8, ge=0, le=1000,
+        description="reads (GETs) computed at once, the others queue in arrival order; "
+                    "0: no limit")
+
+
 class Settings(_Section):
     db_path: str = "breakwater.sqlite"
     host: str = "127.0.0.1"
@@ -176,6 +189,7 @@ class Settings(_Section):
     allocation: AllocationConfig = Field(default_factory=AllocationConfig)
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    reads: ReadsConfig = Field(default_factory=ReadsConfig)
     sections: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="other modules' tables, e.g. [ops], kept raw for them to validate",

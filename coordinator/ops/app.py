@@ -58,7 +58,8 @@ def ops_lifespan(config: OpsConfig | None = None
 
         async with OpsService(app.state.settings, chosen, app.state.clock,
                               live=app.state.live, metrics=registry, roster=roster,
-                              checkpointer=getattr(app.state, "checkpointer", None)) as ops:
+                              checkpointer=getattr(app.state, "checkpointer", None),
+                              read_yield=getattr(app.state, "read_yield", None)) as ops:
             app.state.ops = ops
             figures = SummaryCollector()
             registry.registry.register(figures)

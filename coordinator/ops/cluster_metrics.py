@@ -1,4 +1,5 @@
-"""Prometheus figures of the broker connection and the ops lease of one instance, read
+"""Prometheus figures of the broker connection, the ops lease and the notice sweeps of one
+instance, read
 from the live objects at scrape time (no database query): with one instance it simply
 always leads. Documented in docs/metrics.md ("Brokers and instances")."""
 
@@ -20,6 +21,9 @@ class _Instance(Protocol):
     def leading(self) -> bool: ...
 
     @property
+    def sweep_failures(self) -> int: ...
+
+    @property
     def watcher_stats(self) -> WatcherStats: ...
 
 
@@ -36,6 +40,10 @@ class ClusterCollector(Collector):
             "breakwater_mqtt_connected",
             "1 while the ops watcher holds a broker connection (any of mqtt_url).",
             value=1.0 if stats.broker is not None else 0.0)
+        yield CounterMetricFamily(
+            "breakwater_notice_sweep_failures",
+            "Notice sweeps (owed store notices, late placements) that failed; retried.",
+            value=float(self.ops.sweep_failures))
         yield CounterMetricFamily(
             "breakwater_mqtt_connects",
             "Broker connections the ops watcher established (more than one: reconnects).",

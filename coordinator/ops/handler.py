@@ -7,7 +7,7 @@ records, the warehouse flags, the reroute of the warehouse's unshipped orders, t
 incident row, the on-duty team's notices and the record that the stores' notices are
 owed commit together or not at all. The stores' notices (megabytes of text for a large
 reroute) are composed right after that commit, outside any write transaction, and
-queued with their coupons in a short one of their own (:meth:`OpsCore.queue_owed_notices`;
+queued with their coupons in a short one of their own (:mod:`coordinator.ops.notice_sweeps`;
 each tick does it too, for what a crash or a deposed leader left owed).
 What happens when a warehouse goes down or comes back is in
 :mod:`coordinator.ops.transitions`. If the transaction fails, the machines
@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from coordinator import queries
 from coordinator.catalog import (
     WarehouseFlags,
     set_warehouse_flags,
@@ -47,17 +46,9 @@ from coordinator.ops.availability_state import (
 from coordinator.ops.batch import CoreMessage, OpsBatch
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.couriers import CourierAction, CourierResumed, CourierStale
-from coordinator.ops.lease_store import LeaseLost
-from coordinator.ops.notify.franchisee import (
-    PLACED_SWEEP_SPAN,
-    compose_store_notices,
-    has_placed_events,
-    pending_store_notices,
-    placed_notices_cursor,
-    queue_placed_notices,
-    queue_store_notices,
-)
+from coordinator.ops.notice_sweeps import NoticeSweeps
 from coordinator.ops.transitions import RerouteTiming
+from coordinator.read_yield import ReadYield
 from coordinator.settings import Settings
 from protocols import BreakerEvent, TrackingUpdate
 
@@ -82,12 +73,15 @@ class OpsCore:
         self.tracker_config = TrackerConfig(agent_offline_grace=config.agent_offline_grace)
         self._reload()
         self.last_reroute: RerouteTiming | None = None
-        self._placed_cursor = placed_notices_cursor(db)
-        self.sweep_failures = 0
+        # the notices owed outside the transitions' commits (stores', late placements)
+        self.sweeps = NoticeSweeps(db, config, self._transaction)
         # Several instances: raises (LeaseLost) unless this one still holds the ops lease;
         # called first inside every ops transaction, so a deposed leader writes nothing.
         self.guard: Callable[[Database, datetime], None] | None = None
         self._current: OpsBatch | None = None  # the ops transaction under way
+        # the host app's reads, held back from a transition's start to its notices queued
+        self.read_yield: ReadYield | None = None
+        self._holding_reads = False
 
     def _reload(self) -> None:
         self.tracker = tracker_store.load_tracker(self.db, self.tracker_config)
@@ -115,17 +109,20 @@ class OpsCore:
         result = HandleResult()
         started = time.perf_counter()
         done = 0
-        with self._batch(now, messages):
-            for message in messages:
-                if done and budget_s is not None and \
-                        time.perf_counter() - started > budget_s:
-                    break
-                self._apply(message, now, result, started)
-                done += 1
-            if then is not None:
-                then(done)
-        self._committed(result)
-        self._queue_notices_of(result, now)
+        try:
+            with self._batch(now, messages):
+                for message in messages:
+                    if done and budget_s is not None and \
+                            time.perf_counter() - started > budget_s:
+                        break
+                    self._apply(message, now, result, started)
+                    done += 1
+                if then is not None:
+                    then(done)
+            self._committed(result)
+            self.sweeps.after_reroute(result.rerouted, now)
+        finally:
+            self._release_reads()
         return result, done
 
     def confirm_incarnation(self, agent_id: str, *, actor: str, reason: str,
@@ -143,86 +140,8 @@ class OpsCore:
             return actions
 
         result = self._run(step, now)
-        try:
-            result.notices_queued += sum(self.queue_owed_notices(now).values())
-        except Exception:  # a notice sweep must never cost the tick its transitions
-            self.sweep_failures += 1
-            log.exception("owed store notices not queued; the next tick tries again")
-        try:
-            result.notices_queued += self._notify_late_placements(now)
-        except Exception:
-            self.sweep_failures += 1
-            log.exception("placed-notice sweep failed; the next tick tries again")
+        result.notices_queued += self.sweeps.on_tick(now)
         return result
-
-    def _queue_notices_of(self, result: HandleResult, now: datetime) -> None:
-        """Right after a commit that moved orders: their stores' notices."""
-        if not any(t.moved for t in result.rerouted):
-            return
-        try:
-            queued = self.queue_owed_notices(now)
-        except Exception:  # owed, not lost: the next tick composes them again
-            self.sweep_failures += 1
-            log.exception("store notices not queued yet; the next tick tries again")
-            return
-        done = time.perf_counter()
-        for timing in result.rerouted:
-            if timing.incident_id in queued:
-                timing.notices_queued = done
-                timing.queued += queued[timing.incident_id]
-
-    def queue_owed_notices(self, now: datetime) -> dict[str, int]:
-        """Compose and queue the store notices committed reroutes owe; return how many
-        were queued per incident. Each incident's are composed from the committed
-        incident on this connection outside any transaction (reads: intake keeps the
-        write lock), then queued with their coupons in a short ops transaction (the
-        lease guard first: a deposed leader queues nothing). Composing twice is
-        harmless (dedupe keys)."""
-        queued: dict[str, int] = {}
-        notify = self.config.notify
-        for pending in pending_store_notices(self.db):
-            try:
-                with gc_paused():  # tens of thousands of short-lived rows, dicts, strings
-                    composed = compose_store_notices(self.db, pending,
-                                                     config=notify.franchisee,
-                                                     timezone=notify.timezone)
-                    with self._transaction(now):
-                        new = queue_store_notices(self.db, composed)
-                        if new:
-                            tracker_store.bump(self.db, "store_notices", new)
-            except LeaseLost:
-                raise  # deposed: none of them is this instance's to queue any more
-            except Exception:  # one incident that fails must not hold up the others
-                self.sweep_failures += 1
-                log.exception("store notices of incident %s not queued yet; the next "
-                              "tick tries again", pending.incident_id)
-                continue
-            queued[pending.incident_id] = new
-        return queued
-
-    def _notify_late_placements(self, now: datetime) -> int:
-        """Tell franchisees about stuck orders a retry has placed since the last tick;
-        return how many notices were queued.
-
-        Intake writes order events all the time, so the sweep looks before it writes: only
-        a range holding a late placement takes the write lock. At most ``PLACED_SWEEP_SPAN``
-        events per tick, so a long backlog (ops off for a while) never holds the lock long.
-        """
-        newest = queries.newest_order_event_id(self.db)
-        after = self._placed_cursor
-        if newest <= after:
-            return 0
-        upto = min(newest, after + PLACED_SWEEP_SPAN)
-        if not has_placed_events(self.db, after=after, upto=upto):
-            self._placed_cursor = upto  # in memory: a restart reads this range once more
-            return 0
-        with self._transaction(now):
-            queued = queue_placed_notices(self.db, after=after, upto=upto, at=now,
-                                          config=self.config.notify.franchisee)
-            if queued:
-                tracker_store.bump(self.db, "placed_notices", queued)
-        self._placed_cursor = upto
-        return queued
 
     def pause(self, warehouse_id: str, *, actor: str, reason: str,
               now: datetime) -> HandleResult:
@@ -250,7 +169,7 @@ class OpsCore:
     def reload(self) -> None:
         """Rebuild the machines from the database (a new leader: the previous one wrote)."""
         self._reload()
-        self._placed_cursor = placed_notices_cursor(self.db)
+        self.sweeps.reload()
 
     def resync(self, now: datetime) -> None:
         """Mirror the tracker into the store's flags for every warehouse it knows (at start:
@@ -287,10 +206,13 @@ class OpsCore:
              audit: tuple[str, str, str, str] | None = None) -> HandleResult:
         result = HandleResult()
         started = time.perf_counter()
-        with self._batch(now):
-            self._effects(step(), now, result, started, audit)
-        self._committed(result)
-        self._queue_notices_of(result, now)
+        try:
+            with self._batch(now):
+                self._effects(step(), now, result, started, audit)
+            self._committed(result)
+            self.sweeps.after_reroute(result.rerouted, now)
+        finally:
+            self._release_reads()
         return result
 
     @contextmanager
@@ -361,6 +283,8 @@ class OpsCore:
                               now)
         for wid in sorted(touched):
             self._sync_flags(wid, now)
+        if any(isinstance(a, WarehouseUnavailable | WarehouseAvailable) for a in actions):
+            self._hold_reads()
         for action in actions:
             if isinstance(action, WarehouseUnavailable):
                 result.transitions.append(action)
@@ -374,6 +298,18 @@ class OpsCore:
                 transitions.came_up(self.db, action, actor=audit[2] if audit else "tracker",
                                     settings=self.settings, config=self.config,
                                     counts=batch.deferred, infos=batch.infos)
+
+    def _hold_reads(self) -> None:
+        """Reads wait until this batch's transition is committed and its notices queued
+        (:mod:`coordinator.read_yield`): the moment the coordinator exists for goes first."""
+        if self.read_yield is not None and not self._holding_reads:
+            self._holding_reads = True
+            self.read_yield.hold()
+
+    def _release_reads(self) -> None:
+        if self._holding_reads and self.read_yield is not None:
+            self._holding_reads = False
+            self.read_yield.release()
 
     def _require_warehouse(self, warehouse_id: str) -> None:
         if not self._known(warehouse_id):

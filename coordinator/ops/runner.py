@@ -48,6 +48,7 @@ from coordinator.ops.notify.dispatcher import Dispatcher
 from coordinator.ops.periodic import Periodic
 from coordinator.ops.watcher import BatchMessage, OpsMessage, Watcher, WatcherStats
 from coordinator.postgres import is_postgres_url
+from coordinator.read_yield import ReadYield
 from coordinator.secret_source import OPS_SECRETS, with_secrets
 from coordinator.settings import Settings
 from protocols import (
@@ -87,8 +88,10 @@ class OpsService(Periodic):
                  clock: Clock | None = None, *, topics: Topics | None = None,
                  live: Hub | None = None, metrics: Metrics | None = None,
                  roster: escalation_store.RosterLookup = escalation_store.no_roster,
-                 checkpointer: WalCheckpointer | None = None) -> None:
-        """``checkpointer``: the host app's (SQLite); without one the service runs its own."""
+                 checkpointer: WalCheckpointer | None = None,
+                 read_yield: ReadYield | None = None) -> None:
+        """``checkpointer``: the host app's (SQLite); without one the service runs its own.
+        ``read_yield``: the host app's reads, held back while a transition is applied."""
         self.settings = settings
         self.config = config or ops_config_of(settings)
         self.clock: Clock = clock or SystemClock()
@@ -107,6 +110,7 @@ class OpsService(Periodic):
         self.metrics = metrics
         # who is on call, for escalations (the staff roster's on_duty)
         self.roster = roster
+        self.read_yield = read_yield
         # On SQLite the ops connections never fold the WAL back inside their commits (a
         # 10,000-order reroute's commit spent ~0.06 s of ~0.5 s on it): a checkpointer
         # thread does, beside them, the host app's or, for a service on its own, this one
@@ -116,6 +120,7 @@ class OpsService(Periodic):
         # Several instances on one database: only the lease holder runs the ops loop.
         self.leadership: Leadership | None = None
         self._migrated = False  # by this service's first connection (see _open_db)
+        self._sweep_failures_before = 0  # of cores closed (reconnects)
         if self.config.cluster.enabled:
             self.inbox = InboxWriter(settings.instance, self._open_db, self.call,
                                      own_thread=is_postgres_url(settings.db_path))
@@ -252,8 +257,16 @@ class OpsService(Periodic):
                         tb: TracebackType | None) -> None:
         await self.stop()
 
+    @property
+    def sweep_failures(self) -> int:
+        """Notice sweeps that failed (:mod:`coordinator.ops.notice_sweeps`), across
+        reconnects; read at scrape time from the event loop (a plain int)."""
+        core = self._core
+        return self._sweep_failures_before + (core.sweeps.failures if core else 0)
+
     def _close_core(self) -> None:
         if self._core is not None:
+            self._sweep_failures_before += self._core.sweeps.failures
             with contextlib.suppress(Exception):  # a lost connection may refuse to close
                 self._core.db.conn.close()
             self._core = None
@@ -268,6 +281,7 @@ class OpsService(Periodic):
             self._core = OpsCore(self._open_db(), self.settings, self.config)
             if self.leadership is not None:
                 self._core.guard = self.leadership.guard
+            self._core.read_yield = self.read_yield
         return fn(self._core)
 
     async def call(self, fn: Callable[[OpsCore], T]) -> T:

@@ -35,6 +35,10 @@ def test_bad_value_names_the_field() -> None:
         Settings.parse({"intake": {"retry_limit": 0}})
     with pytest.raises(ConfigError, match=r"intake\.retry_on_change"):
         Settings.parse({"intake": {"retry_on_change": "sometimes"}})
+    with pytest.raises(ConfigError, match=r"reads\.max_yield_s"):
+        Settings.parse({"reads": {"max_yield_s": -1}})
+    with pytest.raises(ConfigError, match=r"reads\.max_active"):
+        Settings.parse({"reads": {"max_active": "many"}})
 
 
 def test_rule_set_version_changes_with_the_rules() -> None:

@@ -72,7 +72,7 @@ def test_a_failing_sweep_never_costs_the_tick(db_target: str, tmp_path: Path) ->
 
     core.tick(NOW + timedelta(hours=1, seconds=1))  # does not raise
 
-    assert core.sweep_failures == 1
+    assert core.sweeps.failures == 1
     db.execute(drop)
     core.tick(NOW + timedelta(hours=1, seconds=2))  # the next tick tries the same range again
     assert len(_placed_notices(db)) == 6

@@ -1,5 +1,7 @@
-"""Reads never queue behind the ops thread: with it busy (a reroute would hold it the same
-way), metrics, the dashboard, the outbox and the audit trail still answer at once."""
+"""Reads never queue behind the ops thread's ordinary work: with it busy, metrics, the
+dashboard, the outbox and the audit trail still answer at once. While it applies a
+warehouse's transition they give way (coordinator.read_yield), at most reads.max_yield_s;
+writes and the health probe never do."""
 
 from __future__ import annotations
 
@@ -10,15 +12,20 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.reroute import seed_orders_at
 from coordinator.db import open_database
 from coordinator.ops.handler import OpsCore
+from coordinator.ops.notify import outbox
+from coordinator.read_yield import ReadYield
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
+from coordinator.settings import Settings
 from protocols import Topics
 from protocols.clock import ManualClock
 from simulators.brokers import Broker
 from tests.auth import ADMIN
 from tests.coordinator.ops.app_server import ops_app, serving
-from tests.coordinator.ops.helpers import ops_config, settings_for
+from tests.coordinator.ops.factories import T0, breaker_event
+from tests.coordinator.ops.helpers import ops_config, refuse_inserts, settings_for
 
 READS = ["/metrics", "/metrics/summary", "/dashboard/state", "/notifications",
          "/warehouses/WH-02/audit"]
@@ -54,6 +61,101 @@ async def test_reads_answer_while_the_ops_thread_is_busy(
         finally:
             release.set()
             await held
+
+
+async def test_during_a_transition_reads_wait_but_writes_and_the_health_probe_do_not(
+        broker: Broker, topics: Topics, tmp_path: Path, db_target: str) -> None:
+    app = ops_app(settings_for(db_target, broker.url, topics), ops_config(tmp_path),
+                  ManualClock(datetime.now(UTC)))
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=10,
+                                                      headers=ADMIN) as http:
+        gate: ReadYield = app.state.read_yield
+        await asyncio.to_thread(gate.hold)  # what the ops thread does when a trip starts
+        try:
+            dashboard = asyncio.ensure_future(http.get("/dashboard/state"))
+            await asyncio.sleep(0.3)
+            assert not dashboard.done()  # the read gives way
+            assert (await http.get("/healthz")).status_code == 200
+            write = await http.post("/orders", json={"orders": [{"order_id": ""}]})
+            assert write.status_code == 422  # a write is answered (here refused) meanwhile
+            assert not dashboard.done()
+        finally:
+            await asyncio.to_thread(gate.release)
+        assert (await asyncio.wait_for(dashboard, 5)).status_code == 200
+        scraped = (await http.get("/metrics")).text
+    assert "breakwater_reads_deferred_total 1.0" in scraped
+    assert "breakwater_read_yields_total 1.0" in scraped
+    assert "breakwater_reads_deferral_timeouts_total 0.0" in scraped
+
+
+HELD_AT_WH02 = ("SELECT count(*) FROM reservations "
+                "WHERE warehouse_id = 'WH-02' AND status = 'held'")
+
+
+class _Watched(ReadYield):
+    """The real yield, noting what was committed whenever the ops thread held or
+    released it (read on a connection of its own)."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(max_wait_s=5.0, max_active=8)
+        self.target = target
+        self.seen: list[tuple[str, int, int]] = []
+
+    def _committed(self, event: str) -> None:
+        db = open_database(self.target, migrate=False)
+        try:
+            held = db.execute(HELD_AT_WH02).fetchone()[0]
+            notices = outbox.counts(db).get(("franchisee", "pending"), 0)
+        finally:
+            db.conn.close()
+        self.seen.append((event, int(held), notices))
+
+    def hold(self) -> None:
+        self._committed("hold")
+        super().hold()
+
+    def release(self) -> None:
+        super().release()
+        self._committed("release")
+
+
+def test_a_trip_holds_reads_from_before_its_reroute_until_its_store_notices_are_queued(
+        db_target: str, tmp_path: Path) -> None:
+    db = open_database(db_target)
+    seed_orders_at(db, "WH-02", 12, T0, stock_boost=50)
+    before = db.execute(HELD_AT_WH02).fetchone()[0]
+    core = OpsCore(db, Settings(db_path=db_target), ops_config(tmp_path))
+    core.read_yield = gate = _Watched(db_target)
+    try:
+        result = core.handle(breaker_event(seq=1, warehouse="WH-02", agent="gw-WH-02"), T0)
+        assert result.rerouted[0].moved == 12
+        (hold, held_then, notices_then), (release, held_after, notices) = gate.seen
+        assert (hold, held_then, notices_then) == ("hold", before, 0)  # nothing moved yet
+        assert release == "release" and held_after == 0 < before and notices > 0
+        assert not gate.held and gate.stats.transitions == 1
+        core.handle(breaker_event(seq=2, warehouse="WH-02", agent="gw-WH-02"), T0)
+        assert len(gate.seen) == 2  # a repeat of the trip is no transition: reads go on
+    finally:
+        db.conn.close()
+
+
+def test_a_reroute_that_fails_releases_the_reads_it_held(db_target: str,
+                                                          tmp_path: Path) -> None:
+    db = open_database(db_target)
+    seed_orders_at(db, "WH-02", 5, T0, stock_boost=50)
+    refuse_inserts(db, "ops_pending_store_notices")  # inside the reroute's transaction
+    core = OpsCore(db, Settings(db_path=db_target), ops_config(tmp_path))
+    core.read_yield = gate = ReadYield(max_wait_s=5.0, max_active=8)
+    try:
+        try:
+            core.handle(breaker_event(seq=1, warehouse="WH-02", agent="gw-WH-02"), T0)
+        except Exception as exc:
+            assert "disk says no" in str(exc)
+        else:
+            raise AssertionError("the reroute should have failed")
+        assert gate.stats.transitions == 1 and not gate.held
+    finally:
+        db.conn.close()
 
 
 def test_identical_reads_in_flight_share_one_computation() -> None:

@@ -62,7 +62,7 @@ def test_a_reroute_whose_store_notices_fail_still_commits_and_owes_them_to_the_n
                              f"WHERE warehouse_id = '{WH}' AND status = 'held'") == 0
     assert _count(db_target, "SELECT count(*) FROM ops_pending_store_notices") == 1
     assert outbox.counts(db).get(("franchisee", "pending"), 0) == 0
-    assert core.sweep_failures == 1
+    assert core.sweeps.failures == 1
     assert summary(db)["store_notices_owed"] == 1  # visible on /metrics
 
     db.execute(drop)
@@ -103,10 +103,10 @@ def test_one_incident_whose_notices_keep_failing_does_not_hold_up_another(
     result = _trip(core)
 
     assert result.rerouted[0].notices_queued is not None  # queued, after the stale one
-    assert core.sweep_failures == 1
+    assert core.sweeps.failures == 1
     assert _count(db_target, "SELECT count(*) FROM ops_pending_store_notices") == 1
     assert outbox.counts(db)[("franchisee", "pending")] == _count(
         db_target, "SELECT count(DISTINCT store_id) FROM orders")
     db.execute(drop)
-    assert sum(core.queue_owed_notices(T0).values()) == 0  # nothing of it to tell
+    assert sum(core.sweeps.owed(T0).values()) == 0  # nothing of it to tell
     assert _count(db_target, "SELECT count(*) FROM ops_pending_store_notices") == 0
