@@ -280,17 +280,17 @@ def run(quick: bool, db: str = "sqlite") -> Result:
             now = datetime.now(UTC)
             for count, trials in plan:
                 seeded = Path(tmp) / f"seeded-{count}.sqlite"
-                db = open_database(seeded)
-                held = seed_orders_at(db, TARGET, count, now, stock_boost=count * 2)
-                db.conn.close()
+                store = open_database(seeded)
+                held = seed_orders_at(store, TARGET, count, now, stock_boost=count * 2)
+                store.conn.close()
                 runs = []
                 for trial in range(trials):
                     path = copy_sqlite(seeded, Path(tmp) / f"run-{count}-{trial}.sqlite")
                     runs.append(asyncio.run(measure_mqtt_reroute(
                         broker.url, broker.host, broker.port, path, count)))
-                total = statistics.median(r[0] for r in runs)
-                inside = statistics.median(r[1] for r in runs)
-                moved = min(r[2] for r in runs)
+                total = statistics.median(r.total for r in runs)
+                inside = statistics.median(r.inside for r in runs)
+                moved = min(r.moved for r in runs)
                 target = "< 0.3" if count == 287 else "< 0.6"
                 result.add(f"reroute_{count}_s", total, "s",
                            f"median of {trials}; {held} held, {moved} moved; "

@@ -325,8 +325,8 @@ def run(quick: bool, db: str = "sqlite") -> Result:
                    f"{1 if quick else 3}; lease TTL {failover['lease_ttl_s']:g} s)", "< 5")
         result.add("failover_max_s", failover["failover_max_s"], "s")
         intake = measure_instances(quick, Path(tmp), db, databases)
-        shared = "SQLite shared on one host" if db == "sqlite" else "one PostgreSQL database"
-        note = f"{CLIENTS} clients posting orders back to back, {shared}"
+        where = "SQLite shared on one host" if db == "sqlite" else "one PostgreSQL database"
+        note = f"{CLIENTS} clients posting orders back to back, {where}"
         result.add("intake_1_per_s", intake["intake_1_per_s"], "orders/s",
                    f"clients on instance a only (b up as standby); {note}; median of "
                    f"{intake['intake_rounds']:g} rounds alternated with the next "
