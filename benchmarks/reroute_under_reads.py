@@ -208,7 +208,7 @@ def run(quick: bool, db: str = "sqlite") -> Result:
     result.add("reads_answered", float(statistics.median(t.reads for t in loaded)),
                "requests", "reads answered while the loaded trip ran (incl. 1 s before it)")
     result.add("read_wait_s", sum(t.waited_s for t in loaded) / max(1, deferred), "s",
-               f"mean wait of the {deferred} reads admitted when the trips began")
+               f"mean wait of the {deferred} reads that waited for a trip")
     result.add("slowest_read_s", statistics.median(t.slowest_s for t in loaded), "s",
                "the slowest read of a loaded trial, as its client saw it (median)")
     result.add("ratio", busy / alone, "x", f"under reads / alone, {backend}", "< 1.5")

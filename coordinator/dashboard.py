@@ -38,6 +38,7 @@ from coordinator.db import Database
 from coordinator.live import Hub
 from coordinator.observability import Metrics
 from coordinator.ops.config import OpsConfig
+from coordinator.read_yield import ReadYield
 from coordinator.roster import DEFAULT_TIMEZONE
 from protocols.timestamps import stamp
 
@@ -135,13 +136,17 @@ async def dashboard_events(request: Request) -> StreamingResponse:
     coordinator instance serves it: changes reach it through the app's live hub."""
     hub: Hub = request.app.state.live
     metrics: Metrics = request.app.state.metrics
+    # each recompute is a read like GET /dashboard/state: it gives way to a transition
+    gate: ReadYield = request.app.state.read_yield
 
     async def stream() -> AsyncIterator[str]:
         async with hub.subscribe() as changes:
             metrics.live_clients.inc()
             try:
                 yield "retry: 2000\n\n"
-                yield sse("state", await run_in_threadpool(current_state, request))
+                async with gate.turn():
+                    first = await run_in_threadpool(current_state, request)
+                yield sse("state", first)
                 while not changes.closed:
                     changed = await changes.changes(within_s=KEEPALIVE_S)
                     if changes.closed:
@@ -151,7 +156,8 @@ async def dashboard_events(request: Request) -> StreamingResponse:
                         continue
                     await asyncio.sleep(COALESCE_S)
                     changed |= await changes.changes(within_s=0)
-                    state_now = await run_in_threadpool(current_state, request)
+                    async with gate.turn():
+                        state_now = await run_in_threadpool(current_state, request)
                     yield sse("state", {**state_now, "changed": sorted(changed)})
             finally:
                 metrics.live_clients.dec()

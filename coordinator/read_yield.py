@@ -9,19 +9,24 @@ priorities, so the priority is kept here, cooperatively, with two rules:
 
 - **A transition goes first.** From the moment the ops thread finds that a warehouse went
   down (or came back) until its orders are committed and the stores' notices queued, a
-  read that arrives waits on a future (no thread, connection or lock held), at most
-  ``max_wait_s``: then it is answered whatever happens, so a wall screen is never blind
-  for longer than that.
+  read that arrives waits on a future (no thread, connection or lock held).
 - **Few reads in progress.** At most ``max_active`` reads are computed at once (until
   their response starts); the others queue here, in arrival order. Reads are CPU-bound
   on this interpreter, so more at once adds no throughput, and it bounds what is already
   under way when a transition starts and must still be finished beside it (with 32 in
   progress: ~60 ms of a 120 ms trip).
 
-What waits: ``GET`` and ``HEAD`` requests (dashboards, ``/metrics``, order lookups). A
-server-sent event stream holds its slot only until its response starts. What never
-waits: writes (order intake has its own lock with the ops loop) and the health probe (a
-load balancer must not take a busy coordinator for a dead one).
+Both together are bounded: a read waits at most ``max_wait_s`` from its arrival, then it
+is answered whatever happens (over the slot limit if it must), so a wall screen is never
+blind for longer than that. ``max_wait_s = 0`` turns both rules off.
+
+What waits: ``GET`` and ``HEAD`` requests (dashboards, ``/metrics``, order lookups) and
+each recompute of the dashboard's server-sent event stream (:meth:`ReadYield.turn`); the
+stream's request holds its slot only until its response starts. What never waits:
+writes (order intake has its own lock with the ops loop), the health probe (a load
+balancer must not take a busy coordinator for a dead one) and the reads answered on the
+ops thread itself (``/warehouses/{id}/availability``: they wait behind a transition
+anyway, without CPU, and a slot held meanwhile would only hold other reads back).
 
 ``hold``/``release`` are called on the ops thread, ``admit``/``leave`` on an event loop:
 the state is guarded by a lock and waiters are woken with ``call_soon_threadsafe``.
@@ -30,46 +35,58 @@ the state is guarded by a lock and waiters are woken with ``call_soon_threadsafe
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# answered at once even during a transition: a liveness probe must see a live process
-NEVER_WAIT = frozenset({"/healthz"})
+# Reads admitted at once: the liveness probe (a busy coordinator is not a dead one), and
+# the reads answered on the ops thread itself (they wait behind a transition anyway,
+# without CPU, so a slot held meanwhile would only hold other reads back).
+NEVER_WAIT = re.compile(r"/healthz|/warehouses/[^/]+/availability")
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 
 @dataclass
 class YieldStats:
     deferred: int = 0  # reads that waited for a transition to end
-    waited_s: float = 0.0  # their waits, summed
-    timed_out: int = 0  # of them, answered at max_wait_s while the transition went on
+    waited_s: float = 0.0  # their waits for transitions, summed
+    timed_out: int = 0  # reads that went ahead at max_wait_s (transition or queue)
     transitions: int = 0  # transitions reads gave way to
     queued: int = 0  # reads that waited for a slot (max_active in progress)
+    queued_s: float = 0.0  # their waits for a slot, summed
 
 
 Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
 
 
 class ReadYield:
-    """The ops loop's claim on the interpreter, and the reads' slots."""
+    """The ops loop's claim on the interpreter, and the reads' slots.
+
+    Every read waits in :meth:`admit` at most ``max_wait_s`` from its arrival, for a
+    transition and a slot together; then it goes ahead whatever happens (over the slot
+    limit if it must), counted in ``timed_out``. A read waiting for a transition holds
+    no slot; one that got its slot while a transition began waits for it too, within
+    the same deadline (so queued reads cannot start a transition's work behind its back,
+    and never wait in waves of ``max_active`` each)."""
 
     def __init__(self, max_wait_s: float, max_active: int) -> None:
-        """``max_wait_s``: the longest a read waits for a transition (0: never);
-        ``max_active``: reads computed at once (0: no limit)."""
+        """``max_wait_s``: the longest a read waits (0: reads never wait: no yield and
+        no slot limit); ``max_active``: reads computed at once (0: no limit)."""
         self.max_wait_s = max_wait_s
-        self.max_active = max_active
+        self.max_active = max_active if max_wait_s > 0 else 0
         self.stats = YieldStats()
         self._lock = threading.Lock()
         self._holders = 0
         self._held: list[Waiter] = []  # waiting for the transition to end
-        self._active = 0
+        self._active = 0  # admitted reads not yet left (over max_active after a timeout)
         self._queue: deque[Waiter] = deque()  # waiting for a slot, in arrival order
 
     # -- the ops thread --------------------------------------------------------------
@@ -96,35 +113,85 @@ class ReadYield:
                 return
             waiters, self._held = self._held, []
         for waiter in waiters:
-            _wake(waiter)
+            _wake(waiter)  # one whose loop has gone has no one left to wake
 
     # -- the event loop --------------------------------------------------------------
     async def admit(self) -> None:
-        """Wait for a slot, then for no transition (at most ``max_wait_s``); every
-        admitted read must :meth:`leave` exactly once. In that order: a read queued for
-        a slot before a transition began must not start during it."""
-        await self._take_slot()
-        if self._holders:
+        """Wait (at most ``max_wait_s`` in all) for no transition and for a slot; every
+        admitted read must :meth:`leave` exactly once."""
+        if self.max_wait_s <= 0:
+            return
+        deadline = time.monotonic() + self.max_wait_s
+        waited, late = 0.0, False
+        try:
+            if self._holders:
+                waited, late = await self._wait_for_transition(deadline)
+            late = await self._take_slot(deadline) or late
             try:
-                await self._wait_for_transition()
-            except asyncio.CancelledError:
+                if self._holders and not late:  # it began while this read was queued
+                    more, late = await self._wait_for_transition(deadline)
+                    waited += more
+            except BaseException:
                 self.leave()
                 raise
+        finally:
+            if waited or late:
+                with self._lock:
+                    self.stats.deferred += 1 if waited else 0
+                    self.stats.waited_s += waited
+                    self.stats.timed_out += 1 if late else 0
 
-    async def _take_slot(self) -> None:
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Admitted for one computation that no request frames (a stream's recompute)."""
+        await self.admit()
+        try:
+            yield
+        finally:
+            self.leave()
+
+    def leave(self) -> None:
+        """A read's response started (or it failed): its slot goes to the next one."""
         if self.max_active <= 0:
             return
         with self._lock:
-            if self._active < self.max_active:
+            self._active = max(0, self._active - 1)
+            handed = self._hand_over()
+        for waiter in handed:
+            if not _wake(waiter):  # its loop is gone: the slot goes on to the next
+                self.leave()
+
+    def _hand_over(self) -> list[Waiter]:
+        """Under the lock: the queued reads that the free slots go to."""
+        handed = []
+        while self._queue and self._active < self.max_active:
+            handed.append(self._queue.popleft())
+            self._active += 1
+        return handed
+
+    async def _take_slot(self, deadline: float) -> bool:
+        """Whether the deadline came first (the read then goes ahead over the limit)."""
+        if self.max_active <= 0:
+            return False
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._active < self.max_active and not self._queue:
                 self._active += 1
-                return
-            loop = asyncio.get_running_loop()
+                return False
             future: asyncio.Future[None] = loop.create_future()
-            self._queue.append((loop, future))
+            waiter = (loop, future)
+            self._queue.append(waiter)
             self.stats.queued += 1
-        waiter = (loop, future)
+        started = time.monotonic()
         try:
-            await future  # the slot is handed over by leave(): _active already counts it
+            await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - started))
+        except TimeoutError:
+            with self._lock:
+                if waiter not in self._queue:
+                    return False  # a slot was handed to it meanwhile: counted in _active
+                self._queue.remove(waiter)  # it goes ahead over the limit
+                self._active += 1
+            return True
         except asyncio.CancelledError:
             # the client went away while queued; a slot already handed to it goes on
             with self._lock:
@@ -134,46 +201,37 @@ class ReadYield:
             if handed:
                 self.leave()
             raise
+        finally:
+            with self._lock:
+                self.stats.queued_s += time.monotonic() - started
+        return False
 
-    def leave(self) -> None:
-        """A read's response started (or it failed): its slot goes to the next one."""
-        if self.max_active <= 0:
-            return
-        with self._lock:
-            while self._queue:
-                # the slot passes to the first waiter (_active stays): one cancelled
-                # meanwhile passes it on itself (admit); a closed loop has no one left
-                waiter = self._queue.popleft()
-                if not waiter[0].is_closed():
-                    break
-            else:
-                self._active = max(0, self._active - 1)
-                return
-        _wake(waiter)
-
-    async def _wait_for_transition(self) -> None:
+    async def _wait_for_transition(self, deadline: float) -> tuple[float, bool]:
+        """(seconds waited, whether the deadline came first)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._lock:
             if not self._holders:
-                return
+                return 0.0, False
             self._held.append((loop, future))
-        started = time.perf_counter()
-        done, _ = await asyncio.wait([future], timeout=self.max_wait_s)
-        waited = time.perf_counter() - started
-        with self._lock:
-            self.stats.deferred += 1
-            self.stats.waited_s += waited
-            if not done:
-                self.stats.timed_out += 1
-                # still listed: dropped so a long transition does not gather dead futures
-                self._held = [w for w in self._held if w[1] is not future]
+        started = time.monotonic()
+        try:
+            done, _ = await asyncio.wait([future], timeout=max(0.0, deadline - started))
+        finally:
+            if not future.done():
+                with self._lock:  # dropped: a long transition must not gather dead futures
+                    self._held = [w for w in self._held if w[1] is not future]
+        return time.monotonic() - started, not done
 
 
-def _wake(waiter: Waiter) -> None:
+def _wake(waiter: Waiter) -> bool:
+    """Resolve a waiter's future on its own loop; False when that loop is gone."""
     loop, future = waiter
-    if not loop.is_closed():  # an app shut down meanwhile has no one to wake
+    try:
         loop.call_soon_threadsafe(_resolve, future)
+    except RuntimeError:  # closed between any check and the call: nobody to wake
+        return False
+    return True
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -191,7 +249,7 @@ class ReadYieldMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in READ_METHODS \
-                or scope["path"] in NEVER_WAIT:
+                or NEVER_WAIT.fullmatch(scope["path"]):
             await self.app(scope, receive, send)
             return
         await self.gate.admit()
@@ -231,7 +289,7 @@ class ReadYieldCollector(Collector):
             "Seconds those reads waited, summed.", value=stats.waited_s)
         yield CounterMetricFamily(
             "breakwater_reads_deferral_timeouts",
-            "Reads answered at reads.max_yield_s while a transition was still applied.",
+            "Reads that went ahead at reads.max_yield_s (a transition or the queue outlasted it).",
             value=stats.timed_out)
         yield CounterMetricFamily(
             "breakwater_read_yields",
@@ -240,3 +298,6 @@ class ReadYieldCollector(Collector):
             "breakwater_reads_queued",
             "Reads that waited for a slot (reads.max_active already in progress).",
             value=stats.queued)
+        yield CounterMetricFamily(
+            "breakwater_reads_queued_seconds",
+            "Seconds those reads waited for a slot, summed.", value=stats.queued_s)

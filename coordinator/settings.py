@@ -160,12 +160,13 @@ class ReadsConfig(_Section):
 
     max_yield_s: float = Field(
         default=1.0, ge=0, le=30,
-        description="longest a read (GET) waits while the ops loop applies a warehouse "
-                    "going down or coming back; 0: reads never wait")
+        description="longest a read (GET) waits, in all, while the ops loop applies a "
+                    "warehouse going down or coming back and for a slot (max_active); "
+                    "0: reads never wait")
     max_active: int = Field(
         default=8, ge=0, le=1000,
-        description="reads (GETs) computed at once, the others queue in arrival order; "
-                    "0: no limit")
+        description="reads (GETs) computed at once, the others queue in arrival order "
+                    "(at most max_yield_s); 0: no limit")
 
 
 class Settings(_Section):

@@ -46,7 +46,7 @@ from coordinator.ops.availability_state import (
 from coordinator.ops.batch import CoreMessage, OpsBatch
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.couriers import CourierAction, CourierResumed, CourierStale
-from coordinator.ops.notice_sweeps import NoticeSweeps
+from coordinator.ops.notice_sweeps import NoticeSweeps, Tally
 from coordinator.ops.transitions import RerouteTiming
 from coordinator.read_yield import ReadYield
 from coordinator.settings import Settings
@@ -66,7 +66,8 @@ class HandleResult:
 
 
 class OpsCore:
-    def __init__(self, db: Database, settings: Settings, config: OpsConfig) -> None:
+    def __init__(self, db: Database, settings: Settings, config: OpsConfig, *,
+                 sweep_failures: Tally | None = None) -> None:
         self.db = db
         self.settings = settings
         self.config = config
@@ -74,7 +75,7 @@ class OpsCore:
         self._reload()
         self.last_reroute: RerouteTiming | None = None
         # the notices owed outside the transitions' commits (stores', late placements)
-        self.sweeps = NoticeSweeps(db, config, self._transaction)
+        self.sweeps = NoticeSweeps(db, config, self._transaction, sweep_failures)
         # Several instances: raises (LeaseLost) unless this one still holds the ops lease;
         # called first inside every ops transaction, so a deposed leader writes nothing.
         self.guard: Callable[[Database, datetime], None] | None = None
@@ -82,6 +83,7 @@ class OpsCore:
         # the host app's reads, held back from a transition's start to its notices queued
         self.read_yield: ReadYield | None = None
         self._holding_reads = False
+        self._read_scopes = 0
 
     def _reload(self) -> None:
         self.tracker = tracker_store.load_tracker(self.db, self.tracker_config)
@@ -109,7 +111,7 @@ class OpsCore:
         result = HandleResult()
         started = time.perf_counter()
         done = 0
-        try:
+        with self.holding_reads():
             with self._batch(now, messages):
                 for message in messages:
                     if done and budget_s is not None and \
@@ -121,8 +123,6 @@ class OpsCore:
                     then(done)
             self._committed(result)
             self.sweeps.after_reroute(result.rerouted, now)
-        finally:
-            self._release_reads()
         return result, done
 
     def confirm_incarnation(self, agent_id: str, *, actor: str, reason: str,
@@ -206,13 +206,11 @@ class OpsCore:
              audit: tuple[str, str, str, str] | None = None) -> HandleResult:
         result = HandleResult()
         started = time.perf_counter()
-        try:
+        with self.holding_reads():
             with self._batch(now):
                 self._effects(step(), now, result, started, audit)
             self._committed(result)
             self.sweeps.after_reroute(result.rerouted, now)
-        finally:
-            self._release_reads()
         return result
 
     @contextmanager
@@ -299,17 +297,26 @@ class OpsCore:
                                     settings=self.settings, config=self.config,
                                     counts=batch.deferred, infos=batch.infos)
 
+    @contextmanager
+    def holding_reads(self) -> Iterator[None]:
+        """Reads held back by a transition inside this scope are let go when the
+        outermost scope ends: after its commit and its stores' notices (a caller that
+        wraps several inputs in its own transaction enters it first)."""
+        self._read_scopes += 1
+        try:
+            yield
+        finally:
+            self._read_scopes -= 1
+            if not self._read_scopes and self._holding_reads and self.read_yield:
+                self._holding_reads = False
+                self.read_yield.release()
+
     def _hold_reads(self) -> None:
-        """Reads wait until this batch's transition is committed and its notices queued
+        """Reads wait until this scope's transition is committed and its notices queued
         (:mod:`coordinator.read_yield`): the moment the coordinator exists for goes first."""
         if self.read_yield is not None and not self._holding_reads:
             self._holding_reads = True
             self.read_yield.hold()
-
-    def _release_reads(self) -> None:
-        if self._holding_reads and self.read_yield is not None:
-            self._holding_reads = False
-            self.read_yield.release()
 
     def _require_warehouse(self, warehouse_id: str) -> None:
         if not self._known(warehouse_id):

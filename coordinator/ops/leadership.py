@@ -175,7 +175,8 @@ class Leadership:
         failed: int | None = None
         started = time.perf_counter()
         try:
-            with write_transaction(core.db):
+            # reads held back by a transition stay so until this transaction commits
+            with core.holding_reads(), write_transaction(core.db):
                 self.guard(core.db, self.clock.now())
                 for row in rows:
                     if results and time.perf_counter() - started > self.config.apply_budget_s:

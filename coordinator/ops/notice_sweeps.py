@@ -9,7 +9,7 @@
 - **Late placements.** A stuck order a retry has placed since the last tick: its
   franchisee hears where it went.
 
-A failed sweep is counted (:attr:`NoticeSweeps.failures`) and logged, never raised into
+A failed sweep is counted (:attr:`NoticeSweeps.failures`, on /metrics) and logged, never raised into
 the ops loop: what is owed stays owed, in the database, for the next tick.
 """
 
@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime
 
 from coordinator import queries
@@ -44,15 +45,28 @@ log = logging.getLogger(__name__)
 Transaction = Callable[[datetime], AbstractContextManager[None]]
 
 
+@dataclass
+class Tally:
+    """A count that outlives one core (the service builds a new one on a reconnect), so
+    the counter on /metrics never goes back."""
+
+    count: int = 0
+
+
 class NoticeSweeps:
     """Used on the ops thread only, with the core's connection and transactions."""
 
-    def __init__(self, db: Database, config: OpsConfig, transaction: Transaction) -> None:
+    def __init__(self, db: Database, config: OpsConfig, transaction: Transaction,
+                 failures: Tally | None = None) -> None:
         self.db = db
         self.config = config
         self._transaction = transaction
-        self.failures = 0
+        self.tally = failures if failures is not None else Tally()
         self._placed_cursor = placed_notices_cursor(db)
+
+    @property
+    def failures(self) -> int:
+        return self.tally.count
 
     def reload(self) -> None:
         """A new leader: the previous one may have notified past our cursor."""
@@ -66,7 +80,7 @@ class NoticeSweeps:
         try:
             queued = self.owed(now)
         except Exception:  # owed, not lost: the next tick composes them again
-            self.failures += 1
+            self.tally.count += 1
             log.exception("store notices not queued yet; the next tick tries again")
             return
         done = time.perf_counter()
@@ -81,12 +95,12 @@ class NoticeSweeps:
         try:
             queued += sum(self.owed(now).values())
         except Exception:  # a notice sweep must never cost the tick its transitions
-            self.failures += 1
+            self.tally.count += 1
             log.exception("owed store notices not queued; the next tick tries again")
         try:
             queued += self.late_placements(now)
         except Exception:
-            self.failures += 1
+            self.tally.count += 1
             log.exception("placed-notice sweep failed; the next tick tries again")
         return queued
 
@@ -112,7 +126,7 @@ class NoticeSweeps:
             except LeaseLost:
                 raise  # deposed: none of them is this instance's to queue any more
             except Exception:  # one incident that fails must not hold up the others
-                self.failures += 1
+                self.tally.count += 1
                 log.exception("store notices of incident %s not queued yet; the next "
                               "tick tries again", pending.incident_id)
                 continue

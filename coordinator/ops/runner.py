@@ -44,6 +44,7 @@ from coordinator.ops.config import OpsConfig
 from coordinator.ops.handler import HandleResult, OpsCore
 from coordinator.ops.inbox_writer import InboxWriter, connection_lost
 from coordinator.ops.leadership import Leadership
+from coordinator.ops.notice_sweeps import Tally
 from coordinator.ops.notify.dispatcher import Dispatcher
 from coordinator.ops.periodic import Periodic
 from coordinator.ops.watcher import BatchMessage, OpsMessage, Watcher, WatcherStats
@@ -120,7 +121,7 @@ class OpsService(Periodic):
         # Several instances on one database: only the lease holder runs the ops loop.
         self.leadership: Leadership | None = None
         self._migrated = False  # by this service's first connection (see _open_db)
-        self._sweep_failures_before = 0  # of cores closed (reconnects)
+        self._sweep_failures = Tally()  # shared by every core this service builds
         if self.config.cluster.enabled:
             self.inbox = InboxWriter(settings.instance, self._open_db, self.call,
                                      own_thread=is_postgres_url(settings.db_path))
@@ -261,12 +262,10 @@ class OpsService(Periodic):
     def sweep_failures(self) -> int:
         """Notice sweeps that failed (:mod:`coordinator.ops.notice_sweeps`), across
         reconnects; read at scrape time from the event loop (a plain int)."""
-        core = self._core
-        return self._sweep_failures_before + (core.sweeps.failures if core else 0)
+        return self._sweep_failures.count
 
     def _close_core(self) -> None:
         if self._core is not None:
-            self._sweep_failures_before += self._core.sweeps.failures
             with contextlib.suppress(Exception):  # a lost connection may refuse to close
                 self._core.db.conn.close()
             self._core = None
@@ -278,7 +277,8 @@ class OpsService(Periodic):
             log.warning("the ops database connection was lost; reconnecting")
             self._close_core()
         if self._core is None:
-            self._core = OpsCore(self._open_db(), self.settings, self.config)
+            self._core = OpsCore(self._open_db(), self.settings, self.config,
+                                 sweep_failures=self._sweep_failures)
             if self.leadership is not None:
                 self._core.guard = self.leadership.guard
             self._core.read_yield = self.read_yield

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.read_yield import ReadYield
+from coordinator.read_yield import ReadYield, _wake
 
 
 async def _pending(task: asyncio.Task[None]) -> bool:
@@ -43,11 +44,67 @@ async def test_a_transition_longer_than_max_wait_no_longer_holds_reads() -> None
     assert await asyncio.wait_for(gate.admit(), 1) is None and gate.stats.deferred == 1
 
 
-async def test_with_max_wait_zero_reads_never_wait_for_a_transition() -> None:
-    gate = ReadYield(max_wait_s=0, max_active=0)
+async def test_with_max_wait_zero_reads_never_wait_for_a_transition_nor_a_slot() -> None:
+    gate = ReadYield(max_wait_s=0, max_active=2)
     gate.hold()
-    await asyncio.wait_for(gate.admit(), 0.5)
+    for _ in range(5):  # no slot limit either: nothing would ever give a slot back
+        await asyncio.wait_for(gate.admit(), 0.5)
     assert gate.stats.deferred == 0 and gate.stats.transitions == 0 and not gate.held
+
+
+async def test_during_a_long_transition_no_read_waits_much_past_max_wait_s() -> None:
+    # 12 reads, 2 slots, a transition that outlasts them all: the reads must not go
+    # through in waves of 2, each wave waiting max_wait_s more (3 s for the last)
+    gate = ReadYield(max_wait_s=0.5, max_active=2)
+    gate.hold()
+    started = time.monotonic()
+    admitted: list[float] = []
+
+    async def read() -> None:
+        await gate.admit()
+        admitted.append(time.monotonic() - started)
+
+    await asyncio.wait_for(asyncio.gather(*(read() for _ in range(12))), 5)
+    assert max(admitted) < 1.0  # 0.5 s and the event loop's own delays
+    assert gate.stats.timed_out == 12 and gate.held
+    gate.release()
+    for _ in range(12):  # they went ahead over the limit; each gives its slot back
+        gate.leave()
+    await asyncio.wait_for(gate.admit(), 0.5)
+    await asyncio.wait_for(gate.admit(), 0.5)  # two slots again, no more, no fewer
+    third = asyncio.ensure_future(gate.admit())
+    assert await _pending(third)
+    gate.leave()
+    await asyncio.wait_for(third, 1)
+
+
+async def test_a_read_queued_for_a_slot_goes_ahead_at_max_wait_s() -> None:
+    gate = ReadYield(max_wait_s=0.2, max_active=1)
+    await gate.admit()  # a slow read holds the only slot
+    await asyncio.wait_for(gate.admit(), 1)  # the next waits 0.2 s, then goes ahead
+    assert gate.stats.queued == 1 and gate.stats.timed_out == 1
+    assert gate.stats.queued_s >= 0.2
+    gate.leave()
+    gate.leave()
+    await asyncio.wait_for(gate.admit(), 0.5)  # the slot is free again
+
+
+async def test_a_client_gone_while_waiting_for_a_transition_keeps_no_slot() -> None:
+    gate = ReadYield(max_wait_s=5.0, max_active=1)
+    gate.hold()
+    gone = asyncio.ensure_future(gate.admit())
+    assert await _pending(gone)
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    gate.release()
+    await asyncio.wait_for(gate.admit(), 0.5)  # the one slot is free
+
+
+def test_waking_a_read_whose_event_loop_has_closed_reports_it() -> None:
+    loop = asyncio.new_event_loop()
+    future: asyncio.Future[None] = loop.create_future()
+    loop.close()
+    assert not _wake((loop, future))
 
 
 async def test_reads_beyond_max_active_are_admitted_in_arrival_order() -> None:
@@ -95,11 +152,13 @@ async def test_a_client_gone_while_queued_hands_its_slot_on() -> None:
     await asyncio.wait_for(gate.admit(), 1)  # and one slot is still there
 
 
-# a step: admit a new read, cancel the n-th waiting one, answer the n-th admitted one,
-# or let the event loop run (wakes are delivered through it)
+# a step: admit a new read, cancel the n-th waiting one, answer an admitted one, begin or
+# end a transition (from another thread, as the ops thread does), or let the event loop
+# run (wakes are delivered through it)
 STEPS = st.lists(st.one_of(st.just(("admit", 0)), st.tuples(st.just("cancel"),
                                                              st.integers(0, 5)),
                            st.tuples(st.just("leave"), st.integers(0, 5)),
+                           st.just(("hold", 0)), st.just(("release", 0)),
                            st.just(("run", 0))), max_size=40)
 
 
@@ -108,9 +167,9 @@ STEPS = st.lists(st.one_of(st.just(("admit", 0)), st.tuples(st.just("cancel"),
 def test_no_sequence_of_reads_cancellations_and_answers_loses_a_slot(
         steps: list[tuple[str, int]], slots: int) -> None:
     async def scenario() -> None:
-        gate = ReadYield(max_wait_s=1.0, max_active=slots)
+        gate = ReadYield(max_wait_s=30.0, max_active=slots)
         waiting: list[asyncio.Task[None]] = []
-        admitted = 0
+        admitted = holds = 0
         for action, n in steps:
             if action == "admit":
                 waiting.append(asyncio.ensure_future(gate.admit()))
@@ -119,11 +178,19 @@ def test_no_sequence_of_reads_cancellations_and_answers_loses_a_slot(
             elif action == "leave" and admitted:
                 gate.leave()
                 admitted -= 1
+            elif action == "hold":
+                await asyncio.to_thread(gate.hold)
+                holds += 1
+            elif action == "release" and holds:
+                await asyncio.to_thread(gate.release)
+                holds -= 1
             await asyncio.sleep(0)
             for task in [t for t in waiting if t.done()]:
                 waiting.remove(task)
                 admitted += 0 if task.cancelled() else 1
             assert admitted <= slots  # never more reads computed than slots
+        for _ in range(holds):  # the transitions end
+            await asyncio.to_thread(gate.release)
         # answer every admitted read and every queued one as it gets in: all get in
         for _ in range(200):
             if not waiting and not admitted:
@@ -137,6 +204,7 @@ def test_no_sequence_of_reads_cancellations_and_answers_loses_a_slot(
                 waiting.remove(task)
                 admitted += 0 if task.cancelled() else 1
         assert not waiting and not admitted
+        assert not gate.held and gate.stats.timed_out == 0
         for _ in range(slots):  # every slot is free again
             await asyncio.wait_for(gate.admit(), 0.5)
 

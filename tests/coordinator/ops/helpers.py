@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -140,3 +141,15 @@ def refuse_deletes_of(db: Database, incident_id: str) -> str:
     db.execute("CREATE TRIGGER refuse_owed BEFORE DELETE ON ops_pending_store_notices "
                f"WHEN OLD.incident_id = '{quoted}' BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
     return "DROP TRIGGER refuse_owed"
+
+
+async def next_state(lines: Any) -> dict[str, Any]:
+    """The next ``event: state`` of a server-sent event stream."""
+    event = None
+    async for line in lines:
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: ") and event == "state":
+            state: dict[str, Any] = json.loads(line[6:])
+            return state
+    raise AssertionError("the stream ended")

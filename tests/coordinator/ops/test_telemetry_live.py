@@ -4,10 +4,8 @@ counted in /metrics; through a real uvicorn on loopback."""
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 import httpx
@@ -21,7 +19,12 @@ from protocols.clock import ManualClock
 from simulators.brokers import Broker
 from tests.auth import ADMIN
 from tests.coordinator.ops.app_server import ops_app, serving
-from tests.coordinator.ops.helpers import ops_config, register_gateways, settings_for
+from tests.coordinator.ops.helpers import (
+    next_state,
+    ops_config,
+    register_gateways,
+    settings_for,
+)
 
 
 def reading(minute: int, value: float) -> TelemetrySummary:
@@ -30,18 +33,6 @@ def reading(minute: int, value: float) -> TelemetrySummary:
         warehouse_id="WH-02", agent_id="gw-wh-02", zone="cold-1", metric="temperature_c",
         window_start=start, window_end=start + timedelta(minutes=1), count=6,
         min=value - 0.2, mean=value, max=value + 0.2, last=value, seq=minute)
-
-
-async def next_state(lines: Any) -> dict[str, Any]:
-    """The next ``event: state`` of a server-sent event stream."""
-    event = None
-    async for line in lines:
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: ") and event == "state":
-            state: dict[str, Any] = json.loads(line[6:])
-            return state
-    raise AssertionError("the stream ended")
 
 
 @pytest.mark.broker
