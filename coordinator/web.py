@@ -46,7 +46,8 @@ def ops_config_in(app: FastAPI) -> OpsConfig:
     been given one, with secrets from the environment), else the settings file's."""
     # imported here: the core routers use this module, and the core app runs without
     # loading the ops side (its MQTT watcher, notifiers) unless it is asked for
-    from coordinator.ops.runner import OpsService, ops_config_of
+    from coordinator.ops.config import ops_config_of
+    from coordinator.ops.runner import OpsService
 
     ops = getattr(app.state, "ops", None)
     if isinstance(ops, OpsService):

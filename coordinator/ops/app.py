@@ -33,9 +33,9 @@ from coordinator.observability import Metrics
 from coordinator.ops import incident_api, metrics
 from coordinator.ops.api import router
 from coordinator.ops.cluster_metrics import ClusterCollector
-from coordinator.ops.config import OpsConfig
+from coordinator.ops.config import OpsConfig, ops_config_of
 from coordinator.ops.metrics import SummaryCollector
-from coordinator.ops.runner import OpsService, ops_config_of
+from coordinator.ops.runner import OpsService
 from coordinator.roster import StaffMember
 from coordinator.roster_store import on_duty
 from coordinator.settings import Settings

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal, cast
@@ -11,12 +13,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from coordinator.errors import ConfigError
 from coordinator.ops.escalation import Policy
+from coordinator.secret_source import OPS_SECRETS, with_secrets
+from coordinator.settings import Settings
 from protocols.mqtt_url import TlsField, check_tls_setting
 from protocols.reconnect import BackoffPolicy
 
@@ -294,3 +300,20 @@ class OpsConfig(_Config):
     @property
     def courier_silence(self) -> timedelta:
         return timedelta(minutes=self.courier_silence_min)
+
+
+def ops_config_of(settings: Settings, env: Mapping[str, str] | None = None) -> OpsConfig:
+    """The ``[ops]`` table of the settings file, validated (defaults when absent), with
+    the secrets the environment provides (``BREAKWATER_WECOM_URL``,
+    ``BREAKWATER_SMS_API_KEY``, ``BREAKWATER_MQTT_PASSWORD``, each also as ``..._FILE``).
+
+    Raises :class:`ConfigError` naming the field, e.g. ``ops.notify.wecom.url``."""
+    raw = with_secrets(settings.section("ops"), os.environ if env is None else env,
+                       OPS_SECRETS)
+    try:
+        return OpsConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in ("ops", *first["loc"]))
+        message = f"invalid setting {where}: {first['msg']}"
+        raise ConfigError(message) from exc

@@ -21,17 +21,13 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TypeVar
 
-from pydantic import ValidationError
-
 from coordinator.db import Database, WalCheckpointer, open_database
-from coordinator.errors import ConfigError
 from coordinator.live import Hub
 from coordinator.observability import Metrics
 from coordinator.ops import (
@@ -40,7 +36,7 @@ from coordinator.ops import (
     lease_store,
     telemetry,
 )
-from coordinator.ops.config import OpsConfig
+from coordinator.ops.config import OpsConfig, ops_config_of
 from coordinator.ops.handler import HandleResult, OpsCore
 from coordinator.ops.inbox_writer import InboxWriter, connection_lost
 from coordinator.ops.leadership import Leadership
@@ -50,7 +46,6 @@ from coordinator.ops.periodic import Periodic
 from coordinator.ops.watcher import BatchMessage, OpsMessage, Watcher, WatcherStats
 from coordinator.postgres import is_postgres_url
 from coordinator.read_yield import ReadYield
-from coordinator.secret_source import OPS_SECRETS, with_secrets
 from coordinator.settings import Settings
 from protocols import (
     AgentStatus,
@@ -65,23 +60,6 @@ from protocols.clock import Clock, SystemClock
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STOP_TIMEOUT_S = 5.0
-
-
-def ops_config_of(settings: Settings, env: Mapping[str, str] | None = None) -> OpsConfig:
-    """The ``[ops]`` table of the settings file, validated (defaults when absent), with
-    the secrets the environment provides (``BREAKWATER_WECOM_URL``,
-    ``BREAKWATER_SMS_API_KEY``, ``BREAKWATER_MQTT_PASSWORD``, each also as ``..._FILE``).
-
-    Raises :class:`ConfigError` naming the field, e.g. ``ops.notify.wecom.url``."""
-    raw = with_secrets(settings.section("ops"), os.environ if env is None else env,
-                       OPS_SECRETS)
-    try:
-        return OpsConfig.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in ("ops", *first["loc"]))
-        message = f"invalid setting {where}: {first['msg']}"
-        raise ConfigError(message) from exc
 
 
 class OpsService(Periodic):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.errors import ConfigError
-from coordinator.ops.runner import ops_config_of
+from coordinator.ops.config import ops_config_of
 from coordinator.settings import Settings
 
 
