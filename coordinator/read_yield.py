@@ -280,24 +280,21 @@ class ReadYieldCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         stats = self._gate.stats
-        yield CounterMetricFamily(
-            "breakwater_reads_deferred",
-            "Reads that waited while the ops loop applied a warehouse's transition.",
-            value=stats.deferred)
-        yield CounterMetricFamily(
-            "breakwater_reads_deferred_seconds",
-            "Seconds those reads waited, summed.", value=stats.waited_s)
-        yield CounterMetricFamily(
-            "breakwater_reads_deferral_timeouts",
-            "Reads that went ahead at reads.max_yield_s (a transition or the queue outlasted it).",
-            value=stats.timed_out)
-        yield CounterMetricFamily(
-            "breakwater_read_yields",
-            "Warehouse transitions reads gave way to.", value=stats.transitions)
-        yield CounterMetricFamily(
-            "breakwater_reads_queued",
-            "Reads that waited for a slot (reads.max_active already in progress).",
-            value=stats.queued)
-        yield CounterMetricFamily(
-            "breakwater_reads_queued_seconds",
-            "Seconds those reads waited for a slot, summed.", value=stats.queued_s)
+        for name, text, field in YIELD_METRICS:
+            yield CounterMetricFamily(name, text, value=float(getattr(stats, field)))
+
+
+# (metric, help, YieldStats field): each described in docs/metrics.md
+YIELD_METRICS = (
+    ("breakwater_reads_deferred",
+     "Reads that waited while the ops loop applied a warehouse's transition.", "deferred"),
+    ("breakwater_reads_deferred_seconds", "Seconds those reads waited, summed.", "waited_s"),
+    ("breakwater_reads_deferral_timeouts",
+     "Reads that went ahead at reads.max_yield_s (a transition or the queue outlasted it).",
+     "timed_out"),
+    ("breakwater_read_yields", "Warehouse transitions reads gave way to.", "transitions"),
+    ("breakwater_reads_queued",
+     "Reads that waited for a slot (reads.max_active already in progress).", "queued"),
+    ("breakwater_reads_queued_seconds", "Seconds those reads waited for a slot, summed.",
+     "queued_s"),
+)
