@@ -136,7 +136,8 @@ async def dashboard_events(request: Request) -> StreamingResponse:
     coordinator instance serves it: changes reach it through the app's live hub."""
     hub: Hub = request.app.state.live
     metrics: Metrics = request.app.state.metrics
-    # each recompute is a read like GET /dashboard/state: it gives way to a transition
+    # each recompute gives way to a transition like GET /dashboard/state, without a slot:
+    # every open page recomputes after a change, sharing one computation
     gate: ReadYield = request.app.state.read_yield
 
     async def stream() -> AsyncIterator[str]:
@@ -144,9 +145,8 @@ async def dashboard_events(request: Request) -> StreamingResponse:
             metrics.live_clients.inc()
             try:
                 yield "retry: 2000\n\n"
-                async with gate.turn():
-                    first = await run_in_threadpool(current_state, request)
-                yield sse("state", first)
+                await gate.give_way()
+                yield sse("state", await run_in_threadpool(current_state, request))
                 while not changes.closed:
                     changed = await changes.changes(within_s=KEEPALIVE_S)
                     if changes.closed:
@@ -156,8 +156,8 @@ async def dashboard_events(request: Request) -> StreamingResponse:
                         continue
                     await asyncio.sleep(COALESCE_S)
                     changed |= await changes.changes(within_s=0)
-                    async with gate.turn():
-                        state_now = await run_in_threadpool(current_state, request)
+                    await gate.give_way()
+                    state_now = await run_in_threadpool(current_state, request)
                     yield sse("state", {**state_now, "changed": sorted(changed)})
             finally:
                 metrics.live_clients.dec()

@@ -20,9 +20,10 @@ Both together are bounded: a read waits at most ``max_wait_s`` from its arrival,
 is answered whatever happens (over the slot limit if it must), so a wall screen is never
 blind for longer than that. ``max_wait_s = 0`` turns both rules off.
 
-What waits: ``GET`` and ``HEAD`` requests (dashboards, ``/metrics``, order lookups) and
-each recompute of the dashboard's server-sent event stream (:meth:`ReadYield.turn`); the
-stream's request holds its slot only until its response starts. What never waits:
+What waits: ``GET`` and ``HEAD`` requests (dashboards, ``/metrics``, order lookups), and
+each recompute of the dashboard's server-sent event stream for a transition only
+(:meth:`ReadYield.give_way`); the stream's request holds its slot only until its
+response starts. What never waits:
 writes (order intake has its own lock with the ops loop), the health probe (a load
 balancer must not take a busy coordinator for a dead one) and the reads answered on the
 ops thread itself (``/warehouses/{id}/availability``: they wait behind a transition
@@ -39,8 +40,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -141,14 +141,18 @@ class ReadYield:
                     self.stats.waited_s += waited
                     self.stats.timed_out += 1 if late else 0
 
-    @asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        """Admitted for one computation that no request frames (a stream's recompute)."""
-        await self.admit()
-        try:
-            yield
-        finally:
-            self.leave()
+    async def give_way(self) -> None:
+        """Wait for no transition, at most ``max_wait_s``, without a slot: for the
+        recomputes of the dashboard's live stream, which every open page runs after
+        each change and which share one computation (a slot each would split them into
+        batches of ``max_active``, each computing again)."""
+        if self.max_wait_s <= 0 or not self._holders:
+            return
+        waited, late = await self._wait_for_transition(time.monotonic() + self.max_wait_s)
+        with self._lock:
+            self.stats.deferred += 1 if waited else 0
+            self.stats.waited_s += waited
+            self.stats.timed_out += 1 if late else 0
 
     def leave(self) -> None:
         """A read's response started (or it failed): its slot goes to the next one."""

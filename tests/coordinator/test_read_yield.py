@@ -209,3 +209,15 @@ def test_no_sequence_of_reads_cancellations_and_answers_loses_a_slot(
             await asyncio.wait_for(gate.admit(), 0.5)
 
     asyncio.run(scenario())
+
+
+async def test_a_live_recompute_gives_way_to_a_transition_but_needs_no_slot() -> None:
+    gate = ReadYield(max_wait_s=5.0, max_active=1)
+    await gate.admit()  # every slot taken
+    await asyncio.wait_for(gate.give_way(), 0.5)  # no transition: at once, slot or not
+    gate.hold()
+    recompute = asyncio.ensure_future(gate.give_way())
+    assert await _pending(recompute)
+    await asyncio.to_thread(gate.release)
+    await asyncio.wait_for(recompute, 1)
+    assert gate.stats.deferred == 1
