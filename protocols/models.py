@@ -29,6 +29,10 @@ from pydantic import (
 from protocols.topics import validate_level
 
 SCHEMA_VERSION = 1
+# The largest count or sequence number on the wire: what SQLite INTEGER and PostgreSQL
+# bigint hold. A larger one (a corrupt or hostile payload) is refused at the boundary,
+# naming its field, instead of failing later inside the transaction that applies it.
+MAX_INT64 = 2**63 - 1
 
 # Physically possible for a warehouse sensor; anything outside is a broken sensor.
 MIN_TEMPERATURE_C = -60.0
@@ -173,8 +177,8 @@ class BreakerEvent(WireModel):
     limit: TripLimit | None = None
     since: UtcDatetime
     episode_id: str | None = None
-    seq: int = Field(ge=0)
-    session_seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=MAX_INT64)
+    session_seq: int = Field(ge=0, le=MAX_INT64)
     incarnation: Incarnation | None = None
     event_time: UtcDatetime
     published_at: UtcDatetime
@@ -224,7 +228,7 @@ class AgentStatus(WireModel):
     warehouse_id: Ident
     agent_id: Ident
     state: AgentState
-    session_seq: int = Field(ge=0)
+    session_seq: int = Field(ge=0, le=MAX_INT64)
     incarnation: Incarnation | None = None
     ts: UtcDatetime
     software: str = ""
@@ -245,7 +249,7 @@ class RuleCountdown(WireModel):
     pending_since: UtcDatetime | None = None
     trips_at: UtcDatetime | None = None
     seconds_left: float | None = Field(default=None, ge=0)
-    readings_in_window: int = Field(default=0, ge=0)
+    readings_in_window: int = Field(default=0, ge=0, le=MAX_INT64)
     event_time: UtcDatetime
 
     @model_validator(mode="after")
@@ -266,19 +270,19 @@ class TelemetrySummary(WireModel):
     metric: Literal["temperature_c", "humidity_pct"]
     window_start: UtcDatetime
     window_end: UtcDatetime
-    count: int = Field(ge=1)
+    count: int = Field(ge=1, le=MAX_INT64)
     min: float
     mean: float
     max: float
     last: float
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=MAX_INT64)
     # As in BreakerEvent: seq is only comparable within one incarnation.
     incarnation: Incarnation | None = None
     historical: bool = False
     # Readings of the zone's sensors the agent did not use as sent since the previous
     # summary of this zone, per sensor and cause (out_of_order, duplicate, clock_suspect:
     # re-timed on arrival): never silent. Optional: older agents omit it.
-    drops: dict[Ident, dict[str, int]] | None = None
+    drops: dict[Ident, dict[str, Annotated[int, Field(ge=0, le=MAX_INT64)]]] | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> TelemetrySummary:
@@ -350,7 +354,7 @@ class DeadLetter(WireModel):
     field: str = "$"
     payload: str = Field(max_length=2048)
     received_at: UtcDatetime
-    rejected_total: int = Field(ge=1)
+    rejected_total: int = Field(ge=1, le=MAX_INT64)
 
 
 class TrackingUpdate(WireModel):

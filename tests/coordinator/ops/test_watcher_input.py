@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator.ops.config import MqttConfig
 from coordinator.ops.watcher import BatchMessage, OpsMessage, Watcher
-from protocols import BreakerEvent, Topics, encode
+from protocols import BreakerEvent, TelemetrySummary, Topics, encode
 from tests.coordinator.ops.factories import agent_status, breaker_event
 
 TOPICS = Topics("bwjunk")
@@ -73,6 +75,44 @@ def test_rejection_names_the_field_and_a_topic_payload_mismatch() -> None:
     assert "BreakerEvent.seq" in sink.rejected[0]
     assert "agent_id" in sink.rejected[1]
     assert sink.accepted == []
+
+
+TOO_BIG = 2**63  # one past what SQLite INTEGER and PostgreSQL bigint hold
+
+
+def _summary(**changes: object) -> bytes:
+    start = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    summary = json.loads(encode(TelemetrySummary(
+        warehouse_id="wh-cc-2", agent_id="gw-cc-2", zone="z1", metric="temperature_c",
+        window_start=start, window_end=start + timedelta(minutes=1), count=6,
+        min=3.8, mean=4.0, max=4.2, last=4.0, seq=1)))
+    return json.dumps({**summary, **changes}).encode()
+
+
+def _changed(raw: bytes, **changes: object) -> bytes:
+    return json.dumps({**json.loads(raw), **changes}).encode()
+
+
+@pytest.mark.parametrize(("where", "raw", "field"), [
+    (TOPICS.breaker("wh-cc-2", "cold_chain"), _changed(valid, seq=TOO_BIG), "seq"),
+    (TOPICS.breaker("wh-cc-2", "cold_chain"), _changed(valid, session_seq=TOO_BIG),
+     "session_seq"),
+    (TOPICS.agent_status("wh-cc-2", "gw-cc-2"),
+     _changed(encode(agent_status(online=True, session_seq=1)), session_seq=TOO_BIG),
+     "session_seq"),
+    (TOPICS.telemetry("wh-cc-2", "z1"), _summary(count=TOO_BIG), "count"),
+    (TOPICS.telemetry("wh-cc-2", "z1"), _summary(seq=99999999999999999999999), "seq"),
+    (TOPICS.telemetry("wh-cc-2", "z1"), _summary(drops={"s1": {"duplicate": TOO_BIG}}),
+     "drops"),
+])
+def test_a_count_or_sequence_past_64_bits_is_refused_at_the_boundary_naming_it(
+        where: str, raw: bytes, field: str) -> None:
+    # found by a tester: such a trip passed the parser, then failed inside the reroute's
+    # transaction three times and was dropped uncounted; now it is a counted bad payload
+    w, sink = watcher()
+    asyncio.run(w.handle(where, raw, 0.0))
+    assert sink.accepted == [] and w.stats.bad_payloads == 1
+    assert f".{field}" in sink.rejected[0]
 
 
 def test_a_nul_in_any_text_of_a_message_is_refused_naming_the_field() -> None:
