@@ -9,6 +9,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import APIRouter, Body, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
@@ -81,7 +82,7 @@ def retry_after_write(request: Request, trigger: str,
     turn that write's answer into an error (a client would repeat a done cancel)."""
     try:
         return run_retry(request, trigger, sku_ids=sku_ids).summary()
-    except (StoreError, sqlite3.Error) as exc:
+    except (StoreError, sqlite3.Error, psycopg.Error) as exc:
         log.warning("retry of waiting orders after a write failed: %s", exc)
         count(request, "retry_failures")
         return {"error": f"retry of waiting orders failed: {exc}"}

@@ -31,6 +31,9 @@ from coordinator.settings import AllocationConfig
 from protocols.geo import great_circle_km
 from protocols.timestamps import parse_stamp, stamp
 
+# more SKUs written than this: every waiting order is a candidate (no SKU filter)
+SKU_FILTER_MAX = 1000
+
 
 @dataclass(frozen=True, slots=True)
 class Placed:
@@ -79,6 +82,11 @@ def _waiting_orders(db: Database, order_ids: Sequence[str] | None,
     base = (f"SELECT id, channel, status, lat, lon, received_at, tier FROM orders "
             f"WHERE status IN ({marks})")
     params: list[Any] = list(WAITING_STATUSES)
+    if sku_ids is not None and len(sku_ids) > SKU_FILTER_MAX:
+        # a bulk catalogue write (a 372,000-SKU import): one parameter per SKU passes
+        # PostgreSQL's 65,535 and SQLite's 32,766 limits, and so many SKUs concern nearly
+        # every waiting order anyway; the limit still bounds the pass
+        sku_ids = None
     if sku_ids is not None:
         if not sku_ids:
             return []

@@ -296,3 +296,19 @@ def test_retry_of_more_named_orders_than_sqlite_takes_parameters(
     result = retry_waiting(sample_db, now=LATER, config=rules, order_ids=names, limit=50_000)
 
     assert [p.order_id for p in result.placed] == [outcome.order_id]
+
+
+def test_retry_after_a_write_of_more_skus_than_either_backend_takes_parameters(
+    sample_db: Database, rules: AllocationConfig
+) -> None:
+    # found by a tester: a 372,000-SKU import committed, then its retry of waiting orders
+    # bound one parameter per SKU and failed (PostgreSQL takes 65,535, SQLite 32,766)
+    sku = _ambient_sku(sample_db)
+    _empty_everywhere(sample_db, sku)
+    [outcome] = intake.submit_orders(sample_db, [_order(sku, "R-skus")], now=NOW, config=rules)
+    upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-03", sku_id=sku, on_hand=5)], NOW)
+    written = {f"SKU-IMPORTED-{i:06d}" for i in range(70_000)} | {sku}
+
+    result = retry_waiting(sample_db, now=LATER, config=rules, sku_ids=written)
+
+    assert [p.order_id for p in result.placed] == [outcome.order_id]
