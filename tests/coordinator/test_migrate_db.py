@@ -82,3 +82,46 @@ def test_a_destination_with_data_is_refused_and_left_alone(
 
     assert "already holds" in capsys.readouterr().err
     assert _counts(target) == _counts(str(source))
+
+
+def _meta(target: str) -> dict[str, str]:
+    db = open_database(target, migrate=False)
+    try:
+        return {str(k): str(v) for k, v in db.execute("SELECT key, value FROM meta")}
+    finally:
+        db.conn.close()
+
+
+def test_the_copy_is_verbatim_and_the_catalogue_triggers_work_again_after_it(
+        tmp_path: Path, postgres_url: str) -> None:
+    # the version triggers fired once per copied row (quadratic in one transaction: a
+    # tester's 372,000 SKUs ran for over 10 minutes) and moved the versions off the source
+    source = tmp_path / "demo.sqlite"
+    _demo_like(source)
+
+    assert main(["migrate-db", str(source), postgres_url]) == 0
+
+    assert _meta(postgres_url) == _meta(str(source))
+    db = open_database(postgres_url)
+    try:
+        before = _meta(postgres_url)["skus_version"]
+        db.execute("UPDATE skus SET name = name || ' (renamed)' WHERE id = "
+                   "(SELECT min(id) FROM skus)")
+        assert _meta(postgres_url)["skus_version"] != before  # triggers enabled again
+    finally:
+        db.conn.close()
+
+
+def test_a_mistyped_source_or_a_sqlite_destination_is_refused_creating_nothing(
+        tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.sqlite"
+    assert main(["migrate-db", str(missing), postgres_url]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not missing.exists()  # opening it would have created an empty database
+
+    source = tmp_path / "demo.sqlite"
+    _demo_like(source)
+    wrong = tmp_path / "copy.sqlite"
+    assert main(["migrate-db", str(source), str(wrong)]) == 2
+    assert "into PostgreSQL" in capsys.readouterr().err
+    assert not wrong.exists()
