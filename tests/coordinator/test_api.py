@@ -254,6 +254,20 @@ async def test_client_skew_is_flagged_and_counted(client: httpx.AsyncClient) -> 
     assert stats["orders_skewed_total"] == 1 and stats["counters"]["orders_skewed"] == 1
 
 
+async def test_an_order_from_a_phone_whose_clock_is_decades_off_is_taken_and_flagged(
+        client: httpx.AsyncClient) -> None:
+    # a customer's wrong clock must not cost the order: the server's time counts
+    epoch = await client.post("/orders", json=_wechat("S-1970", submit_time_ms=1))
+    assert epoch.status_code == 201 and epoch.json()["skewed"]
+    far = await client.post("/orders", json={
+        "channel": "manual", "channel_order_id": "M-9999", "store_id": "HZ-S001",
+        "client_submitted_at": "9999-12-31T23:59:59Z",
+        "lines": [{"sku_id": "SKU-0004", "qty": 1}], "lat": 30.26, "lon": 120.13})
+    assert far.status_code == 201 and far.json()["skewed"]
+    order = (await client.get(f"/orders/{far.json()['order_id']}")).json()
+    assert order["received_at"].startswith(str(NOW.year))
+
+
 async def test_decision_explains_choice_and_why_not(client: httpx.AsyncClient) -> None:
     order = (await client.post("/orders", json=_wechat("W1"))).json()
     response = await client.get(f"/orders/{order['order_id']}/decision",
