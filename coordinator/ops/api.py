@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from coordinator import auth
+from coordinator import auth, catalog
 from coordinator.api_models import SQLITE_INT_MAX, InvalidRequest
 from coordinator.coalesce import Coalescer
 from coordinator.db import Database
@@ -137,8 +137,17 @@ async def warehouse_availability(warehouse_id: str, ops: Ops, request: Request,
                                  caller: auth.Caller) -> dict[str, Any]:
     """Why a warehouse is (un)available: open breakers, holds, agents."""
     _in_scope(request, caller, warehouse_id)
-    return {"warehouse_id": warehouse_id,
-            **await ops.call(lambda core: availability_view(core, warehouse_id))}
+
+    def known_view(core: OpsCore) -> dict[str, Any] | None:
+        # the tracker knows no unknown warehouse: it would call it available
+        if not catalog.warehouse_exists(core.db, warehouse_id):
+            return None
+        return availability_view(core, warehouse_id)
+
+    view = await ops.call(known_view)
+    if view is None:
+        raise HTTPException(404, f"unknown warehouse {warehouse_id}")
+    return {"warehouse_id": warehouse_id, **view}
 
 
 @router.get("/warehouses/{warehouse_id}/audit", dependencies=[WAREHOUSE_READ])
@@ -146,6 +155,8 @@ def warehouse_audit(warehouse_id: str, request: Request, caller: auth.Caller,
                     db: ReadDb) -> list[dict[str, Any]]:
     """Every pause, resume and availability change of a warehouse, oldest first."""
     _in_scope(request, caller, warehouse_id)
+    if not catalog.warehouse_exists(db, warehouse_id):
+        raise HTTPException(404, f"unknown warehouse {warehouse_id}")
     return incident_store.audit_trail(db, warehouse_id)
 
 

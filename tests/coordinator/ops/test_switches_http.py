@@ -127,6 +127,9 @@ async def test_courier_silence_trips_courier_stale_and_clears_when_updates_resum
                                     "'tracking_updates_received'") == [(3,)], what="updates")
         r = await http.get(f"/warehouses/{WH}/availability")
         assert r.json()["available"] is True
+        for path in ("/warehouses/NOPE/availability", "/warehouses/NOPE/audit"):
+            unknown = await http.get(path)  # never "available": it does not exist
+            assert unknown.status_code == 404 and "unknown warehouse NOPE" in unknown.text
         clock.advance(2 * 60)
         await wait_for(lambda: not available(seeded), what="courier_stale to trip")
         r = await http.get(f"/warehouses/{WH}/availability")
