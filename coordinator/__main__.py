@@ -43,7 +43,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         updates["host"] = args.host
     if getattr(args, "port", None) is not None:
         updates["port"] = args.port
-    return settings.model_copy(update=updates) if updates else settings
+    # validated like the file's values (model_copy would take a bad --db or --port as is)
+    return Settings.parse({**settings.model_dump(), **updates}) if updates else settings
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -53,6 +54,9 @@ def _serve(args: argparse.Namespace) -> int:
     from coordinator.serving import SHUTDOWN_GRACE_S, proxy_options
 
     settings = _settings(args)
+    # opened (and migrated) once before the server starts: a database that cannot be
+    # opened is one line naming it (exit 2), not a server's start-up traceback
+    open_database(settings.db_path).conn.close()
     app = create_app_with_ops(settings)
     # per-request access logging costs more than allocating the order: off unless asked
     uvicorn.run(app, host=settings.host, port=settings.port,

@@ -170,7 +170,9 @@ class ReadsConfig(_Section):
 
 
 class Settings(_Section):
-    db_path: str = "breakwater.sqlite"
+    db_path: str = Field(
+        default="breakwater.sqlite", min_length=1,
+        description="a SQLite path or sqlite:///path, or a postgresql:// URL")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     mqtt_url: tuple[str, ...] = Field(
@@ -212,6 +214,21 @@ class Settings(_Section):
         if sections:
             out["sections"] = sections
         return out
+
+    @field_validator("db_path")
+    @classmethod
+    def _database_kind(cls, value: str) -> str:
+        """A URL of any other kind (``mysql://``, ``POSTGRESQL://``) would be taken for
+        a SQLite file name and fail later as 'unable to open database file'."""
+        scheme, sep, _ = value.partition("://")
+        if sep and scheme not in ("sqlite", "postgresql", "postgres", "postgresql+psycopg"):
+            message = (f"unsupported database URL scheme {scheme!r}: use a SQLite path, "
+                       "sqlite:///path or postgresql://user@host:port/db")
+            raise ValueError(message)
+        if scheme == "sqlite" and not (value.startswith("sqlite:///")
+                                       and value.removeprefix("sqlite:///").strip("/")):
+            raise ValueError("a SQLite URL is sqlite:///relative/path or sqlite:////abs/path")
+        return value
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

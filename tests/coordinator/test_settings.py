@@ -35,6 +35,13 @@ def test_bad_value_names_the_field() -> None:
         Settings.parse({"intake": {"retry_limit": 0}})
     with pytest.raises(ConfigError, match=r"intake\.retry_on_change"):
         Settings.parse({"intake": {"retry_on_change": "sometimes"}})
+    for bad_db in ("", "mysql://db-host/breakwater", "POSTGRESQL://x", "sqlite:///",
+                   "sqlite://relative.sqlite"):
+        with pytest.raises(ConfigError, match="db_path"):
+            Settings.parse({"db_path": bad_db})
+    for good_db in ("breakwater.sqlite", "sqlite:///rel.sqlite", "sqlite:////abs/x.sqlite",
+                    "postgresql://u@h:5432/db", "postgres://u@h/db"):
+        assert Settings.parse({"db_path": good_db}).db_path == good_db
     with pytest.raises(ConfigError, match=r"reads\.max_yield_s"):
         Settings.parse({"reads": {"max_yield_s": -1}})
     with pytest.raises(ConfigError, match=r"reads\.max_active"):
