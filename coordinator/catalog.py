@@ -11,16 +11,17 @@ written in chunks of their own transaction (:func:`upsert`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from coordinator.db import Database, write_transaction
 from coordinator.errors import Conflict, ImportFileError, NotFound
-from coordinator.imports import ImportFormat, Source, detect_format, load_all
+from coordinator.imports import ImportFormat, Source, detect_format, load_all, read_chunks
 from protocols.timestamps import stamp
 
 
@@ -172,10 +173,54 @@ def upsert(db: Database, kind: Kind, rows: Sequence[BaseModel], now: datetime) -
     return _upsert_one(db, kind, rows, now)
 
 
-def _check_stock_references(db: Database, rows: Sequence[InventoryIn]) -> None:
-    """:class:`NotFound` naming the first unknown warehouse or SKU of ``rows``."""
-    warehouses = {r[0] for r in db.execute("SELECT id FROM warehouses").fetchall()}
-    skus = {r[0] for r in db.execute("SELECT id FROM skus").fetchall()}
+@dataclass
+class StreamedImport:
+    written: int = 0
+    # the SKUs written or restocked, for the retry of waiting orders; None past
+    # ``keep_skus`` (a bulk import concerns nearly every waiting order anyway)
+    skus: set[str] | None = field(default_factory=set)
+
+
+def import_source(db: Database, kind: Kind, source: IO[bytes], fmt: ImportFormat,
+                  now: datetime, *, keep_skus: int = 1000) -> StreamedImport:
+    """An export streamed from ``source`` (a spooled request body) in two passes, so no
+    more than one chunk of rows is ever in memory: first every row is validated (the
+    first bad row raises :class:`ImportFileError` naming ``row N.column``; for inventory,
+    an unknown warehouse or SKU raises :class:`NotFound`) with nothing written, then the
+    rows are written chunk by chunk, each chunk in its own transaction, so order intake
+    goes on between chunks (what :func:`upsert` does with a list)."""
+    model = MODELS[kind]
+    known: tuple[set[str], set[str]] | None = None
+    for chunk in read_chunks(source, model, fmt=fmt, chunk_size=IMPORT_CHUNK):
+        if chunk.errors:
+            first = chunk.errors[0]
+            raise ImportFileError(f"row {first.row}.{first.column}", first.message)
+        if kind is Kind.INVENTORY:
+            known = known or _stock_keys(db)
+            _check_stock_references(
+                db, [InventoryIn.model_validate(r) for r in chunk.models], known)
+    source.seek(0)
+    out = StreamedImport()
+    for chunk in read_chunks(source, model, fmt=fmt, chunk_size=IMPORT_CHUNK):
+        out.written += _upsert_one(db, kind, chunk.models, now)
+        if out.skus is not None and kind in (Kind.SKUS, Kind.INVENTORY):
+            out.skus.update(r.sku_id if isinstance(r, InventoryIn) else
+                            SkuIn.model_validate(r).id for r in chunk.models)
+            if len(out.skus) > keep_skus:
+                out.skus = None
+    return out
+
+
+def _stock_keys(db: Database) -> tuple[set[str], set[str]]:
+    return ({r[0] for r in db.execute("SELECT id FROM warehouses").fetchall()},
+            {r[0] for r in db.execute("SELECT id FROM skus").fetchall()})
+
+
+def _check_stock_references(db: Database, rows: Sequence[InventoryIn],
+                            known: tuple[set[str], set[str]] | None = None) -> None:
+    """:class:`NotFound` naming the first unknown warehouse or SKU of ``rows``
+    (``known``: the ids already read)."""
+    warehouses, skus = known or _stock_keys(db)
     for r in rows:
         if r.warehouse_id not in warehouses:
             raise NotFound("warehouse", r.warehouse_id)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 
 from coordinator import auth, queries
 from coordinator.api_models import SQLITE_INT_MAX, Problem
@@ -21,14 +22,15 @@ from coordinator.catalog import (
     StoreIn,
     WarehouseIn,
     get_row,
+    import_source,
     list_rows,
-    read_rows,
     upsert,
 )
 from coordinator.db import Database, WalCheckpointer
 from coordinator.errors import Conflict, ImportFileError, NotFound
-from coordinator.imports import ImportFormat, detect_format, form_file, media_type
+from coordinator.imports import ImportFormat, detect_format, form_file, media_type, spool
 from coordinator.orders_api import retry_after_write
+from coordinator.retry import SKU_FILTER_MAX
 from coordinator.settings import Settings
 from coordinator.validation_errors import invalid, unknown_reference
 from coordinator.web import count, request_db, request_now
@@ -68,7 +70,7 @@ def catalog_router() -> APIRouter:
 
     @router.post(
         "/import/{kind}",
-        summary="Bulk import an export: CSV, JSON, JSON lines or xlsx (all rows or none)",
+        summary="Bulk import an export: CSV, JSON, JSON lines or xlsx (a bad row writes nothing)",
         openapi_extra={"requestBody": {"content": {
             "text/csv": {"schema": {"type": "string"}},
             "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
@@ -94,13 +96,37 @@ def catalog_router() -> APIRouter:
         upload = await _import_body(request)
         if isinstance(upload, JSONResponse):
             return upload
-        raw, fmt = upload
+        body, fmt, form = upload
         try:  # the one import reader (coordinator.imports), as for the order history
-            rows = await run_in_threadpool(read_rows, raw, kind, fmt)
+            with body:
+                return await run_in_threadpool(_import_streamed, request, kind, body, fmt)
         except ImportFileError as exc:
             return JSONResponse(status_code=422, content={"detail": str(exc),
                                                           "field": exc.field})
-        return await run_in_threadpool(_upsert, request, kind, rows)
+        finally:
+            if form is not None:
+                await form.close()
+
+    def _import_streamed(request: Request, kind: Kind, body: IO[bytes],
+                         fmt: ImportFormat) -> dict[str, Any] | JSONResponse:
+        """Validated in full, then written chunk by chunk (catalog.import_source): one
+        chunk of rows in memory at a time, however large the file."""
+        try:
+            done = import_source(request_db(request), kind, body, fmt, request_now(request),
+                                 keep_skus=SKU_FILTER_MAX)
+        except NotFound as exc:
+            return unknown_reference(exc)
+        except Conflict as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        out: dict[str, Any] = {"kind": kind.value, "written": done.written}
+        settings: Settings = request.app.state.settings
+        if done.written and settings.intake.retry_on_change:
+            if kind in (Kind.INVENTORY, Kind.SKUS):  # only orders asking for these SKUs
+                trigger = "inventory_change" if kind is Kind.INVENTORY else "sku_change"
+                out["retried"] = retry_after_write(request, trigger, sku_ids=done.skus)
+            elif kind is Kind.WAREHOUSES:
+                out["retried"] = retry_after_write(request, "warehouse_change")
+        return out
 
     @router.get("/alerts", tags=["operations"], summary="Recent alerts (unallocated, stuck)")
     def alerts(
@@ -180,26 +206,30 @@ _IMPORT_TYPES = {
 }
 
 
-async def _import_body(request: Request) -> tuple[bytes, ImportFormat] | JSONResponse:
-    """The file of an import and its format, or a 415 naming what is accepted."""
+async def _import_body(request: Request
+                       ) -> tuple[IO[bytes], ImportFormat, FormData | None] | JSONResponse:
+    """The file of an import (a spooled temporary file, never the whole body in memory),
+    its format and the form to close after it (uploads are spooled files of their own),
+    or a 415 naming what is accepted."""
     ctype = media_type(request.headers.get("content-type"))
     if ctype in _IMPORT_TYPES:
-        return await request.body(), _IMPORT_TYPES[ctype]
+        settings: Settings = request.app.state.settings
+        try:
+            body = await spool(request.stream(), limit=settings.limits.max_import_bytes)
+        except ImportFileError as exc:
+            return invalid(exc.field, exc.message)
+        return body, _IMPORT_TYPES[ctype], None
     if ctype == "multipart/form-data":
         form = await request.form()
         try:
-            try:
-                upload = form_file(form)
-            except ImportFileError as exc:
-                return invalid(exc.field, exc.message)
+            upload = form_file(form)
             name = upload.filename or ""
-            try:  # the format from the file's suffix; a name without one is read as CSV
-                fmt = detect_format(name=name) if Path(name).suffix else ImportFormat.CSV
-            except ImportFileError as exc:
-                return invalid("body.file", exc.message)
-            return await upload.read(), fmt
-        finally:
-            await form.close()  # uploads are spooled temporary files
+            # the format from the file's suffix; a name without one is read as CSV
+            fmt = detect_format(name=name) if Path(name).suffix else ImportFormat.CSV
+        except ImportFileError as exc:
+            await form.close()
+            return invalid("body.file", exc.message)
+        return upload.file, fmt, form
     count(request, "imports_refused_content_type")
     return JSONResponse(status_code=415, content={
         "detail": f"content-type {ctype or '(none)'} is not accepted: send text/csv, "
