@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from coordinator.errors import StoreError
+from coordinator.errors import ConnectionLost, StoreError
 from coordinator.pg_sql import COPY_MIN, MULTI_ROW_MIN, copy_rows, multi_row, to_pg
 
 # the advisory lock every write transaction takes (one writer at a time, like SQLite)
@@ -77,15 +77,15 @@ class PgConnection:
         try:
             self.raw = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"),
                                        autocommit=True)
+            # Every transaction here issues its statements back to back. A session idle
+            # inside one is a process stopped or frozen mid-transaction (SIGSTOP, a paused
+            # VM), perhaps holding the write lock every instance needs: the server ends
+            # it. The ops sessions of a cluster set a shorter limit (the lease TTL).
+            self.raw.execute(
+                f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS:d}")
         except psycopg.Error as exc:
             message = f"cannot open database {_safe(url)}: {exc}"
             raise StoreError(message) from exc
-        # Every transaction here issues its statements back to back. A session idle
-        # inside one is a process stopped or frozen mid-transaction (SIGSTOP, a paused
-        # VM), perhaps holding the write lock every instance needs: the server ends it.
-        # The ops sessions of a cluster set a shorter limit (the lease TTL).
-        self.raw.execute(
-            f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS:d}")
         self._changes = 0
         # write transactions begun on this connection, and the number of the one running
         # (None outside one): what was read under this write lock is told apart from what
@@ -104,6 +104,35 @@ class PgConnection:
         """Rows changed by INSERT/UPDATE/DELETE on this connection (like SQLite's)."""
         return self._changes
 
+    @property
+    def closed(self) -> bool:
+        """Closed here, or ended by the server (as far as a statement has found out)."""
+        return self.raw.closed
+
+    def lost(self) -> bool:
+        """Whether the server has ended this session (see :class:`ConnectionLost`).
+
+        Also reads what the server sent while the connection sat idle: PostgreSQL tells
+        each session it ends (a restart, ``pg_terminate_backend``) before it closes the
+        socket, so a connection found lost here is replaced before a statement fails on
+        it. The read never blocks (psycopg's sockets are non-blocking): a system call
+        that finds nothing. Not while a statement or a pipeline is in flight: what is
+        pending then is its answer, which psycopg reads itself."""
+        raw = self.raw
+        if raw.closed:
+            return True
+        if self._pipelined is not None or \
+                raw.info.transaction_status == TransactionStatus.ACTIVE:
+            return False
+        # The first read takes in the server's farewell (an error message, unparsed
+        # while no statement runs), the second finds the socket closed behind it: the
+        # connection turns bad then, which is what ``closed`` tells (the error raised
+        # says the same). Two reads of nothing on a live connection.
+        for _ in range(2):
+            with suppress(psycopg.OperationalError):
+                raw.pgconn.consume_input()
+        return raw.closed
+
     @contextmanager
     def pipeline(self) -> Iterator[None]:
         """Writes inside go to the server together and are answered in one round trip at
@@ -116,16 +145,25 @@ class PgConnection:
         try:
             with self.raw.pipeline():
                 yield
+        except psycopg.OperationalError as exc:
+            if self.raw.closed:
+                raise _lost(exc) from exc
+            raise
         finally:
             sent, self._pipelined = self._pipelined, None
         self._changes += sum(max(cur.rowcount, 0) for cur in sent)
 
     def execute(self, sql: str, parameters: Any = (), /) -> PgCursor:
-        cur = self.raw.cursor()
-        if parameters:
-            cur.execute(to_pg(sql), parameters)
-        else:  # psycopg reads no placeholders (and no %% escapes) without parameters
-            cur.execute(sql)
+        try:
+            cur = self.raw.cursor()
+            if parameters:
+                cur.execute(to_pg(sql), parameters)
+            else:  # psycopg reads no placeholders (and no %% escapes) without parameters
+                cur.execute(sql)
+        except psycopg.OperationalError as exc:
+            if self.raw.closed:
+                raise _lost(exc) from exc
+            raise
         if self._pipelined is not None:
             self._pipelined.append(cur)
             return PgCursor(cur, None)
@@ -135,7 +173,15 @@ class PgConnection:
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any] | Mapping[str, Any]],
                    /) -> PgCursor:
-        given = list(parameters)
+        try:
+            return self._executemany(sql, list(parameters))
+        except psycopg.OperationalError as exc:
+            if self.raw.closed:
+                raise _lost(exc) from exc
+            raise
+
+    def _executemany(self, sql: str, given: list[Sequence[Any] | Mapping[str, Any]]
+                     ) -> PgCursor:
         if given and isinstance(given[0], Mapping):
             # rows of named parameters (:name): tuple() of a mapping would keep only its keys
             cur = self.raw.cursor()
@@ -214,8 +260,9 @@ class PgDatabase:
             try:
                 yield self
             except BaseException:
-                if conn.raw.info.transaction_status == TransactionStatus.INERROR or \
-                        conn.in_transaction:
+                if not conn.closed and (
+                        conn.raw.info.transaction_status == TransactionStatus.INERROR or
+                        conn.in_transaction):
                     conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
                     conn.execute(f"RELEASE SAVEPOINT {name}")
                 raise
@@ -225,7 +272,8 @@ class PgDatabase:
         try:
             yield self
         except BaseException:
-            conn.execute("ROLLBACK")
+            if not conn.closed:  # a lost session was rolled back by the server
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
@@ -241,7 +289,11 @@ class PgDatabase:
             return
         try:
             conn.raw.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY:d})")
-        except BaseException:
+        except BaseException as exc:
+            if conn.closed:
+                if isinstance(exc, psycopg.OperationalError):
+                    raise _lost(exc) from exc
+                raise
             if conn.in_transaction:  # e.g. the wait for the lock was cancelled
                 conn.execute("ROLLBACK")
             raise
@@ -250,11 +302,18 @@ class PgDatabase:
         try:
             yield self
         except BaseException:
-            conn.execute("ROLLBACK")
+            if not conn.closed:  # a lost session was rolled back by the server
+                conn.execute("ROLLBACK")
             raise
         finally:
             conn.write_lock_held = None
         conn.execute("COMMIT")
+
+
+def _lost(exc: psycopg.OperationalError) -> ConnectionLost:
+    """The driver's error on a connection the server ended, as the coordinator's own
+    (:class:`StoreError`: answered 503, retried by the loops that catch it)."""
+    return ConnectionLost(f"the database connection was lost: {exc}")
 
 
 def _safe(url: str) -> str:
