@@ -31,6 +31,10 @@ from coordinator.pg_sql import COPY_MIN, MULTI_ROW_MIN, copy_rows, multi_row, to
 # the advisory lock every write transaction takes (one writer at a time, like SQLite)
 IDLE_IN_TRANSACTION_MS = 10_000  # see PgConnection
 WRITE_LOCK_KEY = 0x6277_6C65_6467_6572 & 0x7FFF_FFFF_FFFF_FFFF  # "bwledger"
+# SQLSTATEs of a session the server ends (besides class 08, connection exceptions):
+# admin_shutdown, crash_shutdown, cannot_connect_now, idle_session_timeout,
+# idle_in_transaction_session_timeout
+SESSION_ENDED = frozenset({"57P01", "57P02", "57P03", "57P05", "25P03"})
 
 
 def is_postgres_url(target: str) -> bool:
@@ -109,6 +113,13 @@ class PgConnection:
         """Closed here, or ended by the server (as far as a statement has found out)."""
         return self.raw.closed
 
+    def session_ended(self, exc: psycopg.Error) -> bool:
+        """Whether ``exc`` says the session is gone. The statement that meets the end
+        of its session gets the server's reason (its SQLSTATE) before the driver has
+        seen the socket close, so both are asked."""
+        state = exc.sqlstate or ""
+        return self.raw.closed or state.startswith("08") or state in SESSION_ENDED
+
     def lost(self) -> bool:
         """Whether the server has ended this session (see :class:`ConnectionLost`).
 
@@ -145,8 +156,8 @@ class PgConnection:
         try:
             with self.raw.pipeline():
                 yield
-        except psycopg.OperationalError as exc:
-            if self.raw.closed:
+        except psycopg.Error as exc:
+            if self.session_ended(exc):
                 raise _lost(exc) from exc
             raise
         finally:
@@ -160,8 +171,8 @@ class PgConnection:
                 cur.execute(to_pg(sql), parameters)
             else:  # psycopg reads no placeholders (and no %% escapes) without parameters
                 cur.execute(sql)
-        except psycopg.OperationalError as exc:
-            if self.raw.closed:
+        except psycopg.Error as exc:
+            if self.session_ended(exc):
                 raise _lost(exc) from exc
             raise
         if self._pipelined is not None:
@@ -175,8 +186,8 @@ class PgConnection:
                    /) -> PgCursor:
         try:
             return self._executemany(sql, list(parameters))
-        except psycopg.OperationalError as exc:
-            if self.raw.closed:
+        except psycopg.Error as exc:
+            if self.session_ended(exc):
                 raise _lost(exc) from exc
             raise
 
@@ -259,8 +270,8 @@ class PgDatabase:
             conn.execute(f"SAVEPOINT {name}")
             try:
                 yield self
-            except BaseException:
-                if not conn.closed and (
+            except BaseException as exc:
+                if not _gone(conn, exc) and (
                         conn.raw.info.transaction_status == TransactionStatus.INERROR or
                         conn.in_transaction):
                     conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
@@ -271,8 +282,8 @@ class PgDatabase:
         conn.execute("BEGIN")
         try:
             yield self
-        except BaseException:
-            if not conn.closed:  # a lost session was rolled back by the server
+        except BaseException as exc:
+            if not _gone(conn, exc):  # a lost session was rolled back by the server
                 conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
@@ -290,9 +301,9 @@ class PgDatabase:
         try:
             conn.raw.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY:d})")
         except BaseException as exc:
+            if isinstance(exc, psycopg.Error) and conn.session_ended(exc):
+                raise _lost(exc) from exc
             if conn.closed:
-                if isinstance(exc, psycopg.OperationalError):
-                    raise _lost(exc) from exc
                 raise
             if conn.in_transaction:  # e.g. the wait for the lock was cancelled
                 conn.execute("ROLLBACK")
@@ -301,8 +312,8 @@ class PgDatabase:
         conn.write_lock_held = conn.write_transactions
         try:
             yield self
-        except BaseException:
-            if not conn.closed:  # a lost session was rolled back by the server
+        except BaseException as exc:
+            if not _gone(conn, exc):  # a lost session was rolled back by the server
                 conn.execute("ROLLBACK")
             raise
         finally:
@@ -310,7 +321,13 @@ class PgDatabase:
         conn.execute("COMMIT")
 
 
-def _lost(exc: psycopg.OperationalError) -> ConnectionLost:
+def _gone(conn: PgConnection, exc: BaseException) -> bool:
+    """The session of a failed transaction is gone: nothing to roll back (the server
+    did), and a ROLLBACK would only raise again."""
+    return conn.closed or isinstance(exc, ConnectionLost)
+
+
+def _lost(exc: psycopg.Error) -> ConnectionLost:
     """The driver's error on a connection the server ended, as the coordinator's own
     (:class:`StoreError`: answered 503, retried by the loops that catch it)."""
     return ConnectionLost(f"the database connection was lost: {exc}")

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,19 @@ from typing import Any
 import httpx
 import pytest
 
+from coordinator.app import create_app
 from coordinator.catalog import import_file
-from coordinator.db import dialect, open_database
+from coordinator.connections import Connections
+from coordinator.db import Database, connection_lost, dialect, open_database
+from coordinator.errors import ConnectionLost
 from coordinator.ops.notify import outbox
 from coordinator.ops.notify.outbox import OutgoingNotice
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
+from coordinator.serving import serve_in_thread
+from coordinator.settings import Settings
 from protocols import Topics
 from protocols.clock import ManualClock
+from protocols.orders import OrderIn
 from simulators.brokers import Broker
 from tests.auth import ADMIN
 from tests.coordinator.ops.app_server import ops_app, serving
@@ -139,3 +146,77 @@ async def test_the_app_answers_again_after_the_database_ended_every_session(
     failed_rounds = [r for r in caplog.records
                      if r.getMessage().startswith("notification round failed")]
     assert len(failed_rounds) <= 1
+
+
+def _end_own_session(db: Database) -> None:
+    """The server ends this connection's session while it is in use (what a restart
+    does to a request that is running)."""
+    db.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+
+def test_a_request_thread_replaces_a_connection_lost_idle_or_in_use(
+        postgres_url: str) -> None:
+    open_database(postgres_url).conn.close()  # migrated
+    connections = Connections(postgres_url)
+    try:
+        first = connections.get()
+        assert connection_lost(first) is False
+        # idle: known lost before any statement fails on it, and replaced
+        assert _terminate_every_session(postgres_url) == 1
+        # the server ends the session a moment after the call returns
+        deadline = time.monotonic() + 5
+        while not connection_lost(first):
+            assert time.monotonic() < deadline, "the ended session was never noticed"
+            time.sleep(0.01)
+        second = connections.get()
+        assert second is not first
+        assert second.execute("SELECT 1").fetchone()[0] == 1
+        # in use, inside a transaction: the coordinator's error (a 503), not the driver's
+        with pytest.raises(ConnectionLost, match="terminating connection"), second.atomic():
+            second.execute("SELECT 1")
+            _end_own_session(second)
+        third = connections.get()
+        assert third is not second
+        assert third.execute("SELECT 1").fetchone()[0] == 1
+        assert connections.replaced == 2
+    finally:
+        connections.close()
+
+
+def _seeded(target: str) -> None:
+    db = open_database(target)
+    try:
+        for name in SAMPLE_FILES:
+            import_file(db, SAMPLE_DIR / f"{name}.csv", datetime.now(UTC))
+    finally:
+        db.conn.close()
+
+
+def test_an_order_whose_connection_dies_mid_commit_is_answered_503_and_the_next_works(
+        postgres_url: str) -> None:
+    _seeded(postgres_url)
+    app = create_app(Settings(db_path=postgres_url))
+    cut = {"armed": True}
+
+    def hook(db: Database, created: Sequence[tuple[str, OrderIn]], now: datetime) -> None:
+        # runs inside the intake's transaction, after the orders' rows were written
+        if cut["armed"]:
+            cut["armed"] = False
+            _end_own_session(db)
+
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, headers=ADMIN,
+                                                   timeout=20) as http:
+        app.state.intake.on_stored = hook
+        refused = http.post("/orders", json=_order("CUT-1"))
+        assert refused.status_code == 503, refused.text
+        assert "connection was lost" in refused.json()["detail"]
+        # the intake writer is on a new connection; the lost transaction left nothing
+        again = http.post("/orders", json=_order("CUT-1"))
+        assert again.status_code == 201, again.text
+        assert http.get("/healthz").status_code == 200
+        orders = http.get("/orders", params={"limit": 100}).json()
+    assert len([o for o in _rows(orders) if "CUT-1" in str(o)]) == 1
+
+
+def _rows(listing: Any) -> list[Any]:
+    return list(listing["orders"] if isinstance(listing, dict) else listing)
