@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -89,6 +89,21 @@ def json_text(db: Database, column: str, key: str) -> str:
     if dialect(db) == "postgresql":
         return f"({column}::json ->> '{key}')"
     return f"CAST(json_extract({column}, '$.{key}') AS TEXT)"
+
+
+def connection_lost(db: Database) -> bool:
+    """The server ended ``db``'s session (a restart, a failover, an administrator): the
+    connection must be replaced, every statement on it would fail. PostgreSQL only: a
+    SQLite connection is a file opened in this process, never lost."""
+    conn = db.conn
+    return isinstance(conn, PgConnection) and conn.lost()
+
+
+def close_quietly(db: Database) -> None:
+    """Close ``db``; a connection the server already ended may refuse to, and there is
+    nothing left to release then."""
+    with suppress(Exception):
+        db.conn.close()
 
 
 def sqlite_connection(db: Database, what: str) -> sqlite3.Connection:

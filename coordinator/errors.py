@@ -24,6 +24,12 @@ class StoreError(CoordinatorError):
     """The database refused or failed an operation."""
 
 
+class ConnectionLost(StoreError):
+    """The database ended the connection (a restart, a failover, a session ended by an
+    administrator or a timeout): what ran on it is rolled back, and the connection is
+    replaced on its next use (:func:`coordinator.db.connection_lost`)."""
+
+
 class NotFound(CoordinatorError):
     """A referenced entity (order, warehouse, SKU, store) does not exist."""
 

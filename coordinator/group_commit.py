@@ -6,6 +6,11 @@ one request and nothing waits; when they pile up the cost of a commit is shared,
 queue drains instead of growing. Requests queued while the writer waits for the write
 lock join its batch. A group that fails as a whole (say a SKU deleted in between) is
 retried request by request, so one bad request never fails another.
+
+The writer's connection is replaced when the server ended it (a PostgreSQL restart or
+failover): found lost before a group, it is opened anew and the group goes through; lost
+under a group, every request of the group gets the error (:class:`ConnectionLost`, a
+503), so no accepted order is dropped unanswered, and the next group uses a new one.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from coordinator.db import Database
-from coordinator.errors import StoreError
+from coordinator.errors import ConnectionLost, StoreError
 from coordinator.intake import OrderOutcome, StoredHook, check_references, submit_orders
+from coordinator.reconnect import ReconnectingDatabase
 from coordinator.settings import Settings
 from protocols.clock import Clock
 from protocols.orders import OrderIn
@@ -34,7 +40,7 @@ class _Pending:
 class GroupCommitter:
     def __init__(self, connect: Callable[[], Database], settings: Settings, clock: Clock,
                  max_batch: int = 256) -> None:
-        self._connect = connect
+        self._conn = ReconnectingDatabase(connect, "order intake")
         self._settings = settings
         self._clock = clock
         self._max_batch = max_batch
@@ -78,19 +84,21 @@ class GroupCommitter:
         return await asyncio.wrap_future(pending.future)
 
     def _run(self) -> None:
-        db = self._connect()
         try:
-            self._serve(db)
+            self._serve()
         finally:
-            db.conn.close()
+            self._conn.close()
 
-    def _serve(self, db: Database) -> None:
+    def _serve(self) -> None:
         while not self._stopping:
             first = self._queue.get()
             if first is None:
                 break
             group = [first, *self._take(self._max_batch - len(first.orders))]
-            self._commit(db, group)
+            try:
+                self._commit(self._conn.get(), group)
+            except StoreError as exc:  # no connection: the database is away (a 503)
+                _answer_all(group, exc)
         # answer anything still queued so no request waits forever
         while True:
             try:
@@ -142,6 +150,8 @@ class GroupCommitter:
             for pending in group:
                 try:
                     check_references(db, pending.orders)
+                except ConnectionLost:
+                    raise  # not this request's fault: the whole group is answered
                 except Exception as exc:
                     pending.future.set_exception(exc)
                 else:
@@ -151,6 +161,13 @@ class GroupCommitter:
                 return
         try:
             outcomes = self._store(db, [o for p in group for o in p.orders], group)
+        except ConnectionLost as exc:
+            # one request at a time would fail alike on the dead connection. ``group``
+            # holds the requests that joined while it waited for the lock, too. Lost
+            # before its COMMIT was answered, the group may have been stored: a repeat
+            # of a request finds its orders (keyed by the channel's order id)
+            _answer_all(group, exc)
+            return
         except Exception as exc:
             if len(group) == 1:  # handed to the waiting request, which maps it to a status
                 group[0].future.set_exception(exc)
@@ -168,4 +185,11 @@ class GroupCommitter:
         try:
             pending.future.set_result(self._store(db, pending.orders))
         except Exception as exc:  # handed to the waiting request, which maps it to a status
+            pending.future.set_exception(exc)
+
+
+def _answer_all(group: list[_Pending], exc: Exception) -> None:
+    """Every request of ``group`` not answered yet gets ``exc``: none waits forever."""
+    for pending in group:
+        if not pending.future.done():
             pending.future.set_exception(exc)

@@ -19,18 +19,22 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from coordinator.errors import StoreError
+from coordinator.errors import ConnectionLost, StoreError
 from coordinator.pg_sql import COPY_MIN, MULTI_ROW_MIN, copy_rows, multi_row, to_pg
 
 # the advisory lock every write transaction takes (one writer at a time, like SQLite)
 IDLE_IN_TRANSACTION_MS = 10_000  # see PgConnection
 WRITE_LOCK_KEY = 0x6277_6C65_6467_6572 & 0x7FFF_FFFF_FFFF_FFFF  # "bwledger"
+# SQLSTATEs of a session the server ends (besides class 08, connection exceptions):
+# admin_shutdown, crash_shutdown, cannot_connect_now, idle_session_timeout,
+# idle_in_transaction_session_timeout
+SESSION_ENDED = frozenset({"57P01", "57P02", "57P03", "57P05", "25P03"})
 
 
 def is_postgres_url(target: str) -> bool:
@@ -77,15 +81,15 @@ class PgConnection:
         try:
             self.raw = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"),
                                        autocommit=True)
+            # Every transaction here issues its statements back to back. A session idle
+            # inside one is a process stopped or frozen mid-transaction (SIGSTOP, a paused
+            # VM), perhaps holding the write lock every instance needs: the server ends
+            # it. The ops sessions of a cluster set a shorter limit (the lease TTL).
+            self.raw.execute(
+                f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS:d}")
         except psycopg.Error as exc:
             message = f"cannot open database {_safe(url)}: {exc}"
             raise StoreError(message) from exc
-        # Every transaction here issues its statements back to back. A session idle
-        # inside one is a process stopped or frozen mid-transaction (SIGSTOP, a paused
-        # VM), perhaps holding the write lock every instance needs: the server ends it.
-        # The ops sessions of a cluster set a shorter limit (the lease TTL).
-        self.raw.execute(
-            f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS:d}")
         self._changes = 0
         # write transactions begun on this connection, and the number of the one running
         # (None outside one): what was read under this write lock is told apart from what
@@ -104,6 +108,42 @@ class PgConnection:
         """Rows changed by INSERT/UPDATE/DELETE on this connection (like SQLite's)."""
         return self._changes
 
+    @property
+    def closed(self) -> bool:
+        """Closed here, or ended by the server (as far as a statement has found out)."""
+        return self.raw.closed
+
+    def session_ended(self, exc: psycopg.Error) -> bool:
+        """Whether ``exc`` says the session is gone. The statement that meets the end
+        of its session gets the server's reason (its SQLSTATE) before the driver has
+        seen the socket close, so both are asked."""
+        state = exc.sqlstate or ""
+        return self.raw.closed or state.startswith("08") or state in SESSION_ENDED
+
+    def lost(self) -> bool:
+        """Whether the server has ended this session (see :class:`ConnectionLost`).
+
+        Also reads what the server sent while the connection sat idle: PostgreSQL tells
+        each session it ends (a restart, ``pg_terminate_backend``) before it closes the
+        socket, so a connection found lost here is replaced before a statement fails on
+        it. The read never blocks (psycopg's sockets are non-blocking): a system call
+        that finds nothing. Not while a statement or a pipeline is in flight: what is
+        pending then is its answer, which psycopg reads itself."""
+        raw = self.raw
+        if raw.closed:
+            return True
+        if self._pipelined is not None or \
+                raw.info.transaction_status == TransactionStatus.ACTIVE:
+            return False
+        # The first read takes in the server's farewell (an error message, unparsed
+        # while no statement runs), the second finds the socket closed behind it: the
+        # connection turns bad then, which is what ``closed`` tells (the error raised
+        # says the same). Two reads of nothing on a live connection.
+        for _ in range(2):
+            with suppress(psycopg.OperationalError):
+                raw.pgconn.consume_input()
+        return raw.closed
+
     @contextmanager
     def pipeline(self) -> Iterator[None]:
         """Writes inside go to the server together and are answered in one round trip at
@@ -116,16 +156,25 @@ class PgConnection:
         try:
             with self.raw.pipeline():
                 yield
+        except psycopg.Error as exc:
+            if self.session_ended(exc):
+                raise _lost(exc) from exc
+            raise
         finally:
             sent, self._pipelined = self._pipelined, None
         self._changes += sum(max(cur.rowcount, 0) for cur in sent)
 
     def execute(self, sql: str, parameters: Any = (), /) -> PgCursor:
-        cur = self.raw.cursor()
-        if parameters:
-            cur.execute(to_pg(sql), parameters)
-        else:  # psycopg reads no placeholders (and no %% escapes) without parameters
-            cur.execute(sql)
+        try:
+            cur = self.raw.cursor()
+            if parameters:
+                cur.execute(to_pg(sql), parameters)
+            else:  # psycopg reads no placeholders (and no %% escapes) without parameters
+                cur.execute(sql)
+        except psycopg.Error as exc:
+            if self.session_ended(exc):
+                raise _lost(exc) from exc
+            raise
         if self._pipelined is not None:
             self._pipelined.append(cur)
             return PgCursor(cur, None)
@@ -135,7 +184,15 @@ class PgConnection:
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any] | Mapping[str, Any]],
                    /) -> PgCursor:
-        given = list(parameters)
+        try:
+            return self._executemany(sql, list(parameters))
+        except psycopg.Error as exc:
+            if self.session_ended(exc):
+                raise _lost(exc) from exc
+            raise
+
+    def _executemany(self, sql: str, given: list[Sequence[Any] | Mapping[str, Any]]
+                     ) -> PgCursor:
         if given and isinstance(given[0], Mapping):
             # rows of named parameters (:name): tuple() of a mapping would keep only its keys
             cur = self.raw.cursor()
@@ -213,9 +270,10 @@ class PgDatabase:
             conn.execute(f"SAVEPOINT {name}")
             try:
                 yield self
-            except BaseException:
-                if conn.raw.info.transaction_status == TransactionStatus.INERROR or \
-                        conn.in_transaction:
+            except BaseException as exc:
+                if not _gone(conn, exc) and (
+                        conn.raw.info.transaction_status == TransactionStatus.INERROR or
+                        conn.in_transaction):
                     conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
                     conn.execute(f"RELEASE SAVEPOINT {name}")
                 raise
@@ -224,8 +282,9 @@ class PgDatabase:
         conn.execute("BEGIN")
         try:
             yield self
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            if not _gone(conn, exc):  # a lost session was rolled back by the server
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
@@ -241,7 +300,11 @@ class PgDatabase:
             return
         try:
             conn.raw.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY:d})")
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, psycopg.Error) and conn.session_ended(exc):
+                raise _lost(exc) from exc
+            if conn.closed:
+                raise
             if conn.in_transaction:  # e.g. the wait for the lock was cancelled
                 conn.execute("ROLLBACK")
             raise
@@ -249,12 +312,25 @@ class PgDatabase:
         conn.write_lock_held = conn.write_transactions
         try:
             yield self
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            if not _gone(conn, exc):  # a lost session was rolled back by the server
+                conn.execute("ROLLBACK")
             raise
         finally:
             conn.write_lock_held = None
         conn.execute("COMMIT")
+
+
+def _gone(conn: PgConnection, exc: BaseException) -> bool:
+    """The session of a failed transaction is gone: nothing to roll back (the server
+    did), and a ROLLBACK would only raise again."""
+    return conn.closed or isinstance(exc, ConnectionLost)
+
+
+def _lost(exc: psycopg.Error) -> ConnectionLost:
+    """The driver's error on a connection the server ended, as the coordinator's own
+    (:class:`StoreError`: answered 503, retried by the loops that catch it)."""
+    return ConnectionLost(f"the database connection was lost: {exc}")
 
 
 def _safe(url: str) -> str:

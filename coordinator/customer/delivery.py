@@ -40,6 +40,7 @@ from coordinator.db import Database
 from coordinator.errors import NotificationError
 from coordinator.ops.notify.dispatcher import HttpJsonAdapter
 from coordinator.ops.notify.outbox import Notification
+from coordinator.reconnect import ReconnectingDatabase
 from coordinator.redact import header_secrets, redact, safe_url, url_secrets
 
 WECHAT_THING_MAX = 20  # a subscribe message's "thing" value holds at most 20 characters
@@ -57,8 +58,8 @@ class CustomerAdapter:
                  concurrency: int = 8) -> None:
         self.client = client
         self.config = config
-        self._open_db = open_db
-        self._db: Database | None = None
+        # the delivery threads' lookups (one at a time), replaced when the server ended it
+        self._conn = ReconnectingDatabase(open_db, "customer delivery lookups")
         self.poster = KeepAlivePoster(timeout_s, max_idle_per_origin=concurrency)
         # the dispatcher runs at most ``concurrency`` deliveries at once
         self._executor = ThreadPoolExecutor(max_workers=concurrency,
@@ -71,10 +72,9 @@ class CustomerAdapter:
 
     def _lookup(self, order_id: str) -> tuple[str | None, str | None, bool]:
         """(phone, openid, masked) of the order's buyer, read now."""
-        if self._db is None:
-            self._db = self._open_db()
-        contact = contact_of(self._db, order_id)
-        facts = facts_of(self._db, order_id)
+        db = self._conn.get()
+        contact = contact_of(db, order_id)
+        facts = facts_of(db, order_id)
         openid = facts.customer_id if facts is not None else None
         if contact is None:
             return None, openid, False
@@ -86,9 +86,7 @@ class CustomerAdapter:
         self._closed = True
         self._executor.shutdown(wait=True)
         self.poster.close()
-        if self._db is not None:
-            self._db.conn.close()
-            self._db = None
+        self._conn.close()
 
     async def deliver(self, notification: Notification) -> None:
         route = notification.payload.get("route")

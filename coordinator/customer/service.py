@@ -27,9 +27,11 @@ from coordinator.customer.config import CustomerConfig, check_templates, custome
 from coordinator.customer.delivery import CustomerAdapter
 from coordinator.customer.tick import NODE_CURSOR, TickResult, customer_tick
 from coordinator.db import Database, open_database, write_transaction
+from coordinator.errors import StoreError
 from coordinator.group_commit import GroupCommitter
 from coordinator.ops.config import OpsConfig
 from coordinator.ops.runner import OpsService
+from coordinator.reconnect import OutageLog, ReconnectingDatabase
 from coordinator.settings import Settings
 from coordinator.web import ops_config_in
 from protocols.clock import Clock
@@ -49,7 +51,10 @@ class CustomerService:
         self.tz = ZoneInfo(ops_config.notify.timezone)
         self.interval_s = ops_config.tick_interval_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="customer-tick")
-        self._db: Database | None = None
+        # the tick thread's, replaced when the server ended it (a restart, a failover)
+        self._conn = ReconnectingDatabase(
+            lambda: open_database(settings.db_path, migrate=False), "customer tick")
+        self._outage = OutageLog("customer tick")
         self._task: asyncio.Task[None] | None = None
         self._adapter: CustomerAdapter | None = None
         self.ops: OpsService | None = None
@@ -93,9 +98,7 @@ class CustomerService:
         self._executor.shutdown(wait=True)
 
     def _close(self) -> None:
-        if self._db is not None:
-            self._db.conn.close()
-            self._db = None
+        self._conn.close()
         if self._adapter is not None:
             self._adapter.close()
 
@@ -123,9 +126,8 @@ class CustomerService:
 
     # -- the tick ------------------------------------------------------------------------
     def _tick_sync(self, now: datetime) -> TickResult:
-        if self._db is None:
-            self._db = open_database(self.settings.db_path, migrate=False)
-        return customer_tick(self._db, now, self.settings, self.config, self.templates, self.tz)
+        return customer_tick(self._conn.get(), now, self.settings, self.config,
+                             self.templates, self.tz)
 
     async def tick(self, now: datetime | None = None) -> TickResult:
         """One tick at ``now`` (default: the clock's), on the tick thread."""
@@ -144,9 +146,13 @@ class CustomerService:
                 # is claimed in the database as well, so a late follower does nothing twice)
                 if self.ops is None or self.ops.leading():
                     await self.tick()
+            except StoreError as exc:  # the database away: logged once, retried spaced out
+                self._outage.failed(exc)
             except Exception:  # a failed round is retried at the next tick
                 log.exception("customer tick failed")
-            await asyncio.sleep(self.interval_s)
+            else:
+                self._outage.succeeded()
+            await asyncio.sleep(self._outage.backoff_s(self.interval_s))
 
 
 def customer_lifespan(config: CustomerConfig | None = None

@@ -10,23 +10,16 @@ go through the ops thread."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from coordinator.db import Database
+from coordinator.db import Database, close_quietly, connection_lost
 from coordinator.ops import inbox_store
 from coordinator.ops.handler import OpsCore
 
 Call = Callable[[Callable[[OpsCore], Any]], Awaitable[Any]]
-
-
-def connection_lost(db: Database) -> bool:
-    """The PostgreSQL connection was closed under us (a SQLite one never is)."""
-    raw = getattr(db.conn, "raw", None)
-    return bool(getattr(raw, "closed", False))
 
 
 class InboxWriter:
@@ -59,8 +52,7 @@ class InboxWriter:
 
     def _close(self) -> None:
         if self._db is not None:
-            with contextlib.suppress(Exception):  # a lost connection may refuse to close
-                self._db.conn.close()
+            close_quietly(self._db)
             self._db = None
 
     async def aclose(self) -> None:

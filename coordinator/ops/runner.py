@@ -18,7 +18,6 @@ Usage (inside FastAPI's lifespan)::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -27,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TypeVar
 
-from coordinator.db import Database, WalCheckpointer, open_database
+from coordinator.db import Database, WalCheckpointer, close_quietly, connection_lost, open_database
 from coordinator.live import Hub
 from coordinator.observability import Metrics
 from coordinator.ops import (
@@ -38,7 +37,7 @@ from coordinator.ops import (
 )
 from coordinator.ops.config import OpsConfig, ops_config_of
 from coordinator.ops.handler import HandleResult, OpsCore
-from coordinator.ops.inbox_writer import InboxWriter, connection_lost
+from coordinator.ops.inbox_writer import InboxWriter
 from coordinator.ops.leadership import Leadership
 from coordinator.ops.notice_sweeps import Tally
 from coordinator.ops.notify.dispatcher import Dispatcher
@@ -244,8 +243,7 @@ class OpsService(Periodic):
 
     def _close_core(self) -> None:
         if self._core is not None:
-            with contextlib.suppress(Exception):  # a lost connection may refuse to close
-                self._core.db.conn.close()
+            close_quietly(self._core.db)
             self._core = None
 
     def _with_core(self, fn: Callable[[OpsCore], T]) -> T:

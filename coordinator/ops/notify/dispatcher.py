@@ -31,10 +31,11 @@ from typing import Any, BinaryIO, Protocol
 import httpx
 
 from coordinator.db import Database, dialect, write_transaction
-from coordinator.errors import NotificationError
+from coordinator.errors import NotificationError, StoreError
 from coordinator.ops.config import NotifyConfig
 from coordinator.ops.notify import outbox
 from coordinator.ops.notify.outbox import Notification
+from coordinator.reconnect import OutageLog, ReconnectingDatabase
 from coordinator.redact import (
     URL_LOGGERS,
     RedactingFilter,
@@ -264,8 +265,9 @@ class Dispatcher:
         # resumes here and must not send what the new leader sends (each notice once).
         self.allowed = allowed
         self.clock = clock
-        self._open_db = open_db
-        self._db: Database | None = None
+        # replaced when the server ended it (a restart, a failover): delivery goes on
+        self._conn = ReconnectingDatabase(open_db, "notification dispatcher")
+        self._outage = OutageLog("notification round")
         self._own_client = client is None
         self.client = client or httpx.AsyncClient(timeout=config.dispatcher.timeout_s)
         self.adapters = build_adapters(config, self.client)
@@ -283,9 +285,8 @@ class Dispatcher:
 
     @property
     def db(self) -> Database:
-        if self._db is None:
-            self._db = self._open_db()
-        return self._db
+        """The dispatcher's connection (a new one when the server ended the last)."""
+        return self._conn.get()
 
     def wake(self) -> None:
         """Something was queued: look now rather than at the next poll."""
@@ -314,37 +315,40 @@ class Dispatcher:
             return 0
         d = self.config.dispatcher
         now = self.clock.now()
-        batch = outbox.claim(self.db, now, d.batch_size, timedelta(seconds=d.claim_lease_s))
+        db = self.db
+        batch = outbox.claim(db, now, d.batch_size, timedelta(seconds=d.claim_lease_s))
         attempt: list[Notification] = []
         for n in batch:
             if n.kind == "wecom":
                 wait = self.wecom_bucket.take(now.timestamp())
                 if wait > 0:
-                    outbox.defer(self.db, n.id, now + timedelta(seconds=wait))
+                    outbox.defer(db, n.id, now + timedelta(seconds=wait))
                     self.stats.deferred += 1
                     continue
             attempt.append(n)
         outcomes = await asyncio.gather(*(self._attempt(n) for n in attempt))
+        # again: a connection lost while the notices were out is replaced, so what was
+        # delivered is marked (the claim is in the rows, not in the session)
+        db = self.db
         # SQLite: through the process's write lock, like every other writer here: a bare
         # transaction would make a request thread's BEGIN IMMEDIATE wait in SQLite's busy
         # handler, which sleeps in growing steps (hundreds of ms under load). PostgreSQL:
         # these rows are this dispatcher's claim, so a plain transaction; the database-wide
         # write lock would queue the marks behind a long reroute on any instance
-        marking = (write_transaction(self.db) if dialect(self.db) == "sqlite"
-                   else self.db.atomic())
+        marking = write_transaction(db) if dialect(db) == "sqlite" else db.atomic()
         with marking:
             for n, (error, done) in zip(attempt, outcomes, strict=True):
                 if error is _NOT_LEADING:
                     # due at once again: the successor need not wait out this claim
-                    outbox.release(self.db, n, done)
+                    outbox.release(db, n, done)
                     self.stats.yielded += 1
                     continue
                 if error is None:
-                    outbox.mark_sent(self.db, n.id, done)
+                    outbox.mark_sent(db, n.id, done)
                     self.stats.sent += 1
                     continue
                 status = outbox.mark_failed(
-                    self.db, n, done, error, max_attempts=d.max_attempts,
+                    db, n, done, error, max_attempts=d.max_attempts,
                     backoff_base_s=d.backoff_base_s, backoff_max_s=d.backoff_max_s)
                 if status == "failed":
                     self.stats.dead += 1
@@ -373,20 +377,24 @@ class Dispatcher:
             self._wake.clear()
             try:
                 attempted = await self.run_once()
+            except StoreError as exc:  # the database away: logged once, retried spaced out
+                self._outage.failed(exc)
+                attempted = 0
             except Exception:  # a broken round must not end delivery for good
                 log.exception("notification round failed")
                 attempted = 0
+            else:
+                self._outage.succeeded()
             if attempted >= self.config.dispatcher.batch_size or self._stopping:
                 continue
+            wait_s = self._outage.backoff_s(self.config.dispatcher.poll_interval_s)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.dispatcher.poll_interval_s)
+                await asyncio.wait_for(self._wake.wait(), wait_s)
 
     async def aclose(self) -> None:
         for name in URL_LOGGERS:
             logging.getLogger(name).removeFilter(self._log_filter)
         if self._own_client:
             await self.client.aclose()
-        if self._db is not None:
-            self._db.conn.close()
-            self._db = None
+        self._conn.close()
 
