@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -51,9 +52,14 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from coordinator.ops.app import create_app_with_ops
+    from coordinator.ops.lease_store import instance_session_name
     from coordinator.serving import SHUTDOWN_GRACE_S, proxy_options
 
     settings = _settings(args)
+    # every PostgreSQL session of this instance carries its name (libpq reads PGAPPNAME):
+    # a standby taking over an expired lease ends them all, whichever holds the write
+    # lock (coordinator/ops/lease_store.py); the ops sessions name themselves apart
+    os.environ.setdefault("PGAPPNAME", instance_session_name(settings.instance))
     # opened (and migrated) once before the server starts: a database that cannot be
     # opened is one line naming it (exit 2), not a server's start-up traceback
     open_database(settings.db_path).conn.close()

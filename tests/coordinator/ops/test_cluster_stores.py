@@ -157,6 +157,42 @@ def test_a_leader_stopped_inside_a_transaction_is_ended_by_the_server_so_the_sta
     standby.conn.close()
 
 
+def test_a_stopped_holders_other_session_holding_the_write_lock_is_ended_so_the_standby_leads(
+    postgres_url: str,
+) -> None:
+    # instance a's lease expired while one of its other sessions (its intake, its
+    # customer tick: named by PGAPPNAME, not an ops session) holds the write lock and
+    # is never ended by the server (stopped mid-protocol counts as active; here: no idle
+    # timeout). b's lease round must not wait for that lock forever.
+    name = lease_store.instance_session_name("a")
+    a_ops = open_database(postgres_url)
+    a_other = open_database(f"{postgres_url}?application_name={name}")
+    standby = open_database(f"{postgres_url}?application_name=standby")
+    a, b = LeaseKeeper("a", 4), LeaseKeeper("b", 4)
+    lease_store.step(a_ops, a, T0)
+    a_other.execute("SET idle_in_transaction_session_timeout = 0")
+    result: list[int | None] = []
+    worker = threading.Thread(target=lambda: result.append(
+        (lease_store.step(standby, b, T0 + timedelta(seconds=5)), b.epoch)[1]))
+    try:
+        with pytest.raises(ConnectionLost), write_transaction(a_other):
+            a_other.execute("INSERT INTO ops_cursors (name, value) VALUES ('from-a', 1)")
+            worker.start()  # a "stops" here, holding the write lock
+            worker.join(10)
+            a_other.execute("SELECT 1")  # a resumes: its session was ended meanwhile
+    finally:
+        if worker.is_alive():  # the fix is missing: free the lock so the test ends
+            with contextlib.suppress(Exception):
+                a_other.conn.close()
+            worker.join(10)
+    assert result == [2]  # b took the lease while a was stopped
+    assert standby.execute("SELECT count(*) FROM ops_cursors WHERE name = 'from-a'"
+                           ).fetchone()[0] == 0
+    for db in (a_ops, a_other, standby):
+        with contextlib.suppress(Exception):
+            db.conn.close()
+
+
 def test_a_put_waits_for_an_earlier_uncommitted_put_so_ids_appear_in_order(
     postgres_url: str,
 ) -> None:
