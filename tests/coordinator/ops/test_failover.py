@@ -189,10 +189,17 @@ async def test_leader_paused_mid_reroute_past_its_lease_writes_nothing_after_it_
         if backend == "postgresql":
             # stopped inside its transaction, it holds the write lock: the server ends
             # its session after the lease TTL, so the standby leads while it is stopped
-            await wait_for(lambda: leader(db_path) == other, 30,
-                           "the standby, while the leader is stopped")
-            await wait_for(lambda: applied_seqs(db_path) == [1, 2, 3], 30,
-                           "the events, while the leader is stopped")
+            try:
+                await wait_for(lambda: leader(db_path) == other, 30,
+                               "the standby, while the leader is stopped")
+                await wait_for(lambda: applied_seqs(db_path) == [1, 2, 3], 30,
+                               "the events, while the leader is stopped")
+            except AssertionError as exc:
+                # what held whom: the sessions and their locks, for the failure report
+                sessions = read(db_path, "SELECT pid, application_name, state, wait_event, "
+                                "left(query, 80) FROM pg_stat_activity "
+                                "WHERE datname = current_database()")
+                raise AssertionError(f"{exc}; sessions: {sessions}") from None
         else:
             # a SQLite writer stopped inside its transaction keeps the file lock until it
             # resumes (instances share one host there): it then commits what it checked
