@@ -135,13 +135,21 @@ class PgConnection:
         if self._pipelined is not None or \
                 raw.info.transaction_status == TransactionStatus.ACTIVE:
             return False
-        # The first read takes in the server's farewell (an error message, unparsed
-        # while no statement runs), the second finds the socket closed behind it: the
-        # connection turns bad then, which is what ``closed`` tells (the error raised
-        # says the same). Two reads of nothing on a live connection.
-        for _ in range(2):
-            with suppress(psycopg.OperationalError):
-                raw.pgconn.consume_input()
+        # Only under the driver's own lock, never waiting for it: a statement of another
+        # thread under way (a connection handed across threads) reads its own answer,
+        # and this read must not take it from the socket.
+        if not raw.lock.acquire(blocking=False):
+            return False
+        try:
+            # The first read takes in the server's farewell (an error message, unparsed
+            # while no statement runs), the second finds the socket closed behind it:
+            # the connection turns bad then, which is what ``closed`` tells (the error
+            # raised says the same). Two reads of nothing on a live connection.
+            for _ in range(2):
+                with suppress(psycopg.OperationalError):
+                    raw.pgconn.consume_input()
+        finally:
+            raw.lock.release()
         return raw.closed
 
     @contextmanager

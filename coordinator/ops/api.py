@@ -42,12 +42,12 @@ Ops = Annotated[OpsService, Depends(ops_service)]
 
 
 def read_connection(request: Request) -> Database:
-    """The worker thread's own connection: reads never wait on the ops thread."""
+    """The calling thread's own connection: reads never wait on the ops thread. Taken
+    inside the endpoint's body, never as a dependency: FastAPI may run a dependency on
+    another worker thread than its endpoint, and that thread's connection would then be
+    used by two threads at once (a CI run saw a query read another's rows)."""
     db: Database = request.app.state.connections.get()
     return db
-
-
-ReadDb = Annotated[Database, Depends(read_connection)]
 
 
 def _summary(request: Request, db: Database) -> dict[str, Any]:
@@ -151,10 +151,11 @@ async def warehouse_availability(warehouse_id: str, ops: Ops, request: Request,
 
 
 @router.get("/warehouses/{warehouse_id}/audit", dependencies=[WAREHOUSE_READ])
-def warehouse_audit(warehouse_id: str, request: Request, caller: auth.Caller,
-                    db: ReadDb) -> list[dict[str, Any]]:
+def warehouse_audit(warehouse_id: str, request: Request,
+                    caller: auth.Caller) -> list[dict[str, Any]]:
     """Every pause, resume and availability change of a warehouse, oldest first."""
     _in_scope(request, caller, warehouse_id)
+    db = read_connection(request)
     if not catalog.warehouse_exists(db, warehouse_id):
         raise HTTPException(404, f"unknown warehouse {warehouse_id}")
     return incident_store.audit_trail(db, warehouse_id)
@@ -172,9 +173,9 @@ async def post_tracking(update: TrackingUpdate, ops: Ops) -> Any:
 
 @router.get("/notifications", dependencies=[auth.requires(auth.ANY_ROLE, scoped=True)])
 def list_notifications(
+    request: Request,
     ops: Ops,
     caller: auth.Caller,
-    db: ReadDb,
     status: Literal["pending", "sent", "failed"] | None = None,
     kind: Literal["franchisee", "wecom", "sms", "webhook"] | None = None,
     incident_id: str | None = None,
@@ -183,8 +184,8 @@ def list_notifications(
     """The outbox; ``status=failed`` lists dead notifications (retry with POST .../retry).
     A credential scoped to some stores sees only those stores' franchisee notices."""
     stores = None if caller.scope.unlimited else sorted(caller.scope.stores or ())
-    found = outbox.listing(db, status=status, kind=kind, incident_id=incident_id, limit=limit,
-                           stores=stores)
+    found = outbox.listing(read_connection(request), status=status, kind=kind,
+                           incident_id=incident_id, limit=limit, stores=stores)
     return [n.as_json() for n in found]
 
 
@@ -206,8 +207,9 @@ async def retry_notification(
 
 
 @router.get("/metrics/summary")
-def metrics_summary(request: Request, ops: Ops, db: ReadDb) -> dict[str, Any]:
+def metrics_summary(request: Request, ops: Ops) -> dict[str, Any]:
     """First response time, status transparency, self-healing rate, counters."""
+    db = read_connection(request)
     data = dict(_summary(request, db))  # shared with other requests: copied before adding
     data["watcher"] = {"received": ops.watcher.stats.received,
                        "bad_payloads": ops.watcher.stats.bad_payloads,
