@@ -295,3 +295,26 @@ def test_any_body_holding_a_nul_is_a_422_never_a_500(
     answer = http.post(path, json=body)
     assert_invalid(answer)
     assert answer.json()["field"].startswith("body")
+
+
+def test_a_large_catalogue_import_is_streamed_and_a_bad_last_row_writes_nothing(
+        http: httpx.Client) -> None:
+    # written chunk by chunk (2,000 rows each) once every row has been validated: a bad
+    # row at the very end still rejects the whole file, and nothing of it is written
+    csv = {"content-type": "text/csv"}
+    rows = "".join(f"SKU-BULK-{i:05d},bulk {i},0\n" for i in range(5_000))
+    bad = http.post("/import/skus", headers=csv,
+                    content=f"id,name,cold_chain\n{rows}SKU-BULK-X,,maybe\n".encode())
+    assert bad.status_code == 422 and bad.json()["field"].startswith("row 5002.")
+    assert http.get("/skus/SKU-BULK-00000").status_code == 404
+    good = http.post("/import/skus", headers=csv,
+                     content=f"id,name,cold_chain\n{rows}".encode())
+    assert good.status_code == 200 and good.json()["written"] == 5_000
+    assert http.get("/skus/SKU-BULK-04999").json()["name"] == "bulk 4999"
+    # stock for SKUs of the last chunk, one of them unknown: refused, nothing written
+    stock = "".join(f"WH-01,SKU-BULK-{i:05d},3\n" for i in range(4_500))
+    unknown = http.post("/import/inventory", headers=csv,
+                        content=("warehouse_id,sku_id,on_hand\n" + stock
+                                 + "WH-01,SKU-NOWHERE,1\n").encode())
+    assert unknown.status_code == 422 and "SKU-NOWHERE" in unknown.json()["detail"]
+    assert http.get("/inventory", params={"sku_id": "SKU-BULK-00000"}).json() == []

@@ -104,21 +104,21 @@ def test_an_unknown_warehouse_at_the_end_of_a_large_import_writes_nothing(
 
 
 def test_a_streamed_import_holds_one_chunk_of_rows_not_the_file_in_memory(
-        sample_db: Database) -> None:
+        store_db: Database) -> None:
     # a tester's 20 MB SKU file took the process from 162 to 656 MB: every row was a
     # model in one list; now a chunk at a time (40,000 rows: ~25 MB as a list)
     rows = "".join(f"SKU-MEM-{i:06d},a product called {i},0\n" for i in range(40_000))
     body = io.BytesIO(("id,name,cold_chain\n" + rows).encode())
     tracemalloc.start()
     try:
-        done = import_source(sample_db, Kind.SKUS, body, ImportFormat.CSV, NOW)
+        done = import_source(store_db, Kind.SKUS, body, ImportFormat.CSV, NOW)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert done.written == 40_000 and done.skus is None  # too many to name: retry all
     assert peak < 10_000_000, f"peak {peak / 1e6:.1f} MB"
-    assert sample_db.execute("SELECT count(*) FROM skus WHERE id LIKE 'SKU-MEM-%'"
-                             ).fetchone()[0] == 40_000
+    assert store_db.execute("SELECT count(*) FROM skus WHERE id LIKE 'SKU-MEM-%'"
+                            ).fetchone()[0] == 40_000
 
 
 def test_a_catalogue_export_from_excel_is_read_in_any_of_the_import_formats(

@@ -35,6 +35,7 @@ from simulators.brokers import Broker
 from tests.auth import ADMIN
 from tests.coordinator.ops.app_server import ops_app, serving
 from tests.coordinator.ops.helpers import ops_config, settings_for, wait_for
+from tests.coordinator.pg_sessions import end_sessions
 
 RECOVERY_S = 10.0  # "within a few seconds", with room for a loaded build machine
 
@@ -48,14 +49,7 @@ def _order(trade_no: str) -> dict[str, Any]:
 def _terminate_every_session(target: str) -> int:
     """What a restart of the server does to the app: every session of the database but
     this one ends. Returns how many were ended."""
-    admin = open_database(target, migrate=False)
-    try:
-        row = admin.execute(
-            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()) t").fetchone()
-    finally:
-        admin.conn.close()
-    return int(row[0])
+    return end_sessions(target, "datname = current_database()")
 
 
 def _queue_notice(target: str, key: str, now: datetime) -> None:

@@ -23,6 +23,7 @@ from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
 from coordinator.serving import serve_in_thread
 from coordinator.settings import Settings
 from tests.auth import ADMIN
+from tests.coordinator.pg_sessions import end_sessions
 
 from .conftest import NOW
 
@@ -72,14 +73,8 @@ def test_a_change_on_one_instance_reaches_the_stream_of_another(postgres_url: st
 
             # the listening connection is cut (a failover, a restart of PostgreSQL's
             # pooler): the hub reconnects, re-reads, and hears the next change
-            admin = open_database(postgres_url, migrate=False)
-            try:
-                cut = admin.execute(
-                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM "
-                    "pg_stat_activity WHERE query = 'LISTEN breakwater_live') t").fetchone()
-            finally:
-                admin.conn.close()
-            assert cut is not None and cut[0] == 2  # one listener per instance
+            cut = end_sessions(postgres_url, "query = 'LISTEN breakwater_live'")
+            assert cut == 2  # one listener per instance
             deadline = time.monotonic() + 10
             while hub.reconnects < 1 or one.state.live.reconnects < 1:
                 assert time.monotonic() < deadline, "the listener never reconnected"

@@ -42,6 +42,17 @@ def _ambient_sku(db: Database) -> str:
     return str(db.execute("SELECT id FROM skus WHERE cold_chain = 0 ORDER BY id").fetchone()[0])
 
 
+def _waiting_then_restocked(db: Database, rules: AllocationConfig,
+                            cid: str) -> tuple[str, str]:
+    """(sku, order id): an order left unallocated for lack of its SKU anywhere, then the
+    SKU restocked at WH-03, so a retry can place it."""
+    sku = _ambient_sku(db)
+    _empty_everywhere(db, sku)
+    [outcome] = intake.submit_orders(db, [_order(sku, cid)], now=NOW, config=rules)
+    upsert_inventory(db, [InventoryIn(warehouse_id="WH-03", sku_id=sku, on_hand=5)], NOW)
+    return sku, outcome.order_id
+
+
 def _order(sku: str, cid: str, qty: int = 1) -> OrderIn:
     return OrderIn(channel=Channel.WECHAT_MINI, channel_order_id=cid, store_id="HZ-S001",
                    lines=[OrderLine(sku_id=sku, qty=qty)], lat=30.27, lon=120.15)
@@ -259,10 +270,7 @@ def test_retry_of_a_split_keeps_the_part_still_held_and_places_only_the_rest(
 def test_a_status_change_under_the_retry_rolls_the_whole_retry_back(
     sample_db: Database, rules: AllocationConfig
 ) -> None:
-    sku = _ambient_sku(sample_db)
-    _empty_everywhere(sample_db, sku)
-    [outcome] = intake.submit_orders(sample_db, [_order(sku, "R-guard")], now=NOW, config=rules)
-    upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-03", sku_id=sku, on_hand=5)], NOW)
+    sku, order_id = _waiting_then_restocked(sample_db, rules, "R-guard")
     # the database skips the order's status update, as if it had changed meanwhile
     if dialect(sample_db) == "sqlite":
         sample_db.execute("CREATE TRIGGER skip_status BEFORE UPDATE OF status ON orders "
@@ -277,7 +285,7 @@ def test_a_status_change_under_the_retry_rolls_the_whole_retry_back(
     with pytest.raises(StoreError, match="changed status during its retry"):
         retry_waiting(sample_db, now=LATER, config=rules)
 
-    assert queries.get_order(sample_db, outcome.order_id)["status"] == "unallocated"
+    assert queries.get_order(sample_db, order_id)["status"] == "unallocated"
     assert sample_db.execute("SELECT count(*) FROM reservations").fetchone()[0] == held
     assert sample_db.execute("SELECT reserved FROM inventory WHERE warehouse_id = 'WH-03' "
                              "AND sku_id = ?", [sku]).fetchone()[0] == 0
@@ -287,15 +295,12 @@ def test_a_status_change_under_the_retry_rolls_the_whole_retry_back(
 def test_retry_of_more_named_orders_than_sqlite_takes_parameters(
     sample_db: Database, rules: AllocationConfig
 ) -> None:
-    sku = _ambient_sku(sample_db)
-    _empty_everywhere(sample_db, sku)
-    [outcome] = intake.submit_orders(sample_db, [_order(sku, "R-many")], now=NOW, config=rules)
-    upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-03", sku_id=sku, on_hand=5)], NOW)
-    names = [f"o_missing{i}" for i in range(40_000)] + [outcome.order_id]
+    _, order_id = _waiting_then_restocked(sample_db, rules, "R-many")
+    names = [f"o_missing{i}" for i in range(40_000)] + [order_id]
 
     result = retry_waiting(sample_db, now=LATER, config=rules, order_ids=names, limit=50_000)
 
-    assert [p.order_id for p in result.placed] == [outcome.order_id]
+    assert [p.order_id for p in result.placed] == [order_id]
 
 
 def test_retry_after_a_write_of_more_skus_than_either_backend_takes_parameters(
@@ -303,12 +308,9 @@ def test_retry_after_a_write_of_more_skus_than_either_backend_takes_parameters(
 ) -> None:
     # found by a tester: a 372,000-SKU import committed, then its retry of waiting orders
     # bound one parameter per SKU and failed (PostgreSQL takes 65,535, SQLite 32,766)
-    sku = _ambient_sku(sample_db)
-    _empty_everywhere(sample_db, sku)
-    [outcome] = intake.submit_orders(sample_db, [_order(sku, "R-skus")], now=NOW, config=rules)
-    upsert_inventory(sample_db, [InventoryIn(warehouse_id="WH-03", sku_id=sku, on_hand=5)], NOW)
+    sku, order_id = _waiting_then_restocked(sample_db, rules, "R-skus")
     written = {f"SKU-IMPORTED-{i:06d}" for i in range(70_000)} | {sku}
 
     result = retry_waiting(sample_db, now=LATER, config=rules, sku_ids=written)
 
-    assert [p.order_id for p in result.placed] == [outcome.order_id]
+    assert [p.order_id for p in result.placed] == [order_id]
