@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import sqlite_utils
 from sqlite_utils import Migrations
 
-from coordinator.errors import StoreError
+from coordinator.errors import StoreError, WriteLockBusy
 from coordinator.postgres import PgConnection, PgDatabase, is_postgres_url
 
 
@@ -185,12 +185,17 @@ def open_database(path: str | Path, *, migrate: bool = True,
 
 # -- transactions ---------------------------------------------------------------------
 @contextmanager
-def write_transaction(db: Database) -> Iterator[Database]:
+def write_transaction(db: Database, lock_wait_s: float | None = None) -> Iterator[Database]:
     """All-or-nothing with the write lock held; reentrant (nested calls use savepoints).
 
     The outermost call issues ``BEGIN IMMEDIATE`` (on PostgreSQL: ``BEGIN`` and the
     advisory write lock) so what is read inside cannot be changed by another connection
     before this one commits.
+
+    ``lock_wait_s`` bounds the wait for the lock (this process's queue, and on
+    PostgreSQL the server's lock and every lock wait inside the transaction): past it,
+    :class:`WriteLockBusy` and nothing is written. Unbounded by default; on SQLite the
+    file lock keeps its busy timeout.
     """
     conn = db.conn
     if conn.in_transaction:
@@ -199,9 +204,14 @@ def write_transaction(db: Database) -> Iterator[Database]:
         return
     # Threads of this process queue on a lock instead of SQLite's busy handler, which
     # sleeps in steps of milliseconds; other processes still wait on the file lock.
-    with _process_lock(db):
+    lock = _process_lock(db)
+    if not lock.acquire(timeout=-1 if lock_wait_s is None else max(lock_wait_s, 0.0)):
+        message = (f"the write lock was not free within {lock_wait_s:g} s "
+                   "(another thread of this process holds it)")
+        raise WriteLockBusy(message)
+    try:
         if isinstance(db, PgDatabase):
-            with db.write_atomic():
+            with db.write_atomic(lock_wait_s):
                 yield db
             return
         try:
@@ -217,7 +227,8 @@ def write_transaction(db: Database) -> Iterator[Database]:
                 conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-
+    finally:
+        lock.release()
 
 _file_locks: dict[str, threading.Lock] = {}
 _file_locks_guard = threading.Lock()

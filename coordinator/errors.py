@@ -30,6 +30,11 @@ class ConnectionLost(StoreError):
     replaced on its next use (:func:`coordinator.db.connection_lost`)."""
 
 
+class WriteLockBusy(StoreError):
+    """The write lock was not free within the wait a caller allowed (a bounded
+    :func:`coordinator.db.write_transaction`): nothing was written."""
+
+
 class NotFound(CoordinatorError):
     """A referenced entity (order, warehouse, SKU, store) does not exist."""
 

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from coordinator.errors import ConnectionLost, StoreError
+from coordinator.errors import ConnectionLost, StoreError, WriteLockBusy
 from coordinator.pg_sql import COPY_MIN, MULTI_ROW_MIN, copy_rows, multi_row, to_pg
 
 # the advisory lock every write transaction takes (one writer at a time, like SQLite)
@@ -297,17 +297,22 @@ class PgDatabase:
         conn.execute("COMMIT")
 
     @contextmanager
-    def write_atomic(self) -> Iterator[PgDatabase]:
+    def write_atomic(self, lock_wait_s: float | None = None) -> Iterator[PgDatabase]:
         """A transaction holding the advisory write lock (see
         :func:`coordinator.db.write_transaction`); ``BEGIN`` and the lock go to the server
-        in one round trip. Inside a transaction: a savepoint (the lock is held already)."""
+        in one round trip. Inside a transaction: a savepoint (the lock is held already).
+        ``lock_wait_s`` is the transaction's ``lock_timeout``: the lock not taken by
+        then, :class:`WriteLockBusy`."""
         conn = self.conn
         if conn.in_transaction:
             with self.atomic():
                 yield self
             return
+        # SET takes no parameters; the value is a number computed here
+        bound = ("" if lock_wait_s is None
+                 else f"SET LOCAL lock_timeout = {max(1, round(lock_wait_s * 1000)):d}; ")
         try:
-            conn.raw.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY:d})")
+            conn.raw.execute(f"BEGIN; {bound}SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY:d})")
         except BaseException as exc:
             if isinstance(exc, psycopg.Error) and conn.session_ended(exc):
                 raise _lost(exc) from exc
@@ -315,6 +320,10 @@ class PgDatabase:
                 raise
             if conn.in_transaction:  # e.g. the wait for the lock was cancelled
                 conn.execute("ROLLBACK")
+            if isinstance(exc, psycopg.errors.LockNotAvailable):
+                within = "in time" if lock_wait_s is None else f"within {lock_wait_s:g} s"
+                message = f"the write lock was not free {within}"
+                raise WriteLockBusy(message) from exc
             raise
         conn.write_transactions += 1
         conn.write_lock_held = conn.write_transactions

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from coordinator.db import Database, write_transaction
+from coordinator.errors import WriteLockBusy
 from coordinator.ops import inbox_store, lease_store
 from coordinator.ops.config import ClusterConfig
 from coordinator.ops.handler import HandleResult, OpsCore
@@ -81,6 +82,10 @@ class Leadership:
         while True:
             try:
                 await self._lease_round()
+            except WriteLockBusy as exc:  # a holder stopped holding it: its lease expires
+                self.lease_errors += 1
+                log.warning("ops lease round: %s", exc)
+                await self._lost()
             except Exception:  # a database hiccup must not end the loop: retry next round
                 self.lease_errors += 1
                 log.exception("ops lease round failed")

@@ -10,7 +10,10 @@ stopped (SIGSTOP, a VM freeze) in the middle of a transaction would hold every o
 writer, the standby's lease round included, until it resumed. :func:`fence_session`
 makes the server end such a session once it has been idle inside a transaction for the
 lease TTL: its transaction rolls back, the lock is free, the standby takes the lease, and
-the resumed leader finds its connection gone (it reconnects and follows).
+the resumed leader finds its connection gone (it reconnects and follows). A session
+stopped in the middle of the protocol (a COPY) counts as active and is not ended so;
+the standby's waits for a lock are bounded by the TTL instead, and its next round, once
+the holder's lease has expired, ends every session of the holder (:func:`step`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ def session_name(instance: str) -> str:
 
 def fence_session(db: Database, ttl_s: float, instance: str | None = None) -> None:
     """Let the server end this connection's session when it sits idle inside a
-    transaction for ``ttl_s`` (PostgreSQL; nothing to do on SQLite, where the instances
+    transaction for ``ttl_s``, and give up any lock wait after ``ttl_s``
+    (:class:`~coordinator.errors.WriteLockBusy` for the write lock; PostgreSQL; nothing
+    to do on SQLite, where the instances
     share one host and a stopped writer holds the file lock until it resumes). With
     ``instance``, the session is named after it, so whoever takes the lease over can end
     the sessions a stopped holder left (:func:`step`)."""
@@ -44,8 +49,15 @@ def fence_session(db: Database, ttl_s: float, instance: str | None = None) -> No
         return
     if not ttl_s > 0:
         raise ValueError(f"ttl_s: must be > 0, got {ttl_s!r}")
+    ms = max(1, round(ttl_s * 1000))
     # SET takes no parameters; the value is a number we computed
-    db.execute(f"SET idle_in_transaction_session_timeout = {max(1, round(ttl_s * 1000))}")
+    db.execute(f"SET idle_in_transaction_session_timeout = {ms}")
+    # No lock wait of the ops loop outlasts the TTL either: a holder stopped with a lock
+    # before its lease expired would otherwise hold this thread, the lease round behind
+    # it included, for as long as it stayed stopped (its sessions are ended only once
+    # its lease has expired, by a round that must get to run). A leader that waited
+    # that long has lost its lease anyway.
+    db.execute(f"SET lock_timeout = {ms}")
     if instance is not None:
         db.execute("SELECT set_config('application_name', ?, false)", [session_name(instance)])
 
@@ -87,7 +99,12 @@ def step(db: Database, keeper: LeaseKeeper, now: datetime,
             # transaction of any of its sessions may hold it (seen once in 50 CI runs:
             # the standby never led), and only ending that session frees it.
             _end_sessions_of(db, seen.holder)
-    with write_transaction(db):
+    # The wait for the write lock is bounded by the TTL: a holder that stopped inside a
+    # transaction before its lease expired holds the lock, and an unbounded wait would
+    # never come back to the check above, which ends its sessions once the lease has
+    # expired (seen in CI: the standby waited for good). Past the TTL what this round
+    # would write is stale anyway.
+    with write_transaction(db, lock_wait_s=keeper.ttl.total_seconds()):
         before = read(db, name)
         action = keeper.tick(now, before)
         if isinstance(action, Take):

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator.db import open_database, write_transaction
-from coordinator.errors import ConnectionLost
+from coordinator.errors import ConnectionLost, WriteLockBusy
 from coordinator.ops import inbox_store, lease_store
 from coordinator.ops.lease import LeaseKeeper
 from tests.coordinator.ops.factories import T0, agent_status, breaker_event, tracking
@@ -191,6 +191,67 @@ def test_a_stopped_holders_other_session_holding_the_write_lock_is_ended_so_the_
     for db in (a_ops, a_other, standby):
         with contextlib.suppress(Exception):
             db.conn.close()
+
+
+def test_a_holder_stopped_with_the_write_lock_before_its_lease_expired_is_ended_once_it_has(
+    postgres_url: str,
+) -> None:
+    # the race a CI run hit: b's round read a's lease while it was still valid, so it
+    # ended no session, then waited for the write lock a held (stopped mid-COPY: active,
+    # no server timeout applies). That wait is bounded by the TTL; b's next round finds
+    # the lease expired, ends a's sessions and leads.
+    name = lease_store.instance_session_name("a")
+    a_ops = open_database(postgres_url)
+    a_other = open_database(f"{postgres_url}?application_name={name}")
+    standby = open_database(f"{postgres_url}?application_name=standby")
+    a, b = LeaseKeeper("a", 0.5), LeaseKeeper("b", 0.5)
+    lease_store.step(a_ops, a, T0)
+    a_other.execute("SET idle_in_transaction_session_timeout = 0")
+    with pytest.raises(ConnectionLost), write_transaction(a_other):
+        a_other.execute("INSERT INTO ops_cursors (name, value) VALUES ('from-a', 1)")
+        # a "stops" here; b's first round comes while a's lease is still valid
+        started = time.monotonic()
+        with pytest.raises(WriteLockBusy, match=r"not free within 0\.5 s"):
+            lease_store.step(standby, b, T0 + timedelta(seconds=0.2))
+        waited = time.monotonic() - started
+        assert b.epoch is None and not standby.conn.in_transaction
+        lease_store.step(standby, b, T0 + timedelta(seconds=0.7))  # a's lease has expired
+        assert b.epoch == 2
+        a_other.execute("SELECT 1")  # a resumes: its session was ended meanwhile
+    assert 0.4 < waited < 5
+    assert standby.execute("SELECT count(*) FROM ops_cursors WHERE name = 'from-a'"
+                           ).fetchone()[0] == 0
+    for db in (a_ops, a_other, standby):
+        with contextlib.suppress(Exception):
+            db.conn.close()
+
+
+def test_a_bounded_write_transaction_gives_up_on_a_lock_held_by_another_thread(
+    target: str,
+) -> None:
+    # two threads, each with its own connection to one database, as in the coordinator
+    db, other = open_database(target), open_database(target)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with write_transaction(other):
+            held.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    try:
+        assert held.wait(10)
+        with pytest.raises(WriteLockBusy, match="another thread"), \
+                write_transaction(db, lock_wait_s=0.1):
+            pass
+    finally:
+        release.set()
+        worker.join(10)
+    with write_transaction(db, lock_wait_s=0.1):  # free again: taken at once
+        db.execute("INSERT INTO ops_cursors (name, value) VALUES ('after', 1)")
+    db.conn.close()
+    other.conn.close()
 
 
 def test_a_put_waits_for_an_earlier_uncommitted_put_so_ids_appear_in_order(
