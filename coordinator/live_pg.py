@@ -23,6 +23,7 @@ from contextlib import AbstractAsyncContextManager
 import psycopg
 
 from coordinator.live import TOPICS, LocalHub, Subscription
+from coordinator.reconnect import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class PgHub:
     # -- threads -------------------------------------------------------------------------
     def _send_loop(self) -> None:
         conn: psycopg.Connection[tuple[object, ...]] | None = None
+        outage = OutageLog("live NOTIFY")
         attempt = 0
         try:
             while not self._stop.is_set():
@@ -103,11 +105,12 @@ class PgHub:
                     for topic in sorted(topics):
                         conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, topic))
                     attempt = 0
-                except psycopg.Error:
+                    outage.succeeded()
+                except psycopg.Error as exc:
                     # the local pages were told; the other instances' re-read on their
                     # listener's reconnect, or at the next change
                     self.send_failures += 1
-                    log.warning("live NOTIFY failed; retrying", exc_info=True)
+                    outage.failed(exc)  # once per outage, not once per change
                     with self._wake:
                         self._pending |= topics
                     if conn is not None:
@@ -120,6 +123,7 @@ class PgHub:
                 conn.close()
 
     def _listen_loop(self) -> None:
+        outage = OutageLog("live LISTEN")
         attempt = 0
         first = True
         while not self._stop.is_set():
@@ -133,6 +137,7 @@ class PgHub:
                             self._local.publish(topic)
                     first = False
                     attempt = 0
+                    outage.succeeded()
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=POLL_S):
                             if note.pid == self._sender_pid:
@@ -144,8 +149,8 @@ class PgHub:
                                 continue
                             self.received += 1
                             self._local.publish(note.payload)
-            except psycopg.Error:
+            except psycopg.Error as exc:
                 self._listening.clear()
-                log.warning("live LISTEN connection lost; reconnecting", exc_info=True)
+                outage.failed(exc)  # once per outage, not once per reconnect attempt
                 self._stop.wait(RECONNECT_S[min(attempt, len(RECONNECT_S) - 1)])
                 attempt += 1

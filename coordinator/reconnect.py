@@ -81,7 +81,7 @@ class OutageLog:
         self.failures = 0  # in a row
         self._since = 0.0
 
-    def failed(self, exc: StoreError) -> None:
+    def failed(self, exc: Exception) -> None:
         if self.failures == 0:
             self._since = time.monotonic()
             log.warning("%s failed: %s; retrying until the database answers", self.what, exc)

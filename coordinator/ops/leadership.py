@@ -20,11 +20,12 @@ from datetime import datetime
 from typing import Any
 
 from coordinator.db import Database, write_transaction
-from coordinator.errors import WriteLockBusy
+from coordinator.errors import StoreError
 from coordinator.ops import inbox_store, lease_store
 from coordinator.ops.config import ClusterConfig
 from coordinator.ops.handler import HandleResult, OpsCore
 from coordinator.ops.lease import LeaseKeeper, Take
+from coordinator.reconnect import OutageLog
 from protocols.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -79,17 +80,22 @@ class Leadership:
 
     # -- tasks -------------------------------------------------------------------------
     async def run_lease(self) -> None:
+        outage = OutageLog("ops lease round")
         while True:
             try:
                 await self._lease_round()
-            except WriteLockBusy as exc:  # a holder stopped holding it: its lease expires
+            except Exception as exc:  # a database hiccup must not end the loop: next round
                 self.lease_errors += 1
-                log.warning("ops lease round: %s", exc)
+                # the database away, or its write lock held by a holder that stopped with
+                # it (WriteLockBusy: its lease expires, the next round ends its sessions):
+                # one line per run of failures, not one per round
+                if isinstance(exc, StoreError):
+                    outage.failed(exc)
+                else:
+                    log.exception("ops lease round failed")
                 await self._lost()
-            except Exception:  # a database hiccup must not end the loop: retry next round
-                self.lease_errors += 1
-                log.exception("ops lease round failed")
-                await self._lost()
+            else:
+                outage.succeeded()
             await asyncio.sleep(self.config.renew_interval_s)
 
     async def _lease_round(self) -> None:
@@ -124,6 +130,7 @@ class Leadership:
             await self.on_deposed()
 
     async def run_applier(self) -> None:
+        outage = OutageLog("applying the ops inbox")
         while True:
             more = False
             if self.leading():
@@ -135,8 +142,12 @@ class Leadership:
                 except lease_store.LeaseLost as exc:
                     log.warning("%s", exc)
                     await self._lost()
+                except StoreError as exc:  # the database away: once per outage
+                    outage.failed(exc)
                 except Exception:
                     log.exception("applying the ops inbox failed; retrying")
+                else:
+                    outage.succeeded()
             if more:
                 continue  # a backlog: no pause between batches
             self._wake.clear()

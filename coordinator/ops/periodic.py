@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
 from coordinator.db import write_transaction
+from coordinator.errors import StoreError
 from coordinator.observability import Metrics
 from coordinator.ops import escalation_store, inbox_store, telemetry, tracker_store
 from coordinator.ops.config import OpsConfig
@@ -19,6 +20,7 @@ from coordinator.ops.escalation import Escalate
 from coordinator.ops.handler import HandleResult, OpsCore
 from coordinator.ops.leadership import Leadership
 from coordinator.ops.notify.dispatcher import Dispatcher
+from coordinator.reconnect import OutageLog
 from protocols.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -47,17 +49,31 @@ class Periodic:
         raise NotImplementedError
 
     # -- loops -------------------------------------------------------------------------
+    @staticmethod
+    async def _round(outage: OutageLog, work: Callable[[], Awaitable[object]]) -> None:
+        """One round of a loop: a failure never ends the loop. The database away is
+        logged once per outage (a line per round would flood the log for its length)."""
+        try:
+            await work()
+        except StoreError as exc:
+            outage.failed(exc)
+        except Exception:
+            log.exception("%s failed", outage.what)
+        else:
+            outage.succeeded()
+
     async def _ticker(self) -> None:
+        outage = OutageLog("ops tick")
         while True:
             await asyncio.sleep(self.config.tick_interval_s)
             if not self.leading():
                 continue
-            try:
-                result = await self.call(lambda core: core.tick(self.clock.now()))
-                self._after(result)
-                await self.escalate()
-            except Exception:
-                log.exception("ops tick failed")
+            await self._round(outage, self._tick_once)
+
+    async def _tick_once(self) -> None:
+        result = await self.call(lambda core: core.tick(self.clock.now()))
+        self._after(result)
+        await self.escalate()
 
     async def escalate(self) -> list[Escalate]:
         """Queue the escalations due now (see coordinator.ops.escalation)."""
@@ -74,14 +90,12 @@ class Periodic:
 
     async def _pruner(self) -> None:
         # Its own loop: a prune scans the dedupe table, far too often at the tick rate.
+        outage = OutageLog("ops dedupe prune")
         while True:
             await asyncio.sleep(self.config.dedupe_prune_interval_s)
             if not self.leading():
                 continue
-            try:
-                await self.prune_dedupe()
-            except Exception:
-                log.exception("ops dedupe prune failed")
+            await self._round(outage, self.prune_dedupe)
 
     async def prune_dedupe(self) -> int:
         """Drop the dedupe keys no agent lifetime needs any more; return how many rows."""
@@ -98,14 +112,12 @@ class Periodic:
         return await self.call(prune)
 
     async def _telemetry_maintainer(self) -> None:
+        outage = OutageLog("telemetry maintenance")
         while True:
             await asyncio.sleep(self.config.telemetry.maintenance_interval_s)
             if not self.leading():
                 continue  # one instance merges and prunes for all
-            try:
-                await self.maintain_telemetry()
-            except Exception:
-                log.exception("telemetry maintenance failed")
+            await self._round(outage, self.maintain_telemetry)
 
     async def maintain_telemetry(self) -> telemetry.Maintenance:
         """Downsample old telemetry and drop what is past retention (see ops.telemetry)."""

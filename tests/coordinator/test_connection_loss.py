@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from coordinator.app import create_app
 from coordinator.catalog import import_file
@@ -214,3 +216,57 @@ def test_an_order_whose_connection_dies_mid_commit_is_answered_503_and_the_next_
 
 def _rows(listing: Any) -> list[Any]:
     return list(listing["orders"] if isinstance(listing, dict) else listing)
+
+
+async def test_a_database_away_for_many_rounds_leaves_one_line_per_loop_not_one_per_round(
+        broker: Broker, topics: Topics, tmp_path: Path, postgres_url: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # the server refuses every new connection for a while (a restart that takes long):
+    # the ops loops (ticking every 0.05 s), the dispatcher and the live feed each fail
+    # dozens of rounds, and each says so once, then once that it works again
+    db = open_database(postgres_url)
+    for name in SAMPLE_FILES:
+        import_file(db, SAMPLE_DIR / f"{name}.csv", datetime.now(UTC))
+    clock = ManualClock(datetime.now(UTC))
+    app = ops_app(settings_for(postgres_url, broker.url, topics), ops_config(tmp_path), clock)
+    name = db.execute("SELECT current_database()").fetchone()[0]
+    db.conn.close()
+    # from another database of the server: a database cannot refuse its own sessions
+    admin = psycopg.connect(make_conninfo(postgres_url, dbname="postgres"), autocommit=True)
+    caplog.set_level(logging.DEBUG)
+    try:
+        async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=20,
+                                                          headers=ADMIN) as http:
+            assert (await http.get("/dashboard/state")).status_code == 200
+            caplog.clear()
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            ended = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM "
+                                  "pg_stat_activity WHERE datname = %s", [name]).fetchone()
+            assert ended is not None and ended[0] > 0
+            await asyncio.sleep(2.0)  # dozens of rounds of every loop
+            away = [r for r in caplog.records if "retrying until the database" in
+                    r.getMessage()]
+            again = [r for r in caplog.records if "failed again" in r.getMessage()]
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            deadline = time.monotonic() + RECOVERY_S
+            while (await http.get("/dashboard/state")).status_code != 200:
+                assert time.monotonic() < deadline, "the app did not answer again"
+                await asyncio.sleep(0.1)
+            loops = [r.getMessage().split(" failed: ")[0] for r in away]
+
+            def back() -> set[str]:
+                return {r.getMessage().split(" works again")[0] for r in caplog.records
+                        if " works again " in r.getMessage()}
+
+            # each loop, once a round works again (spaced out meanwhile: up to 5 s)
+            await wait_for(lambda: set(loops) <= back(), within=RECOVERY_S,
+                           what=f"every loop back: {loops}")
+    finally:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        admin.close()
+    assert len(loops) == len(set(loops)), loops  # each loop said it once
+    assert {"ops tick", "notification round", "customer tick", "live LISTEN"} <= set(loops)
+    assert len(again) > 3 * len(loops)  # the rounds that failed again said so quietly
+    assert all(r.levelno == logging.DEBUG for r in again)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) < 30, [r.getMessage()[:100] for r in warnings]
