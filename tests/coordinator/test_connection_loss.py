@@ -18,15 +18,16 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from coordinator.app import create_app
 from coordinator.catalog import import_file
 from coordinator.connections import Connections
-from coordinator.db import Database, connection_lost, dialect, open_database
+from coordinator.db import Database, connection_lost, open_database
 from coordinator.errors import ConnectionLost
 from coordinator.ops.notify import outbox
 from coordinator.ops.notify.outbox import OutgoingNotice
+from coordinator.postgres import is_postgres_url
 from coordinator.region import SAMPLE_DIR, SAMPLE_FILES
 from coordinator.serving import serve_in_thread
 from coordinator.settings import Settings
@@ -95,6 +96,17 @@ class _Calls:
         return codes
 
 
+def _seeded(target: str) -> str:
+    """The sample catalogue imported into ``target``; returns ``target``."""
+    db = open_database(target)
+    try:
+        for name in SAMPLE_FILES:
+            import_file(db, SAMPLE_DIR / f"{name}.csv", datetime.now(UTC))
+    finally:
+        db.conn.close()
+    return target
+
+
 def _all_ok(codes: dict[str, list[int]]) -> bool:
     return all(200 <= code < 300 for answers in codes.values() for code in answers)
 
@@ -102,11 +114,7 @@ def _all_ok(codes: dict[str, list[int]]) -> bool:
 async def test_the_app_answers_again_after_the_database_ended_every_session(
         broker: Broker, topics: Topics, tmp_path: Path, db_target: str,
         caplog: pytest.LogCaptureFixture) -> None:
-    db = open_database(db_target)
-    for name in SAMPLE_FILES:
-        import_file(db, SAMPLE_DIR / f"{name}.csv", datetime.now(UTC))
-    postgres = dialect(db) == "postgresql"
-    db.conn.close()
+    postgres = is_postgres_url(_seeded(db_target))
     clock = ManualClock(datetime.now(UTC))
     config = ops_config(tmp_path)
     sink = config.notify.franchisee.jsonl_path
@@ -179,15 +187,6 @@ def test_a_request_thread_replaces_a_connection_lost_idle_or_in_use(
         connections.close()
 
 
-def _seeded(target: str) -> None:
-    db = open_database(target)
-    try:
-        for name in SAMPLE_FILES:
-            import_file(db, SAMPLE_DIR / f"{name}.csv", datetime.now(UTC))
-    finally:
-        db.conn.close()
-
-
 def test_an_order_whose_connection_dies_mid_commit_is_answered_503_and_the_next_works(
         postgres_url: str) -> None:
     _seeded(postgres_url)
@@ -224,13 +223,9 @@ async def test_a_database_away_for_many_rounds_leaves_one_line_per_loop_not_one_
     # the server refuses every new connection for a while (a restart that takes long):
     # the ops loops (ticking every 0.05 s), the dispatcher and the live feed each fail
     # dozens of rounds, and each says so once, then once that it works again
-    db = open_database(postgres_url)
-    for name in SAMPLE_FILES:
-        import_file(db, SAMPLE_DIR / f"{name}.csv", datetime.now(UTC))
+    name = conninfo_to_dict(_seeded(postgres_url))["dbname"]
     clock = ManualClock(datetime.now(UTC))
     app = ops_app(settings_for(postgres_url, broker.url, topics), ops_config(tmp_path), clock)
-    name = db.execute("SELECT current_database()").fetchone()[0]
-    db.conn.close()
     # from another database of the server: a database cannot refuse its own sessions
     admin = psycopg.connect(make_conninfo(postgres_url, dbname="postgres"), autocommit=True)
     caplog.set_level(logging.DEBUG)

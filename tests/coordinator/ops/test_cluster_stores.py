@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 
 import psycopg
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.db import open_database, write_transaction
+from coordinator.db import Database, open_database, write_transaction
 from coordinator.errors import ConnectionLost, WriteLockBusy
 from coordinator.ops import inbox_store, lease_store
 from coordinator.ops.lease import LeaseKeeper
@@ -164,33 +165,43 @@ def test_a_stopped_holders_other_session_holding_the_write_lock_is_ended_so_the_
     # customer tick: named by PGAPPNAME, not an ops session) holds the write lock and
     # is never ended by the server (stopped mid-protocol counts as active; here: no idle
     # timeout). b's lease round must not wait for that lock forever.
+    result: list[int | None] = []
+    with _holder_and_standby(postgres_url, 4) as (a_other, standby, b):
+        worker = threading.Thread(target=lambda: result.append(
+            (lease_store.step(standby, b, T0 + timedelta(seconds=5)), b.epoch)[1]))
+        try:
+            with pytest.raises(ConnectionLost), write_transaction(a_other):
+                a_other.execute("INSERT INTO ops_cursors (name, value) VALUES ('from-a', 1)")
+                worker.start()  # a "stops" here, holding the write lock
+                worker.join(10)
+                a_other.execute("SELECT 1")  # a resumes: its session was ended meanwhile
+        finally:
+            if worker.is_alive():  # the fix is missing: free the lock so the test ends
+                with contextlib.suppress(Exception):
+                    a_other.conn.close()
+                worker.join(10)
+        assert result == [2]  # b took the lease while a was stopped
+        assert standby.execute("SELECT count(*) FROM ops_cursors WHERE name = 'from-a'"
+                               ).fetchone()[0] == 0
+
+
+@contextlib.contextmanager
+def _holder_and_standby(postgres_url: str, ttl_s: float
+                        ) -> Iterator[tuple[Database, Database, LeaseKeeper]]:
+    """Instance a holds the lease from T0; its other session (named as ``serve`` names
+    it; no idle timeout: stopped mid-protocol, the server never ends it) and b's."""
     name = lease_store.instance_session_name("a")
     a_ops = open_database(postgres_url)
     a_other = open_database(f"{postgres_url}?application_name={name}")
     standby = open_database(f"{postgres_url}?application_name=standby")
-    a, b = LeaseKeeper("a", 4), LeaseKeeper("b", 4)
-    lease_store.step(a_ops, a, T0)
-    a_other.execute("SET idle_in_transaction_session_timeout = 0")
-    result: list[int | None] = []
-    worker = threading.Thread(target=lambda: result.append(
-        (lease_store.step(standby, b, T0 + timedelta(seconds=5)), b.epoch)[1]))
     try:
-        with pytest.raises(ConnectionLost), write_transaction(a_other):
-            a_other.execute("INSERT INTO ops_cursors (name, value) VALUES ('from-a', 1)")
-            worker.start()  # a "stops" here, holding the write lock
-            worker.join(10)
-            a_other.execute("SELECT 1")  # a resumes: its session was ended meanwhile
+        lease_store.step(a_ops, LeaseKeeper("a", ttl_s), T0)
+        a_other.execute("SET idle_in_transaction_session_timeout = 0")
+        yield a_other, standby, LeaseKeeper("b", ttl_s)
     finally:
-        if worker.is_alive():  # the fix is missing: free the lock so the test ends
+        for db in (a_ops, a_other, standby):
             with contextlib.suppress(Exception):
-                a_other.conn.close()
-            worker.join(10)
-    assert result == [2]  # b took the lease while a was stopped
-    assert standby.execute("SELECT count(*) FROM ops_cursors WHERE name = 'from-a'"
-                           ).fetchone()[0] == 0
-    for db in (a_ops, a_other, standby):
-        with contextlib.suppress(Exception):
-            db.conn.close()
+                db.conn.close()
 
 
 def test_a_holder_stopped_with_the_write_lock_before_its_lease_expired_is_ended_once_it_has(
@@ -200,14 +211,8 @@ def test_a_holder_stopped_with_the_write_lock_before_its_lease_expired_is_ended_
     # ended no session, then waited for the write lock a held (stopped mid-COPY: active,
     # no server timeout applies). That wait is bounded by the TTL; b's next round finds
     # the lease expired, ends a's sessions and leads.
-    name = lease_store.instance_session_name("a")
-    a_ops = open_database(postgres_url)
-    a_other = open_database(f"{postgres_url}?application_name={name}")
-    standby = open_database(f"{postgres_url}?application_name=standby")
-    a, b = LeaseKeeper("a", 0.5), LeaseKeeper("b", 0.5)
-    lease_store.step(a_ops, a, T0)
-    a_other.execute("SET idle_in_transaction_session_timeout = 0")
-    with pytest.raises(ConnectionLost), write_transaction(a_other):
+    with _holder_and_standby(postgres_url, 0.5) as (a_other, standby, b), \
+            pytest.raises(ConnectionLost), write_transaction(a_other):
         a_other.execute("INSERT INTO ops_cursors (name, value) VALUES ('from-a', 1)")
         # a "stops" here; b's first round comes while a's lease is still valid
         started = time.monotonic()
@@ -217,13 +222,10 @@ def test_a_holder_stopped_with_the_write_lock_before_its_lease_expired_is_ended_
         assert b.epoch is None and not standby.conn.in_transaction
         lease_store.step(standby, b, T0 + timedelta(seconds=0.7))  # a's lease has expired
         assert b.epoch == 2
+        assert 0.4 < waited < 5
+        assert standby.execute("SELECT count(*) FROM ops_cursors WHERE name = 'from-a'"
+                               ).fetchone()[0] == 0
         a_other.execute("SELECT 1")  # a resumes: its session was ended meanwhile
-    assert 0.4 < waited < 5
-    assert standby.execute("SELECT count(*) FROM ops_cursors WHERE name = 'from-a'"
-                           ).fetchone()[0] == 0
-    for db in (a_ops, a_other, standby):
-        with contextlib.suppress(Exception):
-            db.conn.close()
 
 
 def test_a_bounded_write_transaction_gives_up_on_a_lock_held_by_another_thread(
