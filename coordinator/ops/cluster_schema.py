@@ -40,19 +40,3 @@ def m001_lease_and_inbox(db: Database) -> None:
         )
         """
     )
-
-
-@migrations()
-def m002_notice_claims(db: Database) -> None:
-    # PostgreSQL: which dispatcher session claimed a notice it has not settled yet
-    # ("pid@backend_start", unique over the server's life). A claim whose session has
-    # ended (its process was killed) is taken at once instead of after the claim lease;
-    # see coordinator.ops.notify.outbox.claim. Unused on SQLite (one dispatcher).
-    db.execute(
-        """
-        CREATE TABLE ops_notice_claims (
-            notification_id INTEGER PRIMARY KEY,
-            claimant TEXT NOT NULL
-        )
-        """
-    )

@@ -175,8 +175,7 @@ class DispatcherConfig(_Config):
     backoff_max_s: float = Field(default=600.0, gt=0)
     timeout_s: float = Field(default=5.0, gt=0)
     # PostgreSQL: how long a claimed batch is this dispatcher's before another instance
-    # may take it again (longer than a batch takes to deliver; see outbox.claim); a
-    # killed dispatcher's batch is taken at once (its database session ended)
+    # may take it again (longer than a batch takes to deliver; see outbox.claim)
     claim_lease_s: float = Field(default=60.0, gt=0)
 
 

@@ -358,7 +358,6 @@ class Dispatcher:
                     self.stats.retried += 1
                     log.warning("notification %s (%s) failed, will retry: %s",
                                 n.id, n.kind, error)
-            outbox.settle(db, [n.id for n in batch])
         return len(attempt)
 
     def request_stop(self) -> None:

@@ -103,54 +103,27 @@ def due(db: Database, now: datetime, limit: int) -> list[Notification]:
     return [_row(r) for r in cursor.fetchall()]
 
 
-# "pid@backend_start": a session of the server, never the same twice while it runs
-_SESSION = "a.pid::text || '@' || a.backend_start::text"
-
-
 def claim(db: Database, now: datetime, limit: int, lease: timedelta) -> list[Notification]:
     """The due notifications this dispatcher delivers now, oldest due first.
 
     On PostgreSQL any instance may run a dispatcher: the due rows are locked with
     ``FOR UPDATE SKIP LOCKED`` (a row another instance is claiming is passed over, never
     waited for) and claimed for ``lease`` by moving their ``next_attempt_at`` past it, in
-    one statement that also notes this session as their claimant (``ops_notice_claims``).
-    Another instance takes a claimed notice again when its claimant's session has ended
-    (its process was killed: at once) or when the lease ran out (it hung, or was
-    stopped): at least once, and the sinks drop a repeat (the file sink knows the keys
-    it wrote, HTTP receivers get the ``Idempotency-Key``). :func:`settle` ends the claims
-    of a batch. On SQLite (one file, one writer, one dispatcher: the ops leader's) the
-    due rows are read."""
+    one statement. Another instance takes a claimed notice again only when the lease ran
+    out (its claimant died or hung): at least once, and the sinks drop a repeat (the file
+    sink knows the keys it wrote, HTTP receivers get the ``Idempotency-Key``). On SQLite
+    (one file, one writer, one dispatcher: the ops leader's) the due rows are read."""
     if dialect(db) != "postgresql":
         return due(db, now, limit)
     rows = db.conn.execute(
-        # a session of another role shows its pid but not its start: counted alive
-        "WITH orphaned AS (SELECT c.notification_id FROM ops_notice_claims c "
-        "WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a "
-        "WHERE a.pid::text = split_part(c.claimant, '@', 1) AND (a.backend_start IS NULL "
-        f"OR {_SESSION} = c.claimant))), "
-        "picked AS (SELECT id, next_attempt_at AS was FROM ops_notifications "
-        "WHERE status = 'pending' AND (next_attempt_at <= ? "
-        "OR id IN (SELECT notification_id FROM orphaned)) ORDER BY next_attempt_at, id "
-        "LIMIT ? FOR UPDATE SKIP LOCKED), "
-        "noted AS (INSERT INTO ops_notice_claims (notification_id, claimant) "
-        f"SELECT picked.id, (SELECT {_SESSION} FROM pg_stat_activity a "
-        "WHERE a.pid = pg_backend_pid()) FROM picked "
-        "ON CONFLICT (notification_id) DO UPDATE SET claimant = excluded.claimant) "
+        "WITH picked AS (SELECT id, next_attempt_at AS was FROM ops_notifications "
+        "WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id "
+        "LIMIT ? FOR UPDATE SKIP LOCKED) "
         "UPDATE ops_notifications AS n SET next_attempt_at = ? FROM picked "
         f"WHERE n.id = picked.id RETURNING picked.was, "
         f"{', '.join(f'n.{c}' for c in _COLUMNS.split(', '))}",
         (stamp(now), limit, stamp(now + lease))).fetchall()
     return [_row(r[1:]) for r in sorted(rows, key=lambda r: (r[0], r[1]))]
-
-
-def settle(db: Database, notification_ids: Sequence[int]) -> None:
-    """End the claims of a claimed batch once each notice is marked (sent, failed,
-    deferred or handed back), in the marking transaction. PostgreSQL only."""
-    if dialect(db) != "postgresql" or not notification_ids:
-        return
-    db.conn.execute(
-        "DELETE FROM ops_notice_claims WHERE notification_id IN "
-        f"({', '.join('?' * len(notification_ids))})", tuple(notification_ids))
 
 
 def listing(db: Database, *, status: Status | None = None, kind: Kind | None = None,

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -117,63 +116,6 @@ def test_a_dispatcher_killed_mid_delivery_writes_no_notice_twice(
         assert [n.status for n in outbox.listing(check, limit=1000)] == ["sent"] * NOTICES
     finally:
         check.conn.close()
-
-
-def test_a_killed_dispatchers_claim_on_postgresql_is_taken_at_once_not_after_its_lease(
-        postgres_url: str, tmp_path: Path) -> None:
-    # the claim lease is long (60 s): the successor finishes well before it ran out,
-    # because the killed claimant's session ended with its process
-    _queue(postgres_url)
-    sink = tmp_path / "franchisee.jsonl"
-    first = _dispatcher(postgres_url, sink, lease_s=60)
-    deadline = time.monotonic() + 60
-    while len(_lines(sink)) < 5:
-        assert first.poll() is None and time.monotonic() < deadline, \
-            "the first dispatcher wrote too little"
-        time.sleep(0.002)
-    os.kill(first.pid, signal.SIGKILL)  # inside its first batch of 10
-    first.communicate(timeout=10)
-    check = open_database(postgres_url, migrate=False)
-    try:
-        claimed = check.execute("SELECT count(*) FROM ops_notice_claims").fetchone()[0]
-        assert claimed > 0  # the killed one's claims are still there
-        started = time.monotonic()
-        second = _dispatcher(postgres_url, sink, lease_s=60)
-        _, err = second.communicate(timeout=50)
-        assert second.returncode == 0, err.decode()[-2000:]
-        assert time.monotonic() - started < 30  # not the 60 s lease
-        assert sorted(_keys(sink)) == sorted(f"franchisee:inc-1:o-{i}" for i in range(NOTICES))
-        assert outbox.counts(check) == {("franchisee", "sent"): NOTICES}
-        assert check.execute("SELECT count(*) FROM ops_notice_claims").fetchone()[0] == 0
-    finally:
-        check.conn.close()
-
-
-def test_a_claim_on_postgresql_stays_its_live_claimants_and_is_free_once_its_session_ended(
-        postgres_url: str) -> None:
-    _queue(postgres_url)
-    now = parse_stamp(T0)
-    first, second = open_database(postgres_url), open_database(postgres_url)
-    try:
-        mine = outbox.claim(first, now, 10, timedelta(seconds=60))
-        assert len(mine) == 10
-        theirs = outbox.claim(second, now, 200, timedelta(seconds=60))
-        assert not {n.id for n in mine} & {n.id for n in theirs}
-        assert len(theirs) == NOTICES - 10
-        # a session of the first claimant that is gone: its claims are free at once
-        first.conn.close()
-        retaken: list[Notification] = []
-        deadline = time.monotonic() + 10
-        while not retaken and time.monotonic() < deadline:  # the server ends it at once
-            retaken = outbox.claim(second, now + timedelta(seconds=1), 200,
-                                   timedelta(seconds=60))
-            time.sleep(0.01)
-        assert sorted(n.id for n in retaken) == sorted(n.id for n in mine)
-        with second.atomic():
-            outbox.settle(second, [n.id for n in [*theirs, *retaken]])
-        assert second.execute("SELECT count(*) FROM ops_notice_claims").fetchone()[0] == 0
-    finally:
-        second.conn.close()
 
 
 def test_a_line_cut_short_by_a_crash_is_replaced_not_glued_to(
