@@ -94,7 +94,13 @@ def _put_lock(db: Database) -> Iterator[None]:
             yield
         return
     with db.atomic():
-        db.execute("SELECT pg_advisory_xact_lock(?)", [INBOX_LOCK_KEY])
+        # Waited for without a bound, whatever the session's lock_timeout (the ops
+        # sessions of a cluster have the lease TTL, for the lease round's sake): a put
+        # that gave up would fail the watcher's attempts and drop the message for good,
+        # while the holder (another instance's put, perhaps stopped in the middle of its
+        # COPY) commits or is ended later. The puts have their own thread on PostgreSQL.
+        # SET takes no parameters; the key is a constant (one round trip, no parameters)
+        db.execute(f"SET LOCAL lock_timeout = 0; SELECT pg_advisory_xact_lock({INBOX_LOCK_KEY:d})")
         yield
 
 

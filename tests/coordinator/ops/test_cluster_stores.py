@@ -324,3 +324,32 @@ def test_a_leader_stopped_mid_copy_holding_the_inbox_lock_is_ended_by_whoever_ta
     with contextlib.suppress(psycopg.Error):
         leader.conn.close()
     standby.conn.close()
+
+
+def test_a_put_on_a_fenced_session_waits_past_the_ttl_for_a_live_holder_of_the_inbox_lock(
+    postgres_url: str,
+) -> None:
+    # the ops sessions of a cluster have lock_timeout = lease TTL; a put giving up after it
+    # failed each of the watcher's attempts and the message was dropped for good, while
+    # the holder (a standby stopped mid-COPY of its own put: active, ended by nobody)
+    # would commit or be ended later
+    writer = open_database(postgres_url)
+    holder = open_database(f"{postgres_url}?application_name=holder")
+    lease_store.fence_session(writer, 0.3, "a")
+    stored: list[bool] = []
+    try:
+        with holder.atomic():
+            holder.execute("SELECT pg_advisory_xact_lock(?)", [inbox_store.INBOX_LOCK_KEY])
+            put = threading.Thread(target=lambda: stored.append(inbox_store.put(
+                writer, breaker_event(seq=1), "a", T0)))
+            put.start()
+            put.join(1.0)  # past the TTL
+            assert put.is_alive() and not stored  # still waiting, not failed
+        put.join(10)
+        assert stored == [True]
+        assert len(inbox_store.pending(writer, 10)) == 1
+        # the session's own bound still holds for everything else
+        assert writer.execute("SHOW lock_timeout").fetchone()[0] == "300ms"
+    finally:
+        writer.conn.close()
+        holder.conn.close()
