@@ -38,7 +38,7 @@ from coordinator.customer.poster import KeepAlivePoster, proxied
 from coordinator.customer.store import contact_of, facts_of
 from coordinator.db import Database
 from coordinator.errors import NotificationError
-from coordinator.ops.notify.dispatcher import HttpJsonAdapter
+from coordinator.ops.notify.channels import HttpJsonAdapter
 from coordinator.ops.notify.outbox import Notification
 from coordinator.reconnect import ReconnectingDatabase
 from coordinator.redact import header_secrets, redact, safe_url, url_secrets

@@ -175,8 +175,11 @@ class DispatcherConfig(_Config):
     backoff_max_s: float = Field(default=600.0, gt=0)
     timeout_s: float = Field(default=5.0, gt=0)
     # PostgreSQL: how long a claimed batch is this dispatcher's before another instance
-    # may take it again (longer than a batch takes to deliver; see outbox.claim)
-    claim_lease_s: float = Field(default=60.0, gt=0)
+    # may take it again. Renewed every quarter of it while the batch is out, and no
+    # attempt starts with less than a quarter left (coordinator.ops.notify.claims): a
+    # killed dispatcher's batch goes out again within this; a quarter of it should
+    # exceed timeout_s, so an attempt started as renewals fail ends before it runs out
+    claim_lease_s: float = Field(default=20.0, gt=0)
 
 
 class NotifyConfig(_Config):

@@ -109,8 +109,10 @@ def claim(db: Database, now: datetime, limit: int, lease: timedelta) -> list[Not
     On PostgreSQL any instance may run a dispatcher: the due rows are locked with
     ``FOR UPDATE SKIP LOCKED`` (a row another instance is claiming is passed over, never
     waited for) and claimed for ``lease`` by moving their ``next_attempt_at`` past it, in
-    one statement. Another instance takes a claimed notice again only when the lease ran
-    out (its claimant died or hung): at least once, and the sinks drop a repeat (the file
+    one statement. The claimant renews its claim while the batch is out
+    (:mod:`coordinator.ops.notify.claims`), so the lease can be short: another instance
+    takes a claimed notice again only when it ran out (its claimant died, hung, or lost
+    the database for that long): at least once, and the sinks drop a repeat (the file
     sink knows the keys it wrote, HTTP receivers get the ``Idempotency-Key``). On SQLite
     (one file, one writer, one dispatcher: the ops leader's) the due rows are read."""
     if dialect(db) != "postgresql":
@@ -188,14 +190,31 @@ def defer(db: Database, notification_id: int, until: datetime) -> None:
     )
 
 
-def release(db: Database, notification: Notification, now: datetime) -> None:
-    """Hand a picked notice back undelivered, due ``now``: only while it is still as it
-    was picked (a claim that ran out and was taken by another instance stays theirs)."""
+def release(db: Database, notification_id: int, held_until: str, now: datetime) -> None:
+    """Hand a picked notice back undelivered, due ``now``: only while it is still as this
+    dispatcher holds it (``next_attempt_at`` = ``held_until``: a claim that ran out and
+    was taken by another instance stays theirs)."""
     db.conn.execute(
         "UPDATE ops_notifications SET next_attempt_at = ? "
         "WHERE id = ? AND status = 'pending' AND next_attempt_at = ?",
-        (stamp(now), notification.id, notification.next_attempt_at),
+        (stamp(now), notification_id, held_until),
     )
+
+
+def extend_claim(db: Database, notification_ids: Sequence[int], held_until: str,
+                 until: datetime) -> set[int]:
+    """Renew a claimed batch to ``until`` (PostgreSQL): the notices still pending and
+    still held to ``held_until``; returns their ids (one another instance took after
+    the claim ran out stays theirs, and is not among them)."""
+    if not notification_ids:
+        return set()
+    rows = db.conn.execute(
+        "UPDATE ops_notifications SET next_attempt_at = ? WHERE status = 'pending' "
+        f"AND next_attempt_at = ? AND id IN ({', '.join('?' * len(notification_ids))}) "
+        "RETURNING id",
+        (stamp(until), held_until, *notification_ids),
+    ).fetchall()
+    return {int(r[0]) for r in rows}
 
 
 def retry(db: Database, notification_id: int, now: datetime) -> bool:

@@ -19,7 +19,7 @@ import pytest
 from coordinator.db import open_database
 from coordinator.errors import NotificationError
 from coordinator.ops.notify import outbox
-from coordinator.ops.notify.dispatcher import JsonlSink
+from coordinator.ops.notify.channels import JsonlSink
 from coordinator.ops.notify.outbox import Notification, OutgoingNotice
 from protocols.timestamps import parse_stamp
 

@@ -25,7 +25,8 @@ from coordinator.ops.config import (
     WecomConfig,
 )
 from coordinator.ops.notify import outbox
-from coordinator.ops.notify.dispatcher import Dispatcher, TokenBucket
+from coordinator.ops.notify.channels import TokenBucket
+from coordinator.ops.notify.dispatcher import Dispatcher
 from coordinator.ops.notify.franchisee import (
     PendingStoreNotices,
     compose_store_notices,
