@@ -12,6 +12,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    field_validator,
 )
 
 from protocols.models import EventDatetime
@@ -91,6 +92,19 @@ class RetryRequest(BaseModel):
     )
     limit: int = Field(default=1000, ge=1, le=10_000,
                        description="most orders tried, highest tier then oldest first")
+
+    @field_validator("order_ids")
+    @classmethod
+    def _encodable(cls, ids: list[str] | None) -> list[str] | None:
+        # a lone surrogate (JSON "\\ud800") reached the store's driver, which cannot
+        # encode it: a 500 on both backends (found by fuzzing)
+        for index, order_id in enumerate(ids or ()):
+            try:
+                order_id.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"order_ids.{index} is not valid text "
+                                 "(a lone UTF-16 surrogate)") from None
+        return ids
 
 
 class Problem(BaseModel):

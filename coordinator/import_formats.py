@@ -10,6 +10,9 @@ import codecs
 import csv
 import io
 import json
+import re
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, time
 from enum import StrEnum
@@ -117,7 +120,8 @@ def _jsonl_rows(stream: IO[bytes]) -> Iterator[tuple[int, list[str] | dict[str, 
             continue
         try:
             item = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        # ValueError: JSONDecodeError, and an integer of more than 4300 digits
+        except (ValueError, RecursionError) as exc:
             raise ImportFileError(f"row {number}", f"invalid JSON line: {exc}") from exc
         yield number, item
 
@@ -127,7 +131,8 @@ def _json_rows(stream: IO[bytes]) -> Iterator[tuple[int, list[str] | dict[str, A
     # for memory should use JSON lines, which stream line by line
     try:
         data = json.load(stream)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    # ValueError: JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
+    except ValueError as exc:
         raise ImportFileError("file", f"invalid JSON: {exc}") from exc
     except RecursionError as exc:
         raise ImportFileError("file", "invalid JSON: nested too deeply") from exc
@@ -149,9 +154,79 @@ def _cell(value: Any) -> Any:
     return value
 
 
+# calamine turns a sheet into one dense grid spanning its first to its last cell: two
+# cells at A1 and XFD1048576 in a 1.5 kB upload asked for terabytes and aborted the whole
+# process (found by fuzzing the imports). A sheet's grid may hold this many cells more
+# than its real ones (blank columns and rows between them), no more.
+XLSX_SPARSE_FACTOR = 64
+XLSX_SPARSE_SLACK = 1_000_000
+_XLSX_CHUNK = 1 << 20
+_XLSX_REF = re.compile(rb'<(c|row)\b[^>]*?\sr="([A-Za-z]{0,3})([0-9]{1,9})"')
+_XLSX_CELL = re.compile(rb"<c[\s/>]")
+
+
+def _column_number(letters: bytes) -> int:
+    number = 0
+    for letter in letters.upper():
+        number = number * 26 + letter - 64
+    return number
+
+
+def check_xlsx_extent(stream: IO[bytes]) -> None:
+    """Refuse a workbook whose sheet grid would be far larger than the cells it holds,
+    before calamine allocates that grid (ImportFileError naming ``file``). Reads the
+    worksheets' XML once, streamed; leaves the stream at its start."""
+    start = stream.tell()
+    try:
+        with zipfile.ZipFile(stream) as book:
+            for info in book.infolist():
+                if info.filename.startswith("xl/worksheets/") and \
+                        info.filename.endswith(".xml"):
+                    with book.open(info) as sheet:
+                        _check_sheet(sheet, info.filename)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError,
+            NotImplementedError, RuntimeError, zlib.error) as exc:
+        raise ImportFileError("file", f"not a readable xlsx workbook: {exc}") from exc
+    finally:
+        stream.seek(start)
+
+
+def _check_sheet(sheet: IO[bytes], name: str) -> None:
+    rows = [0, 0]  # lowest, highest row number seen
+    cols = [0, 0]
+    cells = 0
+    carry = b""
+    while True:
+        chunk = sheet.read(_XLSX_CHUNK)
+        data = carry + chunk
+        cut = data.rfind(b">") + 1 if chunk else len(data)
+        part, carry = data[:cut], data[cut:]
+        if len(carry) > _XLSX_CHUNK:  # one tag longer than a chunk: nothing real
+            raise ImportFileError("file", f"not a readable xlsx workbook: {name} has a "
+                                  "tag longer than 1 MiB")
+        cells += len(_XLSX_CELL.findall(part))
+        for match in _XLSX_REF.finditer(part):
+            number = int(match.group(3))
+            rows[0] = number if not rows[0] else min(rows[0], number)
+            rows[1] = max(rows[1], number)
+            if match.group(1) == b"c" and match.group(2):
+                col = _column_number(match.group(2))
+                cols[0] = col if not cols[0] else min(cols[0], col)
+                cols[1] = max(cols[1], col)
+        if not chunk:
+            break
+    grid = (rows[1] - rows[0] + 1) * (cols[1] - cols[0] + 1) if rows[0] and cols[0] else 0
+    if grid > cells * XLSX_SPARSE_FACTOR + XLSX_SPARSE_SLACK:
+        raise ImportFileError(
+            "file", f"the sheet spans rows {rows[0]}-{rows[1]} and columns {cols[0]}-"
+                    f"{cols[1]} ({grid} cells) but holds only {cells}: remove the stray "
+                    "cells far from the data")
+
+
 def _xlsx_rows(stream: IO[bytes]) -> Iterator[tuple[int, list[str] | dict[str, Any]]]:
     from python_calamine import CalamineError, CalamineWorkbook
 
+    check_xlsx_extent(stream)
     try:
         book = CalamineWorkbook.from_filelike(stream)
         sheet = book.get_sheet_by_index(0)

@@ -68,6 +68,16 @@ def _refused(request: Request, exc: ImportFileError) -> JSONResponse:
     return answer
 
 
+def _parse_mapping(text: str) -> dict[str, str]:
+    try:
+        raw = json.loads(text)
+    # ValueError: JSONDecodeError, an integer of over 4300 digits; RecursionError: nested
+    # too deeply (both were 500s, found by fuzzing the import)
+    except (ValueError, RecursionError) as exc:
+        raise ImportFileError("mapping", f"not JSON: {exc}") from exc
+    return history.check_mapping(raw)
+
+
 @router.post(
     "/import/orders",
     summary="Import past orders (xlsx, CSV, JSON, JSON lines) into the order history",
@@ -96,7 +106,7 @@ async def import_orders(
     ctype = media_type(request.headers.get("content-type"))
     form = None
     try:
-        columns = history.check_mapping(json.loads(mapping)) if mapping else None
+        columns = _parse_mapping(mapping) if mapping else None
         if ctype == "multipart/form-data":  # a browser upload: the file field "file"
             form = await request.form()
             upload = form_file(form)
@@ -108,8 +118,6 @@ async def import_orders(
         else:
             fmt = detect_format(content_type=ctype, explicit=format)
             body = await spool(request.stream(), limit=config.import_max_bytes)
-    except json.JSONDecodeError as exc:
-        return _refused(request, ImportFileError("mapping", f"not JSON: {exc}"))
     except ImportFileError as exc:
         if form is not None:
             await form.close()
