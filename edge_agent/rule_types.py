@@ -7,7 +7,7 @@ The core, the breakers, the replay and the config need these, not the machine.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from edge_agent.readings import Reading
@@ -104,4 +104,5 @@ class Countdown:
 
 def episode_id(agent_id: str, zone: str, rule: str, start: datetime) -> str:
     """Stable incident id: gateway, zone, rule and start in event time."""
-    return f"{agent_id}/{zone}/{rule}/{start.strftime('%Y%m%dT%H%M%S.%fZ')}"
+    # the Z is only true of a UTC time: a sensor's +08:00 must not be labelled Z
+    return f"{agent_id}/{zone}/{rule}/{start.astimezone(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from edge_agent.config import SensorConfig
 from edge_agent.errors import SensorPayloadError
@@ -49,8 +49,10 @@ class _FastNative(BaseModel):
     v: Literal[1] = 1
     sensor_id: str
     ts: AwareDatetime
-    temperature_c: float | None = None
-    humidity_pct: float | None = None
+    # strict: a JSON string ("7.9") or boolean (true) is not a number; lax mode would
+    # take ``true`` as 1.0 °C, a cold reading that resets a real excursion
+    temperature_c: float | None = Field(default=None, strict=True)
+    humidity_pct: float | None = Field(default=None, strict=True)
 
 
 # Values some common probes send instead of a measurement, in °C, by name. Both are
@@ -244,10 +246,13 @@ class SensorParser:
         return Reading(self._id, self._zone, metric, value, ts, received_at, suspect)
 
     def _event_time(self, ts: datetime, received_at: datetime) -> tuple[datetime, bool]:
-        """Payload time if within ``max_skew`` of the gateway clock, else receive time."""
+        """Payload time if within ``max_skew`` of the gateway clock, else receive time.
+
+        In UTC whatever offset the sensor wrote (``+08:00``): event times go upstream
+        and into episode ids, which the contract says are UTC."""
         skew = ts - received_at
         if -self._max_skew <= skew <= self._max_skew:
-            return ts, False
+            return ts.astimezone(UTC), False
         return received_at, True
 
 

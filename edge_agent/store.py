@@ -10,7 +10,9 @@ records; breaker events are never dropped. One Store per agent, used from its ev
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sqlite3
 import uuid
 from collections.abc import Iterable
@@ -28,6 +30,8 @@ from protocols.timestamps import parse_stamp, stamp
 
 if TYPE_CHECKING:
     from edge_agent.config import AgentConfig
+
+log = logging.getLogger("edge_agent")
 
 # What the budget sacrifices first when the outbox is full.
 DROP_ORDER = ("telemetry", "audit")
@@ -66,6 +70,9 @@ class Store:
         self.outbox_bytes = self._outbox_bytes()
         self.outbox_count = self.outbox_depth()  # kept in memory: stats are polled often
         self.dropped: dict[str, int] = {}
+        # Published (acknowledged) rows a full disk would not let us delete: never sent
+        # again by this process, deleted by the next write that succeeds.
+        self._undeleted: set[int] = set()
 
     def _create(self) -> None:
         db = self.db
@@ -166,10 +173,18 @@ class Store:
         return self.seq
 
     def bump_session(self) -> int:
-        """Start a new uplink session (Sparkplug bdSeq); persisted before connecting."""
+        """Start a new uplink session (Sparkplug bdSeq); persisted before connecting.
+
+        Never raises: a full disk must not stop the agent (it would be restarted into the
+        same failure, and a cold room nobody watches). Unsaved, the number is written by
+        the next commit that succeeds (every commit writes it)."""
         self.session_seq += 1
-        with self.db.atomic():
-            self._set_meta("session_seq", str(self.session_seq))
+        try:
+            with self.db.atomic():
+                self._set_meta("session_seq", str(self.session_seq))
+        except sqlite3.Error as exc:
+            log.warning("session %d not saved to %s (%s): saved by the next commit",
+                        self.session_seq, self.path, exc)
         return self.session_seq
 
     @property
@@ -291,12 +306,29 @@ class Store:
                         [(n, stamp(t + timedelta(milliseconds=1))) for n, t in nonces.items()],
                     )
                 self._set_meta("seq", str(self.seq))
+                self._set_meta("session_seq", str(self.session_seq))
                 self._set_meta("saved_at", stamp(now))
+                undeleted = self._delete_rows(conn, sorted(self._undeleted))
         except sqlite3.Error as exc:
             self.outbox_bytes, self.outbox_count, self.dropped = mirrors
             message_text = f"cannot save state to {self.path}: {exc}"
             raise StoreError(message_text) from exc
+        self._undeleted.clear()
+        self.outbox_count -= undeleted[0]
+        self.outbox_bytes -= undeleted[1]
         return refused
+
+    @staticmethod
+    def _delete_rows(conn: sqlite3.Connection, ids: list[int]) -> tuple[int, int]:
+        """Delete outbox rows by id; their count and bytes."""
+        if not ids:
+            return 0, 0
+        marks = ", ".join("?" for _ in ids)
+        row = conn.execute(
+            f"SELECT count(*), coalesce(sum(size), 0) FROM outbox WHERE id IN ({marks})", ids
+        ).fetchone()
+        conn.execute(f"DELETE FROM outbox WHERE id IN ({marks})", ids)
+        return int(row[0]), int(row[1])
 
     def _make_room(self, size: int, kind: str) -> bool:
         if self.outbox_bytes + size <= self.outbox_max_bytes:
@@ -338,6 +370,9 @@ class Store:
         """Queued messages in sequence order (rowids get reused; seq never is)."""
         sql = "SELECT id, kind, topic, payload, qos, retain, seq, breaker FROM outbox WHERE seq > ?"
         params: list[Any] = [after_seq]
+        if self._undeleted:  # published already; only the disk kept them
+            sql += f" AND id NOT IN ({', '.join('?' for _ in self._undeleted)})"
+            params.extend(sorted(self._undeleted))
         if upto_seq is not None:
             sql += " AND seq <= ?"
             params.append(upto_seq)
@@ -370,13 +405,15 @@ class Store:
     def load_nonces(self, now: datetime) -> dict[str, datetime]:
         """Nonces still inside their command's validity; the expired ones are deleted."""
         try:
-            with self.db.atomic():
-                rows = self.db.execute("SELECT nonce, expires_at FROM nonces").fetchall()
-                alive = {str(n): parse_stamp(t) for n, t in rows}
-                gone = [n for n, t in alive.items() if t <= now]
-                self.db.conn.executemany("DELETE FROM nonces WHERE nonce = ?", [(n,) for n in gone])
+            rows = self.db.execute("SELECT nonce, expires_at FROM nonces").fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read command nonces from {self.path}: {exc}") from exc
+        alive = {str(n): parse_stamp(t) for n, t in rows}
+        gone = [n for n, t in alive.items() if t <= now]
+        # forgetting is housekeeping: a full disk leaves them for the next start
+        with contextlib.suppress(sqlite3.Error), self.db.atomic():
+            self.db.conn.executemany("DELETE FROM nonces WHERE nonce = ?",
+                                     [(n,) for n in gone])
         return {n: t for n, t in alive.items() if t > now}
 
     @staticmethod
@@ -391,21 +428,25 @@ class Store:
         if not wanted:
             return
         marks = ", ".join("?" for _ in wanted)
-        row = self.db.execute(
-            f"SELECT count(*), coalesce(sum(size), 0) FROM outbox WHERE seq IN ({marks})",
-            wanted,
-        ).fetchone()
-        self.db.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", wanted)
-        self.outbox_count -= int(row[0])
-        self.outbox_bytes -= int(row[1])
+        ids = [int(r[0]) for r in self.db.execute(
+            f"SELECT id FROM outbox WHERE seq IN ({marks})", wanted).fetchall()]
+        for row_id in ids:
+            self.delete_outbox(row_id)
 
     def delete_outbox(self, row_id: int) -> None:
-        row = self.db.execute("SELECT size FROM outbox WHERE id = ?", [row_id]).fetchone()
-        if row is None:
+        """Forget a published row. Never raises: if the disk is full the row is kept
+        aside (not sent again) and deleted by the next write that succeeds."""
+        try:
+            with self.db.atomic():
+                count, size = self._delete_rows(self.db.conn, [row_id])
+        except sqlite3.Error as exc:
+            if not self._undeleted:
+                log.warning("published outbox rows not deleted from %s (%s): deleted by "
+                            "the next commit", self.path, exc)
+            self._undeleted.add(row_id)
             return
-        self.db.execute("DELETE FROM outbox WHERE id = ?", [row_id])
-        self.outbox_bytes -= int(row[0])
-        self.outbox_count -= 1
+        self.outbox_bytes -= size
+        self.outbox_count -= count
 
 
 def open_store(config: AgentConfig) -> Store:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +153,48 @@ async def test_an_excursion_seen_only_by_a_sensor_behind_its_neighbours_clock_tr
     assert trip.detail == f"sensors {SENSOR}"
     assert dict(agent.stats.drops) == {}
     assert agent.stats.notices.get("sensor_silent", 0) == 0
+
+
+async def test_a_probe_on_china_time_sending_true_and_strings_is_refused_and_trips_in_utc(
+    tmp_path: Path, broker: Broker, topics: Topics
+) -> None:
+    """A native probe stamping its readings +08:00, whose firmware once writes
+    ``"temperature_c": true`` and once ``"7.9"``: both are refused naming the field (lax
+    parsing took ``true`` as 1.0 °C, a cold reading that reset the excursion), and the trip
+    goes upstream in UTC: event time, values and an episode id whose Z is true (it was
+    the local time labelled Z, eight hours off)."""
+    clock = ManualClock(T0)
+    agent = EdgeAgent(fleet(tmp_path, broker.url, topics), clock=clock, topics=topics)
+    china = timezone(timedelta(hours=8))
+    native = topics.sensor(WH, SENSOR)
+    breaker_topic = topics.breaker(WH, "cold_chain")
+    async with (
+        Collector(broker.url, [topics.deadletter(WH), breaker_topic]) as hq,
+        SensorPublisher(broker.url) as pub,
+        running(agent),
+    ):
+        for minute in range(6):  # 9 °C every minute for 5 minutes: trips at 02:05
+            if minute == 2:
+                for bad in (b"true", b'"7.9"'):
+                    stamp = clock.now().astimezone(china).isoformat()
+                    body = b'{"v":1,"sensor_id":"%s","ts":"%s","temperature_c":%s}' % (
+                        SENSOR.encode(), stamp.encode(), bad)
+                    await pub.raw(native, body)
+                    clock.advance(1)
+            reading = SensorReading(sensor_id=SENSOR, ts=clock.now().astimezone(china),
+                                    temperature_c=9.0)
+            await pub.raw(native, encode(reading))
+            await wait_until(lambda n=minute + 1: agent.stats.readings_accepted == n,
+                             what=f"reading {minute + 1}")
+            clock.advance(60)
+        await wait_until(lambda: any(e.open for e in hq.events(breaker_topic)), what="trip")
+        await wait_until(lambda: len(hq.on(topics.deadletter(WH))) == 2, what="dead letters")
+    letters = [DeadLetter.model_validate_json(m.payload) for m in hq.on(topics.deadletter(WH))]
+    assert [d.field for d in letters] == ["temperature_c", "temperature_c"]
+    assert "bool" in letters[0].error and "str" in letters[1].error
+    assert agent.stats.readings_rejected == {"type": 2}
+    trip = next(e for e in hq.events(breaker_topic) if e.open)
+    raw = next(m.payload for m in hq.on(breaker_topic) if b'"tripped"' in m.payload)
+    assert b"+08:00" not in raw
+    assert trip.event_time == datetime(2026, 1, 15, 2, 5, 2, tzinfo=UTC)
+    assert trip.episode_id is not None and trip.episode_id.endswith("/20260115T020000.000000Z")
