@@ -430,20 +430,22 @@ class Store:
         marks = ", ".join("?" for _ in wanted)
         ids = [int(r[0]) for r in self.db.execute(
             f"SELECT id FROM outbox WHERE seq IN ({marks})", wanted).fetchall()]
-        for row_id in ids:
-            self.delete_outbox(row_id)
+        self._forget(ids)  # one transaction for them all (one sync on a gateway's card)
 
     def delete_outbox(self, row_id: int) -> None:
         """Forget a published row. Never raises: if the disk is full the row is kept
         aside (not sent again) and deleted by the next write that succeeds."""
+        self._forget([row_id])
+
+    def _forget(self, ids: list[int]) -> None:
         try:
             with self.db.atomic():
-                count, size = self._delete_rows(self.db.conn, [row_id])
+                count, size = self._delete_rows(self.db.conn, ids)
         except sqlite3.Error as exc:
             if not self._undeleted:
                 log.warning("published outbox rows not deleted from %s (%s): deleted by "
                             "the next commit", self.path, exc)
-            self._undeleted.add(row_id)
+            self._undeleted.update(ids)
             return
         self.outbox_bytes -= size
         self.outbox_count -= count
