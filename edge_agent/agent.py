@@ -179,7 +179,7 @@ class EdgeAgent:
         if self._store is not None:
             return
         now = self.clock.now()
-        store = open_store(self.config)
+        store = open_store(self.config, now)
         self._store = store
         # A new process is a new session even before it connects: its events say so.
         session = store.bump_session()

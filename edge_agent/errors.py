@@ -29,3 +29,8 @@ class SensorPayloadError(EdgeError, ValueError):
 
 class StoreError(EdgeError):
     """The gateway's SQLite state store failed or holds unreadable state."""
+
+
+class StoreCorrupt(StoreError):
+    """The state store's file is not a readable SQLite database (cut short or overwritten,
+    e.g. by a power cut): :func:`edge_agent.store.open_store` sets it aside."""

@@ -16,15 +16,15 @@ import logging
 import sqlite3
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
-from edge_agent.errors import StoreError
+from edge_agent.errors import StoreCorrupt, StoreError
 from edge_agent.messages import OutgoingMessage
+from edge_agent.outbox_queue import OutboxQueue
 from edge_agent.readings import Reading
 from protocols.timestamps import parse_stamp, stamp
 
@@ -37,38 +37,38 @@ log = logging.getLogger("edge_agent")
 DROP_ORDER = ("telemetry", "audit")
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    id: int
-    kind: str
-    topic: str
-    payload: str
-    qos: int
-    retain: bool
-    seq: int
-    breaker: str | None
-
-
-class Store:
+class Store(OutboxQueue):
     def __init__(self, path: Path | str, *, outbox_max_bytes: int, readings_keep: int) -> None:
-        try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(path), isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self.db = sqlite_utils.Database(conn)
-            self._create()
-        except sqlite3.Error as exc:
-            message = f"cannot open state store {path}: {exc}"
-            raise StoreError(message) from exc
         self.path = Path(path)
         self.outbox_max_bytes = outbox_max_bytes
         self.readings_keep = readings_keep
-        self.seq = int(self._meta("seq") or 0)
-        self.session_seq = int(self._meta("session_seq") or 0)
-        self.incarnation = self._incarnation()
-        self.outbox_bytes = self._outbox_bytes()
-        self.outbox_count = self.outbox_depth()  # kept in memory: stats are polled often
+        conn: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            # a file cut short or overwritten is found now, not by the first event's
+            # commit (the store is small: its outbox has a byte budget)
+            check = conn.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {check[0] if check else None}")
+            self.db = sqlite_utils.Database(conn)
+            self._create()
+            self.seq = int(self._meta("seq") or 0)
+            self.session_seq = int(self._meta("session_seq") or 0)
+            self.incarnation = self._incarnation()
+            self.outbox_bytes = self._outbox_bytes()
+            self.outbox_count = self.outbox_depth()  # kept in memory: polled often
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            if conn is not None:
+                conn.close()
+            message = f"cannot open state store {path}: {exc}"
+            # OperationalError: the file cannot be opened or written (permissions, a
+            # read-only or full disk); any other database error: the file is damaged
+            corrupt = isinstance(exc, (sqlite3.DatabaseError, ValueError)) and not \
+                isinstance(exc, sqlite3.OperationalError)
+            raise (StoreCorrupt if corrupt else StoreError)(message) from exc
         self.dropped: dict[str, int] = {}
         # Published (acknowledged) rows a full disk would not let us delete: never sent
         # again by this process, deleted by the next write that succeeds.
@@ -318,18 +318,6 @@ class Store:
         self.outbox_bytes -= undeleted[1]
         return refused
 
-    @staticmethod
-    def _delete_rows(conn: sqlite3.Connection, ids: list[int]) -> tuple[int, int]:
-        """Delete outbox rows by id; their count and bytes."""
-        if not ids:
-            return 0, 0
-        marks = ", ".join("?" for _ in ids)
-        row = conn.execute(
-            f"SELECT count(*), coalesce(sum(size), 0) FROM outbox WHERE id IN ({marks})", ids
-        ).fetchone()
-        conn.execute(f"DELETE FROM outbox WHERE id IN ({marks})", ids)
-        return int(row[0]), int(row[1])
-
     def _make_room(self, size: int, kind: str) -> bool:
         if self.outbox_bytes + size <= self.outbox_max_bytes:
             return True
@@ -351,56 +339,6 @@ class Store:
         # Breaker events are kept even past the budget: losing a trip is never acceptable.
         return kind == "breaker"
 
-    # -- outbox ----------------------------------------------------------------
-    def _outbox_bytes(self) -> int:
-        row = self.db.execute("SELECT coalesce(sum(size), 0) FROM outbox").fetchone()
-        return int(row[0])
-
-    def outbox_depth(self) -> int:
-        row = self.db.execute("SELECT count(*) FROM outbox").fetchone()
-        return int(row[0])
-
-    def outbox_max_seq(self) -> int:
-        row = self.db.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()
-        return int(row[0])
-
-    def outbox_rows(
-        self, *, after_seq: int = 0, upto_seq: int | None = None, limit: int = 100
-    ) -> list[OutboxRow]:
-        """Queued messages in sequence order (rowids get reused; seq never is)."""
-        sql = "SELECT id, kind, topic, payload, qos, retain, seq, breaker FROM outbox WHERE seq > ?"
-        params: list[Any] = [after_seq]
-        if self._undeleted:  # published already; only the disk kept them
-            sql += f" AND id NOT IN ({', '.join('?' for _ in self._undeleted)})"
-            params.extend(sorted(self._undeleted))
-        if upto_seq is not None:
-            sql += " AND seq <= ?"
-            params.append(upto_seq)
-        sql += " ORDER BY seq LIMIT ?"
-        params.append(limit)
-        return [self._row(r) for r in self.db.execute(sql, params).fetchall()]
-
-    def latest_breaker_rows(self, upto_seq: int) -> list[OutboxRow]:
-        """The newest queued event of each breaker: the live state to send first."""
-        rows = self.db.execute(
-            "SELECT id, kind, topic, payload, qos, retain, seq, breaker FROM outbox "
-            "WHERE seq IN (SELECT max(seq) FROM outbox WHERE kind = 'breaker' AND seq <= ? "
-            "GROUP BY breaker) ORDER BY seq",
-            [upto_seq],
-        ).fetchall()
-        return [self._row(r) for r in rows]
-
-    def current_rows(self) -> list[OutboxRow]:
-        """The newest event of each breaker (published or not), oldest first."""
-        rows = self.db.execute(
-            "SELECT 0, 'breaker', topic, payload, 1, 1, seq, breaker FROM current ORDER BY seq"
-        ).fetchall()
-        return [self._row(r) for r in rows]
-
-    def oldest_queued_at(self) -> datetime | None:
-        row = self.db.execute("SELECT min(queued_at) FROM outbox").fetchone()
-        return None if row is None or row[0] is None else parse_stamp(row[0])
-
     # -- nonces ----------------------------------------------------------------
     def load_nonces(self, now: datetime) -> dict[str, datetime]:
         """Nonces still inside their command's validity; the expired ones are deleted."""
@@ -416,43 +354,37 @@ class Store:
                                      [(n,) for n in gone])
         return {n: t for n, t in alive.items() if t > now}
 
-    @staticmethod
-    def _row(r: Any) -> OutboxRow:
-        return OutboxRow(
-            int(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), bool(r[5]), int(r[6]), r[7]
-        )
-
-    def delete_outbox_seqs(self, seqs: Iterable[int]) -> None:
-        """Remove queued messages by ``seq`` (the current states just re-sent)."""
-        wanted = list(seqs)
-        if not wanted:
-            return
-        marks = ", ".join("?" for _ in wanted)
-        ids = [int(r[0]) for r in self.db.execute(
-            f"SELECT id FROM outbox WHERE seq IN ({marks})", wanted).fetchall()]
-        self._forget(ids)  # one transaction for them all (one sync on a gateway's card)
-
-    def delete_outbox(self, row_id: int) -> None:
-        """Forget a published row. Never raises: if the disk is full the row is kept
-        aside (not sent again) and deleted by the next write that succeeds."""
-        self._forget([row_id])
-
-    def _forget(self, ids: list[int]) -> None:
-        try:
-            with self.db.atomic():
-                count, size = self._delete_rows(self.db.conn, ids)
-        except sqlite3.Error as exc:
-            if not self._undeleted:
-                log.warning("published outbox rows not deleted from %s (%s): deleted by "
-                            "the next commit", self.path, exc)
-            self._undeleted.update(ids)
-            return
-        self.outbox_bytes -= size
-        self.outbox_count -= count
 
 
-def open_store(config: AgentConfig) -> Store:
-    """The state store ``config`` describes (its path, outbox budget, readings kept)."""
+def open_store(config: AgentConfig, now: datetime | None = None) -> Store:
+    """The state store ``config`` describes (its path, outbox budget, readings kept).
+
+    A damaged file (a power cut, exactly when cold rooms warm) must not keep the agent
+    from watching them: it is set aside as ``<name>.corrupt-<time>`` (with its WAL) for
+    a person to look at, logged as an error, and a new store starts a new incarnation
+    (the coordinator follows: docs/edge.md). What it held and had not sent is lost; the
+    breakers' current states are published at start as always. A file that cannot be
+    opened or written (permissions, a read-only or full disk) is an error to fix."""
     agent = config.agent
-    return Store(config.state_db_path, outbox_max_bytes=agent.outbox_max_bytes,
-                 readings_keep=agent.readings_log_per_sensor * len(config.sensors))
+
+    def make() -> Store:
+        return Store(config.state_db_path, outbox_max_bytes=agent.outbox_max_bytes,
+                     readings_keep=agent.readings_log_per_sensor * len(config.sensors))
+
+    try:
+        return make()
+    except StoreCorrupt as exc:
+        path = Path(config.state_db_path)
+        label = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+        aside = path.with_name(f"{path.name}.corrupt-{label}")
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                part = path.with_name(path.name + suffix)
+                if part.exists():
+                    part.rename(aside.with_name(aside.name + suffix))
+        except OSError as move:
+            message = f"{exc}; and it cannot be set aside: {move}"
+            raise StoreError(message) from move
+        log.error("%s: set aside as %s; starting a new state store (new incarnation; "
+                  "unsent events in it are lost)", exc, aside)
+        return make()

@@ -24,7 +24,8 @@ import aiomqtt
 from edge_agent.config import AgentConfig
 from edge_agent.core import AgentCore
 from edge_agent.messages import agent_status, as_historical
-from edge_agent.store import OutboxRow, Store
+from edge_agent.outbox_queue import OutboxRow
+from edge_agent.store import Store
 from protocols import AgentState, DeadLetter, RuleCountdown, Topics, encode
 from protocols.clock import Clock
 
