@@ -19,12 +19,15 @@ import contextlib
 import gc
 import logging
 import os
+import time
+from collections.abc import Callable
 from datetime import datetime
 from types import MappingProxyType
 
 import aiomqtt
 
 from edge_agent.broker_links import SensorLink, UplinkLink
+from edge_agent.clock_steps import StepWatch
 from edge_agent.command_topics import CommandTopics
 from edge_agent.config import AgentConfig
 from edge_agent.core import AgentCore, Output, Saved
@@ -56,9 +59,17 @@ class EdgeAgent:
         clock: Clock = SystemClock(),  # noqa: B008 - stateless, shared on purpose
         topics: Topics | None = None,
         command_key: bytes | None = None,
+        steady: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
+        # A monotonic clock beside the wall clock finds a step of the latter (NTP setting
+        # a bad RTC right): by default with the system clock, never with a manual one
+        # (a test's or a replay's, which jumps on purpose).
+        if steady is None and isinstance(clock, SystemClock):
+            steady = time.monotonic
+        self._steady = steady
+        self._steps = StepWatch(config.agent.max_skew_s)
         self.topics = topics or Topics(config.uplink_mqtt.topic_root)
         self.agent_id = config.agent.agent_id
         self.warehouse_id = config.agent.warehouse_id
@@ -164,14 +175,15 @@ class EdgeAgent:
         """Feed one local message to the core. Never raises: bad input is dead-lettered."""
         if self._store is None:
             self._ensure_started()
-        out = self.core.ingest(topic, payload, self.clock.now())
+        now = self._now()
+        out = self.core.ingest(topic, payload, now)
         if out.messages or out.persist or out.deadletters or out.countdowns:
-            self._apply(out, self.clock.now())
+            self._apply(out, now)
 
     def handle_command(self, breaker_name: str, payload: bytes, topic: str = "") -> None:
         """Verify, apply and audit one operator command. Never raises."""
         self._ensure_started()
-        now = self.clock.now()
+        now = self._now()
         self._apply(self.core.command(breaker_name, payload, now, topic), now)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -193,6 +205,8 @@ class EdgeAgent:
             nonces=store.load_nonces(now),
         )
         self._apply(self.core.start(now, saved), now)
+        if self._steady is not None:
+            self._steps.observe(now, self._steady())  # steps count from the start
         # Config, parsers and machines live as long as the process: keep them out of the
         # cyclic collector's full passes (measured: ~20% of ingest time at 1000 sensors).
         gc.freeze()
@@ -216,6 +230,17 @@ class EdgeAgent:
         store.close()
 
     # -- core output -> store -> uplink --------------------------------------------
+    def _now(self) -> datetime:
+        """The wall clock for the next step of the core; a step of it since the last
+        look (see :mod:`edge_agent.clock_steps`) is handed to the core first."""
+        now = self.clock.now()
+        if self._steady is not None:
+            step = self._steps.observe(now, self._steady())
+            # forward only: a step back the core finds itself (time never goes back)
+            if step is not None and step > 0 and self._store is not None:
+                self._apply(self.core.clock_stepped(now, step), now)
+        return now
+
     def _apply(self, out: Output, now: datetime) -> None:
         self.publisher.keep(out.deadletters, out.countdowns)
         if out.messages or out.persist:
@@ -284,7 +309,7 @@ class EdgeAgent:
 
     def _tick(self) -> None:
         self._ensure_started()
-        now = self.clock.now()
+        now = self._now()
         self._apply(self.core.tick(now), now)
         if self.publisher.countdowns:
             self.publisher.wake.set()

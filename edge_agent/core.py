@@ -16,7 +16,7 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from edge_agent.breakers import Breaker, BreakerChange
@@ -118,6 +118,9 @@ class AgentCore:
         self._readings: deque[Reading] = deque(maxlen=max(500, 2 * len(config.sensors)))
         self._window_drops: dict[str, dict[str, dict[str, int]]] = {}  # zone -> sensor -> cause
         self._logged_at: dict[str, datetime] = {}
+        # the latest time the shell has given: one far below it is the clock stepped back
+        self._latest: datetime | None = None
+        self._step_tolerance = timedelta(seconds=config.agent.max_skew_s)
 
     # -- start -----------------------------------------------------------------
     def start(self, now: datetime, saved: Saved) -> Output:
@@ -160,12 +163,53 @@ class AgentCore:
             changes.append(breaker.current(now, reason))
         out = Output(persist=True)
         self._messages(out, now, changes=changes)
+        # saved after ``now``: the clock went back while the agent was down (a gateway
+        # that booted on a bad RTC ran ahead, then NTP set it right)
+        self._latest = saved.saved_at
+        self._stepped_back(out, now)
+        return out
+
+    def _stepped_back(self, out: Output, now: datetime) -> None:
+        """A ``now`` further than ``max_skew_s`` below the latest one given (or the
+        saved time at start) is the clock stepped back: handled here, as time never goes
+        back. A step forward looks like time passing; the shell finds it."""
+        latest = self._latest
+        if latest is None or now >= latest:
+            self._latest = now
+            return
+        if latest - now <= self._step_tolerance:
+            return
+        self._latest = now
+        stepped = self.clock_stepped(now, (now - latest).total_seconds())
+        out.persist = True
+        out.messages.extend(stepped.messages)
+        out.countdowns.extend(stepped.countdowns)
+        out.transitions.extend(stepped.transitions)
+
+    def clock_stepped(self, now: datetime, by_s: float) -> Output:
+        """The gateway clock stepped by ``by_s`` seconds (back: found by the core; forward:
+        told by the shell, which compares it with a monotonic clock):
+        every rule starts its sensors again from ``now``
+        (:meth:`edge_agent.rules.RuleMachine.clock_stepped`). Override expiries stay on
+        the clock (an override set for an hour may end early or late by the step)."""
+        out = Output(persist=True)
+        log.warning("gateway clock stepped %+.0f s: rules start their sensors again from %s",
+                    by_s, now.isoformat())
+        actions: list[Action] = []
+        for machine in self.machines.values():
+            actions.extend(machine.clock_stepped(now, by_s))
+        self._logged_at.clear()
+        self._handle(out, actions, [], now)
         return out
 
     # -- readings (hot path) ---------------------------------------------------
     def ingest(self, topic: str, payload: bytes, now: datetime) -> Output:
         """Parse and feed one local message. Never raises: bad input is dead-lettered."""
         out = Output()
+        if self._latest is None or now >= self._latest:
+            self._latest = now  # the usual case, inline: this is the hot path
+        else:
+            self._stepped_back(out, now)
         parsers = self.router.parsers(topic)
         if not parsers:
             self.counters.reject("unknown_topic")
@@ -254,6 +298,7 @@ class AgentCore:
     def tick(self, now: datetime) -> Output:
         """Deadlines at ``now``: staleness, silence trips, override expiry, telemetry."""
         out = Output(persist=True)
+        self._stepped_back(out, now)
         actions: list[Action] = []
         for machine in self.machines.values():
             actions.extend(machine.tick(now))
@@ -381,14 +426,16 @@ class AgentCore:
     def _notice(self, notice: Notice) -> None:
         self.counters.notice(notice.kind)
         key = f"{notice.kind}:{notice.rule}:{notice.sensor_id}"
-        loud = notice.kind in ("sensor_silent", "sensor_back", "dip_tolerated")
+        loud = notice.kind in ("sensor_silent", "sensor_back", "dip_tolerated", "clock_step")
         if loud or self._should_log(key, notice.event_time):
             log.warning("%s: rule %s zone %s sensor %s %s", notice.kind, notice.rule,
                         notice.zone, notice.sensor_id, notice.detail)
 
     def _should_log(self, key: str, now: datetime) -> bool:
         last = self._logged_at.get(key)
-        if last is not None and (now - last).total_seconds() < self.config.agent.log_interval_s:
+        # (a clock stepped back below ``last`` must not silence the key until it is back)
+        if last is not None and 0 <= (now - last).total_seconds() < \
+                self.config.agent.log_interval_s:
             return False
         self._logged_at[key] = now
         return True

@@ -105,6 +105,13 @@ class SensorTrack:
         self.reset()
         self.pending_since = ts
 
+    def rebase(self) -> None:
+        """The gateway clock stepped: times before it cannot be compared with times after
+        it. Order, duplicates and the excursion start again from the next reading (the
+        latest value, its side of the thresholds and silence are kept)."""
+        self.last_ts = None
+        self.reset()
+
     def reset(self) -> None:
         self.pending_since = None
         self.bad_count = 0

@@ -84,7 +84,8 @@ class Notice:
 
     rule: str
     zone: str
-    kind: str  # sensor_silent | sensor_back | dip_tolerated | out_of_order | duplicate
+    # sensor_silent | sensor_back | dip_tolerated | out_of_order | duplicate | clock_step
+    kind: str
     event_time: datetime
     sensor_id: str | None = None
     detail: str = ""

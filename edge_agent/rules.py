@@ -218,6 +218,28 @@ class RuleMachine:
         self.episode = None
 
     # -- time ------------------------------------------------------------------
+    def clock_stepped(self, now: datetime, by_s: float) -> list[Action]:
+        """The gateway clock stepped by ``by_s`` seconds (NTP setting a bad RTC right, a
+        manual change): event times on its two sides cannot be compared. Back, every
+        reading would look older than its sensor's newest and silence would never come;
+        forward, every sensor would look silent and every excursion complete. So each
+        sensor starts again from ``now``: order, excursion and silence. Pending progress
+        is dropped (a trip needs a full ``for_s`` after the step, never comes from it);
+        a tripped rule stays tripped, its clearing and minimum times counted from now."""
+        self.origin = now
+        for track in self.tracks.values():
+            track.rebase()
+        self.dirty = True
+        actions: list[Action] = [self._notice("clock_step", now, None,
+                                              f"gateway clock stepped {by_s:+.0f}s")]
+        if self.state is PENDING:
+            self._go_at(OK, "clock_step", now, actions)
+        if self.tripped_since is not None:
+            self.tripped_since = now
+        if self.clearing_since is not None:
+            self.clearing_since = now
+        return actions
+
     def tick(self, now: datetime) -> list[Action]:
         """Evaluate deadlines at ``now``: staleness, silence trips, dip expiry."""
         actions: list[Action] = []

@@ -1,0 +1,27 @@
+"""Finding a step of the gateway's wall clock: NTP setting right a clock that booted on a
+bad real-time clock, or a person changing it. Between two looks, wall time and a
+monotonic clock move alike; when they part by more than ``tolerance_s`` the wall clock
+was stepped (a process stopped or starved moves both alike, so it is no step). Pure:
+the shell hands in both readings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(slots=True)
+class StepWatch:
+    tolerance_s: float
+    _wall: datetime | None = None
+    _steady: float = 0.0
+
+    def observe(self, wall: datetime, steady: float) -> float | None:
+        """The step in seconds (forward positive) since the last look, or ``None``."""
+        last_wall, last_steady = self._wall, self._steady
+        self._wall, self._steady = wall, steady
+        if last_wall is None:
+            return None
+        step = (wall - last_wall).total_seconds() - (steady - last_steady)
+        return step if abs(step) > self.tolerance_s else None
