@@ -120,7 +120,7 @@ def command(opts: argparse.Namespace) -> int:
     if config is None:
         return 2
     try:
-        cmd = local_command(config, CommandKind(opts.kind), actor=opts.actor,
+        cmd = local_command(config, opts.breaker, CommandKind(opts.kind), actor=opts.actor,
                             reason=opts.reason, now=datetime.now(UTC), minutes=opts.minutes)
         topic = asyncio.run(publish_command(config, opts.breaker, cmd, via_uplink=opts.uplink))
     except ValueError as exc:  # includes CommandKeyError and pydantic's ValidationError

@@ -28,12 +28,13 @@ class CommandGate:
         """The nonces saved by an earlier process, those still inside their window."""
         self._nonces = {n: t for n, t in saved.items() if t > now}
 
-    def refusal(self, cmd: BreakerCommand, now: datetime) -> str | None:
-        """None if the command may be acted on, else the reason it is refused."""
+    def refusal(self, cmd: BreakerCommand, breaker: str, now: datetime) -> str | None:
+        """None if the command, arrived on ``breaker``'s topic, may be acted on, else the
+        reason it is refused."""
         if self.key is None:
             return None
         try:
-            verify_command(cmd, self.key, agent_id=self.agent_id, now=now,
+            verify_command(cmd, self.key, agent_id=self.agent_id, breaker=breaker, now=now,
                            max_ttl=self.max_ttl)
         except CommandRejected as exc:
             return exc.reason

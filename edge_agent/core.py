@@ -335,7 +335,7 @@ class AgentCore:
             error = SensorPayloadError(f"command: {exc}", field=exc.field, reason="command")
             self._dead_letter(out, topic, payload, error, now, None)
             return out
-        refusal = self.commands.refusal(cmd, now)
+        refusal = self.commands.refusal(cmd, breaker_name, now)
         breaker = self.breakers.get(breaker_name)
         changes: list[BreakerChange] = []
         if refusal is not None:

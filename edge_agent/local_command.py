@@ -21,6 +21,7 @@ LOCAL_ACTOR_PREFIX = "local:"
 
 def local_command(
     config: AgentConfig,
+    breaker: str,
     kind: CommandKind,
     *,
     actor: str,
@@ -28,7 +29,7 @@ def local_command(
     now: datetime,
     minutes: float | None = None,
 ) -> BreakerCommand:
-    """A command signed with the gateway's key, for its own agent."""
+    """A command signed with the gateway's key, for its own agent and ``breaker``."""
     key = load_command_key(config.command_key_path, COMMAND_KEY_ENV)
     expires = None
     if kind in (CommandKind.FORCE_TRIPPED, CommandKind.INHIBIT):
@@ -43,6 +44,7 @@ def local_command(
         issued_at=now,
         expires_at=expires,
         agent_id=config.agent.agent_id,
+        breaker=breaker,
     )
     return sign_command(cmd, key)
 

@@ -9,7 +9,9 @@ acts only on commands signed for it:
   fields left out, every time in the contract's UTC form (:func:`utc_isoformat`), so
   the coordinator (pydantic) and a technician's CLI produce the same bytes;
 - ``agent_id`` binds the command to one agent (a command signed for gateway A and
-  replayed at gateway B is refused even if both share a key by mistake);
+  replayed at gateway B is refused even if both share a key by mistake), ``breaker`` to
+  one of its breakers (the topic names it too, but a topic is not signed: a command
+  captured and republished on another breaker's topic is refused);
 - ``nonce`` makes every command unique; the agent remembers nonces until the command's
   expiry (:func:`replay_window_end`), so a captured command cannot be replayed;
 - ``expires_at`` (or ``issued_at + max_ttl`` for commands without one) bounds how long
@@ -32,7 +34,8 @@ from typing import Any, Literal
 
 from protocols.models import BreakerCommand, utc_isoformat
 
-RejectReason = Literal["unsigned", "bad_signature", "wrong_agent", "expired", "ttl_too_long"]
+RejectReason = Literal["unsigned", "bad_signature", "wrong_agent", "wrong_breaker", "expired",
+                       "ttl_too_long"]
 
 # HMAC-SHA256 keys shorter than this are guessable; 32 random bytes is what
 # new_command_key() produces.
@@ -81,12 +84,14 @@ def _check_key(key: bytes) -> None:
 def sign_command(cmd: BreakerCommand, key: bytes, nonce: str | None = None) -> BreakerCommand:
     """Return ``cmd`` with a fresh (or the given) nonce and its signature.
 
-    ``cmd.agent_id`` must name the receiving agent: a signature binds a command to
-    one agent. Raises ``ValueError`` if it is missing.
+    ``cmd.agent_id`` must name the receiving agent and ``cmd.breaker`` its breaker: a
+    signature binds a command to both. Raises ``ValueError`` if either is missing.
     """
     _check_key(key)
     if cmd.agent_id is None:
         raise ValueError("agent_id: a signed command must name the agent it is for")
+    if cmd.breaker is None:
+        raise ValueError("breaker: a signed command must name the breaker it is for")
     unsigned = cmd.model_copy(
         update={"nonce": nonce if nonce is not None else secrets.token_hex(16), "signature": None}
     )
@@ -105,12 +110,14 @@ def verify_command(
     key: bytes,
     *,
     agent_id: str,
+    breaker: str,
     now: datetime,
     max_ttl: timedelta,
 ) -> None:
-    """Raise :class:`CommandRejected` unless ``cmd`` is signed for ``agent_id`` and valid
-    at ``now``. Replays (a nonce already seen) are the caller's to check: it owns the
-    nonce store (see :func:`replay_window_end`)."""
+    """Raise :class:`CommandRejected` unless ``cmd`` is signed for ``agent_id`` and
+    ``breaker`` (the one whose topic it came on) and valid at ``now``. Replays (a nonce
+    already seen) are the caller's to check: it owns the nonce store (see
+    :func:`replay_window_end`)."""
     _check_key(key)
     if cmd.signature is None or cmd.nonce is None or cmd.agent_id is None:
         raise CommandRejected("unsigned", "signature, nonce and agent_id are required")
@@ -119,6 +126,10 @@ def verify_command(
         raise CommandRejected("bad_signature", "signature does not match the command")
     if cmd.agent_id != agent_id:
         raise CommandRejected("wrong_agent", f"signed for agent {cmd.agent_id!r}")
+    if cmd.breaker != breaker:
+        # a command from before breakers were signed names none: refused the same way
+        raise CommandRejected("wrong_breaker", f"signed for breaker {cmd.breaker!r}, "
+                              f"arrived for {breaker!r}")
     end = replay_window_end(cmd, max_ttl)
     if end <= now:
         raise CommandRejected("expired", f"expired at {utc_isoformat(end)}")

@@ -315,6 +315,10 @@ class BreakerCommand(WireModel):
     # who published, so an agent that holds a command key acts only on commands signed
     # for it. Optional so unsigned v1 senders still parse (and are then refused).
     agent_id: Ident | None = None
+    # The breaker it is for, signed with it: the topic names the breaker too, but a
+    # topic is not signed, and a captured command republished on another breaker's
+    # topic must not act there.
+    breaker: Ident | None = None
     nonce: str | None = Field(default=None, pattern=r"^[0-9a-f]{16,64}$")
     signature: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 

@@ -148,10 +148,10 @@ async def command_breaker(request: Request, warehouse_id: Annotated[str, Path(ma
         raise auth.forbid(request, f"warehouse {warehouse_id!r} is outside your scope")
     lasts = timedelta(minutes=body.minutes) if body.minutes is not None else None
     try:
-        commands = signed_commands(_db(request), warehouse_id, body.command,
+        topic = ops.topics.command(warehouse_id, breaker)
+        commands = signed_commands(_db(request), warehouse_id, breaker, body.command,
                                    actor=caller.actor, reason=body.reason,
                                    now=_now(request), lasts=lasts)
-        topic = ops.topics.command(warehouse_id, breaker)
     except Conflict as exc:
         raise HTTPException(409, str(exc)) from exc
     except (ValueError, TopicError) as exc:  # a breaker name no topic level can carry

@@ -44,6 +44,7 @@ def inhibit(now: datetime, cid: str, minutes: float = 30) -> BreakerCommand:
     return BreakerCommand(
         command_id=cid, command=CommandKind.INHIBIT, actor="ops:li", reason="defrost",
         issued_at=now, expires_at=now + timedelta(minutes=minutes), agent_id=AGENT,
+        breaker="cold_chain",
     )
 
 
@@ -72,6 +73,8 @@ async def test_unsigned_mis_signed_replayed_and_over_long_commands_are_refused(
         sign_command(inhibit(now, "c-forged"), b"not-the-agents-key-at-all"),
         sign_command(inhibit(now, "c-long", minutes=24 * 60), key),
         sign_command(inhibit(now, "c-other").model_copy(update={"agent_id": "gw-other"}), key),
+        # signed for another breaker, captured and republished on this one's topic
+        sign_command(inhibit(now, "c-moved").model_copy(update={"breaker": "dock"}), key),
         signed,
         signed,  # captured and replayed
     ]
@@ -94,6 +97,7 @@ async def test_unsigned_mis_signed_replayed_and_over_long_commands_are_refused(
         ("c-forged", "refused", "bad_signature"),
         ("c-long", "refused", "ttl_too_long"),
         ("c-other", "refused", "wrong_agent"),  # signed for another gateway (a shared key)
+        ("c-moved", "refused", "wrong_breaker"),
         ("c-ok", "applied", "override_inhibited"),
         ("c-ok", "refused", "replayed"),
         ("c-ok", "refused", "replayed"),

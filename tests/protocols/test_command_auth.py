@@ -3,6 +3,8 @@ real broker in tests/edge_agent/test_agent_signed_commands.py)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -37,19 +39,21 @@ def inhibit(agent_id: str | None = "agent-a", minutes: float = 30) -> BreakerCom
         issued_at=T0,
         expires_at=T0 + timedelta(minutes=minutes),
         agent_id=agent_id,
+        breaker="cold_chain",
     )
 
 
-def reason_of(cmd: BreakerCommand, *, agent_id: str = "agent-a", now: datetime = T0) -> str:
+def reason_of(cmd: BreakerCommand, *, agent_id: str = "agent-a", now: datetime = T0,
+              breaker: str = "cold_chain") -> str:
     with pytest.raises(CommandRejected) as info:
-        verify_command(cmd, KEY, agent_id=agent_id, now=now, max_ttl=TTL)
+        verify_command(cmd, KEY, agent_id=agent_id, breaker=breaker, now=now, max_ttl=TTL)
     return info.value.reason
 
 
 def test_a_signed_command_verifies_after_the_wire_round_trip() -> None:
     signed = sign_command(inhibit(), KEY)
     received = decode(BreakerCommand, encode(signed))
-    verify_command(received, KEY, agent_id="agent-a", now=T0, max_ttl=TTL)
+    verify_command(received, KEY, agent_id="agent-a", breaker="cold_chain", now=T0, max_ttl=TTL)
 
 
 def test_the_same_instant_in_another_offset_signs_the_same_bytes() -> None:
@@ -65,6 +69,7 @@ def test_the_same_instant_in_another_offset_signs_the_same_bytes() -> None:
         a.model_copy(update={"nonce": signed.nonce, "signature": signed.signature}),
         KEY,
         agent_id="agent-a",
+        breaker="cold_chain",
         now=T0,
         max_ttl=TTL,
     )
@@ -109,6 +114,25 @@ def test_a_command_for_another_agent_is_refused() -> None:
     assert reason_of(sign_command(inhibit("agent-b"), KEY)) == "wrong_agent"
 
 
+def test_a_command_republished_on_another_breakers_topic_is_refused() -> None:
+    # captured on cmd/cold_chain, sent again on cmd/dock: the topic is not signed
+    signed = sign_command(inhibit(), KEY)
+    assert reason_of(signed, breaker="dock") == "wrong_breaker"
+    # naming another breaker in the body breaks the signature
+    moved = signed.model_copy(update={"breaker": "dock"})
+    assert reason_of(moved, breaker="dock") == "bad_signature"
+
+
+def test_a_command_signed_without_a_breaker_is_refused() -> None:
+    # a sender from before breakers were signed: its signature verifies, its breaker none
+    unbound = inhibit().model_copy(update={"breaker": None, "nonce": "ab" * 8})
+    mac = hmac.new(KEY, canonical_bytes(unbound), hashlib.sha256).hexdigest()
+    old = unbound.model_copy(update={"signature": mac})
+    assert reason_of(old) == "wrong_breaker"
+    with pytest.raises(ValueError, match="breaker"):
+        sign_command(unbound, KEY)
+
+
 def test_an_expired_command_is_refused() -> None:
     signed = sign_command(inhibit(minutes=5), KEY)
     assert reason_of(signed, now=T0 + timedelta(minutes=5)) == "expired"
@@ -122,9 +146,11 @@ def test_a_command_without_expiry_lives_max_ttl_from_issue() -> None:
         reason="seen",
         issued_at=T0,
         agent_id="agent-a",
+        breaker="cold_chain",
     )
     signed = sign_command(ack, KEY)
-    verify_command(signed, KEY, agent_id="agent-a", now=T0 + TTL / 2, max_ttl=TTL)
+    verify_command(signed, KEY, agent_id="agent-a", breaker="cold_chain", now=T0 + TTL / 2,
+                   max_ttl=TTL)
     assert replay_window_end(signed, TTL) == T0 + TTL
     assert reason_of(signed, now=T0 + TTL) == "expired"
 
