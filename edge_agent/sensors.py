@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,11 @@ LIMITS: dict[str, tuple[float, float]] = {
     TEMPERATURE: (MIN_TEMPERATURE_C, MAX_TEMPERATURE_C),
     HUMIDITY: (0.0, 100.0),
 }
+
+
+_PLAIN_NUMBER = re.compile(
+    r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|nan|inf|infinity)",
+    re.IGNORECASE)  # nan and inf read, then refused as non_finite
 
 
 class _FastNative(BaseModel):
@@ -177,6 +183,10 @@ class SensorParser:
         assert metric is not None
         try:
             text = payload.decode("utf-8").strip()
+            # a plain decimal, as a firmware prints one: Python's float() also reads
+            # "8_5" as 85 and full-width or other scripts' digits, no sensor's output
+            if not _PLAIN_NUMBER.fullmatch(text):
+                raise ValueError(text)
             value = float(text)
         except (UnicodeDecodeError, ValueError) as exc:
             message = f"not a number: {payload[:40]!r}"

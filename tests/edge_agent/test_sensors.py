@@ -127,6 +127,10 @@ def test_plain_number_on_a_metric_topic() -> None:
         ("plain", {"metric": "temperature_c"}, b"nan", "$", "non_finite"),
         ("plain", {"metric": "temperature_c"}, b"-80", "temperature_c", "range"),
         ("plain", {"metric": "temperature_c"}, b"\xff\xfe", "$", "type"),
+        # float() reads these as 85 and 7.9; no firmware prints them
+        ("plain", {"metric": "temperature_c"}, b"8_5", "$", "type"),
+        ("plain", {"metric": "temperature_c"}, "７.９".encode(), "$", "type"),
+        ("plain", {"metric": "temperature_c"}, b"7,9", "$", "type"),
     ],
 )
 def test_junk_is_rejected_naming_the_field(
