@@ -20,6 +20,9 @@ sensor, so sensors with different clocks never hide each other's readings.
 - ``tripped`` clears through ``clearing``: once fewer than the needed number of live
   sensors are off the clear side of the clear threshold (hysteresis on value), for
   ``clear_for_s`` (on time), and the rule has been tripped at least ``min_tripped_s``;
+- a sensor silent longer than its ``max_gap_s`` loses its excursion (it cannot be assumed
+  to have held through the silence); a ``pending`` rule left with too few sensors in one
+  goes ``ok`` (reason ``sensor_silent``);
 - when every sensor of the rule has been silent longer than its ``max_gap_s``, an ``ok`` or
   ``pending`` rule becomes ``unknown`` (pending progress is discarded: unknown never counts
   toward a trip); a tripped rule stays tripped (unknown never clears); ``unknown`` trips
@@ -251,8 +254,17 @@ class RuleMachine:
             heard = self.origin if track.last_ts is None else max(track.last_ts, self.origin)
             if (now - heard).total_seconds() > gap:
                 track.silent = True
+                # its excursion cannot be assumed to hold through the silence (as when it
+                # speaks again): a hot probe that died must not hold the rule pending,
+                # its countdown at zero, for as long as it stays dead
+                silenced = track.pending_since is not None
+                track.reset()
                 self.dirty = True
                 actions.append(self._notice("sensor_silent", now, sensor, f"silent > {gap:g}s"))
+                if silenced and self.state is PENDING and \
+                        len(self._pending_tracks()) < self.needed and \
+                        any(not self.tracks[s].silent for s in spec.max_gap_s):
+                    self._go_at(OK, "sensor_silent", now, actions)
         expired = False
         for track in self.tracks.values():
             dip = track.dip_since

@@ -503,3 +503,18 @@ def test_a_snapshot_from_before_per_sensor_tracking_keeps_its_trip() -> None:
     back = RuleMachine.restore(make_spec(), "gw-1", old_pending, saved_at=at(100),
                                now=at(110), outage_tolerance_s=900)
     assert back.state is UNKNOWN  # its excursion cannot be rebuilt per sensor: start again
+
+
+def test_a_hot_probe_that_dies_while_another_reads_cold_does_not_hold_the_rule_pending() -> None:
+    m = RuleMachine.create(make_spec(max_gap_s={"s1": 120.0, "s2": 120.0}), "gw-1", T0)
+    for t in range(0, 180, 30):  # s1 hot for 3 min, s2 cold
+        m.feed(reading(t, 12.0, "s1"))
+        m.feed(reading(t, 4.0, "s2"))
+    assert m.state is PENDING
+    for t in range(180, 3600, 30):  # s1 dies; s2 goes on reading 4 °C for an hour
+        m.feed(reading(t, 4.0, "s2"))
+        m.tick(at(t))
+    assert m.state is OK  # not pending with its countdown at zero for the hour
+    assert m.tracks["s1"].silent and m.tracks["s1"].pending_since is None
+    m.feed(reading(3600, 12.0, "s1"))  # back and still hot: a new excursion, from now
+    assert m.state is PENDING and m.pending_since == at(3600)
