@@ -77,6 +77,22 @@ EventDatetime = Annotated[AwareDatetime, AfterValidator(_plausible_event_time)]
 
 Ident = Annotated[str, AfterValidator(_level)]
 
+
+def _encodable(value: str) -> str:
+    # JSON may carry a lone UTF-16 surrogate ("\ud800"): valid in a Python str, but no
+    # database driver can store it, so it failed deep in a loop instead of here
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        message = "is not valid text (a lone UTF-16 surrogate)"
+        raise ValueError(message) from None
+    return value
+
+
+# Free text on the wire (ids a carrier or an operator makes up, reasons): any characters
+# but a lone surrogate.
+Text = Annotated[str, AfterValidator(_encodable)]
+
 # The id of one lifetime of an agent's state database (edge agents use uuid4().hex).
 # Lower-case hex and dashes only, so it can never smuggle anything into a log or topic.
 INCARNATION_PATTERN = r"^[0-9a-f-]{8,64}$"
@@ -305,10 +321,10 @@ class CommandKind(StrEnum):
 class BreakerCommand(WireModel):
     """An operator's manual command to one breaker. Every command is audited."""
 
-    command_id: str = Field(min_length=1, max_length=64)
+    command_id: Text = Field(min_length=1, max_length=64)
     command: CommandKind
-    actor: str = Field(min_length=1, max_length=128)
-    reason: str = Field(min_length=1, max_length=500)
+    actor: Text = Field(min_length=1, max_length=128)
+    reason: Text = Field(min_length=1, max_length=500)
     issued_at: UtcDatetime
     expires_at: UtcDatetime | None = None
     # Signing (protocols/command_auth.py): MQTT 3.1.1 tells a subscriber nothing about
@@ -364,10 +380,10 @@ class DeadLetter(WireModel):
 class TrackingUpdate(WireModel):
     """A courier's tracking update for one shipment (HTTP ``POST /tracking`` or MQTT)."""
 
-    shipment_id: str = Field(min_length=1, max_length=64)
+    shipment_id: Text = Field(min_length=1, max_length=64)
     carrier: Ident
     warehouse_id: Ident
-    order_id: str | None = None
+    order_id: Text | None = Field(default=None, max_length=128)
     status: Literal["picked_up", "in_transit", "out_for_delivery", "delivered", "exception"]
     ts: EventDatetime
     lat: float | None = Field(default=None, ge=-90, le=90)

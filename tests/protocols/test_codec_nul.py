@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from protocols import TrackingUpdate, decode
 from protocols.errors import PayloadError
@@ -46,3 +47,16 @@ def _holds_nul(value: Any) -> bool:
     if isinstance(value, list):
         return any(_holds_nul(v) for v in value)
     return False
+
+
+@pytest.mark.parametrize("field", ["order_id", "shipment_id"])
+def test_a_lone_surrogate_in_a_tracking_update_names_its_field(field: str) -> None:
+    # The MQTT decoder's JSON parser refuses one already; HTTP bodies are parsed by the
+    # standard library's, which lets it through into the model: refused there, naming it
+    with pytest.raises(PayloadError):
+        decode(TrackingUpdate, json.dumps({**UPDATE, field: "SF\ud800"}))
+    with pytest.raises(ValidationError) as caught:
+        TrackingUpdate.model_validate(json.loads(json.dumps({**UPDATE, field: "SF\ud800"})))
+    assert caught.value.errors()[0]["loc"] == (field,)
+    assert decode(TrackingUpdate, json.dumps({**UPDATE, field: "顺丰SF1"})).model_dump()[field] \
+        == "顺丰SF1"
