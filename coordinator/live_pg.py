@@ -106,11 +106,14 @@ class PgHub:
                         conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, topic))
                     attempt = 0
                     outage.succeeded()
-                except psycopg.Error as exc:
+                except Exception as exc:  # a thread that ends would tell no one again
                     # the local pages were told; the other instances' re-read on their
                     # listener's reconnect, or at the next change
                     self.send_failures += 1
-                    outage.failed(exc)  # once per outage, not once per change
+                    if isinstance(exc, psycopg.Error):
+                        outage.failed(exc)  # once per outage, not once per change
+                    else:
+                        log.exception("live NOTIFY failed; retrying")
                     with self._wake:
                         self._pending |= topics
                     if conn is not None:
@@ -149,8 +152,11 @@ class PgHub:
                                 continue
                             self.received += 1
                             self._local.publish(note.payload)
-            except psycopg.Error as exc:
+            except Exception as exc:  # a thread that ends would hear no one again
                 self._listening.clear()
-                outage.failed(exc)  # once per outage, not once per reconnect attempt
+                if isinstance(exc, psycopg.Error):
+                    outage.failed(exc)  # once per outage, not once per reconnect attempt
+                else:
+                    log.exception("live LISTEN failed; reconnecting")
                 self._stop.wait(RECONNECT_S[min(attempt, len(RECONNECT_S) - 1)])
                 attempt += 1

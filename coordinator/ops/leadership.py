@@ -127,7 +127,10 @@ class Leadership:
         self.elected.clear()
         log.warning("%s no longer leads the ops loop", self.instance)
         if self.on_deposed is not None:
-            await self.on_deposed()
+            try:
+                await self.on_deposed()
+            except Exception:  # called from the loops' handlers: it must not end them
+                log.exception("stepping down: the deposed hook failed")
 
     async def run_applier(self) -> None:
         outage = OutageLog("applying the ops inbox")

@@ -19,6 +19,7 @@ from coordinator.ops.config import OpsConfig
 from coordinator.ops.escalation import Escalate
 from coordinator.ops.handler import HandleResult, OpsCore
 from coordinator.ops.leadership import Leadership
+from coordinator.ops.lease_store import LeaseLost
 from coordinator.ops.notify.dispatcher import Dispatcher
 from coordinator.reconnect import OutageLog
 from protocols.clock import Clock
@@ -55,6 +56,8 @@ class Periodic:
         logged once per outage (a line per round would flood the log for its length)."""
         try:
             await work()
+        except LeaseLost as exc:  # deposed between the check and the round: no outage
+            log.warning("%s: %s", outage.what, exc)
         except StoreError as exc:
             outage.failed(exc)
         except Exception:
