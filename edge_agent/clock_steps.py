@@ -14,12 +14,17 @@ from datetime import datetime
 @dataclass(slots=True)
 class StepWatch:
     tolerance_s: float
+    # Looks closer together than this compare nothing (the shell looks at every reading,
+    # tens of thousands a second): a step is found at most this late.
+    every_s: float = 0.5
     _wall: datetime | None = None
     _steady: float = 0.0
 
     def observe(self, wall: datetime, steady: float) -> float | None:
         """The step in seconds (forward positive) since the last look, or ``None``."""
         last_wall, last_steady = self._wall, self._steady
+        if last_wall is not None and 0 <= steady - last_steady < self.every_s:
+            return None
         self._wall, self._steady = wall, steady
         if last_wall is None:
             return None

@@ -119,7 +119,7 @@ def test_two_hours_of_real_silence_still_trips(tmp_path: Path) -> None:
     assert "clock_step" not in agent.stats.notices
 
 
-@given(st.lists(st.floats(min_value=0, max_value=3600), min_size=1, max_size=30),
+@given(st.lists(st.floats(min_value=0.5, max_value=3600), min_size=1, max_size=30),
        st.floats(min_value=31, max_value=1e8), st.integers(min_value=0, max_value=29),
        st.booleans())
 def test_a_step_watch_reports_exactly_the_steps_beyond_its_tolerance(
