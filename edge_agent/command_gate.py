@@ -15,10 +15,13 @@ from protocols.command_auth import CommandRejected, replay_window_end, verify_co
 
 
 class CommandGate:
-    """``key`` None: no key configured, commands are not authenticated (see docs/edge.md)."""
+    """``key`` None: no key configured: every command is refused as ``unsigned``, unless
+    ``unsigned`` allows them unauthenticated (a test bench; see docs/edge.md)."""
 
-    def __init__(self, key: bytes | None, agent_id: str, max_ttl_s: float) -> None:
+    def __init__(self, key: bytes | None, agent_id: str, max_ttl_s: float, *,
+                 unsigned: bool = False) -> None:
         self.key = key
+        self.unsigned = unsigned
         self.agent_id = agent_id
         self.max_ttl = timedelta(seconds=max_ttl_s)
         self._nonces: dict[str, datetime] = {}
@@ -32,7 +35,7 @@ class CommandGate:
         """None if the command, arrived on ``breaker``'s topic, may be acted on, else the
         reason it is refused."""
         if self.key is None:
-            return None
+            return None if self.unsigned else "unsigned"
         try:
             verify_command(cmd, self.key, agent_id=self.agent_id, breaker=breaker, now=now,
                            max_ttl=self.max_ttl)

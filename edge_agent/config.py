@@ -71,8 +71,11 @@ class AgentSection(_Section):
     log_interval_s: Seconds = 60
     # Signed commands (protocols/command_auth.py): the agent's own key, from this file
     # (relative to the config file) or else from the environment variable
-    # BREAKWATER_COMMAND_KEY. With neither, commands are not authenticated. Never logged.
+    # BREAKWATER_COMMAND_KEY. Never logged. With neither, every command is refused
+    # (audited as unsigned) unless unsigned_commands is set: a test bench's choice, never
+    # a warehouse's (anyone who can publish on the cmd topic could then hold a breaker).
     command_key_file: str | None = None
+    unsigned_commands: bool = False
     # Longest a command may be valid (and an override last) from when it was issued.
     command_max_ttl_s: PositiveSeconds = Field(default=43_200, le=7 * 86_400)
     # Health and Prometheus metrics on http://metrics_host:metrics_port/ (0 = off).

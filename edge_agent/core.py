@@ -105,7 +105,8 @@ class AgentCore:
         self.specs = rule_specs(config)
         self.counters = Counters()
         self.commands = CommandGate(command_key, config.agent.agent_id,
-                                    config.agent.command_max_ttl_s)
+                                    config.agent.command_max_ttl_s,
+                                    unsigned=config.agent.unsigned_commands)
         self.me = Identity(config.agent.warehouse_id, config.agent.agent_id, topics, None)
         self.seq = 0
         self.session_seq = 0

@@ -43,6 +43,7 @@ def config_dict(
             "warehouse_id": WH,
             "state_db": str(tmp_path / "edge.sqlite"),
             "tick_interval_s": 0.05,
+            "unsigned_commands": True,  # the command tests without keys; signed: their own
         },
         "local_mqtt": {"url": local_url, **fast},
         "uplink_mqtt": {"url": uplink_url, "username": AGENT, "topic_root": topics.root, **fast},

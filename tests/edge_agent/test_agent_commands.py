@@ -78,3 +78,21 @@ def _audits(agent: EdgeAgent) -> int:
     assert store is not None
     rows = store.outbox_rows(after_seq=0, limit=10_000)
     return sum(1 for row in rows if row.kind == "audit")
+
+
+def test_an_agent_without_a_key_refuses_every_command_unless_a_bench_allows_them(
+        tmp_path: Path) -> None:
+    # closed by default: with no key and no unsigned_commands, anyone who could publish
+    # on the cmd topic would otherwise hold the breaker
+    for allowed in (False, True):
+        config = make_config(tmp_path / str(allowed), "mqtt://127.0.0.1:1",
+                             "mqtt://127.0.0.1:1", TOPICS)
+        config = config.model_copy(update={"agent": config.agent.model_copy(
+            update={"unsigned_commands": allowed})})
+        agent = EdgeAgent(config, clock=ManualClock(T0), topics=TOPICS)
+        agent.handle_command("cold_chain", json.dumps(valid).encode())
+        assert agent.breaker_states()["cold_chain"][1] is allowed  # forced open, or not
+        outcome = "applied" if allowed else "refused_unsigned"
+        assert dict(agent.stats.commands) == {outcome: 1}
+        assert agent._store is not None
+        agent._store.close()
