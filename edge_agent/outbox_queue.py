@@ -137,5 +137,7 @@ class OutboxQueue:
                             "the next commit", self.path, exc)
             self._undeleted.update(ids)
             return
+        # gone now: the id may be a new row's next (a rowid), which must not be deleted
+        self._undeleted.difference_update(ids)
         self.outbox_bytes -= size
         self.outbox_count -= count

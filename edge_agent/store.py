@@ -240,6 +240,11 @@ class Store(OutboxQueue):
         try:
             with self.db.atomic():
                 conn = self.db.conn
+                # first: the outbox's ids are rowids, and a new row may take the id of
+                # one deleted in this transaction (the budget's victims included)
+                count, size = self._delete_rows(conn, sorted(self._undeleted))
+                self.outbox_count -= count
+                self.outbox_bytes -= size
                 if rules:
                     conn.executemany(
                         "INSERT OR REPLACE INTO rules(id, data) VALUES (?, ?)",
@@ -308,14 +313,11 @@ class Store(OutboxQueue):
                 self._set_meta("seq", str(self.seq))
                 self._set_meta("session_seq", str(self.session_seq))
                 self._set_meta("saved_at", stamp(now))
-                undeleted = self._delete_rows(conn, sorted(self._undeleted))
         except sqlite3.Error as exc:
             self.outbox_bytes, self.outbox_count, self.dropped = mirrors
             message_text = f"cannot save state to {self.path}: {exc}"
             raise StoreError(message_text) from exc
         self._undeleted.clear()
-        self.outbox_count -= undeleted[0]
-        self.outbox_bytes -= undeleted[1]
         return refused
 
     def _make_room(self, size: int, kind: str) -> bool:
