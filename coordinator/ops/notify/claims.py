@@ -79,8 +79,8 @@ class BatchClaim:
 
 async def keep(claim: BatchClaim, db: Callable[[], Database], clock: Clock) -> None:
     """Renew ``claim`` every quarter lease until cancelled. A renewal that fails (the
-    database away) is tried again at the next one; the attempts stop by themselves if
-    the claim runs low meanwhile (:meth:`BatchClaim.holds`)."""
+    database away, a lock wait given up) is tried again at the next one; the attempts
+    stop by themselves if the claim runs low meanwhile (:meth:`BatchClaim.holds`)."""
     while True:
         await asyncio.sleep(claim.margin.total_seconds())
         try:
@@ -88,3 +88,8 @@ async def keep(claim: BatchClaim, db: Callable[[], Database], clock: Clock) -> N
         except StoreError as exc:
             claim.failed_renewals += 1
             log.warning("renewing the claim on %d notices failed: %s", len(claim.held), exc)
+        except Exception:  # a lock wait given up, a cancelled statement: tried again too
+            # (ending here, the error was raised again at the end of the batch, and what
+            # the batch had delivered was never marked: all of it sent again)
+            claim.failed_renewals += 1
+            log.exception("renewing the claim on %d notices failed", len(claim.held))

@@ -147,3 +147,40 @@ async def test_a_dispatcher_frozen_past_its_claim_sends_nothing_more_when_it_res
     assert first.stats.sent == 1 and first.stats.claims_run_low == NOTICES - 1
     # the other's claim stands: nothing handed back, nothing due before it runs out
     assert outbox.claim(queued, clock.now(), 100, timedelta(seconds=30)) == []
+
+
+async def test_a_renewal_given_up_on_a_lock_wait_loses_no_outcome(
+        queued: Database, postgres_url: str) -> None:
+    # the dispatcher's session bounds its lock waits (as fence_session does in a cluster);
+    # another session holds a claimed row while a renewal comes: the renewal fails with
+    # the driver's lock timeout, not a StoreError. Before, that ended the renewals and
+    # was raised again at the end of the batch: nothing it had delivered was marked, and
+    # every notice went out again once the claim ran out
+    def fenced() -> Database:
+        db = open_database(postgres_url, migrate=False)
+        db.execute("SET lock_timeout = 100")
+        return db
+
+    holder = open_database(postgres_url, migrate=False)
+    clock = SystemClock()
+    with Receiver(respond=_slow(0.1)) as receiver:
+        first = Dispatcher(fenced, _config(receiver, 0.8), clock, concurrency=1)
+        out = asyncio.create_task(first.run_once())
+        await asyncio.sleep(0.05)  # claimed, the first attempt out
+        holder.execute("BEGIN")
+        holder.execute("SELECT id FROM ops_notifications ORDER BY id LIMIT 1 FOR UPDATE")
+        await asyncio.sleep(0.3)  # the renewal (every 0.2 s) waits past lock_timeout
+        holder.execute("ROLLBACK")
+        try:
+            await out
+            await _poll(first, lambda: len(receiver.on("/hook")) >= NOTICES, 30)
+        finally:
+            await first.aclose()
+            holder.conn.close()
+        await asyncio.sleep(1.0)  # past the claim: anything unmarked would be due again
+        second = Dispatcher(lambda: open_database(postgres_url), _config(receiver, 0.8),
+                            clock)
+        await second.run_once()
+        await second.aclose()
+    assert _delivered(receiver) == list(range(NOTICES))  # each once
+    assert outbox.counts(queued) == {("webhook", "sent"): NOTICES}
