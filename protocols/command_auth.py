@@ -4,10 +4,13 @@ MQTT 3.1.1 tells a subscriber nothing about who published a message, and a broke
 is only as good as the credentials on every gateway. So each agent holds its own key and
 acts only on commands signed for it:
 
-- the signature is a hex HMAC-SHA256, with the agent's key, over the *canonical JSON*
-  of the command without ``signature``: keys sorted, compact separators, ``None``
+- ``breaker_signature`` is a hex HMAC-SHA256, with the agent's key, over the *canonical
+  JSON* of the command without its signatures: keys sorted, compact separators, ``None``
   fields left out, every time in the contract's UTC form (:func:`utc_isoformat`), so
-  the coordinator (pydantic) and a technician's CLI produce the same bytes;
+  the coordinator (pydantic) and a technician's CLI produce the same bytes. The legacy
+  ``signature`` covers the same without ``breaker``: what an agent from before the
+  breaker was signed checks (it drops fields it does not know), so a fleet upgraded in
+  waves keeps taking commands; agents of this version check ``breaker_signature`` only;
 - ``agent_id`` binds the command to one agent (a command signed for gateway A and
   replayed at gateway B is refused even if both share a key by mistake), ``breaker`` to
   one of its breakers (the topic names it too, but a topic is not signed: a command
@@ -65,15 +68,22 @@ def _canonical_value(value: Any) -> Any:
     return value
 
 
-def canonical_bytes(cmd: BreakerCommand) -> bytes:
-    """The bytes a signature covers: the command without ``signature``, canonical JSON."""
-    body = cmd.model_dump(mode="python", exclude={"signature"}, exclude_none=True)
+_SIGNATURES = {"signature", "breaker_signature"}
+
+
+def canonical_bytes(cmd: BreakerCommand, *, with_breaker: bool = True) -> bytes:
+    """The bytes a signature covers: the command without its signatures, canonical JSON;
+    ``with_breaker=False``: also without ``breaker``, as an agent from before it parses
+    the command (the legacy ``signature``)."""
+    leave_out = _SIGNATURES if with_breaker else _SIGNATURES | {"breaker"}
+    body = cmd.model_dump(mode="python", exclude=leave_out, exclude_none=True)
     body = _canonical_value(body)
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _mac(cmd: BreakerCommand, key: bytes) -> str:
-    return hmac.new(key, canonical_bytes(cmd), hashlib.sha256).hexdigest()
+def _mac(cmd: BreakerCommand, key: bytes, *, with_breaker: bool = True) -> str:
+    body = canonical_bytes(cmd, with_breaker=with_breaker)
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
 def _check_key(key: bytes) -> None:
@@ -93,11 +103,17 @@ def sign_command(cmd: BreakerCommand, key: bytes, nonce: str | None = None) -> B
     if cmd.breaker is None:
         raise ValueError("breaker: a signed command must name the breaker it is for")
     unsigned = cmd.model_copy(
-        update={"nonce": nonce if nonce is not None else secrets.token_hex(16), "signature": None}
+        update={"nonce": nonce if nonce is not None else secrets.token_hex(16),
+                "signature": None, "breaker_signature": None}
     )
     # model_copy skips validation: re-validate so a bad nonce fails here, not at the agent
     unsigned = BreakerCommand.model_validate(unsigned.model_dump())
-    return unsigned.model_copy(update={"signature": _mac(unsigned, key)})
+    # both: this version's agents check the one with the breaker; an agent from before
+    # it drops the field it does not know and checks the other, so a fleet upgraded in
+    # waves keeps taking commands (such an agent is no better protected than before)
+    return unsigned.model_copy(update={
+        "breaker_signature": _mac(unsigned, key),
+        "signature": _mac(unsigned, key, with_breaker=False)})
 
 
 def replay_window_end(cmd: BreakerCommand, max_ttl: timedelta) -> datetime:
@@ -121,8 +137,11 @@ def verify_command(
     _check_key(key)
     if cmd.signature is None or cmd.nonce is None or cmd.agent_id is None:
         raise CommandRejected("unsigned", "signature, nonce and agent_id are required")
+    if cmd.breaker_signature is None or cmd.breaker is None:
+        # signed by a sender from before breakers were signed: it may have been moved
+        raise CommandRejected("wrong_breaker", "the signature names no breaker")
     # compare_digest: the time taken must not tell an attacker how many hex digits matched
-    if not hmac.compare_digest(cmd.signature, _mac(cmd, key)):
+    if not hmac.compare_digest(cmd.breaker_signature, _mac(cmd, key)):
         raise CommandRejected("bad_signature", "signature does not match the command")
     if cmd.agent_id != agent_id:
         raise CommandRejected("wrong_agent", f"signed for agent {cmd.agent_id!r}")

@@ -336,7 +336,11 @@ class BreakerCommand(WireModel):
     # topic must not act there.
     breaker: Ident | None = None
     nonce: str | None = Field(default=None, pattern=r"^[0-9a-f]{16,64}$")
+    # over the command as an agent from before ``breaker`` parses it (without the two
+    # fields below): what such an agent checks, so commands reach it during an upgrade
     signature: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    # over the command with ``breaker``: what this version's agents check
+    breaker_signature: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
     @model_validator(mode="after")
     def _override_needs_expiry(self) -> BreakerCommand:
