@@ -67,7 +67,7 @@ class EdgeAgent:
         # a bad RTC right): by default with the system clock, never with a manual one
         # (a test's or a replay's, which jumps on purpose).
         if steady is None and isinstance(clock, SystemClock):
-            steady = time.monotonic
+            steady = _since_boot
         self._steady = steady
         self._steps = StepWatch(config.agent.max_skew_s)
         self.topics = topics or Topics(config.uplink_mqtt.topic_root)
@@ -317,6 +317,16 @@ class EdgeAgent:
         if self.publisher.countdowns:
             self.publisher.wake.set()
         self.publisher.check_heartbeat(now, connected=self._uplink.connected)
+
+
+def _since_boot() -> float:
+    """Seconds since boot, suspended time included (Linux's CLOCK_BOOTTIME): a gateway
+    that slept an hour has really been away an hour, not seen a step of its clock.
+    Elsewhere the monotonic clock, which leaves suspended time out."""
+    return time.clock_gettime(_BOOT_CLOCK)
+
+
+_BOOT_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 
 
 def _env_key_present() -> bool:

@@ -379,6 +379,10 @@ def open_store(config: AgentConfig, now: datetime | None = None) -> Store:
         path = Path(config.state_db_path)
         label = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
         aside = path.with_name(f"{path.name}.corrupt-{label}")
+        n = 1
+        while any(aside.with_name(aside.name + s).exists() for s in ("", "-wal", "-shm")):
+            n += 1  # a second damaged file within the second: never over the first
+            aside = path.with_name(f"{path.name}.corrupt-{label}-{n}")
         try:
             for suffix in ("", "-wal", "-shm"):
                 part = path.with_name(path.name + suffix)

@@ -86,3 +86,17 @@ def test_a_state_file_that_opens_is_never_set_aside(tmp_path: Path) -> None:
     assert store.incarnation == first
     store.close()
     assert list(tmp_path.rglob("*.corrupt-*")) == []
+
+
+def test_two_damaged_files_within_one_second_are_both_kept(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    config = make_config(tmp_path, "mqtt://127.0.0.1:1", "mqtt://127.0.0.1:1", TOPICS)
+    path = Path(config.state_db_path)
+    for _ in range(2):
+        _first_life(config, clock)
+        _overwrite_header(path)
+        open_store(config, T0).close()  # set aside (both at T0), a new store made
+    names = sorted(p.name for p in tmp_path.rglob(f"{path.name}.corrupt-*")
+                   if not p.name.endswith(("-wal", "-shm")))
+    assert names == [f"{path.name}.corrupt-20260115T020000Z",
+                     f"{path.name}.corrupt-20260115T020000Z-2"]
