@@ -62,6 +62,46 @@ def config_dict(
     }
 
 
+def write_site_config(tmp_path: Path, broker_url: str, topics: Topics, *, name: str,
+                      tick_interval_s: float, for_s: float,
+                      client_id: str | None = None) -> Path:
+    """A gateway's TOML file for ``python -m edge_agent --config`` (one probe, one rule,
+    one breaker, both links on ``broker_url``), as a technician writes it."""
+    ids = ("" if client_id is None else f'client_id = "{client_id}-sensors"\n',
+           "" if client_id is None else f'client_id = "{client_id}"\n')
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f"""
+[agent]
+agent_id = "{AGENT}"
+warehouse_id = "{WH}"
+state_db = "edge.sqlite"
+tick_interval_s = {tick_interval_s}
+[local_mqtt]
+url = "{broker_url}"
+{ids[0]}[uplink_mqtt]
+url = "{broker_url}"
+username = "{AGENT}"
+{ids[1]}topic_root = "{topics.root}"
+keepalive_s = 2
+reconnect_min_s = 0.1
+reconnect_max_s = 0.5
+[[sensors]]
+id = "{SENSOR}"
+zone = "cold_room_2"
+[[rules]]
+id = "temp_high"
+zone = "cold_room_2"
+breaker = "cold_chain"
+metric = "temperature_c"
+above = 8.0
+for_s = {for_s}
+min_readings = 2
+[[breakers]]
+name = "cold_chain"
+""")
+    return path
+
+
 def make_config(
     tmp_path: Path, local_url: str, uplink_url: str, topics: Topics, **rule: Any
 ) -> AgentConfig:

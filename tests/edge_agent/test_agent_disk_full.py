@@ -21,7 +21,14 @@ import pytest
 
 from protocols import BreakerState, SensorReading, Topics, encode
 from simulators.brokers import Broker
-from tests.edge_agent.conftest import AGENT, WH, Collector, SensorPublisher, wait_until
+from tests.edge_agent.conftest import (
+    AGENT,
+    WH,
+    Collector,
+    SensorPublisher,
+    wait_until,
+    write_site_config,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,37 +41,8 @@ def _ignore_sigxfsz() -> None:
 
 
 def site(tmp_path: Path, broker: Broker, topics: Topics) -> Path:
-    path = tmp_path / "site.toml"
-    path.write_text(f"""
-[agent]
-agent_id = "{AGENT}"
-warehouse_id = "{WH}"
-state_db = "edge.sqlite"
-tick_interval_s = 0.1
-[local_mqtt]
-url = "{broker.url}"
-[uplink_mqtt]
-url = "{broker.url}"
-username = "{AGENT}"
-topic_root = "{topics.root}"
-keepalive_s = 2
-reconnect_min_s = 0.1
-reconnect_max_s = 0.5
-[[sensors]]
-id = "cr2_t1"
-zone = "cold_room_2"
-[[rules]]
-id = "temp_high"
-zone = "cold_room_2"
-breaker = "cold_chain"
-metric = "temperature_c"
-above = 8.0
-for_s = 1
-min_readings = 2
-[[breakers]]
-name = "cold_chain"
-""")
-    return path
+    return write_site_config(tmp_path, broker.url, topics, name="site",
+                             tick_interval_s=0.1, for_s=1)
 
 
 @pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux prlimit")

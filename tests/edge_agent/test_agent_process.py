@@ -16,48 +16,22 @@ import pytest
 
 from protocols import AgentState, AgentStatus, BreakerState, Topics
 from simulators.brokers import Broker
-from tests.edge_agent.conftest import AGENT, WH, Collector, SensorPublisher, wait_until
+from tests.edge_agent.conftest import (
+    AGENT,
+    WH,
+    Collector,
+    SensorPublisher,
+    wait_until,
+    write_site_config,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_config(tmp_path: Path, broker: Broker, topics: Topics, client_id: str) -> Path:
-    path = tmp_path / f"{client_id}.toml"
-    path.write_text(
-        f"""
-[agent]
-agent_id = "{AGENT}"
-warehouse_id = "{WH}"
-state_db = "edge.sqlite"
-tick_interval_s = 0.2
-[local_mqtt]
-url = "{broker.url}"
-client_id = "{client_id}-sensors"
-[uplink_mqtt]
-url = "{broker.url}"
-username = "{AGENT}"
-client_id = "{client_id}"
-topic_root = "{topics.root}"
-keepalive_s = 2
-reconnect_min_s = 0.1
-reconnect_max_s = 0.5
-[[sensors]]
-id = "cr2_t1"
-zone = "cold_room_2"
-[[rules]]
-id = "temp_high"
-zone = "cold_room_2"
-breaker = "cold_chain"
-metric = "temperature_c"
-above = 8.0
-for_s = 0.5
-min_readings = 2
-[[breakers]]
-name = "cold_chain"
-"""
-    )
-    return path
+    return write_site_config(tmp_path, broker.url, topics, name=client_id,
+                             tick_interval_s=0.2, for_s=0.5, client_id=client_id)
 
 
 def start(config: Path) -> subprocess.Popen[bytes]:

@@ -58,6 +58,16 @@ def _delivered(receiver: Receiver) -> list[int]:
     return sorted(r.body["n"] for r in receiver.on("/hook"))
 
 
+async def _first_sends_while_second_polls(first: Dispatcher, second: Dispatcher) -> None:
+    """The first claims the batch and sends it; the second polls all along."""
+    out = asyncio.create_task(first.run_once())
+    await asyncio.sleep(0)  # the first claims the batch, then sends
+    await _poll(second, out.done, 30)
+    assert await out == NOTICES
+    await first.aclose()
+    await second.aclose()
+
+
 async def _poll(dispatcher: Dispatcher, until: Callable[[], bool], within_s: float) -> None:
     deadline = time.monotonic() + within_s
     while not until():
@@ -76,12 +86,7 @@ async def test_a_slow_receiver_never_lets_another_dispatcher_send_a_batch_in_han
         first = Dispatcher(lambda: open_database(postgres_url), cfg, clock,
                            concurrency=2)
         second = Dispatcher(lambda: open_database(postgres_url), cfg, clock)
-        out = asyncio.create_task(first.run_once())
-        await asyncio.sleep(0)  # the first claims the batch, then sends
-        await _poll(second, out.done, 30)
-        assert await out == NOTICES
-        await first.aclose()
-        await second.aclose()
+        await _first_sends_while_second_polls(first, second)
     assert _delivered(receiver) == list(range(NOTICES))  # each once
     assert first.stats.claim_renewals >= 2
     assert second.stats.sent == 0
@@ -107,12 +112,7 @@ async def test_a_dispatcher_whose_session_the_server_ended_keeps_its_batch(
             lambda: open_database(f"{postgres_url}?application_name=first", migrate=False),
             cfg, clock, concurrency=2)
         second = Dispatcher(lambda: open_database(postgres_url), cfg, clock)
-        out = asyncio.create_task(first.run_once())
-        await asyncio.sleep(0)  # the first claims the batch, then sends
-        await _poll(second, out.done, 30)
-        assert await out == NOTICES
-        await first.aclose()
-        await second.aclose()
+        await _first_sends_while_second_polls(first, second)
     assert ended == [1]
     assert _delivered(receiver) == list(range(NOTICES))
     assert second.stats.sent == 0
