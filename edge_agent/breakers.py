@@ -10,7 +10,7 @@ command is answered with an audit outcome. Pure: no I/O, time is an argument.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from edge_agent.readings import Reading
@@ -200,6 +200,14 @@ class Breaker:
             event_time=now,
             clock_suspect=False,
         )
+
+    def clock_stepped(self, by_s: float) -> None:
+        """The gateway clock stepped by ``by_s`` seconds: an override keeps the time it
+        had left (set for an hour while the clock read 2038, it would otherwise have
+        held for twelve years once NTP set the clock right; or ended at once after a
+        step forward)."""
+        if self.override_expires_at is not None:
+            self.override_expires_at += timedelta(seconds=by_s)
 
     def _clear_override(self) -> None:
         self.override = Override.NONE

@@ -191,14 +191,17 @@ class AgentCore:
         """The gateway clock stepped by ``by_s`` seconds (back: found by the core; forward:
         told by the shell, which compares it with a monotonic clock):
         every rule starts its sensors again from ``now``
-        (:meth:`edge_agent.rules.RuleMachine.clock_stepped`). Override expiries stay on
-        the clock (an override set for an hour may end early or late by the step)."""
+        (:meth:`edge_agent.rules.RuleMachine.clock_stepped`); an override keeps the time
+        it had left."""
         out = Output(persist=True)
         log.warning("gateway clock stepped %+.0f s: rules start their sensors again from %s",
                     by_s, now.isoformat())
         actions: list[Action] = []
         for machine in self.machines.values():
             actions.extend(machine.clock_stepped(now, by_s))
+        for breaker in self.breakers.values():
+            breaker.clock_stepped(by_s)
+            self._dirty_breakers.add(breaker.name)
         self._logged_at.clear()
         self._handle(out, actions, [], now)
         return out
@@ -330,6 +333,7 @@ class AgentCore:
     def command(self, breaker_name: str, payload: bytes, now: datetime, topic: str = "") -> Output:
         """Verify, apply and audit one operator command. Never raises."""
         out = Output()
+        self._stepped_back(out, now)
         try:
             cmd = decode(BreakerCommand, payload)
         except PayloadError as exc:

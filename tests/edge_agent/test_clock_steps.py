@@ -16,7 +16,7 @@ from edge_agent.agent import EdgeAgent
 from edge_agent.clock_steps import StepWatch
 from edge_agent.config import AgentConfig
 from edge_agent.core import AgentCore, Saved
-from protocols import SensorReading, Topics, encode
+from protocols import BreakerCommand, CommandKind, SensorReading, Topics, encode
 from protocols.clock import ManualClock
 from tests.edge_agent.conftest import SENSOR, WH, config_dict
 
@@ -150,3 +150,19 @@ def test_a_step_watch_reports_exactly_the_steps_beyond_its_tolerance(
             found.append(step)
     expected = [-jump if back else jump] if where < len(gaps) else []
     assert [round(s, 3) for s in found] == [round(e, 3) for e in expected]
+
+
+def test_an_override_set_on_a_wrong_clock_keeps_the_time_it_had_left_after_the_step(
+        tmp_path: Path) -> None:
+    core = AgentCore(_config(tmp_path), TOPICS)  # unsigned commands: a bench, no key
+    core.start(WRONG, Saved({}, {}, None, 0, 1, "abcdef12"))
+    inhibit = BreakerCommand(command_id="c-1", command=CommandKind.INHIBIT, actor="local:li",
+                             reason="defrost", issued_at=WRONG,
+                             expires_at=WRONG + timedelta(hours=1))
+    core.command("cold_chain", encode(inhibit), WRONG + timedelta(minutes=10))
+    breaker = core.breakers["cold_chain"]
+    assert breaker.override_expires_at == WRONG + timedelta(hours=1)
+    core.tick(T)  # NTP steps the clock back: 50 minutes were left
+    assert breaker.override_expires_at == T + timedelta(minutes=50)
+    core.tick(T + timedelta(minutes=51))
+    assert breaker.override_expires_at is None  # expired, not held until 2038
