@@ -30,7 +30,8 @@ from edge_agent.broker_links import SensorLink, UplinkLink
 from edge_agent.clock_steps import StepWatch
 from edge_agent.command_topics import CommandTopics
 from edge_agent.config import AgentConfig
-from edge_agent.core import AgentCore, Output, Saved
+from edge_agent.core import AgentCore
+from edge_agent.core_io import Output, Saved
 from edge_agent.counters import AgentStats
 from edge_agent.errors import StoreError
 from edge_agent.local_command import COMMAND_KEY_ENV

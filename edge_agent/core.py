@@ -15,18 +15,17 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
+from edge_agent import rule_snapshots
 from edge_agent.breakers import Breaker, BreakerChange
 from edge_agent.command_gate import CommandGate
 from edge_agent.config import AgentConfig
+from edge_agent.core_io import Output, Saved, State
 from edge_agent.counters import Counters
 from edge_agent.errors import SensorPayloadError
 from edge_agent.messages import (
     Identity,
-    OutgoingMessage,
     audit_message,
     breaker_message,
     countdown,
@@ -45,9 +44,7 @@ from protocols import (
     BreakerCommand,
     BreakerState,
     CommandKind,
-    DeadLetter,
     PayloadError,
-    RuleCountdown,
     Topics,
     decode,
 )
@@ -56,41 +53,6 @@ log = logging.getLogger("edge_agent")
 
 SYSTEM_ACTOR = "edge-agent"
 DROP_CAUSES = ("out_of_order", "duplicate")
-
-
-@dataclass(slots=True)
-class Output:
-    """What one step produced. ``persist``: state changed and must be saved even if no
-    message was produced (a tick, a transition)."""
-
-    messages: list[OutgoingMessage] = field(default_factory=list)
-    deadletters: list[DeadLetter] = field(default_factory=list)
-    countdowns: list[RuleCountdown] = field(default_factory=list)
-    transitions: list[Transition] = field(default_factory=list)  # for logs and replays
-    persist: bool = False
-
-
-@dataclass(slots=True)
-class State:
-    """What the shell persists with an output's messages, in the same transaction."""
-
-    rules: dict[str, dict[str, Any]]
-    breakers: dict[str, dict[str, Any]]
-    readings: list[Reading]
-    nonces: dict[str, datetime]
-
-
-@dataclass(frozen=True, slots=True)
-class Saved:
-    """What the shell loaded from the state store at start."""
-
-    rules: dict[str, dict[str, Any]]
-    breakers: dict[str, dict[str, Any]]
-    saved_at: datetime | None
-    seq: int
-    session_seq: int
-    incarnation: str | None
-    nonces: dict[str, datetime] = field(default_factory=dict)
 
 
 class AgentCore:
@@ -138,7 +100,7 @@ class AgentCore:
         for spec in self.specs:
             data = saved.rules.get(spec.key)
             if data is not None and saved.saved_at is not None:
-                machine = RuleMachine.restore(
+                machine = rule_snapshots.restore(
                     spec, self.me.agent_id, data, saved_at=saved.saved_at, now=now,
                     outage_tolerance_s=cfg.outage_tolerance_s,
                 )
@@ -373,7 +335,7 @@ class AgentCore:
         rules = {}
         for key, machine in self.machines.items():
             if machine.dirty:
-                rules[key] = machine.snapshot()
+                rules[key] = rule_snapshots.snapshot(machine)
                 machine.dirty = False
         breakers = {name: self.breakers[name].snapshot() for name in self._dirty_breakers}
         self._dirty_breakers.clear()

@@ -29,7 +29,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge_agent.config import AgentConfig, load_config
-from edge_agent.core import AgentCore, Output, Saved
+from edge_agent.core import AgentCore
+from edge_agent.core_io import Output, Saved
 from edge_agent.errors import ConfigError
 from edge_agent.readings import Metric
 from edge_agent.rule_types import Transition

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from edge_agent.agent import EdgeAgent
 from edge_agent.clock_steps import StepWatch
 from edge_agent.config import AgentConfig
-from edge_agent.core import AgentCore, Saved
+from edge_agent.core import AgentCore
+from edge_agent.core_io import Saved
 from protocols import BreakerCommand, CommandKind, SensorReading, Topics, encode
 from protocols.clock import ManualClock
 from tests.edge_agent.conftest import SENSOR, WH, config_dict

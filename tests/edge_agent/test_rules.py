@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge_agent import rule_snapshots
 from edge_agent.rule_types import Notice, RuleSpec, Transition
 from edge_agent.rules import Reading, RuleMachine
 from protocols.models import BreakerState
@@ -236,10 +237,10 @@ def test_worst_live_sensor_of_the_zone_counts() -> None:
 
 def restored(m: RuleMachine, down_s: float, tolerance: float = 900.0) -> RuleMachine:
     assert m.last_ts is not None
-    return RuleMachine.restore(
+    return rule_snapshots.restore(
         m.spec,
         "gw-1",
-        m.snapshot(),
+        rule_snapshots.snapshot(m),
         saved_at=m.last_ts,
         now=m.last_ts + timedelta(seconds=down_s),
         outage_tolerance_s=tolerance,
@@ -373,7 +374,7 @@ def test_property_duplicates_change_nothing_and_replays_are_deterministic(
     out_twice = [(t.state, t.event_time) for t in feed_all(twice, doubled)]
     assert out_once == out_twice
     assert out_once == [(t.state, t.event_time) for t in feed_all(again, events)]
-    assert once.snapshot() == twice.snapshot()
+    assert rule_snapshots.snapshot(once) == rule_snapshots.snapshot(twice)
 
 
 # -- several sensors, several clocks ----------------------------------------------
@@ -495,12 +496,12 @@ def test_a_snapshot_from_before_per_sensor_tracking_keeps_its_trip() -> None:
     old_tripped = {"state": "tripped", "since": at(310).isoformat(),
                    "tripped_since": at(310).isoformat(), "episode": "gw-1/cold_room_2/x",
                    "last_ts": at(310).isoformat(), "latest": {"s1": [at(310).isoformat(), 9.0]}}
-    back = RuleMachine.restore(make_spec(), "gw-1", old_tripped, saved_at=at(310),
+    back = rule_snapshots.restore(make_spec(), "gw-1", old_tripped, saved_at=at(310),
                                now=at(320), outage_tolerance_s=900)
     assert back.state is TRIPPED and back.episode == "gw-1/cold_room_2/x"
     old_pending = {"state": "pending", "since": at(10).isoformat(),
                    "pending_since": at(10).isoformat(), "bad_count": 2}
-    back = RuleMachine.restore(make_spec(), "gw-1", old_pending, saved_at=at(100),
+    back = rule_snapshots.restore(make_spec(), "gw-1", old_pending, saved_at=at(100),
                                now=at(110), outage_tolerance_s=900)
     assert back.state is UNKNOWN  # its excursion cannot be rebuilt per sensor: start again
 
